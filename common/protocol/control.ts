@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { CallId, CallState, EndReason, RejectReason, TransportKind, Username } from '../call';
+
+/**
+ * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
+ * socket (a named pipe on Windows), one JSON message per line (`\n`-delimited).
+ * Methods below; the daemon also sends `call.state` notifications whenever a
+ * call changes state, and `call.audio` once a call's first audio plays.
+ */
+export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+
+/** Audio statistics of a call, from the media session. */
+export const MediaStats = z.object({
+  /** RTP packets sent / received. */
+  packetsSent: z.number().int(),
+  packetsReceived: z.number().int(),
+  /** Packets never received by playout time (sequence gaps). */
+  packetsLost: z.number().int(),
+  /** Packets that arrived after their playout time and were dropped. */
+  packetsLate: z.number().int(),
+  /** Frame duration in ms (10 or 20). */
+  ptimeMs: z.number(),
+  /** Fixed jitter buffer target delay in ms. */
+  jitterTargetMs: z.number(),
+  /** RFC 3550 §6.4.1 interarrival jitter estimate, ms. */
+  jitterMs: z.number(),
+});
+export type MediaStats = z.infer<typeof MediaStats>;
+
+/** What `get_call_status` and `list_calls` return for one call. */
+export const CallStatus = z.object({
+  callId: CallId,
+  direction: z.enum(['outgoing', 'incoming']),
+  peer: Username,
+  state: CallState,
+  endReason: EndReason.optional(),
+  /** Unix ms of each step the call reached. */
+  createdAt: z.number(),
+  ringingAt: z.number().optional(),
+  answeredAt: z.number().optional(),
+  connectedAt: z.number().optional(),
+  firstAudioAt: z.number().optional(),
+  endedAt: z.number().optional(),
+  transport: TransportKind.optional(),
+  /** Human-readable detail for a `failed` end. */
+  error: z.string().optional(),
+  stats: MediaStats.optional(),
+});
+export type CallStatus = z.infer<typeof CallStatus>;
+
+export const ControlRequests = {
+  create_call: {
+    params: z.object({ to: Username }),
+    result: z.object({ callId: CallId }),
+  },
+  answer_call: {
+    /** Without `callId`, answers the one ringing call. */
+    params: z.object({ callId: CallId.optional() }),
+    result: z.object({ callId: CallId }),
+  },
+  reject_call: {
+    params: z.object({ callId: CallId.optional(), reason: RejectReason.default('declined') }),
+    result: z.object({ callId: CallId }),
+  },
+  end_call: {
+    params: z.object({ callId: CallId.optional() }),
+    result: z.object({ callId: CallId }),
+  },
+  get_call_status: {
+    params: z.object({ callId: CallId }),
+    result: CallStatus,
+  },
+  list_calls: {
+    params: z.object({}).strict().default({}),
+    result: z.object({ calls: z.array(CallStatus) }),
+  },
+  get_status: {
+    params: z.object({}).strict().default({}),
+    result: z.object({
+      username: Username,
+      deviceId: z.string(),
+      signaling: z.enum(['connecting', 'online', 'offline']),
+      autoAnswer: z.boolean(),
+    }),
+  },
+} as const;
+export type ControlMethod = keyof typeof ControlRequests;
+
+export const ControlNotifications = {
+  'call.state': CallStatus,
+  'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),
+} as const;

@@ -1,0 +1,4 @@
+export * from './envelope';
+export * from './signaling';
+export * from './rpc';
+export * from './control';
