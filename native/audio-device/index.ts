@@ -1,0 +1,307 @@
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import type { Readable, Writable } from 'node:stream';
+
+/**
+ * Audio devices through PortAudio (naudiodon). Parley's pipeline format is
+ * fixed: 48 kHz, mono, signed 16-bit PCM, in frames of 10 ms (480 samples) or
+ * 20 ms (960 samples). Capture emits exactly one frame per `frame` event;
+ * playback takes exactly one frame per `write`.
+ *
+ * On Linux PortAudio reaches PulseAudio through ALSA's pulse plugin
+ * (libasound2-plugins). A device is chosen by name:
+ * - `undefined` or `"default"`: the system default;
+ * - `"pulse:<name>"`: the PulseAudio source or sink `<name>` (sets
+ *   `PULSE_SOURCE` / `PULSE_SINK` for this process before the stream opens);
+ * - anything else: a PortAudio device whose name equals it, or else contains it
+ *   (case-insensitive).
+ */
+export const SAMPLE_RATE = 48_000;
+export type FrameMs = 10 | 20;
+
+/**
+ * PortAudio buffer size in samples (5 ms). Independent of the frame size:
+ * measured on PulseAudio here, 5 ms periods cut the device round trip from
+ * ~50 ms (one 20 ms period) to ~25 ms without underruns.
+ */
+export const PERIOD_SAMPLES = 240;
+
+/** Samples in one frame of `frameMs` at 48 kHz mono. */
+export function frameSamples(frameMs: FrameMs): number {
+  return (SAMPLE_RATE / 1000) * frameMs;
+}
+
+export interface AudioDeviceInfo {
+  id: number;
+  name: string;
+  hostApi: string;
+  maxInputChannels: number;
+  maxOutputChannels: number;
+  defaultSampleRate: number;
+}
+
+/** Why an audio device could not be used; `message` is written for the user. */
+export class AudioDeviceError extends Error {
+  constructor(
+    readonly kind: 'unavailable' | 'no_device' | 'not_found' | 'open_failed' | 'stream_error',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AudioDeviceError';
+  }
+}
+
+interface NaudiodonDevice {
+  id: number;
+  name: string;
+  hostAPIName: string;
+  maxInputChannels: number;
+  maxOutputChannels: number;
+  defaultSampleRate: number;
+}
+interface AudioIOStream {
+  start(): void;
+  quit(cb?: () => void): Promise<void>;
+  abort(cb?: () => void): void;
+}
+interface Naudiodon {
+  getDevices(): NaudiodonDevice[];
+  SampleFormat16Bit: number;
+  AudioIO(options: object): (Readable | Writable) & AudioIOStream;
+}
+
+let loaded: Naudiodon | undefined;
+
+/**
+ * Loads naudiodon on first use.
+ * @throws AudioDeviceError('unavailable') naming the missing library when the addon cannot load.
+ */
+function naudiodon(): Naudiodon {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  try {
+    loaded = require('naudiodon') as Naudiodon;
+  } catch (e) {
+    const detail = e instanceof Error ? e.message : String(e);
+    const lib = /lib[\w.-]+\.so[\w.]*/.exec(detail)?.[0];
+    throw new AudioDeviceError(
+      'unavailable',
+      lib
+        ? `audio is unavailable: the system library ${lib} is missing (on Debian/Ubuntu install libasound2 and libasound2-plugins)`
+        : `audio is unavailable: the PortAudio addon (naudiodon) could not load: ${detail}`,
+    );
+  }
+  // naudiodon logs every stream error to the console itself; Parley reports them through its own events.
+  return loaded;
+}
+
+/**
+ * Lists PortAudio's devices. PortAudio scans devices once per process, so the
+ * list reflects the moment audio was first used.
+ * @throws AudioDeviceError('unavailable') when the addon cannot load.
+ */
+export function listAudioDevices(): AudioDeviceInfo[] {
+  return naudiodon()
+    .getDevices()
+    .map((d) => ({
+      id: d.id,
+      name: d.name,
+      hostApi: d.hostAPIName,
+      maxInputChannels: d.maxInputChannels,
+      maxOutputChannels: d.maxOutputChannels,
+      defaultSampleRate: d.defaultSampleRate,
+    }));
+}
+
+/**
+ * Resolves a device name to a PortAudio device id (-1 = default).
+ * @throws AudioDeviceError('no_device') when PortAudio sees no device at all,
+ *   ('not_found') when no device matches the name (the message lists the ones there are).
+ */
+export function resolveDevice(name: string | undefined, direction: 'input' | 'output'): number {
+  const devices = listAudioDevices().filter((d) =>
+    direction === 'input' ? d.maxInputChannels > 0 : d.maxOutputChannels > 0,
+  );
+  if (devices.length === 0) {
+    throw new AudioDeviceError(
+      'no_device',
+      `no audio ${direction} device found: PortAudio sees none. Is PulseAudio (or PipeWire) running, and ALSA's pulse plugin (libasound2-plugins) installed?`,
+    );
+  }
+  if (name === undefined || name === '' || name === 'default') return -1;
+  if (name.startsWith('pulse:')) {
+    const pulseName = name.slice('pulse:'.length);
+    process.env[direction === 'input' ? 'PULSE_SOURCE' : 'PULSE_SINK'] = pulseName;
+    return devices.find((d) => d.name === 'pulse')?.id ?? -1;
+  }
+  const exact = devices.find((d) => d.name === name);
+  if (exact) return exact.id;
+  const lower = name.toLowerCase();
+  const partial = devices.find((d) => d.name.toLowerCase().includes(lower));
+  if (partial) return partial.id;
+  throw new AudioDeviceError(
+    'not_found',
+    `no audio ${direction} device named "${name}"; available: ${devices.map((d) => `"${d.name}"`).join(', ')}`,
+  );
+}
+
+export interface CaptureOptions {
+  /** Device name (see module doc); default: the system's. */
+  device?: string;
+  frameMs: FrameMs;
+}
+
+/**
+ * Microphone capture. Emits `frame` (Int16Array of exactly frameSamples(frameMs)
+ * samples, 48 kHz mono) once per frame, in device time; `error` with an
+ * AudioDeviceError when the device fails or disappears.
+ */
+export interface CaptureStream extends EventEmitter<{
+  frame: [Int16Array];
+  error: [AudioDeviceError];
+}> {
+  readonly frameMs: FrameMs;
+  start(): void;
+  /** Stops and releases the device. Never throws. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a capture stream (not started).
+ * @throws AudioDeviceError when the device cannot be found or opened.
+ */
+export function openCapture(options: CaptureOptions): CaptureStream {
+  const id = resolveDevice(options.device, 'input');
+  const samples = frameSamples(options.frameMs);
+  const frameBytes = samples * 2;
+  let io: Readable & AudioIOStream;
+  try {
+    io = naudiodon().AudioIO({
+      inOptions: {
+        channelCount: 1,
+        sampleFormat: naudiodon().SampleFormat16Bit,
+        sampleRate: SAMPLE_RATE,
+        deviceId: id,
+        closeOnError: false,
+        framesPerBuffer: PERIOD_SAMPLES,
+        highwaterMark: frameBytes,
+        maxQueue: 4,
+      },
+    }) as Readable & AudioIOStream;
+  } catch (e) {
+    throw new AudioDeviceError('open_failed', `could not open the microphone: ${(e as Error).message}`);
+  }
+  io.removeAllListeners('error');
+
+  const emitter = new EventEmitter() as CaptureStream;
+  let pending = Buffer.alloc(0);
+  let closed = false;
+  io.on('data', (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    while (pending.length >= frameBytes) {
+      // Copy into an aligned buffer: chunk offsets may be odd.
+      const frame = new Int16Array(samples);
+      Buffer.from(frame.buffer).set(pending.subarray(0, frameBytes));
+      pending = pending.subarray(frameBytes);
+      emitter.emit('frame', frame);
+    }
+  });
+  io.on('error', (err: Error) => {
+    if (!closed) emitter.emit('error', new AudioDeviceError('stream_error', `microphone failed: ${err.message}`));
+  });
+  Object.assign(emitter, {
+    frameMs: options.frameMs,
+    start: () => io.start(),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      io.removeAllListeners('data');
+      await new Promise<void>((resolve) => io.abort(() => resolve()));
+    },
+  });
+  return emitter;
+}
+
+export interface PlaybackOptions {
+  /** Device name (see module doc); default: the system's. */
+  device?: string;
+  frameMs: FrameMs;
+  /**
+   * Frames queued ahead of the one the device is playing (≥ 1, default 1).
+   * Each adds one frame of mouth-to-ear delay and one frame of protection
+   * against a late Node event loop.
+   */
+  queueFrames?: number;
+}
+
+/**
+ * Speaker playback, paced by the device: the stream asks for the next frame
+ * (`pull`) whenever the device has room for one, so the device clock drives
+ * playout and there is no drift between a timer and the sound card.
+ */
+export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError] }> {
+  readonly frameMs: FrameMs;
+  /**
+   * Starts playout; `pull` is called once per frame and must return exactly
+   * frameSamples(frameMs) samples (silence when there is nothing to play).
+   */
+  start(pull: () => Int16Array): void;
+  /** Stops and releases the device. Never throws. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a playback stream (not started).
+ * @throws AudioDeviceError when the device cannot be found or opened.
+ */
+export function openPlayback(options: PlaybackOptions): PlaybackStream {
+  const id = resolveDevice(options.device, 'output');
+  const samples = frameSamples(options.frameMs);
+  const frameBytes = samples * 2;
+  let io: Writable & AudioIOStream;
+  try {
+    io = naudiodon().AudioIO({
+      outOptions: {
+        channelCount: 1,
+        sampleFormat: naudiodon().SampleFormat16Bit,
+        sampleRate: SAMPLE_RATE,
+        deviceId: id,
+        closeOnError: false,
+        framesPerBuffer: PERIOD_SAMPLES,
+        highwaterMark: frameBytes,
+        maxQueue: Math.max(1, options.queueFrames ?? 1),
+      },
+    }) as Writable & AudioIOStream;
+  } catch (e) {
+    throw new AudioDeviceError('open_failed', `could not open the speaker: ${(e as Error).message}`);
+  }
+  io.removeAllListeners('error');
+  const emitter = new EventEmitter() as PlaybackStream;
+  let closed = false;
+  io.on('error', (err: Error) => {
+    if (!closed) emitter.emit('error', new AudioDeviceError('stream_error', `speaker failed: ${err.message}`));
+  });
+  Object.assign(emitter, {
+    frameMs: options.frameMs,
+    start: (pull: () => Int16Array) => {
+      // Each write completes when naudiodon's queue has room, i.e. at the
+      // device's pace once the queue is full: that completion pulls the next frame.
+      const writeNext = (): void => {
+        if (closed) return;
+        const frame = pull();
+        if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
+        io.write(Buffer.from(frame.buffer, frame.byteOffset, frameBytes), (err) => {
+          if (!err) writeNext();
+        });
+      };
+      io.start();
+      writeNext();
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await new Promise<void>((resolve) => io.abort(() => resolve()));
+    },
+  });
+  return emitter;
+}
