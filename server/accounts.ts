@@ -1,0 +1,141 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
+import type { Kysely } from 'kysely';
+import { ParleyError } from '../common/errors';
+import type { LoginReply, PeerInfo } from '../common/protocol/signaling';
+import type { DB } from './db';
+
+/** argon2id (the @node-rs/argon2 default algorithm) with OWASP's minimum: 19 MiB, t=2, p=1. */
+const ARGON2_OPTIONS = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
+
+/** Device tokens: 32 random bytes, base64url. Stored as hex SHA-256 only. */
+const TOKEN_BYTES = 32;
+
+/** Hex SHA-256 of a device token: what the devices table keeps. */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/**
+ * Accounts and their devices in the store. Passwords are argon2id hashes;
+ * device tokens are returned once at login and only their SHA-256 is kept.
+ */
+export class Accounts {
+  /** A hash to verify against for unknown users, so both failures cost the same time. */
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(private readonly db: Kysely<DB>) {}
+
+  /**
+   * Creates an account.
+   * @throws ParleyError `already_exists` when the username is taken.
+   */
+  async register(username: string, password: string): Promise<{ accountId: string; username: string }> {
+    const passwordHash = await argon2Hash(password, ARGON2_OPTIONS);
+    const id = randomUUID();
+    try {
+      await this.db
+        .insertInto('accounts')
+        .values({ id, username, password_hash: passwordHash, created_at: Date.now() })
+        .execute();
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new ParleyError('already_exists', `an account named ${username} already exists`);
+      throw e;
+    }
+    await this.audit('account.registered', id, null);
+    return { accountId: id, username };
+  }
+
+  /**
+   * Checks a password and creates a new device for this login.
+   * @returns the device id and its token (the only time the token is seen).
+   * @throws ParleyError `bad_credentials` for an unknown user or a wrong password (same message for both).
+   */
+  async login(username: string, password: string, deviceName: string): Promise<LoginReply> {
+    const account = await this.db
+      .selectFrom('accounts')
+      .select(['id', 'username', 'password_hash'])
+      .where('username', '=', username)
+      .executeTakeFirst();
+    const ok = account
+      ? await argon2Verify(account.password_hash, password)
+      : (await argon2Verify(await this.getDummyHash(), password), false);
+    if (!account || !ok) {
+      await this.audit('login.failed', account?.id ?? null, null);
+      throw new ParleyError('bad_credentials', 'wrong username or password');
+    }
+    const deviceId = randomUUID();
+    const token = randomBytes(TOKEN_BYTES).toString('base64url');
+    await this.db
+      .insertInto('devices')
+      .values({
+        id: deviceId,
+        account_id: account.id,
+        name: deviceName,
+        token_hash: hashToken(token),
+        created_at: Date.now(),
+        last_seen_at: null,
+      })
+      .execute();
+    await this.audit('login', account.id, deviceId);
+    return { accountId: account.id, username: account.username, deviceId, token };
+  }
+
+  /**
+   * Finds the device a token belongs to and marks it seen.
+   * @throws ParleyError `unauthenticated` when the device is unknown or the token does not match.
+   */
+  async authenticateDevice(deviceId: string, token: string): Promise<PeerInfo> {
+    const row = await this.db
+      .selectFrom('devices')
+      .innerJoin('accounts', 'accounts.id', 'devices.account_id')
+      .select(['devices.id as deviceId', 'devices.token_hash', 'accounts.id as accountId', 'accounts.username'])
+      .where('devices.id', '=', deviceId)
+      .executeTakeFirst();
+    const given = Buffer.from(hashToken(token), 'hex');
+    const stored = row ? Buffer.from(row.token_hash, 'hex') : Buffer.alloc(given.length);
+    if (!row || stored.length !== given.length || !timingSafeEqual(stored, given)) {
+      throw new ParleyError('unauthenticated', 'unknown device or wrong token');
+    }
+    await this.db.updateTable('devices').set({ last_seen_at: Date.now() }).where('id', '=', deviceId).execute();
+    return { accountId: row.accountId, username: row.username, deviceId: row.deviceId };
+  }
+
+  /** Looks up an account by name; undefined when there is none. */
+  async findByUsername(username: string): Promise<{ accountId: string; username: string } | undefined> {
+    const row = await this.db
+      .selectFrom('accounts')
+      .select(['id', 'username'])
+      .where('username', '=', username)
+      .executeTakeFirst();
+    return row ? { accountId: row.id, username: row.username } : undefined;
+  }
+
+  /**
+   * Appends an audit record. `detail` holds non-secret facts only (call ids,
+   * reasons), never envelopes, passwords or tokens. Failures are swallowed by
+   * the caller's choice: auditing must not break signaling.
+   */
+  async audit(event: string, accountId: string | null, deviceId: string | null, detail?: object): Promise<void> {
+    await this.db
+      .insertInto('audit')
+      .values({
+        at: Date.now(),
+        event,
+        account_id: accountId,
+        device_id: deviceId,
+        detail: detail ? JSON.stringify(detail) : null,
+      })
+      .execute();
+  }
+
+  private getDummyHash(): Promise<string> {
+    this.dummyHash ??= argon2Hash(randomBytes(16).toString('hex'), ARGON2_OPTIONS);
+    return this.dummyHash;
+  }
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_CONSTRAINT');
+}

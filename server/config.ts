@@ -1,0 +1,181 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { z } from 'zod';
+
+/**
+ * Server configuration: embedded defaults, then a TOML file (`--config path`
+ * or `PARLEY_SERVER_CONFIG`), then environment overrides. Every key is
+ * validated; an unknown or wrong key is a `ConfigError` that names it.
+ * See `server/parley-server.example.toml` for every key with its default.
+ */
+
+/** `host:port` (IPv6 hosts in brackets: `[::1]:8787`); port 0 picks a free port. */
+const ListenAddress = z.string().transform((value, ctx) => {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    ctx.addIssue({ code: 'custom', message: `expected "host:port" with a port 0–65535, got "${value}"` });
+    return z.NEVER;
+  }
+  return { host: (m[1] ?? m[2]) as string, port };
+});
+
+const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+const FileConfig = z
+  .object({
+    /** Where HTTP and the WebSocket listen. */
+    listen: ListenAddress.default({ host: '127.0.0.1', port: 8787 }),
+    /** Folder of the SQLite file; relative paths are relative to the working directory. */
+    data_dir: z.string().min(1).default('./.parley/server'),
+    log_level: LogLevel.default('info'),
+    /** Seconds a call may ring before it ends with `no_answer`. */
+    ring_timeout_seconds: z.number().positive().max(3600).default(45),
+    turn: z
+      .object({
+        /** TURN URLs, e.g. `turn:127.0.0.1:3478?transport=udp`. Empty: no relay is offered. */
+        urls: z.array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"')).default([]),
+        /** coturn's `--static-auth-secret`. Required when `urls` is not empty. */
+        secret: z.string().default(''),
+        /** Lifetime of an issued relay credential, seconds. */
+        ttl_seconds: z.number().int().min(60).max(86_400).default(600),
+      })
+      .strict()
+      .default({ urls: [], secret: '', ttl_seconds: 600 }),
+    stun: z
+      .object({
+        /** STUN URLs offered beside the relay, e.g. `stun:127.0.0.1:3478`. */
+        urls: z.array(z.string().regex(/^stuns?:/, 'a STUN URL starts with "stun:" or "stuns:"')).default([]),
+      })
+      .strict()
+      .default({ urls: [] }),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.turn.urls.length > 0 && c.turn.secret.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['turn', 'secret'], message: 'required when turn.urls is set' });
+    }
+  });
+
+/** The validated configuration the server runs with. */
+export interface ServerConfig {
+  listen: { host: string; port: number };
+  /** Absolute path of the data folder. */
+  dataDir: string;
+  logLevel: z.infer<typeof LogLevel>;
+  /** Ring timeout in seconds. */
+  ringTimeoutSeconds: number;
+  turn: { urls: string[]; secret: string; ttlSeconds: number };
+  stun: { urls: string[] };
+}
+
+/** A configuration problem; the message names the key (and its source) for a person. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Environment variables that override a config key: env name → [key path, kind]. */
+const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = {
+  PARLEY_SERVER_LISTEN: [['listen'], 'string'],
+  PARLEY_DATA_DIR: [['data_dir'], 'string'],
+  PARLEY_LOG_LEVEL: [['log_level'], 'string'],
+  PARLEY_RING_TIMEOUT: [['ring_timeout_seconds'], 'number'],
+  PARLEY_TURN_URLS: [['turn', 'urls'], 'list'],
+  PARLEY_TURN_SECRET: [['turn', 'secret'], 'string'],
+  PARLEY_TURN_TTL: [['turn', 'ttl_seconds'], 'number'],
+  PARLEY_STUN_URLS: [['stun', 'urls'], 'list'],
+};
+
+/**
+ * Builds the configuration from an optional TOML text and the environment.
+ *
+ * @param toml the config file's text, or undefined for defaults only.
+ * @param env environment variables (`PARLEY_*` overrides, see ENV_OVERRIDES).
+ * @param source file name used in error messages.
+ * @param cwd base for a relative `data_dir`.
+ * @throws ConfigError naming the bad key, e.g. `turn.ttl_seconds: expected number`.
+ */
+export function parseConfig(
+  toml: string | undefined,
+  env: NodeJS.ProcessEnv = {},
+  source = 'config',
+  cwd = process.cwd(),
+): ServerConfig {
+  let raw: Record<string, unknown> = {};
+  if (toml !== undefined) {
+    try {
+      raw = parseToml(toml) as Record<string, unknown>;
+    } catch (e) {
+      const where = e instanceof TomlError ? ` (line ${e.line}, column ${e.column})` : '';
+      const first = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+      throw new ConfigError(`${source}: not valid TOML${where}: ${first}`);
+    }
+  }
+
+  const fromEnv = new Map<string, string>();
+  for (const [name, [path, kind]] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    let parsed: unknown = value;
+    if (kind === 'number') parsed = /^\s*-?\d+(\.\d+)?\s*$/.test(value) ? Number(value) : value;
+    if (kind === 'list') parsed = value.split(',').map((s) => s.trim()).filter(Boolean);
+    setPath(raw, path, parsed);
+    fromEnv.set(path.join('.'), name);
+  }
+
+  const result = FileConfig.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        const prefix = issue.path.length ? `${issue.path.join('.')}.` : '';
+        return `unknown key ${issue.keys.map((k) => `"${prefix}${k}"`).join(', ')}`;
+      }
+      const key = issue.path.join('.') || '(root)';
+      const env = fromEnv.get(key);
+      return `${key}${env ? ` (from ${env})` : ''}: ${issue.message}`;
+    });
+    throw new ConfigError(`${source}: ${lines.join('; ')}`);
+  }
+  const c = result.data;
+  return {
+    listen: c.listen,
+    dataDir: resolve(cwd, c.data_dir),
+    logLevel: c.log_level,
+    ringTimeoutSeconds: c.ring_timeout_seconds,
+    turn: { urls: c.turn.urls, secret: c.turn.secret, ttlSeconds: c.turn.ttl_seconds },
+    stun: { urls: c.stun.urls },
+  };
+}
+
+/**
+ * Loads the configuration the way `npm run server` does: the file named by
+ * `configPath` (or `PARLEY_SERVER_CONFIG`; none is fine), then env overrides.
+ * @throws ConfigError when the file cannot be read or a key is invalid.
+ */
+export function loadConfig(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const path = configPath ?? (env.PARLEY_SERVER_CONFIG || undefined);
+  let text: string | undefined;
+  if (path !== undefined) {
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? 'error';
+      throw new ConfigError(`cannot read config file ${path}: ${code}`);
+    }
+  }
+  return parseConfig(text, env, path ?? 'config');
+}
+
+function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = obj;
+  for (const key of path.slice(0, -1)) {
+    const next = cur[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) cur[key] = {};
+    cur = cur[key] as Record<string, unknown>;
+  }
+  cur[path[path.length - 1] as string] = value;
+}

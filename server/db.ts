@@ -1,0 +1,98 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { Kysely, SqliteDialect, sql, type Generated } from 'kysely';
+import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
+
+/** Row shapes of the server's SQLite store. Times are Unix milliseconds. */
+export interface DB {
+  accounts: {
+    id: string;
+    username: string;
+    /** argon2id PHC string. */
+    password_hash: string;
+    created_at: number;
+  };
+  devices: {
+    id: string;
+    account_id: string;
+    name: string;
+    /** Hex SHA-256 of the device token; the token itself is never stored. */
+    token_hash: string;
+    created_at: number;
+    last_seen_at: number | null;
+  };
+  audit: {
+    id: Generated<number>;
+    at: number;
+    event: string;
+    account_id: string | null;
+    device_id: string | null;
+    /** Short JSON with non-secret facts (call id, reason); never envelopes or secrets. */
+    detail: string | null;
+  };
+}
+
+/** Schema migrations, in order. Append only; never edit a shipped one. */
+const migrations: Record<string, Migration> = {
+  '0001_accounts_devices_audit': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('accounts')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('username', 'text', (c) => c.notNull().unique())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('devices')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('account_id', 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'integer', (c) => c.notNull())
+        .addColumn('last_seen_at', 'integer')
+        .execute();
+      await db.schema.createIndex('devices_account').on('devices').column('account_id').execute();
+      await db.schema
+        .createTable('audit')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('at', 'integer', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('account_id', 'text')
+        .addColumn('device_id', 'text')
+        .addColumn('detail', 'text')
+        .execute();
+      await db.schema.createIndex('audit_at').on('audit').column('at').execute();
+    },
+  },
+};
+
+const provider: MigrationProvider = { getMigrations: async () => migrations };
+
+/**
+ * Opens (creating if needed) the SQLite store `parley.sqlite` in `dataDir`
+ * and brings its schema up to date.
+ * @param dataDir folder for the data file; created with its parents. `:memory:` keeps everything in memory.
+ * @throws Error when the folder cannot be created or a migration fails.
+ */
+export async function openDatabase(dataDir: string): Promise<Kysely<DB>> {
+  let file = ':memory:';
+  if (dataDir !== ':memory:') {
+    mkdirSync(dataDir, { recursive: true });
+    file = join(dataDir, 'parley.sqlite');
+  }
+  const sqlite = new Database(file);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('foreign_keys = ON');
+  sqlite.pragma('busy_timeout = 5000');
+  const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    await db.destroy();
+    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
+  }
+  await sql`select 1`.execute(db);
+  return db;
+}

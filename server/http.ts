@@ -1,0 +1,77 @@
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { z } from 'zod';
+import { ParleyError, type ErrorReason } from '../common/errors';
+import { LoginBody, RegisterBody } from '../common/protocol/signaling';
+import type { Accounts } from './accounts';
+
+/** HTTP status for each error reason an HTTP route can answer with. */
+const STATUS: Partial<Record<ErrorReason, number>> = {
+  parse_error: 400,
+  invalid_request: 400,
+  invalid_params: 400,
+  unauthenticated: 401,
+  bad_credentials: 401,
+  forbidden: 403,
+  method_not_found: 404,
+  already_exists: 409,
+  payload_too_large: 413,
+  rate_limited: 429,
+  unavailable: 503,
+  internal_error: 500,
+};
+
+/** Sends `{error:{code,message,data:{reason,…}}}` (common/protocol HttpError) with the matching status. */
+function sendError(reply: FastifyReply, e: ParleyError): FastifyReply {
+  return reply.status(STATUS[e.reason] ?? 400).send({ error: e.toJsonRpc() });
+}
+
+function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string): z.infer<S> {
+  const parsed = schema.safeParse(body ?? {});
+  if (!parsed.success) {
+    throw new ParleyError('invalid_params', `invalid ${what}`, {
+      issues: parsed.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
+    });
+  }
+  return parsed.data;
+}
+
+/**
+ * Registers the HTTP API on `app`:
+ * - `GET /healthz` → 200 `{ok:true, version}`
+ * - `POST /v1/accounts` RegisterBody → 201 RegisterReply; 409 `already_exists`; 400 `invalid_params`
+ * - `POST /v1/sessions` LoginBody → 201 LoginReply (a new device and its token); 401 `bad_credentials`
+ * Every error, including unknown routes and unparsable bodies, has the HttpError shape.
+ */
+export function registerHttpRoutes(app: FastifyInstance, accounts: Accounts, version: string): void {
+  app.setErrorHandler((err: FastifyError | ParleyError, req, reply) => {
+    if (err instanceof ParleyError) return sendError(reply, err);
+    const status = (err as FastifyError).statusCode ?? 500;
+    if (status === 413) return sendError(reply, new ParleyError('payload_too_large', 'request body too large'));
+    if (status === 415) return sendError(reply, new ParleyError('invalid_request', 'send a JSON body (content-type: application/json)'));
+    if (status >= 400 && status < 500) {
+      const reason = (err as FastifyError).code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError ? 'parse_error' : 'invalid_request';
+      return sendError(reply, new ParleyError(reason, reason === 'parse_error' ? 'request body is not valid JSON' : 'bad request'));
+    }
+    req.log.error({ err }, 'http handler failed');
+    return sendError(reply, new ParleyError('internal_error', 'internal error'));
+  });
+  app.setNotFoundHandler((req, reply) =>
+    sendError(reply, new ParleyError('method_not_found', `no route ${req.method} ${req.url.split('?')[0]}`)),
+  );
+
+  app.get('/healthz', async () => ({ ok: true, version }));
+
+  app.post('/v1/accounts', async (req, reply) => {
+    const body = parseBody(RegisterBody, req.body, 'registration');
+    const account = await accounts.register(body.username, body.password);
+    req.log.info({ accountId: account.accountId }, 'account registered');
+    return reply.status(201).send(account);
+  });
+
+  app.post('/v1/sessions', async (req, reply) => {
+    const body = parseBody(LoginBody, req.body, 'login');
+    const session = await accounts.login(body.username, body.password, body.deviceName);
+    req.log.info({ accountId: session.accountId, deviceId: session.deviceId }, 'device logged in');
+    return reply.status(201).send(session);
+  });
+}

@@ -1,0 +1,344 @@
+import type { EndReason, RejectReason } from '../common/call';
+import { ParleyError } from '../common/errors';
+import type { Envelope } from '../common/protocol/envelope';
+import type { PeerInfo, SignalNotification, SignalNotificationParams } from '../common/protocol/signaling';
+
+/** One authenticated signaling connection of a device, as the hub sees it. */
+export interface DeviceLink {
+  readonly peer: PeerInfo;
+  /** Sends a notification to the device; a closed link drops it silently. */
+  notify<N extends SignalNotification>(method: N, params: SignalNotificationParams<N>): void;
+  /** Closes the connection (WebSocket close code and reason). */
+  close(code: number, reason: string): void;
+}
+
+/** An account as the callee of a call. */
+export interface AccountRef {
+  accountId: string;
+  username: string;
+}
+
+/**
+ * The server side of a call, one state at a time; the ring timer belongs to
+ * the ringing state and is cleared by the transition that leaves it.
+ * - `ringing`: the invite went to every online device of the callee (`invited`);
+ *   `ringingSent` once the caller was told one of them rings.
+ * - `active`: one callee device answered; only it and the caller's device are parties now.
+ */
+type CallPhase =
+  | { kind: 'ringing'; invited: Set<string>; ringingSent: boolean; timer: NodeJS.Timeout }
+  | { kind: 'active'; callee: PeerInfo; answeredAt: number };
+
+interface Call {
+  callId: string;
+  caller: PeerInfo;
+  callee: AccountRef;
+  phase: CallPhase;
+  createdAt: number;
+}
+
+/** Facts about a call's life, for the log and the audit table (never envelopes). */
+export type HubEvent =
+  | { event: 'call.invited'; callId: string; caller: PeerInfo; callee: AccountRef; devices: number }
+  | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
+  | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo }
+  | { event: 'call.ended'; callId: string; caller: PeerInfo; callee: AccountRef; reason: EndReason; by: string | null; durationMs: number };
+
+/** WebSocket close code sent to a connection replaced by a newer one of the same device. */
+export const CLOSE_REPLACED = 4001;
+
+/**
+ * Online devices and the calls between them: the server's routing state
+ * machine. Everything here is in memory and synchronous; a restart drops calls.
+ *
+ * Semantics (one rule throughout): the device whose request ends a call learns
+ * it from that request's result (`{ok:true}`); every other device still in the
+ * call gets `call.ended` with the reason.
+ * - `call.reject` (callee, ringing): caller and the callee's other invited devices get the given reason.
+ * - `call.cancel` (caller, ringing): the invited devices get `hangup`.
+ * - `call.hangup` (either party, any phase): the other side gets `hangup`; from the
+ *   callee while ringing it counts as a reject with `declined`.
+ * - ring timeout: caller and invited devices get `no_answer`.
+ * - a party's connection closes without being replaced: the other side gets
+ *   `failed`. A reconnect of the same device (which replaces its connection)
+ *   keeps its calls: routing is by device id.
+ * - answer on one callee device: the callee's other invited devices get `answered_elsewhere`.
+ * Anyone not a party of a call gets `call_not_found` for it, so call ids leak nothing.
+ */
+export class Hub {
+  private readonly devices = new Map<string, DeviceLink>();
+  private readonly devicesByAccount = new Map<string, Set<string>>();
+  private readonly calls = new Map<string, Call>();
+  private readonly callsByAccount = new Map<string, Set<string>>();
+
+  /**
+   * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
+   * @param options.onEvent sees each call event (for logging and audit); must not throw.
+   */
+  constructor(private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void }) {}
+
+  /** Number of online devices and of calls (ringing or active). */
+  get stats(): { devices: number; calls: number } {
+    return { devices: this.devices.size, calls: this.calls.size };
+  }
+
+  /**
+   * Registers an authenticated connection. An older connection of the same
+   * device is closed with CLOSE_REPLACED; its calls continue on the new one.
+   */
+  attach(link: DeviceLink): void {
+    const { deviceId, accountId } = link.peer;
+    const old = this.devices.get(deviceId);
+    this.devices.set(deviceId, link);
+    let set = this.devicesByAccount.get(accountId);
+    if (!set) this.devicesByAccount.set(accountId, (set = new Set()));
+    set.add(deviceId);
+    if (old && old !== link) old.close(CLOSE_REPLACED, 'replaced by a newer connection of this device');
+  }
+
+  /**
+   * Forgets a connection that closed. If it was still the device's current
+   * connection, the device goes offline and its calls end (`failed` for the other side).
+   */
+  detach(link: DeviceLink): void {
+    const { deviceId, accountId } = link.peer;
+    if (this.devices.get(deviceId) !== link) return;
+    this.devices.delete(deviceId);
+    const set = this.devicesByAccount.get(accountId);
+    set?.delete(deviceId);
+    if (set?.size === 0) this.devicesByAccount.delete(accountId);
+
+    for (const callId of [...(this.callsByAccount.get(accountId) ?? [])]) {
+      const call = this.calls.get(callId);
+      if (!call) continue;
+      const role = this.roleOf(call, deviceId);
+      if (role === 'caller') {
+        this.end(call, 'failed', deviceId);
+      } else if (role === 'callee') {
+        if (call.phase.kind === 'ringing') {
+          call.phase.invited.delete(deviceId);
+          if (call.phase.invited.size === 0) this.end(call, 'failed', deviceId);
+        } else {
+          this.end(call, 'failed', deviceId);
+        }
+      }
+    }
+  }
+
+  /** True when the device has a current connection. */
+  isOnline(deviceId: string): boolean {
+    return this.devices.has(deviceId);
+  }
+
+  /**
+   * Starts a call from `caller` to every online device of `callee`.
+   *
+   * When the callee is already in a call, the result is still returned and
+   * the caller then gets `call.ended` with `busy` (sent through `afterReply`,
+   * so it follows the result); the callee is not disturbed.
+   * @param afterReply schedules work to run after the request's result was sent.
+   * @throws ParleyError `invalid_state` (call id in use, or the caller is already in a call),
+   *   `forbidden` (calling yourself), `callee_offline` (no online device).
+   */
+  invite(
+    caller: PeerInfo,
+    callId: string,
+    callee: AccountRef,
+    envelope: Envelope,
+    afterReply: (fn: () => void) => void,
+  ): { callId: string } {
+    if (this.calls.has(callId)) throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
+    if (callee.accountId === caller.accountId) throw new ParleyError('forbidden', 'you cannot call yourself');
+    if (this.callsByAccount.get(caller.accountId)?.size) {
+      throw new ParleyError('invalid_state', 'you are already in a call; end it before starting another');
+    }
+    const targets = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
+    if (targets.length === 0) throw new ParleyError('callee_offline', `${callee.username} is not online`);
+
+    if (this.callsByAccount.get(callee.accountId)?.size) {
+      this.emit({ event: 'call.busy', callId, caller, callee });
+      afterReply(() => this.send(caller.deviceId, 'call.ended', { callId, reason: 'busy' }));
+      return { callId };
+    }
+
+    const timer = setTimeout(() => this.ringTimeout(callId), this.options.ringTimeoutMs);
+    timer.unref();
+    const call: Call = {
+      callId,
+      caller,
+      callee,
+      phase: { kind: 'ringing', invited: new Set(targets), ringingSent: false, timer },
+      createdAt: Date.now(),
+    };
+    this.calls.set(callId, call);
+    this.index(caller.accountId, callId);
+    this.index(callee.accountId, callId);
+    this.emit({ event: 'call.invited', callId, caller, callee, devices: targets.length });
+    for (const deviceId of targets) this.send(deviceId, 'call.incoming', { callId, caller, envelope });
+    return { callId };
+  }
+
+  /**
+   * A callee device reports that it rings; the caller is told once.
+   * @throws ParleyError `call_not_found` (not a party), `invalid_state` (from the caller, or after answer).
+   */
+  ringing(from: PeerInfo, callId: string): void {
+    const call = this.callFor(from, callId);
+    if (this.roleOf(call, from.deviceId) !== 'callee') {
+      throw new ParleyError('invalid_state', 'only the callee sends call.ringing');
+    }
+    if (call.phase.kind !== 'ringing') throw new ParleyError('invalid_state', 'the call was already answered');
+    if (!call.phase.ringingSent) {
+      call.phase.ringingSent = true;
+      this.send(call.caller.deviceId, 'call.ringing', { callId });
+    }
+  }
+
+  /**
+   * A callee device answers: the caller gets `call.answered` with the answer
+   * envelope; other invited devices of the callee get `answered_elsewhere`.
+   * @throws ParleyError `call_not_found`, `invalid_state` (own outgoing call, or already answered).
+   */
+  answer(from: PeerInfo, callId: string, envelope: Envelope): void {
+    const call = this.callFor(from, callId);
+    if (this.roleOf(call, from.deviceId) === 'caller') {
+      throw new ParleyError('invalid_state', 'you cannot answer your own outgoing call');
+    }
+    const phase = call.phase;
+    if (phase.kind !== 'ringing') throw new ParleyError('invalid_state', 'the call was already answered');
+    clearTimeout(phase.timer);
+    call.phase = { kind: 'active', callee: from, answeredAt: Date.now() };
+    this.emit({ event: 'call.answered', callId, caller: call.caller, callee: from });
+    this.send(call.caller.deviceId, 'call.answered', { callId, callee: from, envelope });
+    for (const deviceId of phase.invited) {
+      if (deviceId !== from.deviceId) this.send(deviceId, 'call.ended', { callId, reason: 'answered_elsewhere' });
+    }
+  }
+
+  /**
+   * A callee device refuses a ringing call; the call ends with `reason` for everyone else.
+   * @throws ParleyError `call_not_found`, `invalid_state` (from the caller, or after answer: use hangup).
+   */
+  reject(from: PeerInfo, callId: string, reason: RejectReason): void {
+    const call = this.callFor(from, callId);
+    if (this.roleOf(call, from.deviceId) === 'caller') {
+      throw new ParleyError('invalid_state', 'you cannot reject your own outgoing call; use call.cancel');
+    }
+    if (call.phase.kind !== 'ringing') {
+      throw new ParleyError('invalid_state', 'the call was already answered; use call.hangup');
+    }
+    this.end(call, reason, from.deviceId);
+  }
+
+  /**
+   * The caller withdraws a call before it is answered; invited devices get `hangup`.
+   * @throws ParleyError `call_not_found`, `invalid_state` (from the callee, or after answer: use hangup).
+   */
+  cancel(from: PeerInfo, callId: string): void {
+    const call = this.callFor(from, callId);
+    if (this.roleOf(call, from.deviceId) !== 'caller') {
+      throw new ParleyError('invalid_state', 'only the caller can cancel; use call.reject');
+    }
+    if (call.phase.kind !== 'ringing') {
+      throw new ParleyError('invalid_state', 'the call was already answered; use call.hangup');
+    }
+    this.end(call, 'hangup', from.deviceId);
+  }
+
+  /**
+   * Either party ends the call in any phase. The other side gets `hangup`,
+   * except a callee hanging up a still-ringing call, which the caller sees as `declined`.
+   * @throws ParleyError `call_not_found`.
+   */
+  hangup(from: PeerInfo, callId: string): void {
+    const call = this.callFor(from, callId);
+    const declined = call.phase.kind === 'ringing' && this.roleOf(call, from.deviceId) === 'callee';
+    this.end(call, declined ? 'declined' : 'hangup', from.deviceId);
+  }
+
+  /**
+   * Relays a trickled ICE candidate to the other party: from the caller to
+   * every invited device while ringing (to the answering device after
+   * answer), from a callee device to the caller.
+   * @throws ParleyError `call_not_found`.
+   */
+  candidate(from: PeerInfo, callId: string, envelope: Envelope): void {
+    const call = this.callFor(from, callId);
+    if (this.roleOf(call, from.deviceId) === 'callee') {
+      this.send(call.caller.deviceId, 'call.candidate', { callId, envelope });
+    } else if (call.phase.kind === 'ringing') {
+      for (const deviceId of call.phase.invited) this.send(deviceId, 'call.candidate', { callId, envelope });
+    } else {
+      this.send(call.phase.callee.deviceId, 'call.candidate', { callId, envelope });
+    }
+  }
+
+  /** Stops every ring timer and forgets all calls (server shutdown). No notifications are sent. */
+  close(): void {
+    for (const call of this.calls.values()) if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
+    this.calls.clear();
+    this.callsByAccount.clear();
+  }
+
+  // ---- internals ----------------------------------------------------------------
+
+  private callFor(from: PeerInfo, callId: string): Call {
+    const call = this.calls.get(callId);
+    if (!call || !this.roleOf(call, from.deviceId)) throw new ParleyError('call_not_found', `no call ${callId}`);
+    return call;
+  }
+
+  private roleOf(call: Call, deviceId: string): 'caller' | 'callee' | undefined {
+    if (call.caller.deviceId === deviceId) return 'caller';
+    if (call.phase.kind === 'ringing' ? call.phase.invited.has(deviceId) : call.phase.callee.deviceId === deviceId) {
+      return 'callee';
+    }
+    return undefined;
+  }
+
+  private ringTimeout(callId: string): void {
+    const call = this.calls.get(callId);
+    if (call && call.phase.kind === 'ringing') this.end(call, 'no_answer', null);
+  }
+
+  /** Ends a call: every party device except `by` gets `call.ended` with `reason`. */
+  private end(call: Call, reason: EndReason, by: string | null): void {
+    if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
+    this.calls.delete(call.callId);
+    this.unindex(call.caller.accountId, call.callId);
+    this.unindex(call.callee.accountId, call.callId);
+    const parties =
+      call.phase.kind === 'ringing'
+        ? [call.caller.deviceId, ...call.phase.invited]
+        : [call.caller.deviceId, call.phase.callee.deviceId];
+    for (const deviceId of parties) {
+      if (deviceId !== by) this.send(deviceId, 'call.ended', { callId: call.callId, reason });
+    }
+    const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;
+    this.emit({ event: 'call.ended', callId: call.callId, caller: call.caller, callee: call.callee, reason, by, durationMs });
+  }
+
+  private send<N extends SignalNotification>(deviceId: string, method: N, params: SignalNotificationParams<N>): void {
+    this.devices.get(deviceId)?.notify(method, params);
+  }
+
+  private index(accountId: string, callId: string): void {
+    let set = this.callsByAccount.get(accountId);
+    if (!set) this.callsByAccount.set(accountId, (set = new Set()));
+    set.add(callId);
+  }
+
+  private unindex(accountId: string, callId: string): void {
+    const set = this.callsByAccount.get(accountId);
+    set?.delete(callId);
+    if (set?.size === 0) this.callsByAccount.delete(accountId);
+  }
+
+  private emit(e: HubEvent): void {
+    try {
+      this.options.onEvent?.(e);
+    } catch {
+      // An observer's failure must never break routing.
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import { Command } from 'commander';
+import { buildServer, serverVersion } from './app';
+import { ConfigError, loadConfig } from './config';
+
+/**
+ * `npm run server [-- --config path]`: the Parley signaling server.
+ * Exit codes: 0 after a clean SIGINT/SIGTERM shutdown, 2 on a configuration
+ * error (message on stderr naming the key), 1 when it cannot start.
+ */
+async function main(): Promise<void> {
+  const program = new Command()
+    .name('parley-server')
+    .description('Parley signaling server: accounts, devices, call routing, TURN credentials')
+    .version(serverVersion())
+    .option('-c, --config <path>', 'TOML config file (default: $PARLEY_SERVER_CONFIG, else built-in defaults)')
+    .parse(process.argv);
+  const opts = program.opts<{ config?: string }>();
+
+  let config;
+  try {
+    config = loadConfig(opts.config);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`parley-server: config error: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+
+  const server = await buildServer(config);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    server.log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        server.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  await server.listen();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`parley-server: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,172 @@
+import type { Logger } from 'pino';
+import type { WebSocket, RawData } from 'ws';
+import { ParleyError } from '../common/errors';
+import { RpcPeer } from '../common/protocol/rpc';
+import {
+  MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  SignalRequests,
+  type PeerInfo,
+  type RelayCredentialsResult,
+} from '../common/protocol/signaling';
+import type { Accounts } from './accounts';
+import type { ServerConfig } from './config';
+import type { DeviceLink, Hub } from './hub';
+import { relayIceServers } from './turn';
+
+/** Per-message context: work to run once the request's reply has been sent. */
+interface Ctx {
+  afterReply: (fn: () => void) => void;
+}
+
+export interface SignalDeps {
+  accounts: Accounts;
+  hub: Hub;
+  config: ServerConfig;
+  log: Logger;
+}
+
+/** Frames a connection may have queued before the server stops reading them (back-pressure). */
+const MAX_QUEUED_FRAMES = 256;
+
+/**
+ * Serves one signaling WebSocket (`/v1/signal`): JSON-RPC 2.0 through
+ * RpcPeer with the `SignalRequests` schemas. Until a successful `hello`, every
+ * other method is refused with `unauthenticated` and the connection stays
+ * open. Frames are handled one at a time, in order, so a candidate sent right
+ * after an invite always finds its call. Envelopes are routed, never parsed or logged.
+ */
+export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
+  const { accounts, hub, config } = deps;
+  let log = deps.log.child({ remote });
+  let link: DeviceLink | undefined;
+  let closed = false;
+
+  const peer = new RpcPeer<Ctx>(
+    (text) => {
+      if (socket.readyState === socket.OPEN) socket.send(text);
+    },
+    {
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      onInternalError: (method, err) => log.error({ err, method }, 'signal handler failed'),
+    },
+  );
+
+  const me = (): PeerInfo => {
+    if (!link) throw new ParleyError('unauthenticated', 'send hello with your device id and token first');
+    return link.peer;
+  };
+
+  peer.handle('hello', SignalRequests.hello.params, async (p) => {
+    if (link) throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    if (p.protocol !== PROTOCOL_VERSION) {
+      throw new ParleyError(
+        'protocol_version',
+        `this server speaks signaling protocol ${PROTOCOL_VERSION}, the client sent ${p.protocol}`,
+      );
+    }
+    const info = await accounts.authenticateDevice(p.deviceId, p.token);
+    if (closed) throw new ParleyError('unavailable', 'connection closed');
+    if (link) throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    link = {
+      peer: info,
+      notify: (method, params) => {
+        if (!closed) peer.notify(method, params);
+      },
+      close: (code, reason) => socket.close(code, reason),
+    };
+    log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
+    hub.attach(link);
+    log.info('device online');
+    return { accountId: info.accountId, username: info.username, deviceId: info.deviceId, serverTime: Date.now() };
+  });
+
+  peer.handle('call.invite', SignalRequests['call.invite'].params, async (p, ctx) => {
+    const from = me();
+    const callee = await accounts.findByUsername(p.callee);
+    if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
+    if (closed) throw new ParleyError('unavailable', 'connection closed');
+    return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
+  });
+  peer.handle('call.ringing', SignalRequests['call.ringing'].params, (p) => {
+    hub.ringing(me(), p.callId);
+    return { ok: true as const };
+  });
+  peer.handle('call.answer', SignalRequests['call.answer'].params, (p) => {
+    hub.answer(me(), p.callId, p.envelope);
+    return { ok: true as const };
+  });
+  peer.handle('call.reject', SignalRequests['call.reject'].params, (p) => {
+    hub.reject(me(), p.callId, p.reason);
+    return { ok: true as const };
+  });
+  peer.handle('call.cancel', SignalRequests['call.cancel'].params, (p) => {
+    hub.cancel(me(), p.callId);
+    return { ok: true as const };
+  });
+  peer.handle('call.hangup', SignalRequests['call.hangup'].params, (p) => {
+    hub.hangup(me(), p.callId);
+    return { ok: true as const };
+  });
+  peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {
+    hub.candidate(me(), p.callId, p.envelope);
+    return { ok: true as const };
+  });
+  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, () =>
+    relayCredentials(config, me().accountId),
+  );
+
+  // One frame at a time, in arrival order.
+  let queue: Promise<void> = Promise.resolve();
+  let queued = 0;
+  const handleFrame = async (text: string): Promise<void> => {
+    const deferred: (() => void)[] = [];
+    await peer.receive(text, { afterReply: (fn) => deferred.push(fn) });
+    for (const fn of deferred) fn();
+  };
+
+  socket.on('message', (data: RawData) => {
+    const text = rawToText(data);
+    if (++queued > MAX_QUEUED_FRAMES) {
+      log.warn('too many queued frames; closing');
+      socket.close(1008, 'too many messages in flight');
+      return;
+    }
+    queue = queue
+      .then(() => handleFrame(text))
+      .catch((err: unknown) => log.error({ err }, 'signal frame failed'))
+      .finally(() => {
+        queued--;
+      });
+  });
+  socket.on('error', (err) => log.warn({ err: { message: err.message } }, 'signal socket error'));
+  socket.on('close', (code) => {
+    closed = true;
+    peer.close();
+    if (link) {
+      hub.detach(link);
+      log.info({ code }, 'device offline');
+    }
+  });
+}
+
+/**
+ * ICE servers for a device: STUN URLs (if configured) and the TURN URLs with a
+ * fresh coturn REST credential bound to the account (if configured).
+ * `expiresAt` is Unix seconds; with no TURN it is still `now + ttl`.
+ */
+export function relayCredentials(config: ServerConfig, accountId: string, nowMs = Date.now()): RelayCredentialsResult {
+  const { urls, secret, ttlSeconds } = config.turn;
+  const relay =
+    urls.length > 0
+      ? relayIceServers(urls, secret, accountId, ttlSeconds, nowMs)
+      : { iceServers: [], expiresAt: Math.floor(nowMs / 1000) + ttlSeconds };
+  const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
+  return { iceServers: [...stun, ...relay.iceServers], expiresAt: relay.expiresAt, ttlSeconds };
+}
+
+function rawToText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+  return data.toString('utf8');
+}
