@@ -157,6 +157,15 @@ export class FixedJitterBuffer {
     if (this.current) this.playoutTs = (this.current.timestamp + samples) >>> 0;
   }
 
+  /** Drops everything and re-buffers (a new stream, e.g. the peer changed SSRC). */
+  reset(): void {
+    this.packets.length = 0;
+    this.playing = false;
+    this.playoutTs = undefined;
+    this.current = undefined;
+    this.transit = undefined;
+  }
+
   stats(): JitterBufferStats {
     return {
       ...this.s,

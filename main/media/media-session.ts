@@ -1,0 +1,201 @@
+import { EventEmitter } from 'node:events';
+import type { RtpPacket } from 'werift';
+import type { MediaStats } from '../../common/protocol/control';
+import { FixedJitterBuffer } from './jitter-buffer';
+import type { Peer } from './peer';
+import { OpusPacketizer } from './rtp-opus';
+
+/** 48 kHz mono s16 frames from a microphone (native/audio-device CaptureStream fits). */
+export interface AudioSource {
+  on(event: 'frame', listener: (frame: Int16Array) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  removeAllListeners(event?: string): unknown;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** A device-paced speaker (native/audio-device PlaybackStream fits). */
+export interface AudioSink {
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  start(pull: () => Int16Array): void;
+  close(): Promise<void>;
+}
+
+/** Opus encoder for frames of one size. */
+export interface FrameEncoder {
+  /** @param frame exactly frameSamples samples, 48 kHz mono. */
+  encode(frame: Int16Array): Buffer;
+}
+
+/** Opus decoder: one packet → 48 kHz mono PCM of the packet's duration. */
+export interface FrameDecoder {
+  decode(packet: Buffer): Int16Array;
+}
+
+export interface MediaSessionOptions {
+  /** Frame (and RTP packet) duration, ms. */
+  frameMs: 10 | 20;
+  /** Fixed jitter buffer delay, ms. */
+  jitterTargetMs: number;
+  source: AudioSource;
+  sink: AudioSink;
+  encoder: FrameEncoder;
+  decoder: FrameDecoder;
+  /** Opus DTX: packets of ≤ 2 bytes carry no audio and are not sent (RFC 7587 §3.1.3). */
+  dtx?: boolean;
+  /** Injectable monotonic clock, ms. */
+  now?: () => number;
+}
+
+/**
+ * The audio of one call, as a chain of small stages:
+ *
+ *   source → encoder → packetizer → peer track (SRTP)        (send)
+ *   peer track → jitter buffer → decoder → PCM FIFO → sink   (receive)
+ *
+ * The sink pulls one frame whenever the device has room, so playout is paced
+ * by the sound card clock. Until the first packet plays, and whenever the
+ * jitter buffer is re-buffering, the sink gets silence. A lost packet is
+ * played as silence for now (concealment and FEC come with the call-quality
+ * work). Events: `firstAudio` when the first received packet reaches the
+ * speaker; `deviceError` when a device fails (the call goes on without it).
+ */
+export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error] }> {
+  private readonly frameSamples: number;
+  private readonly jitter: FixedJitterBuffer;
+  private readonly packetizer = new OpusPacketizer();
+  private pcm: Int16Array = new Int16Array(0);
+  private pcmOffset = 0;
+  private sending = false;
+  private started = false;
+  private closed = false;
+  private heardFirst = false;
+  private packetsReceived = 0;
+  private remoteSsrc: number | undefined;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly peer: Peer,
+    private readonly options: MediaSessionOptions,
+  ) {
+    super();
+    this.frameSamples = 48 * options.frameMs;
+    this.jitter = new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples);
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /**
+   * Starts capture and playout. Capture frames are sent once `startSending`
+   * is called (when DTLS is up); received RTP is accepted from now on.
+   */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.peer.pc.onTrack.subscribe((track) => {
+      track.onReceiveRtp.subscribe((rtp) => this.onRtp(rtp));
+    });
+    this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
+    this.options.source.on('error', (e) => this.emit('deviceError', e));
+    this.options.sink.on('error', (e) => this.emit('deviceError', e));
+    this.options.sink.start(() => this.pullPlayout());
+    this.options.source.start();
+  }
+
+  /** Begins sending captured audio (call once the peer is connected). */
+  startSending(): void {
+    this.sending = true;
+  }
+
+  stats(): MediaStats {
+    const j = this.jitter.stats();
+    return {
+      packetsSent: this.packetizer.packetsSent,
+      packetsReceived: this.packetsReceived,
+      packetsLost: j.packetsLost,
+      packetsLate: j.packetsLate,
+      ptimeMs: this.options.frameMs,
+      jitterTargetMs: this.options.jitterTargetMs,
+      jitterMs: Math.round(j.jitterMs * 100) / 100,
+    };
+  }
+
+  /** Stops both devices. Never throws. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.sending = false;
+    this.options.source.removeAllListeners('frame');
+    await Promise.allSettled([this.options.source.close(), this.options.sink.close()]);
+  }
+
+  private onCaptureFrame(frame: Int16Array): void {
+    if (!this.sending || this.closed) return;
+    let opus: Buffer;
+    try {
+      opus = this.options.encoder.encode(frame);
+    } catch (e) {
+      this.emit('deviceError', e as Error);
+      return;
+    }
+    if (this.options.dtx && opus.length <= 2) {
+      this.packetizer.skip(this.frameSamples);
+      return;
+    }
+    this.peer.track.writeRtp(this.packetizer.packetize(opus, this.frameSamples));
+  }
+
+  private onRtp(rtp: RtpPacket): void {
+    if (this.closed) return;
+    const { header } = rtp;
+    // One audio source per call: follow the SSRC of the stream we first hear
+    // (RFC 3550 §8.2), and restart the buffer if the peer changes it.
+    if (this.remoteSsrc !== header.ssrc) {
+      if (this.remoteSsrc !== undefined) this.jitter.reset();
+      this.remoteSsrc = header.ssrc;
+    }
+    this.packetsReceived++;
+    this.jitter.push(
+      { sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, payload: rtp.payload },
+      this.now(),
+    );
+  }
+
+  /** Returns exactly one frame for the speaker. */
+  private pullPlayout(): Int16Array {
+    const out = new Int16Array(this.frameSamples);
+    let filled = 0;
+    while (filled < this.frameSamples) {
+      if (this.pcmOffset >= this.pcm.length) {
+        if (!this.refill()) break;
+      }
+      const n = Math.min(this.frameSamples - filled, this.pcm.length - this.pcmOffset);
+      out.set(this.pcm.subarray(this.pcmOffset, this.pcmOffset + n), filled);
+      this.pcmOffset += n;
+      filled += n;
+    }
+    return out;
+  }
+
+  /** Takes the next playout item into the PCM FIFO; false while buffering. */
+  private refill(): boolean {
+    const item = this.jitter.pop();
+    if (item.kind === 'buffering') return false;
+    if (item.kind === 'missing') {
+      this.pcm = new Int16Array(item.samples);
+    } else {
+      try {
+        this.pcm = this.options.decoder.decode(item.packet.payload);
+        this.jitter.setPacketDuration(this.pcm.length);
+      } catch {
+        // A corrupt packet is treated as lost.
+        this.pcm = new Int16Array(this.frameSamples);
+      }
+      if (!this.heardFirst) {
+        this.heardFirst = true;
+        queueMicrotask(() => this.emit('firstAudio'));
+      }
+    }
+    this.pcmOffset = 0;
+    return true;
+  }
+}

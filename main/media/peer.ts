@@ -1,0 +1,158 @@
+import {
+  MediaStreamTrack,
+  RTCIceCandidate,
+  RTCPeerConnection,
+  RTCRtpCodecParameters,
+  type RTCRtpTransceiver,
+} from 'werift';
+import type { IceServer } from '../../common/protocol/signaling';
+import type { TransportKind } from '../../common/call';
+import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, withPtime } from './rtp-opus';
+
+/**
+ * The WebRTC transport of one call: a werift RTCPeerConnection (ICE RFC 8445
+ * with trickle, DTLS-SRTP RFC 5764) with one audio transceiver offering only
+ * Opus (RFC 7587).
+ */
+export interface PeerOptions {
+  iceServers: IceServer[];
+  /** `relay` forces media through TURN (W3C webrtc-pc §4.2.1 RTCIceTransportPolicy). */
+  iceTransportPolicy: 'all' | 'relay';
+  /**
+   * Gather only 127.0.0.1 host candidates (tests and the demo on one machine;
+   * werift skips loopback otherwise).
+   */
+  loopbackOnly: boolean;
+  /** Packet duration we send and ask for with `a=ptime`, ms. */
+  ptimeMs: 10 | 20;
+}
+
+export type SessionDescription = { type: 'offer' | 'answer'; sdp: string };
+export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null };
+
+export class Peer {
+  readonly pc: RTCPeerConnection;
+  readonly transceiver: RTCRtpTransceiver;
+  /** Our outgoing audio track: write RTP packets to it. */
+  readonly track = new MediaStreamTrack({ kind: 'audio' });
+  private readonly pendingCandidates: CandidateInit[] = [];
+  private remoteSet = false;
+
+  constructor(private readonly options: PeerOptions) {
+    this.pc = new RTCPeerConnection({
+      codecs: {
+        audio: [
+          new RTCRtpCodecParameters({
+            mimeType: 'audio/opus',
+            clockRate: OPUS_CLOCK_RATE,
+            channels: 2,
+            payloadType: OPUS_PAYLOAD_TYPE,
+            parameters: OPUS_FMTP,
+          }),
+        ],
+        video: [],
+      },
+      headerExtensions: { audio: [], video: [] },
+      iceServers: options.iceServers.map((s) => ({
+        urls: s.urls,
+        ...(s.username !== undefined ? { username: s.username } : {}),
+        ...(s.credential !== undefined ? { credential: s.credential } : {}),
+      })),
+      iceTransportPolicy: options.iceTransportPolicy,
+      iceUseIpv6: !options.loopbackOnly,
+      ...(options.loopbackOnly
+        ? { iceAdditionalHostAddresses: ['127.0.0.1'], iceInterfaceAddresses: { udp4: '127.0.0.1' } }
+        : {}),
+    });
+    this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
+  }
+
+  /** Trickled local candidates; `undefined` marks the end of gathering. */
+  onCandidate(listener: (candidate: CandidateInit | undefined) => void): void {
+    this.pc.onIceCandidate.subscribe((c) => {
+      if (!c) return listener(undefined);
+      const json = c.toJSON();
+      listener({ candidate: json.candidate, sdpMid: json.sdpMid ?? null, sdpMLineIndex: json.sdpMLineIndex ?? null });
+    });
+  }
+
+  /** Creates the offer and applies it locally. */
+  async createOffer(): Promise<SessionDescription> {
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    return { type: 'offer', sdp: withPtime(this.pc.localDescription!.sdp, this.options.ptimeMs) };
+  }
+
+  /** Applies the remote offer, creates the answer and applies it locally. */
+  async acceptOffer(offer: string): Promise<SessionDescription> {
+    await this.setRemote({ type: 'offer', sdp: offer });
+    // The answering side must send too (DESIGN.md facts: werift otherwise answers recvonly).
+    this.transceiver.setDirection('sendrecv');
+    await this.transceiver.sender.replaceTrack(this.track);
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    return { type: 'answer', sdp: withPtime(this.pc.localDescription!.sdp, this.options.ptimeMs) };
+  }
+
+  /** Applies the remote answer. */
+  async acceptAnswer(answer: string): Promise<void> {
+    await this.setRemote({ type: 'answer', sdp: answer });
+  }
+
+  /** Adds a trickled remote candidate; held until the remote description is set. */
+  async addCandidate(candidate: CandidateInit): Promise<void> {
+    if (!this.remoteSet) {
+      this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(
+      new RTCIceCandidate({
+        candidate: candidate.candidate,
+        ...(candidate.sdpMid != null ? { sdpMid: candidate.sdpMid } : {}),
+        ...(candidate.sdpMLineIndex != null ? { sdpMLineIndex: candidate.sdpMLineIndex } : {}),
+      }),
+    );
+  }
+
+  /** Resolves when ICE and DTLS are connected; rejects on failure or after `timeoutMs`. */
+  connected(timeoutMs: number): Promise<void> {
+    if (this.pc.connectionState === 'connected') return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        sub.unSubscribe();
+        reject(new Error(`media did not connect within ${Math.round(timeoutMs / 1000)} s (ICE/DTLS)`));
+      }, timeoutMs);
+      const sub = this.pc.connectionStateChange.subscribe((state) => {
+        if (state === 'connected') {
+          clearTimeout(timer);
+          sub.unSubscribe();
+          resolve();
+        } else if (state === 'failed' || state === 'closed') {
+          clearTimeout(timer);
+          sub.unSubscribe();
+          reject(new Error(`media connection ${state} (ICE/DTLS)`));
+        }
+      });
+    });
+  }
+
+  /** Kind of the local candidate of the selected pair, once connected. */
+  transportKind(): TransportKind | undefined {
+    for (const t of this.pc.iceTransports) {
+      const pair = t.getSelectedCandidatePair();
+      const type = pair ? / typ (host|srflx|prflx|relay)/.exec(pair.local.candidate)?.[1] : undefined;
+      if (type) return type as TransportKind;
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.pc.close().catch(() => {});
+  }
+
+  private async setRemote(description: SessionDescription): Promise<void> {
+    await this.pc.setRemoteDescription(description);
+    this.remoteSet = true;
+    for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c);
+  }
+}
