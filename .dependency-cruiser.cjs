@@ -18,6 +18,8 @@
  * uiohook-napi, better-sqlite3) may be imported from native/ only, so that the
  * rest of the code depends on a small interface that fails with a clear error
  * when a system library is missing.
+ * The server-only dependencies (fastify, @fastify/*, @node-rs/argon2) may be
+ * imported from server/ only; electron-builder.yml leaves them out of the app.
  * EXCEPTION: server/ may import better-sqlite3. The server is a separate
  * program (no Electron, no renderer), its store is the only user of SQLite,
  * and routing it through native/ would make the server depend on the client's
@@ -30,8 +32,10 @@
  */
 
 /** The native npm modules, as resolved paths (node_modules/<name>/…) or unresolved names. */
-const NATIVE_MODULES = '(^|node_modules/)(naudiodon|@discordjs/opus|@github/keytar|keytar|uiohook-napi|better-sqlite3)(/|$)';
-const NATIVE_MODULES_BUT_SQLITE = '(^|node_modules/)(naudiodon|@discordjs/opus|@github/keytar|keytar|uiohook-napi)(/|$)';
+const NATIVE_MODULES =
+  '(^|node_modules/)(naudiodon|@discordjs/opus|@github/keytar|keytar|uiohook-napi|better-sqlite3)(/|$)';
+const NATIVE_MODULES_BUT_SQLITE =
+  '(^|node_modules/)(naudiodon|@discordjs/opus|@github/keytar|keytar|uiohook-napi)(/|$)';
 const ELECTRON = '(^|node_modules/)electron(/|$)';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -87,7 +91,8 @@ module.exports = {
     },
     {
       name: 'core-media-not-upwards',
-      comment: 'main/core and main/media may import common/ and native/ only — never main/app, main/cli, preload, renderer or server.',
+      comment:
+        'main/core and main/media may import common/ and native/ only — never main/app, main/cli, preload, renderer or server.',
       severity: 'error',
       from: { path: '^main/(core|media)/' },
       to: { path: '^(main/(app|cli)|preload|renderer|server|test|scripts|bench)/' },
@@ -103,7 +108,8 @@ module.exports = {
     },
     {
       name: 'cli-only-core-media-common',
-      comment: 'main/cli imports main/core, main/media and common/; native/ only through core/media.',
+      comment:
+        'main/cli imports main/core, main/media and common/; native/ only through core/media.',
       severity: 'error',
       from: { path: '^main/cli/' },
       to: { path: '^(main/app|native|preload|renderer|server|test|scripts|bench)/' },
@@ -112,7 +118,8 @@ module.exports = {
     // ── main/app ─────────────────────────────────────────────────────────
     {
       name: 'app-not-into-other-programs',
-      comment: 'main/app may import all of main/, common/, native/ and electron — not preload, renderer or server.',
+      comment:
+        'main/app may import all of main/, common/, native/ and electron — not preload, renderer or server.',
       severity: 'error',
       from: { path: '^main/app/' },
       to: { path: '^(preload|renderer|server|test|scripts|bench)/' },
@@ -160,7 +167,8 @@ module.exports = {
     // ── server/ ──────────────────────────────────────────────────────────
     {
       name: 'server-only-common',
-      comment: 'server/ is a separate program: it may import common/ (plus npm and node builtins), never main/, native/, preload/ or renderer/.',
+      comment:
+        'server/ is a separate program: it may import common/ (plus npm and node builtins), never main/, native/, preload/ or renderer/.',
       severity: 'error',
       from: { path: '^server/' },
       to: { path: '^(main|native|preload|renderer|test|scripts|bench)/' },
@@ -188,6 +196,15 @@ module.exports = {
       severity: 'error',
       from: { path: '^server/' },
       to: { path: NATIVE_MODULES_BUT_SQLITE },
+    },
+
+    {
+      name: 'server-only-deps',
+      comment:
+        'fastify, @fastify/* and @node-rs/argon2 belong to the signaling server; electron-builder.yml leaves them out of the desktop package.',
+      severity: 'error',
+      from: { path: '^(common|native|main|preload|renderer)/' },
+      to: { path: '(^|node_modules/)(fastify|@fastify/[^/]+|@node-rs/argon2)(/|$)' },
     },
 
     // ── hygiene ──────────────────────────────────────────────────────────

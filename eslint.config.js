@@ -9,9 +9,26 @@ import tseslint from 'typescript-eslint';
 import { defineConfig } from 'eslint/config';
 
 /** Node's globals: code under common/ must run without them (DESIGN.md, "Layout"). */
-const NODE_GLOBALS = ['process', 'Buffer', 'global', 'require', 'module', '__dirname', '__filename', 'setImmediate'];
+const NODE_GLOBALS = [
+  'process',
+  'Buffer',
+  'global',
+  'require',
+  'module',
+  '__dirname',
+  '__filename',
+  'setImmediate',
+];
 /** The browser's globals: code under common/ must run without them too. */
-const DOM_GLOBALS = ['window', 'document', 'navigator', 'localStorage', 'sessionStorage', 'location', 'HTMLElement'];
+const DOM_GLOBALS = [
+  'window',
+  'document',
+  'navigator',
+  'localStorage',
+  'sessionStorage',
+  'location',
+  'HTMLElement',
+];
 
 const restricted = (names, why) => names.map((name) => ({ name, message: `${name}: ${why}` }));
 
@@ -85,7 +102,10 @@ export default defineConfig(
     rules: {
       'no-restricted-globals': [
         'error',
-        ...restricted(['Buffer', 'global', '__dirname', '__filename', 'setImmediate'], 'not available in a sandboxed preload'),
+        ...restricted(
+          ['Buffer', 'global', '__dirname', '__filename', 'setImmediate'],
+          'not available in a sandboxed preload',
+        ),
       ],
     },
   },

@@ -47,6 +47,7 @@ describe('layer rules (.dependency-cruiser.cjs)', () => {
         'core-media-no-electron: main/core/engine.ts → electron/index.js',
         'core-media-not-upwards: main/media/uses-app.ts → main/app/window.ts',
         'native-modules-only-in-native: main/core/uses-opus.ts → @discordjs/opus/lib/index.js',
+        'server-only-deps: main/core/uses-fastify.ts → fastify/fastify.js',
         'not-to-dev-dep: main/core/uses-dev-dep.ts → vite/dist/node/index.js',
         'not-to-unresolvable: main/core/typo.ts → ./does-not-exist',
         // main/cli: core, media, common — no electron, no direct native/
