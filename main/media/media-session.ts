@@ -70,6 +70,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   private started = false;
   private closed = false;
   private heardFirst = false;
+  private held = false;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
@@ -106,6 +107,14 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     this.sending = true;
   }
 
+  /**
+   * On hold, nothing is sent and the speaker plays silence (received packets
+   * are still drained so that resuming does not replay stale audio).
+   */
+  setHeld(held: boolean): void {
+    this.held = held;
+  }
+
   stats(): MediaStats {
     const j = this.jitter.stats();
     return {
@@ -129,7 +138,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   }
 
   private onCaptureFrame(frame: Int16Array): void {
-    if (!this.sending || this.closed) return;
+    if (!this.sending || this.closed || this.held) return;
     let opus: Buffer;
     try {
       opus = this.options.encoder.encode(frame);
@@ -173,7 +182,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
       this.pcmOffset += n;
       filled += n;
     }
-    return out;
+    return this.held ? out.fill(0) : out;
   }
 
   /** Takes the next playout item into the PCM FIFO; false while buffering. */

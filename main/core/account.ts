@@ -1,0 +1,116 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ParleyError } from '../../common/errors';
+import { HttpError, LoginReply, RegisterReply } from '../../common/protocol/signaling';
+
+/**
+ * Where secrets go: the OS keychain (native/keychain). There is deliberately
+ * no file-backed implementation: without a keychain Parley refuses to sign in
+ * rather than keep a token in plaintext.
+ */
+export interface SecretStore {
+  get(account: string): Promise<string | null>;
+  set(account: string, secret: string): Promise<void>;
+  delete(account: string): Promise<boolean>;
+}
+
+/** The non-secret part of a signed-in device, kept in `<dataDir>/profile.json`. */
+export const Profile = z.object({
+  serverUrl: z.string().url(),
+  username: z.string(),
+  accountId: z.string(),
+  deviceId: z.string(),
+});
+export type Profile = z.infer<typeof Profile>;
+
+export interface Session extends Profile {
+  /** The device token (from the keychain). */
+  token: string;
+}
+
+/** The keychain entry name of a profile's device token. */
+export function tokenKey(p: Pick<Profile, 'serverUrl' | 'username'>): string {
+  return `${p.username}@${new URL(p.serverUrl).host}`;
+}
+
+async function postJson(serverUrl: string, path: string, body: unknown): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, serverUrl), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    throw new ParleyError('unavailable', `cannot reach the Parley server at ${serverUrl}`);
+  }
+  const json: unknown = await res.json().catch(() => undefined);
+  if (!res.ok) {
+    const e = HttpError.safeParse(json);
+    if (e.success) throw ParleyError.fromJsonRpc(e.data.error);
+    throw new ParleyError('unavailable', `the server answered HTTP ${res.status}`);
+  }
+  return json;
+}
+
+/**
+ * Creates an account (`POST /v1/accounts`).
+ * @throws ParleyError `already_exists`, `invalid_params` (username or password rules), `unavailable`.
+ */
+export async function register(serverUrl: string, username: string, password: string): Promise<void> {
+  RegisterReply.parse(await postJson(serverUrl, '/v1/accounts', { username, password }));
+}
+
+/**
+ * Signs in (`POST /v1/sessions`): the server creates a device and returns its
+ * token once. The token goes to the keychain, the rest to `profile.json`;
+ * nothing secret is written to `dataDir`.
+ * @throws ParleyError `bad_credentials`, `unavailable`; KeychainUnavailableError from the store.
+ */
+export async function login(
+  serverUrl: string,
+  username: string,
+  password: string,
+  dataDir: string,
+  secrets: SecretStore,
+  deviceName = 'parley-headless',
+): Promise<Session> {
+  const reply = LoginReply.parse(
+    await postJson(serverUrl, '/v1/sessions', { username, password, deviceName }),
+  );
+  const profile: Profile = {
+    serverUrl,
+    username: reply.username,
+    accountId: reply.accountId,
+    deviceId: reply.deviceId,
+  };
+  await secrets.set(tokenKey(profile), reply.token);
+  await saveProfile(dataDir, profile);
+  return { ...profile, token: reply.token };
+}
+
+/**
+ * Loads the signed-in device: profile from `dataDir`, token from the keychain.
+ * @throws ParleyError `unauthenticated` when not signed in or the token is gone from the keychain.
+ */
+export async function loadSession(dataDir: string, secrets: SecretStore): Promise<Session> {
+  let profile: Profile;
+  try {
+    profile = Profile.parse(JSON.parse(await readFile(join(dataDir, 'profile.json'), 'utf8')));
+  } catch {
+    throw new ParleyError('unauthenticated', `not signed in (no profile in ${dataDir}); run "parley login" first`);
+  }
+  const token = await secrets.get(tokenKey(profile));
+  if (!token) {
+    throw new ParleyError('unauthenticated', 'the sign-in token is not in the keychain any more; run "parley login" again');
+  }
+  return { ...profile, token };
+}
+
+async function saveProfile(dataDir: string, profile: Profile): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const path = join(dataDir, 'profile.json');
+  await writeFile(`${path}.tmp`, JSON.stringify(profile, null, 2) + '\n', { mode: 0o600 });
+  await rename(`${path}.tmp`, path);
+}

@@ -1,0 +1,440 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { EndReason, RejectReason, TransportKind } from '../../common/call';
+import { ParleyError } from '../../common/errors';
+import type { CallStatus } from '../../common/protocol/control';
+import { openPlainEnvelope, plainEnvelope, type Envelope } from '../../common/protocol/envelope';
+import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
+import { MediaSession, type AudioSink, type AudioSource, type FrameDecoder, type FrameEncoder } from '../media/media-session';
+import { Peer, type CandidateInit } from '../media/peer';
+import { nextCallState, type CallEvent } from './call-states';
+import type { SignalingClient } from './signaling-client';
+
+/** Media settings of the engine. */
+export interface MediaConfig {
+  /** Frame / RTP packet duration, ms. */
+  frameMs: 10 | 20;
+  /** Fixed jitter buffer target, ms. */
+  jitterTargetMs: number;
+  /** Force media through TURN (ICE transport policy `relay`). */
+  forceRelay: boolean;
+  /** Gather 127.0.0.1 only (one-machine tests and the demo). */
+  loopbackOnly: boolean;
+  /** How long ICE + DTLS may take before the call fails, ms. */
+  connectTimeoutMs: number;
+  dtx: boolean;
+}
+
+/** What the engine needs from the platform: audio devices and the codec. */
+export interface MediaPlatform {
+  /** Opens (does not start) the microphone and speaker for a call. */
+  openAudio(frameMs: 10 | 20): { source: AudioSource; sink: AudioSink };
+  createCodec(frameMs: 10 | 20): { encoder: FrameEncoder; decoder: FrameDecoder };
+}
+
+/** Resources and data each call state owns (STYLE.md: states own their resources). */
+type CallData =
+  | { name: 'outgoing' | 'ringing'; peer: Peer }
+  | { name: 'incoming'; offer: string; candidates: CandidateInit[] }
+  | { name: 'connecting' | 'active' | 'held'; peer: Peer; media: MediaSession }
+  | { name: 'ended'; reason: EndReason };
+
+interface Call {
+  id: string;
+  direction: 'outgoing' | 'incoming';
+  peerName: string;
+  data: CallData;
+  status: CallStatus;
+  /** Local candidates gathered before the server knew the call (before the invite result). */
+  localCandidates: CandidateInit[] | undefined;
+}
+
+/**
+ * The softphone's call engine: one state machine per call (the table in
+ * `call-states.ts`), driven by the user (create/answer/reject/end/hold) and by
+ * signaling notifications, owning each call's peer connection and media
+ * session through its state. One call is live at a time; a second invite gets
+ * `busy`. Emits `call` with a fresh CallStatus on every change.
+ */
+export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
+  private readonly calls = new Map<string, Call>();
+  private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
+  autoAnswer = false;
+
+  constructor(
+    private readonly signaling: SignalingClient,
+    private readonly platform: MediaPlatform,
+    private readonly config: MediaConfig,
+  ) {
+    super();
+    signaling.on('call.incoming', (p) => void this.onIncoming(p));
+    signaling.on('call.ringing', (p) => this.onRemoteRinging(p.callId));
+    signaling.on('call.answered', (p) => void this.onAnswered(p));
+    signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
+    signaling.on('call.ended', (p) => this.finish(p.callId, p.reason));
+  }
+
+  /**
+   * Calls `to`. Resolves with the call id once the server routed the invite.
+   * @throws ParleyError `invalid_state` while another call is live; the server's
+   *   `unknown_user`, `callee_offline`, …; `unavailable` when offline.
+   */
+  async createCall(to: string): Promise<string> {
+    this.assertNoLiveCall();
+    const iceServers = await this.iceServers();
+    const id = randomUUID();
+    const peer = this.newPeer(iceServers);
+    const call: Call = {
+      id,
+      direction: 'outgoing',
+      peerName: to,
+      data: { name: 'outgoing', peer },
+      status: { callId: id, direction: 'outgoing', peer: to, state: 'outgoing', createdAt: Date.now() },
+      localCandidates: [],
+    };
+    this.calls.set(id, call);
+    this.trickle(call, peer);
+    this.publish(call);
+    try {
+      const offer = await peer.createOffer();
+      await this.signaling.request('call.invite', {
+        callId: id,
+        callee: to,
+        envelope: plainEnvelope({ type: 'offer', sdp: offer.sdp }),
+      });
+    } catch (e) {
+      this.finish(id, 'failed', e instanceof Error ? e.message : String(e));
+      throw e;
+    }
+    this.flushCandidates(call);
+    return id;
+  }
+
+  /**
+   * Answers an incoming call (the only ringing one when `callId` is omitted).
+   * @throws ParleyError `call_not_found`, `invalid_state`.
+   */
+  async answer(callId?: string): Promise<string> {
+    const call = this.find(callId, (c) => c.data.name === 'incoming');
+    if (call.data.name !== 'incoming') throw new ParleyError('invalid_state', 'that call is not ringing');
+    const { offer, candidates } = call.data;
+    const iceServers = await this.iceServers();
+    const peer = this.newPeer(iceServers);
+    call.localCandidates = [];
+    this.trickle(call, peer);
+    let media: MediaSession;
+    try {
+      const answer = await peer.acceptOffer(offer);
+      for (const c of candidates) await peer.addCandidate(c);
+      media = this.newMedia(peer);
+      this.move(call, 'answer', { name: 'connecting', peer, media });
+      call.status.answeredAt = Date.now();
+      this.publish(call);
+      media.start();
+      await this.signaling.request('call.answer', {
+        callId: call.id,
+        envelope: plainEnvelope({ type: 'answer', sdp: answer.sdp }),
+      });
+    } catch (e) {
+      await peer.close();
+      this.hangupRemote(call, 'failed');
+      this.finish(call.id, 'failed', e instanceof Error ? e.message : String(e));
+      throw e;
+    }
+    this.flushCandidates(call);
+    void this.awaitMedia(call, peer, media);
+    return call.id;
+  }
+
+  /** Declines (or refuses as busy) an incoming call. */
+  async reject(callId: string | undefined, reason: RejectReason = 'declined'): Promise<string> {
+    const call = this.find(callId, (c) => c.data.name === 'incoming');
+    if (call.data.name !== 'incoming') throw new ParleyError('invalid_state', 'only a ringing incoming call can be declined');
+    this.finish(call.id, reason);
+    await this.signaling.request('call.reject', { callId: call.id, reason }).catch(() => {});
+    return call.id;
+  }
+
+  /** Ends a call in any live state: cancels, declines or hangs up as fits. */
+  async end(callId?: string): Promise<string> {
+    const call = this.find(callId, (c) => c.data.name !== 'ended');
+    switch (call.data.name) {
+      case 'ended':
+        throw new ParleyError('invalid_state', 'that call has already ended');
+      case 'incoming':
+        return this.reject(call.id, 'declined');
+      case 'outgoing':
+      case 'ringing':
+        this.finish(call.id, 'hangup');
+        await this.signaling.request('call.cancel', { callId: call.id }).catch(() => {});
+        return call.id;
+      default:
+        this.finish(call.id, 'hangup');
+        await this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
+        return call.id;
+    }
+  }
+
+  /** Puts an active call on hold (stops sending, mutes the speaker) or resumes it. */
+  setHold(callId: string | undefined, held: boolean): string {
+    const call = this.find(callId, (c) => c.data.name === (held ? 'active' : 'held'));
+    const d = call.data;
+    if (d.name !== 'active' && d.name !== 'held') throw new ParleyError('invalid_state', 'only a connected call can be held');
+    this.move(call, held ? 'hold' : 'resume', { name: held ? 'held' : 'active', peer: d.peer, media: d.media });
+    d.media.setHeld(held);
+    this.publish(call);
+    return call.id;
+  }
+
+  /** @throws ParleyError `call_not_found`. */
+  status(callId: string): CallStatus {
+    const call = this.calls.get(callId);
+    if (!call) throw new ParleyError('call_not_found', 'no such call');
+    return this.snapshot(call);
+  }
+
+  list(): CallStatus[] {
+    return [...this.calls.values()].map((c) => this.snapshot(c));
+  }
+
+  /** Ends every live call (hangup) and releases devices. */
+  async shutdown(): Promise<void> {
+    await Promise.allSettled(
+      [...this.calls.values()].filter((c) => c.data.name !== 'ended').map((c) => this.end(c.id)),
+    );
+  }
+
+  // ---- signaling events ----------------------------------------------------
+
+  private async onIncoming(p: SignalNotificationParams<'call.incoming'>): Promise<void> {
+    if (this.calls.has(p.callId)) return;
+    if (this.liveCall()) {
+      await this.signaling.request('call.reject', { callId: p.callId, reason: 'busy' }).catch(() => {});
+      return;
+    }
+    let offer: string;
+    try {
+      const content = openPlainEnvelope(p.envelope);
+      if (content.type !== 'offer') throw new Error('expected an offer');
+      offer = content.sdp;
+    } catch {
+      await this.signaling.request('call.reject', { callId: p.callId, reason: 'declined' }).catch(() => {});
+      return;
+    }
+    const call: Call = {
+      id: p.callId,
+      direction: 'incoming',
+      peerName: p.caller.username,
+      data: { name: 'incoming', offer, candidates: [] },
+      status: {
+        callId: p.callId,
+        direction: 'incoming',
+        peer: p.caller.username,
+        state: 'incoming',
+        createdAt: Date.now(),
+      },
+      localCandidates: undefined,
+    };
+    this.calls.set(call.id, call);
+    this.publish(call);
+    await this.signaling.request('call.ringing', { callId: call.id }).catch(() => {});
+    call.status.ringingAt = Date.now();
+    if (this.autoAnswer) await this.answer(call.id).catch(() => {});
+  }
+
+  private onRemoteRinging(callId: string): void {
+    const call = this.calls.get(callId);
+    if (!call || call.data.name !== 'outgoing') return;
+    this.move(call, 'remote_ringing', { name: 'ringing', peer: call.data.peer });
+    call.status.ringingAt = Date.now();
+    this.publish(call);
+  }
+
+  private async onAnswered(p: SignalNotificationParams<'call.answered'>): Promise<void> {
+    const call = this.calls.get(p.callId);
+    if (!call || (call.data.name !== 'outgoing' && call.data.name !== 'ringing')) return;
+    const peer = call.data.peer;
+    let media: MediaSession;
+    try {
+      const content = openPlainEnvelope(p.envelope);
+      if (content.type !== 'answer') throw new Error('expected an answer');
+      await peer.acceptAnswer(content.sdp);
+      media = this.newMedia(peer);
+      this.move(call, 'answer', { name: 'connecting', peer, media });
+    } catch (e) {
+      this.hangupRemote(call, 'failed');
+      this.finish(call.id, 'failed', `could not accept the answer: ${e instanceof Error ? e.message : e}`);
+      return;
+    }
+    call.status.answeredAt = Date.now();
+    this.publish(call);
+    media.start();
+    await this.awaitMedia(call, peer, media);
+  }
+
+  private async onRemoteCandidate(callId: string, envelope: Envelope): Promise<void> {
+    const call = this.calls.get(callId);
+    if (!call) return;
+    let content;
+    try {
+      content = openPlainEnvelope(envelope);
+    } catch {
+      return; // a malformed candidate is dropped; ICE works with the others
+    }
+    if (content.type !== 'candidate') return;
+    const init: CandidateInit = {
+      candidate: content.candidate,
+      sdpMid: content.sdpMid ?? null,
+      sdpMLineIndex: content.sdpMLineIndex ?? null,
+    };
+    const d = call.data;
+    if (d.name === 'incoming') d.candidates.push(init);
+    else if (d.name !== 'ended') await d.peer.addCandidate(init).catch(() => {});
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
+    media.once('firstAudio', () => {
+      call.status.firstAudioAt = Date.now();
+      this.publish(call);
+    });
+    try {
+      await peer.connected(this.config.connectTimeoutMs);
+    } catch (e) {
+      if (call.data.name === 'ended') return;
+      this.hangupRemote(call, 'failed');
+      this.finish(call.id, 'failed', e instanceof Error ? e.message : String(e));
+      return;
+    }
+    if (call.data.name !== 'connecting') return;
+    this.move(call, 'media_up', { name: 'active', peer, media });
+    call.status.connectedAt = Date.now();
+    call.status.transport = peer.transportKind();
+    media.startSending();
+    peer.pc.connectionStateChange.subscribe((state) => {
+      if ((state === 'failed' || state === 'closed') && call.data.name !== 'ended') {
+        this.hangupRemote(call, 'failed');
+        this.finish(call.id, 'failed', 'the media connection was lost');
+      }
+    });
+    this.publish(call);
+  }
+
+  /**
+   * Moves a call along the table and releases what the old state owned and the
+   * new one does not.
+   * @throws IllegalTransitionError for a move the table refuses.
+   */
+  private move(call: Call, event: CallEvent, next: CallData): void {
+    const to = nextCallState(call.data.name, event);
+    if (to !== next.name) throw new Error(`internal: ${event} leads to ${to}, not ${next.name}`);
+    const old = call.data;
+    call.data = next;
+    call.status.state = to;
+    if ('media' in old && !('media' in next && next.media === old.media)) void old.media.close();
+    if ('peer' in old && !('peer' in next && next.peer === old.peer)) void old.peer.close();
+  }
+
+  /** Ends a call locally with `reason` (idempotent). */
+  private finish(callId: string, reason: EndReason, error?: string): void {
+    const call = this.calls.get(callId);
+    if (!call || call.data.name === 'ended') return;
+    if ('media' in call.data) call.status.stats = call.data.media.stats();
+    call.status.transport ??= 'peer' in call.data ? call.data.peer.transportKind() : undefined;
+    this.move(call, 'end', { name: 'ended', reason });
+    call.status.endReason = reason;
+    call.status.endedAt = Date.now();
+    if (error) call.status.error = error;
+    this.publish(call);
+  }
+
+  private hangupRemote(call: Call, _why: EndReason): void {
+    void this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
+  }
+
+  private newPeer(iceServers: IceServer[]): Peer {
+    return new Peer({
+      iceServers,
+      iceTransportPolicy: this.config.forceRelay ? 'relay' : 'all',
+      loopbackOnly: this.config.loopbackOnly,
+      ptimeMs: this.config.frameMs,
+    });
+  }
+
+  private newMedia(peer: Peer): MediaSession {
+    const { source, sink } = this.platform.openAudio(this.config.frameMs);
+    const { encoder, decoder } = this.platform.createCodec(this.config.frameMs);
+    return new MediaSession(peer, {
+      frameMs: this.config.frameMs,
+      jitterTargetMs: this.config.jitterTargetMs,
+      source,
+      sink,
+      encoder,
+      decoder,
+      dtx: this.config.dtx,
+    });
+  }
+
+  private trickle(call: Call, peer: Peer): void {
+    peer.onCandidate((c) => {
+      if (!c) return;
+      if (call.localCandidates) call.localCandidates.push(c);
+      else this.sendCandidate(call.id, c);
+    });
+  }
+
+  private flushCandidates(call: Call): void {
+    const queued = call.localCandidates ?? [];
+    call.localCandidates = undefined;
+    for (const c of queued) this.sendCandidate(call.id, c);
+  }
+
+  private sendCandidate(callId: string, c: CandidateInit): void {
+    void this.signaling
+      .request('call.candidate', { callId, envelope: plainEnvelope({ type: 'candidate', ...c }) })
+      .catch(() => {});
+  }
+
+  /** TURN/STUN servers, with relay credentials refreshed a minute before they expire. */
+  private async iceServers(): Promise<IceServer[]> {
+    const nowS = Date.now() / 1000;
+    if (!this.relay || this.relay.expiresAt - nowS < 60) {
+      const r = await this.signaling.request('relay.credentials', {});
+      this.relay = { iceServers: r.iceServers, expiresAt: r.expiresAt };
+    }
+    return this.relay.iceServers;
+  }
+
+  private liveCall(): Call | undefined {
+    return [...this.calls.values()].find((c) => c.data.name !== 'ended');
+  }
+
+  private assertNoLiveCall(): void {
+    const live = this.liveCall();
+    if (live) throw new ParleyError('invalid_state', `already in a call with ${live.peerName}; end it first`);
+  }
+
+  private find(callId: string | undefined, pick: (c: Call) => boolean): Call {
+    if (callId) {
+      const call = this.calls.get(callId);
+      if (!call) throw new ParleyError('call_not_found', 'no such call');
+      return call;
+    }
+    const call = [...this.calls.values()].reverse().find(pick);
+    if (!call) throw new ParleyError('call_not_found', 'there is no call to act on');
+    return call;
+  }
+
+  private snapshot(call: Call): CallStatus {
+    const s: CallStatus = { ...call.status };
+    if ('media' in call.data) s.stats = call.data.media.stats();
+    return s;
+  }
+
+  private publish(call: Call): void {
+    this.emit('call', this.snapshot(call));
+  }
+}
+
+export type { TransportKind };

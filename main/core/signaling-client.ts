@@ -1,0 +1,172 @@
+import { EventEmitter } from 'node:events';
+import { WebSocket } from 'ws';
+import { ParleyError } from '../../common/errors';
+import { RpcPeer } from '../../common/protocol/rpc';
+import {
+  MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  SignalNotifications,
+  SignalRequests,
+  type SignalMethod,
+  type SignalNotification,
+  type SignalNotificationParams,
+  type SignalParams,
+  type SignalResult,
+} from '../../common/protocol/signaling';
+
+export type SignalingState = 'connecting' | 'online' | 'offline';
+
+export interface SignalingClientOptions {
+  /** Server base URL, e.g. `http://127.0.0.1:8787`; the socket is `<url>/v1/signal`. */
+  serverUrl: string;
+  deviceId: string;
+  /** Device token from login; sent only inside `hello`, never logged. */
+  token: string;
+  /** First reconnect delay, ms (doubles per failure, with ±25 % jitter). */
+  minBackoffMs?: number;
+  /** Longest reconnect delay, ms. */
+  maxBackoffMs?: number;
+  /** Request timeout, ms. */
+  requestTimeoutMs?: number;
+}
+
+type NotificationEvents = {
+  [N in SignalNotification]: [SignalNotificationParams<N>];
+};
+
+/**
+ * The client end of Parley signaling (JSON-RPC 2.0 over WebSocket, see
+ * `common/protocol/signaling`). Connects, says `hello`, and reconnects with
+ * exponential backoff and jitter whenever the socket drops, until `close()`.
+ * A token the server refuses stops the reconnecting (retrying cannot help) and
+ * reports `offline` with the reason.
+ *
+ * Events: `state` (SignalingState, detail) and one event per server
+ * notification, with params already validated.
+ */
+export class SignalingClient extends EventEmitter<
+  NotificationEvents & { state: [SignalingState, string | undefined] }
+> {
+  private ws: WebSocket | undefined;
+  private rpc: RpcPeer | undefined;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private _state: SignalingState = 'offline';
+  private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  constructor(private readonly options: SignalingClientOptions) {
+    super();
+  }
+
+  get state(): SignalingState {
+    return this._state;
+  }
+
+  /** Starts connecting (and keeps reconnecting). Resolves when first online. */
+  connect(): Promise<void> {
+    this.closed = false;
+    const ready = this.waitOnline();
+    this.open();
+    return ready;
+  }
+
+  /** Resolves when online; rejects if the client is closed or the token is refused first. */
+  waitOnline(): Promise<void> {
+    if (this._state === 'online') return Promise.resolve();
+    return new Promise((resolve, reject) => this.onlineWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Sends a request and returns its validated result.
+   * @throws ParleyError from the server, or `unavailable` when offline or on timeout.
+   */
+  async request<M extends SignalMethod>(method: M, params: SignalParams<M>): Promise<SignalResult<M>> {
+    if (!this.rpc || this._state !== 'online') {
+      throw new ParleyError('unavailable', 'not connected to the Parley server');
+    }
+    const raw = await this.rpc.request(method, params);
+    const parsed = SignalRequests[method].result.safeParse(raw);
+    if (!parsed.success) throw new ParleyError('internal_error', `the server sent an invalid reply to ${method}`);
+    return parsed.data as SignalResult<M>;
+  }
+
+  /** Closes the connection for good. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.rpc?.close();
+    this.ws?.close(1000, 'client closing');
+    this.ws = undefined;
+    this.setState('offline', 'closed');
+    for (const w of this.onlineWaiters.splice(0)) w.reject(new ParleyError('unavailable', 'signaling closed'));
+  }
+
+  private setState(state: SignalingState, detail?: string): void {
+    if (state === this._state && state !== 'offline') return;
+    this._state = state;
+    this.emit('state', state, detail);
+  }
+
+  private open(): void {
+    if (this.closed) return;
+    this.setState('connecting');
+    const url = new URL('/v1/signal', this.options.serverUrl);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(url, { maxPayload: 1024 * 1024, handshakeTimeout: 10_000 });
+    this.ws = ws;
+    const rpc = new RpcPeer((text) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+    }, { maxMessageBytes: MAX_MESSAGE_BYTES, requestTimeoutMs: this.options.requestTimeoutMs ?? 10_000 });
+    this.rpc = rpc;
+    for (const [name, schema] of Object.entries(SignalNotifications)) {
+      rpc.handle(name, schema, (params) => {
+        (this.emit as (event: string, p: unknown) => boolean)(name, params);
+      });
+    }
+    ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
+    ws.on('open', async () => {
+      try {
+        await rpc.request('hello', {
+          protocol: PROTOCOL_VERSION,
+          deviceId: this.options.deviceId,
+          token: this.options.token,
+        });
+        this.attempt = 0;
+        this.setState('online');
+        for (const w of this.onlineWaiters.splice(0)) w.resolve();
+      } catch (e) {
+        const err = e instanceof ParleyError ? e : new ParleyError('unavailable', String(e));
+        if (err.reason === 'unauthenticated' || err.reason === 'protocol_version') {
+          // Retrying cannot help: stop and say why.
+          this.closed = true;
+          ws.close(1000);
+          this.setState('offline', err.message);
+          for (const w of this.onlineWaiters.splice(0)) w.reject(err);
+        } else {
+          ws.close(1011);
+        }
+      }
+    });
+    ws.on('error', () => {
+      /* 'close' follows and schedules the reconnect */
+    });
+    ws.on('close', () => {
+      rpc.close('connection closed');
+      if (this.ws !== ws) return;
+      this.ws = undefined;
+      this.rpc = undefined;
+      if (this.closed) return;
+      this.setState('offline', 'connection lost; reconnecting');
+      this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    const min = this.options.minBackoffMs ?? 500;
+    const max = this.options.maxBackoffMs ?? 30_000;
+    const base = Math.min(max, min * 2 ** this.attempt++);
+    const delay = base * (0.75 + Math.random() * 0.5);
+    this.reconnectTimer = setTimeout(() => this.open(), delay);
+  }
+}
