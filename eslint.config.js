@@ -2,11 +2,25 @@
 // is not installed, so no stylistic rules are turned on here). The layer rules of
 // DESIGN.md are enforced by dependency-cruiser (.dependency-cruiser.cjs); both run in
 // `npm run lint`.
+import { readFileSync } from 'node:fs';
 import js from '@eslint/js';
 import svelte from 'eslint-plugin-svelte';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 import { defineConfig } from 'eslint/config';
+
+/**
+ * .gitignore's patterns as flat-config ignores (what @eslint/compat's
+ * includeIgnoreFile does; that package is not installed): `/x` is anchored at
+ * the root, `x` matches at any depth, negations are not supported.
+ */
+function gitignored() {
+  return readFileSync(new URL('./.gitignore', import.meta.url), 'utf8')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#') && !line.startsWith('!'))
+    .map((line) => (line.startsWith('/') ? line.slice(1) : `**/${line}`));
+}
 
 /** Node's globals: code under common/ must run without them (DESIGN.md, "Layout"). */
 const NODE_GLOBALS = [
@@ -35,12 +49,7 @@ const restricted = (names, why) => names.map((name) => ({ name, message: `${name
 export default defineConfig(
   {
     ignores: [
-      'node_modules/',
-      'out/',
-      'dist/',
-      'coverage/',
-      '.tools/',
-      'docs/recordings/',
+      ...gitignored(),
       // Deliberately broken imports for test/unit/layering.test.ts.
       'test/fixtures/layering/',
     ],
