@@ -260,6 +260,34 @@ describe('calls: disconnects', () => {
   });
 });
 
+describe('calls: several devices of one account', () => {
+  it('rings every device of the callee; the others get answered_elsewhere when one answers', async () => {
+    const [alice, bob] = await pair();
+    const bobPhone = await signIn(server, bob.username, { register: false, deviceName: 'phone' });
+    const callId = randomUUID();
+    await alice.client.request('call.invite', { callId, callee: bob.username, envelope: offer });
+    await bob.client.nextNotification('call.incoming', { callId });
+    await bobPhone.client.nextNotification('call.incoming', { callId });
+
+    await alice.client.request('call.candidate', { callId, envelope: candidate('to-both') });
+    await bob.client.nextNotification('call.candidate', { callId });
+    await bobPhone.client.nextNotification('call.candidate', { callId });
+
+    await bobPhone.client.request('call.answer', { callId, envelope: answer });
+    expect((await alice.client.nextNotification('call.answered', { callId })).callee.deviceId).toBe(bobPhone.deviceId);
+    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'answered_elsewhere' });
+    // The device that did not answer is no longer a party.
+    await expect(bob.client.request('call.hangup', { callId })).rejects.toMatchObject({ reason: 'call_not_found' });
+
+    await alice.client.request('call.candidate', { callId, envelope: candidate('to-phone') });
+    expect((await bobPhone.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('to-phone'));
+    await bob.client.expectNoNotification('call.candidate', { callId }, 100);
+    await alice.client.request('call.hangup', { callId });
+    expect(await bobPhone.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    await closeAll(alice, bob, bobPhone);
+  });
+});
+
 describe('calls: ring timeout', () => {
   let quick: RunningServer;
   beforeAll(async () => {

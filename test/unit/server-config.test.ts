@@ -1,0 +1,89 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../../server/config';
+
+const cwd = '/srv/parley';
+
+describe('server config', () => {
+  it('starts from embedded defaults with no file and no environment', () => {
+    expect(parseConfig(undefined, {}, 'config', cwd)).toEqual({
+      listen: { host: '127.0.0.1', port: 8787 },
+      dataDir: '/srv/parley/.parley/server',
+      logLevel: 'info',
+      ringTimeoutSeconds: 45,
+      turn: { urls: [], secret: '', ttlSeconds: 600 },
+      stun: { urls: [] },
+    });
+  });
+
+  it('the shipped example file parses and equals the defaults', () => {
+    const text = readFileSync(fileURLToPath(new URL('../../server/parley-server.example.toml', import.meta.url)), 'utf8');
+    expect(parseConfig(text, {}, 'example', cwd)).toEqual(parseConfig(undefined, {}, 'config', cwd));
+  });
+
+  it('reads a TOML file and lets the environment override it', () => {
+    const toml = `
+listen = "0.0.0.0:9000"
+data_dir = "/var/lib/parley"
+ring_timeout_seconds = 30
+[turn]
+urls = ["turn:a:3478"]
+secret = "file-secret"
+ttl_seconds = 900
+[stun]
+urls = ["stun:a:3478"]
+`;
+    const c = parseConfig(
+      toml,
+      {
+        PARLEY_SERVER_LISTEN: '[::1]:0',
+        PARLEY_TURN_URLS: 'turn:b:3478?transport=udp, turn:b:3478?transport=tcp',
+        PARLEY_TURN_SECRET: 'env-secret',
+        PARLEY_TURN_TTL: '120',
+        PARLEY_RING_TIMEOUT: '1.5',
+      },
+      'f.toml',
+      cwd,
+    );
+    expect(c.listen).toEqual({ host: '::1', port: 0 });
+    expect(c.dataDir).toBe('/var/lib/parley');
+    expect(c.ringTimeoutSeconds).toBe(1.5);
+    expect(c.turn).toEqual({
+      urls: ['turn:b:3478?transport=udp', 'turn:b:3478?transport=tcp'],
+      secret: 'env-secret',
+      ttlSeconds: 120,
+    });
+    expect(c.stun.urls).toEqual(['stun:a:3478']);
+  });
+
+  it.each([
+    ['unknown top-level key', 'ring_timeout = 3', /unknown key "ring_timeout"/],
+    ['unknown nested key', '[turn]\nttl = 3', /unknown key "turn.ttl"/],
+    ['wrong type', 'ring_timeout_seconds = "45"', /ring_timeout_seconds: .*number/],
+    ['bad listen address', 'listen = "localhost"', /listen: expected "host:port"/],
+    ['port out of range', 'listen = "127.0.0.1:70000"', /listen: /],
+    ['turn without secret', '[turn]\nurls = ["turn:x:3478"]', /turn.secret: required when turn.urls is set/],
+    ['not a TURN url', '[turn]\nurls = ["http://x"]\nsecret = "s"', /turn.urls.0: /],
+    ['TOML syntax', 'listen = ', /f.toml: not valid TOML \(line 1/],
+  ])('rejects %s with a message naming it', (_name, toml, message) => {
+    expect(() => parseConfig(toml, {}, 'f.toml', cwd)).toThrow(ConfigError);
+    expect(() => parseConfig(toml, {}, 'f.toml', cwd)).toThrow(message);
+  });
+
+  it('names the environment variable behind a bad override', () => {
+    expect(() => parseConfig(undefined, { PARLEY_TURN_TTL: 'ten' }, 'config', cwd)).toThrow(
+      /turn.ttl_seconds \(from PARLEY_TURN_TTL\)/,
+    );
+  });
+
+  it('never puts the TURN secret into an error message', () => {
+    try {
+      parseConfig('[turn]\nsecret = "s3cr3t-value"\nttl_seconds = 1', {}, 'f.toml', cwd);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as Error).message).toContain('turn.ttl_seconds');
+      expect((e as Error).message).not.toContain('s3cr3t-value');
+    }
+  });
+});
