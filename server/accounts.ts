@@ -30,7 +30,10 @@ export class Accounts {
    * Creates an account.
    * @throws ParleyError `already_exists` when the username is taken.
    */
-  async register(username: string, password: string): Promise<{ accountId: string; username: string }> {
+  async register(
+    username: string,
+    password: string,
+  ): Promise<{ accountId: string; username: string }> {
     const passwordHash = await argon2Hash(password, ARGON2_OPTIONS);
     const id = randomUUID();
     try {
@@ -39,7 +42,8 @@ export class Accounts {
         .values({ id, username, password_hash: passwordHash, created_at: Date.now() })
         .execute();
     } catch (e) {
-      if (isUniqueViolation(e)) throw new ParleyError('already_exists', `an account named ${username} already exists`);
+      if (isUniqueViolation(e))
+        throw new ParleyError('already_exists', `an account named ${username} already exists`);
       throw e;
     }
     await this.audit('account.registered', id, null);
@@ -89,7 +93,12 @@ export class Accounts {
     const row = await this.db
       .selectFrom('devices')
       .innerJoin('accounts', 'accounts.id', 'devices.account_id')
-      .select(['devices.id as deviceId', 'devices.token_hash', 'accounts.id as accountId', 'accounts.username'])
+      .select([
+        'devices.id as deviceId',
+        'devices.token_hash',
+        'accounts.id as accountId',
+        'accounts.username',
+      ])
       .where('devices.id', '=', deviceId)
       .executeTakeFirst();
     const given = Buffer.from(hashToken(token), 'hex');
@@ -97,12 +106,18 @@ export class Accounts {
     if (!row || stored.length !== given.length || !timingSafeEqual(stored, given)) {
       throw new ParleyError('unauthenticated', 'unknown device or wrong token');
     }
-    await this.db.updateTable('devices').set({ last_seen_at: Date.now() }).where('id', '=', deviceId).execute();
+    await this.db
+      .updateTable('devices')
+      .set({ last_seen_at: Date.now() })
+      .where('id', '=', deviceId)
+      .execute();
     return { accountId: row.accountId, username: row.username, deviceId: row.deviceId };
   }
 
   /** Looks up an account by name; undefined when there is none. */
-  async findByUsername(username: string): Promise<{ accountId: string; username: string } | undefined> {
+  async findByUsername(
+    username: string,
+  ): Promise<{ accountId: string; username: string } | undefined> {
     const row = await this.db
       .selectFrom('accounts')
       .select(['id', 'username'])
@@ -116,7 +131,12 @@ export class Accounts {
    * reasons), never envelopes, passwords or tokens. Failures are swallowed by
    * the caller's choice: auditing must not break signaling.
    */
-  async audit(event: string, accountId: string | null, deviceId: string | null, detail?: object): Promise<void> {
+  async audit(
+    event: string,
+    accountId: string | null,
+    deviceId: string | null,
+    detail?: object,
+  ): Promise<void> {
     await this.db
       .insertInto('audit')
       .values({

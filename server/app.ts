@@ -39,7 +39,9 @@ export interface ParleyServer {
 /** The server's version (package.json), shown by /healthz. */
 export function serverVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version?: string;
+    };
     return pkg.version ?? 'unknown';
   } catch {
     return 'unknown';
@@ -52,7 +54,10 @@ export function serverVersion(): string {
  * @param options.logger logger to use (default: JSON to stdout at `config.logLevel`).
  * @throws Error when the data folder or database cannot be opened.
  */
-export async function buildServer(config: ServerConfig, options: { logger?: Logger } = {}): Promise<ParleyServer> {
+export async function buildServer(
+  config: ServerConfig,
+  options: { logger?: Logger } = {},
+): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir);
   const accounts = new Accounts(db);
@@ -63,8 +68,12 @@ export async function buildServer(config: ServerConfig, options: { logger?: Logg
       log.info({ call: facts }, event);
       const caller = e.caller;
       const detail =
-        e.event === 'call.ended' ? { callId: e.callId, reason: e.reason, durationMs: e.durationMs } : { callId: e.callId };
-      accounts.audit(event, caller.accountId, caller.deviceId, detail).catch((err: unknown) => log.warn({ err }, 'audit failed'));
+        e.event === 'call.ended'
+          ? { callId: e.callId, reason: e.reason, durationMs: e.durationMs }
+          : { callId: e.callId };
+      accounts
+        .audit(event, caller.accountId, caller.deviceId, detail)
+        .catch((err: unknown) => log.warn({ err }, 'audit failed'));
     },
   });
 
@@ -95,7 +104,8 @@ export async function buildServer(config: ServerConfig, options: { logger?: Logg
     async listen() {
       await app.listen({ host: config.listen.host, port: config.listen.port });
       const addr = app.server.address() as AddressInfo;
-      const host = addr.family === 'IPv6' || addr.address.includes(':') ? `[${addr.address}]` : addr.address;
+      const host =
+        addr.family === 'IPv6' || addr.address.includes(':') ? `[${addr.address}]` : addr.address;
       url = `http://${host}:${addr.port}`;
       heartbeat = setInterval(() => {
         for (const ws of app.websocketServer.clients) {

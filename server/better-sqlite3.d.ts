@@ -8,7 +8,10 @@ declare module 'better-sqlite3' {
     readonly open: boolean;
   }
   interface DatabaseConstructor {
-    new (filename: string, options?: { readonly?: boolean; fileMustExist?: boolean; timeout?: number }): Database;
+    new (
+      filename: string,
+      options?: { readonly?: boolean; fileMustExist?: boolean; timeout?: number },
+    ): Database;
   }
   const Database: DatabaseConstructor;
   export default Database;

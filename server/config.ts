@@ -15,7 +15,10 @@ const ListenAddress = z.string().transform((value, ctx) => {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
-    ctx.addIssue({ code: 'custom', message: `expected "host:port" with a port 0–65535, got "${value}"` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected "host:port" with a port 0–65535, got "${value}"`,
+    });
     return z.NEVER;
   }
   return { host: (m[1] ?? m[2]) as string, port };
@@ -35,7 +38,9 @@ const FileConfig = z
     turn: z
       .object({
         /** TURN URLs, e.g. `turn:127.0.0.1:3478?transport=udp`. Empty: no relay is offered. */
-        urls: z.array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"')).default([]),
+        urls: z
+          .array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"'))
+          .default([]),
         /** coturn's `--static-auth-secret`. Required when `urls` is not empty. */
         secret: z.string().default(''),
         /** Lifetime of an issued relay credential, seconds. */
@@ -46,7 +51,9 @@ const FileConfig = z
     stun: z
       .object({
         /** STUN URLs offered beside the relay, e.g. `stun:127.0.0.1:3478`. */
-        urls: z.array(z.string().regex(/^stuns?:/, 'a STUN URL starts with "stun:" or "stuns:"')).default([]),
+        urls: z
+          .array(z.string().regex(/^stuns?:/, 'a STUN URL starts with "stun:" or "stuns:"'))
+          .default([]),
       })
       .strict()
       .default({ urls: [] }),
@@ -54,7 +61,11 @@ const FileConfig = z
   .strict()
   .superRefine((c, ctx) => {
     if (c.turn.urls.length > 0 && c.turn.secret.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['turn', 'secret'], message: 'required when turn.urls is set' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['turn', 'secret'],
+        message: 'required when turn.urls is set',
+      });
     }
   });
 
@@ -122,7 +133,11 @@ export function parseConfig(
     if (value === undefined || value === '') continue;
     let parsed: unknown = value;
     if (kind === 'number') parsed = /^\s*-?\d+(\.\d+)?\s*$/.test(value) ? Number(value) : value;
-    if (kind === 'list') parsed = value.split(',').map((s) => s.trim()).filter(Boolean);
+    if (kind === 'list')
+      parsed = value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     setPath(raw, path, parsed);
     fromEnv.set(path.join('.'), name);
   }
@@ -156,7 +171,10 @@ export function parseConfig(
  * `configPath` (or `PARLEY_SERVER_CONFIG`; none is fine), then env overrides.
  * @throws ConfigError when the file cannot be read or a key is invalid.
  */
-export function loadConfig(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+export function loadConfig(
+  configPath: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): ServerConfig {
   const path = configPath ?? (env.PARLEY_SERVER_CONFIG || undefined);
   let text: string | undefined;
   if (path !== undefined) {

@@ -47,7 +47,9 @@ const migrations: Record<string, Migration> = {
       await db.schema
         .createTable('devices')
         .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('account_id', 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+        .addColumn('account_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
         .addColumn('name', 'text', (c) => c.notNull())
         .addColumn('token_hash', 'text', (c) => c.notNull().unique())
         .addColumn('created_at', 'integer', (c) => c.notNull())

@@ -29,7 +29,9 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string):
   const parsed = schema.safeParse(body ?? {});
   if (!parsed.success) {
     throw new ParleyError('invalid_params', `invalid ${what}`, {
-      issues: parsed.error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
+      issues: parsed.error.issues
+        .slice(0, 10)
+        .map((i) => ({ path: i.path.join('.'), message: i.message })),
     });
   }
   return parsed.data;
@@ -42,21 +44,42 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string):
  * - `POST /v1/sessions` LoginBody → 201 LoginReply (a new device and its token); 401 `bad_credentials`
  * Every error, including unknown routes and unparsable bodies, has the HttpError shape.
  */
-export function registerHttpRoutes(app: FastifyInstance, accounts: Accounts, version: string): void {
+export function registerHttpRoutes(
+  app: FastifyInstance,
+  accounts: Accounts,
+  version: string,
+): void {
   app.setErrorHandler((err: FastifyError | ParleyError, req, reply) => {
     if (err instanceof ParleyError) return sendError(reply, err);
     const status = (err as FastifyError).statusCode ?? 500;
-    if (status === 413) return sendError(reply, new ParleyError('payload_too_large', 'request body too large'));
-    if (status === 415) return sendError(reply, new ParleyError('invalid_request', 'send a JSON body (content-type: application/json)'));
+    if (status === 413)
+      return sendError(reply, new ParleyError('payload_too_large', 'request body too large'));
+    if (status === 415)
+      return sendError(
+        reply,
+        new ParleyError('invalid_request', 'send a JSON body (content-type: application/json)'),
+      );
     if (status >= 400 && status < 500) {
-      const reason = (err as FastifyError).code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError ? 'parse_error' : 'invalid_request';
-      return sendError(reply, new ParleyError(reason, reason === 'parse_error' ? 'request body is not valid JSON' : 'bad request'));
+      const reason =
+        (err as FastifyError).code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError
+          ? 'parse_error'
+          : 'invalid_request';
+      return sendError(
+        reply,
+        new ParleyError(
+          reason,
+          reason === 'parse_error' ? 'request body is not valid JSON' : 'bad request',
+        ),
+      );
     }
     req.log.error({ err }, 'http handler failed');
     return sendError(reply, new ParleyError('internal_error', 'internal error'));
   });
   app.setNotFoundHandler((req, reply) =>
-    sendError(reply, new ParleyError('method_not_found', `no route ${req.method} ${req.url.split('?')[0]}`)),
+    sendError(
+      reply,
+      new ParleyError('method_not_found', `no route ${req.method} ${req.url.split('?')[0]}`),
+    ),
   );
 
   app.get('/healthz', async () => ({ ok: true, version }));

@@ -1,7 +1,11 @@
 import type { EndReason, RejectReason } from '../common/call';
 import { ParleyError } from '../common/errors';
 import type { Envelope } from '../common/protocol/envelope';
-import type { PeerInfo, SignalNotification, SignalNotificationParams } from '../common/protocol/signaling';
+import type {
+  PeerInfo,
+  SignalNotification,
+  SignalNotificationParams,
+} from '../common/protocol/signaling';
 
 /** One authenticated signaling connection of a device, as the hub sees it. */
 export interface DeviceLink {
@@ -42,7 +46,15 @@ export type HubEvent =
   | { event: 'call.invited'; callId: string; caller: PeerInfo; callee: AccountRef; devices: number }
   | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
   | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo }
-  | { event: 'call.ended'; callId: string; caller: PeerInfo; callee: AccountRef; reason: EndReason; by: string | null; durationMs: number };
+  | {
+      event: 'call.ended';
+      callId: string;
+      caller: PeerInfo;
+      callee: AccountRef;
+      reason: EndReason;
+      by: string | null;
+      durationMs: number;
+    };
 
 /** WebSocket close code sent to a connection replaced by a newer one of the same device. */
 export const CLOSE_REPLACED = 4001;
@@ -75,7 +87,9 @@ export class Hub {
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
    * @param options.onEvent sees each call event (for logging and audit); must not throw.
    */
-  constructor(private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void }) {}
+  constructor(
+    private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void },
+  ) {}
 
   /** Number of online devices and of calls (ringing or active). */
   get stats(): { devices: number; calls: number } {
@@ -93,7 +107,8 @@ export class Hub {
     let set = this.devicesByAccount.get(accountId);
     if (!set) this.devicesByAccount.set(accountId, (set = new Set()));
     set.add(deviceId);
-    if (old && old !== link) old.close(CLOSE_REPLACED, 'replaced by a newer connection of this device');
+    if (old && old !== link)
+      old.close(CLOSE_REPLACED, 'replaced by a newer connection of this device');
   }
 
   /**
@@ -147,13 +162,19 @@ export class Hub {
     envelope: Envelope,
     afterReply: (fn: () => void) => void,
   ): { callId: string } {
-    if (this.calls.has(callId)) throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
-    if (callee.accountId === caller.accountId) throw new ParleyError('forbidden', 'you cannot call yourself');
+    if (this.calls.has(callId))
+      throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
+    if (callee.accountId === caller.accountId)
+      throw new ParleyError('forbidden', 'you cannot call yourself');
     if (this.callsByAccount.get(caller.accountId)?.size) {
-      throw new ParleyError('invalid_state', 'you are already in a call; end it before starting another');
+      throw new ParleyError(
+        'invalid_state',
+        'you are already in a call; end it before starting another',
+      );
     }
     const targets = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
-    if (targets.length === 0) throw new ParleyError('callee_offline', `${callee.username} is not online`);
+    if (targets.length === 0)
+      throw new ParleyError('callee_offline', `${callee.username} is not online`);
 
     if (this.callsByAccount.get(callee.accountId)?.size) {
       this.emit({ event: 'call.busy', callId, caller, callee });
@@ -174,7 +195,8 @@ export class Hub {
     this.index(caller.accountId, callId);
     this.index(callee.accountId, callId);
     this.emit({ event: 'call.invited', callId, caller, callee, devices: targets.length });
-    for (const deviceId of targets) this.send(deviceId, 'call.incoming', { callId, caller, envelope });
+    for (const deviceId of targets)
+      this.send(deviceId, 'call.incoming', { callId, caller, envelope });
     return { callId };
   }
 
@@ -187,7 +209,8 @@ export class Hub {
     if (this.roleOf(call, from.deviceId) !== 'callee') {
       throw new ParleyError('invalid_state', 'only the callee sends call.ringing');
     }
-    if (call.phase.kind !== 'ringing') throw new ParleyError('invalid_state', 'the call was already answered');
+    if (call.phase.kind !== 'ringing')
+      throw new ParleyError('invalid_state', 'the call was already answered');
     if (!call.phase.ringingSent) {
       call.phase.ringingSent = true;
       this.send(call.caller.deviceId, 'call.ringing', { callId });
@@ -205,13 +228,15 @@ export class Hub {
       throw new ParleyError('invalid_state', 'you cannot answer your own outgoing call');
     }
     const phase = call.phase;
-    if (phase.kind !== 'ringing') throw new ParleyError('invalid_state', 'the call was already answered');
+    if (phase.kind !== 'ringing')
+      throw new ParleyError('invalid_state', 'the call was already answered');
     clearTimeout(phase.timer);
     call.phase = { kind: 'active', callee: from, answeredAt: Date.now() };
     this.emit({ event: 'call.answered', callId, caller: call.caller, callee: from });
     this.send(call.caller.deviceId, 'call.answered', { callId, callee: from, envelope });
     for (const deviceId of phase.invited) {
-      if (deviceId !== from.deviceId) this.send(deviceId, 'call.ended', { callId, reason: 'answered_elsewhere' });
+      if (deviceId !== from.deviceId)
+        this.send(deviceId, 'call.ended', { callId, reason: 'answered_elsewhere' });
     }
   }
 
@@ -222,7 +247,10 @@ export class Hub {
   reject(from: PeerInfo, callId: string, reason: RejectReason): void {
     const call = this.callFor(from, callId);
     if (this.roleOf(call, from.deviceId) === 'caller') {
-      throw new ParleyError('invalid_state', 'you cannot reject your own outgoing call; use call.cancel');
+      throw new ParleyError(
+        'invalid_state',
+        'you cannot reject your own outgoing call; use call.cancel',
+      );
     }
     if (call.phase.kind !== 'ringing') {
       throw new ParleyError('invalid_state', 'the call was already answered; use call.hangup');
@@ -267,7 +295,8 @@ export class Hub {
     if (this.roleOf(call, from.deviceId) === 'callee') {
       this.send(call.caller.deviceId, 'call.candidate', { callId, envelope });
     } else if (call.phase.kind === 'ringing') {
-      for (const deviceId of call.phase.invited) this.send(deviceId, 'call.candidate', { callId, envelope });
+      for (const deviceId of call.phase.invited)
+        this.send(deviceId, 'call.candidate', { callId, envelope });
     } else {
       this.send(call.phase.callee.deviceId, 'call.candidate', { callId, envelope });
     }
@@ -275,7 +304,8 @@ export class Hub {
 
   /** Stops every ring timer and forgets all calls (server shutdown). No notifications are sent. */
   close(): void {
-    for (const call of this.calls.values()) if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
+    for (const call of this.calls.values())
+      if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
     this.calls.clear();
     this.callsByAccount.clear();
   }
@@ -284,13 +314,18 @@ export class Hub {
 
   private callFor(from: PeerInfo, callId: string): Call {
     const call = this.calls.get(callId);
-    if (!call || !this.roleOf(call, from.deviceId)) throw new ParleyError('call_not_found', `no call ${callId}`);
+    if (!call || !this.roleOf(call, from.deviceId))
+      throw new ParleyError('call_not_found', `no call ${callId}`);
     return call;
   }
 
   private roleOf(call: Call, deviceId: string): 'caller' | 'callee' | undefined {
     if (call.caller.deviceId === deviceId) return 'caller';
-    if (call.phase.kind === 'ringing' ? call.phase.invited.has(deviceId) : call.phase.callee.deviceId === deviceId) {
+    if (
+      call.phase.kind === 'ringing'
+        ? call.phase.invited.has(deviceId)
+        : call.phase.callee.deviceId === deviceId
+    ) {
       return 'callee';
     }
     return undefined;
@@ -315,10 +350,22 @@ export class Hub {
       if (deviceId !== by) this.send(deviceId, 'call.ended', { callId: call.callId, reason });
     }
     const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;
-    this.emit({ event: 'call.ended', callId: call.callId, caller: call.caller, callee: call.callee, reason, by, durationMs });
+    this.emit({
+      event: 'call.ended',
+      callId: call.callId,
+      caller: call.caller,
+      callee: call.callee,
+      reason,
+      by,
+      durationMs,
+    });
   }
 
-  private send<N extends SignalNotification>(deviceId: string, method: N, params: SignalNotificationParams<N>): void {
+  private send<N extends SignalNotification>(
+    deviceId: string,
+    method: N,
+    params: SignalNotificationParams<N>,
+  ): void {
     this.devices.get(deviceId)?.notify(method, params);
   }
 

@@ -12,7 +12,10 @@ async function main(): Promise<void> {
     .name('parley-server')
     .description('Parley signaling server: accounts, devices, call routing, TURN credentials')
     .version(serverVersion())
-    .option('-c, --config <path>', 'TOML config file (default: $PARLEY_SERVER_CONFIG, else built-in defaults)')
+    .option(
+      '-c, --config <path>',
+      'TOML config file (default: $PARLEY_SERVER_CONFIG, else built-in defaults)',
+    )
     .parse(process.argv);
   const opts = program.opts<{ config?: string }>();
 
@@ -49,6 +52,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`parley-server: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(
+    `parley-server: cannot start: ${err instanceof Error ? err.message : String(err)}\n`,
+  );
   process.exit(1);
 });

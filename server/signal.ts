@@ -53,12 +53,14 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   );
 
   const me = (): PeerInfo => {
-    if (!link) throw new ParleyError('unauthenticated', 'send hello with your device id and token first');
+    if (!link)
+      throw new ParleyError('unauthenticated', 'send hello with your device id and token first');
     return link.peer;
   };
 
   peer.handle('hello', SignalRequests.hello.params, async (p) => {
-    if (link) throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    if (link)
+      throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
     if (p.protocol !== PROTOCOL_VERSION) {
       throw new ParleyError(
         'protocol_version',
@@ -67,7 +69,8 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     }
     const info = await accounts.authenticateDevice(p.deviceId, p.token);
     if (closed) throw new ParleyError('unavailable', 'connection closed');
-    if (link) throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    if (link)
+      throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
     link = {
       peer: info,
       notify: (method, params) => {
@@ -78,7 +81,12 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
     log.info('device online');
-    return { accountId: info.accountId, username: info.username, deviceId: info.deviceId, serverTime: Date.now() };
+    return {
+      accountId: info.accountId,
+      username: info.username,
+      deviceId: info.deviceId,
+      serverTime: Date.now(),
+    };
   });
 
   peer.handle('call.invite', SignalRequests['call.invite'].params, async (p, ctx) => {
@@ -155,7 +163,11 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
  * fresh coturn REST credential bound to the account (if configured).
  * `expiresAt` is Unix seconds; with no TURN it is still `now + ttl`.
  */
-export function relayCredentials(config: ServerConfig, accountId: string, nowMs = Date.now()): RelayCredentialsResult {
+export function relayCredentials(
+  config: ServerConfig,
+  accountId: string,
+  nowMs = Date.now(),
+): RelayCredentialsResult {
   const { urls, secret, ttlSeconds } = config.turn;
   const relay =
     urls.length > 0

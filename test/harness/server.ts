@@ -63,7 +63,10 @@ export interface RunningServer {
    * Resolves with the first log line (already written or future) matching `predicate`.
    * @throws Error after `timeoutMs` (default 5000).
    */
-  waitForLog(predicate: (line: ServerLogLine) => boolean, timeoutMs?: number): Promise<ServerLogLine>;
+  waitForLog(
+    predicate: (line: ServerLogLine) => boolean,
+    timeoutMs?: number,
+  ): Promise<ServerLogLine>;
   /**
    * Sends SIGTERM and waits for the exit (SIGKILL after `timeoutMs`, default 5000);
    * then deletes the temporary data folder. Safe to call twice.
@@ -89,18 +92,25 @@ interface Prepared {
 function prepare(options: StartServerOptions): Prepared {
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-server-'));
-  const env: NodeJS.ProcessEnv = { ...process.env, PARLEY_SERVER_LISTEN: '127.0.0.1:0', PARLEY_DATA_DIR: dataDir };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PARLEY_SERVER_LISTEN: '127.0.0.1:0',
+    PARLEY_DATA_DIR: dataDir,
+  };
   // Never inherit server settings from the developer's shell.
   for (const key of Object.keys(env)) {
-    if (key.startsWith('PARLEY_') && !['PARLEY_SERVER_LISTEN', 'PARLEY_DATA_DIR'].includes(key)) delete env[key];
+    if (key.startsWith('PARLEY_') && !['PARLEY_SERVER_LISTEN', 'PARLEY_DATA_DIR'].includes(key))
+      delete env[key];
   }
   if (options.turn) {
     env.PARLEY_TURN_URLS = options.turn.urls.join(',');
     env.PARLEY_TURN_SECRET = options.turn.secret;
-    if (options.turn.ttlSeconds !== undefined) env.PARLEY_TURN_TTL = String(options.turn.ttlSeconds);
+    if (options.turn.ttlSeconds !== undefined)
+      env.PARLEY_TURN_TTL = String(options.turn.ttlSeconds);
   }
   if (options.stunUrls) env.PARLEY_STUN_URLS = options.stunUrls.join(',');
-  if (options.ringTimeoutSeconds !== undefined) env.PARLEY_RING_TIMEOUT = String(options.ringTimeoutSeconds);
+  if (options.ringTimeoutSeconds !== undefined)
+    env.PARLEY_RING_TIMEOUT = String(options.ringTimeoutSeconds);
   Object.assign(env, options.env ?? {});
   const args = ['--import', 'tsx', join(REPO_ROOT, 'server/main.ts')];
   if (options.configToml !== undefined) {
@@ -113,7 +123,11 @@ function prepare(options: StartServerOptions): Prepared {
 
 function spawnServer(p: Prepared): ChildProcess {
   // process.execPath: the same Node 22 that runs the tests; tsx's loader runs the TypeScript directly.
-  return spawn(process.execPath, p.args, { cwd: REPO_ROOT, env: p.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, p.args, {
+    cwd: REPO_ROOT,
+    env: p.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /**
@@ -127,7 +141,10 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   let err = '';
   let partial = '';
   const lines: ServerLogLine[] = [];
-  const waiters = new Set<{ predicate: (l: ServerLogLine) => boolean; resolve: (l: ServerLogLine) => void }>();
+  const waiters = new Set<{
+    predicate: (l: ServerLogLine) => boolean;
+    resolve: (l: ServerLogLine) => void;
+  }>();
 
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
     out += chunk;
@@ -159,7 +176,10 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     child.once('exit', (code, signal) => res({ code, signal })),
   );
 
-  const waitForLog = (predicate: (l: ServerLogLine) => boolean, timeoutMs = 5000): Promise<ServerLogLine> => {
+  const waitForLog = (
+    predicate: (l: ServerLogLine) => boolean,
+    timeoutMs = 5000,
+  ): Promise<ServerLogLine> => {
     const found = lines.find(predicate);
     if (found) return Promise.resolve(found);
     return new Promise((resolvePromise, reject) => {
@@ -189,7 +209,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     (line) => ({ line }),
     (e: Error) => ({ error: `${e.message} (waiting for "listening")` }),
   );
-  const early = exited.then(({ code, signal }) => ({ error: `server exited before listening (code ${code}, signal ${signal})` }));
+  const early = exited.then(({ code, signal }) => ({
+    error: `server exited before listening (code ${code}, signal ${signal})`,
+  }));
   const first = await Promise.race([listeningLine, early]);
   if (!('line' in first)) {
     child.kill('SIGKILL');
@@ -228,7 +250,10 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
  * example) and returns its exit status and output.
  * @throws Error when it is still running after `timeoutMs` (default 20000); it is killed then.
  */
-export async function runServerUntilExit(options: StartServerOptions = {}, timeoutMs = 20_000): Promise<ServerExit> {
+export async function runServerUntilExit(
+  options: StartServerOptions = {},
+  timeoutMs = 20_000,
+): Promise<ServerExit> {
   const prepared = prepare(options);
   const child = spawnServer(prepared);
   let stdout = '';

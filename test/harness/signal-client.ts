@@ -72,7 +72,8 @@ export async function httpJson<T = unknown>(
 
 function httpFailure(reply: HttpReply): ParleyError {
   const e = HttpError.safeParse(reply.body);
-  if (!e.success) return new ParleyError('internal_error', `HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
+  if (!e.success)
+    return new ParleyError('internal_error', `HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
   const err = ParleyError.fromJsonRpc(e.data.error);
   (err as ParleyError & { status?: number }).status = reply.status;
   return err;
@@ -134,7 +135,10 @@ export class SignalClient {
   private readonly frameWaiters = new Set<Waiter<unknown>>();
 
   private constructor(readonly socket: WebSocket) {
-    this.peer = new RpcPeer((text) => socket.send(text), { maxMessageBytes: 4 * 1024 * 1024, requestTimeoutMs: 10_000 });
+    this.peer = new RpcPeer((text) => socket.send(text), {
+      maxMessageBytes: 4 * 1024 * 1024,
+      requestTimeoutMs: 10_000,
+    });
     for (const method of Object.keys(SignalNotifications)) {
       this.peer.handle(method, z.unknown(), (params) => this.onNotification({ method, params }));
     }
@@ -181,7 +185,10 @@ export class SignalClient {
    * @param protocol protocol version to claim (default: the current one).
    * @throws ParleyError `unauthenticated`, `protocol_version`, …
    */
-  hello(device: { deviceId: string; token: string }, protocol: number = PROTOCOL_VERSION): Promise<SignalResult<'hello'>> {
+  hello(
+    device: { deviceId: string; token: string },
+    protocol: number = PROTOCOL_VERSION,
+  ): Promise<SignalResult<'hello'>> {
     return this.request('hello', { protocol, deviceId: device.deviceId, token: device.token });
   }
 
@@ -189,7 +196,10 @@ export class SignalClient {
    * Sends a typed request; the result is checked against its schema.
    * @throws ParleyError with the server's error (`.reason`, `.message`, `.data`).
    */
-  async request<M extends SignalMethod>(method: M, params: SignalParams<M>): Promise<SignalResult<M>> {
+  async request<M extends SignalMethod>(
+    method: M,
+    params: SignalParams<M>,
+  ): Promise<SignalResult<M>> {
     const result = await this.peer.request(method, params);
     return SignalRequests[method].result.parse(result) as SignalResult<M>;
   }
@@ -222,7 +232,9 @@ export class SignalClient {
    * Resolves with the error of the next error reply that has `id: null` (the
    * server's answer to a frame it could not read as a request), and consumes it.
    */
-  async nextFrameError(timeoutMs = 5000): Promise<{ code: number; message: string; data: ParleyErrorData }> {
+  async nextFrameError(
+    timeoutMs = 5000,
+  ): Promise<{ code: number; message: string; data: ParleyErrorData }> {
     const isNullIdError = (f: unknown) =>
       typeof f === 'object' && f !== null && 'error' in f && (f as { id?: unknown }).id === null;
     const frame = (await this.nextFrame(isNullIdError, timeoutMs)) as {
@@ -254,7 +266,8 @@ export class SignalClient {
   ): Promise<SignalNotificationParams<N>> {
     const match = (n: ReceivedNotification) =>
       n.method === method &&
-      (filter.callId === undefined || (n.params as { callId?: unknown } | null)?.callId === filter.callId);
+      (filter.callId === undefined ||
+        (n.params as { callId?: unknown } | null)?.callId === filter.callId);
     const index = this.queue.findIndex(match);
     let n: ReceivedNotification;
     if (index >= 0) {
@@ -270,17 +283,27 @@ export class SignalClient {
    * Waits `ms` and fails if a notification `method` (for `filter.callId`) is queued by then.
    * @throws Error naming the unexpected notification.
    */
-  async expectNoNotification(method: SignalNotification, filter: { callId?: string } = {}, ms = 300): Promise<void> {
+  async expectNoNotification(
+    method: SignalNotification,
+    filter: { callId?: string } = {},
+    ms = 300,
+  ): Promise<void> {
     await new Promise((r) => setTimeout(r, ms));
     const hit = this.queue.find(
-      (n) => n.method === method && (filter.callId === undefined || (n.params as { callId?: unknown }).callId === filter.callId),
+      (n) =>
+        n.method === method &&
+        (filter.callId === undefined ||
+          (n.params as { callId?: unknown }).callId === filter.callId),
     );
     if (hit) throw new Error(`unexpected notification ${method}: ${JSON.stringify(hit.params)}`);
   }
 
   /** Closes the socket and waits until it is closed. */
   async close(code = 1000): Promise<void> {
-    if (this.socket.readyState === WebSocket.OPEN || this.socket.readyState === WebSocket.CONNECTING) {
+    if (
+      this.socket.readyState === WebSocket.OPEN ||
+      this.socket.readyState === WebSocket.CONNECTING
+    ) {
       this.socket.close(code);
     }
     await this.closed;
@@ -303,7 +326,12 @@ export class SignalClient {
     }
   }
 
-  private wait<T>(waiters: Set<Waiter<T>>, match: (t: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  private wait<T>(
+    waiters: Set<Waiter<T>>,
+    match: (t: T) => boolean,
+    timeoutMs: number,
+    what: string,
+  ): Promise<T> {
     return new Promise((resolve, reject) => {
       const w: Waiter<T> = {
         match,

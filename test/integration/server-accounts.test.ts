@@ -19,11 +19,17 @@ describe('server HTTP: health, accounts and sessions', () => {
   });
 
   it('registers an account and refuses the same name twice with already_exists (409)', async () => {
-    const first = await httpJson(server.url, 'POST', '/v1/accounts', { username: 'carol', password: 'carol-password' });
+    const first = await httpJson(server.url, 'POST', '/v1/accounts', {
+      username: 'carol',
+      password: 'carol-password',
+    });
     expect(first.status).toBe(201);
     expect(RegisterReply.parse(first.body).username).toBe('carol');
 
-    const again = await httpJson(server.url, 'POST', '/v1/accounts', { username: 'carol', password: 'other-password' });
+    const again = await httpJson(server.url, 'POST', '/v1/accounts', {
+      username: 'carol',
+      password: 'other-password',
+    });
     expect(again.status).toBe(409);
     const err = HttpError.parse(again.body).error;
     expect(err).toMatchObject({ code: -32010, data: { reason: 'already_exists' } });
@@ -31,14 +37,22 @@ describe('server HTTP: health, accounts and sessions', () => {
   });
 
   it('refuses a bad username or a short password with invalid_params (400) naming the field', async () => {
-    const badName = await httpJson(server.url, 'POST', '/v1/accounts', { username: 'Not Valid', password: 'long-enough' });
+    const badName = await httpJson(server.url, 'POST', '/v1/accounts', {
+      username: 'Not Valid',
+      password: 'long-enough',
+    });
     expect(badName.status).toBe(400);
     expect(badName.body).toMatchObject({
       error: { code: -32602, data: { reason: 'invalid_params', issues: [{ path: 'username' }] } },
     });
-    const shortPw = await httpJson(server.url, 'POST', '/v1/accounts', { username: 'dave', password: 'short' });
+    const shortPw = await httpJson(server.url, 'POST', '/v1/accounts', {
+      username: 'dave',
+      password: 'short',
+    });
     expect(shortPw.status).toBe(400);
-    expect(shortPw.body).toMatchObject({ error: { data: { reason: 'invalid_params', issues: [{ path: 'password' }] } } });
+    expect(shortPw.body).toMatchObject({
+      error: { data: { reason: 'invalid_params', issues: [{ path: 'password' }] } },
+    });
   });
 
   it('answers a malformed JSON body with parse_error (400) and an unknown route with the same error shape', async () => {
@@ -70,11 +84,20 @@ describe('server HTTP: health, accounts and sessions', () => {
 
   it('gives the same bad_credentials answer (401) for a wrong password and an unknown user', async () => {
     await register(server.url, 'frank', 'frank-password');
-    const wrong = await httpJson(server.url, 'POST', '/v1/sessions', { username: 'frank', password: 'not-his-password' });
-    const unknown = await httpJson(server.url, 'POST', '/v1/sessions', { username: 'nobody', password: 'whatever-pw' });
+    const wrong = await httpJson(server.url, 'POST', '/v1/sessions', {
+      username: 'frank',
+      password: 'not-his-password',
+    });
+    const unknown = await httpJson(server.url, 'POST', '/v1/sessions', {
+      username: 'nobody',
+      password: 'whatever-pw',
+    });
     expect(wrong.status).toBe(401);
     expect(unknown.status).toBe(401);
     expect(wrong.body).toEqual(unknown.body);
-    expect(HttpError.parse(wrong.body).error).toMatchObject({ code: -32011, data: { reason: 'bad_credentials' } });
+    expect(HttpError.parse(wrong.body).error).toMatchObject({
+      code: -32011,
+      data: { reason: 'bad_credentials' },
+    });
   });
 });

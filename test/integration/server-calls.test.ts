@@ -2,11 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { startServer, type RunningServer } from '../harness/server';
-import { login, register, signIn, SignalClient, type SignedInDevice } from '../harness/signal-client';
+import {
+  login,
+  register,
+  signIn,
+  SignalClient,
+  type SignedInDevice,
+} from '../harness/signal-client';
 
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer-sdp-7d1e' });
 const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 answer-sdp-44c0' });
-const candidate = (c: string) => plainEnvelope({ type: 'candidate', candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
+const candidate = (c: string) =>
+  plainEnvelope({ type: 'candidate', candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
 
 let server: RunningServer;
 let n = 0;
@@ -38,7 +45,11 @@ describe('calls: the happy path', () => {
     const [alice, bob] = await pair();
     const callId = randomUUID();
 
-    const invited = await alice.client.request('call.invite', { callId, callee: bob.username, envelope: offer });
+    const invited = await alice.client.request('call.invite', {
+      callId,
+      callee: bob.username,
+      envelope: offer,
+    });
     expect(invited).toEqual({ callId });
     const incoming = await bob.client.nextNotification('call.incoming', { callId });
     expect(incoming).toEqual({
@@ -54,12 +65,16 @@ describe('calls: the happy path', () => {
       envelope: candidate('a-early'),
     });
     await bob.client.request('call.candidate', { callId, envelope: candidate('b-early') });
-    expect((await alice.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('b-early'));
+    expect((await alice.client.nextNotification('call.candidate', { callId })).envelope).toEqual(
+      candidate('b-early'),
+    );
 
     await expect(bob.client.request('call.ringing', { callId })).resolves.toEqual({ ok: true });
     expect(await alice.client.nextNotification('call.ringing', { callId })).toEqual({ callId });
 
-    await expect(bob.client.request('call.answer', { callId, envelope: answer })).resolves.toEqual({ ok: true });
+    await expect(bob.client.request('call.answer', { callId, envelope: answer })).resolves.toEqual({
+      ok: true,
+    });
     expect(await alice.client.nextNotification('call.answered', { callId })).toEqual({
       callId,
       callee: { accountId: bob.accountId, username: bob.username, deviceId: bob.deviceId },
@@ -67,14 +82,23 @@ describe('calls: the happy path', () => {
     });
 
     await alice.client.request('call.candidate', { callId, envelope: candidate('a-late') });
-    expect((await bob.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('a-late'));
+    expect((await bob.client.nextNotification('call.candidate', { callId })).envelope).toEqual(
+      candidate('a-late'),
+    );
     await bob.client.request('call.candidate', { callId, envelope: candidate('b-late') });
-    expect((await alice.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('b-late'));
+    expect((await alice.client.nextNotification('call.candidate', { callId })).envelope).toEqual(
+      candidate('b-late'),
+    );
 
     await expect(alice.client.request('call.hangup', { callId })).resolves.toEqual({ ok: true });
-    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'hangup',
+    });
     // The call is gone for both.
-    await expect(bob.client.request('call.hangup', { callId })).rejects.toMatchObject({ reason: 'call_not_found' });
+    await expect(bob.client.request('call.hangup', { callId })).rejects.toMatchObject({
+      reason: 'call_not_found',
+    });
     await alice.client.expectNoNotification('call.ended', { callId }, 100);
     await closeAll(alice, bob);
   });
@@ -85,7 +109,10 @@ describe('calls: the happy path', () => {
     await bob.client.request('call.answer', { callId, envelope: answer });
     await alice.client.nextNotification('call.answered', { callId });
     await bob.client.request('call.hangup', { callId });
-    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'hangup',
+    });
     // Both are free again: a new call between them works.
     const again = await ring(bob, alice);
     await alice.client.request('call.reject', { callId: again, reason: 'declined' });
@@ -97,8 +124,13 @@ describe('calls: refusals and ends', () => {
   it('decline ends the call for the caller with declined; the callee gets only its ok', async () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
-    await expect(bob.client.request('call.reject', { callId, reason: 'declined' })).resolves.toEqual({ ok: true });
-    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'declined' });
+    await expect(
+      bob.client.request('call.reject', { callId, reason: 'declined' }),
+    ).resolves.toEqual({ ok: true });
+    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'declined',
+    });
     await bob.client.expectNoNotification('call.ended', { callId }, 100);
     await closeAll(alice, bob);
   });
@@ -107,7 +139,10 @@ describe('calls: refusals and ends', () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
     await bob.client.request('call.reject', { callId, reason: 'busy' });
-    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'busy' });
+    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'busy',
+    });
     await closeAll(alice, bob);
   });
 
@@ -115,7 +150,10 @@ describe('calls: refusals and ends', () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
     await expect(alice.client.request('call.cancel', { callId })).resolves.toEqual({ ok: true });
-    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'hangup',
+    });
     await closeAll(alice, bob);
   });
 
@@ -125,13 +163,20 @@ describe('calls: refusals and ends', () => {
     const first = await ring(alice, bob);
 
     const callId = randomUUID();
-    await expect(carol.client.request('call.invite', { callId, callee: bob.username, envelope: offer })).resolves.toEqual({
+    await expect(
+      carol.client.request('call.invite', { callId, callee: bob.username, envelope: offer }),
+    ).resolves.toEqual({
       callId,
     });
-    expect(await carol.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'busy' });
+    expect(await carol.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'busy',
+    });
     // Result first, then the notification.
     const frames = carol.client.frames() as { id?: unknown; result?: unknown; method?: string }[];
-    const resultAt = frames.findIndex((f) => (f.result as { callId?: string } | undefined)?.callId === callId);
+    const resultAt = frames.findIndex(
+      (f) => (f.result as { callId?: string } | undefined)?.callId === callId,
+    );
     const endedAt = frames.findIndex((f) => f.method === 'call.ended');
     expect(resultAt).toBeGreaterThanOrEqual(0);
     expect(resultAt).toBeLessThan(endedAt);
@@ -139,12 +184,23 @@ describe('calls: refusals and ends', () => {
 
     // The caller of an ongoing call is busy too (either role counts).
     const toAlice = randomUUID();
-    await carol.client.request('call.invite', { callId: toAlice, callee: alice.username, envelope: offer });
-    expect(await carol.client.nextNotification('call.ended', { callId: toAlice })).toEqual({ callId: toAlice, reason: 'busy' });
+    await carol.client.request('call.invite', {
+      callId: toAlice,
+      callee: alice.username,
+      envelope: offer,
+    });
+    expect(await carol.client.nextNotification('call.ended', { callId: toAlice })).toEqual({
+      callId: toAlice,
+      reason: 'busy',
+    });
 
     // A caller already in a call cannot start another.
     await expect(
-      alice.client.request('call.invite', { callId: randomUUID(), callee: carol.username, envelope: offer }),
+      alice.client.request('call.invite', {
+        callId: randomUUID(),
+        callee: carol.username,
+        envelope: offer,
+      }),
     ).rejects.toMatchObject({ reason: 'invalid_state' });
     await alice.client.request('call.cancel', { callId: first });
     await closeAll(alice, bob, carol);
@@ -161,7 +217,11 @@ describe('calls: refusals and ends', () => {
     await register(server.url, 'offline-olga');
     await login(server.url, 'offline-olga');
     await expect(
-      alice.client.request('call.invite', { callId: randomUUID(), callee: 'offline-olga', envelope: offer }),
+      alice.client.request('call.invite', {
+        callId: randomUUID(),
+        callee: 'offline-olga',
+        envelope: offer,
+      }),
     ).rejects.toMatchObject({ reason: 'callee_offline', code: -32004 });
     await closeAll(alice);
   });
@@ -198,7 +258,9 @@ describe('calls: who may do what', () => {
       ['call.reject', { callId, reason: 'declined' }],
       ['call.candidate', { callId, envelope: candidate('m') }],
     ] as const) {
-      await expect(mallory.client.requestUnchecked(method, params)).rejects.toMatchObject({ reason: 'call_not_found' });
+      await expect(mallory.client.requestUnchecked(method, params)).rejects.toMatchObject({
+        reason: 'call_not_found',
+      });
     }
     await bob.client.expectNoNotification('call.candidate', { callId }, 50);
     await alice.client.request('call.cancel', { callId });
@@ -208,18 +270,28 @@ describe('calls: who may do what', () => {
   it('wrong-state actions get invalid_state', async () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
-    await expect(alice.client.request('call.answer', { callId, envelope: answer })).rejects.toMatchObject({
+    await expect(
+      alice.client.request('call.answer', { callId, envelope: answer }),
+    ).rejects.toMatchObject({
       reason: 'invalid_state',
     });
-    await expect(bob.client.request('call.cancel', { callId })).rejects.toMatchObject({ reason: 'invalid_state' });
+    await expect(bob.client.request('call.cancel', { callId })).rejects.toMatchObject({
+      reason: 'invalid_state',
+    });
     await bob.client.request('call.answer', { callId, envelope: answer });
-    await expect(bob.client.request('call.answer', { callId, envelope: answer })).rejects.toMatchObject({
+    await expect(
+      bob.client.request('call.answer', { callId, envelope: answer }),
+    ).rejects.toMatchObject({
       reason: 'invalid_state',
     });
-    await expect(bob.client.request('call.reject', { callId, reason: 'declined' })).rejects.toMatchObject({
+    await expect(
+      bob.client.request('call.reject', { callId, reason: 'declined' }),
+    ).rejects.toMatchObject({
       reason: 'invalid_state',
     });
-    await expect(alice.client.request('call.cancel', { callId })).rejects.toMatchObject({ reason: 'invalid_state' });
+    await expect(alice.client.request('call.cancel', { callId })).rejects.toMatchObject({
+      reason: 'invalid_state',
+    });
     await alice.client.request('call.hangup', { callId });
     await closeAll(alice, bob);
   });
@@ -232,7 +304,10 @@ describe('calls: disconnects', () => {
     await bob.client.request('call.answer', { callId, envelope: answer });
     await alice.client.nextNotification('call.answered', { callId });
     bob.client.terminate();
-    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'failed' });
+    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'failed',
+    });
     await closeAll(alice);
   });
 
@@ -240,7 +315,10 @@ describe('calls: disconnects', () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
     await alice.client.close();
-    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'failed' });
+    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'failed',
+    });
     await closeAll(bob);
   });
 
@@ -251,10 +329,18 @@ describe('calls: disconnects', () => {
     const bob2 = await SignalClient.connect(server.wsUrl);
     await bob2.hello(bob);
     expect((await bob.client.closed).code).toBe(4001);
-    await alice.client.request('call.candidate', { callId, envelope: candidate('after-reconnect') });
-    expect((await bob2.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('after-reconnect'));
+    await alice.client.request('call.candidate', {
+      callId,
+      envelope: candidate('after-reconnect'),
+    });
+    expect((await bob2.nextNotification('call.candidate', { callId })).envelope).toEqual(
+      candidate('after-reconnect'),
+    );
     await bob2.request('call.hangup', { callId });
-    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'hangup',
+    });
     await bob2.close();
     await closeAll(alice);
   });
@@ -274,16 +360,28 @@ describe('calls: several devices of one account', () => {
     await bobPhone.client.nextNotification('call.candidate', { callId });
 
     await bobPhone.client.request('call.answer', { callId, envelope: answer });
-    expect((await alice.client.nextNotification('call.answered', { callId })).callee.deviceId).toBe(bobPhone.deviceId);
-    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'answered_elsewhere' });
+    expect((await alice.client.nextNotification('call.answered', { callId })).callee.deviceId).toBe(
+      bobPhone.deviceId,
+    );
+    expect(await bob.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'answered_elsewhere',
+    });
     // The device that did not answer is no longer a party.
-    await expect(bob.client.request('call.hangup', { callId })).rejects.toMatchObject({ reason: 'call_not_found' });
+    await expect(bob.client.request('call.hangup', { callId })).rejects.toMatchObject({
+      reason: 'call_not_found',
+    });
 
     await alice.client.request('call.candidate', { callId, envelope: candidate('to-phone') });
-    expect((await bobPhone.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('to-phone'));
+    expect((await bobPhone.client.nextNotification('call.candidate', { callId })).envelope).toEqual(
+      candidate('to-phone'),
+    );
     await bob.client.expectNoNotification('call.candidate', { callId }, 100);
     await alice.client.request('call.hangup', { callId });
-    expect(await bobPhone.client.nextNotification('call.ended', { callId })).toEqual({ callId, reason: 'hangup' });
+    expect(await bobPhone.client.nextNotification('call.ended', { callId })).toEqual({
+      callId,
+      reason: 'hangup',
+    });
     await closeAll(alice, bob, bobPhone);
   });
 });
@@ -312,7 +410,9 @@ describe('calls: ring timeout', () => {
     expect(a).toEqual({ callId, reason: 'no_answer' });
     expect(b).toEqual({ callId, reason: 'no_answer' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
-    await expect(bob.client.request('call.answer', { callId, envelope: answer })).rejects.toMatchObject({
+    await expect(
+      bob.client.request('call.answer', { callId, envelope: answer }),
+    ).rejects.toMatchObject({
       reason: 'call_not_found',
     });
     await Promise.all([alice.client.close(), bob.client.close()]);

@@ -4,7 +4,9 @@ import { httpJson } from '../harness/signal-client';
 
 describe('server configuration', () => {
   it('exits with code 2 and names an unknown TOML key', async () => {
-    const r = await runServerUntilExit({ configToml: 'ring_timeout_seconds = 30\n[turn]\nurl = "turn:x"\n' });
+    const r = await runServerUntilExit({
+      configToml: 'ring_timeout_seconds = 30\n[turn]\nurl = "turn:x"\n',
+    });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('config error');
     expect(r.stderr).toContain('"turn.url"');

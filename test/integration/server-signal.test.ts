@@ -11,7 +11,10 @@ const STUN_URLS = ['stun:127.0.0.1:3478'];
 
 let server: RunningServer;
 beforeAll(async () => {
-  server = await startServer({ turn: { urls: TURN_URLS, secret: TURN_SECRET, ttlSeconds: 300 }, stunUrls: STUN_URLS });
+  server = await startServer({
+    turn: { urls: TURN_URLS, secret: TURN_SECRET, ttlSeconds: 300 },
+    stunUrls: STUN_URLS,
+  });
 });
 afterAll(async () => {
   await server?.stop();
@@ -26,12 +29,18 @@ describe('signaling: hello and authentication', () => {
       return login(server.url, 'gina');
     })();
     const client = await SignalClient.connect(server.wsUrl);
-    await expect(client.request('relay.credentials', {})).rejects.toMatchObject({ reason: 'unauthenticated' });
+    await expect(client.request('relay.credentials', {})).rejects.toMatchObject({
+      reason: 'unauthenticated',
+    });
     await expect(
       client.request('call.invite', { callId: randomUUID(), callee: 'gina', envelope: offer }),
     ).rejects.toMatchObject({ reason: 'unauthenticated', code: -32001 });
     const hello = await client.hello(session);
-    expect(hello).toMatchObject({ accountId: session.accountId, username: 'gina', deviceId: session.deviceId });
+    expect(hello).toMatchObject({
+      accountId: session.accountId,
+      username: 'gina',
+      deviceId: session.deviceId,
+    });
     expect(Math.abs(hello.serverTime - Date.now())).toBeLessThan(60_000);
     await client.close();
   });
@@ -40,10 +49,14 @@ describe('signaling: hello and authentication', () => {
     await register(server.url, 'hank');
     const session = await login(server.url, 'hank');
     const client = await SignalClient.connect(server.wsUrl);
-    await expect(client.hello({ deviceId: session.deviceId, token: 'x'.repeat(43) })).rejects.toMatchObject({
+    await expect(
+      client.hello({ deviceId: session.deviceId, token: 'x'.repeat(43) }),
+    ).rejects.toMatchObject({
       reason: 'unauthenticated',
     });
-    await expect(client.hello({ deviceId: randomUUID(), token: session.token })).rejects.toMatchObject({
+    await expect(
+      client.hello({ deviceId: randomUUID(), token: session.token }),
+    ).rejects.toMatchObject({
       reason: 'unauthenticated',
     });
     const err = await client.hello(session, 999).catch((e: unknown) => e);
@@ -72,19 +85,35 @@ describe('signaling: bad input keeps the connection and the server working', () 
     const { client } = judy;
 
     client.sendRaw('{"jsonrpc":"2.0","id":1,"method":');
-    expect(await client.nextFrameError()).toMatchObject({ code: -32700, data: { reason: 'parse_error' } });
+    expect(await client.nextFrameError()).toMatchObject({
+      code: -32700,
+      data: { reason: 'parse_error' },
+    });
 
-    await expect(client.requestUnchecked('call.invite', { callId: 42, callee: ['x'], envelope: 'no' })).rejects.toMatchObject({
+    await expect(
+      client.requestUnchecked('call.invite', { callId: 42, callee: ['x'], envelope: 'no' }),
+    ).rejects.toMatchObject({
       reason: 'invalid_params',
       code: -32602,
       data: { issues: expect.arrayContaining([expect.objectContaining({ path: 'callId' })]) },
     });
 
-    const big = JSON.stringify({ jsonrpc: '2.0', id: 77, method: 'relay.credentials', params: { pad: 'x'.repeat(100 * 1024) } });
+    const big = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 77,
+      method: 'relay.credentials',
+      params: { pad: 'x'.repeat(100 * 1024) },
+    });
     client.sendRaw(big);
-    expect(await client.nextFrameError()).toMatchObject({ code: -32007, data: { reason: 'payload_too_large' } });
+    expect(await client.nextFrameError()).toMatchObject({
+      code: -32007,
+      data: { reason: 'payload_too_large' },
+    });
 
-    await expect(client.requestUnchecked('call.teleport', {})).rejects.toMatchObject({ reason: 'method_not_found', code: -32601 });
+    await expect(client.requestUnchecked('call.teleport', {})).rejects.toMatchObject({
+      reason: 'method_not_found',
+      code: -32601,
+    });
 
     client.sendRaw('{"hello": "not json-rpc"}');
     expect(await client.nextFrameError()).toMatchObject({ data: { reason: 'invalid_request' } });

@@ -18,8 +18,13 @@ describe('server config', () => {
   });
 
   it('the shipped example file parses and equals the defaults', () => {
-    const text = readFileSync(fileURLToPath(new URL('../../server/parley-server.example.toml', import.meta.url)), 'utf8');
-    expect(parseConfig(text, {}, 'example', cwd)).toEqual(parseConfig(undefined, {}, 'config', cwd));
+    const text = readFileSync(
+      fileURLToPath(new URL('../../server/parley-server.example.toml', import.meta.url)),
+      'utf8',
+    );
+    expect(parseConfig(text, {}, 'example', cwd)).toEqual(
+      parseConfig(undefined, {}, 'config', cwd),
+    );
   });
 
   it('reads a TOML file and lets the environment override it', () => {
@@ -63,7 +68,11 @@ urls = ["stun:a:3478"]
     ['wrong type', 'ring_timeout_seconds = "45"', /ring_timeout_seconds: .*number/],
     ['bad listen address', 'listen = "localhost"', /listen: expected "host:port"/],
     ['port out of range', 'listen = "127.0.0.1:70000"', /listen: /],
-    ['turn without secret', '[turn]\nurls = ["turn:x:3478"]', /turn.secret: required when turn.urls is set/],
+    [
+      'turn without secret',
+      '[turn]\nurls = ["turn:x:3478"]',
+      /turn.secret: required when turn.urls is set/,
+    ],
     ['not a TURN url', '[turn]\nurls = ["http://x"]\nsecret = "s"', /turn.urls.0: /],
     ['TOML syntax', 'listen = ', /f.toml: not valid TOML \(line 1/],
   ])('rejects %s with a message naming it', (_name, toml, message) => {
