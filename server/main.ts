@@ -46,6 +46,8 @@ async function main(): Promise<void> {
       },
     );
   };
+  // A bug in one handler must not take every call down: log it and keep serving.
+  process.on('unhandledRejection', (err) => server.log.error({ err }, 'unhandled rejection'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   await server.listen();

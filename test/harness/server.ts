@@ -172,8 +172,14 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     err += chunk;
     if (options.echo) process.stderr.write(chunk);
   });
+  // Never leave a server behind when the test process ends without stop().
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal })),
+    child.once('exit', (code, signal) => {
+      process.off('exit', killOnExit);
+      res({ code, signal });
+    }),
   );
 
   const waitForLog = (

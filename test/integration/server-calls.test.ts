@@ -419,6 +419,17 @@ describe('calls: ring timeout', () => {
   });
 });
 
+describe('relay credentials without TURN configured', () => {
+  it('returns an empty ICE server list with the default TTL', async () => {
+    const [alice] = await pair();
+    const r = await alice.client.request('relay.credentials', {});
+    expect(r.iceServers).toEqual([]);
+    expect(r.ttlSeconds).toBe(600);
+    expect(r.expiresAt).toBeGreaterThan(Date.now() / 1000);
+    await closeAll(alice);
+  });
+});
+
 describe('calls: the log', () => {
   it('never contains envelopes (SDP or candidates)', () => {
     const log = server.stdout();

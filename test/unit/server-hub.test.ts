@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { PeerInfo } from '../../common/protocol/signaling';
+import { CLOSE_REPLACED, Hub, type DeviceLink, type HubEvent } from '../../server/hub';
+
+// The hub is pure routing state: these tests drive it with in-memory links.
+// The same behaviour over real sockets is covered in test/integration/server-calls.test.ts.
+
+const env = { kind: 'plain' as const, body: '{}' };
+
+interface TestLink extends DeviceLink {
+  got: { method: string; params: unknown }[];
+  closedWith?: number;
+}
+
+function device(username: string, accountId = `acct-${username}`): TestLink {
+  const peer: PeerInfo = { accountId, username, deviceId: randomUUID() };
+  const link: TestLink = {
+    peer,
+    got: [],
+    notify: (method, params) => void link.got.push({ method, params }),
+    close: (code) => void (link.closedWith = code),
+  };
+  return link;
+}
+const account = (l: TestLink) => ({ accountId: l.peer.accountId, username: l.peer.username });
+const ended = (l: TestLink) =>
+  l.got
+    .filter((g) => g.method === 'call.ended')
+    .map((g) => (g.params as { reason: string }).reason);
+
+function setup(ringTimeoutMs = 45_000) {
+  const events: HubEvent[] = [];
+  const hub = new Hub({ ringTimeoutMs, onEvent: (e) => events.push(e) });
+  const alice = device('alice');
+  const bob = device('bob');
+  hub.attach(alice);
+  hub.attach(bob);
+  const invite = (from = alice, to = bob) => {
+    const callId = randomUUID();
+    const later: (() => void)[] = [];
+    hub.invite(from.peer, callId, account(to), env, (fn) => later.push(fn));
+    later.forEach((fn) => fn());
+    return callId;
+  };
+  return { hub, alice, bob, invite, events };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('Hub', () => {
+  it('tells the caller about ringing once, however often the callee reports it', () => {
+    const { hub, alice, bob, invite } = setup();
+    const callId = invite();
+    hub.ringing(bob.peer, callId);
+    hub.ringing(bob.peer, callId);
+    expect(alice.got.filter((g) => g.method === 'call.ringing')).toHaveLength(1);
+  });
+
+  it('a callee hanging up a ringing call is a decline for the caller', () => {
+    const { hub, alice, bob, invite } = setup();
+    const callId = invite();
+    hub.hangup(bob.peer, callId);
+    expect(ended(alice)).toEqual(['declined']);
+    expect(ended(bob)).toEqual([]);
+  });
+
+  it('keeps ringing the other devices when one invited device goes offline', () => {
+    const { hub, alice, bob, invite } = setup();
+    const bobPhone = device('bob', bob.peer.accountId);
+    hub.attach(bobPhone);
+    const callId = invite();
+    hub.detach(bob);
+    expect(ended(alice)).toEqual([]);
+    hub.answer(bobPhone.peer, callId, env);
+    expect(alice.got.at(-1)?.method).toBe('call.answered');
+    hub.detach(bobPhone);
+    expect(ended(alice)).toEqual(['failed']);
+  });
+
+  it('a replaced connection is closed and does not end the device’s calls', () => {
+    const { hub, alice, bob, invite } = setup();
+    const callId = invite();
+    const bob2: TestLink = { ...device('bob'), peer: bob.peer, got: [] };
+    bob2.notify = (method, params) => void bob2.got.push({ method, params });
+    hub.attach(bob2);
+    expect(bob.closedWith).toBe(CLOSE_REPLACED);
+    hub.detach(bob); // the old socket's close event arrives later
+    expect(ended(alice)).toEqual([]);
+    hub.candidate(alice.peer, callId, env);
+    expect(bob2.got.map((g) => g.method)).toEqual(['call.candidate']);
+  });
+
+  it('ends a ringing call with no_answer for both sides after the ring timeout, and not after an answer', () => {
+    vi.useFakeTimers();
+    const { hub, alice, bob, invite } = setup(1000);
+    const unanswered = invite();
+    vi.advanceTimersByTime(999);
+    expect(ended(alice)).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(ended(alice)).toEqual(['no_answer']);
+    expect(ended(bob)).toEqual(['no_answer']);
+    expect(() => hub.hangup(alice.peer, unanswered)).toThrow(
+      expect.objectContaining({ reason: 'call_not_found' }),
+    );
+
+    const answered = invite();
+    hub.answer(bob.peer, answered, env);
+    vi.advanceTimersByTime(5000);
+    expect(ended(alice)).toEqual(['no_answer']);
+    expect(hub.stats.calls).toBe(1);
+  });
+
+  it('reports call events without envelopes', () => {
+    const { hub, bob, invite, events } = setup();
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.hangup(bob.peer, callId);
+    expect(events.map((e) => e.event)).toEqual(['call.invited', 'call.answered', 'call.ended']);
+    expect(JSON.stringify(events)).not.toContain('envelope');
+  });
+
+  it('close() forgets calls and stops their timers', () => {
+    vi.useFakeTimers();
+    const { hub, alice, invite } = setup(1000);
+    invite();
+    hub.close();
+    vi.advanceTimersByTime(5000);
+    expect(ended(alice)).toEqual([]);
+    expect(hub.stats.calls).toBe(0);
+  });
+});
