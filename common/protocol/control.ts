@@ -66,6 +66,14 @@ export const ControlRequests = {
     params: z.object({ callId: CallId.optional() }),
     result: z.object({ callId: CallId }),
   },
+  hold_call: {
+    params: z.object({ callId: CallId.optional() }),
+    result: z.object({ callId: CallId }),
+  },
+  resume_call: {
+    params: z.object({ callId: CallId.optional() }),
+    result: z.object({ callId: CallId }),
+  },
   get_call_status: {
     params: z.object({ callId: CallId }),
     result: CallStatus,

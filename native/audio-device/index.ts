@@ -194,7 +194,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
   io.removeAllListeners('error');
 
   const emitter = new EventEmitter() as CaptureStream;
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   let closed = false;
   io.on('data', (chunk: Buffer) => {
     pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;

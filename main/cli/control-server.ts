@@ -1,0 +1,161 @@
+import { chmod, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { ParleyError } from '../../common/errors';
+import { RpcPeer } from '../../common/protocol/rpc';
+import {
+  ControlRequests,
+  MAX_CONTROL_MESSAGE_BYTES,
+  type CallStatus,
+} from '../../common/protocol/control';
+import type { CallEngine } from '../core/call-engine';
+import type { SignalingClient } from '../core/signaling-client';
+
+/**
+ * The headless client's control API (DESIGN.md): JSON-RPC 2.0 over a Unix
+ * socket, one JSON message per line. Methods are `ControlRequests` in
+ * `common/protocol/control`; every connected controller receives `call.state`
+ * and `signaling.state` notifications. The socket is created mode 0600: only
+ * the user who runs the daemon can drive it.
+ */
+export class ControlServer {
+  private readonly server: Server;
+  private readonly peers = new Set<RpcPeer>();
+
+  constructor(
+    private readonly engine: CallEngine,
+    private readonly signaling: SignalingClient,
+    private readonly identity: { username: string; deviceId: string },
+  ) {
+    this.server = createServer((socket) => this.accept(socket));
+    engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
+    signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
+  }
+
+  /**
+   * Listens on `path` (a stale socket file from a crashed daemon is replaced).
+   * @throws Error when the path cannot be bound (e.g. another daemon is running there).
+   */
+  async listen(path: string): Promise<void> {
+    await rm(path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(path, 0o600);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    socket.setEncoding('utf8');
+    const rpc = new RpcPeer<void>((text) => {
+      if (!socket.destroyed) socket.write(text + '\n');
+    }, { maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES });
+    this.register(rpc);
+    this.peers.add(rpc);
+    let buffered = '';
+    socket.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl).trim();
+        buffered = buffered.slice(nl + 1);
+        if (line) void rpc.receive(line, undefined);
+      }
+      if (buffered.length > MAX_CONTROL_MESSAGE_BYTES) {
+        buffered = '';
+        void rpc.receive('x'.repeat(MAX_CONTROL_MESSAGE_BYTES + 1), undefined);
+      }
+    });
+    const drop = () => {
+      this.peers.delete(rpc);
+      rpc.close();
+    };
+    socket.on('close', drop);
+    socket.on('error', drop);
+  }
+
+  private register(rpc: RpcPeer<void>): void {
+    const e = this.engine;
+    rpc.handle('create_call', ControlRequests.create_call.params, async ({ to }) => ({ callId: await e.createCall(to) }));
+    rpc.handle('answer_call', ControlRequests.answer_call.params, async ({ callId }) => ({ callId: await e.answer(callId) }));
+    rpc.handle('reject_call', ControlRequests.reject_call.params, async ({ callId, reason }) => ({
+      callId: await e.reject(callId, reason),
+    }));
+    rpc.handle('end_call', ControlRequests.end_call.params, async ({ callId }) => ({ callId: await e.end(callId) }));
+    rpc.handle('hold_call', ControlRequests.hold_call.params, ({ callId }) => ({ callId: e.setHold(callId, true) }));
+    rpc.handle('resume_call', ControlRequests.resume_call.params, ({ callId }) => ({ callId: e.setHold(callId, false) }));
+    rpc.handle('get_call_status', ControlRequests.get_call_status.params, ({ callId }) => e.status(callId));
+    rpc.handle('list_calls', ControlRequests.list_calls.params, () => ({ calls: e.list() }));
+    rpc.handle('get_status', ControlRequests.get_status.params, () => ({
+      username: this.identity.username,
+      deviceId: this.identity.deviceId,
+      signaling: this.signaling.state,
+      autoAnswer: e.autoAnswer,
+    }));
+  }
+
+  private broadcast(method: string, params: object): void {
+    for (const p of this.peers) p.notify(method, params);
+  }
+}
+
+/**
+ * A client of the control socket (used by `parley call`, `parley answer`, the
+ * demo and tests).
+ */
+export class ControlClient {
+  private constructor(
+    private readonly socket: Socket,
+    readonly rpc: RpcPeer<void>,
+  ) {}
+
+  /**
+   * Connects to a daemon's control socket.
+   * @throws ParleyError `unavailable` when no daemon listens at `path`.
+   */
+  static async connect(path: string, onNotification?: (method: string, params: unknown) => void): Promise<ControlClient> {
+    const { connect } = await import('node:net');
+    const socket = connect(path);
+    socket.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', () =>
+        reject(new ParleyError('unavailable', `no Parley daemon is listening on ${path}; start one with "parley daemon"`)),
+      );
+    });
+    const rpc = new RpcPeer<void>((text) => socket.write(text + '\n'), {
+      maxMessageBytes: 1024 * 1024,
+      requestTimeoutMs: 30_000,
+    });
+    const { z } = await import('zod');
+    for (const m of ['call.state', 'signaling.state']) {
+      rpc.handle(m, z.unknown(), (p) => onNotification?.(m, p));
+    }
+    let buffered = '';
+    socket.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim()) void rpc.receive(line, undefined);
+      }
+    });
+    socket.on('close', () => rpc.close('the daemon closed the control socket'));
+    return new ControlClient(socket, rpc);
+  }
+
+  request<T = unknown>(method: string, params: object = {}): Promise<T> {
+    return this.rpc.request<T>(method, params);
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+}

@@ -1,0 +1,230 @@
+#!/usr/bin/env node
+/**
+ * `parley`: the headless Parley client.
+ *
+ *   parley register --server URL --username NAME       (password from PARLEY_PASSWORD, --password-stdin, or a prompt)
+ *   parley login    --server URL --username NAME
+ *   parley daemon   [--auto-answer] [--input NAME] [--output NAME] [--frame-ms 20] [--jitter-ms 40] [--relay]
+ *   parley call NAME [--wait]        (through the running daemon's control socket)
+ *   parley answer [CALL_ID] | reject [CALL_ID] | hangup [CALL_ID] | status
+ *   parley devices
+ *
+ * The daemon owns the audio devices and the signaling connection; it serves
+ * the JSON-RPC 2.0 control socket that the other commands (and automation) use.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { ParleyError } from '../../common/errors';
+import type { CallStatus } from '../../common/protocol/control';
+import { loadSession, login, register } from '../core/account';
+import { CallEngine } from '../core/call-engine';
+import { SignalingClient } from '../core/signaling-client';
+import { ControlClient, ControlServer } from './control-server';
+import { keychainStore } from '../core/keychain-store';
+import { listDevices, mediaPlatform } from '../media/platform';
+
+function defaultDataDir(): string {
+  if (process.env.PARLEY_DATA_DIR) return process.env.PARLEY_DATA_DIR;
+  const base = process.env.XDG_CONFIG_HOME || join(homedir(), '.config');
+  return join(base, 'parley');
+}
+
+function defaultSocket(dataDir: string): string {
+  return process.env.PARLEY_SOCKET || join(dataDir, 'control.sock');
+}
+
+async function readPassword(fromStdin: boolean): Promise<string> {
+  if (fromStdin || !process.stdin.isTTY) {
+    let text = '';
+    for await (const chunk of process.stdin) text += chunk;
+    return text.replace(/\r?\n$/, '');
+  }
+  if (process.env.PARLEY_PASSWORD) return process.env.PARLEY_PASSWORD;
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const password = await rl.question('Password: ');
+  rl.close();
+  return password;
+}
+
+function frameMs(value: string): 10 | 20 {
+  if (value !== '10' && value !== '20') throw new InvalidArgumentError('frame size is 10 or 20 (ms)');
+  return Number(value) as 10 | 20;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return n;
+}
+
+function describe(s: CallStatus): string {
+  const parts = [`${s.callId.slice(0, 8)} ${s.direction} ${s.peer}: ${s.state}`];
+  if (s.endReason) parts.push(`(${s.endReason}${s.error ? `: ${s.error}` : ''})`);
+  if (s.transport) parts.push(`via ${s.transport}`);
+  return parts.join(' ');
+}
+
+const program = new Command()
+  .name('parley')
+  .description('Parley headless client: secure voice calls from the command line')
+  .option('--data-dir <dir>', 'where the profile lives (no secrets are stored there)', defaultDataDir())
+  .option('--socket <path>', 'control socket path (default <data-dir>/control.sock)')
+  .showHelpAfterError();
+
+const globals = () => {
+  const o = program.opts<{ dataDir: string; socket?: string }>();
+  return { dataDir: o.dataDir, socket: o.socket ?? defaultSocket(o.dataDir) };
+};
+
+program
+  .command('register')
+  .description('create an account on a Parley server')
+  .requiredOption('--server <url>', 'server base URL, e.g. http://127.0.0.1:8787')
+  .requiredOption('--username <name>')
+  .option('--password-stdin', 'read the password from standard input')
+  .action(async (o: { server: string; username: string; passwordStdin?: boolean }) => {
+    await register(o.server, o.username, await readPassword(!!o.passwordStdin));
+    console.log(`account ${o.username} created on ${o.server}`);
+  });
+
+program
+  .command('login')
+  .description('sign this device in; the device token goes to the OS keychain')
+  .requiredOption('--server <url>', 'server base URL')
+  .requiredOption('--username <name>')
+  .option('--password-stdin', 'read the password from standard input')
+  .option('--device-name <name>', 'name of this device', 'parley-headless')
+  .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string }) => {
+    const { dataDir } = globals();
+    const s = await login(o.server, o.username, await readPassword(!!o.passwordStdin), dataDir, keychainStore(), o.deviceName);
+    console.log(`signed in as ${s.username} (device ${s.deviceId}); token kept in the OS keychain`);
+  });
+
+program
+  .command('daemon')
+  .description('stay online, ring on incoming calls and serve the control socket')
+  .option('--auto-answer', 'answer every incoming call')
+  .option('--input <name>', 'microphone by name ("pulse:<source>" picks a PulseAudio source)')
+  .option('--output <name>', 'speaker by name ("pulse:<sink>" picks a PulseAudio sink)')
+  .addOption(new Option('--frame-ms <ms>', 'frame and packet duration').default(20).argParser(frameMs))
+  .addOption(new Option('--jitter-ms <ms>', 'jitter buffer delay').default(40).argParser(positiveInt))
+  .option('--relay', 'send media through the TURN relay only')
+  .option('--loopback', 'use 127.0.0.1 for media (tests and the demo on one machine)')
+  .action(
+    async (o: {
+      autoAnswer?: boolean;
+      input?: string;
+      output?: string;
+      frameMs: 10 | 20;
+      jitterMs: number;
+      relay?: boolean;
+      loopback?: boolean;
+    }) => {
+      const { dataDir, socket } = globals();
+      const session = await loadSession(dataDir, keychainStore());
+      const signaling = new SignalingClient({
+        serverUrl: session.serverUrl,
+        deviceId: session.deviceId,
+        token: session.token,
+      });
+      const engine = new CallEngine(signaling, mediaPlatform({ input: o.input, output: o.output }), {
+        frameMs: o.frameMs,
+        jitterTargetMs: o.jitterMs,
+        forceRelay: !!o.relay,
+        loopbackOnly: !!o.loopback,
+        connectTimeoutMs: 15_000,
+        dtx: false,
+      });
+      engine.autoAnswer = !!o.autoAnswer;
+      engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
+      signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
+      const control = new ControlServer(engine, signaling, session);
+      await control.listen(socket);
+      console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
+      await signaling.connect();
+      const stop = async () => {
+        console.log('[daemon] shutting down');
+        await engine.shutdown();
+        signaling.close();
+        await control.close();
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop());
+      process.on('SIGTERM', () => void stop());
+    },
+  );
+
+async function withDaemon<T>(fn: (c: ControlClient) => Promise<T>, onNote?: (m: string, p: unknown) => void): Promise<T> {
+  const c = await ControlClient.connect(globals().socket, onNote);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+program
+  .command('call <username>')
+  .description('call someone through the running daemon')
+  .option('--wait', 'stay until the call ends (Ctrl-C hangs up)')
+  .action(async (username: string, o: { wait?: boolean }) => {
+    let callId: string | undefined;
+    let resolveEnd: () => void = () => {};
+    const ended = new Promise<void>((r) => (resolveEnd = r));
+    await withDaemon(
+      async (c) => {
+        ({ callId } = await c.request<{ callId: string }>('create_call', { to: username }));
+        console.log(`calling ${username} (call ${callId})`);
+        if (!o.wait) return;
+        process.on('SIGINT', () => void c.request('end_call', { callId }).catch(() => {}));
+        await ended;
+      },
+      (method, p) => {
+        const s = p as CallStatus;
+        if (method !== 'call.state' || s.callId !== callId) return;
+        console.log(describe(s));
+        if (s.state === 'ended') resolveEnd();
+      },
+    );
+  });
+
+for (const [name, method, help] of [
+  ['answer', 'answer_call', 'answer the ringing call'],
+  ['reject', 'reject_call', 'decline the ringing call'],
+  ['hangup', 'end_call', 'end the current call'],
+] as const) {
+  program
+    .command(`${name} [callId]`)
+    .description(help)
+    .action(async (callId?: string) => {
+      const r = await withDaemon((c) => c.request<{ callId: string }>(method, callId ? { callId } : {}));
+      console.log(`${name}: ${r.callId}`);
+    });
+}
+
+program
+  .command('status')
+  .description("show the daemon's calls")
+  .action(async () => {
+    const { calls } = await withDaemon((c) => c.request<{ calls: CallStatus[] }>('list_calls'));
+    if (calls.length === 0) console.log('no calls');
+    for (const s of calls) console.log(describe(s));
+  });
+
+program
+  .command('devices')
+  .description('list audio devices')
+  .action(() => {
+    for (const d of listDevices()) {
+      const dir = [d.maxInputChannels > 0 ? 'in' : '', d.maxOutputChannels > 0 ? 'out' : ''].filter(Boolean).join('/');
+      console.log(`${d.id}\t${dir}\t${d.name}`);
+    }
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  const message = e instanceof ParleyError || e instanceof Error ? e.message : String(e);
+  console.error(`parley: ${message}`);
+  process.exit(e instanceof ParleyError && e.reason === 'unauthenticated' ? 3 : 1);
+});

@@ -1,0 +1,185 @@
+/**
+ * Real headless Parley clients for tests, the demo and the benchmark: each is
+ * the `parley` CLI in its own process (its own audio devices through the
+ * PulseAudio harness, its own data folder, the shared test keychain), driven
+ * over its JSON-RPC control socket exactly as automation would drive it.
+ *
+ * ```ts
+ * const alice = await startClient({ name: 'alice', server, env: { ...pulse.clientEnv('a'), ...keyring.env },
+ *                                   input: 'a_mic', output: 'a_spk' });
+ * const { callId } = await alice.request('create_call', { to: 'bob' });
+ * await alice.waitForCall(callId, (s) => s.state === 'active');
+ * ```
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { CallStatus } from '../../common/protocol/control';
+import { ControlClient } from '../../main/cli/control-server';
+import { makeTempDir, removeTempDir, startChild, waitFor, type Child } from './process';
+import { REPO_ROOT } from './server';
+import { DEFAULT_PASSWORD } from './signal-client';
+
+export interface StartClientOptions {
+  /** Account name; registered on the server unless `register` is false. */
+  name: string;
+  /** The running server (test/harness/server.ts). */
+  server: { url: string };
+  /** Environment for the client process: Pulse client env and keyring env merged. */
+  env: Record<string, string>;
+  /** Device names for `--input` / `--output` (e.g. `a_mic`, `a_spk`). */
+  input?: string;
+  output?: string;
+  frameMs?: 10 | 20;
+  jitterMs?: number;
+  relay?: boolean;
+  autoAnswer?: boolean;
+  /** Register the account first (default true). */
+  register?: boolean;
+  password?: string;
+}
+
+export interface RunningClient {
+  readonly name: string;
+  /** The client's data folder (profile, control socket). */
+  readonly dataDir: string;
+  readonly socket: string;
+  /** Every `call.state` notification received, in order. */
+  readonly events: CallStatus[];
+  /** Sends a control request. @throws ParleyError from the daemon. */
+  request<T = unknown>(method: string, params?: object): Promise<T>;
+  /** Resolves with the first call status (past or future) of `callId` (or of any call) matching `pred`. */
+  waitForCall(callId: string | undefined, pred: (s: CallStatus) => boolean, timeoutMs?: number): Promise<CallStatus>;
+  /** The daemon's stdout and stderr so far. */
+  log(): string;
+  /** Stops the daemon (SIGTERM, then SIGKILL) and removes the data folder. */
+  stop(): Promise<void>;
+}
+
+const CLI = join(REPO_ROOT, 'main/cli/parley.ts');
+
+/** Runs one `parley` command to completion. @throws Error with its output when it fails. */
+export function runParley(
+  args: string[],
+  env: Record<string, string>,
+  stdin?: string,
+  timeoutMs = 30_000,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`parley ${args[0]} exited ${code}: ${out.trim()}`));
+    });
+    child.stdin.end(stdin ?? '');
+  });
+}
+
+/**
+ * Registers (optionally), signs in and starts a client daemon; resolves when
+ * its control socket answers and it is online.
+ * @throws Error when any step fails (with the client's output).
+ */
+export async function startClient(o: StartClientOptions): Promise<RunningClient> {
+  const dataDir = makeTempDir(`client-${o.name}`);
+  const socket = join(dataDir, 'control.sock');
+  const env = { ...o.env, PARLEY_DATA_DIR: dataDir, PARLEY_SOCKET: socket };
+  const password = o.password ?? DEFAULT_PASSWORD;
+  if (o.register !== false) {
+    await runParley(['register', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
+  }
+  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
+
+  const args = ['--import', 'tsx', CLI, 'daemon', '--loopback'];
+  if (o.input) args.push('--input', o.input);
+  if (o.output) args.push('--output', o.output);
+  if (o.frameMs) args.push('--frame-ms', String(o.frameMs));
+  if (o.jitterMs) args.push('--jitter-ms', String(o.jitterMs));
+  if (o.relay) args.push('--relay');
+  if (o.autoAnswer) args.push('--auto-answer');
+  const logFile = join(dataDir, 'daemon.log');
+  const child: Child = await startChild(process.execPath, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    logFile,
+  });
+  const readLog = async () => {
+    const { readFile } = await import('node:fs/promises');
+    return readFile(logFile, 'utf8').catch(() => '');
+  };
+  let logText = '';
+  const events: CallStatus[] = [];
+  const waiters = new Set<() => void>();
+  let control: ControlClient;
+  try {
+    control = await waitFor(
+      `${o.name}'s control socket`,
+      async () => {
+        if (child.hasExited()) throw new Error(`parley daemon exited: ${await readLog()}`);
+        return ControlClient.connect(socket, (method, p) => {
+          if (method !== 'call.state') return;
+          events.push(p as CallStatus);
+          for (const w of [...waiters]) w();
+        }).catch(() => undefined);
+      },
+      20_000,
+    );
+    await waitFor(
+      `${o.name} online`,
+      async () => {
+        const s = await control.request<{ signaling: string }>('get_status');
+        return s.signaling === 'online' ? true : undefined;
+      },
+      15_000,
+    );
+  } catch (e) {
+    await child.stop('SIGKILL');
+    logText = await readLog();
+    removeTempDir(dataDir);
+    throw new Error(`${(e as Error).message}\n${logText}`);
+  }
+
+  return {
+    name: o.name,
+    dataDir,
+    socket,
+    events,
+    request: (method, params = {}) => control.request(method, params),
+    waitForCall(callId, pred, timeoutMs = 20_000) {
+      const match = () => events.find((s) => (!callId || s.callId === callId) && pred(s));
+      const found = match();
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = match();
+          if (m) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(m);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          const last = events.filter((s) => !callId || s.callId === callId).at(-1);
+          reject(new Error(`${o.name}: call did not reach the expected state in ${timeoutMs} ms (last: ${JSON.stringify(last)})`));
+        }, timeoutMs);
+        waiters.add(check);
+      });
+    },
+    log: () => logText,
+    async stop() {
+      control.close();
+      await child.stop('SIGTERM', 5000);
+      logText = await readLog();
+      removeTempDir(dataDir);
+    },
+  };
+}
