@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpError, LoginReply, RegisterReply } from '../../common/protocol/signaling';
 import { startServer, type RunningServer } from '../harness/server';
@@ -99,5 +102,32 @@ describe('server HTTP: health, accounts and sessions', () => {
       code: -32011,
       data: { reason: 'bad_credentials' },
     });
+  });
+});
+
+describe('server store', () => {
+  it('keeps accounts and devices across a restart on the same data folder', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'parley-restart-'));
+    try {
+      const first = await startServer({ dataDir });
+      await register(first.url, 'persisted', 'persisted-password');
+      const session = await login(first.url, 'persisted', 'persisted-password');
+      expect((await first.stop()).code).toBe(0);
+
+      const second = await startServer({ dataDir });
+      try {
+        const again = await login(second.url, 'persisted', 'persisted-password');
+        expect(again.accountId).toBe(session.accountId);
+        const dup = await httpJson(second.url, 'POST', '/v1/accounts', {
+          username: 'persisted',
+          password: 'x-password',
+        });
+        expect(dup.status).toBe(409);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -152,7 +152,9 @@ describe('server log', () => {
   it('never contains a password, a device token or the TURN secret', async () => {
     const secretPassword = 'pw-that-must-not-leak-7731';
     const leo = await signIn(server, 'leo', { password: secretPassword });
-    await leo.client.request('relay.credentials', {});
+    const relay = await leo.client.request('relay.credentials', {});
+    const credential = relay.iceServers.find((x) => x.credential)?.credential;
+    expect(credential).toBeTruthy();
     await leo.client.close();
     await server.waitForLog((l) => l.msg === 'device offline' && l.deviceId === leo.deviceId);
     const log = server.stdout();
@@ -161,6 +163,7 @@ describe('server log', () => {
     expect(log).not.toContain(secretPassword);
     expect(log).not.toContain(leo.token);
     expect(log).not.toContain(TURN_SECRET);
+    expect(log).not.toContain(credential!);
     expect(server.stderr()).not.toContain(TURN_SECRET);
   });
 });
