@@ -1,0 +1,112 @@
+/**
+ * Lazy loading of native (N-API) modules with an error that says what to
+ * install. Only `native/` loads native modules; each module calls
+ * {@link loadNativeModule} on first use, never at import time, so that a
+ * missing system library breaks only the feature that needs it.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+const require = createRequire(import.meta.url);
+
+/** How to find and explain one native npm package. */
+export interface NativeModuleSpec {
+  /** npm package name, e.g. `@github/keytar`. */
+  packageName: string;
+  /** What the module is for, in the user's words, e.g. "the OS keychain". */
+  purpose: string;
+  /**
+   * `.node` files relative to the package root, tried with `process.dlopen`
+   * when `require` fails, because some packages (keytar) swallow the loader's
+   * error and we want the real "libX.so: cannot open shared object file".
+   */
+  addonPaths?: readonly string[];
+  /** Shared library soname → Debian/Ubuntu package that provides it. */
+  systemLibraries?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A native module could not be loaded. `missingLibrary` is the shared library
+ * the dynamic loader could not find, when that was the cause.
+ */
+export class NativeModuleLoadError extends Error {
+  readonly code = 'native_module_unavailable';
+  override readonly name = 'NativeModuleLoadError';
+  constructor(
+    message: string,
+    readonly packageName: string,
+    readonly missingLibrary: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * The shared library named in a dynamic loader error
+ * ("libsecret-1.so.0: cannot open shared object file: No such file or directory"),
+ * or undefined.
+ */
+export function missingLibraryOf(loaderMessage: string): string | undefined {
+  const m = /([\w.+-]+\.so(?:\.[\w.]+)?): cannot open shared object file/.exec(loaderMessage);
+  return m?.[1];
+}
+
+/**
+ * Turns a loader failure into a {@link NativeModuleLoadError} whose message
+ * names the missing library and, when known, the package that provides it:
+ * "libsecret-1.so.0 missing: install libsecret-1-0 (needed by @github/keytar for the OS keychain)".
+ */
+export function explainLoadFailure(spec: NativeModuleSpec, error: unknown): NativeModuleLoadError {
+  const detail = error instanceof Error ? error.message : String(error);
+  const library = missingLibraryOf(detail);
+  const needed = `needed by ${spec.packageName} for ${spec.purpose}`;
+  if (library) {
+    const pkg = spec.systemLibraries?.[library];
+    const fix = pkg ? `install ${pkg}` : 'install the system package that provides it';
+    return new NativeModuleLoadError(`${library} missing: ${fix} (${needed})`, spec.packageName, library, {
+      cause: error,
+    });
+  }
+  return new NativeModuleLoadError(
+    `${spec.packageName} could not be loaded (${needed}): ${detail.split('\n')[0]}`,
+    spec.packageName,
+    undefined,
+    { cause: error },
+  );
+}
+
+/**
+ * `require`s a native package; on failure, retries its `.node` files with
+ * `process.dlopen` to recover the loader's own message, and throws
+ * {@link explainLoadFailure}'s error.
+ * @throws NativeModuleLoadError
+ */
+export function loadNativeModule<T>(spec: NativeModuleSpec): T {
+  try {
+    return require(spec.packageName) as T;
+  } catch (requireError) {
+    let cause: unknown = requireError;
+    const root = packageRoot(spec.packageName);
+    for (const rel of root ? (spec.addonPaths ?? []) : []) {
+      try {
+        process.dlopen({ exports: {} }, join(root!, rel));
+      } catch (dlopenError) {
+        const message = dlopenError instanceof Error ? dlopenError.message : '';
+        if (!/No such file or directory$/.test(message) || missingLibraryOf(message)) {
+          cause = dlopenError;
+          if (missingLibraryOf(message)) break;
+        }
+      }
+    }
+    throw explainLoadFailure(spec, cause);
+  }
+}
+
+function packageRoot(packageName: string): string | undefined {
+  try {
+    return dirname(require.resolve(`${packageName}/package.json`));
+  } catch {
+    return undefined;
+  }
+}
