@@ -124,6 +124,9 @@ interface Waiter<T> {
  * Notifications are buffered from the moment the socket opens.
  */
 export class SignalClient {
+  /** The last socket-level error (connection reset, …), if any. */
+  lastError: Error | undefined;
+
   /** Resolves when the socket closes, with the close code and reason. */
   readonly closed: Promise<{ code: number; reason: string }>;
 
@@ -158,6 +161,10 @@ export class SignalClient {
         }
       }
       void this.peer.receive(text, undefined);
+    });
+    // A socket error (reset, server killed) must not crash the test process; `closed` reports it.
+    socket.on('error', (err) => {
+      this.lastError = err;
     });
     this.closed = new Promise((resolve) =>
       socket.once('close', (code, reason) => {
