@@ -109,7 +109,7 @@ describe('keychain (real gnome-keyring over the Secret Service)', () => {
 
   it('refuses with KeychainUnavailableError when there is no session bus, and stores nothing', async () => {
     // Neither a bus address nor $XDG_RUNTIME_DIR/bus (GDBus's fallback) nor X11 autolaunch.
-    const env = { ...process.env, HOME: keyring.env.HOME };
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: keyring.env.HOME };
     delete env.DBUS_SESSION_BUS_ADDRESS;
     delete env.XDG_RUNTIME_DIR;
     delete env.DISPLAY;
