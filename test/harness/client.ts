@@ -40,6 +40,8 @@ export interface StartClientOptions {
 
 export interface RunningClient {
   readonly name: string;
+  /** Process id of the daemon (for CPU measurement). */
+  readonly pid: number;
   /** The client's data folder (profile, control socket). */
   readonly dataDir: string;
   readonly socket: string;
@@ -149,6 +151,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
 
   return {
     name: o.name,
+    pid: child.pid,
     dataDir,
     socket,
     events,
