@@ -1,0 +1,167 @@
+/**
+ * A private coturn (`turnserver`) on loopback with the TURN REST API
+ * (`--use-auth-secret`): credentials are `username = "<unix expiry>:<account>"`,
+ * `credential = base64(HMAC-SHA1(secret, username))` (server/turn.ts).
+ *
+ * Facts found on this machine (coturn 4.6): `-n` (no config file) with
+ * `--listening-ip=127.0.0.1 --relay-ip=127.0.0.1 --no-tls --no-dtls --no-cli`
+ * runs as any user; `--userdb=<tmp>/turndb` keeps it away from
+ * /var/lib/turn/turndb; `--simple-log --log-file=<tmp>/turn.log` keeps the file
+ * name as given; `--allow-loopback-peers` lets it relay to 127.0.0.1 (tests
+ * only, never in production). A wrong or expired REST credential is answered
+ * with 401 Unauthorized (logged as "check_stun_auth: Cannot find credentials
+ * of user <…>"), and werift's TURN client then times out after ≈ 6 s instead
+ * of reporting the 401.
+ */
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { join } from 'node:path';
+import { classes, Message, methods, parseMessage } from 'werift';
+import { freeUdpPortRange, freeUdpTcpPort, LOOPBACK } from './ports';
+import { makeTempDir, removeTempDir, run, startChild, waitFor } from './process';
+
+/** A running coturn, see {@link startCoturn}. */
+export interface Coturn {
+  /** `turn:127.0.0.1:<port>?transport=udp` */
+  readonly url: string;
+  /** The UDP and TCP TURN URLs. */
+  readonly urls: readonly string[];
+  /** `stun:127.0.0.1:<port>` */
+  readonly stunUrl: string;
+  /** The `--static-auth-secret` (random hex); hand it to server/turn.ts. */
+  readonly secret: string;
+  /** The `--realm`. */
+  readonly realm: string;
+  readonly host: string;
+  /** Listening port, UDP and TCP. */
+  readonly port: number;
+  /** Relay ports `[min, max]` (UDP, inclusive). */
+  readonly relayPorts: readonly [number, number];
+  /** coturn's log file (kept until stop). */
+  readonly logPath: string;
+  /** Stops coturn and removes its folder. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Sends one STUN Binding request (RFC 8489 §3) to `host:port` over UDP.
+ * @returns the reflexive address coturn saw, e.g. `['127.0.0.1', 54321]`.
+ * @throws Error after `timeoutMs` (default 500 ms) without an answer.
+ */
+export function stunBinding(host: string, port: number, timeoutMs = 500): Promise<[string, number]> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket('udp4');
+    const request = new Message(methods.BINDING, classes.REQUEST);
+    const timer = setTimeout(() => {
+      socket.close();
+      reject(new Error(`no STUN answer from ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on('message', (data) => {
+      const response = parseMessage(data);
+      if (!response || !response.transactionId.equals(request.transactionId)) return;
+      clearTimeout(timer);
+      socket.close();
+      const mapped = response.getAttributeValue('XOR-MAPPED-ADDRESS') as [string, number] | undefined;
+      if (mapped) resolve(mapped);
+      else reject(new Error('STUN answer without XOR-MAPPED-ADDRESS'));
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      socket.close();
+      reject(err);
+    });
+    socket.send(request.bytes, port, host);
+  });
+}
+
+/**
+ * Starts coturn on a free loopback port with a random secret and realm, in a
+ * temporary folder. Resolves once it answers a STUN Binding request (≈ 0.1 s).
+ * Retries on another port when the chosen one was taken meanwhile.
+ * @param options.relayPortCount how many UDP relay ports (default 40, i.e. 20 calls' worth).
+ * @throws Error (with the log's tail) when coturn does not come up.
+ */
+export async function startCoturn(options: { relayPortCount?: number } = {}): Promise<Coturn> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startOnce(options.relayPortCount ?? 40);
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
+async function startOnce(relayPortCount: number): Promise<Coturn> {
+  const dir = makeTempDir('coturn');
+  const port = await freeUdpTcpPort();
+  const relayPorts = await freeUdpPortRange(relayPortCount);
+  const secret = randomBytes(24).toString('hex');
+  const realm = `parley-test-${randomBytes(4).toString('hex')}.invalid`;
+  const logPath = join(dir, 'turn.log');
+  const child = await startChild(
+    'turnserver',
+    [
+      '-n',
+      `--listening-ip=${LOOPBACK}`,
+      `--relay-ip=${LOOPBACK}`,
+      `--listening-port=${port}`,
+      `--min-port=${relayPorts[0]}`,
+      `--max-port=${relayPorts[1]}`,
+      '--use-auth-secret',
+      `--static-auth-secret=${secret}`,
+      `--realm=${realm}`,
+      '--no-tls',
+      '--no-dtls',
+      '--no-cli',
+      '--allow-loopback-peers',
+      '--fingerprint',
+      `--userdb=${join(dir, 'turndb')}`,
+      `--pidfile=${join(dir, 'turnserver.pid')}`,
+      `--log-file=${logPath}`,
+      '--simple-log',
+      '--no-stdout-log',
+    ],
+    { cwd: dir, stdio: 'ignore' },
+  );
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await child.stop('SIGTERM', 2000);
+    removeTempDir(dir);
+  };
+  try {
+    await waitFor(
+      `coturn on ${LOOPBACK}:${port}`,
+      async () => {
+        if (child.hasExited()) throw new Error('turnserver exited');
+        return (await stunBinding(LOOPBACK, port, 200)) !== undefined;
+      },
+      5000,
+      50,
+    );
+  } catch (err) {
+    let tail = '';
+    try {
+      tail = (await run('tail', ['-n', '15', logPath])).trim();
+    } catch {
+      // no log yet
+    }
+    await stop();
+    throw new Error(`coturn did not start: ${(err as Error).message}\n${tail}`);
+  }
+  return {
+    url: `turn:${LOOPBACK}:${port}?transport=udp`,
+    urls: [`turn:${LOOPBACK}:${port}?transport=udp`, `turn:${LOOPBACK}:${port}?transport=tcp`],
+    stunUrl: `stun:${LOOPBACK}:${port}`,
+    secret,
+    realm,
+    host: LOOPBACK,
+    port,
+    relayPorts,
+    logPath,
+    stop,
+  };
+}
