@@ -2,16 +2,20 @@
  * Child processes and temporary folders for the harness launchers.
  *
  * Every daemon a launcher starts is a direct child of the test process (never
- * a self-daemonising fork), so we always know its pid. Children still running
- * when the test process exits — a test that failed before its `afterAll`, a
- * crashed worker — are killed synchronously by an `exit` hook, and their
- * temporary folders removed.
+ * a self-daemonising fork), so we always know its pid. Three layers of
+ * cleanup: each launcher's `stop()` (called from `afterAll`, which vitest runs
+ * even when tests fail); an `exit` hook that SIGKILLs children still running
+ * and removes temporary folders; and, for a test process killed outright
+ * (SIGKILL, SIGTERM without exit hooks), the kernel's parent-death signal:
+ * daemons are started through `setpriv --pdeathsig KILL` (util-linux), so they
+ * die with the process that started them.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, closeSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+const SETPRIV = '/usr/bin/setpriv';
 const liveChildren = new Set<ChildProcess>();
 const liveDirs = new Set<string>();
 let exitHookInstalled = false;
@@ -64,7 +68,9 @@ export interface Child {
 }
 
 /**
- * Spawns `command` as a direct child, tracked for cleanup at process exit.
+ * Spawns `command` as a direct child (through `setpriv --pdeathsig KILL` when
+ * available: same pid, killed by the kernel if this process dies), tracked for
+ * cleanup at process exit.
  * `logFile` (optional) receives stdout and stderr unless `options.stdio` says otherwise.
  * @throws Error when the executable cannot be started (ENOENT etc.).
  */
@@ -80,7 +86,9 @@ export async function startChild(
     logFd = openSync(logFile, 'a');
     spawnOptions.stdio = ['ignore', logFd, logFd];
   }
-  const child = spawn(command, args, spawnOptions);
+  const child = existsSync(SETPRIV)
+    ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', command, ...args], spawnOptions)
+    : spawn(command, args, spawnOptions);
   if (logFd !== undefined) closeSync(logFd);
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
