@@ -47,13 +47,27 @@ function say(text: string, name: string): Int16Array {
   const wav = join(dir, `${name}.wav`);
   const raw = join(dir, `${name}.raw`);
   execFileSync('espeak-ng', ['-w', wav, text]);
-  execFileSync('sox', [wav, '-r', '48000', '-c', '1', '-b', '16', '-e', 'signed-integer', '-L', '-t', 'raw', raw]);
+  execFileSync('sox', [
+    wav,
+    '-r',
+    '48000',
+    '-c',
+    '1',
+    '-b',
+    '16',
+    '-e',
+    'signed-integer',
+    '-L',
+    '-t',
+    'raw',
+    raw,
+  ]);
   const bytes = readFileSync(raw);
   return new Int16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
 }
 
-/** Encodes and decodes through Opus in 20 ms frames; output aligned to input (lookahead removed). */
-function throughOpus(pcm: Int16Array): Int16Array {
+/** Encodes and decodes through Opus in 20 ms frames; the output includes the codec's 6.5 ms lookahead. */
+function throughOpusRaw(pcm: Int16Array): Int16Array {
   const codec = new OpusEncoder(48_000, 1);
   codec.applyEncoderCTL(OPUS_SET_APPLICATION_REQUEST, OPUS_APPLICATION_VOIP);
   codec.setBitrate(32_000);
@@ -64,9 +78,17 @@ function throughOpus(pcm: Int16Array): Int16Array {
   for (let f = 0; f < frames; f++) {
     const frame = input.slice(f * FRAME, (f + 1) * FRAME);
     const decoded = codec.decode(codec.encode(Buffer.from(frame.buffer)));
-    out.set(new Int16Array(decoded.buffer.slice(decoded.byteOffset, decoded.byteOffset + decoded.length)), f * FRAME);
+    out.set(
+      new Int16Array(decoded.buffer.slice(decoded.byteOffset, decoded.byteOffset + decoded.length)),
+      f * FRAME,
+    );
   }
-  return out.slice(OPUS_LOOKAHEAD, OPUS_LOOKAHEAD + pcm.length);
+  return out;
+}
+
+/** Through Opus, output aligned to the input (lookahead removed), same length. */
+function throughOpus(pcm: Int16Array): Int16Array {
+  return throughOpusRaw(pcm).slice(OPUS_LOOKAHEAD, OPUS_LOOKAHEAD + pcm.length);
 }
 
 /** `delayMs` of silence, then `pcm`, then `padMs` of silence. */
@@ -132,5 +154,85 @@ describe('speechSimilarity', () => {
     expect(results.silence!.score).toBeLessThan(SIMILARITY_THRESHOLD);
     expect(results.whiteNoise!.score).toBeLessThan(SIMILARITY_THRESHOLD);
     expect(results.otherSentence!.score).toBeLessThan(SIMILARITY_THRESHOLD);
+  });
+});
+
+describe('estimateDelayMs', () => {
+  it('finds the delay of a speech signal to the sample', () => {
+    const delaySamples = 137 * MS + 17;
+    const received = new Int16Array(speechA.length + 48_000);
+    received.set(speechA, delaySamples);
+    const d = estimateDelayMs(speechA, received, 1000);
+    expect(d.lagSamples).toBe(delaySamples);
+    expect(d.lagMs).toBeCloseTo(delaySamples / MS, 6);
+    expect(d.correlation).toBeGreaterThan(0.999);
+  });
+
+  it('finds the delay of Opus-coded speech within 1 ms', () => {
+    // Without removing the codec lookahead: the decoder's output is 6.5 ms late by itself.
+    const codec = throughOpusRaw(speechA);
+    const received = delayed(codec, 250);
+    const d = estimateDelayMs(speechA, received, 1000);
+    expect(Math.abs(d.lagMs - (250 + OPUS_LOOKAHEAD / MS))).toBeLessThanOrEqual(1);
+    expect(d.correlation).toBeGreaterThan(0.5);
+  });
+
+  it('finds a negative delay and an inverted copy when asked', () => {
+    const inverted = speechA.map((v) => -v).subarray(10 * MS);
+    const d = estimateDelayMs(speechA, inverted, 50, { minLagMs: -50 });
+    expect(d.lagSamples).toBe(-10 * MS);
+    expect(d.correlation).toBeLessThan(-0.999);
+  });
+});
+
+describe('detectOnsets', () => {
+  it('finds each click once, at its first loud sample', () => {
+    const signal = whiteNoise(2 * 48_000, 0.001); // −60 dBFS background
+    const clicks = [100 * MS, 600 * MS + 7, 1100 * MS + 31, 1900 * MS];
+    for (const at of clicks) {
+      // 3 ms decaying 1 kHz burst, first sample at full amplitude: it rings above threshold.
+      for (let n = 0; n < 3 * MS; n++) {
+        signal[at + n] = Math.round(
+          16000 * Math.exp(-n / 48) * Math.cos((2 * Math.PI * 1000 * n) / 48_000),
+        );
+      }
+    }
+    const onsets = detectOnsets(signal, { thresholdDbfs: -20, minGapMs: 200 });
+    expect(onsets).toEqual(clicks.map((s) => s / MS));
+  });
+
+  it('finds nothing in quiet and merges bursts closer than minGapMs', () => {
+    expect(detectOnsets(new Int16Array(48_000), { thresholdDbfs: -40, minGapMs: 100 })).toEqual([]);
+    const f = new Float32Array(48_000);
+    f[1000] = 0.5;
+    f[1000 + 50 * MS] = 0.5; // 50 ms later: same click
+    f[1000 + 200 * MS] = -0.5; // 200 ms later: a new one
+    expect(detectOnsets(f, { thresholdDbfs: -10, minGapMs: 100 })).toEqual([
+      1000 / MS,
+      (1000 + 200 * MS) / MS,
+    ]);
+  });
+});
+
+describe('fft', () => {
+  it('matches a direct DFT and inverts', () => {
+    const n = 64;
+    const x = Array.from({ length: n }, (_, i) => Math.sin(i * 0.7) + (i % 5) * 0.1);
+    const re = Float64Array.from(x);
+    const im = new Float64Array(n);
+    fft(re, im);
+    for (const k of [0, 1, 7, 31, 32, 63]) {
+      let dr = 0;
+      let di = 0;
+      for (let t = 0; t < n; t++) {
+        dr += x[t]! * Math.cos((2 * Math.PI * k * t) / n);
+        di -= x[t]! * Math.sin((2 * Math.PI * k * t) / n);
+      }
+      expect(re[k]).toBeCloseTo(dr, 9);
+      expect(im[k]).toBeCloseTo(di, 9);
+    }
+    fft(re, im, true);
+    x.forEach((v, i) => expect(re[i]).toBeCloseTo(v, 12));
+    expect(() => fft(new Float64Array(12), new Float64Array(12))).toThrow(RangeError);
   });
 });
