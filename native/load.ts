@@ -64,9 +64,14 @@ export function explainLoadFailure(spec: NativeModuleSpec, error: unknown): Nati
   if (library) {
     const pkg = spec.systemLibraries?.[library];
     const fix = pkg ? `install ${pkg}` : 'install the system package that provides it';
-    return new NativeModuleLoadError(`${library} missing: ${fix} (${needed})`, spec.packageName, library, {
-      cause: error,
-    });
+    return new NativeModuleLoadError(
+      `${library} missing: ${fix} (${needed})`,
+      spec.packageName,
+      library,
+      {
+        cause: error,
+      },
+    );
   }
   return new NativeModuleLoadError(
     `${spec.packageName} could not be loaded (${needed}): ${detail.split('\n')[0]}`,

@@ -21,7 +21,10 @@ interface Keytar {
 const KEYTAR: NativeModuleSpec = {
   packageName: '@github/keytar',
   purpose: 'the OS keychain',
-  addonPaths: ['build/Release/keytar.node', `prebuilds/${process.platform}-${process.arch}/keytar.node`],
+  addonPaths: [
+    'build/Release/keytar.node',
+    `prebuilds/${process.platform}-${process.arch}/keytar.node`,
+  ],
   systemLibraries: {
     'libsecret-1.so.0': 'libsecret-1-0',
     'libglib-2.0.so.0': 'libglib2.0-0',
@@ -65,7 +68,8 @@ function load(): Keytar {
 }
 
 function checkName(what: string, value: string): void {
-  if (typeof value !== 'string' || value.length === 0) throw new TypeError(`keychain: ${what} must be a non-empty string`);
+  if (typeof value !== 'string' || value.length === 0)
+    throw new TypeError(`keychain: ${what} must be a non-empty string`);
 }
 
 /**
@@ -81,7 +85,9 @@ async function call<T>(op: (k: Keytar) => Promise<T>): Promise<T> {
   try {
     return await op(k);
   } catch (err) {
-    throw new KeychainUnavailableError(err instanceof Error ? err.message : String(err), { cause: err });
+    throw new KeychainUnavailableError(err instanceof Error ? err.message : String(err), {
+      cause: err,
+    });
   }
 }
 

@@ -128,7 +128,8 @@ const APPLICATIONS = {
 export function createOpusEncoder(options: OpusEncoderOptions = {}): OpusEncoder {
   const sampleRate = options.sampleRate ?? OPUS_SAMPLE_RATE;
   const channels = options.channels ?? 1;
-  if (sampleRate !== OPUS_SAMPLE_RATE) throw new RangeError(`Opus sampleRate must be 48000, got ${sampleRate}`);
+  if (sampleRate !== OPUS_SAMPLE_RATE)
+    throw new RangeError(`Opus sampleRate must be 48000, got ${sampleRate}`);
   if (channels !== 1) throw new RangeError(`Opus channels must be 1 (mono), got ${channels}`);
   if (options.frameMs !== undefined && options.frameMs !== 10 && options.frameMs !== 20) {
     throw new RangeError(`Opus frameMs must be 10 or 20, got ${String(options.frameMs)}`);
@@ -147,7 +148,8 @@ export function createOpusEncoder(options: OpusEncoderOptions = {}): OpusEncoder
   checkInt('bitrate (bits/s)', settings.bitrate, 6000, 510_000);
   checkInt('expectedLossPercent', settings.expectedLossPercent, 0, 100);
   if (options.complexity !== undefined) checkInt('complexity', options.complexity, 0, 10);
-  if (!(settings.application in APPLICATIONS)) throw new RangeError(`Opus application unknown: ${settings.application}`);
+  if (!(settings.application in APPLICATIONS))
+    throw new RangeError(`Opus application unknown: ${settings.application}`);
 
   const { OpusEncoder: Native } = load();
   const native = new Native(OPUS_SAMPLE_RATE, 1);
@@ -158,13 +160,15 @@ export function createOpusEncoder(options: OpusEncoderOptions = {}): OpusEncoder
   native.applyEncoderCTL(OPUS_CTL.SET_INBAND_FEC, settings.fec ? 1 : 0);
   native.applyEncoderCTL(OPUS_CTL.SET_PACKET_LOSS_PERC, settings.expectedLossPercent);
   native.applyEncoderCTL(OPUS_CTL.SET_DTX, settings.dtx ? 1 : 0);
-  if (options.complexity !== undefined) native.applyEncoderCTL(OPUS_CTL.SET_COMPLEXITY, options.complexity);
+  if (options.complexity !== undefined)
+    native.applyEncoderCTL(OPUS_CTL.SET_COMPLEXITY, options.complexity);
 
   const accepted = options.frameMs ? [options.frameMs * 48] : [SAMPLES_10MS, SAMPLES_20MS];
   return {
     settings,
     encode(frame) {
-      if (!(frame instanceof Int16Array)) throw new TypeError('Opus frame must be an Int16Array of 48 kHz mono samples');
+      if (!(frame instanceof Int16Array))
+        throw new TypeError('Opus frame must be an Int16Array of 48 kHz mono samples');
       if (!accepted.includes(frame.length)) {
         throw new RangeError(
           `Opus frame must be ${accepted.join(' or ')} samples (${accepted.map((n) => n / 48).join(' or ')} ms at 48 kHz mono), got ${frame.length}`,
@@ -207,15 +211,19 @@ export function createOpusDecoder(): OpusDecoder {
   return {
     decode(packet) {
       if (!Buffer.isBuffer(packet)) throw new TypeError('Opus packet must be a Buffer');
-      if (packet.length === 0) throw new RangeError('Opus packet is empty (a lost packet is concealed by the caller)');
+      if (packet.length === 0)
+        throw new RangeError('Opus packet is empty (a lost packet is concealed by the caller)');
       let pcm: Buffer;
       try {
         pcm = native.decode(packet);
       } catch (err) {
-        throw new Error(`Opus packet could not be decoded: ${(err as Error).message}`, { cause: err });
+        throw new Error(`Opus packet could not be decoded: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
       const samples = pcm.length / 2;
-      if (samples > MAX_DECODED_SAMPLES) throw new Error(`Opus decoder returned ${samples} samples`);
+      if (samples > MAX_DECODED_SAMPLES)
+        throw new Error(`Opus decoder returned ${samples} samples`);
       // A copy of our own: aligned, and not shared with a Buffer pool.
       return new Int16Array(pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.length));
     },

@@ -48,7 +48,11 @@ export interface Coturn {
  * @returns the reflexive address coturn saw, e.g. `['127.0.0.1', 54321]`.
  * @throws Error after `timeoutMs` (default 500 ms) without an answer.
  */
-export function stunBinding(host: string, port: number, timeoutMs = 500): Promise<[string, number]> {
+export function stunBinding(
+  host: string,
+  port: number,
+  timeoutMs = 500,
+): Promise<[string, number]> {
   return new Promise((resolve, reject) => {
     const socket = createSocket('udp4');
     const request = new Message(methods.BINDING, classes.REQUEST);
@@ -61,7 +65,8 @@ export function stunBinding(host: string, port: number, timeoutMs = 500): Promis
       if (!response || !response.transactionId.equals(request.transactionId)) return;
       clearTimeout(timer);
       socket.close();
-      const mapped = response.getAttributeValue('XOR-MAPPED-ADDRESS') as [string, number] | undefined;
+      const mapped = response.getAttributeValue('XOR-MAPPED-ADDRESS') as
+        [string, number] | undefined;
       if (mapped) resolve(mapped);
       else reject(new Error('STUN answer without XOR-MAPPED-ADDRESS'));
     });
@@ -150,7 +155,7 @@ async function startOnce(relayPortCount: number): Promise<Coturn> {
       // no log yet
     }
     await stop();
-    throw new Error(`coturn did not start: ${(err as Error).message}\n${tail}`);
+    throw new Error(`coturn did not start: ${(err as Error).message}\n${tail}`, { cause: err });
   }
   return {
     url: `turn:${LOOPBACK}:${port}?transport=udp`,

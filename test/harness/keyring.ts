@@ -155,7 +155,9 @@ export async function startKeyring(options: { secretService?: boolean } = {}): P
       // no log
     }
     await stop();
-    throw new Error(`keyring did not start: ${(err as Error).message}\n${logs.trim()}`);
+    throw new Error(`keyring did not start: ${(err as Error).message}\n${logs.trim()}`, {
+      cause: err,
+    });
   }
 
   return { dir, env, stop };

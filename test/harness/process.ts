@@ -148,7 +148,9 @@ export function run(
       if (code === 0) resolve(stdout);
       else
         reject(
-          new Error(`${command} ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim().slice(0, 2000)}`),
+          new Error(
+            `${command} ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim().slice(0, 2000)}`,
+          ),
         );
     });
     if (child.stdin) {

@@ -250,7 +250,13 @@ export async function startPulse(): Promise<Pulse> {
     children.push(
       await startChild(
         'parecord',
-        ['--device=probe.monitor', '--latency-msec=5', '--raw', '--channels=1', '--client-name=parley-clock-keeper'],
+        [
+          '--device=probe.monitor',
+          '--latency-msec=5',
+          '--raw',
+          '--channels=1',
+          '--client-name=parley-clock-keeper',
+        ],
         { env: toolEnv, stdio: ['ignore', 'ignore', 'ignore'] },
       ),
     );
@@ -274,14 +280,18 @@ export async function startPulse(): Promise<Pulse> {
       // no log
     }
     await stop();
-    throw new Error(`PulseAudio did not start: ${(err as Error).message}\n${tail}`);
+    throw new Error(`PulseAudio did not start: ${(err as Error).message}\n${tail}`, { cause: err });
   }
 
   return {
     dir,
     server,
     env,
-    clientEnv: (name) => ({ ...env, PULSE_SOURCE: DEVICES[name].mic, PULSE_SINK: DEVICES[name].speaker }),
+    clientEnv: (name) => ({
+      ...env,
+      PULSE_SOURCE: DEVICES[name].mic,
+      PULSE_SINK: DEVICES[name].speaker,
+    }),
     async play(sink, wavPath) {
       await run('paplay', [`--device=${sink}`, '--client-name=parley-harness-play', wavPath], {
         env: toolEnv,
@@ -313,7 +323,9 @@ export async function startPulse(): Promise<Pulse> {
           const outputs = JSON.parse(await pactl('-f', 'json', 'list', 'source-outputs')) as Array<{
             properties?: Record<string, string>;
           }>;
-          return outputs.some((o) => o.properties?.['application.process.id'] === String(child.pid));
+          return outputs.some(
+            (o) => o.properties?.['application.process.id'] === String(child.pid),
+          );
         },
         5_000,
         20,

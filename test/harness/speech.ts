@@ -30,14 +30,29 @@ export interface WavData {
  */
 export async function renderSpeech(text: string, outPath: string): Promise<void>;
 export async function renderSpeech(text: string, voice: string, outPath: string): Promise<void>;
-export async function renderSpeech(text: string, voiceOrPath: string, maybePath?: string): Promise<void> {
+export async function renderSpeech(
+  text: string,
+  voiceOrPath: string,
+  maybePath?: string,
+): Promise<void> {
   const voice = maybePath === undefined ? 'en-us' : voiceOrPath;
   const outPath = maybePath ?? voiceOrPath;
   const tmp = makeTempDir('speech');
   try {
     const raw = join(tmp, 'espeak.wav');
     await run('espeak-ng', ['-v', voice, '-w', raw, '--', text]);
-    await run('sox', [raw, '-r', String(SPEECH_RATE), '-c', '1', '-b', '16', '-e', 'signed-integer', outPath]);
+    await run('sox', [
+      raw,
+      '-r',
+      String(SPEECH_RATE),
+      '-c',
+      '1',
+      '-b',
+      '16',
+      '-e',
+      'signed-integer',
+      outPath,
+    ]);
   } finally {
     removeTempDir(tmp);
   }
@@ -57,7 +72,6 @@ export function readWav(path: string): WavData {
   let offset = 12;
   let sampleRate = 0;
   let channels = 0;
-  let bits = 0;
   while (offset + 8 <= buf.length) {
     const id = buf.toString('ascii', offset, offset + 4);
     const size = buf.readUInt32LE(offset + 4);
@@ -66,9 +80,10 @@ export function readWav(path: string): WavData {
       const format = buf.readUInt16LE(body);
       channels = buf.readUInt16LE(body + 2);
       sampleRate = buf.readUInt32LE(body + 4);
-      bits = buf.readUInt16LE(body + 14);
+      const bits = buf.readUInt16LE(body + 14);
       const pcm = format === 1 || (format === 0xfffe && buf.readUInt16LE(body + 24) === 1);
-      if (!pcm || bits !== 16) throw new Error(`${path}: only 16-bit PCM is supported (format ${format}, ${bits} bits)`);
+      if (!pcm || bits !== 16)
+        throw new Error(`${path}: only 16-bit PCM is supported (format ${format}, ${bits} bits)`);
     } else if (id === 'data') {
       if (!channels) throw new Error(`${path}: data chunk before fmt chunk`);
       const end = Math.min(buf.length, body + size);
@@ -87,7 +102,12 @@ export function readWav(path: string): WavData {
  * @param sampleRate Hz (default 48000)
  * @param channels interleaved channel count (default 1)
  */
-export function writeWav(path: string, samples: Int16Array, sampleRate = SPEECH_RATE, channels = 1): void {
+export function writeWav(
+  path: string,
+  samples: Int16Array,
+  sampleRate = SPEECH_RATE,
+  channels = 1,
+): void {
   const dataBytes = samples.length * 2;
   const buf = Buffer.alloc(44 + dataBytes);
   buf.write('RIFF', 0, 'ascii');
@@ -157,7 +177,8 @@ export function writeSilenceWav(path: string, seconds: number): void {
  * @param index 0-based channel index (note: `PROBE_CHANNEL` in pulse.ts counts from 1, like sox)
  */
 export function channel(data: WavData, index: number): Int16Array {
-  if (index < 0 || index >= data.channels) throw new Error(`channel ${index} out of range 0..${data.channels - 1}`);
+  if (index < 0 || index >= data.channels)
+    throw new Error(`channel ${index} out of range 0..${data.channels - 1}`);
   const out = new Int16Array(data.samples.length / data.channels);
   for (let i = 0; i < out.length; i++) out[i] = data.samples[i * data.channels + index]!;
   return out;

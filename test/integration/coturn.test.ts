@@ -1,6 +1,13 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { classes, createTurnClient, makeIntegrityKey, Message, methods, parseMessage } from 'werift';
+import {
+  classes,
+  createTurnClient,
+  makeIntegrityKey,
+  Message,
+  methods,
+  parseMessage,
+} from 'werift';
 import { issueTurnCredential } from '../../server/turn';
 import { startCoturn, type Coturn } from '../harness/coturn';
 
@@ -47,7 +54,10 @@ async function allocate(username: string, credential: string): Promise<AllocateO
   try {
     const challenge = await exchange(
       socket,
-      new Message(methods.ALLOCATE, classes.REQUEST).setAttribute('REQUESTED-TRANSPORT', UDP_TRANSPORT),
+      new Message(methods.ALLOCATE, classes.REQUEST).setAttribute(
+        'REQUESTED-TRANSPORT',
+        UDP_TRANSPORT,
+      ),
     );
     expect(challenge.messageClass).toBe(classes.ERROR);
     expect((challenge.getAttributeValue('ERROR-CODE') as [number, string])[0]).toBe(401);
@@ -64,7 +74,10 @@ async function allocate(username: string, credential: string): Promise<AllocateO
       .addFingerprint();
     const answer = await exchange(socket, request);
     if (answer.messageClass === classes.RESPONSE) {
-      return { result: 'allocated', relayed: answer.getAttributeValue('XOR-RELAYED-ADDRESS') as [string, number] };
+      return {
+        result: 'allocated',
+        relayed: answer.getAttributeValue('XOR-RELAYED-ADDRESS') as [string, number],
+      };
     }
     const [code, reason] = answer.getAttributeValue('ERROR-CODE') as [number, string];
     return { result: 'refused', code, reason };
@@ -86,10 +99,16 @@ describe('coturn accepts exactly the TURN credentials the server issues', () => 
 
   it.each([
     ['an expired credential', () => issueTurnCredential(coturn.secret, 'acct-alice', -60)],
-    ['a credential signed with another secret', () => issueTurnCredential('not-the-coturn-secret', 'acct-alice', 300)],
+    [
+      'a credential signed with another secret',
+      () => issueTurnCredential('not-the-coturn-secret', 'acct-alice', 300),
+    ],
     [
       'a credential for another username',
-      () => ({ ...issueTurnCredential(coturn.secret, 'acct-alice', 300), username: `${Math.floor(Date.now() / 1000) + 300}:acct-mallory` }),
+      () => ({
+        ...issueTurnCredential(coturn.secret, 'acct-alice', 300),
+        username: `${Math.floor(Date.now() / 1000) + 300}:acct-mallory`,
+      }),
     ],
   ])('refuses %s with 401 Unauthorized', async (_label, make) => {
     const { username, credential } = make();
@@ -106,9 +125,14 @@ describe('coturn accepts exactly the TURN credentials the server issues', () => 
     try {
       await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', resolve));
       const received = new Promise<{ data: string; from: [string, number] }>((resolve) =>
-        peer.once('message', (data, rinfo) => resolve({ data: data.toString(), from: [rinfo.address, rinfo.port] })),
+        peer.once('message', (data, rinfo) =>
+          resolve({ data: data.toString(), from: [rinfo.address, rinfo.port] }),
+        ),
       );
-      await turn.sendData(Buffer.from('hello through the relay'), ['127.0.0.1', peer.address().port]);
+      await turn.sendData(Buffer.from('hello through the relay'), [
+        '127.0.0.1',
+        peer.address().port,
+      ]);
       const got = await received;
       expect(got.data).toBe('hello through the relay');
       // The peer sees the relayed address, not the client's own socket.

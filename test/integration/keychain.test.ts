@@ -39,14 +39,19 @@ afterAll(async () => {
  * `env`, and returns what it printed as JSON.
  */
 function inChildProcess(env: NodeJS.ProcessEnv, body: string): Promise<unknown> {
-  const script = `import * as keychain from ${JSON.stringify(keychainModule)};\n` +
+  const script =
+    `import * as keychain from ${JSON.stringify(keychainModule)};\n` +
     `const out = await (async () => { ${body} })();\nconsole.log(JSON.stringify(out));`;
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: repoRoot,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        cwd: repoRoot,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += String(d)));
@@ -118,7 +123,11 @@ describe('keychain (real gnome-keyring over the Secret Service)', () => {
       `try { await keychain.setSecret('org.parley.test', 'x', 'y'); return { stored: true }; }
        catch (e) { return { name: e.name, code: e.code, message: e.message, isClass: e instanceof keychain.KeychainUnavailableError }; }`,
     );
-    expect(result).toMatchObject({ name: 'KeychainUnavailableError', code: 'keychain_unavailable', isClass: true });
+    expect(result).toMatchObject({
+      name: 'KeychainUnavailableError',
+      code: 'keychain_unavailable',
+      isClass: true,
+    });
     expect((result as { message: string }).message).toContain(KEYCHAIN_UNAVAILABLE_MESSAGE);
     expect(await getSecret('org.parley.test', 'x')).toBeNull();
   });
@@ -135,7 +144,9 @@ describe('keychain (real gnome-keyring over the Secret Service)', () => {
         name: 'KeychainUnavailableError',
         detail: expect.stringContaining('org.freedesktop.secrets'),
       });
-      expect((result as { message: string }).message).toMatch(/will not store your sign-in token in plaintext/);
+      expect((result as { message: string }).message).toMatch(
+        /will not store your sign-in token in plaintext/,
+      );
     } finally {
       await busOnly.stop();
     }

@@ -29,7 +29,8 @@ afterAll(async () => {
 function loudestWindow(samples: Int16Array, windowMs = 100): number {
   const n = (48000 * windowMs) / 1000;
   let best = 0;
-  for (let start = 0; start + n <= samples.length; start += n / 2) best = Math.max(best, rms(samples.subarray(start, start + n)));
+  for (let start = 0; start + n <= samples.length; start += n / 2)
+    best = Math.max(best, rms(samples.subarray(start, start + n)));
   return best;
 }
 
@@ -54,7 +55,11 @@ describe('PulseAudio harness: one 4-channel probe clock', () => {
 
   it('routes each speaker to its probe channel (b_in → ch3 / b_mic, b_spk → ch2, a_spk → ch4)', async () => {
     const probe = await pulse.record('probe.monitor', join(dir, 'probe2.wav'), 4);
-    await Promise.all([pulse.play('b_in', tone), pulse.play('b_spk', tone), pulse.play('a_spk', tone)]);
+    await Promise.all([
+      pulse.play('b_in', tone),
+      pulse.play('b_spk', tone),
+      pulse.play('a_spk', tone),
+    ]);
     await probe.stop();
     const recorded = readWav(probe.path);
     const level = (ch: number) => loudestWindow(channel(recorded, ch - 1));
@@ -112,7 +117,9 @@ output.write(tone);
         const line = out.split('\n').find((l) => l.startsWith('{'));
         if (line) resolve(JSON.parse(line));
       });
-      child.once('exit', (code) => reject(new Error(`client exited ${code} before capturing: ${stderr}`)));
+      child.once('exit', (code) =>
+        reject(new Error(`client exited ${code} before capturing: ${stderr}`)),
+      );
     });
     await pulse.play('a_in', tone);
     const code = await new Promise<number | null>((resolve) => {

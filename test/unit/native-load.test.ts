@@ -1,7 +1,12 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { explainLoadFailure, loadNativeModule, missingLibraryOf, NativeModuleLoadError } from '../../native/load';
+import {
+  explainLoadFailure,
+  loadNativeModule,
+  missingLibraryOf,
+  NativeModuleLoadError,
+} from '../../native/load';
 
 const keytarRoot = dirname(createRequire(import.meta.url).resolve('@github/keytar/package.json'));
 
@@ -33,19 +38,29 @@ describe('native module loading', () => {
 
   it('recognises the loader message for libsecret', () => {
     expect(
-      missingLibraryOf('libsecret-1.so.0: cannot open shared object file: No such file or directory'),
+      missingLibraryOf(
+        'libsecret-1.so.0: cannot open shared object file: No such file or directory',
+      ),
     ).toBe('libsecret-1.so.0');
     expect(missingLibraryOf('/x/keytar.node: invalid ELF header')).toBeUndefined();
   });
 
   it('reports a package that is not installed at all', () => {
-    expect(() => loadNativeModule({ packageName: 'parley-no-such-native-module', purpose: 'testing' })).toThrow(
+    expect(() =>
+      loadNativeModule({ packageName: 'parley-no-such-native-module', purpose: 'testing' }),
+    ).toThrow(
       /parley-no-such-native-module could not be loaded \(needed by parley-no-such-native-module for testing\)/,
     );
   });
 
   it('loads the real native modules on this machine', () => {
-    expect(loadNativeModule<{ getPassword: unknown }>({ packageName: '@github/keytar', purpose: 'x' }).getPassword).toBeTypeOf('function');
-    expect(loadNativeModule<{ OpusEncoder: unknown }>({ packageName: '@discordjs/opus', purpose: 'x' }).OpusEncoder).toBeTypeOf('function');
+    expect(
+      loadNativeModule<{ getPassword: unknown }>({ packageName: '@github/keytar', purpose: 'x' })
+        .getPassword,
+    ).toBeTypeOf('function');
+    expect(
+      loadNativeModule<{ OpusEncoder: unknown }>({ packageName: '@discordjs/opus', purpose: 'x' })
+        .OpusEncoder,
+    ).toBeTypeOf('function');
   });
 });

@@ -107,7 +107,8 @@ describe('native/opus on real audio', () => {
   });
 
   it('makes bigger packets at a higher bitrate, and follows setBitrate mid-stream', () => {
-    const size = (bitrate: number) => mean(roundTrip(speech, { frameMs: 20, bitrate }).packets.map((p) => p.length));
+    const size = (bitrate: number) =>
+      mean(roundTrip(speech, { frameMs: 20, bitrate }).packets.map((p) => p.length));
     const low = size(12_000);
     const high = size(64_000);
     // 12 kb/s ≈ 30 bytes per 20 ms, 64 kb/s ≈ 160 bytes (VBR: speech pauses are smaller).
@@ -146,7 +147,9 @@ describe('native/opus on real audio', () => {
     // > 0 (silk/control_codec.c); it spends them inside the same bitrate. So the
     // packets must change with FEC at 30 % loss and be identical at 0 %.
     const stream = (fec: boolean, expectedLossPercent: number) =>
-      Buffer.concat(roundTrip(speech, { frameMs: 20, bitrate: 32_000, fec, expectedLossPercent }).packets);
+      Buffer.concat(
+        roundTrip(speech, { frameMs: 20, bitrate: 32_000, fec, expectedLossPercent }).packets,
+      );
     expect(stream(true, 0).equals(stream(false, 0))).toBe(true);
     const withFec = stream(true, 30);
     const without = stream(false, 30);
