@@ -92,9 +92,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   start(): void {
     if (this.started) return;
     this.started = true;
-    this.peer.pc.onTrack.subscribe((track) => {
-      track.onReceiveRtp.subscribe((rtp) => this.onRtp(rtp));
-    });
+    this.peer.onRemoteRtp((rtp) => this.onRtp(rtp));
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
     this.options.source.on('error', (e) => this.emit('deviceError', e));
     this.options.sink.on('error', (e) => this.emit('deviceError', e));

@@ -4,6 +4,7 @@ import {
   RTCPeerConnection,
   RTCRtpCodecParameters,
   type RTCRtpTransceiver,
+  type RtpPacket,
 } from 'werift';
 import type { IceServer } from '../../common/protocol/signaling';
 import type { TransportKind } from '../../common/call';
@@ -36,6 +37,8 @@ export class Peer {
   /** Our outgoing audio track: write RTP packets to it. */
   readonly track = new MediaStreamTrack({ kind: 'audio' });
   private readonly pendingCandidates: CandidateInit[] = [];
+  private remoteTrack: MediaStreamTrack | undefined;
+  private readonly rtpListeners: ((rtp: RtpPacket) => void)[] = [];
   private remoteSet = false;
 
   constructor(private readonly options: PeerOptions) {
@@ -65,6 +68,18 @@ export class Peer {
         : {}),
     });
     this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
+    // The remote track appears while the remote description is applied, which
+    // may be before anyone listens: keep it and attach listeners whenever they come.
+    this.pc.onTrack.subscribe((track) => {
+      this.remoteTrack = track;
+      for (const l of this.rtpListeners) track.onReceiveRtp.subscribe((rtp) => l(rtp));
+    });
+  }
+
+  /** Received RTP of the remote audio track (SRTP already removed). */
+  onRemoteRtp(listener: (rtp: RtpPacket) => void): void {
+    this.rtpListeners.push(listener);
+    this.remoteTrack?.onReceiveRtp.subscribe((rtp) => listener(rtp));
   }
 
   /** Trickled local candidates; `undefined` marks the end of gathering. */
