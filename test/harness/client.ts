@@ -146,7 +146,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
     await child.stop('SIGKILL');
     logText = await readLog();
     removeTempDir(dataDir);
-    throw new Error(`${(e as Error).message}\n${logText}`);
+    throw new Error(`${(e as Error).message}\n${logText}`, { cause: e });
   }
 
   return {
