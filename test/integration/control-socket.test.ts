@@ -1,0 +1,141 @@
+/**
+ * The headless client's control socket (JSON-RPC 2.0, one message per line)
+ * with a real CallEngine and SignalingClient connected to the real server.
+ * No call is answered here, so no audio device is opened.
+ */
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCode } from '../../common/errors';
+import { CallEngine } from '../../main/core/call-engine';
+import { SignalingClient } from '../../main/core/signaling-client';
+import { ControlClient, ControlServer } from '../../main/cli/control-server';
+import { makeTempDir, removeTempDir } from '../harness/process';
+import { startServer, type RunningServer } from '../harness/server';
+import { login, register, signIn } from '../harness/signal-client';
+
+let server: RunningServer;
+let dir: string;
+let signaling: SignalingClient;
+let control: ControlServer;
+let socketPath: string;
+
+beforeAll(async () => {
+  server = await startServer();
+  dir = makeTempDir('control');
+  socketPath = join(dir, 'control.sock');
+  await register(server.url, 'frank');
+  const device = await login(server.url, 'frank');
+  signaling = new SignalingClient({ serverUrl: server.url, deviceId: device.deviceId, token: device.token });
+  const noAudio = {
+    openAudio: () => {
+      throw new Error('no audio in this test');
+    },
+    createCodec: () => {
+      throw new Error('no codec in this test');
+    },
+  };
+  const engine = new CallEngine(signaling, noAudio, {
+    frameMs: 20,
+    jitterTargetMs: 40,
+    forceRelay: false,
+    loopbackOnly: true,
+    connectTimeoutMs: 5000,
+    dtx: false,
+  });
+  control = new ControlServer(engine, signaling, { username: 'frank', deviceId: device.deviceId });
+  await control.listen(socketPath);
+  await signaling.connect();
+});
+
+afterAll(async () => {
+  signaling?.close();
+  await control?.close();
+  await server?.stop();
+  if (dir) removeTempDir(dir);
+});
+
+/** Sends raw lines and collects the replies (one per line). */
+async function raw(lines: string[], expected: number): Promise<Record<string, unknown>[]> {
+  const socket = connect(socketPath);
+  socket.setEncoding('utf8');
+  const replies: Record<string, unknown>[] = [];
+  let buf = '';
+  const done = new Promise<void>((resolve) => {
+    socket.on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        replies.push(JSON.parse(buf.slice(0, nl)));
+        buf = buf.slice(nl + 1);
+      }
+      if (replies.length >= expected) resolve();
+    });
+  });
+  await new Promise<void>((r) => socket.once('connect', r));
+  for (const l of lines) socket.write(l + '\n');
+  await done;
+  socket.end();
+  return replies;
+}
+
+describe('control socket', () => {
+  it('answers malformed, invalid and unknown requests with JSON-RPC errors and keeps serving', async () => {
+    const replies = await raw(
+      [
+        '{not json',
+        JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'create_call', params: { to: 42 } }),
+        JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'dance', params: {} }),
+        JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'list_calls', params: {} }),
+        JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'create_call', params: { to: 'x'.repeat(70_000) } }),
+        JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'get_status', params: {} }),
+      ],
+      6,
+    );
+    const byId = (id: unknown) => replies.find((r) => r.id === id) as { error?: { code: number; data: { reason: string } }; result?: unknown };
+    expect(replies.find((r) => r.id === null && (r.error as { code: number }).code === ErrorCode.PARSE_ERROR)).toBeTruthy();
+    expect(byId(1).error).toMatchObject({ code: ErrorCode.INVALID_PARAMS, data: { reason: 'invalid_params' } });
+    expect(byId(2).error).toMatchObject({ code: ErrorCode.METHOD_NOT_FOUND });
+    expect(byId(3).result).toEqual({ calls: [] });
+    expect(replies.some((r) => (r.error as { data?: { reason: string } } | undefined)?.data?.reason === 'payload_too_large')).toBe(true);
+    expect(byId(5).result).toMatchObject({ username: 'frank', signaling: 'online' });
+  });
+
+  it('reports an unknown callee as a clear error and a rejected call as ended', async () => {
+    const c = await ControlClient.connect(socketPath);
+    try {
+      await expect(c.request('create_call', { to: 'no-such-user' })).rejects.toMatchObject({
+        reason: 'unknown_user',
+        message: expect.stringContaining('no-such-user'),
+      });
+      await expect(c.request('answer_call', {})).rejects.toMatchObject({ reason: 'call_not_found' });
+
+      // A real callee on the server that declines: the engine ends the call with "declined".
+      const gina = await signIn(server, 'gina');
+      const { callId } = await c.request<{ callId: string }>('create_call', { to: 'gina' });
+      await gina.client.nextNotification('call.incoming', { callId });
+      await gina.client.request('call.reject', { callId, reason: 'declined' });
+      await expect
+        .poll(async () => (await c.request<{ state: string; endReason?: string }>('get_call_status', { callId })).endReason)
+        .toBe('declined');
+      gina.client.close();
+    } finally {
+      c.close();
+    }
+  });
+
+  it('lets several controllers connect, and all of them see call events', async () => {
+    const events: string[] = [];
+    const a = await ControlClient.connect(socketPath, (m) => events.push(`a:${m}`));
+    const b = await ControlClient.connect(socketPath, (m) => events.push(`b:${m}`));
+    try {
+      await expect(a.request('create_call', { to: 'frank' })).rejects.toBeTruthy(); // calling yourself
+      await expect.poll(() => events.filter((e) => e.endsWith('call.state')).length).toBeGreaterThanOrEqual(2);
+      expect(events.some((e) => e.startsWith('a:'))).toBe(true);
+      expect(events.some((e) => e.startsWith('b:'))).toBe(true);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
