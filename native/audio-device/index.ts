@@ -227,11 +227,11 @@ export interface PlaybackOptions {
   device?: string;
   frameMs: FrameMs;
   /**
-   * Frames queued ahead of the one the device is playing (≥ 1, default 1).
-   * Each adds one frame of mouth-to-ear delay and one frame of protection
-   * against a late Node event loop.
+   * Audio queued ahead of the period the device is playing, in ms (rounded
+   * to whole 5 ms periods, at least one; default 10). Every period adds 5 ms
+   * of mouth-to-ear delay and 5 ms of protection against a late event loop.
    */
-  queueFrames?: number;
+  queueMs?: number;
 }
 
 /**
@@ -257,7 +257,6 @@ export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError]
 export function openPlayback(options: PlaybackOptions): PlaybackStream {
   const id = resolveDevice(options.device, 'output');
   const samples = frameSamples(options.frameMs);
-  const frameBytes = samples * 2;
   let io: Writable & AudioIOStream;
   try {
     io = naudiodon().AudioIO({
@@ -268,8 +267,8 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
         deviceId: id,
         closeOnError: false,
         framesPerBuffer: PERIOD_SAMPLES,
-        highwaterMark: frameBytes,
-        maxQueue: Math.max(1, options.queueFrames ?? 1),
+        highwaterMark: PERIOD_SAMPLES * 2,
+        maxQueue: Math.max(1, Math.round((options.queueMs ?? 10) / ((PERIOD_SAMPLES * 1000) / SAMPLE_RATE))),
       },
     }) as Writable & AudioIOStream;
   } catch (e) {
@@ -284,13 +283,23 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
   Object.assign(emitter, {
     frameMs: options.frameMs,
     start: (pull: () => Int16Array) => {
-      // Each write completes when naudiodon's queue has room, i.e. at the
-      // device's pace once the queue is full: that completion pulls the next frame.
+      // Frames are written one 5 ms period at a time. Each write completes
+      // when naudiodon's queue has room, i.e. at the device's pace once the
+      // queue is full; that completion writes the next period, and pulls the
+      // next frame when the current one is used up. So the queue ahead of the
+      // device stays at `queueMs` whatever the frame size.
+      let frame: Int16Array = new Int16Array(0);
+      let offset = 0;
       const writeNext = (): void => {
         if (closed) return;
-        const frame = pull();
-        if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
-        io.write(Buffer.from(frame.buffer, frame.byteOffset, frameBytes), (err) => {
+        if (offset >= frame.length) {
+          frame = pull();
+          offset = 0;
+          if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
+        }
+        const period = Buffer.from(frame.buffer, frame.byteOffset + offset * 2, PERIOD_SAMPLES * 2);
+        offset += PERIOD_SAMPLES;
+        io.write(period, (err) => {
           if (!err) writeNext();
         });
       };
