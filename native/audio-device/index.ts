@@ -145,6 +145,24 @@ export function resolveDevice(name: string | undefined, direction: 'input' | 'ou
   );
 }
 
+/** Longest wait for PortAudio to stop a stream, ms. */
+const STOP_TIMEOUT_MS = 2000;
+
+/**
+ * Stops and closes a naudiodon stream (Pa_StopStream, Pa_CloseStream) off the
+ * main thread. naudiodon's own `abort()` throws (it passes its native `quit`
+ * a callback it does not take), so this uses `quit()`, bounded by
+ * STOP_TIMEOUT_MS so that a wedged device cannot hang a hangup.
+ */
+async function stopStream(io: AudioIOStream): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    io.quit().catch(() => {}),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+}
+
 export interface CaptureOptions {
   /** Device name (see module doc); default: the system's. */
   device?: string;
@@ -216,7 +234,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
       if (closed) return;
       closed = true;
       io.removeAllListeners('data');
-      await new Promise<void>((resolve) => io.abort(() => resolve()));
+      await stopStream(io);
     },
   });
   return emitter;
@@ -309,7 +327,7 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
     close: async () => {
       if (closed) return;
       closed = true;
-      await new Promise<void>((resolve) => io.abort(() => resolve()));
+      await stopStream(io);
     },
   });
   return emitter;

@@ -1,0 +1,143 @@
+/**
+ * native/audio-device against a real PulseAudio (through ALSA's pulse plugin
+ * and PortAudio): exact frames in, device-paced frames out, devices released
+ * on close, and clear errors when a device is missing. Each case runs in a
+ * child process, because PortAudio and libpulse read their environment once.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, removeTempDir } from '../harness/process';
+import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
+import { REPO_ROOT } from '../harness/server';
+import { channel, readWav, rms, sineWave, writeWav } from '../harness/speech';
+
+let pulse: Pulse;
+let dir: string;
+
+beforeAll(async () => {
+  pulse = await startPulse();
+  dir = makeTempDir('audio-device');
+});
+afterAll(async () => {
+  await pulse?.stop();
+  if (dir) removeTempDir(dir);
+});
+
+/** Runs a TypeScript snippet (with `dev` = native/audio-device) in a child; returns its last stdout line as JSON. */
+function child(code: string, env: Record<string, string>): Promise<Record<string, unknown>> {
+  const file = join(dir, `snippet-${Math.random().toString(36).slice(2)}.mts`);
+  writeFileSync(
+    file,
+    `import * as dev from ${JSON.stringify(join(REPO_ROOT, 'native/audio-device/index.ts'))};\n` +
+      `const out = await (async () => { ${code} })();\nconsole.log('RESULT ' + JSON.stringify(out));\nprocess.exit(0);\n`,
+  );
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', file], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('exit', () => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (line) resolve(JSON.parse(line.slice(7)));
+      else reject(new Error(`snippet failed:\n${out}`));
+    });
+  });
+}
+
+describe('native/audio-device on PulseAudio', () => {
+  it('captures exact 48 kHz mono frames of 10 and 20 ms from a named microphone', async () => {
+    const tone = join(dir, 'tone.wav');
+    writeWav(tone, sineWave(1.5, 1000, 0.5));
+    const running = child(
+      `const out = {};
+       for (const frameMs of [20, 10]) {
+         const cap = dev.openCapture({ device: 'a_mic', frameMs });
+         const frames = [];
+         cap.on('frame', (f) => frames.push(f));
+         cap.start();
+         await new Promise((r) => setTimeout(r, 500));
+         await cap.close();
+         const lengths = [...new Set(frames.map((f) => f.length))];
+         const loud = Math.max(...frames.map((f) => Math.sqrt(f.reduce((s, v) => s + v * v, 0) / f.length) / 32768));
+         out[frameMs] = { count: frames.length, lengths, loud };
+       }
+       return out;`,
+      pulse.env,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    await pulse.play('a_in', tone);
+    const r = (await running) as Record<string, { count: number; lengths: number[]; loud: number }>;
+    expect(r['20']!.lengths).toEqual([960]);
+    expect(r['10']!.lengths).toEqual([480]);
+    // ~500 ms of capture each: about 25 and 50 frames (device start-up eats a little).
+    expect(r['20']!.count).toBeGreaterThan(15);
+    expect(r['10']!.count).toBeGreaterThan(30);
+    expect(r['20']!.loud).toBeGreaterThan(0.2); // the 0.5-peak tone (RMS 0.35) came through
+  });
+
+  it('plays pulled frames on the named speaker at the device pace', async () => {
+    const rec = await pulse.record('probe.monitor', join(dir, 'play.wav'), 4);
+    const r = await child(
+      `const play = dev.openPlayback({ device: 'a_spk', frameMs: 20 });
+       let pulls = 0, n = 0;
+       play.start(() => { pulls++; const f = new Int16Array(960); for (let i = 0; i < 960; i++, n++) f[i] = Math.round(12000 * Math.sin(2 * Math.PI * 440 * n / 48000)); return f; });
+       await new Promise((r) => setTimeout(r, 1000));
+       await play.close();
+       return { pulls };`,
+      pulse.env,
+    );
+    await rec.stop();
+    // Paced by the device: about 50 frames per second, not as fast as the loop could go.
+    expect(r.pulls).toBeGreaterThan(35);
+    expect(r.pulls).toBeLessThan(65);
+    const wav = readWav(rec.path);
+    expect(rms(channel(wav, PROBE_CHANNEL.aliceSpeaker - 1))).toBeGreaterThan(0.05);
+    expect(rms(channel(wav, PROBE_CHANNEL.bobSpeaker - 1))).toBeLessThan(0.001);
+  });
+
+  it('releases the devices on close', async () => {
+    const before = await pulse.pactl('list', 'short', 'source-outputs');
+    const r = await child(
+      `const cap = dev.openCapture({ device: 'a_mic', frameMs: 20 });
+       const play = dev.openPlayback({ device: 'a_spk', frameMs: 20 });
+       cap.start(); play.start(() => new Int16Array(960));
+       await new Promise((r) => setTimeout(r, 300));
+       const { execFileSync } = await import('node:child_process');
+       const during = execFileSync('pactl', ['list', 'short', 'source-outputs']).toString();
+       await cap.close(); await play.close();
+       await new Promise((r) => setTimeout(r, 200));
+       const after = execFileSync('pactl', ['list', 'short', 'source-outputs']).toString();
+       return { during: during.trim().split('\\n').filter(Boolean).length, after: after.trim().split('\\n').filter(Boolean).length };`,
+      pulse.env,
+    );
+    const base = before.trim().split('\n').filter(Boolean).length;
+    expect(r.during).toBe(base + 1);
+    expect(r.after).toBe(base);
+  });
+
+  it('names the devices there are when the asked-for one is missing', async () => {
+    const r = await child(
+      `try { dev.openCapture({ device: 'headset-that-is-not-there', frameMs: 20 }); return { ok: true }; }
+       catch (e) { return { kind: e.kind, message: e.message }; }`,
+      pulse.env,
+    );
+    expect(r.kind).toBe('not_found');
+    expect(r.message).toContain('headset-that-is-not-there');
+    expect(r.message).toContain('a_mic');
+  });
+
+  it('says what is wrong when PortAudio sees no device at all', async () => {
+    // The system's own ALSA configuration (default → pulse) with no sound server
+    // running: what a desktop without PulseAudio/PipeWire looks like.
+    const r = await child(
+      `try { dev.openPlayback({ frameMs: 20 }); return { ok: true }; }
+       catch (e) { return { kind: e.kind, message: e.message }; }`,
+      { ALSA_CONFIG_PATH: '/usr/share/alsa/alsa.conf', PULSE_SERVER: 'unix:/nonexistent', HOME: dir },
+    );
+    expect(r.kind).toBe('no_device');
+    expect(r.message).toMatch(/PulseAudio|PipeWire/);
+    expect(r.message).toContain('libasound2-plugins');
+  });
+});
