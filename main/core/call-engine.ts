@@ -126,17 +126,21 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     try {
       const answer = await peer.acceptOffer(offer);
       for (const c of candidates) await peer.addCandidate(c);
-      media = this.newMedia(peer);
-      this.move(call, 'answer', { name: 'connecting', peer, media });
-      call.status.answeredAt = Date.now();
-      this.publish(call);
-      media.start();
-      await this.signaling.request('call.answer', {
+      // Send the answer first: ICE and DTLS (~200 ms) then run while the
+      // devices open, instead of after.
+      const sent = this.signaling.request('call.answer', {
         callId: call.id,
         envelope: plainEnvelope({ type: 'answer', sdp: answer.sdp }),
       });
+      sent.catch(() => {});
+      call.status.answeredAt = Date.now();
+      media = this.newMedia(peer);
+      this.move(call, 'answer', { name: 'connecting', peer, media });
+      this.publish(call);
+      media.start();
+      await sent;
     } catch (e) {
-      await peer.close();
+      if ((call.data as CallData).name !== 'connecting') await peer.close();
       this.hangupRemote(call, 'failed');
       this.finish(call.id, 'failed', e instanceof Error ? e.message : String(e));
       throw e;
@@ -347,6 +351,13 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     call.status.endedAt = Date.now();
     if (error) call.status.error = error;
     this.publish(call);
+    this.forgetOldCalls();
+  }
+
+  /** Keeps the history of ended calls bounded (a daemon runs for months). */
+  private forgetOldCalls(keep = 50): void {
+    const ended = [...this.calls.values()].filter((c) => c.data.name === 'ended');
+    for (const c of ended.slice(0, Math.max(0, ended.length - keep))) this.calls.delete(c.id);
   }
 
   private hangupRemote(call: Call, _why: EndReason): void {
