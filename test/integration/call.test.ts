@@ -12,7 +12,7 @@ import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
 import { KEYCHAIN_SERVICE } from '../../main/core/keychain-store';
 import { getSecret } from '../../native/keychain';
-import { startClient, type RunningClient } from '../harness/client';
+import { runParley, startClient, type RunningClient } from '../harness/client';
 import { startCoturn, type Coturn } from '../harness/coturn';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
@@ -104,7 +104,7 @@ describe('a direct call', () => {
   let carol: RunningClient;
   beforeAll(async () => {
     [alice, bob] = await pair(['alice', 'bob']);
-    carol = await startClient({ name: 'carol', server, env: { ...pulse.env, ...keyring.env } });
+    carol = await startClient({ name: 'carol', server, env: { ...pulse.env, ...keyring.env }, autoAnswer: true });
   });
   afterAll(async () => {
     await Promise.allSettled([alice?.stop(), bob?.stop(), carol?.stop()]);
@@ -172,6 +172,33 @@ describe('a direct call', () => {
     // And the client is still fine.
     const { calls } = await alice.request<{ calls: CallStatus[] }>('list_calls');
     expect(calls.every((c) => c.state === 'ended')).toBe(true);
+  });
+
+  it('a daemon started with --auto-answer picks up by itself', async () => {
+    const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'carol' });
+    const [a, c] = await Promise.all([
+      alice.waitForCall(callId, (s) => s.state === 'active'),
+      carol.waitForCall(callId, (s) => s.state === 'active'),
+    ]);
+    expect(a.transport).toBe('host');
+    expect(c.direction).toBe('incoming');
+    await hangupBoth(alice, carol, callId);
+  });
+
+  it('the parley CLI drives the daemons: call, answer, status, hangup', async () => {
+    const cli = (who: RunningClient, ...args: string[]) =>
+      runParley(args, { ...keyring.env, PARLEY_DATA_DIR: who.dataDir, PARLEY_SOCKET: who.socket });
+    const out = await cli(alice, 'call', 'bob');
+    const callId = /calling bob \(call ([0-9a-f-]{36})\)/.exec(out)?.[1];
+    expect(callId, out).toBeTruthy();
+    const incoming = await bob.waitForCall(callId, (s) => s.state === 'incoming');
+    expect(await cli(bob, 'answer')).toContain(incoming.callId);
+    await alice.waitForCall(incoming.callId, (s) => s.state === 'active');
+    expect(await cli(bob, 'status')).toMatch(new RegExp(`${incoming.callId.slice(0, 8)} incoming alice: active via host`));
+    expect(await cli(alice, 'hangup')).toContain(incoming.callId);
+    const ended = await bob.waitForCall(incoming.callId, (s) => s.state === 'ended');
+    expect(ended.endReason).toBe('hangup');
+    await expect(cli(bob, 'answer')).rejects.toThrow(/no call to act on|not ringing/);
   });
 
   it('keeps the device token in the keychain and in no file of the data folder', async () => {
