@@ -22,6 +22,8 @@ export interface MediaConfig {
   loopbackOnly: boolean;
   /** How long ICE + DTLS may take before the call fails, ms. */
   connectTimeoutMs: number;
+  /** A connected call whose peer sends nothing for this long ends as `failed`, ms. */
+  mediaTimeoutMs: number;
   dtx: boolean;
 }
 
@@ -316,6 +318,11 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     call.status.connectedAt = Date.now();
     call.status.transport = peer.transportKind();
     media.startSending();
+    media.once('mediaTimeout', () => {
+      if (call.data.name === 'ended') return;
+      this.hangupRemote(call, 'failed');
+      this.finish(call.id, 'failed', `the connection to ${call.peerName} was lost (no audio for ${Math.round(this.config.mediaTimeoutMs / 1000)} s)`);
+    });
     peer.pc.connectionStateChange.subscribe((state) => {
       if ((state === 'failed' || state === 'closed') && call.data.name !== 'ended') {
         this.hangupRemote(call, 'failed');
@@ -384,6 +391,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
       encoder,
       decoder,
       dtx: this.config.dtx,
+      mediaTimeoutMs: this.config.mediaTimeoutMs,
     });
   }
 

@@ -43,6 +43,8 @@ export interface MediaSessionOptions {
   decoder: FrameDecoder;
   /** Opus DTX: packets of ≤ 2 bytes carry no audio and are not sent (RFC 7587 §3.1.3). */
   dtx?: boolean;
+  /** With no RTP from the peer for this long the session emits `mediaTimeout`, ms (default 10 000). */
+  mediaTimeoutMs?: number;
   /** Injectable monotonic clock, ms. */
   now?: () => number;
 }
@@ -60,7 +62,7 @@ export interface MediaSessionOptions {
  * work). Events: `firstAudio` when the first received packet reaches the
  * speaker; `deviceError` when a device fails (the call goes on without it).
  */
-export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error] }> {
+export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error]; mediaTimeout: [] }> {
   private readonly frameSamples: number;
   private readonly jitter: FixedJitterBuffer;
   private readonly packetizer = new OpusPacketizer();
@@ -71,6 +73,8 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   private closed = false;
   private heardFirst = false;
   private held = false;
+  private lastRtpAt = 0;
+  private watchdog: NodeJS.Timeout | undefined;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
@@ -100,14 +104,29 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     this.options.source.start();
   }
 
-  /** Begins sending captured audio (call once the peer is connected). */
+  /**
+   * Begins sending captured audio (call once the peer is connected) and
+   * watches the far end: with no RTP for `mediaTimeoutMs` the session emits
+   * `mediaTimeout` once (the peer crashed or the network is gone; a peer that
+   * holds the call still sends silence, so a quiet call never times out).
+   */
   startSending(): void {
     this.sending = true;
+    this.lastRtpAt = this.now();
+    const timeout = this.options.mediaTimeoutMs ?? 10_000;
+    this.watchdog = setInterval(() => {
+      if (this.now() - this.lastRtpAt > timeout) {
+        clearInterval(this.watchdog);
+        this.emit('mediaTimeout');
+      }
+    }, Math.min(1000, timeout / 2));
+    this.watchdog.unref();
   }
 
   /**
-   * On hold, nothing is sent and the speaker plays silence (received packets
-   * are still drained so that resuming does not replay stale audio).
+   * On hold the microphone is not sent (the peer gets encoded silence, which
+   * also tells it we are still there) and the speaker plays silence (received
+   * packets are still drained so that resuming does not replay stale audio).
    */
   setHeld(held: boolean): void {
     this.held = held;
@@ -131,15 +150,16 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     if (this.closed) return;
     this.closed = true;
     this.sending = false;
+    clearInterval(this.watchdog);
     this.options.source.removeAllListeners('frame');
     await Promise.allSettled([this.options.source.close(), this.options.sink.close()]);
   }
 
   private onCaptureFrame(frame: Int16Array): void {
-    if (!this.sending || this.closed || this.held) return;
+    if (!this.sending || this.closed) return;
     let opus: Buffer;
     try {
-      opus = this.options.encoder.encode(frame);
+      opus = this.options.encoder.encode(this.held ? new Int16Array(frame.length) : frame);
     } catch (e) {
       this.emit('deviceError', e as Error);
       return;
@@ -161,6 +181,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
       this.remoteSsrc = header.ssrc;
     }
     this.packetsReceived++;
+    this.lastRtpAt = this.now();
     this.jitter.push(
       { sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, payload: rtp.payload },
       this.now(),

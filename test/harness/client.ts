@@ -33,6 +33,8 @@ export interface StartClientOptions {
   jitterMs?: number;
   relay?: boolean;
   autoAnswer?: boolean;
+  /** Seconds without RTP before a connected call fails (daemon default 10). */
+  mediaTimeoutS?: number;
   /** Register the account first (default true). */
   register?: boolean;
   password?: string;
@@ -51,6 +53,8 @@ export interface RunningClient {
   request<T = unknown>(method: string, params?: object): Promise<T>;
   /** Resolves with the first call status (past or future) of `callId` (or of any call) matching `pred`. */
   waitForCall(callId: string | undefined, pred: (s: CallStatus) => boolean, timeoutMs?: number): Promise<CallStatus>;
+  /** Sends a signal to the daemon (e.g. SIGSTOP to freeze it as a hung peer would be). */
+  kill(signal: NodeJS.Signals): void;
   /** The daemon's stdout and stderr so far. */
   log(): string;
   /** Stops the daemon (SIGTERM, then SIGKILL) and removes the data folder. */
@@ -107,6 +111,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.jitterMs) args.push('--jitter-ms', String(o.jitterMs));
   if (o.relay) args.push('--relay');
   if (o.autoAnswer) args.push('--auto-answer');
+  if (o.mediaTimeoutS) args.push('--media-timeout', String(o.mediaTimeoutS));
   const logFile = join(dataDir, 'daemon.log');
   const child: Child = await startChild(process.execPath, args, {
     cwd: REPO_ROOT,
@@ -177,6 +182,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
         waiters.add(check);
       });
     },
+    kill: (signal) => void child.process.kill(signal),
     log: () => logText,
     async stop() {
       control.close();

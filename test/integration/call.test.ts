@@ -50,7 +50,7 @@ afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
-function pair(names: [string, string], extra: { relay?: boolean; frameMs?: 10 | 20 } = {}) {
+function pair(names: [string, string], extra: { relay?: boolean; frameMs?: 10 | 20; mediaTimeoutS?: number } = {}) {
   return Promise.all([
     startClient({ ...extra, name: names[0], server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),
     startClient({ ...extra, name: names[1], server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
@@ -215,6 +215,25 @@ describe('a direct call', () => {
     for (const f of await readdir(alice.dataDir, { recursive: true })) {
       const text = await readFile(join(alice.dataDir, f)).catch(() => Buffer.alloc(0));
       expect(text.includes(token!), `${f} holds the token`).toBe(false);
+    }
+  });
+});
+
+describe('a peer that stops answering', () => {
+  it('ends the call as "failed" with a clear reason when no audio arrives for the media timeout', async () => {
+    const [alice, bob] = await pair(['halice', 'hbob'], { mediaTimeoutS: 3 });
+    try {
+      const call = await connect(alice, bob);
+      bob.kill('SIGSTOP'); // frozen: its signaling socket stays open, but no RTP comes
+      const ended = await alice.waitForCall(call.callId, (s) => s.state === 'ended', 15_000);
+      expect(ended.endReason).toBe('failed');
+      expect(ended.error).toMatch(/connection to hbob was lost/);
+      bob.kill('SIGCONT');
+      const other = await bob.waitForCall(call.callId, (s) => s.state === 'ended', 15_000);
+      expect(['failed', 'hangup']).toContain(other.endReason);
+    } finally {
+      bob.kill('SIGCONT');
+      await Promise.allSettled([alice.stop(), bob.stop()]);
     }
   });
 });
