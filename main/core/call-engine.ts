@@ -185,7 +185,9 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
   setHold(callId: string | undefined, held: boolean): string {
     const call = this.find(callId, (c) => c.data.name === (held ? 'active' : 'held'));
     const d = call.data;
-    if (d.name !== 'active' && d.name !== 'held') throw new ParleyError('invalid_state', 'only a connected call can be held');
+    if (d.name !== (held ? 'active' : 'held') || (d.name !== 'active' && d.name !== 'held')) {
+      throw new ParleyError('invalid_state', held ? 'only an active call can be put on hold' : 'that call is not on hold');
+    }
     this.move(call, held ? 'hold' : 'resume', { name: held ? 'held' : 'active', peer: d.peer, media: d.media });
     d.media.setHeld(held);
     this.publish(call);

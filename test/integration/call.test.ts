@@ -131,6 +131,23 @@ describe('a direct call', () => {
     expect(eb.stats?.packetsReceived).toBeGreaterThan(100);
   });
 
+  it('hold keeps the call up (the peer keeps receiving silence) and resume brings it back', async () => {
+    const call = await connect(alice, bob);
+    await alice.request('hold_call', { callId: call.callId });
+    await alice.waitForCall(call.callId, (s) => s.state === 'held');
+    const r1 = (await bob.request<CallStatus>('get_call_status', { callId: call.callId })).stats!.packetsReceived;
+    await new Promise((r) => setTimeout(r, 600));
+    const during = await bob.request<CallStatus>('get_call_status', { callId: call.callId });
+    expect(during.state).toBe('active');
+    expect(during.stats!.packetsReceived).toBeGreaterThan(r1 + 15);
+    await expect(alice.request('hold_call', { callId: call.callId })).rejects.toMatchObject({ reason: 'invalid_state' });
+    await alice.request('resume_call', { callId: call.callId });
+    const states = () => alice.events.filter((e) => e.callId === call.callId).map((e) => e.state);
+    await expect.poll(() => states().at(-1)).toBe('active');
+    expect(states()).toEqual(expect.arrayContaining(['held', 'active']));
+    await hangupBoth(alice, bob, call.callId);
+  });
+
   it('a declined call ends with "declined" on both sides', async () => {
     const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
     await bob.waitForCall(callId, (s) => s.state === 'incoming');
