@@ -99,7 +99,7 @@ program
   .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string }) => {
     const { dataDir } = globals();
     const s = await login(o.server, o.username, await readPassword(!!o.passwordStdin), dataDir, keychainStore(), o.deviceName);
-    console.log(`signed in as ${s.username} (device ${s.deviceId}); token kept in the OS keychain`);
+    console.log(`signed in as ${s.username} (device ${s.deviceId}); sign-in kept in the OS keychain`);
   });
 
 program

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
+import { loadNativeModule, type NativeModuleSpec } from '../load';
 
 /**
  * Audio devices through PortAudio (naudiodon). Parley's pipeline format is
@@ -70,28 +70,26 @@ interface Naudiodon {
   AudioIO(options: object): (Readable | Writable) & AudioIOStream;
 }
 
+const NAUDIODON: NativeModuleSpec = {
+  packageName: 'naudiodon',
+  purpose: 'the microphone and speakers (PortAudio)',
+  addonPaths: ['build/Release/naudiodon.node'],
+  systemLibraries: { 'libasound.so.2': 'libasound2', 'libstdc++.so.6': 'libstdc++6' },
+};
+
 let loaded: Naudiodon | undefined;
 
 /**
  * Loads naudiodon on first use.
- * @throws AudioDeviceError('unavailable') naming the missing library when the addon cannot load.
+ * @throws AudioDeviceError('unavailable') naming the missing system library and its package when the addon cannot load.
  */
 function naudiodon(): Naudiodon {
   if (loaded) return loaded;
-  const require = createRequire(import.meta.url);
   try {
-    loaded = require('naudiodon') as Naudiodon;
+    loaded = loadNativeModule<Naudiodon>(NAUDIODON);
   } catch (e) {
-    const detail = e instanceof Error ? e.message : String(e);
-    const lib = /lib[\w.-]+\.so[\w.]*/.exec(detail)?.[0];
-    throw new AudioDeviceError(
-      'unavailable',
-      lib
-        ? `audio is unavailable: the system library ${lib} is missing (on Debian/Ubuntu install libasound2 and libasound2-plugins)`
-        : `audio is unavailable: the PortAudio addon (naudiodon) could not load: ${detail}`,
-    );
+    throw new AudioDeviceError('unavailable', `audio is unavailable: ${(e as Error).message}`);
   }
-  // naudiodon logs every stream error to the console itself; Parley reports them through its own events.
   return loaded;
 }
 
@@ -163,6 +161,40 @@ async function stopStream(io: AudioIOStream): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * Opens one PortAudio stream, 48 kHz mono s16 with 5 ms periods.
+ * @param chunkBytes bytes per stream chunk (naudiodon's highwaterMark).
+ * @param maxQueue chunks naudiodon queues between PortAudio and Node.
+ * @throws AudioDeviceError('open_failed') naming the device role and PortAudio's reason.
+ */
+function openStream(
+  direction: 'input' | 'output',
+  deviceId: number,
+  chunkBytes: number,
+  maxQueue: number,
+): (Readable | Writable) & AudioIOStream {
+  const options = {
+    channelCount: 1,
+    sampleFormat: naudiodon().SampleFormat16Bit,
+    sampleRate: SAMPLE_RATE,
+    deviceId,
+    closeOnError: false,
+    framesPerBuffer: PERIOD_SAMPLES,
+    highwaterMark: chunkBytes,
+    maxQueue,
+  };
+  let io: (Readable | Writable) & AudioIOStream;
+  try {
+    io = naudiodon().AudioIO(direction === 'input' ? { inOptions: options } : { outOptions: options });
+  } catch (e) {
+    const role = direction === 'input' ? 'microphone' : 'speaker';
+    throw new AudioDeviceError('open_failed', `could not open the ${role}: ${(e as Error).message}`);
+  }
+  // naudiodon logs stream errors to the console itself; Parley reports them through its own events.
+  io.removeAllListeners('error');
+  return io;
+}
+
 export interface CaptureOptions {
   /** Device name (see module doc); default: the system's. */
   device?: string;
@@ -192,24 +224,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
   const id = resolveDevice(options.device, 'input');
   const samples = frameSamples(options.frameMs);
   const frameBytes = samples * 2;
-  let io: Readable & AudioIOStream;
-  try {
-    io = naudiodon().AudioIO({
-      inOptions: {
-        channelCount: 1,
-        sampleFormat: naudiodon().SampleFormat16Bit,
-        sampleRate: SAMPLE_RATE,
-        deviceId: id,
-        closeOnError: false,
-        framesPerBuffer: PERIOD_SAMPLES,
-        highwaterMark: frameBytes,
-        maxQueue: 4,
-      },
-    }) as Readable & AudioIOStream;
-  } catch (e) {
-    throw new AudioDeviceError('open_failed', `could not open the microphone: ${(e as Error).message}`);
-  }
-  io.removeAllListeners('error');
+  const io = openStream('input', id, frameBytes, 4) as Readable & AudioIOStream;
 
   const emitter = new EventEmitter() as CaptureStream;
   let pending: Buffer = Buffer.alloc(0);
@@ -275,24 +290,8 @@ export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError]
 export function openPlayback(options: PlaybackOptions): PlaybackStream {
   const id = resolveDevice(options.device, 'output');
   const samples = frameSamples(options.frameMs);
-  let io: Writable & AudioIOStream;
-  try {
-    io = naudiodon().AudioIO({
-      outOptions: {
-        channelCount: 1,
-        sampleFormat: naudiodon().SampleFormat16Bit,
-        sampleRate: SAMPLE_RATE,
-        deviceId: id,
-        closeOnError: false,
-        framesPerBuffer: PERIOD_SAMPLES,
-        highwaterMark: PERIOD_SAMPLES * 2,
-        maxQueue: Math.max(1, Math.round((options.queueMs ?? 10) / ((PERIOD_SAMPLES * 1000) / SAMPLE_RATE))),
-      },
-    }) as Writable & AudioIOStream;
-  } catch (e) {
-    throw new AudioDeviceError('open_failed', `could not open the speaker: ${(e as Error).message}`);
-  }
-  io.removeAllListeners('error');
+  const periods = Math.max(1, Math.round((options.queueMs ?? 10) / ((PERIOD_SAMPLES * 1000) / SAMPLE_RATE)));
+  const io = openStream('output', id, PERIOD_SAMPLES * 2, periods) as Writable & AudioIOStream;
   const emitter = new EventEmitter() as PlaybackStream;
   let closed = false;
   io.on('error', (err: Error) => {
