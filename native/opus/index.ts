@@ -1,16 +1,26 @@
 /**
  * Opus (RFC 6716) for voice: 48 kHz mono signed 16-bit PCM in frames of 10 ms
- * (480 samples) or 20 ms (960 samples), through `@discordjs/opus` (libopus
- * 1.3, statically linked), loaded on first use.
+ * (480 samples) or 20 ms (960 samples), loaded on first use.
  *
- * Encoder settings go through libopus encoder CTLs (values from libopus
- * `include/opus_defines.h`). Limits of this binding, measured here:
- * `decode` has no single-frame packet loss concealment (an empty packet makes
- * libopus conceal a whole 120 ms and advances its state) and no FEC decoding
- * (`decode_fec` is always 0), so {@link OpusDecoder.decode} refuses empty
- * packets and a lost packet is the jitter buffer's business.
+ * - Encoder: `@discordjs/opus` (libopus 1.3, statically linked). Settings go
+ *   through libopus encoder CTLs (values from libopus `include/opus_defines.h`).
+ * - Decoder: Parley's own N-API addon over the system libopus
+ *   (`native/opus/addon`, built by `scripts/setup.sh` / `npm run build:native`),
+ *   because `@discordjs/opus`'s decode cannot conceal a single lost frame (an
+ *   empty packet makes libopus conceal a whole 120 ms and advances its state)
+ *   and cannot decode in-band FEC (`decode_fec` is always 0). See
+ *   docs/opus-decoder.md for the API, the build and measurements.
  */
-import { loadNativeModule, type NativeModuleSpec } from '../load';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  explainLoadFailure,
+  loadNativeModule,
+  NativeModuleLoadError,
+  type NativeModuleSpec,
+} from '../load';
 
 /** The binding's class (encoder and decoder share one native object). */
 interface NativeOpus {
@@ -53,8 +63,10 @@ export const OPUS_SAMPLE_RATE = 48000;
 export const SAMPLES_10MS = 480;
 /** Samples per 20 ms frame at 48 kHz mono. */
 export const SAMPLES_20MS = 960;
-/** Longest frame libopus decodes (120 ms at 48 kHz). */
-const MAX_DECODED_SAMPLES = 5760;
+/** Longest frame libopus decodes: 120 ms at 48 kHz, samples per channel. */
+export const MAX_FRAME_SAMPLES = 5760;
+/** Frame sizes for PLC and FEC are multiples of 2.5 ms: 120 samples per channel at 48 kHz. */
+export const FRAME_STEP_SAMPLES = 120;
 
 let opusModule: OpusModule | undefined;
 function load(): OpusModule {
@@ -189,43 +201,183 @@ export function createOpusEncoder(options: OpusEncoderOptions = {}): OpusEncoder
   };
 }
 
-/** An Opus decoder for one stream (it keeps state between packets). */
-export interface OpusDecoder {
-  /**
-   * Decodes one packet.
-   * @param packet one Opus packet (RFC 6716 §3), non-empty.
-   * @returns 48 kHz mono PCM of the packet's duration (480 samples for 10 ms, 960 for 20 ms, up to 5760).
-   * @throws RangeError for an empty packet (this binding cannot conceal a single frame, see the module doc).
-   * @throws Error for a packet libopus rejects ("corrupted stream", "invalid packet").
-   */
-  decode(packet: Buffer): Int16Array;
+/** The addon's exports (native/opus/addon/opus_decoder.c). */
+interface DecoderAddon {
+  Decoder: new (sampleRate: number, channels: number) => NativeDecoder;
+  /** `opus_get_version_string()`, e.g. "libopus 1.3.1". */
+  version: string;
+  /** Whether `packetHasFec` calls libopus's `opus_packet_has_lbrr` (libopus ≥ 1.5) or the addon's own parser. */
+  libopusHasLbrr: boolean;
+}
+interface NativeDecoder {
+  decode(packet: Uint8Array): Int16Array;
+  conceal(samples: number): Int16Array;
+  decodeFec(nextPacket: Uint8Array, samples: number): Int16Array;
+  packetSamples(packet: Uint8Array): number;
+  packetHasFec(packet: Uint8Array): boolean;
+  reset(): void;
+}
+
+const DECODER_ADDON: NativeModuleSpec = {
+  packageName: 'parley_opus (native/opus/addon)',
+  purpose: 'Opus voice decoding with loss concealment and FEC',
+  systemLibraries: { 'libopus.so.0': 'libopus0' },
+};
+/** Where node-gyp puts the addon, relative to the repository (or app) root. */
+const ADDON_FILE = join('native', 'opus', 'addon', 'build', 'Release', 'parley_opus.node');
+
+/**
+ * Where the decoder addon may be, most specific first: `PARLEY_OPUS_ADDON`;
+ * beside this module (running from source); the app root seen from a bundle
+ * in `out/main/`; Electron's `app.asar.unpacked` (electron-builder must
+ * `asarUnpack` the `.node`, a shared object cannot load from inside an asar).
+ */
+export function opusDecoderAddonPaths(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const resources = (process as { resourcesPath?: string }).resourcesPath;
+  return [
+    ...(process.env.PARLEY_OPUS_ADDON ? [process.env.PARLEY_OPUS_ADDON] : []),
+    join(here, 'addon', 'build', 'Release', 'parley_opus.node'),
+    join(here, '..', '..', ADDON_FILE),
+    ...(resources ? [join(resources, 'app.asar.unpacked', ADDON_FILE)] : []),
+  ];
 }
 
 /**
- * Creates a decoder for 48 kHz mono.
- * @throws NativeModuleLoadError when `@discordjs/opus` cannot be loaded.
+ * Loads the decoder addon from the first of `candidates` that exists.
+ * @throws NativeModuleLoadError "… not built: run scripts/setup.sh …" when none
+ *   exists, or "libopus.so.0 missing: install libopus0 …" when the dynamic
+ *   loader cannot find libopus.
  */
-export function createOpusDecoder(): OpusDecoder {
-  const { OpusEncoder: Native } = load();
-  const native = new Native(OPUS_SAMPLE_RATE, 1);
+export function loadOpusDecoderAddon(
+  candidates: readonly string[] = opusDecoderAddonPaths(),
+): DecoderAddon {
+  const path = candidates.find((p) => existsSync(p));
+  if (path === undefined) {
+    throw new NativeModuleLoadError(
+      `Parley's Opus decoder addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native (needs libopus-dev)`,
+      DECODER_ADDON.packageName,
+      undefined,
+    );
+  }
+  try {
+    return createRequire(import.meta.url)(path) as DecoderAddon;
+  } catch (err) {
+    throw explainLoadFailure(DECODER_ADDON, err);
+  }
+}
+
+let decoderAddon: DecoderAddon | undefined;
+function loadDecoder(): DecoderAddon {
+  decoderAddon ??= loadOpusDecoderAddon();
+  return decoderAddon;
+}
+
+/**
+ * The libopus the decoder runs on (`opus_get_version_string()`, e.g.
+ * "libopus 1.3.1") and whether `packetHasFec` uses libopus's own
+ * `opus_packet_has_lbrr` (libopus ≥ 1.5) or Parley's parser of the same flag.
+ * @throws NativeModuleLoadError when the addon cannot be loaded.
+ */
+export function opusDecoderInfo(): { libopus: string; libopusHasLbrr: boolean } {
+  const addon = loadDecoder();
+  return { libopus: addon.version, libopusHasLbrr: addon.libopusHasLbrr };
+}
+
+/** Decoder settings. */
+export interface OpusDecoderOptions {
+  /** Hz; only 48000 (the pipeline's rate). Default 48000. */
+  sampleRate?: 48000;
+  /** Output channels: 1 (mono, default) or 2 (interleaved stereo). Any packet decodes to either. */
+  channels?: 1 | 2;
+}
+
+/**
+ * An Opus decoder for one stream (it keeps state between packets). Sample
+ * counts are per channel; PCM is 48 kHz signed 16-bit, interleaved when stereo
+ * (a 20 ms frame = 960 samples = 960 Int16 mono, 1920 stereo). Every method
+ * returns a fresh array the caller owns. Errors from libopus are `Error`s whose
+ * message ends with libopus's own text (`opus_strerror`) and whose `code` is
+ * the `OPUS_*` name; after one the decoder is still usable.
+ */
+export interface OpusDecoder {
+  /** 48000 (Hz). */
+  readonly sampleRate: number;
+  /** 1 or 2. */
+  readonly channels: 1 | 2;
+  /**
+   * Decodes one packet (`opus_decode`, `decode_fec = 0`).
+   * @param packet one Opus packet (RFC 6716 §3), non-empty.
+   * @returns exactly the packet's duration: 480 samples for 10 ms, 960 for 20 ms, up to 5760 (120 ms).
+   * @throws TypeError when `packet` is not a Buffer / Uint8Array.
+   * @throws RangeError for an empty packet (a lost packet is {@link conceal}ed).
+   * @throws Error "Opus packet could not be decoded: corrupted stream" (code `OPUS_INVALID_PACKET`) for a packet libopus rejects.
+   */
+  decode(packet: Uint8Array): Int16Array;
+  /**
+   * Packet loss concealment (PLC) of one lost frame: `opus_decode(dec, NULL, 0, pcm, samples, 0)`.
+   * Keeps the decoder in step: the next packet decodes right after it.
+   * @param samples the lost frame's duration, samples per channel: a multiple of
+   *   120 (2.5 ms) from 120 to 5760 — normally the stream's frame size, 480 or 960.
+   * @returns exactly `samples` samples per channel.
+   * @throws RangeError for any other `samples`.
+   */
+  conceal(samples: number): Int16Array;
+  /**
+   * Recovers the lost frame just before `nextPacket` from the in-band FEC
+   * (LBRR, RFC 6716 §2.1.7) that `nextPacket` carries (`opus_decode` with
+   * `decode_fec = 1`). Call it instead of {@link conceal} for the lost frame,
+   * then {@link decode} `nextPacket` itself as usual.
+   * When `nextPacket` has no FEC (see {@link packetHasFec}), is CELT-only, or
+   * `samples` is shorter than its frame, libopus silently falls back to PLC
+   * (the same as `conceal(samples)`); when `samples` is longer than
+   * `nextPacket`'s frame, the extra leading part is concealed and only the end
+   * comes from the FEC. So pass the lost frame's own size.
+   * @param samples the lost frame's duration, samples per channel (multiple of 120, ≤ 5760).
+   * @returns exactly `samples` samples per channel.
+   * @throws TypeError / RangeError for a bad packet or size; Error for a packet libopus rejects.
+   */
+  decodeFec(nextPacket: Uint8Array, samples: number): Int16Array;
+  /**
+   * The packet's duration in samples per channel at 48 kHz (`opus_packet_get_nb_samples`), without decoding it.
+   * @throws RangeError for an empty packet; Error (`OPUS_INVALID_PACKET`) for a malformed one.
+   */
+  packetSamples(packet: Uint8Array): number;
+  /**
+   * Whether the packet's first frame carries LBRR (FEC) data for the frame
+   * before it: the LBRR flag of a SILK or hybrid frame (RFC 6716 §4.2.3–4.2.4);
+   * CELT-only packets never do. Uses libopus's `opus_packet_has_lbrr` when the
+   * installed libopus has it (≥ 1.5), else the same algorithm in the addon.
+   * @throws RangeError for an empty packet; Error (`OPUS_INVALID_PACKET`) for a malformed one.
+   */
+  packetHasFec(packet: Uint8Array): boolean;
+  /** Back to a fresh decoder's state (`OPUS_RESET_STATE`), e.g. when the stream (SSRC) changes. */
+  reset(): void;
+}
+
+/**
+ * Creates a decoder for 48 kHz (mono by default) on Parley's libopus addon.
+ * Its memory (the libopus state, ~ 26 KB, and a 120 ms scratch buffer) is freed
+ * when the object is garbage-collected.
+ * @throws RangeError for settings out of range (rate ≠ 48000, channels ∉ {1, 2}).
+ * @throws NativeModuleLoadError when the addon is not built or libopus is missing.
+ */
+export function createOpusDecoder(options: OpusDecoderOptions = {}): OpusDecoder {
+  const sampleRate = options.sampleRate ?? OPUS_SAMPLE_RATE;
+  const channels = options.channels ?? 1;
+  if (sampleRate !== OPUS_SAMPLE_RATE)
+    throw new RangeError(`Opus sampleRate must be 48000, got ${sampleRate}`);
+  if (channels !== 1 && channels !== 2)
+    throw new RangeError(`Opus decoder channels must be 1 or 2, got ${String(channels)}`);
+  const native = new (loadDecoder().Decoder)(sampleRate, channels);
   return {
-    decode(packet) {
-      if (!Buffer.isBuffer(packet)) throw new TypeError('Opus packet must be a Buffer');
-      if (packet.length === 0)
-        throw new RangeError('Opus packet is empty (a lost packet is concealed by the caller)');
-      let pcm: Buffer;
-      try {
-        pcm = native.decode(packet);
-      } catch (err) {
-        throw new Error(`Opus packet could not be decoded: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
-      const samples = pcm.length / 2;
-      if (samples > MAX_DECODED_SAMPLES)
-        throw new Error(`Opus decoder returned ${samples} samples`);
-      // A copy of our own: aligned, and not shared with a Buffer pool.
-      return new Int16Array(pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.length));
-    },
+    sampleRate,
+    channels,
+    decode: (packet) => native.decode(packet),
+    conceal: (samples) => native.conceal(samples),
+    decodeFec: (nextPacket, samples) => native.decodeFec(nextPacket, samples),
+    packetSamples: (packet) => native.packetSamples(packet),
+    packetHasFec: (packet) => native.packetHasFec(packet),
+    reset: () => native.reset(),
   };
 }
