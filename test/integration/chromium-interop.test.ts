@@ -8,10 +8,9 @@
 import { createServer, type Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
-import { launchChromium } from '../harness/chromium';
+import { launchChromium, type RunningChromium } from '../harness/chromium';
 import { startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, run } from '../harness/process';
@@ -24,7 +23,7 @@ let pulse: Pulse;
 let keyring: Keyring;
 let server: RunningServer;
 let bob: RunningClient;
-let browser: Browser;
+let chrome: RunningChromium;
 let pageServer: Server;
 let pageUrl: string;
 let dir: string;
@@ -55,11 +54,11 @@ beforeAll(async () => {
   await new Promise<void>((r) => pageServer.listen(0, '127.0.0.1', r));
   const addr = pageServer.address();
   pageUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
-  browser = await launchChromium(chromeSays);
+  chrome = await launchChromium({ fakeAudioWav: chromeSays });
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chrome?.close();
   pageServer?.close();
   await bob?.stop();
   await server?.stop();
@@ -71,7 +70,7 @@ describe('Chromium ↔ Parley', () => {
   it('a browser call to a headless client carries speech both ways over standard WebRTC', async () => {
     await register(server.url, 'chrome');
     const device = await login(server.url, 'chrome');
-    const page = await browser.newPage();
+    const page = await chrome.browser.newPage();
     await page.goto(pageUrl);
     const callId = await page.evaluate(
       (o) => (globalThis as unknown as { startCall(x: object): Promise<string> }).startCall(o),
