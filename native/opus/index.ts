@@ -357,7 +357,7 @@ export interface OpusDecoder {
 
 /**
  * Creates a decoder for 48 kHz (mono by default) on Parley's libopus addon.
- * Its memory (the libopus state, ~ 26 KB, and a 120 ms scratch buffer) is freed
+ * Its memory (the libopus state, ≈ 18 KB mono, and an 11.5 KB scratch buffer per channel) is freed
  * when the object is garbage-collected.
  * @throws RangeError for settings out of range (rate ≠ 48000, channels ∉ {1, 2}).
  * @throws NativeModuleLoadError when the addon is not built or libopus is missing.

@@ -152,7 +152,7 @@ describe('native/opus decoder (libopus addon) on real speech', () => {
   });
 
   it.each([FEC_20MS, FEC_10MS])(
-    'decodes a lossless $frameMs ms stream like @discordjs/opus does (within 1 LSB)',
+    'decodes a lossless $frameMs ms stream like @discordjs/opus does (rounding differences ≤ 2 LSB)',
     (options) => {
       const packets = encode(speech, options);
       const decoder = createOpusDecoder();
