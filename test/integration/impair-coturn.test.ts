@@ -80,13 +80,13 @@ function meanSd(values: readonly number[]): { mean: number; sd: number } {
  * What the model expects for traffic arriving at the given times (one series
  * per flow): mean and σ of the added delay over many seeds, so the real run
  * is compared with its own traffic pattern (a FIFO link delays bunched
- * datagrams more).
+ * datagrams more, and a lost datagram holds no one back).
  */
 function expectedDelay(profile: ImpairmentProfile, arrivals: number[][], seeds = 40) {
   const added: number[] = [];
   for (let seed = 0; seed < seeds; seed++) {
     for (const times of arrivals) {
-      const model = new ImpairmentModel({ ...profile, loss: undefined }, 1000 + seed);
+      const model = new ImpairmentModel(profile, 1000 + seed);
       for (const t of times) {
         const v = model.admit(t, 160);
         if (!v.dropped) added.push(v.deliverAt[0]! - t);
@@ -337,10 +337,13 @@ describe('impairment relay on a plain UDP path', () => {
       }
       const { delayMs, jitterMs } = profile;
       const oneWays = [...sink.arrivals, ...echoes].map((a) => a.oneWay);
-      // Bounds: never below delay − jitter; a FIFO never holds a datagram past delay + jitter
-      // (plus the scheduler's lateness and the event loop's, generously).
+      // Bounds: never below delay − jitter; a FIFO never holds a datagram past
+      // delay + jitter (plus the scheduler's lateness).
+      // The upper bound is checked on the 99th percentile: a GC pause or a busy
+      // neighbour process can stall the event loop for tens of ms now and then.
       expect(oneWays.every((d) => d >= delayMs - jitterMs)).toBe(true);
-      expect(oneWays.every((d) => d <= delayMs + jitterMs + 15)).toBe(true);
+      const sorted = oneWays.sort((a, b) => a - b);
+      expect(sorted[Math.floor(0.99 * sorted.length)]).toBeLessThan(delayMs + jitterMs + 5);
       // The relay's own figure agrees with what the receivers measured.
       expect(Math.abs(stats.toServer.meanAddedDelayMs - up.mean)).toBeLessThan(1.5);
       // The profiles keep order: jitter never reorders.
