@@ -24,6 +24,10 @@ export const MediaStats = z.object({
   jitterTargetMs: z.number(),
   /** RFC 3550 §6.4.1 interarrival jitter estimate, ms. */
   jitterMs: z.number(),
+  /** Lost frames filled by Opus packet loss concealment. */
+  framesConcealed: z.number().int(),
+  /** Lost frames rebuilt from the next packet's in-band FEC. */
+  framesRecoveredByFec: z.number().int(),
 });
 export type MediaStats = z.infer<typeof MediaStats>;
 

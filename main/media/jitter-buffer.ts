@@ -27,8 +27,12 @@ export interface JitterPacket {
 
 export type PlayoutItem =
   | { kind: 'packet'; packet: JitterPacket }
-  /** Nothing arrived for this slot; conceal `samples` samples. */
-  | { kind: 'missing'; samples: number }
+  /**
+   * Nothing arrived for this slot; conceal `samples` samples. `next` is the
+   * packet that directly follows the gap when it is already here: its in-band
+   * FEC (RFC 6716 §2.1.7) can rebuild the lost one.
+   */
+  | { kind: 'missing'; samples: number; next?: JitterPacket }
   /** Buffering (start or after an underrun): play silence. */
   | { kind: 'buffering' };
 
@@ -146,7 +150,7 @@ export class FixedJitterBuffer {
     const samples = Math.min(ahead, this.lastDuration);
     this.playoutTs = (this.playoutTs! + samples) >>> 0;
     this.s.packetsLost++;
-    return { kind: 'missing', samples };
+    return ahead === samples ? { kind: 'missing', samples, next: head } : { kind: 'missing', samples };
   }
 
   /** Tells the buffer how long the packet it just returned really was (from the decoder). */

@@ -30,6 +30,10 @@ export interface FrameEncoder {
 /** Opus decoder: one packet → 48 kHz mono PCM of the packet's duration. */
 export interface FrameDecoder {
   decode(packet: Buffer): Int16Array;
+  /** Packet loss concealment for exactly `samples` samples (RFC 6716 §4.4). */
+  conceal?(samples: number): Int16Array;
+  /** Rebuilds the lost frame of `samples` samples before `next` from `next`'s in-band FEC (falls back to PLC). */
+  decodeFec?(next: Buffer, samples: number): Int16Array;
 }
 
 export interface MediaSessionOptions {
@@ -58,8 +62,8 @@ export interface MediaSessionOptions {
  * The sink pulls one frame whenever the device has room, so playout is paced
  * by the sound card clock. Until the first packet plays, and whenever the
  * jitter buffer is re-buffering, the sink gets silence. A lost packet is
- * played as silence for now (concealment and FEC come with the call-quality
- * work). Events: `firstAudio` when the first received packet reaches the
+ * rebuilt from the next packet's in-band FEC when that packet is already
+ * buffered, else concealed by the decoder (PLC). Events: `firstAudio` when the first received packet reaches the
  * speaker; `deviceError` when a device fails (the call goes on without it).
  */
 export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error]; mediaTimeout: [] }> {
@@ -74,6 +78,8 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   private heardFirst = false;
   private held = false;
   private lastRtpAt = 0;
+  private concealed = 0;
+  private fecRecovered = 0;
   private watchdog: NodeJS.Timeout | undefined;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
@@ -142,6 +148,8 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
       ptimeMs: this.options.frameMs,
       jitterTargetMs: this.options.jitterTargetMs,
       jitterMs: Math.round(j.jitterMs * 100) / 100,
+      framesConcealed: this.concealed,
+      framesRecoveredByFec: this.fecRecovered,
     };
   }
 
@@ -204,12 +212,34 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     return this.held ? out.fill(0) : out;
   }
 
+  /**
+   * Audio for a lost packet: rebuilt from the next packet's in-band FEC when
+   * that packet is already here, else concealed by the decoder (PLC), else
+   * (a decoder without either, or one that fails) silence. Counted in stats.
+   */
+  private recoverLost(samples: number, next: Buffer | undefined): Int16Array {
+    const d = this.options.decoder;
+    try {
+      if (next && d.decodeFec) {
+        this.fecRecovered++;
+        return d.decodeFec(next, samples);
+      }
+      if (d.conceal) {
+        this.concealed++;
+        return d.conceal(samples);
+      }
+    } catch {
+      // fall through to silence
+    }
+    return new Int16Array(samples);
+  }
+
   /** Takes the next playout item into the PCM FIFO; false while buffering. */
   private refill(): boolean {
     const item = this.jitter.pop();
     if (item.kind === 'buffering') return false;
     if (item.kind === 'missing') {
-      this.pcm = new Int16Array(item.samples);
+      this.pcm = this.recoverLost(item.samples, item.next?.payload);
     } else {
       try {
         this.pcm = this.options.decoder.decode(item.packet.payload);

@@ -34,6 +34,24 @@ describe('FixedJitterBuffer', () => {
     expect(jb.stats().packetsLost).toBe(1);
   });
 
+  it('hands over the packet after a single gap so its FEC can rebuild the lost one', () => {
+    const jb = new FixedJitterBuffer(40, F);
+    for (const i of [0, 1, 3]) jb.push(pkt(i), i * 20);
+    jb.pop();
+    jb.pop();
+    const gap = jb.pop();
+    expect(gap).toMatchObject({ kind: 'missing', samples: F, next: { payload: Buffer.from([3]) } });
+    // A longer gap: the first missing slot has no direct successor yet.
+    const jb2 = new FixedJitterBuffer(20, F);
+    for (const i of [0, 3]) jb2.push(pkt(i), i * 20);
+    jb2.pop();
+    const first = jb2.pop();
+    expect(first.kind).toBe('missing');
+    expect(first.kind === 'missing' && first.next).toBeUndefined();
+    const second = jb2.pop();
+    expect(second.kind === 'missing' && second.next?.payload[0]).toBe(3);
+  });
+
   it('drops a packet that arrives after its playout time', () => {
     const jb = new FixedJitterBuffer(40, F);
     for (const i of [0, 1, 3]) jb.push(pkt(i), i * 20);
