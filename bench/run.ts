@@ -7,7 +7,8 @@
  * Bob's speaker output on one clock, so each click's mouth-to-ear delay is the
  * offset between its onset on the two channels (device to device, through
  * PulseAudio both ways). Meanwhile the CPU time of each client process is read
- * from /proc/<pid>/stat over the same window.
+ * from /proc/<pid>/stat over the same window. Before that, SETUPS calls are set
+ * up and torn down to time invite → ringing and answer → first audio.
  *
  * Prints median and p95 and writes the table to docs/BENCHMARKS.md.
  */
@@ -39,7 +40,12 @@ interface Result {
   m2e: number[];
   missed: number;
   cpu: { alice: number; bob: number };
+  /** Per call set-up: invite → remote ringing (caller's clock) and answer → first audio on both sides, ms. */
+  inviteToRinging: number[];
+  answerToAudio: number[];
 }
+
+const SETUPS = 10;
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -74,6 +80,24 @@ async function measure(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, ke
     startClient({ name: `bob-${tag}`, server, frameMs, env: { ...pulse.clientEnv('b'), ...keyringEnv }, input: 'b_mic', output: 'b_spk' }),
   ]);
   try {
+    // Call set-up, SETUPS times: invite → ringing, answer → first audio (both sides).
+    const inviteToRinging: number[] = [];
+    const answerToAudio: number[] = [];
+    for (let i = 0; i < SETUPS; i++) {
+      const { callId } = await alice!.request<{ callId: string }>('create_call', { to: bob!.name });
+      await bob!.waitForCall(callId, (s) => s.state === 'incoming');
+      const ringing = await alice!.waitForCall(callId, (s) => !!s.ringingAt);
+      await bob!.request('answer_call', { callId });
+      const [a, b] = await Promise.all([
+        alice!.waitForCall(callId, (s) => !!s.firstAudioAt),
+        bob!.waitForCall(callId, (s) => !!s.firstAudioAt),
+      ]);
+      inviteToRinging.push(ringing.ringingAt! - ringing.createdAt);
+      answerToAudio.push(Math.max(a.firstAudioAt!, b.firstAudioAt!) - b.answeredAt!);
+      await alice!.request('end_call', { callId });
+      await bob!.waitForCall(callId, (s) => s.state === 'ended');
+    }
+
     const { callId } = await alice!.request<{ callId: string }>('create_call', { to: bob!.name });
     await bob!.waitForCall(callId, (s) => s.state === 'incoming');
     await bob!.request('answer_call', { callId });
@@ -113,6 +137,8 @@ async function measure(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, ke
       m2e: m2e.sort((a, b) => a - b),
       missed,
       cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) },
+      inviteToRinging: inviteToRinging.sort((x, y) => x - y),
+      answerToAudio: answerToAudio.sort((x, y) => x - y),
     };
   } finally {
     await Promise.allSettled([alice!.stop(), bob!.stop()]);
@@ -144,10 +170,18 @@ async function main(): Promise<void> {
     const p95 = percentile(r.m2e, 95);
     return `| ${r.frameMs} ms | ${r.m2e.length} (${r.missed} missed) | ${p50.toFixed(1)} | ${p95.toFixed(1)} | ${r.cpu.alice.toFixed(1)} % | ${r.cpu.bob.toFixed(1)} % |`;
   });
+  const setupRows = results.map(
+    (r) =>
+      `| ${r.frameMs} ms | ${r.inviteToRinging.length} | ${percentile(r.inviteToRinging, 50)} | ${percentile(r.inviteToRinging, 95)} | ${percentile(r.answerToAudio, 50)} | ${percentile(r.answerToAudio, 95)} |`,
+  );
   const table = [
     '| frames | clicks detected | mouth-to-ear p50 (ms) | p95 (ms) | CPU Alice (sender) | CPU Bob (receiver) |',
     '|---|---|---|---|---|---|',
     ...rows,
+    '',
+    '| frames | call set-ups | invite → ringing p50 (ms) | p95 (ms) | answer → first audio p50 (ms) | p95 (ms) |',
+    '|---|---|---|---|---|---|',
+    ...setupRows,
   ].join('\n');
   console.log(`\nParley call benchmark — ${machine}\n\n${table}\n`);
   console.log('Reference (DESIGN.md, same method on this machine): Chromium ↔ Chromium through a PulseAudio sink ≈ 105 ms; Chromium endpoint CPU ≈ 13–18 % of a core.');
@@ -170,6 +204,8 @@ async function main(): Promise<void> {
       "Alice's PulseAudio microphone; one 4-channel recording of the probe sink holds the microphone input and Bob's speaker",
       'output on one clock, and each click\'s delay is the onset offset between the two channels (device to device, through',
       'PulseAudio both ways). CPU is utime+stime of each daemon process from /proc over the click train, as % of one core.',
+      `Call set-up: ${SETUPS} calls per frame size before the click train; invite → ringing on the caller's clock, answer →`,
+      "first audio from the callee's answer to the later of the two sides' first played packet (one machine, one clock).",
       '',
       table,
       '',

@@ -48,6 +48,8 @@ export const CallStatus = z.object({
   transport: TransportKind.optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
+  /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */
+  warning: z.string().optional(),
   stats: MediaStats.optional(),
 });
 export type CallStatus = z.infer<typeof CallStatus>;

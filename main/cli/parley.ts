@@ -63,6 +63,7 @@ function describe(s: CallStatus): string {
   const parts = [`${s.callId.slice(0, 8)} ${s.direction} ${s.peer}: ${s.state}`];
   if (s.endReason) parts.push(`(${s.endReason}${s.error ? `: ${s.error}` : ''})`);
   if (s.transport) parts.push(`via ${s.transport}`);
+  if (s.warning) parts.push(`[warning: ${s.warning}]`);
   return parts.join(' ');
 }
 

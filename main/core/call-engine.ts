@@ -29,8 +29,11 @@ export interface MediaConfig {
 
 /** What the engine needs from the platform: audio devices and the codec. */
 export interface MediaPlatform {
-  /** Opens (does not start) the microphone and speaker for a call. */
-  openAudio(frameMs: 10 | 20): { source: AudioSource; sink: AudioSink };
+  /**
+   * Opens (does not start) the microphone and speaker for a call.
+   * @throws an error naming the device that cannot be opened.
+   */
+  openAudio(frameMs: 10 | 20): Promise<{ source: AudioSource; sink: AudioSink }>;
   createCodec(frameMs: 10 | 20): { encoder: FrameEncoder; decoder: FrameDecoder };
 }
 
@@ -136,7 +139,12 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
       });
       sent.catch(() => {});
       call.status.answeredAt = Date.now();
-      media = this.newMedia(peer);
+      media = await this.newMedia(peer);
+      if ((call.data as CallData).name !== 'incoming') {
+        // The caller gave up while the devices opened.
+        await media.close();
+        throw new ParleyError('invalid_state', 'the call ended before it could be answered');
+      }
       this.move(call, 'answer', { name: 'connecting', peer, media });
       this.publish(call);
       media.start();
@@ -267,7 +275,11 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
       const content = openPlainEnvelope(p.envelope);
       if (content.type !== 'answer') throw new Error('expected an answer');
       await peer.acceptAnswer(content.sdp);
-      media = this.newMedia(peer);
+      media = await this.newMedia(peer);
+      if (call.data.name !== 'outgoing' && call.data.name !== 'ringing') {
+        await media.close(); // ended (hung up, or failed) while the devices opened
+        return;
+      }
       this.move(call, 'answer', { name: 'connecting', peer, media });
     } catch (e) {
       this.hangupRemote(call, 'failed');
@@ -303,6 +315,10 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
   // ---- internals -----------------------------------------------------------
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
+    media.on('deviceError', (e) => {
+      call.status.warning = e.message;
+      this.publish(call);
+    });
     media.once('firstAudio', () => {
       call.status.firstAudioAt = Date.now();
       this.publish(call);
@@ -382,8 +398,8 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     });
   }
 
-  private newMedia(peer: Peer): MediaSession {
-    const { source, sink } = this.platform.openAudio(this.config.frameMs);
+  private async newMedia(peer: Peer): Promise<MediaSession> {
+    const { source, sink } = await this.platform.openAudio(this.config.frameMs);
     const { encoder, decoder } = this.platform.createCodec(this.config.frameMs);
     return new MediaSession(peer, {
       frameMs: this.config.frameMs,

@@ -1,4 +1,5 @@
 import {
+  devicesSettled,
   listAudioDevices,
   openCapture,
   openPlayback,
@@ -30,7 +31,8 @@ export const DEFAULT_OPUS: OpusSettings = { bitrate: 32_000, fec: true, dtx: fal
  */
 export function mediaPlatform(devices: { input?: string; output?: string }, opus: OpusSettings = DEFAULT_OPUS): MediaPlatform {
   return {
-    openAudio(frameMs) {
+    async openAudio(frameMs) {
+      await devicesSettled();
       const source = openCapture({ device: devices.input, frameMs });
       try {
         return { source, sink: openPlayback({ device: devices.output, frameMs }) };

@@ -143,6 +143,9 @@ export function resolveDevice(name: string | undefined, direction: 'input' | 'ou
   );
 }
 
+/** A started microphone that has delivered nothing after this long is reported as failed, ms. */
+const CAPTURE_START_TIMEOUT_MS = 3000;
+
 /** Longest wait for PortAudio to stop a stream, ms. */
 const STOP_TIMEOUT_MS = 2000;
 
@@ -154,8 +157,28 @@ const STOP_TIMEOUT_MS = 2000;
  */
 async function stopStream(io: AudioIOStream): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  const quit = io.quit().catch(() => {});
+  stopping.add(quit);
+  void quit.finally(() => stopping.delete(quit));
+  await Promise.race([quit, new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_TIMEOUT_MS)))]);
+  clearTimeout(timer);
+}
+
+/** Streams being stopped on a worker thread (Pa_StopStream, Pa_CloseStream, Pa_Terminate). */
+const stopping = new Set<Promise<void>>();
+
+/**
+ * Resolves once every stream that was closing has stopped (at most
+ * STOP_TIMEOUT_MS). PortAudio's initialise/terminate and open/close are not
+ * thread-safe, and naudiodon stops streams on a worker thread: open new
+ * streams only after this, or a call that starts right after another ends can
+ * get a microphone that never delivers a frame.
+ */
+export async function devicesSettled(): Promise<void> {
+  if (stopping.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
   await Promise.race([
-    io.quit().catch(() => {}),
+    Promise.all([...stopping]),
     new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_TIMEOUT_MS))),
   ]);
   clearTimeout(timer);
@@ -228,6 +251,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
 
   const emitter = new EventEmitter() as CaptureStream;
   let pending: Buffer = Buffer.alloc(0);
+  let framesSeen = 0;
   let closed = false;
   io.on('data', (chunk: Buffer) => {
     pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
@@ -236,6 +260,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
       const frame = new Int16Array(samples);
       Buffer.from(frame.buffer).set(pending.subarray(0, frameBytes));
       pending = pending.subarray(frameBytes);
+      framesSeen++;
       emitter.emit('frame', frame);
     }
   });
@@ -244,7 +269,17 @@ export function openCapture(options: CaptureOptions): CaptureStream {
   });
   Object.assign(emitter, {
     frameMs: options.frameMs,
-    start: () => io.start(),
+    start: () => {
+      io.start();
+      // A stream that opened but never delivers (a wedged device or sound
+      // server) is reported rather than leaving the call silently mute.
+      const watchdog = setTimeout(() => {
+        if (!closed && framesSeen === 0) {
+          emitter.emit('error', new AudioDeviceError('stream_error', `the microphone has delivered no audio for ${CAPTURE_START_TIMEOUT_MS / 1000} s`));
+        }
+      }, CAPTURE_START_TIMEOUT_MS);
+      watchdog.unref();
+    },
     close: async () => {
       if (closed) return;
       closed = true;
