@@ -14,7 +14,7 @@
  * of reporting the 401.
  */
 import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { join } from 'node:path';
 import { classes, Message, methods, parseMessage } from 'werift';
 import { freeUdpPortRange, freeUdpTcpPort, LOOPBACK } from './ports';
@@ -48,6 +48,34 @@ export interface Coturn {
  * @returns the reflexive address coturn saw, e.g. `['127.0.0.1', 54321]`.
  * @throws Error after `timeoutMs` (default 500 ms) without an answer.
  */
+/**
+ * Sends one STUN/TURN request from `socket` to `to` and resolves with the
+ * answer carrying the same transaction id (RFC 8489 §6.3).
+ * @throws Error when nothing answers within `timeoutMs`.
+ */
+export function stunExchange(
+  socket: Socket,
+  request: Message,
+  to: { host: string; port: number },
+  timeoutMs = 2000,
+): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no answer from ${to.host}:${to.port} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onMessage = (data: Buffer) => {
+      const answer = parseMessage(data);
+      if (!answer || !answer.transactionId.equals(request.transactionId)) return;
+      clearTimeout(timer);
+      socket.off('message', onMessage);
+      resolve(answer);
+    };
+    socket.on('message', onMessage);
+    socket.send(request.bytes, to.port, to.host);
+  });
+}
+
 export function stunBinding(
   host: string,
   port: number,

@@ -6,10 +6,9 @@ import {
   makeIntegrityKey,
   Message,
   methods,
-  parseMessage,
 } from 'werift';
 import { issueTurnCredential } from '../../server/turn';
-import { startCoturn, type Coturn } from '../harness/coturn';
+import { startCoturn, stunExchange, type Coturn } from '../harness/coturn';
 
 let coturn: Coturn;
 beforeAll(async () => {
@@ -26,20 +25,7 @@ type AllocateOutcome =
   | { result: 'allocated'; relayed: [string, number] }
   | { result: 'refused'; code: number; reason: string };
 
-function exchange(socket: Socket, request: Message): Promise<Message> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no answer from coturn within 2 s')), 2000);
-    const onMessage = (data: Buffer) => {
-      const answer = parseMessage(data);
-      if (!answer || !answer.transactionId.equals(request.transactionId)) return;
-      clearTimeout(timer);
-      socket.off('message', onMessage);
-      resolve(answer);
-    };
-    socket.on('message', onMessage);
-    socket.send(request.bytes, coturn.port, coturn.host);
-  });
-}
+const exchange = (socket: Socket, request: Message): Promise<Message> => stunExchange(socket, request, coturn);
 
 /**
  * A TURN Allocate over UDP with the long-term credential mechanism

@@ -7,10 +7,9 @@ import {
   makeIntegrityKey,
   Message,
   methods,
-  parseMessage,
 } from 'werift';
 import { issueTurnCredential } from '../../server/turn';
-import { startCoturn, stunBinding, type Coturn } from '../harness/coturn';
+import { startCoturn, stunBinding, stunExchange, type Coturn } from '../harness/coturn';
 import {
   ImpairmentModel,
   meanLossRate,
@@ -55,20 +54,8 @@ async function udpSocket(): Promise<Socket> {
 /** REQUESTED-TRANSPORT = UDP (protocol 17 in the first byte, RFC 5766 §14.7). */
 const UDP_TRANSPORT = 0x11000000;
 
-function exchange(socket: Socket, request: Message, to: ImpairRelay): Promise<Message> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no answer through the relay in 2 s')), 2000);
-    const onMessage = (data: Buffer) => {
-      const answer = parseMessage(data);
-      if (!answer || !answer.transactionId.equals(request.transactionId)) return;
-      clearTimeout(timer);
-      socket.off('message', onMessage);
-      resolve(answer);
-    };
-    socket.on('message', onMessage);
-    socket.send(request.bytes, to.port, to.host);
-  });
-}
+const exchange = (socket: Socket, request: Message, to: ImpairRelay): Promise<Message> =>
+  stunExchange(socket, request, to);
 
 /** Mean and (population) standard deviation. */
 function meanSd(values: readonly number[]): { mean: number; sd: number } {
