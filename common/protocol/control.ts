@@ -20,8 +20,16 @@ export const MediaStats = z.object({
   packetsLate: z.number().int(),
   /** Frame duration in ms (10 or 20). */
   ptimeMs: z.number(),
-  /** Fixed jitter buffer target delay in ms. */
+  /** Jitter buffer target delay (fixed, or the adaptive buffer's current one), ms. */
   jitterTargetMs: z.number(),
+  /** Audio in the jitter buffer now, ms. */
+  jitterBufferMs: z.number().optional(),
+  /** Frames concealed because the buffer ran dry (NetEQ "expand"). */
+  expandFrames: z.number().int().optional(),
+  /** Frames dropped to shorten the delay (in pauses, or when far above target). */
+  accelerateFrames: z.number().int().optional(),
+  /** Frames inserted in pauses to lengthen the delay. */
+  decelerateFrames: z.number().int().optional(),
   /** RFC 3550 §6.4.1 interarrival jitter estimate, ms. */
   jitterMs: z.number(),
   /** Lost frames filled by Opus packet loss concealment. */

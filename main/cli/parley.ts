@@ -110,7 +110,7 @@ program
   .option('--input <name>', 'microphone by name ("pulse:<source>" picks a PulseAudio source)')
   .option('--output <name>', 'speaker by name ("pulse:<sink>" picks a PulseAudio sink)')
   .addOption(new Option('--frame-ms <ms>', 'frame and packet duration').default(20).argParser(frameMs))
-  .addOption(new Option('--jitter-ms <ms>', 'jitter buffer delay').default(40).argParser(positiveInt))
+  .addOption(new Option('--jitter-ms <ms>', 'fixed jitter buffer delay (default: adaptive)').argParser(positiveInt))
   .addOption(new Option('--media-timeout <s>', 'end a call whose peer has sent nothing for this long').default(10).argParser(positiveInt))
   .option('--relay', 'send media through the TURN relay only')
   .option('--loopback', 'use 127.0.0.1 for media (tests and the demo on one machine)')
@@ -120,7 +120,7 @@ program
       input?: string;
       output?: string;
       frameMs: 10 | 20;
-      jitterMs: number;
+      jitterMs?: number;
       mediaTimeout: number;
       relay?: boolean;
       loopback?: boolean;

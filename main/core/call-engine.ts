@@ -14,8 +14,8 @@ import type { SignalingClient } from './signaling-client';
 export interface MediaConfig {
   /** Frame / RTP packet duration, ms. */
   frameMs: 10 | 20;
-  /** Fixed jitter buffer target, ms. */
-  jitterTargetMs: number;
+  /** Fixed jitter buffer target, ms; undefined: adaptive (the default). */
+  jitterTargetMs?: number;
   /** Force media through TURN (ICE transport policy `relay`). */
   forceRelay: boolean;
   /** Gather 127.0.0.1 only (one-machine tests and the demo). */

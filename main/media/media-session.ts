@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { RtpPacket } from 'werift';
 import type { MediaStats } from '../../common/protocol/control';
-import { FixedJitterBuffer } from './jitter-buffer';
+import { AdaptiveJitterBuffer, type AdaptivePlayout } from './adaptive-jitter-buffer';
+import { FixedJitterBuffer, type JitterPacket, type PlayoutItem } from './jitter-buffer';
 import type { Peer } from './peer';
 import { OpusPacketizer } from './rtp-opus';
 
@@ -39,8 +40,11 @@ export interface FrameDecoder {
 export interface MediaSessionOptions {
   /** Frame (and RTP packet) duration, ms. */
   frameMs: 10 | 20;
-  /** Fixed jitter buffer delay, ms. */
-  jitterTargetMs: number;
+  /**
+   * Fixed jitter buffer delay, ms; without it the buffer adapts its delay to
+   * the measured jitter (AdaptiveJitterBuffer).
+   */
+  jitterTargetMs?: number;
   source: AudioSource;
   sink: AudioSink;
   encoder: FrameEncoder;
@@ -68,7 +72,8 @@ export interface MediaSessionOptions {
  */
 export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error]; mediaTimeout: [] }> {
   private readonly frameSamples: number;
-  private readonly jitter: FixedJitterBuffer;
+  private readonly jitter: JitterBuffer;
+  private lastQuiet = false;
   private readonly packetizer = new OpusPacketizer();
   private pcm: Int16Array = new Int16Array(0);
   private pcmOffset = 0;
@@ -91,7 +96,10 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   ) {
     super();
     this.frameSamples = 48 * options.frameMs;
-    this.jitter = new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples);
+    this.jitter =
+      options.jitterTargetMs !== undefined
+        ? fixedBuffer(new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples))
+        : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
   }
 
@@ -146,10 +154,14 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
       packetsLost: j.packetsLost,
       packetsLate: j.packetsLate,
       ptimeMs: this.options.frameMs,
-      jitterTargetMs: this.options.jitterTargetMs,
+      jitterTargetMs: j.targetMs,
       jitterMs: Math.round(j.jitterMs * 100) / 100,
+      jitterBufferMs: j.bufferedMs,
       framesConcealed: this.concealed,
       framesRecoveredByFec: this.fecRecovered,
+      expandFrames: j.expandFrames,
+      accelerateFrames: j.accelerateFrames,
+      decelerateFrames: j.decelerateFrames,
     };
   }
 
@@ -236,10 +248,12 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
 
   /** Takes the next playout item into the PCM FIFO; false while buffering. */
   private refill(): boolean {
-    const item = this.jitter.pop();
+    const item = this.jitter.pop(this.lastQuiet);
     if (item.kind === 'buffering') return false;
     if (item.kind === 'missing') {
       this.pcm = this.recoverLost(item.samples, item.next?.payload);
+    } else if (item.kind === 'expand') {
+      this.pcm = this.recoverLost(item.samples, undefined);
     } else {
       try {
         this.pcm = this.options.decoder.decode(item.packet.payload);
@@ -253,7 +267,46 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
         queueMicrotask(() => this.emit('firstAudio'));
       }
     }
+    this.lastQuiet = isQuiet(this.pcm);
     this.pcmOffset = 0;
     return true;
   }
+}
+
+/** What MediaSession needs of a jitter buffer (both kinds fit). */
+interface JitterBuffer {
+  push(packet: JitterPacket, arrivalMs: number): void;
+  pop(lastWasQuiet: boolean): AdaptivePlayout;
+  setPacketDuration(samples: number): void;
+  reset(): void;
+  stats(): {
+    packetsLost: number;
+    packetsLate: number;
+    jitterMs: number;
+    targetMs: number;
+    bufferedMs: number;
+    expandFrames: number;
+    accelerateFrames: number;
+    decelerateFrames: number;
+  };
+}
+
+/** The fixed buffer seen through the JitterBuffer interface (its underruns re-buffer in silence). */
+function fixedBuffer(b: FixedJitterBuffer): JitterBuffer {
+  return {
+    push: (p, at) => b.push(p, at),
+    pop: (): PlayoutItem => b.pop(),
+    setPacketDuration: (n) => b.setPacketDuration(n),
+    reset: () => b.reset(),
+    stats: () => ({ ...b.stats(), targetMs: b.targetMs, expandFrames: 0, accelerateFrames: 0, decelerateFrames: 0 }),
+  };
+}
+
+/** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
+const QUIET_RMS = 164;
+
+function isQuiet(pcm: Int16Array): boolean {
+  let sum = 0;
+  for (let i = 0; i < pcm.length; i++) sum += pcm[i]! * pcm[i]!;
+  return pcm.length > 0 && Math.sqrt(sum / pcm.length) < QUIET_RMS;
 }

@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest';
+import { AdaptiveJitterBuffer, type AdaptivePlayout } from '../../main/media/adaptive-jitter-buffer';
+
+const F = 960; // 20 ms at 48 kHz
+
+/** Deterministic PRNG (mulberry32) so the simulations repeat exactly. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface SimOptions {
+  seconds: number;
+  /** Extra one-way delay of packet i, ms (jitter); packets never overtake unless `reorder`. */
+  delay?: (i: number, r: () => number) => number;
+  reorder?: boolean;
+  /** Sender clock rate relative to the receiver's (1.001 = 0.1 % fast). */
+  senderRate?: number;
+  /** Which frames are quiet (speech pauses), by playout index. */
+  quiet?: (k: number) => boolean;
+  lost?: (i: number) => boolean;
+  seed?: number;
+}
+
+/** Runs a stream of 20 ms packets against a 20 ms playout clock; returns decisions and buffer levels over time. */
+function simulate(jb: AdaptiveJitterBuffer, o: SimOptions) {
+  const r = rng(o.seed ?? 1);
+  const n = Math.round((o.seconds * 1000) / 20);
+  const rate = o.senderRate ?? 1;
+  const arrivals: { at: number; i: number }[] = [];
+  let prev = 0;
+  for (let i = 0; i < n; i++) {
+    if (o.lost?.(i)) continue;
+    let at = (i * 20) / rate + 5 + (o.delay?.(i, r) ?? 0);
+    if (!o.reorder) at = Math.max(at, prev);
+    prev = at;
+    arrivals.push({ at, i });
+  }
+  arrivals.sort((a, b) => a.at - b.at);
+  const out: { t: number; item: AdaptivePlayout; bufferedMs: number; targetMs: number }[] = [];
+  let next = 0;
+  let lastQuiet = false;
+  for (let k = 0; k < n; k++) {
+    const t = k * 20 + 0.5;
+    while (next < arrivals.length && arrivals[next]!.at <= t) {
+      const { i, at } = arrivals[next++]!;
+      jb.push({ sequenceNumber: i & 0xffff, timestamp: (1000 + i * F) >>> 0, payload: Buffer.from([i & 0xff]) }, at);
+    }
+    const item = jb.pop(lastQuiet);
+    lastQuiet = o.quiet?.(k) ?? false;
+    const st = jb.stats();
+    out.push({ t, item, bufferedMs: st.bufferedMs, targetMs: st.targetMs });
+  }
+  return out;
+}
+
+describe('AdaptiveJitterBuffer', () => {
+  it('settles at the minimum target on a clean path and sheds the start-up delay in pauses', () => {
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 80 });
+    const run = simulate(jb, { seconds: 20, quiet: (k) => k % 50 > 35 });
+    const tail = run.slice(-200);
+    expect(tail.at(-1)!.targetMs).toBe(20);
+    expect(tail.reduce((m, x) => Math.max(m, x.bufferedMs), 0)).toBeLessThanOrEqual(60);
+    expect(jb.stats().accelerateFrames).toBeGreaterThan(0);
+    expect(jb.stats().expandFrames).toBe(0);
+  });
+
+  it('raises the target to cover the jitter it measures, and then rarely runs dry', () => {
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F });
+    const run = simulate(jb, { seconds: 30, delay: (_i, r) => r() * 60, quiet: (k) => k % 50 > 35, seed: 3 });
+    const target = run.at(-1)!.targetMs;
+    expect(target).toBeGreaterThanOrEqual(55);
+    expect(target).toBeLessThanOrEqual(100);
+    // After the first 5 s (learning), underruns are rare.
+    const late = run.slice(250);
+    const expands = late.filter((x) => x.item.kind === 'expand').length;
+    expect(expands / late.length).toBeLessThan(0.03);
+  });
+
+  it('plays a late packet when it comes instead of skipping it (expand keeps the playout point)', () => {
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 20 });
+    // Packet 50 and everything after it arrive 45 ms late: the buffer runs dry first.
+    const run = simulate(jb, { seconds: 2, delay: (i) => (i >= 50 ? 45 : 0) });
+    const played = run.filter((x) => x.item.kind === 'packet').map((x) => (x.item as { packet: { payload: Buffer } }).packet.payload[0]);
+    expect(played).toContain(50);
+    expect(run.some((x) => x.item.kind === 'expand')).toBe(true);
+    expect(jb.stats().packetsLost).toBe(0);
+  });
+
+  it('reports a lost packet as missing, with its successor for FEC', () => {
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F });
+    const run = simulate(jb, { seconds: 2, lost: (i) => i === 30, delay: () => 30 });
+    const miss = run.find((x) => x.item.kind === 'missing')!.item;
+    expect(miss).toMatchObject({ kind: 'missing', samples: F, next: { payload: Buffer.from([31]) } });
+    expect(jb.stats().packetsLost).toBe(1);
+  });
+
+  it('handles reordering and duplicates', () => {
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F });
+    for (const i of [1, 0, 3, 2, 2]) jb.push({ sequenceNumber: i, timestamp: i * F, payload: Buffer.from([i]) }, i * 20);
+    const seq = [0, 1, 2, 3].map(() => jb.pop()).map((x) => (x.kind === 'packet' ? x.packet.payload[0] : x.kind));
+    expect(seq).toEqual([0, 1, 2, 3]);
+    expect(jb.stats().packetsDuplicate).toBe(1);
+  });
+
+  for (const [label, rate] of [
+    ['fast', 1.001],
+    ['slow', 0.999],
+  ] as const) {
+    it(`keeps the delay within target + 20 ms for an hour against a sender clock 0.1 % ${label}`, () => {
+      const jb = new AdaptiveJitterBuffer({ packetSamples: F });
+      // Talk spurts of ~1.2 s and pauses of ~0.6 s, like speech.
+      const run = simulate(jb, { seconds: 3600, senderRate: rate, quiet: (k) => k % 90 >= 60, delay: (_i, r) => r() * 5 });
+      const settled = run.slice(500);
+      const worst = settled.reduce((m, x) => Math.max(m, x.bufferedMs - x.targetMs), -Infinity);
+      expect(worst).toBeLessThanOrEqual(20 + 20); // level is measured including the packet about to play
+      const expandRate = settled.filter((x) => x.item.kind === 'expand').length / settled.length;
+      expect(expandRate).toBeLessThan(0.01);
+    });
+  }
+});
