@@ -3,6 +3,7 @@ import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
 import type { Kysely } from 'kysely';
 import { ParleyError } from '../common/errors';
 import type { LoginReply, PeerInfo } from '../common/protocol/signaling';
+import type { AuditLog } from './audit';
 import type { DB } from './db';
 
 /** argon2id (the @node-rs/argon2 default algorithm) with OWASP's minimum: 19 MiB, t=2, p=1. */
@@ -24,7 +25,14 @@ export class Accounts {
   /** A hash to verify against for unknown users, so both failures cost the same time. */
   private dummyHash: Promise<string> | undefined;
 
-  constructor(private readonly db: Kysely<DB>) {}
+  /**
+   * @param db the store.
+   * @param auditLog where registrations and logins (also failed ones) are recorded.
+   */
+  constructor(
+    private readonly db: Kysely<DB>,
+    private readonly auditLog: AuditLog,
+  ) {}
 
   /**
    * Creates an account.
@@ -46,7 +54,7 @@ export class Accounts {
         throw new ParleyError('already_exists', `an account named ${username} already exists`);
       throw e;
     }
-    await this.audit('account.registered', id, null);
+    await this.auditLog.record({ event: 'account.registered', accountId: id });
     return { accountId: id, username };
   }
 
@@ -65,7 +73,11 @@ export class Accounts {
       ? await argon2Verify(account.password_hash, password)
       : (await argon2Verify(await this.getDummyHash(), password), false);
     if (!account || !ok) {
-      await this.audit('login.failed', account?.id ?? null, null);
+      await this.auditLog.record({
+        event: 'login.failed',
+        accountId: account?.id ?? null,
+        detail: { username },
+      });
       throw new ParleyError('bad_credentials', 'wrong username or password');
     }
     const deviceId = randomUUID();
@@ -81,7 +93,12 @@ export class Accounts {
         last_seen_at: null,
       })
       .execute();
-    await this.audit('login', account.id, deviceId);
+    await this.auditLog.record({
+      event: 'login',
+      accountId: account.id,
+      deviceId,
+      detail: { deviceName },
+    });
     return { accountId: account.id, username: account.username, deviceId, token };
   }
 
@@ -124,29 +141,6 @@ export class Accounts {
       .where('username', '=', username)
       .executeTakeFirst();
     return row ? { accountId: row.id, username: row.username } : undefined;
-  }
-
-  /**
-   * Appends an audit record. `detail` holds non-secret facts only (call ids,
-   * reasons), never envelopes, passwords or tokens. Failures are swallowed by
-   * the caller's choice: auditing must not break signaling.
-   */
-  async audit(
-    event: string,
-    accountId: string | null,
-    deviceId: string | null,
-    detail?: object,
-  ): Promise<void> {
-    await this.db
-      .insertInto('audit')
-      .values({
-        at: Date.now(),
-        event,
-        account_id: accountId,
-        device_id: deviceId,
-        detail: detail ? JSON.stringify(detail) : null,
-      })
-      .execute();
   }
 
   private getDummyHash(): Promise<string> {

@@ -5,12 +5,17 @@ import Fastify, { type FastifyBaseLogger } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
+import { ParleyError } from '../common/errors';
 import { Accounts } from './accounts';
-import type { ServerConfig } from './config';
+import { startAdminSocket, type AdminSocket } from './admin';
+import { AuditLog, DAY_MS, type AuditInput } from './audit';
+import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { openDatabase, type DB } from './db';
 import { registerHttpRoutes } from './http';
-import { Hub } from './hub';
+import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
+import { ServerMetrics } from './metrics';
+import { registerOpsRoutes } from './ops';
 import { serveSignalSocket } from './signal';
 
 /**
@@ -27,15 +32,81 @@ const HEARTBEAT_MS = 30_000;
 export interface ParleyServer {
   /** Starts listening on `config.listen`; resolves to the base URL (e.g. `http://127.0.0.1:41234`) and logs "listening". */
   listen(): Promise<string>;
-  /** Stops accepting, closes every WebSocket (1001), drops calls and closes the store. Idempotent. */
+  /**
+   * Graceful shutdown: /readyz turns 503, every call ends with `failed` for
+   * all its parties (audited with cause `server_shutdown`), every WebSocket
+   * closes (1001) after those notifications, the admin socket goes, pending
+   * audit records are written and the store closes. Idempotent.
+   */
   close(): Promise<void>;
   /** Base URL once listening, else undefined. */
   readonly url: string | undefined;
   readonly hub: Hub;
   readonly db: Kysely<DB>;
   readonly log: Logger;
+  readonly audit: AuditLog;
+  readonly metrics: ServerMetrics;
+  /** The running configuration (config.reload updates it in place). */
+  readonly config: ServerConfig;
 }
 
+/** The audit record for a hub event (call records are keyed by the device that acted). */
+function auditOfHubEvent(e: HubEvent): AuditInput | undefined {
+  switch (e.event) {
+    case 'call.invited':
+      return {
+        event: 'call.created',
+        accountId: e.caller.accountId,
+        deviceId: e.caller.deviceId,
+        callId: e.callId,
+        detail: {
+          callee: e.callee.username,
+          calleeAccountId: e.callee.accountId,
+          devices: e.devices,
+        },
+      };
+    case 'call.busy':
+      return {
+        event: 'call.busy',
+        accountId: e.caller.accountId,
+        deviceId: e.caller.deviceId,
+        callId: e.callId,
+        detail: { callee: e.callee.username, calleeAccountId: e.callee.accountId },
+      };
+    case 'call.ringing':
+      return undefined; // not security-relevant; measured by the set-up histogram
+    case 'call.answered':
+      return {
+        event: 'call.answered',
+        accountId: e.callee.accountId,
+        deviceId: e.callee.deviceId,
+        callId: e.callId,
+        detail: { callerAccountId: e.caller.accountId, setupMs: e.setupMs },
+      };
+    case 'call.rejected':
+      return {
+        event: 'call.rejected',
+        accountId: e.by.accountId,
+        deviceId: e.by.deviceId,
+        callId: e.callId,
+        detail: { callerAccountId: e.caller.accountId, reason: e.reason },
+      };
+    case 'call.ended':
+      return {
+        event: 'call.ended',
+        accountId: e.caller.accountId,
+        deviceId: e.by,
+        callId: e.callId,
+        detail: {
+          reason: e.reason,
+          by: e.by ?? 'server',
+          durationMs: e.durationMs,
+          calleeAccountId: e.callee.accountId,
+          ...(e.cause ? { cause: e.cause } : {}),
+        },
+      };
+  }
+}
 /** The server's version (package.json), shown by /healthz. */
 export function serverVersion(): string {
   try {
@@ -50,54 +121,119 @@ export function serverVersion(): string {
 
 /**
  * Builds the signaling server: opens (and migrates) the store in
- * `config.dataDir`, wires HTTP routes and the `/v1/signal` WebSocket.
+ * `config.dataDir`, prunes the audit log by `config.audit.retentionDays`,
+ * wires HTTP routes (API, /healthz, /readyz, /metrics) and the `/v1/signal`
+ * WebSocket. The admin socket opens in `listen()`.
  * @param options.logger logger to use (default: JSON to stdout at `config.logLevel`).
+ * @param options.reloadConfig loads the configuration again for `config.reload`
+ *   (default: the admin method answers `invalid_state`).
  * @throws Error when the data folder or database cannot be opened.
  */
 export async function buildServer(
   config: ServerConfig,
-  options: { logger?: Logger } = {},
+  options: { logger?: Logger; reloadConfig?: () => ServerConfig } = {},
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir);
-  const accounts = new Accounts(db);
+  // The gauges read the hub at scrape time; it exists by then.
+  const metrics: ServerMetrics = new ServerMetrics(() => hub);
+  const audit = new AuditLog(db, (err, event) => {
+    metrics.auditWriteFailures.inc();
+    log.error({ err, event }, 'audit write failed');
+  });
+  const accounts = new Accounts(db, audit);
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     onEvent: (e) => {
       const { event, ...facts } = e;
       log.info({ call: facts }, event);
-      const caller = e.caller;
-      const detail =
-        e.event === 'call.ended'
-          ? { callId: e.callId, reason: e.reason, durationMs: e.durationMs }
-          : { callId: e.callId };
-      accounts
-        .audit(event, caller.accountId, caller.deviceId, detail)
-        .catch((err: unknown) => log.warn({ err }, 'audit failed'));
+      if (e.event === 'call.ringing')
+        metrics.callSetup.observe({ stage: 'ringing' }, e.setupMs / 1000);
+      if (e.event === 'call.answered')
+        metrics.callSetup.observe({ stage: 'answered' }, e.setupMs / 1000);
+      if (e.event === 'call.ended') metrics.callsEnded.inc({ reason: e.reason });
+      const record = auditOfHubEvent(e);
+      if (record) void audit.record(record);
     },
   });
+  const state = { closing: false };
+
+  const prune = () =>
+    audit.prune(config.audit.retentionDays).then(
+      (n) => {
+        if (n > 0)
+          log.info({ deleted: n, retentionDays: config.audit.retentionDays }, 'audit log pruned');
+      },
+      (err: unknown) => log.error({ err }, 'audit prune failed'),
+    );
+  await prune();
+  const pruneTimer = setInterval(() => void prune(), DAY_MS);
+  pruneTimer.unref();
+
+  /** config.reload: what changed, applied in place; restart-only keys are reported, not applied. */
+  const reloadConfig = () => {
+    if (!options.reloadConfig)
+      throw new ParleyError('invalid_state', 'this server was started without a reloadable config');
+    let next: ServerConfig;
+    try {
+      next = options.reloadConfig();
+    } catch (e) {
+      if (e instanceof ConfigError)
+        throw new ParleyError(
+          'invalid_state',
+          `${e.message}; the running configuration is unchanged`,
+        );
+      throw e;
+    }
+    const diff = diffConfig(config, next);
+    const retentionChanged = next.audit.retentionDays !== config.audit.retentionDays;
+    config.logLevel = next.logLevel;
+    config.ringTimeoutSeconds = next.ringTimeoutSeconds;
+    config.turn = next.turn;
+    config.stun = next.stun;
+    config.audit = next.audit;
+    config.limits = next.limits;
+    log.level = next.logLevel;
+    hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
+    if (retentionChanged) void prune();
+    log.info({ changed: diff.changed, restartRequired: diff.restartRequired }, 'config reloaded');
+    void audit.record({
+      event: 'config.reloaded',
+      detail: { changed: diff.changed, restartRequired: diff.restartRequired },
+    });
+    return {
+      changed: diff.changed,
+      applied: diff.applicable,
+      restartRequired: diff.restartRequired,
+    };
+  };
 
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
   registerHttpRoutes(app, accounts, serverVersion());
+  registerOpsRoutes(app, { db, metrics, state });
 
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
-      serveSignalSocket(socket, req.ip, { accounts, hub, config, log });
+      serveSignalSocket(socket, req.ip, { accounts, hub, config, log, audit, metrics });
     });
   });
 
   let url: string | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
+  let admin: AdminSocket | undefined;
 
   return {
     hub,
     db,
     log,
+    audit,
+    metrics,
+    config,
     get url() {
       return url;
     },
@@ -118,15 +254,32 @@ export async function buildServer(
         }
       }, HEARTBEAT_MS);
       heartbeat.unref();
-      log.info({ url, dataDir: config.dataDir, turn: config.turn.urls.length > 0 }, 'listening');
+      admin = await startAdminSocket(config.admin.socket, { hub, audit, log, reloadConfig });
+      log.info(
+        {
+          url,
+          dataDir: config.dataDir,
+          adminSocket: admin.path,
+          turn: config.turn.urls.length > 0,
+        },
+        'listening',
+      );
       return url;
     },
     close() {
       closing ??= (async () => {
+        state.closing = true;
         if (heartbeat) clearInterval(heartbeat);
+        clearInterval(pruneTimer);
+        const calls = hub.stats.calls;
+        hub.shutdown();
         hub.close();
+        if (calls > 0) log.info({ calls }, 'calls ended for shutdown');
+        // ws sends queued frames (the call.ended notifications) before the close frame.
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');
+        await admin?.close();
         await app.close();
+        await audit.flush();
         await db.destroy();
         log.info('closed');
       })();

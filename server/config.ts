@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
 
@@ -57,6 +57,29 @@ const FileConfig = z
       })
       .strict()
       .default({ urls: [] }),
+    audit: z
+      .object({
+        /** Audit records older than this are deleted at start and once a day, days. */
+        retention_days: z.number().int().min(1).max(36_500).default(90),
+      })
+      .strict()
+      .default({ retention_days: 90 }),
+    admin: z
+      .object({
+        /** Unix socket of the admin API; empty: `<data_dir>/admin.sock`. */
+        socket: z.string().default(''),
+      })
+      .strict()
+      .default({ socket: '' }),
+    limits: z
+      .object({
+        /** Signaling messages a connection may send per second, sustained (token bucket rate). */
+        messages_per_second: z.number().positive().max(100_000).default(50),
+        /** Messages a connection may send at once above the sustained rate (token bucket size). */
+        message_burst: z.number().int().min(1).max(100_000).default(100),
+      })
+      .strict()
+      .default({ messages_per_second: 50, message_burst: 100 }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -79,6 +102,12 @@ export interface ServerConfig {
   ringTimeoutSeconds: number;
   turn: { urls: string[]; secret: string; ttlSeconds: number };
   stun: { urls: string[] };
+  /** Audit log retention, days. */
+  audit: { retentionDays: number };
+  /** Absolute path of the admin API's Unix socket. */
+  admin: { socket: string };
+  /** Per-connection message rate limit: sustained messages/s and burst (messages). */
+  limits: { messagesPerSecond: number; messageBurst: number };
 }
 
 /** A configuration problem; the message names the key (and its source) for a person. */
@@ -99,6 +128,8 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_TURN_SECRET: [['turn', 'secret'], 'string'],
   PARLEY_TURN_TTL: [['turn', 'ttl_seconds'], 'number'],
   PARLEY_STUN_URLS: [['stun', 'urls'], 'list'],
+  PARLEY_ADMIN_SOCKET: [['admin', 'socket'], 'string'],
+  PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
 };
 
 /**
@@ -156,13 +187,20 @@ export function parseConfig(
     throw new ConfigError(`${source}: ${lines.join('; ')}`);
   }
   const c = result.data;
+  const dataDir = resolve(cwd, c.data_dir);
   return {
     listen: c.listen,
-    dataDir: resolve(cwd, c.data_dir),
+    dataDir,
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
     turn: { urls: c.turn.urls, secret: c.turn.secret, ttlSeconds: c.turn.ttl_seconds },
     stun: { urls: c.stun.urls },
+    audit: { retentionDays: c.audit.retention_days },
+    admin: { socket: c.admin.socket ? resolve(cwd, c.admin.socket) : join(dataDir, 'admin.sock') },
+    limits: {
+      messagesPerSecond: c.limits.messages_per_second,
+      messageBurst: c.limits.message_burst,
+    },
   };
 }
 
@@ -196,4 +234,43 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
     cur = cur[key] as Record<string, unknown>;
   }
   cur[path[path.length - 1] as string] = value;
+}
+
+/** Config keys (dotted TOML names) that take effect only after a restart; every other key applies at `config.reload`. */
+export const RESTART_KEYS = ['listen', 'data_dir', 'admin.socket'] as const;
+
+/** Each config key (dotted TOML name) with how to read it from a ServerConfig. */
+const KEYS: Record<string, (c: ServerConfig) => unknown> = {
+  listen: (c) => c.listen,
+  data_dir: (c) => c.dataDir,
+  log_level: (c) => c.logLevel,
+  ring_timeout_seconds: (c) => c.ringTimeoutSeconds,
+  'turn.urls': (c) => c.turn.urls,
+  'turn.secret': (c) => c.turn.secret,
+  'turn.ttl_seconds': (c) => c.turn.ttlSeconds,
+  'stun.urls': (c) => c.stun.urls,
+  'audit.retention_days': (c) => c.audit.retentionDays,
+  'admin.socket': (c) => c.admin.socket,
+  'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
+  'limits.message_burst': (c) => c.limits.messageBurst,
+};
+
+/**
+ * Which keys differ between the running configuration and a newly loaded one,
+ * split into those that can apply now and those that need a restart.
+ * Values are never returned (a key such as `turn.secret` is only named).
+ */
+export function diffConfig(
+  running: ServerConfig,
+  next: ServerConfig,
+): { changed: string[]; applicable: string[]; restartRequired: string[] } {
+  const changed = Object.entries(KEYS)
+    .filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next)))
+    .map(([key]) => key);
+  const restart = new Set<string>(RESTART_KEYS);
+  return {
+    changed,
+    applicable: changed.filter((k) => !restart.has(k)),
+    restartRequired: changed.filter((k) => restart.has(k)),
+  };
 }

@@ -28,6 +28,8 @@ export interface DB {
     event: string;
     account_id: string | null;
     device_id: string | null;
+    /** The call the event is about, if any (indexed for `audit.query`). */
+    call_id: string | null;
     /** Short JSON with non-secret facts (call id, reason); never envelopes or secrets. */
     detail: string | null;
   };
@@ -66,6 +68,14 @@ const migrations: Record<string, Migration> = {
         .addColumn('detail', 'text')
         .execute();
       await db.schema.createIndex('audit_at').on('audit').column('at').execute();
+    },
+  },
+  '0002_audit_call_id': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('audit').addColumn('call_id', 'text').execute();
+      await db.schema.createIndex('audit_call').on('audit').column('call_id').execute();
+      await db.schema.createIndex('audit_account').on('audit').column('account_id').execute();
+      await db.schema.createIndex('audit_event').on('audit').column('event').execute();
     },
   },
 };

@@ -45,7 +45,9 @@ interface Call {
 export type HubEvent =
   | { event: 'call.invited'; callId: string; caller: PeerInfo; callee: AccountRef; devices: number }
   | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
-  | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo }
+  | { event: 'call.ringing'; callId: string; caller: PeerInfo; setupMs: number }
+  | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo; setupMs: number }
+  | { event: 'call.rejected'; callId: string; caller: PeerInfo; by: PeerInfo; reason: RejectReason }
   | {
       event: 'call.ended';
       callId: string;
@@ -54,7 +56,27 @@ export type HubEvent =
       reason: EndReason;
       by: string | null;
       durationMs: number;
+      /** Why the server ended it, when no party did: `admin` (calls.end) or `server_shutdown`. */
+      cause?: EndCause;
     };
+
+/** Why the server itself ended a call. */
+export type EndCause = 'admin' | 'server_shutdown';
+
+/** A call as the admin API shows it. Times are Unix ms. */
+export interface CallSnapshot {
+  callId: string;
+  caller: PeerInfo;
+  /** The callee account and, once answered, the device that answered (else null). */
+  callee: AccountRef & { deviceId: string | null };
+  state: 'ringing' | 'active';
+  createdAt: number;
+  answeredAt: number | null;
+  /** Seconds since the answer (0 while ringing). */
+  durationSeconds: number;
+  /** Callee devices still ringing (0 once answered). */
+  ringingDevices: number;
+}
 
 /** WebSocket close code sent to a connection replaced by a newer one of the same device. */
 export const CLOSE_REPLACED = 4001;
@@ -82,6 +104,7 @@ export class Hub {
   private readonly devicesByAccount = new Map<string, Set<string>>();
   private readonly calls = new Map<string, Call>();
   private readonly callsByAccount = new Map<string, Set<string>>();
+  private ringTimeoutMs: number;
 
   /**
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
@@ -89,7 +112,49 @@ export class Hub {
    */
   constructor(
     private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void },
-  ) {}
+  ) {
+    this.ringTimeoutMs = options.ringTimeoutMs;
+  }
+
+  /** Changes the ring timeout for calls invited from now on, ms (config.reload). */
+  setRingTimeout(ms: number): void {
+    this.ringTimeoutMs = ms;
+  }
+
+  /** Number of calls per state. */
+  callsByState(): { ringing: number; active: number } {
+    let ringing = 0;
+    for (const call of this.calls.values()) if (call.phase.kind === 'ringing') ringing++;
+    return { ringing, active: this.calls.size - ringing };
+  }
+
+  /** Every current call, oldest first. */
+  list(nowMs: number = Date.now()): CallSnapshot[] {
+    return [...this.calls.values()].map((c) => this.snapshot(c, nowMs));
+  }
+
+  /** One call, or undefined when there is none with that id. */
+  get(callId: string, nowMs: number = Date.now()): CallSnapshot | undefined {
+    const call = this.calls.get(callId);
+    return call ? this.snapshot(call, nowMs) : undefined;
+  }
+
+  /**
+   * Ends a call on the server's initiative: every party device gets
+   * `call.ended` with `reason`; the audit record carries `cause`.
+   * @returns false when there is no such call.
+   */
+  endCall(callId: string, reason: EndReason, cause: EndCause): boolean {
+    const call = this.calls.get(callId);
+    if (!call) return false;
+    this.end(call, reason, null, cause);
+    return true;
+  }
+
+  /** Ends every call with `failed` (cause `server_shutdown`), notifying every party. */
+  shutdown(): void {
+    for (const callId of [...this.calls.keys()]) this.endCall(callId, 'failed', 'server_shutdown');
+  }
 
   /** Number of online devices and of calls (ringing or active). */
   get stats(): { devices: number; calls: number } {
@@ -182,7 +247,7 @@ export class Hub {
       return { callId };
     }
 
-    const timer = setTimeout(() => this.ringTimeout(callId), this.options.ringTimeoutMs);
+    const timer = setTimeout(() => this.ringTimeout(callId), this.ringTimeoutMs);
     timer.unref();
     const call: Call = {
       callId,
@@ -214,6 +279,12 @@ export class Hub {
     if (!call.phase.ringingSent) {
       call.phase.ringingSent = true;
       this.send(call.caller.deviceId, 'call.ringing', { callId });
+      this.emit({
+        event: 'call.ringing',
+        callId,
+        caller: call.caller,
+        setupMs: Date.now() - call.createdAt,
+      });
     }
   }
 
@@ -231,8 +302,15 @@ export class Hub {
     if (phase.kind !== 'ringing')
       throw new ParleyError('invalid_state', 'the call was already answered');
     clearTimeout(phase.timer);
-    call.phase = { kind: 'active', callee: from, answeredAt: Date.now() };
-    this.emit({ event: 'call.answered', callId, caller: call.caller, callee: from });
+    const answeredAt = Date.now();
+    call.phase = { kind: 'active', callee: from, answeredAt };
+    this.emit({
+      event: 'call.answered',
+      callId,
+      caller: call.caller,
+      callee: from,
+      setupMs: answeredAt - call.createdAt,
+    });
     this.send(call.caller.deviceId, 'call.answered', { callId, callee: from, envelope });
     for (const deviceId of phase.invited) {
       if (deviceId !== from.deviceId)
@@ -255,6 +333,7 @@ export class Hub {
     if (call.phase.kind !== 'ringing') {
       throw new ParleyError('invalid_state', 'the call was already answered; use call.hangup');
     }
+    this.emit({ event: 'call.rejected', callId, caller: call.caller, by: from, reason });
     this.end(call, reason, from.deviceId);
   }
 
@@ -281,6 +360,14 @@ export class Hub {
   hangup(from: PeerInfo, callId: string): void {
     const call = this.callFor(from, callId);
     const declined = call.phase.kind === 'ringing' && this.roleOf(call, from.deviceId) === 'callee';
+    if (declined)
+      this.emit({
+        event: 'call.rejected',
+        callId,
+        caller: call.caller,
+        by: from,
+        reason: 'declined',
+      });
     this.end(call, declined ? 'declined' : 'hangup', from.deviceId);
   }
 
@@ -336,8 +423,22 @@ export class Hub {
     if (call && call.phase.kind === 'ringing') this.end(call, 'no_answer', null);
   }
 
+  private snapshot(call: Call, nowMs: number): CallSnapshot {
+    const active = call.phase.kind === 'active' ? call.phase : undefined;
+    return {
+      callId: call.callId,
+      caller: call.caller,
+      callee: { ...call.callee, deviceId: active?.callee.deviceId ?? null },
+      state: call.phase.kind,
+      createdAt: call.createdAt,
+      answeredAt: active?.answeredAt ?? null,
+      durationSeconds: active ? Math.max(0, nowMs - active.answeredAt) / 1000 : 0,
+      ringingDevices: call.phase.kind === 'ringing' ? call.phase.invited.size : 0,
+    };
+  }
+
   /** Ends a call: every party device except `by` gets `call.ended` with `reason`. */
-  private end(call: Call, reason: EndReason, by: string | null): void {
+  private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause): void {
     if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
     this.calls.delete(call.callId);
     this.unindex(call.caller.accountId, call.callId);
@@ -358,6 +459,7 @@ export class Hub {
       reason,
       by,
       durationMs,
+      ...(cause ? { cause } : {}),
     });
   }
 

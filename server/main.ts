@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     throw e;
   }
 
-  const server = await buildServer(config);
+  const server = await buildServer(config, { reloadConfig: () => loadConfig(opts.config) });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

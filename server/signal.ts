@@ -10,8 +10,11 @@ import {
   type RelayCredentialsResult,
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
 import type { DeviceLink, Hub } from './hub';
+import type { ServerMetrics } from './metrics';
+import { TokenBucket, WindowCounter } from './rate-limit';
 import { relayIceServers } from './turn';
 
 /** Per-message context: work to run once the request's reply has been sent. */
@@ -22,12 +25,20 @@ interface Ctx {
 export interface SignalDeps {
   accounts: Accounts;
   hub: Hub;
+  /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
   log: Logger;
+  audit: AuditLog;
+  metrics: ServerMetrics;
 }
 
 /** Frames a connection may have queued before the server stops reading them (back-pressure). */
 const MAX_QUEUED_FRAMES = 256;
+
+/** Window in which rate-limited messages are counted to detect sustained abuse, ms. */
+const ABUSE_WINDOW_MS = 10_000;
+/** A connection with more rate-limited messages than this many bursts in one window is closed (1008). */
+const ABUSE_BURSTS = 5;
 
 /**
  * Serves one signaling WebSocket (`/v1/signal`): JSON-RPC 2.0 through
@@ -35,22 +46,27 @@ const MAX_QUEUED_FRAMES = 256;
  * other method is refused with `unauthenticated` and the connection stays
  * open. Frames are handled one at a time, in order, so a candidate sent right
  * after an invite always finds its call. Envelopes are routed, never parsed or logged.
+ *
+ * Each connection may send `config.limits.messagesPerSecond` messages per
+ * second with bursts of `messageBurst` (token bucket). A message over the
+ * limit is answered at once with `rate_limited` and `retryAfter` (seconds) and
+ * not handled; the connection stays open. More than ABUSE_BURSTS × burst such
+ * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, hub, config } = deps;
+  const { accounts, hub, config, audit, metrics } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
 
-  const peer = new RpcPeer<Ctx>(
-    (text) => {
-      if (socket.readyState === socket.OPEN) socket.send(text);
-    },
-    {
-      maxMessageBytes: MAX_MESSAGE_BYTES,
-      onInternalError: (method, err) => log.error({ err, method }, 'signal handler failed'),
-    },
-  );
+  const send = (text: string): void => {
+    metrics.countOutbound(text);
+    if (socket.readyState === socket.OPEN) socket.send(text);
+  };
+  const peer = new RpcPeer<Ctx>(send, {
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+    onInternalError: (method, err) => log.error({ err, method }, 'signal handler failed'),
+  });
 
   const me = (): PeerInfo => {
     if (!link)
@@ -67,7 +83,19 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
         `this server speaks signaling protocol ${PROTOCOL_VERSION}, the client sent ${p.protocol}`,
       );
     }
-    const info = await accounts.authenticateDevice(p.deviceId, p.token);
+    let info: PeerInfo;
+    try {
+      info = await accounts.authenticateDevice(p.deviceId, p.token);
+    } catch (e) {
+      if (e instanceof ParleyError) {
+        void audit.record({
+          event: 'device.auth_failed',
+          deviceId: p.deviceId,
+          detail: { remote, reason: e.reason },
+        });
+      }
+      throw e;
+    }
     if (closed) throw new ParleyError('unavailable', 'connection closed');
     if (link)
       throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
@@ -81,6 +109,12 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
     log.info('device online');
+    void audit.record({
+      event: 'device.connected',
+      accountId: info.accountId,
+      deviceId: info.deviceId,
+      detail: { remote },
+    });
     return {
       accountId: info.accountId,
       username: info.username,
@@ -91,10 +125,23 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
 
   peer.handle('call.invite', SignalRequests['call.invite'].params, async (p, ctx) => {
     const from = me();
-    const callee = await accounts.findByUsername(p.callee);
-    if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
-    if (closed) throw new ParleyError('unavailable', 'connection closed');
-    return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
+    try {
+      const callee = await accounts.findByUsername(p.callee);
+      if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
+      if (closed) throw new ParleyError('unavailable', 'connection closed');
+      return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
+    } catch (e) {
+      if (e instanceof ParleyError) {
+        void audit.record({
+          event: 'call.refused',
+          accountId: from.accountId,
+          deviceId: from.deviceId,
+          callId: p.callId,
+          detail: { callee: p.callee, reason: e.reason },
+        });
+      }
+      throw e;
+    }
   });
   peer.handle('call.ringing', SignalRequests['call.ringing'].params, (p) => {
     hub.ringing(me(), p.callId);
@@ -120,9 +167,63 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     hub.candidate(me(), p.callId, p.envelope);
     return { ok: true as const };
   });
-  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, () =>
-    relayCredentials(config, me().accountId),
-  );
+  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, () => {
+    const from = me();
+    const result = relayCredentials(config, from.accountId);
+    if (config.turn.urls.length > 0) {
+      metrics.relayCredentialsIssued.inc();
+      void audit.record({
+        event: 'relay.credentials_issued',
+        accountId: from.accountId,
+        deviceId: from.deviceId,
+        detail: {
+          ttlSeconds: result.ttlSeconds,
+          expiresAt: result.expiresAt,
+          urls: config.turn.urls,
+        },
+      });
+    }
+    return result;
+  });
+
+  const bucket = new TokenBucket(config.limits.messagesPerSecond, config.limits.messageBurst);
+  let bucketLimits = config.limits;
+  const abuse = new WindowCounter(ABUSE_WINDOW_MS);
+  let limited = false;
+  /** Answers a message over the rate limit (without handling it); true when it was over. */
+  const overRate = (text: string): boolean => {
+    if (bucketLimits !== config.limits) {
+      bucketLimits = config.limits;
+      bucket.configure(bucketLimits.messagesPerSecond, bucketLimits.messageBurst);
+    }
+    const verdict = bucket.take();
+    if (verdict.ok) {
+      limited = false;
+      return false;
+    }
+    if (!limited) {
+      limited = true;
+      log.warn({ retryAfter: verdict.retryAfter }, 'message rate limit hit');
+      void audit.record({
+        event: 'rate_limited',
+        accountId: link?.peer.accountId ?? null,
+        deviceId: link?.peer.deviceId ?? null,
+        detail: { scope: 'messages', remote, retryAfter: verdict.retryAfter },
+      });
+    }
+    if (abuse.add(ABUSE_BURSTS * bucketLimits.messageBurst)) {
+      log.warn('sustained message flood; closing');
+      socket.close(1008, 'message rate limit exceeded');
+      return true;
+    }
+    const error = new ParleyError(
+      'rate_limited',
+      `too many messages; wait ${verdict.retryAfter} s before sending more`,
+      { retryAfter: verdict.retryAfter },
+    ).toJsonRpc();
+    send(JSON.stringify({ jsonrpc: '2.0', id: requestId(text), error }));
+    return true;
+  };
 
   // One frame at a time, in arrival order.
   let queue: Promise<void> = Promise.resolve();
@@ -135,6 +236,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
 
   socket.on('message', (data: RawData) => {
     const text = rawToText(data);
+    if (closed || overRate(text)) return;
     if (++queued > MAX_QUEUED_FRAMES) {
       log.warn('too many queued frames; closing');
       socket.close(1008, 'too many messages in flight');
@@ -154,6 +256,12 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     if (link) {
       hub.detach(link);
       log.info({ code }, 'device offline');
+      void audit.record({
+        event: 'device.disconnected',
+        accountId: link.peer.accountId,
+        deviceId: link.peer.deviceId,
+        detail: { code },
+      });
     }
   });
 }
@@ -175,6 +283,17 @@ export function relayCredentials(
       : { iceServers: [], expiresAt: Math.floor(nowMs / 1000) + ttlSeconds };
   const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
   return { iceServers: [...stun, ...relay.iceServers], expiresAt: relay.expiresAt, ttlSeconds };
+}
+
+/** The id of a JSON-RPC request frame, or null (notification, unreadable or oversized frame). */
+function requestId(text: string): string | number | null {
+  if (text.length > MAX_MESSAGE_BYTES) return null;
+  try {
+    const id = (JSON.parse(text) as { id?: unknown } | null)?.id;
+    return typeof id === 'string' || typeof id === 'number' ? id : null;
+  } catch {
+    return null;
+  }
 }
 
 function rawToText(data: RawData): string {

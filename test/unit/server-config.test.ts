@@ -14,7 +14,32 @@ describe('server config', () => {
       ringTimeoutSeconds: 45,
       turn: { urls: [], secret: '', ttlSeconds: 600 },
       stun: { urls: [] },
+      audit: { retentionDays: 90 },
+      admin: { socket: '/srv/parley/.parley/server/admin.sock' },
+      limits: { messagesPerSecond: 50, messageBurst: 100 },
     });
+  });
+
+  it('reads audit retention, the admin socket and message limits; PARLEY_ADMIN_SOCKET overrides', () => {
+    const toml = `
+[audit]
+retention_days = 7
+[admin]
+socket = "run/admin.sock"
+[limits]
+messages_per_second = 5
+message_burst = 10
+`;
+    const c = parseConfig(toml, {}, 'f.toml', cwd);
+    expect(c.audit).toEqual({ retentionDays: 7 });
+    expect(c.admin).toEqual({ socket: '/srv/parley/run/admin.sock' });
+    expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10 });
+    expect(
+      parseConfig(toml, { PARLEY_ADMIN_SOCKET: '/tmp/x.sock' }, 'f.toml', cwd).admin.socket,
+    ).toBe('/tmp/x.sock');
+    expect(() => parseConfig('[audit]\nretention_days = 0', {}, 'f.toml', cwd)).toThrow(
+      /audit\.retention_days/,
+    );
   });
 
   it('the shipped example file parses and equals the defaults', () => {

@@ -1,0 +1,98 @@
+import { z } from 'zod';
+import { CallId } from '../common/call';
+import { PeerInfo } from '../common/protocol/signaling';
+
+/**
+ * The admin API: JSON-RPC 2.0 over a Unix socket (`<data dir>/admin.sock`,
+ * mode 0600), one JSON message per line. Server-only: the desktop app never
+ * speaks it. Every method's params and result are declared here once; the
+ * server parses params with these schemas and the CLI prints the results.
+ */
+
+/** Largest admin message the server reads, characters (a longer line gets `payload_too_large`). */
+export const ADMIN_MAX_MESSAGE = 64 * 1024;
+
+const NoParams = z.object({}).strict();
+
+/** A call as the admin API shows it. Times are Unix ms; durations seconds. */
+export const AdminCall = z.object({
+  callId: CallId,
+  caller: PeerInfo,
+  callee: z.object({
+    accountId: z.string(),
+    username: z.string(),
+    /** The device that answered; null while ringing. */
+    deviceId: z.string().nullable(),
+  }),
+  state: z.enum(['ringing', 'active']),
+  createdAt: z.number(),
+  answeredAt: z.number().nullable(),
+  /** Seconds since the answer (0 while ringing). */
+  durationSeconds: z.number(),
+  ringingDevices: z.number().int(),
+  /** Duration budget used / remaining, seconds; null until duration budgets exist. */
+  budgetUsedSeconds: z.number().nullable(),
+  budgetRemainingSeconds: z.number().nullable(),
+});
+export type AdminCall = z.infer<typeof AdminCall>;
+
+export const CallsListResult = z.object({ calls: z.array(AdminCall) });
+export const CallsGetStatusParams = z.object({ callId: CallId }).strict();
+export const CallsEndParams = z.object({ callId: CallId }).strict();
+export const CallsEndResult = z.object({ ok: z.literal(true), reason: z.literal('policy') });
+
+/** One audit record (see server/audit.ts for the event names and their details). */
+export const AuditEvent = z.object({
+  id: z.number().int(),
+  at: z.number(),
+  event: z.string(),
+  accountId: z.string().nullable(),
+  deviceId: z.string().nullable(),
+  callId: z.string().nullable(),
+  detail: z.record(z.string(), z.unknown()).nullable(),
+});
+
+export const AuditQueryParams = z
+  .object({
+    /** One event name or several. */
+    event: z
+      .union([z.string().min(1).max(64), z.array(z.string().min(1).max(64)).max(50)])
+      .optional(),
+    accountId: z.string().min(1).max(128).optional(),
+    deviceId: z.string().min(1).max(128).optional(),
+    callId: z.string().min(1).max(128).optional(),
+    /** From this time (inclusive), Unix ms. */
+    since: z.number().int().nonnegative().optional(),
+    /** Up to this time (exclusive), Unix ms. */
+    until: z.number().int().nonnegative().optional(),
+    /** Page size, default 100. */
+    limit: z.number().int().min(1).max(1000).optional(),
+    /** `next` from the previous page. */
+    cursor: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+/** Newest first; `next` is null on the last page. */
+export const AuditQueryResult = z.object({
+  events: z.array(AuditEvent),
+  next: z.string().nullable(),
+});
+
+export const ConfigReloadResult = z.object({
+  /** Config keys whose value differs from the running configuration (dotted TOML names). */
+  changed: z.array(z.string()),
+  /** Of those, the keys now in effect. */
+  applied: z.array(z.string()),
+  /** Of those, the keys that take effect only after a restart. */
+  restartRequired: z.array(z.string()),
+});
+
+/** Every admin method with its params and result schema. */
+export const AdminRequests = {
+  'calls.list': { params: NoParams, result: CallsListResult },
+  'calls.get_status': { params: CallsGetStatusParams, result: AdminCall },
+  'calls.end': { params: CallsEndParams, result: CallsEndResult },
+  'audit.query': { params: AuditQueryParams, result: AuditQueryResult },
+  'config.reload': { params: NoParams, result: ConfigReloadResult },
+} as const;
+export type AdminMethod = keyof typeof AdminRequests;
+export type AdminResult<M extends AdminMethod> = z.infer<(typeof AdminRequests)[M]['result']>;

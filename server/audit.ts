@@ -1,0 +1,219 @@
+import type { Kysely } from 'kysely';
+import { ParleyError } from '../common/errors';
+import type { DB } from './db';
+
+/**
+ * The audit log: an append-only record of security-relevant events in the
+ * `audit` table. Rows are only ever inserted, and deleted by retention
+ * (`prune`); nothing updates them.
+ *
+ * A record never holds a secret: no password, device token, TURN secret or
+ * credential, and no envelope (SDP, ICE candidates). `sanitizeDetail` drops
+ * such keys as a second fence behind the callers, which never pass them.
+ */
+
+/** Every event name the server records, with what `detail` holds. */
+export const AUDIT_EVENTS = [
+  /** An account was created. */
+  'account.registered',
+  /** A password login created a device. detail: `{deviceName}`. */
+  'login',
+  /** A login was refused (unknown user or wrong password). detail: `{username}`. */
+  'login.failed',
+  /** A signaling connection authenticated (`hello`). detail: `{remote}`. */
+  'device.connected',
+  /** `hello` was refused (unknown device or wrong token). detail: `{remote, reason}`. */
+  'device.auth_failed',
+  /** An authenticated signaling connection closed. detail: `{code}` (WebSocket close code). */
+  'device.disconnected',
+  /** A call started ringing. detail: `{callee, calleeAccountId, devices}`. */
+  'call.created',
+  /** An invite found the callee in another call; the caller got `busy`. detail: `{callee}`. */
+  'call.busy',
+  /** A callee device answered. detail: `{calleeDeviceId, setupMs}`. */
+  'call.answered',
+  /** A callee device refused a ringing call. detail: `{reason}` (`declined` | `busy`). */
+  'call.rejected',
+  /** A call ended. detail: `{reason, by, durationMs, cause?}`; cause `admin` or `server_shutdown`. */
+  'call.ended',
+  /** An invite was refused by policy or routing. detail: `{callee, reason}` (error reason). */
+  'call.refused',
+  /** A connection went over its message rate. detail: `{scope, retryAfter}`. */
+  'rate_limited',
+  /** Relay (TURN) credentials were issued. detail: `{ttlSeconds, expiresAt, urls}` — never the credential. */
+  'relay.credentials_issued',
+  /** The admin API reloaded the config file. detail: `{changed, restartRequired}` (key names only). */
+  'config.reloaded',
+] as const;
+export type AuditEventName = (typeof AUDIT_EVENTS)[number];
+
+/** What a caller hands to `AuditLog.record`. */
+export interface AuditInput {
+  event: AuditEventName;
+  accountId?: string | null;
+  deviceId?: string | null;
+  callId?: string | null;
+  /** Non-secret facts; secret-looking keys are dropped (see sanitizeDetail). */
+  detail?: Record<string, unknown>;
+}
+
+/** One audit record as `audit.query` returns it. `at` is Unix ms. */
+export interface AuditRecord {
+  id: number;
+  at: number;
+  event: string;
+  accountId: string | null;
+  deviceId: string | null;
+  callId: string | null;
+  detail: Record<string, unknown> | null;
+}
+
+/** Filters for `AuditLog.query`; all optional and combined with AND. */
+export interface AuditQuery {
+  /** Only these event names. */
+  events?: string[];
+  accountId?: string;
+  deviceId?: string;
+  callId?: string;
+  /** Records at or after this time, Unix ms. */
+  since?: number;
+  /** Records before this time, Unix ms. */
+  until?: number;
+  /** Page size, 1–1000 (default 100). */
+  limit?: number;
+  /** The `next` of the previous page. */
+  cursor?: string;
+}
+
+/** Keys whose values are never written to the audit table. */
+const SECRET_KEY = /pass|token|secret|credential|envelope|sdp|candidate|authorization|cookie/i;
+/** Longest string value kept in a detail, characters (longer ones are cut). */
+const MAX_DETAIL_STRING = 200;
+
+/**
+ * A copy of `detail` without secret-looking keys (at any depth) and with long
+ * strings cut to MAX_DETAIL_STRING characters.
+ */
+export function sanitizeDetail(detail: Record<string, unknown>): Record<string, unknown> {
+  const clean = (value: unknown, depth: number): unknown => {
+    if (typeof value === 'string') return value.slice(0, MAX_DETAIL_STRING);
+    if (Array.isArray(value))
+      return depth > 3 ? [] : value.slice(0, 20).map((v) => clean(v, depth + 1));
+    if (typeof value === 'object' && value !== null) {
+      if (depth > 3) return {};
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) {
+        if (!SECRET_KEY.test(k) && v !== undefined) out[k] = clean(v, depth + 1);
+      }
+      return out;
+    }
+    return value;
+  };
+  return clean(detail, 0) as Record<string, unknown>;
+}
+
+/** A page cursor: the id of the last record returned, base64url so that callers treat it as opaque. */
+function encodeCursor(id: number): string {
+  return Buffer.from(`a${id}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): number {
+  const m = /^a(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  if (!m) throw new ParleyError('invalid_params', 'cursor is not one this server returned');
+  return Number(m[1]);
+}
+
+/** Length of a day, ms. */
+export const DAY_MS = 86_400_000;
+
+/**
+ * Writes and reads the audit table. Writes are asynchronous and never throw
+ * to the caller (auditing must not break signaling); a failed write goes to
+ * `onError`. `flush()` waits for writes in flight (before the store closes).
+ */
+export class AuditLog {
+  private readonly pending = new Set<Promise<void>>();
+
+  /**
+   * @param db the store.
+   * @param onError sees a failed write (for the log); must not throw.
+   * @param now clock, Unix ms (injectable for tests).
+   */
+  constructor(
+    private readonly db: Kysely<DB>,
+    private readonly onError: (err: unknown, event: string) => void = () => {},
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Appends one record; resolves when written (or when the failure was reported). Never rejects. */
+  record(input: AuditInput): Promise<void> {
+    const write = this.db
+      .insertInto('audit')
+      .values({
+        at: this.now(),
+        event: input.event,
+        account_id: input.accountId ?? null,
+        device_id: input.deviceId ?? null,
+        call_id: input.callId ?? null,
+        detail: input.detail ? JSON.stringify(sanitizeDetail(input.detail)) : null,
+      })
+      .execute()
+      .then(
+        () => undefined,
+        (err: unknown) => this.onError(err, input.event),
+      );
+    this.pending.add(write);
+    void write.finally(() => this.pending.delete(write));
+    return write;
+  }
+
+  /** Resolves when every write started so far has finished. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  /**
+   * One page of records, newest first, and the cursor of the next page
+   * (`null` on the last page).
+   * @throws ParleyError `invalid_params` for a cursor this server did not return.
+   */
+  async query(q: AuditQuery): Promise<{ events: AuditRecord[]; next: string | null }> {
+    const limit = Math.min(Math.max(q.limit ?? 100, 1), 1000);
+    let sel = this.db.selectFrom('audit').selectAll();
+    if (q.events?.length) sel = sel.where('event', 'in', q.events);
+    if (q.accountId !== undefined) sel = sel.where('account_id', '=', q.accountId);
+    if (q.deviceId !== undefined) sel = sel.where('device_id', '=', q.deviceId);
+    if (q.callId !== undefined) sel = sel.where('call_id', '=', q.callId);
+    if (q.since !== undefined) sel = sel.where('at', '>=', q.since);
+    if (q.until !== undefined) sel = sel.where('at', '<', q.until);
+    if (q.cursor !== undefined) sel = sel.where('id', '<', decodeCursor(q.cursor));
+    const rows = await sel
+      .orderBy('id', 'desc')
+      .limit(limit + 1)
+      .execute();
+    const page = rows.slice(0, limit);
+    const events = page.map((r) => ({
+      id: r.id,
+      at: r.at,
+      event: r.event,
+      accountId: r.account_id,
+      deviceId: r.device_id,
+      callId: r.call_id,
+      detail: r.detail ? (JSON.parse(r.detail) as Record<string, unknown>) : null,
+    }));
+    const last = page[page.length - 1];
+    return { events, next: rows.length > limit && last ? encodeCursor(last.id) : null };
+  }
+
+  /**
+   * Deletes records older than `retentionDays` days.
+   * @returns how many were deleted.
+   */
+  async prune(retentionDays: number): Promise<number> {
+    const result = await this.db
+      .deleteFrom('audit')
+      .where('at', '<', this.now() - retentionDays * DAY_MS)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+}

@@ -1,0 +1,96 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Hub } from './hub';
+
+/**
+ * The server's Prometheus metrics (prom-client), served at `GET /metrics` in
+ * the text exposition format. Each server has its own registry, so two
+ * servers in one process (tests) never share counters.
+ *
+ * | name | type | labels | meaning |
+ * |---|---|---|---|
+ * | `parley_connected_devices` | gauge | | authenticated signaling connections |
+ * | `parley_active_calls` | gauge | `state` = ringing, active | calls in progress |
+ * | `parley_call_setup_seconds` | histogram | `stage` = ringing, answered | invite → first ringing / answer, seconds |
+ * | `parley_errors_total` | counter | `code` (error reason, e.g. `rate_limited`) | JSON-RPC errors sent to clients |
+ * | `parley_calls_ended_total` | counter | `reason` (EndReason) | calls ended |
+ * | `parley_relay_credentials_issued_total` | counter | | relay credentials handed out |
+ * | `parley_audit_write_failures_total` | counter | | audit records that could not be written |
+ * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
+ */
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly errors: Counter<'code'>;
+  readonly callsEnded: Counter<'reason'>;
+  readonly relayCredentialsIssued: Counter;
+  readonly auditWriteFailures: Counter;
+  readonly callSetup: Histogram<'stage'>;
+
+  /** @param getHub gives the hub, read at scrape time for the gauges. */
+  constructor(getHub: () => Hub) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'parley_' });
+    new Gauge({
+      name: 'parley_connected_devices',
+      help: 'Authenticated signaling connections (devices online).',
+      registers,
+      collect() {
+        this.set(getHub().stats.devices);
+      },
+    });
+    new Gauge({
+      name: 'parley_active_calls',
+      help: 'Calls in progress, by state (ringing, active).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const by = getHub().callsByState();
+        this.set({ state: 'ringing' }, by.ringing);
+        this.set({ state: 'active' }, by.active);
+      },
+    });
+    this.callSetup = new Histogram({
+      name: 'parley_call_setup_seconds',
+      help: 'Call set-up latency from the invite to the first ringing (stage=ringing) or to the answer (stage=answered), seconds.',
+      labelNames: ['stage'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'parley_errors_total',
+      help: 'JSON-RPC errors sent to signaling clients, by error code (reason).',
+      labelNames: ['code'],
+      registers,
+    });
+    this.callsEnded = new Counter({
+      name: 'parley_calls_ended_total',
+      help: 'Calls ended, by end reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.relayCredentialsIssued = new Counter({
+      name: 'parley_relay_credentials_issued_total',
+      help: 'Relay (TURN) credentials issued.',
+      registers,
+    });
+    this.auditWriteFailures = new Counter({
+      name: 'parley_audit_write_failures_total',
+      help: 'Audit records that could not be written.',
+      registers,
+    });
+  }
+
+  /**
+   * Counts the error in an outbound JSON-RPC frame, if it is an error reply.
+   * Cheap for other frames: only text containing `"error":{` is parsed.
+   */
+  countOutbound(text: string): void {
+    if (!text.includes('"error":{')) return;
+    try {
+      const frame = JSON.parse(text) as { error?: { data?: { reason?: unknown } } };
+      const reason = frame.error?.data?.reason;
+      if (frame.error) this.errors.inc({ code: typeof reason === 'string' ? reason : 'unknown' });
+    } catch {
+      // not ours to judge
+    }
+  }
+}
