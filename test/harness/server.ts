@@ -11,9 +11,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ParleyError } from '../../common/errors';
+import { RpcPeer } from '../../common/protocol/rpc';
 
 /** The repository root (the server runs with this working directory). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -51,6 +54,10 @@ export interface RunningServer {
   readonly wsUrl: string;
   /** The server's data folder (SQLite file inside). */
   readonly dataDir: string;
+  /** The admin API's Unix socket (from the "listening" line). */
+  readonly adminSocket: string;
+  /** The TOML file passed with `--config` (when `configToml` was given; rewrite it before `config.reload`). */
+  readonly configFile: string | undefined;
   /** The child's process id. */
   readonly pid: number;
   /** Everything the server wrote to stdout so far (raw text). */
@@ -87,6 +94,7 @@ interface Prepared {
   env: NodeJS.ProcessEnv;
   dataDir: string;
   ownsDataDir: boolean;
+  configFile: string | undefined;
 }
 
 function prepare(options: StartServerOptions): Prepared {
@@ -113,12 +121,13 @@ function prepare(options: StartServerOptions): Prepared {
     env.PARLEY_RING_TIMEOUT = String(options.ringTimeoutSeconds);
   Object.assign(env, options.env ?? {});
   const args = ['--import', 'tsx', join(REPO_ROOT, 'server/main.ts')];
+  let configFile: string | undefined;
   if (options.configToml !== undefined) {
-    const file = join(dataDir, 'parley-server.toml');
-    writeFileSync(file, options.configToml);
-    args.push('--config', file);
+    configFile = join(dataDir, 'parley-server.toml');
+    writeFileSync(configFile, options.configToml);
+    args.push('--config', configFile);
   }
-  return { args, env, dataDir, ownsDataDir };
+  return { args, env, dataDir, ownsDataDir, configFile };
 }
 
 function spawnServer(p: Prepared): ChildProcess {
@@ -232,6 +241,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     url,
     wsUrl: `${url.replace(/^http/, 'ws')}/v1/signal`,
     dataDir: prepared.dataDir,
+    adminSocket: String(listening.adminSocket ?? join(prepared.dataDir, 'admin.sock')),
+    configFile: prepared.configFile,
     pid: child.pid!,
     stdout: () => out,
     stderr: () => err,
@@ -279,5 +290,44 @@ export async function runServerUntilExit(
     });
   } finally {
     if (prepared.ownsDataDir) rmSync(prepared.dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Calls one method of the server's admin API (JSON-RPC 2.0, one message per
+ * line, over the Unix socket `socketPath`) on a fresh connection.
+ * @throws ParleyError with the server's error, or `unavailable` when nobody
+ *   listens there or no answer comes within `timeoutMs` (default 5000).
+ */
+export async function adminRequest<T = unknown>(
+  socketPath: string,
+  method: string,
+  params: object = {},
+  timeoutMs = 5000,
+): Promise<T> {
+  const socket = createConnection(socketPath);
+  await new Promise<void>((resolvePromise, reject) => {
+    socket.once('connect', resolvePromise);
+    socket.once('error', (e) =>
+      reject(new ParleyError('unavailable', `admin socket ${socketPath}: ${e.message}`)),
+    );
+  });
+  const peer = new RpcPeer((text) => socket.write(`${text}\n`), {
+    maxMessageBytes: 16 * 1024 * 1024,
+    requestTimeoutMs: timeoutMs,
+  });
+  let buffered = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buffered += chunk;
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) void peer.receive(line, undefined);
+  });
+  socket.on('close', () => peer.close('admin connection closed'));
+  try {
+    return await peer.request<T>(method, params);
+  } finally {
+    socket.destroy();
   }
 }
