@@ -262,7 +262,7 @@ describe('admin API', () => {
   });
 
   it('npm run admin prints the JSON result; a clear error when no server runs there', async () => {
-    const env = { ...process.env, PARLEY_DATA_DIR: server.dataDir };
+    const env: NodeJS.ProcessEnv = { ...process.env, PARLEY_DATA_DIR: server.dataDir };
     delete env.PARLEY_ADMIN_SOCKET;
     delete env.PARLEY_SERVER_CONFIG;
     const { stdout } = await run('npm', ['run', '--silent', 'admin', '--', 'calls.list'], {
@@ -339,7 +339,7 @@ describe('audit table on disk', () => {
 
     const db = new Database(join(dataDir, 'parley.sqlite'), { readonly: true });
     try {
-      const rows = db.prepare('select * from audit').all();
+      const rows = db.prepare('select * from audit').all([]);
       const text = JSON.stringify(rows);
       expect(rows.length).toBeGreaterThan(20);
       for (const secret of [
