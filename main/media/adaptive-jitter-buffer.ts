@@ -73,6 +73,8 @@ export interface AdaptiveJitterOptions {
 
 const CLOCK = 48_000;
 const MAX_PACKET = 5760; // 120 ms, the longest Opus packet (RFC 6716 §3.2.5)
+/** The target is recomputed every this many packets (50–100 ms). */
+const TARGET_EVERY = 5;
 
 function tsDiff(a: number, b: number): number {
   return (a - b) | 0;
@@ -93,6 +95,7 @@ export class AdaptiveJitterBuffer {
   private readonly arrivals: { at: number; transit: number }[] = [];
   private lastTransit: number | undefined;
   private jitter = 0; // ms, RFC 3550 A.8
+  private sinceTarget = 0;
   private readonly s = {
     packetsReceived: 0,
     packetsLate: 0,
@@ -222,7 +225,9 @@ export class AdaptiveJitterBuffer {
     this.lastTransit = transit;
     this.arrivals.push({ at: arrivalMs, transit });
     while (this.arrivals.length > 1 && arrivalMs - this.arrivals[0]!.at > this.windowMs) this.arrivals.shift();
-    if (this.arrivals.length < 10) return;
+    // The quantile needs a sort of the window: refresh it every few packets, not every one.
+    if (this.arrivals.length < 10 || ++this.sinceTarget < TARGET_EVERY) return;
+    this.sinceTarget = 0;
     let min = Infinity;
     for (const a of this.arrivals) min = Math.min(min, a.transit);
     const relative = this.arrivals.map((a) => a.transit - min).sort((x, y) => x - y);
