@@ -160,7 +160,9 @@ export class AuditLog {
       .execute()
       .then(
         () => undefined,
-        (err: unknown) => this.onError(err, input.event),
+        (err: unknown) => {
+          this.onError(err, input.event);
+        },
       );
     this.pending.add(write);
     void write.finally(() => this.pending.delete(write));

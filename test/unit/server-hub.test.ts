@@ -131,4 +131,49 @@ describe('Hub', () => {
     expect(ended(alice)).toEqual([]);
     expect(hub.stats.calls).toBe(0);
   });
+
+  it('endCall ends a call for both parties with the given reason and reports the cause', () => {
+    const { hub, alice, bob, invite, events } = setup();
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    expect(hub.get(callId)).toMatchObject({
+      state: 'active',
+      callee: { deviceId: bob.peer.deviceId },
+    });
+    expect(hub.endCall(callId, 'policy', 'admin')).toBe(true);
+    expect(ended(alice)).toEqual(['policy']);
+    expect(ended(bob)).toEqual(['policy']);
+    expect(events.at(-1)).toMatchObject({
+      event: 'call.ended',
+      reason: 'policy',
+      by: null,
+      cause: 'admin',
+    });
+    expect(hub.endCall(callId, 'policy', 'admin')).toBe(false);
+  });
+
+  it('shutdown ends ringing and active calls with failed for every party', () => {
+    const { hub, alice, bob, invite } = setup();
+    const carol = device('carol');
+    const dave = device('dave');
+    hub.attach(carol);
+    hub.attach(dave);
+    const active = invite();
+    hub.answer(bob.peer, active, env);
+    invite(carol, dave);
+    expect(hub.callsByState()).toEqual({ ringing: 1, active: 1 });
+    expect(hub.list().map((c) => c.state)).toEqual(['active', 'ringing']);
+    hub.shutdown();
+    for (const l of [alice, bob, carol, dave]) expect(ended(l)).toEqual(['failed']);
+    expect(hub.stats.calls).toBe(0);
+  });
+
+  it('a new ring timeout applies to calls invited after the change', () => {
+    vi.useFakeTimers();
+    const { hub, alice, invite } = setup(45_000);
+    hub.setRingTimeout(1000);
+    invite();
+    vi.advanceTimersByTime(1000);
+    expect(ended(alice)).toEqual(['no_answer']);
+  });
 });
