@@ -30,6 +30,12 @@ export const MediaStats = z.object({
   accelerateFrames: z.number().int().optional(),
   /** Frames inserted in pauses to lengthen the delay. */
   decelerateFrames: z.number().int().optional(),
+  /** Round-trip time from RTCP (RFC 3550 §6.4.1), ms. */
+  rttMs: z.number().optional(),
+  /** Loss of our packets as the far end reports it (smoothed), %. */
+  remoteLossPercent: z.number().optional(),
+  /** Encoder bitrate now, b/s. */
+  bitrate: z.number().int().optional(),
   /** RFC 3550 §6.4.1 interarrival jitter estimate, ms. */
   jitterMs: z.number(),
   /** Lost frames filled by Opus packet loss concealment. */
@@ -108,7 +114,21 @@ export const ControlRequests = {
 } as const;
 export type ControlMethod = keyof typeof ControlRequests;
 
+/** Sent every second for each connected call. */
+export const CallStatsNotification = z.object({
+  callId: CallId,
+  stats: MediaStats,
+  /** Share of played frames that were concealed or rebuilt (PLC, FEC, expand) in the last second, 0–1. */
+  concealmentRate: z.number(),
+  /** Loss of the packets we receive in the last second, %. */
+  lossPercent: z.number(),
+  /** E-model estimate (ITU-T G.107, simplified; main/media/quality.ts), 1–4.5. */
+  mos: z.number(),
+});
+export type CallStatsNotification = z.infer<typeof CallStatsNotification>;
+
 export const ControlNotifications = {
   'call.state': CallStatus,
+  'call.stats': CallStatsNotification,
   'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),
 } as const;

@@ -28,6 +28,7 @@ export class ControlServer {
   ) {
     this.server = createServer((socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
+    engine.on('stats', (stats) => this.broadcast('call.stats', stats));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
   }
 
@@ -134,7 +135,7 @@ export class ControlClient {
       requestTimeoutMs: 30_000,
     });
     const { z } = await import('zod');
-    for (const m of ['call.state', 'signaling.state']) {
+    for (const m of ['call.state', 'call.stats', 'signaling.state']) {
       rpc.handle(m, z.unknown(), (p) => onNotification?.(m, p));
     }
     let buffered = '';

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
-import type { CallStatus } from '../../common/protocol/control';
+import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { openPlainEnvelope, plainEnvelope, type Envelope } from '../../common/protocol/envelope';
 import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
 import { MediaSession, type AudioSink, type AudioSource, type FrameDecoder, type FrameEncoder } from '../media/media-session';
 import { Peer, type CandidateInit } from '../media/peer';
+import { estimateMos } from '../media/quality';
 import { nextCallState, type CallEvent } from './call-states';
 import type { SignalingClient } from './signaling-client';
 
@@ -41,7 +42,8 @@ export interface MediaPlatform {
 type CallData =
   | { name: 'outgoing' | 'ringing'; peer: Peer }
   | { name: 'incoming'; offer: string; candidates: CandidateInit[] }
-  | { name: 'connecting' | 'active' | 'held'; peer: Peer; media: MediaSession }
+  | { name: 'connecting'; peer: Peer; media: MediaSession }
+  | { name: 'active' | 'held'; peer: Peer; media: MediaSession; statsTimer: NodeJS.Timeout }
   | { name: 'ended'; reason: EndReason };
 
 interface Call {
@@ -61,7 +63,7 @@ interface Call {
  * session through its state. One call is live at a time; a second invite gets
  * `busy`. Emits `call` with a fresh CallStatus on every change.
  */
-export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
+export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallStatsNotification] }> {
   private readonly calls = new Map<string, Call>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
@@ -196,7 +198,12 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     if (d.name !== (held ? 'active' : 'held') || (d.name !== 'active' && d.name !== 'held')) {
       throw new ParleyError('invalid_state', held ? 'only an active call can be put on hold' : 'that call is not on hold');
     }
-    this.move(call, held ? 'hold' : 'resume', { name: held ? 'held' : 'active', peer: d.peer, media: d.media });
+    this.move(call, held ? 'hold' : 'resume', {
+      name: held ? 'held' : 'active',
+      peer: d.peer,
+      media: d.media,
+      statsTimer: d.statsTimer,
+    });
     d.media.setHeld(held);
     this.publish(call);
     return call.id;
@@ -332,7 +339,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
       return;
     }
     if (call.data.name !== 'connecting') return;
-    this.move(call, 'media_up', { name: 'active', peer, media });
+    this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
     call.status.transport = peer.transportKind();
     media.startSending();
@@ -351,6 +358,35 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
   }
 
   /**
+   * Emits `stats` for a connected call once a second: its media stats, the
+   * share of frames concealed or rebuilt in that second, the receive loss and
+   * an E-model MOS (main/media/quality.ts). One-way delay for the MOS is half
+   * the RTT plus the jitter buffer plus ~2 frames of device buffering.
+   */
+  private statsEverySecond(call: Call, media: MediaSession): NodeJS.Timeout {
+    let prev = media.stats();
+    const timer = setInterval(() => {
+      const now = media.stats();
+      const repaired = (s: typeof now) => s.framesConcealed + s.framesRecoveredByFec + (s.expandFrames ?? 0);
+      const frames = 1000 / now.ptimeMs;
+      const lost = now.packetsLost - prev.packetsLost;
+      const got = now.packetsReceived - prev.packetsReceived;
+      const lossPercent = lost + got > 0 ? (100 * lost) / (lost + got) : 0;
+      const oneWay = (now.rttMs ?? 0) / 2 + (now.jitterBufferMs ?? now.jitterTargetMs) + 2 * now.ptimeMs;
+      this.emit('stats', {
+        callId: call.id,
+        stats: now,
+        concealmentRate: Math.min(1, Math.max(0, (repaired(now) - repaired(prev)) / frames)),
+        lossPercent: Math.round(lossPercent * 10) / 10,
+        mos: Math.round(estimateMos(oneWay, lossPercent) * 100) / 100,
+      });
+      prev = now;
+    }, 1000);
+    timer.unref();
+    return timer;
+  }
+
+  /**
    * Moves a call along the table and releases what the old state owned and the
    * new one does not.
    * @throws IllegalTransitionError for a move the table refuses.
@@ -361,6 +397,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus] }> {
     const old = call.data;
     call.data = next;
     call.status.state = to;
+    if ('statsTimer' in old && !('statsTimer' in next && next.statsTimer === old.statsTimer)) clearInterval(old.statsTimer);
     if ('media' in old && !('media' in next && next.media === old.media)) void old.media.close();
     if ('peer' in old && !('peer' in next && next.peer === old.peer)) void old.peer.close();
   }

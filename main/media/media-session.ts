@@ -4,6 +4,7 @@ import type { MediaStats } from '../../common/protocol/control';
 import { AdaptiveJitterBuffer, type AdaptivePlayout } from './adaptive-jitter-buffer';
 import { FixedJitterBuffer, type JitterPacket, type PlayoutItem } from './jitter-buffer';
 import type { Peer } from './peer';
+import { SendRateController } from './rate-control';
 import { OpusPacketizer } from './rtp-opus';
 
 /** 48 kHz mono s16 frames from a microphone (native/audio-device CaptureStream fits). */
@@ -26,6 +27,10 @@ export interface AudioSink {
 export interface FrameEncoder {
   /** @param frame exactly frameSamples samples, 48 kHz mono. */
   encode(frame: Int16Array): Buffer;
+  /** Bits per second; the rate controller lowers it under heavy loss. */
+  setBitrate?(bitsPerSecond: number): void;
+  /** Expected loss, %, steering in-band FEC. */
+  setExpectedLossPercent?(percent: number): void;
 }
 
 /** Opus decoder: one packet → 48 kHz mono PCM of the packet's duration. */
@@ -51,6 +56,8 @@ export interface MediaSessionOptions {
   decoder: FrameDecoder;
   /** Opus DTX: packets of ≤ 2 bytes carry no audio and are not sent (RFC 7587 §3.1.3). */
   dtx?: boolean;
+  /** The encoder's starting bitrate (b/s) and expected-loss hint (%): the rate controller's base. */
+  encoderBase?: { bitrate: number; lossHintPercent: number };
   /** With no RTP from the peer for this long the session emits `mediaTimeout`, ms (default 10 000). */
   mediaTimeoutMs?: number;
   /** Injectable monotonic clock, ms. */
@@ -75,6 +82,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   private readonly jitter: JitterBuffer;
   private lastQuiet = false;
   private readonly packetizer = new OpusPacketizer();
+  private readonly rate: SendRateController;
   private pcm: Int16Array = new Int16Array(0);
   private pcmOffset = 0;
   private sending = false;
@@ -101,6 +109,8 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
         ? fixedBuffer(new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples))
         : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
+    const base = options.encoderBase ?? { bitrate: 32_000, lossHintPercent: 10 };
+    this.rate = new SendRateController(options.encoder, { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent });
   }
 
   /**
@@ -111,6 +121,12 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     if (this.started) return;
     this.started = true;
     this.peer.onRemoteRtp((rtp) => this.onRtp(rtp));
+    // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
+    const sender = this.peer.transceiver.sender;
+    sender.onRtcp.subscribe((packet) => {
+      if (this.closed || !('reports' in packet)) return;
+      for (const report of packet.reports) if (report.ssrc === sender.ssrc) this.rate.onReport(report);
+    });
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
     this.options.source.on('error', (e) => this.emit('deviceError', e));
     this.options.sink.on('error', (e) => this.emit('deviceError', e));
@@ -148,6 +164,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
 
   stats(): MediaStats {
     const j = this.jitter.stats();
+    const net = this.rate.view();
     return {
       packetsSent: this.packetizer.packetsSent,
       packetsReceived: this.packetsReceived,
@@ -162,6 +179,9 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
       expandFrames: j.expandFrames,
       accelerateFrames: j.accelerateFrames,
       decelerateFrames: j.decelerateFrames,
+      ...(net.rttMs !== undefined ? { rttMs: Math.round(net.rttMs * 10) / 10 } : {}),
+      remoteLossPercent: Math.round(net.lossFraction * 1000) / 10,
+      bitrate: net.bitrate,
     };
   }
 

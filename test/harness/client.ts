@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { CallStatus } from '../../common/protocol/control';
+import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { ControlClient } from '../../main/cli/control-server';
 import { makeTempDir, removeTempDir, startChild, waitFor, type Child } from './process';
 import { REPO_ROOT } from './server';
@@ -49,6 +49,8 @@ export interface RunningClient {
   readonly socket: string;
   /** Every `call.state` notification received, in order. */
   readonly events: CallStatus[];
+  /** Every `call.stats` notification (one a second per connected call), in order. */
+  readonly stats: CallStatsNotification[];
   /** Sends a control request. @throws ParleyError from the daemon. */
   request<T = unknown>(method: string, params?: object): Promise<T>;
   /** Resolves with the first call status (past or future) of `callId` (or of any call) matching `pred`. */
@@ -124,6 +126,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   };
   let logText = '';
   const events: CallStatus[] = [];
+  const stats: CallStatsNotification[] = [];
   const waiters = new Set<() => void>();
   let control: ControlClient;
   try {
@@ -132,6 +135,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
       async () => {
         if (child.hasExited()) throw new Error(`parley daemon exited: ${await readLog()}`);
         return ControlClient.connect(socket, (method, p) => {
+          if (method === 'call.stats') stats.push(p as CallStatsNotification);
           if (method !== 'call.state') return;
           events.push(p as CallStatus);
           for (const w of [...waiters]) w();
@@ -160,6 +164,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
     dataDir,
     socket,
     events,
+    stats,
     request: (method, params = {}) => control.request(method, params),
     waitForCall(callId, pred, timeoutMs = 20_000) {
       const match = () => events.find((s) => (!callId || s.callId === callId) && pred(s));

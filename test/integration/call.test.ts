@@ -125,6 +125,12 @@ describe('a direct call', () => {
     expect(speechSimilarity(readWav(speech.alice).samples, whiteNoise(5, 0.1)).score).toBeLessThan(SIMILARITY_THRESHOLD);
     expect(speechSimilarity(readWav(speech.alice).samples, new Int16Array(48000 * 5)).score).toBeLessThan(SIMILARITY_THRESHOLD);
 
+    // Live stats: one a second, with an RTCP round trip on loopback and a high MOS.
+    const live = alice.stats.filter((s) => s.callId === call.callId);
+    expect(live.length).toBeGreaterThanOrEqual(3);
+    expect(live.at(-1)!.stats.rttMs).toBeLessThan(50);
+    expect(live.at(-1)!.mos).toBeGreaterThan(4);
+
     const [ea, eb] = await hangupBoth(alice, bob, call.callId);
     expect(ea.endReason).toBe('hangup');
     expect(eb.endReason).toBe('hangup');

@@ -78,6 +78,15 @@ describe('a call over a lossy, jittery path', () => {
     expect(stats.toServer.droppedLoss + stats.toClient.droppedLoss).toBeGreaterThan(0);
     const rebuilt = (s: CallStatus) => s.stats!.framesRecoveredByFec + s.stats!.framesConcealed;
     expect(rebuilt(sa) + rebuilt(sb)).toBeGreaterThan(0);
+    // Live stats came every second, with RTCP round-trip times, the loss the far
+    // end reports (which steers the encoder's FEC) and an E-model MOS.
+    const live = [...alice.stats, ...bob.stats].filter((x) => x.callId === callId);
+    expect(live.length).toBeGreaterThanOrEqual(6);
+    const lastA = alice.stats.filter((x) => x.callId === callId).at(-1)!;
+    expect(lastA.stats.rttMs).toBeGreaterThan(20); // two relay legs of 20 ± 20 ms each way
+    expect(lastA.mos).toBeGreaterThan(1);
+    expect(lastA.mos).toBeLessThan(4.5);
+    expect(live.some((x) => x.concealmentRate > 0)).toBe(true);
     // …and speech still got through both ways.
     const probe = readWav(probePath);
     const bobHeard = channel(probe, PROBE_CHANNEL.bobSpeaker - 1);

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { SendRateController } from '../../main/media/rate-control';
+
+function setup() {
+  const calls: string[] = [];
+  let t = 0;
+  const c = new SendRateController(
+    { setBitrate: (b) => calls.push(`bitrate ${b}`), setExpectedLossPercent: (p) => calls.push(`loss ${p}`) },
+    { baseBitrate: 32_000, minLossHint: 2, now: () => t },
+  );
+  return { c, calls, advance: (ms: number) => (t += ms) };
+}
+const block = (lossFraction: number) => ({ fractionLost: Math.round(lossFraction * 256), jitter: 480, lsr: 0, dlsr: 0 });
+
+describe('SendRateController', () => {
+  it('raises the FEC loss hint with the loss the far end reports', () => {
+    const { c, calls } = setup();
+    for (let i = 0; i < 10; i++) c.onReport(block(0.08));
+    expect(c.view().lossHintPercent).toBe(12); // 1.5 × 8 %
+    expect(calls.filter((x) => x.startsWith('loss')).length).toBeGreaterThan(0);
+    expect(c.view().bitrate).toBe(32_000);
+    expect(c.view().remoteJitterMs).toBe(10);
+  });
+
+  it('steps the bitrate down under heavy loss and back up after a calm 10 s', () => {
+    const { c, calls, advance } = setup();
+    for (let i = 0; i < 10; i++) c.onReport(block(0.3));
+    expect(c.view().bitrate).toBe(16_000);
+    expect(c.view().lossHintPercent).toBe(30);
+    for (let i = 0; i < 30; i++) {
+      advance(1000);
+      c.onReport(block(0));
+    }
+    expect(c.view().bitrate).toBe(32_000);
+    expect(calls).toContain('bitrate 16000');
+    expect(calls).toContain('bitrate 24000');
+    expect(calls.at(-1)).toMatch(/bitrate 32000|loss 2/);
+  });
+
+  it('computes the round-trip time from LSR and DLSR (RFC 3550 §6.4.1)', () => {
+    const { c } = setup();
+    const sentAt = 3_900_000_000.25; // NTP seconds when our SR left
+    const lsr = Math.floor(sentAt * 65536) >>> 0;
+    const dlsr = Math.round(0.05 * 65536); // the receiver held it 50 ms
+    c.onReport({ fractionLost: 0, jitter: 0, lsr, dlsr }, sentAt + 0.05 + 0.12); // 120 ms of network round trip
+    expect(c.view().rttMs).toBeCloseTo(120, 0);
+  });
+});
+
+describe('estimateMos (simplified E-model, ITU-T G.107)', async () => {
+  const { estimateMos } = await import('../../main/media/quality');
+  it('is about 4.4 for a short clean path and falls with delay and loss', () => {
+    expect(estimateMos(50, 0)).toBeGreaterThan(4.3);
+    expect(estimateMos(50, 0)).toBeLessThan(4.5);
+    expect(estimateMos(300, 0)).toBeLessThan(estimateMos(150, 0));
+    expect(estimateMos(50, 5)).toBeLessThan(estimateMos(50, 1));
+    expect(estimateMos(50, 20)).toBeLessThan(3.2);
+    // By hand: R = 93.2 − 0.024·100 = 90.8 → 1 + 3.178 + 7e-6·90.8·30.8·9.2 = 4.358.
+    expect(estimateMos(100, 0)).toBeCloseTo(4.358, 3);
+  });
+});
