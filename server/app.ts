@@ -210,7 +210,7 @@ export async function buildServer(
 
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
-  registerHttpRoutes(app, accounts, serverVersion());
+  registerHttpRoutes(app, accounts, serverVersion(), (code) => metrics.errors.inc({ code }));
   registerOpsRoutes(app, { db, metrics, state });
 
   const alive = new WeakMap<WebSocket, boolean>();

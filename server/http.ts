@@ -21,7 +21,7 @@ const STATUS: Partial<Record<ErrorReason, number>> = {
 };
 
 /** Sends `{error:{code,message,data:{reason,…}}}` (common/protocol HttpError) with the matching status. */
-function sendError(reply: FastifyReply, e: ParleyError): FastifyReply {
+function sendErrorReply(reply: FastifyReply, e: ParleyError): FastifyReply {
   return reply.status(STATUS[e.reason] ?? 400).send({ error: e.toJsonRpc() });
 }
 
@@ -43,12 +43,18 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string):
  * - `POST /v1/accounts` RegisterBody → 201 RegisterReply; 409 `already_exists`; 400 `invalid_params`
  * - `POST /v1/sessions` LoginBody → 201 LoginReply (a new device and its token); 401 `bad_credentials`
  * Every error, including unknown routes and unparsable bodies, has the HttpError shape.
+ * @param onError sees the reason of each error reply (metrics); must not throw.
  */
 export function registerHttpRoutes(
   app: FastifyInstance,
   accounts: Accounts,
   version: string,
+  onError: (reason: ErrorReason) => void = () => {},
 ): void {
+  const sendError = (reply: FastifyReply, e: ParleyError): FastifyReply => {
+    onError(e.reason);
+    return sendErrorReply(reply, e);
+  };
   app.setErrorHandler((err: FastifyError | ParleyError, req, reply) => {
     if (err instanceof ParleyError) return sendError(reply, err);
     const status = (err as FastifyError).statusCode ?? 500;

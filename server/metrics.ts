@@ -11,7 +11,7 @@ import type { Hub } from './hub';
  * | `parley_connected_devices` | gauge | | authenticated signaling connections |
  * | `parley_active_calls` | gauge | `state` = ringing, active | calls in progress |
  * | `parley_call_setup_seconds` | histogram | `stage` = ringing, answered | invite → first ringing / answer, seconds |
- * | `parley_errors_total` | counter | `code` (error reason, e.g. `rate_limited`) | JSON-RPC errors sent to clients |
+ * | `parley_errors_total` | counter | `code` (error reason, e.g. `rate_limited`) | errors sent to clients (signaling and HTTP) |
  * | `parley_calls_ended_total` | counter | `reason` (EndReason) | calls ended |
  * | `parley_relay_credentials_issued_total` | counter | | relay credentials handed out |
  * | `parley_audit_write_failures_total` | counter | | audit records that could not be written |
@@ -57,7 +57,7 @@ export class ServerMetrics {
     });
     this.errors = new Counter({
       name: 'parley_errors_total',
-      help: 'JSON-RPC errors sent to signaling clients, by error code (reason).',
+      help: 'Errors sent to clients (signaling JSON-RPC and HTTP), by error code (reason).',
       labelNames: ['code'],
       registers,
     });

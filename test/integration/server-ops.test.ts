@@ -111,6 +111,14 @@ describe('health, readiness and metrics', () => {
     expect(await metric('parley_errors_total{code="call_not_found"}')).toBe(before.notFound + 1);
     expect(await metric('parley_relay_credentials_issued_total')).toBe(before.relay + 1);
     expect(await metric('parley_active_calls{state="active"}')).toBe(0);
+
+    const badLogins = await metric('parley_errors_total{code="bad_credentials"}');
+    const reply = await httpJson(server.url, 'POST', '/v1/sessions', {
+      username: alice.username,
+      password: 'not the password',
+    });
+    expect(reply.status).toBe(401);
+    expect(await metric('parley_errors_total{code="bad_credentials"}')).toBe(badLogins + 1);
     await Promise.all([alice.client.close(), bob.client.close()]);
   });
 });
