@@ -125,7 +125,11 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     const sender = this.peer.transceiver.sender;
     sender.onRtcp.subscribe((packet) => {
       if (this.closed || !('reports' in packet)) return;
-      for (const report of packet.reports) if (report.ssrc === sender.ssrc) this.rate.onReport(report);
+      // werift computes the RTT from the report and its own SR send time (a private field).
+      const rtt = (sender as unknown as { rtt?: number }).rtt;
+      for (const report of packet.reports) {
+        if (report.ssrc === sender.ssrc) this.rate.onReport(report, rtt !== undefined ? rtt * 1000 : undefined);
+      }
     });
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
     this.options.source.on('error', (e) => this.emit('deviceError', e));

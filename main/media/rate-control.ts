@@ -13,7 +13,10 @@
  *   FEC and eases congestion), and steps back up one level after 10 s with
  *   L < 5 %.
  *
- * Round-trip time comes from the report's LSR/DLSR (RFC 3550 §6.4.1).
+ * The round-trip time is given by the caller: RFC 3550 §6.4.1 derives it from
+ * the report's LSR/DLSR and the send time of our SR; werift keeps that send
+ * time (its SR timestamps' fraction field is not a standard 2⁻³² fraction, so
+ * the standard formula cannot be applied from outside) and smooths the result.
  */
 export interface EncoderControl {
   setBitrate?(bitsPerSecond: number): void;
@@ -26,10 +29,6 @@ export interface ReportBlock {
   fractionLost: number;
   /** Interarrival jitter in RTP timestamp units (48 kHz). */
   jitter: number;
-  /** Middle 32 bits of the NTP time of our last SR, or 0. */
-  lsr: number;
-  /** Delay since that SR at the receiver, 1/65536 s. */
-  dlsr: number;
 }
 
 export interface NetworkView {
@@ -63,16 +62,12 @@ export class SendRateController {
 
   /**
    * Takes one report block about our stream.
-   * @param ntpNow current NTP time as seconds since 1900 (for RTT); defaults to the wall clock.
+   * @param rttMs the round-trip time measured with it, ms, when known.
    */
-  onReport(block: ReportBlock, ntpNow: number = Date.now() / 1000 + 2_208_988_800): void {
+  onReport(block: ReportBlock, rttMs?: number): void {
     this.loss = 0.7 * this.loss + 0.3 * (block.fractionLost / 256);
     this.remoteJitterMs = block.jitter / 48;
-    if (block.lsr !== 0) {
-      const a = Math.floor(ntpNow * 65536) >>> 0; // middle 32 bits of NTP (16.16)
-      const rtt = (((a - block.lsr - block.dlsr) >>> 0) / 65536) * 1000;
-      if (rtt >= 0 && rtt < 10_000) this.rtt = this.rtt === undefined ? rtt : 0.8 * this.rtt + 0.2 * rtt;
-    }
+    if (rttMs !== undefined && rttMs >= 0 && rttMs < 10_000) this.rtt = rttMs;
     this.apply();
   }
 
