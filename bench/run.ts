@@ -1,27 +1,35 @@
 /**
- * `npm run bench [-- --clicks 40] [-- --seconds 30] [-- --no-write]`: first benchmark of a real call.
+ * `npm run bench [-- --clicks 40] [-- --seconds 30] [-- --no-write] [-- --no-chromium]`:
+ * a real call, Parley against Chromium measured the same way in the same run.
  *
- * For 20 ms and 10 ms frames: two headless clients in a direct call over
- * loopback, devices on a private PulseAudio. A train of clicks is played into
- * Alice's microphone; one 4-channel recording holds the microphone input and
- * Bob's speaker output on one clock, so each click's mouth-to-ear delay is the
- * offset between its onset on the two channels (device to device, through
- * PulseAudio both ways). Meanwhile the CPU time of each client process is read
- * from /proc/<pid>/stat over the same window. Before that, SETUPS calls are set
- * up and torn down to time invite → ringing and answer → first audio.
+ * For 20 ms and 10 ms packets, each engine makes a direct call on loopback
+ * between two endpoints whose devices are a private PulseAudio's:
+ * - Parley: two `parley` daemons (werift, Opus, our jitter buffer, naudiodon);
+ * - Chromium: two headless Chromium pages (the browser's own WebRTC and NetEQ),
+ *   on the same PulseAudio devices, picked by name, processing off.
+ * A train of clicks is played into Alice's microphone; one 4-channel recording
+ * holds the microphone input and Bob's speaker output on one clock, so each
+ * click's mouth-to-ear delay is the offset between its onsets on the two
+ * channels (device to device, through PulseAudio both ways). The CPU time of
+ * each endpoint (a daemon; a whole Chromium process tree) is read from
+ * /proc/<pid>/stat over the same window. Parley's call set-up (invite →
+ * ringing, answer → first audio) is timed over SETUPS calls first.
  *
- * Prints median and p95 and writes the table to docs/BENCHMARKS.md.
+ * Prints median and p95 with Parley/Chromium ratios and writes the tables to
+ * docs/BENCHMARKS.md.
  */
-import { cpus } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { detectOnsets } from '../main/media/analysis';
+import { launchChromium } from '../test/harness/chromium';
 import { startClient, type RunningClient } from '../test/harness/client';
 import { startKeyring } from '../test/harness/keyring';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../test/harness/pulse';
-import { startServer, type RunningServer } from '../test/harness/server';
+import { REPO_ROOT, startServer, type RunningServer } from '../test/harness/server';
 import { channel, readWav, writeWav } from '../test/harness/speech';
 
 const { values: args } = parseArgs({
@@ -29,23 +37,27 @@ const { values: args } = parseArgs({
     clicks: { type: 'string', default: '40' },
     seconds: { type: 'string', default: '30' },
     'no-write': { type: 'boolean', default: false },
+    'no-chromium': { type: 'boolean', default: false },
   },
 });
 const CLICKS = Number(args.clicks);
 const SECONDS = Number(args.seconds);
 const CLK_TCK = 100; // Linux USER_HZ for /proc/<pid>/stat
+const SETUPS = 10;
 
-interface Result {
-  frameMs: 10 | 20;
+interface ClickResult {
   m2e: number[];
   missed: number;
+  /** % of one core over the click train, per endpoint. */
   cpu: { alice: number; bob: number };
-  /** Per call set-up: invite → remote ringing (caller's clock) and answer → first audio on both sides, ms. */
+}
+interface Result {
+  frameMs: 10 | 20;
+  parley: ClickResult;
+  chromium?: ClickResult;
   inviteToRinging: number[];
   answerToAudio: number[];
 }
-
-const SETUPS = 10;
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -53,11 +65,19 @@ function percentile(sorted: number[], p: number): number {
   return sorted[i]!;
 }
 
-function cpuTicks(pid: number): number {
-  // Fields 14 and 15 (utime, stime) after the parenthesised command name.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+/** utime + stime of processes, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
+function cpuTicks(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process ended
+    }
+  }
+  return sum;
 }
 
 /** A click train: 10 ms bursts of a 2 kHz tone at −6 dBFS every `periodMs`, 48 kHz mono. */
@@ -73,14 +93,42 @@ function clickTrain(count: number, periodMs: number): Int16Array {
   return out;
 }
 
-async function measure(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, keyringEnv: Record<string, string>, dir: string): Promise<Result> {
+/** Plays the click train into Alice's mic during a connected call and measures delay and CPU. */
+async function clickRun(pulse: Pulse, dir: string, tag: string, pids: { alice: () => number[]; bob: () => number[] }): Promise<ClickResult> {
+  const periodMs = Math.max(500, Math.floor((SECONDS * 1000) / CLICKS));
+  const clicks = join(dir, `clicks-${tag}.wav`);
+  writeWav(clicks, clickTrain(CLICKS, periodMs));
+  const probe = join(dir, `probe-${tag}.wav`);
+  const rec = await pulse.record('probe.monitor', probe, 4);
+  const [pa, pb] = [pids.alice(), pids.bob()];
+  const t0 = performance.now();
+  const c0 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
+  await pulse.play('a_in', clicks);
+  const elapsedS = (performance.now() - t0) / 1000;
+  const c1 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
+  await new Promise((r) => setTimeout(r, 500));
+  await rec.stop();
+  const wav = readWav(probe);
+  const input = detectOnsets(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), { thresholdDbfs: -30, minGapMs: 200 });
+  const output = detectOnsets(channel(wav, PROBE_CHANNEL.bobSpeaker - 1), { thresholdDbfs: -30, minGapMs: 200 });
+  const m2e: number[] = [];
+  let missed = 0;
+  for (const t of input) {
+    const hit = output.find((o) => o >= t && o - t < 400);
+    if (hit === undefined) missed++;
+    else m2e.push(hit - t);
+  }
+  const pct = (ticks: number) => (100 * ticks) / CLK_TCK / elapsedS;
+  return { m2e: m2e.sort((a, b) => a - b), missed, cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) } };
+}
+
+async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, keyringEnv: Record<string, string>, dir: string) {
   const tag = `f${frameMs}`;
   const [alice, bob]: RunningClient[] = await Promise.all([
     startClient({ name: `alice-${tag}`, server, frameMs, env: { ...pulse.clientEnv('a'), ...keyringEnv }, input: 'a_mic', output: 'a_spk' }),
     startClient({ name: `bob-${tag}`, server, frameMs, env: { ...pulse.clientEnv('b'), ...keyringEnv }, input: 'b_mic', output: 'b_spk' }),
   ]);
   try {
-    // Call set-up, SETUPS times: invite → ringing, answer → first audio (both sides).
     const inviteToRinging: number[] = [];
     const answerToAudio: number[] = [];
     for (let i = 0; i < SETUPS; i++) {
@@ -97,7 +145,6 @@ async function measure(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, ke
       await alice!.request('end_call', { callId });
       await bob!.waitForCall(callId, (s) => s.state === 'ended');
     }
-
     const { callId } = await alice!.request<{ callId: string }>('create_call', { to: bob!.name });
     await bob!.waitForCall(callId, (s) => s.state === 'incoming');
     await bob!.request('answer_call', { callId });
@@ -106,42 +153,47 @@ async function measure(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, ke
       bob!.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
     ]);
     await new Promise((r) => setTimeout(r, 1000)); // settle
-
-    const periodMs = Math.max(500, Math.floor((SECONDS * 1000) / CLICKS));
-    const clicks = join(dir, `clicks-${tag}.wav`);
-    writeWav(clicks, clickTrain(CLICKS, periodMs));
-    const probe = join(dir, `probe-${tag}.wav`);
-    const rec = await pulse.record('probe.monitor', probe, 4);
-    const t0 = performance.now();
-    const c0 = { alice: cpuTicks(alice!.pid), bob: cpuTicks(bob!.pid) };
-    await pulse.play('a_in', clicks);
-    const elapsedS = (performance.now() - t0) / 1000;
-    const c1 = { alice: cpuTicks(alice!.pid), bob: cpuTicks(bob!.pid) };
-    await new Promise((r) => setTimeout(r, 500));
-    await rec.stop();
+    const clicks = await clickRun(pulse, dir, `parley-${tag}`, { alice: () => [alice!.pid], bob: () => [bob!.pid] });
     await alice!.request('end_call', { callId });
-
-    const wav = readWav(probe);
-    const input = detectOnsets(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), { thresholdDbfs: -30, minGapMs: 200 });
-    const output = detectOnsets(channel(wav, PROBE_CHANNEL.bobSpeaker - 1), { thresholdDbfs: -30, minGapMs: 200 });
-    const m2e: number[] = [];
-    let missed = 0;
-    for (const t of input) {
-      const hit = output.find((o) => o >= t && o - t < 400);
-      if (hit === undefined) missed++;
-      else m2e.push(hit - t);
-    }
-    const pct = (ticks: number) => (100 * ticks) / CLK_TCK / elapsedS;
     return {
-      frameMs,
-      m2e: m2e.sort((a, b) => a - b),
-      missed,
-      cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) },
+      clicks,
       inviteToRinging: inviteToRinging.sort((x, y) => x - y),
       answerToAudio: answerToAudio.sort((x, y) => x - y),
     };
   } finally {
     await Promise.allSettled([alice!.stop(), bob!.stop()]);
+  }
+}
+
+async function measureChromium(frameMs: 10 | 20, pulse: Pulse, dir: string): Promise<ClickResult> {
+  const html = readFileSync(join(REPO_ROOT, 'test/fixtures/chromium-device-peer.html'));
+  const server = createServer((_q, r) => r.writeHead(200, { 'content-type': 'text/html' }).end(html));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  const url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
+  const [a, b] = await Promise.all([
+    launchChromium({ fakeDevices: false, env: pulse.clientEnv('a') }),
+    launchChromium({ fakeDevices: false, env: pulse.clientEnv('b') }),
+  ]);
+  type Page = Awaited<ReturnType<typeof a.browser.newPage>>;
+  const call = <T>(page: Page, fn: string, arg?: unknown) =>
+    page.evaluate(([f, x]) => (globalThis as unknown as Record<string, (a: unknown) => Promise<T>>)[f as string]!(x), [fn, arg] as const);
+  try {
+    const [pa, pb] = await Promise.all([a.browser.newPage(), b.browser.newPage()]);
+    await Promise.all([pa.goto(url), pb.goto(url)]);
+    await call(pa, 'init', { mic: 'a_mic', speaker: 'a_spk' });
+    await call(pb, 'init', { mic: 'b_mic', speaker: 'b_spk' });
+    const offer = await call<string>(pa, 'makeOffer', frameMs);
+    const answer = await call<string>(pb, 'acceptOffer', [offer, frameMs]);
+    await call(pa, 'acceptAnswer', answer);
+    for (let i = 0; i < 100 && !(await pa.evaluate(() => (globalThis as unknown as { connected(): boolean }).connected())); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 2000)); // settle
+    return await clickRun(pulse, dir, `chromium-f${frameMs}`, { alice: () => a.pids(), bob: () => b.pids() });
+  } finally {
+    await Promise.allSettled([a.close(), b.close()]);
+    server.close();
   }
 }
 
@@ -153,8 +205,14 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   try {
     for (const frameMs of [20, 10] as const) {
-      process.stderr.write(`measuring ${frameMs} ms frames (${CLICKS} clicks over ~${SECONDS} s)…\n`);
-      results.push(await measure(frameMs, pulse, server, keyring.env, dir));
+      process.stderr.write(`Parley, ${frameMs} ms packets (${CLICKS} clicks over ~${SECONDS} s)…\n`);
+      const p = await measureParley(frameMs, pulse, server, keyring.env, dir);
+      let chromium: ClickResult | undefined;
+      if (!args['no-chromium']) {
+        process.stderr.write(`Chromium, ${frameMs} ms packets…\n`);
+        chromium = await measureChromium(frameMs, pulse, dir);
+      }
+      results.push({ frameMs, parley: p.clicks, ...(chromium ? { chromium } : {}), inviteToRinging: p.inviteToRinging, answerToAudio: p.answerToAudio });
     }
   } finally {
     await server.stop();
@@ -165,26 +223,42 @@ async function main(): Promise<void> {
 
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const machine = `${cpus().length} cores (${cpu}), Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
-  const rows = results.map((r) => {
-    const p50 = percentile(r.m2e, 50);
-    const p95 = percentile(r.m2e, 95);
-    return `| ${r.frameMs} ms | ${r.m2e.length} (${r.missed} missed) | ${p50.toFixed(1)} | ${p95.toFixed(1)} | ${r.cpu.alice.toFixed(1)} % | ${r.cpu.bob.toFixed(1)} % |`;
-  });
+  const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+  const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) : '–');
+  const rows: string[] = [];
+  for (const r of results) {
+    const engines: [string, ClickResult | undefined][] = [
+      ['Parley', r.parley],
+      ['Chromium', r.chromium],
+    ];
+    for (const [name, c] of engines) {
+      if (!c) continue;
+      rows.push(
+        `| ${r.frameMs} ms | ${name} | ${c.m2e.length} (${c.missed} missed) | ${f1(percentile(c.m2e, 50))} | ${f1(percentile(c.m2e, 95))} | ${f1(c.cpu.alice)} % | ${f1(c.cpu.bob)} % |`,
+      );
+    }
+    if (r.chromium) {
+      const p = r.parley;
+      const c = r.chromium;
+      rows.push(
+        `| ${r.frameMs} ms | **ratio Parley / Chromium** | | **${ratio(percentile(p.m2e, 50), percentile(c.m2e, 50))}** | **${ratio(percentile(p.m2e, 95), percentile(c.m2e, 95))}** | **${ratio(p.cpu.alice, c.cpu.alice)}** | **${ratio(p.cpu.bob, c.cpu.bob)}** |`,
+      );
+    }
+  }
   const setupRows = results.map(
     (r) =>
       `| ${r.frameMs} ms | ${r.inviteToRinging.length} | ${percentile(r.inviteToRinging, 50)} | ${percentile(r.inviteToRinging, 95)} | ${percentile(r.answerToAudio, 50)} | ${percentile(r.answerToAudio, 95)} |`,
   );
   const table = [
-    '| frames | clicks detected | mouth-to-ear p50 (ms) | p95 (ms) | CPU Alice (sender) | CPU Bob (receiver) |',
-    '|---|---|---|---|---|---|',
+    '| packets | engine | clicks detected | mouth-to-ear p50 (ms) | p95 (ms) | CPU Alice (sender) | CPU Bob (receiver) |',
+    '|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    '| frames | call set-ups | invite → ringing p50 (ms) | p95 (ms) | answer → first audio p50 (ms) | p95 (ms) |',
+    '| packets | Parley call set-ups | invite → ringing p50 (ms) | p95 (ms) | answer → first audio p50 (ms) | p95 (ms) |',
     '|---|---|---|---|---|---|',
     ...setupRows,
   ].join('\n');
   console.log(`\nParley call benchmark — ${machine}\n\n${table}\n`);
-  console.log('Reference (DESIGN.md, same method on this machine): Chromium ↔ Chromium through a PulseAudio sink ≈ 105 ms; Chromium endpoint CPU ≈ 13–18 % of a core.');
 
   if (!args['no-write']) {
     const path = 'docs/BENCHMARKS.md';
@@ -196,21 +270,21 @@ async function main(): Promise<void> {
     }
     const section = [
       '<!-- bench:call:start -->',
-      '## Real call: mouth-to-ear and CPU (`npm run bench`)',
+      '## Real call: mouth-to-ear, CPU and set-up, against Chromium (`npm run bench`)',
       '',
-      `Command: \`npm run bench\` (${CLICKS} clicks over ~${SECONDS} s per frame size). Machine: ${machine}.`,
+      `Command: \`npm run bench\` (${CLICKS} clicks over ~${SECONDS} s per engine and packet size). Machine: ${machine}.`,
       '',
-      'Method: two `parley` daemons in a direct call on loopback; a click train (10 ms 2 kHz bursts, −6 dBFS) is played into',
-      "Alice's PulseAudio microphone; one 4-channel recording of the probe sink holds the microphone input and Bob's speaker",
-      'output on one clock, and each click\'s delay is the onset offset between the two channels (device to device, through',
-      'PulseAudio both ways). CPU is utime+stime of each daemon process from /proc over the click train, as % of one core.',
-      `Call set-up: ${SETUPS} calls per frame size before the click train; invite → ringing on the caller's clock, answer →`,
-      "first audio from the callee's answer to the later of the two sides' first played packet (one machine, one clock).",
+      'Method: a direct call on loopback between two endpoints on one private PulseAudio — two `parley` daemons, then two',
+      "headless Chromium pages (the browser's own WebRTC, NetEQ; devices picked by name, echo cancellation, noise",
+      "suppression and gain control off). A click train (10 ms 2 kHz bursts, −6 dBFS) is played into Alice's microphone; one",
+      "4-channel recording of the probe sink holds the microphone input and Bob's speaker output on one clock, and each",
+      "click's delay is the onset offset between the two channels (device to device, through PulseAudio both ways). CPU is",
+      'utime+stime over the click train, as % of one core: the daemon process for Parley, the whole process tree (browser,',
+      'renderer, audio and network services) for Chromium. Ratios below 1 mean Parley is faster or lighter.',
+      `Call set-up: ${SETUPS} Parley calls per packet size before the click train; invite → ringing on the caller's clock,`,
+      "answer → first audio from the callee's answer to the later of the two sides' first played packet (one machine).",
       '',
       table,
-      '',
-      'Peer reference from DESIGN.md (measured the same way on this machine): Chromium ↔ Chromium through a PulseAudio sink',
-      '≈ 105 ms; one Chromium endpoint ≈ 13–18 % of a core. A Chromium peer in the same run comes with the call-quality work.',
       '<!-- bench:call:end -->',
     ].join('\n');
     const re = /<!-- bench:call:start -->[\s\S]*<!-- bench:call:end -->/;
