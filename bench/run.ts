@@ -19,18 +19,14 @@
  * docs/BENCHMARKS.md.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { detectOnsets } from '../main/media/analysis';
-import { launchChromium } from '../test/harness/chromium';
 import { startClient, type RunningClient } from '../test/harness/client';
 import { startKeyring } from '../test/harness/keyring';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
-import { PROBE_CHANNEL, startPulse, type Pulse } from '../test/harness/pulse';
-import { REPO_ROOT, startServer, type RunningServer } from '../test/harness/server';
-import { channel, readWav, writeWav } from '../test/harness/speech';
+import { startPulse, type Pulse } from '../test/harness/pulse';
+import { startServer, type RunningServer } from '../test/harness/server';
+import { chromiumPair, clickRun, percentile, type ClickResult } from './lib';
 
 const { values: args } = parseArgs({
   options: {
@@ -42,84 +38,14 @@ const { values: args } = parseArgs({
 });
 const CLICKS = Number(args.clicks);
 const SECONDS = Number(args.seconds);
-const CLK_TCK = 100; // Linux USER_HZ for /proc/<pid>/stat
 const SETUPS = 10;
 
-interface ClickResult {
-  m2e: number[];
-  missed: number;
-  /** % of one core over the click train, per endpoint. */
-  cpu: { alice: number; bob: number };
-}
 interface Result {
   frameMs: 10 | 20;
   parley: ClickResult;
   chromium?: ClickResult;
   inviteToRinging: number[];
   answerToAudio: number[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
-
-/** utime + stime of processes, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
-function cpuTicks(pids: number[]): number {
-  let sum = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      sum += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // the process ended
-    }
-  }
-  return sum;
-}
-
-/** A click train: 10 ms bursts of a 2 kHz tone at −6 dBFS every `periodMs`, 48 kHz mono. */
-function clickTrain(count: number, periodMs: number): Int16Array {
-  const period = (48_000 * periodMs) / 1000;
-  const out = new Int16Array(period * count + 48_000);
-  for (let c = 0; c < count; c++) {
-    for (let i = 0; i < 480; i++) {
-      const env = Math.sin((Math.PI * i) / 480);
-      out[c * period + 24_000 + i] = Math.round(16_000 * env * Math.sin((2 * Math.PI * 2000 * i) / 48_000));
-    }
-  }
-  return out;
-}
-
-/** Plays the click train into Alice's mic during a connected call and measures delay and CPU. */
-async function clickRun(pulse: Pulse, dir: string, tag: string, pids: { alice: () => number[]; bob: () => number[] }): Promise<ClickResult> {
-  const periodMs = Math.max(500, Math.floor((SECONDS * 1000) / CLICKS));
-  const clicks = join(dir, `clicks-${tag}.wav`);
-  writeWav(clicks, clickTrain(CLICKS, periodMs));
-  const probe = join(dir, `probe-${tag}.wav`);
-  const rec = await pulse.record('probe.monitor', probe, 4);
-  const [pa, pb] = [pids.alice(), pids.bob()];
-  const t0 = performance.now();
-  const c0 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
-  await pulse.play('a_in', clicks);
-  const elapsedS = (performance.now() - t0) / 1000;
-  const c1 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
-  await new Promise((r) => setTimeout(r, 500));
-  await rec.stop();
-  const wav = readWav(probe);
-  const input = detectOnsets(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), { thresholdDbfs: -30, minGapMs: 200 });
-  const output = detectOnsets(channel(wav, PROBE_CHANNEL.bobSpeaker - 1), { thresholdDbfs: -30, minGapMs: 200 });
-  const m2e: number[] = [];
-  let missed = 0;
-  for (const t of input) {
-    const hit = output.find((o) => o >= t && o - t < 400);
-    if (hit === undefined) missed++;
-    else m2e.push(hit - t);
-  }
-  const pct = (ticks: number) => (100 * ticks) / CLK_TCK / elapsedS;
-  return { m2e: m2e.sort((a, b) => a - b), missed, cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) } };
 }
 
 async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, keyringEnv: Record<string, string>, dir: string) {
@@ -153,7 +79,7 @@ async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServ
       bob!.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
     ]);
     await new Promise((r) => setTimeout(r, 1000)); // settle
-    const clicks = await clickRun(pulse, dir, `parley-${tag}`, { alice: () => [alice!.pid], bob: () => [bob!.pid] });
+    const clicks = await clickRun(pulse, dir, `parley-${tag}`, CLICKS, SECONDS, { alice: () => [alice!.pid], bob: () => [bob!.pid] });
     await alice!.request('end_call', { callId });
     return {
       clicks,
@@ -166,34 +92,12 @@ async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServ
 }
 
 async function measureChromium(frameMs: 10 | 20, pulse: Pulse, dir: string): Promise<ClickResult> {
-  const html = readFileSync(join(REPO_ROOT, 'test/fixtures/chromium-device-peer.html'));
-  const server = createServer((_q, r) => r.writeHead(200, { 'content-type': 'text/html' }).end(html));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const addr = server.address();
-  const url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
-  const [a, b] = await Promise.all([
-    launchChromium({ fakeDevices: false, env: pulse.clientEnv('a') }),
-    launchChromium({ fakeDevices: false, env: pulse.clientEnv('b') }),
-  ]);
-  type Page = Awaited<ReturnType<typeof a.browser.newPage>>;
-  const call = <T>(page: Page, fn: string, arg?: unknown) =>
-    page.evaluate(([f, x]) => (globalThis as unknown as Record<string, (a: unknown) => Promise<T>>)[f as string]!(x), [fn, arg] as const);
+  const pair = await chromiumPair(pulse, frameMs);
   try {
-    const [pa, pb] = await Promise.all([a.browser.newPage(), b.browser.newPage()]);
-    await Promise.all([pa.goto(url), pb.goto(url)]);
-    await call(pa, 'init', { mic: 'a_mic', speaker: 'a_spk' });
-    await call(pb, 'init', { mic: 'b_mic', speaker: 'b_spk' });
-    const offer = await call<string>(pa, 'makeOffer', frameMs);
-    const answer = await call<string>(pb, 'acceptOffer', [offer, frameMs]);
-    await call(pa, 'acceptAnswer', answer);
-    for (let i = 0; i < 100 && !(await pa.evaluate(() => (globalThis as unknown as { connected(): boolean }).connected())); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
     await new Promise((r) => setTimeout(r, 2000)); // settle
-    return await clickRun(pulse, dir, `chromium-f${frameMs}`, { alice: () => a.pids(), bob: () => b.pids() });
+    return await clickRun(pulse, dir, `chromium-f${frameMs}`, CLICKS, SECONDS, pair.pids);
   } finally {
-    await Promise.allSettled([a.close(), b.close()]);
-    server.close();
+    await pair.close();
   }
 }
 

@@ -1,0 +1,142 @@
+/** Measurement pieces shared by the benchmarks (bench/run.ts, bench/quality.ts). */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { launchChromium } from '../test/harness/chromium';
+import { REPO_ROOT } from '../test/harness/server';
+import { detectOnsets } from '../main/media/analysis';
+import { PROBE_CHANNEL, type Pulse } from '../test/harness/pulse';
+import { channel, readWav, writeWav } from '../test/harness/speech';
+
+const CLK_TCK = 100; // Linux USER_HZ for /proc/<pid>/stat
+
+export interface ClickResult {
+  m2e: number[];
+  missed: number;
+  /** % of one core over the click train, per endpoint. */
+  cpu: { alice: number; bob: number };
+}
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+/** utime + stime of processes, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
+export function cpuTicks(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process ended
+    }
+  }
+  return sum;
+}
+
+/** A click train: 10 ms bursts of a 2 kHz tone at −6 dBFS every `periodMs`, 48 kHz mono. */
+export function clickTrain(count: number, periodMs: number): Int16Array {
+  const period = (48_000 * periodMs) / 1000;
+  const out = new Int16Array(period * count + 48_000);
+  for (let c = 0; c < count; c++) {
+    for (let i = 0; i < 480; i++) {
+      const env = Math.sin((Math.PI * i) / 480);
+      out[c * period + 24_000 + i] = Math.round(16_000 * env * Math.sin((2 * Math.PI * 2000 * i) / 48_000));
+    }
+  }
+  return out;
+}
+
+/** Plays the click train into Alice's mic during a connected call and measures delay and CPU. */
+export async function clickRun(
+  pulse: Pulse,
+  dir: string,
+  tag: string,
+  count: number,
+  seconds: number,
+  pids: { alice: () => number[]; bob: () => number[] },
+): Promise<ClickResult> {
+  const periodMs = Math.max(500, Math.floor((seconds * 1000) / count));
+  const clicks = join(dir, `clicks-${tag}.wav`);
+  writeWav(clicks, clickTrain(count, periodMs));
+  const probe = join(dir, `probe-${tag}.wav`);
+  const rec = await pulse.record('probe.monitor', probe, 4);
+  const [pa, pb] = [pids.alice(), pids.bob()];
+  const t0 = performance.now();
+  const c0 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
+  await pulse.play('a_in', clicks);
+  const elapsedS = (performance.now() - t0) / 1000;
+  const c1 = { alice: cpuTicks(pa), bob: cpuTicks(pb) };
+  await new Promise((r) => setTimeout(r, 500));
+  await rec.stop();
+  const wav = readWav(probe);
+  const input = detectOnsets(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), { thresholdDbfs: -30, minGapMs: 200 });
+  const output = detectOnsets(channel(wav, PROBE_CHANNEL.bobSpeaker - 1), { thresholdDbfs: -30, minGapMs: 200 });
+  const m2e: number[] = [];
+  let missed = 0;
+  for (const t of input) {
+    const hit = output.find((o) => o >= t && o - t < 1000);
+    if (hit === undefined) missed++;
+    else m2e.push(hit - t);
+  }
+  const pct = (ticks: number) => (100 * ticks) / CLK_TCK / elapsedS;
+  return { m2e: m2e.sort((a, b) => a - b), missed, cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) } };
+}
+
+
+export interface ChromiumPair {
+  /** Alice's and Bob's pages (Alice offered). */
+  call<T>(who: 'alice' | 'bob', fn: string, arg?: unknown): Promise<T>;
+  pids: { alice: () => number[]; bob: () => number[] };
+  close(): Promise<void>;
+}
+
+/**
+ * Two headless Chromium instances on the Pulse harness's devices (Alice on a_mic/a_spk, Bob on b_mic/b_spk),
+ * connected by a call the test drives (test/fixtures/chromium-device-peer.html), with `ptime` packets.
+ * @throws Error when a device is missing or the call does not connect within 10 s.
+ */
+export async function chromiumPair(
+  pulse: Pulse,
+  ptime: 10 | 20,
+  ice: { iceServers?: { urls: string[]; username?: string; credential?: string }[]; relayOnly?: boolean } = {},
+): Promise<ChromiumPair> {
+  const html = readFileSync(join(REPO_ROOT, 'test/fixtures/chromium-device-peer.html'));
+  const server = createServer((_q, r) => r.writeHead(200, { 'content-type': 'text/html' }).end(html));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  const url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
+  const [a, b] = await Promise.all([
+    launchChromium({ fakeDevices: false, env: pulse.clientEnv('a') }),
+    launchChromium({ fakeDevices: false, env: pulse.clientEnv('b') }),
+  ]);
+  const close = async () => {
+    await Promise.allSettled([a.close(), b.close()]);
+    server.close();
+  };
+  try {
+    const [pa, pb] = await Promise.all([a.browser.newPage(), b.browser.newPage()]);
+    await Promise.all([pa.goto(url), pb.goto(url)]);
+    const call = <T>(who: 'alice' | 'bob', fn: string, arg?: unknown): Promise<T> =>
+      (who === 'alice' ? pa : pb).evaluate(
+        ([f, x]) => (globalThis as unknown as Record<string, (a: unknown) => Promise<T>>)[f as string]!(x),
+        [fn, arg] as const,
+      ) as Promise<T>;
+    await call('alice', 'init', { mic: 'a_mic', speaker: 'a_spk', ...ice });
+    await call('bob', 'init', { mic: 'b_mic', speaker: 'b_spk', ...ice });
+    const offer = await call<string>('alice', 'makeOffer', ptime);
+    const answer = await call<string>('bob', 'acceptOffer', [offer, ptime]);
+    await call('alice', 'acceptAnswer', answer);
+    for (let i = 0; !(await call<boolean>('alice', 'connected')); i++) {
+      if (i > 100) throw new Error('Chromium peers did not connect in 10 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { call, pids: { alice: () => a.pids(), bob: () => b.pids() }, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
