@@ -78,7 +78,7 @@ export async function clickRun(
   const m2e: number[] = [];
   let missed = 0;
   for (const t of input) {
-    const hit = output.find((o) => o >= t && o - t < 1000);
+    const hit = output.find((o) => o >= t && o - t < Math.min(900, periodMs - 50));
     if (hit === undefined) missed++;
     else m2e.push(hit - t);
   }

@@ -94,7 +94,7 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 3000)); // let the jitter buffer learn the path
         const before = (await bob.request<CallStatus>('get_call_status', { callId })).stats!;
         const similarity = await speechRun(pulse, dir, `parley-${profile}`, sentence);
-        const clicks = await clickRun(pulse, dir, `parley-${profile}`, CLICKS, CLICKS * 0.6, { alice: () => [alice.pid], bob: () => [bob.pid] });
+        const clicks = await clickRun(pulse, dir, `parley-${profile}`, CLICKS, CLICKS * 1.0, { alice: () => [alice.pid], bob: () => [bob.pid] });
         const after = (await bob.request<CallStatus>('get_call_status', { callId })).stats!;
         const repaired = (s: typeof after) => s.framesConcealed + s.framesRecoveredByFec + (s.expandFrames ?? 0);
         const played = (after.packetsReceived - before.packetsReceived + (after.packetsLost - before.packetsLost)) || 1;
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
         type In = { concealedSamples: number; totalSamplesReceived: number };
         const before = await pair.call<In>('bob', 'inboundStats');
         const similarity = await speechRun(pulse, dir, `chromium-${profile}`, sentence);
-        const clicks = await clickRun(pulse, dir, `chromium-${profile}`, CLICKS, CLICKS * 0.6, pair.pids);
+        const clicks = await clickRun(pulse, dir, `chromium-${profile}`, CLICKS, CLICKS * 1.0, pair.pids);
         const after = await pair.call<In>('bob', 'inboundStats');
         chromium = {
           similarity,
