@@ -201,10 +201,10 @@ module.exports = {
     {
       name: 'server-only-deps',
       comment:
-        'fastify, @fastify/* and @node-rs/argon2 belong to the signaling server; electron-builder.yml leaves them out of the desktop package.',
+        'fastify, @fastify/*, @node-rs/argon2 and prom-client belong to the signaling server; electron-builder.yml leaves them out of the desktop package.',
       severity: 'error',
       from: { path: '^(common|native|main|preload|renderer)/' },
-      to: { path: '(^|node_modules/)(fastify|@fastify/[^/]+|@node-rs/argon2)(/|$)' },
+      to: { path: '(^|node_modules/)(fastify|@fastify/[^/]+|@node-rs/argon2|prom-client)(/|$)' },
     },
 
     // ── hygiene ──────────────────────────────────────────────────────────
