@@ -21,9 +21,11 @@ export interface OpusSettings {
    * (docs/opus-decoder.md), so the default is 10.
    */
   expectedLossPercent: number;
+  /** Encoder complexity 0–10; 9 is what WebRTC uses on desktop (10, libopus's default, costs more for little). */
+  complexity: number;
 }
 
-export const DEFAULT_OPUS: OpusSettings = { bitrate: 32_000, fec: true, dtx: false, expectedLossPercent: 10 };
+export const DEFAULT_OPUS: OpusSettings = { bitrate: 32_000, fec: true, dtx: false, expectedLossPercent: 10, complexity: 9 };
 
 /**
  * The real platform: PortAudio devices (native/audio-device) and libopus
