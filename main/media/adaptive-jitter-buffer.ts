@@ -73,6 +73,8 @@ export interface AdaptiveJitterOptions {
 
 const CLOCK = 48_000;
 const MAX_PACKET = 5760; // 120 ms, the longest Opus packet (RFC 6716 §3.2.5)
+/** Buffer-level smoothing: each pop moves the filtered level 1/LEVEL_FILTER of the way (~8 packets). */
+const LEVEL_FILTER = 8;
 /** The target is recomputed every this many packets (50–100 ms). */
 const TARGET_EVERY = 5;
 
@@ -91,6 +93,7 @@ export class AdaptiveJitterBuffer {
   private readonly windowMs: number;
   private readonly maxExcess: number;
   private target: number; // samples
+  private filtered: number | undefined; // smoothed buffer level, samples
   /** (arrival ms, transit ms) of recent packets, oldest first. */
   private readonly arrivals: { at: number; transit: number }[] = [];
   private lastTransit: number | undefined;
@@ -159,19 +162,25 @@ export class AdaptiveJitterBuffer {
       return { kind: 'expand', samples: this.duration };
     }
     const level = this.bufferedSamples();
+    // Decisions use a smoothed level (NetEQ's BufferLevelFilter): the raw level
+    // swings by the jitter itself, and deciding on it would drop and insert
+    // frames back and forth.
+    this.filtered = this.filtered === undefined ? level : this.filtered + (level - this.filtered) / LEVEL_FILTER;
     const ahead = tsDiff(head.timestamp, this.playoutTs!);
     if (ahead <= 0) {
-      const excess = level - this.duration - this.target;
-      if (this.packets.length > 1 && (excess > this.maxExcess || (lastWasQuiet && excess >= this.duration))) {
+      const excess = this.filtered - this.duration - this.target;
+      if (this.packets.length > 1 && (level - this.duration - this.target > this.maxExcess || (lastWasQuiet && excess >= this.duration))) {
         // Accelerate: drop the due packet.
         this.packets.shift();
         this.s.accelerateFrames++;
+        this.filtered -= this.duration;
         this.playoutTs = this.packets[0]!.timestamp;
         return this.pop(lastWasQuiet);
       }
-      if (lastWasQuiet && level + this.duration <= this.target && this.s.packetsReceived > 50) {
+      if (lastWasQuiet && this.filtered + this.duration <= this.target && this.s.packetsReceived > 50) {
         // Decelerate: insert a concealed frame in a pause.
         this.s.decelerateFrames++;
+        this.filtered += this.duration;
         return { kind: 'expand', samples: this.duration };
       }
       this.packets.shift();
@@ -201,6 +210,7 @@ export class AdaptiveJitterBuffer {
     this.playoutTs = undefined;
     this.current = undefined;
     this.lastTransit = undefined;
+    this.filtered = undefined;
   }
 
   stats(): AdaptiveJitterStats {
