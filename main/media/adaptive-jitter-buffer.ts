@@ -1,4 +1,4 @@
-import type { JitterPacket } from './jitter-buffer';
+import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
 
 /**
  * An adaptive jitter buffer for one RTP audio stream, after WebRTC NetEQ's
@@ -78,9 +78,6 @@ const LEVEL_FILTER = 8;
 /** The target is recomputed every this many packets (50–100 ms). */
 const TARGET_EVERY = 5;
 
-function tsDiff(a: number, b: number): number {
-  return (a - b) | 0;
-}
 
 export class AdaptiveJitterBuffer {
   private readonly packets: JitterPacket[] = [];
@@ -130,13 +127,10 @@ export class AdaptiveJitterBuffer {
       this.s.packetsLate++; // its turn has passed (it was concealed)
       return;
     }
-    let i = this.packets.length;
-    while (i > 0 && tsDiff(this.packets[i - 1]!.timestamp, packet.timestamp) > 0) i--;
-    if (i > 0 && this.packets[i - 1]!.timestamp === packet.timestamp) {
+    if (!insertInOrder(this.packets, packet)) {
       this.s.packetsDuplicate++;
       return;
     }
-    this.packets.splice(i, 0, packet);
     // A hard ceiling: never hold more than the largest target plus the excess.
     while (this.packets.length > 1 && this.bufferedSamples() > this.maxTarget + this.maxExcess) {
       this.packets.shift();

@@ -55,8 +55,21 @@ export interface JitterBufferStats {
 const CLOCK = 48_000;
 
 /** Signed difference a − b of two 32-bit RTP timestamps (RFC 3550 wrap-around). */
-function tsDiff(a: number, b: number): number {
-  return ((a - b) << 0) | 0;
+export function tsDiff(a: number, b: number): number {
+  return (a - b) | 0;
+}
+
+/**
+ * Inserts a packet into a list kept in RTP timestamp order (scanning from the
+ * end: packets nearly always arrive in order).
+ * @returns false, without inserting, when a packet with that timestamp is there already (a duplicate).
+ */
+export function insertInOrder(packets: JitterPacket[], packet: JitterPacket): boolean {
+  let i = packets.length;
+  while (i > 0 && tsDiff(packets[i - 1]!.timestamp, packet.timestamp) > 0) i--;
+  if (i > 0 && packets[i - 1]!.timestamp === packet.timestamp) return false;
+  packets.splice(i, 0, packet);
+  return true;
 }
 
 export class FixedJitterBuffer {
@@ -110,14 +123,10 @@ export class FixedJitterBuffer {
       this.s.packetsLate++;
       return;
     }
-    // Insert in timestamp order (packets nearly always arrive in order: scan from the end).
-    let i = this.packets.length;
-    while (i > 0 && tsDiff(this.packets[i - 1]!.timestamp, packet.timestamp) > 0) i--;
-    if (i > 0 && this.packets[i - 1]!.timestamp === packet.timestamp) {
+    if (!insertInOrder(this.packets, packet)) {
       this.s.packetsDuplicate++;
       return;
     }
-    this.packets.splice(i, 0, packet);
 
     // Bound the delay.
     while (this.packets.length > 1 && this.spanSamples() > this.maxSamples) {
