@@ -60,6 +60,8 @@ export const CallStatus = z.object({
   firstAudioAt: z.number().optional(),
   endedAt: z.number().optional(),
   transport: TransportKind.optional(),
+  /** Whether audio from the peer is flowing (`reconnecting` after 3 s without any), while connected. */
+  media: z.enum(['connected', 'reconnecting']).optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
   /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */

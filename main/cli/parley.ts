@@ -63,6 +63,7 @@ function describe(s: CallStatus): string {
   const parts = [`${s.callId.slice(0, 8)} ${s.direction} ${s.peer}: ${s.state}`];
   if (s.endReason) parts.push(`(${s.endReason}${s.error ? `: ${s.error}` : ''})`);
   if (s.transport) parts.push(`via ${s.transport}`);
+  if (s.media === 'reconnecting' && s.state !== 'ended') parts.push('(reconnecting…)');
   if (s.warning) parts.push(`[warning: ${s.warning}]`);
   return parts.join(' ');
 }
@@ -111,7 +112,7 @@ program
   .option('--output <name>', 'speaker by name ("pulse:<sink>" picks a PulseAudio sink)')
   .addOption(new Option('--frame-ms <ms>', 'frame and packet duration').default(20).argParser(frameMs))
   .addOption(new Option('--jitter-ms <ms>', 'fixed jitter buffer delay (default: adaptive)').argParser(positiveInt))
-  .addOption(new Option('--media-timeout <s>', 'end a call whose peer has sent nothing for this long').default(10).argParser(positiveInt))
+  .addOption(new Option('--media-timeout <s>', 'end a call whose peer has sent nothing for this long').default(30).argParser(positiveInt))
   .option('--relay', 'send media through the TURN relay only')
   .option('--loopback', 'use 127.0.0.1 for media (tests and the demo on one machine)')
   .action(

@@ -341,8 +341,17 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
     if (call.data.name !== 'connecting') return;
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
+    call.status.media = 'connected';
     call.status.transport = peer.transportKind();
     media.startSending();
+    media.on('mediaStalled', () => {
+      call.status.media = 'reconnecting';
+      this.publish(call);
+    });
+    media.on('mediaResumed', () => {
+      call.status.media = 'connected';
+      this.publish(call);
+    });
     media.once('mediaTimeout', () => {
       if (call.data.name === 'ended') return;
       this.hangupRemote(call, 'failed');

@@ -58,7 +58,7 @@ export interface MediaSessionOptions {
   dtx?: boolean;
   /** The encoder's starting bitrate (b/s) and expected-loss hint (%): the rate controller's base. */
   encoderBase?: { bitrate: number; lossHintPercent: number };
-  /** With no RTP from the peer for this long the session emits `mediaTimeout`, ms (default 10 000). */
+  /** With no RTP from the peer for this long the session emits `mediaTimeout`, ms (default 30 000). */
   mediaTimeoutMs?: number;
   /** Injectable monotonic clock, ms. */
   now?: () => number;
@@ -77,7 +77,13 @@ export interface MediaSessionOptions {
  * buffered, else concealed by the decoder (PLC). Events: `firstAudio` when the first received packet reaches the
  * speaker; `deviceError` when a device fails (the call goes on without it).
  */
-export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [Error]; mediaTimeout: [] }> {
+export class MediaSession extends EventEmitter<{
+  firstAudio: [];
+  deviceError: [Error];
+  mediaStalled: [];
+  mediaResumed: [];
+  mediaTimeout: [];
+}> {
   private readonly frameSamples: number;
   private readonly jitter: JitterBuffer;
   private lastQuiet = false;
@@ -94,6 +100,7 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
   private concealed = 0;
   private fecRecovered = 0;
   private watchdog: NodeJS.Timeout | undefined;
+  private stalled = false;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
@@ -140,20 +147,27 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
 
   /**
    * Begins sending captured audio (call once the peer is connected) and
-   * watches the far end: with no RTP for `mediaTimeoutMs` the session emits
+   * watches the far end: with no RTP for STALL_MS (or half the timeout, if
+   * shorter) it emits `mediaStalled` (the UI says "reconnecting"), when RTP
+   * comes back `mediaResumed`, and after `mediaTimeoutMs` without any
    * `mediaTimeout` once (the peer crashed or the network is gone; a peer that
-   * holds the call still sends silence, so a quiet call never times out).
+   * holds the call still sends silence, so a quiet call never stalls).
    */
   startSending(): void {
     this.sending = true;
     this.lastRtpAt = this.now();
-    const timeout = this.options.mediaTimeoutMs ?? 10_000;
+    const timeout = this.options.mediaTimeoutMs ?? 30_000;
+    const stallAfter = Math.min(STALL_MS, timeout / 2);
     this.watchdog = setInterval(() => {
-      if (this.now() - this.lastRtpAt > timeout) {
+      const silent = this.now() - this.lastRtpAt;
+      if (silent > timeout) {
         clearInterval(this.watchdog);
         this.emit('mediaTimeout');
+      } else if (silent > stallAfter && !this.stalled) {
+        this.stalled = true;
+        this.emit('mediaStalled');
       }
-    }, Math.min(1000, timeout / 2));
+    }, Math.min(500, stallAfter / 2));
     this.watchdog.unref();
   }
 
@@ -226,6 +240,10 @@ export class MediaSession extends EventEmitter<{ firstAudio: []; deviceError: [E
     }
     this.packetsReceived++;
     this.lastRtpAt = this.now();
+    if (this.stalled) {
+      this.stalled = false;
+      this.emit('mediaResumed');
+    }
     this.jitter.push(
       { sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, payload: rtp.payload },
       this.now(),
@@ -325,6 +343,9 @@ function fixedBuffer(b: FixedJitterBuffer): JitterBuffer {
     stats: () => ({ ...b.stats(), targetMs: b.targetMs, expandFrames: 0, accelerateFrames: 0, decelerateFrames: 0 }),
   };
 }
+
+/** No RTP for this long and the media is reported as stalled ("reconnecting"), ms. */
+const STALL_MS = 3000;
 
 /** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
 const QUIET_RMS = 164;

@@ -33,7 +33,7 @@ export interface StartClientOptions {
   jitterMs?: number;
   relay?: boolean;
   autoAnswer?: boolean;
-  /** Seconds without RTP before a connected call fails (daemon default 10). */
+  /** Seconds without RTP before a connected call fails (daemon default 30). */
   mediaTimeoutS?: number;
   /** Register the account first (default true). */
   register?: boolean;

@@ -243,11 +243,19 @@ describe('a direct call', () => {
 });
 
 describe('a peer that stops answering', () => {
-  it('ends the call as "failed" with a clear reason when no audio arrives for the media timeout', async () => {
-    const [alice, bob] = await pair(['halice', 'hbob'], { mediaTimeoutS: 3 });
+  it('says "reconnecting" while no audio arrives, recovers when it returns, and fails after the media timeout', async () => {
+    const [alice, bob] = await pair(['halice', 'hbob'], { mediaTimeoutS: 4 });
     try {
       const call = await connect(alice, bob);
-      bob.kill('SIGSTOP'); // frozen: its signaling socket stays open, but no RTP comes
+      // Frozen for 3 s: its signaling socket stays open, but no RTP comes. After 2 s (half the timeout): reconnecting.
+      bob.kill('SIGSTOP');
+      await alice.waitForCall(call.callId, (s) => s.media === 'reconnecting', 5_000);
+      bob.kill('SIGCONT');
+      const latest = () => alice.events.filter((e) => e.callId === call.callId).at(-1)!;
+      await expect.poll(() => latest().media, { timeout: 5_000 }).toBe('connected');
+      expect(latest().state).toBe('active');
+      // Frozen for good: the call ends as failed, with a reason a user understands.
+      bob.kill('SIGSTOP');
       const ended = await alice.waitForCall(call.callId, (s) => s.state === 'ended', 15_000);
       expect(ended.endReason).toBe('failed');
       expect(ended.error).toMatch(/connection to hbob was lost/);

@@ -41,7 +41,7 @@ beforeAll(async () => {
     forceRelay: false,
     loopbackOnly: true,
     connectTimeoutMs: 5000,
-    mediaTimeoutMs: 10_000,
+    mediaTimeoutMs: 30_000,
     dtx: false,
   });
   control = new ControlServer(engine, signaling, { username: 'frank', deviceId: device.deviceId });
