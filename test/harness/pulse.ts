@@ -43,7 +43,7 @@
  *   plugin accepts any rate, open at 48000). `default` follows
  *   `PULSE_SOURCE` / `PULSE_SINK`.
  */
-import { writeFileSync, existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, removeTempDir, run, startChild, waitFor, type Child } from './process';
 
@@ -208,6 +208,11 @@ export async function startPulse(): Promise<Pulse> {
       '--exit-idle-time=-1',
       '--disallow-exit',
       '--disallow-module-loading=no',
+      // As root PulseAudio gives its I/O threads realtime scheduling with an
+      // RLIMIT_RTTIME of 200 ms: on a loaded two-core CI machine the kernel can
+      // then SIGKILL the daemon in the middle of a test. Tests need no RT.
+      '--realtime=no',
+      '--high-priority=no',
       `--log-target=file:${logPath}`,
       '-F',
       script,
@@ -227,6 +232,17 @@ export async function startPulse(): Promise<Pulse> {
 
   const children: Child[] = [];
   let stopped = false;
+  // A daemon that dies before stop() is a harness failure: say why, from its log.
+  void daemon.exited.then((how) => {
+    if (stopped) return;
+    let tail = '';
+    try {
+      tail = readFileSync(logPath, 'utf8').split('\n').slice(-15).join('\n');
+    } catch {
+      // no log
+    }
+    process.stderr.write(`test harness: PulseAudio exited unexpectedly (${how}); end of pulse.log:\n${tail}\n`);
+  });
   const pactl = (...args: string[]) => run('pactl', args, { env: toolEnv, timeoutMs: 5000 });
   const stop = async () => {
     if (stopped) return;
