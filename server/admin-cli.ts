@@ -1,7 +1,6 @@
-import { createConnection, type Socket } from 'node:net';
 import { Command } from 'commander';
 import { ParleyError } from '../common/errors';
-import { RpcPeer } from '../common/protocol/rpc';
+import { connectAdmin, type AdminConnection } from './admin-client';
 import { AdminRequests, type AdminMethod } from './admin-schema';
 import { ConfigError, loadConfig } from './config';
 
@@ -24,14 +23,6 @@ const REQUEST_TIMEOUT_MS = 15_000;
 function fail(code: number, message: string): never {
   process.stderr.write(`parley-admin: ${message}\n`);
   process.exit(code);
-}
-
-function connect(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection(path);
-    socket.once('connect', () => resolve(socket));
-    socket.once('error', reject);
-  });
 }
 
 async function main(): Promise<void> {
@@ -70,9 +61,9 @@ async function main(): Promise<void> {
     }
   }
 
-  let socket: Socket;
+  let admin: AdminConnection;
   try {
-    socket = await connect(path);
+    admin = await connectAdmin(path, REQUEST_TIMEOUT_MS);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
     fail(
@@ -81,28 +72,14 @@ async function main(): Promise<void> {
         'start one (npm run server) or point PARLEY_DATA_DIR / PARLEY_ADMIN_SOCKET at its data folder',
     );
   }
-  const peer = new RpcPeer((text) => socket.write(`${text}\n`), {
-    maxMessageBytes: 16 * 1024 * 1024, // answers (audit pages) may be large
-    requestTimeoutMs: REQUEST_TIMEOUT_MS,
-  });
-  let buffered = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => {
-    buffered += chunk;
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) if (line.trim()) void peer.receive(line, undefined);
-  });
-  socket.on('close', () => peer.close('the server closed the admin connection'));
-
   try {
-    const result = await peer.request(method as AdminMethod, params as object);
+    const result = await admin.request(method as AdminMethod, params as object);
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    socket.end();
   } catch (e) {
-    socket.destroy();
     if (e instanceof ParleyError) fail(1, `${e.reason}: ${e.message}`);
     throw e;
+  } finally {
+    admin.close();
   }
 }
 

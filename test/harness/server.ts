@@ -11,12 +11,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../../common/errors';
-import { RpcPeer } from '../../common/protocol/rpc';
+import { connectAdmin, type AdminConnection } from '../../server/admin-client';
 
 /** The repository root (the server runs with this working directory). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -305,29 +304,15 @@ export async function adminRequest<T = unknown>(
   params: object = {},
   timeoutMs = 5000,
 ): Promise<T> {
-  const socket = createConnection(socketPath);
-  await new Promise<void>((resolvePromise, reject) => {
-    socket.once('connect', resolvePromise);
-    socket.once('error', (e) =>
-      reject(new ParleyError('unavailable', `admin socket ${socketPath}: ${e.message}`)),
-    );
-  });
-  const peer = new RpcPeer((text) => socket.write(`${text}\n`), {
-    maxMessageBytes: 16 * 1024 * 1024,
-    requestTimeoutMs: timeoutMs,
-  });
-  let buffered = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => {
-    buffered += chunk;
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) if (line.trim()) void peer.receive(line, undefined);
-  });
-  socket.on('close', () => peer.close('admin connection closed'));
+  let admin: AdminConnection;
   try {
-    return await peer.request<T>(method, params);
+    admin = await connectAdmin(socketPath, timeoutMs);
+  } catch (e) {
+    throw new ParleyError('unavailable', `admin socket ${socketPath}: ${(e as Error).message}`);
+  }
+  try {
+    return await admin.request<T>(method, params);
   } finally {
-    socket.destroy();
+    admin.close();
   }
 }

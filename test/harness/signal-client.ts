@@ -12,9 +12,11 @@
  * const incoming = await bob.client.nextNotification('call.incoming', { callId });
  * ```
  */
+import { randomUUID } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { z } from 'zod';
 import { ParleyError, type ParleyErrorData } from '../../common/errors';
+import type { Envelope } from '../../common/protocol/envelope';
 import { RpcPeer } from '../../common/protocol/rpc';
 import {
   HttpError,
@@ -378,4 +380,28 @@ export async function signIn(
   const client = await SignalClient.connect(server.wsUrl);
   await client.hello(session);
   return { ...session, client, password };
+}
+
+/**
+ * Sets up an answered call between two signed-in devices over the real server:
+ * invite → incoming → ringing → answer → answered. The envelopes are opaque to
+ * the server; tests pass recognisable ones to check they never leak.
+ * @returns the call id.
+ */
+export async function connectCall(
+  caller: SignedInDevice,
+  callee: SignedInDevice,
+  envelopes: { offer: Envelope; answer: Envelope },
+): Promise<string> {
+  const callId = randomUUID();
+  await caller.client.request('call.invite', {
+    callId,
+    callee: callee.username,
+    envelope: envelopes.offer,
+  });
+  await callee.client.nextNotification('call.incoming', { callId });
+  await callee.client.request('call.ringing', { callId });
+  await callee.client.request('call.answer', { callId, envelope: envelopes.answer });
+  await caller.client.nextNotification('call.answered', { callId });
+  return callId;
 }

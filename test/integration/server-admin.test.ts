@@ -8,7 +8,13 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { adminRequest, REPO_ROOT, startServer, type RunningServer } from '../harness/server';
-import { login, register, signIn, type SignedInDevice } from '../harness/signal-client';
+import {
+  login,
+  register,
+  signIn,
+  type SignedInDevice,
+  connectCall as connectCallWith,
+} from '../harness/signal-client';
 
 const run = promisify(execFile);
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer-sdp-audit-5b2e' });
@@ -55,16 +61,8 @@ async function pair(): Promise<[SignedInDevice, SignedInDevice]> {
   n++;
   return [await signIn(server, `acaller${n}`), await signIn(server, `acallee${n}`)];
 }
-/** Invites, rings and answers; returns the call id. */
-async function connectCall(caller: SignedInDevice, callee: SignedInDevice): Promise<string> {
-  const callId = randomUUID();
-  await caller.client.request('call.invite', { callId, callee: callee.username, envelope: offer });
-  await callee.client.nextNotification('call.incoming', { callId });
-  await callee.client.request('call.ringing', { callId });
-  await callee.client.request('call.answer', { callId, envelope: answer });
-  await caller.client.nextNotification('call.answered', { callId });
-  return callId;
-}
+const connectCall = (caller: SignedInDevice, callee: SignedInDevice) =>
+  connectCallWith(caller, callee, { offer, answer });
 /** Audit records for a query, polled until `done` holds (writes are asynchronous), at most ~2 s. */
 async function auditUntil(
   params: object,

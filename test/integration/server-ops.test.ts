@@ -6,7 +6,13 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { startServer, type RunningServer } from '../harness/server';
-import { httpJson, signIn, SignalClient, type SignedInDevice } from '../harness/signal-client';
+import {
+  httpJson,
+  signIn,
+  SignalClient,
+  type SignedInDevice,
+  connectCall as connectCallWith,
+} from '../harness/signal-client';
 
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer-sdp-ops' });
 const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 answer-sdp-ops' });
@@ -27,15 +33,8 @@ async function pair(): Promise<[SignedInDevice, SignedInDevice]> {
   n++;
   return [await signIn(server, `ocaller${n}`), await signIn(server, `ocallee${n}`)];
 }
-async function connectCall(caller: SignedInDevice, callee: SignedInDevice): Promise<string> {
-  const callId = randomUUID();
-  await caller.client.request('call.invite', { callId, callee: callee.username, envelope: offer });
-  await callee.client.nextNotification('call.incoming', { callId });
-  await callee.client.request('call.ringing', { callId });
-  await callee.client.request('call.answer', { callId, envelope: answer });
-  await caller.client.nextNotification('call.answered', { callId });
-  return callId;
-}
+const connectCall = (caller: SignedInDevice, callee: SignedInDevice) =>
+  connectCallWith(caller, callee, { offer, answer });
 /** Scrapes /metrics and returns the value of one sample line (`name{labels}`), 0 when absent. */
 async function metric(sample: string): Promise<number> {
   const res = await fetch(new URL('/metrics', server.url));
