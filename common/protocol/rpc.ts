@@ -67,7 +67,9 @@ export class RpcPeer<Ctx = void> {
     this.rpc.addMethod(method, async (raw: JSONRPCParams, ctx: Ctx) => {
       const parsed = schema.safeParse(raw ?? {});
       if (!parsed.success) {
-        throw new ParleyError('invalid_params', `invalid params for ${method}`, {
+        const first = parsed.error.issues[0];
+        const detail = first ? `: ${first.path.length ? `${first.path.join('.')}: ` : ''}${first.message}` : '';
+        throw new ParleyError('invalid_params', `invalid params for ${method}${detail}`, {
           issues: parsed.error.issues.slice(0, 10).map((i) => ({
             path: i.path.join('.'),
             message: i.message,

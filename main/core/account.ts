@@ -1,8 +1,9 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ParleyError } from '../../common/errors';
 import { HttpError, LoginReply, RegisterReply } from '../../common/protocol/signaling';
+import { writeJsonFile } from './json-file';
 
 /**
  * Where secrets go: the OS keychain (native/keychain). There is deliberately
@@ -108,9 +109,16 @@ export async function loadSession(dataDir: string, secrets: SecretStore): Promis
   return { ...profile, token };
 }
 
+/**
+ * Forgets this device's sign-in locally: the token leaves the keychain and the
+ * profile is removed. (Revoking the device on the server is the server's
+ * `session.logout`, called before this when online.)
+ */
+export async function forgetSession(dataDir: string, secrets: SecretStore, profile: Pick<Profile, 'serverUrl' | 'username'>): Promise<void> {
+  await secrets.delete(tokenKey(profile));
+  await unlink(join(dataDir, 'profile.json')).catch(() => {});
+}
+
 async function saveProfile(dataDir: string, profile: Profile): Promise<void> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const path = join(dataDir, 'profile.json');
-  await writeFile(`${path}.tmp`, JSON.stringify(profile, null, 2) + '\n', { mode: 0o600 });
-  await rename(`${path}.tmp`, path);
+  await writeJsonFile(join(dataDir, 'profile.json'), profile);
 }

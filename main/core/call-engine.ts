@@ -67,6 +67,8 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
   private readonly calls = new Map<string, Call>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
+  private micOpen = true;
+  private outputGain = 1;
 
   constructor(
     private readonly signaling: SignalingClient,
@@ -189,6 +191,21 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
         await this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
         return call.id;
     }
+  }
+
+  /**
+   * Opens or closes the microphone (mute, push-to-talk) for the live call and
+   * every call after it: closed, the peer hears encoded silence.
+   */
+  setMicOpen(open: boolean): void {
+    this.micOpen = open;
+    for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setMicOpen(open);
+  }
+
+  /** Call output volume (linear gain 0–1) for the live call and the calls after it. */
+  setOutputGain(gain: number): void {
+    this.outputGain = gain;
+    for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setOutputGain(gain);
   }
 
   /** Puts an active call on hold (stops sending, mutes the speaker) or resumes it. */
@@ -447,7 +464,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
   private async newMedia(peer: Peer): Promise<MediaSession> {
     const { source, sink } = await this.platform.openAudio(this.config.frameMs);
     const { encoder, decoder } = this.platform.createCodec(this.config.frameMs);
-    return new MediaSession(peer, {
+    const media = new MediaSession(peer, {
       frameMs: this.config.frameMs,
       jitterTargetMs: this.config.jitterTargetMs,
       source,
@@ -457,6 +474,9 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
       dtx: this.config.dtx,
       mediaTimeoutMs: this.config.mediaTimeoutMs,
     });
+    media.setMicOpen(this.micOpen);
+    media.setOutputGain(this.outputGain);
+    return media;
   }
 
   private trickle(call: Call, peer: Peer): void {

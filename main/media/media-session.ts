@@ -96,6 +96,8 @@ export class MediaSession extends EventEmitter<{
   private closed = false;
   private heardFirst = false;
   private held = false;
+  private micOpen = true;
+  private outputGain = 1;
   private lastRtpAt = 0;
   private concealed = 0;
   private fecRecovered = 0;
@@ -180,6 +182,19 @@ export class MediaSession extends EventEmitter<{
     this.held = held;
   }
 
+  /**
+   * Mute / push-to-talk: with the microphone closed the peer gets encoded
+   * silence (the stream keeps flowing, so its stall detection stays quiet).
+   */
+  setMicOpen(open: boolean): void {
+    this.micOpen = open;
+  }
+
+  /** Call output volume, a linear gain 0–1 applied to every played sample. */
+  setOutputGain(gain: number): void {
+    this.outputGain = Math.max(0, Math.min(1, gain));
+  }
+
   stats(): MediaStats {
     const j = this.jitter.stats();
     const net = this.rate.view();
@@ -217,7 +232,7 @@ export class MediaSession extends EventEmitter<{
     if (!this.sending || this.closed) return;
     let opus: Buffer;
     try {
-      opus = this.options.encoder.encode(this.held ? new Int16Array(frame.length) : frame);
+      opus = this.options.encoder.encode(this.held || !this.micOpen ? new Int16Array(frame.length) : frame);
     } catch (e) {
       this.emit('deviceError', e as Error);
       return;
@@ -263,7 +278,9 @@ export class MediaSession extends EventEmitter<{
       this.pcmOffset += n;
       filled += n;
     }
-    return this.held ? out.fill(0) : out;
+    if (this.held) return out.fill(0);
+    if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);
+    return out;
   }
 
   /**

@@ -1,0 +1,252 @@
+import { z } from 'zod';
+import { CallId, EndReason, Username } from '../call';
+import { CallStatsNotification, CallStatus } from '../protocol/control';
+
+/**
+ * The typed IPC contract between the renderer and the main process
+ * (DESIGN.md "Data flow"): every request (renderer → main, answered) and every
+ * event (main → renderer) is declared here once, with a zod schema.
+ *
+ * - In Electron, `main/app/ipc.ts` registers one `ipcMain.handle` per request,
+ *   checks the sender is our own page and parses the params with the schema
+ *   below; `preload/index.ts` exposes one typed function per request and a
+ *   `subscribe` limited to the event names below.
+ * - In development and in the UI tests, `main/app/dev-bridge.ts` carries the
+ *   same contract over a loopback WebSocket (JSON-RPC 2.0) to the same
+ *   handlers.
+ *
+ * The renderer imports only the types of this module.
+ */
+
+/** A call as the UI sees it: the core's CallStatus plus whether it rings here. */
+export const UiCall = CallStatus.extend({
+  /** An incoming call that does not ring (do-not-disturb, or a contact set to "don't ring"). */
+  silenced: z.boolean().optional(),
+});
+export type UiCall = z.infer<typeof UiCall>;
+
+/** Where a signed-in user's server connection stands. */
+export const Connection = z.enum(['offline', 'connecting', 'online']);
+export type Connection = z.infer<typeof Connection>;
+
+/** What the app knows about the user on this device. */
+export const SessionInfo = z.object({
+  signedIn: z.boolean(),
+  username: Username.optional(),
+  serverUrl: z.string().optional(),
+  connection: Connection,
+  /** Why the connection is offline, in words for the user. */
+  detail: z.string().optional(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
+
+/** Presence as contacts see it. `offline` also covers "unknown" (not a contact, or blocked). */
+export const Presence = z.enum(['online', 'away', 'in_call', 'dnd', 'offline']);
+export type Presence = z.infer<typeof Presence>;
+
+/** One entry of the contact list. */
+export const Contact = z.object({
+  username: Username,
+  /**
+   * `accepted`: a contact; `incoming`: they asked to be our contact;
+   * `outgoing`: we asked, they have not answered; `blocked`: we blocked them.
+   */
+  relation: z.enum(['accepted', 'incoming', 'outgoing', 'blocked']),
+  presence: Presence,
+  /** Per-contact "don't ring": their calls are logged as missed but never ring. */
+  silenced: z.boolean(),
+});
+export type Contact = z.infer<typeof Contact>;
+
+/** One call in the call history (newest first in `history.list`). */
+export const HistoryEntry = z.object({
+  callId: CallId,
+  peer: Username,
+  direction: z.enum(['outgoing', 'incoming']),
+  /** `missed`: an incoming call never answered here (including ones silenced by do-not-disturb). */
+  outcome: z.enum(['answered', 'missed', 'declined', 'unanswered', 'failed']),
+  endReason: EndReason.optional(),
+  /** Unix ms when the call was created / ended. */
+  startedAt: z.number(),
+  endedAt: z.number(),
+  /** Talk time in seconds (0 when never connected). */
+  durationS: z.number(),
+});
+export type HistoryEntry = z.infer<typeof HistoryEntry>;
+
+/** An audio device as the settings show it. `id` is stable across restarts (the PulseAudio/OS name). */
+export const AudioDevice = z.object({ id: z.string(), label: z.string() });
+export type AudioDevice = z.infer<typeof AudioDevice>;
+
+/** Push-to-talk key: a key code as `KeyboardEvent.code` names it (e.g. "Space", "F8", "ControlRight"). */
+export const PttKey = z.string().min(1).max(32).regex(/^[A-Za-z0-9]+$/, 'a key code such as "F8" or "Space"');
+
+/** User settings, persisted in the data folder (never secrets). */
+export const Settings = z.object({
+  /** Device ids; `null` means "system default" (follows the OS default). */
+  inputDevice: z.string().nullable(),
+  outputDevice: z.string().nullable(),
+  ringDevice: z.string().nullable(),
+  pushToTalk: z.object({ enabled: z.boolean(), key: PttKey }),
+  /** Ringtone volume, 0–1. */
+  ringVolume: z.number().min(0).max(1),
+  /** Call output volume, 0–1 (1 = unchanged). */
+  outputVolume: z.number().min(0).max(1),
+  startAtLogin: z.boolean(),
+  doNotDisturb: z.boolean(),
+  /** Contacts whose calls do not ring here (per-contact "don't ring"); still logged as missed. */
+  silenced: z.array(Username).max(1000),
+});
+export type Settings = z.infer<typeof Settings>;
+
+export const DEFAULT_SETTINGS: Settings = {
+  inputDevice: null,
+  outputDevice: null,
+  ringDevice: null,
+  pushToTalk: { enabled: false, key: 'F8' },
+  ringVolume: 0.8,
+  outputVolume: 1,
+  startAtLogin: false,
+  doNotDisturb: false,
+  silenced: [],
+};
+
+/** The microphone as the call controls show it. */
+export const MicState = z.object({
+  /** The user's mute button. */
+  muted: z.boolean(),
+  pushToTalk: z.boolean(),
+  /** With push-to-talk on: the key is held. */
+  talking: z.boolean(),
+  /** Whether audio from the microphone reaches the peer now. */
+  open: z.boolean(),
+  /** Which mechanism sees the push-to-talk key (shown in settings). */
+  pttMechanism: z.enum(['global-hook', 'portal', 'window']),
+});
+export type MicState = z.infer<typeof MicState>;
+
+/** Input/output levels for the meters, dBFS (−100 = silence), sent at up to 20 Hz while in a call or a mic test. */
+export const Levels = z.object({ inputDbfs: z.number(), outputDbfs: z.number() });
+export type Levels = z.infer<typeof Levels>;
+
+const Empty = z.object({}).strict().default({});
+const Ok = z.object({ ok: z.literal(true) });
+const Password = z.string().min(1, 'enter a password').max(1024);
+const ServerUrl = z.url({ protocol: /^https?$/, error: 'a server address such as https://parley.example.org' });
+const WithCall = z.object({ callId: CallId.optional() }).strict().default({});
+
+/** Requests: renderer → main, each with a reply. */
+export const IpcRequests = {
+  'session.get': { params: Empty, result: SessionInfo },
+  /** Creates an account, then signs in. Throws `already_exists`, `invalid_params`, `unavailable`. */
+  'session.register': {
+    params: z.object({ serverUrl: ServerUrl, username: Username, password: Password }).strict(),
+    result: SessionInfo,
+  },
+  /** Throws `bad_credentials`, `unavailable`, `keychain_unavailable`. */
+  'session.signIn': {
+    params: z.object({ serverUrl: ServerUrl, username: Username, password: Password }).strict(),
+    result: SessionInfo,
+  },
+  'session.signOut': { params: Empty, result: SessionInfo },
+
+  'contacts.list': { params: Empty, result: z.object({ contacts: z.array(Contact) }) },
+  /** Sends a contact request (or accepts theirs). Throws `not_found` for an unknown user. */
+  'contacts.add': { params: z.object({ username: Username }).strict(), result: Ok },
+  'contacts.accept': { params: z.object({ username: Username }).strict(), result: Ok },
+  'contacts.remove': { params: z.object({ username: Username }).strict(), result: Ok },
+  'contacts.block': { params: z.object({ username: Username, blocked: z.boolean() }).strict(), result: Ok },
+  'contacts.silence': { params: z.object({ username: Username, silenced: z.boolean() }).strict(), result: Ok },
+
+  /** Calls someone. Throws `invalid_state` when a call is already live, `not_found`, `forbidden`, `busy`… */
+  'call.start': { params: z.object({ to: Username }).strict(), result: z.object({ callId: CallId }) },
+  'call.answer': { params: WithCall, result: z.object({ callId: CallId }) },
+  'call.decline': { params: WithCall, result: z.object({ callId: CallId }) },
+  'call.hangup': { params: WithCall, result: z.object({ callId: CallId }) },
+  'call.hold': {
+    params: z.object({ callId: CallId.optional(), held: z.boolean() }).strict(),
+    result: z.object({ callId: CallId }),
+  },
+  'call.list': { params: Empty, result: z.object({ calls: z.array(UiCall) }) },
+
+  'mic.get': { params: Empty, result: MicState },
+  'mic.setMuted': { params: z.object({ muted: z.boolean() }).strict(), result: MicState },
+  /** The push-to-talk key pressed/released while Parley's window has focus (the global hook covers the rest). */
+  'mic.pushToTalk': { params: z.object({ pressed: z.boolean() }).strict(), result: MicState },
+
+  'history.list': {
+    params: z.object({ limit: z.number().int().min(1).max(500).default(100) }).strict().default({ limit: 100 }),
+    result: z.object({ entries: z.array(HistoryEntry) }),
+  },
+  'history.clear': { params: Empty, result: Ok },
+
+  'settings.get': { params: Empty, result: Settings },
+  /** Changes some settings; device changes apply to a live call at once. */
+  'settings.set': { params: Settings.partial().strict(), result: Settings },
+
+  'devices.list': {
+    params: Empty,
+    result: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
+  },
+  /** Plays a short test tone on the output (or ring) device. */
+  'devices.testTone': { params: z.object({ target: z.enum(['output', 'ring']) }).strict().default({ target: 'output' }), result: Ok },
+  /** Starts/stops the microphone test: `levels` events flow while it runs. */
+  'devices.testMic': { params: z.object({ on: z.boolean() }).strict(), result: Ok },
+} as const;
+
+/** Events: main → renderer. */
+export const IpcEvents = {
+  session: SessionInfo,
+  /** A call changed state (every transition, and the end with its reason). */
+  call: UiCall,
+  /** Once a second per connected call. */
+  stats: CallStatsNotification,
+  contacts: z.object({ contacts: z.array(Contact) }),
+  history: z.object({ entries: z.array(HistoryEntry) }),
+  settings: Settings,
+  mic: MicState,
+  levels: Levels,
+  devices: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
+  /** Something the user should read (a device fell back, a policy warning…). */
+  notice: z.object({ level: z.enum(['info', 'warning', 'error']), message: z.string() }),
+} as const;
+
+export type IpcRequestName = keyof typeof IpcRequests;
+export type IpcEventName = keyof typeof IpcEvents;
+export type IpcParams<M extends IpcRequestName> = z.input<(typeof IpcRequests)[M]['params']>;
+export type IpcResult<M extends IpcRequestName> = z.output<(typeof IpcRequests)[M]['result']>;
+export type IpcEvent<E extends IpcEventName> = z.output<(typeof IpcEvents)[E]>;
+
+export const IPC_REQUEST_NAMES = Object.keys(IpcRequests) as IpcRequestName[];
+export const IPC_EVENT_NAMES = Object.keys(IpcEvents) as IpcEventName[];
+
+/** The one channel name per request in Electron (`ipcMain.handle`). */
+export const ipcChannel = (m: IpcRequestName): string => `parley:${m}`;
+/** The one channel for events in Electron (`webContents.send(EVENT_CHANNEL, name, payload)`). */
+export const IPC_EVENT_CHANNEL = 'parley:event';
+
+/**
+ * What the renderer sees as `window.parley` (preload) or gets from the
+ * development bridge: one function per request (`request['call.start']({to})`)
+ * and `subscribe`, limited to the event names above. A request rejects with an
+ * `IpcError`-shaped error: `{ code, reason, message }`.
+ */
+export type ParleyApi = {
+  readonly version: string;
+  readonly request: { readonly [M in IpcRequestName]: (params?: IpcParams<M>) => Promise<IpcResult<M>> };
+  /** Returns the unsubscribe function. */
+  subscribe<E extends IpcEventName>(event: E, listener: (payload: IpcEvent<E>) => void): () => void;
+};
+
+/** How an error crosses the IPC boundary (from a ParleyError). */
+export const IpcError = z.object({ code: z.number().int(), reason: z.string(), message: z.string() });
+export type IpcError = z.infer<typeof IpcError>;
+
+/** Parameter type of the events map, for handlers' emit functions. */
+export type IpcEmit = <E extends IpcEventName>(event: E, payload: IpcEvent<E>) => void;
+
+/** Zod type of a request's params (main side). */
+export type IpcParamsSchema<M extends IpcRequestName> = (typeof IpcRequests)[M]['params'];
+
+export { CallStatus, CallStatsNotification };
+export type { EndReason };

@@ -1,0 +1,92 @@
+/**
+ * `npm run dev:web [-- --data-dir DIR] [-- --loopback] [-- --json]`: the real
+ * renderer in a browser, driving the real core (DESIGN.md: the development
+ * bridge). Serves renderer/ through Vite (with hot reload) and the IPC
+ * contract over a loopback WebSocket on the same origin; prints the page URL
+ * (the token is in its fragment). With `--json`, the URL is printed as one
+ * JSON line `{"url": …}` (the UI tests read it).
+ *
+ * Audio devices, keychain and server are the real ones of this machine.
+ */
+import { svelte } from '@sveltejs/vite-plugin-svelte';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createServer as createVite, type ViteDevServer } from 'vite';
+import { keychainStore } from '../core/keychain-store';
+import { Softphone } from '../core/softphone';
+import { listDevices, mediaPlatform } from '../media/platform';
+import { startDevBridge } from './dev-bridge';
+
+const { values: args } = parseArgs({
+  options: {
+    'data-dir': { type: 'string' },
+    port: { type: 'string', default: '0' },
+    loopback: { type: 'boolean', default: false },
+    'no-hmr': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+});
+
+const dataDir =
+  args['data-dir'] ?? process.env.PARLEY_DATA_DIR ?? join(process.env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'parley');
+
+async function main(): Promise<void> {
+  const phone = new Softphone({
+    dataDir,
+    secrets: keychainStore(),
+    platform: (devices) =>
+      mediaPlatform({
+        get input() {
+          return devices().input;
+        },
+        get output() {
+          return devices().output;
+        },
+      }),
+    listDevices: () => {
+      const all = listDevices();
+      const as = (d: { name: string }) => ({ id: d.name, label: d.name });
+      return {
+        inputs: all.filter((d) => d.maxInputChannels > 0).map(as),
+        outputs: all.filter((d) => d.maxOutputChannels > 0).map(as),
+      };
+    },
+    media: { loopbackOnly: args.loopback },
+    deviceName: 'Parley (browser bridge)',
+  });
+  phone.on('notice', (n) => console.error(`[${n.level}] ${n.message}`));
+
+  let vite: ViteDevServer | undefined;
+  const bridge = await startDevBridge(phone, {
+    port: Number(args.port),
+    serve: (req, res, next) => (vite ? vite.middlewares(req, res, next) : next()),
+    onInternalError: (method, e) => console.error(`[bridge] ${method} failed:`, e),
+  });
+  vite = await createVite({
+    configFile: false,
+    root: resolve(import.meta.dirname, '../../renderer'),
+    plugins: [svelte()],
+    logLevel: 'warn',
+    server: { middlewareMode: true, hmr: args['no-hmr'] ? false : { server: bridge.server } },
+    appType: 'spa',
+  });
+
+  await phone.start().catch((e: unknown) => console.error(`[dev:web] ${(e as Error).message}`));
+  if (args.json) console.log(JSON.stringify({ url: bridge.url }));
+  else console.log(`Parley (dev bridge): open ${bridge.url}`);
+
+  const stop = async () => {
+    await phone.shutdown().catch(() => {});
+    await vite?.close();
+    await bridge.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
+}
+
+main().catch((e: unknown) => {
+  console.error(`dev:web: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

@@ -1,0 +1,430 @@
+import { EventEmitter } from 'node:events';
+import type { CallStatus } from '../../common/protocol/control';
+import { ParleyError } from '../../common/errors';
+import type {
+  AudioDevice,
+  Contact,
+  HistoryEntry,
+  IpcEvent,
+  IpcEventName,
+  MicState,
+  SessionInfo,
+  Settings,
+} from '../../common/ipc/contract';
+import { forgetSession, loadSession, login, register, type SecretStore, type Session } from './account';
+import { CallEngine, type MediaConfig, type MediaPlatform } from './call-engine';
+import { HistoryStore, historyEntryOf } from './history';
+import { MicControl } from './microphone';
+import { SettingsStore } from './settings';
+import { SignalingClient } from './signaling-client';
+import {
+  meterMicrophone,
+  playPcm,
+  renderCadence,
+  RINGBACK,
+  RINGTONE,
+  TEST_TONE,
+  type PlayingTone,
+} from '../media/tones';
+
+/** The devices a call opens, read when the call starts (ids from `devices.list`; undefined = system default). */
+export interface ChosenDevices {
+  input?: string;
+  output?: string;
+}
+
+export interface SoftphoneOptions {
+  /** Profile, settings and history live here (no secrets). */
+  dataDir: string;
+  /** The OS keychain (native/keychain): the device token lives only there. */
+  secrets: SecretStore;
+  /** Builds the media platform; `devices()` gives the devices chosen in settings at the moment a call opens audio. */
+  platform: (devices: () => ChosenDevices) => MediaPlatform;
+  /** Lists the audio devices for the settings screen. */
+  listDevices: () => { inputs: AudioDevice[]; outputs: AudioDevice[] };
+  /** Media settings for calls (defaults: 20 ms frames, adaptive jitter buffer, 30 s media timeout). */
+  media?: Partial<MediaConfig>;
+  /** Name this device gets on the server at sign-in. */
+  deviceName?: string;
+  /** Answer every incoming call (automation only). */
+  autoAnswer?: boolean;
+}
+
+type SoftphoneEvents = { [E in IpcEventName]: [IpcEvent<E>] };
+
+const DEFAULT_MEDIA: MediaConfig = {
+  frameMs: 20,
+  forceRelay: false,
+  loopbackOnly: false,
+  connectTimeoutMs: 15_000,
+  mediaTimeoutMs: 30_000,
+  dtx: false,
+};
+
+/**
+ * The softphone as the desktop app sees it (DESIGN.md "Data flow": CallEngine,
+ * SignalingClient, contacts, history, settings): one object behind the typed
+ * IPC contract (common/ipc), used by Electron's main process and by the
+ * development bridge alike. It never imports Electron.
+ *
+ * Emits the contract's events (`session`, `call`, `stats`, `contacts`,
+ * `history`, `settings`, `mic`, `levels`, `devices`, `notice`). Methods throw
+ * ParleyError with a stable `reason` and a message for the user.
+ */
+export class Softphone extends EventEmitter<SoftphoneEvents> {
+  private readonly settingsStore: SettingsStore;
+  private readonly historyStore: HistoryStore;
+  private readonly mic: MicControl;
+  private session: Session | undefined;
+  private signaling: SignalingClient | undefined;
+  private engine: CallEngine | undefined;
+  private connection: SessionInfo['connection'] = 'offline';
+  private connectionDetail: string | undefined;
+  /** Incoming calls that do not ring (do-not-disturb, or a silenced contact). */
+  private readonly silencedCalls = new Set<string>();
+  private contactList: Contact[] = [];
+  /** The ringtone or ringback playing now, and for which call. */
+  private tone: { callId: string; playing: Promise<PlayingTone | undefined> } | undefined;
+  private micTest: (() => Promise<void>) | undefined;
+
+  constructor(private readonly options: SoftphoneOptions) {
+    super();
+    this.settingsStore = SettingsStore.at(options.dataDir);
+    this.historyStore = HistoryStore.at(options.dataDir);
+    this.mic = new MicControl((s) => this.onMic(s));
+  }
+
+  /** Loads settings and history and, when this device is signed in, goes online. Never throws for a missing sign-in. */
+  async start(): Promise<void> {
+    const notice = (message: string) => this.emit('notice', { level: 'warning', message });
+    const settings = await this.settingsStore.load(notice);
+    await this.historyStore.load(notice);
+    this.mic.setPushToTalk(settings.pushToTalk.enabled);
+    try {
+      this.session = await loadSession(this.options.dataDir, this.options.secrets);
+    } catch (e) {
+      if (!(e instanceof ParleyError && e.reason === 'unauthenticated')) throw e;
+      return;
+    }
+    await this.goOnline();
+  }
+
+  // ---- session -------------------------------------------------------------
+
+  sessionInfo(): SessionInfo {
+    return {
+      signedIn: !!this.session,
+      ...(this.session ? { username: this.session.username, serverUrl: this.session.serverUrl } : {}),
+      connection: this.session ? this.connection : 'offline',
+      ...(this.connectionDetail && this.session ? { detail: this.connectionDetail } : {}),
+    };
+  }
+
+  /** Creates an account and signs this device in. */
+  async register(serverUrl: string, username: string, password: string): Promise<SessionInfo> {
+    await register(serverUrl, username, password);
+    return this.signIn(serverUrl, username, password);
+  }
+
+  /** Signs this device in (token to the keychain) and goes online. Signs out a previous account first. */
+  async signIn(serverUrl: string, username: string, password: string): Promise<SessionInfo> {
+    if (this.session) await this.signOut();
+    this.session = await login(
+      serverUrl,
+      username,
+      password,
+      this.options.dataDir,
+      this.options.secrets,
+      this.options.deviceName ?? 'Parley desktop',
+    );
+    await this.goOnline();
+    return this.sessionInfo();
+  }
+
+  /** Ends any call, goes offline and removes the token from the keychain. */
+  async signOut(): Promise<SessionInfo> {
+    const session = this.session;
+    await this.goOffline();
+    this.session = undefined;
+    if (session) await forgetSession(this.options.dataDir, this.options.secrets, session);
+    this.contactList = [];
+    this.emit('contacts', { contacts: [] });
+    this.publishSession();
+    return this.sessionInfo();
+  }
+
+  // ---- calls -----------------------------------------------------------------
+
+  async startCall(to: string): Promise<string> {
+    return this.requireEngine().createCall(to);
+  }
+
+  async answer(callId?: string): Promise<string> {
+    return this.requireEngine().answer(callId);
+  }
+
+  async decline(callId?: string): Promise<string> {
+    return this.requireEngine().reject(callId, 'declined');
+  }
+
+  async hangup(callId?: string): Promise<string> {
+    return this.requireEngine().end(callId);
+  }
+
+  hold(callId: string | undefined, held: boolean): string {
+    return this.requireEngine().setHold(callId, held);
+  }
+
+  calls(): (CallStatus & { silenced?: boolean })[] {
+    return (this.engine?.list() ?? []).map((c) => this.decorate(c));
+  }
+
+  // ---- microphone ------------------------------------------------------------
+
+  micState(): MicState {
+    return this.mic.state();
+  }
+
+  setMuted(muted: boolean): MicState {
+    return this.mic.setMuted(muted);
+  }
+
+  /** The push-to-talk key went down/up (window key events, or the global hook in main/app). */
+  pushToTalk(pressed: boolean): MicState {
+    return this.mic.setPressed(pressed);
+  }
+
+  /** The key source lost track of the key (hook died, focus lost while held): the microphone closes. */
+  pushToTalkUncertain(): MicState {
+    return this.mic.releaseUncertain();
+  }
+
+  /** Which mechanism delivers the push-to-talk key (shown in settings). */
+  setPushToTalkMechanism(m: MicState['pttMechanism']): MicState {
+    return this.mic.setMechanism(m);
+  }
+
+  // ---- history, settings, devices ----------------------------------------------
+
+  history(limit = 100): HistoryEntry[] {
+    return this.historyStore.list(limit);
+  }
+
+  async clearHistory(): Promise<void> {
+    await this.historyStore.clear();
+    this.emit('history', { entries: this.historyStore.list() });
+  }
+
+  settings(): Settings {
+    return this.settingsStore.get();
+  }
+
+  /** Changes settings; push-to-talk and volume apply at once, devices from the next time audio opens. */
+  async updateSettings(patch: Partial<Settings>): Promise<Settings> {
+    const next = await this.settingsStore.update(patch);
+    if (patch.pushToTalk) this.mic.setPushToTalk(next.pushToTalk.enabled);
+    if (patch.outputVolume !== undefined) this.engine?.setOutputGain(next.outputVolume);
+    this.emit('settings', next);
+    return next;
+  }
+
+  devices(): { inputs: AudioDevice[]; outputs: AudioDevice[] } {
+    try {
+      return this.options.listDevices();
+    } catch (e) {
+      throw new ParleyError('device_error', `cannot list audio devices: ${(e as Error).message}`);
+    }
+  }
+
+  // ---- contacts ----------------------------------------------------------------
+
+  contacts(): Contact[] {
+    return this.contactList;
+  }
+
+  /** Sends a contact request to `username` (or accepts theirs). */
+  async addContact(username: string): Promise<void> {
+    await this.contactsUnavailable(username);
+  }
+
+  async acceptContact(username: string): Promise<void> {
+    await this.contactsUnavailable(username);
+  }
+
+  async removeContact(username: string): Promise<void> {
+    await this.contactsUnavailable(username);
+  }
+
+  async blockContact(username: string, _blocked: boolean): Promise<void> {
+    await this.contactsUnavailable(username);
+  }
+
+  /** Per-contact "don't ring": kept on this device; their calls still arrive and are logged as missed. */
+  async silenceContact(username: string, silenced: boolean): Promise<void> {
+    const list = new Set(this.settingsStore.get().silenced);
+    if (silenced) list.add(username);
+    else list.delete(username);
+    await this.updateSettings({ silenced: [...list].sort() });
+    this.contactList = this.contactList.map((c) => (c.username === username ? { ...c, silenced } : c));
+    this.emit('contacts', { contacts: this.contactList });
+  }
+
+  private async contactsUnavailable(_username: string): Promise<never> {
+    this.requireEngine();
+    throw new ParleyError('unavailable', 'this server does not support contacts yet');
+  }
+
+  // ---- tones and meters ------------------------------------------------------------
+
+  /** Plays the 1 s test tone on the call output or the ringing output. */
+  async testTone(target: 'output' | 'ring'): Promise<void> {
+    const s = this.settingsStore.get();
+    const device = (target === 'ring' ? s.ringDevice : s.outputDevice) ?? undefined;
+    const gain = (target === 'ring' ? s.ringVolume : s.outputVolume) * 0.5;
+    try {
+      const tone = await playPcm(renderCadence(TEST_TONE, gain), { device });
+      await tone.done;
+    } catch (e) {
+      throw new ParleyError('device_error', `cannot play on that output: ${(e as Error).message}`);
+    }
+  }
+
+  /** Starts or stops the microphone test: `levels` events at 20 Hz while on. */
+  async testMic(on: boolean): Promise<void> {
+    const running = this.micTest;
+    this.micTest = undefined;
+    if (running) await running();
+    if (!on) return;
+    if (this.engine?.list().some((c) => c.state !== 'ended')) {
+      throw new ParleyError('invalid_state', 'the microphone test is not available during a call');
+    }
+    const device = this.settingsStore.get().inputDevice ?? undefined;
+    try {
+      this.micTest = await meterMicrophone(device, (inputDbfs) => this.emit('levels', { inputDbfs, outputDbfs: -100 }));
+    } catch (e) {
+      throw new ParleyError('device_error', `cannot open that microphone: ${(e as Error).message}`);
+    }
+  }
+
+  /** Starts the ringtone (incoming, ringing output) or ringback (outgoing, call output) for a call. */
+  private startTone(callId: string, kind: 'ringtone' | 'ringback'): void {
+    if (this.tone?.callId === callId) return;
+    void this.stopTone();
+    const s = this.settingsStore.get();
+    const device = (kind === 'ringtone' ? s.ringDevice : s.outputDevice) ?? undefined;
+    const pcm = renderCadence(kind === 'ringtone' ? RINGTONE : RINGBACK, (kind === 'ringtone' ? s.ringVolume : s.outputVolume) * 0.4);
+    const playing = playPcm(pcm, { device, loop: true }).catch((e: unknown) => {
+      this.emit('notice', { level: 'warning', message: `cannot play the ${kind}: ${(e as Error).message}` });
+      return undefined;
+    });
+    this.tone = { callId, playing };
+  }
+
+  /** Stops the ringtone/ringback and waits until its device is released. */
+  private async stopTone(): Promise<void> {
+    const t = this.tone;
+    this.tone = undefined;
+    const playing = await t?.playing;
+    await playing?.stop();
+  }
+
+  /** Whether an incoming call rings here (false under do-not-disturb or for a silenced contact). */
+  private shouldRing(peer: string): boolean {
+    const s = this.settingsStore.get();
+    return !s.doNotDisturb && !s.silenced.includes(peer);
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------
+
+  /** Hangs up every call and goes offline (quit). */
+  async shutdown(): Promise<void> {
+    await this.testMic(false).catch(() => {});
+    await this.stopTone();
+    await this.goOffline();
+  }
+
+  private async goOnline(): Promise<void> {
+    const s = this.session;
+    if (!s) return;
+    const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
+    const settings = this.settingsStore.get();
+    const platform = this.options.platform(() => {
+      const now = this.settingsStore.get();
+      return { input: now.inputDevice ?? undefined, output: now.outputDevice ?? undefined };
+    });
+    const engine = new CallEngine(
+      signaling,
+      {
+        // Tones and the microphone test release their devices before a call opens
+        // its own (PortAudio opens and closes must not overlap).
+        openAudio: async (frameMs) => {
+          await this.stopTone();
+          await this.testMic(false);
+          return platform.openAudio(frameMs);
+        },
+        createCodec: (frameMs) => platform.createCodec(frameMs),
+      },
+      { ...DEFAULT_MEDIA, ...this.options.media },
+    );
+    engine.autoAnswer = !!this.options.autoAnswer;
+    engine.setMicOpen(this.mic.state().open);
+    engine.setOutputGain(settings.outputVolume);
+    engine.on('call', (c) => this.onCall(c));
+    engine.on('stats', (st) => this.emit('stats', st));
+    signaling.on('state', (state, detail) => {
+      this.connection = state;
+      this.connectionDetail = state === 'online' ? undefined : detail;
+      this.publishSession();
+    });
+    this.signaling = signaling;
+    this.engine = engine;
+    this.publishSession();
+    // Online usually takes milliseconds; a server that is down must not hold up
+    // the app — the client keeps reconnecting and `session` events tell the UI.
+    const online = signaling.connect().catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([online, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
+  }
+
+  private async goOffline(): Promise<void> {
+    const engine = this.engine;
+    const signaling = this.signaling;
+    this.engine = undefined;
+    this.signaling = undefined;
+    if (engine) await engine.shutdown();
+    signaling?.close();
+    this.connection = 'offline';
+    this.connectionDetail = undefined;
+  }
+
+  private onCall(c: CallStatus): void {
+    if (c.state === 'incoming' && !this.shouldRing(c.peer)) this.silencedCalls.add(c.callId);
+    if (c.state === 'incoming' && !this.silencedCalls.has(c.callId)) this.startTone(c.callId, 'ringtone');
+    else if (c.state === 'ringing' && c.direction === 'outgoing') this.startTone(c.callId, 'ringback');
+    else if (this.tone?.callId === c.callId) void this.stopTone();
+    this.emit('call', this.decorate(c));
+    if (c.state === 'ended') {
+      this.silencedCalls.delete(c.callId);
+      void this.historyStore.add(historyEntryOf(c)).then(() => this.emit('history', { entries: this.historyStore.list() }));
+    }
+  }
+
+  private decorate(c: CallStatus): CallStatus & { silenced?: boolean } {
+    return this.silencedCalls.has(c.callId) ? { ...c, silenced: true } : c;
+  }
+
+  private onMic(s: MicState): void {
+    this.engine?.setMicOpen(s.open);
+    this.emit('mic', s);
+  }
+
+  private publishSession(): void {
+    this.emit('session', this.sessionInfo());
+  }
+
+  private requireEngine(): CallEngine {
+    if (!this.engine) throw new ParleyError('unauthenticated', 'sign in first');
+    return this.engine;
+  }
+}
