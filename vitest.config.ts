@@ -24,6 +24,17 @@ export default defineConfig({
           pool: 'forks',
         },
       },
+      {
+        // The renderer in Chromium against the real core (test/harness/ui.ts).
+        test: {
+          name: 'ui',
+          include: ['test/ui/**/*.test.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          pool: 'forks',
+        },
+      },
     ],
   },
 });

@@ -23,7 +23,6 @@ const { values: args } = parseArgs({
     'data-dir': { type: 'string' },
     port: { type: 'string', default: '0' },
     loopback: { type: 'boolean', default: false },
-    'no-hmr': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
 });
@@ -68,7 +67,8 @@ async function main(): Promise<void> {
     root: resolve(import.meta.dirname, '../../renderer'),
     plugins: [svelte()],
     logLevel: 'warn',
-    server: { middlewareMode: true, hmr: args['no-hmr'] ? false : { server: bridge.server } },
+    // Vite's own client socket (hot reload) shares the bridge's origin, which the page's CSP allows.
+    server: { middlewareMode: true, hmr: { server: bridge.server } },
     appType: 'spa',
   });
 

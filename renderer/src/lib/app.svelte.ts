@@ -20,7 +20,8 @@ import { connectApi, request, RequestError } from './api';
 export type Tab = 'contacts' | 'history' | 'settings';
 
 class AppState {
-  api: ParleyApi | undefined = $state();
+  // Not $state: a deep state proxy would wrap the API object (and hide its Proxy-made functions).
+  api: ParleyApi | undefined;
   ready = $state(false);
   fatal: string | undefined = $state();
   session: SessionInfo = $state({ signedIn: false, connection: 'offline' });

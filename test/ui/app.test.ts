@@ -1,0 +1,206 @@
+/**
+ * The desktop app's renderer in Chromium driving the real core through the
+ * development bridge (test/harness/ui.ts), in real calls with a headless
+ * client (the `parley` daemon): real server, PulseAudio devices, keychain.
+ * What the headless side hears is recorded on the probe sink and measured.
+ *
+ * Every screen is saved under test-results/screens/ and checked with axe-core.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startClient, type RunningClient } from '../harness/client';
+import { startKeyring, type Keyring } from '../harness/keyring';
+import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
+import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
+import { startServer, type RunningServer } from '../harness/server';
+import { DEFAULT_PASSWORD } from '../harness/signal-client';
+import { channel, readWav, rms, writeNoiseWav } from '../harness/speech';
+import { startUi, type RunningUi } from '../harness/ui';
+
+let pulse: Pulse;
+let keyring: Keyring;
+let server: RunningServer;
+let ui: RunningUi;
+let bob: RunningClient;
+let dir: string;
+let noise: string;
+let playing: Promise<void> | undefined;
+
+beforeAll(async () => {
+  dir = makeTempDir('ui-test');
+  [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
+  server = await startServer({ ringTimeoutSeconds: 20 });
+  noise = join(dir, 'noise.wav');
+  writeNoiseWav(noise, 90, 0.25);
+  [ui, bob] = await Promise.all([
+    startUi({ env: { ...pulse.clientEnv('a'), ...keyring.env }, label: 'alice' }),
+    startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
+  ]);
+  // Alice's microphone hears steady noise for the whole file: what Bob hears tells whether her mic is open.
+  playing = pulse.play('a_in', noise).catch(() => {});
+});
+
+afterAll(async () => {
+  await Promise.allSettled([ui?.stop(), bob?.stop()]);
+  await server?.stop();
+  await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
+  void playing;
+  if (dir) removeTempDir(dir);
+});
+
+/** RMS (fraction of full scale) of what Bob's client plays, over `seconds`. */
+async function bobHears(seconds = 1.2): Promise<number> {
+  const path = join(dir, `probe-${Date.now()}.wav`);
+  const rec = await pulse.record('probe.monitor', path, 4);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  await rec.stop();
+  const heard = channel(readWav(path), PROBE_CHANNEL.bobSpeaker - 1);
+  return rms(heard.subarray(Math.floor(heard.length * 0.2)));
+}
+
+async function expectNoSeriousA11yViolations(screen: string) {
+  const violations = await ui.axe();
+  expect(violations, `${screen}: ${JSON.stringify(violations, null, 1)}`).toEqual([]);
+}
+
+const page = () => ui.page;
+
+describe('the desktop UI through the development bridge', () => {
+  it('creates an account from the sign-in screen', async () => {
+    const p = page();
+    await expect(p.getByRole('heading', { name: 'Parley' })).toBeDefined();
+    await ui.screen('sign-in');
+    await expectNoSeriousA11yViolations('sign-in');
+    await p.getByRole('tab', { name: 'Create account' }).click();
+    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Username').fill('alice');
+    await p.getByLabel('Password', { exact: true }).fill(DEFAULT_PASSWORD);
+    await p.getByLabel('Repeat password').fill(DEFAULT_PASSWORD);
+    await ui.screen('create-account');
+    await p.getByRole('button', { name: 'Create account' }).last().click();
+    await p.getByText('Online').waitFor({ timeout: 15_000 });
+    await ui.screen('contacts');
+    await expectNoSeriousA11yViolations('contacts');
+  });
+
+  it('refuses a wrong password with words a user understands, and signs in again', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Settings' }).click();
+    await p.getByRole('button', { name: 'Sign out' }).click();
+    await p.getByRole('tab', { name: 'Sign in' }).waitFor();
+    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Username').fill('alice');
+    await p.getByLabel('Password', { exact: true }).fill('not the password');
+    await p.getByRole('button', { name: 'Sign in' }).last().click();
+    const alert = p.getByRole('alert');
+    await waitFor('an error', async () => ((await alert.innerText()).trim() ? true : undefined), 10_000);
+    expect((await alert.innerText()).toLowerCase()).toMatch(/password|username/);
+    await ui.screen('sign-in-error');
+    await p.getByLabel('Password', { exact: true }).fill(DEFAULT_PASSWORD);
+    await p.getByRole('button', { name: 'Sign in' }).last().click();
+    await p.getByText('Online').waitFor({ timeout: 15_000 });
+  });
+
+  it('calls a headless client, which rings and answers; mute and hold silence what it hears; hang up ends both', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.getByRole('button', { name: 'Call bob' }).click();
+    const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming');
+    await p.getByTestId('call-status').filter({ hasText: 'Ringing' }).waitFor();
+    await ui.screen('outgoing-ringing');
+    await bob.request('answer_call', { callId: ringing.callId });
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+    await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
+    await p.getByLabel('Call time').waitFor();
+    await new Promise((r) => setTimeout(r, 1500)); // a stats tick for the quality indicator
+    await ui.screen('in-call');
+    await expectNoSeriousA11yViolations('in-call');
+
+    const open = await bobHears();
+    expect(open).toBeGreaterThan(0.02);
+
+    await p.getByRole('button', { name: 'Mute' }).click();
+    await p.getByRole('button', { name: 'Unmute' }).waitFor();
+    await new Promise((r) => setTimeout(r, 500));
+    const muted = await bobHears();
+    expect(muted).toBeLessThan(open / 20);
+    await ui.screen('in-call-muted');
+
+    await p.getByRole('button', { name: 'Unmute' }).click();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await bobHears()).toBeGreaterThan(open / 3);
+
+    await p.getByRole('button', { name: 'Hold' }).click();
+    await p.getByTestId('call-status').filter({ hasText: 'On hold' }).waitFor();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await bobHears()).toBeLessThan(open / 20);
+    await p.getByRole('button', { name: 'Resume' }).click();
+    await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
+
+    await p.getByRole('button', { name: 'Hang up' }).click();
+    const ended = await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
+    expect(ended.endReason).toBe('hangup');
+    await p.getByTestId('call-status').filter({ hasText: 'Call ended' }).waitFor();
+
+    await p.getByRole('button', { name: 'History' }).waitFor({ timeout: 10_000 });
+    await p.getByRole('button', { name: 'History' }).click();
+    await p.getByRole('button', { name: 'Call back bob' }).first().waitFor();
+    expect(await p.getByText(/Outgoing · 0:\d\d/).count()).toBeGreaterThan(0);
+    await ui.screen('history');
+    await expectNoSeriousA11yViolations('history');
+  });
+
+  it('shows an incoming call; decline ends it for both with "declined"', async () => {
+    const p = page();
+    const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+    const dialog = p.getByRole('alertdialog');
+    await dialog.waitFor({ timeout: 15_000 });
+    expect(await dialog.innerText()).toContain('bob');
+    await ui.screen('incoming');
+    await expectNoSeriousA11yViolations('incoming');
+    await p.getByRole('button', { name: 'Decline call from bob' }).click();
+    const ended = await bob.waitForCall(callId, (s) => s.state === 'ended');
+    expect(ended.endReason).toBe('declined');
+    await p.getByTestId('call-status').filter({ hasText: 'You declined the call' }).waitFor();
+  });
+
+  it('push-to-talk: the far side hears the microphone only while the key is held', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Settings' }).waitFor({ timeout: 10_000 });
+    await p.getByRole('button', { name: 'Settings' }).click();
+    await p.getByLabel(/Use push to talk/).check();
+    await p.getByText('Push to talk works while this window has focus').waitFor();
+    await ui.screen('settings');
+    await expectNoSeriousA11yViolations('settings');
+
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.getByRole('button', { name: 'Call bob' }).click();
+    const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+    await bob.request('answer_call', { callId: ringing.callId });
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+    const indicator = p.getByTestId('ptt-indicator');
+    await indicator.filter({ hasText: 'Not talking' }).waitFor();
+
+    await new Promise((r) => setTimeout(r, 500));
+    const released = await bobHears();
+    await p.locator('body').click({ position: { x: 5, y: 200 } });
+    await p.keyboard.down('F8');
+    await indicator.filter({ hasText: /^Talking$/ }).waitFor();
+    await new Promise((r) => setTimeout(r, 500));
+    const held = await bobHears();
+    await ui.screen('in-call-push-to-talk');
+    await p.keyboard.up('F8');
+    await indicator.filter({ hasText: 'Not talking' }).waitFor();
+    await new Promise((r) => setTimeout(r, 500));
+    const releasedAgain = await bobHears();
+
+    expect(held).toBeGreaterThan(0.02);
+    expect(released).toBeLessThan(held / 20);
+    expect(releasedAgain).toBeLessThan(held / 20);
+
+    await p.getByRole('button', { name: 'Hang up' }).click();
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
+  });
+});
