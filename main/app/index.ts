@@ -1,13 +1,34 @@
 /**
- * Parley's Electron shell (main process entry, built to out/main/index.js).
+ * Parley's Electron shell (main process entry, built to out/main/index.js) —
+ * the only code that imports `electron`. The softphone itself is the
+ * Softphone of main/core (the same one the development bridge drives);
+ * this file gives it a desktop:
  *
- * Deliberately thin: one hardened window. The softphone itself lives in
- * main/core and main/media; the typed IPC wiring arrives with the desktop-app
- * issue, and every handler it adds checks its sender with `isTrustedSender`.
+ * - one hardened window (sandbox, context isolation, CSP, navigation and new
+ *   windows denied, every permission denied) and the typed IPC (ipc.ts);
+ * - a single-instance lock; `parley://call/<user>` deep links;
+ * - a tray icon whose image and tooltip follow idle / ringing / in call /
+ *   muted (tray-state.ts), with Open, Do not disturb and Quit;
+ * - an incoming call opens Parley's own small always-on-top call window with
+ *   Accept and Decline, and raises an OS notification (with actions where the
+ *   platform has them); the ringtone plays through main's audio path;
+ * - global push-to-talk through uiohook-napi (ptt-key.ts fails safe to muted);
+ * - closing the window keeps Parley in the tray; quitting hangs up first.
  */
-import { app, BrowserWindow, session, type WebFrameMain } from 'electron';
+import { app, BrowserWindow, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { UiCall } from '../../common/ipc/contract';
+import { keychainStore } from '../core/keychain-store';
+import { Softphone } from '../core/softphone';
+import { listDevices, mediaPlatform } from '../media/platform';
+import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
+import { deepLinkFromArgv, parseDeepLink, type DeepLink } from './deep-link';
+import { registerIpc } from './ipc';
+import { PttKey } from './ptt-key';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
+import { trayState, type TrayImage } from './tray-state';
 
 /** Dev server URL set by `electron-vite dev`; absent in a packaged build. */
 const devServerUrl = process.env['ELECTRON_RENDERER_URL'];
@@ -21,49 +42,285 @@ const pageUrl = devServerUrl ?? pathToFileURL(rendererIndex).href;
 /** True when an IPC message comes from the top-level frame of our own page. */
 export const isTrustedSender: (frame: WebFrameMain | null) => boolean = makeSenderCheck(pageUrl);
 
-// Every renderer runs in Chromium's sandbox, whatever a window asks for.
-app.enableSandbox();
-
-app.on('web-contents-created', (_event, contents) => lockDownContents(contents));
-
-function createWindow(): BrowserWindow {
-  const win = new BrowserWindow({
-    width: 420,
-    height: 680,
-    minWidth: 360,
-    minHeight: 480,
-    title: 'Parley',
-    show: false,
-    webPreferences: {
-      preload: preloadScript,
-      contextIsolation: true,
-      sandbox: true,
-      nodeIntegration: false,
-      nodeIntegrationInWorker: false,
-      nodeIntegrationInSubFrames: false,
-      webSecurity: true,
-      allowRunningInsecureContent: false,
-      experimentalFeatures: false,
-      navigateOnDragDrop: false,
-      webviewTag: false,
-      spellcheck: false,
-    },
-  });
-  win.once('ready-to-show', () => win.show());
-  if (devServerUrl) void win.loadURL(devServerUrl);
-  else void win.loadFile(rendererIndex);
-  return win;
+/** Tray images: resources/tray/<image>.png (extraResources in a package). */
+function trayImagePath(image: TrayImage): string {
+  const packaged = join(process.resourcesPath ?? '', 'tray', `${image}.png`);
+  return existsSync(packaged) ? packaged : fileURLToPath(new URL(`../../resources/tray/${image}.png`, import.meta.url));
 }
 
-void app.whenReady().then(() => {
+// Every renderer runs in Chromium's sandbox, whatever a window asks for.
+app.enableSandbox();
+app.on('web-contents-created', (_event, contents) => lockDownContents(contents));
+
+if (!app.requestSingleInstanceLock()) {
+  app.quit();
+} else {
+  if (process.defaultApp && process.argv[1]) {
+    app.setAsDefaultProtocolClient('parley', process.execPath, [process.argv[1]]);
+  } else {
+    app.setAsDefaultProtocolClient('parley');
+  }
+  void app.whenReady().then(start);
+}
+
+const webPreferences = {
+  preload: preloadScript,
+  contextIsolation: true,
+  sandbox: true,
+  nodeIntegration: false,
+  nodeIntegrationInWorker: false,
+  nodeIntegrationInSubFrames: false,
+  webSecurity: true,
+  allowRunningInsecureContent: false,
+  experimentalFeatures: false,
+  navigateOnDragDrop: false,
+  webviewTag: false,
+  spellcheck: false,
+} as const;
+
+async function start(): Promise<void> {
   denyAllPermissions(session.defaultSession);
   enforceCsp(session.defaultSession);
-  createWindow();
-  app.on('activate', () => {
-    if (BrowserWindow.getAllWindows().length === 0) createWindow();
-  });
-});
 
-app.on('window-all-closed', () => {
-  if (process.platform !== 'darwin') app.quit();
-});
+  const phone = new Softphone({
+    dataDir: app.getPath('userData'),
+    secrets: keychainStore(),
+    platform: (devices) =>
+      mediaPlatform({
+        get input() {
+          return devices().input;
+        },
+        get output() {
+          return devices().output;
+        },
+      }),
+    listDevices: () => {
+      const all = listDevices();
+      const as = (d: { name: string }) => ({ id: d.name, label: d.name });
+      return {
+        inputs: all.filter((d) => d.maxInputChannels > 0).map(as),
+        outputs: all.filter((d) => d.maxOutputChannels > 0).map(as),
+      };
+    },
+    deviceName: `Parley desktop (${process.platform})`,
+  });
+
+  let quitting = false;
+  let mainWindow: BrowserWindow | undefined;
+  let callWindow: BrowserWindow | undefined;
+
+  const load = (win: BrowserWindow, hash = '') => {
+    if (devServerUrl) void win.loadURL(devServerUrl + hash);
+    else void win.loadFile(rendererIndex, hash ? { hash: hash.slice(1) } : {});
+  };
+
+  const showMain = () => {
+    if (!mainWindow || mainWindow.isDestroyed()) {
+      mainWindow = new BrowserWindow({
+        width: 420,
+        height: 720,
+        minWidth: 360,
+        minHeight: 480,
+        title: 'Parley',
+        show: false,
+        webPreferences,
+      });
+      mainWindow.once('ready-to-show', () => mainWindow?.show());
+      // Closing the window keeps Parley running in the tray (calls keep ringing).
+      mainWindow.on('close', (e) => {
+        if (!quitting) {
+          e.preventDefault();
+          mainWindow?.hide();
+        }
+      });
+      load(mainWindow);
+    } else {
+      if (mainWindow.isMinimized()) mainWindow.restore();
+      mainWindow.show();
+      mainWindow.focus();
+    }
+  };
+
+  // The incoming call window: small, always on top, with Accept and Decline.
+  const showCallWindow = () => {
+    if (callWindow && !callWindow.isDestroyed()) return;
+    callWindow = new BrowserWindow({
+      width: 340,
+      height: 380,
+      resizable: false,
+      minimizable: false,
+      maximizable: false,
+      alwaysOnTop: true,
+      skipTaskbar: false,
+      title: 'Incoming call — Parley',
+      show: false,
+      webPreferences,
+    });
+    callWindow.setAlwaysOnTop(true, 'screen-saver');
+    callWindow.once('ready-to-show', () => callWindow?.show());
+    load(callWindow, '#call-window');
+  };
+  const closeCallWindow = () => {
+    if (callWindow && !callWindow.isDestroyed()) callWindow.destroy();
+    callWindow = undefined;
+  };
+
+  registerIpc(
+    phone,
+    (event) => isTrustedSender(event.senderFrame),
+    () => [mainWindow, callWindow].filter((w): w is BrowserWindow => !!w && !w.isDestroyed()),
+  );
+
+  // ---- tray ----
+  const tray = new Tray(nativeImage.createFromPath(trayImagePath('offline')));
+  const calls = new Map<string, UiCall>();
+  const renderTray = () => {
+    const s = trayState({
+      session: phone.sessionInfo(),
+      calls: [...calls.values()],
+      mic: phone.micState(),
+      doNotDisturb: phone.settings().doNotDisturb,
+    });
+    lastTray = s;
+    tray.setImage(nativeImage.createFromPath(trayImagePath(s.image)));
+    tray.setToolTip(s.tooltip);
+    tray.setContextMenu(
+      Menu.buildFromTemplate([
+        { label: 'Open Parley', click: showMain },
+        {
+          label: 'Do not disturb',
+          type: 'checkbox',
+          checked: phone.settings().doNotDisturb,
+          click: (item) => void phone.updateSettings({ doNotDisturb: item.checked }),
+        },
+        { type: 'separator' },
+        { label: 'Quit Parley', click: () => app.quit() },
+      ]),
+    );
+  };
+  tray.on('click', showMain);
+  let lastTray = trayState({ session: phone.sessionInfo(), calls: [], mic: phone.micState(), doNotDisturb: false });
+  const notificationsShown: string[] = [];
+  // The Electron end-to-end tests (test/e2e/electron.test.ts) read what the tray and notifications showed.
+  if (process.env['PARLEY_E2E'] === '1') {
+    (globalThis as { parleyE2E?: unknown }).parleyE2E = { tray: () => lastTray, notifications: () => notificationsShown.slice() };
+  }
+
+  // ---- ringing: call window + notification ----
+  let notification: Notification | undefined;
+  phone.on('call', (c) => {
+    calls.set(c.callId, c);
+    if (c.state === 'ended') setTimeout(() => calls.delete(c.callId), 1000);
+    if (c.state === 'incoming' && !c.silenced) {
+      showCallWindow();
+      if (Notification.isSupported()) {
+        notification = new Notification({
+          title: `${c.peer} is calling`,
+          body: 'Parley — incoming call',
+          urgency: 'critical',
+          timeoutType: 'never',
+          actions: [
+            { type: 'button', text: 'Accept' },
+            { type: 'button', text: 'Decline' },
+          ],
+        });
+        notification.on('action', (_e, index) => {
+          if (index === 0) void phone.answer(c.callId).then(showMain, () => {});
+          else void phone.decline(c.callId).catch(() => {});
+        });
+        notification.on('click', showCallWindow);
+        notification.show();
+        notificationsShown.push(`${c.peer} is calling`);
+      }
+    } else if (c.state !== 'incoming') {
+      closeCallWindow();
+      notification?.close();
+      notification = undefined;
+      if (c.state === 'connecting' && c.direction === 'incoming') showMain();
+    }
+    renderTray();
+  });
+  for (const ev of ['mic', 'session', 'settings'] as const) phone.on(ev, renderTray);
+
+  // ---- push-to-talk ----
+  let hook: KeyHook | undefined;
+  const ptt = new PttKey({ keycodeOf: (code) => keycodeOf(code), onChange: (pressed) => phone.pushToTalk(pressed) });
+  const pttTimer = setInterval(() => ptt.tick(), 250);
+  const applyPtt = () => {
+    const { enabled, key } = phone.settings().pushToTalk;
+    hook?.stop();
+    hook = undefined;
+    if (!enabled) return;
+    const support = hookSupport();
+    if (!support.ok) {
+      phone.setPushToTalkMechanism('window');
+      return;
+    }
+    try {
+      ptt.setKey(key);
+      hook = startKeyHook();
+      hook.on('keydown', (k) => ptt.keydown(k));
+      hook.on('keyup', (k) => ptt.keyup(k));
+      hook.on('stopped', () => {
+        ptt.hookLost();
+        phone.pushToTalkUncertain();
+      });
+      phone.setPushToTalkMechanism('global-hook');
+    } catch (e) {
+      phone.setPushToTalkMechanism('window');
+      phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${(e as Error).message}` });
+    }
+  };
+  let lastPtt = '';
+  phone.on('settings', (s) => {
+    const key = JSON.stringify(s.pushToTalk);
+    if (key !== lastPtt) {
+      lastPtt = key;
+      applyPtt();
+    }
+    app.setLoginItemSettings({ openAtLogin: s.startAtLogin });
+  });
+
+  // ---- deep links ----
+  const follow = (link: DeepLink | undefined) => {
+    if (!link) return;
+    showMain();
+    void phone.startCall(link.username).catch((e: unknown) => {
+      phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
+    });
+  };
+  app.on('second-instance', (_e, argv) => {
+    showMain();
+    follow(deepLinkFromArgv(argv));
+  });
+  app.on('open-url', (e, url) => {
+    e.preventDefault();
+    follow(parseDeepLink(url));
+  });
+
+  // ---- lifecycle ----
+  app.on('activate', showMain);
+  app.on('window-all-closed', () => {
+    // Stay in the tray.
+  });
+  app.on('before-quit', (e) => {
+    if (quitting) return;
+    quitting = true;
+    e.preventDefault();
+    clearInterval(pttTimer);
+    hook?.stop();
+    void phone.shutdown().finally(() => {
+      tray.destroy();
+      app.exit(0);
+    });
+  });
+
+  showMain();
+  await phone.start().catch((e: unknown) => {
+    phone.emit('notice', { level: 'error', message: (e as Error).message });
+  });
+  lastPtt = JSON.stringify(phone.settings().pushToTalk);
+  applyPtt();
+  renderTray();
+  follow(deepLinkFromArgv(process.argv));
+}

@@ -1,6 +1,6 @@
 /**
  * The real renderer in Chromium against the real core, through the
- * development bridge (`main/app/dev-web.ts`, DESIGN.md: "the renderer is
+ * development bridge (`scripts/dev-web.ts`, DESIGN.md: "the renderer is
  * tested in Chromium against the real core through a development bridge").
  *
  * The core runs in its own process, exactly as `npm run dev:web` runs it:
@@ -53,7 +53,7 @@ export async function startUi(o: StartUiOptions): Promise<RunningUi> {
   const logFile = join(dataDir, 'dev-web.log');
   const child: Child = await startChild(
     process.execPath,
-    ['--import', 'tsx', join(REPO_ROOT, 'main/app/dev-web.ts'), '--json', '--loopback', '--data-dir', dataDir],
+    ['--import', 'tsx', join(REPO_ROOT, 'scripts/dev-web.ts'), '--json', '--loopback', '--data-dir', dataDir],
     { cwd: REPO_ROOT, env: { ...process.env, ...o.env, PARLEY_DATA_DIR: dataDir }, logFile },
   );
   const log = () => {
@@ -95,7 +95,7 @@ export async function startUi(o: StartUiOptions): Promise<RunningUi> {
   });
   page.on('pageerror', (e) => consoleErrors.push(e.message));
   await page.goto(url);
-  await page.waitForFunction(() => !document.body.innerText.includes('Starting Parley'), undefined, { timeout: 30_000 });
+  await page.waitForFunction("!document.body.innerText.includes('Starting Parley')", undefined, { timeout: 30_000 });
   mkdirSync(SCREENS_DIR, { recursive: true });
 
   return {

@@ -13,10 +13,10 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createServer as createVite, type ViteDevServer } from 'vite';
-import { keychainStore } from '../core/keychain-store';
-import { Softphone } from '../core/softphone';
-import { listDevices, mediaPlatform } from '../media/platform';
-import { startDevBridge } from './dev-bridge';
+import { keychainStore } from '../main/core/keychain-store';
+import { Softphone } from '../main/core/softphone';
+import { listDevices, mediaPlatform } from '../main/media/platform';
+import { startDevBridge } from '../main/app/dev-bridge';
 
 const { values: args } = parseArgs({
   options: {
@@ -56,15 +56,15 @@ async function main(): Promise<void> {
   });
   phone.on('notice', (n) => console.error(`[${n.level}] ${n.message}`));
 
-  let vite: ViteDevServer | undefined;
+  const served: { vite?: ViteDevServer } = {};
   const bridge = await startDevBridge(phone, {
     port: Number(args.port),
-    serve: (req, res, next) => (vite ? vite.middlewares(req, res, next) : next()),
+    serve: (req, res, next) => (served.vite ? served.vite.middlewares(req, res, next) : next()),
     onInternalError: (method, e) => console.error(`[bridge] ${method} failed:`, e),
   });
-  vite = await createVite({
+  const vite = await createVite({
     configFile: false,
-    root: resolve(import.meta.dirname, '../../renderer'),
+    root: resolve(import.meta.dirname, '../renderer'),
     plugins: [svelte()],
     logLevel: 'warn',
     // Vite's own client socket (hot reload) shares the bridge's origin, which the page's CSP allows.
@@ -72,13 +72,14 @@ async function main(): Promise<void> {
     appType: 'spa',
   });
 
+  served.vite = vite;
   await phone.start().catch((e: unknown) => console.error(`[dev:web] ${(e as Error).message}`));
   if (args.json) console.log(JSON.stringify({ url: bridge.url }));
   else console.log(`Parley (dev bridge): open ${bridge.url}`);
 
   const stop = async () => {
     await phone.shutdown().catch(() => {});
-    await vite?.close();
+    await vite.close();
     await bridge.close();
     process.exit(0);
   };

@@ -1,0 +1,38 @@
+/**
+ * What the tray icon shows, from the call and microphone state (pure; the
+ * Electron tray in main/app/index.ts only renders it). Priority: a ringing
+ * call, then a live call (muted or not), then do-not-disturb, then idle.
+ */
+import type { MicState, SessionInfo, UiCall } from '../../common/ipc/contract';
+
+export type TrayImage = 'idle' | 'offline' | 'ringing' | 'in-call' | 'muted' | 'dnd';
+
+export interface TrayState {
+  image: TrayImage;
+  /** Tooltip text, e.g. "Parley — in call with bob (muted)". */
+  tooltip: string;
+}
+
+export function trayState(input: { session: SessionInfo; calls: UiCall[]; mic: MicState; doNotDisturb: boolean }): TrayState {
+  const live = input.calls.find((c) => c.state !== 'ended');
+  if (live?.state === 'incoming') {
+    return live.silenced
+      ? { image: 'dnd', tooltip: `Parley — ${live.peer} is calling (not ringing: do not disturb)` }
+      : { image: 'ringing', tooltip: `Parley — ${live.peer} is calling` };
+  }
+  if (live) {
+    const muted = !input.mic.open;
+    const what =
+      live.state === 'held'
+        ? `on hold with ${live.peer}`
+        : live.state === 'active'
+          ? `in call with ${live.peer}`
+          : `calling ${live.peer}…`;
+    const why = input.mic.muted ? ' (muted)' : input.mic.pushToTalk && !input.mic.talking ? ' (push to talk)' : '';
+    return { image: muted ? 'muted' : 'in-call', tooltip: `Parley — ${what}${why}` };
+  }
+  if (!input.session.signedIn) return { image: 'offline', tooltip: 'Parley — not signed in' };
+  if (input.session.connection !== 'online') return { image: 'offline', tooltip: `Parley — ${input.session.connection === 'connecting' ? 'connecting…' : 'offline'}` };
+  if (input.doNotDisturb) return { image: 'dnd', tooltip: 'Parley — do not disturb' };
+  return { image: 'idle', tooltip: `Parley — ${input.session.username ?? ''} online` };
+}

@@ -1,0 +1,169 @@
+/**
+ * Logic of the desktop shell that does not need Electron (main/app): tray
+ * state from call state, push-to-talk key state, deep links; and the core's
+ * microphone control and call history.
+ */
+import { describe, expect, it } from 'vitest';
+import type { MicState, SessionInfo, UiCall } from '../../common/ipc/contract';
+import { deepLinkFromArgv, parseDeepLink } from '../../main/app/deep-link';
+import { PttKey } from '../../main/app/ptt-key';
+import { trayState } from '../../main/app/tray-state';
+import { historyEntryOf } from '../../main/core/history';
+import { MicControl } from '../../main/core/microphone';
+import { uiohookKeyName } from '../../native/hotkeys';
+
+const online: SessionInfo = { signedIn: true, username: 'alice', connection: 'online' };
+const mic = (o: Partial<MicState> = {}): MicState => ({ muted: false, pushToTalk: false, talking: false, open: true, pttMechanism: 'window', ...o });
+const call = (o: Partial<UiCall>): UiCall => ({
+  callId: '7b0b4f2e-2a56-4c8e-9d59-2f3c5a1d9e01',
+  direction: 'outgoing',
+  peer: 'bob',
+  state: 'active',
+  createdAt: 1_000,
+  ...o,
+});
+
+describe('tray state', () => {
+  it('is idle when online with no call, offline when signed out or disconnected', () => {
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false })).toEqual({ image: 'idle', tooltip: 'Parley — alice online' });
+    expect(trayState({ session: { signedIn: false, connection: 'offline' }, calls: [], mic: mic(), doNotDisturb: false }).image).toBe('offline');
+    expect(trayState({ session: { ...online, connection: 'connecting' }, calls: [], mic: mic(), doNotDisturb: false }).tooltip).toContain('connecting');
+  });
+  it('shows ringing for an incoming call, and do-not-disturb for a silenced one', () => {
+    expect(trayState({ session: online, calls: [call({ state: 'incoming', direction: 'incoming' })], mic: mic(), doNotDisturb: false })).toEqual({
+      image: 'ringing',
+      tooltip: 'Parley — bob is calling',
+    });
+    const silenced = trayState({ session: online, calls: [call({ state: 'incoming', silenced: true })], mic: mic(), doNotDisturb: true });
+    expect(silenced.image).toBe('dnd');
+    expect(silenced.tooltip).toContain('not ringing');
+  });
+  it('shows in call, muted, push-to-talk and hold', () => {
+    expect(trayState({ session: online, calls: [call({})], mic: mic(), doNotDisturb: false })).toEqual({ image: 'in-call', tooltip: 'Parley — in call with bob' });
+    expect(trayState({ session: online, calls: [call({})], mic: mic({ muted: true, open: false }), doNotDisturb: false })).toEqual({
+      image: 'muted',
+      tooltip: 'Parley — in call with bob (muted)',
+    });
+    expect(trayState({ session: online, calls: [call({})], mic: mic({ pushToTalk: true, open: false }), doNotDisturb: false }).tooltip).toContain('(push to talk)');
+    expect(trayState({ session: online, calls: [call({ state: 'held' })], mic: mic(), doNotDisturb: false }).tooltip).toContain('on hold with bob');
+  });
+  it('ignores ended calls and shows do-not-disturb when idle', () => {
+    expect(trayState({ session: online, calls: [call({ state: 'ended' })], mic: mic(), doNotDisturb: true }).image).toBe('dnd');
+  });
+});
+
+describe('push-to-talk key', () => {
+  const F8 = 66;
+  const setup = () => {
+    let t = 0;
+    const changes: boolean[] = [];
+    const key = new PttKey({ keycodeOf: (c) => (c === 'F8' ? F8 : undefined), onChange: (p) => changes.push(p), now: () => t });
+    key.setKey('F8');
+    return { key, changes, advance: (ms: number) => (t += ms) };
+  };
+  it('presses on keydown and releases on keyup, once, ignoring other keys and auto-repeat', () => {
+    const { key, changes } = setup();
+    key.keydown(30);
+    key.keydown(F8);
+    key.keydown(F8);
+    key.keydown(F8);
+    key.keyup(30);
+    expect(changes).toEqual([true]);
+    key.keyup(F8);
+    expect(changes).toEqual([true, false]);
+  });
+  it('fails safe: a missed release after auto-repeat stops closes the microphone', () => {
+    const { key, changes, advance } = setup();
+    key.keydown(F8);
+    advance(30);
+    key.keydown(F8); // auto-repeat seen
+    advance(900);
+    key.tick();
+    expect(key.isPressed()).toBe(true);
+    advance(200);
+    key.tick();
+    expect(changes).toEqual([true, false]);
+  });
+  it('keeps a key held without auto-repeat (some keys never repeat)', () => {
+    const { key, advance } = setup();
+    key.keydown(F8);
+    advance(60_000);
+    key.tick();
+    expect(key.isPressed()).toBe(true);
+  });
+  it('releases when the hook is lost or the key changes', () => {
+    const { key, changes } = setup();
+    key.keydown(F8);
+    key.hookLost();
+    expect(changes).toEqual([true, false]);
+    key.keydown(F8);
+    key.setKey('F8');
+    expect(changes).toEqual([true, false, true, false]);
+  });
+  it('refuses a key the hook cannot see', () => {
+    const { key } = setup();
+    expect(() => key.setKey('MediaPlayPause')).toThrow(/cannot use the key "MediaPlayPause"/);
+  });
+  it('maps KeyboardEvent.code names to uiohook names', () => {
+    expect(uiohookKeyName('KeyA')).toBe('A');
+    expect(uiohookKeyName('Digit7')).toBe('7');
+    expect(uiohookKeyName('ControlRight')).toBe('CtrlRight');
+    expect(uiohookKeyName('ControlLeft')).toBe('Ctrl');
+    expect(uiohookKeyName('F8')).toBe('F8');
+  });
+});
+
+describe('microphone control', () => {
+  it('combines mute and push-to-talk; uncertainty closes the microphone', () => {
+    const seen: boolean[] = [];
+    const m = new MicControl((s) => seen.push(s.open));
+    expect(m.state().open).toBe(true);
+    m.setMuted(true);
+    expect(m.state()).toMatchObject({ muted: true, open: false });
+    m.setMuted(false);
+    m.setPushToTalk(true);
+    expect(m.state()).toMatchObject({ pushToTalk: true, talking: false, open: false });
+    m.setPressed(true);
+    expect(m.state()).toMatchObject({ talking: true, open: true });
+    m.releaseUncertain();
+    expect(m.state().open).toBe(false);
+    m.setPressed(true);
+    m.setMuted(true);
+    expect(m.state()).toMatchObject({ talking: true, open: false });
+    expect(seen).toEqual([false, true, false, true, false, true, false]);
+  });
+  it('ignores the key while push-to-talk is off', () => {
+    const m = new MicControl(() => {});
+    m.setPressed(true);
+    expect(m.state()).toMatchObject({ talking: false, open: true });
+  });
+});
+
+describe('deep links', () => {
+  it('parses parley://call/<user> and refuses anything else', () => {
+    expect(parseDeepLink('parley://call/bob')).toEqual({ action: 'call', username: 'bob' });
+    expect(parseDeepLink('parley://call/Bob.Smith')).toEqual({ action: 'call', username: 'bob.smith' });
+    for (const bad of ['parley://call/', 'parley://call/a', 'parley://hangup/bob', 'https://call/bob', 'parley://call/bob/x', 'parley://call/bob?x=1', 'parley://call/b%20b', 'not a url', `parley://call/${'a'.repeat(300)}`]) {
+      expect(parseDeepLink(bad), bad).toBeUndefined();
+    }
+  });
+  it('finds a link among command-line arguments', () => {
+    expect(deepLinkFromArgv(['/usr/bin/parley', '--flag', 'parley://call/carol'])).toEqual({ action: 'call', username: 'carol' });
+    expect(deepLinkFromArgv(['/usr/bin/parley'])).toBeUndefined();
+  });
+});
+
+describe('call history entries', () => {
+  it('classifies answered, missed, declined, unanswered and failed calls with talk time', () => {
+    const base = { callId: '7b0b4f2e-2a56-4c8e-9d59-2f3c5a1d9e01', peer: 'bob', createdAt: 1_000 } as const;
+    expect(historyEntryOf({ ...base, direction: 'outgoing', state: 'ended', endReason: 'hangup', connectedAt: 3_000, endedAt: 65_400 })).toMatchObject({
+      outcome: 'answered',
+      durationS: 62,
+    });
+    expect(historyEntryOf({ ...base, direction: 'incoming', state: 'ended', endReason: 'no_answer', endedAt: 9_000 })).toMatchObject({ outcome: 'missed', durationS: 0 });
+    expect(historyEntryOf({ ...base, direction: 'incoming', state: 'ended', endReason: 'hangup', endedAt: 9_000 }).outcome).toBe('missed');
+    expect(historyEntryOf({ ...base, direction: 'incoming', state: 'ended', endReason: 'declined', endedAt: 9_000 }).outcome).toBe('declined');
+    expect(historyEntryOf({ ...base, direction: 'outgoing', state: 'ended', endReason: 'no_answer', endedAt: 9_000 }).outcome).toBe('unanswered');
+    expect(historyEntryOf({ ...base, direction: 'outgoing', state: 'ended', endReason: 'failed', endedAt: 9_000 }).outcome).toBe('failed');
+  });
+});
