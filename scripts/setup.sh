@@ -19,6 +19,7 @@ APT_PACKAGES=(
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
   libopus0 libopus-dev pkg-config
+  libx11-6 libxtst6 libxt6 libxrandr2
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

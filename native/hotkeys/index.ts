@@ -8,7 +8,7 @@
  * so `hookSupport()` reports it and the app falls back to the window's own
  * key events (see main/app).
  *
- * uiohook-napi is loaded on first use (it needs libxtst6 / libx11 on Linux).
+ * uiohook-napi is loaded on first use (on Linux it needs libx11-6, libxtst6, libxt6, libxrandr2).
  */
 import { EventEmitter } from 'node:events';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
@@ -27,9 +27,8 @@ const UIOHOOK: NativeModuleSpec = {
   systemLibraries: {
     'libXtst.so.6': 'libxtst6',
     'libX11.so.6': 'libx11-6',
-    'libxkbfile.so.1': 'libxkbfile1',
-    'libXinerama.so.1': 'libxinerama1',
     'libXt.so.6': 'libxt6',
+    'libXrandr.so.2': 'libxrandr2',
   },
 };
 
