@@ -48,15 +48,16 @@ afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
-/** RMS (fraction of full scale) of what Bob's client plays, over `seconds`. */
-async function bobHears(seconds = 1.2): Promise<number> {
+/** RMS (fraction of full scale) of what a client plays on its speaker, over `seconds`. */
+async function speakerRms(which: 'bobSpeaker' | 'aliceSpeaker', seconds = 1.2): Promise<number> {
   const path = join(dir, `probe-${Date.now()}.wav`);
   const rec = await pulse.record('probe.monitor', path, 4);
   await new Promise((r) => setTimeout(r, seconds * 1000));
   await rec.stop();
-  const heard = channel(readWav(path), PROBE_CHANNEL.bobSpeaker - 1);
+  const heard = channel(readWav(path), PROBE_CHANNEL[which] - 1);
   return rms(heard.subarray(Math.floor(heard.length * 0.2)));
 }
+const bobHears = (seconds?: number) => speakerRms('bobSpeaker', seconds);
 
 async function expectNoSeriousA11yViolations(screen: string) {
   const violations = await ui.axe();
@@ -81,6 +82,35 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByText('Online').waitFor({ timeout: 15_000 });
     await ui.screen('contacts');
     await expectNoSeriousA11yViolations('contacts');
+    await p.emulateMedia({ colorScheme: 'dark' });
+    await ui.screen('contacts-dark');
+    await expectNoSeriousA11yViolations('contacts (dark)');
+    await p.emulateMedia({ colorScheme: 'light' });
+  });
+
+  it('reaches every control by keyboard, each with a visible focus ring and an accessible name', async () => {
+    const p = page();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.locator('body').click({ position: { x: 5, y: 400 } });
+    const seen: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      await p.keyboard.press('Tab');
+      const focused = await p.evaluate(`(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return null;
+        const style = getComputedStyle(el);
+        const name = el.getAttribute('aria-label') || el.labels?.[0]?.innerText || el.innerText || el.getAttribute('placeholder') || '';
+        return { tag: el.tagName, name: name.trim(), outline: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2 };
+      })()`) as { tag: string; name: string; outline: boolean } | null;
+      if (!focused) continue;
+      expect(focused.name, `${focused.tag} has an accessible name`).not.toBe('');
+      expect(focused.outline, `${focused.tag} "${focused.name}" shows focus`).toBe(true);
+      seen.push(focused.name);
+    }
+    for (const control of ['Do not disturb', 'Call bob', 'Add bob as a contact', 'Contacts', 'History', 'Settings']) {
+      expect(seen.some((n) => n.includes(control)), `${control} reachable by Tab (saw ${seen.join(' | ')})`).toBe(true);
+    }
+    await p.getByLabel('Search contacts or enter a username').fill('');
   });
 
   it('refuses a wrong password with words a user understands, and signs in again', async () => {
@@ -157,6 +187,8 @@ describe('the desktop UI through the development bridge', () => {
     const dialog = p.getByRole('alertdialog');
     await dialog.waitFor({ timeout: 15_000 });
     expect(await dialog.innerText()).toContain('bob');
+    // The ringtone plays through the core's own audio path, on Alice's speaker.
+    expect(await speakerRms('aliceSpeaker', 1.5)).toBeGreaterThan(0.01);
     await ui.screen('incoming');
     await expectNoSeriousA11yViolations('incoming');
     await p.getByRole('button', { name: 'Decline call from bob' }).click();
@@ -165,9 +197,26 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByTestId('call-status').filter({ hasText: 'You declined the call' }).waitFor();
   });
 
+  it('do-not-disturb: an incoming call does not ring, and is logged as missed', async () => {
+    const p = page();
+    await p.getByLabel('Do not disturb').check();
+    const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+    const dialog = p.getByRole('alertdialog');
+    await dialog.waitFor({ timeout: 15_000 });
+    expect(await dialog.innerText()).toContain('not ringing');
+    expect(await speakerRms('aliceSpeaker', 1.5)).toBeLessThan(0.002);
+    await ui.screen('incoming-do-not-disturb');
+    await bob.request('end_call', { callId });
+    await bob.waitForCall(callId, (s) => s.state === 'ended');
+    await p.getByLabel('Do not disturb').uncheck();
+    await p.getByRole('button', { name: /^History/ }).waitFor({ timeout: 10_000 });
+    await p.getByRole('button', { name: /^History/ }).click();
+    await p.getByText(/Incoming · Missed/).first().waitFor();
+    await ui.screen('history-missed');
+  });
+
   it('push-to-talk: the far side hears the microphone only while the key is held', async () => {
     const p = page();
-    await p.getByRole('button', { name: 'Settings' }).waitFor({ timeout: 10_000 });
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByLabel(/Use push to talk/).check();
     await p.getByText('Push to talk works while this window has focus').waitFor();
