@@ -46,6 +46,12 @@ export const MediaStats = z.object({
   framesRecoveredByFec: z.number().int(),
   /** Frames not sent because the VAD heard no voice (VAD-driven DTX, daemon `--dtx`). */
   vadSilentFrames: z.number().int().optional(),
+  /** Speaker-to-microphone delay of the devices as PulseAudio measures it, given to the echo canceller, ms. */
+  deviceDelayMs: z.number().optional(),
+  /** The delay the echo canceller found itself (WebRTC APM delay metrics, median), ms. */
+  echoDelayMs: z.number().optional(),
+  /** The echo canceller's own ERLE estimate (ITU-T G.168 §3.4), dB. */
+  echoErleDb: z.number().optional(),
 });
 export type MediaStats = z.infer<typeof MediaStats>;
 

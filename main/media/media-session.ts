@@ -53,6 +53,8 @@ export interface CaptureProcessor {
   processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean };
   /** Speaker-to-microphone delay of the devices, ms (0–500). */
   setStreamDelayMs(ms: number): void;
+  /** The echo canceller's own view: ERLE (dB) and the delay it found (ms). */
+  echoMetrics?(): { erleDb?: number; delayMedianMs?: number };
 }
 
 /** Input and output levels and the talking flag, every {@link LEVELS_INTERVAL_MS}. */
@@ -147,6 +149,7 @@ export class MediaSession extends EventEmitter<{
   private lastVoiceAt = -Infinity;
   private lastSentAt = -Infinity;
   private vadSilentFrames = 0;
+  private reportedDelayMs: number | undefined;
 
   constructor(
     private readonly peer: Peer,
@@ -202,9 +205,12 @@ export class MediaSession extends EventEmitter<{
     await new Promise((r) => setTimeout(r, 300).unref());
     try {
       const ms = await deviceDelayMs();
-      if (ms !== undefined && !this.closed) processor.setStreamDelayMs(Math.max(0, Math.min(500, Math.round(ms))));
+      if (ms !== undefined && !this.closed) {
+        this.reportedDelayMs = Math.max(0, Math.min(500, Math.round(ms)));
+        processor.setStreamDelayMs(this.reportedDelayMs);
+      }
     } catch {
-      // the AEC's own delay estimate (delay-agnostic mode) still works
+      // the extended filter still covers a moderate delay error
     }
   }
 
@@ -264,7 +270,21 @@ export class MediaSession extends EventEmitter<{
       remoteLossPercent: Math.round(net.lossFraction * 1000) / 10,
       bitrate: net.bitrate,
       ...(this.options.processor && this.options.dtx ? { vadSilentFrames: this.vadSilentFrames } : {}),
+      ...this.echoStats(),
     };
+  }
+
+  private echoStats(): Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> {
+    const out: Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> = {};
+    if (this.reportedDelayMs !== undefined) out.deviceDelayMs = this.reportedDelayMs;
+    try {
+      const m = this.options.processor?.echoMetrics?.();
+      if (m?.delayMedianMs !== undefined && m.delayMedianMs >= 0) out.echoDelayMs = m.delayMedianMs;
+      if (m?.erleDb !== undefined && m.erleDb > -100) out.echoErleDb = m.erleDb;
+    } catch {
+      // metrics are optional
+    }
+    return out;
   }
 
   /** Stops both devices. Never throws. */

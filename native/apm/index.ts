@@ -13,9 +13,8 @@
  *   order; returns the processed frame (echo cancelled, high-pass filtered,
  *   noise suppressed, level controlled) and the APM's voice activity decision.
  *
- * Components (all from the APM): acoustic echo cancellation (AEC, the
- * "extended filter" and "delay-agnostic" modes Chromium uses on desktop, high
- * suppression), noise suppression (NS, level high), adaptive digital gain
+ * Components (all from the APM): acoustic echo cancellation (AEC with the
+ * "extended filter", high suppression, fed with the measured device delay), noise suppression (NS, level high), adaptive digital gain
  * control (AGC, target −3 dBFS, 9 dB compression gain, limiter), voice
  * activity detection (VAD, moderate likelihood) and a high-pass filter.
  * See docs/audio.md.
@@ -84,9 +83,8 @@ export interface VoiceProcessor {
   processCapture(frame: Int16Array): ProcessedCapture;
   /**
    * The delay between a frame given to {@link processRender} and the capture
-   * frame that holds its echo, ms (the devices' output + input latency). With
-   * the delay-agnostic mode the AEC refines it itself; a close value speeds
-   * up convergence.
+   * frame that holds its echo, ms (the devices' output + input latency). The
+   * extended filter tolerates errors of tens of ms.
    * @throws RangeError outside 0–500 ms.
    */
   setStreamDelayMs(ms: number): void;
@@ -159,16 +157,32 @@ export function loadApmAddon(candidates: readonly string[] = apmAddonPaths()): A
 
 let addon: ApmAddon | undefined;
 
+/** The AEC's modes, fixed for the processor's life. */
+export interface AecModes {
+  /**
+   * The AEC estimates the render→capture delay itself and treats the reported
+   * one as a hint. Default false: in live calls through PulseAudio here it
+   * sometimes locked onto a wrong delay (docs/audio.md), while the measured
+   * device delay plus the extended filter converged every time.
+   */
+  delayAgnostic?: boolean;
+  /** A longer adaptive filter (≈ 128 ms instead of ≈ 48 ms) that tolerates delay errors. Default true. */
+  extendedFilter?: boolean;
+}
+
 /**
  * Creates a voice processor (48 kHz mono, 10 ms frames).
  * @param settings components to run; missing ones default to on.
  * @throws NativeModuleLoadError when the addon is not built or the library is missing.
  * @throws Error (code `APM_INIT` / `APM_CONFIG`) when the APM refuses the configuration.
  */
-export function createVoiceProcessor(settings: Partial<VoiceProcessingSettings> = {}): VoiceProcessor {
+export function createVoiceProcessor(
+  settings: Partial<VoiceProcessingSettings> = {},
+  aec: AecModes = {},
+): VoiceProcessor {
   addon ??= loadApmAddon();
   const current: VoiceProcessingSettings = { ...DEFAULT_VOICE_PROCESSING, ...settings };
-  const native = new addon.Apm(current);
+  const native = new addon.Apm({ ...current, ...aec });
   return {
     get settings() {
       return { ...current };

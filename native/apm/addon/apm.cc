@@ -168,14 +168,15 @@ napi_value New(napi_env env, napi_callback_info info) {
   bool aec = GetBoolOption(env, opts, "echoCancellation", true);
   bool ns = GetBoolOption(env, opts, "noiseSuppression", true);
   bool agc = GetBoolOption(env, opts, "gainControl", true);
-  bool delayAgnostic = GetBoolOption(env, opts, "delayAgnostic", true);
+  bool delayAgnostic = GetBoolOption(env, opts, "delayAgnostic", false);
   bool extendedFilter = GetBoolOption(env, opts, "extendedFilter", true);
 
   webrtc::Config config;
-  // The extended filter (a longer, more robust adaptive filter) and the
-  // delay-agnostic mode (the APM estimates the render->capture delay itself
-  // and uses the reported delay only as a start) are what Chromium enables on
-  // desktop, where reported device delays are unreliable.
+  // The extended filter: a longer (~128 ms), more robust adaptive filter that
+  // absorbs errors in the reported delay. The delay-agnostic mode (the APM
+  // estimates the render->capture delay itself) is off by default: Parley
+  // reports the delay PulseAudio measures, and in live calls here the
+  // estimator sometimes locked onto a wrong delay (docs/audio.md).
   config.Set<webrtc::ExtendedFilter>(new webrtc::ExtendedFilter(extendedFilter));
   config.Set<webrtc::DelayAgnostic>(new webrtc::DelayAgnostic(delayAgnostic));
   // The experimental AGC drives an analog mic volume Parley does not control.
