@@ -85,6 +85,8 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   private watcher: PulseWatcher | undefined;
   private readonly live = new Set<RoutedStream>();
   private refreshing: Promise<void> | undefined;
+  /** Every description seen, so that a device that is gone can still be named for the user. */
+  private readonly descriptions = new Map<string, string>();
 
   constructor(choice: Partial<DeviceChoice> = {}) {
     super();
@@ -94,7 +96,7 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   /** Lists devices and starts following changes; without PulseAudio it stays in PortAudio mode. Never throws. */
   async start(): Promise<void> {
     try {
-      this.known = await listPulseDevices();
+      this.known = this.learn(await listPulseDevices());
     } catch {
       this.known = undefined;
       return;
@@ -159,7 +161,7 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        this.known = await listPulseDevices();
+        this.known = this.learn(await listPulseDevices());
       } catch {
         return;
       } finally {
@@ -248,8 +250,13 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   }
 
   private describe(direction: Direction, name: string): string {
-    const list = direction === 'input' ? this.known?.inputs : this.known?.outputs;
-    return list?.find((d) => d.name === name)?.description ?? name;
+    return this.descriptions.get(`${direction}:${name}`) ?? name;
+  }
+
+  private learn(devices: PulseDevices): PulseDevices {
+    for (const d of devices.inputs) this.descriptions.set(`input:${d.name}`, d.description);
+    for (const d of devices.outputs) this.descriptions.set(`output:${d.name}`, d.description);
+    return devices;
   }
 
   private async move(stream: RoutedStream, target: string, reason: SwitchReport['reason']): Promise<void> {
