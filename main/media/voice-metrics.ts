@@ -82,3 +82,26 @@ export function maskedSnrDb(signal: Pcm, mask: SpeechMask, offset = 0): number {
 export function activeLevelDbfs(signal: Pcm, mask: SpeechMask, offset = 0): number {
   return 10 * Math.log10(Math.max(meanPower(signal, mask.speech, offset), 1e-14));
 }
+
+/**
+ * The longest silence (ms) between the first and the last sound of a signal
+ * that should be continuous (a tone heard through a device switch): the
+ * longest run of 5 ms windows whose RMS is below `floorDbfs` (default −45).
+ * 0 when nothing is ever loud. Resolution 5 ms.
+ */
+export function longestSilenceMs(signal: Pcm, floorDbfs = -45): number {
+  const win = 240;
+  const floor = 10 ** (floorDbfs / 20);
+  const loud: boolean[] = [];
+  for (let i = 0; i + win <= signal.length; i += win) loud.push(rms(signal, i, i + win) > floor);
+  const first = loud.indexOf(true);
+  if (first < 0) return 0;
+  const last = loud.lastIndexOf(true);
+  let best = 0;
+  let run = 0;
+  for (let i = first; i <= last; i++) {
+    run = loud[i] ? 0 : run + 1;
+    best = Math.max(best, run);
+  }
+  return best * 5;
+}

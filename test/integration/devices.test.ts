@@ -16,6 +16,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { CallStatus, DeviceList } from '../../common/protocol/control';
+import { longestSilenceMs } from '../../main/media/voice-metrics';
 import { startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, startChild, type Child } from '../harness/process';
@@ -77,29 +78,6 @@ async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boo
     last = await probe();
   }
   return last;
-}
-
-/**
- * The longest stretch (ms) inside the tone where Alice's speaker channel is
- * silent (5 ms windows below −45 dBFS), between the first and last loud window.
- */
-function longestGapMs(samples: Int16Array): number {
-  const win = 240;
-  const loud: boolean[] = [];
-  for (let i = 0; i + win <= samples.length; i += win) {
-    let sum = 0;
-    for (let k = i; k < i + win; k++) sum += samples[k]! * samples[k]!;
-    loud.push(Math.sqrt(sum / win) / 32768 > 10 ** (-45 / 20));
-  }
-  const first = loud.indexOf(true);
-  const last = loud.lastIndexOf(true);
-  let best = 0;
-  let run = 0;
-  for (let i = first; i <= last; i++) {
-    run = loud[i] ? 0 : run + 1;
-    best = Math.max(best, run);
-  }
-  return best * 5;
 }
 
 beforeAll(async () => {
@@ -184,7 +162,7 @@ describe('audio devices during a call', () => {
       (s) => s.direction === 'output' && s.to === 'a_spk2',
     );
     expect(switched.reason).toBe('requested');
-    const gap = longestGapMs(channel(readWav(join(dir, 'out-switch.wav')), PROBE_CHANNEL.aliceSpeaker - 1));
+    const gap = longestSilenceMs(channel(readWav(join(dir, 'out-switch.wav')), PROBE_CHANNEL.aliceSpeaker - 1));
     console.log(`[devices] speaker switch: ${switched.gapMs} ms without playback in the client, ${gap} ms of silence heard`);
     expect(gap).toBeLessThan(1000); // the figure against the 200 ms budget is in bench:audio
     await stillTalking();
