@@ -325,14 +325,15 @@ export class MediaSession extends EventEmitter<{
       this.emit('deviceError', e as Error);
       return;
     }
-    if (this.options.dtx && opus.length <= 2) {
+    // VAD-driven DTX: frames without voice (after the hang-over) are not sent,
+    // but one goes out every DTX_KEEPALIVE_MS, as Opus DTX does (RFC 7587 §3.1.3).
+    // (Every frame is still encoded, so the encoder's state stays continuous.)
+    if (this.options.dtx && processor && !this.held && !this.talking() && this.now() - this.lastSentAt < DTX_KEEPALIVE_MS) {
+      this.vadSilentFrames++;
       this.packetizer.skip(this.frameSamples);
       return;
     }
-    // VAD-driven DTX: frames without voice (after the hang-over) are not sent,
-    // but one goes out every DTX_KEEPALIVE_MS, as Opus DTX does (RFC 7587 §3.1.3).
-    if (this.options.dtx && processor && !this.held && !this.talking() && this.now() - this.lastSentAt < DTX_KEEPALIVE_MS) {
-      this.vadSilentFrames++;
+    if (this.options.dtx && opus.length <= 2) {
       this.packetizer.skip(this.frameSamples);
       return;
     }
