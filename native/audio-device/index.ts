@@ -366,3 +366,57 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
   });
   return emitter;
 }
+
+/** A sound being played by {@link playPcm}. */
+export interface PlayingSound {
+  /** Resolves when the sound has been played out (never, while `loop` is on, until `stop`). */
+  readonly done: Promise<void>;
+  /** Stops at once and releases the device. Never throws. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Plays a sound on an output of its own, independently of any call (a
+ * ringtone on the speakers while calls go to the headset).
+ * @param samples 48 kHz mono signed 16-bit PCM.
+ * @param options.device the output (see the module doc; a `pulse:<sink>` name picks a PulseAudio sink).
+ * @param options.loop repeat until stopped, with `gapMs` of silence between repetitions (default 0).
+ * @throws AudioDeviceError when the device cannot be found or opened.
+ * @throws RangeError for an empty sound.
+ */
+export async function playPcm(
+  samples: Int16Array,
+  options: { device?: string; loop?: boolean; gapMs?: number } = {},
+): Promise<PlayingSound> {
+  if (samples.length === 0) throw new RangeError('playPcm: the sound is empty');
+  await devicesSettled();
+  const frame = frameSamples(10);
+  const gap = Math.round(((options.gapMs ?? 0) * SAMPLE_RATE) / 1000);
+  const stream = openPlayback({ device: options.device, frameMs: 10 });
+  let position = 0;
+  let finished: () => void = () => {};
+  const done = new Promise<void>((resolve) => (finished = resolve));
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await stream.close();
+    finished();
+  };
+  // After the last sample, a few frames of silence let the device play the queue out.
+  let tail = 0;
+  stream.on('error', () => void stop());
+  stream.start(() => {
+    const out = new Int16Array(frame);
+    const cycle = samples.length + gap;
+    for (let i = 0; i < frame; i++) {
+      if (!options.loop && position >= samples.length) break;
+      const at = position % cycle;
+      out[i] = at < samples.length ? samples[at]! : 0;
+      position++;
+    }
+    if (!options.loop && position >= samples.length && ++tail === 4) void stop();
+    return out;
+  });
+  return { done, stop };
+}
