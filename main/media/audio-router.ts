@@ -294,7 +294,7 @@ interface RoutedStream {
  * that forwards the frames of whichever capture stream is open.
  */
 export class RoutedCapture
-  extends EventEmitter<{ frame: [Int16Array]; error: [AudioDeviceError] }>
+  extends EventEmitter<{ frame: [Int16Array]; error: [AudioDeviceError]; switched: [] }>
   implements AudioSource, RoutedStream
 {
   readonly direction = 'input' as const;
@@ -327,6 +327,10 @@ export class RoutedCapture
     this.stream?.start();
   }
 
+  onSwitched(listener: () => void): void {
+    this.on('switched', listener);
+  }
+
   warn(error: AudioDeviceError): void {
     if (!this.closed) this.emit('error', error);
   }
@@ -345,6 +349,7 @@ export class RoutedCapture
       const first = new Promise<void>((resolve) => this.stream!.once('frame', () => resolve()));
       if (this.started) this.stream!.start();
       await Promise.race([first, new Promise((r) => setTimeout(r, 2000))]);
+      this.emit('switched');
       return performance.now() - t0;
     };
     const p = this.switching.then(run, run);
@@ -368,7 +373,7 @@ export class RoutedCapture
  * A speaker whose device can change underneath: an {@link AudioSink} whose
  * `pull` keeps being served by whichever playback stream is open.
  */
-export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError] }> implements AudioSink, RoutedStream {
+export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; switched: [] }> implements AudioSink, RoutedStream {
   readonly direction = 'output' as const;
   device: string | undefined;
   private stream: PlaybackStream | undefined;
@@ -398,6 +403,10 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError] }> 
     this.stream?.start(pull);
   }
 
+  onSwitched(listener: () => void): void {
+    this.on('switched', listener);
+  }
+
   warn(error: AudioDeviceError): void {
     if (!this.closed) this.emit('error', error);
   }
@@ -421,6 +430,7 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError] }> 
         return pull();
       });
       await first;
+      this.emit('switched');
       return performance.now() - t0;
     };
     const p = this.switching.then(run, run);

@@ -14,6 +14,8 @@ export interface AudioSource {
   removeAllListeners(event?: string): unknown;
   start(): void;
   close(): Promise<void>;
+  /** Called after the device underneath changed (main/media/audio-router.ts), if the source can change. */
+  onSwitched?(listener: () => void): void;
 }
 
 /** A device-paced speaker (native/audio-device PlaybackStream fits). */
@@ -21,6 +23,8 @@ export interface AudioSink {
   on(event: 'error', listener: (error: Error) => void): unknown;
   start(pull: () => Int16Array): void;
   close(): Promise<void>;
+  /** Called after the device underneath changed, if the sink can change. */
+  onSwitched?(listener: () => void): void;
 }
 
 /** Opus encoder for frames of one size. */
@@ -192,6 +196,9 @@ export class MediaSession extends EventEmitter<{
     this.levelsTimer = setInterval(() => this.emitLevels(), LEVELS_INTERVAL_MS);
     this.levelsTimer.unref();
     void this.updateDeviceDelay();
+    // A new device has a new delay: measure again after a switch.
+    this.options.source.onSwitched?.(() => void this.updateDeviceDelay());
+    this.options.sink.onSwitched?.(() => void this.updateDeviceDelay());
   }
 
   /**
