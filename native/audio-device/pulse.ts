@@ -36,6 +36,9 @@ export interface PulseDevices {
   defaultOutput: string | undefined;
 }
 
+/** After `pactl subscribe` exits, it is started again this much later, ms. */
+const RESUBSCRIBE_MS = 2000;
+
 /** Longest wait for one pactl command, ms. */
 const PACTL_TIMEOUT_MS = 3000;
 
@@ -120,6 +123,7 @@ export class PulseWatcher extends EventEmitter<{ change: [Set<PulseChange>]; err
   private child: ChildProcess | undefined;
   private pending = new Set<PulseChange>();
   private timer: NodeJS.Timeout | undefined;
+  private restart: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly settleMs = 50) {
@@ -144,13 +148,22 @@ export class PulseWatcher extends EventEmitter<{ change: [Set<PulseChange>]; err
     });
     child.on('exit', (code) => {
       this.child = undefined;
-      if (!this.closed) this.emit('error', new AudioDeviceError('unavailable', `pactl subscribe exited (${code}): device changes are no longer followed`));
+      if (this.closed) return;
+      // The sound server restarted or went away: say so, and try again (a restarted server is followed again).
+      this.emit('error', new AudioDeviceError('unavailable', `lost contact with PulseAudio (pactl subscribe exited ${code}); retrying`));
+      this.restart = setTimeout(() => {
+        this.start();
+        this.pending.add('server');
+        this.flush();
+      }, RESUBSCRIBE_MS);
+      this.restart.unref();
     });
   }
 
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.restart);
     this.child?.kill('SIGTERM');
     this.child = undefined;
   }
@@ -163,6 +176,10 @@ export class PulseWatcher extends EventEmitter<{ change: [Set<PulseChange>]; err
     // A sink's or source's own 'change' is volume and state noise; new/remove matter, and any server change (defaults).
     if (kind !== 'server' && what === 'change') return;
     this.pending.add(kind as PulseChange);
+    this.flush();
+  }
+
+  private flush(): void {
     if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;

@@ -144,6 +144,7 @@ describe('audio devices during a call', () => {
     expect(list.outputs.find((d) => d.name === 'hs')?.description).toBe('USB-Headset');
     expect(list.outputs.find((d) => d.isDefault)?.name).toBe('a_spk');
     expect(list.active).toEqual({ input: 'a_mic', output: 'a_spk' });
+    expect(await alice.request('audio.get_processing')).toEqual({ echoCancellation: false, noiseSuppression: false, gainControl: false });
     await expect(alice.request('devices.set', { output: 'no_such_sink' })).rejects.toMatchObject({ reason: 'device_error' });
     await expect(alice.request('devices.set', { output: 'no_such_sink' })).rejects.toThrow(/a_spk2/);
     await stillTalking();
@@ -212,6 +213,27 @@ describe('audio devices during a call', () => {
     await loadHeadset();
     await until('Alice back on the headset', aliceSink, (s) => s === 'hs');
     await alice.waitForNotification<{ reason: string }>('devices.switched', (s) => s.reason === 'returned');
+    await stillTalking();
+  });
+
+  it('an unplugged microphone falls back to the default input with a warning, and the call goes on', async () => {
+    const module = (
+      await pulse.pactl(
+        'load-module', 'module-remap-source', 'source_name=usbmic', 'master=probe.monitor', 'channels=1', 'channel_map=mono',
+        'master_channel_map=front-left', 'remix=no', 'source_properties=device.description=USB-Mic',
+      )
+    ).trim();
+    await alice.waitForNotification<DeviceList>('devices.changed', (l) => l.inputs.some((d) => d.name === 'usbmic'));
+    await alice.request('devices.set', { input: 'usbmic' });
+    expect(await aliceSource()).toBe('usbmic');
+    await pulse.pactl('unload-module', module);
+    const warning = await alice.waitForNotification<{ message: string; direction: string }>('audio.warning', (w) => w.direction === 'input');
+    expect(warning.message).toMatch(/microphone "USB-Mic" is gone/);
+    await alice.waitForNotification<{ reason: string; direction: string }>('devices.switched', (s) => s.direction === 'input' && s.reason === 'fell_back');
+    const list = await alice.request<DeviceList>('devices.list');
+    expect(list.active.input).toBe(list.inputs.find((d) => d.isDefault)?.name ?? 'probe.monitor');
+    await alice.request('devices.set', { input: 'a_mic' });
+    expect(await aliceSource()).toBe('a_mic');
     await stillTalking();
   });
 
