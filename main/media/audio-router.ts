@@ -112,10 +112,12 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
     this.watcher?.close();
   }
 
+  /** Whether PulseAudio answers (else device names go to PortAudio and nothing is followed). */
   get pulse(): boolean {
     return this.known !== undefined;
   }
 
+  /** The devices, the choice and the devices the open streams use now. */
   list(): DeviceList {
     const active: DeviceList['active'] = {};
     for (const s of this.live) active[s.direction] = s.device;

@@ -49,6 +49,7 @@ export class LocalAudio {
     this.processing = { ...DEFAULT_VOICE_PROCESSING, ...processing };
   }
 
+  /** The voice processing settings for new calls (and the live one). */
   getProcessing(): VoiceProcessingSettings {
     return { ...this.processing };
   }
