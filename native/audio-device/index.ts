@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
 
@@ -419,4 +420,52 @@ export async function playPcm(
     return out;
   });
   return { done, stop };
+}
+
+/**
+ * Reads a WAV file in the pipeline's format: PCM (format 1, or
+ * WAVE_FORMAT_EXTENSIBLE with PCM), 16-bit, mono, 48 kHz.
+ * @returns its samples (48 kHz mono s16).
+ * @throws Error when the file cannot be read; RangeError naming what is wrong
+ *   with any other format (convert with e.g. `sox in.wav -r 48000 -c 1 -b 16 out.wav`).
+ */
+export async function readWavFile(path: string): Promise<Int16Array> {
+  const buf = await readFile(path);
+  const bad = (why: string) => new RangeError(`${path}: ${why}; Parley plays 48 kHz mono 16-bit PCM WAV (sox in.wav -r 48000 -c 1 -b 16 out.wav)`);
+  if (buf.length < 12 || buf.toString('ascii', 0, 4) !== 'RIFF' || buf.toString('ascii', 8, 12) !== 'WAVE') throw bad('not a WAV file');
+  let offset = 12;
+  let format: { tag: number; channels: number; rate: number; bits: number } | undefined;
+  while (offset + 8 <= buf.length) {
+    const id = buf.toString('ascii', offset, offset + 4);
+    const size = buf.readUInt32LE(offset + 4);
+    const body = offset + 8;
+    if (id === 'fmt ' && body + 16 <= buf.length) {
+      let tag = buf.readUInt16LE(body);
+      if (tag === 0xfffe && size >= 40 && body + 26 <= buf.length) tag = buf.readUInt16LE(body + 24);
+      format = { tag, channels: buf.readUInt16LE(body + 2), rate: buf.readUInt32LE(body + 4), bits: buf.readUInt16LE(body + 14) };
+    } else if (id === 'data') {
+      if (!format) throw bad('no format chunk before the data');
+      if (format.tag !== 1) throw bad(`compressed (format ${format.tag})`);
+      if (format.bits !== 16 || format.channels !== 1 || format.rate !== SAMPLE_RATE) {
+        throw bad(`${format.bits}-bit, ${format.channels} channel(s), ${format.rate} Hz`);
+      }
+      const end = Math.min(buf.length, body + size);
+      const samples = new Int16Array(Math.floor((end - body) / 2));
+      for (let i = 0; i < samples.length; i++) samples[i] = buf.readInt16LE(body + 2 * i);
+      return samples;
+    }
+    offset = body + size + (size % 2);
+  }
+  throw bad('no data chunk');
+}
+
+/**
+ * {@link playPcm} of a WAV file ({@link readWavFile}'s format), e.g. a ringtone.
+ * @throws as readWavFile and playPcm.
+ */
+export async function playWavFile(
+  path: string,
+  options: { device?: string; loop?: boolean; gapMs?: number } = {},
+): Promise<PlayingSound> {
+  return playPcm(await readWavFile(path), options);
 }

@@ -142,6 +142,8 @@ describe('native/audio-device on PulseAudio', () => {
   });
 
   it('plays a sound on a named output of its own (a ringtone), once or looped until stopped', async () => {
+    writeWav(join(dir, 'stereo.wav'), new Int16Array(9600), 48000, 2);
+    writeWav(join(dir, 'ring-src.wav'), sineWave(0.5, 800, 0.3));
     const rec = await pulse.record('probe.monitor', join(dir, 'ring.wav'), 4);
     const r = await child(
       `const tone = new Int16Array(48000 * 0.3).map((_, i) => Math.round(12000 * Math.sin(2 * Math.PI * 800 * i / 48000)));
@@ -152,12 +154,17 @@ describe('native/audio-device on PulseAudio', () => {
        await looped.stop();
        let empty = '';
        try { await dev.playPcm(new Int16Array(0)); } catch (e) { empty = e.name; }
-       return { empty };`,
+       let stereo = '';
+       try { await dev.playWavFile(${JSON.stringify(join(dir, 'stereo.wav'))}); } catch (e) { stereo = e.message; }
+       const wav = await dev.readWavFile(${JSON.stringify(join(dir, 'ring-src.wav'))});
+       return { empty, stereo, wavSamples: wav.length };`,
       pulse.env,
     );
     await new Promise((r) => setTimeout(r, 300));
     await rec.stop();
     expect(r.empty).toBe('RangeError');
+    expect(r.stereo).toMatch(/2 channel.*48 kHz mono 16-bit/);
+    expect(r.wavSamples).toBe(24000);
     const wav = readWav(join(dir, 'ring.wav'));
     const loudMs = (samples: Int16Array) => {
       let n = 0;
