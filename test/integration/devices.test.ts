@@ -237,7 +237,7 @@ describe('audio devices during a call', () => {
     await stillTalking();
   });
 
-  it('"default" follows the OS default as it changes during the call', async () => {
+  it('"default" follows the OS default sink and source as they change during the call', async () => {
     await alice.request('devices.set', { output: 'default' });
     await until('Alice on the default', aliceSink, (s) => s === 'a_spk');
     await pulse.pactl('set-default-sink', 'a_spk2');
@@ -245,6 +245,14 @@ describe('audio devices during a call', () => {
     await alice.waitForNotification<{ reason: string; to: string }>('devices.switched', (s) => s.reason === 'default_changed' && s.to === 'a_spk2');
     await pulse.pactl('set-default-sink', 'a_spk');
     await until('Alice back on a_spk', aliceSink, (s) => s === 'a_spk');
+
+    // The same for the microphone and the default source.
+    await pulse.pactl('set-default-source', 'a_mic');
+    await alice.request('devices.set', { input: 'default' });
+    await until('Alice on the default microphone', aliceSource, (s) => s === 'a_mic');
+    await pulse.pactl('set-default-source', 'a_mic2');
+    await until('Alice on the new default microphone', aliceSource, (s) => s === 'a_mic2');
+    await alice.request('devices.set', { input: 'a_mic' });
     await stillTalking();
   });
 
