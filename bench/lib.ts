@@ -8,6 +8,13 @@ import { detectOnsets } from '../main/media/analysis';
 import { PROBE_CHANNEL, type Pulse } from '../test/harness/pulse';
 import { channel, readWav, writeWav } from '../test/harness/speech';
 
+/**
+ * Daemon flags for the comparisons with Chromium: its pages run with echo
+ * cancellation, noise suppression and gain control off, so Parley's voice
+ * processing (on by default since issue 7) is turned off too.
+ */
+export const NO_VOICE_PROCESSING = ['--no-echo-cancellation', '--no-noise-suppression', '--no-gain-control'];
+
 const CLK_TCK = 100; // Linux USER_HZ for /proc/<pid>/stat
 
 export interface ClickResult {

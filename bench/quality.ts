@@ -27,7 +27,7 @@ import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../test/harness/pulse';
 import { startServer } from '../test/harness/server';
 import { channel, readWav, renderSpeech } from '../test/harness/speech';
-import { chromiumPair, clickRun, percentile } from './lib';
+import { chromiumPair, NO_VOICE_PROCESSING, clickRun, percentile } from './lib';
 
 const { values: args } = parseArgs({
   options: {
@@ -81,8 +81,8 @@ async function main(): Promise<void> {
       log(`${profile}: Parley…`);
       relay.setProfile('clean');
       const [alice, bob] = await Promise.all([
-        startClient({ name: `a-${profile}`, server, relay: true, frameMs: FRAME, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),
-        startClient({ name: `b-${profile}`, server, relay: true, frameMs: FRAME, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
+        startClient({ name: `a-${profile}`, server, relay: true, frameMs: FRAME, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk', extraArgs: NO_VOICE_PROCESSING }),
+        startClient({ name: `b-${profile}`, server, relay: true, frameMs: FRAME, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk', extraArgs: NO_VOICE_PROCESSING }),
       ]);
       let parley: EngineResult;
       try {

@@ -26,7 +26,7 @@ import { startKeyring } from '../test/harness/keyring';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { startPulse, type Pulse } from '../test/harness/pulse';
 import { startServer, type RunningServer } from '../test/harness/server';
-import { chromiumPair, clickRun, percentile, type ClickResult } from './lib';
+import { chromiumPair, NO_VOICE_PROCESSING, clickRun, percentile, type ClickResult } from './lib';
 
 const { values: args } = parseArgs({
   options: {
@@ -51,8 +51,8 @@ interface Result {
 async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServer, keyringEnv: Record<string, string>, dir: string) {
   const tag = `f${frameMs}`;
   const [alice, bob]: RunningClient[] = await Promise.all([
-    startClient({ name: `alice-${tag}`, server, frameMs, env: { ...pulse.clientEnv('a'), ...keyringEnv }, input: 'a_mic', output: 'a_spk' }),
-    startClient({ name: `bob-${tag}`, server, frameMs, env: { ...pulse.clientEnv('b'), ...keyringEnv }, input: 'b_mic', output: 'b_spk' }),
+    startClient({ name: `alice-${tag}`, server, frameMs, env: { ...pulse.clientEnv('a'), ...keyringEnv }, input: 'a_mic', output: 'a_spk', extraArgs: NO_VOICE_PROCESSING }),
+    startClient({ name: `bob-${tag}`, server, frameMs, env: { ...pulse.clientEnv('b'), ...keyringEnv }, input: 'b_mic', output: 'b_spk', extraArgs: NO_VOICE_PROCESSING }),
   ]);
   try {
     const inviteToRinging: number[] = [];

@@ -15,7 +15,8 @@ import { parseArgs } from 'node:util';
 import { createServer as createVite, type ViteDevServer } from 'vite';
 import { keychainStore } from '../main/core/keychain-store';
 import { Softphone } from '../main/core/softphone';
-import { listDevices, mediaPlatform } from '../main/media/platform';
+import { LocalAudio } from '../main/media/platform';
+import { AudioRouter } from '../main/media/audio-router';
 import { startDevBridge } from '../main/app/dev-bridge';
 
 const { values: args } = parseArgs({
@@ -31,26 +32,14 @@ const dataDir =
   args['data-dir'] ?? process.env.PARLEY_DATA_DIR ?? join(process.env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'parley');
 
 async function main(): Promise<void> {
+  // The device router follows PulseAudio (hot-plug, default changes) without touching a live call.
+  const router = new AudioRouter();
+  await router.start();
+  const audio = new LocalAudio(router);
   const phone = new Softphone({
     dataDir,
     secrets: keychainStore(),
-    platform: (devices) =>
-      mediaPlatform({
-        get input() {
-          return devices().input;
-        },
-        get output() {
-          return devices().output;
-        },
-      }),
-    listDevices: () => {
-      const all = listDevices();
-      const as = (d: { name: string }) => ({ id: d.name, label: d.name });
-      return {
-        inputs: all.filter((d) => d.maxInputChannels > 0).map(as),
-        outputs: all.filter((d) => d.maxOutputChannels > 0).map(as),
-      };
-    },
+    audio,
     media: { loopbackOnly: args.loopback },
     deviceName: 'Parley (browser bridge)',
   });
@@ -79,6 +68,7 @@ async function main(): Promise<void> {
 
   const stop = async () => {
     await phone.shutdown().catch(() => {});
+    router.close();
     await vite.close();
     await bridge.close();
     process.exit(0);

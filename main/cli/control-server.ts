@@ -3,18 +3,21 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { ParleyError } from '../../common/errors';
 import { RpcPeer } from '../../common/protocol/rpc';
 import {
+  ControlNotifications,
   ControlRequests,
   MAX_CONTROL_MESSAGE_BYTES,
   type CallStatus,
 } from '../../common/protocol/control';
 import type { CallEngine } from '../core/call-engine';
+import type { LocalAudio } from '../media/platform';
 import type { SignalingClient } from '../core/signaling-client';
 
 /**
  * The headless client's control API (DESIGN.md): JSON-RPC 2.0 over a Unix
  * socket, one JSON message per line. Methods are `ControlRequests` in
- * `common/protocol/control`; every connected controller receives `call.state`
- * and `signaling.state` notifications. The socket is created mode 0600: only
+ * `common/protocol/control`; every connected controller receives `call.state`,
+ * `call.stats` and `signaling.state` notifications, and, with local audio,
+ * `audio.levels`, `audio.warning`, `devices.changed` and `devices.switched`. The socket is created mode 0600: only
  * the user who runs the daemon can drive it.
  */
 export class ControlServer {
@@ -25,10 +28,15 @@ export class ControlServer {
     private readonly engine: CallEngine,
     private readonly signaling: SignalingClient,
     private readonly identity: { username: string; deviceId: string },
+    private readonly audio?: LocalAudio,
   ) {
     this.server = createServer((socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
     engine.on('stats', (stats) => this.broadcast('call.stats', stats));
+    engine.on('levels', (levels) => this.broadcast('audio.levels', levels));
+    audio?.router.on('devices', (list) => this.broadcast('devices.changed', list));
+    audio?.router.on('warning', (w) => this.broadcast('audio.warning', w));
+    audio?.router.on('switched', (r) => this.broadcast('devices.switched', { ...r, gapMs: Math.round(r.gapMs * 10) / 10 }));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
   }
 
@@ -99,6 +107,29 @@ export class ControlServer {
       signaling: this.signaling.state,
       autoAnswer: e.autoAnswer,
     }));
+    const audio = this.audio;
+    const noAudio = () => new ParleyError('unavailable', 'this client has no local audio');
+    rpc.handle('devices.list', ControlRequests['devices.list'].params, () => {
+      if (!audio) throw noAudio();
+      return audio.router.list();
+    });
+    rpc.handle('devices.set', ControlRequests['devices.set'].params, async (choice) => {
+      if (!audio) throw noAudio();
+      try {
+        return await audio.router.choose(choice);
+      } catch (err) {
+        throw new ParleyError('device_error', err instanceof Error ? err.message : String(err));
+      }
+    });
+    rpc.handle('audio.get_processing', ControlRequests['audio.get_processing'].params, () => {
+      if (!audio) throw noAudio();
+      return audio.getProcessing();
+    });
+    rpc.handle('audio.set_processing', ControlRequests['audio.set_processing'].params, (next) => {
+      if (!audio) throw noAudio();
+      if (audio.processingUnavailable) throw new ParleyError('unavailable', audio.processingUnavailable);
+      return audio.setProcessing(next);
+    });
   }
 
   private broadcast(method: string, params: object): void {
@@ -135,7 +166,7 @@ export class ControlClient {
       requestTimeoutMs: 30_000,
     });
     const { z } = await import('zod');
-    for (const m of ['call.state', 'call.stats', 'signaling.state']) {
+    for (const m of Object.keys(ControlNotifications)) {
       rpc.handle(m, z.unknown(), (p) => onNotification?.(m, p));
     }
     let buffered = '';

@@ -5,14 +5,16 @@
  *   parley register --server URL --username NAME       (password from PARLEY_PASSWORD, --password-stdin, or a prompt)
  *   parley login    --server URL --username NAME
  *   parley daemon   [--auto-answer] [--input NAME] [--output NAME] [--frame-ms 20] [--jitter-ms 40] [--relay]
+ *                   [--no-echo-cancellation] [--no-noise-suppression] [--no-gain-control] [--dtx]
  *   parley call NAME [--wait]        (through the running daemon's control socket)
  *   parley answer [CALL_ID] | reject [CALL_ID] | hangup [CALL_ID] | status
- *   parley devices
+ *   parley devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
  *
  * The daemon owns the audio devices and the signaling connection; it serves
  * the JSON-RPC 2.0 control socket that the other commands (and automation) use.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -23,7 +25,9 @@ import { CallEngine } from '../core/call-engine';
 import { SignalingClient } from '../core/signaling-client';
 import { ControlClient, ControlServer } from './control-server';
 import { keychainStore } from '../core/keychain-store';
-import { listDevices, mediaPlatform } from '../media/platform';
+import { AudioRouter, type DeviceChoice } from '../media/audio-router';
+import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
+import type { DeviceList } from '../../common/protocol/control';
 
 function defaultDataDir(): string {
   if (process.env.PARLEY_DATA_DIR) return process.env.PARLEY_DATA_DIR;
@@ -46,6 +50,16 @@ async function readPassword(fromStdin: boolean): Promise<string> {
   const password = await rl.question('Password: ');
   rl.close();
   return password;
+}
+
+/** The remembered device choice (PulseAudio names) in `<data-dir>/audio.json`. */
+function readChoice(dataDir: string): Partial<DeviceChoice> {
+  try {
+    const j = JSON.parse(readFileSync(join(dataDir, 'audio.json'), 'utf8')) as Partial<DeviceChoice>;
+    return { ...(typeof j.input === 'string' ? { input: j.input } : {}), ...(typeof j.output === 'string' ? { output: j.output } : {}) };
+  } catch {
+    return {};
+  }
 }
 
 function frameMs(value: string): 10 | 20 {
@@ -115,6 +129,10 @@ program
   .addOption(new Option('--media-timeout <s>', 'end a call whose peer has sent nothing for this long').default(30).argParser(positiveInt))
   .option('--relay', 'send media through the TURN relay only')
   .option('--loopback', 'use 127.0.0.1 for media (tests and the demo on one machine)')
+  .option('--no-echo-cancellation', 'turn off echo cancellation (WebRTC APM AEC)')
+  .option('--no-noise-suppression', 'turn off noise suppression')
+  .option('--no-gain-control', 'turn off automatic gain control')
+  .option('--dtx', 'discontinuous transmission: do not send frames the voice activity detector calls silence')
   .action(
     async (o: {
       autoAnswer?: boolean;
@@ -125,33 +143,60 @@ program
       mediaTimeout: number;
       relay?: boolean;
       loopback?: boolean;
+      echoCancellation: boolean;
+      noiseSuppression: boolean;
+      gainControl: boolean;
+      dtx?: boolean;
     }) => {
       const { dataDir, socket } = globals();
+      // Flags win over the remembered choice; a choice made over the control socket is remembered.
+      const remembered = readChoice(dataDir);
+      const router = new AudioRouter({ input: o.input ?? remembered.input, output: o.output ?? remembered.output });
+      await router.start();
+      let saved = JSON.stringify(router.list().chosen);
+      router.on('devices', (list: DeviceList) => {
+        const now = JSON.stringify(list.chosen);
+        if (now === saved) return;
+        saved = now;
+        try {
+          writeFileSync(join(dataDir, 'audio.json'), now + '\n');
+        } catch (e) {
+          console.error(`[audio] could not remember the device choice: ${(e as Error).message}`);
+        }
+      });
+      router.on('warning', (w) => console.log(`[audio] warning: ${w.message}`));
+      router.on('switched', (r) => console.log(`[audio] ${r.direction} ${r.from ?? '-'} → ${r.to} (${r.reason}, ${r.gapMs.toFixed(0)} ms)`));
+      const audio = new LocalAudio(router, {
+        echoCancellation: o.echoCancellation,
+        noiseSuppression: o.noiseSuppression,
+        gainControl: o.gainControl,
+      });
       const session = await loadSession(dataDir, keychainStore());
       const signaling = new SignalingClient({
         serverUrl: session.serverUrl,
         deviceId: session.deviceId,
         token: session.token,
       });
-      const engine = new CallEngine(signaling, mediaPlatform({ input: o.input, output: o.output }), {
+      const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
         frameMs: o.frameMs,
         jitterTargetMs: o.jitterMs,
         forceRelay: !!o.relay,
         loopbackOnly: !!o.loopback,
         connectTimeoutMs: 15_000,
         mediaTimeoutMs: o.mediaTimeout * 1000,
-        dtx: false,
+        dtx: !!o.dtx,
       });
       engine.autoAnswer = !!o.autoAnswer;
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
-      const control = new ControlServer(engine, signaling, session);
+      const control = new ControlServer(engine, signaling, session, audio);
       await control.listen(socket);
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
       const stop = async () => {
         console.log('[daemon] shutting down');
         await engine.shutdown();
+        router.close();
         signaling.close();
         await control.close();
         process.exit(0);
@@ -220,8 +265,24 @@ program
 
 program
   .command('devices')
-  .description('list audio devices')
-  .action(() => {
+  .description('list audio devices; with --input/--output, choose them in the running daemon (also mid-call)')
+  .option('--input <name>', 'microphone: "default" or a PulseAudio source name')
+  .option('--output <name>', 'speaker: "default" or a PulseAudio sink name')
+  .action(async (o: { input?: string; output?: string }) => {
+    if (o.input || o.output) {
+      const list = await withDaemon((c) => c.request<DeviceList>('devices.set', { ...(o.input ? { input: o.input } : {}), ...(o.output ? { output: o.output } : {}) }));
+      console.log(`chosen: input ${list.chosen.input}, output ${list.chosen.output}`);
+      return;
+    }
+    const router = new AudioRouter();
+    await router.start();
+    router.close();
+    const list = router.list();
+    if (list.pulse) {
+      for (const d of list.inputs) console.log(`in\t${d.isDefault ? '*' : ' '} ${d.name}\t${d.description}`);
+      for (const d of list.outputs) console.log(`out\t${d.isDefault ? '*' : ' '} ${d.name}\t${d.description}`);
+      return;
+    }
     for (const d of listDevices()) {
       const dir = [d.maxInputChannels > 0 ? 'in' : '', d.maxOutputChannels > 0 ? 'out' : ''].filter(Boolean).join('/');
       console.log(`${d.id}\t${dir}\t${d.name}`);

@@ -5,7 +5,15 @@ import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { openPlainEnvelope, plainEnvelope, type Envelope } from '../../common/protocol/envelope';
 import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
-import { MediaSession, type AudioSink, type AudioSource, type FrameDecoder, type FrameEncoder } from '../media/media-session';
+import {
+  MediaSession,
+  type AudioLevels,
+  type AudioSink,
+  type AudioSource,
+  type CaptureProcessor,
+  type FrameDecoder,
+  type FrameEncoder,
+} from '../media/media-session';
 import { Peer, type CandidateInit } from '../media/peer';
 import { estimateMos } from '../media/quality';
 import { nextCallState, type CallEvent } from './call-states';
@@ -34,7 +42,14 @@ export interface MediaPlatform {
    * Opens (does not start) the microphone and speaker for a call.
    * @throws an error naming the device that cannot be opened.
    */
-  openAudio(frameMs: 10 | 20): Promise<{ source: AudioSource; sink: AudioSink }>;
+  openAudio(frameMs: 10 | 20): Promise<{
+    source: AudioSource;
+    sink: AudioSink;
+    /** Voice processing for this call's microphone (echo cancellation etc.), when available. */
+    processor?: CaptureProcessor;
+    /** The devices' speaker-to-microphone delay, ms, for the echo canceller. */
+    deviceDelayMs?: () => Promise<number | undefined>;
+  }>;
   createCodec(frameMs: 10 | 20): { encoder: FrameEncoder; decoder: FrameDecoder };
 }
 
@@ -63,7 +78,12 @@ interface Call {
  * session through its state. One call is live at a time; a second invite gets
  * `busy`. Emits `call` with a fresh CallStatus on every change.
  */
-export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallStatsNotification] }> {
+export class CallEngine extends EventEmitter<{
+  call: [CallStatus];
+  stats: [CallStatsNotification];
+  /** 20 Hz during a call (MediaSession `levels`). */
+  levels: [AudioLevels & { callId: string }];
+}> {
   private readonly calls = new Map<string, Call>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
@@ -343,6 +363,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
       call.status.warning = e.message;
       this.publish(call);
     });
+    media.on('levels', (levels) => this.emit('levels', { callId: call.id, ...levels }));
     media.once('firstAudio', () => {
       call.status.firstAudioAt = Date.now();
       this.publish(call);
@@ -462,7 +483,7 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
   }
 
   private async newMedia(peer: Peer): Promise<MediaSession> {
-    const { source, sink } = await this.platform.openAudio(this.config.frameMs);
+    const { source, sink, processor, deviceDelayMs } = await this.platform.openAudio(this.config.frameMs);
     const { encoder, decoder } = this.platform.createCodec(this.config.frameMs);
     const media = new MediaSession(peer, {
       frameMs: this.config.frameMs,
@@ -473,6 +494,8 @@ export class CallEngine extends EventEmitter<{ call: [CallStatus]; stats: [CallS
       decoder,
       dtx: this.config.dtx,
       mediaTimeoutMs: this.config.mediaTimeoutMs,
+      ...(processor ? { processor } : {}),
+      ...(deviceDelayMs ? { deviceDelayMs } : {}),
     });
     media.setMicOpen(this.micOpen);
     media.setOutputGain(this.outputGain);

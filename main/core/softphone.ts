@@ -12,7 +12,7 @@ import type {
   Settings,
 } from '../../common/ipc/contract';
 import { forgetSession, loadSession, login, register, type SecretStore, type Session } from './account';
-import { CallEngine, type MediaConfig, type MediaPlatform } from './call-engine';
+import { CallEngine, type MediaConfig } from './call-engine';
 import { HistoryStore, historyEntryOf } from './history';
 import { MicControl } from './microphone';
 import { SettingsStore } from './settings';
@@ -24,24 +24,23 @@ import {
   RINGBACK,
   RINGTONE,
   TEST_TONE,
-  type PlayingTone,
+  type PlayingSound,
 } from '../media/tones';
-
-/** The devices a call opens, read when the call starts (ids from `devices.list`; undefined = system default). */
-export interface ChosenDevices {
-  input?: string;
-  output?: string;
-}
+import { DEFAULT_OPUS, mediaPlatform, type LocalAudio, type OpusSettings } from '../media/platform';
+import type { DeviceList } from '../media/audio-router';
 
 export interface SoftphoneOptions {
   /** Profile, settings and history live here (no secrets). */
   dataDir: string;
   /** The OS keychain (native/keychain): the device token lives only there. */
   secrets: SecretStore;
-  /** Builds the media platform; `devices()` gives the devices chosen in settings at the moment a call opens audio. */
-  platform: (devices: () => ChosenDevices) => MediaPlatform;
-  /** Lists the audio devices for the settings screen. */
-  listDevices: () => { inputs: AudioDevice[]; outputs: AudioDevice[] };
+  /**
+   * The local audio: the device router (PulseAudio devices, follow-default,
+   * fall-back, mid-call switching) and voice processing. Started by the caller.
+   */
+  audio: LocalAudio;
+  /** Opus settings (default DEFAULT_OPUS). */
+  opus?: OpusSettings;
   /** Media settings for calls (defaults: 20 ms frames, adaptive jitter buffer, 30 s media timeout). */
   media?: Partial<MediaConfig>;
   /** Name this device gets on the server at sign-in. */
@@ -84,7 +83,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private readonly silencedCalls = new Set<string>();
   private contactList: Contact[] = [];
   /** The ringtone or ringback playing now, and for which call. */
-  private tone: { callId: string; playing: Promise<PlayingTone | undefined> } | undefined;
+  private tone: { callId: string; playing: Promise<PlayingSound | undefined> } | undefined;
   private micTest: (() => Promise<void>) | undefined;
 
   constructor(private readonly options: SoftphoneOptions) {
@@ -92,6 +91,9 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.settingsStore = SettingsStore.at(options.dataDir);
     this.historyStore = HistoryStore.at(options.dataDir);
     this.mic = new MicControl((s) => this.onMic(s));
+    const router = options.audio.router;
+    router.on('devices', (list) => this.emit('devices', devicesOf(list)));
+    router.on('warning', (w) => this.emit('notice', { level: 'warning', message: w.message }));
   }
 
   /** Loads settings and history and, when this device is signed in, goes online. Never throws for a missing sign-in. */
@@ -100,6 +102,9 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const settings = await this.settingsStore.load(notice);
     await this.historyStore.load(notice);
     this.mic.setPushToTalk(settings.pushToTalk.enabled);
+    await this.applyDevices(settings).catch((e: unknown) =>
+      notice(`${(e as Error).message}; using the system default until it is back`),
+    );
     try {
       this.session = await loadSession(this.options.dataDir, this.options.secrets);
     } catch (e) {
@@ -219,8 +224,15 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     return this.settingsStore.get();
   }
 
-  /** Changes settings; push-to-talk and volume apply at once, devices from the next time audio opens. */
+  /**
+   * Changes settings. Push-to-talk and volume apply at once; a new microphone
+   * or speaker moves the live call to it (the call goes on).
+   * @throws ParleyError `device_error` naming the devices there are, for an unknown device (nothing changes then).
+   */
   async updateSettings(patch: Partial<Settings>): Promise<Settings> {
+    if (patch.inputDevice !== undefined || patch.outputDevice !== undefined) {
+      await this.applyDevices({ ...this.settingsStore.get(), ...patch });
+    }
     const next = await this.settingsStore.update(patch);
     if (patch.pushToTalk) this.mic.setPushToTalk(next.pushToTalk.enabled);
     if (patch.outputVolume !== undefined) this.engine?.setOutputGain(next.outputVolume);
@@ -228,12 +240,24 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     return next;
   }
 
+  /** The audio devices (PulseAudio's, kept current by the router). */
   devices(): { inputs: AudioDevice[]; outputs: AudioDevice[] } {
+    return devicesOf(this.options.audio.router.list());
+  }
+
+  /** Points the router at the chosen devices (null = system default); moves a live call's streams. */
+  private async applyDevices(s: Pick<Settings, 'inputDevice' | 'outputDevice'>): Promise<void> {
     try {
-      return this.options.listDevices();
+      await this.options.audio.router.choose({ input: s.inputDevice ?? 'default', output: s.outputDevice ?? 'default' });
     } catch (e) {
-      throw new ParleyError('device_error', `cannot list audio devices: ${(e as Error).message}`);
+      throw new ParleyError('device_error', (e as Error).message);
     }
+  }
+
+  /** A device id as native/audio-device names it (PulseAudio names get the `pulse:` prefix). */
+  private outputName(id: string | null): string | undefined {
+    if (!id) return undefined;
+    return this.options.audio.router.pulse ? `pulse:${id}` : id;
   }
 
   // ---- contacts ----------------------------------------------------------------
@@ -279,7 +303,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   /** Plays the 1 s test tone on the call output or the ringing output. */
   async testTone(target: 'output' | 'ring'): Promise<void> {
     const s = this.settingsStore.get();
-    const device = (target === 'ring' ? s.ringDevice : s.outputDevice) ?? undefined;
+    const device = this.outputName(target === 'ring' ? s.ringDevice : s.outputDevice);
     const gain = (target === 'ring' ? s.ringVolume : s.outputVolume) * 0.5;
     try {
       const tone = await playPcm(renderCadence(TEST_TONE, gain), { device });
@@ -298,7 +322,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     if (this.engine?.list().some((c) => c.state !== 'ended')) {
       throw new ParleyError('invalid_state', 'the microphone test is not available during a call');
     }
-    const device = this.settingsStore.get().inputDevice ?? undefined;
+    const input = this.settingsStore.get().inputDevice;
+    const device = input && this.options.audio.router.pulse ? `pulse:${input}` : (input ?? undefined);
     try {
       this.micTest = await meterMicrophone(device, (inputDbfs) => this.emit('levels', { inputDbfs, outputDbfs: -100 }));
     } catch (e) {
@@ -311,7 +336,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     if (this.tone?.callId === callId) return;
     void this.stopTone();
     const s = this.settingsStore.get();
-    const device = (kind === 'ringtone' ? s.ringDevice : s.outputDevice) ?? undefined;
+    const device = this.outputName(kind === 'ringtone' ? s.ringDevice : s.outputDevice);
     const pcm = renderCadence(kind === 'ringtone' ? RINGTONE : RINGBACK, (kind === 'ringtone' ? s.ringVolume : s.outputVolume) * 0.4);
     const playing = playPcm(pcm, { device, loop: true }).catch((e: unknown) => {
       this.emit('notice', { level: 'warning', message: `cannot play the ${kind}: ${(e as Error).message}` });
@@ -348,10 +373,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     if (!s) return;
     const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
     const settings = this.settingsStore.get();
-    const platform = this.options.platform(() => {
-      const now = this.settingsStore.get();
-      return { input: now.inputDevice ?? undefined, output: now.outputDevice ?? undefined };
-    });
+    const platform = mediaPlatform(this.options.audio, this.options.opus ?? DEFAULT_OPUS);
     const engine = new CallEngine(
       signaling,
       {
@@ -371,6 +393,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     engine.setOutputGain(settings.outputVolume);
     engine.on('call', (c) => this.onCall(c));
     engine.on('stats', (st) => this.emit('stats', st));
+    engine.on('levels', (l) => this.emit('levels', { inputDbfs: l.inputDbfs, outputDbfs: l.outputDbfs }));
     signaling.on('state', (state, detail) => {
       this.connection = state;
       this.connectionDetail = state === 'online' ? undefined : detail;
@@ -427,4 +450,10 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     if (!this.engine) throw new ParleyError('unauthenticated', 'sign in first');
     return this.engine;
   }
+}
+
+/** The router's device list as the UI shows it: id = the stable PulseAudio name, label = its description. */
+function devicesOf(list: DeviceList): { inputs: AudioDevice[]; outputs: AudioDevice[] } {
+  const as = (d: { name: string; description: string }) => ({ id: d.name, label: d.description || d.name });
+  return { inputs: list.inputs.map(as), outputs: list.outputs.map(as) };
 }

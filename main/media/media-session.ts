@@ -14,6 +14,8 @@ export interface AudioSource {
   removeAllListeners(event?: string): unknown;
   start(): void;
   close(): Promise<void>;
+  /** Called after the device underneath changed (main/media/audio-router.ts), if the source can change. */
+  onSwitched?(listener: () => void): void;
 }
 
 /** A device-paced speaker (native/audio-device PlaybackStream fits). */
@@ -21,6 +23,8 @@ export interface AudioSink {
   on(event: 'error', listener: (error: Error) => void): unknown;
   start(pull: () => Int16Array): void;
   close(): Promise<void>;
+  /** Called after the device underneath changed, if the sink can change. */
+  onSwitched?(listener: () => void): void;
 }
 
 /** Opus encoder for frames of one size. */
@@ -40,6 +44,33 @@ export interface FrameDecoder {
   conceal?(samples: number): Int16Array;
   /** Rebuilds the lost frame of `samples` samples before `next` from `next`'s in-band FEC (falls back to PLC). */
   decodeFec?(next: Buffer, samples: number): Int16Array;
+}
+
+/**
+ * Voice processing on the microphone path (native/apm's VoiceProcessor fits):
+ * 10 ms frames (480 samples, 48 kHz mono) only.
+ */
+export interface CaptureProcessor {
+  /** The far end exactly as written to the speaker: 480 samples. */
+  processRender(frame: Int16Array): void;
+  /** One microphone frame of 480 samples → the processed frame and whether it holds voice. */
+  processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean };
+  /** Speaker-to-microphone delay of the devices, ms (0–500). */
+  setStreamDelayMs(ms: number): void;
+  /** The echo canceller's own view: ERLE (dB) and the delay it found (ms). */
+  echoMetrics?(): { erleDb?: number; delayMedianMs?: number };
+}
+
+/** Input and output levels and the talking flag, every {@link LEVELS_INTERVAL_MS}. */
+export interface AudioLevels {
+  /** RMS level of the microphone (before processing) over the interval, dBFS; −100 for digital silence. */
+  inputDbfs: number;
+  /** RMS level of what was sent (after processing; silence while held or not yet sending), dBFS. */
+  sentDbfs: number;
+  /** RMS level of what the speaker played over the interval, dBFS. */
+  outputDbfs: number;
+  /** Voice activity (the APM's VAD with a 200 ms hang-over); false without a processor. */
+  talking: boolean;
 }
 
 export interface MediaSessionOptions {
@@ -62,6 +93,18 @@ export interface MediaSessionOptions {
   mediaTimeoutMs?: number;
   /** Injectable monotonic clock, ms. */
   now?: () => number;
+  /**
+   * Echo cancellation, noise suppression, gain control and VAD for the
+   * microphone (fed with every played frame as the echo reference). With
+   * `dtx`, frames the VAD calls silence are not sent, except one every
+   * {@link DTX_KEEPALIVE_MS} so the peer knows we are there.
+   */
+  processor?: CaptureProcessor;
+  /**
+   * The devices' speaker-to-microphone delay, ms, asked once the devices run
+   * (and again after a device switch); default: none (the AEC finds it itself).
+   */
+  deviceDelayMs?: () => Promise<number | undefined>;
 }
 
 /**
@@ -83,6 +126,7 @@ export class MediaSession extends EventEmitter<{
   mediaStalled: [];
   mediaResumed: [];
   mediaTimeout: [];
+  levels: [AudioLevels];
 }> {
   private readonly frameSamples: number;
   private readonly jitter: JitterBuffer;
@@ -106,6 +150,12 @@ export class MediaSession extends EventEmitter<{
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
+  private levelsTimer: NodeJS.Timeout | undefined;
+  private readonly meter = { input: 0, inputN: 0, sent: 0, sentN: 0, output: 0, outputN: 0 };
+  private lastVoiceAt = -Infinity;
+  private lastSentAt = -Infinity;
+  private vadSilentFrames = 0;
+  private reportedDelayMs: number | undefined;
 
   constructor(
     private readonly peer: Peer,
@@ -145,6 +195,32 @@ export class MediaSession extends EventEmitter<{
     this.options.sink.on('error', (e) => this.emit('deviceError', e));
     this.options.sink.start(() => this.pullPlayout());
     this.options.source.start();
+    this.levelsTimer = setInterval(() => this.emitLevels(), LEVELS_INTERVAL_MS);
+    this.levelsTimer.unref();
+    void this.updateDeviceDelay();
+    // A new device has a new delay: measure again after a switch.
+    this.options.source.onSwitched?.(() => void this.updateDeviceDelay());
+    this.options.sink.onSwitched?.(() => void this.updateDeviceDelay());
+  }
+
+  /**
+   * Asks the platform for the devices' delay (after start and after a device
+   * switch) and gives it to the echo canceller. Never throws.
+   */
+  async updateDeviceDelay(): Promise<void> {
+    const { processor, deviceDelayMs } = this.options;
+    if (!processor || !deviceDelayMs) return;
+    // Let the streams fill their buffers before asking.
+    await new Promise((r) => setTimeout(r, 300).unref());
+    try {
+      const ms = await deviceDelayMs();
+      if (ms !== undefined && !this.closed) {
+        this.reportedDelayMs = Math.max(0, Math.min(500, Math.round(ms)));
+        processor.setStreamDelayMs(this.reportedDelayMs);
+      }
+    } catch {
+      // the extended filter still covers a moderate delay error
+    }
   }
 
   /**
@@ -215,7 +291,22 @@ export class MediaSession extends EventEmitter<{
       ...(net.rttMs !== undefined ? { rttMs: Math.round(net.rttMs * 10) / 10 } : {}),
       remoteLossPercent: Math.round(net.lossFraction * 1000) / 10,
       bitrate: net.bitrate,
+      ...(this.options.processor && this.options.dtx ? { vadSilentFrames: this.vadSilentFrames } : {}),
+      ...this.echoStats(),
     };
+  }
+
+  private echoStats(): Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> {
+    const out: Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> = {};
+    if (this.reportedDelayMs !== undefined) out.deviceDelayMs = this.reportedDelayMs;
+    try {
+      const m = this.options.processor?.echoMetrics?.();
+      if (m?.delayMedianMs !== undefined && m.delayMedianMs >= 0) out.echoDelayMs = m.delayMedianMs;
+      if (m?.erleDb !== undefined && m.erleDb > -100) out.echoErleDb = m.erleDb;
+    } catch {
+      // metrics are optional
+    }
+    return out;
   }
 
   /** Stops both devices. Never throws. */
@@ -224,24 +315,68 @@ export class MediaSession extends EventEmitter<{
     this.closed = true;
     this.sending = false;
     clearInterval(this.watchdog);
+    clearInterval(this.levelsTimer);
     this.options.source.removeAllListeners('frame');
     await Promise.allSettled([this.options.source.close(), this.options.sink.close()]);
   }
 
-  private onCaptureFrame(frame: Int16Array): void {
-    if (!this.sending || this.closed) return;
+  private onCaptureFrame(raw: Int16Array): void {
+    if (this.closed) return;
+    accumulate(this.meter, 'input', raw);
+    // The processor runs from the start, sending or not, so that its echo
+    // canceller and noise estimate are converged when sending starts.
+    let frame = raw;
+    let voice = false;
+    const processor = this.options.processor;
+    if (processor) {
+      try {
+        ({ frame, voice } = processInTens(raw, processor));
+      } catch (e) {
+        this.emit('deviceError', e as Error);
+        frame = raw;
+      }
+      if (voice) this.lastVoiceAt = this.now();
+    }
+    if (!this.sending) return;
+    const sent = this.held || !this.micOpen ? new Int16Array(frame.length) : frame;
+    accumulate(this.meter, 'sent', sent);
     let opus: Buffer;
     try {
-      opus = this.options.encoder.encode(this.held || !this.micOpen ? new Int16Array(frame.length) : frame);
+      opus = this.options.encoder.encode(sent);
     } catch (e) {
       this.emit('deviceError', e as Error);
+      return;
+    }
+    // VAD-driven DTX: frames without voice (after the hang-over) are not sent,
+    // but one goes out every DTX_KEEPALIVE_MS, as Opus DTX does (RFC 7587 §3.1.3).
+    // (Every frame is still encoded, so the encoder's state stays continuous.)
+    if (this.options.dtx && processor && !this.held && !this.talking() && this.now() - this.lastSentAt < DTX_KEEPALIVE_MS) {
+      this.vadSilentFrames++;
+      this.packetizer.skip(this.frameSamples);
       return;
     }
     if (this.options.dtx && opus.length <= 2) {
       this.packetizer.skip(this.frameSamples);
       return;
     }
+    this.lastSentAt = this.now();
     this.peer.track.writeRtp(this.packetizer.packetize(opus, this.frameSamples));
+  }
+
+  private talking(): boolean {
+    return this.now() - this.lastVoiceAt < VAD_HANGOVER_MS;
+  }
+
+  private emitLevels(): void {
+    const m = this.meter;
+    const level = (sum: number, n: number) => (n === 0 || sum === 0 ? -100 : Math.max(-100, Math.round(10 * Math.log10(sum / n / 32768 ** 2) * 10) / 10));
+    this.emit('levels', {
+      inputDbfs: level(m.input, m.inputN),
+      sentDbfs: level(m.sent, m.sentN),
+      outputDbfs: level(m.output, m.outputN),
+      talking: this.talking(),
+    });
+    m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
   }
 
   private onRtp(rtp: RtpPacket): void {
@@ -278,8 +413,18 @@ export class MediaSession extends EventEmitter<{
       this.pcmOffset += n;
       filled += n;
     }
-    if (this.held) return out.fill(0);
-    if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);
+    if (this.held) out.fill(0);
+    else if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);
+    accumulate(this.meter, 'output', out);
+    // The echo canceller's reference is exactly what goes to the speaker.
+    const processor = this.options.processor;
+    if (processor) {
+      try {
+        for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME).slice());
+      } catch {
+        // a failing reference only weakens echo cancellation
+      }
+    }
     return out;
   }
 
@@ -359,6 +504,38 @@ function fixedBuffer(b: FixedJitterBuffer): JitterBuffer {
     reset: () => b.reset(),
     stats: () => ({ ...b.stats(), targetMs: b.targetMs, expandFrames: 0, accelerateFrames: 0, decelerateFrames: 0 }),
   };
+}
+
+/** The processor's frame: 10 ms at 48 kHz. */
+const APM_FRAME = 480;
+
+/** Levels are reported this often, ms (20 Hz). */
+export const LEVELS_INTERVAL_MS = 50;
+
+/** Voice activity holds this long after the last voiced frame, ms (no clipped word ends). */
+const VAD_HANGOVER_MS = 200;
+
+/** With VAD-driven DTX, one frame is still sent this often during silence, ms. */
+const DTX_KEEPALIVE_MS = 400;
+
+/** Runs a 10 or 20 ms frame through the processor 10 ms at a time. */
+function processInTens(frame: Int16Array, processor: CaptureProcessor): { frame: Int16Array; voice: boolean } {
+  if (frame.length === APM_FRAME) return processor.processCapture(frame);
+  const out = new Int16Array(frame.length);
+  let voice = false;
+  for (let i = 0; i < frame.length; i += APM_FRAME) {
+    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME).slice());
+    out.set(r.frame, i);
+    voice ||= r.voice;
+  }
+  return { frame: out, voice };
+}
+
+function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output', frame: Int16Array): void {
+  let sum = 0;
+  for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
+  m[key]! += sum;
+  m[`${key}N`]! += frame.length;
 }
 
 /** No RTP for this long and the media is reported as stalled ("reconnecting"), ms. */

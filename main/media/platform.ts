@@ -1,12 +1,14 @@
+import { listAudioDevices, PERIOD_SAMPLES, SAMPLE_RATE, type AudioDeviceInfo } from '../../native/audio-device';
+import { ownStreamLatencyMs } from '../../native/audio-device/pulse';
 import {
-  devicesSettled,
-  listAudioDevices,
-  openCapture,
-  openPlayback,
-  type AudioDeviceInfo,
-} from '../../native/audio-device';
+  createVoiceProcessor,
+  DEFAULT_VOICE_PROCESSING,
+  type VoiceProcessingSettings,
+  type VoiceProcessor,
+} from '../../native/apm';
 import { createOpusDecoder, createOpusEncoder } from '../../native/opus';
 import type { MediaPlatform } from '../core/call-engine';
+import { AudioRouter } from './audio-router';
 
 /** Encoder settings for voice (RFC 6716 VOIP application). */
 export interface OpusSettings {
@@ -27,21 +29,74 @@ export interface OpusSettings {
 
 export const DEFAULT_OPUS: OpusSettings = { bitrate: 32_000, fec: true, dtx: false, expectedLossPercent: 10, complexity: 9 };
 
+/** Audio queued ahead of the device by native/audio-device's playback (its default), ms. */
+const PLAYBACK_QUEUE_MS = 10;
+
 /**
- * The real platform: PortAudio devices (native/audio-device) and libopus
- * (native/opus). Devices are opened per call and closed when it ends.
+ * The local audio of the daemon or app: the device router and the voice
+ * processing settings, both changeable while a call runs.
  */
-export function mediaPlatform(devices: { input?: string; output?: string }, opus: OpusSettings = DEFAULT_OPUS): MediaPlatform {
+export class LocalAudio {
+  private processing: VoiceProcessingSettings;
+  private current: VoiceProcessor | undefined;
+  /** Why voice processing is unavailable (the addon could not load), once known. */
+  processingUnavailable: string | undefined;
+
+  constructor(
+    readonly router: AudioRouter,
+    processing: Partial<VoiceProcessingSettings> = {},
+  ) {
+    this.processing = { ...DEFAULT_VOICE_PROCESSING, ...processing };
+  }
+
+  /** The voice processing settings for new calls (and the live one). */
+  getProcessing(): VoiceProcessingSettings {
+    return { ...this.processing };
+  }
+
+  /** Changes the settings for later calls and for the live one. */
+  setProcessing(next: Partial<VoiceProcessingSettings>): VoiceProcessingSettings {
+    this.processing = { ...this.processing, ...next };
+    this.current?.configure(this.processing);
+    return this.getProcessing();
+  }
+
+  /** A processor for a new call, or undefined (with `processingUnavailable` set) when the addon cannot load. */
+  newProcessor(): VoiceProcessor | undefined {
+    try {
+      this.current = createVoiceProcessor(this.processing);
+      return this.current;
+    } catch (e) {
+      this.processingUnavailable = e instanceof Error ? e.message : String(e);
+      return undefined;
+    }
+  }
+}
+
+/**
+ * The real platform: PortAudio devices (native/audio-device) routed by
+ * `audio.router` (PulseAudio names, follow-default, fallback), voice
+ * processing (native/apm) and libopus (native/opus). Devices are opened per
+ * call and closed when it ends.
+ */
+export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OPUS): MediaPlatform {
   return {
     async openAudio(frameMs) {
-      await devicesSettled();
-      const source = openCapture({ device: devices.input, frameMs });
-      try {
-        return { source, sink: openPlayback({ device: devices.output, frameMs }) };
-      } catch (e) {
-        void source.close();
-        throw e;
-      }
+      const { source, sink } = await audio.router.open(frameMs);
+      const processor = audio.newProcessor();
+      return {
+        source,
+        sink,
+        ...(processor ? { processor } : {}),
+        // Speaker-to-microphone delay: our playback queue and period, plus
+        // what PulseAudio measures for our two streams (buffer + device).
+        deviceDelayMs: async () => {
+          if (!audio.router.pulse) return undefined;
+          const { outputMs, inputMs } = await ownStreamLatencyMs();
+          if (outputMs === undefined || inputMs === undefined) return undefined;
+          return PLAYBACK_QUEUE_MS + (PERIOD_SAMPLES * 1000) / SAMPLE_RATE + outputMs + inputMs;
+        },
+      };
     },
     createCodec(frameMs) {
       return {

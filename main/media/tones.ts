@@ -6,17 +6,9 @@
  *
  * All audio is 48 kHz mono s16 in 10 ms frames (480 samples).
  */
-import {
-  devicesSettled,
-  openCapture,
-  openPlayback,
-  SAMPLE_RATE,
-  type CaptureStream,
-  type PlaybackStream,
-} from '../../native/audio-device';
+import { devicesSettled, openCapture, SAMPLE_RATE, type CaptureStream } from '../../native/audio-device';
 
 const FRAME_MS = 10;
-const FRAME = (SAMPLE_RATE * FRAME_MS) / 1000;
 
 /** One step of a cadence: frequencies (Hz, summed) for a duration (ms); no frequencies = silence. */
 export interface ToneStep {
@@ -79,49 +71,7 @@ export function levelDbfs(frame: Int16Array): number {
   return rms > 0 ? Math.max(-100, 20 * Math.log10(rms)) : -100;
 }
 
-/** A cadence playing on an output device until stopped. */
-export interface PlayingTone {
-  /** Stops and releases the device. Never throws. */
-  stop(): Promise<void>;
-  /** Resolves when a non-looping tone has played to its end (or was stopped). */
-  readonly done: Promise<void>;
-}
-
-/**
- * Plays PCM on an output device (device id as in native/audio-device; undefined = system default).
- * @throws AudioDeviceError when the device cannot be opened.
- */
-export async function playPcm(pcm: Int16Array, options: { device?: string; loop?: boolean }): Promise<PlayingTone> {
-  await devicesSettled();
-  const stream: PlaybackStream = openPlayback({ device: options.device, frameMs: FRAME_MS, queueMs: 40 });
-  let at = 0;
-  let finish!: () => void;
-  const done = new Promise<void>((r) => (finish = r));
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    await stream.close();
-    finish();
-  };
-  stream.on('error', () => void stop());
-  stream.start(() => {
-    const frame = new Int16Array(FRAME);
-    if (stopped) return frame;
-    for (let i = 0; i < FRAME; i++) {
-      if (at >= pcm.length) {
-        if (!options.loop) {
-          queueMicrotask(() => void stop());
-          break;
-        }
-        at = 0;
-      }
-      frame[i] = pcm[at++]!;
-    }
-    return frame;
-  });
-  return { stop, done };
-}
+export { playPcm, type PlayingSound } from '../../native/audio-device';
 
 /**
  * Opens a microphone and reports its level every 50 ms (20 Hz), in dBFS.

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
 
@@ -365,4 +366,106 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
     },
   });
   return emitter;
+}
+
+/** A sound being played by {@link playPcm}. */
+export interface PlayingSound {
+  /** Resolves when the sound has been played out (never, while `loop` is on, until `stop`). */
+  readonly done: Promise<void>;
+  /** Stops at once and releases the device. Never throws. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Plays a sound on an output of its own, independently of any call (a
+ * ringtone on the speakers while calls go to the headset).
+ * @param samples 48 kHz mono signed 16-bit PCM.
+ * @param options.device the output (see the module doc; a `pulse:<sink>` name picks a PulseAudio sink).
+ * @param options.loop repeat until stopped, with `gapMs` of silence between repetitions (default 0).
+ * @throws AudioDeviceError when the device cannot be found or opened.
+ * @throws RangeError for an empty sound.
+ */
+export async function playPcm(
+  samples: Int16Array,
+  options: { device?: string; loop?: boolean; gapMs?: number } = {},
+): Promise<PlayingSound> {
+  if (samples.length === 0) throw new RangeError('playPcm: the sound is empty');
+  await devicesSettled();
+  const frame = frameSamples(10);
+  const gap = Math.round(((options.gapMs ?? 0) * SAMPLE_RATE) / 1000);
+  const stream = openPlayback({ device: options.device, frameMs: 10 });
+  let position = 0;
+  let finished: () => void = () => {};
+  const done = new Promise<void>((resolve) => (finished = resolve));
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await stream.close();
+    finished();
+  };
+  // After the last sample, a few frames of silence let the device play the queue out.
+  let tail = 0;
+  stream.on('error', () => void stop());
+  stream.start(() => {
+    const out = new Int16Array(frame);
+    const cycle = samples.length + gap;
+    for (let i = 0; i < frame; i++) {
+      if (!options.loop && position >= samples.length) break;
+      const at = position % cycle;
+      out[i] = at < samples.length ? samples[at]! : 0;
+      position++;
+    }
+    if (!options.loop && position >= samples.length && ++tail === 4) void stop();
+    return out;
+  });
+  return { done, stop };
+}
+
+/**
+ * Reads a WAV file in the pipeline's format: PCM (format 1, or
+ * WAVE_FORMAT_EXTENSIBLE with PCM), 16-bit, mono, 48 kHz.
+ * @returns its samples (48 kHz mono s16).
+ * @throws Error when the file cannot be read; RangeError naming what is wrong
+ *   with any other format (convert with e.g. `sox in.wav -r 48000 -c 1 -b 16 out.wav`).
+ */
+export async function readWavFile(path: string): Promise<Int16Array> {
+  const buf = await readFile(path);
+  const bad = (why: string) => new RangeError(`${path}: ${why}; Parley plays 48 kHz mono 16-bit PCM WAV (sox in.wav -r 48000 -c 1 -b 16 out.wav)`);
+  if (buf.length < 12 || buf.toString('ascii', 0, 4) !== 'RIFF' || buf.toString('ascii', 8, 12) !== 'WAVE') throw bad('not a WAV file');
+  let offset = 12;
+  let format: { tag: number; channels: number; rate: number; bits: number } | undefined;
+  while (offset + 8 <= buf.length) {
+    const id = buf.toString('ascii', offset, offset + 4);
+    const size = buf.readUInt32LE(offset + 4);
+    const body = offset + 8;
+    if (id === 'fmt ' && body + 16 <= buf.length) {
+      let tag = buf.readUInt16LE(body);
+      if (tag === 0xfffe && size >= 40 && body + 26 <= buf.length) tag = buf.readUInt16LE(body + 24);
+      format = { tag, channels: buf.readUInt16LE(body + 2), rate: buf.readUInt32LE(body + 4), bits: buf.readUInt16LE(body + 14) };
+    } else if (id === 'data') {
+      if (!format) throw bad('no format chunk before the data');
+      if (format.tag !== 1) throw bad(`compressed (format ${format.tag})`);
+      if (format.bits !== 16 || format.channels !== 1 || format.rate !== SAMPLE_RATE) {
+        throw bad(`${format.bits}-bit, ${format.channels} channel(s), ${format.rate} Hz`);
+      }
+      const end = Math.min(buf.length, body + size);
+      const samples = new Int16Array(Math.floor((end - body) / 2));
+      for (let i = 0; i < samples.length; i++) samples[i] = buf.readInt16LE(body + 2 * i);
+      return samples;
+    }
+    offset = body + size + (size % 2);
+  }
+  throw bad('no data chunk');
+}
+
+/**
+ * {@link playPcm} of a WAV file ({@link readWavFile}'s format), e.g. a ringtone.
+ * @throws as readWavFile and playPcm.
+ */
+export async function playWavFile(
+  path: string,
+  options: { device?: string; loop?: boolean; gapMs?: number } = {},
+): Promise<PlayingSound> {
+  return playPcm(await readWavFile(path), options);
 }

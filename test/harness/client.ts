@@ -37,6 +37,8 @@ export interface StartClientOptions {
   mediaTimeoutS?: number;
   /** Register the account first (default true). */
   register?: boolean;
+  /** More daemon flags, e.g. `['--no-noise-suppression']`. */
+  extraArgs?: string[];
   password?: string;
 }
 
@@ -51,6 +53,13 @@ export interface RunningClient {
   readonly events: CallStatus[];
   /** Every `call.stats` notification (one a second per connected call), in order. */
   readonly stats: CallStatsNotification[];
+  /** Every other notification (`audio.levels`, `audio.warning`, `devices.changed`, `devices.switched`, …), in order. */
+  readonly notifications: Array<{ method: string; params: unknown }>;
+  /**
+   * Resolves with the params of the first notification (past or future) named
+   * `method` that matches `pred`. @throws Error after `timeoutMs` (default 10 000).
+   */
+  waitForNotification<T>(method: string, pred?: (params: T) => boolean, timeoutMs?: number): Promise<T>;
   /** Sends a control request. @throws ParleyError from the daemon. */
   request<T = unknown>(method: string, params?: object): Promise<T>;
   /** Resolves with the first call status (past or future) of `callId` (or of any call) matching `pred`. */
@@ -114,6 +123,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.relay) args.push('--relay');
   if (o.autoAnswer) args.push('--auto-answer');
   if (o.mediaTimeoutS) args.push('--media-timeout', String(o.mediaTimeoutS));
+  if (o.extraArgs) args.push(...o.extraArgs);
   const logFile = join(dataDir, 'daemon.log');
   const child: Child = await startChild(process.execPath, args, {
     cwd: REPO_ROOT,
@@ -127,6 +137,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   let logText = '';
   const events: CallStatus[] = [];
   const stats: CallStatsNotification[] = [];
+  const notifications: Array<{ method: string; params: unknown }> = [];
   const waiters = new Set<() => void>();
   let control: ControlClient;
   try {
@@ -136,7 +147,11 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
         if (child.hasExited()) throw new Error(`parley daemon exited: ${await readLog()}`);
         return ControlClient.connect(socket, (method, p) => {
           if (method === 'call.stats') stats.push(p as CallStatsNotification);
-          if (method !== 'call.state') return;
+          else if (method !== 'call.state') notifications.push({ method, params: p });
+          if (method !== 'call.state') {
+            for (const w of [...waiters]) w();
+            return;
+          }
           events.push(p as CallStatus);
           for (const w of [...waiters]) w();
         }).catch(() => undefined);
@@ -165,6 +180,26 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
     socket,
     events,
     stats,
+    notifications,
+    waitForNotification<T>(method: string, pred: (params: T) => boolean = () => true, timeoutMs = 10_000) {
+      const match = () => notifications.find((n) => n.method === method && pred(n.params as T));
+      const found = match();
+      if (found) return Promise.resolve(found.params as T);
+      return new Promise<T>((resolve, reject) => {
+        const check = () => {
+          const m = match();
+          if (!m) return;
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(m.params as T);
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`${o.name}: no matching ${method} notification in ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(check);
+      });
+    },
     request: (method, params = {}) => control.request(method, params),
     waitForCall(callId, pred, timeoutMs = 20_000) {
       const match = () => events.find((s) => (!callId || s.callId === callId) && pred(s));

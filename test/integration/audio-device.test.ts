@@ -140,4 +140,43 @@ describe('native/audio-device on PulseAudio', () => {
     expect(r.message).toMatch(/PulseAudio|PipeWire/);
     expect(r.message).toContain('libasound2-plugins');
   });
+
+  it('plays a sound on a named output of its own (a ringtone), once or looped until stopped', async () => {
+    writeWav(join(dir, 'stereo.wav'), new Int16Array(9600), 48000, 2);
+    writeWav(join(dir, 'ring-src.wav'), sineWave(0.5, 800, 0.3));
+    const rec = await pulse.record('probe.monitor', join(dir, 'ring.wav'), 4);
+    const r = await child(
+      `const tone = new Int16Array(48000 * 0.3).map((_, i) => Math.round(12000 * Math.sin(2 * Math.PI * 800 * i / 48000)));
+       const once = await dev.playPcm(tone, { device: 'pulse:b_spk' });
+       await once.done;
+       const looped = await dev.playPcm(tone, { device: 'pulse:a_spk', loop: true, gapMs: 200 });
+       await new Promise((r) => setTimeout(r, 1200));
+       await looped.stop();
+       let empty = '';
+       try { await dev.playPcm(new Int16Array(0)); } catch (e) { empty = e.name; }
+       let stereo = '';
+       try { await dev.playWavFile(${JSON.stringify(join(dir, 'stereo.wav'))}); } catch (e) { stereo = e.message; }
+       const wav = await dev.readWavFile(${JSON.stringify(join(dir, 'ring-src.wav'))});
+       return { empty, stereo, wavSamples: wav.length };`,
+      pulse.env,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    await rec.stop();
+    expect(r.empty).toBe('RangeError');
+    expect(r.stereo).toMatch(/2 channel.*48 kHz mono 16-bit/);
+    expect(r.wavSamples).toBe(24000);
+    const wav = readWav(join(dir, 'ring.wav'));
+    const loudMs = (samples: Int16Array) => {
+      let n = 0;
+      for (let i = 0; i + 480 <= samples.length; i += 480) if (rms(samples.subarray(i, i + 480)) > 0.1) n++;
+      return n * 10;
+    };
+    const onB = loudMs(channel(wav, PROBE_CHANNEL.bobSpeaker - 1));
+    const onA = loudMs(channel(wav, PROBE_CHANNEL.aliceSpeaker - 1));
+    // Once: 300 ms of tone; looped for 1.2 s with 200 ms gaps: 2–3 repetitions.
+    expect(onB).toBeGreaterThan(250);
+    expect(onB).toBeLessThan(350);
+    expect(onA).toBeGreaterThan(500);
+    expect(onA).toBeLessThan(1000);
+  });
 });

@@ -139,4 +139,16 @@ describe('control socket', () => {
       b.close();
     }
   });
+
+  it('rejects malformed audio requests, and says so when the client has no local audio', async () => {
+    const c = await ControlClient.connect(socketPath);
+    try {
+      await expect(c.request('devices.set', { output: 42 })).rejects.toMatchObject({ reason: 'invalid_params' });
+      await expect(c.request('audio.set_processing', { echoCancellation: 'yes' })).rejects.toMatchObject({ reason: 'invalid_params' });
+      await expect(c.request('devices.list')).rejects.toMatchObject({ reason: 'unavailable', message: expect.stringContaining('no local audio') });
+      expect(await c.request('list_calls')).toEqual({ calls: expect.any(Array) });
+    } finally {
+      c.close();
+    }
+  });
 });

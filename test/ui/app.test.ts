@@ -6,6 +6,7 @@
  *
  * Every screen is saved under test-results/screens/ and checked with axe-core.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClient, type RunningClient } from '../harness/client';
@@ -14,7 +15,7 @@ import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
 import { DEFAULT_PASSWORD } from '../harness/signal-client';
-import { channel, readWav, rms, writeNoiseWav } from '../harness/speech';
+import { channel, readWav, renderSpeech, rms, writeWav } from '../harness/speech';
 import { startUi, type RunningUi } from '../harness/ui';
 
 let pulse: Pulse;
@@ -30,13 +31,20 @@ beforeAll(async () => {
   dir = makeTempDir('ui-test');
   [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
   server = await startServer({ ringTimeoutSeconds: 20 });
-  noise = join(dir, 'noise.wav');
-  writeNoiseWav(noise, 90, 0.25);
+  // Alice's microphone hears speech for the whole file (voice processing is on, as for any user,
+  // so the signal must be speech: noise suppression would rightly remove steady noise).
+  const sentence = join(dir, 'sentence.wav');
+  await renderSpeech('Testing the microphone, one two three, can you hear me clearly now?', 'en-us', sentence);
+  const one = readWav(sentence).samples;
+  const long = new Int16Array(one.length * 25);
+  for (let i = 0; i < 25; i++) long.set(one, i * one.length);
+  noise = join(dir, 'speech-long.wav');
+  writeWav(noise, long);
   [ui, bob] = await Promise.all([
     startUi({ env: { ...pulse.clientEnv('a'), ...keyring.env }, label: 'alice' }),
     startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
   ]);
-  // Alice's microphone hears steady noise for the whole file: what Bob hears tells whether her mic is open.
+  // What Bob hears tells whether Alice's microphone is open.
   playing = pulse.play('a_in', noise).catch(() => {});
 });
 
@@ -86,6 +94,29 @@ describe('the desktop UI through the development bridge', () => {
     await ui.screen('contacts-dark');
     await expectNoSeriousA11yViolations('contacts (dark)');
     await p.emulateMedia({ colorScheme: 'light' });
+  });
+
+  it('chooses the microphone, speaker and ringing output in settings, and remembers them', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Settings' }).click();
+    // The pickers list PulseAudio's devices by description; the values are their stable names.
+    await p.locator('#s-in option[value="a_mic"]').waitFor({ state: 'attached' });
+    await p.getByLabel('Microphone', { exact: true }).selectOption('a_mic');
+    await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
+    await p.getByLabel('Ring on').selectOption('a_spk');
+    await waitFor('settings saved', async () => {
+      const saved = JSON.parse(readFileSync(join(ui.dataDir, 'settings.json'), 'utf8')) as Record<string, unknown>;
+      return saved.inputDevice === 'a_mic' && saved.outputDevice === 'a_spk' && saved.ringDevice === 'a_spk' ? true : undefined;
+    }, 5_000);
+    await p.getByRole('button', { name: 'Test microphone' }).click();
+    await p.getByRole('button', { name: 'Stop microphone test' }).waitFor();
+    await waitFor('the microphone meter moves', async () => {
+      const v = Number(await p.getByRole('meter', { name: 'Microphone test level' }).getAttribute('aria-valuenow'));
+      return v > -50 ? true : undefined;
+    }, 10_000);
+    await ui.screen('settings-mic-test');
+    await p.getByRole('button', { name: 'Stop microphone test' }).click();
+    await p.getByRole('button', { name: 'Contacts' }).click();
   });
 
   it('reaches every control by keyboard, each with a visible focus ring and an accessible name', async () => {

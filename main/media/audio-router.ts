@@ -1,0 +1,452 @@
+/**
+ * Which microphone and speaker a call uses, and keeping that right while the
+ * call runs (issue 7, docs/audio.md):
+ *
+ * - the user's choice per direction is `default` (follow the OS default) or a
+ *   PulseAudio sink/source *name*, the device's stable identity;
+ * - the device list comes from PulseAudio (`native/audio-device/pulse.ts`) and
+ *   is refreshed on every `pactl subscribe` event, without touching PortAudio;
+ * - on a change the router works out the device each direction should use
+ *   (the chosen one when present, else the OS default) and, when that differs
+ *   from the open stream's, moves the stream: the old one is closed, the new
+ *   one opened on the same {@link RoutedCapture} / {@link RoutedPlayback}, so
+ *   the media session never sees the switch (the far end hears a short gap);
+ * - a chosen device that disappears falls back to the default with a
+ *   `warning`; when it returns it is used again.
+ *
+ * Without PulseAudio (no pactl) device names go to PortAudio as before and
+ * nothing is followed: switching still works, but only on request.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  AudioDeviceError,
+  devicesSettled,
+  openCapture,
+  openPlayback,
+  type CaptureStream,
+  type FrameMs,
+  type PlaybackStream,
+} from '../../native/audio-device';
+import { listPulseDevices, PulseWatcher, type PulseDevices } from '../../native/audio-device/pulse';
+import type { AudioSink, AudioSource } from './media-session';
+
+export type Direction = 'input' | 'output';
+
+/** What the user chose: `default` or a PulseAudio device name. */
+export interface DeviceChoice {
+  input: string;
+  output: string;
+}
+
+/** The device list as the control API shows it. */
+export interface DeviceList {
+  /** False when PulseAudio cannot be asked (no pactl or no server): names then go to PortAudio. */
+  pulse: boolean;
+  inputs: { name: string; description: string; isDefault: boolean }[];
+  outputs: { name: string; description: string; isDefault: boolean }[];
+  /** The user's choice (`default` or a name). */
+  chosen: DeviceChoice;
+  /** The device each open stream uses now (absent when no call has the devices open). */
+  active: { input?: string; output?: string };
+}
+
+/** A problem the user should see (the call goes on). */
+export interface AudioWarning {
+  direction: Direction;
+  /** The device concerned (a PulseAudio name), when there is one. */
+  device?: string;
+  message: string;
+}
+
+/** One completed stream switch and how long no audio flowed, ms (close + open + first frame). */
+export interface SwitchReport {
+  direction: Direction;
+  from: string | undefined;
+  to: string;
+  gapMs: number;
+  reason: 'requested' | 'default_changed' | 'fell_back' | 'returned' | 'recovered';
+}
+
+const DEFAULT = 'default';
+
+function normalise(name: string | undefined): string {
+  if (!name || name === DEFAULT) return DEFAULT;
+  return name.startsWith('pulse:') ? name.slice('pulse:'.length) : name;
+}
+
+/**
+ * The router. `start()` once (it lists devices and starts watching), then
+ * `open(frameMs)` for each call. Events: `devices` (the list changed),
+ * `warning`, `switched`.
+ */
+export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: [AudioWarning]; switched: [SwitchReport] }> {
+  private choice: DeviceChoice;
+  private known: PulseDevices | undefined;
+  private watcher: PulseWatcher | undefined;
+  private readonly live = new Set<RoutedStream>();
+  private refreshing: Promise<void> | undefined;
+  /** Every description seen, so that a device that is gone can still be named for the user. */
+  private readonly descriptions = new Map<string, string>();
+
+  constructor(choice: Partial<DeviceChoice> = {}) {
+    super();
+    this.choice = { input: normalise(choice.input), output: normalise(choice.output) };
+  }
+
+  /** Lists devices and starts following changes; without PulseAudio it stays in PortAudio mode. Never throws. */
+  async start(): Promise<void> {
+    try {
+      this.known = this.learn(await listPulseDevices());
+    } catch {
+      this.known = undefined;
+      return;
+    }
+    this.watcher = new PulseWatcher();
+    this.watcher.on('change', () => void this.refresh());
+    this.watcher.on('error', (e) => this.emit('warning', { direction: 'output', message: e.message }));
+    this.watcher.start();
+  }
+
+  /** Stops following changes (open streams stay open). */
+  close(): void {
+    this.watcher?.close();
+  }
+
+  /** Whether PulseAudio answers (else device names go to PortAudio and nothing is followed). */
+  get pulse(): boolean {
+    return this.known !== undefined;
+  }
+
+  /** The devices, the choice and the devices the open streams use now. */
+  list(): DeviceList {
+    const active: DeviceList['active'] = {};
+    for (const s of this.live) active[s.direction] = s.device;
+    return {
+      pulse: this.pulse,
+      inputs: this.known?.inputs ?? [],
+      outputs: this.known?.outputs ?? [],
+      chosen: { ...this.choice },
+      active,
+    };
+  }
+
+  /**
+   * Chooses devices (`default` or a PulseAudio name, `pulse:` prefix allowed)
+   * and moves open streams to them. Resolves once the streams have moved.
+   * @throws AudioDeviceError('not_found') for a name PulseAudio does not have
+   *   (the list is in the message); nothing changes then.
+   */
+  async choose(next: Partial<DeviceChoice>): Promise<DeviceList> {
+    const want = { ...this.choice };
+    for (const direction of ['input', 'output'] as const) {
+      const raw = next[direction];
+      if (raw === undefined) continue;
+      const name = normalise(raw);
+      if (name !== DEFAULT && this.known) {
+        const list = direction === 'input' ? this.known.inputs : this.known.outputs;
+        if (!list.some((d) => d.name === name)) {
+          throw new AudioDeviceError(
+            'not_found',
+            `no audio ${direction} named "${name}"; available: ${list.map((d) => `"${d.name}"`).join(', ') || 'none'}`,
+          );
+        }
+      }
+      want[direction] = name;
+    }
+    this.choice = want;
+    await this.reconcile('requested');
+    this.emit('devices', this.list());
+    return this.list();
+  }
+
+  /** Re-reads the device list and moves streams where the rules say. Never throws. */
+  refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        this.known = this.learn(await listPulseDevices());
+      } catch {
+        return;
+      } finally {
+        this.refreshing = undefined;
+      }
+      await this.reconcile();
+      this.emit('devices', this.list());
+    })();
+    return this.refreshing;
+  }
+
+  /**
+   * Opens (does not start) a microphone and a speaker on the devices the rules pick.
+   * @throws AudioDeviceError when a device cannot be opened.
+   */
+  async open(frameMs: FrameMs): Promise<{ source: RoutedCapture; sink: RoutedPlayback }> {
+    await devicesSettled();
+    const source = new RoutedCapture(this, frameMs);
+    source.open(this.target('input'));
+    const sink = new RoutedPlayback(this, frameMs);
+    try {
+      sink.open(this.target('output'));
+    } catch (e) {
+      await source.close();
+      throw e;
+    }
+    this.live.add(source);
+    this.live.add(sink);
+    return { source, sink };
+  }
+
+  /** @internal a routed stream closed for good. */
+  forget(stream: RoutedStream): void {
+    this.live.delete(stream);
+  }
+
+  /** @internal a routed stream failed (device gone, wedged): re-evaluate and reopen it. */
+  async recover(stream: RoutedStream, error: AudioDeviceError): Promise<void> {
+    await this.refresh();
+    const target = this.target(stream.direction);
+    this.emit('warning', { direction: stream.direction, device: stream.device, message: error.message });
+    await this.move(stream, target, 'recovered');
+  }
+
+  /**
+   * The device a direction should use now: the chosen one when PulseAudio has
+   * it, else the OS default (by name, so that a later default change is seen
+   * as a change). `default` means "whatever the sound server picks" when
+   * PulseAudio cannot be asked.
+   */
+  target(direction: Direction): string {
+    const chosen = this.choice[direction];
+    if (!this.known) return chosen;
+    const list = direction === 'input' ? this.known.inputs : this.known.outputs;
+    const fallback = (direction === 'input' ? this.known.defaultInput : this.known.defaultOutput) ?? DEFAULT;
+    if (chosen === DEFAULT) return fallback;
+    return list.some((d) => d.name === chosen) ? chosen : fallback;
+  }
+
+  private async reconcile(reason?: SwitchReport['reason']): Promise<void> {
+    await Promise.all(
+      [...this.live].map(async (stream) => {
+        const target = this.target(stream.direction);
+        if (target === stream.device) return;
+        const chosen = this.choice[stream.direction];
+        let why = reason;
+        if (!why) {
+          if (chosen === DEFAULT) why = 'default_changed';
+          else if (target === chosen) why = 'returned';
+          else why = 'fell_back';
+        }
+        if (why === 'fell_back') {
+          const role = stream.direction === 'input' ? 'microphone' : 'speaker';
+          this.emit('warning', {
+            direction: stream.direction,
+            device: chosen,
+            message: `the ${role} "${this.describe(stream.direction, chosen)}" is gone; using the default (${this.describe(stream.direction, target)}) until it returns`,
+          });
+          stream.warn(
+            new AudioDeviceError('not_found', `the ${role} "${this.describe(stream.direction, chosen)}" is gone; now using ${this.describe(stream.direction, target)}`),
+          );
+        }
+        await this.move(stream, target, why);
+      }),
+    );
+  }
+
+  private describe(direction: Direction, name: string): string {
+    return this.descriptions.get(`${direction}:${name}`) ?? name;
+  }
+
+  private learn(devices: PulseDevices): PulseDevices {
+    for (const d of devices.inputs) this.descriptions.set(`input:${d.name}`, d.description);
+    for (const d of devices.outputs) this.descriptions.set(`output:${d.name}`, d.description);
+    return devices;
+  }
+
+  private async move(stream: RoutedStream, target: string, reason: SwitchReport['reason']): Promise<void> {
+    const from = stream.device;
+    try {
+      const gapMs = await stream.switchTo(target);
+      if (gapMs !== undefined) this.emit('switched', { direction: stream.direction, from, to: target, gapMs, reason });
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.emit('warning', { direction: stream.direction, device: target, message });
+      stream.warn(e instanceof AudioDeviceError ? e : new AudioDeviceError('open_failed', message));
+    }
+  }
+}
+
+/** The spec native/audio-device opens for a routed device name. */
+function deviceSpec(router: AudioRouter, name: string): string | undefined {
+  if (name === DEFAULT) return undefined;
+  return router.pulse ? `pulse:${name}` : name;
+}
+
+/** What the router needs of a routed stream. */
+interface RoutedStream {
+  readonly direction: Direction;
+  /** The device the open stream uses (undefined while none is open). */
+  readonly device: string | undefined;
+  /** Closes the current stream and opens `device`; resolves with the gap in ms, or undefined when closed meanwhile. */
+  switchTo(device: string): Promise<number | undefined>;
+  /** Passes a warning to the media session (as an `error` event: the call goes on). */
+  warn(error: AudioDeviceError): void;
+}
+
+/**
+ * A microphone whose device can change underneath: an {@link AudioSource}
+ * that forwards the frames of whichever capture stream is open.
+ */
+export class RoutedCapture
+  extends EventEmitter<{ frame: [Int16Array]; error: [AudioDeviceError]; switched: [] }>
+  implements AudioSource, RoutedStream
+{
+  readonly direction = 'input' as const;
+  device: string | undefined;
+  private stream: CaptureStream | undefined;
+  private started = false;
+  private closed = false;
+  private switching: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly router: AudioRouter,
+    readonly frameMs: FrameMs,
+  ) {
+    super();
+  }
+
+  /** @internal opens `device` (not started). @throws AudioDeviceError */
+  open(device: string): void {
+    const stream = openCapture({ device: deviceSpec(this.router, device), frameMs: this.frameMs });
+    stream.on('frame', (f) => this.emit('frame', f));
+    stream.on('error', (e) => {
+      if (this.stream === stream && !this.closed) void this.router.recover(this, e);
+    });
+    this.stream = stream;
+    this.device = device;
+  }
+
+  start(): void {
+    this.started = true;
+    this.stream?.start();
+  }
+
+  onSwitched(listener: () => void): void {
+    this.on('switched', listener);
+  }
+
+  warn(error: AudioDeviceError): void {
+    if (!this.closed) this.emit('error', error);
+  }
+
+  switchTo(device: string): Promise<number | undefined> {
+    const run = async (): Promise<number | undefined> => {
+      if (this.closed) return undefined;
+      const t0 = performance.now();
+      const old = this.stream;
+      this.stream = undefined;
+      old?.removeAllListeners('frame');
+      await old?.close();
+      await devicesSettled();
+      if (this.closed) return undefined;
+      this.open(device);
+      const first = new Promise<void>((resolve) => this.stream!.once('frame', () => resolve()));
+      if (this.started) this.stream!.start();
+      await Promise.race([first, new Promise((r) => setTimeout(r, 2000))]);
+      this.emit('switched');
+      return performance.now() - t0;
+    };
+    const p = this.switching.then(run, run);
+    this.switching = p.catch(() => {});
+    return p;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.router.forget(this);
+    await this.switching.catch(() => {});
+    const s = this.stream;
+    this.stream = undefined;
+    s?.removeAllListeners('frame');
+    await s?.close();
+  }
+}
+
+/**
+ * A speaker whose device can change underneath: an {@link AudioSink} whose
+ * `pull` keeps being served by whichever playback stream is open.
+ */
+export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; switched: [] }> implements AudioSink, RoutedStream {
+  readonly direction = 'output' as const;
+  device: string | undefined;
+  private stream: PlaybackStream | undefined;
+  private pull: (() => Int16Array) | undefined;
+  private closed = false;
+  private switching: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly router: AudioRouter,
+    readonly frameMs: FrameMs,
+  ) {
+    super();
+  }
+
+  /** @internal opens `device` (not started). @throws AudioDeviceError */
+  open(device: string): void {
+    const stream = openPlayback({ device: deviceSpec(this.router, device), frameMs: this.frameMs });
+    stream.on('error', (e) => {
+      if (this.stream === stream && !this.closed) void this.router.recover(this, e);
+    });
+    this.stream = stream;
+    this.device = device;
+  }
+
+  start(pull: () => Int16Array): void {
+    this.pull = pull;
+    this.stream?.start(pull);
+  }
+
+  onSwitched(listener: () => void): void {
+    this.on('switched', listener);
+  }
+
+  warn(error: AudioDeviceError): void {
+    if (!this.closed) this.emit('error', error);
+  }
+
+  switchTo(device: string): Promise<number | undefined> {
+    const run = async (): Promise<number | undefined> => {
+      if (this.closed) return undefined;
+      const t0 = performance.now();
+      const old = this.stream;
+      this.stream = undefined;
+      await old?.close();
+      await devicesSettled();
+      if (this.closed) return undefined;
+      this.open(device);
+      if (!this.pull) return performance.now() - t0;
+      const pull = this.pull;
+      let firstPull: () => void = () => {};
+      const first = new Promise<void>((resolve) => (firstPull = resolve));
+      this.stream!.start(() => {
+        firstPull();
+        return pull();
+      });
+      await first;
+      this.emit('switched');
+      return performance.now() - t0;
+    };
+    const p = this.switching.then(run, run);
+    this.switching = p.catch(() => {});
+    return p;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.router.forget(this);
+    await this.switching.catch(() => {});
+    const s = this.stream;
+    this.stream = undefined;
+    await s?.close();
+  }
+}
