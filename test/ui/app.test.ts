@@ -246,6 +246,47 @@ describe('the desktop UI through the development bridge', () => {
     await ui.screen('history-missed');
   });
 
+  it('switches the speaker mid-call from the in-call screen; the call goes on and the audio follows', async () => {
+    const p = page();
+    const module = (await pulse.pactl('load-module', 'module-null-sink', 'sink_name=ui_headset', 'rate=48000', 'channels=1', 'sink_properties=device.description=USB-Headset')).trim();
+    try {
+      await p.getByRole('button', { name: 'Contacts' }).click();
+      await p.getByLabel('Search contacts or enter a username').fill('bob');
+      await p.getByRole('button', { name: 'Call bob' }).click();
+      const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+      await bob.request('answer_call', { callId: ringing.callId });
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+      const bobTalks = pulse.play('b_in', noise).catch(() => {});
+
+      await p.getByText('Audio devices and volume').click();
+      await p.locator('#out-dev option[value="ui_headset"]').waitFor({ state: 'attached', timeout: 10_000 });
+      await new Promise((r) => setTimeout(r, 800));
+      expect(await speakerRms('aliceSpeaker')).toBeGreaterThan(0.01);
+
+      await p.getByLabel('Speaker', { exact: true }).selectOption('ui_headset');
+      await new Promise((r) => setTimeout(r, 800));
+      const path = join(dir, 'headset.wav');
+      const rec = await pulse.record('ui_headset.monitor', path, 1);
+      const onSpeaker = await speakerRms('aliceSpeaker', 1.5);
+      await rec.stop();
+      const onHeadset = rms(readWav(path).samples);
+      await ui.screen('in-call-devices');
+      expect(onHeadset).toBeGreaterThan(0.01);
+      expect(onSpeaker).toBeLessThan(onHeadset / 10);
+      expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
+      await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
+
+      await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
+      await new Promise((r) => setTimeout(r, 800));
+      expect(await speakerRms('aliceSpeaker')).toBeGreaterThan(0.01);
+      await p.getByRole('button', { name: 'Hang up' }).click();
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
+      void bobTalks;
+    } finally {
+      await pulse.pactl('unload-module', module).catch(() => {});
+    }
+  });
+
   it('push-to-talk: the far side hears the microphone only while the key is held', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Settings' }).click();
