@@ -27,6 +27,10 @@ export const ErrorCode = {
   BAD_CREDENTIALS: -32011,
   UNAVAILABLE: -32012,
   DEVICE_ERROR: -32013,
+  NOT_CONTACT: -32014,
+  NOT_FOUND: -32015,
+  POLICY: -32016,
+  TOKEN_EXPIRED: -32017,
 } as const;
 
 export type ErrorReason =
@@ -47,7 +51,15 @@ export type ErrorReason =
   | 'already_exists'
   | 'bad_credentials'
   | 'unavailable'
-  | 'device_error';
+  | 'device_error'
+  /** The callee takes calls from contacts only and the caller is not one. */
+  | 'not_contact'
+  /** The thing named (device, contact request, contact) does not exist for this account. */
+  | 'not_found'
+  /** A server policy refuses the request (server-wide block list, concurrency, budget). */
+  | 'policy'
+  /** The device token's lifetime is over; sign in again. */
+  | 'token_expired';
 
 const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.PARSE_ERROR]: 'parse_error',
@@ -68,6 +80,10 @@ const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.BAD_CREDENTIALS]: 'bad_credentials',
   [ErrorCode.UNAVAILABLE]: 'unavailable',
   [ErrorCode.DEVICE_ERROR]: 'device_error',
+  [ErrorCode.NOT_CONTACT]: 'not_contact',
+  [ErrorCode.NOT_FOUND]: 'not_found',
+  [ErrorCode.POLICY]: 'policy',
+  [ErrorCode.TOKEN_EXPIRED]: 'token_expired',
 };
 
 const codeByReason = Object.fromEntries(

@@ -10,6 +10,7 @@ import { Accounts } from './accounts';
 import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
+import { Contacts } from './contacts';
 import { openDatabase, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
@@ -141,7 +142,7 @@ export async function buildServer(
     metrics.auditWriteFailures.inc();
     log.error({ err, event }, 'audit write failed');
   });
-  const accounts = new Accounts(db, audit);
+  const accounts = new Accounts(db, audit, () => config.sessions.tokenTtlSeconds * 1000);
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     onEvent: (e) => {
@@ -152,10 +153,15 @@ export async function buildServer(
       if (e.event === 'call.answered')
         metrics.callSetup.observe({ stage: 'answered' }, e.setupMs / 1000);
       if (e.event === 'call.ended') metrics.callsEnded.inc({ reason: e.reason });
+      if (e.event === 'call.answered' || e.event === 'call.ended') {
+        void contacts.presenceMayHaveChanged(e.caller);
+        void contacts.presenceMayHaveChanged(e.callee);
+      }
       const record = auditOfHubEvent(e);
       if (record) void audit.record(record);
     },
   });
+  const contacts = new Contacts(db, hub, audit);
   const state = { closing: false };
 
   const prune = () =>
@@ -193,6 +199,7 @@ export async function buildServer(
     config.stun = next.stun;
     config.audit = next.audit;
     config.limits = next.limits;
+    config.sessions = next.sessions;
     log.level = next.logLevel;
     hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
     if (retentionChanged) void prune();
@@ -218,7 +225,15 @@ export async function buildServer(
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
-      serveSignalSocket(socket, req.ip, { accounts, hub, config, log, audit, metrics });
+      serveSignalSocket(socket, req.ip, {
+        accounts,
+        contacts,
+        hub,
+        config,
+        log,
+        audit,
+        metrics,
+      });
     });
   });
 

@@ -44,6 +44,26 @@ export const AUDIT_EVENTS = [
   'relay.credentials_issued',
   /** The admin API reloaded the config file. detail: `{changed, restartRequired}` (key names only). */
   'config.reloaded',
+  /** A device was revoked (device = the revoked one). detail: `{by}` (the device that revoked it). */
+  'device.revoked',
+  /** A device renewed its token. detail: `{expiresAt}`. */
+  'session.refreshed',
+  /** A device logged out (its token is gone). */
+  'session.logout',
+  /** Contact request sent. detail: `{otherAccountId}`. */
+  'contact.requested',
+  /** Contact request accepted (by account). detail: `{otherAccountId}`. */
+  'contact.accepted',
+  /** Contact request declined. detail: `{otherAccountId}`. */
+  'contact.declined',
+  /** Contact removed or request withdrawn. detail: `{otherAccountId}`. */
+  'contact.removed',
+  /** Account blocked another. detail: `{otherAccountId}`. */
+  'contact.blocked',
+  /** Block lifted. detail: `{otherAccountId}`. */
+  'contact.unblocked',
+  /** An account setting changed. detail: the new values (e.g. `{contactsOnly}`). */
+  'settings.changed',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

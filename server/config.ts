@@ -71,6 +71,13 @@ const FileConfig = z
       })
       .strict()
       .default({ socket: '' }),
+    sessions: z
+      .object({
+        /** Lifetime of a device token from login or its last `session.refresh`, seconds (default 30 days). */
+        token_ttl_seconds: z.number().int().min(1).max(31_536_000).default(2_592_000),
+      })
+      .strict()
+      .default({ token_ttl_seconds: 2_592_000 }),
     limits: z
       .object({
         /** Signaling messages a connection may send per second, sustained (token bucket rate). */
@@ -108,6 +115,8 @@ export interface ServerConfig {
   admin: { socket: string };
   /** Per-connection message rate limit: sustained messages/s and burst (messages). */
   limits: { messagesPerSecond: number; messageBurst: number };
+  /** Device token lifetime, seconds. */
+  sessions: { tokenTtlSeconds: number };
 }
 
 /** A configuration problem; the message names the key (and its source) for a person. */
@@ -130,6 +139,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_STUN_URLS: [['stun', 'urls'], 'list'],
   PARLEY_ADMIN_SOCKET: [['admin', 'socket'], 'string'],
   PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
+  PARLEY_TOKEN_TTL: [['sessions', 'token_ttl_seconds'], 'number'],
 };
 
 /**
@@ -201,6 +211,7 @@ export function parseConfig(
       messagesPerSecond: c.limits.messages_per_second,
       messageBurst: c.limits.message_burst,
     },
+    sessions: { tokenTtlSeconds: c.sessions.token_ttl_seconds },
   };
 }
 
@@ -253,6 +264,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'admin.socket': (c) => c.admin.socket,
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,
+  'sessions.token_ttl_seconds': (c) => c.sessions.tokenTtlSeconds,
 };
 
 /**

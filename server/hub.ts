@@ -80,6 +80,10 @@ export interface CallSnapshot {
 
 /** WebSocket close code sent to a connection replaced by a newer one of the same device. */
 export const CLOSE_REPLACED = 4001;
+/** WebSocket close code for a connection whose device token expired. */
+export const CLOSE_EXPIRED = 4002;
+/** WebSocket close code for a connection whose device was revoked or logged out. */
+export const CLOSE_REVOKED = 4003;
 
 /**
  * Online devices and the calls between them: the server's routing state
@@ -210,6 +214,49 @@ export class Hub {
     return this.devices.has(deviceId);
   }
 
+  /** True when at least one device of the account is connected. */
+  accountOnline(accountId: string): boolean {
+    return (this.devicesByAccount.get(accountId)?.size ?? 0) > 0;
+  }
+
+  /** True when the account is a party of an answered call. */
+  inAnsweredCall(accountId: string): boolean {
+    for (const callId of this.callsByAccount.get(accountId) ?? []) {
+      if (this.calls.get(callId)?.phase.kind === 'active') return true;
+    }
+    return false;
+  }
+
+  /** Number of calls (ringing or active) the account is a party of. */
+  callCount(accountId: string): number {
+    return this.callsByAccount.get(accountId)?.size ?? 0;
+  }
+
+  /** Sends a notification to every connected device of an account. */
+  notifyAccount<N extends SignalNotification>(
+    accountId: string,
+    method: N,
+    params: SignalNotificationParams<N>,
+  ): void {
+    for (const deviceId of this.devicesByAccount.get(accountId) ?? [])
+      this.send(deviceId, method, params);
+  }
+
+  /**
+   * Tells a device its session is over (`session.ended`) and closes its
+   * connection with `code` (a revoked device, a logout). No-op when offline.
+   */
+  disconnectDevice(
+    deviceId: string,
+    reason: 'revoked' | 'logged_out' | 'expired',
+    code: number,
+  ): void {
+    const link = this.devices.get(deviceId);
+    if (!link) return;
+    link.notify('session.ended', { reason });
+    link.close(code, reason.replace('_', ' '));
+  }
+
   /**
    * Starts a call from `caller` to every online device of `callee`.
    *
@@ -239,7 +286,7 @@ export class Hub {
     }
     const targets = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
     if (targets.length === 0)
-      throw new ParleyError('callee_offline', `${callee.username} is not online`);
+      throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal.ts calleeOffline
 
     if (this.callsByAccount.get(callee.accountId)?.size) {
       this.emit({ event: 'call.busy', callId, caller, callee });

@@ -10,9 +10,10 @@ import {
   type RelayCredentialsResult,
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { Contacts } from './contacts';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
-import type { DeviceLink, Hub } from './hub';
+import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub } from './hub';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
 import { relayIceServers } from './turn';
@@ -24,6 +25,7 @@ interface Ctx {
 
 export interface SignalDeps {
   accounts: Accounts;
+  contacts: Contacts;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -54,10 +56,27 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, hub, config, audit, metrics } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
+  /** When this connection's device token stops working, Unix ms (after hello). */
+  let tokenExpiresAt = Infinity;
+  let expiryTimer: NodeJS.Timeout | undefined;
+  /** Closes the connection when the token expires (re-armed by session.refresh). */
+  const armExpiry = (): void => {
+    clearTimeout(expiryTimer);
+    const left = tokenExpiresAt - Date.now();
+    expiryTimer = setTimeout(
+      () => {
+        if (Date.now() < tokenExpiresAt) return armExpiry();
+        if (link) hub.disconnectDevice(link.peer.deviceId, 'expired', CLOSE_EXPIRED);
+        else socket.close(CLOSE_EXPIRED, 'expired');
+      },
+      Math.max(0, Math.min(left, 2 ** 31 - 1)),
+    );
+    expiryTimer.unref();
+  };
 
   const send = (text: string): void => {
     metrics.countOutbound(text);
@@ -71,6 +90,13 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   const me = (): PeerInfo => {
     if (!link)
       throw new ParleyError('unauthenticated', 'send hello with your device id and token first');
+    if (Date.now() >= tokenExpiresAt) {
+      armExpiry();
+      throw new ParleyError(
+        'token_expired',
+        'this sign-in has expired; sign in again with your password',
+      );
+    }
     return link.peer;
   };
 
@@ -83,7 +109,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
         `this server speaks signaling protocol ${PROTOCOL_VERSION}, the client sent ${p.protocol}`,
       );
     }
-    let info: PeerInfo;
+    let info: PeerInfo & { tokenExpiresAt: number };
     try {
       info = await accounts.authenticateDevice(p.deviceId, p.token);
     } catch (e) {
@@ -99,8 +125,14 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     if (closed) throw new ParleyError('unavailable', 'connection closed');
     if (link)
       throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    tokenExpiresAt = info.tokenExpiresAt;
+    const peerInfo: PeerInfo = {
+      accountId: info.accountId,
+      username: info.username,
+      deviceId: info.deviceId,
+    };
     link = {
-      peer: info,
+      peer: peerInfo,
       notify: (method, params) => {
         if (!closed) peer.notify(method, params);
       },
@@ -108,6 +140,8 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     };
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
+    armExpiry();
+    void contacts.presenceMayHaveChanged(peerInfo);
     log.info('device online');
     void audit.record({
       event: 'device.connected',
@@ -120,14 +154,20 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       username: info.username,
       deviceId: info.deviceId,
       serverTime: Date.now(),
+      tokenExpiresAt: info.tokenExpiresAt,
     };
   });
 
   peer.handle('call.invite', SignalRequests['call.invite'].params, async (p, ctx) => {
     const from = me();
+    /** The real reason behind a refusal, when the caller is told something else (a block). */
+    let refusedBecause: string | undefined;
     try {
       const callee = await accounts.findByUsername(p.callee);
       if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
+      await checkCallAllowed(from, callee, contacts, accounts, (reason) => {
+        refusedBecause = reason;
+      });
       if (closed) throw new ParleyError('unavailable', 'connection closed');
       return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
     } catch (e) {
@@ -137,7 +177,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
           accountId: from.accountId,
           deviceId: from.deviceId,
           callId: p.callId,
-          detail: { callee: p.callee, reason: e.reason },
+          detail: { callee: p.callee, reason: refusedBecause ?? e.reason },
         });
       }
       throw e;
@@ -184,6 +224,94 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       });
     }
     return result;
+  });
+
+  // ---- devices and sessions --------------------------------------------------------
+
+  peer.handle('devices.list', SignalRequests['devices.list'].params, async () => {
+    const self = me();
+    const devices = await accounts.listDevices(self.accountId);
+    return {
+      devices: devices.map((d) => ({
+        ...d,
+        online: hub.isOnline(d.deviceId),
+        current: d.deviceId === self.deviceId,
+      })),
+    };
+  });
+  peer.handle('devices.revoke', SignalRequests['devices.revoke'].params, async (p, ctx) => {
+    const self = me();
+    await accounts.revokeDevice(self.accountId, p.deviceId);
+    void audit.record({
+      event: 'device.revoked',
+      accountId: self.accountId,
+      deviceId: p.deviceId,
+      detail: { by: self.deviceId },
+    });
+    ctx.afterReply(() => hub.disconnectDevice(p.deviceId, 'revoked', CLOSE_REVOKED));
+    return { ok: true as const };
+  });
+  peer.handle('session.refresh', SignalRequests['session.refresh'].params, async () => {
+    const self = me();
+    const fresh = await accounts.refreshToken(self.deviceId);
+    tokenExpiresAt = fresh.expiresAt;
+    armExpiry();
+    void audit.record({
+      event: 'session.refreshed',
+      accountId: self.accountId,
+      deviceId: self.deviceId,
+      detail: { expiresAt: fresh.expiresAt },
+    });
+    return fresh;
+  });
+  peer.handle('session.logout', SignalRequests['session.logout'].params, async (_p, ctx) => {
+    const self = me();
+    await accounts.revokeDevice(self.accountId, self.deviceId);
+    void audit.record({
+      event: 'session.logout',
+      accountId: self.accountId,
+      deviceId: self.deviceId,
+    });
+    ctx.afterReply(() => hub.disconnectDevice(self.deviceId, 'logged_out', CLOSE_REVOKED));
+    return { ok: true as const };
+  });
+
+  // ---- contacts, presence, settings ------------------------------------------------
+
+  peer.handle('contacts.list', SignalRequests['contacts.list'].params, () => contacts.list(me()));
+  peer.handle('contacts.request', SignalRequests['contacts.request'].params, (p) =>
+    contacts.request(me(), p.username),
+  );
+  for (const [method, act] of [
+    ['contacts.accept', (self: PeerInfo, u: string) => contacts.accept(self, u)],
+    ['contacts.decline', (self: PeerInfo, u: string) => contacts.decline(self, u)],
+    ['contacts.remove', (self: PeerInfo, u: string) => contacts.remove(self, u)],
+    ['contacts.block', (self: PeerInfo, u: string) => contacts.block(self, u)],
+    ['contacts.unblock', (self: PeerInfo, u: string) => contacts.unblock(self, u)],
+  ] as const) {
+    peer.handle(method, SignalRequests[method].params, async (p) => {
+      await act(me(), p.username);
+      return { ok: true as const };
+    });
+  }
+  peer.handle('presence.set', SignalRequests['presence.set'].params, async (p) => ({
+    presence: await contacts.setPresence(me(), p.status),
+  }));
+  peer.handle('settings.get', SignalRequests['settings.get'].params, async () => ({
+    contactsOnly: await accounts.contactsOnly(me().accountId),
+  }));
+  peer.handle('settings.set', SignalRequests['settings.set'].params, async (p) => {
+    const self = me();
+    if (p.contactsOnly !== undefined) {
+      await accounts.setContactsOnly(self.accountId, p.contactsOnly);
+      void audit.record({
+        event: 'settings.changed',
+        accountId: self.accountId,
+        deviceId: self.deviceId,
+        detail: { contactsOnly: p.contactsOnly },
+      });
+    }
+    return { contactsOnly: await accounts.contactsOnly(self.accountId) };
   });
 
   const bucket = new TokenBucket(config.limits.messagesPerSecond, config.limits.messageBurst);
@@ -252,9 +380,11 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   socket.on('error', (err) => log.warn({ err: { message: err.message } }, 'signal socket error'));
   socket.on('close', (code) => {
     closed = true;
+    clearTimeout(expiryTimer);
     peer.close();
     if (link) {
       hub.detach(link);
+      void contacts.presenceMayHaveChanged(link.peer);
       log.info({ code }, 'device offline');
       void audit.record({
         event: 'device.disconnected',
@@ -264,6 +394,42 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       });
     }
   });
+}
+
+/**
+ * May `caller` call `callee`? The callee's "only contacts may call me"
+ * setting is checked first (`not_contact`, which an offline callee gives
+ * too), then blocks: a blocked caller gets exactly the `callee_offline` error
+ * the hub gives for an offline callee, so a block is never revealed.
+ * @param onHidden learns the real reason when the caller is told something else.
+ * @throws ParleyError `not_contact`, `callee_offline`.
+ */
+export async function checkCallAllowed(
+  caller: PeerInfo,
+  callee: { accountId: string; username: string },
+  contacts: Contacts,
+  accounts: Accounts,
+  onHidden: (reason: string) => void,
+): Promise<void> {
+  if (callee.accountId === caller.accountId) return; // the hub refuses it with `forbidden`
+  if (
+    (await accounts.contactsOnly(callee.accountId)) &&
+    !(await contacts.areContacts(callee.accountId, caller.accountId))
+  ) {
+    throw new ParleyError(
+      'not_contact',
+      `${callee.username} only takes calls from contacts; send a contact request first`,
+    );
+  }
+  if (await contacts.hasBlocked(callee.accountId, caller.accountId)) {
+    onHidden('blocked');
+    throw calleeOffline(callee.username);
+  }
+}
+
+/** The error for a callee with no device online (also what a blocked caller gets). */
+export function calleeOffline(username: string): ParleyError {
+  return new ParleyError('callee_offline', `${username} is not online`);
 }
 
 /**

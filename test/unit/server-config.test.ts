@@ -17,6 +17,7 @@ describe('server config', () => {
       audit: { retentionDays: 90 },
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
       limits: { messagesPerSecond: 50, messageBurst: 100 },
+      sessions: { tokenTtlSeconds: 2_592_000 },
     });
   });
 
