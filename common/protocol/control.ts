@@ -1,11 +1,31 @@
 import { z } from 'zod';
 import { CallId, CallState, EndReason, RejectReason, TransportKind, Username } from '../call';
+import {
+  ContactRequestResult,
+  ContactsListResult,
+  DevicesListResult,
+  DeviceRevokeParams,
+  PresenceSetParams,
+  PresenceSetResult,
+  Settings,
+  SettingsSetParams,
+  SignalNotifications,
+  UsernameParams,
+} from './signaling';
 
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
  * socket (a named pipe on Windows), one JSON message per line (`\n`-delimited).
  * Methods below; the daemon also sends `call.state` notifications whenever a
  * call changes state, and `call.audio` once a call's first audio plays.
+ *
+ * Contacts, presence, settings and devices mirror the signaling methods of the
+ * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
+ * `main/core/devices.ts`), with the same results and errors; the daemon
+ * forwards the server's `contact.request`, `contact.updated`,
+ * `presence.changed` and `session.ended` notifications to every controller.
+ * Device tokens never cross the control socket: `refresh_session` stores the
+ * new one in the keychain and returns only its expiry.
  */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 
@@ -104,6 +124,30 @@ export const ControlRequests = {
     params: z.object({}).strict().default({}),
     result: z.object({ calls: z.array(CallStatus) }),
   },
+  /** The contact book: `{contacts, incoming, outgoing, blocked}`. */
+  list_contacts: { params: z.object({}).strict().default({}), result: ContactsListResult },
+  /** Asks `username` to be a contact: `{status: 'requested' | 'contact'}`. */
+  request_contact: { params: UsernameParams, result: ContactRequestResult },
+  accept_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  decline_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** Removes a contact or withdraws my request. */
+  remove_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  block_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  unblock_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** `{status: 'online' | 'away' | 'dnd'}` → `{presence}` as contacts now see it. */
+  set_presence: { params: PresenceSetParams, result: PresenceSetResult },
+  get_settings: { params: z.object({}).strict().default({}), result: Settings },
+  set_settings: { params: SettingsSetParams, result: Settings },
+  /** The account's signed-in devices. */
+  list_devices: { params: z.object({}).strict().default({}), result: DevicesListResult },
+  revoke_device: { params: DeviceRevokeParams, result: z.object({ ok: z.literal(true) }) },
+  /** Renews this device's token (kept in the keychain); returns only the new expiry (Unix ms). */
+  refresh_session: {
+    params: z.object({}).strict().default({}),
+    result: z.object({ expiresAt: z.number() }),
+  },
+  /** Logs this device out: the server forgets its token, the keychain entry is deleted, signaling goes offline. */
+  logout: { params: z.object({}).strict().default({}), result: z.object({ ok: z.literal(true) }) },
   get_status: {
     params: z.object({}).strict().default({}),
     result: z.object({
@@ -133,4 +177,8 @@ export const ControlNotifications = {
   'call.state': CallStatus,
   'call.stats': CallStatsNotification,
   'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),
+  'contact.request': SignalNotifications['contact.request'],
+  'contact.updated': SignalNotifications['contact.updated'],
+  'presence.changed': SignalNotifications['presence.changed'],
+  'session.ended': SignalNotifications['session.ended'],
 } as const;

@@ -3,11 +3,14 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { ParleyError } from '../../common/errors';
 import { RpcPeer } from '../../common/protocol/rpc';
 import {
+  ControlNotifications,
   ControlRequests,
   MAX_CONTROL_MESSAGE_BYTES,
   type CallStatus,
 } from '../../common/protocol/control';
 import type { CallEngine } from '../core/call-engine';
+import type { ContactBook } from '../core/contacts';
+import type { DeviceSessions } from '../core/devices';
 import type { SignalingClient } from '../core/signaling-client';
 
 /**
@@ -21,15 +24,24 @@ export class ControlServer {
   private readonly server: Server;
   private readonly peers = new Set<RpcPeer>();
 
+  /**
+   * @param account contacts, presence, settings and devices of the signed-in
+   *   account; `logout` also runs `onLogout` (delete the keychain entry). Without
+   *   it those methods answer `method_not_found`.
+   */
   constructor(
     private readonly engine: CallEngine,
     private readonly signaling: SignalingClient,
     private readonly identity: { username: string; deviceId: string },
+    private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void> },
   ) {
     this.server = createServer((socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
     engine.on('stats', (stats) => this.broadcast('call.stats', stats));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
+    for (const method of ['contact.request', 'contact.updated', 'presence.changed', 'session.ended'] as const) {
+      signaling.on(method, (params: object) => this.broadcast(method, params));
+    }
   }
 
   /**
@@ -93,6 +105,34 @@ export class ControlServer {
     rpc.handle('resume_call', ControlRequests.resume_call.params, ({ callId }) => ({ callId: e.setHold(callId, false) }));
     rpc.handle('get_call_status', ControlRequests.get_call_status.params, ({ callId }) => e.status(callId));
     rpc.handle('list_calls', ControlRequests.list_calls.params, () => ({ calls: e.list() }));
+    const a = this.account;
+    if (a) {
+      const ok = { ok: true as const };
+      rpc.handle('list_contacts', ControlRequests.list_contacts.params, () => a.contacts.refresh());
+      rpc.handle('request_contact', ControlRequests.request_contact.params, async ({ username }) => ({
+        status: await a.contacts.request(username),
+      }));
+      rpc.handle('accept_contact', ControlRequests.accept_contact.params, async ({ username }) => (await a.contacts.accept(username), ok));
+      rpc.handle('decline_contact', ControlRequests.decline_contact.params, async ({ username }) => (await a.contacts.decline(username), ok));
+      rpc.handle('remove_contact', ControlRequests.remove_contact.params, async ({ username }) => (await a.contacts.remove(username), ok));
+      rpc.handle('block_contact', ControlRequests.block_contact.params, async ({ username }) => (await a.contacts.block(username), ok));
+      rpc.handle('unblock_contact', ControlRequests.unblock_contact.params, async ({ username }) => (await a.contacts.unblock(username), ok));
+      rpc.handle('set_presence', ControlRequests.set_presence.params, async ({ status }) => ({
+        presence: await a.contacts.setPresence(status),
+      }));
+      rpc.handle('get_settings', ControlRequests.get_settings.params, () => a.contacts.getSettings());
+      rpc.handle('set_settings', ControlRequests.set_settings.params, async ({ contactsOnly }) =>
+        contactsOnly === undefined ? a.contacts.getSettings() : a.contacts.setContactsOnly(contactsOnly),
+      );
+      rpc.handle('list_devices', ControlRequests.list_devices.params, async () => ({ devices: await a.sessions.list() }));
+      rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => (await a.sessions.revoke(deviceId), ok));
+      rpc.handle('refresh_session', ControlRequests.refresh_session.params, async () => ({ expiresAt: await a.sessions.refresh() }));
+      rpc.handle('logout', ControlRequests.logout.params, async () => {
+        await a.sessions.logout();
+        await a.onLogout();
+        return ok;
+      });
+    }
     rpc.handle('get_status', ControlRequests.get_status.params, () => ({
       username: this.identity.username,
       deviceId: this.identity.deviceId,
@@ -135,7 +175,7 @@ export class ControlClient {
       requestTimeoutMs: 30_000,
     });
     const { z } = await import('zod');
-    for (const m of ['call.state', 'call.stats', 'signaling.state']) {
+    for (const m of Object.keys(ControlNotifications)) {
       rpc.handle(m, z.unknown(), (p) => onNotification?.(m, p));
     }
     let buffered = '';
