@@ -11,6 +11,7 @@ import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { Contacts } from './contacts';
+import { CallPolicy } from './policy';
 import { openDatabase, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
@@ -153,6 +154,10 @@ export async function buildServer(
       if (e.event === 'call.answered')
         metrics.callSetup.observe({ stage: 'answered' }, e.setupMs / 1000);
       if (e.event === 'call.ended') metrics.callsEnded.inc({ reason: e.reason });
+      if (e.event === 'call.answered')
+        void policy.onAnswered(e.callId, e.caller, e.callee, Date.now());
+      if (e.event === 'call.ended')
+        void policy.onEnded([e.caller.accountId, e.callee.accountId], e.durationMs);
       if (e.event === 'call.answered' || e.event === 'call.ended') {
         void contacts.presenceMayHaveChanged(e.caller);
         void contacts.presenceMayHaveChanged(e.callee);
@@ -162,6 +167,12 @@ export async function buildServer(
     },
   });
   const contacts = new Contacts(db, hub, audit);
+  const policy = new CallPolicy(config, hub, db, audit);
+  const hubLimits = () => ({
+    maxCallsPerAccount: config.policy.maxCallsPerAccount,
+    maxCalls: config.policy.maxCalls,
+  });
+  hub.setLimits(hubLimits());
   const state = { closing: false };
 
   const prune = () =>
@@ -200,6 +211,8 @@ export async function buildServer(
     config.audit = next.audit;
     config.limits = next.limits;
     config.sessions = next.sessions;
+    config.policy = next.policy;
+    hub.setLimits(hubLimits());
     log.level = next.logLevel;
     hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
     if (retentionChanged) void prune();
@@ -228,6 +241,7 @@ export async function buildServer(
       serveSignalSocket(socket, req.ip, {
         accounts,
         contacts,
+        policy,
         hub,
         config,
         log,

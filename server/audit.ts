@@ -64,6 +64,12 @@ export const AUDIT_EVENTS = [
   'contact.unblocked',
   /** An account setting changed. detail: the new values (e.g. `{contactsOnly}`). */
   'settings.changed',
+  /** A policy warning went to both parties of a call. detail: `{kind, endsAt, action}` (kind `lifetime` | `budget`). */
+  'policy.warning',
+  /** A call used up its duration budget. detail: `{budgetSeconds, hardStop}` (hardStop: the call was ended). */
+  'policy.budget_exceeded',
+  /** A call reached its lifetime and was extended (on_expiry = extend). detail: `{endsAt}`. */
+  'policy.call_extended',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

@@ -71,6 +71,54 @@ const FileConfig = z
       })
       .strict()
       .default({ socket: '' }),
+    policy: z
+      .object({
+        /** Calls an account may start per minute, sustained (token bucket rate). */
+        calls_per_minute: z.number().positive().max(100_000).default(10),
+        /** Calls an account may start at once above that rate (token bucket size). */
+        call_burst: z.number().int().min(1).max(100_000).default(20),
+        /** Calls (ringing or active) one account may be a party of at once; 0: no limit. */
+        max_calls_per_account: z.number().int().min(0).max(100_000).default(5),
+        /** Calls (ringing or active) on the whole server; 0: no limit. */
+        max_calls: z.number().int().min(0).max(10_000_000).default(0),
+        /** How long an answered call may last before `on_expiry` applies, seconds. */
+        call_lifetime_seconds: z.number().int().min(1).max(604_800).default(1800),
+        /** No call lasts longer than this, whatever `on_expiry` says, seconds. */
+        max_call_lifetime_seconds: z.number().int().min(1).max(604_800).default(7200),
+        /** Both parties get `call.warning` this long before a call is ended, seconds. */
+        lifetime_warning_seconds: z.number().int().min(0).max(86_400).default(300),
+        /** At the lifetime: `terminate` (end with ttl_expired), `warn` (warn, keep going until the maximum), `extend` (another lifetime, up to the maximum). */
+        on_expiry: z.enum(['terminate', 'warn', 'extend']).default('terminate'),
+        /** Duration budget of one call, seconds; 0: none. */
+        call_budget_seconds: z.number().int().min(0).max(604_800).default(0),
+        /** Call time an account may use per UTC day, seconds; 0: none. */
+        daily_budget_seconds: z.number().int().min(0).max(86_400).default(0),
+        /** Both parties are warned when this share of a budget is used, percent. */
+        budget_warning_percent: z.number().min(1).max(100).default(80),
+        /** End a call that exhausts a budget (budget_exceeded); off: warn and record the overrun only. */
+        hard_stop: z.boolean().default(true),
+        /** Usernames that may make and take calls; empty: every account. */
+        allowed_accounts: z.array(z.string()).default([]),
+        /** Usernames that may neither make nor take calls. */
+        blocked_accounts: z.array(z.string()).default([]),
+      })
+      .strict()
+      .default({
+        calls_per_minute: 10,
+        call_burst: 20,
+        max_calls_per_account: 5,
+        max_calls: 0,
+        call_lifetime_seconds: 1800,
+        max_call_lifetime_seconds: 7200,
+        lifetime_warning_seconds: 300,
+        on_expiry: 'terminate',
+        call_budget_seconds: 0,
+        daily_budget_seconds: 0,
+        budget_warning_percent: 80,
+        hard_stop: true,
+        allowed_accounts: [],
+        blocked_accounts: [],
+      }),
     sessions: z
       .object({
         /** Lifetime of a device token from login or its last `session.refresh`, seconds (default 30 days). */
@@ -90,6 +138,13 @@ const FileConfig = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.policy.call_lifetime_seconds > c.policy.max_call_lifetime_seconds) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['policy', 'call_lifetime_seconds'],
+        message: 'must not be longer than policy.max_call_lifetime_seconds',
+      });
+    }
     if (c.turn.urls.length > 0 && c.turn.secret.length === 0) {
       ctx.addIssue({
         code: 'custom',
@@ -117,6 +172,26 @@ export interface ServerConfig {
   limits: { messagesPerSecond: number; messageBurst: number };
   /** Device token lifetime, seconds. */
   sessions: { tokenTtlSeconds: number };
+  /** Call policy (see `[policy]` in the example file). */
+  policy: PolicyConfig;
+}
+
+/** Call policy settings; durations in seconds, 0 = no limit where noted. */
+export interface PolicyConfig {
+  callsPerMinute: number;
+  callBurst: number;
+  maxCallsPerAccount: number;
+  maxCalls: number;
+  callLifetimeSeconds: number;
+  maxCallLifetimeSeconds: number;
+  lifetimeWarningSeconds: number;
+  onExpiry: 'terminate' | 'warn' | 'extend';
+  callBudgetSeconds: number;
+  dailyBudgetSeconds: number;
+  budgetWarningPercent: number;
+  hardStop: boolean;
+  allowedAccounts: string[];
+  blockedAccounts: string[];
 }
 
 /** A configuration problem; the message names the key (and its source) for a person. */
@@ -212,6 +287,22 @@ export function parseConfig(
       messageBurst: c.limits.message_burst,
     },
     sessions: { tokenTtlSeconds: c.sessions.token_ttl_seconds },
+    policy: {
+      callsPerMinute: c.policy.calls_per_minute,
+      callBurst: c.policy.call_burst,
+      maxCallsPerAccount: c.policy.max_calls_per_account,
+      maxCalls: c.policy.max_calls,
+      callLifetimeSeconds: c.policy.call_lifetime_seconds,
+      maxCallLifetimeSeconds: c.policy.max_call_lifetime_seconds,
+      lifetimeWarningSeconds: c.policy.lifetime_warning_seconds,
+      onExpiry: c.policy.on_expiry,
+      callBudgetSeconds: c.policy.call_budget_seconds,
+      dailyBudgetSeconds: c.policy.daily_budget_seconds,
+      budgetWarningPercent: c.policy.budget_warning_percent,
+      hardStop: c.policy.hard_stop,
+      allowedAccounts: c.policy.allowed_accounts,
+      blockedAccounts: c.policy.blocked_accounts,
+    },
   };
 }
 
@@ -265,6 +356,20 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,
   'sessions.token_ttl_seconds': (c) => c.sessions.tokenTtlSeconds,
+  'policy.calls_per_minute': (c) => c.policy.callsPerMinute,
+  'policy.call_burst': (c) => c.policy.callBurst,
+  'policy.max_calls_per_account': (c) => c.policy.maxCallsPerAccount,
+  'policy.max_calls': (c) => c.policy.maxCalls,
+  'policy.call_lifetime_seconds': (c) => c.policy.callLifetimeSeconds,
+  'policy.max_call_lifetime_seconds': (c) => c.policy.maxCallLifetimeSeconds,
+  'policy.lifetime_warning_seconds': (c) => c.policy.lifetimeWarningSeconds,
+  'policy.on_expiry': (c) => c.policy.onExpiry,
+  'policy.call_budget_seconds': (c) => c.policy.callBudgetSeconds,
+  'policy.daily_budget_seconds': (c) => c.policy.dailyBudgetSeconds,
+  'policy.budget_warning_percent': (c) => c.policy.budgetWarningPercent,
+  'policy.hard_stop': (c) => c.policy.hardStop,
+  'policy.allowed_accounts': (c) => c.policy.allowedAccounts,
+  'policy.blocked_accounts': (c) => c.policy.blockedAccounts,
 };
 
 /**

@@ -32,6 +32,8 @@ export interface DB {
   contact_requests: { from_id: string; to_id: string; created_at: number };
   /** `account_id` blocked `blocked_id`. */
   blocks: { account_id: string; blocked_id: string; created_at: number };
+  /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
+  call_usage: { account_id: string; day: string; seconds: number };
   audit: {
     id: Generated<number>;
     at: number;
@@ -109,6 +111,19 @@ const migrations: Record<string, Migration> = {
           .execute();
         await db.schema.createIndex(`${table}_rev`).on(table).column(b).execute();
       }
+    },
+  },
+  '0004_call_usage': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('call_usage')
+        .addColumn('account_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('day', 'text', (c) => c.notNull())
+        .addColumn('seconds', 'real', (c) => c.notNull())
+        .addPrimaryKeyConstraint('call_usage_pk', ['account_id', 'day'])
+        .execute();
     },
   },
 };

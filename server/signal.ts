@@ -11,6 +11,7 @@ import {
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
 import type { Contacts } from './contacts';
+import type { CallPolicy } from './policy';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
 import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub } from './hub';
@@ -26,6 +27,7 @@ interface Ctx {
 export interface SignalDeps {
   accounts: Accounts;
   contacts: Contacts;
+  policy: CallPolicy;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -56,7 +58,7 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, contacts, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, policy, hub, config, audit, metrics } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
@@ -165,6 +167,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     try {
       const callee = await accounts.findByUsername(p.callee);
       if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
+      await policy.checkInvite(from, callee);
       await checkCallAllowed(from, callee, contacts, accounts, (reason) => {
         refusedBecause = reason;
       });

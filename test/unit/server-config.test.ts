@@ -18,6 +18,22 @@ describe('server config', () => {
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
       limits: { messagesPerSecond: 50, messageBurst: 100 },
       sessions: { tokenTtlSeconds: 2_592_000 },
+      policy: {
+        callsPerMinute: 10,
+        callBurst: 20,
+        maxCallsPerAccount: 5,
+        maxCalls: 0,
+        callLifetimeSeconds: 1800,
+        maxCallLifetimeSeconds: 7200,
+        lifetimeWarningSeconds: 300,
+        onExpiry: 'terminate',
+        callBudgetSeconds: 0,
+        dailyBudgetSeconds: 0,
+        budgetWarningPercent: 80,
+        hardStop: true,
+        allowedAccounts: [],
+        blockedAccounts: [],
+      },
     });
   });
 
