@@ -97,6 +97,11 @@ export interface ParleyErrorData {
   retryAfter?: number;
   /** Which field was wrong, with `invalid_params`. */
   issues?: { path: string; message: string }[];
+  /**
+   * A stable upper-case name where an API defines finer errors than the reason
+   * (the relay API: `CALL_RELAY_UNAUTHORIZED`, `CALL_RELAY_RATE_LIMITED`, `CALL_RELAY_PROVIDER_ERROR`).
+   */
+  name?: string;
 }
 
 /**

@@ -12,6 +12,7 @@ import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { Contacts } from './contacts';
 import { CallPolicy } from './policy';
+import { RelayService } from './relays';
 import { openDatabase, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
@@ -168,6 +169,7 @@ export async function buildServer(
   });
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
+  const relays = new RelayService(config, audit, metrics);
   const hubLimits = () => ({
     maxCallsPerAccount: config.policy.maxCallsPerAccount,
     maxCalls: config.policy.maxCalls,
@@ -230,7 +232,9 @@ export async function buildServer(
 
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
-  registerHttpRoutes(app, accounts, serverVersion(), (code) => metrics.errors.inc({ code }));
+  registerHttpRoutes(app, accounts, relays, serverVersion(), (code) =>
+    metrics.errors.inc({ code }),
+  );
   registerOpsRoutes(app, { db, metrics, state });
 
   const alive = new WeakMap<WebSocket, boolean>();
@@ -242,6 +246,7 @@ export async function buildServer(
         accounts,
         contacts,
         policy,
+        relays,
         hub,
         config,
         log,

@@ -64,6 +64,8 @@ export const AUDIT_EVENTS = [
   'contact.unblocked',
   /** An account setting changed. detail: the new values (e.g. `{contactsOnly}`). */
   'settings.changed',
+  /** The external relay credential API failed. detail: `{failure}` (`timeout`, `unreachable`, `status N`, `invalid answer`). */
+  'relay.provider_error',
   /** A policy warning went to both parties of a call. detail: `{kind, endsAt, action}` (kind `lifetime` | `budget`). */
   'policy.warning',
   /** A call used up its duration budget. detail: `{budgetSeconds, hardStop}` (hardStop: the call was ended). */

@@ -45,9 +45,35 @@ const FileConfig = z
         secret: z.string().default(''),
         /** Lifetime of an issued relay credential, seconds. */
         ttl_seconds: z.number().int().min(60).max(86_400).default(600),
+        /** Where credentials come from: `coturn` (the shared secret above) or `http` (an external credential API). */
+        provider: z.enum(['coturn', 'http']).default('coturn'),
+        /** With provider `http`: the credential API's URL (GET, `?accountId=…`; answers `{username, password, ttl, urls}`). */
+        provider_url: z.string().default(''),
+        /** With provider `http`: how long to wait for it, ms. */
+        provider_timeout_ms: z.number().int().min(100).max(60_000).default(3000),
+        /** Relay credential requests per account per minute (HTTP and socket together). */
+        requests_per_minute: z.number().positive().max(100_000).default(30),
+        /** … and at once above that rate. */
+        request_burst: z.number().int().min(1).max(100_000).default(10),
+        /** Experiment: these usernames get `experiment_urls` instead of `urls`. */
+        experiment_accounts: z.array(z.string()).default([]),
+        experiment_urls: z
+          .array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"'))
+          .default([]),
       })
       .strict()
-      .default({ urls: [], secret: '', ttl_seconds: 600 }),
+      .default({
+        urls: [],
+        secret: '',
+        ttl_seconds: 600,
+        provider: 'coturn',
+        provider_url: '',
+        provider_timeout_ms: 3000,
+        requests_per_minute: 30,
+        request_burst: 10,
+        experiment_accounts: [],
+        experiment_urls: [],
+      }),
     stun: z
       .object({
         /** STUN URLs offered beside the relay, e.g. `stun:127.0.0.1:3478`. */
@@ -145,7 +171,14 @@ const FileConfig = z
         message: 'must not be longer than policy.max_call_lifetime_seconds',
       });
     }
-    if (c.turn.urls.length > 0 && c.turn.secret.length === 0) {
+    if (c.turn.provider === 'http' && !/^https?:\/\//.test(c.turn.provider_url)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['turn', 'provider_url'],
+        message: 'an http(s) URL is required when turn.provider is "http"',
+      });
+    }
+    if (c.turn.provider === 'coturn' && c.turn.urls.length > 0 && c.turn.secret.length === 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['turn', 'secret'],
@@ -162,7 +195,18 @@ export interface ServerConfig {
   logLevel: z.infer<typeof LogLevel>;
   /** Ring timeout in seconds. */
   ringTimeoutSeconds: number;
-  turn: { urls: string[]; secret: string; ttlSeconds: number };
+  turn: {
+    urls: string[];
+    secret: string;
+    ttlSeconds: number;
+    provider: 'coturn' | 'http';
+    providerUrl: string;
+    providerTimeoutMs: number;
+    requestsPerMinute: number;
+    requestBurst: number;
+    experimentAccounts: string[];
+    experimentUrls: string[];
+  };
   stun: { urls: string[] };
   /** Audit log retention, days. */
   audit: { retentionDays: number };
@@ -278,7 +322,18 @@ export function parseConfig(
     dataDir,
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
-    turn: { urls: c.turn.urls, secret: c.turn.secret, ttlSeconds: c.turn.ttl_seconds },
+    turn: {
+      urls: c.turn.urls,
+      secret: c.turn.secret,
+      ttlSeconds: c.turn.ttl_seconds,
+      provider: c.turn.provider,
+      providerUrl: c.turn.provider_url,
+      providerTimeoutMs: c.turn.provider_timeout_ms,
+      requestsPerMinute: c.turn.requests_per_minute,
+      requestBurst: c.turn.request_burst,
+      experimentAccounts: c.turn.experiment_accounts,
+      experimentUrls: c.turn.experiment_urls,
+    },
     stun: { urls: c.stun.urls },
     audit: { retentionDays: c.audit.retention_days },
     admin: { socket: c.admin.socket ? resolve(cwd, c.admin.socket) : join(dataDir, 'admin.sock') },
@@ -350,6 +405,13 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'turn.urls': (c) => c.turn.urls,
   'turn.secret': (c) => c.turn.secret,
   'turn.ttl_seconds': (c) => c.turn.ttlSeconds,
+  'turn.provider': (c) => c.turn.provider,
+  'turn.provider_url': (c) => c.turn.providerUrl,
+  'turn.provider_timeout_ms': (c) => c.turn.providerTimeoutMs,
+  'turn.requests_per_minute': (c) => c.turn.requestsPerMinute,
+  'turn.request_burst': (c) => c.turn.requestBurst,
+  'turn.experiment_accounts': (c) => c.turn.experimentAccounts,
+  'turn.experiment_urls': (c) => c.turn.experimentUrls,
   'stun.urls': (c) => c.stun.urls,
   'audit.retention_days': (c) => c.audit.retentionDays,
   'admin.socket': (c) => c.admin.socket,

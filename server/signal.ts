@@ -7,17 +7,16 @@ import {
   PROTOCOL_VERSION,
   SignalRequests,
   type PeerInfo,
-  type RelayCredentialsResult,
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
 import type { Contacts } from './contacts';
 import type { CallPolicy } from './policy';
+import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
 import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub } from './hub';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
-import { relayIceServers } from './turn';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 interface Ctx {
@@ -28,6 +27,7 @@ export interface SignalDeps {
   accounts: Accounts;
   contacts: Contacts;
   policy: CallPolicy;
+  relays: RelayService;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -58,7 +58,7 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, contacts, policy, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, policy, relays, hub, config, audit, metrics } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
@@ -210,23 +210,23 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     hub.candidate(me(), p.callId, p.envelope);
     return { ok: true as const };
   });
-  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, () => {
+  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, async () => {
     const from = me();
-    const result = relayCredentials(config, from.accountId);
-    if (config.turn.urls.length > 0) {
-      metrics.relayCredentialsIssued.inc();
-      void audit.record({
-        event: 'relay.credentials_issued',
-        accountId: from.accountId,
-        deviceId: from.deviceId,
-        detail: {
-          ttlSeconds: result.ttlSeconds,
-          expiresAt: result.expiresAt,
-          urls: config.turn.urls,
-        },
-      });
+    const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
+    if (!relays.configured) {
+      const ttlSeconds = config.turn.ttlSeconds;
+      return {
+        iceServers: stun,
+        expiresAt: Math.floor(Date.now() / 1000) + ttlSeconds,
+        ttlSeconds,
+      };
     }
-    return result;
+    const r = await relays.issue(from);
+    return {
+      iceServers: [...stun, { urls: r.urls, username: r.username, credential: r.password }],
+      expiresAt: r.expiresAt,
+      ttlSeconds: r.ttl,
+    };
   });
 
   // ---- devices and sessions --------------------------------------------------------
@@ -433,25 +433,6 @@ export async function checkCallAllowed(
 /** The error for a callee with no device online (also what a blocked caller gets). */
 export function calleeOffline(username: string): ParleyError {
   return new ParleyError('callee_offline', `${username} is not online`);
-}
-
-/**
- * ICE servers for a device: STUN URLs (if configured) and the TURN URLs with a
- * fresh coturn REST credential bound to the account (if configured).
- * `expiresAt` is Unix seconds; with no TURN it is still `now + ttl`.
- */
-export function relayCredentials(
-  config: ServerConfig,
-  accountId: string,
-  nowMs = Date.now(),
-): RelayCredentialsResult {
-  const { urls, secret, ttlSeconds } = config.turn;
-  const relay =
-    urls.length > 0
-      ? relayIceServers(urls, secret, accountId, ttlSeconds, nowMs)
-      : { iceServers: [], expiresAt: Math.floor(nowMs / 1000) + ttlSeconds };
-  const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
-  return { iceServers: [...stun, ...relay.iceServers], expiresAt: relay.expiresAt, ttlSeconds };
 }
 
 /** The id of a JSON-RPC request frame, or null (notification, unreadable or oversized frame). */
