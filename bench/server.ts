@@ -1,5 +1,5 @@
 /**
- * `npm run bench:server [-- --connections 20000] [-- --pairs 50] [-- --seconds 15] [-- --json]`:
+ * `npm run bench:server [-- --connections 20000] [-- --pairs 10] [-- --seconds 15] [-- --json]`:
  * how much signaling load the real server holds on this machine.
  *
  * 1. Seeds the store of a fresh data folder with `connections` accounts, each
@@ -43,7 +43,7 @@ import { percentile } from './lib';
 const { values: args } = parseArgs({
   options: {
     connections: { type: 'string', default: '20000' },
-    pairs: { type: 'string', default: '50' },
+    pairs: { type: 'string', default: '10' },
     seconds: { type: 'string', default: '15' },
     json: { type: 'boolean', default: false },
   },
