@@ -30,7 +30,7 @@ function sendErrorReply(reply: FastifyReply, e: ParleyError): FastifyReply {
 
 /** The device token of an `Authorization: Bearer <token>` header, or undefined. */
 function bearerToken(header: string | undefined): string | undefined {
-  const m = /^Bearer ([A-Za-z0-9_-]{1,512})$/.exec(header ?? '');
+  const m = /^Bearer ([A-Za-z0-9_-]{1,512})$/i.exec(header ?? '');
   return m?.[1];
 }
 
