@@ -241,7 +241,7 @@ describe('a direct call', () => {
     expect(await cli(alice, 'contacts', 'block', 'carol')).toContain('carol blocked');
     expect(await cli(alice, 'contacts')).toMatch(/^carol\tblocked$/m);
     expect(await cli(alice, 'contacts', 'unblock', 'carol')).toContain('carol unblocked');
-    await expect(cli(alice, 'contacts', 'accept', 'carol')).rejects.toThrow(/has not asked to be your contact/);
+    await expect(cli(alice, 'contacts', 'decline', 'carol')).rejects.toThrow(/carol has not asked to be your contact/);
     expect(await cli(alice, 'settings')).toContain('only contacts may call me: on');
     const devices = await cli(alice, 'devices');
     expect(devices).toMatch(/\tonline\t.*\(this device\)/);
