@@ -11,6 +11,7 @@ import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { Contacts } from './contacts';
+import { OpenCalls } from './open-calls';
 import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { openDatabase, type DB } from './db';
@@ -155,6 +156,21 @@ export async function buildServer(
       if (e.event === 'call.answered')
         metrics.callSetup.observe({ stage: 'answered' }, e.setupMs / 1000);
       if (e.event === 'call.ended') metrics.callsEnded.inc({ reason: e.reason });
+      if (e.event === 'call.invited')
+        openCalls.set(
+          e.callId,
+          e.caller.accountId,
+          [e.caller.deviceId, ...e.deviceIds],
+          Date.now(),
+        );
+      if (e.event === 'call.answered')
+        openCalls.set(
+          e.callId,
+          e.caller.accountId,
+          [e.caller.deviceId, e.callee.deviceId],
+          Date.now(),
+        );
+      if (e.event === 'call.ended') openCalls.delete(e.callId);
       if (e.event === 'call.answered')
         void policy.onAnswered(e.callId, e.caller, e.callee, Date.now());
       if (e.event === 'call.ended')
@@ -167,6 +183,18 @@ export async function buildServer(
       if (record) void audit.record(record);
     },
   });
+  const openCalls = new OpenCalls(db);
+  // Calls a previous run left open were ended by its crash: record that once;
+  // their devices learn it (call.ended, failed) when they say hello again.
+  for (const c of await openCalls.recover()) {
+    metrics.callsEnded.inc({ reason: 'failed' });
+    void audit.record({
+      event: 'call.ended',
+      accountId: c.callerAccountId,
+      callId: c.callId,
+      detail: { reason: 'failed', by: 'server', durationMs: null, cause: 'server_restart' },
+    });
+  }
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
   const relays = new RelayService(config, audit, metrics);
@@ -247,6 +275,7 @@ export async function buildServer(
         contacts,
         policy,
         relays,
+        openCalls,
         hub,
         config,
         log,
@@ -313,6 +342,7 @@ export async function buildServer(
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');
         await admin?.close();
         await app.close();
+        await openCalls.flush();
         await audit.flush();
         await db.destroy();
         log.info('closed');

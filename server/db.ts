@@ -32,6 +32,11 @@ export interface DB {
   contact_requests: { from_id: string; to_id: string; created_at: number };
   /** `account_id` blocked `blocked_id`. */
   blocks: { account_id: string; blocked_id: string; created_at: number };
+  /**
+   * Calls in progress (ringing or active), so that after a crash the server can
+   * tell their devices how they ended. `devices` is a JSON array of device ids.
+   */
+  open_calls: { call_id: string; caller_account_id: string; devices: string; created_at: number };
   /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
   call_usage: { account_id: string; day: string; seconds: number };
   audit: {
@@ -123,6 +128,17 @@ const migrations: Record<string, Migration> = {
         .addColumn('day', 'text', (c) => c.notNull())
         .addColumn('seconds', 'real', (c) => c.notNull())
         .addPrimaryKeyConstraint('call_usage_pk', ['account_id', 'day'])
+        .execute();
+    },
+  },
+  '0005_open_calls': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('open_calls')
+        .addColumn('call_id', 'text', (c) => c.primaryKey())
+        .addColumn('caller_account_id', 'text', (c) => c.notNull())
+        .addColumn('devices', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'integer', (c) => c.notNull())
         .execute();
     },
   },

@@ -51,7 +51,15 @@ interface Call {
 
 /** Facts about a call's life, for the log and the audit table (never envelopes). */
 export type HubEvent =
-  | { event: 'call.invited'; callId: string; caller: PeerInfo; callee: AccountRef; devices: number }
+  | {
+      event: 'call.invited';
+      callId: string;
+      caller: PeerInfo;
+      callee: AccountRef;
+      devices: number;
+      /** The callee devices that ring. */
+      deviceIds: string[];
+    }
   | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
   | { event: 'call.ringing'; callId: string; caller: PeerInfo; setupMs: number }
   | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo; setupMs: number }
@@ -381,7 +389,14 @@ export class Hub {
     this.calls.set(callId, call);
     this.index(caller.accountId, callId);
     this.index(callee.accountId, callId);
-    this.emit({ event: 'call.invited', callId, caller, callee, devices: targets.length });
+    this.emit({
+      event: 'call.invited',
+      callId,
+      caller,
+      callee,
+      devices: targets.length,
+      deviceIds: targets,
+    });
     for (const deviceId of targets)
       this.send(deviceId, 'call.incoming', { callId, caller, envelope });
     return { callId };

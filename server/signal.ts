@@ -11,6 +11,7 @@ import {
 import type { Accounts } from './accounts';
 import type { Contacts } from './contacts';
 import type { CallPolicy } from './policy';
+import type { OpenCalls } from './open-calls';
 import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
@@ -28,6 +29,7 @@ export interface SignalDeps {
   contacts: Contacts;
   policy: CallPolicy;
   relays: RelayService;
+  openCalls: OpenCalls;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -58,7 +60,7 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, contacts, policy, relays, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, policy, relays, openCalls, hub, config, audit, metrics } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
@@ -102,7 +104,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     return link.peer;
   };
 
-  peer.handle('hello', SignalRequests.hello.params, async (p) => {
+  peer.handle('hello', SignalRequests.hello.params, async (p, ctx) => {
     if (link)
       throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
     if (p.protocol !== PROTOCOL_VERSION) {
@@ -143,6 +145,11 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
     armExpiry();
+    // Calls a server crash ended while this device was in them.
+    const attached = link;
+    for (const callId of openCalls.takeEndedFor(info.deviceId)) {
+      ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
+    }
     void contacts.presenceMayHaveChanged(peerInfo);
     log.info('device online');
     void audit.record({
