@@ -31,6 +31,7 @@ export const ErrorCode = {
   NOT_FOUND: -32015,
   POLICY: -32016,
   TOKEN_EXPIRED: -32017,
+  APPROVAL_REQUIRED: -32018,
 } as const;
 
 export type ErrorReason =
@@ -59,7 +60,9 @@ export type ErrorReason =
   /** A server policy refuses the request (server-wide block list, concurrency, budget). */
   | 'policy'
   /** The device token's lifetime is over; sign in again. */
-  | 'token_expired';
+  | 'token_expired'
+  /** The callee must first approve this caller (first-time caller approval); they have been asked. */
+  | 'approval_required';
 
 const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.PARSE_ERROR]: 'parse_error',
@@ -84,6 +87,7 @@ const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.NOT_FOUND]: 'not_found',
   [ErrorCode.POLICY]: 'policy',
   [ErrorCode.TOKEN_EXPIRED]: 'token_expired',
+  [ErrorCode.APPROVAL_REQUIRED]: 'approval_required',
 };
 
 const codeByReason = Object.fromEntries(

@@ -10,6 +10,7 @@ import { Accounts } from './accounts';
 import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
+import { CallerApprovals } from './approvals';
 import { Contacts } from './contacts';
 import { OpenCalls } from './open-calls';
 import { CallPolicy } from './policy';
@@ -197,6 +198,7 @@ export async function buildServer(
   }
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
+  const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const relays = new RelayService(config, audit, metrics);
   const hubLimits = () => ({
     maxCallsPerAccount: config.policy.maxCallsPerAccount,
@@ -276,6 +278,7 @@ export async function buildServer(
         policy,
         relays,
         openCalls,
+        approvals,
         hub,
         config,
         log,
@@ -337,6 +340,7 @@ export async function buildServer(
         const calls = hub.stats.calls;
         hub.shutdown();
         hub.close();
+        approvals.close();
         if (calls > 0) log.info({ calls }, 'calls ended for shutdown');
         // ws sends queued frames (the call.ended notifications) before the close frame.
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');

@@ -66,6 +66,10 @@ export const AUDIT_EVENTS = [
   'settings.changed',
   /** The external relay credential API failed. detail: `{failure}` (`timeout`, `unreachable`, `status N`, `invalid answer`). */
   'relay.provider_error',
+  /** First-time caller approval asked of the callee (account). detail: `{callerAccountId}`. */
+  'caller.approval_requested',
+  /** The callee (account) answered, or the request expired. detail: `{callerAccountId, result}`. */
+  'caller.approval_answered',
   /** A policy warning went to both parties of a call. detail: `{kind, endsAt, action}` (kind `lifetime` | `budget`). */
   'policy.warning',
   /** A call used up its duration budget. detail: `{budgetSeconds, hardStop}` (hardStop: the call was ended). */

@@ -123,6 +123,10 @@ const FileConfig = z
         budget_warning_percent: z.number().min(1).max(100).default(80),
         /** End a call that exhausts a budget (budget_exceeded); off: warn and record the overrun only. */
         hard_stop: z.boolean().default(true),
+        /** Callers who are not contacts must be approved once by the callee (who is asked), before their calls ring. */
+        first_call_approval: z.boolean().default(false),
+        /** How long such a request waits for the callee's answer, seconds. */
+        approval_timeout_seconds: z.number().int().min(1).max(86_400).default(300),
         /** Usernames that may make and take calls; empty: every account. */
         allowed_accounts: z.array(z.string()).default([]),
         /** Usernames that may neither make nor take calls. */
@@ -142,6 +146,8 @@ const FileConfig = z
         daily_budget_seconds: 0,
         budget_warning_percent: 80,
         hard_stop: true,
+        first_call_approval: false,
+        approval_timeout_seconds: 300,
         allowed_accounts: [],
         blocked_accounts: [],
       }),
@@ -234,6 +240,8 @@ export interface PolicyConfig {
   dailyBudgetSeconds: number;
   budgetWarningPercent: number;
   hardStop: boolean;
+  firstCallApproval: boolean;
+  approvalTimeoutSeconds: number;
   allowedAccounts: string[];
   blockedAccounts: string[];
 }
@@ -355,6 +363,8 @@ export function parseConfig(
       dailyBudgetSeconds: c.policy.daily_budget_seconds,
       budgetWarningPercent: c.policy.budget_warning_percent,
       hardStop: c.policy.hard_stop,
+      firstCallApproval: c.policy.first_call_approval,
+      approvalTimeoutSeconds: c.policy.approval_timeout_seconds,
       allowedAccounts: c.policy.allowed_accounts,
       blockedAccounts: c.policy.blocked_accounts,
     },
@@ -430,6 +440,8 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'policy.daily_budget_seconds': (c) => c.policy.dailyBudgetSeconds,
   'policy.budget_warning_percent': (c) => c.policy.budgetWarningPercent,
   'policy.hard_stop': (c) => c.policy.hardStop,
+  'policy.first_call_approval': (c) => c.policy.firstCallApproval,
+  'policy.approval_timeout_seconds': (c) => c.policy.approvalTimeoutSeconds,
   'policy.allowed_accounts': (c) => c.policy.allowedAccounts,
   'policy.blocked_accounts': (c) => c.policy.blockedAccounts,
 };

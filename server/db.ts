@@ -37,6 +37,8 @@ export interface DB {
    * tell their devices how they ended. `devices` is a JSON array of device ids.
    */
   open_calls: { call_id: string; caller_account_id: string; devices: string; created_at: number };
+  /** `callee_id` approved `caller_id` as a caller (first-time caller approval). */
+  approved_callers: { callee_id: string; caller_id: string; created_at: number };
   /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
   call_usage: { account_id: string; day: string; seconds: number };
   audit: {
@@ -139,6 +141,21 @@ const migrations: Record<string, Migration> = {
         .addColumn('caller_account_id', 'text', (c) => c.notNull())
         .addColumn('devices', 'text', (c) => c.notNull())
         .addColumn('created_at', 'integer', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '0006_approved_callers': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('approved_callers')
+        .addColumn('callee_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('caller_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('created_at', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
         .execute();
     },
   },

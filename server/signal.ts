@@ -9,6 +9,7 @@ import {
   type PeerInfo,
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { CallerApprovals } from './approvals';
 import type { Contacts } from './contacts';
 import type { CallPolicy } from './policy';
 import type { OpenCalls } from './open-calls';
@@ -30,6 +31,7 @@ export interface SignalDeps {
   policy: CallPolicy;
   relays: RelayService;
   openCalls: OpenCalls;
+  approvals: CallerApprovals;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -60,7 +62,8 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, contacts, policy, relays, openCalls, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, policy, relays, openCalls, approvals, hub, config, audit, metrics } =
+    deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
@@ -178,6 +181,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       await checkCallAllowed(from, callee, contacts, accounts, (reason) => {
         refusedBecause = reason;
       });
+      await approvals.check(from, callee);
       if (closed) throw new ParleyError('unavailable', 'connection closed');
       return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
     } catch (e) {
@@ -304,6 +308,14 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       return { ok: true as const };
     });
   }
+  peer.handle('callers.approve', SignalRequests['callers.approve'].params, async (p) => {
+    await approvals.approve(me(), p.username);
+    return { ok: true as const };
+  });
+  peer.handle('callers.refuse', SignalRequests['callers.refuse'].params, (p) => {
+    approvals.refuse(me(), p.username);
+    return { ok: true as const };
+  });
   peer.handle('presence.set', SignalRequests['presence.set'].params, async (p) => ({
     presence: await contacts.setPresence(me(), p.status),
   }));

@@ -23,7 +23,8 @@ import {
  * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
  * `main/core/devices.ts`), with the same results and errors; the daemon
  * forwards the server's `contact.request`, `contact.updated`,
- * `presence.changed` and `session.ended` notifications to every controller.
+ * `presence.changed`, `session.ended`, `caller.approval_request` and
+ * `caller.approval` notifications to every controller.
  * Device tokens never cross the control socket: `refresh_session` stores the
  * new one in the keychain and returns only its expiry.
  */
@@ -134,6 +135,9 @@ export const ControlRequests = {
   remove_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
   block_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
   unblock_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** First-time caller approval: let a waiting caller's calls ring from now on. */
+  approve_caller: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  refuse_caller: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
   /** `{status: 'online' | 'away' | 'dnd'}` → `{presence}` as contacts now see it. */
   set_presence: { params: PresenceSetParams, result: PresenceSetResult },
   get_settings: { params: z.object({}).strict().default({}), result: Settings },
@@ -181,4 +185,6 @@ export const ControlNotifications = {
   'contact.updated': SignalNotifications['contact.updated'],
   'presence.changed': SignalNotifications['presence.changed'],
   'session.ended': SignalNotifications['session.ended'],
+  'caller.approval_request': SignalNotifications['caller.approval_request'],
+  'caller.approval': SignalNotifications['caller.approval'],
 } as const;

@@ -168,6 +168,8 @@ export const SignalRequests = {
   'presence.set': { params: PresenceSetParams, result: PresenceSetResult },
   'settings.get': { params: Empty, result: Settings },
   'settings.set': { params: SettingsSetParams, result: Settings },
+  'callers.approve': { params: UsernameParams, result: OkResult },
+  'callers.refuse': { params: UsernameParams, result: OkResult },
 } as const;
 export type SignalMethod = keyof typeof SignalRequests;
 export type SignalParams<M extends SignalMethod> = z.infer<(typeof SignalRequests)[M]['params']>;
@@ -217,6 +219,21 @@ export const SignalNotifications = {
   }),
   /** A contact's presence changed. */
   'presence.changed': z.object({ accountId: z.string(), username: Username, presence: Presence }),
+  /**
+   * First-time caller approval: `username` tried to call me; answer with
+   * `callers.approve` or `callers.refuse` before `expiresAt` (Unix ms).
+   */
+  'caller.approval_request': z.object({
+    accountId: z.string(),
+    username: Username,
+    expiresAt: z.number(),
+  }),
+  /** The answer to my first call to `username`: `approved` (call again now), `refused` or `expired`. */
+  'caller.approval': z.object({
+    accountId: z.string(),
+    username: Username,
+    result: z.enum(['approved', 'refused', 'expired']),
+  }),
   /** This device was revoked or logged out; the server closes the connection after this. */
   'session.ended': z.object({ reason: z.enum(['revoked', 'logged_out', 'expired']) }),
 } as const;

@@ -39,7 +39,14 @@ export class ControlServer {
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
     engine.on('stats', (stats) => this.broadcast('call.stats', stats));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
-    for (const method of ['contact.request', 'contact.updated', 'presence.changed', 'session.ended'] as const) {
+    for (const method of [
+      'contact.request',
+      'contact.updated',
+      'presence.changed',
+      'session.ended',
+      'caller.approval_request',
+      'caller.approval',
+    ] as const) {
       signaling.on(method, (params: object) => this.broadcast(method, params));
     }
   }
@@ -117,6 +124,8 @@ export class ControlServer {
       rpc.handle('remove_contact', ControlRequests.remove_contact.params, async ({ username }) => (await a.contacts.remove(username), ok));
       rpc.handle('block_contact', ControlRequests.block_contact.params, async ({ username }) => (await a.contacts.block(username), ok));
       rpc.handle('unblock_contact', ControlRequests.unblock_contact.params, async ({ username }) => (await a.contacts.unblock(username), ok));
+      rpc.handle('approve_caller', ControlRequests.approve_caller.params, async ({ username }) => (await a.contacts.approveCaller(username), ok));
+      rpc.handle('refuse_caller', ControlRequests.refuse_caller.params, async ({ username }) => (await a.contacts.refuseCaller(username), ok));
       rpc.handle('set_presence', ControlRequests.set_presence.params, async ({ status }) => ({
         presence: await a.contacts.setPresence(status),
       }));

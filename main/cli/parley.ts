@@ -8,6 +8,7 @@
  *   parley call NAME [--wait]        (through the running daemon's control socket)
  *   parley answer [CALL_ID] | reject [CALL_ID] | hangup [CALL_ID] | status
  *   parley contacts [list] | add NAME | accept NAME | decline NAME | remove NAME | block NAME | unblock NAME
+ *   parley callers approve NAME | refuse NAME   (first-time caller approval)
  *   parley presence [online|away|dnd]
  *   parley settings [--contacts-only on|off]
  *   parley devices [list] | revoke DEVICE_ID      (this account's signed-in devices)
@@ -162,6 +163,8 @@ program
       sessions.on('ended', (why) => console.log(`[session] ended: ${why}; sign in again with "parley login"`));
       contacts.on('request', (r) => console.log(`[contacts] ${r.username} wants to be your contact ("parley contacts accept ${r.username}")`));
       contacts.on('presence', (p) => console.log(`[presence] ${p.username}: ${p.presence}`));
+      contacts.on('approvalRequest', (r) => console.log(`[callers] ${r.username} wants to call you ("parley callers approve ${r.username}")`));
+      contacts.on('approval', (r) => console.log(`[callers] ${r.username}: ${r.result}`));
       const control = new ControlServer(engine, signaling, session, {
         contacts,
         sessions,
@@ -285,6 +288,20 @@ for (const [name, method, done] of [
     .action(async (username: string) => {
       await withDaemon((c) => c.request(method, { username }));
       console.log(`${username}${done.startsWith(':') ? done : ` ${done}`}`);
+    });
+}
+
+const callersCmd = program.command('callers').description('first-time callers waiting for your approval');
+for (const [name, method, done] of [
+  ['approve', 'approve_caller', 'may call you now'],
+  ['refuse', 'refuse_caller', 'refused'],
+] as const) {
+  callersCmd
+    .command(`${name} <username>`)
+    .description(`${name} a caller who is waiting`)
+    .action(async (username: string) => {
+      await withDaemon((c) => c.request(method, { username }));
+      console.log(`${username} ${done}`);
     });
 }
 

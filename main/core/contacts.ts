@@ -14,6 +14,11 @@ export type PresenceChange = SignalNotificationParams<'presence.changed'>;
 /** A change of my relation with an account (request, accept, decline, remove, block). */
 export type ContactUpdate = SignalNotificationParams<'contact.updated'>;
 
+/** Someone's first call to me waits for my approval (first-time caller approval). */
+export type ApprovalRequest = SignalNotificationParams<'caller.approval_request'>;
+/** The answer to my first call to someone: `approved`, `refused` or `expired`. */
+export type ApprovalResult = SignalNotificationParams<'caller.approval'>;
+
 /** Events of a ContactBook. */
 export interface ContactBookEvents {
   /** The whole book after any change (a fresh copy; also after each reconnect). */
@@ -24,6 +29,10 @@ export interface ContactBookEvents {
   presence: [PresenceChange];
   /** My relation with an account changed (on this or another of my devices, or by them). */
   updated: [ContactUpdate];
+  /** A first-time caller waits for `approveCaller` / `refuseCaller` (only where the server asks for approval). */
+  approvalRequest: [ApprovalRequest];
+  /** My first call to someone was approved (call again now), refused, or their answer did not come in time. */
+  approval: [ApprovalResult];
 }
 
 /**
@@ -41,7 +50,9 @@ export interface ContactBookEvents {
  * Every method throws `ParleyError` (match on `.reason`; `.message` is written for the user):
  * `unavailable` when not connected, `invalid_params` for a malformed username,
  * `unknown_user` (no such account), `forbidden` (yourself), `not_found` (no such
- * request, contact or block), `invalid_state` (requesting someone you blocked).
+ * request, contact, block or waiting caller), `invalid_state` (requesting someone you blocked).
+ * A call to someone who must first approve me fails in the call engine with
+ * `approval_required`; the answer arrives later as the `approval` event.
  *
  * ```ts
  * const book = new ContactBook(signaling);
@@ -70,6 +81,8 @@ export class ContactBook extends EventEmitter<ContactBookEvents> {
       this.emit('updated', u);
       void this.refresh().catch(() => {});
     });
+    signaling.on('caller.approval_request', (r) => this.emit('approvalRequest', r));
+    signaling.on('caller.approval', (r) => this.emit('approval', r));
     // Presence may have changed while we were away.
     signaling.on('state', (s) => {
       if (s === 'online') void this.refresh().catch(() => {});
@@ -127,6 +140,19 @@ export class ContactBook extends EventEmitter<ContactBookEvents> {
    */
   async setPresence(status: PresenceStatus): Promise<Presence> {
     return (await this.signaling.request('presence.set', { status })).presence;
+  }
+
+  /**
+   * Approves a first-time caller who waits (`approvalRequest`): their calls ring from now on.
+   * @throws `not_found` when they are not waiting.
+   */
+  async approveCaller(username: string): Promise<void> {
+    await this.signaling.request('callers.approve', { username });
+  }
+
+  /** Refuses a first-time caller who waits. @throws `not_found` when they are not waiting. */
+  async refuseCaller(username: string): Promise<void> {
+    await this.signaling.request('callers.refuse', { username });
   }
 
   /** My account settings (`{contactsOnly}`). */

@@ -240,3 +240,71 @@ describe('policy: server-wide allowed and blocked accounts', () => {
     await closeAll(alice, bob);
   });
 });
+
+describe('policy: first-time caller approval', () => {
+  it('a stranger does not ring: the callee is asked once; approved calls ring, refusals and timeouts reach the caller', async () => {
+    await usePolicy('first_call_approval = true\napproval_timeout_seconds = 1');
+    n++;
+    const stranger = await signIn(server, `stranger${n}`);
+    const callee = await signIn(server, `open${n}`);
+    const calleePhone = await signIn(server, callee.username, { register: false });
+    await callee.client.request('settings.set', { contactsOnly: false });
+
+    const first = await invite(stranger, callee.username).catch((e: unknown) => e);
+    expect(first).toMatchObject({ reason: 'approval_required', code: -32018 });
+    expect((first as Error).message).toBe(
+      `${callee.username} has not taken calls from you before; they have been asked to approve you (the request waits 1 minute)`,
+    );
+    for (const d of [callee, calleePhone]) {
+      expect(await d.client.nextNotification('caller.approval_request')).toMatchObject({
+        accountId: stranger.accountId,
+        username: stranger.username,
+      });
+    }
+    // Unanswered, the request expires and the caller is told.
+    expect(await stranger.client.nextNotification('caller.approval', {}, 5000)).toEqual({
+      accountId: callee.accountId,
+      username: callee.username,
+      result: 'expired',
+    });
+    await expect(
+      callee.client.request('callers.approve', { username: stranger.username }),
+    ).rejects.toMatchObject({ reason: 'not_found' });
+
+    // Asked again: refused.
+    await usePolicy('first_call_approval = true\napproval_timeout_seconds = 300');
+    await expect(invite(stranger, callee.username)).rejects.toMatchObject({
+      reason: 'approval_required',
+    });
+    await callee.client.nextNotification('caller.approval_request');
+    // A second try while the request waits does not ask again.
+    await expect(invite(stranger, callee.username)).rejects.toMatchObject({
+      reason: 'approval_required',
+    });
+    await callee.client.expectNoNotification('caller.approval_request', {}, 200);
+    await calleePhone.client.request('callers.refuse', { username: stranger.username });
+    expect((await stranger.client.nextNotification('caller.approval')).result).toBe('refused');
+
+    // Asked a third time: approved, and from then on the calls ring.
+    await expect(invite(stranger, callee.username)).rejects.toMatchObject({
+      reason: 'approval_required',
+    });
+    await callee.client.nextNotification('caller.approval_request');
+    await callee.client.request('callers.approve', { username: stranger.username });
+    expect((await stranger.client.nextNotification('caller.approval')).result).toBe('approved');
+    const { callId } = await invite(stranger, callee.username);
+    await callee.client.nextNotification('call.incoming', { callId });
+    await stranger.client.request('call.cancel', { callId });
+
+    // Contacts never need approval.
+    const [alice, bob] = await pair();
+    const ok = await invite(alice, bob.username);
+    await alice.client.request('call.cancel', { callId: ok.callId });
+    const answered = await audit({
+      event: 'caller.approval_answered',
+      accountId: callee.accountId,
+    });
+    expect(answered.map((e) => e.detail?.result)).toEqual(['approved', 'refused', 'expired']);
+    await closeAll(stranger, callee, calleePhone, alice, bob);
+  });
+});

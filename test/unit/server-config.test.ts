@@ -42,6 +42,8 @@ describe('server config', () => {
         dailyBudgetSeconds: 0,
         budgetWarningPercent: 80,
         hardStop: true,
+        firstCallApproval: false,
+        approvalTimeoutSeconds: 300,
         allowedAccounts: [],
         blockedAccounts: [],
       },
