@@ -41,6 +41,8 @@ const BAD: [method: string, params: unknown, path: string][] = [
     'contacts.remove',
     'contacts.block',
     'contacts.unblock',
+    'callers.approve',
+    'callers.refuse',
   ].flatMap((m): [string, unknown, string][] => [
     [m, {}, 'username'],
     [m, { username: 42 }, 'username'],
@@ -72,6 +74,8 @@ const GOOD: [string, object][] = [
   ['contacts.remove', { username: 'someone' }],
   ['contacts.block', { username: 'someone' }],
   ['contacts.unblock', { username: 'someone' }],
+  ['callers.approve', { username: 'someone' }],
+  ['callers.refuse', { username: 'someone' }],
   ['presence.set', { status: 'away' }],
   ['settings.get', {}],
   ['settings.set', { contactsOnly: false }],
