@@ -11,6 +11,8 @@ interface Pending {
   caller: AccountRef;
   expiresAt: number;
   timer: NodeJS.Timeout;
+  /** A blocked caller's request: the callee is never asked and cannot answer it. */
+  silent: boolean;
 }
 
 /**
@@ -41,9 +43,16 @@ export class CallerApprovals {
 
   /**
    * Lets the invite through, or asks the callee and refuses it.
+   * @param options.silent for a caller the callee blocked: the same refusal and the same
+   *   `expired` outcome later, but the callee is never asked (a block is never revealed).
    * @throws ParleyError `approval_required`.
    */
-  async check(caller: PeerInfo, callee: AccountRef): Promise<void> {
+  async check(
+    caller: PeerInfo,
+    callee: AccountRef,
+    options: { silent?: boolean } = {},
+  ): Promise<void> {
+    const silent = options.silent ?? false;
     const p = this.config.policy;
     if (!p.firstCallApproval || caller.accountId === callee.accountId) return;
     if (await this.contacts.areContacts(callee.accountId, caller.accountId)) return;
@@ -66,7 +75,9 @@ export class CallerApprovals {
       caller: { accountId: caller.accountId, username: caller.username },
       expiresAt,
       timer,
+      silent,
     });
+    if (silent) throw refusal;
     void this.audit.record({
       event: 'caller.approval_requested',
       accountId: callee.accountId,
@@ -110,7 +121,7 @@ export class CallerApprovals {
 
   private take(me: PeerInfo, username: string): AccountRef {
     for (const [key, p] of this.pending) {
-      if (key.startsWith(`${me.accountId}|`) && p.caller.username === username) {
+      if (key.startsWith(`${me.accountId}|`) && p.caller.username === username && !p.silent) {
         clearTimeout(p.timer);
         this.pending.delete(key);
         return p.caller;

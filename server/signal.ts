@@ -178,10 +178,17 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       const callee = await accounts.findByUsername(p.callee);
       if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
       await policy.checkInvite(from, callee);
-      await checkCallAllowed(from, callee, contacts, accounts, (reason) => {
-        refusedBecause = reason;
+      const blocked = await checkCallAllowed(from, callee, contacts, accounts);
+      // A blocked caller goes through the approval step too (silently: the callee is
+      // not asked), so that it gets exactly what it would get from an offline callee.
+      await approvals.check(from, callee, { silent: blocked }).catch((e: unknown) => {
+        if (blocked) refusedBecause = 'blocked';
+        throw e;
       });
-      await approvals.check(from, callee);
+      if (blocked) {
+        refusedBecause = 'blocked';
+        throw calleeOffline(callee.username);
+      }
       if (closed) throw new ParleyError('unavailable', 'connection closed');
       return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
     } catch (e) {
@@ -421,19 +428,19 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
 /**
  * May `caller` call `callee`? The callee's "only contacts may call me"
  * setting is checked first (`not_contact`, which an offline callee gives
- * too), then blocks: a blocked caller gets exactly the `callee_offline` error
- * the hub gives for an offline callee, so a block is never revealed.
- * @param onHidden learns the real reason when the caller is told something else.
- * @throws ParleyError `not_contact`, `callee_offline`.
+ * too), then blocks. A blocked caller must then get exactly what an offline
+ * callee would give (the caller's `callee_offline` error, after the same
+ * approval step), so a block is never revealed: the caller does that.
+ * @returns true when the callee blocked the caller.
+ * @throws ParleyError `not_contact`.
  */
 export async function checkCallAllowed(
   caller: PeerInfo,
   callee: { accountId: string; username: string },
   contacts: Contacts,
   accounts: Accounts,
-  onHidden: (reason: string) => void,
-): Promise<void> {
-  if (callee.accountId === caller.accountId) return; // the hub refuses it with `forbidden`
+): Promise<boolean> {
+  if (callee.accountId === caller.accountId) return false; // the hub refuses it with `forbidden`
   if (
     (await accounts.contactsOnly(callee.accountId)) &&
     !(await contacts.areContacts(callee.accountId, caller.accountId))
@@ -443,10 +450,7 @@ export async function checkCallAllowed(
       `${callee.username} only takes calls from contacts; send a contact request first`,
     );
   }
-  if (await contacts.hasBlocked(callee.accountId, caller.accountId)) {
-    onHidden('blocked');
-    throw calleeOffline(callee.username);
-  }
+  return contacts.hasBlocked(callee.accountId, caller.accountId);
 }
 
 /** The error for a callee with no device online (also what a blocked caller gets). */

@@ -308,3 +308,45 @@ describe('policy: first-time caller approval', () => {
     await closeAll(stranger, callee, calleePhone, alice, bob);
   });
 });
+
+describe('policy: first-time caller approval and blocks', () => {
+  it('a blocked stranger gets exactly what an unblocked one gets, and the callee is never asked', async () => {
+    await usePolicy('first_call_approval = true\napproval_timeout_seconds = 1');
+    n++;
+    const callee = await signIn(server, `quiet${n}`);
+    const blocked = await signIn(server, `pest${n}`);
+    const other = await signIn(server, `polite${n}`);
+    await callee.client.request('settings.set', { contactsOnly: false });
+    await callee.client.request('contacts.block', { username: blocked.username });
+
+    const error = (p: Promise<unknown>) =>
+      p.then(
+        () => undefined,
+        (e: { code: number; message: string; data: unknown }) => ({
+          code: e.code,
+          message: e.message,
+          data: e.data,
+        }),
+      );
+    const fromBlocked = await error(invite(blocked, callee.username));
+    const fromOther = await error(invite(other, callee.username));
+    expect(fromBlocked).toEqual(fromOther);
+    expect(fromBlocked).toMatchObject({ data: { reason: 'approval_required' } });
+    const asked = await callee.client.nextNotification('caller.approval_request');
+    expect(asked.username).toBe(other.username);
+    await callee.client.expectNoNotification('caller.approval_request', {}, 200);
+    await expect(
+      callee.client.request('callers.approve', { username: blocked.username }),
+    ).rejects.toMatchObject({ reason: 'not_found' });
+    // Both hear the same outcome when nobody answers.
+    expect((await blocked.client.nextNotification('caller.approval', {}, 5000)).result).toBe(
+      'expired',
+    );
+    expect((await other.client.nextNotification('caller.approval', {}, 5000)).result).toBe(
+      'expired',
+    );
+    const refused = await audit({ event: 'call.refused', accountId: blocked.accountId });
+    expect(refused[0]?.detail).toMatchObject({ reason: 'blocked' });
+    await closeAll(callee, blocked, other);
+  });
+});
