@@ -189,7 +189,9 @@ export class Contacts {
         `you blocked ${other.username}; unblock them before sending a contact request`,
       );
     }
-    const theirs = await this.pending(other.accountId, me.accountId);
+    const blockedByThem = await this.hasBlocked(other.accountId, me.accountId);
+    // A request they sent before blocking me must not turn mine into a contact.
+    const theirs = !blockedByThem && (await this.pending(other.accountId, me.accountId));
     if (theirs) {
       await this.makeContacts(me, other);
       return { status: 'contact' };
@@ -212,7 +214,7 @@ export class Contacts {
       relation: 'outgoing',
     });
     // A blocked requester is not told it is blocked, and the blocker is not disturbed.
-    if (!(await this.hasBlocked(other.accountId, me.accountId))) {
+    if (!blockedByThem) {
       this.hub.notifyAccount(other.accountId, 'contact.request', {
         accountId: me.accountId,
         username: me.username,
