@@ -310,6 +310,12 @@ export class Contacts {
       .values({ account_id: me.accountId, blocked_id: other.accountId, created_at: Date.now() })
       .onConflict((oc) => oc.doNothing())
       .execute();
+    // My own pending request to them is withdrawn: they cannot accept it any more.
+    await this.db
+      .deleteFrom('contact_requests')
+      .where('from_id', '=', me.accountId)
+      .where('to_id', '=', other.accountId)
+      .execute();
     void this.audit.record({
       event: 'contact.blocked',
       accountId: me.accountId,
