@@ -56,7 +56,7 @@ describe('DeviceSessions', () => {
     const other = await signIn(server, 'rolf', { register: false });
     const [me] = (await sessions.list()).filter((d) => d.current);
     await other.client.request('devices.revoke', { deviceId: me!.deviceId });
-    await expect.poll(() => ended).toEqual(['revoked']);
+    await expect.poll(() => ended, { timeout: 5_000 }).toEqual(['revoked']);
     await new Promise((r) => setTimeout(r, 500));
     expect(signaling.state).toBe('offline');
     await other.client.close();
@@ -82,14 +82,16 @@ describe('ContactBook', () => {
     await book.refresh();
     const dan = await signIn(plain, 'dan');
     await dan.client.request('contacts.request', { username: 'cora' });
-    await expect.poll(() => requests).toEqual(['dan']);
-    await expect.poll(() => book.snapshot?.incoming.map((r) => r.username)).toEqual(['dan']);
+    await expect.poll(() => requests, { timeout: 5_000 }).toEqual(['dan']);
+    await expect
+      .poll(() => book.snapshot?.incoming.map((r) => r.username), { timeout: 5_000 })
+      .toEqual(['dan']);
     await book.accept('dan');
     await expect
-      .poll(() => book.snapshot?.contacts.map((c) => [c.username, c.presence]))
+      .poll(() => book.snapshot?.contacts.map((c) => [c.username, c.presence]), { timeout: 5_000 })
       .toEqual([['dan', 'online']]);
     await dan.client.request('presence.set', { status: 'away' });
-    await expect.poll(() => book.snapshot?.contacts[0]?.presence).toBe('away');
+    await expect.poll(() => book.snapshot?.contacts[0]?.presence, { timeout: 5_000 }).toBe('away');
     await expect(book.setPresence('dnd')).resolves.toBe('dnd');
     expect((await dan.client.nextNotification('presence.changed')).presence).toBe('dnd');
     await expect(book.request('nobody-here')).rejects.toMatchObject({ reason: 'unknown_user' });

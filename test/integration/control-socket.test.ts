@@ -164,7 +164,7 @@ describe('control socket: contacts, presence, settings, devices', () => {
     try {
       const hugo = await signIn(server, 'hugo');
       await hugo.client.request('contacts.request', { username: 'frank' });
-      await expect.poll(() => notes.find((x) => x.method === 'contact.request')?.params).toMatchObject({
+      await expect.poll(() => notes.find((x) => x.method === 'contact.request')?.params, { timeout: 5_000 }).toMatchObject({
         username: 'hugo',
         accountId: hugo.accountId,
       });
@@ -176,7 +176,7 @@ describe('control socket: contacts, presence, settings, devices', () => {
 
       await hugo.client.request('presence.set', { status: 'away' });
       await expect
-        .poll(() => notes.find((x) => x.method === 'presence.changed')?.params)
+        .poll(() => notes.find((x) => x.method === 'presence.changed')?.params, { timeout: 5_000 })
         .toMatchObject({ username: 'hugo', presence: 'away' });
       await expect(c.request('set_presence', { status: 'dnd' })).resolves.toEqual({ presence: 'dnd' });
       expect((await hugo.client.nextNotification('presence.changed')).presence).toBe('dnd');
@@ -209,7 +209,7 @@ describe('control socket: contacts, presence, settings, devices', () => {
     try {
       await expect(c.request('logout')).resolves.toEqual({ ok: true });
       expect(loggedOut).toBe(1);
-      await expect.poll(() => signaling.state).toBe('offline');
+      await expect.poll(() => signaling.state, { timeout: 5_000 }).toBe('offline');
       await new Promise((r) => setTimeout(r, 800));
       expect(signaling.state).toBe('offline'); // no reconnect after session.ended
     } finally {

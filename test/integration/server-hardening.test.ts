@@ -188,14 +188,17 @@ describe('hardening: new methods', () => {
     await expect(calm.client.request('contacts.list', {})).resolves.toBeTruthy();
     // Each bystander got the request once (asking again is harmless) and the log has one record per handled request.
     await expect
-      .poll(async () => {
-        const r = await adminRequest<{ events: unknown[] }>(server.adminSocket, 'audit.query', {
-          event: 'contact.requested',
-          accountId: flooder.accountId,
-          limit: 1000,
-        });
-        return r.events.length;
-      })
+      .poll(
+        async () => {
+          const r = await adminRequest<{ events: unknown[] }>(server.adminSocket, 'audit.query', {
+            event: 'contact.requested',
+            accountId: flooder.accountId,
+            limit: 1000,
+          });
+          return r.events.length;
+        },
+        { timeout: 5_000 },
+      )
       .toBe(ok);
     const list = await flooder.client.request('contacts.list', {});
     expect(list.outgoing.length).toBe(Math.min(30, ok));

@@ -208,7 +208,9 @@ describe('policy: duration budgets', () => {
       reason: 'budget_exceeded',
     });
     await expect
-      .poll(async () => (await invite(alice, bob.username).catch((e: unknown) => e)) as object)
+      .poll(async () => (await invite(alice, bob.username).catch((e: unknown) => e)) as object, {
+        timeout: 5_000,
+      })
       .toMatchObject({
         reason: 'policy',
         message: "you have used today's call time (1 second); it renews at midnight UTC",

@@ -38,12 +38,15 @@ describe('kill -9 and restart', () => {
       await dave.client.nextNotification('call.incoming', { callId: ringing });
       // Every record written so far is on disk before the kill.
       await expect
-        .poll(async () => {
-          const r = await adminRequest<{ events: unknown[] }>(first.adminSocket, 'audit.query', {
-            event: ['call.created', 'call.answered'],
-          });
-          return r.events.length;
-        })
+        .poll(
+          async () => {
+            const r = await adminRequest<{ events: unknown[] }>(first.adminSocket, 'audit.query', {
+              event: ['call.created', 'call.answered'],
+            });
+            return r.events.length;
+          },
+          { timeout: 5_000 },
+        )
         .toBe(3);
       const before = await adminRequest<{ events: { id: number }[] }>(
         first.adminSocket,
