@@ -236,7 +236,7 @@ describe('a direct call', () => {
     expect(list).toMatch(/^bob\tonline$/m);
     expect(list).toMatch(/^carol\tonline$/m);
     expect(await cli(carol, 'presence', 'away')).toContain('your contacts see you as away');
-    await expect.poll(() => cli(alice, 'contacts', 'list')).toMatch(/^carol\taway$/m);
+    await expect.poll(() => cli(alice, 'contacts', 'list'), { timeout: 15_000 }).toMatch(/^carol\taway$/m);
     await cli(carol, 'presence', 'online');
     expect(await cli(alice, 'contacts', 'block', 'carol')).toContain('carol blocked');
     expect(await cli(alice, 'contacts')).toMatch(/^carol\tblocked$/m);
