@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import type { CallStatus } from '../common/protocol/control';
 import { speechSimilarity } from '../main/media/analysis';
 import { issueTurnCredential } from '../server/turn';
-import { startClient } from '../test/harness/client';
+import { makeClientContacts, startClient } from '../test/harness/client';
 import { startCoturn } from '../test/harness/coturn';
 import { startImpairRelay, type ProfileName } from '../test/harness/impair';
 import { startKeyring } from '../test/harness/keyring';
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
       ]);
       let parley: EngineResult;
       try {
+        await makeClientContacts(alice, bob);
         const { callId } = await alice.request<{ callId: string }>('create_call', { to: bob.name });
         await bob.waitForCall(callId, (s) => s.state === 'incoming');
         await bob.request('answer_call', { callId });

@@ -21,7 +21,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import { startClient, type RunningClient } from '../test/harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../test/harness/client';
 import { startKeyring } from '../test/harness/keyring';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { startPulse, type Pulse } from '../test/harness/pulse';
@@ -55,6 +55,7 @@ async function measureParley(frameMs: 10 | 20, pulse: Pulse, server: RunningServ
     startClient({ name: `bob-${tag}`, server, frameMs, env: { ...pulse.clientEnv('b'), ...keyringEnv }, input: 'b_mic', output: 'b_spk', extraArgs: NO_VOICE_PROCESSING }),
   ]);
   try {
+    await makeClientContacts(alice!, bob!);
     const inviteToRinging: number[] = [];
     const answerToAudio: number[] = [];
     for (let i = 0; i < SETUPS; i++) {

@@ -27,6 +27,11 @@ export const ErrorCode = {
   BAD_CREDENTIALS: -32011,
   UNAVAILABLE: -32012,
   DEVICE_ERROR: -32013,
+  NOT_CONTACT: -32014,
+  NOT_FOUND: -32015,
+  POLICY: -32016,
+  TOKEN_EXPIRED: -32017,
+  APPROVAL_REQUIRED: -32018,
 } as const;
 
 export type ErrorReason =
@@ -47,7 +52,17 @@ export type ErrorReason =
   | 'already_exists'
   | 'bad_credentials'
   | 'unavailable'
-  | 'device_error';
+  | 'device_error'
+  /** The callee takes calls from contacts only and the caller is not one. */
+  | 'not_contact'
+  /** The thing named (device, contact request, contact) does not exist for this account. */
+  | 'not_found'
+  /** A server policy refuses the request (server-wide block list, concurrency, budget). */
+  | 'policy'
+  /** The device token's lifetime is over; sign in again. */
+  | 'token_expired'
+  /** The callee must first approve this caller (first-time caller approval); they have been asked. */
+  | 'approval_required';
 
 const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.PARSE_ERROR]: 'parse_error',
@@ -68,6 +83,11 @@ const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.BAD_CREDENTIALS]: 'bad_credentials',
   [ErrorCode.UNAVAILABLE]: 'unavailable',
   [ErrorCode.DEVICE_ERROR]: 'device_error',
+  [ErrorCode.NOT_CONTACT]: 'not_contact',
+  [ErrorCode.NOT_FOUND]: 'not_found',
+  [ErrorCode.POLICY]: 'policy',
+  [ErrorCode.TOKEN_EXPIRED]: 'token_expired',
+  [ErrorCode.APPROVAL_REQUIRED]: 'approval_required',
 };
 
 const codeByReason = Object.fromEntries(
@@ -81,6 +101,11 @@ export interface ParleyErrorData {
   retryAfter?: number;
   /** Which field was wrong, with `invalid_params`. */
   issues?: { path: string; message: string }[];
+  /**
+   * A stable upper-case name where an API defines finer errors than the reason
+   * (the relay API: `CALL_RELAY_UNAUTHORIZED`, `CALL_RELAY_RATE_LIMITED`, `CALL_RELAY_PROVIDER_ERROR`).
+   */
+  name?: string;
 }
 
 /**

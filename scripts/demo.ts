@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CallStatus } from '../common/protocol/control';
 import { SIMILARITY_THRESHOLD, estimateDelayMs, speechSimilarity } from '../main/media/analysis';
-import { startClient, type RunningClient } from '../test/harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../test/harness/client';
 import { startCoturn } from '../test/harness/coturn';
 import { startKeyring } from '../test/harness/keyring';
 import { PROBE_CHANNEL, startPulse } from '../test/harness/pulse';
@@ -65,6 +65,7 @@ async function main(): Promise<void> {
       startClient({ ...common, name: 'bob', env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
     ]);
     cleanup.push(() => alice.stop(), () => bob.stop());
+    await makeClientContacts(alice, bob);
 
     const probeWav = join(outDir, 'probe-4ch.wav');
     const recording = await pulse.record('probe.monitor', probeWav, 4);

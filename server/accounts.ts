@@ -28,10 +28,12 @@ export class Accounts {
   /**
    * @param db the store.
    * @param auditLog where registrations and logins (also failed ones) are recorded.
+   * @param tokenTtlMs the device token lifetime now, ms (read at each login and refresh).
    */
   constructor(
     private readonly db: Kysely<DB>,
     private readonly auditLog: AuditLog,
+    private readonly tokenTtlMs: () => number = () => 30 * 86_400_000,
   ) {}
 
   /**
@@ -91,6 +93,7 @@ export class Accounts {
         token_hash: hashToken(token),
         created_at: Date.now(),
         last_seen_at: null,
+        expires_at: Date.now() + this.tokenTtlMs(),
       })
       .execute();
     await this.auditLog.record({
@@ -104,15 +107,22 @@ export class Accounts {
 
   /**
    * Finds the device a token belongs to and marks it seen.
-   * @throws ParleyError `unauthenticated` when the device is unknown or the token does not match.
+   * @returns the device and when its token expires (Unix ms).
+   * @throws ParleyError `unauthenticated` when the device is unknown (or revoked) or the token
+   *   does not match; `token_expired` when the token was right but its lifetime is over.
    */
-  async authenticateDevice(deviceId: string, token: string): Promise<PeerInfo> {
+  async authenticateDevice(
+    deviceId: string,
+    token: string,
+  ): Promise<PeerInfo & { tokenExpiresAt: number }> {
     const row = await this.db
       .selectFrom('devices')
       .innerJoin('accounts', 'accounts.id', 'devices.account_id')
       .select([
         'devices.id as deviceId',
         'devices.token_hash',
+        'devices.created_at',
+        'devices.expires_at',
         'accounts.id as accountId',
         'accounts.username',
       ])
@@ -123,12 +133,131 @@ export class Accounts {
     if (!row || stored.length !== given.length || !timingSafeEqual(stored, given)) {
       throw new ParleyError('unauthenticated', 'unknown device or wrong token');
     }
+    const tokenExpiresAt = this.expiryOf(row);
+    if (tokenExpiresAt <= Date.now()) {
+      throw new ParleyError(
+        'token_expired',
+        'this sign-in has expired; sign in again with your password',
+      );
+    }
     await this.db
       .updateTable('devices')
       .set({ last_seen_at: Date.now() })
       .where('id', '=', deviceId)
       .execute();
+    return {
+      accountId: row.accountId,
+      username: row.username,
+      deviceId: row.deviceId,
+      tokenExpiresAt,
+    };
+  }
+
+  /**
+   * Finds the device of a bearer token (HTTP API), without a device id.
+   * @throws ParleyError `unauthenticated` (unknown, revoked or expired token; one message for all).
+   */
+  async authenticateToken(token: string): Promise<PeerInfo> {
+    const row = await this.db
+      .selectFrom('devices')
+      .innerJoin('accounts', 'accounts.id', 'devices.account_id')
+      .select([
+        'devices.id as deviceId',
+        'devices.created_at',
+        'devices.expires_at',
+        'accounts.id as accountId',
+        'accounts.username',
+      ])
+      .where('devices.token_hash', '=', hashToken(token))
+      .executeTakeFirst();
+    if (!row || this.expiryOf(row) <= Date.now()) {
+      throw new ParleyError('unauthenticated', 'sign in first: send a valid device token');
+    }
     return { accountId: row.accountId, username: row.username, deviceId: row.deviceId };
+  }
+
+  /** Every device of an account, oldest first (no tokens). Times are Unix ms. */
+  async listDevices(
+    accountId: string,
+  ): Promise<
+    {
+      deviceId: string;
+      name: string;
+      createdAt: number;
+      lastSeenAt: number | null;
+      expiresAt: number;
+    }[]
+  > {
+    const rows = await this.db
+      .selectFrom('devices')
+      .select(['id', 'name', 'created_at', 'last_seen_at', 'expires_at'])
+      .where('account_id', '=', accountId)
+      .orderBy('created_at')
+      .execute();
+    return rows.map((r) => ({
+      deviceId: r.id,
+      name: r.name,
+      createdAt: r.created_at,
+      lastSeenAt: r.last_seen_at,
+      expiresAt: this.expiryOf(r),
+    }));
+  }
+
+  /**
+   * Deletes a device of `accountId`: its token stops working at once.
+   * @throws ParleyError `not_found` when the account has no such device (another account's
+   *   device gives the same answer).
+   */
+  async revokeDevice(accountId: string, deviceId: string): Promise<void> {
+    const result = await this.db
+      .deleteFrom('devices')
+      .where('id', '=', deviceId)
+      .where('account_id', '=', accountId)
+      .executeTakeFirst();
+    if (Number(result.numDeletedRows) === 0) {
+      throw new ParleyError('not_found', 'you have no device with that id');
+    }
+  }
+
+  /**
+   * Gives a device a new token with a fresh lifetime; the old token stops working at once.
+   * @returns the new token (seen only here) and its expiry, Unix ms.
+   * @throws ParleyError `not_found` when the device was revoked meanwhile.
+   */
+  async refreshToken(deviceId: string): Promise<{ token: string; expiresAt: number }> {
+    const token = randomBytes(TOKEN_BYTES).toString('base64url');
+    const expiresAt = Date.now() + this.tokenTtlMs();
+    const result = await this.db
+      .updateTable('devices')
+      .set({ token_hash: hashToken(token), expires_at: expiresAt })
+      .where('id', '=', deviceId)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0)
+      throw new ParleyError('not_found', 'this device was revoked');
+    return { token, expiresAt };
+  }
+
+  /** Whether `accountId` takes calls from contacts only (the default). */
+  async contactsOnly(accountId: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('accounts')
+      .select('contacts_only')
+      .where('id', '=', accountId)
+      .executeTakeFirst();
+    return row ? row.contacts_only !== 0 : true;
+  }
+
+  /** Sets the "only contacts may call me" setting. */
+  async setContactsOnly(accountId: string, on: boolean): Promise<void> {
+    await this.db
+      .updateTable('accounts')
+      .set({ contacts_only: on ? 1 : 0 })
+      .where('id', '=', accountId)
+      .execute();
+  }
+
+  private expiryOf(row: { created_at: number; expires_at: number | null }): number {
+    return row.expires_at ?? row.created_at + this.tokenTtlMs();
   }
 
   /** Looks up an account by name; undefined when there is none. */

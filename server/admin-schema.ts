@@ -30,7 +30,7 @@ export const AdminCall = z.object({
   /** Seconds since the answer (0 while ringing). */
   durationSeconds: z.number(),
   ringingDevices: z.number().int(),
-  /** Duration budget used / remaining, seconds; null until duration budgets exist. */
+  /** Duration budget of the call used / remaining, seconds; null when no budget applies (see policy.*budget*). */
   budgetUsedSeconds: z.number().nullable(),
   budgetRemainingSeconds: z.number().nullable(),
 });

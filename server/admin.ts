@@ -33,7 +33,13 @@ export interface AdminSocket {
 }
 
 function toAdminCall(c: CallSnapshot): AdminCall {
-  return { ...c, budgetUsedSeconds: null, budgetRemainingSeconds: null };
+  const { budgetSeconds, ...rest } = c;
+  return {
+    ...rest,
+    budgetUsedSeconds: budgetSeconds === null ? null : c.durationSeconds,
+    budgetRemainingSeconds:
+      budgetSeconds === null ? null : Math.max(0, budgetSeconds - c.durationSeconds),
+  };
 }
 
 /** Registers the admin methods of `AdminRequests` on one connection's peer. */

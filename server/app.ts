@@ -10,6 +10,11 @@ import { Accounts } from './accounts';
 import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
+import { CallerApprovals } from './approvals';
+import { Contacts } from './contacts';
+import { OpenCalls } from './open-calls';
+import { CallPolicy } from './policy';
+import { RelayService } from './relays';
 import { openDatabase, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
@@ -141,7 +146,7 @@ export async function buildServer(
     metrics.auditWriteFailures.inc();
     log.error({ err, event }, 'audit write failed');
   });
-  const accounts = new Accounts(db, audit);
+  const accounts = new Accounts(db, audit, () => config.sessions.tokenTtlSeconds * 1000);
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     onEvent: (e) => {
@@ -152,10 +157,54 @@ export async function buildServer(
       if (e.event === 'call.answered')
         metrics.callSetup.observe({ stage: 'answered' }, e.setupMs / 1000);
       if (e.event === 'call.ended') metrics.callsEnded.inc({ reason: e.reason });
+      if (e.event === 'call.invited')
+        openCalls.set(
+          e.callId,
+          e.caller.accountId,
+          [e.caller.deviceId, ...e.deviceIds],
+          Date.now(),
+        );
+      if (e.event === 'call.answered')
+        openCalls.set(
+          e.callId,
+          e.caller.accountId,
+          [e.caller.deviceId, e.callee.deviceId],
+          Date.now(),
+        );
+      if (e.event === 'call.ended') openCalls.delete(e.callId);
+      if (e.event === 'call.answered')
+        void policy.onAnswered(e.callId, e.caller, e.callee, Date.now());
+      if (e.event === 'call.ended')
+        void policy.onEnded([e.caller.accountId, e.callee.accountId], e.durationMs);
+      if (e.event === 'call.answered' || e.event === 'call.ended') {
+        void contacts.presenceMayHaveChanged(e.caller);
+        void contacts.presenceMayHaveChanged(e.callee);
+      }
       const record = auditOfHubEvent(e);
       if (record) void audit.record(record);
     },
   });
+  const openCalls = new OpenCalls(db);
+  // Calls a previous run left open were ended by its crash: record that once;
+  // their devices learn it (call.ended, failed) when they say hello again.
+  for (const c of await openCalls.recover()) {
+    metrics.callsEnded.inc({ reason: 'failed' });
+    void audit.record({
+      event: 'call.ended',
+      accountId: c.callerAccountId,
+      callId: c.callId,
+      detail: { reason: 'failed', by: 'server', durationMs: null, cause: 'server_restart' },
+    });
+  }
+  const contacts = new Contacts(db, hub, audit);
+  const policy = new CallPolicy(config, hub, db, audit);
+  const approvals = new CallerApprovals(config, db, hub, contacts, audit);
+  const relays = new RelayService(config, audit, metrics);
+  const hubLimits = () => ({
+    maxCallsPerAccount: config.policy.maxCallsPerAccount,
+    maxCalls: config.policy.maxCalls,
+  });
+  hub.setLimits(hubLimits());
   const state = { closing: false };
 
   const prune = () =>
@@ -193,6 +242,9 @@ export async function buildServer(
     config.stun = next.stun;
     config.audit = next.audit;
     config.limits = next.limits;
+    config.sessions = next.sessions;
+    config.policy = next.policy;
+    hub.setLimits(hubLimits());
     log.level = next.logLevel;
     hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
     if (retentionChanged) void prune();
@@ -210,7 +262,9 @@ export async function buildServer(
 
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
-  registerHttpRoutes(app, accounts, serverVersion(), (code) => metrics.errors.inc({ code }));
+  registerHttpRoutes(app, accounts, relays, serverVersion(), (code) =>
+    metrics.errors.inc({ code }),
+  );
   registerOpsRoutes(app, { db, metrics, state });
 
   const alive = new WeakMap<WebSocket, boolean>();
@@ -218,7 +272,19 @@ export async function buildServer(
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
-      serveSignalSocket(socket, req.ip, { accounts, hub, config, log, audit, metrics });
+      serveSignalSocket(socket, req.ip, {
+        accounts,
+        contacts,
+        policy,
+        relays,
+        openCalls,
+        approvals,
+        hub,
+        config,
+        log,
+        audit,
+        metrics,
+      });
     });
   });
 
@@ -274,11 +340,13 @@ export async function buildServer(
         const calls = hub.stats.calls;
         hub.shutdown();
         hub.close();
+        approvals.close();
         if (calls > 0) log.info({ calls }, 'calls ended for shutdown');
         // ws sends queued frames (the call.ended notifications) before the close frame.
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');
         await admin?.close();
         await app.close();
+        await openCalls.flush();
         await audit.flush();
         await db.destroy();
         log.info('closed');

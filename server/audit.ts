@@ -44,6 +44,38 @@ export const AUDIT_EVENTS = [
   'relay.credentials_issued',
   /** The admin API reloaded the config file. detail: `{changed, restartRequired}` (key names only). */
   'config.reloaded',
+  /** A device was revoked (device = the revoked one). detail: `{by}` (the device that revoked it). */
+  'device.revoked',
+  /** A device renewed its token. detail: `{expiresAt}`. */
+  'session.refreshed',
+  /** A device logged out (its token is gone). */
+  'session.logout',
+  /** Contact request sent. detail: `{otherAccountId}`. */
+  'contact.requested',
+  /** Contact request accepted (by account). detail: `{otherAccountId}`. */
+  'contact.accepted',
+  /** Contact request declined. detail: `{otherAccountId}`. */
+  'contact.declined',
+  /** Contact removed or request withdrawn. detail: `{otherAccountId}`. */
+  'contact.removed',
+  /** Account blocked another. detail: `{otherAccountId}`. */
+  'contact.blocked',
+  /** Block lifted. detail: `{otherAccountId}`. */
+  'contact.unblocked',
+  /** An account setting changed. detail: the new values (e.g. `{contactsOnly}`). */
+  'settings.changed',
+  /** The external relay credential API failed. detail: `{failure}` (`timeout`, `unreachable`, `status N`, `invalid answer`). */
+  'relay.provider_error',
+  /** First-time caller approval asked of the callee (account). detail: `{callerAccountId}`. */
+  'caller.approval_requested',
+  /** The callee (account) answered, or the request expired. detail: `{callerAccountId, result}`. */
+  'caller.approval_answered',
+  /** A policy warning went to both parties of a call. detail: `{kind, endsAt, action}` (kind `lifetime` | `budget`). */
+  'policy.warning',
+  /** A call used up its duration budget. detail: `{budgetSeconds, hardStop}` (hardStop: the call was ended). */
+  'policy.budget_exceeded',
+  /** A call reached its lifetime and was extended (on_expiry = extend). detail: `{endsAt}`. */
+  'policy.call_extended',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

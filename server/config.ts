@@ -45,9 +45,35 @@ const FileConfig = z
         secret: z.string().default(''),
         /** Lifetime of an issued relay credential, seconds. */
         ttl_seconds: z.number().int().min(60).max(86_400).default(600),
+        /** Where credentials come from: `coturn` (the shared secret above) or `http` (an external credential API). */
+        provider: z.enum(['coturn', 'http']).default('coturn'),
+        /** With provider `http`: the credential API's URL (GET, `?accountId=…`; answers `{username, password, ttl, urls}`). */
+        provider_url: z.string().default(''),
+        /** With provider `http`: how long to wait for it, ms. */
+        provider_timeout_ms: z.number().int().min(100).max(60_000).default(3000),
+        /** Relay credential requests per account per minute (HTTP and socket together). */
+        requests_per_minute: z.number().positive().max(100_000).default(30),
+        /** … and at once above that rate. */
+        request_burst: z.number().int().min(1).max(100_000).default(10),
+        /** Experiment: these usernames get `experiment_urls` instead of `urls`. */
+        experiment_accounts: z.array(z.string()).default([]),
+        experiment_urls: z
+          .array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"'))
+          .default([]),
       })
       .strict()
-      .default({ urls: [], secret: '', ttl_seconds: 600 }),
+      .default({
+        urls: [],
+        secret: '',
+        ttl_seconds: 600,
+        provider: 'coturn',
+        provider_url: '',
+        provider_timeout_ms: 3000,
+        requests_per_minute: 30,
+        request_burst: 10,
+        experiment_accounts: [],
+        experiment_urls: [],
+      }),
     stun: z
       .object({
         /** STUN URLs offered beside the relay, e.g. `stun:127.0.0.1:3478`. */
@@ -71,6 +97,67 @@ const FileConfig = z
       })
       .strict()
       .default({ socket: '' }),
+    policy: z
+      .object({
+        /** Calls an account may start per minute, sustained (token bucket rate). */
+        calls_per_minute: z.number().positive().max(100_000).default(10),
+        /** Calls an account may start at once above that rate (token bucket size). */
+        call_burst: z.number().int().min(1).max(100_000).default(20),
+        /** Calls (ringing or active) one account may be a party of at once; 0: no limit. */
+        max_calls_per_account: z.number().int().min(0).max(100_000).default(5),
+        /** Calls (ringing or active) on the whole server; 0: no limit. */
+        max_calls: z.number().int().min(0).max(10_000_000).default(0),
+        /** How long an answered call may last before `on_expiry` applies, seconds. */
+        call_lifetime_seconds: z.number().int().min(1).max(604_800).default(1800),
+        /** No call lasts longer than this, whatever `on_expiry` says, seconds. */
+        max_call_lifetime_seconds: z.number().int().min(1).max(604_800).default(7200),
+        /** Both parties get `call.warning` this long before a call is ended, seconds. */
+        lifetime_warning_seconds: z.number().int().min(0).max(86_400).default(300),
+        /** At the lifetime: `terminate` (end with ttl_expired), `warn` (warn, keep going until the maximum), `extend` (another lifetime, up to the maximum). */
+        on_expiry: z.enum(['terminate', 'warn', 'extend']).default('terminate'),
+        /** Duration budget of one call, seconds; 0: none. */
+        call_budget_seconds: z.number().int().min(0).max(604_800).default(0),
+        /** Call time an account may use per UTC day, seconds; 0: none. */
+        daily_budget_seconds: z.number().int().min(0).max(86_400).default(0),
+        /** Both parties are warned when this share of a budget is used, percent. */
+        budget_warning_percent: z.number().min(1).max(100).default(80),
+        /** End a call that exhausts a budget (budget_exceeded); off: warn and record the overrun only. */
+        hard_stop: z.boolean().default(true),
+        /** Callers who are not contacts must be approved once by the callee (who is asked), before their calls ring. */
+        first_call_approval: z.boolean().default(false),
+        /** How long such a request waits for the callee's answer, seconds. */
+        approval_timeout_seconds: z.number().int().min(1).max(86_400).default(300),
+        /** Usernames that may make and take calls; empty: every account. */
+        allowed_accounts: z.array(z.string()).default([]),
+        /** Usernames that may neither make nor take calls. */
+        blocked_accounts: z.array(z.string()).default([]),
+      })
+      .strict()
+      .default({
+        calls_per_minute: 10,
+        call_burst: 20,
+        max_calls_per_account: 5,
+        max_calls: 0,
+        call_lifetime_seconds: 1800,
+        max_call_lifetime_seconds: 7200,
+        lifetime_warning_seconds: 300,
+        on_expiry: 'terminate',
+        call_budget_seconds: 0,
+        daily_budget_seconds: 0,
+        budget_warning_percent: 80,
+        hard_stop: true,
+        first_call_approval: false,
+        approval_timeout_seconds: 300,
+        allowed_accounts: [],
+        blocked_accounts: [],
+      }),
+    sessions: z
+      .object({
+        /** Lifetime of a device token from login or its last `session.refresh`, seconds (default 30 days). */
+        token_ttl_seconds: z.number().int().min(1).max(31_536_000).default(2_592_000),
+      })
+      .strict()
+      .default({ token_ttl_seconds: 2_592_000 }),
     limits: z
       .object({
         /** Signaling messages a connection may send per second, sustained (token bucket rate). */
@@ -83,7 +170,21 @@ const FileConfig = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.turn.urls.length > 0 && c.turn.secret.length === 0) {
+    if (c.policy.call_lifetime_seconds > c.policy.max_call_lifetime_seconds) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['policy', 'call_lifetime_seconds'],
+        message: 'must not be longer than policy.max_call_lifetime_seconds',
+      });
+    }
+    if (c.turn.provider === 'http' && !/^https?:\/\//.test(c.turn.provider_url)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['turn', 'provider_url'],
+        message: 'an http(s) URL is required when turn.provider is "http"',
+      });
+    }
+    if (c.turn.provider === 'coturn' && c.turn.urls.length > 0 && c.turn.secret.length === 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['turn', 'secret'],
@@ -100,7 +201,18 @@ export interface ServerConfig {
   logLevel: z.infer<typeof LogLevel>;
   /** Ring timeout in seconds. */
   ringTimeoutSeconds: number;
-  turn: { urls: string[]; secret: string; ttlSeconds: number };
+  turn: {
+    urls: string[];
+    secret: string;
+    ttlSeconds: number;
+    provider: 'coturn' | 'http';
+    providerUrl: string;
+    providerTimeoutMs: number;
+    requestsPerMinute: number;
+    requestBurst: number;
+    experimentAccounts: string[];
+    experimentUrls: string[];
+  };
   stun: { urls: string[] };
   /** Audit log retention, days. */
   audit: { retentionDays: number };
@@ -108,6 +220,30 @@ export interface ServerConfig {
   admin: { socket: string };
   /** Per-connection message rate limit: sustained messages/s and burst (messages). */
   limits: { messagesPerSecond: number; messageBurst: number };
+  /** Device token lifetime, seconds. */
+  sessions: { tokenTtlSeconds: number };
+  /** Call policy (see `[policy]` in the example file). */
+  policy: PolicyConfig;
+}
+
+/** Call policy settings; durations in seconds, 0 = no limit where noted. */
+export interface PolicyConfig {
+  callsPerMinute: number;
+  callBurst: number;
+  maxCallsPerAccount: number;
+  maxCalls: number;
+  callLifetimeSeconds: number;
+  maxCallLifetimeSeconds: number;
+  lifetimeWarningSeconds: number;
+  onExpiry: 'terminate' | 'warn' | 'extend';
+  callBudgetSeconds: number;
+  dailyBudgetSeconds: number;
+  budgetWarningPercent: number;
+  hardStop: boolean;
+  firstCallApproval: boolean;
+  approvalTimeoutSeconds: number;
+  allowedAccounts: string[];
+  blockedAccounts: string[];
 }
 
 /** A configuration problem; the message names the key (and its source) for a person. */
@@ -130,6 +266,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_STUN_URLS: [['stun', 'urls'], 'list'],
   PARLEY_ADMIN_SOCKET: [['admin', 'socket'], 'string'],
   PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
+  PARLEY_TOKEN_TTL: [['sessions', 'token_ttl_seconds'], 'number'],
 };
 
 /**
@@ -193,13 +330,43 @@ export function parseConfig(
     dataDir,
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
-    turn: { urls: c.turn.urls, secret: c.turn.secret, ttlSeconds: c.turn.ttl_seconds },
+    turn: {
+      urls: c.turn.urls,
+      secret: c.turn.secret,
+      ttlSeconds: c.turn.ttl_seconds,
+      provider: c.turn.provider,
+      providerUrl: c.turn.provider_url,
+      providerTimeoutMs: c.turn.provider_timeout_ms,
+      requestsPerMinute: c.turn.requests_per_minute,
+      requestBurst: c.turn.request_burst,
+      experimentAccounts: c.turn.experiment_accounts,
+      experimentUrls: c.turn.experiment_urls,
+    },
     stun: { urls: c.stun.urls },
     audit: { retentionDays: c.audit.retention_days },
     admin: { socket: c.admin.socket ? resolve(cwd, c.admin.socket) : join(dataDir, 'admin.sock') },
     limits: {
       messagesPerSecond: c.limits.messages_per_second,
       messageBurst: c.limits.message_burst,
+    },
+    sessions: { tokenTtlSeconds: c.sessions.token_ttl_seconds },
+    policy: {
+      callsPerMinute: c.policy.calls_per_minute,
+      callBurst: c.policy.call_burst,
+      maxCallsPerAccount: c.policy.max_calls_per_account,
+      maxCalls: c.policy.max_calls,
+      callLifetimeSeconds: c.policy.call_lifetime_seconds,
+      maxCallLifetimeSeconds: c.policy.max_call_lifetime_seconds,
+      lifetimeWarningSeconds: c.policy.lifetime_warning_seconds,
+      onExpiry: c.policy.on_expiry,
+      callBudgetSeconds: c.policy.call_budget_seconds,
+      dailyBudgetSeconds: c.policy.daily_budget_seconds,
+      budgetWarningPercent: c.policy.budget_warning_percent,
+      hardStop: c.policy.hard_stop,
+      firstCallApproval: c.policy.first_call_approval,
+      approvalTimeoutSeconds: c.policy.approval_timeout_seconds,
+      allowedAccounts: c.policy.allowed_accounts,
+      blockedAccounts: c.policy.blocked_accounts,
     },
   };
 }
@@ -248,11 +415,35 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'turn.urls': (c) => c.turn.urls,
   'turn.secret': (c) => c.turn.secret,
   'turn.ttl_seconds': (c) => c.turn.ttlSeconds,
+  'turn.provider': (c) => c.turn.provider,
+  'turn.provider_url': (c) => c.turn.providerUrl,
+  'turn.provider_timeout_ms': (c) => c.turn.providerTimeoutMs,
+  'turn.requests_per_minute': (c) => c.turn.requestsPerMinute,
+  'turn.request_burst': (c) => c.turn.requestBurst,
+  'turn.experiment_accounts': (c) => c.turn.experimentAccounts,
+  'turn.experiment_urls': (c) => c.turn.experimentUrls,
   'stun.urls': (c) => c.stun.urls,
   'audit.retention_days': (c) => c.audit.retentionDays,
   'admin.socket': (c) => c.admin.socket,
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,
+  'sessions.token_ttl_seconds': (c) => c.sessions.tokenTtlSeconds,
+  'policy.calls_per_minute': (c) => c.policy.callsPerMinute,
+  'policy.call_burst': (c) => c.policy.callBurst,
+  'policy.max_calls_per_account': (c) => c.policy.maxCallsPerAccount,
+  'policy.max_calls': (c) => c.policy.maxCalls,
+  'policy.call_lifetime_seconds': (c) => c.policy.callLifetimeSeconds,
+  'policy.max_call_lifetime_seconds': (c) => c.policy.maxCallLifetimeSeconds,
+  'policy.lifetime_warning_seconds': (c) => c.policy.lifetimeWarningSeconds,
+  'policy.on_expiry': (c) => c.policy.onExpiry,
+  'policy.call_budget_seconds': (c) => c.policy.callBudgetSeconds,
+  'policy.daily_budget_seconds': (c) => c.policy.dailyBudgetSeconds,
+  'policy.budget_warning_percent': (c) => c.policy.budgetWarningPercent,
+  'policy.hard_stop': (c) => c.policy.hardStop,
+  'policy.first_call_approval': (c) => c.policy.firstCallApproval,
+  'policy.approval_timeout_seconds': (c) => c.policy.approvalTimeoutSeconds,
+  'policy.allowed_accounts': (c) => c.policy.allowedAccounts,
+  'policy.blocked_accounts': (c) => c.policy.blockedAccounts,
 };
 
 /**

@@ -12,6 +12,8 @@ export interface DB {
     /** argon2id PHC string. */
     password_hash: string;
     created_at: number;
+    /** 1: only contacts may call this account (the default), 0: anyone. */
+    contacts_only: Generated<number>;
   };
   devices: {
     id: string;
@@ -21,7 +23,24 @@ export interface DB {
     token_hash: string;
     created_at: number;
     last_seen_at: number | null;
+    /** When the token stops working; null (rows from before 0003): created_at + the configured TTL. */
+    expires_at: number | null;
   };
+  /** One row per direction: a contact relation is two rows (a→b and b→a). */
+  contacts: { account_id: string; contact_id: string; created_at: number };
+  /** A pending contact request from `from_id` to `to_id`. */
+  contact_requests: { from_id: string; to_id: string; created_at: number };
+  /** `account_id` blocked `blocked_id`. */
+  blocks: { account_id: string; blocked_id: string; created_at: number };
+  /**
+   * Calls in progress (ringing or active), so that after a crash the server can
+   * tell their devices how they ended. `devices` is a JSON array of device ids.
+   */
+  open_calls: { call_id: string; caller_account_id: string; devices: string; created_at: number };
+  /** `callee_id` approved `caller_id` as a caller (first-time caller approval). */
+  approved_callers: { callee_id: string; caller_id: string; created_at: number };
+  /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
+  call_usage: { account_id: string; day: string; seconds: number };
   audit: {
     id: Generated<number>;
     at: number;
@@ -76,6 +95,68 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('audit_call').on('audit').column('call_id').execute();
       await db.schema.createIndex('audit_account').on('audit').column('account_id').execute();
       await db.schema.createIndex('audit_event').on('audit').column('event').execute();
+    },
+  },
+  '0003_devices_contacts': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('devices').addColumn('expires_at', 'integer').execute();
+      await db.schema
+        .alterTable('accounts')
+        .addColumn('contacts_only', 'integer', (c) => c.notNull().defaultTo(1))
+        .execute();
+      for (const [table, a, b] of [
+        ['contacts', 'account_id', 'contact_id'],
+        ['contact_requests', 'from_id', 'to_id'],
+        ['blocks', 'account_id', 'blocked_id'],
+      ] as const) {
+        await db.schema
+          .createTable(table)
+          .addColumn(a, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+          .addColumn(b, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+          .addColumn('created_at', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint(`${table}_pk`, [a, b])
+          .execute();
+        await db.schema.createIndex(`${table}_rev`).on(table).column(b).execute();
+      }
+    },
+  },
+  '0004_call_usage': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('call_usage')
+        .addColumn('account_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('day', 'text', (c) => c.notNull())
+        .addColumn('seconds', 'real', (c) => c.notNull())
+        .addPrimaryKeyConstraint('call_usage_pk', ['account_id', 'day'])
+        .execute();
+    },
+  },
+  '0005_open_calls': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('open_calls')
+        .addColumn('call_id', 'text', (c) => c.primaryKey())
+        .addColumn('caller_account_id', 'text', (c) => c.notNull())
+        .addColumn('devices', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'integer', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '0006_approved_callers': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('approved_callers')
+        .addColumn('callee_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('caller_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('created_at', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
+        .execute();
     },
   },
 };

@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { ParleyError, type ErrorReason } from '../common/errors';
 import { LoginBody, RegisterBody } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { RelayService } from './relays';
 
 /** HTTP status for each error reason an HTTP route can answer with. */
 const STATUS: Partial<Record<ErrorReason, number>> = {
@@ -22,7 +23,15 @@ const STATUS: Partial<Record<ErrorReason, number>> = {
 
 /** Sends `{error:{code,message,data:{reason,…}}}` (common/protocol HttpError) with the matching status. */
 function sendErrorReply(reply: FastifyReply, e: ParleyError): FastifyReply {
+  if (e.data.retryAfter !== undefined)
+    reply.header('retry-after', String(Math.ceil(e.data.retryAfter)));
   return reply.status(STATUS[e.reason] ?? 400).send({ error: e.toJsonRpc() });
+}
+
+/** The device token of an `Authorization: Bearer <token>` header, or undefined. */
+function bearerToken(header: string | undefined): string | undefined {
+  const m = /^Bearer ([A-Za-z0-9_-]{1,512})$/i.exec(header ?? '');
+  return m?.[1];
 }
 
 function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string): z.infer<S> {
@@ -42,12 +51,17 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string):
  * - `GET /healthz` → 200 `{ok:true, version}`
  * - `POST /v1/accounts` RegisterBody → 201 RegisterReply; 409 `already_exists`; 400 `invalid_params`
  * - `POST /v1/sessions` LoginBody → 201 LoginReply (a new device and its token); 401 `bad_credentials`
+ * - `GET /v1/calling/relays` with `Authorization: Bearer <device token>` → 200 RelayAnswer
+ *   (`username, password, ttl, urls, urlsWithIps, hostname, expiresAt`); 401 `CALL_RELAY_UNAUTHORIZED`,
+ *   429 `CALL_RELAY_RATE_LIMITED` (with `Retry-After`), 500 `CALL_RELAY_PROVIDER_ERROR`,
+ *   503 `CALL_RELAY_NOT_CONFIGURED` (the name is in `error.data.name`)
  * Every error, including unknown routes and unparsable bodies, has the HttpError shape.
  * @param onError sees the reason of each error reply (metrics); must not throw.
  */
 export function registerHttpRoutes(
   app: FastifyInstance,
   accounts: Accounts,
+  relays: RelayService,
   version: string,
   onError: (reason: ErrorReason) => void = () => {},
 ): void {
@@ -95,6 +109,23 @@ export function registerHttpRoutes(
     const account = await accounts.register(body.username, body.password);
     req.log.info({ accountId: account.accountId }, 'account registered');
     return reply.status(201).send(account);
+  });
+
+  app.get('/v1/calling/relays', async (req, reply) => {
+    const token = bearerToken(req.headers.authorization);
+    const device = token
+      ? await accounts.authenticateToken(token).catch(() => undefined)
+      : undefined;
+    if (!device) {
+      throw new ParleyError(
+        'unauthenticated',
+        'sign in first: send "Authorization: Bearer <device token>"',
+        { name: 'CALL_RELAY_UNAUTHORIZED' },
+      );
+    }
+    const answer = await relays.issue(device);
+    // Credentials must never be cached by a proxy.
+    return reply.header('cache-control', 'no-store').send(answer);
   });
 
   app.post('/v1/sessions', async (req, reply) => {

@@ -31,7 +31,15 @@ export interface AccountRef {
  */
 type CallPhase =
   | { kind: 'ringing'; invited: Set<string>; ringingSent: boolean; timer: NodeJS.Timeout }
-  | { kind: 'active'; callee: PeerInfo; answeredAt: number };
+  | {
+      kind: 'active';
+      callee: PeerInfo;
+      answeredAt: number;
+      /** Policy timers (lifetime, budget warnings and ends), cleared when the call ends. */
+      timers: NodeJS.Timeout[];
+      /** Duration budget of this call, seconds (null: none). */
+      budgetSeconds: number | null;
+    };
 
 interface Call {
   callId: string;
@@ -43,7 +51,15 @@ interface Call {
 
 /** Facts about a call's life, for the log and the audit table (never envelopes). */
 export type HubEvent =
-  | { event: 'call.invited'; callId: string; caller: PeerInfo; callee: AccountRef; devices: number }
+  | {
+      event: 'call.invited';
+      callId: string;
+      caller: PeerInfo;
+      callee: AccountRef;
+      devices: number;
+      /** The callee devices that ring. */
+      deviceIds: string[];
+    }
   | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
   | { event: 'call.ringing'; callId: string; caller: PeerInfo; setupMs: number }
   | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo; setupMs: number }
@@ -60,8 +76,8 @@ export type HubEvent =
       cause?: EndCause;
     };
 
-/** Why the server itself ended a call. */
-export type EndCause = 'admin' | 'server_shutdown';
+/** Why the server itself ended a call: `calls.end`, shutdown, or call policy (lifetime, budget). */
+export type EndCause = 'admin' | 'server_shutdown' | 'policy';
 
 /** A call as the admin API shows it. Times are Unix ms. */
 export interface CallSnapshot {
@@ -76,10 +92,24 @@ export interface CallSnapshot {
   durationSeconds: number;
   /** Callee devices still ringing (0 once answered). */
   ringingDevices: number;
+  /** Duration budget of the call, seconds (null: no budget applies). */
+  budgetSeconds: number | null;
+}
+
+/** Concurrency limits (config `policy.*`); 0 means no limit. */
+export interface HubLimits {
+  /** Calls (ringing or active) one account may be a party of at once. */
+  maxCallsPerAccount: number;
+  /** Calls (ringing or active) on the whole server. */
+  maxCalls: number;
 }
 
 /** WebSocket close code sent to a connection replaced by a newer one of the same device. */
 export const CLOSE_REPLACED = 4001;
+/** WebSocket close code for a connection whose device token expired. */
+export const CLOSE_EXPIRED = 4002;
+/** WebSocket close code for a connection whose device was revoked or logged out. */
+export const CLOSE_REVOKED = 4003;
 
 /**
  * Online devices and the calls between them: the server's routing state
@@ -105,6 +135,7 @@ export class Hub {
   private readonly calls = new Map<string, Call>();
   private readonly callsByAccount = new Map<string, Set<string>>();
   private ringTimeoutMs: number;
+  private limits: HubLimits = { maxCallsPerAccount: 0, maxCalls: 0 };
 
   /**
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
@@ -114,6 +145,41 @@ export class Hub {
     private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void },
   ) {
     this.ringTimeoutMs = options.ringTimeoutMs;
+  }
+
+  /** Sets the concurrency limits for invites from now on (config.reload). */
+  setLimits(limits: HubLimits): void {
+    this.limits = { ...limits };
+  }
+
+  /**
+   * Runs `fn` after `delayMs` if the call is still active then; the timer
+   * belongs to the call's active state and dies with it.
+   * @returns false when there is no such active call.
+   */
+  addCallTimer(callId: string, delayMs: number, fn: () => void): boolean {
+    const call = this.calls.get(callId);
+    if (call?.phase.kind !== 'active') return false;
+    const timer = setTimeout(fn, Math.max(0, Math.min(delayMs, 2 ** 31 - 1)));
+    timer.unref();
+    call.phase.timers.push(timer);
+    return true;
+  }
+
+  /** Records the duration budget of an active call (shown by the admin API), seconds. */
+  setCallBudget(callId: string, seconds: number | null): void {
+    const call = this.calls.get(callId);
+    if (call?.phase.kind === 'active') call.phase.budgetSeconds = seconds;
+  }
+
+  /** Sends a notification to every party device of a call (both sides). */
+  notifyParties<N extends SignalNotification>(
+    callId: string,
+    method: N,
+    params: SignalNotificationParams<N>,
+  ): void {
+    const call = this.calls.get(callId);
+    if (call) for (const deviceId of this.parties(call)) this.send(deviceId, method, params);
   }
 
   /** Changes the ring timeout for calls invited from now on, ms (config.reload). */
@@ -210,6 +276,49 @@ export class Hub {
     return this.devices.has(deviceId);
   }
 
+  /** True when at least one device of the account is connected. */
+  accountOnline(accountId: string): boolean {
+    return (this.devicesByAccount.get(accountId)?.size ?? 0) > 0;
+  }
+
+  /** True when the account is a party of an answered call. */
+  inAnsweredCall(accountId: string): boolean {
+    for (const callId of this.callsByAccount.get(accountId) ?? []) {
+      if (this.calls.get(callId)?.phase.kind === 'active') return true;
+    }
+    return false;
+  }
+
+  /** Number of calls (ringing or active) the account is a party of. */
+  callCount(accountId: string): number {
+    return this.callsByAccount.get(accountId)?.size ?? 0;
+  }
+
+  /** Sends a notification to every connected device of an account. */
+  notifyAccount<N extends SignalNotification>(
+    accountId: string,
+    method: N,
+    params: SignalNotificationParams<N>,
+  ): void {
+    for (const deviceId of this.devicesByAccount.get(accountId) ?? [])
+      this.send(deviceId, method, params);
+  }
+
+  /**
+   * Tells a device its session is over (`session.ended`) and closes its
+   * connection with `code` (a revoked device, a logout). No-op when offline.
+   */
+  disconnectDevice(
+    deviceId: string,
+    reason: 'revoked' | 'logged_out' | 'expired',
+    code: number,
+  ): void {
+    const link = this.devices.get(deviceId);
+    if (!link) return;
+    link.notify('session.ended', { reason });
+    link.close(code, reason.replace('_', ' '));
+  }
+
   /**
    * Starts a call from `caller` to every online device of `callee`.
    *
@@ -217,8 +326,11 @@ export class Hub {
    * the caller then gets `call.ended` with `busy` (sent through `afterReply`,
    * so it follows the result); the callee is not disturbed.
    * @param afterReply schedules work to run after the request's result was sent.
-   * @throws ParleyError `invalid_state` (call id in use, or the caller is already in a call),
-   *   `forbidden` (calling yourself), `callee_offline` (no online device).
+   * Only the callee's devices that are not in a call ring; when none is free,
+   * or the callee account has `maxCallsPerAccount` calls, the callee is busy.
+   * @throws ParleyError `invalid_state` (call id in use, or the calling device is already in a call),
+   *   `forbidden` (calling yourself), `callee_offline` (no online device), `policy` (the caller's
+   *   account has `maxCallsPerAccount` calls), `unavailable` (the server has `maxCalls` calls).
    */
   invite(
     caller: PeerInfo,
@@ -231,17 +343,35 @@ export class Hub {
       throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
     if (callee.accountId === caller.accountId)
       throw new ParleyError('forbidden', 'you cannot call yourself');
-    if (this.callsByAccount.get(caller.accountId)?.size) {
+    if (this.deviceInCall(caller.accountId, caller.deviceId)) {
       throw new ParleyError(
         'invalid_state',
         'you are already in a call; end it before starting another',
       );
     }
-    const targets = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
-    if (targets.length === 0)
-      throw new ParleyError('callee_offline', `${callee.username} is not online`);
+    const { maxCallsPerAccount, maxCalls } = this.limits;
+    const mine = this.callCount(caller.accountId);
+    if (maxCallsPerAccount > 0 && mine >= maxCallsPerAccount) {
+      throw new ParleyError(
+        'policy',
+        `your account already has ${mine} calls going, the most this server allows; end one first`,
+      );
+    }
+    if (maxCalls > 0 && this.calls.size >= maxCalls) {
+      throw new ParleyError(
+        'unavailable',
+        'this server is carrying as many calls as it can; try again in a few minutes',
+      );
+    }
+    const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
+    if (online.length === 0)
+      throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal.ts calleeOffline
+    const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d));
 
-    if (this.callsByAccount.get(callee.accountId)?.size) {
+    if (
+      targets.length === 0 ||
+      (maxCallsPerAccount > 0 && this.callCount(callee.accountId) >= maxCallsPerAccount)
+    ) {
       this.emit({ event: 'call.busy', callId, caller, callee });
       afterReply(() => this.send(caller.deviceId, 'call.ended', { callId, reason: 'busy' }));
       return { callId };
@@ -259,7 +389,14 @@ export class Hub {
     this.calls.set(callId, call);
     this.index(caller.accountId, callId);
     this.index(callee.accountId, callId);
-    this.emit({ event: 'call.invited', callId, caller, callee, devices: targets.length });
+    this.emit({
+      event: 'call.invited',
+      callId,
+      caller,
+      callee,
+      devices: targets.length,
+      deviceIds: targets,
+    });
     for (const deviceId of targets)
       this.send(deviceId, 'call.incoming', { callId, caller, envelope });
     return { callId };
@@ -303,7 +440,7 @@ export class Hub {
       throw new ParleyError('invalid_state', 'the call was already answered');
     clearTimeout(phase.timer);
     const answeredAt = Date.now();
-    call.phase = { kind: 'active', callee: from, answeredAt };
+    call.phase = { kind: 'active', callee: from, answeredAt, timers: [], budgetSeconds: null };
     this.emit({
       event: 'call.answered',
       callId,
@@ -391,8 +528,10 @@ export class Hub {
 
   /** Stops every ring timer and forgets all calls (server shutdown). No notifications are sent. */
   close(): void {
-    for (const call of this.calls.values())
+    for (const call of this.calls.values()) {
       if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
+      else for (const t of call.phase.timers) clearTimeout(t);
+    }
     this.calls.clear();
     this.callsByAccount.clear();
   }
@@ -404,6 +543,21 @@ export class Hub {
     if (!call || !this.roleOf(call, from.deviceId))
       throw new ParleyError('call_not_found', `no call ${callId}`);
     return call;
+  }
+
+  private parties(call: Call): string[] {
+    return call.phase.kind === 'ringing'
+      ? [call.caller.deviceId, ...call.phase.invited]
+      : [call.caller.deviceId, call.phase.callee.deviceId];
+  }
+
+  /** True when the device is a party of a call (ringing or active). */
+  private deviceInCall(accountId: string, deviceId: string): boolean {
+    for (const callId of this.callsByAccount.get(accountId) ?? []) {
+      const call = this.calls.get(callId);
+      if (call && this.roleOf(call, deviceId)) return true;
+    }
+    return false;
   }
 
   private roleOf(call: Call, deviceId: string): 'caller' | 'callee' | undefined {
@@ -434,20 +588,18 @@ export class Hub {
       answeredAt: active?.answeredAt ?? null,
       durationSeconds: active ? Math.max(0, nowMs - active.answeredAt) / 1000 : 0,
       ringingDevices: call.phase.kind === 'ringing' ? call.phase.invited.size : 0,
+      budgetSeconds: active?.budgetSeconds ?? null,
     };
   }
 
   /** Ends a call: every party device except `by` gets `call.ended` with `reason`. */
   private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause): void {
     if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
+    else for (const t of call.phase.timers) clearTimeout(t);
     this.calls.delete(call.callId);
     this.unindex(call.caller.accountId, call.callId);
     this.unindex(call.callee.accountId, call.callId);
-    const parties =
-      call.phase.kind === 'ringing'
-        ? [call.caller.deviceId, ...call.phase.invited]
-        : [call.caller.deviceId, call.phase.callee.deviceId];
-    for (const deviceId of parties) {
+    for (const deviceId of this.parties(call)) {
       if (deviceId !== by) this.send(deviceId, 'call.ended', { callId: call.callId, reason });
     }
     const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;

@@ -14,6 +14,7 @@ import type { Hub } from './hub';
  * | `parley_errors_total` | counter | `code` (error reason, e.g. `rate_limited`) | errors sent to clients (signaling and HTTP) |
  * | `parley_calls_ended_total` | counter | `reason` (EndReason) | calls ended |
  * | `parley_relay_credentials_issued_total` | counter | | relay credentials handed out |
+ * | `parley_relay_provider_errors_total` | counter | | external relay credential API failures |
  * | `parley_audit_write_failures_total` | counter | | audit records that could not be written |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
@@ -22,6 +23,7 @@ export class ServerMetrics {
   readonly errors: Counter<'code'>;
   readonly callsEnded: Counter<'reason'>;
   readonly relayCredentialsIssued: Counter;
+  readonly relayProviderErrors: Counter;
   readonly auditWriteFailures: Counter;
   readonly callSetup: Histogram<'stage'>;
 
@@ -70,6 +72,11 @@ export class ServerMetrics {
     this.relayCredentialsIssued = new Counter({
       name: 'parley_relay_credentials_issued_total',
       help: 'Relay (TURN) credentials issued.',
+      registers,
+    });
+    this.relayProviderErrors = new Counter({
+      name: 'parley_relay_provider_errors_total',
+      help: 'Failures of the external relay credential provider (turn.provider = "http").',
       registers,
     });
     this.auditWriteFailures = new Counter({

@@ -7,15 +7,18 @@ import {
   PROTOCOL_VERSION,
   SignalRequests,
   type PeerInfo,
-  type RelayCredentialsResult,
 } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { CallerApprovals } from './approvals';
+import type { Contacts } from './contacts';
+import type { CallPolicy } from './policy';
+import type { OpenCalls } from './open-calls';
+import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
-import type { DeviceLink, Hub } from './hub';
+import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub } from './hub';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
-import { relayIceServers } from './turn';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 interface Ctx {
@@ -24,6 +27,11 @@ interface Ctx {
 
 export interface SignalDeps {
   accounts: Accounts;
+  contacts: Contacts;
+  policy: CallPolicy;
+  relays: RelayService;
+  openCalls: OpenCalls;
+  approvals: CallerApprovals;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -54,10 +62,28 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, hub, config, audit, metrics } = deps;
+  const { accounts, contacts, policy, relays, openCalls, approvals, hub, config, audit, metrics } =
+    deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
+  /** When this connection's device token stops working, Unix ms (after hello). */
+  let tokenExpiresAt = Infinity;
+  let expiryTimer: NodeJS.Timeout | undefined;
+  /** Closes the connection when the token expires (re-armed by session.refresh). */
+  const armExpiry = (): void => {
+    clearTimeout(expiryTimer);
+    const left = tokenExpiresAt - Date.now();
+    expiryTimer = setTimeout(
+      () => {
+        if (Date.now() < tokenExpiresAt) return armExpiry();
+        if (link) hub.disconnectDevice(link.peer.deviceId, 'expired', CLOSE_EXPIRED);
+        else socket.close(CLOSE_EXPIRED, 'expired');
+      },
+      Math.max(0, Math.min(left, 2 ** 31 - 1)),
+    );
+    expiryTimer.unref();
+  };
 
   const send = (text: string): void => {
     metrics.countOutbound(text);
@@ -71,10 +97,17 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   const me = (): PeerInfo => {
     if (!link)
       throw new ParleyError('unauthenticated', 'send hello with your device id and token first');
+    if (Date.now() >= tokenExpiresAt) {
+      armExpiry();
+      throw new ParleyError(
+        'token_expired',
+        'this sign-in has expired; sign in again with your password',
+      );
+    }
     return link.peer;
   };
 
-  peer.handle('hello', SignalRequests.hello.params, async (p) => {
+  peer.handle('hello', SignalRequests.hello.params, async (p, ctx) => {
     if (link)
       throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
     if (p.protocol !== PROTOCOL_VERSION) {
@@ -83,7 +116,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
         `this server speaks signaling protocol ${PROTOCOL_VERSION}, the client sent ${p.protocol}`,
       );
     }
-    let info: PeerInfo;
+    let info: PeerInfo & { tokenExpiresAt: number };
     try {
       info = await accounts.authenticateDevice(p.deviceId, p.token);
     } catch (e) {
@@ -99,8 +132,14 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     if (closed) throw new ParleyError('unavailable', 'connection closed');
     if (link)
       throw new ParleyError('invalid_state', 'hello was already accepted on this connection');
+    tokenExpiresAt = info.tokenExpiresAt;
+    const peerInfo: PeerInfo = {
+      accountId: info.accountId,
+      username: info.username,
+      deviceId: info.deviceId,
+    };
     link = {
-      peer: info,
+      peer: peerInfo,
       notify: (method, params) => {
         if (!closed) peer.notify(method, params);
       },
@@ -108,6 +147,13 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     };
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
+    armExpiry();
+    // Calls a server crash ended while this device was in them.
+    const attached = link;
+    for (const callId of openCalls.takeEndedFor(info.deviceId)) {
+      ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
+    }
+    void contacts.presenceMayHaveChanged(peerInfo);
     log.info('device online');
     void audit.record({
       event: 'device.connected',
@@ -120,14 +166,29 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       username: info.username,
       deviceId: info.deviceId,
       serverTime: Date.now(),
+      tokenExpiresAt: info.tokenExpiresAt,
     };
   });
 
   peer.handle('call.invite', SignalRequests['call.invite'].params, async (p, ctx) => {
     const from = me();
+    /** The real reason behind a refusal, when the caller is told something else (a block). */
+    let refusedBecause: string | undefined;
     try {
       const callee = await accounts.findByUsername(p.callee);
       if (!callee) throw new ParleyError('unknown_user', `no account named ${p.callee}`);
+      await policy.checkInvite(from, callee);
+      const blocked = await checkCallAllowed(from, callee, contacts, accounts);
+      // A blocked caller goes through the approval step too (silently: the callee is
+      // not asked), so that it gets exactly what it would get from an offline callee.
+      await approvals.check(from, callee, { silent: blocked }).catch((e: unknown) => {
+        if (blocked) refusedBecause = 'blocked';
+        throw e;
+      });
+      if (blocked) {
+        refusedBecause = 'blocked';
+        throw calleeOffline(callee.username);
+      }
       if (closed) throw new ParleyError('unavailable', 'connection closed');
       return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
     } catch (e) {
@@ -137,7 +198,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
           accountId: from.accountId,
           deviceId: from.deviceId,
           callId: p.callId,
-          detail: { callee: p.callee, reason: e.reason },
+          detail: { callee: p.callee, reason: refusedBecause ?? e.reason },
         });
       }
       throw e;
@@ -167,23 +228,119 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     hub.candidate(me(), p.callId, p.envelope);
     return { ok: true as const };
   });
-  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, () => {
+  peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, async () => {
     const from = me();
-    const result = relayCredentials(config, from.accountId);
-    if (config.turn.urls.length > 0) {
-      metrics.relayCredentialsIssued.inc();
+    const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
+    if (!relays.configured) {
+      const ttlSeconds = config.turn.ttlSeconds;
+      return {
+        iceServers: stun,
+        expiresAt: Math.floor(Date.now() / 1000) + ttlSeconds,
+        ttlSeconds,
+      };
+    }
+    const r = await relays.issue(from);
+    return {
+      iceServers: [...stun, { urls: r.urls, username: r.username, credential: r.password }],
+      expiresAt: r.expiresAt,
+      ttlSeconds: r.ttl,
+    };
+  });
+
+  // ---- devices and sessions --------------------------------------------------------
+
+  peer.handle('devices.list', SignalRequests['devices.list'].params, async () => {
+    const self = me();
+    const devices = await accounts.listDevices(self.accountId);
+    return {
+      devices: devices.map((d) => ({
+        ...d,
+        online: hub.isOnline(d.deviceId),
+        current: d.deviceId === self.deviceId,
+      })),
+    };
+  });
+  peer.handle('devices.revoke', SignalRequests['devices.revoke'].params, async (p, ctx) => {
+    const self = me();
+    await accounts.revokeDevice(self.accountId, p.deviceId);
+    void audit.record({
+      event: 'device.revoked',
+      accountId: self.accountId,
+      deviceId: p.deviceId,
+      detail: { by: self.deviceId },
+    });
+    ctx.afterReply(() => hub.disconnectDevice(p.deviceId, 'revoked', CLOSE_REVOKED));
+    return { ok: true as const };
+  });
+  peer.handle('session.refresh', SignalRequests['session.refresh'].params, async () => {
+    const self = me();
+    const fresh = await accounts.refreshToken(self.deviceId);
+    tokenExpiresAt = fresh.expiresAt;
+    armExpiry();
+    void audit.record({
+      event: 'session.refreshed',
+      accountId: self.accountId,
+      deviceId: self.deviceId,
+      detail: { expiresAt: fresh.expiresAt },
+    });
+    return fresh;
+  });
+  peer.handle('session.logout', SignalRequests['session.logout'].params, async (_p, ctx) => {
+    const self = me();
+    await accounts.revokeDevice(self.accountId, self.deviceId);
+    void audit.record({
+      event: 'session.logout',
+      accountId: self.accountId,
+      deviceId: self.deviceId,
+    });
+    ctx.afterReply(() => hub.disconnectDevice(self.deviceId, 'logged_out', CLOSE_REVOKED));
+    return { ok: true as const };
+  });
+
+  // ---- contacts, presence, settings ------------------------------------------------
+
+  peer.handle('contacts.list', SignalRequests['contacts.list'].params, () => contacts.list(me()));
+  peer.handle('contacts.request', SignalRequests['contacts.request'].params, (p) =>
+    contacts.request(me(), p.username),
+  );
+  for (const [method, act] of [
+    ['contacts.accept', (self: PeerInfo, u: string) => contacts.accept(self, u)],
+    ['contacts.decline', (self: PeerInfo, u: string) => contacts.decline(self, u)],
+    ['contacts.remove', (self: PeerInfo, u: string) => contacts.remove(self, u)],
+    ['contacts.block', (self: PeerInfo, u: string) => contacts.block(self, u)],
+    ['contacts.unblock', (self: PeerInfo, u: string) => contacts.unblock(self, u)],
+  ] as const) {
+    peer.handle(method, SignalRequests[method].params, async (p) => {
+      await act(me(), p.username);
+      return { ok: true as const };
+    });
+  }
+  peer.handle('callers.approve', SignalRequests['callers.approve'].params, async (p) => {
+    await approvals.approve(me(), p.username);
+    return { ok: true as const };
+  });
+  peer.handle('callers.refuse', SignalRequests['callers.refuse'].params, (p) => {
+    approvals.refuse(me(), p.username);
+    return { ok: true as const };
+  });
+  peer.handle('presence.set', SignalRequests['presence.set'].params, async (p) => ({
+    presence: await contacts.setPresence(me(), p.status),
+  }));
+  peer.handle('settings.get', SignalRequests['settings.get'].params, async () => ({
+    contactsOnly: await accounts.contactsOnly(me().accountId),
+  }));
+  peer.handle('settings.set', SignalRequests['settings.set'].params, async (p) => {
+    const self = me();
+    if (p.contactsOnly !== undefined) {
+      await accounts.setContactsOnly(self.accountId, p.contactsOnly);
       void audit.record({
-        event: 'relay.credentials_issued',
-        accountId: from.accountId,
-        deviceId: from.deviceId,
-        detail: {
-          ttlSeconds: result.ttlSeconds,
-          expiresAt: result.expiresAt,
-          urls: config.turn.urls,
-        },
+        event: 'settings.changed',
+        accountId: self.accountId,
+        deviceId: self.deviceId,
+        detail: { contactsOnly: p.contactsOnly },
       });
     }
-    return result;
+    return { contactsOnly: await accounts.contactsOnly(self.accountId) };
   });
 
   const bucket = new TokenBucket(config.limits.messagesPerSecond, config.limits.messageBurst);
@@ -252,9 +409,11 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   socket.on('error', (err) => log.warn({ err: { message: err.message } }, 'signal socket error'));
   socket.on('close', (code) => {
     closed = true;
+    clearTimeout(expiryTimer);
     peer.close();
     if (link) {
       hub.detach(link);
+      void contacts.presenceMayHaveChanged(link.peer);
       log.info({ code }, 'device offline');
       void audit.record({
         event: 'device.disconnected',
@@ -267,22 +426,36 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
 }
 
 /**
- * ICE servers for a device: STUN URLs (if configured) and the TURN URLs with a
- * fresh coturn REST credential bound to the account (if configured).
- * `expiresAt` is Unix seconds; with no TURN it is still `now + ttl`.
+ * May `caller` call `callee`? The callee's "only contacts may call me"
+ * setting is checked first (`not_contact`, which an offline callee gives
+ * too), then blocks. A blocked caller must then get exactly what an offline
+ * callee would give (the caller's `callee_offline` error, after the same
+ * approval step), so a block is never revealed: the caller does that.
+ * @returns true when the callee blocked the caller.
+ * @throws ParleyError `not_contact`.
  */
-export function relayCredentials(
-  config: ServerConfig,
-  accountId: string,
-  nowMs = Date.now(),
-): RelayCredentialsResult {
-  const { urls, secret, ttlSeconds } = config.turn;
-  const relay =
-    urls.length > 0
-      ? relayIceServers(urls, secret, accountId, ttlSeconds, nowMs)
-      : { iceServers: [], expiresAt: Math.floor(nowMs / 1000) + ttlSeconds };
-  const stun = config.stun.urls.length > 0 ? [{ urls: config.stun.urls }] : [];
-  return { iceServers: [...stun, ...relay.iceServers], expiresAt: relay.expiresAt, ttlSeconds };
+export async function checkCallAllowed(
+  caller: PeerInfo,
+  callee: { accountId: string; username: string },
+  contacts: Contacts,
+  accounts: Accounts,
+): Promise<boolean> {
+  if (callee.accountId === caller.accountId) return false; // the hub refuses it with `forbidden`
+  if (
+    (await accounts.contactsOnly(callee.accountId)) &&
+    !(await contacts.areContacts(callee.accountId, caller.accountId))
+  ) {
+    throw new ParleyError(
+      'not_contact',
+      `${callee.username} only takes calls from contacts; send a contact request first`,
+    );
+  }
+  return contacts.hasBlocked(callee.accountId, caller.accountId);
+}
+
+/** The error for a callee with no device online (also what a blocked caller gets). */
+export function calleeOffline(username: string): ParleyError {
+  return new ParleyError('callee_offline', `${username} is not online`);
 }
 
 /** The id of a JSON-RPC request frame, or null (notification, unreadable or oversized frame). */

@@ -1,5 +1,17 @@
 import { z } from 'zod';
 import { CallId, CallState, EndReason, RejectReason, TransportKind, Username } from '../call';
+import {
+  ContactRequestResult,
+  ContactsListResult,
+  DevicesListResult,
+  DeviceRevokeParams,
+  PresenceSetParams,
+  PresenceSetResult,
+  Settings,
+  SettingsSetParams,
+  SignalNotifications,
+  UsernameParams,
+} from './signaling';
 
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
@@ -8,6 +20,15 @@ import { CallId, CallState, EndReason, RejectReason, TransportKind, Username } f
  * `ControlNotifications`: `call.state` whenever a call changes state,
  * `call.stats` every second, `audio.levels` 20 times a second during a call,
  * `audio.warning`, `devices.changed` and `devices.switched`.
+ *
+ * Contacts, presence, settings and devices mirror the signaling methods of the
+ * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
+ * `main/core/devices.ts`), with the same results and errors; the daemon
+ * forwards the server's `contact.request`, `contact.updated`,
+ * `presence.changed`, `session.ended`, `caller.approval_request` and
+ * `caller.approval` notifications to every controller.
+ * Device tokens never cross the control socket: `refresh_session` stores the
+ * new one in the keychain and returns only its expiry.
  */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 
@@ -145,6 +166,33 @@ export const ControlRequests = {
     params: z.object({}).strict().default({}),
     result: z.object({ calls: z.array(CallStatus) }),
   },
+  /** The contact book: `{contacts, incoming, outgoing, blocked}`. */
+  list_contacts: { params: z.object({}).strict().default({}), result: ContactsListResult },
+  /** Asks `username` to be a contact: `{status: 'requested' | 'contact'}`. */
+  request_contact: { params: UsernameParams, result: ContactRequestResult },
+  accept_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  decline_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** Removes a contact or withdraws my request. */
+  remove_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  block_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  unblock_contact: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** First-time caller approval: let a waiting caller's calls ring from now on. */
+  approve_caller: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  refuse_caller: { params: UsernameParams, result: z.object({ ok: z.literal(true) }) },
+  /** `{status: 'online' | 'away' | 'dnd'}` → `{presence}` as contacts now see it. */
+  set_presence: { params: PresenceSetParams, result: PresenceSetResult },
+  get_settings: { params: z.object({}).strict().default({}), result: Settings },
+  set_settings: { params: SettingsSetParams, result: Settings },
+  /** The account's signed-in devices. */
+  list_devices: { params: z.object({}).strict().default({}), result: DevicesListResult },
+  revoke_device: { params: DeviceRevokeParams, result: z.object({ ok: z.literal(true) }) },
+  /** Renews this device's token (kept in the keychain); returns only the new expiry (Unix ms). */
+  refresh_session: {
+    params: z.object({}).strict().default({}),
+    result: z.object({ expiresAt: z.number() }),
+  },
+  /** Logs this device out: the server forgets its token, the keychain entry is deleted, signaling goes offline. */
+  logout: { params: z.object({}).strict().default({}), result: z.object({ ok: z.literal(true) }) },
   get_status: {
     params: z.object({}).strict().default({}),
     result: z.object({
@@ -231,4 +279,10 @@ export const ControlNotifications = {
   'devices.changed': DeviceList,
   'devices.switched': DeviceSwitchedNotification,
   'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),
+  'contact.request': SignalNotifications['contact.request'],
+  'contact.updated': SignalNotifications['contact.updated'],
+  'presence.changed': SignalNotifications['presence.changed'],
+  'session.ended': SignalNotifications['session.ended'],
+  'caller.approval_request': SignalNotifications['caller.approval_request'],
+  'caller.approval': SignalNotifications['caller.approval'],
 } as const;

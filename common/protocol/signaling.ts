@@ -31,6 +31,8 @@ export const HelloResult = z.object({
   username: Username,
   deviceId: DeviceId,
   serverTime: z.number(),
+  /** Unix ms after which this device's token is refused; renew it before with `session.refresh`. */
+  tokenExpiresAt: z.number(),
 });
 
 /** Starts a call. `callId` is chosen by the caller; the offer travels in `envelope`. */
@@ -66,6 +68,81 @@ export const RelayCredentialsResult = z.object({
 });
 export type RelayCredentialsResult = z.infer<typeof RelayCredentialsResult>;
 
+// ---- devices and sessions -------------------------------------------------------
+
+/** One signed-in device of the account. Times are Unix ms. */
+export const DeviceInfo = z.object({
+  deviceId: DeviceId,
+  /** The name given at login (e.g. "laptop"). */
+  name: z.string(),
+  createdAt: z.number(),
+  lastSeenAt: z.number().nullable(),
+  /** When its token stops working unless refreshed. */
+  expiresAt: z.number(),
+  /** Has a live signaling connection now. */
+  online: z.boolean(),
+  /** The device that asked. */
+  current: z.boolean(),
+});
+export type DeviceInfo = z.infer<typeof DeviceInfo>;
+export const Empty = z.object({}).strict();
+export const DevicesListResult = z.object({ devices: z.array(DeviceInfo) });
+export const DeviceRevokeParams = z.object({ deviceId: DeviceId }).strict();
+/** A new token for this device; the old one stops working at once. */
+export const SessionRefreshResult = z.object({
+  token: z.string(),
+  /** Unix ms. */
+  expiresAt: z.number(),
+});
+export type SessionRefreshResult = z.infer<typeof SessionRefreshResult>;
+
+// ---- contacts, presence, settings -------------------------------------------
+
+/**
+ * What contacts see of an account. `in_call` is set by the server while the
+ * account is in an answered call; `offline` when no device is connected. A
+ * blocked account always sees `offline`.
+ */
+export const Presence = z.enum(['online', 'away', 'in_call', 'dnd', 'offline']);
+export type Presence = z.infer<typeof Presence>;
+/** What a user may choose; `in_call` and `offline` are the server's to say. */
+export const PresenceStatus = z.enum(['online', 'away', 'dnd']);
+export type PresenceStatus = z.infer<typeof PresenceStatus>;
+
+export const Contact = z.object({
+  accountId: z.string(),
+  username: Username,
+  presence: Presence,
+  /** Unix ms the contact was accepted. */
+  since: z.number(),
+});
+export type Contact = z.infer<typeof Contact>;
+/** A pending contact request (incoming or outgoing), or a block entry. `at` is Unix ms. */
+export const ContactRef = z.object({ accountId: z.string(), username: Username, at: z.number() });
+export type ContactRef = z.infer<typeof ContactRef>;
+export const ContactsListResult = z.object({
+  contacts: z.array(Contact),
+  /** Requests others sent to me, waiting for accept or decline. */
+  incoming: z.array(ContactRef),
+  /** Requests I sent, not yet answered. */
+  outgoing: z.array(ContactRef),
+  /** Accounts I blocked. */
+  blocked: z.array(ContactRef),
+});
+export type ContactsListResult = z.infer<typeof ContactsListResult>;
+export const UsernameParams = z.object({ username: Username }).strict();
+/** `requested`: waiting for the other side; `contact`: they had asked me already, so we are contacts now. */
+export const ContactRequestResult = z.object({ status: z.enum(['requested', 'contact']) });
+export const PresenceSetParams = z.object({ status: PresenceStatus }).strict();
+export const PresenceSetResult = z.object({ presence: Presence });
+/** Per-account settings. */
+export const Settings = z.object({
+  /** Only contacts may call me (default true); others get `not_contact`. */
+  contactsOnly: z.boolean(),
+});
+export type Settings = z.infer<typeof Settings>;
+export const SettingsSetParams = z.object({ contactsOnly: z.boolean().optional() }).strict();
+
 /** Every request method with its params and result schema. */
 export const SignalRequests = {
   hello: { params: HelloParams, result: HelloResult },
@@ -77,6 +154,22 @@ export const SignalRequests = {
   'call.hangup': { params: HangupParams, result: OkResult },
   'call.candidate': { params: CandidateParams, result: OkResult },
   'relay.credentials': { params: RelayCredentialsParams, result: RelayCredentialsResult },
+  'devices.list': { params: Empty, result: DevicesListResult },
+  'devices.revoke': { params: DeviceRevokeParams, result: OkResult },
+  'session.refresh': { params: Empty, result: SessionRefreshResult },
+  'session.logout': { params: Empty, result: OkResult },
+  'contacts.list': { params: Empty, result: ContactsListResult },
+  'contacts.request': { params: UsernameParams, result: ContactRequestResult },
+  'contacts.accept': { params: UsernameParams, result: OkResult },
+  'contacts.decline': { params: UsernameParams, result: OkResult },
+  'contacts.remove': { params: UsernameParams, result: OkResult },
+  'contacts.block': { params: UsernameParams, result: OkResult },
+  'contacts.unblock': { params: UsernameParams, result: OkResult },
+  'presence.set': { params: PresenceSetParams, result: PresenceSetResult },
+  'settings.get': { params: Empty, result: Settings },
+  'settings.set': { params: SettingsSetParams, result: Settings },
+  'callers.approve': { params: UsernameParams, result: OkResult },
+  'callers.refuse': { params: UsernameParams, result: OkResult },
 } as const;
 export type SignalMethod = keyof typeof SignalRequests;
 export type SignalParams<M extends SignalMethod> = z.infer<(typeof SignalRequests)[M]['params']>;
@@ -98,6 +191,51 @@ export const SignalNotifications = {
   'call.candidate': z.object({ callId: CallId, envelope: Envelope }),
   /** The call is over for this device. */
   'call.ended': z.object({ callId: CallId, reason: EndReason }),
+  /**
+   * A policy limit is near for a call (both parties get it): `lifetime` (the
+   * call's maximum length) or `budget` (duration budget). `endsAt` is Unix ms;
+   * `action` says what happens then.
+   */
+  'call.warning': z.object({
+    callId: CallId,
+    kind: z.enum(['lifetime', 'budget']),
+    endsAt: z.number(),
+    action: z.enum(['terminate', 'warn', 'extend']),
+    message: z.string(),
+  }),
+  /** Someone asked to become my contact (every device of mine gets it). */
+  'contact.request': ContactRef,
+  /**
+   * My relation with an account changed (sent to every device of both sides):
+   * `contact` (with their presence), `incoming` / `outgoing` (a pending request),
+   * `none` (declined or removed). `blocked` is present only for my own devices.
+   */
+  'contact.updated': z.object({
+    accountId: z.string(),
+    username: Username,
+    relation: z.enum(['contact', 'incoming', 'outgoing', 'none']),
+    presence: Presence.optional(),
+    blocked: z.boolean().optional(),
+  }),
+  /** A contact's presence changed. */
+  'presence.changed': z.object({ accountId: z.string(), username: Username, presence: Presence }),
+  /**
+   * First-time caller approval: `username` tried to call me; answer with
+   * `callers.approve` or `callers.refuse` before `expiresAt` (Unix ms).
+   */
+  'caller.approval_request': z.object({
+    accountId: z.string(),
+    username: Username,
+    expiresAt: z.number(),
+  }),
+  /** The answer to my first call to `username`: `approved` (call again now), `refused` or `expired`. */
+  'caller.approval': z.object({
+    accountId: z.string(),
+    username: Username,
+    result: z.enum(['approved', 'refused', 'expired']),
+  }),
+  /** This device was revoked or logged out; the server closes the connection after this. */
+  'session.ended': z.object({ reason: z.enum(['revoked', 'logged_out', 'expired']) }),
 } as const;
 export type SignalNotification = keyof typeof SignalNotifications;
 export type SignalNotificationParams<N extends SignalNotification> = z.infer<

@@ -10,6 +10,8 @@ import {
 } from '../../common/protocol/control';
 import type { CallEngine } from '../core/call-engine';
 import type { LocalAudio } from '../media/platform';
+import type { ContactBook } from '../core/contacts';
+import type { DeviceSessions } from '../core/devices';
 import type { SignalingClient } from '../core/signaling-client';
 
 /**
@@ -24,11 +26,17 @@ export class ControlServer {
   private readonly server: Server;
   private readonly peers = new Set<RpcPeer>();
 
+  /**
+   * @param account contacts, presence, settings and devices of the signed-in
+   *   account; `logout` also runs `onLogout` (delete the keychain entry). Without
+   *   it those methods answer `method_not_found`.
+   */
   constructor(
     private readonly engine: CallEngine,
     private readonly signaling: SignalingClient,
     private readonly identity: { username: string; deviceId: string },
     private readonly audio?: LocalAudio,
+    private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void> },
   ) {
     this.server = createServer((socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
@@ -38,6 +46,16 @@ export class ControlServer {
     audio?.router.on('warning', (w) => this.broadcast('audio.warning', w));
     audio?.router.on('switched', (r) => this.broadcast('devices.switched', { ...r, gapMs: Math.round(r.gapMs * 10) / 10 }));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
+    for (const method of [
+      'contact.request',
+      'contact.updated',
+      'presence.changed',
+      'session.ended',
+      'caller.approval_request',
+      'caller.approval',
+    ] as const) {
+      signaling.on(method, (params: object) => this.broadcast(method, params));
+    }
   }
 
   /**
@@ -101,6 +119,36 @@ export class ControlServer {
     rpc.handle('resume_call', ControlRequests.resume_call.params, ({ callId }) => ({ callId: e.setHold(callId, false) }));
     rpc.handle('get_call_status', ControlRequests.get_call_status.params, ({ callId }) => e.status(callId));
     rpc.handle('list_calls', ControlRequests.list_calls.params, () => ({ calls: e.list() }));
+    const a = this.account;
+    if (a) {
+      const ok = { ok: true as const };
+      rpc.handle('list_contacts', ControlRequests.list_contacts.params, () => a.contacts.refresh());
+      rpc.handle('request_contact', ControlRequests.request_contact.params, async ({ username }) => ({
+        status: await a.contacts.request(username),
+      }));
+      rpc.handle('accept_contact', ControlRequests.accept_contact.params, async ({ username }) => (await a.contacts.accept(username), ok));
+      rpc.handle('decline_contact', ControlRequests.decline_contact.params, async ({ username }) => (await a.contacts.decline(username), ok));
+      rpc.handle('remove_contact', ControlRequests.remove_contact.params, async ({ username }) => (await a.contacts.remove(username), ok));
+      rpc.handle('block_contact', ControlRequests.block_contact.params, async ({ username }) => (await a.contacts.block(username), ok));
+      rpc.handle('unblock_contact', ControlRequests.unblock_contact.params, async ({ username }) => (await a.contacts.unblock(username), ok));
+      rpc.handle('approve_caller', ControlRequests.approve_caller.params, async ({ username }) => (await a.contacts.approveCaller(username), ok));
+      rpc.handle('refuse_caller', ControlRequests.refuse_caller.params, async ({ username }) => (await a.contacts.refuseCaller(username), ok));
+      rpc.handle('set_presence', ControlRequests.set_presence.params, async ({ status }) => ({
+        presence: await a.contacts.setPresence(status),
+      }));
+      rpc.handle('get_settings', ControlRequests.get_settings.params, () => a.contacts.getSettings());
+      rpc.handle('set_settings', ControlRequests.set_settings.params, async ({ contactsOnly }) =>
+        contactsOnly === undefined ? a.contacts.getSettings() : a.contacts.setContactsOnly(contactsOnly),
+      );
+      rpc.handle('list_devices', ControlRequests.list_devices.params, async () => ({ devices: await a.sessions.list() }));
+      rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => (await a.sessions.revoke(deviceId), ok));
+      rpc.handle('refresh_session', ControlRequests.refresh_session.params, async () => ({ expiresAt: await a.sessions.refresh() }));
+      rpc.handle('logout', ControlRequests.logout.params, async () => {
+        await a.sessions.logout();
+        await a.onLogout();
+        return ok;
+      });
+    }
     rpc.handle('get_status', ControlRequests.get_status.params, () => ({
       username: this.identity.username,
       deviceId: this.identity.deviceId,

@@ -8,7 +8,13 @@
  *                   [--no-echo-cancellation] [--no-noise-suppression] [--no-gain-control] [--dtx]
  *   parley call NAME [--wait]        (through the running daemon's control socket)
  *   parley answer [CALL_ID] | reject [CALL_ID] | hangup [CALL_ID] | status
- *   parley devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
+ *   parley contacts [list] | add NAME | accept NAME | decline NAME | remove NAME | block NAME | unblock NAME
+ *   parley callers approve NAME | refuse NAME   (first-time caller approval)
+ *   parley presence [online|away|dnd]
+ *   parley settings [--contacts-only on|off]
+ *   parley devices [list] | revoke DEVICE_ID      (this account's signed-in devices)
+ *   parley logout
+ *   parley audio-devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
  *
  * The daemon owns the audio devices and the signaling connection; it serves
  * the JSON-RPC 2.0 control socket that the other commands (and automation) use.
@@ -20,8 +26,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { ParleyError } from '../../common/errors';
 import type { CallStatus } from '../../common/protocol/control';
-import { loadSession, login, register } from '../core/account';
+import type { ContactsListResult, DeviceInfo } from '../../common/protocol/signaling';
+import { loadSession, login, register, tokenKey } from '../core/account';
 import { CallEngine } from '../core/call-engine';
+import { ContactBook } from '../core/contacts';
+import { DeviceSessions } from '../core/devices';
 import { SignalingClient } from '../core/signaling-client';
 import { ControlClient, ControlServer } from './control-server';
 import { keychainStore } from '../core/keychain-store';
@@ -189,10 +198,28 @@ program
       engine.autoAnswer = !!o.autoAnswer;
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
-      const control = new ControlServer(engine, signaling, session, audio);
+      const secrets = keychainStore();
+      const contacts = new ContactBook(signaling);
+      const sessions = new DeviceSessions(signaling);
+      sessions.on('token', ({ token }) => {
+        secrets.set(tokenKey(session), token).catch((e: unknown) => console.error(`[session] cannot keep the new token: ${String(e)}`));
+      });
+      sessions.on('ended', (why) => console.log(`[session] ended: ${why}; sign in again with "parley login"`));
+      contacts.on('request', (r) => console.log(`[contacts] ${r.username} wants to be your contact ("parley contacts accept ${r.username}")`));
+      contacts.on('presence', (p) => console.log(`[presence] ${p.username}: ${p.presence}`));
+      contacts.on('approvalRequest', (r) => console.log(`[callers] ${r.username} wants to call you ("parley callers approve ${r.username}")`));
+      contacts.on('approval', (r) => console.log(`[callers] ${r.username}: ${r.result}`));
+      const control = new ControlServer(engine, signaling, session, audio, {
+        contacts,
+        sessions,
+        onLogout: async () => {
+          await secrets.delete(tokenKey(session));
+        },
+      });
       await control.listen(socket);
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
+      sessions.startAutoRefresh();
       const stop = async () => {
         console.log('[daemon] shutting down');
         await engine.shutdown();
@@ -264,7 +291,7 @@ program
   });
 
 program
-  .command('devices')
+  .command('audio-devices')
   .description('list audio devices; with --input/--output, choose them in the running daemon (also mid-call)')
   .option('--input <name>', 'microphone: "default" or a PulseAudio source name')
   .option('--output <name>', 'speaker: "default" or a PulseAudio sink name')
@@ -287,6 +314,106 @@ program
       const dir = [d.maxInputChannels > 0 ? 'in' : '', d.maxOutputChannels > 0 ? 'out' : ''].filter(Boolean).join('/');
       console.log(`${d.id}\t${dir}\t${d.name}`);
     }
+  });
+
+function printContacts(b: ContactsListResult): void {
+  if (b.contacts.length + b.incoming.length + b.outgoing.length + b.blocked.length === 0) console.log('no contacts');
+  for (const c of b.contacts) console.log(`${c.username}\t${c.presence}`);
+  for (const r of b.incoming) console.log(`${r.username}\twants to be your contact`);
+  for (const r of b.outgoing) console.log(`${r.username}\tasked, waiting for an answer`);
+  for (const r of b.blocked) console.log(`${r.username}\tblocked`);
+}
+
+const contactsCmd = program.command('contacts').description('your contacts (through the running daemon)');
+contactsCmd
+  .command('list', { isDefault: true })
+  .description('contacts with presence, pending requests and blocks')
+  .action(async () => printContacts(await withDaemon((c) => c.request<ContactsListResult>('list_contacts'))));
+contactsCmd
+  .command('add <username>')
+  .description('ask someone to be your contact (accepts theirs if they asked first)')
+  .action(async (username: string) => {
+    const r = await withDaemon((c) => c.request<{ status: string }>('request_contact', { username }));
+    console.log(r.status === 'contact' ? `${username} is now your contact` : `asked ${username}; waiting for them to accept`);
+  });
+for (const [name, method, done] of [
+  ['accept', 'accept_contact', 'is now your contact'],
+  ['decline', 'decline_contact', ': request declined'],
+  ['remove', 'remove_contact', 'removed'],
+  ['block', 'block_contact', 'blocked'],
+  ['unblock', 'unblock_contact', 'unblocked'],
+] as const) {
+  contactsCmd
+    .command(`${name} <username>`)
+    .description(`${name} a contact`)
+    .action(async (username: string) => {
+      await withDaemon((c) => c.request(method, { username }));
+      console.log(`${username}${done.startsWith(':') ? done : ` ${done}`}`);
+    });
+}
+
+const callersCmd = program.command('callers').description('first-time callers waiting for your approval');
+for (const [name, method, done] of [
+  ['approve', 'approve_caller', 'may call you now'],
+  ['refuse', 'refuse_caller', 'refused'],
+] as const) {
+  callersCmd
+    .command(`${name} <username>`)
+    .description(`${name} a caller who is waiting`)
+    .action(async (username: string) => {
+      await withDaemon((c) => c.request(method, { username }));
+      console.log(`${username} ${done}`);
+    });
+}
+
+program
+  .command('presence [status]')
+  .description('set your presence for your contacts: online, away or dnd')
+  .action(async (status?: string) => {
+    if (!status) {
+      const s = await withDaemon((c) => c.request<{ username: string; signaling: string }>('get_status'));
+      console.log(`${s.username}: signaling ${s.signaling}`);
+      return;
+    }
+    const r = await withDaemon((c) => c.request<{ presence: string }>('set_presence', { status }));
+    console.log(`your contacts see you as ${r.presence}`);
+  });
+
+program
+  .command('settings')
+  .description('account settings')
+  .addOption(new Option('--contacts-only <on|off>', 'only contacts may call me').choices(['on', 'off']))
+  .action(async (o: { contactsOnly?: 'on' | 'off' }) => {
+    const params = o.contactsOnly ? { contactsOnly: o.contactsOnly === 'on' } : {};
+    const s = await withDaemon((c) => c.request<{ contactsOnly: boolean }>('set_settings', params));
+    console.log(`only contacts may call me: ${s.contactsOnly ? 'on' : 'off'}`);
+  });
+
+const devicesCmd = program.command('devices').description("this account's signed-in devices (through the running daemon)");
+devicesCmd
+  .command('list', { isDefault: true })
+  .description('every signed-in device')
+  .action(async () => {
+    const { devices } = await withDaemon((c) => c.request<{ devices: DeviceInfo[] }>('list_devices'));
+    for (const d of devices) {
+      const seen = d.lastSeenAt ? new Date(d.lastSeenAt).toISOString() : 'never';
+      console.log(`${d.deviceId}\t${d.name}\t${d.online ? 'online' : 'offline'}\tlast seen ${seen}${d.current ? '\t(this device)' : ''}`);
+    }
+  });
+devicesCmd
+  .command('revoke <deviceId>')
+  .description('sign a device out for good')
+  .action(async (deviceId: string) => {
+    await withDaemon((c) => c.request('revoke_device', { deviceId }));
+    console.log(`device ${deviceId} revoked`);
+  });
+
+program
+  .command('logout')
+  .description('sign this device out (the server forgets its token; the keychain entry is deleted)')
+  .action(async () => {
+    await withDaemon((c) => c.request('logout'));
+    console.log('signed out');
   });
 
 program.parseAsync().catch((e: unknown) => {

@@ -101,6 +101,13 @@ export class CallEngine extends EventEmitter<{
     signaling.on('call.answered', (p) => void this.onAnswered(p));
     signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
     signaling.on('call.ended', (p) => this.finish(p.callId, p.reason));
+    // A policy limit is near (lifetime or duration budget): show the server's words on the call.
+    signaling.on('call.warning', (p) => {
+      const call = this.calls.get(p.callId);
+      if (!call || call.data.name === 'ended') return;
+      call.status.warning = p.message;
+      this.publish(call);
+    });
   }
 
   /**

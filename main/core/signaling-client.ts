@@ -38,8 +38,9 @@ type NotificationEvents = {
  * The client end of Parley signaling (JSON-RPC 2.0 over WebSocket, see
  * `common/protocol/signaling`). Connects, says `hello`, and reconnects with
  * exponential backoff and jitter whenever the socket drops, until `close()`.
- * A token the server refuses stops the reconnecting (retrying cannot help) and
- * reports `offline` with the reason.
+ * A token the server refuses (`unauthenticated`, `token_expired`) and a
+ * `session.ended` notification (device revoked or logged out) stop the
+ * reconnecting (retrying cannot help) and report `offline` with the reason.
  *
  * Events: `state` (SignalingState, detail) and one event per server
  * notification, with params already validated.
@@ -53,14 +54,38 @@ export class SignalingClient extends EventEmitter<
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private _state: SignalingState = 'offline';
+  private token: string;
+  private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
   constructor(private readonly options: SignalingClientOptions) {
     super();
+    this.token = options.token;
+    // The server ended this device's session (revoked, logged out, expired): retrying cannot help.
+    this.on('session.ended', ({ reason }) => {
+      this.closed = true;
+      clearTimeout(this.reconnectTimer);
+      this.setState('offline', `session ended: ${reason.replace('_', ' ')}`);
+    });
   }
 
   get state(): SignalingState {
     return this._state;
+  }
+
+  /** When the device token stops working, Unix ms (from the last hello or `setToken`); undefined before the first hello. */
+  get tokenExpiresAt(): number | undefined {
+    return this._tokenExpiresAt;
+  }
+
+  /**
+   * Uses a new device token from now on (after `session.refresh`): the next
+   * reconnect says hello with it. Never logged.
+   * @param expiresAt when it stops working, Unix ms.
+   */
+  setToken(token: string, expiresAt: number): void {
+    this.token = token;
+    this._tokenExpiresAt = expiresAt;
   }
 
   /** Starts connecting (and keeps reconnecting). Resolves when first online. */
@@ -127,17 +152,22 @@ export class SignalingClient extends EventEmitter<
     ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
     ws.on('open', async () => {
       try {
-        await rpc.request('hello', {
+        const hello = await rpc.request<{ tokenExpiresAt?: unknown }>('hello', {
           protocol: PROTOCOL_VERSION,
           deviceId: this.options.deviceId,
-          token: this.options.token,
+          token: this.token,
         });
+        if (typeof hello.tokenExpiresAt === 'number') this._tokenExpiresAt = hello.tokenExpiresAt;
         this.attempt = 0;
         this.setState('online');
         for (const w of this.onlineWaiters.splice(0)) w.resolve();
       } catch (e) {
         const err = e instanceof ParleyError ? e : new ParleyError('unavailable', String(e));
-        if (err.reason === 'unauthenticated' || err.reason === 'protocol_version') {
+        if (
+          err.reason === 'unauthenticated' ||
+          err.reason === 'token_expired' ||
+          err.reason === 'protocol_version'
+        ) {
           // Retrying cannot help: stop and say why.
           this.closed = true;
           ws.close(1000);

@@ -232,3 +232,14 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
     },
   };
 }
+
+/**
+ * Makes two client daemons contacts over their control sockets (a asks, b
+ * accepts), as every call between two fresh accounts needs: "only contacts
+ * may call me" is on by default on the server.
+ * @throws ParleyError from either daemon.
+ */
+export async function makeClientContacts(a: RunningClient, b: RunningClient): Promise<void> {
+  const r = await a.request<{ status: string }>('request_contact', { username: b.name });
+  if (r.status === 'requested') await b.request('accept_contact', { username: a.name });
+}

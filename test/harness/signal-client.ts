@@ -383,6 +383,43 @@ export async function signIn(
 }
 
 /**
+ * Makes two signed-in accounts contacts (a asks, b accepts), as every call
+ * between two fresh accounts needs: "only contacts may call me" is on by
+ * default. Consumes the `contact.request` / `contact.updated` notifications it causes
+ * on these two devices, so tests that count notifications start clean.
+ * @throws ParleyError from the server.
+ */
+export async function makeContacts(a: SignedInDevice, b: SignedInDevice): Promise<void> {
+  const r = await a.client.request('contacts.request', { username: b.username });
+  if (r.status === 'requested') {
+    await b.client.nextNotification('contact.request');
+    await b.client.request('contacts.accept', { username: a.username });
+  }
+  await a.client.nextNotification('contact.updated');
+  if (r.status === 'requested') await a.client.nextNotification('contact.updated');
+  await b.client.nextNotification('contact.updated');
+}
+
+/**
+ * Registers `username`, makes it a contact of `of`, and signs its only device
+ * out again: a callee that is a contact but offline. Resolves once `of` has
+ * seen it go offline (`presence.changed`), so the server knows it is offline.
+ */
+export async function offlineContact(
+  server: ServerAddress,
+  of: SignedInDevice,
+  username: string,
+): Promise<void> {
+  const other = await signIn(server, username);
+  await makeContacts(of, other);
+  await other.client.close();
+  for (;;) {
+    const p = await of.client.nextNotification('presence.changed');
+    if (p.username === username && p.presence === 'offline') return;
+  }
+}
+
+/**
  * Sets up an answered call between two signed-in devices over the real server:
  * invite → incoming → ringing → answer → answered. The envelopes are opaque to
  * the server; tests pass recognisable ones to check they never leak.

@@ -12,7 +12,7 @@ import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
 import { KEYCHAIN_SERVICE } from '../../main/core/keychain-store';
 import { getSecret } from '../../native/keychain';
-import { runParley, startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, runParley, startClient, type RunningClient } from '../harness/client';
 import { startCoturn, type Coturn } from '../harness/coturn';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
@@ -50,11 +50,14 @@ afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
-function pair(names: [string, string], extra: { relay?: boolean; frameMs?: 10 | 20; mediaTimeoutS?: number } = {}) {
-  return Promise.all([
+/** Two fresh client daemons that are contacts of each other. */
+async function pair(names: [string, string], extra: { relay?: boolean; frameMs?: 10 | 20; mediaTimeoutS?: number } = {}) {
+  const clients = await Promise.all([
     startClient({ ...extra, name: names[0], server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),
     startClient({ ...extra, name: names[1], server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
   ]);
+  await makeClientContacts(clients[0], clients[1]);
+  return clients;
 }
 
 /** Places a call from `a` to `b`, answers it, and waits until audio flows both ways. */
@@ -105,6 +108,8 @@ describe('a direct call', () => {
   beforeAll(async () => {
     [alice, bob] = await pair(['alice', 'bob']);
     carol = await startClient({ name: 'carol', server, env: { ...pulse.env, ...keyring.env }, autoAnswer: true });
+    await makeClientContacts(carol, bob);
+    await makeClientContacts(alice, carol);
   });
   afterAll(async () => {
     await Promise.allSettled([alice?.stop(), bob?.stop(), carol?.stop()]);
@@ -222,6 +227,24 @@ describe('a direct call', () => {
     const ended = await bob.waitForCall(incoming.callId, (s) => s.state === 'ended');
     expect(ended.endReason).toBe('hangup');
     await expect(cli(bob, 'answer')).rejects.toThrow(/no call to act on|not ringing/);
+  });
+
+  it('the parley CLI manages contacts, presence, settings and devices through the daemon', async () => {
+    const cli = (who: RunningClient, ...args: string[]) =>
+      runParley(args, { ...keyring.env, PARLEY_DATA_DIR: who.dataDir, PARLEY_SOCKET: who.socket });
+    const list = await cli(alice, 'contacts');
+    expect(list).toMatch(/^bob\tonline$/m);
+    expect(list).toMatch(/^carol\tonline$/m);
+    expect(await cli(carol, 'presence', 'away')).toContain('your contacts see you as away');
+    await expect.poll(() => cli(alice, 'contacts', 'list'), { timeout: 15_000 }).toMatch(/^carol\taway$/m);
+    await cli(carol, 'presence', 'online');
+    expect(await cli(alice, 'contacts', 'block', 'carol')).toContain('carol blocked');
+    expect(await cli(alice, 'contacts')).toMatch(/^carol\tblocked$/m);
+    expect(await cli(alice, 'contacts', 'unblock', 'carol')).toContain('carol unblocked');
+    await expect(cli(alice, 'contacts', 'decline', 'carol')).rejects.toThrow(/carol has not asked to be your contact/);
+    expect(await cli(alice, 'settings')).toContain('only contacts may call me: on');
+    const devices = await cli(alice, 'devices');
+    expect(devices).toMatch(/\tonline\t.*\(this device\)/);
   });
 
   it('keeps the device token in the keychain and in no file of the data folder', async () => {

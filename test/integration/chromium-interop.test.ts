@@ -16,7 +16,7 @@ import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, run } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
 import { REPO_ROOT, startServer, type RunningServer } from '../harness/server';
-import { login, register } from '../harness/signal-client';
+import { login, register, SignalClient } from '../harness/signal-client';
 import { channel, readWav, renderSpeech } from '../harness/speech';
 
 let pulse: Pulse;
@@ -70,6 +70,12 @@ describe('Chromium ↔ Parley', () => {
   it('a browser call to a headless client carries speech both ways over standard WebRTC', async () => {
     await register(server.url, 'chrome');
     const device = await login(server.url, 'chrome');
+    // Bob takes calls from contacts only (the default): the browser's account asks, Bob accepts.
+    const helper = await SignalClient.connect(server.wsUrl);
+    await helper.hello(await login(server.url, 'chrome', undefined, 'helper'));
+    await helper.request('contacts.request', { username: 'bob' });
+    await bob.request('accept_contact', { username: 'chrome' });
+    await helper.close();
     const page = await chrome.browser.newPage();
     await page.goto(pageUrl);
     const callId = await page.evaluate(

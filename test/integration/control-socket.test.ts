@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../common/errors';
 import { CallEngine } from '../../main/core/call-engine';
+import { ContactBook } from '../../main/core/contacts';
+import { DeviceSessions } from '../../main/core/devices';
 import { SignalingClient } from '../../main/core/signaling-client';
 import { ControlClient, ControlServer } from '../../main/cli/control-server';
 import { makeTempDir, removeTempDir } from '../harness/process';
@@ -19,6 +21,7 @@ let dir: string;
 let signaling: SignalingClient;
 let control: ControlServer;
 let socketPath: string;
+let loggedOut = 0;
 
 beforeAll(async () => {
   server = await startServer();
@@ -44,7 +47,19 @@ beforeAll(async () => {
     mediaTimeoutMs: 30_000,
     dtx: false,
   });
-  control = new ControlServer(engine, signaling, { username: 'frank', deviceId: device.deviceId });
+  control = new ControlServer(
+    engine,
+    signaling,
+    { username: 'frank', deviceId: device.deviceId },
+    undefined, // no local audio: audio methods answer `unavailable`
+    {
+      contacts: new ContactBook(signaling),
+      sessions: new DeviceSessions(signaling),
+      onLogout: async () => {
+        loggedOut++;
+      },
+    },
+  );
   await control.listen(socketPath);
   await signaling.connect();
 });
@@ -113,6 +128,8 @@ describe('control socket', () => {
 
       // A real callee on the server that declines: the engine ends the call with "declined".
       const gina = await signIn(server, 'gina');
+      await gina.client.request('contacts.request', { username: 'frank' });
+      await c.request('accept_contact', { username: 'gina' });
       const { callId } = await c.request<{ callId: string }>('create_call', { to: 'gina' });
       await gina.client.nextNotification('call.incoming', { callId });
       await gina.client.request('call.reject', { callId, reason: 'declined' });
@@ -147,6 +164,67 @@ describe('control socket', () => {
       await expect(c.request('audio.set_processing', { echoCancellation: 'yes' })).rejects.toMatchObject({ reason: 'invalid_params' });
       await expect(c.request('devices.list')).rejects.toMatchObject({ reason: 'unavailable', message: expect.stringContaining('no local audio') });
       expect(await c.request('list_calls')).toEqual({ calls: expect.any(Array) });
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('control socket: contacts, presence, settings, devices', () => {
+  it('mirrors the server: requests arrive as notifications, accept, presence, settings, devices', async () => {
+    const notes: { method: string; params: unknown }[] = [];
+    const c = await ControlClient.connect(socketPath, (method, params) => notes.push({ method, params }));
+    try {
+      const hugo = await signIn(server, 'hugo');
+      await hugo.client.request('contacts.request', { username: 'frank' });
+      await expect.poll(() => notes.find((x) => x.method === 'contact.request')?.params, { timeout: 5_000 }).toMatchObject({
+        username: 'hugo',
+        accountId: hugo.accountId,
+      });
+      const before = await c.request<{ incoming: { username: string }[] }>('list_contacts');
+      expect(before.incoming.map((r) => r.username)).toEqual(['hugo']);
+      await expect(c.request('accept_contact', { username: 'hugo' })).resolves.toEqual({ ok: true });
+      const book = await c.request<{ contacts: { username: string; presence: string }[] }>('list_contacts');
+      expect(book.contacts).toContainEqual(expect.objectContaining({ username: 'hugo', presence: 'online' }));
+
+      await hugo.client.request('presence.set', { status: 'away' });
+      await expect
+        .poll(() => notes.find((x) => x.method === 'presence.changed')?.params, { timeout: 5_000 })
+        .toMatchObject({ username: 'hugo', presence: 'away' });
+      await expect(c.request('set_presence', { status: 'dnd' })).resolves.toEqual({ presence: 'dnd' });
+      expect((await hugo.client.nextNotification('presence.changed')).presence).toBe('dnd');
+
+      await expect(c.request('get_settings')).resolves.toEqual({ contactsOnly: true });
+      await expect(c.request('set_settings', { contactsOnly: false })).resolves.toEqual({ contactsOnly: false });
+      await c.request('set_settings', { contactsOnly: true });
+
+      // Errors keep their stable codes and words through the daemon.
+      await expect(c.request('remove_contact', { username: 'nobody-there' })).rejects.toMatchObject({
+        reason: 'unknown_user',
+      });
+      await expect(c.request('request_contact', { username: 'NOT valid!' })).rejects.toMatchObject({
+        reason: 'invalid_params',
+      });
+
+      const { devices } = await c.request<{ devices: { current: boolean; online: boolean }[] }>('list_devices');
+      expect(devices).toEqual([expect.objectContaining({ current: true, online: true })]);
+      const { expiresAt } = await c.request<{ expiresAt: number }>('refresh_session');
+      expect(expiresAt).toBeGreaterThan(Date.now());
+      expect(signaling.tokenExpiresAt).toBe(expiresAt);
+      await hugo.client.close();
+    } finally {
+      c.close();
+    }
+  });
+
+  it('logout: the server forgets the token, the daemon drops its keychain entry and stops reconnecting', async () => {
+    const c = await ControlClient.connect(socketPath);
+    try {
+      await expect(c.request('logout')).resolves.toEqual({ ok: true });
+      expect(loggedOut).toBe(1);
+      await expect.poll(() => signaling.state, { timeout: 5_000 }).toBe('offline');
+      await new Promise((r) => setTimeout(r, 800));
+      expect(signaling.state).toBe('offline'); // no reconnect after session.ended
     } finally {
       c.close();
     }

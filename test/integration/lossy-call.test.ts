@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startCoturn, type Coturn } from '../harness/coturn';
 import { startImpairRelay, type ImpairRelay } from '../harness/impair';
 import { startKeyring, type Keyring } from '../harness/keyring';
@@ -35,6 +35,7 @@ beforeAll(async () => {
     startClient({ name: 'alice', server, relay: true, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),
     startClient({ name: 'bob', server, relay: true, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
   ]);
+  await makeClientContacts(alice, bob);
 });
 
 afterAll(async () => {

@@ -10,10 +10,11 @@ import { plainEnvelope } from '../../common/protocol/envelope';
 import { adminRequest, REPO_ROOT, startServer, type RunningServer } from '../harness/server';
 import {
   login,
-  register,
   signIn,
   type SignedInDevice,
   connectCall as connectCallWith,
+  makeContacts,
+  offlineContact,
 } from '../harness/signal-client';
 
 const run = promisify(execFile);
@@ -59,7 +60,10 @@ const admin = <T>(method: string, params: object = {}) =>
 
 async function pair(): Promise<[SignedInDevice, SignedInDevice]> {
   n++;
-  return [await signIn(server, `acaller${n}`), await signIn(server, `acallee${n}`)];
+  const a = await signIn(server, `acaller${n}`);
+  const b = await signIn(server, `acallee${n}`);
+  await makeContacts(a, b);
+  return [a, b];
 }
 const connectCall = (caller: SignedInDevice, callee: SignedInDevice) =>
   connectCallWith(caller, callee, { offer, answer });
@@ -118,7 +122,7 @@ describe('audit log', () => {
     await bob.client.request('call.reject', { callId: rejected, reason: 'declined' });
     await alice.client.nextNotification('call.ended', { callId: rejected });
 
-    await register(server.url, 'offline-olga');
+    await offlineContact(server, alice, 'offline-olga');
     const refusals: [string, string][] = [
       ['nobody-here', 'unknown_user'],
       ['offline-olga', 'callee_offline'],

@@ -3,11 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { startServer, type RunningServer } from '../harness/server';
 import {
-  login,
-  register,
   signIn,
   SignalClient,
   type SignedInDevice,
+  makeContacts,
+  offlineContact,
 } from '../harness/signal-client';
 
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer-sdp-7d1e' });
@@ -20,7 +20,10 @@ let n = 0;
 /** A fresh pair of signed-in users (fresh names so tests never share call state). */
 async function pair(): Promise<[SignedInDevice, SignedInDevice]> {
   n++;
-  return [await signIn(server, `caller${n}`), await signIn(server, `callee${n}`)];
+  const a = await signIn(server, `caller${n}`);
+  const b = await signIn(server, `callee${n}`);
+  await makeContacts(a, b);
+  return [a, b];
 }
 async function closeAll(...devices: SignedInDevice[]): Promise<void> {
   await Promise.all(devices.map((d) => d.client.close()));
@@ -160,6 +163,8 @@ describe('calls: refusals and ends', () => {
   it('a busy callee makes the caller get busy after the invite result, and the callee is not disturbed', async () => {
     const [alice, bob] = await pair();
     const [carol] = await pair();
+    await makeContacts(carol, bob);
+    await makeContacts(carol, alice);
     const first = await ring(alice, bob);
 
     const callId = randomUUID();
@@ -214,8 +219,7 @@ describe('calls: refusals and ends', () => {
     expect(err).toMatchObject({ reason: 'unknown_user', code: -32003 });
     expect((err as Error).message).toBe('no account named no-such-user');
 
-    await register(server.url, 'offline-olga');
-    await login(server.url, 'offline-olga');
+    await offlineContact(server, alice, 'offline-olga');
     await expect(
       alice.client.request('call.invite', {
         callId: randomUUID(),
@@ -398,6 +402,7 @@ describe('calls: ring timeout', () => {
   it('an unanswered call ends with no_answer on both sides after ring_timeout_seconds', async () => {
     const alice = await signIn(quick, 'alice');
     const bob = await signIn(quick, 'bob');
+    await makeContacts(alice, bob);
     const callId = randomUUID();
     const started = Date.now();
     await alice.client.request('call.invite', { callId, callee: 'bob', envelope: offer });

@@ -12,6 +12,7 @@ import {
   SignalClient,
   type SignedInDevice,
   connectCall as connectCallWith,
+  makeContacts,
 } from '../harness/signal-client';
 
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer-sdp-ops' });
@@ -31,7 +32,10 @@ let n = 0;
 
 async function pair(): Promise<[SignedInDevice, SignedInDevice]> {
   n++;
-  return [await signIn(server, `ocaller${n}`), await signIn(server, `ocallee${n}`)];
+  const a = await signIn(server, `ocaller${n}`);
+  const b = await signIn(server, `ocallee${n}`);
+  await makeContacts(a, b);
+  return [a, b];
 }
 const connectCall = (caller: SignedInDevice, callee: SignedInDevice) =>
   connectCallWith(caller, callee, { offer, answer });
@@ -186,6 +190,8 @@ describe('graceful shutdown', () => {
       const bob = await signIn(own, 'bob');
       const carol = await signIn(own, 'carol');
       const dave = await signIn(own, 'dave');
+      await makeContacts(alice, bob);
+      await makeContacts(carol, dave);
       const active = await (async () => {
         const callId = randomUUID();
         await alice.client.request('call.invite', { callId, callee: 'bob', envelope: offer });

@@ -12,11 +12,41 @@ describe('server config', () => {
       dataDir: '/srv/parley/.parley/server',
       logLevel: 'info',
       ringTimeoutSeconds: 45,
-      turn: { urls: [], secret: '', ttlSeconds: 600 },
+      turn: {
+        urls: [],
+        secret: '',
+        ttlSeconds: 600,
+        provider: 'coturn',
+        providerUrl: '',
+        providerTimeoutMs: 3000,
+        requestsPerMinute: 30,
+        requestBurst: 10,
+        experimentAccounts: [],
+        experimentUrls: [],
+      },
       stun: { urls: [] },
       audit: { retentionDays: 90 },
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
       limits: { messagesPerSecond: 50, messageBurst: 100 },
+      sessions: { tokenTtlSeconds: 2_592_000 },
+      policy: {
+        callsPerMinute: 10,
+        callBurst: 20,
+        maxCallsPerAccount: 5,
+        maxCalls: 0,
+        callLifetimeSeconds: 1800,
+        maxCallLifetimeSeconds: 7200,
+        lifetimeWarningSeconds: 300,
+        onExpiry: 'terminate',
+        callBudgetSeconds: 0,
+        dailyBudgetSeconds: 0,
+        budgetWarningPercent: 80,
+        hardStop: true,
+        firstCallApproval: false,
+        approvalTimeoutSeconds: 300,
+        allowedAccounts: [],
+        blockedAccounts: [],
+      },
     });
   });
 
@@ -79,7 +109,7 @@ urls = ["stun:a:3478"]
     expect(c.listen).toEqual({ host: '::1', port: 0 });
     expect(c.dataDir).toBe('/var/lib/parley');
     expect(c.ringTimeoutSeconds).toBe(1.5);
-    expect(c.turn).toEqual({
+    expect(c.turn).toMatchObject({
       urls: ['turn:b:3478?transport=udp', 'turn:b:3478?transport=tcp'],
       secret: 'env-secret',
       ttlSeconds: 120,

@@ -1,0 +1,79 @@
+import type { Kysely } from 'kysely';
+import type { DB } from './db';
+
+/**
+ * A durable list of the calls in progress and their devices (`open_calls`),
+ * so that a server killed without a shutdown (kill -9, power loss) can, when
+ * it starts again, record how those calls ended and tell each of their
+ * devices `call.ended` with `failed` when it reconnects.
+ *
+ * Writes are asynchronous and never throw to the caller; `flush()` waits for them.
+ */
+export class OpenCalls {
+  private readonly pending = new Set<Promise<void>>();
+  /** Calls ended by the crash, per device, not yet told to it. */
+  private readonly untold = new Map<string, string[]>();
+
+  constructor(private readonly db: Kysely<DB>) {}
+
+  /**
+   * Reads the calls a previous run left open (it did not shut down), forgets
+   * them in the store, and keeps their device ids for `takeEndedFor`.
+   * @returns those calls (for the audit log).
+   */
+  async recover(): Promise<{ callId: string; callerAccountId: string; devices: string[] }[]> {
+    const rows = await this.db.selectFrom('open_calls').selectAll().execute();
+    await this.db.deleteFrom('open_calls').execute();
+    const calls = rows.map((r) => ({
+      callId: r.call_id,
+      callerAccountId: r.caller_account_id,
+      devices: JSON.parse(r.devices) as string[],
+    }));
+    for (const c of calls) {
+      for (const d of c.devices) this.untold.set(d, [...(this.untold.get(d) ?? []), c.callId]);
+    }
+    return calls;
+  }
+
+  /** The calls a crash ended for this device that it has not been told about; each is returned once. */
+  takeEndedFor(deviceId: string): string[] {
+    const ids = this.untold.get(deviceId) ?? [];
+    this.untold.delete(deviceId);
+    return ids;
+  }
+
+  /** Records a call and the devices now part of it (insert or replace). */
+  set(callId: string, callerAccountId: string, devices: string[], createdAt: number): void {
+    this.track(
+      this.db
+        .insertInto('open_calls')
+        .values({
+          call_id: callId,
+          caller_account_id: callerAccountId,
+          devices: JSON.stringify(devices),
+          created_at: createdAt,
+        })
+        .onConflict((oc) => oc.column('call_id').doUpdateSet({ devices: JSON.stringify(devices) }))
+        .execute(),
+    );
+  }
+
+  /** Forgets a call that ended. */
+  delete(callId: string): void {
+    this.track(this.db.deleteFrom('open_calls').where('call_id', '=', callId).execute());
+  }
+
+  /** Resolves when every write started so far has finished. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  private track(write: Promise<unknown>): void {
+    const p = write.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+  }
+}

@@ -1,0 +1,216 @@
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { ParleyError } from '../common/errors';
+import type { PeerInfo } from '../common/protocol/signaling';
+import type { AuditLog } from './audit';
+import type { ServerConfig } from './config';
+import type { ServerMetrics } from './metrics';
+import { TokenBucket } from './rate-limit';
+import { issueTurnCredential } from './turn';
+
+/**
+ * What `GET /v1/calling/relays` answers (and what `relay.credentials` builds
+ * its ICE servers from). Never logged; only `urls` and `ttl` reach the audit log.
+ */
+export interface RelayAnswer {
+  username: string;
+  password: string;
+  /** Lifetime of the credential, seconds. */
+  ttl: number;
+  /** TURN URLs as configured (host names). */
+  urls: string[];
+  /** The same URLs with each host name replaced by its addresses, resolved now (IPv6 in brackets). */
+  urlsWithIps: string[];
+  /** The host name of the first URL (for TLS server name checks), or null. */
+  hostname: string | null;
+  /** When the credential stops working, Unix seconds. */
+  expiresAt: number;
+}
+
+/** What an external credential API must answer (provider `http`). */
+const ProviderAnswer = z.object({
+  username: z.string().min(1).max(1024),
+  password: z.string().min(1).max(1024),
+  ttl: z.number().int().positive(),
+  urls: z.array(z.string().regex(/^turns?:/)).min(1),
+});
+
+/** `turn:host:port?query` → its parts (host without brackets). */
+const TURN_URL = /^(turns?):(\[[^\]]+\]|[^:?]+)(:\d+)?(\?.*)?$/;
+
+/** The host of a TURN URL, without brackets; undefined when the URL does not parse. */
+export function turnHost(url: string): string | undefined {
+  const m = TURN_URL.exec(url);
+  return m ? m[2]!.replace(/^\[|\]$/g, '') : undefined;
+}
+
+/**
+ * Each URL with its host name replaced by every address it resolves to now
+ * (RFC 7065 URI syntax: an IPv6 address in brackets). IP literals stay; a
+ * host that does not resolve is left out.
+ */
+export async function resolveTurnUrls(urls: string[]): Promise<string[]> {
+  const out: string[] = [];
+  const cache = new Map<string, string[]>();
+  for (const url of urls) {
+    const m = TURN_URL.exec(url);
+    if (!m) continue;
+    const [, scheme, rawHost, port = '', query = ''] = m;
+    const host = rawHost!.replace(/^\[|\]$/g, '');
+    let ips = cache.get(host);
+    if (!ips) {
+      ips = isIP(host)
+        ? [host]
+        : await lookup(host, { all: true }).then(
+            (r) => r.map((a) => a.address),
+            () => [],
+          );
+      cache.set(host, ips);
+    }
+    for (const ip of ips) out.push(`${scheme}:${isIP(ip) === 6 ? `[${ip}]` : ip}${port}${query}`);
+  }
+  return [...new Set(out)];
+}
+
+/**
+ * Relay (TURN) credentials for signed-in devices, from the configured
+ * provider: coturn's shared secret (REST API scheme, `server/turn.ts`) or an
+ * external HTTP credential API. One per-account rate limit covers the HTTP
+ * route and the signaling method together.
+ *
+ * Audit: `relay.credentials_issued` (ttl, urls; never the credential),
+ * `rate_limited` (scope `relay`, once per episode), `relay.provider_error`
+ * (status or failure kind only). A provider failure also increments
+ * `parley_relay_provider_errors_total`.
+ */
+export class RelayService {
+  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly limited = new Set<string>();
+  private limitsSeen: ServerConfig['turn'] | undefined;
+
+  constructor(
+    private readonly config: ServerConfig,
+    private readonly audit: AuditLog,
+    private readonly metrics: ServerMetrics,
+  ) {}
+
+  /** True when relay credentials can be issued (a provider and URLs are configured). */
+  get configured(): boolean {
+    const t = this.config.turn;
+    return t.provider === 'http' || t.urls.length > 0;
+  }
+
+  /**
+   * Issues credentials for the device.
+   * @throws ParleyError `rate_limited` (with `retryAfter`, seconds), `unavailable` (no relay
+   *   configured), `internal_error` named `CALL_RELAY_PROVIDER_ERROR` (the provider failed).
+   */
+  async issue(peer: PeerInfo): Promise<RelayAnswer> {
+    this.take(peer);
+    const t = this.config.turn;
+    if (!this.configured) {
+      throw new ParleyError('unavailable', 'this server offers no relay', {
+        name: 'CALL_RELAY_NOT_CONFIGURED',
+      });
+    }
+    const experiment = t.experimentUrls.length > 0 && t.experimentAccounts.includes(peer.username);
+    let answer: Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt'>;
+    let expiresAt: number;
+    if (t.provider === 'http') {
+      answer = await this.fromProvider(peer);
+      if (experiment) answer.urls = t.experimentUrls;
+      expiresAt = Math.floor(Date.now() / 1000) + answer.ttl;
+    } else {
+      const c = issueTurnCredential(t.secret, peer.accountId, t.ttlSeconds);
+      answer = {
+        username: c.username,
+        password: c.credential,
+        ttl: t.ttlSeconds,
+        urls: experiment ? t.experimentUrls : t.urls,
+      };
+      expiresAt = c.expiresAt;
+    }
+    const first = answer.urls[0];
+    const result: RelayAnswer = {
+      ...answer,
+      urlsWithIps: await resolveTurnUrls(answer.urls),
+      hostname: first ? (turnHost(first) ?? null) : null,
+      expiresAt,
+    };
+    this.metrics.relayCredentialsIssued.inc();
+    void this.audit.record({
+      event: 'relay.credentials_issued',
+      accountId: peer.accountId,
+      deviceId: peer.deviceId,
+      detail: { ttlSeconds: result.ttl, urls: result.urls, provider: t.provider, experiment },
+    });
+    return result;
+  }
+
+  private take(peer: PeerInfo): void {
+    const t = this.config.turn;
+    if (this.limitsSeen !== t) {
+      this.limitsSeen = t;
+      for (const b of this.buckets.values()) b.configure(t.requestsPerMinute / 60, t.requestBurst);
+    }
+    let bucket = this.buckets.get(peer.accountId);
+    if (!bucket) {
+      bucket = new TokenBucket(t.requestsPerMinute / 60, t.requestBurst);
+      this.buckets.set(peer.accountId, bucket);
+    }
+    const verdict = bucket.take();
+    if (verdict.ok) {
+      this.limited.delete(peer.accountId);
+      return;
+    }
+    const retryAfter = Math.ceil(verdict.retryAfter);
+    if (!this.limited.has(peer.accountId)) {
+      this.limited.add(peer.accountId);
+      void this.audit.record({
+        event: 'rate_limited',
+        accountId: peer.accountId,
+        deviceId: peer.deviceId,
+        detail: { scope: 'relay', retryAfter },
+      });
+    }
+    throw new ParleyError(
+      'rate_limited',
+      `too many relay credential requests; try again in ${retryAfter} s`,
+      { retryAfter, name: 'CALL_RELAY_RATE_LIMITED' },
+    );
+  }
+
+  private async fromProvider(
+    peer: PeerInfo,
+  ): Promise<Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt'>> {
+    const t = this.config.turn;
+    const fail = (kind: string): ParleyError => {
+      this.metrics.relayProviderErrors.inc();
+      void this.audit.record({
+        event: 'relay.provider_error',
+        accountId: peer.accountId,
+        deviceId: peer.deviceId,
+        detail: { failure: kind },
+      });
+      return new ParleyError('internal_error', 'the relay credential service failed; try again', {
+        name: 'CALL_RELAY_PROVIDER_ERROR',
+      });
+    };
+    const url = new URL(t.providerUrl);
+    url.searchParams.set('accountId', peer.accountId);
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: AbortSignal.timeout(t.providerTimeoutMs) });
+    } catch (e) {
+      throw fail((e as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable');
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw fail(`status ${res.status}`);
+    }
+    const parsed = ProviderAnswer.safeParse(await res.json().catch(() => undefined));
+    if (!parsed.success) throw fail('invalid answer');
+    return parsed.data;
+  }
+}
