@@ -11,7 +11,10 @@ import type {
   SessionInfo,
   Settings,
 } from '../../common/ipc/contract';
-import { forgetSession, loadSession, login, register, type SecretStore, type Session } from './account';
+import type { ContactsListResult } from '../../common/protocol/signaling';
+import { forgetSession, loadSession, login, register, tokenKey, type SecretStore, type Session } from './account';
+import { ContactBook } from './contacts';
+import { DeviceSessions } from './devices';
 import { CallEngine, type MediaConfig } from './call-engine';
 import { HistoryStore, historyEntryOf } from './history';
 import { MicControl } from './microphone';
@@ -77,6 +80,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private session: Session | undefined;
   private signaling: SignalingClient | undefined;
   private engine: CallEngine | undefined;
+  private book: ContactBook | undefined;
+  private deviceSessions: DeviceSessions | undefined;
   private connection: SessionInfo['connection'] = 'offline';
   private connectionDetail: string | undefined;
   /** Incoming calls that do not ring (do-not-disturb, or a silenced contact). */
@@ -149,6 +154,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   /** Ends any call, goes offline and removes the token from the keychain. */
   async signOut(): Promise<SessionInfo> {
     const session = this.session;
+    // Ends this device's session on the server too (its token stops working); offline, only locally.
+    await this.deviceSessions?.logout().catch(() => {});
     await this.goOffline();
     this.session = undefined;
     if (session) await forgetSession(this.options.dataDir, this.options.secrets, session);
@@ -236,6 +243,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const next = await this.settingsStore.update(patch);
     if (patch.pushToTalk) this.mic.setPushToTalk(next.pushToTalk.enabled);
     if (patch.outputVolume !== undefined) this.engine?.setOutputGain(next.outputVolume);
+    if (patch.doNotDisturb !== undefined) void this.book?.setPresence(next.doNotDisturb ? 'dnd' : 'online').catch(() => {});
     this.emit('settings', next);
     return next;
   }
@@ -266,21 +274,26 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     return this.contactList;
   }
 
-  /** Sends a contact request to `username` (or accepts theirs). */
+  /** Sends a contact request to `username` (or accepts theirs, making us contacts at once). */
   async addContact(username: string): Promise<void> {
-    await this.contactsUnavailable(username);
+    await this.requireBook().request(username);
   }
 
   async acceptContact(username: string): Promise<void> {
-    await this.contactsUnavailable(username);
+    await this.requireBook().accept(username);
   }
 
+  /** Removes a contact, withdraws our request, or declines theirs. */
   async removeContact(username: string): Promise<void> {
-    await this.contactsUnavailable(username);
+    const c = this.contactList.find((x) => x.username === username);
+    if (c?.relation === 'incoming') await this.requireBook().decline(username);
+    else await this.requireBook().remove(username);
   }
 
-  async blockContact(username: string, _blocked: boolean): Promise<void> {
-    await this.contactsUnavailable(username);
+  /** Blocks (their calls then get what an offline user gives; they see us offline) or unblocks. */
+  async blockContact(username: string, blocked: boolean): Promise<void> {
+    if (blocked) await this.requireBook().block(username);
+    else await this.requireBook().unblock(username);
   }
 
   /** Per-contact "don't ring": kept on this device; their calls still arrive and are logged as missed. */
@@ -293,9 +306,27 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.emit('contacts', { contacts: this.contactList });
   }
 
-  private async contactsUnavailable(_username: string): Promise<never> {
-    this.requireEngine();
-    throw new ParleyError('unavailable', 'this server does not support contacts yet');
+  private requireBook(): ContactBook {
+    if (!this.book) throw new ParleyError('unauthenticated', 'sign in first');
+    return this.book;
+  }
+
+  /** The server's book as the contact list shows it (silenced from this device's settings). */
+  private onBook(book: ContactsListResult): void {
+    const silenced = new Set(this.settingsStore.get().silenced);
+    const entry = (username: string, relation: Contact['relation'], presence: Contact['presence'] = 'offline'): Contact => ({
+      username,
+      relation,
+      presence,
+      silenced: silenced.has(username),
+    });
+    this.contactList = [
+      ...book.contacts.map((c) => entry(c.username, 'accepted', c.presence)),
+      ...book.incoming.map((c) => entry(c.username, 'incoming')),
+      ...book.outgoing.map((c) => entry(c.username, 'outgoing')),
+      ...book.blocked.map((c) => entry(c.username, 'blocked')),
+    ].sort((x, y) => x.username.localeCompare(y.username));
+    this.emit('contacts', { contacts: this.contactList });
   }
 
   // ---- tones and meters ------------------------------------------------------------
@@ -394,13 +425,37 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     engine.on('call', (c) => this.onCall(c));
     engine.on('stats', (st) => this.emit('stats', st));
     engine.on('levels', (l) => this.emit('levels', { inputDbfs: l.inputDbfs, outputDbfs: l.outputDbfs }));
+    const book = new ContactBook(signaling);
+    book.on('changed', (b) => this.onBook(b));
+    book.on('request', (r) => this.emit('notice', { level: 'info', message: `${r.username} wants to be your contact.` }));
+    book.on('approvalRequest', (r) => this.emit('notice', { level: 'info', message: `${r.username} is calling you for the first time and waits for your approval.` }));
+    book.on('approval', (r) => this.emit('notice', { level: 'info', message: `${r.username} ${r.result === 'approved' ? 'approved your call: call again now' : r.result === 'refused' ? 'did not accept your call' : 'did not answer your request to call'}.` }));
+    const sessions = new DeviceSessions(signaling);
+    sessions.on('token', ({ token }) => {
+      // The renewed token replaces the old one in the keychain (the old one no longer works).
+      if (this.session) {
+        this.session.token = token;
+        void this.options.secrets.set(tokenKey(this.session), token).catch((e: unknown) =>
+          this.emit('notice', { level: 'error', message: `cannot keep the renewed sign-in in the keychain: ${(e as Error).message}` }),
+        );
+      }
+    });
+    sessions.on('ended', (why) => {
+      const words = { revoked: 'this device was signed out from another device', logged_out: 'you signed out', expired: 'the sign-in expired' }[why];
+      this.emit('notice', { level: 'warning', message: `Signed out: ${words}. Sign in again to make calls.` });
+      void this.signOut();
+    });
+    sessions.startAutoRefresh();
     signaling.on('state', (state, detail) => {
       this.connection = state;
       this.connectionDetail = state === 'online' ? undefined : detail;
       this.publishSession();
+      if (state === 'online' && this.settingsStore.get().doNotDisturb) void book.setPresence('dnd').catch(() => {});
     });
     this.signaling = signaling;
     this.engine = engine;
+    this.book = book;
+    this.deviceSessions = sessions;
     this.publishSession();
     // Online usually takes milliseconds; a server that is down must not hold up
     // the app — the client keeps reconnecting and `session` events tell the UI.
@@ -415,6 +470,9 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const signaling = this.signaling;
     this.engine = undefined;
     this.signaling = undefined;
+    this.deviceSessions?.stopAutoRefresh();
+    this.deviceSessions = undefined;
+    this.book = undefined;
     if (engine) await engine.shutdown();
     signaling?.close();
     this.connection = 'offline';

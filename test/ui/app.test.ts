@@ -144,6 +144,24 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByLabel('Search contacts or enter a username').fill('');
   });
 
+  it('adds a contact: the request is accepted on the other side, and presence shows', async () => {
+    const p = page();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.getByRole('button', { name: 'Add bob as a contact' }).click();
+    await p.getByText('Contact request sent to bob.').waitFor();
+    await p.getByText('Request sent', { exact: true }).waitFor();
+    await bob.request('accept_contact', { username: 'alice' });
+    const bobRow = p.getByRole('listitem').filter({ hasText: 'bob' });
+    await bobRow.getByText('Online').waitFor({ timeout: 10_000 });
+    await bob.request('set_presence', { status: 'away' });
+    await bobRow.getByText('Away').waitFor({ timeout: 10_000 });
+    await bob.request('set_presence', { status: 'online' });
+    await bobRow.getByText('Online').waitFor({ timeout: 10_000 });
+    await p.getByLabel('Search contacts or enter a username').fill('');
+    await ui.screen('contacts-with-bob');
+    await expectNoSeriousA11yViolations('contacts with a contact');
+  });
+
   it('refuses a wrong password with words a user understands, and signs in again', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Settings' }).click();
@@ -166,7 +184,7 @@ describe('the desktop UI through the development bridge', () => {
     const p = page();
     await p.getByRole('button', { name: 'Contacts' }).click();
     await p.getByLabel('Search contacts or enter a username').fill('bob');
-    await p.getByRole('button', { name: 'Call bob' }).click();
+    await p.getByRole('button', { name: 'Call bob' }).first().click();
     const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming');
     await p.getByTestId('call-status').filter({ hasText: 'Ringing' }).waitFor();
     await ui.screen('outgoing-ringing');
@@ -252,7 +270,7 @@ describe('the desktop UI through the development bridge', () => {
     try {
       await p.getByRole('button', { name: 'Contacts' }).click();
       await p.getByLabel('Search contacts or enter a username').fill('bob');
-      await p.getByRole('button', { name: 'Call bob' }).click();
+      await p.getByRole('button', { name: 'Call bob' }).first().click();
       const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
       await bob.request('answer_call', { callId: ringing.callId });
       await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
@@ -297,7 +315,7 @@ describe('the desktop UI through the development bridge', () => {
 
     await p.getByRole('button', { name: 'Contacts' }).click();
     await p.getByLabel('Search contacts or enter a username').fill('bob');
-    await p.getByRole('button', { name: 'Call bob' }).click();
+    await p.getByRole('button', { name: 'Call bob' }).first().click();
     const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
     await bob.request('answer_call', { callId: ringing.callId });
     await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
