@@ -320,10 +320,13 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
       presence,
       silenced: silenced.has(username),
     });
+    // One entry per account; a block wins over any other relation (the server may keep the contact underneath).
+    const blocked = new Set(book.blocked.map((c) => c.username));
+    const unblocked = <T extends { username: string }>(list: T[]) => list.filter((c) => !blocked.has(c.username));
     this.contactList = [
-      ...book.contacts.map((c) => entry(c.username, 'accepted', c.presence)),
-      ...book.incoming.map((c) => entry(c.username, 'incoming')),
-      ...book.outgoing.map((c) => entry(c.username, 'outgoing')),
+      ...unblocked(book.contacts).map((c) => entry(c.username, 'accepted', c.presence)),
+      ...unblocked(book.incoming).map((c) => entry(c.username, 'incoming')),
+      ...unblocked(book.outgoing).map((c) => entry(c.username, 'outgoing')),
       ...book.blocked.map((c) => entry(c.username, 'blocked')),
     ].sort((x, y) => x.username.localeCompare(y.username));
     this.emit('contacts', { contacts: this.contactList });

@@ -95,7 +95,17 @@ export async function startUi(o: StartUiOptions): Promise<RunningUi> {
   });
   page.on('pageerror', (e) => consoleErrors.push(e.message));
   await page.goto(url);
-  await page.waitForFunction("!document.body.innerText.includes('Starting Parley')", undefined, { timeout: 30_000 });
+  // A function, not a string: the page's CSP (no 'unsafe-eval') refuses string evaluation.
+  type Doc = { document: { querySelector(s: string): { textContent: string | null } | null } };
+  await page.waitForFunction(
+    () => {
+      const root = (globalThis as unknown as Doc).document.querySelector('#app');
+      const text = root?.textContent ?? '';
+      return text.length > 0 && !text.includes('Starting Parley');
+    },
+    undefined,
+    { timeout: 30_000 },
+  );
   mkdirSync(SCREENS_DIR, { recursive: true });
 
   return {

@@ -305,6 +305,26 @@ describe('the desktop UI through the development bridge', () => {
     }
   });
 
+  it('blocks a contact: their call gets what an offline user gives and never rings; unblock restores it', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByRole('listitem').filter({ hasText: 'bob' }).getByLabel('More for bob').click();
+    await p.getByRole('button', { name: 'Block' }).click();
+    await p.getByRole('heading', { name: 'Blocked' }).waitFor();
+    await ui.screen('contacts-blocked');
+    const refused = await bob.request('create_call', { to: 'alice' }).then(
+      () => undefined,
+      (e: Error & { reason?: string }) => e,
+    );
+    expect(refused?.reason).toBe('callee_offline');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await p.getByRole('alertdialog').count()).toBe(0);
+    // Unblocking restores the contact (a block hides it, it does not end it).
+    await p.getByRole('button', { name: 'Unblock bob' }).click();
+    await p.getByRole('heading', { name: 'Blocked' }).waitFor({ state: 'detached' });
+    await p.getByRole('listitem').filter({ hasText: 'bob' }).getByText('Online').waitFor({ timeout: 10_000 });
+  });
+
   it('push-to-talk: the far side hears the microphone only while the key is held', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Settings' }).click();
