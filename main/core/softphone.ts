@@ -155,6 +155,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   async signOut(): Promise<SessionInfo> {
     const session = this.session;
     // Ends this device's session on the server too (its token stops working); offline, only locally.
+    // The server then says the session ended: that is this sign-out, not news for the user.
+    this.deviceSessions?.removeAllListeners('ended');
     await this.deviceSessions?.logout().catch(() => {});
     await this.goOffline();
     this.session = undefined;

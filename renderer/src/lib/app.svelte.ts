@@ -67,7 +67,11 @@ class AppState {
     api.subscribe('mic', (m) => (this.mic = m));
     api.subscribe('levels', (l) => (this.levels = l));
     api.subscribe('devices', (d) => (this.devices = d));
-    api.subscribe('notice', (n) => (this.notice = n.message));
+    api.subscribe('notice', (n) => {
+      this.notice = n.message;
+      // Information goes away by itself; warnings and errors stay until dismissed.
+      if (n.level === 'info') setTimeout(() => this.notice === n.message && (this.notice = undefined), 8000);
+    });
     await this.refresh();
     this.ready = true;
   }
