@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { dbfs, estimateDelayMs } from '../main/media/analysis';
 import { activeLevelDbfs, longestSilenceMs, maskedSnrDb, speechMask } from '../main/media/voice-metrics';
 import { APM_FRAME_SAMPLES, createVoiceProcessor } from '../native/apm';
-import { startClient } from '../test/harness/client';
+import { makeClientContacts, startClient } from '../test/harness/client';
 import { startKeyring } from '../test/harness/keyring';
 import { makeNoise, mixAtSnr, NOISE_KINDS } from '../test/harness/noise';
 import { makeTempDir, removeTempDir, startChild } from '../test/harness/process';
@@ -117,6 +117,7 @@ async function live(dir: string, speechPath: string, switches: number) {
       startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk', extraArgs: ['--no-noise-suppression', '--no-gain-control'] }),
     ]);
     clients.push(alice, bob);
+    await makeClientContacts(alice, bob);
     const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
     await bob.waitForCall(callId, (s) => s.state === 'incoming');
     await bob.request('answer_call', { callId });

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { CallStatus, DeviceList } from '../../common/protocol/control';
 import { longestSilenceMs } from '../../main/media/voice-metrics';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, startChild, type Child } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -101,6 +101,7 @@ beforeAll(async () => {
     startClient({ name: 'alice', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk', extraArgs: NO_PROCESSING }),
     startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk', extraArgs: NO_PROCESSING }),
   ]);
+  await makeClientContacts(alice, bob);
   ({ callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' }));
   await bob.waitForCall(callId, (s) => s.state === 'incoming');
   await bob.request('answer_call', { callId });

@@ -14,7 +14,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dbfs, SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -97,6 +97,7 @@ beforeAll(async () => {
     startClient({ name: 'alice', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk', frameMs: 20 }),
     startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk', frameMs: 20 }),
   ]);
+  await makeClientContacts(alice, bob);
   ({ callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' }));
   await bob.waitForCall(callId, (s) => s.state === 'incoming');
   await bob.request('answer_call', { callId });
@@ -145,7 +146,10 @@ describe('echo cancellation on a real PulseAudio echo path', () => {
       const heard = speechSimilarity(readWav(speech.far).samples, off.bobHears, { maxLagMs: 1500 });
       console.log(`[echo] AEC off: ERLE ${erle(off).toFixed(1)} dB, Bob hears himself with similarity ${heard.score.toFixed(2)}`);
       expect(erle(off)).toBeLessThan(15);
-      expect(heard.score).toBeGreaterThan(SIMILARITY_THRESHOLD);
+      // The echo is a degraded copy (−10 dB path, noise suppression and gain control, Opus twice), so it
+      // scores lower than direct speech (0.5–0.7 measured, lower on a loaded machine); with the canceller
+      // on, the same measure gives ≈ 0.1. 0.3 separates the two with margin.
+      expect(heard.score).toBeGreaterThan(0.3);
     } finally {
       await alice.request('audio.set_processing', { echoCancellation: true });
     }

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -42,6 +42,7 @@ beforeAll(async () => {
     startClient({ name: 'alice', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk', extraArgs: ['--dtx'] }),
     startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
   ]);
+  await makeClientContacts(alice, bob);
   ({ callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' }));
   await bob.waitForCall(callId, (s) => s.state === 'incoming');
   await bob.request('answer_call', { callId });
