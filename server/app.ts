@@ -108,6 +108,7 @@ function auditOfHubEvent(e: HubEvent): AuditInput | undefined {
           durationMs: e.durationMs,
           calleeAccountId: e.callee.accountId,
           ...(e.cause ? { cause: e.cause } : {}),
+          ...(e.security ? { security: e.security } : {}),
         },
       };
   }
