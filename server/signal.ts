@@ -18,6 +18,7 @@ import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
 import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub, type Routed } from './hub';
 import type { Envelope } from '../common/protocol/envelope';
+import type { Interceptor } from './intercept';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
 
@@ -39,6 +40,8 @@ export interface SignalDeps {
   log: Logger;
   audit: AuditLog;
   metrics: ServerMetrics;
+  /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */
+  intercept?: Interceptor | undefined;
 }
 
 /** Frames a connection may have queued before the server stops reading them (back-pressure). */
@@ -86,10 +89,17 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     expiryTimer.unref();
   };
 
-  const send = (text: string): void => {
+  const sendRaw = (text: string): void => {
     metrics.countOutbound(text);
     if (socket.readyState === socket.OPEN) socket.send(text);
   };
+  const intercept = deps.intercept;
+  const send = !intercept
+    ? sendRaw
+    : (text: string): void => {
+        const to = link ? { username: link.peer.username, deviceId: link.peer.deviceId } : undefined;
+        for (const m of intercept.outbound(JSON.parse(text) as Record<string, unknown>, to)) sendRaw(JSON.stringify(m));
+      };
   const peer = new RpcPeer<Ctx>(send, {
     maxMessageBytes: MAX_MESSAGE_BYTES,
     onInternalError: (method, err) => log.error({ err, method }, 'signal handler failed'),

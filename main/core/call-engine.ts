@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
-import type { Envelope, SecurityReason } from '../../common/protocol/envelope';
+import type { Envelope, EnvelopeContent, SecurityReason } from '../../common/protocol/envelope';
 import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
 import {
   MediaSession,
@@ -68,8 +68,8 @@ interface Call {
   peerName: string;
   data: CallData;
   status: CallStatus;
-  /** Local candidates gathered before the server knew the call (before the invite result). */
-  localCandidates: CandidateInit[] | undefined;
+  /** Local candidates gathered before the server knew the call (before the invite result); null: end of candidates. */
+  localCandidates: (CandidateInit | null)[] | undefined;
   /** End-to-end sealing state: every SDP and candidate of the call goes through it (none for a call refused on arrival). */
   sealed: SealedCall | undefined;
 }
@@ -597,10 +597,10 @@ export class CallEngine extends EventEmitter<{
   }
 
   private trickle(call: Call, peer: Peer): void {
+    // The end of gathering is sent too (sealed, in sequence): then a dropped candidate is always noticed.
     peer.onCandidate((c) => {
-      if (!c) return;
-      if (call.localCandidates) call.localCandidates.push(c);
-      else this.sendCandidate(call, c);
+      if (call.localCandidates) call.localCandidates.push(c ?? null);
+      else this.sendCandidate(call, c ?? null);
     });
   }
 
@@ -610,10 +610,10 @@ export class CallEngine extends EventEmitter<{
     for (const c of queued) this.sendCandidate(call, c);
   }
 
-  /** Sends a candidate sealed for the bound peer device, or for each callee device while ringing. */
-  private sendCandidate(call: Call, c: CandidateInit): void {
+  /** Sends a candidate (null: end of candidates) sealed for the bound peer device, or for each callee device while ringing. */
+  private sendCandidate(call: Call, c: CandidateInit | null): void {
     if (call.data.name === 'ended' || !call.sealed) return;
-    const content = { type: 'candidate' as const, ...c };
+    const content: EnvelopeContent = c ? { type: 'candidate', ...c } : { type: 'end-of-candidates' };
     const bound = call.sealed.boundDevice;
     const params = bound
       ? { callId: call.id, envelope: call.sealed.sealFor(bound, content) }
