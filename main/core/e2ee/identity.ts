@@ -177,7 +177,7 @@ export function verifyBundle(raw: unknown, expect?: { username?: string; deviceI
   if (!parsed.success) throw new ParleyError('security', 'a device key bundle is malformed');
   const b = parsed.data;
   const { sig, ...unsigned } = b;
-  let ok = false;
+  let ok: boolean;
   try {
     ok = ed25519Verify(unb64u(b.ik), new TextEncoder().encode(bundleSigningText(unsigned)), unb64u(sig));
   } catch {
