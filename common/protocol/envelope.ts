@@ -50,6 +50,13 @@ export function openPlainEnvelope(envelope: Envelope): EnvelopeContent {
 
 // ---- end-to-end sealing (issue 5, docs/SECURITY.md) --------------------------------
 
+/**
+ * Most callee devices one invite is sealed for: a sealed offer is ~7 KiB (SDP,
+ * the caller's key bundle, the ML-KEM-768 ciphertext), and an invite frame must
+ * stay under the 64 KiB signaling frame limit.
+ */
+export const MAX_SEALED_DEVICES = 8;
+
 /** Version of the sealed envelope format and of the key bundle format. */
 export const SEALED_VERSION = 1;
 

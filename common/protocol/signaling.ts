@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, RejectReason, Username } from '../call';
-import { Envelope, KeyBundle, SecurityReason } from './envelope';
+import { Envelope, KeyBundle, MAX_SEALED_DEVICES, SecurityReason } from './envelope';
 
 /**
  * Parley signaling protocol: JSON-RPC 2.0 over WebSocket at `/v1/signal`.
@@ -38,11 +38,11 @@ export const HelloResult = z.object({
 /**
  * Envelopes addressed one per device (device id → envelope): sealed envelopes
  * open only on the device they were sealed for, so the server hands each
- * device its own. At most 32 devices.
+ * device its own. At most MAX_SEALED_DEVICES (8).
  */
 export const DeviceEnvelopes = z
   .record(z.uuid(), Envelope)
-  .refine((r) => Object.keys(r).length <= 32, 'at most 32 device envelopes');
+  .refine((r) => Object.keys(r).length <= MAX_SEALED_DEVICES, `at most ${MAX_SEALED_DEVICES} device envelopes`);
 
 /**
  * Starts a call. `callId` is chosen by the caller; the offer travels in

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
-import type { Envelope, EnvelopeContent, SecurityReason } from '../../common/protocol/envelope';
+import { MAX_SEALED_DEVICES, type Envelope, type EnvelopeContent, type SecurityReason } from '../../common/protocol/envelope';
 import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
 import {
   MediaSession,
@@ -139,7 +139,8 @@ export class CallEngine extends EventEmitter<{
    */
   async createCall(to: string): Promise<string> {
     this.assertNoLiveCall();
-    const devices = await this.e2ee.devicesOf(to, true);
+    // The callee's online devices, newest last; an invite is sealed for at most MAX_SEALED_DEVICES of them.
+    const devices = (await this.e2ee.devicesOf(to, true)).slice(-MAX_SEALED_DEVICES);
     this.assertNoLiveCall();
     const iceServers = await this.iceServers();
     const id = randomUUID();
