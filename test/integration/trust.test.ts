@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KeyBundle } from '../../common/protocol/envelope';
 import { DeviceIdentity } from '../../main/core/e2ee/identity';
 import { seal } from '../../main/core/e2ee/seal';
-import { startClient, type RunningClient } from '../harness/client';
+import { runParley, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
@@ -94,6 +94,10 @@ describe('trust on first use', () => {
     const sn = await bob.request<{ safetyNumber: string; verified: boolean }>('get_safety_number', { username: 'dave' });
     expect(sn.safetyNumber).toMatch(/^(\d{5} ){11}\d{5}$/);
     expect(sn.verified).toBe(false);
-    expect((await bob.request<{ verified: boolean }>('mark_verified', { username: 'dave' })).verified).toBe(true);
+    // The CLI shows the same number and marks the contact verified.
+    const out = await runParley(['safety-number', 'dave', '--verify'], { ...keyring.env, PARLEY_DATA_DIR: bob.dataDir, PARLEY_SOCKET: bob.socket });
+    expect(out.replace(/\s+/g, ' ')).toContain(sn.safetyNumber);
+    expect(out).toContain('dave marked verified');
+    expect((await bob.request<{ verified: boolean }>('get_trust', { username: 'dave' })).verified).toBe(true);
   });
 });
