@@ -32,6 +32,8 @@ export const ErrorCode = {
   POLICY: -32016,
   TOKEN_EXPIRED: -32017,
   APPROVAL_REQUIRED: -32018,
+  KEY_CHANGED: -32019,
+  SECURITY: -32020,
 } as const;
 
 export type ErrorReason =
@@ -62,7 +64,19 @@ export type ErrorReason =
   /** The device token's lifetime is over; sign in again. */
   | 'token_expired'
   /** The callee must first approve this caller (first-time caller approval); they have been asked. */
-  | 'approval_required';
+  | 'approval_required'
+  /**
+   * A contact's device identity key is not the one pinned on this device (or a
+   * verified contact has a new device): calls to and from them are blocked
+   * until the user accepts the change (`accept_key_change`). See docs/SECURITY.md.
+   */
+  | 'key_changed'
+  /**
+   * An end-to-end security check failed: a sealed envelope did not open or
+   * verify, a replay or reordering, a bad key bundle, a DTLS fingerprint that
+   * is not the one delivered sealed. The call ends `failed`.
+   */
+  | 'security';
 
 const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.PARSE_ERROR]: 'parse_error',
@@ -88,6 +102,8 @@ const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.POLICY]: 'policy',
   [ErrorCode.TOKEN_EXPIRED]: 'token_expired',
   [ErrorCode.APPROVAL_REQUIRED]: 'approval_required',
+  [ErrorCode.KEY_CHANGED]: 'key_changed',
+  [ErrorCode.SECURITY]: 'security',
 };
 
 const codeByReason = Object.fromEntries(

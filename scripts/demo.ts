@@ -81,6 +81,17 @@ async function main(): Promise<void> {
       bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
     ]);
     say(`Connected via ${aActive.transport}; both talk…`);
+    // End-to-end security: both ends got the other's SDP sealed and signed, DTLS matched its fingerprint.
+    const [aliceSafety, bobSafety] = await Promise.all([
+      alice.request<{ safetyNumber: string }>('get_safety_number', { username: 'bob' }),
+      bob.request<{ safetyNumber: string }>('get_safety_number', { username: 'alice' }),
+    ]);
+    const e2ee = {
+      sealed: !!aActive.e2ee?.sealed && !!bActive.e2ee?.sealed,
+      fingerprint_bound: !!aActive.e2ee?.fingerprintBound && !!bActive.e2ee?.fingerprintBound,
+      safety_number: aliceSafety.safetyNumber,
+    };
+    const safetyAgrees = aliceSafety.safetyNumber === bobSafety.safetyNumber;
     await Promise.all([pulse.play('a_in', aliceWav), pulse.play('b_in', bobWav)]);
     await new Promise((r) => setTimeout(r, 1000)); // the tail reaches the far speaker
     const before = await bob.request<CallStatus>('get_call_status', { callId });
@@ -118,7 +129,10 @@ async function main(): Promise<void> {
       bToA.score >= SIMILARITY_THRESHOLD &&
       aEnd.endReason === 'hangup' &&
       bEnd.endReason === 'hangup' &&
-      (!args.relay || transport === 'relay');
+      (!args.relay || transport === 'relay') &&
+      e2ee.sealed &&
+      e2ee.fingerprint_bound &&
+      safetyAgrees;
 
     say('');
     say(`Parley demo report (${ok ? 'OK' : 'FAILED'})`);
@@ -128,6 +142,8 @@ async function main(): Promise<void> {
     say(`  mouth-to-ear     ${mouthToEar} ms (Alice → Bob ${d1.lagMs.toFixed(1)} ms, Bob → Alice ${d2.lagMs.toFixed(1)} ms)`);
     say(`  packets (Bob)    sent ${before.stats?.packetsSent}, received ${before.stats?.packetsReceived}, lost ${before.stats?.packetsLost}, jitter ${before.stats?.jitterMs} ms`);
     say(`  ended            Alice: ${aEnd.endReason}; Bob: ${bEnd.endReason}`);
+    say(`  end-to-end       SDP and candidates sealed (X25519 + ML-KEM-768) and signed: ${e2ee.sealed ? 'yes' : 'NO'}; DTLS bound to the sealed fingerprint: ${e2ee.fingerprint_bound ? 'yes' : 'NO'}`);
+    say(`  safety number    ${e2ee.safety_number}${safetyAgrees ? ' (the same on both ends)' : ' (DIFFERS between the ends)'}`);
     say(`  recordings       ${recA}`);
     say(`                   ${recB}`);
     if (json) {
@@ -138,6 +154,7 @@ async function main(): Promise<void> {
           setup_ms: { invite_to_ringing: inviteToRinging, answer_to_audio: answerToAudio },
           similarity: { a_to_b: round3(aToB.score), b_to_a: round3(bToA.score) },
           mouth_to_ear_ms: mouthToEar,
+          e2ee,
           recordings: { a: recA, b: recB },
         }),
       );

@@ -1,8 +1,9 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify as edVerify } from 'node:crypto';
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
 import type { Kysely } from 'kysely';
 import { ParleyError } from '../common/errors';
 import type { LoginReply, PeerInfo } from '../common/protocol/signaling';
+import { KeyBundle, bundleSigningText } from '../common/protocol/envelope';
 import type { AuditLog } from './audit';
 import type { DB } from './db';
 
@@ -237,6 +238,55 @@ export class Accounts {
     return { token, expiresAt };
   }
 
+  /**
+   * Stores a device's public key bundle (replacing its earlier one). The bundle
+   * must name this device and account and carry a valid Ed25519 signature by
+   * its own identity key (RFC 8032); the server keeps public keys only.
+   * @returns whether another identity key was replaced.
+   * @throws ParleyError `invalid_params` for a bundle of another device or account, or a bad signature.
+   */
+  async publishKeys(device: PeerInfo, bundle: KeyBundle): Promise<{ replaced: boolean }> {
+    if (bundle.deviceId !== device.deviceId || bundle.username !== device.username) {
+      throw new ParleyError('invalid_params', 'a key bundle must name the device and account that publish it');
+    }
+    if (!bundleSignatureValid(bundle)) throw new ParleyError('invalid_params', 'the key bundle signature does not verify');
+    const old = await this.db
+      .selectFrom('device_keys')
+      .select('identity_key')
+      .where('device_id', '=', device.deviceId)
+      .executeTakeFirst();
+    const row = {
+      device_id: device.deviceId,
+      account_id: device.accountId,
+      identity_key: bundle.ik,
+      bundle: JSON.stringify(bundle),
+      updated_at: Date.now(),
+    };
+    await this.db
+      .insertInto('device_keys')
+      .values(row)
+      .onConflict((oc) => oc.column('device_id').doUpdateSet({ identity_key: row.identity_key, bundle: row.bundle, updated_at: row.updated_at }))
+      .execute();
+    return { replaced: !!old && old.identity_key !== bundle.ik };
+  }
+
+  /** The published key bundles of an account's devices, oldest device first. */
+  async deviceKeys(accountId: string): Promise<{ deviceId: string; bundle: KeyBundle }[]> {
+    const rows = await this.db
+      .selectFrom('device_keys')
+      .innerJoin('devices', 'devices.id', 'device_keys.device_id')
+      .select(['device_keys.device_id as deviceId', 'device_keys.bundle as bundle'])
+      .where('device_keys.account_id', '=', accountId)
+      .orderBy('devices.created_at')
+      .execute();
+    const out: { deviceId: string; bundle: KeyBundle }[] = [];
+    for (const r of rows) {
+      const parsed = KeyBundle.safeParse(JSON.parse(r.bundle));
+      if (parsed.success) out.push({ deviceId: r.deviceId, bundle: parsed.data });
+    }
+    return out;
+  }
+
   /** Whether `accountId` takes calls from contacts only (the default). */
   async contactsOnly(accountId: string): Promise<boolean> {
     const row = await this.db
@@ -275,6 +325,20 @@ export class Accounts {
   private getDummyHash(): Promise<string> {
     this.dummyHash ??= argon2Hash(randomBytes(16).toString('hex'), ARGON2_OPTIONS);
     return this.dummyHash;
+  }
+}
+
+/** DER prefix of a 32-byte Ed25519 SubjectPublicKeyInfo (RFC 8410 §4). */
+const ED25519_SPKI = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** Whether a bundle's signature verifies under its own identity key (Ed25519, RFC 8032 §5.1.7). */
+function bundleSignatureValid(b: KeyBundle): boolean {
+  try {
+    const { sig, ...unsigned } = b;
+    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, Buffer.from(b.ik, 'base64url')]), format: 'der', type: 'spki' });
+    return edVerify(null, Buffer.from(bundleSigningText(unsigned), 'utf8'), key, Buffer.from(sig, 'base64url'));
+  } catch {
+    return false;
   }
 }
 

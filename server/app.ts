@@ -22,6 +22,7 @@ import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
 import { registerOpsRoutes } from './ops';
 import { serveSignalSocket } from './signal';
+import { loadInterceptor } from './intercept';
 
 /**
  * Largest WebSocket frame ws accepts before closing the connection (1009),
@@ -108,6 +109,7 @@ function auditOfHubEvent(e: HubEvent): AuditInput | undefined {
           durationMs: e.durationMs,
           calleeAccountId: e.callee.accountId,
           ...(e.cause ? { cause: e.cause } : {}),
+          ...(e.security ? { security: e.security } : {}),
         },
       };
   }
@@ -140,6 +142,8 @@ export async function buildServer(
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir);
+  // TEST ONLY: a malicious-server hook, from the environment alone, announced at fatal level.
+  const intercept = await loadInterceptor(process.env, log);
   // The gauges read the hub at scrape time; it exists by then.
   const metrics: ServerMetrics = new ServerMetrics(() => hub);
   const audit = new AuditLog(db, (err, event) => {
@@ -284,6 +288,7 @@ export async function buildServer(
         log,
         audit,
         metrics,
+        intercept,
       });
     });
   });

@@ -76,6 +76,13 @@ export const AUDIT_EVENTS = [
   'policy.budget_exceeded',
   /** A call reached its lifetime and was extended (on_expiry = extend). detail: `{endsAt}`. */
   'policy.call_extended',
+  /** A device published its public key bundle. detail: `{identityKey, replaced}` (public key; `replaced`: another identity key was there). */
+  'device.keys_published',
+  /**
+   * A party's client reported a failed end-to-end check and the call ended `failed`
+   * (device = the reporting one). detail: `{reason}` (SecurityReason).
+   */
+  'call.security_failure',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

@@ -39,6 +39,19 @@ export interface DB {
   open_calls: { call_id: string; caller_account_id: string; devices: string; created_at: number };
   /** `callee_id` approved `caller_id` as a caller (first-time caller approval). */
   approved_callers: { callee_id: string; caller_id: string; created_at: number };
+  /**
+   * A device's public key bundle (end-to-end security, docs/SECURITY.md): JSON
+   * of a signed KeyBundle — public keys only; the server never sees a private key.
+   * Deleted with its device.
+   */
+  device_keys: {
+    device_id: string;
+    account_id: string;
+    /** The bundle's Ed25519 identity key, base64url (also inside `bundle`). */
+    identity_key: string;
+    bundle: string;
+    updated_at: number;
+  };
   /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
   call_usage: { account_id: string; day: string; seconds: number };
   audit: {
@@ -158,6 +171,20 @@ const migrations: Record<string, Migration> = {
         .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
         .execute();
     },
+  },
+};
+
+migrations['0007_device_keys'] = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('device_keys')
+      .addColumn('device_id', 'text', (c) => c.primaryKey().references('devices.id').onDelete('cascade'))
+      .addColumn('account_id', 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+      .addColumn('identity_key', 'text', (c) => c.notNull())
+      .addColumn('bundle', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'integer', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('device_keys_account').on('device_keys').column('account_id').execute();
   },
 };
 

@@ -1,6 +1,6 @@
 import type { EndReason, RejectReason } from '../common/call';
 import { ParleyError } from '../common/errors';
-import type { Envelope } from '../common/protocol/envelope';
+import type { Envelope, SecurityReason } from '../common/protocol/envelope';
 import type {
   PeerInfo,
   SignalNotification,
@@ -74,6 +74,8 @@ export type HubEvent =
       durationMs: number;
       /** Why the server ended it, when no party did: `admin` (calls.end) or `server_shutdown`. */
       cause?: EndCause;
+      /** A party reported a failed end-to-end check (`call.security`). */
+      security?: SecurityReason;
     };
 
 /** Why the server itself ended a call: `calls.end`, shutdown, or call policy (lifetime, budget). */
@@ -94,6 +96,19 @@ export interface CallSnapshot {
   ringingDevices: number;
   /** Duration budget of the call, seconds (null: no budget applies). */
   budgetSeconds: number | null;
+}
+
+/**
+ * What a request carries to route: one envelope for every recipient device,
+ * or one per device (sealed envelopes open only on their own device). The hub
+ * never looks inside.
+ */
+export type Routed = { envelope: Envelope; envelopes?: undefined } | { envelope?: undefined; envelopes: Record<string, Envelope> };
+
+/** The envelope for one device, or undefined when the sender sealed none for it. A bare Envelope goes to every device. */
+function envelopeFor(r: Routed | Envelope, deviceId: string): Envelope | undefined {
+  if ('kind' in r) return r;
+  return r.envelopes ? r.envelopes[deviceId] : r.envelope;
 }
 
 /** Concurrency limits (config `policy.*`); 0 means no limit. */
@@ -217,6 +232,16 @@ export class Hub {
     return true;
   }
 
+  /**
+   * A party's client reports a failed end-to-end check: the call ends `failed`
+   * for every other party, with the security reason passed on.
+   * @throws ParleyError `call_not_found` (not a party).
+   */
+  securityFailure(from: PeerInfo, callId: string, security: SecurityReason): void {
+    const call = this.callFor(from, callId);
+    this.end(call, 'failed', from.deviceId, undefined, security);
+  }
+
   /** Ends every call with `failed` (cause `server_shutdown`), notifying every party. */
   shutdown(): void {
     for (const callId of [...this.calls.keys()]) this.endCall(callId, 'failed', 'server_shutdown');
@@ -328,15 +353,17 @@ export class Hub {
    * @param afterReply schedules work to run after the request's result was sent.
    * Only the callee's devices that are not in a call ring; when none is free,
    * or the callee account has `maxCallsPerAccount` calls, the callee is busy.
+   * With per-device `envelopes`, only the callee's online devices that have one ring
+   * (each gets its own); devices the caller did not seal for are not disturbed.
    * @throws ParleyError `invalid_state` (call id in use, or the calling device is already in a call),
-   *   `forbidden` (calling yourself), `callee_offline` (no online device), `policy` (the caller's
-   *   account has `maxCallsPerAccount` calls), `unavailable` (the server has `maxCalls` calls).
+   *   `forbidden` (calling yourself), `callee_offline` (no online device, or none the caller sealed for),
+   *   `policy` (the caller's account has `maxCallsPerAccount` calls), `unavailable` (the server has `maxCalls` calls).
    */
   invite(
     caller: PeerInfo,
     callId: string,
     callee: AccountRef,
-    envelope: Envelope,
+    routed: Routed | Envelope,
     afterReply: (fn: () => void) => void,
   ): { callId: string } {
     if (this.calls.has(callId))
@@ -363,7 +390,7 @@ export class Hub {
         'this server is carrying as many calls as it can; try again in a few minutes',
       );
     }
-    const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])];
+    const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])].filter((d) => !!envelopeFor(routed, d));
     if (online.length === 0)
       throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal.ts calleeOffline
     const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d));
@@ -398,7 +425,7 @@ export class Hub {
       deviceIds: targets,
     });
     for (const deviceId of targets)
-      this.send(deviceId, 'call.incoming', { callId, caller, envelope });
+      this.send(deviceId, 'call.incoming', { callId, caller, envelope: envelopeFor(routed, deviceId)! });
     return { callId };
   }
 
@@ -514,15 +541,18 @@ export class Hub {
    * answer), from a callee device to the caller.
    * @throws ParleyError `call_not_found`.
    */
-  candidate(from: PeerInfo, callId: string, envelope: Envelope): void {
+  candidate(from: PeerInfo, callId: string, routed: Routed | Envelope): void {
     const call = this.callFor(from, callId);
+    const relay = (deviceId: string) => {
+      const envelope = envelopeFor(routed, deviceId);
+      if (envelope) this.send(deviceId, 'call.candidate', { callId, envelope });
+    };
     if (this.roleOf(call, from.deviceId) === 'callee') {
-      this.send(call.caller.deviceId, 'call.candidate', { callId, envelope });
+      relay(call.caller.deviceId);
     } else if (call.phase.kind === 'ringing') {
-      for (const deviceId of call.phase.invited)
-        this.send(deviceId, 'call.candidate', { callId, envelope });
+      for (const deviceId of call.phase.invited) relay(deviceId);
     } else {
-      this.send(call.phase.callee.deviceId, 'call.candidate', { callId, envelope });
+      relay(call.phase.callee.deviceId);
     }
   }
 
@@ -592,15 +622,16 @@ export class Hub {
     };
   }
 
-  /** Ends a call: every party device except `by` gets `call.ended` with `reason`. */
-  private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause): void {
+  /** Ends a call: every party device except `by` gets `call.ended` with `reason` (and `security`, when given). */
+  private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause, security?: SecurityReason): void {
     if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
     else for (const t of call.phase.timers) clearTimeout(t);
     this.calls.delete(call.callId);
     this.unindex(call.caller.accountId, call.callId);
     this.unindex(call.callee.accountId, call.callId);
     for (const deviceId of this.parties(call)) {
-      if (deviceId !== by) this.send(deviceId, 'call.ended', { callId: call.callId, reason });
+      if (deviceId !== by)
+        this.send(deviceId, 'call.ended', { callId: call.callId, reason, ...(security ? { security } : {}) });
     }
     const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;
     this.emit({
@@ -612,6 +643,7 @@ export class Hub {
       by,
       durationMs,
       ...(cause ? { cause } : {}),
+      ...(security ? { security } : {}),
     });
   }
 

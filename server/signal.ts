@@ -16,7 +16,9 @@ import type { OpenCalls } from './open-calls';
 import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
-import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub } from './hub';
+import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub, type Routed } from './hub';
+import type { Envelope } from '../common/protocol/envelope';
+import type { Interceptor } from './intercept';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
 
@@ -38,6 +40,8 @@ export interface SignalDeps {
   log: Logger;
   audit: AuditLog;
   metrics: ServerMetrics;
+  /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */
+  intercept?: Interceptor | undefined;
 }
 
 /** Frames a connection may have queued before the server stops reading them (back-pressure). */
@@ -85,10 +89,17 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     expiryTimer.unref();
   };
 
-  const send = (text: string): void => {
+  const sendRaw = (text: string): void => {
     metrics.countOutbound(text);
     if (socket.readyState === socket.OPEN) socket.send(text);
   };
+  const intercept = deps.intercept;
+  const send = !intercept
+    ? sendRaw
+    : (text: string): void => {
+        const to = link ? { username: link.peer.username, deviceId: link.peer.deviceId } : undefined;
+        for (const m of intercept.outbound(JSON.parse(text) as Record<string, unknown>, to)) sendRaw(JSON.stringify(m));
+      };
   const peer = new RpcPeer<Ctx>(send, {
     maxMessageBytes: MAX_MESSAGE_BYTES,
     onInternalError: (method, err) => log.error({ err, method }, 'signal handler failed'),
@@ -190,7 +201,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
         throw calleeOffline(callee.username);
       }
       if (closed) throw new ParleyError('unavailable', 'connection closed');
-      return hub.invite(from, p.callId, callee, p.envelope, ctx.afterReply);
+      return hub.invite(from, p.callId, callee, routedOf(p), ctx.afterReply);
     } catch (e) {
       if (e instanceof ParleyError) {
         void audit.record({
@@ -225,8 +236,48 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     return { ok: true as const };
   });
   peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {
-    hub.candidate(me(), p.callId, p.envelope);
+    hub.candidate(me(), p.callId, routedOf(p));
     return { ok: true as const };
+  });
+  peer.handle('call.security', SignalRequests['call.security'].params, (p) => {
+    const from = me();
+    hub.securityFailure(from, p.callId, p.reason);
+    log.warn({ callId: p.callId, reason: p.reason }, 'a client reported a failed end-to-end security check');
+    void audit.record({
+      event: 'call.security_failure',
+      accountId: from.accountId,
+      deviceId: from.deviceId,
+      callId: p.callId,
+      detail: { reason: p.reason },
+    });
+    return { ok: true as const };
+  });
+
+  // ---- device keys (end-to-end security) ------------------------------------------
+
+  peer.handle('keys.publish', SignalRequests['keys.publish'].params, async (p) => {
+    const self = me();
+    const { replaced } = await accounts.publishKeys(self, p.bundle);
+    void audit.record({
+      event: 'device.keys_published',
+      accountId: self.accountId,
+      deviceId: self.deviceId,
+      detail: { identityKey: p.bundle.ik, replaced },
+    });
+    return { ok: true as const };
+  });
+  peer.handle('keys.get', SignalRequests['keys.get'].params, async (p) => {
+    const self = me();
+    let accountId = self.accountId;
+    if (p.username !== self.username) {
+      const target = await accounts.findByUsername(p.username);
+      if (!target) throw new ParleyError('unknown_user', `no account named ${p.username}`);
+      // Only for accounts I may call; a block looks like an account with no devices.
+      if (await checkCallAllowed(self, target, contacts, accounts)) return { devices: [] };
+      accountId = target.accountId;
+    }
+    const keys = await accounts.deviceKeys(accountId);
+    return { devices: keys.map((k) => ({ ...k, online: hub.isOnline(k.deviceId) })) };
   });
   peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, async () => {
     const from = me();
@@ -456,6 +507,11 @@ export async function checkCallAllowed(
 /** The error for a callee with no device online (also what a blocked caller gets). */
 export function calleeOffline(username: string): ParleyError {
   return new ParleyError('callee_offline', `${username} is not online`);
+}
+
+/** The routing part of an invite or candidate: one envelope for all, or one per device. */
+function routedOf(p: { envelope?: Envelope | undefined; envelopes?: Record<string, Envelope> | undefined }): Routed {
+  return p.envelopes ? { envelopes: p.envelopes } : { envelope: p.envelope! };
 }
 
 /** The id of a JSON-RPC request frame, or null (notification, unreadable or oversized frame). */

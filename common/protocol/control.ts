@@ -12,6 +12,7 @@ import {
   SignalNotifications,
   UsernameParams,
 } from './signaling';
+import { SecurityReason } from './envelope';
 
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
@@ -98,8 +99,60 @@ export const CallStatus = z.object({
   /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */
   warning: z.string().optional(),
   stats: MediaStats.optional(),
+  /** Why the call failed its end-to-end security checks (with `endReason: failed`); see docs/SECURITY.md. */
+  security: SecurityReason.optional(),
+  /**
+   * End-to-end protection of this call: `sealed` once the peer's offer/answer
+   * arrived sealed and signed by its device identity; `fingerprintBound` once the
+   * DTLS certificate matched the fingerprint in that sealed SDP; `peerDeviceId`
+   * the peer device the call is bound to.
+   */
+  e2ee: z
+    .object({ sealed: z.boolean(), fingerprintBound: z.boolean(), peerDeviceId: z.string().optional() })
+    .optional(),
 });
 export type CallStatus = z.infer<typeof CallStatus>;
+
+/**
+ * What this device knows and trusts about a contact's device identities
+ * (main/core/e2ee/trust.ts): the pinned identity keys (trust on first use), a
+ * pending change that blocks calls until accepted, and the verified mark.
+ */
+export const TrustInfo = z.object({
+  username: Username,
+  /** The user compared the safety number and marked the contact verified (cleared by any key change). */
+  verified: z.boolean(),
+  /** Unix ms of the verification, when verified. */
+  verifiedAt: z.number().optional(),
+  /** A key change waits for `accept_key_change`; calls with this contact are refused (`key_changed`) until then. */
+  blocked: z.boolean(),
+  devices: z.array(
+    z.object({
+      deviceId: z.string(),
+      /** Pinned Ed25519 identity key, base64url. */
+      identityKey: z.string(),
+      /** Unix ms first seen. */
+      firstSeen: z.number(),
+      /** A different key (`changed`) or a new device of a verified contact (`added`) waiting for acceptance. */
+      pending: z.object({ kind: z.enum(['changed', 'added']), identityKey: z.string(), seenAt: z.number() }).optional(),
+    }),
+  ),
+});
+export type TrustInfo = z.infer<typeof TrustInfo>;
+
+/**
+ * A safety number: 60 digits in 12 groups of 5 (docs/SECURITY.md "Safety
+ * numbers"), the same on both ends when both see the same identity keys.
+ */
+export const SafetyNumberResult = z.object({
+  username: Username,
+  /** "12345 67890 …": 12 groups of 5 digits separated by single spaces. */
+  safetyNumber: z.string(),
+  /** The 60 digits without spaces (for a QR code). */
+  digits: z.string(),
+  verified: z.boolean(),
+});
+export type SafetyNumberResult = z.infer<typeof SafetyNumberResult>;
 
 /** One audio device as PulseAudio names it: `name` is its stable identity. */
 export const AudioDevice = z.object({
@@ -226,6 +279,18 @@ export const ControlRequests = {
     params: VoiceProcessing.partial().strict(),
     result: VoiceProcessing,
   },
+  /**
+   * The safety number with a contact (fetches both accounts' device keys from
+   * the server and checks them against the pins first).
+   * Errors: `key_changed` while a key change waits for acceptance; `not_contact`, `unknown_user`.
+   */
+  get_safety_number: { params: UsernameParams, result: SafetyNumberResult },
+  /** Marks a contact verified (the user compared the safety number). Errors: `key_changed`, `not_found` (no pinned keys yet). */
+  mark_verified: { params: UsernameParams, result: TrustInfo },
+  /** Accepts a pending key change (new keys pinned, verified mark stays cleared): calls work again. Errors: `not_found`. */
+  accept_key_change: { params: UsernameParams, result: TrustInfo },
+  /** What is pinned for a contact. Errors: `not_found` when nothing is pinned. */
+  get_trust: { params: UsernameParams, result: TrustInfo },
 } as const;
 export type ControlMethod = keyof typeof ControlRequests;
 
@@ -285,4 +350,6 @@ export const ControlNotifications = {
   'session.ended': SignalNotifications['session.ended'],
   'caller.approval_request': SignalNotifications['caller.approval_request'],
   'caller.approval': SignalNotifications['caller.approval'],
+  /** A contact's device identity changed or a device was added (TrustInfo after the change). */
+  'trust.key_changed': z.object({ username: Username, kind: z.enum(['changed', 'added']), deviceId: z.string(), blocked: z.boolean() }),
 } as const;

@@ -1,13 +1,18 @@
 import { z } from 'zod';
 
-/** Largest envelope body in characters (an SDP offer is ~1–3 KiB; room for sealing overhead). */
+/** Largest envelope body in characters (an SDP offer is ~1–3 KiB; sealing adds ~2.3 KiB of ML-KEM and signature). */
 export const MAX_ENVELOPE_BYTES = 32 * 1024;
 
 /**
  * An opaque payload routed between devices: SDP offers/answers and ICE
- * candidates travel only inside one. The server never parses `body`; today it
- * is `plain` (JSON text), and the end-to-end security issue adds `sealed`
- * without changing any routing code.
+ * candidates travel only inside one. The server never parses `body`.
+ *
+ * - `plain`: JSON text of {@link EnvelopeContent}. Only the server's own tests
+ *   and the routing layer use it; a Parley client refuses it for calls
+ *   (security reason `unsealed`).
+ * - `sealed`: JSON text of a {@link SealedBody}: the content encrypted and
+ *   signed for exactly one recipient device (docs/SECURITY.md, "Sealed
+ *   signaling"). The version is `SealedBody.v`.
  */
 export const Envelope = z.object({
   kind: z.enum(['plain', 'sealed']),
@@ -15,7 +20,7 @@ export const Envelope = z.object({
 });
 export type Envelope = z.infer<typeof Envelope>;
 
-/** What a `plain` envelope carries. */
+/** What an envelope carries (plain, or inside a sealed one). */
 export const EnvelopeContent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('offer'), sdp: z.string() }),
   z.object({ type: z.literal('answer'), sdp: z.string() }),
@@ -29,16 +34,145 @@ export const EnvelopeContent = z.discriminatedUnion('type', [
 ]);
 export type EnvelopeContent = z.infer<typeof EnvelopeContent>;
 
-/** Wraps content in a plain envelope. */
+/** Wraps content in a plain envelope (server tests and tools only; clients seal). */
 export function plainEnvelope(content: EnvelopeContent): Envelope {
   return { kind: 'plain', body: JSON.stringify(content) };
 }
 
 /**
  * Opens a plain envelope.
- * @throws Error when the envelope is sealed (not supported yet) or its body is not valid content.
+ * @throws Error when the envelope is sealed or its body is not valid content.
  */
 export function openPlainEnvelope(envelope: Envelope): EnvelopeContent {
-  if (envelope.kind !== 'plain') throw new Error('sealed envelopes are not supported by this client');
+  if (envelope.kind !== 'plain') throw new Error('this is a sealed envelope; open it with the device keys');
   return EnvelopeContent.parse(JSON.parse(envelope.body));
 }
+
+// ---- end-to-end sealing (issue 5, docs/SECURITY.md) --------------------------------
+
+/**
+ * Most callee devices one invite is sealed for: a sealed offer is ~7 KiB (SDP,
+ * the caller's key bundle, the ML-KEM-768 ciphertext), and an invite frame must
+ * stay under the 64 KiB signaling frame limit.
+ */
+export const MAX_SEALED_DEVICES = 8;
+
+/** Version of the sealed envelope format and of the key bundle format. */
+export const SEALED_VERSION = 1;
+
+/** base64url without padding (RFC 4648 §5). */
+const B64u = z.string().regex(/^[A-Za-z0-9_-]*$/, 'expected base64url');
+const b64uBytes = (bytes: number) =>
+  B64u.refine((s) => Math.floor((s.length * 3) / 4) === bytes, `expected ${bytes} bytes (base64url)`);
+
+/** Ed25519 public key, 32 bytes raw (RFC 8032 §5.1.5), base64url. A device's identity key. */
+export const IdentityKey = b64uBytes(32);
+/** X25519 public key, 32 bytes (RFC 7748 §5), base64url. */
+export const X25519Key = b64uBytes(32);
+/** ML-KEM-768 encapsulation key, 1184 bytes (FIPS 203 §8, table 3), base64url. */
+export const MlKemKey = b64uBytes(1184);
+
+/**
+ * A device's public keys, signed by its identity key. Published to the server
+ * with `keys.publish` after hello; the server stores it per device and hands it
+ * out with `keys.get`. It binds the keys to the account name and device id, so
+ * the server cannot move a bundle to another device or account. Never holds
+ * private material.
+ */
+export const KeyBundle = z
+  .object({
+    v: z.literal(SEALED_VERSION),
+    username: z.string().min(1).max(64),
+    deviceId: z.uuid(),
+    /** Ed25519 identity key. */
+    ik: IdentityKey,
+    /** X25519 key for sealing to this device. */
+    x25519: X25519Key,
+    /** ML-KEM-768 key for sealing to this device. */
+    mlkem: MlKemKey,
+    /** Unix ms the keys were created. */
+    createdAt: z.number().int().nonnegative(),
+    /** Ed25519 signature (64 bytes) by `ik` over `bundleSigningBytes(bundle)`. */
+    sig: b64uBytes(64),
+  })
+  .strict();
+export type KeyBundle = z.infer<typeof KeyBundle>;
+
+/**
+ * The exact bytes a bundle's signature covers: a domain label and the fields
+ * in a fixed order, as canonical JSON (a fixed key order, no whitespace).
+ */
+export function bundleSigningText(b: Omit<KeyBundle, 'sig'>): string {
+  return `parley-key-bundle-v1\n${JSON.stringify([b.v, b.username, b.deviceId, b.ik, b.x25519, b.mlkem, b.createdAt])}`;
+}
+
+/** One device party of a sealed envelope: its id and its identity key. */
+export const SealedParty = z.object({ deviceId: z.uuid(), ik: IdentityKey }).strict();
+
+/**
+ * The body of a `sealed` envelope (version 1). Header fields are bound three
+ * times: as AEAD associated data, into the HKDF salt, and under the sender's
+ * signature (see `sealedHeaderText`).
+ *
+ * Construction (docs/SECURITY.md): X25519 (RFC 7748) between a fresh ephemeral
+ * key and the recipient's X25519 key, plus ML-KEM-768 encapsulation (FIPS 203)
+ * to the recipient's ML-KEM key; both shared secrets → HKDF-SHA256 (RFC 5869)
+ * with the SHA-256 of the header as salt → AES-256-GCM key (NIST SP 800-38D,
+ * 96-bit random nonce); the sender's Ed25519 identity key (RFC 8032) signs
+ * header ‖ nonce ‖ ciphertext.
+ */
+export const SealedBody = z
+  .object({
+    v: z.literal(SEALED_VERSION),
+    /** The call this message belongs to. */
+    call: z.uuid(),
+    from: SealedParty,
+    to: SealedParty,
+    /** The sender's role in the call. */
+    role: z.enum(['caller', 'callee']),
+    /** Per (call, sender device, recipient device) sequence number, 0 first; each must be the next. */
+    n: z.number().int().nonnegative(),
+    /** Ephemeral X25519 public key, 32 bytes. */
+    eph: X25519Key,
+    /** ML-KEM-768 ciphertext, 1088 bytes. */
+    kem: b64uBytes(1088),
+    /** AES-GCM nonce, 12 bytes. */
+    iv: b64uBytes(12),
+    /** AES-256-GCM ciphertext with its 16-byte tag appended. */
+    ct: B64u.max(24 * 1024),
+    /** Ed25519 signature by `from.ik`, 64 bytes. */
+    sig: b64uBytes(64),
+  })
+  .strict();
+export type SealedBody = z.infer<typeof SealedBody>;
+
+/** The header of a sealed body as canonical text (fixed order): AEAD data, HKDF salt input and signed. */
+export function sealedHeaderText(h: Pick<SealedBody, 'v' | 'call' | 'from' | 'to' | 'role' | 'n' | 'eph' | 'kem'>): string {
+  return `parley-sealed-v1\n${JSON.stringify([h.v, h.call, h.from.deviceId, h.from.ik, h.to.deviceId, h.to.ik, h.role, h.n, h.eph, h.kem])}`;
+}
+
+/**
+ * What a sealed envelope holds once opened: the content, and in the caller's
+ * offer the caller device's key bundle (the callee needs it to seal back).
+ */
+export const SealedContent = z
+  .object({
+    content: EnvelopeContent,
+    bundle: KeyBundle.optional(),
+  })
+  .strict();
+export type SealedContent = z.infer<typeof SealedContent>;
+
+/**
+ * Why a call failed its end-to-end security checks (CallStatus.security,
+ * `call.security` and `call.ended`):
+ * - `unsealed`: a plain envelope arrived where a sealed one is required;
+ * - `envelope_invalid`: a sealed envelope did not verify or open, or is bound to
+ *   another call, device, identity or role;
+ * - `replayed`: a sequence number that is not the next one (replay, reordering, drop);
+ * - `key_mismatch`: a bundle whose signature fails, or an identity key that is not
+ *   the one pinned for that device;
+ * - `fingerprint_mismatch`: the DTLS certificate is not the one whose fingerprint arrived sealed.
+ */
+export const SecurityReason = z.enum(['unsealed', 'envelope_invalid', 'replayed', 'key_mismatch', 'fingerprint_mismatch']);
+export type SecurityReason = z.infer<typeof SecurityReason>;

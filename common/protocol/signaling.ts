@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, RejectReason, Username } from '../call';
-import { Envelope } from './envelope';
+import { Envelope, KeyBundle, MAX_SEALED_DEVICES, SecurityReason } from './envelope';
 
 /**
  * Parley signaling protocol: JSON-RPC 2.0 over WebSocket at `/v1/signal`.
@@ -35,12 +35,28 @@ export const HelloResult = z.object({
   tokenExpiresAt: z.number(),
 });
 
-/** Starts a call. `callId` is chosen by the caller; the offer travels in `envelope`. */
-export const InviteParams = z.object({
-  callId: CallId,
-  callee: Username,
-  envelope: Envelope,
-});
+/**
+ * Envelopes addressed one per device (device id → envelope): sealed envelopes
+ * open only on the device they were sealed for, so the server hands each
+ * device its own. At most MAX_SEALED_DEVICES (8).
+ */
+export const DeviceEnvelopes = z
+  .record(z.uuid(), Envelope)
+  .refine((r) => Object.keys(r).length <= MAX_SEALED_DEVICES, `at most ${MAX_SEALED_DEVICES} device envelopes`);
+
+/**
+ * Starts a call. `callId` is chosen by the caller; the offer travels in
+ * `envelopes` (one sealed envelope per callee device: only those devices ring)
+ * or, for routing tests, in one `envelope` for every device.
+ */
+export const InviteParams = z
+  .object({
+    callId: CallId,
+    callee: Username,
+    envelope: Envelope.optional(),
+    envelopes: DeviceEnvelopes.optional(),
+  })
+  .refine((p) => !!p.envelope !== !!p.envelopes, 'give either envelope or envelopes');
 export const InviteResult = z.object({ callId: CallId });
 
 export const CallIdParams = z.object({ callId: CallId });
@@ -49,7 +65,16 @@ export const AnswerParams = z.object({ callId: CallId, envelope: Envelope });
 export const RejectParams = z.object({ callId: CallId, reason: RejectReason });
 export const CancelParams = CallIdParams;
 export const HangupParams = CallIdParams;
-export const CandidateParams = z.object({ callId: CallId, envelope: Envelope });
+/** A trickled candidate: one `envelope`, or one per callee device in `envelopes` (the caller while ringing). */
+export const CandidateParams = z
+  .object({ callId: CallId, envelope: Envelope.optional(), envelopes: DeviceEnvelopes.optional() })
+  .refine((p) => !!p.envelope !== !!p.envelopes, 'give either envelope or envelopes');
+/**
+ * A party's client found that the call failed an end-to-end check (docs/SECURITY.md):
+ * the server audits it (`call.security_failure`) and ends the call with `failed`
+ * for every party, passing `reason` on.
+ */
+export const SecurityEventParams = z.object({ callId: CallId, reason: SecurityReason }).strict();
 export const OkResult = z.object({ ok: z.literal(true) });
 
 export const RelayCredentialsParams = z.object({}).strict();
@@ -95,6 +120,21 @@ export const SessionRefreshResult = z.object({
   expiresAt: z.number(),
 });
 export type SessionRefreshResult = z.infer<typeof SessionRefreshResult>;
+
+// ---- device keys (end-to-end security) ----------------------------------------
+
+/** Publishes this device's signed public key bundle (replaces an earlier one). Its username and device id must be this device's. */
+export const KeysPublishParams = z.object({ bundle: KeyBundle }).strict();
+/** One device of an account with its published key bundle. */
+export const DeviceKeys = z.object({ deviceId: DeviceId, online: z.boolean(), bundle: KeyBundle });
+export type DeviceKeys = z.infer<typeof DeviceKeys>;
+/**
+ * The key bundles of every device of `username` that published one (oldest
+ * device first). Only for my own account, or an account I may call; a blocked
+ * caller gets an empty list (what an account without devices gives).
+ */
+export const KeysGetResult = z.object({ devices: z.array(DeviceKeys) });
+export type KeysGetResult = z.infer<typeof KeysGetResult>;
 
 // ---- contacts, presence, settings -------------------------------------------
 
@@ -153,6 +193,9 @@ export const SignalRequests = {
   'call.cancel': { params: CancelParams, result: OkResult },
   'call.hangup': { params: HangupParams, result: OkResult },
   'call.candidate': { params: CandidateParams, result: OkResult },
+  'call.security': { params: SecurityEventParams, result: OkResult },
+  'keys.publish': { params: KeysPublishParams, result: OkResult },
+  'keys.get': { params: UsernameParams, result: KeysGetResult },
   'relay.credentials': { params: RelayCredentialsParams, result: RelayCredentialsResult },
   'devices.list': { params: Empty, result: DevicesListResult },
   'devices.revoke': { params: DeviceRevokeParams, result: OkResult },
@@ -189,8 +232,8 @@ export const SignalNotifications = {
   'call.answered': z.object({ callId: CallId, callee: PeerInfo, envelope: Envelope }),
   /** A trickled ICE candidate from the other side. */
   'call.candidate': z.object({ callId: CallId, envelope: Envelope }),
-  /** The call is over for this device. */
-  'call.ended': z.object({ callId: CallId, reason: EndReason }),
+  /** The call is over for this device; `security` when a party reported a failed end-to-end check. */
+  'call.ended': z.object({ callId: CallId, reason: EndReason, security: SecurityReason.optional() }),
   /**
    * A policy limit is near for a call (both parties get it): `lifetime` (the
    * call's maximum length) or `budget` (duration budget). `endsAt` is Unix ms;

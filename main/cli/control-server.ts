@@ -13,6 +13,7 @@ import type { LocalAudio } from '../media/platform';
 import type { ContactBook } from '../core/contacts';
 import type { DeviceSessions } from '../core/devices';
 import type { SignalingClient } from '../core/signaling-client';
+import type { EndToEnd } from '../core/e2ee';
 
 /**
  * The headless client's control API (DESIGN.md): JSON-RPC 2.0 over a Unix
@@ -36,7 +37,7 @@ export class ControlServer {
     private readonly signaling: SignalingClient,
     private readonly identity: { username: string; deviceId: string },
     private readonly audio?: LocalAudio,
-    private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void> },
+    private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void>; e2ee?: EndToEnd },
   ) {
     this.server = createServer((socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
@@ -56,6 +57,7 @@ export class ControlServer {
     ] as const) {
       signaling.on(method, (params: object) => this.broadcast(method, params));
     }
+    account?.e2ee?.on('keyChange', (c) => this.broadcast('trust.key_changed', c));
   }
 
   /**
@@ -143,6 +145,13 @@ export class ControlServer {
       rpc.handle('list_devices', ControlRequests.list_devices.params, async () => ({ devices: await a.sessions.list() }));
       rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => (await a.sessions.revoke(deviceId), ok));
       rpc.handle('refresh_session', ControlRequests.refresh_session.params, async () => ({ expiresAt: await a.sessions.refresh() }));
+      const e2ee = a.e2ee;
+      if (e2ee) {
+        rpc.handle('get_safety_number', ControlRequests.get_safety_number.params, ({ username }) => e2ee.safetyNumber(username));
+        rpc.handle('mark_verified', ControlRequests.mark_verified.params, ({ username }) => e2ee.verify(username));
+        rpc.handle('accept_key_change', ControlRequests.accept_key_change.params, ({ username }) => e2ee.acceptKeyChange(username));
+        rpc.handle('get_trust', ControlRequests.get_trust.params, ({ username }) => e2ee.trustInfo(username));
+      }
       rpc.handle('logout', ControlRequests.logout.params, async () => {
         await a.sessions.logout();
         await a.onLogout();

@@ -34,6 +34,7 @@ import { DeviceSessions } from '../core/devices';
 import { SignalingClient } from '../core/signaling-client';
 import { ControlClient, ControlServer } from './control-server';
 import { keychainStore } from '../core/keychain-store';
+import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
 import type { DeviceList } from '../../common/protocol/control';
@@ -124,6 +125,8 @@ program
   .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string }) => {
     const { dataDir } = globals();
     const s = await login(o.server, o.username, await readPassword(!!o.passwordStdin), dataDir, keychainStore(), o.deviceName);
+    // The device identity (Ed25519, X25519, ML-KEM-768) is created at first sign-in, in the keychain only.
+    await DeviceIdentity.loadOrCreate(keychainStore(), identityOwner(s));
     console.log(`signed in as ${s.username} (device ${s.deviceId}); sign-in kept in the OS keychain`);
   });
 
@@ -186,6 +189,16 @@ program
         deviceId: session.deviceId,
         token: session.token,
       });
+      const e2ee = await startEndToEnd({
+        secrets: keychainStore(),
+        dataDir,
+        session,
+        signaling,
+        onCorrupt: (why) => console.log(`[e2ee] warning: ${why}`),
+      });
+      e2ee.on('keyChange', (c) =>
+        console.log(`[e2ee] ${c.username}: ${c.kind === 'changed' ? 'a device changed its security key' : 'a new device appeared'}${c.blocked ? `; calls are blocked until you compare the safety number ("parley safety-number ${c.username}") and accept the change` : ''}`),
+      );
       const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
         frameMs: o.frameMs,
         jitterTargetMs: o.jitterMs,
@@ -194,7 +207,7 @@ program
         connectTimeoutMs: 15_000,
         mediaTimeoutMs: o.mediaTimeout * 1000,
         dtx: !!o.dtx,
-      });
+      }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
@@ -212,8 +225,10 @@ program
       const control = new ControlServer(engine, signaling, session, audio, {
         contacts,
         sessions,
+        e2ee,
         onLogout: async () => {
           await secrets.delete(tokenKey(session));
+          await DeviceIdentity.forget(secrets, identityOwner(session));
         },
       });
       await control.listen(socket);
@@ -365,6 +380,30 @@ for (const [name, method, done] of [
       console.log(`${username} ${done}`);
     });
 }
+
+program
+  .command('safety-number <username>')
+  .description('show the safety number with a contact (compare it with them in person or on another channel)')
+  .option('--verify', 'after comparing: mark the contact verified')
+  .option('--accept-key-change', "accept a contact's changed security keys (calls are blocked until then)")
+  .action(async (username: string, o: { verify?: boolean; acceptKeyChange?: boolean }) => {
+    await withDaemon(async (c) => {
+      if (o.acceptKeyChange) {
+        await c.request('accept_key_change', { username });
+        console.log(`accepted the new security keys of ${username}; compare the safety number again`);
+      }
+      const s = await c.request<{ safetyNumber: string; verified: boolean }>('get_safety_number', { username });
+      console.log(`safety number with ${username}:`);
+      const groups = s.safetyNumber.split(' ');
+      for (let i = 0; i < groups.length; i += 4) console.log(`  ${groups.slice(i, i + 4).join(' ')}`);
+      if (o.verify) {
+        await c.request('mark_verified', { username });
+        console.log(`${username} marked verified`);
+      } else {
+        console.log(s.verified ? `${username} is verified` : `${username} is not verified ("parley safety-number ${username} --verify" once the numbers match)`);
+      }
+    });
+  });
 
 program
   .command('presence [status]')

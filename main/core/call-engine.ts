@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
-import { openPlainEnvelope, plainEnvelope, type Envelope } from '../../common/protocol/envelope';
+import { MAX_SEALED_DEVICES, type Envelope, type EnvelopeContent, type SecurityReason } from '../../common/protocol/envelope';
 import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
 import {
   MediaSession,
@@ -17,6 +17,7 @@ import {
 import { Peer, type CandidateInit } from '../media/peer';
 import { estimateMos } from '../media/quality';
 import { nextCallState, type CallEvent } from './call-states';
+import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
 import type { SignalingClient } from './signaling-client';
 
 /** Media settings of the engine. */
@@ -67,8 +68,16 @@ interface Call {
   peerName: string;
   data: CallData;
   status: CallStatus;
-  /** Local candidates gathered before the server knew the call (before the invite result). */
-  localCandidates: CandidateInit[] | undefined;
+  /** Local candidates gathered before the server knew the call (before the invite result); null: end of candidates. */
+  localCandidates: (CandidateInit | null)[] | undefined;
+  /** End-to-end sealing state: every SDP and candidate of the call goes through it (none for a call refused on arrival). */
+  sealed: SealedCall | undefined;
+}
+
+/** A call's sealing state. @throws SealError when the call has none (it was refused on arrival). */
+function sealedOf(call: Call): SealedCall {
+  if (!call.sealed) throw new SealError('envelope_invalid', 'this call has no end-to-end session');
+  return call.sealed;
 }
 
 /**
@@ -77,6 +86,13 @@ interface Call {
  * signaling notifications, owning each call's peer connection and media
  * session through its state. One call is live at a time; a second invite gets
  * `busy`. Emits `call` with a fresh CallStatus on every change.
+ *
+ * End-to-end security (docs/SECURITY.md): offers, answers and candidates are
+ * sealed for the peer device and signed (`EndToEnd`); anything that does not
+ * open, verify or come in sequence ends the call `failed` with a `security`
+ * reason, reported to the server (`call.security`) so both sides end. Media is
+ * accepted only when the DTLS certificate matches the fingerprint of the SDP
+ * that arrived sealed.
  */
 export class CallEngine extends EventEmitter<{
   call: [CallStatus];
@@ -94,13 +110,18 @@ export class CallEngine extends EventEmitter<{
     private readonly signaling: SignalingClient,
     private readonly platform: MediaPlatform,
     private readonly config: MediaConfig,
+    private readonly e2ee: EndToEnd,
   ) {
     super();
     signaling.on('call.incoming', (p) => void this.onIncoming(p));
     signaling.on('call.ringing', (p) => this.onRemoteRinging(p.callId));
     signaling.on('call.answered', (p) => void this.onAnswered(p));
     signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
-    signaling.on('call.ended', (p) => this.finish(p.callId, p.reason));
+    signaling.on('call.ended', (p) => {
+      const call = this.calls.get(p.callId);
+      if (p.security && call && call.data.name !== 'ended') call.status.security = p.security;
+      this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
+    });
     // A policy limit is near (lifetime or duration budget): show the server's words on the call.
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
@@ -112,10 +133,14 @@ export class CallEngine extends EventEmitter<{
 
   /**
    * Calls `to`. Resolves with the call id once the server routed the invite.
-   * @throws ParleyError `invalid_state` while another call is live; the server's
-   *   `unknown_user`, `callee_offline`, …; `unavailable` when offline.
+   * @throws ParleyError `invalid_state` while another call is live; `key_changed` when
+   *   the callee's keys changed and the change is not accepted yet; `security` for a
+   *   bad key bundle; the server's `unknown_user`, `callee_offline`, …; `unavailable` when offline.
    */
   async createCall(to: string): Promise<string> {
+    this.assertNoLiveCall();
+    // The callee's online devices, newest last; an invite is sealed for at most MAX_SEALED_DEVICES of them.
+    const devices = (await this.e2ee.devicesOf(to, true)).slice(-MAX_SEALED_DEVICES);
     this.assertNoLiveCall();
     const iceServers = await this.iceServers();
     const id = randomUUID();
@@ -125,18 +150,27 @@ export class CallEngine extends EventEmitter<{
       direction: 'outgoing',
       peerName: to,
       data: { name: 'outgoing', peer },
-      status: { callId: id, direction: 'outgoing', peer: to, state: 'outgoing', createdAt: Date.now() },
+      status: {
+        callId: id,
+        direction: 'outgoing',
+        peer: to,
+        state: 'outgoing',
+        createdAt: Date.now(),
+        e2ee: { sealed: false, fingerprintBound: false },
+      },
       localCandidates: [],
+      sealed: this.e2ee.outgoingCall(id, to, devices),
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
     this.publish(call);
     try {
       const offer = await peer.createOffer();
+      // One sealed offer per callee device (with this device's key bundle inside).
       await this.signaling.request('call.invite', {
         callId: id,
         callee: to,
-        envelope: plainEnvelope({ type: 'offer', sdp: offer.sdp }),
+        envelopes: sealedOf(call).sealForAll({ type: 'offer', sdp: offer.sdp }, true),
       });
     } catch (e) {
       this.finish(id, 'failed', e instanceof Error ? e.message : String(e));
@@ -166,7 +200,7 @@ export class CallEngine extends EventEmitter<{
       // devices open, instead of after.
       const sent = this.signaling.request('call.answer', {
         callId: call.id,
-        envelope: plainEnvelope({ type: 'answer', sdp: answer.sdp }),
+        envelope: sealedOf(call).sealFor(sealedOf(call).boundDevice!, { type: 'answer', sdp: answer.sdp }),
       });
       sent.catch(() => {});
       call.status.answeredAt = Date.now();
@@ -279,29 +313,44 @@ export class CallEngine extends EventEmitter<{
       await this.signaling.request('call.reject', { callId: p.callId, reason: 'busy' }).catch(() => {});
       return;
     }
-    let offer: string;
+    const status: CallStatus = {
+      callId: p.callId,
+      direction: 'incoming',
+      peer: p.caller.username,
+      state: 'incoming',
+      createdAt: Date.now(),
+      e2ee: { sealed: false, fingerprintBound: false },
+    };
+    // Opened synchronously, so the caller's candidates that follow find the call.
+    let opened: { call: SealedCall; offer: string };
     try {
-      const content = openPlainEnvelope(p.envelope);
-      if (content.type !== 'offer') throw new Error('expected an offer');
-      offer = content.sdp;
-    } catch {
-      await this.signaling.request('call.reject', { callId: p.callId, reason: 'declined' }).catch(() => {});
+      opened = this.e2ee.incomingCall(p.callId, p.caller, p.envelope);
+    } catch (e) {
+      // A call that does not pass the checks never rings: it is shown ended, `failed`, with the reason.
+      const placeholder: Call = {
+        id: p.callId,
+        direction: 'incoming',
+        peerName: p.caller.username,
+        data: { name: 'incoming', offer: '', candidates: [] },
+        status,
+        localCandidates: undefined,
+        sealed: undefined,
+      };
+      this.calls.set(placeholder.id, placeholder);
+      this.securityFailure(placeholder, e);
       return;
     }
+    status.e2ee = { sealed: true, fingerprintBound: false, peerDeviceId: p.caller.deviceId };
     const call: Call = {
       id: p.callId,
       direction: 'incoming',
       peerName: p.caller.username,
-      data: { name: 'incoming', offer, candidates: [] },
-      status: {
-        callId: p.callId,
-        direction: 'incoming',
-        peer: p.caller.username,
-        state: 'incoming',
-        createdAt: Date.now(),
-      },
+      data: { name: 'incoming', offer: opened.offer, candidates: [] },
+      status,
       localCandidates: undefined,
+      sealed: opened.call,
     };
+    opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
     this.publish(call);
     await this.signaling.request('call.ringing', { callId: call.id }).catch(() => {});
@@ -321,11 +370,22 @@ export class CallEngine extends EventEmitter<{
     const call = this.calls.get(p.callId);
     if (!call || (call.data.name !== 'outgoing' && call.data.name !== 'ringing')) return;
     const peer = call.data.peer;
+    let answer: string;
+    try {
+      const sealed = sealedOf(call);
+      sealed.bind(p.callee.deviceId);
+      const content = sealed.open(p.envelope, p.callee.deviceId);
+      if (content.type !== 'answer') throw new SealError('envelope_invalid', 'the sealed answer holds no answer');
+      answer = content.sdp;
+    } catch (e) {
+      this.securityFailure(call, e);
+      return;
+    }
+    sealedOf(call).remoteSdp = answer;
+    call.status.e2ee = { sealed: true, fingerprintBound: false, peerDeviceId: p.callee.deviceId };
     let media: MediaSession;
     try {
-      const content = openPlainEnvelope(p.envelope);
-      if (content.type !== 'answer') throw new Error('expected an answer');
-      await peer.acceptAnswer(content.sdp);
+      await peer.acceptAnswer(answer);
       media = await this.newMedia(peer);
       if (call.data.name !== 'outgoing' && call.data.name !== 'ringing') {
         await media.close(); // ended (hung up, or failed) while the devices opened
@@ -345,12 +405,14 @@ export class CallEngine extends EventEmitter<{
 
   private async onRemoteCandidate(callId: string, envelope: Envelope): Promise<void> {
     const call = this.calls.get(callId);
-    if (!call) return;
+    if (!call || call.data.name === 'ended') return;
     let content;
     try {
-      content = openPlainEnvelope(envelope);
-    } catch {
-      return; // a malformed candidate is dropped; ICE works with the others
+      content = sealedOf(call).open(envelope);
+    } catch (e) {
+      // A candidate that does not open, or comes out of sequence, is tampering: the call ends.
+      this.securityFailure(call, e);
+      return;
     }
     if (content.type !== 'candidate') return;
     const init: CandidateInit = {
@@ -360,7 +422,7 @@ export class CallEngine extends EventEmitter<{
     };
     const d = call.data;
     if (d.name === 'incoming') d.candidates.push(init);
-    else if (d.name !== 'ended') await d.peer.addCandidate(init).catch(() => {});
+    else await d.peer.addCandidate(init).catch(() => {});
   }
 
   // ---- internals -----------------------------------------------------------
@@ -379,11 +441,22 @@ export class CallEngine extends EventEmitter<{
       await peer.connected(this.config.connectTimeoutMs);
     } catch (e) {
       if (call.data.name === 'ended') return;
+      // werift refuses a certificate that does not match the SDP it was given; say so plainly.
+      if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? '') === 'mismatch') {
+        this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
+        return;
+      }
       this.hangupRemote(call, 'failed');
       this.finish(call.id, 'failed', e instanceof Error ? e.message : String(e));
       return;
     }
     if (call.data.name !== 'connecting') return;
+    // RFC 8827 §6.5 / RFC 5763 §5: media only from the certificate whose fingerprint arrived sealed and signed.
+    if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? '') !== 'match') {
+      this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
+      return;
+    }
+    call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true };
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
     call.status.media = 'connected';
@@ -476,6 +549,21 @@ export class CallEngine extends EventEmitter<{
     for (const c of ended.slice(0, Math.max(0, ended.length - keep))) this.calls.delete(c.id);
   }
 
+  /**
+   * Ends a call that failed an end-to-end check: `failed` with the security
+   * reason here, and `call.security` to the server, which audits it and ends
+   * the call for the other side with the same reason.
+   */
+  private securityFailure(call: Call, e: unknown): void {
+    if (call.data.name === 'ended') return;
+    const reason: SecurityReason =
+      e instanceof SealError ? e.reason : e instanceof ParleyError && e.reason === 'key_changed' ? 'key_mismatch' : 'envelope_invalid';
+    const message = e instanceof SealError || e instanceof ParleyError ? e.message : 'an end-to-end security check failed';
+    call.status.security = reason;
+    void this.signaling.request('call.security', { callId: call.id, reason }).catch(() => {});
+    this.finish(call.id, 'failed', `end-to-end security: ${message}`);
+  }
+
   private hangupRemote(call: Call, _why: EndReason): void {
     void this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
   }
@@ -510,23 +598,28 @@ export class CallEngine extends EventEmitter<{
   }
 
   private trickle(call: Call, peer: Peer): void {
+    // The end of gathering is sent too (sealed, in sequence): then a dropped candidate is always noticed.
     peer.onCandidate((c) => {
-      if (!c) return;
-      if (call.localCandidates) call.localCandidates.push(c);
-      else this.sendCandidate(call.id, c);
+      if (call.localCandidates) call.localCandidates.push(c ?? null);
+      else this.sendCandidate(call, c ?? null);
     });
   }
 
   private flushCandidates(call: Call): void {
     const queued = call.localCandidates ?? [];
     call.localCandidates = undefined;
-    for (const c of queued) this.sendCandidate(call.id, c);
+    for (const c of queued) this.sendCandidate(call, c);
   }
 
-  private sendCandidate(callId: string, c: CandidateInit): void {
-    void this.signaling
-      .request('call.candidate', { callId, envelope: plainEnvelope({ type: 'candidate', ...c }) })
-      .catch(() => {});
+  /** Sends a candidate (null: end of candidates) sealed for the bound peer device, or for each callee device while ringing. */
+  private sendCandidate(call: Call, c: CandidateInit | null): void {
+    if (call.data.name === 'ended' || !call.sealed) return;
+    const content: EnvelopeContent = c ? { type: 'candidate', ...c } : { type: 'end-of-candidates' };
+    const bound = call.sealed.boundDevice;
+    const params = bound
+      ? { callId: call.id, envelope: call.sealed.sealFor(bound, content) }
+      : { callId: call.id, envelopes: call.sealed.sealForAll(content) };
+    void this.signaling.request('call.candidate', params).catch(() => {});
   }
 
   /** TURN/STUN servers, with relay credentials refreshed a minute before they expire. */

@@ -57,6 +57,7 @@ export class SignalingClient extends EventEmitter<
   private token: string;
   private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly helloSteps: ((request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>)[] = [];
 
   constructor(private readonly options: SignalingClientOptions) {
     super();
@@ -86,6 +87,16 @@ export class SignalingClient extends EventEmitter<
   setToken(token: string, expiresAt: number): void {
     this.token = token;
     this._tokenExpiresAt = expiresAt;
+  }
+
+  /**
+   * Adds a step run on every connection after a successful hello and before
+   * the client reports `online` (e.g. publishing this device's key bundle, so
+   * nobody can reach the device before its keys are on the server). A failing
+   * step drops the connection (it is retried with the usual backoff).
+   */
+  afterHello(step: (request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>): void {
+    this.helloSteps.push(step);
   }
 
   /** Starts connecting (and keeps reconnecting). Resolves when first online. */
@@ -158,6 +169,14 @@ export class SignalingClient extends EventEmitter<
           token: this.token,
         });
         if (typeof hello.tokenExpiresAt === 'number') this._tokenExpiresAt = hello.tokenExpiresAt;
+        for (const step of this.helloSteps) {
+          await step(async (method, params) => {
+            const raw = await rpc.request(method, params);
+            const parsed = SignalRequests[method].result.safeParse(raw);
+            if (!parsed.success) throw new ParleyError('internal_error', `the server sent an invalid reply to ${method}`);
+            return parsed.data as never;
+          });
+        }
         this.attempt = 0;
         this.setState('online');
         for (const w of this.onlineWaiters.splice(0)) w.resolve();

@@ -20,6 +20,8 @@ import { HistoryStore, historyEntryOf } from './history';
 import { MicControl } from './microphone';
 import { SettingsStore } from './settings';
 import { SignalingClient } from './signaling-client';
+import { DeviceIdentity, identityOwner, startEndToEnd, type EndToEnd } from './e2ee';
+import type { SafetyNumberResult, TrustInfo } from '../../common/protocol/control';
 import {
   meterMicrophone,
   playPcm,
@@ -82,6 +84,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private engine: CallEngine | undefined;
   private book: ContactBook | undefined;
   private deviceSessions: DeviceSessions | undefined;
+  private e2ee: EndToEnd | undefined;
   private connection: SessionInfo['connection'] = 'offline';
   private connectionDetail: string | undefined;
   /** Incoming calls that do not ring (do-not-disturb, or a silenced contact). */
@@ -160,7 +163,10 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     await this.deviceSessions?.logout().catch(() => {});
     await this.goOffline();
     this.session = undefined;
-    if (session) await forgetSession(this.options.dataDir, this.options.secrets, session);
+    if (session) {
+      await forgetSession(this.options.dataDir, this.options.secrets, session);
+      await DeviceIdentity.forget(this.options.secrets, identityOwner(session)).catch(() => false);
+    }
     this.contactList = [];
     this.emit('contacts', { contacts: [] });
     this.publishSession();
@@ -191,6 +197,37 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
 
   calls(): (CallStatus & { silenced?: boolean })[] {
     return (this.engine?.list() ?? []).map((c) => this.decorate(c));
+  }
+
+  // ---- end-to-end security: trust and safety numbers (docs/SECURITY.md) --------------
+
+  /**
+   * The safety number with a contact: `{username, safetyNumber: "12345 …" (12 groups of 5),
+   * digits (60, for a QR code), verified}`.
+   * @throws ParleyError `key_changed` (accept the change first), `not_contact`, `unknown_user`, `unauthenticated`.
+   */
+  safetyNumber(username: string): Promise<SafetyNumberResult> {
+    return this.requireE2ee().safetyNumber(username);
+  }
+
+  /** Marks a contact verified after comparing the safety number. @throws ParleyError `key_changed`, `not_found`. */
+  verifyContact(username: string): TrustInfo {
+    return this.requireE2ee().verify(username);
+  }
+
+  /** Accepts a contact's changed keys (calls work again; the verified mark stays cleared). @throws ParleyError `not_found`. */
+  acceptKeyChange(username: string): TrustInfo {
+    return this.requireE2ee().acceptKeyChange(username);
+  }
+
+  /** The pinned device keys of a contact, verified mark and pending change. @throws ParleyError `not_found`. */
+  trustInfo(username: string): TrustInfo {
+    return this.requireE2ee().trustInfo(username);
+  }
+
+  private requireE2ee(): EndToEnd {
+    if (!this.e2ee) throw new ParleyError('unauthenticated', 'sign in first');
+    return this.e2ee;
   }
 
   // ---- microphone ------------------------------------------------------------
@@ -410,6 +447,19 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
     const settings = this.settingsStore.get();
     const platform = mediaPlatform(this.options.audio, this.options.opus ?? DEFAULT_OPUS);
+    const e2ee = await startEndToEnd({
+      secrets: this.options.secrets,
+      dataDir: this.options.dataDir,
+      session: s,
+      signaling,
+      onCorrupt: (why) => this.emit('notice', { level: 'warning', message: why }),
+    });
+    e2ee.on('keyChange', (c) =>
+      this.emit('notice', {
+        level: c.blocked ? 'error' : 'info',
+        message: `${c.username} ${c.kind === 'changed' ? 'has new security keys' : 'signed in on a new device'}${c.blocked ? ': compare your safety number before calling again' : '.'}`,
+      }),
+    );
     const engine = new CallEngine(
       signaling,
       {
@@ -423,6 +473,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
         createCodec: (frameMs) => platform.createCodec(frameMs),
       },
       { ...DEFAULT_MEDIA, ...this.options.media },
+      e2ee,
     );
     engine.autoAnswer = !!this.options.autoAnswer;
     engine.setMicOpen(this.mic.state().open);
@@ -461,6 +512,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.engine = engine;
     this.book = book;
     this.deviceSessions = sessions;
+    this.e2ee = e2ee;
     this.publishSession();
     // Online usually takes milliseconds; a server that is down must not hold up
     // the app — the client keeps reconnecting and `session` events tell the UI.
@@ -478,6 +530,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.deviceSessions?.stopAutoRefresh();
     this.deviceSessions = undefined;
     this.book = undefined;
+    this.e2ee = undefined;
     if (engine) await engine.shutdown();
     signaling?.close();
     this.connection = 'offline';

@@ -161,6 +161,19 @@ export class Peer {
     return undefined;
   }
 
+  /**
+   * The DER certificate the remote side presented in the DTLS handshake
+   * (RFC 5763 §5), once DTLS got that far; undefined before.
+   */
+  remoteCertificate(): Uint8Array | undefined {
+    try {
+      const der = this.transceiver.dtlsTransport?.dtls?.remoteCertificate;
+      return der ? new Uint8Array(der) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   async close(): Promise<void> {
     await this.pc.close().catch(() => {});
   }

@@ -6,6 +6,7 @@
  * ICE/DTLS-SRTP, Opus in RTP) interoperates with standard WebRTC.
  */
 import { createServer, type Server } from 'node:http';
+import { build } from 'esbuild';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,7 +51,23 @@ beforeAll(async () => {
     autoAnswer: true,
   });
   const html = readFileSync(join(REPO_ROOT, 'test/fixtures/webrtc-peer.html'));
-  pageServer = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(html));
+  // The page seals its SDP and candidates like a Parley client (Parley daemons refuse plain ones):
+  // test/fixtures/browser-e2ee.ts, bundled for the browser.
+  const e2ee = (
+    await build({
+      entryPoints: [join(REPO_ROOT, 'test/fixtures/browser-e2ee.ts')],
+      bundle: true,
+      format: 'iife',
+      platform: 'browser',
+      target: 'es2022',
+      write: false,
+    })
+  ).outputFiles[0]!.contents;
+  pageServer = createServer((req, res) =>
+    req.url === '/e2ee.js'
+      ? res.writeHead(200, { 'content-type': 'text/javascript' }).end(e2ee)
+      : res.writeHead(200, { 'content-type': 'text/html' }).end(html),
+  );
   await new Promise<void>((r) => pageServer.listen(0, '127.0.0.1', r));
   const addr = pageServer.address();
   pageUrl = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
@@ -80,10 +97,12 @@ describe('Chromium ↔ Parley', () => {
     await page.goto(pageUrl);
     const callId = await page.evaluate(
       (o) => (globalThis as unknown as { startCall(x: object): Promise<string> }).startCall(o),
-      { wsUrl: server.wsUrl, deviceId: device.deviceId, token: device.token, callee: 'bob' },
+      { wsUrl: server.wsUrl, deviceId: device.deviceId, token: device.token, username: 'chrome', callee: 'bob' },
     );
     const active = await bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
     expect(active.transport).toBe('host');
+    // Chromium's DTLS certificate is the one whose fingerprint came sealed from the page.
+    expect(active.e2ee).toMatchObject({ sealed: true, fingerprintBound: true });
 
     const rec = await pulse.record('probe.monitor', join(dir, 'probe.wav'), 4);
     await pulse.play('b_in', bobSays);

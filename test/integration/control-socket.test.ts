@@ -11,6 +11,7 @@ import { CallEngine } from '../../main/core/call-engine';
 import { ContactBook } from '../../main/core/contacts';
 import { DeviceSessions } from '../../main/core/devices';
 import { SignalingClient } from '../../main/core/signaling-client';
+import { DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
 import { ControlClient, ControlServer } from '../../main/cli/control-server';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { startServer, type RunningServer } from '../harness/server';
@@ -38,6 +39,8 @@ beforeAll(async () => {
       throw new Error('no codec in this test');
     },
   };
+  // The device identity in memory (this test has no keychain); the trust store in the temp folder.
+  const e2ee = new EndToEnd(DeviceIdentity.ephemeral('frank', device.deviceId), await TrustStore.open(dir), signaling);
   const engine = new CallEngine(signaling, noAudio, {
     frameMs: 20,
     jitterTargetMs: 40,
@@ -46,7 +49,7 @@ beforeAll(async () => {
     connectTimeoutMs: 5000,
     mediaTimeoutMs: 30_000,
     dtx: false,
-  });
+  }, e2ee);
   control = new ControlServer(
     engine,
     signaling,
@@ -128,6 +131,8 @@ describe('control socket', () => {
 
       // A real callee on the server that declines: the engine ends the call with "declined".
       const gina = await signIn(server, 'gina');
+      // Calls are sealed for the callee's devices: gina's device publishes its keys.
+      await gina.client.request('keys.publish', { bundle: DeviceIdentity.ephemeral('gina', gina.deviceId).bundle });
       await gina.client.request('contacts.request', { username: 'frank' });
       await c.request('accept_contact', { username: 'gina' });
       const { callId } = await c.request<{ callId: string }>('create_call', { to: 'gina' });

@@ -80,6 +80,38 @@ describe('Hub', () => {
     expect(ended(alice)).toEqual(['failed']);
   });
 
+  it('rings only the devices the caller sealed for, each with its own envelope, and routes candidates the same way', () => {
+    const { hub, alice, bob } = setup();
+    const bobPhone = device('bob', bob.peer.accountId);
+    const bobTablet = device('bob', bob.peer.accountId);
+    hub.attach(bobPhone);
+    hub.attach(bobTablet);
+    const forBob = { kind: 'sealed' as const, body: 'for-bob' };
+    const forPhone = { kind: 'sealed' as const, body: 'for-phone' };
+    const callId = randomUUID();
+    hub.invite(alice.peer, callId, account(bob), { envelopes: { [bob.peer.deviceId]: forBob, [bobPhone.peer.deviceId]: forPhone } }, (fn) => fn());
+    const incoming = (l: TestLink) => l.got.filter((g) => g.method === 'call.incoming').map((g) => (g.params as { envelope: { body: string } }).envelope.body);
+    expect(incoming(bob)).toEqual(['for-bob']);
+    expect(incoming(bobPhone)).toEqual(['for-phone']);
+    expect(incoming(bobTablet)).toEqual([]);
+    hub.candidate(alice.peer, callId, { envelopes: { [bob.peer.deviceId]: { kind: 'sealed', body: 'c-bob' }, [bobPhone.peer.deviceId]: { kind: 'sealed', body: 'c-phone' } } });
+    const candidates = (l: TestLink) => l.got.filter((g) => g.method === 'call.candidate').map((g) => (g.params as { envelope: { body: string } }).envelope.body);
+    expect(candidates(bob)).toEqual(['c-bob']);
+    expect(candidates(bobPhone)).toEqual(['c-phone']);
+    hub.answer(bobPhone.peer, callId, env);
+    hub.candidate(alice.peer, callId, { envelopes: { [bob.peer.deviceId]: { kind: 'sealed', body: 'late-bob' }, [bobPhone.peer.deviceId]: { kind: 'sealed', body: 'late-phone' } } });
+    expect(candidates(bobPhone)).toEqual(['c-phone', 'late-phone']);
+    expect(candidates(bob)).toEqual(['c-bob']);
+    // A callee device reports tampering: the call ends `failed` for the others, with the reason.
+    hub.securityFailure(bobPhone.peer, callId, 'envelope_invalid');
+    expect(alice.got.at(-1)).toEqual({ method: 'call.ended', params: { callId, reason: 'failed', security: 'envelope_invalid' } });
+  });
+
+  it('an invite sealed for none of the online devices finds the callee offline', () => {
+    const { hub, alice, bob } = setup();
+    expect(() => hub.invite(alice.peer, randomUUID(), account(bob), { envelopes: {} }, (fn) => fn())).toThrow(/not online/);
+  });
+
   it('a replaced connection is closed and does not end the device’s calls', () => {
     const { hub, alice, bob, invite } = setup();
     const callId = invite();

@@ -1,0 +1,55 @@
+/**
+ * Fingerprint binding (RFC 8827 §6.5, RFC 5763 §5) on real werift peers over
+ * loopback, without signaling: the certificate DTLS presents is compared with
+ * the `a=fingerprint` of the SDP that (in a call) arrived sealed.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { checkFingerprint, sdpFingerprints } from '../../main/core/e2ee';
+import { Peer } from '../../main/media/peer';
+
+const peers: Peer[] = [];
+/** A fingerprint of no certificate any peer here has (werift uses one certificate per process). */
+const FORGED = `a=fingerprint:sha-256 ${Array(32).fill('66').join(':')}`;
+afterEach(async () => {
+  await Promise.all(peers.splice(0).map((p) => p.close()));
+});
+
+function peer(): Peer {
+  const p = new Peer({ iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 });
+  peers.push(p);
+  return p;
+}
+
+/** Offer/answer and candidates straight between two peers; `rewriteOffer` plays a signaling MITM. */
+async function connectPair(rewriteOffer: (sdp: string) => string = (s) => s) {
+  const a = peer();
+  const b = peer();
+  a.onCandidate((c) => c && void b.addCandidate(c));
+  b.onCandidate((c) => c && void a.addCandidate(c));
+  const offer = await a.createOffer();
+  const answer = await b.acceptOffer(rewriteOffer(offer.sdp));
+  await a.acceptAnswer(answer.sdp);
+  return { a, b, offer: offer.sdp, answer: answer.sdp };
+}
+
+describe('DTLS fingerprint binding', () => {
+  it('the certificate each side sees matches the fingerprint of the SDP it was given, and no other', async () => {
+    const { a, b, offer, answer } = await connectPair();
+    await Promise.all([a.connected(10_000), b.connected(10_000)]);
+    expect(sdpFingerprints(answer)[0]?.algorithm).toBe('sha-256');
+    expect(checkFingerprint(a.remoteCertificate(), answer)).toBe('match');
+    expect(checkFingerprint(b.remoteCertificate(), offer)).toBe('match');
+    // Any other fingerprint (what a server in the middle would put in) does not match.
+    expect(checkFingerprint(a.remoteCertificate(), answer.replace(/^a=fingerprint:.*$/m, FORGED))).toBe('mismatch');
+  });
+
+  it('a fingerprint rewritten in the SDP makes DTLS fail, and the check names it a mismatch', async () => {
+    let forged = '';
+    const { b } = await connectPair((sdp) => (forged = sdp.replace(/^a=fingerprint:.*$/m, FORGED)));
+    await expect(b.connected(10_000)).rejects.toThrow();
+    // The answerer got A's real certificate but was told to expect the forged fingerprint:
+    // the engine reports this as `fingerprint_mismatch`.
+    expect(b.remoteCertificate()).toBeDefined();
+    expect(checkFingerprint(b.remoteCertificate(), forged)).toBe('mismatch');
+  });
+});
