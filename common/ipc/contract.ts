@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, Username } from '../call';
-import { CallStatsNotification, CallStatus } from '../protocol/control';
+import { CallStatsNotification, CallStatus, SafetyNumberResult, TrustInfo } from '../protocol/control';
 
 /**
  * The typed IPC contract between the renderer and the main process
@@ -184,6 +184,18 @@ export const IpcRequests = {
   /** Changes some settings; device changes apply to a live call at once. */
   'settings.set': { params: Settings.partial().strict(), result: Settings },
 
+  /**
+   * The safety number with a contact (60 digits in 12 groups of 5, the same on both ends; docs/SECURITY.md)
+   * and its digits for the QR code. Throws `key_changed` (accept the change first), `not_found`, `not_contact`.
+   */
+  'trust.safetyNumber': { params: z.object({ username: Username }).strict(), result: SafetyNumberResult },
+  /** What is pinned for a contact (verified, a pending key change). Throws `not_found` before the first call. */
+  'trust.get': { params: z.object({ username: Username }).strict(), result: TrustInfo },
+  /** Marks the contact verified after comparing safety numbers. Throws `key_changed`, `not_found`. */
+  'trust.verify': { params: z.object({ username: Username }).strict(), result: TrustInfo },
+  /** Accepts a contact's changed keys (calls work again; the verified mark stays cleared). */
+  'trust.acceptKeyChange': { params: z.object({ username: Username }).strict(), result: TrustInfo },
+
   'devices.list': {
     params: Empty,
     result: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
@@ -207,6 +219,8 @@ export const IpcEvents = {
   mic: MicState,
   levels: Levels,
   devices: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
+  /** A contact's keys changed or a new device appeared (`blocked`: calls wait for the user to accept). */
+  trust: z.object({ username: Username, kind: z.enum(['changed', 'added']), blocked: z.boolean() }),
   /** Something the user should read (a device fell back, a policy warning…). */
   notice: z.object({ level: z.enum(['info', 'warning', 'error']), message: z.string() }),
 } as const;
@@ -248,5 +262,5 @@ export type IpcEmit = <E extends IpcEventName>(event: E, payload: IpcEvent<E>) =
 /** Zod type of a request's params (main side). */
 export type IpcParamsSchema<M extends IpcRequestName> = (typeof IpcRequests)[M]['params'];
 
-export { CallStatus, CallStatsNotification };
+export { CallStatus, CallStatsNotification, SafetyNumberResult, TrustInfo };
 export type { EndReason };

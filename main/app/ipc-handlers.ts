@@ -46,6 +46,11 @@ export function createHandlers(phone: Softphone): Handlers {
     'settings.get': () => phone.settings(),
     'settings.set': (p) => phone.updateSettings(p),
 
+    'trust.safetyNumber': (p) => phone.safetyNumber(p.username),
+    'trust.get': (p) => phone.trustInfo(p.username),
+    'trust.verify': (p) => phone.verifyContact(p.username),
+    'trust.acceptKeyChange': (p) => phone.acceptKeyChange(p.username),
+
     'devices.list': () => phone.devices(),
     'devices.testTone': async (p) => (await phone.testTone(p.target), ok),
     'devices.testMic': async (p) => (await phone.testMic(p.on), ok),

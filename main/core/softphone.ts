@@ -454,6 +454,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
       signaling,
       onCorrupt: (why) => this.emit('notice', { level: 'warning', message: why }),
     });
+    e2ee.on('keyChange', (c) => this.emit('trust', { username: c.username, kind: c.kind, blocked: c.blocked }));
     e2ee.on('keyChange', (c) =>
       this.emit('notice', {
         level: c.blocked ? 'error' : 'info',

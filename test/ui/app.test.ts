@@ -67,6 +67,17 @@ async function speakerRms(which: 'bobSpeaker' | 'aliceSpeaker', seconds = 1.2): 
 }
 const bobHears = (seconds?: number) => speakerRms('bobSpeaker', seconds);
 
+/** Waits (up to 10 s, measuring again and again) until a speaker plays more than `above`; returns the level. */
+async function untilHeard(which: 'bobSpeaker' | 'aliceSpeaker', above: number): Promise<number> {
+  let last = 0;
+  await waitFor(
+    `${which} above ${above}`,
+    async () => ((last = await speakerRms(which)) > above ? true : undefined),
+    10_000,
+  ).catch(() => {});
+  return last;
+}
+
 async function expectNoSeriousA11yViolations(screen: string) {
   const violations = await ui.axe();
   expect(violations, `${screen}: ${JSON.stringify(violations, null, 1)}`).toEqual([]);
@@ -193,10 +204,11 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
     await p.getByLabel('Call time').waitFor();
     await new Promise((r) => setTimeout(r, 1500)); // a stats tick for the quality indicator
+    await p.getByTestId('e2ee').filter({ hasText: 'End-to-end encrypted' }).waitFor();
     await ui.screen('in-call');
     await expectNoSeriousA11yViolations('in-call');
 
-    const open = await bobHears();
+    const open = await untilHeard('bobSpeaker', 0.02);
     expect(open).toBeGreaterThan(0.02);
 
     await p.getByRole('button', { name: 'Mute' }).click();
@@ -207,8 +219,7 @@ describe('the desktop UI through the development bridge', () => {
     await ui.screen('in-call-muted');
 
     await p.getByRole('button', { name: 'Unmute' }).click();
-    await new Promise((r) => setTimeout(r, 500));
-    expect(await bobHears()).toBeGreaterThan(open / 3);
+    expect(await untilHeard('bobSpeaker', open / 3)).toBeGreaterThan(open / 3);
 
     await p.getByRole('button', { name: 'Hold' }).click();
     await p.getByTestId('call-status').filter({ hasText: 'On hold' }).waitFor();
@@ -228,6 +239,25 @@ describe('the desktop UI through the development bridge', () => {
     expect(await p.getByText(/Outgoing · 0:\d\d/).count()).toBeGreaterThan(0);
     await ui.screen('history');
     await expectNoSeriousA11yViolations('history');
+  });
+
+  it('shows the safety number with a contact, the same one the other side computes, and marks it verified', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByRole('listitem').filter({ hasText: 'bob' }).getByLabel('More for bob').click();
+    await p.getByRole('button', { name: 'Safety number' }).click();
+    const dialog = p.getByRole('dialog', { name: 'Safety number with bob' });
+    const shown = (await dialog.getByTestId('safety-number').getAttribute('aria-label'))?.replace('Safety number: ', '');
+    const bobs = await bob.request<{ safetyNumber: string }>('get_safety_number', { username: 'alice' });
+    expect(shown).toMatch(/^(\d{5} ){11}\d{5}$/);
+    expect(shown).toBe(bobs.safetyNumber);
+    await dialog.getByRole('img', { name: 'QR code of the safety number' }).waitFor();
+    await ui.screen('safety-number');
+    await expectNoSeriousA11yViolations('safety number');
+    await dialog.getByRole('button', { name: 'Mark as verified' }).click();
+    await dialog.getByText('You marked bob as verified.').waitFor();
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
   });
 
   it('shows an incoming call; decline ends it for both with "declined"', async () => {
@@ -278,8 +308,7 @@ describe('the desktop UI through the development bridge', () => {
 
       await p.getByText('Audio devices and volume').click();
       await p.locator('#out-dev option[value="ui_headset"]').waitFor({ state: 'attached', timeout: 10_000 });
-      await new Promise((r) => setTimeout(r, 800));
-      expect(await speakerRms('aliceSpeaker')).toBeGreaterThan(0.01);
+      expect(await untilHeard('aliceSpeaker', 0.01)).toBeGreaterThan(0.01);
 
       await p.getByLabel('Speaker', { exact: true }).selectOption('ui_headset');
       await new Promise((r) => setTimeout(r, 800));
@@ -295,8 +324,7 @@ describe('the desktop UI through the development bridge', () => {
       await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
 
       await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
-      await new Promise((r) => setTimeout(r, 800));
-      expect(await speakerRms('aliceSpeaker')).toBeGreaterThan(0.01);
+      expect(await untilHeard('aliceSpeaker', 0.01)).toBeGreaterThan(0.01);
       await p.getByRole('button', { name: 'Hang up' }).click();
       await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
       void bobTalks;
@@ -347,8 +375,7 @@ describe('the desktop UI through the development bridge', () => {
     await p.locator('body').click({ position: { x: 5, y: 200 } });
     await p.keyboard.down('F8');
     await indicator.filter({ hasText: /^Talking$/ }).waitFor();
-    await new Promise((r) => setTimeout(r, 500));
-    const held = await bobHears();
+    const held = await untilHeard('bobSpeaker', 0.02);
     await ui.screen('in-call-push-to-talk');
     await p.keyboard.up('F8');
     await indicator.filter({ hasText: 'Not talking' }).waitFor();

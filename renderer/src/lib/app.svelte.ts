@@ -37,6 +37,8 @@ class AppState {
   error: string | undefined = $state();
   notice: string | undefined = $state();
   busy = $state(false);
+  /** The contact whose safety number is shown (a dialog over any screen). */
+  safetyNumberFor: string | undefined = $state();
 
   /** The call that is not over (at most one). */
   get liveCall(): UiCall | undefined {
@@ -67,6 +69,9 @@ class AppState {
     api.subscribe('mic', (m) => (this.mic = m));
     api.subscribe('levels', (l) => (this.levels = l));
     api.subscribe('devices', (d) => (this.devices = d));
+    api.subscribe('trust', (t) => {
+      if (t.blocked) this.safetyNumberFor = t.username;
+    });
     api.subscribe('notice', (n) => {
       this.notice = n.message;
       // Information goes away by itself; warnings and errors stay until dismissed.
