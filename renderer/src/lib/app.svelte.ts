@@ -72,11 +72,7 @@ class AppState {
     api.subscribe('trust', (t) => {
       if (t.blocked) this.safetyNumberFor = t.username;
     });
-    api.subscribe('notice', (n) => {
-      this.notice = n.message;
-      // Information goes away by itself; warnings and errors stay until dismissed.
-      if (n.level === 'info') setTimeout(() => this.notice === n.message && (this.notice = undefined), 8000);
-    });
+    api.subscribe('notice', (n) => (n.level === 'info' ? this.inform(n.message) : (this.notice = n.message)));
     await this.refresh();
     this.ready = true;
   }
@@ -105,6 +101,14 @@ class AppState {
     await this.run(async (api) => {
       this.devices = await request(api, 'devices.list');
     });
+  }
+
+  /** Shows a notice that goes away by itself after 8 s (warnings and errors stay until dismissed). */
+  inform(message: string): void {
+    this.notice = message;
+    setTimeout(() => {
+      if (this.notice === message) this.notice = undefined;
+    }, 8000);
   }
 
   /** Runs an action, turning a failure into `error` for the user. Returns false when it failed. */
