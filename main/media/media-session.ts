@@ -452,7 +452,7 @@ export class MediaSession extends EventEmitter<{
 
   /** Takes the next playout item into the PCM FIFO; false while buffering. */
   private refill(): boolean {
-    const item = this.jitter.pop(this.lastQuiet);
+    const item = this.jitter.pop(this.lastQuiet, this.now());
     if (item.kind === 'buffering') return false;
     if (item.kind === 'missing') {
       this.pcm = this.recoverLost(item.samples, item.next?.payload);
@@ -471,7 +471,9 @@ export class MediaSession extends EventEmitter<{
         queueMicrotask(() => this.emit('firstAudio'));
       }
     }
-    this.lastQuiet = isQuiet(this.pcm);
+    // A concealed frame fades towards silence by itself: it counts as a pause
+    // (where the buffer may drop or insert frames) only after a quiet frame.
+    this.lastQuiet = isQuiet(this.pcm) && (item.kind === 'packet' || this.lastQuiet);
     this.pcmOffset = 0;
     return true;
   }
@@ -480,7 +482,7 @@ export class MediaSession extends EventEmitter<{
 /** What MediaSession needs of a jitter buffer (both kinds fit). */
 interface JitterBuffer {
   push(packet: JitterPacket, arrivalMs: number): void;
-  pop(lastWasQuiet: boolean): AdaptivePlayout;
+  pop(lastWasQuiet: boolean, nowMs: number): AdaptivePlayout;
   setPacketDuration(samples: number): void;
   reset(): void;
   stats(): {
