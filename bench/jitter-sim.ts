@@ -8,7 +8,8 @@
  * bitrate the rate controller settles on for the profile's loss), sent one
  * packet per frame on an ideal clock, carried through two legs of the
  * impairment model (test/harness/impair.ts: caller → coturn and coturn →
- * callee, as in a relay-only call), and received by the real MediaSession
+ * callee, as in a relay-only call) with the RFC 2198 redundancy the rate
+ * controller settles on (`SIM_RED=n` overrides), and received by the real MediaSession
  * (adaptive jitter buffer, libopus decoder addon with PLC and FEC) whose
  * speaker is pulled every frame on the receiver's clock. Printed per profile:
  * speech similarity of the played audio (docs/similarity.md), playout delay
@@ -23,7 +24,7 @@ import { AdaptiveJitterBuffer } from '../main/media/adaptive-jitter-buffer';
 import { speechSimilarity } from '../main/media/analysis';
 import { MediaSession, type AudioSink, type AudioSource } from '../main/media/media-session';
 import type { Peer } from '../main/media/peer';
-import { ImpairmentModel, meanLossRate, mixSeed, PROFILES, type ProfileName } from '../test/harness/impair';
+import { ImpairmentModel, meanLossRate, type ImpairmentProfile, mixSeed, PROFILES, type ProfileName } from '../test/harness/impair';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { readWav, renderSpeech } from '../test/harness/speech';
 
@@ -54,7 +55,7 @@ export interface SimResult {
  */
 export function simulate(speech: Int16Array, profile: ProfileName, seed: number, frameMs: 10 | 20): SimResult {
   const frame = 48 * frameMs;
-  const loss = 1 - (1 - meanLossRate(PROFILES[profile].loss)) ** 2;
+  const loss = 1 - (1 - meanLossRate((PROFILES[profile] as ImpairmentProfile).loss)) ** 2;
   // The rate controller's steady state for this loss (main/media/rate-control.ts).
   const hint = Math.min(30, Math.max(10, Math.ceil(1.5 * loss * 100)));
   const bitrate = loss * 100 > 20 ? 16_000 : loss * 100 > 10 ? 24_000 : 32_000;
@@ -117,6 +118,9 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
   const frames = Math.floor(padded.length / frame);
   const legs = [new ImpairmentModel(profile, mixSeed(seed, 0)), new ImpairmentModel(profile, mixSeed(seed, 1))];
   const arrivals: { at: number; seq: number; ts: number; payload: Buffer }[] = [];
+  /** RFC 2198 redundancy: each packet also carries the previous `red` frames (werift's RED sender). */
+  const red = Number(process.env.SIM_RED ?? (loss > 0.03 ? 2 : loss > 0.005 ? 1 : 0));
+  const payloads: Buffer[] = [];
   for (let k = 0; k < frames; k++) {
     const payload = encoder.encode(padded.slice(k * frame, (k + 1) * frame));
     const sent = k * frameMs;
@@ -131,9 +135,15 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
       }
       at = v.deliverAt[0]!;
     }
-    if (!lost) arrivals.push({ at, seq: k & 0xffff, ts: (k * frame) >>> 0, payload });
+    payloads.push(payload);
+    if (lost) continue;
+    for (let r = Math.min(red, k); r >= 1; r--) {
+      arrivals.push({ at, seq: (k - r) & 0xffff, ts: ((k - r) * frame) >>> 0, payload: payloads[k - r]! });
+    }
+    arrivals.push({ at, seq: k & 0xffff, ts: (k * frame) >>> 0, payload });
   }
   arrivals.sort((a, b) => a.at - b.at);
+  const delivered = new Set<number>();
 
   // Receiver: the speaker pulls one frame every frameMs, phase 7 ms after the sender's ticks.
   const out = new Int16Array(frames * frame + 48_000);
@@ -142,6 +152,8 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
     clock = 7 + j * frameMs;
     while (next < arrivals.length && arrivals[next]!.at <= clock) {
       const a = arrivals[next++]!;
+      if (delivered.has(a.seq)) continue; // werift's RedHandler drops blocks it has seen
+      delivered.add(a.seq);
       listener?.({ header: { ssrc: 1, sequenceNumber: a.seq, timestamp: a.ts }, payload: a.payload });
     }
     out.set(pull!(), j * frame);

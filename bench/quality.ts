@@ -39,7 +39,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     profiles: { type: 'string', default: 'clean,wifi,mobile,bad' },
     trials: { type: 'string', default: '3' },
-    clicks: { type: 'string', default: '8' },
+    clicks: { type: 'string', default: '6' },
     seed: { type: 'string', default: '42' },
     'frame-ms': { type: 'string', default: '20' },
     'no-write': { type: 'boolean', default: false },
@@ -82,7 +82,7 @@ async function speechRun(pulse: Pulse, dir: string, tag: string, sentence: strin
   const probe = join(dir, `speech-${tag}.wav`);
   const rec = await pulse.record('probe.monitor', probe, 4);
   await pulse.play('a_in', sentence);
-  await new Promise((r) => setTimeout(r, 1200));
+  await new Promise((r) => setTimeout(r, 900));
   await rec.stop();
   const wav = readWav(probe);
   const mic = channel(wav, PROBE_CHANNEL.aliceMicInput - 1);
@@ -120,7 +120,8 @@ async function trials(
     relay.reseed(mixSeed(SEED, profileIndex, t));
     await new Promise((r) => setTimeout(r, 500));
     similarities.push(await speechRun(pulse, dir, `${tag}-${t}`, sentences[t % sentences.length]!));
-    const clicks = await clickRun(pulse, dir, `${tag}-${t}`, CLICKS, CLICKS * 0.6, pids);
+    // One click a second: the matching window (period − 50 ms) must exceed the largest delay (~550 ms seen).
+    const clicks = await clickRun(pulse, dir, `${tag}-${t}`, CLICKS, CLICKS * 1.0, pids);
     trialP50s.push(percentile(clicks.m2e, 50));
     m2e.push(...clicks.m2e);
     missed += clicks.missed;

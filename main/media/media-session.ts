@@ -169,7 +169,14 @@ export class MediaSession extends EventEmitter<{
         : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
     const base = options.encoderBase ?? { bitrate: 32_000, lossHintPercent: 10 };
-    this.rate = new SendRateController(options.encoder, { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent });
+    this.rate = new SendRateController(
+      {
+        setBitrate: (bps) => options.encoder.setBitrate?.(bps),
+        setExpectedLossPercent: (pct) => options.encoder.setExpectedLossPercent?.(pct),
+        setRedundancy: (frames) => peer.setRedundancy?.(frames),
+      },
+      { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent },
+    );
   }
 
   /**
