@@ -101,6 +101,7 @@ export class CallEngine extends EventEmitter<{
     signaling.on('call.answered', (p) => void this.onAnswered(p));
     signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
     signaling.on('call.ended', (p) => this.finish(p.callId, p.reason));
+    signaling.reportCallsWith?.(() => this.answeredCallIds());
     // A policy limit is near (lifetime or duration budget): show the server's words on the call.
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
@@ -364,6 +365,18 @@ export class CallEngine extends EventEmitter<{
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /**
+   * The answered calls this engine carries (connecting after the answer,
+   * active or held), for `hello` after a reconnect: media runs peer to peer,
+   * so a call outlives its signaling connection, and a restarted server
+   * resumes it when both devices list it (server/resume.ts).
+   */
+  answeredCallIds(): string[] {
+    return [...this.calls.values()]
+      .filter((c) => c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting')
+      .map((c) => c.id);
+  }
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
     media.on('deviceError', (e) => {

@@ -57,6 +57,7 @@ export class SignalingClient extends EventEmitter<
   private token: string;
   private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private liveCalls: () => string[] = () => [];
 
   constructor(private readonly options: SignalingClientOptions) {
     super();
@@ -86,6 +87,16 @@ export class SignalingClient extends EventEmitter<
   setToken(token: string, expiresAt: number): void {
     this.token = token;
     this._tokenExpiresAt = expiresAt;
+  }
+
+  /**
+   * Tells the client which answered calls this device carries, so that every
+   * `hello` lists them (`calls`): after a server crash a call both devices
+   * list resumes, and one the server no longer knows comes back as
+   * `call.ended` (server/resume.ts). The call engine registers itself here.
+   */
+  reportCallsWith(liveCalls: () => string[]): void {
+    this.liveCalls = liveCalls;
   }
 
   /** Starts connecting (and keeps reconnecting). Resolves when first online. */
@@ -152,10 +163,12 @@ export class SignalingClient extends EventEmitter<
     ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
     ws.on('open', async () => {
       try {
+        const calls = this.liveCalls().slice(0, 16).map((callId) => ({ callId }));
         const hello = await rpc.request<{ tokenExpiresAt?: unknown }>('hello', {
           protocol: PROTOCOL_VERSION,
           deviceId: this.options.deviceId,
           token: this.token,
+          ...(calls.length > 0 ? { calls } : {}),
         });
         if (typeof hello.tokenExpiresAt === 'number') this._tokenExpiresAt = hello.tokenExpiresAt;
         this.attempt = 0;
