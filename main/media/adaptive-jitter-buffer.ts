@@ -10,13 +10,15 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * `transit = arrival − timestamp / 48 kHz` (the same transit as RFC 3550
  * §6.4.1). The wanted *playout delay* (in the same transit terms: when a
  * sample plays minus its timestamp) is `min transit + quantile(r)`, the
- * `quantile` (default 0.995) of r over the window (default 10 s): a packet as
+ * `quantile` (default 0.97) of r over the window (default 2 s): a packet as
  * late as that quantile still arrives before its turn — NetEQ's
  * relative-arrival-delay quantile (DelayManager), with a sliding window
- * instead of its forget factor. Window and quantile were chosen with
- * bench/jitter-sim.ts: over 9 seeds of `wifi`/`mobile`/`bad`, 2 s / 0.97 gave
- * mean similarity 0.947 / 0.739 / 0.778, 10 s / 0.995 gives 0.947 / 0.790 /
- * 0.806 for 20 ms more delay under `mobile` only.
+ * instead of its forget factor. With RFC 2198 redundancy on (rate-control.ts)
+ * bench/jitter-sim.ts finds window and quantile hardly matter (9 seeds of
+ * `wifi`/`mobile`/`bad`, mean similarity: 2 s / 0.97 → 0.947 / 0.815 / 0.832,
+ * 10 s / 0.995 → 0.947 / 0.814 / 0.848, same delays), so the short memory is
+ * kept: a receiver whose event loop stalls on a loaded machine sees those
+ * stalls as jitter, and a long window would keep the delay up for its length.
  * The buffer target reported in stats is `quantile(r)` plus one packet.
  *
  * Why the playout delay, and not the buffer level, is steered: the buffer
@@ -80,11 +82,11 @@ export interface AdaptiveJitterOptions {
   maxTargetMs?: number;
   /** Target before any jitter was measured, ms (default 40). */
   initialTargetMs?: number;
-  /** Delay-statistics window, ms (default 10 000). */
+  /** Delay-statistics window, ms (default 2000). */
   windowMs?: number;
   /** Excess above target that is cut even in speech, ms (default 80). */
   maxExcessMs?: number;
-  /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.995). */
+  /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.97). */
   quantile?: number;
 }
 
@@ -135,9 +137,9 @@ export class AdaptiveJitterBuffer {
     this.minTarget = ms2s(options.minTargetMs ?? 20);
     this.maxTarget = ms2s(options.maxTargetMs ?? 400);
     this.target = clamp(ms2s(options.initialTargetMs ?? 40), this.minTarget, this.maxTarget);
-    this.windowMs = options.windowMs ?? 10_000;
+    this.windowMs = options.windowMs ?? 2000;
     this.maxExcess = ms2s(options.maxExcessMs ?? 80);
-    this.quantile = clamp(options.quantile ?? 0.995, 0.5, 1);
+    this.quantile = clamp(options.quantile ?? 0.97, 0.5, 1);
   }
 
   /**
