@@ -149,13 +149,15 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
   const out = new Int16Array(frames * frame + 48_000);
   let next = 0;
   for (let j = 0; j < out.length / frame; j++) {
-    clock = 7 + j * frameMs;
-    while (next < arrivals.length && arrivals[next]!.at <= clock) {
+    const pullAt = 7 + j * frameMs;
+    while (next < arrivals.length && arrivals[next]!.at <= pullAt) {
       const a = arrivals[next++]!;
       if (delivered.has(a.seq)) continue; // werift's RedHandler drops blocks it has seen
       delivered.add(a.seq);
+      clock = a.at; // timestamped on arrival, between pulls
       listener?.({ header: { ssrc: 1, sequenceNumber: a.seq, timestamp: a.ts }, payload: a.payload });
     }
+    clock = pullAt;
     out.set(pull!(), j * frame);
   }
   const stats = session.stats();

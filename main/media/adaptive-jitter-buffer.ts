@@ -10,24 +10,27 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * `transit = arrival − timestamp / 48 kHz` (the same transit as RFC 3550
  * §6.4.1). The wanted *playout delay* (in the same transit terms: when a
  * sample plays minus its timestamp) is `min transit + quantile(r)`, the
- * `quantile` (default 0.97) of r over the window (default 2 s): a packet as
+ * `quantile` (default 0.995) of r over the window (default 4 s): a packet as
  * late as that quantile still arrives before its turn — NetEQ's
  * relative-arrival-delay quantile (DelayManager), with a sliding window
- * instead of its forget factor. With RFC 2198 redundancy on (rate-control.ts)
- * bench/jitter-sim.ts finds window and quantile hardly matter (9 seeds of
- * `wifi`/`mobile`/`bad`, mean similarity: 2 s / 0.97 → 0.947 / 0.815 / 0.832,
- * 10 s / 0.995 → 0.947 / 0.814 / 0.848, same delays), so the short memory is
- * kept: a receiver whose event loop stalls on a loaded machine sees those
- * stalls as jitter, and a long window would keep the delay up for its length.
- * The buffer target reported in stats is `quantile(r)` plus one packet.
+ * instead of its forget factor. Chosen with bench/jitter-sim.ts (9 seeds, two
+ * impaired legs, RFC 2198 redundancy on; mean similarity and playout delay
+ * p50 for `wifi` / `mobile` / `bad`):
+ *
+ *   buffer level held at p95 + 1 packet (before)  0.955 / 0.801 / 0.746   107 / 247 / 347 ms
+ *   playout delay, 2 s window, 0.97               0.951 / 0.779 / 0.793    87 / 187 / 287 ms
+ *   playout delay, 4 s window, 0.995              0.949 / 0.810 / 0.845    87 / 207 / 287 ms
+ *   playout delay, 10 s window, 0.995             —     / 0.810 / 0.846     — / 207 / 287 ms
+ *
+ * A shorter memory drops frames more often (each drop is a small time jump
+ * the listener hears); a longer one keeps a loaded receiver's event-loop
+ * stalls, which look like jitter, in the delay for longer. The buffer target
+ * reported in stats is `quantile(r)` plus one packet.
  *
  * Why the playout delay, and not the buffer level, is steered: the buffer
  * holds `playout delay − transit of the newest packet`, so holding the *level*
  * at `quantile(r)` makes the delay `mean transit + quantile(r)`, the mean
- * jitter counted twice. Measured with bench/jitter-sim.ts (two legs of the
- * impairment profiles, real Opus and MediaSession), steering the delay itself
- * takes 40–90 ms off the mouth-to-ear delay under `mobile` and `bad` jitter
- * at the same similarity.
+ * jitter counted twice (the first row of the table above).
  *
  * **Playout decisions** (one per pulled packet duration, at time `nowMs`):
  * - *normal*: the packet due now is here → play it;
@@ -82,11 +85,11 @@ export interface AdaptiveJitterOptions {
   maxTargetMs?: number;
   /** Target before any jitter was measured, ms (default 40). */
   initialTargetMs?: number;
-  /** Delay-statistics window, ms (default 2000). */
+  /** Delay-statistics window, ms (default 4000). */
   windowMs?: number;
   /** Excess above target that is cut even in speech, ms (default 80). */
   maxExcessMs?: number;
-  /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.97). */
+  /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.995). */
   quantile?: number;
 }
 
@@ -137,9 +140,9 @@ export class AdaptiveJitterBuffer {
     this.minTarget = ms2s(options.minTargetMs ?? 20);
     this.maxTarget = ms2s(options.maxTargetMs ?? 400);
     this.target = clamp(ms2s(options.initialTargetMs ?? 40), this.minTarget, this.maxTarget);
-    this.windowMs = options.windowMs ?? 2000;
+    this.windowMs = options.windowMs ?? 4000;
     this.maxExcess = ms2s(options.maxExcessMs ?? 80);
-    this.quantile = clamp(options.quantile ?? 0.97, 0.5, 1);
+    this.quantile = clamp(options.quantile ?? 0.995, 0.5, 1);
   }
 
   /**
