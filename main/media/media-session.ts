@@ -286,6 +286,9 @@ export class MediaSession extends EventEmitter<{
       packetsReceived: this.packetsReceived,
       packetsLost: j.packetsLost,
       packetsLate: j.packetsLate,
+      packetsDuplicate: j.packetsDuplicate,
+      packetsDiscarded: j.packetsDiscarded,
+      redundancy: this.peer.sendsRedundancy ? net.redundancy : 0,
       ptimeMs: this.options.frameMs,
       jitterTargetMs: j.targetMs,
       jitterMs: Math.round(j.jitterMs * 100) / 100,
@@ -495,6 +498,8 @@ interface JitterBuffer {
   stats(): {
     packetsLost: number;
     packetsLate: number;
+    packetsDuplicate: number;
+    packetsDiscarded: number;
     jitterMs: number;
     targetMs: number;
     bufferedMs: number;
