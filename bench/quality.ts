@@ -92,6 +92,18 @@ async function speechRun(pulse: Pulse, dir: string, tag: string, sentence: strin
   return speechSimilarity(readWav(sentence).samples, heard, { maxLagMs: 3000 }).score;
 }
 
+/** Exactly the issue's keys, rounded (the `--json` line). */
+function jsonResult(e: EngineResult): EngineResult {
+  const r1 = (x: number) => Math.round(x * 10) / 10;
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  return {
+    similarity: r3(e.similarity),
+    mouth_to_ear_p50_ms: r1(e.mouth_to_ear_p50_ms),
+    mouth_to_ear_p95_ms: r1(e.mouth_to_ear_p95_ms),
+    concealment_rate: r3(e.concealment_rate),
+  };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (s.length === 0) return NaN;
@@ -296,8 +308,8 @@ async function main(): Promise<void> {
       JSON.stringify({
         profiles: results.map((r) => ({
           name: r.name,
-          parley: { ...r.parley, similarity: r3(r.parley.similarity), concealment_rate: r3(r.parley.concealment_rate) },
-          chromium: { ...r.chromium, similarity: r3(r.chromium.similarity), concealment_rate: r3(r.chromium.concealment_rate) },
+          parley: jsonResult(r.parley),
+          chromium: jsonResult(r.chromium),
         })),
       }),
     );

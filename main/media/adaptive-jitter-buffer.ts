@@ -9,7 +9,8 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * predict: `r = transit − min(transit over the window)`, with
  * `transit = arrival − timestamp / 48 kHz` (the same transit as RFC 3550
  * §6.4.1). The wanted *playout delay* (in the same transit terms: when a
- * sample plays minus its timestamp) is `min transit + quantile(r)`, the
+ * sample plays minus its timestamp) is `min transit + quantile(r)` plus one
+ * packet (the speaker pulls whole frames, in bursts after a stall), with the
  * `quantile` (default 0.99) of r over the window (default 2 s): a packet as
  * late as that quantile still arrives before its turn — NetEQ's
  * relative-arrival-delay quantile (DelayManager), with a sliding window
@@ -19,7 +20,8 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  *
  *   buffer level held at p95 + 1 packet (before)  0.955 / 0.801 / 0.746   107 / 247 / 347 ms
  *   playout delay, 2 s window, 0.97               0.951 / 0.779 / 0.793    87 / 187 / 287 ms
- *   playout delay, 2 s window, 0.99 (default)     0.948 / 0.795 / 0.830    87 / 207 / 287 ms
+ *   playout delay, 2 s window, 0.99               0.948 / 0.795 / 0.830    87 / 207 / 287 ms
+ *   same, + one packet of margin (default)        0.948 / 0.801 / 0.837    87 / 207 / 287 ms
  *   playout delay, 4 s window, 0.995              0.949 / 0.810 / 0.845    87 / 207 / 287 ms
  *
  * A shorter memory drops frames more often (each drop is a small time jump
@@ -41,8 +43,9 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  *   next packet) and move on;
  * - *expand*: nothing is buffered → conceal without moving the playout point,
  *   so a packet that is merely late still plays when it comes (NetEQ's expand);
- * - *accelerate*: the (smoothed) playout delay is a packet or more above the
- *   wanted delay after a quiet frame, or more than `maxExcessMs` above it
+ * - *accelerate*: the (smoothed) playout delay is ¾ packet or more above the
+ *   wanted delay after a quiet frame (so it stays within a packet of it under
+ *   clock drift), or more than `maxExcessMs` above it
  *   whatever the audio → drop the due packet (time-compression by dropping a
  *   frame in silence);
  * - *decelerate*: a packet or more below the wanted delay after a quiet frame
@@ -197,7 +200,7 @@ export class AdaptiveJitterBuffer {
       // and insert frames back and forth.
       const error = this.delayErrorSamples(nowMs);
       this.filtered = this.filtered === undefined ? error : this.filtered + (error - this.filtered) / LEVEL_FILTER;
-      if (!accelerated && this.packets.length > 1 && (error > this.maxExcess || (lastWasQuiet && this.filtered >= this.duration))) {
+      if (!accelerated && this.packets.length > 1 && (error > this.maxExcess || (lastWasQuiet && this.filtered >= (3 * this.duration) / 4))) {
         // Accelerate: drop the due packet (one per pull: a run of dropped frames would be heard).
         this.packets.shift();
         this.s.accelerateFrames++;
@@ -288,7 +291,10 @@ export class AdaptiveJitterBuffer {
     const relative = this.arrivals.map((a) => a.transit - min).sort((x, y) => x - y);
     const q = relative[Math.min(relative.length - 1, Math.floor(this.quantile * relative.length))]!;
     this.target = clamp(ms2s(q) + this.duration, this.minTarget, this.maxTarget);
-    this.wantedOffsetMs = min + s2msExact(this.target - this.duration);
+    // Plus one packet: the speaker takes a whole frame per pull, and after an
+    // event-loop stall it takes several in a row (bench:quality `clean`: without
+    // this margin such bursts ran the buffer dry mid-word, similarity 0.87–0.89).
+    this.wantedOffsetMs = min + s2msExact(this.target);
   }
 
   /** Audio from the playout point (or the first packet, before start) to the end of the last packet. */
