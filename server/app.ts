@@ -12,7 +12,8 @@ import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { CallerApprovals } from './approvals';
 import { Contacts } from './contacts';
-import { OpenCalls } from './open-calls';
+import { OpenCalls, type RecoveredCall } from './open-calls';
+import { CallResumption } from './resume';
 import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { openDatabase, type DB } from './db';
@@ -56,6 +57,14 @@ export interface ParleyServer {
   readonly config: ServerConfig;
 }
 
+/**
+ * After a crash, how long the two devices of an answered call have to say
+ * hello again listing it before it ends `failed`, ms. Clients reconnect with
+ * a 0.5 s back-off doubling per failure (main/core/signaling-client.ts), so a
+ * server back within a few seconds sees both well inside 10 s.
+ */
+export const RESUME_GRACE_MS = 10_000;
+
 /** The audit record for a hub event (call records are keyed by the device that acted). */
 function auditOfHubEvent(e: HubEvent): AuditInput | undefined {
   switch (e.event) {
@@ -88,6 +97,14 @@ function auditOfHubEvent(e: HubEvent): AuditInput | undefined {
         deviceId: e.callee.deviceId,
         callId: e.callId,
         detail: { callerAccountId: e.caller.accountId, setupMs: e.setupMs },
+      };
+    case 'call.resumed':
+      return {
+        event: 'call.resumed',
+        accountId: e.callee.accountId,
+        deviceId: e.callee.deviceId,
+        callId: e.callId,
+        detail: { callerAccountId: e.caller.accountId, answeredAt: e.answeredAt },
       };
     case 'call.rejected':
       return {
@@ -134,11 +151,14 @@ export function serverVersion(): string {
  * @param options.logger logger to use (default: JSON to stdout at `config.logLevel`).
  * @param options.reloadConfig loads the configuration again for `config.reload`
  *   (default: the admin method answers `invalid_state`).
+ * @param options.resumeGraceMs how long after start the two devices of an
+ *   answered call a crash left open have to come back with it, ms (default
+ *   {@link RESUME_GRACE_MS}; server/resume.ts).
  * @throws Error when the data folder or database cannot be opened.
  */
 export async function buildServer(
   config: ServerConfig,
-  options: { logger?: Logger; reloadConfig?: () => ServerConfig } = {},
+  options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number } = {},
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir);
@@ -168,19 +188,23 @@ export async function buildServer(
           [e.caller.deviceId, ...e.deviceIds],
           Date.now(),
         );
-      if (e.event === 'call.answered')
+      if (e.event === 'call.answered' || e.event === 'call.resumed')
         openCalls.set(
           e.callId,
           e.caller.accountId,
           [e.caller.deviceId, e.callee.deviceId],
           Date.now(),
+          e.event === 'call.resumed' ? e.answeredAt : Date.now(),
         );
       if (e.event === 'call.ended') openCalls.delete(e.callId);
       if (e.event === 'call.answered')
         void policy.onAnswered(e.callId, e.caller, e.callee, Date.now());
+      // A resumed call gets its policy timers again, counted from the original answer.
+      if (e.event === 'call.resumed')
+        void policy.onAnswered(e.callId, e.caller, e.callee, e.answeredAt);
       if (e.event === 'call.ended')
         void policy.onEnded([e.caller.accountId, e.callee.accountId], e.durationMs);
-      if (e.event === 'call.answered' || e.event === 'call.ended') {
+      if (e.event === 'call.answered' || e.event === 'call.resumed' || e.event === 'call.ended') {
         void contacts.presenceMayHaveChanged(e.caller);
         void contacts.presenceMayHaveChanged(e.callee);
       }
@@ -189,9 +213,7 @@ export async function buildServer(
     },
   });
   const openCalls = new OpenCalls(db);
-  // Calls a previous run left open were ended by its crash: record that once;
-  // their devices learn it (call.ended, failed) when they say hello again.
-  for (const c of await openCalls.recover()) {
+  const crashEnded = (c: RecoveredCall): void => {
     metrics.callsEnded.inc({ reason: 'failed' });
     void audit.record({
       event: 'call.ended',
@@ -199,7 +221,30 @@ export async function buildServer(
       callId: c.callId,
       detail: { reason: 'failed', by: 'server', durationMs: null, cause: 'server_restart' },
     });
-  }
+  };
+  // Calls a previous run left open: ringing ones were ended by its crash (record
+  // that once; their devices learn it, call.ended failed, when they say hello
+  // again); answered ones may resume if both devices come back with them
+  // within the grace period (server/resume.ts).
+  const recovered = await openCalls.recover();
+  for (const c of recovered) if (c.answeredAt === null) crashEnded(c);
+  const resumption = new CallResumption(recovered, options.resumeGraceMs ?? RESUME_GRACE_MS, {
+    resume: (c, caller, callee) => {
+      try {
+        hub.adopt(c.callId, caller, callee, c.answeredAt ?? Date.now());
+        log.info({ callId: c.callId }, 'call resumed after restart');
+      } catch (err) {
+        log.warn({ err, callId: c.callId }, 'call could not resume');
+        crashEnded(c);
+        for (const d of c.devices) hub.tellEnded(d, c.callId, 'failed');
+      }
+    },
+    end: (c, tellNow, untold) => {
+      crashEnded(c);
+      for (const d of tellNow) hub.tellEnded(d, c.callId, 'failed');
+      openCalls.markEnded(c.callId, untold);
+    },
+  });
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
@@ -282,6 +327,7 @@ export async function buildServer(
         policy,
         relays,
         openCalls,
+        resumption,
         approvals,
         hub,
         config,
@@ -345,6 +391,7 @@ export async function buildServer(
         const calls = hub.stats.calls;
         hub.shutdown();
         hub.close();
+        resumption.close();
         approvals.close();
         if (calls > 0) log.info({ calls }, 'calls ended for shutdown');
         // ws sends queued frames (the call.ended notifications) before the close frame.

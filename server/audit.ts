@@ -34,8 +34,10 @@ export const AUDIT_EVENTS = [
   'call.answered',
   /** A callee device refused a ringing call. detail: `{reason}` (`declined` | `busy`). */
   'call.rejected',
-  /** A call ended. detail: `{reason, by, durationMs, cause?}`; cause `admin` or `server_shutdown`. */
+  /** A call ended. detail: `{reason, by, durationMs, cause?}`; cause `admin`, `server_shutdown` or `server_restart`. */
   'call.ended',
+  /** An answered call came back after a server crash, both devices confirming it. detail: `{callerAccountId, answeredAt}`. */
+  'call.resumed',
   /** An invite was refused by policy or routing. detail: `{callee, reason}` (error reason). */
   'call.refused',
   /** A connection went over its message rate. detail: `{scope, retryAfter}`. */

@@ -36,7 +36,14 @@ export interface DB {
    * Calls in progress (ringing or active), so that after a crash the server can
    * tell their devices how they ended. `devices` is a JSON array of device ids.
    */
-  open_calls: { call_id: string; caller_account_id: string; devices: string; created_at: number };
+  open_calls: {
+    call_id: string;
+    caller_account_id: string;
+    devices: string;
+    created_at: number;
+    /** When the call was answered (Unix ms); null while ringing. An answered call may be resumed after a crash. */
+    answered_at: number | null;
+  };
   /** `callee_id` approved `caller_id` as a caller (first-time caller approval). */
   approved_callers: { callee_id: string; caller_id: string; created_at: number };
   /**
@@ -170,6 +177,11 @@ const migrations: Record<string, Migration> = {
         .addColumn('created_at', 'integer', (c) => c.notNull())
         .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
         .execute();
+    },
+  },
+  '0007_open_calls_answered': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('open_calls').addColumn('answered_at', 'integer').execute();
     },
   },
 };

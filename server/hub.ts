@@ -63,6 +63,8 @@ export type HubEvent =
   | { event: 'call.busy'; callId: string; caller: PeerInfo; callee: AccountRef }
   | { event: 'call.ringing'; callId: string; caller: PeerInfo; setupMs: number }
   | { event: 'call.answered'; callId: string; caller: PeerInfo; callee: PeerInfo; setupMs: number }
+  /** An answered call a server crash dropped is back (server/resume.ts); `answeredAt` is the original answer, Unix ms. */
+  | { event: 'call.resumed'; callId: string; caller: PeerInfo; callee: PeerInfo; answeredAt: number }
   | { event: 'call.rejected'; callId: string; caller: PeerInfo; by: PeerInfo; reason: RejectReason }
   | {
       event: 'call.ended';
@@ -450,6 +452,41 @@ export class Hub {
         setupMs: Date.now() - call.createdAt,
       });
     }
+  }
+
+  /**
+   * Puts back an answered call that a server crash dropped, once both its
+   * devices are connected again and still carry it (server/resume.ts). It is
+   * active as before (same id, devices and answer time); no one is notified.
+   * @param answeredAt the original answer time, Unix ms.
+   * @throws ParleyError `invalid_state` when the id is in use or a device is offline.
+   */
+  adopt(callId: string, caller: PeerInfo, callee: PeerInfo, answeredAt: number): void {
+    if (this.calls.has(callId)) throw new ParleyError('invalid_state', `call ${callId} exists`);
+    if (!this.devices.has(caller.deviceId) || !this.devices.has(callee.deviceId))
+      throw new ParleyError('invalid_state', 'both devices of a resumed call must be online');
+    const call: Call = {
+      callId,
+      caller,
+      callee: { accountId: callee.accountId, username: callee.username },
+      createdAt: answeredAt,
+      phase: { kind: 'active', callee, answeredAt, timers: [], budgetSeconds: null },
+    };
+    this.calls.set(callId, call);
+    this.index(caller.accountId, callId);
+    this.index(callee.accountId, callId);
+    this.emit({ event: 'call.resumed', callId, caller, callee, answeredAt });
+  }
+
+  /** True when the device is a party of the call (ringing or active). */
+  hasParty(callId: string, deviceId: string): boolean {
+    const call = this.calls.get(callId);
+    return !!call && !!this.roleOf(call, deviceId);
+  }
+
+  /** Sends `call.ended` to one device (a call the hub no longer has, e.g. after a crash). */
+  tellEnded(deviceId: string, callId: string, reason: EndReason): void {
+    this.send(deviceId, 'call.ended', { callId, reason });
   }
 
   /**

@@ -5,10 +5,22 @@ import type { DB } from './db';
  * A durable list of the calls in progress and their devices (`open_calls`),
  * so that a server killed without a shutdown (kill -9, power loss) can, when
  * it starts again, record how those calls ended and tell each of their
- * devices `call.ended` with `failed` when it reconnects.
+ * devices `call.ended` with `failed` when it reconnects — or, for a call that
+ * was answered, offer it for resumption (server/resume.ts): its media never
+ * went through the server and may still be flowing.
  *
  * Writes are asynchronous and never throw to the caller; `flush()` waits for them.
  */
+/** A call a previous run left open. */
+export interface RecoveredCall {
+  callId: string;
+  callerAccountId: string;
+  /** Device ids: the caller's first; for an answered call exactly [caller, callee]. */
+  devices: string[];
+  /** Unix ms of the answer; null for a call that was still ringing (those are ended at once). */
+  answeredAt: number | null;
+}
+
 export class OpenCalls {
   private readonly pending = new Set<Promise<void>>();
   /** Calls ended by the crash, per device, not yet told to it. */
@@ -21,18 +33,22 @@ export class OpenCalls {
    * them in the store, and keeps their device ids for `takeEndedFor`.
    * @returns those calls (for the audit log).
    */
-  async recover(): Promise<{ callId: string; callerAccountId: string; devices: string[] }[]> {
+  async recover(): Promise<RecoveredCall[]> {
     const rows = await this.db.selectFrom('open_calls').selectAll().execute();
     await this.db.deleteFrom('open_calls').execute();
     const calls = rows.map((r) => ({
       callId: r.call_id,
       callerAccountId: r.caller_account_id,
       devices: JSON.parse(r.devices) as string[],
+      answeredAt: r.answered_at ?? null,
     }));
-    for (const c of calls) {
-      for (const d of c.devices) this.untold.set(d, [...(this.untold.get(d) ?? []), c.callId]);
-    }
+    for (const c of calls) if (c.answeredAt === null) this.markEnded(c.callId, c.devices);
     return calls;
+  }
+
+  /** Remembers that a recovered call ended, to tell `devices` once when they say hello. */
+  markEnded(callId: string, devices: readonly string[]): void {
+    for (const d of devices) this.untold.set(d, [...(this.untold.get(d) ?? []), callId]);
   }
 
   /** The calls a crash ended for this device that it has not been told about; each is returned once. */
@@ -42,8 +58,11 @@ export class OpenCalls {
     return ids;
   }
 
-  /** Records a call and the devices now part of it (insert or replace). */
-  set(callId: string, callerAccountId: string, devices: string[], createdAt: number): void {
+  /**
+   * Records a call and the devices now part of it (insert or replace).
+   * @param answeredAt Unix ms of the answer (then `devices` is [caller, callee]); null while ringing.
+   */
+  set(callId: string, callerAccountId: string, devices: string[], createdAt: number, answeredAt: number | null = null): void {
     this.track(
       this.db
         .insertInto('open_calls')
@@ -52,8 +71,11 @@ export class OpenCalls {
           caller_account_id: callerAccountId,
           devices: JSON.stringify(devices),
           created_at: createdAt,
+          answered_at: answeredAt,
         })
-        .onConflict((oc) => oc.column('call_id').doUpdateSet({ devices: JSON.stringify(devices) }))
+        .onConflict((oc) =>
+          oc.column('call_id').doUpdateSet({ devices: JSON.stringify(devices), answered_at: answeredAt }),
+        )
         .execute(),
     );
   }

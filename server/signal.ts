@@ -13,6 +13,7 @@ import type { CallerApprovals } from './approvals';
 import type { Contacts } from './contacts';
 import type { CallPolicy } from './policy';
 import type { OpenCalls } from './open-calls';
+import type { CallResumption } from './resume';
 import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
@@ -33,6 +34,8 @@ export interface SignalDeps {
   policy: CallPolicy;
   relays: RelayService;
   openCalls: OpenCalls;
+  /** Answered calls a crash left open, waiting for their devices (server/resume.ts). */
+  resumption: CallResumption;
   approvals: CallerApprovals;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
@@ -66,8 +69,19 @@ const ABUSE_BURSTS = 5;
  * messages within ABUSE_WINDOW_MS close it with 1008.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
-  const { accounts, contacts, policy, relays, openCalls, approvals, hub, config, audit, metrics } =
-    deps;
+  const {
+    accounts,
+    contacts,
+    policy,
+    relays,
+    openCalls,
+    resumption,
+    approvals,
+    hub,
+    config,
+    audit,
+    metrics,
+  } = deps;
   let log = deps.log.child({ remote });
   let link: DeviceLink | undefined;
   let closed = false;
@@ -159,9 +173,16 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
     armExpiry();
-    // Calls a server crash ended while this device was in them.
+    // Calls a server crash left open: the answered ones this device still
+    // carries may resume (server/resume.ts); the others ended, and so did any
+    // call it lists that the server does not know.
     const attached = link;
-    for (const callId of openCalls.takeEndedFor(info.deviceId)) {
+    const reported = (p.calls ?? []).map((c) => c.callId);
+    const ended = new Set([
+      ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
+      ...openCalls.takeEndedFor(info.deviceId),
+    ]);
+    for (const callId of ended) {
       ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
     }
     void contacts.presenceMayHaveChanged(peerInfo);

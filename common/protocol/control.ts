@@ -42,6 +42,12 @@ export const MediaStats = z.object({
   packetsLost: z.number().int(),
   /** Packets that arrived after their playout time and were dropped. */
   packetsLate: z.number().int(),
+  /** Copies of packets already buffered (network duplicates), dropped (NetEQ-like counter). */
+  packetsDuplicate: z.number().int().optional(),
+  /** Packets dropped because the buffer held more than its ceiling (after a stall), NetEQ's "discarded". */
+  packetsDiscarded: z.number().int().optional(),
+  /** Earlier frames each packet we send repeats (RFC 2198 redundancy, 0–2; 0 when the peer did not negotiate `red`). */
+  redundancy: z.number().int().optional(),
   /** Frame duration in ms (10 or 20). */
   ptimeMs: z.number(),
   /** Jitter buffer target delay (fixed, or the adaptive buffer's current one), ms. */

@@ -25,6 +25,16 @@ export const HelloParams = z.object({
   protocol: z.number().int(),
   deviceId: DeviceId,
   token: z.string().min(1).max(512),
+  /**
+   * The answered calls this device still carries media for (on a reconnect).
+   * After a server crash a call both devices list within the grace period
+   * resumes; a listed call the server does not know gets `call.ended`
+   * (`failed`). Optional: a client that omits it is treated as carrying none.
+   */
+  calls: z
+    .array(z.object({ callId: CallId }).strict())
+    .max(16)
+    .optional(),
 });
 export const HelloResult = z.object({
   accountId: z.string(),

@@ -122,6 +122,7 @@ export class CallEngine extends EventEmitter<{
       if (p.security && call && call.data.name !== 'ended') call.status.security = p.security;
       this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
     });
+    signaling.reportCallsWith?.(() => this.answeredCallIds());
     // A policy limit is near (lifetime or duration budget): show the server's words on the call.
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
@@ -426,6 +427,18 @@ export class CallEngine extends EventEmitter<{
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /**
+   * The answered calls this engine carries (connecting after the answer,
+   * active or held), for `hello` after a reconnect: media runs peer to peer,
+   * so a call outlives its signaling connection, and a restarted server
+   * resumes it when both devices list it (server/resume.ts).
+   */
+  answeredCallIds(): string[] {
+    return [...this.calls.values()]
+      .filter((c) => c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting')
+      .map((c) => c.id);
+  }
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
     media.on('deviceError', (e) => {

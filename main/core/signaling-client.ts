@@ -58,6 +58,7 @@ export class SignalingClient extends EventEmitter<
   private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly helloSteps: ((request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>)[] = [];
+  private liveCalls: () => string[] = () => [];
 
   constructor(private readonly options: SignalingClientOptions) {
     super();
@@ -97,6 +98,16 @@ export class SignalingClient extends EventEmitter<
    */
   afterHello(step: (request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>): void {
     this.helloSteps.push(step);
+  }
+
+  /**
+   * Tells the client which answered calls this device carries, so that every
+   * `hello` lists them (`calls`): after a server crash a call both devices
+   * list resumes, and one the server no longer knows comes back as
+   * `call.ended` (server/resume.ts). The call engine registers itself here.
+   */
+  reportCallsWith(liveCalls: () => string[]): void {
+    this.liveCalls = liveCalls;
   }
 
   /** Starts connecting (and keeps reconnecting). Resolves when first online. */
@@ -163,10 +174,12 @@ export class SignalingClient extends EventEmitter<
     ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
     ws.on('open', async () => {
       try {
+        const calls = this.liveCalls().slice(0, 16).map((callId) => ({ callId }));
         const hello = await rpc.request<{ tokenExpiresAt?: unknown }>('hello', {
           protocol: PROTOCOL_VERSION,
           deviceId: this.options.deviceId,
           token: this.token,
+          ...(calls.length > 0 ? { calls } : {}),
         });
         if (typeof hello.tokenExpiresAt === 'number') this._tokenExpiresAt = hello.tokenExpiresAt;
         for (const step of this.helloSteps) {

@@ -8,22 +8,48 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * later it arrived than the fastest packet of the last `windowMs` would
  * predict: `r = transit − min(transit over the window)`, with
  * `transit = arrival − timestamp / 48 kHz` (the same transit as RFC 3550
- * §6.4.1). The target is the 95th percentile of r over the window plus one
- * packet duration (the playout pull's granularity), clamped to
- * [`minTargetMs`, `maxTargetMs`] — NetEQ's relative-arrival-delay histogram
- * with a quantile, without its forget factor (a sliding window instead).
+ * §6.4.1). The wanted *playout delay* (in the same transit terms: when a
+ * sample plays minus its timestamp) is `min transit + quantile(r)` plus one
+ * packet (the speaker pulls whole frames, in bursts after a stall), with the
+ * `quantile` (default 0.99) of r over the window (default 2 s): a packet as
+ * late as that quantile still arrives before its turn — NetEQ's
+ * relative-arrival-delay quantile (DelayManager), with a sliding window
+ * instead of its forget factor. Chosen with bench/jitter-sim.ts (9 seeds, two
+ * impaired legs, RFC 2198 redundancy on; mean similarity and playout delay
+ * p50 for `wifi` / `mobile` / `bad`):
  *
- * **Playout decisions** (one per pulled packet duration):
+ *   buffer level held at p95 + 1 packet (before)  0.955 / 0.801 / 0.746   107 / 247 / 347 ms
+ *   playout delay, 2 s window, 0.97               0.951 / 0.779 / 0.793    87 / 187 / 287 ms
+ *   playout delay, 2 s window, 0.99               0.948 / 0.795 / 0.830    87 / 207 / 287 ms
+ *   same, + one packet of margin (default)        0.948 / 0.801 / 0.837    87 / 207 / 287 ms
+ *   playout delay, 4 s window, 0.995              0.949 / 0.810 / 0.845    87 / 207 / 287 ms
+ *
+ * A shorter memory drops frames more often (each drop is a small time jump
+ * the listener hears); a longer one keeps a single delay spike in the target
+ * for its whole length. In real calls on this shared machine a receiver's
+ * event-loop stalls (and the relay's) make such spikes: with 4 s at 0.995 one
+ * 200 ms spike kept clicks 250 ms late for 3 s (bench/quality.ts, `clean`), so
+ * the default keeps the 2 s memory of the first version. The buffer target
+ * reported in stats is `quantile(r)` plus one packet.
+ *
+ * Why the playout delay, and not the buffer level, is steered: the buffer
+ * holds `playout delay − transit of the newest packet`, so holding the *level*
+ * at `quantile(r)` makes the delay `mean transit + quantile(r)`, the mean
+ * jitter counted twice (the first row of the table above).
+ *
+ * **Playout decisions** (one per pulled packet duration, at time `nowMs`):
  * - *normal*: the packet due now is here → play it;
  * - *missing*: it is not, but later ones are → conceal it (PLC, or FEC from the
  *   next packet) and move on;
  * - *expand*: nothing is buffered → conceal without moving the playout point,
  *   so a packet that is merely late still plays when it comes (NetEQ's expand);
- * - *accelerate*: more than one packet above target after a quiet frame, or
- *   more than `maxExcessMs` above target whatever the audio → drop the due
- *   packet (time-compression by dropping a frame in silence);
- * - *decelerate*: more than one packet below target after a quiet frame →
- *   insert one concealed frame without moving the playout point.
+ * - *accelerate*: the (smoothed) playout delay is ¾ packet or more above the
+ *   wanted delay after a quiet frame (so it stays within a packet of it under
+ *   clock drift), or more than `maxExcessMs` above it
+ *   whatever the audio → drop the due packet (time-compression by dropping a
+ *   frame in silence);
+ * - *decelerate*: a packet or more below the wanted delay after a quiet frame
+ *   → insert one concealed frame without moving the playout point.
  *
  * Timestamps are RTP units (48 kHz for Opus, RFC 7587 §4.1); durations in
  * samples of that clock; times in ms on any monotonic clock.
@@ -69,6 +95,8 @@ export interface AdaptiveJitterOptions {
   windowMs?: number;
   /** Excess above target that is cut even in speech, ms (default 80). */
   maxExcessMs?: number;
+  /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.99). */
+  quantile?: number;
 }
 
 const CLOCK = 48_000;
@@ -90,7 +118,13 @@ export class AdaptiveJitterBuffer {
   private readonly windowMs: number;
   private readonly maxExcess: number;
   private target: number; // samples
-  private filtered: number | undefined; // smoothed buffer level, samples
+  private readonly quantile: number;
+  /** Wanted playout delay in transit terms (min transit + quantile), ms; undefined until measured. */
+  private wantedOffsetMs: number | undefined;
+  /** Smoothed (playout delay − wanted), ms. */
+  private filtered: number | undefined;
+  /** The newest arrival: its time (ms), unwrapped transit (ms) and timestamp. */
+  private newest: { at: number; transit: number; timestamp: number } | undefined;
   /** (arrival ms, transit ms) of recent packets, oldest first. */
   private readonly arrivals: { at: number; transit: number }[] = [];
   private lastTransit: number | undefined;
@@ -114,6 +148,7 @@ export class AdaptiveJitterBuffer {
     this.target = clamp(ms2s(options.initialTargetMs ?? 40), this.minTarget, this.maxTarget);
     this.windowMs = options.windowMs ?? 2000;
     this.maxExcess = ms2s(options.maxExcessMs ?? 80);
+    this.quantile = clamp(options.quantile ?? 0.99, 0.5, 1);
   }
 
   /**
@@ -143,8 +178,11 @@ export class AdaptiveJitterBuffer {
    * The next playout decision; call once per played packet duration.
    * @param lastWasQuiet whether the frame just played was quiet (speech pause):
    *   the buffer then prefers to shrink or grow there, where it is inaudible.
+   * @param nowMs the time of the pull on the clock of {@link push}'s arrival
+   *   times, ms; without it the newest arrival time stands in (up to a packet
+   *   early).
    */
-  pop(lastWasQuiet = false): AdaptivePlayout {
+  pop(lastWasQuiet = false, nowMs?: number, accelerated = false): AdaptivePlayout {
     if (!this.started) {
       if (this.packets.length === 0 || this.bufferedSamples() < this.target) return { kind: 'buffering' };
       this.started = true;
@@ -155,23 +193,22 @@ export class AdaptiveJitterBuffer {
       this.s.expandFrames++;
       return { kind: 'expand', samples: this.duration };
     }
-    const level = this.bufferedSamples();
-    // Decisions use a smoothed level (NetEQ's BufferLevelFilter): the raw level
-    // swings by the jitter itself, and deciding on it would drop and insert
-    // frames back and forth.
-    this.filtered = this.filtered === undefined ? level : this.filtered + (level - this.filtered) / LEVEL_FILTER;
     const ahead = tsDiff(head.timestamp, this.playoutTs!);
     if (ahead <= 0) {
-      const excess = this.filtered - this.duration - this.target;
-      if (this.packets.length > 1 && (level - this.duration - this.target > this.maxExcess || (lastWasQuiet && excess >= this.duration))) {
-        // Accelerate: drop the due packet.
+      // Decisions use a smoothed error (NetEQ's BufferLevelFilter): the pull
+      // times jitter with the device, and deciding on the raw value would drop
+      // and insert frames back and forth.
+      const error = this.delayErrorSamples(nowMs);
+      this.filtered = this.filtered === undefined ? error : this.filtered + (error - this.filtered) / LEVEL_FILTER;
+      if (!accelerated && this.packets.length > 1 && (error > this.maxExcess || (lastWasQuiet && this.filtered >= (3 * this.duration) / 4))) {
+        // Accelerate: drop the due packet (one per pull: a run of dropped frames would be heard).
         this.packets.shift();
         this.s.accelerateFrames++;
         this.filtered -= this.duration;
         this.playoutTs = this.packets[0]!.timestamp;
-        return this.pop(lastWasQuiet);
+        return this.pop(lastWasQuiet, nowMs, true);
       }
-      if (lastWasQuiet && this.filtered + this.duration <= this.target && this.s.packetsReceived > 50) {
+      if (lastWasQuiet && this.filtered <= -this.duration && this.s.packetsReceived > 50) {
         // Decelerate: insert a concealed frame in a pause.
         this.s.decelerateFrames++;
         this.filtered += this.duration;
@@ -187,6 +224,20 @@ export class AdaptiveJitterBuffer {
     this.current = undefined;
     this.s.packetsLost++;
     return ahead === samples ? { kind: 'missing', samples, next: head } : { kind: 'missing', samples };
+  }
+
+  /**
+   * How much longer than wanted the sample at the playout point waits, in
+   * samples: (now − its timestamp) − (min transit + quantile), all in transit
+   * terms (unwrapped through the newest arrival's transit).
+   */
+  private delayErrorSamples(nowMs: number | undefined): number {
+    const n = this.newest;
+    if (!n || this.wantedOffsetMs === undefined || this.playoutTs === undefined) {
+      return this.bufferedSamples() - this.duration - this.target;
+    }
+    const offsetMs = ((nowMs ?? n.at) - n.at) + n.transit + tsDiff(n.timestamp, this.playoutTs) / (CLOCK / 1000);
+    return ms2s(offsetMs - this.wantedOffsetMs);
   }
 
   /** The real duration of the packet just returned (from the decoder), samples. */
@@ -205,6 +256,8 @@ export class AdaptiveJitterBuffer {
     this.current = undefined;
     this.lastTransit = undefined;
     this.filtered = undefined;
+    this.newest = undefined;
+    this.wantedOffsetMs = undefined;
   }
 
   stats(): AdaptiveJitterStats {
@@ -227,6 +280,7 @@ export class AdaptiveJitterBuffer {
       this.jitter += (Math.abs(transit - this.lastTransit) - this.jitter) / 16;
     }
     this.lastTransit = transit;
+    this.newest = { at: arrivalMs, transit, timestamp };
     this.arrivals.push({ at: arrivalMs, transit });
     while (this.arrivals.length > 1 && arrivalMs - this.arrivals[0]!.at > this.windowMs) this.arrivals.shift();
     // The quantile needs a sort of the window: refresh it every few packets, not every one.
@@ -235,8 +289,12 @@ export class AdaptiveJitterBuffer {
     let min = Infinity;
     for (const a of this.arrivals) min = Math.min(min, a.transit);
     const relative = this.arrivals.map((a) => a.transit - min).sort((x, y) => x - y);
-    const p95 = relative[Math.min(relative.length - 1, Math.floor(0.95 * relative.length))]!;
-    this.target = clamp(ms2s(p95) + this.duration, this.minTarget, this.maxTarget);
+    const q = relative[Math.min(relative.length - 1, Math.floor(this.quantile * relative.length))]!;
+    this.target = clamp(ms2s(q) + this.duration, this.minTarget, this.maxTarget);
+    // Plus one packet: the speaker takes a whole frame per pull, and after an
+    // event-loop stall it takes several in a row (bench:quality `clean`: without
+    // this margin such bursts ran the buffer dry mid-word, similarity 0.87–0.89).
+    this.wantedOffsetMs = min + s2msExact(this.target);
   }
 
   /** Audio from the playout point (or the first packet, before start) to the end of the last packet. */
@@ -251,6 +309,9 @@ export class AdaptiveJitterBuffer {
 
 function ms2s(ms: number): number {
   return Math.round((ms * CLOCK) / 1000);
+}
+function s2msExact(samples: number): number {
+  return (samples * 1000) / CLOCK;
 }
 function s2ms(samples: number): number {
   return Math.round((samples * 1000) / CLOCK);

@@ -169,7 +169,14 @@ export class MediaSession extends EventEmitter<{
         : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
     const base = options.encoderBase ?? { bitrate: 32_000, lossHintPercent: 10 };
-    this.rate = new SendRateController(options.encoder, { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent });
+    this.rate = new SendRateController(
+      {
+        setBitrate: (bps) => options.encoder.setBitrate?.(bps),
+        setExpectedLossPercent: (pct) => options.encoder.setExpectedLossPercent?.(pct),
+        setRedundancy: (frames) => peer.setRedundancy?.(frames),
+      },
+      { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent },
+    );
   }
 
   /**
@@ -279,6 +286,9 @@ export class MediaSession extends EventEmitter<{
       packetsReceived: this.packetsReceived,
       packetsLost: j.packetsLost,
       packetsLate: j.packetsLate,
+      packetsDuplicate: j.packetsDuplicate,
+      packetsDiscarded: j.packetsDiscarded,
+      redundancy: this.peer.sendsRedundancy ? net.redundancy : 0,
       ptimeMs: this.options.frameMs,
       jitterTargetMs: j.targetMs,
       jitterMs: Math.round(j.jitterMs * 100) / 100,
@@ -452,7 +462,7 @@ export class MediaSession extends EventEmitter<{
 
   /** Takes the next playout item into the PCM FIFO; false while buffering. */
   private refill(): boolean {
-    const item = this.jitter.pop(this.lastQuiet);
+    const item = this.jitter.pop(this.lastQuiet, this.now());
     if (item.kind === 'buffering') return false;
     if (item.kind === 'missing') {
       this.pcm = this.recoverLost(item.samples, item.next?.payload);
@@ -471,7 +481,9 @@ export class MediaSession extends EventEmitter<{
         queueMicrotask(() => this.emit('firstAudio'));
       }
     }
-    this.lastQuiet = isQuiet(this.pcm);
+    // A concealed frame fades towards silence by itself: it counts as a pause
+    // (where the buffer may drop or insert frames) only after a quiet frame.
+    this.lastQuiet = isQuiet(this.pcm) && (item.kind === 'packet' || this.lastQuiet);
     this.pcmOffset = 0;
     return true;
   }
@@ -480,12 +492,14 @@ export class MediaSession extends EventEmitter<{
 /** What MediaSession needs of a jitter buffer (both kinds fit). */
 interface JitterBuffer {
   push(packet: JitterPacket, arrivalMs: number): void;
-  pop(lastWasQuiet: boolean): AdaptivePlayout;
+  pop(lastWasQuiet: boolean, nowMs: number): AdaptivePlayout;
   setPacketDuration(samples: number): void;
   reset(): void;
   stats(): {
     packetsLost: number;
     packetsLate: number;
+    packetsDuplicate: number;
+    packetsDiscarded: number;
     jitterMs: number;
     targetMs: number;
     bufferedMs: number;

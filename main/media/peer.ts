@@ -8,12 +8,15 @@ import {
 } from 'werift';
 import type { IceServer } from '../../common/protocol/signaling';
 import type { TransportKind } from '../../common/call';
-import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, withPtime } from './rtp-opus';
+import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, RED_FMTP, RED_PAYLOAD_TYPE, withPtime } from './rtp-opus';
 
 /**
  * The WebRTC transport of one call: a werift RTCPeerConnection (ICE RFC 8445
- * with trickle, DTLS-SRTP RFC 5764) with one audio transceiver offering only
- * Opus (RFC 7587).
+ * with trickle, DTLS-SRTP RFC 5764) with one audio transceiver offering Opus
+ * (RFC 7587) wrapped in RFC 2198 redundancy (`red`, preferred) or plain. When
+ * `red` is negotiated werift wraps every packet we write with the previous
+ * {@link Peer.setRedundancy} frames and unwraps (and de-duplicates) what it
+ * receives, so the media session sees plain Opus packets either way.
  */
 export interface PeerOptions {
   iceServers: IceServer[];
@@ -46,6 +49,13 @@ export class Peer {
       codecs: {
         audio: [
           new RTCRtpCodecParameters({
+            mimeType: 'audio/red',
+            clockRate: OPUS_CLOCK_RATE,
+            channels: 2,
+            payloadType: RED_PAYLOAD_TYPE,
+            parameters: RED_FMTP,
+          }),
+          new RTCRtpCodecParameters({
             mimeType: 'audio/opus',
             clockRate: OPUS_CLOCK_RATE,
             channels: 2,
@@ -74,6 +84,19 @@ export class Peer {
       this.remoteTrack = track;
       for (const l of this.rtpListeners) track.onReceiveRtp.subscribe((rtp) => l(rtp));
     });
+  }
+
+  /**
+   * How many earlier frames each packet repeats when `red` was negotiated
+   * (0–2; werift's RED encoder). Without `red` it has no effect.
+   */
+  setRedundancy(distance: number): void {
+    this.transceiver.sender.redDistance = Math.max(0, Math.min(2, Math.round(distance)));
+  }
+
+  /** Whether the packets we send are RFC 2198 redundant audio (both sides offered `red`). */
+  get sendsRedundancy(): boolean {
+    return this.transceiver.sender.codec?.name.toLowerCase() === 'red';
   }
 
   /** Received RTP of the remote audio track (SRTP already removed). */

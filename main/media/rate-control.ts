@@ -11,7 +11,17 @@
  * - bitrate steps down from `baseBitrate` to 24 kb/s when L > 10 % and to
  *   16 kb/s when L > 20 % (fewer bits for the primary stream leaves room for
  *   FEC and eases congestion), and steps back up one level after 10 s with
- *   L < 5 %.
+ *   L < 5 %;
+ * - RFC 2198 redundancy (when the peer negotiated `red`): each packet repeats
+ *   the previous frame from the start (an insurance until reports arrive),
+ *   the previous two as soon as L > 3 %, one as soon as L > 0.5 %; it steps
+ *   down only after 10 s of lower loss (none when L < 0.5 %). Opus in-band FEC rebuilds only the single
+ *   frame before a packet, and at a reduced quality; redundancy rebuilds a
+ *   burst of up to two lost packets exactly. Measured with bench/jitter-sim.ts
+ *   (9 seeds, two impaired legs): mean similarity under `mobile` (5 % loss in
+ *   bursts of 3 per leg) 0.785 → 0.816 with two frames of redundancy, under
+ *   `bad` (15 % per leg) 0.805 → 0.847; the price is up to 3× the audio
+ *   bitrate while the path loses packets.
  *
  * The round-trip time is given by the caller: RFC 3550 §6.4.1 derives it from
  * the report's LSR/DLSR and the send time of our SR; werift keeps that send
@@ -21,6 +31,8 @@
 export interface EncoderControl {
   setBitrate?(bitsPerSecond: number): void;
   setExpectedLossPercent?(percent: number): void;
+  /** Earlier frames repeated in each packet, 0–2 (RFC 2198). */
+  setRedundancy?(frames: number): void;
 }
 
 /** One RTCP report block about our stream (RFC 3550 §6.4.1). */
@@ -40,6 +52,8 @@ export interface NetworkView {
   remoteJitterMs: number;
   bitrate: number;
   lossHintPercent: number;
+  /** Earlier frames repeated in each packet (RFC 2198), 0–2. */
+  redundancy: number;
 }
 
 const LEVELS = [24_000, 16_000];
@@ -52,12 +66,15 @@ export class SendRateController {
   private level = 0; // 0 = base bitrate, 1 = 24k, 2 = 16k
   private calmSince: number | undefined;
   private hint: number;
+  private redundancy = 1;
+  private redCalmSince: number | undefined;
 
   constructor(
     private readonly encoder: EncoderControl,
     private readonly options: { baseBitrate: number; minLossHint: number; now?: () => number },
   ) {
     this.hint = options.minLossHint;
+    encoder.setRedundancy?.(this.redundancy);
   }
 
   /**
@@ -78,6 +95,7 @@ export class SendRateController {
       remoteJitterMs: this.remoteJitterMs,
       bitrate: this.bitrate(),
       lossHintPercent: this.hint,
+      redundancy: this.redundancy,
     };
   }
 
@@ -108,5 +126,24 @@ export class SendRateController {
       this.calmSince = undefined;
     }
     if (this.level !== before) this.encoder.setBitrate?.(this.bitrate());
+
+    const red = lossPct > 3 ? 2 : lossPct > 0.5 ? 1 : 0;
+    let nextRed = this.redundancy;
+    if (red > this.redundancy) {
+      nextRed = red;
+      this.redCalmSince = undefined;
+    } else if (red < this.redundancy) {
+      this.redCalmSince ??= now;
+      if (now - this.redCalmSince >= UP_AFTER_MS) {
+        nextRed = red;
+        this.redCalmSince = undefined;
+      }
+    } else {
+      this.redCalmSince = undefined;
+    }
+    if (nextRed !== this.redundancy) {
+      this.redundancy = nextRed;
+      this.encoder.setRedundancy?.(nextRed);
+    }
   }
 }

@@ -11,6 +11,14 @@ export const OPUS_CLOCK_RATE = 48_000;
 /** Dynamic payload type we offer for Opus (the value browsers use). */
 export const OPUS_PAYLOAD_TYPE = 111;
 export const OPUS_FMTP = 'minptime=10;useinbandfec=1';
+/**
+ * Dynamic payload type we offer for RFC 2198 redundant audio carrying Opus
+ * (`red/48000/2` with fmtp `111/111`, as browsers offer it): each packet also
+ * carries the previous one or two Opus frames, so a burst of up to that many
+ * lost packets is rebuilt exactly from the next packet that arrives.
+ */
+export const RED_PAYLOAD_TYPE = 63;
+export const RED_FMTP = `${OPUS_PAYLOAD_TYPE}/${OPUS_PAYLOAD_TYPE}`;
 
 /**
  * Turns encoded Opus frames into RTP packets (RFC 3550 §5.1, RFC 7587 §4.2):

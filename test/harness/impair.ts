@@ -667,6 +667,21 @@ export interface ImpairRelay {
   /** The profiles in force. */
   profiles(): { toServer: ImpairmentProfile; toClient: ImpairmentProfile };
   /**
+   * Restarts every random decision from `seed`: each existing flow n (in order
+   * of first datagram) gets fresh models seeded mixSeed(seed, n, d), and new
+   * flows use `seed` too. Two runs that reseed with the same seed before the
+   * same traffic see the same loss and delay draws (benchmarks give both
+   * engines the same seeds this way). The per-flow counters restart with the
+   * models; datagrams already scheduled keep their times.
+   */
+  reseed(seed: number): void;
+  /**
+   * Closes every flow (its upstream socket; coturn's allocation on it is
+   * abandoned), so the next client seen is flow 0 again. Call between calls,
+   * never during one.
+   */
+  forgetFlows(): void;
+  /**
    * `cut(true)` drops every datagram in both directions, including those
    * already scheduled (a path failure); `cut(false)` restores forwarding.
    */
@@ -745,7 +760,8 @@ const emptyTally = (): Tally => ({
  * @throws Error when the listening socket cannot be bound, RangeError for an invalid profile.
  */
 export async function startImpairRelay(options: ImpairRelayOptions): Promise<ImpairRelay> {
-  const { upstream, seed = 1, listenHost = LOOPBACK, listenPort = 0 } = options;
+  const { upstream, listenHost = LOOPBACK, listenPort = 0 } = options;
+  let seed = options.seed ?? 1;
   const initial = options.profile ?? 'clean';
   const profiles: Record<Direction, ImpairmentProfile> =
     typeof initial === 'object' && 'toServer' in initial
@@ -877,6 +893,20 @@ export async function startImpairRelay(options: ImpairRelayOptions): Promise<Imp
       }
     },
     profiles: () => ({ ...profiles }),
+    reseed(next) {
+      seed = next;
+      let index = 0;
+      for (const flow of flows.values()) {
+        flow.models.toServer = new ImpairmentModel(profiles.toServer, mixSeed(seed, index, 0));
+        flow.models.toClient = new ImpairmentModel(profiles.toClient, mixSeed(seed, index, 1));
+        index++;
+      }
+    },
+    forgetFlows() {
+      scheduler.clear();
+      for (const flow of flows.values()) flow.socket.close();
+      flows.clear();
+    },
     cut(on) {
       isCut = on;
       if (on) for (const packet of scheduler.clear()) tallies[packet.direction].cutInFlight++;

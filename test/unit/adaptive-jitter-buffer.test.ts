@@ -52,7 +52,7 @@ function simulate(jb: AdaptiveJitterBuffer, o: SimOptions) {
       const { i, at } = arrivals[next++]!;
       jb.push({ sequenceNumber: i & 0xffff, timestamp: (1000 + i * F) >>> 0, payload: Buffer.from([i & 0xff]) }, at);
     }
-    const item = jb.pop(lastQuiet);
+    const item = jb.pop(lastQuiet, t);
     lastQuiet = o.quiet?.(k) ?? false;
     const st = jb.stats();
     out.push({ t, item, bufferedMs: st.bufferedMs, targetMs: st.targetMs });

@@ -5,7 +5,11 @@ function setup() {
   const calls: string[] = [];
   let t = 0;
   const c = new SendRateController(
-    { setBitrate: (b) => calls.push(`bitrate ${b}`), setExpectedLossPercent: (p) => calls.push(`loss ${p}`) },
+    {
+      setBitrate: (b) => calls.push(`bitrate ${b}`),
+      setExpectedLossPercent: (p) => calls.push(`loss ${p}`),
+      setRedundancy: (n) => calls.push(`red ${n}`),
+    },
     { baseBitrate: 32_000, minLossHint: 2, now: () => t },
   );
   return { c, calls, advance: (ms: number) => (t += ms) };
@@ -35,6 +39,26 @@ describe('SendRateController', () => {
     expect(calls).toContain('bitrate 16000');
     expect(calls).toContain('bitrate 24000');
     expect(calls.at(-1)).toMatch(/bitrate 32000|loss 2/);
+  });
+
+  it('repeats one frame per packet from the start, two under bursty loss, none after a calm 10 s', () => {
+    const { c, calls, advance } = setup();
+    expect(calls).toEqual(['red 1']);
+    for (let i = 0; i < 3; i++) c.onReport(block(0.1));
+    expect(c.view().redundancy).toBe(2);
+    for (let i = 0; i < 5; i++) {
+      advance(1000);
+      c.onReport(block(0));
+    }
+    expect(c.view().redundancy).toBe(2); // not before 10 s of lower loss
+    for (let i = 0; i < 30; i++) {
+      advance(1000);
+      c.onReport(block(0));
+    }
+    expect(c.view().redundancy).toBe(0);
+    expect(calls.filter((x) => x.startsWith('red'))).toEqual(['red 1', 'red 2', 'red 0']);
+    c.onReport(block(0.05));
+    expect(c.view().redundancy).toBeGreaterThan(0);
   });
 
   it('reports the round-trip time it is given, and ignores nonsense', () => {
