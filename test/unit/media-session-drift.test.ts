@@ -34,8 +34,7 @@ function driftRun(senderRate: number, seconds: number) {
   }) as unknown as AudioSink;
   const sentAt = new Map<number, number>(); // packet index → send time on the receiver's clock
   const delays: { at: number; delay: number; targetMs: number }[] = [];
-  let session: MediaSession;
-  session = new MediaSession(peer, {
+  const session: MediaSession = new MediaSession(peer, {
     frameMs: 20,
     source,
     sink,
