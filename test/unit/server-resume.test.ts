@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { RecoveredCall } from '../../server/open-calls';
 import { CallResumption } from '../../server/resume';
 
 const A = { accountId: 'acc-a', username: 'alice', deviceId: 'dev-a' };
 const B = { accountId: 'acc-b', username: 'bob', deviceId: 'dev-b' };
-const answered = { callId: 'c1', callerAccountId: 'acc-a', devices: ['dev-a', 'dev-b'], answeredAt: 1000 };
+const answered: RecoveredCall = { callId: 'c1', callerAccountId: 'acc-a', devices: ['dev-a', 'dev-b'], answeredAt: 1000 };
 
-function setup(calls = [answered], graceMs = 10_000) {
+function setup(calls: RecoveredCall[] = [answered], graceMs = 10_000) {
   const events: string[] = [];
   const r = new CallResumption(calls, graceMs, {
     resume: (c, caller, callee) => events.push(`resume ${c.callId} ${caller.username}→${callee.username}`),
