@@ -71,8 +71,10 @@ export class CallResumption {
   onHello(peer: PeerInfo, reported: readonly string[], known: (callId: string) => boolean): string[] {
     const tell: string[] = [];
     const listed = new Set(reported);
+    const handled = new Set<string>();
     for (const [callId, p] of [...this.pending]) {
       if (!p.call.devices.includes(peer.deviceId)) continue;
+      handled.add(callId);
       if (listed.has(callId)) {
         p.confirmed.set(peer.deviceId, peer);
         if (p.confirmed.size === 2) {
@@ -92,7 +94,7 @@ export class CallResumption {
       }
     }
     for (const callId of listed) {
-      if (!this.pending.has(callId) && !known(callId)) tell.push(callId);
+      if (!handled.has(callId) && !this.pending.has(callId) && !known(callId)) tell.push(callId);
     }
     return tell;
   }
