@@ -115,6 +115,8 @@ export interface ParleyErrorData {
   reason: ErrorReason;
   /** Seconds to wait before retrying, with `rate_limited`. */
   retryAfter?: number;
+  /** The same seconds under the name the call-policy specification uses (issue 4: `rate_limited` with `retry_after`). */
+  retry_after?: number;
   /** Which field was wrong, with `invalid_params`. */
   issues?: { path: string; message: string }[];
   /**
@@ -139,6 +141,7 @@ export class ParleyError extends Error {
     this.reason = reason;
     this.code = codeByReason[reason];
     this.data = { reason, ...extra };
+    if (extra.retryAfter !== undefined) this.data.retry_after = extra.retryAfter;
   }
 
   /** The JSON-RPC 2.0 error object (§5.1) for this error. */

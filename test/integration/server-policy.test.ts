@@ -53,7 +53,8 @@ describe('policy: call-creation rate per account', () => {
     for (let i = 0; i < 2; i++) {
       const err = await invite(alice, bob.username).catch((e: unknown) => e);
       expect(err).toMatchObject({ reason: 'rate_limited', code: -32008 });
-      const retryAfter = (err as { data: { retryAfter: number } }).data.retryAfter;
+      const retryAfter = (err as { data: { retryAfter: number; retry_after: number } }).data.retryAfter;
+      expect((err as { data: { retry_after: number } }).data.retry_after).toBe(retryAfter);
       expect(retryAfter).toBeGreaterThanOrEqual(1);
       expect(retryAfter).toBeLessThanOrEqual(10);
       expect((err as Error).message).toBe(
