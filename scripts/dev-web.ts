@@ -40,6 +40,10 @@ async function main(): Promise<void> {
     dataDir,
     secrets: keychainStore(),
     audio,
+    sounds: {
+      ringtone: resolve(import.meta.dirname, '../resources/sounds/ringtone.wav'),
+      ringback: resolve(import.meta.dirname, '../resources/sounds/ringback.wav'),
+    },
     media: { loopbackOnly: args.loopback },
     deviceName: 'Parley (browser bridge)',
   });

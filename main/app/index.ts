@@ -43,11 +43,14 @@ const pageUrl = devServerUrl ?? pathToFileURL(rendererIndex).href;
 /** True when an IPC message comes from the top-level frame of our own page. */
 export const isTrustedSender: (frame: WebFrameMain | null) => boolean = makeSenderCheck(pageUrl);
 
-/** Tray images: resources/tray/<image>.png (extraResources in a package). */
-function trayImagePath(image: TrayImage): string {
-  const packaged = join(process.resourcesPath ?? '', 'tray', `${image}.png`);
-  return existsSync(packaged) ? packaged : fileURLToPath(new URL(`../../resources/tray/${image}.png`, import.meta.url));
+/** A file of resources/<folder> (extraResources in a package, the repository's resources/ in development). */
+function resourcePath(folder: 'tray' | 'sounds', file: string): string {
+  const packaged = join(process.resourcesPath ?? '', folder, file);
+  return existsSync(packaged) ? packaged : fileURLToPath(new URL(`../../resources/${folder}/${file}`, import.meta.url));
 }
+
+/** Tray images: resources/tray/<image>.png. */
+const trayImagePath = (image: TrayImage): string => resourcePath('tray', `${image}.png`);
 
 // Every renderer runs in Chromium's sandbox, whatever a window asks for.
 app.enableSandbox();
@@ -91,6 +94,7 @@ async function start(): Promise<void> {
     dataDir: app.getPath('userData'),
     secrets: keychainStore(),
     audio,
+    sounds: { ringtone: resourcePath('sounds', 'ringtone.wav'), ringback: resourcePath('sounds', 'ringback.wav') },
     deviceName: `Parley desktop (${process.platform})`,
   });
 

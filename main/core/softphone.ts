@@ -31,6 +31,7 @@ import {
   TEST_TONE,
   type PlayingSound,
 } from '../media/tones';
+import { readWavFile } from '../../native/audio-device';
 import { DEFAULT_OPUS, mediaPlatform, type LocalAudio, type OpusSettings } from '../media/platform';
 import type { DeviceList } from '../media/audio-router';
 
@@ -48,6 +49,8 @@ export interface SoftphoneOptions {
   opus?: OpusSettings;
   /** Media settings for calls (defaults: 20 ms frames, adaptive jitter buffer, 30 s media timeout). */
   media?: Partial<MediaConfig>;
+  /** Ringtone and ringback WAV files (resources/sounds); the built-in cadences when absent. */
+  sounds?: { ringtone?: string; ringback?: string };
   /** Name this device gets on the server at sign-in. */
   deviceName?: string;
   /** Answer every incoming call (automation only). */
@@ -410,12 +413,35 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     void this.stopTone();
     const s = this.settingsStore.get();
     const device = this.outputName(kind === 'ringtone' ? s.ringDevice : s.outputDevice);
-    const pcm = renderCadence(kind === 'ringtone' ? RINGTONE : RINGBACK, (kind === 'ringtone' ? s.ringVolume : s.outputVolume) * 0.4);
-    const playing = playPcm(pcm, { device, loop: true }).catch((e: unknown) => {
+    const gain = (kind === 'ringtone' ? s.ringVolume : s.outputVolume) * 0.45;
+    const playing = this.toneSamples(kind, gain)
+      .then((pcm) => playPcm(pcm, { device, loop: true }))
+      .catch((e: unknown) => {
       this.emit('notice', { level: 'warning', message: `cannot play the ${kind}: ${(e as Error).message}` });
       return undefined;
     });
     this.tone = { callId, playing };
+  }
+
+  /**
+   * The ringtone or ringback at `gain` (0–1 of full scale): the WAV from
+   * `options.sounds` (resources/sounds, 48 kHz mono s16, rendered by
+   * scripts/make-sounds.ts), else the same cadence rendered here.
+   */
+  private async toneSamples(kind: 'ringtone' | 'ringback', gain: number): Promise<Int16Array> {
+    const path = this.options.sounds?.[kind];
+    if (path) {
+      try {
+        const wav = await readWavFile(path);
+        let peak = 1;
+        for (const v of wav) peak = Math.max(peak, Math.abs(v));
+        const k = (gain * 32767) / peak;
+        return wav.map((v) => Math.round(v * k));
+      } catch (e) {
+        this.emit('notice', { level: 'warning', message: `the ${kind} file cannot be read (${(e as Error).message}); using the built-in one` });
+      }
+    }
+    return renderCadence(kind === 'ringtone' ? RINGTONE : RINGBACK, gain);
   }
 
   /** Stops the ringtone/ringback and waits until its device is released. */

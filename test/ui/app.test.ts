@@ -44,6 +44,8 @@ beforeAll(async () => {
     startUi({ env: { ...pulse.clientEnv('a'), ...keyring.env }, label: 'alice' }),
     startClient({ name: 'bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
   ]);
+  // Alice rings on separate speakers (a common ask: ring on the speakers, talk on the headset).
+  await pulse.pactl('load-module', 'module-null-sink', 'sink_name=ui_ringer', 'rate=48000', 'channels=1', 'sink_properties=device.description=Desk-speakers');
   // What Bob hears tells whether Alice's microphone is open.
   playing = pulse.play('a_in', noise).catch(() => {});
 });
@@ -55,6 +57,16 @@ afterAll(async () => {
   void playing;
   if (dir) removeTempDir(dir);
 });
+
+/** RMS (fraction of full scale) of what plays on Alice's ringing output (`ui_ringer`), over `seconds`. */
+async function ringerRms(seconds = 1.5): Promise<number> {
+  const path = join(dir, `ringer-${Date.now()}.wav`);
+  const rec = await pulse.record('ui_ringer.monitor', path, 1);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  await rec.stop();
+  const s = readWav(path).samples;
+  return rms(s.subarray(Math.floor(s.length * 0.2)));
+}
 
 /** RMS (fraction of full scale) of what a client plays on its speaker, over `seconds`. */
 async function speakerRms(which: 'bobSpeaker' | 'aliceSpeaker', seconds = 1.2): Promise<number> {
@@ -114,10 +126,10 @@ describe('the desktop UI through the development bridge', () => {
     await p.locator('#s-in option[value="a_mic"]').waitFor({ state: 'attached' });
     await p.getByLabel('Microphone', { exact: true }).selectOption('a_mic');
     await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
-    await p.getByLabel('Ring on').selectOption('a_spk');
+    await p.getByLabel('Ring on').selectOption('ui_ringer');
     await waitFor('settings saved', async () => {
       const saved = JSON.parse(readFileSync(join(ui.dataDir, 'settings.json'), 'utf8')) as Record<string, unknown>;
-      return saved.inputDevice === 'a_mic' && saved.outputDevice === 'a_spk' && saved.ringDevice === 'a_spk' ? true : undefined;
+      return saved.inputDevice === 'a_mic' && saved.outputDevice === 'a_spk' && saved.ringDevice === 'ui_ringer' ? true : undefined;
     }, 5_000);
     await p.getByRole('button', { name: 'Test microphone' }).click();
     await p.getByRole('button', { name: 'Stop microphone test' }).waitFor();
@@ -266,8 +278,10 @@ describe('the desktop UI through the development bridge', () => {
     const dialog = p.getByRole('alertdialog');
     await dialog.waitFor({ timeout: 15_000 });
     expect(await dialog.innerText()).toContain('bob');
-    // The ringtone plays through the core's own audio path, on Alice's speaker.
-    expect(await speakerRms('aliceSpeaker', 1.5)).toBeGreaterThan(0.01);
+    // The ringtone plays through the core's own audio path, on the output chosen for ringing — not the call's.
+    const [ringer, speaker] = await Promise.all([ringerRms(), speakerRms('aliceSpeaker', 1.5)]);
+    expect(ringer).toBeGreaterThan(0.01);
+    expect(speaker).toBeLessThan(0.002);
     await ui.screen('incoming');
     await expectNoSeriousA11yViolations('incoming');
     await p.getByRole('button', { name: 'Decline call from bob' }).click();
@@ -283,7 +297,7 @@ describe('the desktop UI through the development bridge', () => {
     const dialog = p.getByRole('alertdialog');
     await dialog.waitFor({ timeout: 15_000 });
     expect(await dialog.innerText()).toContain('not ringing');
-    expect(await speakerRms('aliceSpeaker', 1.5)).toBeLessThan(0.002);
+    expect(await ringerRms()).toBeLessThan(0.002);
     await ui.screen('incoming-do-not-disturb');
     await bob.request('end_call', { callId });
     await bob.waitForCall(callId, (s) => s.state === 'ended');
