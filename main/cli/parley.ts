@@ -215,7 +215,7 @@ program
       const contacts = new ContactBook(signaling);
       const sessions = new DeviceSessions(signaling);
       sessions.on('token', ({ token }) => {
-        secrets.set(tokenKey(session), token).catch((e: unknown) => console.error(`[session] cannot keep the new token: ${String(e)}`));
+        secrets.set(tokenKey(session), token).catch((e: unknown) => console.error(`[session] the keychain refused the renewed sign-in: ${(e as Error).message}`));
       });
       sessions.on('ended', (why) => console.log(`[session] ended: ${why}; sign in again with "parley login"`));
       contacts.on('request', (r) => console.log(`[contacts] ${r.username} wants to be your contact ("parley contacts accept ${r.username}")`));
