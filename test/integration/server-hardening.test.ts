@@ -200,8 +200,15 @@ describe('hardening: new methods', () => {
         { timeout: 5_000 },
       )
       .toBe(ok);
-    const list = await flooder.client.request('contacts.list', {});
-    expect(list.outgoing.length).toBe(Math.min(30, ok));
+    // The flooder itself is served again once its bucket refills (it may still owe a few ms).
+    let list: Awaited<ReturnType<typeof flooder.client.request<'contacts.list'>>> | undefined;
+    for (let i = 0; i < 50 && !list; i++) {
+      list = await flooder.client.request('contacts.list', {}).catch((e: { reason?: string }) => {
+        if (e.reason !== 'rate_limited') throw e;
+        return new Promise<undefined>((r) => setTimeout(() => r(undefined), 100));
+      });
+    }
+    expect(list?.outgoing.length).toBe(Math.min(30, ok));
     await Promise.all([flooder, calm, ...bystanders].map((d) => d.client.close()));
   });
 });
