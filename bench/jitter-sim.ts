@@ -57,9 +57,11 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
   const frame = 48 * frameMs;
   const loss = 1 - (1 - meanLossRate((PROFILES[profile] as ImpairmentProfile).loss)) ** 2;
   // The rate controller's steady state for this loss (main/media/rate-control.ts).
-  const hint = Math.min(30, Math.max(10, Math.ceil(1.5 * loss * 100)));
-  const bitrate = loss * 100 > 20 ? 16_000 : loss * 100 > 10 ? 24_000 : 32_000;
-  const encoder = createOpusEncoder({ frameMs, bitrate, fec: true, expectedLossPercent: hint, complexity: 9 });
+  // With redundancy negotiated (as between Parley peers): hint min(5, L%), 24 kb/s above 20 % loss.
+  // SIM_HINT / SIM_BITRATE / SIM_FEC=0 override them.
+  const hint = Number(process.env.SIM_HINT ?? Math.min(5, Math.ceil(loss * 100)));
+  const bitrate = Number(process.env.SIM_BITRATE ?? (loss * 100 > 20 ? 24_000 : 32_000));
+  const encoder = createOpusEncoder({ frameMs, bitrate, fec: process.env.SIM_FEC !== '0', expectedLossPercent: hint, complexity: 9 });
   const decoder = createOpusDecoder();
   const sendTime = new Map<Buffer, number>();
   let clock = 0;
@@ -76,6 +78,7 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
     start: (p: () => Int16Array) => (pull = p),
     close: async () => undefined,
   }) as unknown as AudioSink;
+  const trace: string[] = [];
   const session = new MediaSession(peer, {
     frameMs,
     source,
@@ -100,12 +103,11 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
     });
   }
   session.start();
-  const trace: string[] = [];
   if (process.env.SIM_TRACE) {
-    const jb = (session as unknown as { jitter: { pop: (q: boolean) => { kind: string }; stats: () => { bufferedMs: number; targetMs: number } } }).jitter;
+    const jb = (session as unknown as { jitter: { pop: (q: boolean, now?: number) => { kind: string }; stats: () => { bufferedMs: number; targetMs: number } } }).jitter;
     const pop = jb.pop.bind(jb);
-    jb.pop = (q: boolean) => {
-      const item = pop(q);
+    jb.pop = (q: boolean, now?: number) => {
+      const item = pop(q, now);
       const st = jb.stats();
       trace.push(`${clock} ${item.kind} q=${q ? 1 : 0} buf=${st.bufferedMs} tgt=${st.targetMs} acc=${(st as { accelerateFrames?: number }).accelerateFrames} d=${delays[delays.length - 1] ?? ""}`);
       return item;
@@ -190,6 +192,7 @@ async function main(): Promise<void> {
     const c = { expand: 0, accel: 0, decel: 0, late: 0, lost: 0, fec: 0, plc: 0, target: 0 };
     const seeds = Number(args.seeds);
     for (let s = 0; s < seeds; s++) {
+      if (process.env.SIM_SEED !== undefined && Number(process.env.SIM_SEED) !== s) continue;
       const r = simulate(speech[s % speech.length]!, profile, 1000 + s, frameMs);
       sims.push(r.similarity);
       delays.push(...r.delays.slice(Math.floor(r.delays.length * 0.2)));

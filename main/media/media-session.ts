@@ -240,6 +240,8 @@ export class MediaSession extends EventEmitter<{
    */
   startSending(): void {
     this.sending = true;
+    // The answer is applied by now: the encoder policy depends on whether packets carry redundancy.
+    this.rate.setRedundancyNegotiated(this.peer.sendsRedundancy === true);
     this.lastRtpAt = this.now();
     const timeout = this.options.mediaTimeoutMs ?? 30_000;
     const stallAfter = Math.min(STALL_MS, timeout / 2);

@@ -41,7 +41,10 @@ export async function renderSpeech(
   try {
     const raw = join(tmp, 'espeak.wav');
     await run('espeak-ng', ['-v', voice, '-w', raw, '--', text]);
+    // -R: repeatable dither (sox otherwise seeds its dither randomly, and the same
+    // sentence came out different by an LSB here and there from run to run).
     await run('sox', [
+      '-R',
       raw,
       '-r',
       String(SPEECH_RATE),

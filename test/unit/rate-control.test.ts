@@ -61,6 +61,24 @@ describe('SendRateController', () => {
     expect(c.view().redundancy).toBeGreaterThan(0);
   });
 
+  it('with redundancy negotiated, keeps the loss hint low and the bitrate up (RFC 2198 repairs the losses)', () => {
+    const { c, calls } = setup();
+    c.setRedundancyNegotiated(true);
+    expect(c.view().lossHintPercent).toBe(0); // no floor: a clean path gets the whole bitrate
+    expect(calls).toContain('loss 0');
+    for (let i = 0; i < 10; i++) c.onReport(block(0.025)); // 6/256 = 2.3 % a report, smoothed to 2.28 %
+    expect(c.view().lossHintPercent).toBe(3); // follows the loss, 1:1 (ceil)
+    for (let i = 0; i < 10; i++) c.onReport(block(0.15));
+    expect(c.view().lossHintPercent).toBe(5); // capped
+    expect(c.view().bitrate).toBe(32_000); // no step at 10–20 %
+    for (let i = 0; i < 10; i++) c.onReport(block(0.3));
+    expect(c.view().bitrate).toBe(24_000); // one step above 20 %, never 16 kb/s
+    expect(calls).not.toContain('bitrate 16000');
+    expect(c.view().redundancy).toBe(2);
+    c.setRedundancyNegotiated(false); // e.g. a renegotiation without `red`: the FEC ladder again
+    expect(c.view().lossHintPercent).toBe(30);
+  });
+
   it('reports the round-trip time it is given, and ignores nonsense', () => {
     const { c } = setup();
     c.onReport(block(0), 120);
