@@ -98,7 +98,7 @@ export const CallStatus = z.object({
   firstAudioAt: z.number().optional(),
   endedAt: z.number().optional(),
   transport: TransportKind.optional(),
-  /** Whether audio from the peer is flowing (`reconnecting` after 3 s without any), while connected. */
+  /** Whether audio from the peer is flowing (`reconnecting` after 1 s without any, while ICE restarts), while connected. */
   media: z.enum(['connected', 'reconnecting']).optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),

@@ -72,6 +72,44 @@ interface Call {
   localCandidates: (CandidateInit | null)[] | undefined;
   /** End-to-end sealing state: every SDP and candidate of the call goes through it (none for a call refused on arrival). */
   sealed: SealedCall | undefined;
+  /** An ICE restart under way (a second transport, connecting while the first one is kept). */
+  restart?: IceRestart;
+  /** ICE restarts begun on this side so far (picks the relay to try next). */
+  restarts: number;
+}
+
+/**
+ * One ICE restart (RFC 8445 §2.4; JSEP RFC 8829 §3.5.1, done as a new
+ * transport): a new peer connection that gathers on the next relay and runs
+ * ICE and DTLS while the old one stays in place, make before break.
+ */
+interface IceRestart {
+  /** Undefined for the moment between a remote offer and our new peer. */
+  peer: Peer | undefined;
+  /** The remote SDP of the new transport (sealed offer or answer), once known. */
+  remoteSdp: string | undefined;
+  /** Remote candidates that came before the remote SDP was applied; undefined once applied. */
+  pending: CandidateInit[] | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** An ICE restart that has not connected in this long is given up (and, by the caller, tried on the next relay), ms. */
+const RESTART_TIMEOUT_MS = 5000;
+
+/**
+ * The ICE servers with the TURN URLs rotated by `attempt`: werift uses the
+ * first TURN URL it is given, so restart n tries the n-th relay the server
+ * listed (another path when the one in use disappeared).
+ */
+export function rotateRelays(servers: IceServer[], attempt: number): IceServer[] {
+  return servers.map((s) => {
+    const urls = Array.isArray(s.urls) ? s.urls : [s.urls];
+    const turn = urls.filter((u) => /^turns?:/.test(u));
+    if (turn.length < 2) return s;
+    const k = attempt % turn.length;
+    const rotated = [...turn.slice(k), ...turn.slice(0, k)];
+    return { ...s, urls: [...rotated, ...urls.filter((u) => !/^turns?:/.test(u))] };
+  });
 }
 
 /** A call's sealing state. @throws SealError when the call has none (it was refused on arrival). */
@@ -101,6 +139,8 @@ export class CallEngine extends EventEmitter<{
   levels: [AudioLevels & { callId: string }];
 }> {
   private readonly calls = new Map<string, Call>();
+  /** Transports replaced by an ICE restart or given up. */
+  private readonly retired = new WeakSet<Peer>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
   private micOpen = true;
@@ -161,6 +201,7 @@ export class CallEngine extends EventEmitter<{
       },
       localCandidates: [],
       sealed: this.e2ee.outgoingCall(id, to, devices),
+      restarts: 0,
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
@@ -336,6 +377,7 @@ export class CallEngine extends EventEmitter<{
         status,
         localCandidates: undefined,
         sealed: undefined,
+        restarts: 0,
       };
       this.calls.set(placeholder.id, placeholder);
       this.securityFailure(placeholder, e);
@@ -350,6 +392,7 @@ export class CallEngine extends EventEmitter<{
       status,
       localCandidates: undefined,
       sealed: opened.call,
+      restarts: 0,
     };
     opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
@@ -415,6 +458,9 @@ export class CallEngine extends EventEmitter<{
       this.securityFailure(call, e);
       return;
     }
+    // After the answer the same sealed channel carries ICE restarts: the caller's new offer, the callee's answer.
+    if (content.type === 'offer') return this.onRestartOffer(call, content.sdp);
+    if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp);
     if (content.type !== 'candidate') return;
     const init: CandidateInit = {
       candidate: content.candidate,
@@ -422,8 +468,173 @@ export class CallEngine extends EventEmitter<{
       sdpMLineIndex: content.sdpMLineIndex ?? null,
     };
     const d = call.data;
+    const restart = call.restart;
     if (d.name === 'incoming') d.candidates.push(init);
-    else await d.peer.addCandidate(init).catch(() => {});
+    else if (restart) {
+      // Once a restart began, the peer's candidates are for its new transport.
+      if (restart.pending || !restart.peer) (restart.pending ??= []).push(init);
+      else await restart.peer.addCandidate(init).catch(() => {});
+    } else await d.peer.addCandidate(init).catch(() => {});
+  }
+
+  // ---- media path repair (ICE restart) ---------------------------------------
+
+  /**
+   * The media path of an answered call broke: no RTP for a second, or ICE
+   * reports the transport failed (the relay in use disappeared, a network
+   * changed). The call says `reconnecting`, and the caller — only the caller,
+   * so the two sides never offer at once — restarts ICE on a new transport
+   * through the next relay. The call is not ended here: audio coming back
+   * says `connected`, and only `mediaTimeoutMs` without any ends it `failed`.
+   */
+  private onMediaLost(call: Call): void {
+    if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    if (call.status.media !== 'reconnecting') {
+      call.status.media = 'reconnecting';
+      this.publish(call);
+    }
+    if (call.direction === 'outgoing' && !call.restart) void this.restartIce(call);
+  }
+
+  /** Caller side: a new transport, offered sealed over the call's candidate channel. */
+  private async restartIce(call: Call): Promise<void> {
+    if ((call.data.name !== 'active' && call.data.name !== 'held') || call.restart || !call.sealed?.boundDevice) return;
+    const restart: IceRestart = { peer: undefined, remoteSdp: undefined, pending: [], timer: undefined };
+    call.restart = restart;
+    this.armRestart(call, restart);
+    try {
+      const attempt = ++call.restarts;
+      const iceServers = rotateRelays(await this.iceServers(), attempt);
+      if (call.restart !== restart) return;
+      const peer = this.newPeer(iceServers);
+      restart.peer = peer;
+      // Our new candidates follow the offer in the sealed sequence (queued until it is sent).
+      call.localCandidates = [];
+      this.trickle(call, peer);
+      const offer = await peer.createOffer();
+      if (call.restart !== restart) return;
+      this.sendSealed(call, { type: 'offer', sdp: offer.sdp });
+      this.flushCandidates(call);
+      this.awaitRestart(call, restart, peer);
+    } catch {
+      // No relay credentials (signaling down) or werift refused: the timer tries again.
+    }
+  }
+
+  /** Callee side: the caller offers a new transport; answer it on our next relay. */
+  private async onRestartOffer(call: Call, sdp: string): Promise<void> {
+    if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    if (call.restart) this.dropRestart(call, call.restart);
+    // Registered at once: the candidates that follow the offer wait for the new peer.
+    const restart: IceRestart = { peer: undefined, remoteSdp: sdp, pending: [], timer: undefined };
+    call.restart = restart;
+    this.armRestart(call, restart);
+    if (call.status.media !== 'reconnecting') {
+      call.status.media = 'reconnecting';
+      this.publish(call);
+    }
+    try {
+      const attempt = ++call.restarts;
+      const iceServers = rotateRelays(await this.iceServers(), attempt);
+      if (call.restart !== restart) return;
+      const peer = this.newPeer(iceServers);
+      restart.peer = peer;
+      call.localCandidates = [];
+      this.trickle(call, peer);
+      const answer = await peer.acceptOffer(sdp);
+      for (const c of restart.pending ?? []) await peer.addCandidate(c).catch(() => {});
+      restart.pending = undefined;
+      if (call.restart !== restart) return;
+      this.sendSealed(call, { type: 'answer', sdp: answer.sdp });
+      this.flushCandidates(call);
+      this.awaitRestart(call, restart, peer);
+    } catch {
+      // The caller's timer offers again.
+    }
+  }
+
+  /** Caller side: the callee's answer to our restart offer. */
+  private async onRestartAnswer(call: Call, sdp: string): Promise<void> {
+    const restart = call.restart;
+    if (!restart?.peer || restart.remoteSdp !== undefined || call.direction !== 'outgoing') return;
+    restart.remoteSdp = sdp;
+    try {
+      await restart.peer.acceptAnswer(sdp);
+      for (const c of restart.pending ?? []) await restart.peer.addCandidate(c).catch(() => {});
+      restart.pending = undefined;
+    } catch {
+      this.dropRestart(call, restart);
+    }
+  }
+
+  /** A restart that has not connected in RESTART_TIMEOUT_MS is dropped; the caller then tries the next relay. */
+  private armRestart(call: Call, restart: IceRestart): void {
+    restart.timer = setTimeout(() => {
+      if (call.restart !== restart) return;
+      this.dropRestart(call, restart);
+      if (call.direction === 'outgoing' && call.status.media === 'reconnecting') void this.restartIce(call);
+    }, RESTART_TIMEOUT_MS);
+    restart.timer.unref();
+  }
+
+  /** Closes a restart's transport and forgets it (superseded, timed out, or the call ended). */
+  private dropRestart(call: Call, restart: IceRestart): void {
+    clearTimeout(restart.timer);
+    if (call.restart === restart) call.restart = undefined;
+    if (call.localCandidates?.length === 0) call.localCandidates = undefined; // nothing of the old transport queued
+    if (restart.peer) {
+      this.retired.add(restart.peer);
+      void restart.peer.close();
+    }
+  }
+
+  /**
+   * When the new transport connects: the same end-to-end check as the first
+   * one (RFC 8827 §6.5: its DTLS certificate must match the fingerprint in the
+   * sealed SDP), then the audio moves onto it and the old one is closed.
+   */
+  private awaitRestart(call: Call, restart: IceRestart, peer: Peer): void {
+    peer.connected(RESTART_TIMEOUT_MS).then(
+      () => {
+        const d = call.data;
+        if (call.restart !== restart || (d.name !== 'active' && d.name !== 'held')) return;
+        if (checkFingerprint(peer.remoteCertificate(), restart.remoteSdp ?? '') !== 'match') {
+          this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
+          return;
+        }
+        clearTimeout(restart.timer);
+        call.restart = undefined;
+        const old = d.peer;
+        d.media.replacePeer(peer);
+        d.peer = peer;
+        sealedOf(call).remoteSdp = restart.remoteSdp;
+        call.status.transport = peer.transportKind();
+        this.watchTransport(call, peer);
+        this.retired.add(old);
+        void old.close();
+        // ICE said the old path failed while audio still came: nothing to wait for.
+        if (!d.media.isStalled()) call.status.media = 'connected';
+        this.publish(call);
+      },
+      () => {
+        // Timed out or failed: the restart timer (or the next offer) takes it from here.
+      },
+    );
+  }
+
+  /** ICE on the call's transport failed or was lost: repair the path (the media timeout ends the call if it cannot be). */
+  private watchTransport(call: Call, peer: Peer): void {
+    peer.pc.connectionStateChange.subscribe((state) => {
+      const d = call.data;
+      if ((d.name !== 'active' && d.name !== 'held') || d.peer !== peer) return;
+      if (state === 'failed' || state === 'disconnected') this.onMediaLost(call);
+    });
+  }
+
+  /** Sends sealed content to the bound peer device over the call's candidate channel. */
+  private sendSealed(call: Call, content: EnvelopeContent): void {
+    const sealed = sealedOf(call);
+    void this.signaling.request('call.candidate', { callId: call.id, envelope: sealed.sealFor(sealed.boundDevice!, content) }).catch(() => {});
   }
 
   // ---- internals -----------------------------------------------------------
@@ -475,10 +686,7 @@ export class CallEngine extends EventEmitter<{
     call.status.media = 'connected';
     call.status.transport = peer.transportKind();
     media.startSending();
-    media.on('mediaStalled', () => {
-      call.status.media = 'reconnecting';
-      this.publish(call);
-    });
+    media.on('mediaStalled', () => this.onMediaLost(call));
     media.on('mediaResumed', () => {
       call.status.media = 'connected';
       this.publish(call);
@@ -488,12 +696,7 @@ export class CallEngine extends EventEmitter<{
       this.hangupRemote(call, 'failed');
       this.finish(call.id, 'failed', `the connection to ${call.peerName} was lost (no audio for ${Math.round(this.config.mediaTimeoutMs / 1000)} s)`);
     });
-    peer.pc.connectionStateChange.subscribe((state) => {
-      if ((state === 'failed' || state === 'closed') && call.data.name !== 'ended') {
-        this.hangupRemote(call, 'failed');
-        this.finish(call.id, 'failed', 'the media connection was lost');
-      }
-    });
+    this.watchTransport(call, peer);
     this.publish(call);
   }
 
@@ -546,6 +749,7 @@ export class CallEngine extends EventEmitter<{
   private finish(callId: string, reason: EndReason, error?: string): void {
     const call = this.calls.get(callId);
     if (!call || call.data.name === 'ended') return;
+    if (call.restart) this.dropRestart(call, call.restart);
     if ('media' in call.data) call.status.stats = call.data.media.stats();
     call.status.transport ??= 'peer' in call.data ? call.data.peer.transportKind() : undefined;
     this.move(call, 'end', { name: 'ended', reason });
@@ -613,6 +817,7 @@ export class CallEngine extends EventEmitter<{
   private trickle(call: Call, peer: Peer): void {
     // The end of gathering is sent too (sealed, in sequence): then a dropped candidate is always noticed.
     peer.onCandidate((c) => {
+      if (this.retired.has(peer)) return; // a transport replaced or given up: its late candidates go nowhere
       if (call.localCandidates) call.localCandidates.push(c ?? null);
       else this.sendCandidate(call, c ?? null);
     });

@@ -158,7 +158,7 @@ export class MediaSession extends EventEmitter<{
   private reportedDelayMs: number | undefined;
 
   constructor(
-    private readonly peer: Peer,
+    private peer: Peer,
     private readonly options: MediaSessionOptions,
   ) {
     super();
@@ -173,7 +173,7 @@ export class MediaSession extends EventEmitter<{
       {
         setBitrate: (bps) => options.encoder.setBitrate?.(bps),
         setExpectedLossPercent: (pct) => options.encoder.setExpectedLossPercent?.(pct),
-        setRedundancy: (frames) => peer.setRedundancy?.(frames),
+        setRedundancy: (frames) => this.peer.setRedundancy?.(frames),
       },
       { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent },
     );
@@ -186,17 +186,7 @@ export class MediaSession extends EventEmitter<{
   start(): void {
     if (this.started) return;
     this.started = true;
-    this.peer.onRemoteRtp((rtp) => this.onRtp(rtp));
-    // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
-    const sender = this.peer.transceiver.sender;
-    sender.onRtcp.subscribe((packet) => {
-      if (this.closed || !('reports' in packet)) return;
-      // werift computes the RTT from the report and its own SR send time (a private field).
-      const rtt = (sender as unknown as { rtt?: number }).rtt;
-      for (const report of packet.reports) {
-        if (report.ssrc === sender.ssrc) this.rate.onReport(report, rtt !== undefined ? rtt * 1000 : undefined);
-      }
-    });
+    this.listen(this.peer);
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
     this.options.source.on('error', (e) => this.emit('deviceError', e));
     this.options.sink.on('error', (e) => this.emit('deviceError', e));
@@ -208,6 +198,43 @@ export class MediaSession extends EventEmitter<{
     // A new device has a new delay: measure again after a switch.
     this.options.source.onSwitched?.(() => void this.updateDeviceDelay());
     this.options.sink.onSwitched?.(() => void this.updateDeviceDelay());
+  }
+
+  /** Receives RTP and RTCP of `peer` while it is the session's transport. */
+  private listen(peer: Peer): void {
+    peer.onRemoteRtp((rtp) => {
+      if (peer === this.peer) this.onRtp(rtp);
+    });
+    // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
+    const sender = peer.transceiver.sender;
+    sender.onRtcp.subscribe((packet) => {
+      if (this.closed || peer !== this.peer || !('reports' in packet)) return;
+      // werift computes the RTT from the report and its own SR send time (a private field).
+      const rtt = (sender as unknown as { rtt?: number }).rtt;
+      for (const report of packet.reports) {
+        if (report.ssrc === sender.ssrc) this.rate.onReport(report, rtt !== undefined ? rtt * 1000 : undefined);
+      }
+    });
+  }
+
+  /** Whether no RTP has come for the stall time (the call shows "reconnecting"). */
+  isStalled(): boolean {
+    return this.stalled;
+  }
+
+  /**
+   * Moves the call's audio onto a new, connected transport (after an ICE
+   * restart onto another path): from now on frames are sent on `peer` and
+   * only its RTP is played. The old peer is the caller's to close. The far
+   * end's new SSRC restarts the jitter buffer (RFC 3550 §8.2); the encoder,
+   * the devices and our RTP sequence and timestamps carry on.
+   */
+  replacePeer(peer: Peer): void {
+    if (peer === this.peer || this.closed) return;
+    this.peer = peer;
+    if (this.started) this.listen(peer);
+    peer.setRedundancy?.(this.rate.view().redundancy);
+    if (this.sending) this.rate.setRedundancyNegotiated(peer.sendsRedundancy === true);
   }
 
   /**
@@ -254,7 +281,7 @@ export class MediaSession extends EventEmitter<{
         this.stalled = true;
         this.emit('mediaStalled');
       }
-    }, Math.min(500, stallAfter / 2));
+    }, Math.min(250, stallAfter / 2));
     this.watchdog.unref();
   }
 
@@ -554,8 +581,15 @@ function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output',
   m[`${key}N`]! += frame.length;
 }
 
-/** No RTP for this long and the media is reported as stalled ("reconnecting"), ms. */
-const STALL_MS = 3000;
+/**
+ * No RTP for this long and the media is reported as stalled ("reconnecting"),
+ * ms; the call engine then restarts ICE. The far end sends at least every
+ * DTX_KEEPALIVE_MS even in silence and on hold, and two impaired legs at 15 %
+ * loss each lose 50 packets in a row with probability ~1e-28, so a stall this
+ * long is the path, not the talker; short enough to keep a relay failover's
+ * audio gap under 2 s.
+ */
+const STALL_MS = 1000;
 
 /** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
 const QUIET_RMS = 164;
