@@ -14,7 +14,7 @@ import {
   type FrameDecoder,
   type FrameEncoder,
 } from '../media/media-session';
-import { Peer, type CandidateInit } from '../media/peer';
+import { Peer, type CandidateInit, type SessionDescription } from '../media/peer';
 import { estimateMos } from '../media/quality';
 import { nextCallState, type CallEvent } from './call-states';
 import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
@@ -503,19 +503,7 @@ export class CallEngine extends EventEmitter<{
     call.restart = restart;
     this.armRestart(call, restart);
     try {
-      const attempt = ++call.restarts;
-      const iceServers = rotateRelays(await this.iceServers(), attempt);
-      if (call.restart !== restart) return;
-      const peer = this.newPeer(iceServers);
-      restart.peer = peer;
-      // Our new candidates follow the offer in the sealed sequence (queued until it is sent).
-      call.localCandidates = [];
-      this.trickle(call, peer);
-      const offer = await peer.createOffer();
-      if (call.restart !== restart) return;
-      this.sendSealed(call, { type: 'offer', sdp: offer.sdp });
-      this.flushCandidates(call);
-      this.awaitRestart(call, restart, peer);
+      await this.buildRestart(call, restart, (peer) => peer.createOffer());
     } catch {
       // No relay credentials (signaling down) or werift refused: the timer tries again.
     }
@@ -534,23 +522,35 @@ export class CallEngine extends EventEmitter<{
       this.publish(call);
     }
     try {
-      const attempt = ++call.restarts;
-      const iceServers = rotateRelays(await this.iceServers(), attempt);
-      if (call.restart !== restart) return;
-      const peer = this.newPeer(iceServers);
-      restart.peer = peer;
-      call.localCandidates = [];
-      this.trickle(call, peer);
-      const answer = await peer.acceptOffer(sdp);
-      for (const c of restart.pending ?? []) await peer.addCandidate(c).catch(() => {});
-      restart.pending = undefined;
-      if (call.restart !== restart) return;
-      this.sendSealed(call, { type: 'answer', sdp: answer.sdp });
-      this.flushCandidates(call);
-      this.awaitRestart(call, restart, peer);
+      await this.buildRestart(call, restart, async (peer) => {
+        const answer = await peer.acceptOffer(sdp);
+        for (const c of restart.pending ?? []) await peer.addCandidate(c).catch(() => {});
+        restart.pending = undefined;
+        return answer;
+      });
     } catch {
       // The caller's timer offers again.
     }
+  }
+
+  /**
+   * Builds a restart's transport on the next relay and sends our side of it
+   * sealed (`describe` makes the offer, or the answer to the remote offer),
+   * with our new candidates after it in the sealed sequence.
+   * @throws when relay credentials cannot be had or werift refuses the description.
+   */
+  private async buildRestart(call: Call, restart: IceRestart, describe: (peer: Peer) => Promise<SessionDescription>): Promise<void> {
+    const iceServers = rotateRelays(await this.iceServers(), ++call.restarts);
+    if (call.restart !== restart) return;
+    const peer = this.newPeer(iceServers);
+    restart.peer = peer;
+    call.localCandidates = []; // queued until the description is sent
+    this.trickle(call, peer);
+    const description = await describe(peer);
+    if (call.restart !== restart) return;
+    this.sendSealed(call, description);
+    this.flushCandidates(call);
+    this.awaitRestart(call, restart, peer);
   }
 
   /** Caller side: the callee's answer to our restart offer. */
