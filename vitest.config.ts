@@ -25,7 +25,11 @@ export default defineConfig({
         },
       },
       {
-        // The renderer in Chromium against the real core (test/harness/ui.ts).
+        // The renderer in Chromium against the real core (test/harness/ui.ts),
+        // after the other projects (groupOrder): run beside an integration
+        // file's calls, its freshly opened PulseAudio streams (ringtone, a
+        // speaker switched mid-call) sometimes stayed silent past the test's
+        // window in CI.
         test: {
           name: 'ui',
           include: ['test/ui/**/*.test.ts'],
@@ -33,6 +37,7 @@ export default defineConfig({
           hookTimeout: 120_000,
           fileParallelism: false,
           pool: 'forks',
+          sequence: { groupOrder: 1 },
         },
       },
     ],

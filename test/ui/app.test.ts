@@ -336,11 +336,21 @@ describe('the desktop UI through the development bridge', () => {
 
       await p.getByLabel('Speaker', { exact: true }).selectOption('ui_headset');
       await new Promise((r) => setTimeout(r, 800));
-      const path = join(dir, 'headset.wav');
-      const rec = await pulse.record('ui_headset.monitor', path, 1);
-      const onSpeaker = await speakerRms('aliceSpeaker', 1.5);
-      await rec.stop();
-      const onHeadset = rms(readWav(path).samples);
+      // Measured until the headset plays, up to 10 s: under CI load the new stream can take a few seconds to open.
+      let onHeadset = 0;
+      let onSpeaker = 1;
+      await waitFor(
+        'the call audio on the headset',
+        async () => {
+          const path = join(dir, `headset-${Date.now()}.wav`);
+          const rec = await pulse.record('ui_headset.monitor', path, 1);
+          onSpeaker = await speakerRms('aliceSpeaker', 1.5);
+          await rec.stop();
+          onHeadset = rms(readWav(path).samples);
+          return onHeadset > 0.01 ? true : undefined;
+        },
+        10_000,
+      ).catch(() => {});
       await ui.screen('in-call-devices');
       expect(onHeadset).toBeGreaterThan(0.01);
       expect(onSpeaker).toBeLessThan(onHeadset / 10);
