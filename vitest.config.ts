@@ -26,7 +26,7 @@ export default defineConfig({
       },
       {
         // The renderer in Chromium against the real core (test/harness/ui.ts),
-        // after the other projects (groupOrder): run beside an integration
+        // in a group of its own (groupOrder; vitest runs it alone, first): run beside an integration
         // file's calls, its freshly opened PulseAudio streams (ringtone, a
         // speaker switched mid-call) sometimes stayed silent past the test's
         // window in CI.
