@@ -43,6 +43,12 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  *   next packet) and move on;
  * - *expand*: nothing is buffered → conceal without moving the playout point,
  *   so a packet that is merely late still plays when it comes (NetEQ's expand);
+ *   when the next packet that comes is a later one (the ones between were
+ *   lost, or not sent in DTX), the audio expanded meanwhile stands for them:
+ *   the playout point jumps by up to that much instead of concealing the same
+ *   gap twice and keeping the extra delay (NetEQ's merge after expand). In
+ *   bench/jitter-sim.ts `mobile` (bursts of 3 per leg) an empty buffer at a
+ *   burst used to cost the burst twice, and its length in added delay;
  * - *accelerate*: the (smoothed) playout delay is ¾ packet or more above the
  *   wanted delay after a quiet frame (so it stays within a packet of it under
  *   clock drift), or more than `maxExcessMs` above it
@@ -130,6 +136,8 @@ export class AdaptiveJitterBuffer {
   private lastTransit: number | undefined;
   private jitter = 0; // ms, RFC 3550 A.8
   private sinceTarget = 0;
+  /** Samples expanded since the last packet or concealed gap, not yet set against a gap. */
+  private expanded = 0;
   private readonly s = {
     packetsReceived: 0,
     packetsLate: 0,
@@ -191,9 +199,18 @@ export class AdaptiveJitterBuffer {
     const head = this.packets[0];
     if (!head) {
       this.s.expandFrames++;
+      this.expanded += this.duration;
       return { kind: 'expand', samples: this.duration };
     }
-    const ahead = tsDiff(head.timestamp, this.playoutTs!);
+    let ahead = tsDiff(head.timestamp, this.playoutTs!);
+    if (ahead > 0 && this.expanded > 0) {
+      // Merge: the expanded audio covered (part of) the gap before this packet.
+      const covered = Math.min(ahead, this.expanded);
+      this.playoutTs = (this.playoutTs! + covered) >>> 0;
+      this.s.packetsLost += Math.round(covered / this.duration);
+      ahead -= covered;
+    }
+    this.expanded = 0;
     if (ahead <= 0) {
       // Decisions use a smoothed error (NetEQ's BufferLevelFilter): the pull
       // times jitter with the device, and deciding on the raw value would drop
@@ -254,6 +271,7 @@ export class AdaptiveJitterBuffer {
     this.started = false;
     this.playoutTs = undefined;
     this.current = undefined;
+    this.expanded = 0;
     this.lastTransit = undefined;
     this.filtered = undefined;
     this.newest = undefined;

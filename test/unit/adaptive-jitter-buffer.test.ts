@@ -101,6 +101,25 @@ describe('AdaptiveJitterBuffer', () => {
     expect(jb.stats().packetsLost).toBe(1);
   });
 
+  it('lets the audio it expanded over a lost burst stand for it: no second concealment, no added delay (merge)', () => {
+    // Direct push/pop: packets 0–9, then 10–14 lost, then 15 on. The buffer runs dry at the burst.
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 20 });
+    const pkt = (i: number) => ({ sequenceNumber: i, timestamp: i * F, payload: Buffer.from([i]) });
+    const kinds: string[] = [];
+    let t = 0;
+    for (let i = 0; i < 30; i++) {
+      if (i < 10 || i >= 15) jb.push(pkt(i), t);
+      const item = jb.pop(false, t);
+      kinds.push(item.kind === 'packet' ? `p${item.packet.payload[0]}` : item.kind);
+      t += 20;
+    }
+    // The five frames of the burst are expanded once; packet 15 then plays straight away.
+    const after9 = kinds.slice(kinds.indexOf('p9') + 1);
+    expect(after9.slice(0, after9.indexOf('p15'))).toEqual(['expand', 'expand', 'expand', 'expand', 'expand']);
+    expect(kinds).not.toContain('missing');
+    expect(jb.stats().packetsLost).toBe(5);
+  });
+
   it('handles reordering and duplicates', () => {
     const jb = new AdaptiveJitterBuffer({ packetSamples: F });
     for (const i of [1, 0, 3, 2, 2]) jb.push({ sequenceNumber: i, timestamp: i * F, payload: Buffer.from([i]) }, i * 20);
