@@ -622,12 +622,17 @@ export class CallEngine extends EventEmitter<{
     );
   }
 
-  /** ICE on the call's transport failed or was lost: repair the path (the media timeout ends the call if it cannot be). */
+  /**
+   * ICE on the call's transport failed: repair the path (the media timeout
+   * ends the call if it cannot be). Not on `disconnected`: werift reports it
+   * when consent checks go unanswered, which a lossy path does while audio
+   * still flows; a path that is really gone shows as a media stall within 1 s.
+   */
   private watchTransport(call: Call, peer: Peer): void {
     peer.pc.connectionStateChange.subscribe((state) => {
       const d = call.data;
       if ((d.name !== 'active' && d.name !== 'held') || d.peer !== peer) return;
-      if (state === 'failed' || state === 'disconnected') this.onMediaLost(call);
+      if (state === 'failed') this.onMediaLost(call);
     });
   }
 
