@@ -65,7 +65,8 @@ log "using Node $(node -v) from $(command -v node)"
 # Dependencies. Native addons (naudiodon, @discordjs/opus, better-sqlite3) build
 # against the headers of the Node that runs them.
 stamp=node_modules/.parley-install-stamp
-want="$(node -v) $(sha1sum package-lock.json | cut -d' ' -f1)"
+# The patches (patch-package, applied by npm ci's postinstall) are part of what is installed.
+want="$(node -v) $(cat package-lock.json patches/*.patch | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "npm ci"
   ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund

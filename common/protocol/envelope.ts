@@ -172,7 +172,11 @@ export type SealedContent = z.infer<typeof SealedContent>;
  * - `replayed`: a sequence number that is not the next one (replay, reordering, drop);
  * - `key_mismatch`: a bundle whose signature fails, or an identity key that is not
  *   the one pinned for that device;
- * - `fingerprint_mismatch`: the DTLS certificate is not the one whose fingerprint arrived sealed.
+ * - `fingerprint_mismatch`: the DTLS certificate is not the one whose fingerprint arrived sealed;
+ * - `dtls_unauthenticated`: the DTLS handshake did not prove possession of the
+ *   key behind the certificate (a ServerKeyExchange or CertificateVerify
+ *   signature, or a Finished, that does not verify: RFC 8827 §6.5) — someone
+ *   on the media path showed a certificate that is not theirs.
  */
-export const SecurityReason = z.enum(['unsealed', 'envelope_invalid', 'replayed', 'key_mismatch', 'fingerprint_mismatch']);
+export const SecurityReason = z.enum(['unsealed', 'envelope_invalid', 'replayed', 'key_mismatch', 'fingerprint_mismatch', 'dtls_unauthenticated']);
 export type SecurityReason = z.infer<typeof SecurityReason>;

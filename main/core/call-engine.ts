@@ -617,6 +617,8 @@ export class CallEngine extends EventEmitter<{
         this.publish(call);
       },
       () => {
+        // A restart's handshake that is not authenticated is an attack on the path, not a bad path.
+        if (call.restart === restart && this.dtlsUnauthenticated(call, peer)) return;
         // Timed out or failed: the restart timer (or the next offer) takes it from here.
       },
     );
@@ -670,6 +672,7 @@ export class CallEngine extends EventEmitter<{
       await peer.connected(this.config.connectTimeoutMs);
     } catch (e) {
       if (call.data.name === 'ended') return;
+      if (this.dtlsUnauthenticated(call, peer)) return;
       // werift refuses a certificate that does not match the SDP it was given; say so plainly.
       if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? '') === 'mismatch') {
         this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
@@ -776,6 +779,22 @@ export class CallEngine extends EventEmitter<{
    * reason here, and `call.security` to the server, which audits it and ends
    * the call for the other side with the same reason.
    */
+  /**
+   * Ends the call with `dtls_unauthenticated` when `peer`'s DTLS handshake
+   * failed because the other end did not prove possession of the key behind
+   * its certificate (the patched werift's check; RFC 8827 §6.5).
+   * @returns whether it did.
+   */
+  private dtlsUnauthenticated(call: Call, peer: Peer): boolean {
+    const failure = peer.dtlsAuthFailure();
+    if (failure?.code !== 'ERR_DTLS_HANDSHAKE_AUTH') return false;
+    this.securityFailure(
+      call,
+      new SealError('dtls_unauthenticated', `someone on the media path showed a DTLS certificate that is not theirs (${failure.message})`),
+    );
+    return true;
+  }
+
   private securityFailure(call: Call, e: unknown): void {
     if (call.data.name === 'ended') return;
     const reason: SecurityReason =

@@ -1,4 +1,5 @@
 import {
+  CipherContext,
   MediaStreamTrack,
   RTCIceCandidate,
   RTCPeerConnection,
@@ -18,6 +19,29 @@ import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, RED_FMTP, RED_PAYLOAD_TY
  * {@link Peer.setRedundancy} frames and unwraps (and de-duplicates) what it
  * receives, so the media session sees plain Opus packets either way.
  */
+/**
+ * werift 0.25 does not verify the DTLS handshake signatures (ServerKeyExchange,
+ * CertificateVerify) nor the peer's Finished, so a relay could show each side
+ * the other's certificate (RFC 8827 §6.5). patches/werift+0.25.2.patch adds the
+ * checks and `npm ci` applies it; a werift without them must never carry a call.
+ * @throws Error when the installed werift lacks the patch.
+ */
+export function assertDtlsAuthenticated(): void {
+  const proto = CipherContext.prototype as unknown as Record<string, unknown>;
+  if (typeof proto['verifyServerKeyExchange'] !== 'function' || typeof proto['verifyCertificateVerify'] !== 'function') {
+    throw new Error(
+      "werift is missing Parley's DTLS handshake-authentication patch (patches/werift+0.25.2.patch): reinstall with `npm ci`; refusing to run a call over unauthenticated DTLS",
+    );
+  }
+}
+
+/** Why a transport's DTLS handshake failed, when it was not authenticated (see {@link Peer.dtlsAuthFailure}). */
+export interface DtlsAuthFailure {
+  /** `ERR_DTLS_HANDSHAKE_AUTH`: a signature or Finished did not verify; `ERR_DTLS_ALERT`: the peer ended the handshake with a fatal alert. */
+  code: 'ERR_DTLS_HANDSHAKE_AUTH' | 'ERR_DTLS_ALERT';
+  message: string;
+}
+
 export interface PeerOptions {
   iceServers: IceServer[];
   /** `relay` forces media through TURN (W3C webrtc-pc §4.2.1 RTCIceTransportPolicy). */
@@ -45,6 +69,7 @@ export class Peer {
   private remoteSet = false;
 
   constructor(private readonly options: PeerOptions) {
+    assertDtlsAuthenticated();
     this.pc = new RTCPeerConnection({
       codecs: {
         audio: [
@@ -195,6 +220,20 @@ export class Peer {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Set when the DTLS handshake failed because the peer did not prove
+   * possession of its certificate's key (or ended the handshake with a fatal
+   * alert): the patched werift keeps the error on RTCDtlsTransport.handshakeFailure.
+   */
+  dtlsAuthFailure(): DtlsAuthFailure | undefined {
+    const failure = (this.transceiver.dtlsTransport as unknown as { handshakeFailure?: { code?: string; message?: string } } | undefined)
+      ?.handshakeFailure;
+    if (failure?.code === 'ERR_DTLS_HANDSHAKE_AUTH' || failure?.code === 'ERR_DTLS_ALERT') {
+      return { code: failure.code, message: failure.message ?? 'DTLS handshake not authenticated' };
+    }
+    return undefined;
   }
 
   async close(): Promise<void> {
