@@ -23,6 +23,21 @@ afterAll(async () => {
   await chromium?.close();
 });
 
+/** The slice of the browser's WebRTC API the page functions use (this file is type-checked against Node's types, not the DOM's). */
+interface BrowserPc {
+  connectionState: string;
+  iceGatheringState: string;
+  localDescription: { sdp: string } | null;
+  setRemoteDescription(d: { type: 'offer' | 'answer'; sdp: string }): Promise<void>;
+  setLocalDescription(d?: unknown): Promise<void>;
+  createOffer(): Promise<unknown>;
+  createAnswer(): Promise<unknown>;
+  addIceCandidate(c: unknown): Promise<void>;
+  addTransceiver(kind: 'audio', init: { direction: 'sendrecv' }): unknown;
+  addEventListener(type: string, listener: () => void): void;
+}
+type BrowserGlobal = { RTCPeerConnection: new () => BrowserPc; pc: BrowserPc };
+
 const newPeer = () => new Peer({ iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 });
 
 /** Local candidates of a werift peer until the end of gathering. */
@@ -37,7 +52,7 @@ function gathered(peer: Peer): Promise<CandidateInit[]> {
 async function outcome(peer: Peer): Promise<{ role: string | undefined; browser: string }> {
   await peer.connected(15_000);
   const browser = await page.evaluate(async () => {
-    const pc = (window as unknown as { pc: RTCPeerConnection }).pc;
+    const pc = (globalThis as unknown as BrowserGlobal).pc;
     for (let i = 0; i < 100 && pc.connectionState !== 'connected' && pc.connectionState !== 'failed'; i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -55,8 +70,8 @@ describe('DTLS handshake checks against Chromium', () => {
       const cands = await candidates;
       const answer = await page.evaluate(
         async ({ sdp, cands }) => {
-          const pc = new RTCPeerConnection();
-          (window as unknown as { pc: RTCPeerConnection }).pc = pc;
+          const pc = new (globalThis as unknown as BrowserGlobal).RTCPeerConnection();
+          (globalThis as unknown as BrowserGlobal).pc = pc;
           await pc.setRemoteDescription({ type: 'offer', sdp });
           for (const c of cands) await pc.addIceCandidate(c);
           await pc.setLocalDescription(await pc.createAnswer());
@@ -83,8 +98,8 @@ describe('DTLS handshake checks against Chromium', () => {
     const peer = newPeer();
     try {
       const offer = await page.evaluate(async () => {
-        const pc = new RTCPeerConnection();
-        (window as unknown as { pc: RTCPeerConnection }).pc = pc;
+        const pc = new (globalThis as unknown as BrowserGlobal).RTCPeerConnection();
+        (globalThis as unknown as BrowserGlobal).pc = pc;
         pc.addTransceiver('audio', { direction: 'sendrecv' });
         await pc.setLocalDescription(await pc.createOffer());
         await new Promise<void>((r) => {
@@ -98,7 +113,7 @@ describe('DTLS handshake checks against Chromium', () => {
       const cands = await candidates;
       await page.evaluate(
         async ({ sdp, cands }) => {
-          const pc = (window as unknown as { pc: RTCPeerConnection }).pc;
+          const pc = (globalThis as unknown as BrowserGlobal).pc;
           await pc.setRemoteDescription({ type: 'answer', sdp });
           for (const c of cands) await pc.addIceCandidate(c);
         },
