@@ -16,7 +16,11 @@
 // - both verify the peer's Finished verify_data;
 // - a failure sends a fatal alert, stops the handshake for good and is reported
 //   as an Error with code ERR_DTLS_HANDSHAKE_AUTH, kept on
-//   RTCDtlsTransport.handshakeFailure.
+//   RTCDtlsTransport.handshakeFailure;
+// - RTCDtlsTransport.srtpKeyMixer, when set, turns the DTLS-SRTP keys (RFC 5764
+//   §4.2) into the keys SRTP uses ({localKey, localSalt, remoteKey, remoteSalt},
+//   role → same shape): Parley mixes in the secret its sealed offer and answer
+//   carry. A mixer that throws fails the transport (fail closed).
 //
 // Usage: node scripts/patch-werift-dtls.mjs [node_modules/werift]
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -138,6 +142,19 @@ const fatalAlert = (prefix) => `${prefix}
                     this.onError.execute(this.handshakeError);
                   }`;
 
+const mixer = (extract, indent) => `${indent}// ${MARK}: the SRTP master keys may be bound to a secret the DTLS handshake does not carry.
+${indent}let parleyKeys = ${extract};
+${indent}if (this.srtpKeyMixer) {
+${indent}  try {
+${indent}    parleyKeys = this.srtpKeyMixer(parleyKeys, this.role);
+${indent}  } catch (error) {
+${indent}    this.handshakeFailure = error;
+${indent}    this.setState("failed");
+${indent}    throw error;
+${indent}  }
+${indent}}
+${indent}const { localKey, localSalt, remoteKey, remoteSalt } = parleyKeys;`;
+
 const cacheBytes = (filter) => `Buffer.concat(this.dtls.sortedHandshakeCache${filter}.map((v) => v.serialize()))`;
 
 // ---- ESM bundles ---------------------------------------------------------------
@@ -198,6 +215,11 @@ function esm(file) {
       'transport keeps the failure',
       /(      this\.dtls\.onError\.once\(\(error\) => \{\n)(        this\.setState\("failed"\);)/,
       `$1        this.handshakeFailure = error; // ${MARK}\n$2`,
+    ],
+    [
+      'SRTP key mixer',
+      '    const { localKey, localSalt, remoteKey, remoteSalt } = this.dtls.extractSessionKeys(keyLength(profile), saltLength(profile));',
+      mixer('this.dtls.extractSessionKeys(keyLength(profile), saltLength(profile))', '    '),
     ],
   ]);
 }
@@ -272,6 +294,11 @@ function cjs() {
       'transport keeps the failure',
       /(            this\.dtls\.onError\.once\(\(error\) => \{\n)/,
       `$1                this.handshakeFailure = error; // ${MARK}\n`,
+    ],
+    [
+      'SRTP key mixer',
+      '        const { localKey, localSalt, remoteKey, remoteSalt } = this.dtls.extractSessionKeys((0, rtp_1.keyLength)(profile), (0, rtp_1.saltLength)(profile));',
+      mixer('this.dtls.extractSessionKeys((0, rtp_1.keyLength)(profile), (0, rtp_1.saltLength)(profile))', '        '),
     ],
   ]);
 }

@@ -111,10 +111,17 @@ export const CallStatus = z.object({
    * End-to-end protection of this call: `sealed` once the peer's offer/answer
    * arrived sealed and signed by its device identity; `fingerprintBound` once the
    * DTLS certificate matched the fingerprint in that sealed SDP; `peerDeviceId`
-   * the peer device the call is bound to.
+   * the peer device the call is bound to; `mediaKeysBound` once the SRTP keys in
+   * use were mixed with the secret of the sealed offer and answer (false with a
+   * peer that sent no share, e.g. a browser: DTLS-SRTP keys alone).
    */
   e2ee: z
-    .object({ sealed: z.boolean(), fingerprintBound: z.boolean(), peerDeviceId: z.string().optional() })
+    .object({
+      sealed: z.boolean(),
+      fingerprintBound: z.boolean(),
+      mediaKeysBound: z.boolean().optional(),
+      peerDeviceId: z.string().optional(),
+    })
     .optional(),
 });
 export type CallStatus = z.infer<typeof CallStatus>;

@@ -21,9 +21,27 @@ export const Envelope = z.object({
 export type Envelope = z.infer<typeof Envelope>;
 
 /** What an envelope carries (plain, or inside a sealed one). */
+/**
+ * An ephemeral X25519 public key (32 bytes, base64url: 43 characters) in a
+ * sealed offer or answer: the two are combined into the secret the call's SRTP
+ * master keys are bound to (main/media/srtp-binding.ts, docs/SECURITY.md).
+ */
+export const MediaShare = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'expected a 32-byte X25519 public key (base64url)');
+
 export const EnvelopeContent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('offer'), sdp: z.string() }),
-  z.object({ type: z.literal('answer'), sdp: z.string() }),
+  z.object({
+    type: z.literal('offer'),
+    sdp: z.string(),
+    mediaShare: MediaShare.optional(),
+    /**
+     * Unix ms the caller sealed the invite (signed with it): a callee refuses an
+     * invite older than the freshness window, or one it has seen before, even
+     * after a restart (main/core/e2ee/seen-invites.ts). ICE-restart offers inside
+     * a call carry none.
+     */
+    sentAt: z.number().int().nonnegative().optional(),
+  }),
+  z.object({ type: z.literal('answer'), sdp: z.string(), mediaShare: MediaShare.optional() }),
   z.object({
     type: z.literal('candidate'),
     candidate: z.string(),

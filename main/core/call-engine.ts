@@ -212,7 +212,7 @@ export class CallEngine extends EventEmitter<{
       await this.signaling.request('call.invite', {
         callId: id,
         callee: to,
-        envelopes: sealedOf(call).sealForAll({ type: 'offer', sdp: offer.sdp }, true),
+        envelopes: sealedOf(call).sealForAll({ type: 'offer', sdp: offer.sdp, mediaShare: sealedOf(call).mediaShare, sentAt: Date.now() }, true),
       });
     } catch (e) {
       this.finish(id, 'failed', e instanceof Error ? e.message : String(e));
@@ -236,13 +236,15 @@ export class CallEngine extends EventEmitter<{
     this.trickle(call, peer);
     let media: MediaSession;
     try {
+      // The SRTP keys will be bound to the X25519 of the two sealed shares (docs/SECURITY.md).
+      peer.bindSrtpKeys(sealedOf(call).srtpBinding());
       const answer = await peer.acceptOffer(offer);
       for (const c of candidates) await peer.addCandidate(c);
       // Send the answer first: ICE and DTLS (~200 ms) then run while the
       // devices open, instead of after.
       const sent = this.signaling.request('call.answer', {
         callId: call.id,
-        envelope: sealedOf(call).sealFor(sealedOf(call).boundDevice!, { type: 'answer', sdp: answer.sdp }),
+        envelope: sealedOf(call).sealFor(sealedOf(call).boundDevice!, { type: 'answer', sdp: answer.sdp, mediaShare: sealedOf(call).mediaShare }),
       });
       sent.catch(() => {});
       call.status.answeredAt = Date.now();
@@ -421,6 +423,8 @@ export class CallEngine extends EventEmitter<{
       const content = sealed.open(p.envelope, p.callee.deviceId);
       if (content.type !== 'answer') throw new SealError('envelope_invalid', 'the sealed answer holds no answer');
       answer = content.sdp;
+      sealed.acceptMediaShare(content.mediaShare);
+      peer.bindSrtpKeys(sealed.srtpBinding());
     } catch (e) {
       this.securityFailure(call, e);
       return;
@@ -543,6 +547,8 @@ export class CallEngine extends EventEmitter<{
     const iceServers = rotateRelays(await this.iceServers(), ++call.restarts);
     if (call.restart !== restart) return;
     const peer = this.newPeer(iceServers);
+    // A new DTLS handshake, the same sealed secret: the call's binding carries over.
+    peer.bindSrtpKeys(sealedOf(call).srtpBinding());
     restart.peer = peer;
     call.localCandidates = []; // queued until the description is sent
     this.trickle(call, peer);
@@ -688,7 +694,7 @@ export class CallEngine extends EventEmitter<{
       this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
       return;
     }
-    call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true };
+    call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true, mediaKeysBound: peer.srtpKeysBound };
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
     call.status.media = 'connected';

@@ -9,6 +9,7 @@ import {
 } from 'werift';
 import type { IceServer } from '../../common/protocol/signaling';
 import type { TransportKind } from '../../common/call';
+import { mixSrtpKeys, type SrtpKeyBinding, type SrtpKeys } from './srtp-binding';
 import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, RED_FMTP, RED_PAYLOAD_TYPE, withPtime } from './rtp-opus';
 
 /**
@@ -67,6 +68,9 @@ export class Peer {
   private remoteTrack: MediaStreamTrack | undefined;
   private readonly rtpListeners: ((rtp: RtpPacket) => void)[] = [];
   private remoteSet = false;
+  /** The sealed secret the SRTP keys are bound to; `none` for a peer that sent none; undefined until decided. */
+  private srtpBinding: SrtpKeyBinding | 'none' | undefined;
+  private srtpBound = false;
 
   constructor(private readonly options: PeerOptions) {
     assertDtlsAuthenticated();
@@ -103,6 +107,7 @@ export class Peer {
         : {}),
     });
     this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
+    this.installKeyMixer();
     // The remote track appears while the remote description is applied, which
     // may be before anyone listens: keep it and attach listeners whenever they come.
     this.pc.onTrack.subscribe((track) => {
@@ -124,6 +129,22 @@ export class Peer {
     return this.transceiver.sender.codec?.name.toLowerCase() === 'red';
   }
 
+  /**
+   * Binds this transport's SRTP master keys to the call's sealed secret
+   * (main/media/srtp-binding.ts), or says there is none (`undefined`: a peer
+   * whose sealed offer or answer carried no share, e.g. a browser). Must be
+   * called before DTLS completes: keys asked for while undecided fail the
+   * transport (fail closed). Calling it again has no effect.
+   */
+  bindSrtpKeys(binding: SrtpKeyBinding | undefined): void {
+    this.srtpBinding ??= binding ?? 'none';
+  }
+
+  /** Whether the SRTP keys in use were mixed with the sealed secret. */
+  get srtpKeysBound(): boolean {
+    return this.srtpBound;
+  }
+
   /** Received RTP of the remote audio track (SRTP already removed). */
   onRemoteRtp(listener: (rtp: RtpPacket) => void): void {
     this.rtpListeners.push(listener);
@@ -143,6 +164,7 @@ export class Peer {
   async createOffer(): Promise<SessionDescription> {
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
+    this.installKeyMixer();
     return { type: 'offer', sdp: withPtime(this.pc.localDescription!.sdp, this.options.ptimeMs) };
   }
 
@@ -240,8 +262,28 @@ export class Peer {
     await this.pc.close().catch(() => {});
   }
 
+  /**
+   * Puts the key mixer on the transceiver's DTLS transport (the patched
+   * werift calls RTCDtlsTransport.srtpKeyMixer when it derives the SRTP keys).
+   */
+  private installKeyMixer(): void {
+    const transport = this.transceiver.dtlsTransport as unknown as
+      | { srtpKeyMixer?: (keys: SrtpKeys, role: 'client' | 'server') => SrtpKeys }
+      | undefined;
+    if (!transport || transport.srtpKeyMixer) return;
+    transport.srtpKeyMixer = (keys, role) => {
+      const binding = this.srtpBinding;
+      if (binding === undefined) throw new Error('the SRTP keys were needed before the sealed offer and answer bound them');
+      if (binding === 'none') return keys;
+      const mixed = mixSrtpKeys(keys, role, binding);
+      this.srtpBound = true;
+      return mixed;
+    };
+  }
+
   private async setRemote(description: SessionDescription): Promise<void> {
     await this.pc.setRemoteDescription(description);
+    this.installKeyMixer();
     this.remoteSet = true;
     for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c);
   }

@@ -153,6 +153,31 @@ describe('malicious server', () => {
     await refusedCall('replay_invite', 'envelope_invalid');
   });
 
+  it('malicious server replays a recorded invite after the callee restarts Parley: it never rings again, refused as replayed', async () => {
+    const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
+    await bob.waitForCall(callId, (s) => s.state === 'incoming');
+    await bob.request('reject_call', { callId });
+    await Promise.all([ended(alice, callId), ended(bob, callId)]);
+    attack('replay_invite_after_restart');
+    try {
+      const before = bob.events.length;
+      await bob.restart();
+      // The server plays the recorded invite on bob's new connection, right after
+      // hello (possibly before the test's control client is back): ask the daemon.
+      let status: CallStatus | undefined;
+      for (let i = 0; i < 100 && status?.state !== 'ended' && status?.state !== 'incoming'; i++) {
+        status = await bob.request<CallStatus>('get_call_status', { callId }).catch(() => undefined);
+        if (status?.state !== 'ended' && status?.state !== 'incoming') await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status?.state).toBe('ended');
+      expect(status?.security).toBe('replayed');
+      expect(status?.error).toMatch(/delivered before/);
+      expect(bob.events.slice(before).some((e) => e.callId === callId && e.state === 'incoming')).toBe(false);
+    } finally {
+      attack('pass');
+    }
+  });
+
   it('malicious server cross-delivers sealed invites between two devices of the callee: a payload opens only on its own device', async () => {
     const bob2 = await startClient({ name: 'bob', register: false, server, env: { ...pulse.env, ...keyring.env } });
     try {

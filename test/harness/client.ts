@@ -64,6 +64,12 @@ export interface RunningClient {
   request<T = unknown>(method: string, params?: object): Promise<T>;
   /** Resolves with the first call status (past or future) of `callId` (or of any call) matching `pred`. */
   waitForCall(callId: string | undefined, pred: (s: CallStatus) => boolean, timeoutMs?: number): Promise<CallStatus>;
+  /**
+   * Stops the daemon and starts it again on the same data folder and keychain
+   * (the same account and device), as a user quitting and reopening Parley;
+   * resolves when it is online again. The recorded events and notifications go on.
+   */
+  restart(): Promise<void>;
   /** Sends a signal to the daemon (e.g. SIGSTOP to freeze it as a hung peer would be). */
   kill(signal: NodeJS.Signals): void;
   /** The daemon's stdout and stderr so far. */
@@ -125,11 +131,13 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.mediaTimeoutS) args.push('--media-timeout', String(o.mediaTimeoutS));
   if (o.extraArgs) args.push(...o.extraArgs);
   const logFile = join(dataDir, 'daemon.log');
-  const child: Child = await startChild(process.execPath, args, {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
-    logFile,
-  });
+  const launch = () =>
+    startChild(process.execPath, args, {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      logFile,
+    });
+  let child: Child = await launch();
   const readLog = async () => {
     const { readFile } = await import('node:fs/promises');
     return readFile(logFile, 'utf8').catch(() => '');
@@ -139,8 +147,8 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   const stats: CallStatsNotification[] = [];
   const notifications: Array<{ method: string; params: unknown }> = [];
   const waiters = new Set<() => void>();
-  let control: ControlClient;
-  try {
+  let control!: ControlClient;
+  const boot = async () => {
     control = await waitFor(
       `${o.name}'s control socket`,
       async () => {
@@ -166,6 +174,9 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
       },
       15_000,
     );
+  };
+  try {
+    await boot();
   } catch (e) {
     await child.stop('SIGKILL');
     logText = await readLog();
@@ -175,7 +186,9 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
 
   return {
     name: o.name,
-    pid: child.pid,
+    get pid() {
+      return child.pid;
+    },
     dataDir,
     socket,
     events,
@@ -223,6 +236,12 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
       });
     },
     kill: (signal) => void child.process.kill(signal),
+    async restart() {
+      control.close();
+      await child.stop('SIGTERM', 5000);
+      child = await launch();
+      await boot();
+    },
     log: () => logText,
     async stop() {
       control.close();

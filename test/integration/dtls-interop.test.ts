@@ -38,7 +38,11 @@ interface BrowserPc {
 }
 type BrowserGlobal = { RTCPeerConnection: new () => BrowserPc; pc: BrowserPc };
 
-const newPeer = () => new Peer({ iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 });
+const newPeer = () => {
+  const p = new Peer({ iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 });
+  p.bindSrtpKeys(undefined); // a browser sends no sealed share: DTLS-SRTP keys alone
+  return p;
+};
 
 /** Local candidates of a werift peer until the end of gathering. */
 function gathered(peer: Peer): Promise<CandidateInit[]> {

@@ -58,7 +58,8 @@ describe('a relay in the middle swaps DTLS certificates', () => {
       bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
     ]);
     expect(a.transport).toBe('relay');
-    expect(b.e2ee).toMatchObject({ sealed: true, fingerprintBound: true });
+    expect(a.e2ee).toMatchObject({ sealed: true, fingerprintBound: true, mediaKeysBound: true });
+    expect(b.e2ee).toMatchObject({ sealed: true, fingerprintBound: true, mediaKeysBound: true });
     await alice.request('end_call', { callId });
     await Promise.all([alice.waitForCall(callId, (s) => s.state === 'ended'), bob.waitForCall(callId, (s) => s.state === 'ended')]);
     expect(mitm.stats.channelData).toBeGreaterThan(0);

@@ -4,12 +4,16 @@ import { ParleyError } from '../../../common/errors';
 import type { SafetyNumberResult, TrustInfo } from '../../../common/protocol/control';
 import type { Envelope, EnvelopeContent, KeyBundle, SealedContent } from '../../../common/protocol/envelope';
 import type { SignalingClient } from '../signaling-client';
+import type { SrtpKeyBinding } from '../../media/srtp-binding';
 import { DeviceIdentity, verifyBundle } from './identity';
+import { b64u, unb64u, x25519, x25519Generate } from './primitives';
+import { SeenInvites } from './seen-invites';
 import { SealError, open, peekSealed, seal } from './seal';
 import { TrustStore, keyChangedError, safetyNumber, type KeyChange } from './trust';
 
 export { DeviceIdentity, verifyBundle } from './identity';
 export { SealError } from './seal';
+export { SeenInvites, INVITE_FRESHNESS_MS } from './seen-invites';
 export { TrustStore, safetyNumber, safetyHalf, type KeyChange } from './trust';
 
 /**
@@ -27,6 +31,9 @@ export { TrustStore, safetyNumber, safetyHalf, type KeyChange } from './trust';
  * - event `keyChange` (KeyChange): a contact's key changed or a device was added.
  */
 export class EndToEnd extends EventEmitter<{ keyChange: [KeyChange] }> {
+  /** The invites already opened (persisted; set by {@link startEndToEnd}). */
+  seenInvites: SeenInvites | undefined;
+
   constructor(
     readonly identity: DeviceIdentity,
     readonly trust: TrustStore,
@@ -126,9 +133,12 @@ export class EndToEnd extends EventEmitter<{ keyChange: [KeyChange] }> {
     }
     if (bundle.ik !== head.from.ik) throw new SealError('key_mismatch', "the caller's bundle and signature use different identity keys");
     if (this.trust.check(caller.username, caller.deviceId, bundle.ik) === 'blocked') throw keyChangedError(caller.username);
+    // A recorded invite delivered again (even after a restart) never rings twice.
+    this.seenInvites?.admit(callId, opened.content.sentAt);
     const call = new SealedCall(this, callId, 'callee', caller.username, [bundle]);
     call.bind(caller.deviceId);
     call.received(caller.deviceId);
+    call.acceptMediaShare(opened.content.mediaShare);
     return { call, offer: opened.content.sdp };
   }
 }
@@ -146,6 +156,10 @@ export class SealedCall {
   private bound: string | undefined;
   /** The remote SDP as it arrived sealed (offer or answer): its fingerprint is what DTLS must show. */
   remoteSdp: string | undefined;
+  /** This device's ephemeral X25519 key for the call's SRTP key binding; forgotten with the call. */
+  private readonly mediaKey = x25519Generate();
+  /** The peer device's share, from its sealed offer or answer. */
+  private remoteMediaShare: Uint8Array | undefined;
 
   constructor(
     private readonly e2ee: EndToEnd,
@@ -155,6 +169,36 @@ export class SealedCall {
     devices: KeyBundle[],
   ) {
     for (const d of devices) this.peers.set(d.deviceId, d);
+  }
+
+  /** This device's public share for the sealed offer or answer (base64url, 32 bytes). */
+  get mediaShare(): string {
+    return b64u(this.mediaKey.publicKey);
+  }
+
+  /** Keeps the peer's share from its sealed offer or answer (the first one; later ones, in ICE restarts, carry none). */
+  acceptMediaShare(share: string | undefined): void {
+    if (share !== undefined && !this.remoteMediaShare) this.remoteMediaShare = unb64u(share);
+  }
+
+  /**
+   * What the call's SRTP master keys are bound to (main/media/srtp-binding.ts):
+   * the X25519 of the two ephemeral shares, and the call id with both shares
+   * (the caller's first). Undefined when the peer's sealed offer or answer had
+   * no share (a browser peer: DTLS-SRTP keys alone, as standard WebRTC).
+   * @throws SealError `envelope_invalid` for a share that gives no secret (a low-order point).
+   */
+  srtpBinding(): SrtpKeyBinding | undefined {
+    if (!this.remoteMediaShare) return undefined;
+    let secret: Uint8Array;
+    try {
+      secret = x25519(this.mediaKey.privateKey, this.remoteMediaShare);
+    } catch {
+      throw new SealError('envelope_invalid', "the peer's media key share is not a usable X25519 key");
+    }
+    const [caller, callee] = this.role === 'caller' ? [this.mediaKey.publicKey, this.remoteMediaShare] : [this.remoteMediaShare, this.mediaKey.publicKey];
+    const context = Buffer.concat([Buffer.from(`parley-srtp-binding-v1\n${this.callId}\n`), caller, callee]);
+    return { secret, context };
   }
 
   /** The callee devices this call was sealed for (caller side, before the answer). */
@@ -264,7 +308,9 @@ export async function startEndToEnd(o: {
 }): Promise<EndToEnd> {
   const identity = await DeviceIdentity.loadOrCreate(o.secrets, identityOwner(o.session));
   const trust = await TrustStore.open(o.dataDir, o.onCorrupt);
-  return new EndToEnd(identity, trust, o.signaling);
+  const e2ee = new EndToEnd(identity, trust, o.signaling);
+  e2ee.seenInvites = SeenInvites.open(o.dataDir, o.onCorrupt);
+  return e2ee;
 }
 
 /** Who a device identity belongs to (its keychain entry name): account, device and server host. */
