@@ -16,6 +16,7 @@ afterEach(async () => {
 
 function peer(): Peer {
   const p = new Peer({ iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 });
+  p.bindSrtpKeys(undefined); // no sealed signaling here: DTLS-SRTP keys alone
   peers.push(p);
   return p;
 }

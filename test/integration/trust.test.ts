@@ -47,7 +47,7 @@ async function daveCalls(identity: DeviceIdentity): Promise<string> {
   const envelopes = Object.fromEntries(
     devices.map((d: { deviceId: string; bundle: KeyBundle }) => [
       d.deviceId,
-      seal(identity, d.bundle, { callId, role: 'caller', n: 0 }, { content: { type: 'offer', sdp: 'v=0\r\n' }, bundle: identity.bundle }),
+      seal(identity, d.bundle, { callId, role: 'caller', n: 0 }, { content: { type: 'offer', sdp: 'v=0\r\n', sentAt: Date.now() }, bundle: identity.bundle }),
     ]),
   );
   await dave.client.request('call.invite', { callId, callee: 'bob', envelopes });
