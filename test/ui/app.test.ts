@@ -26,6 +26,7 @@ let bob: RunningClient;
 let dir: string;
 let noise: string;
 let playing: Promise<void> | undefined;
+let feeding = true;
 
 beforeAll(async () => {
   dir = makeTempDir('ui-test');
@@ -46,11 +47,16 @@ beforeAll(async () => {
   ]);
   // Alice rings on separate speakers (a common ask: ring on the speakers, talk on the headset).
   await pulse.pactl('load-module', 'module-null-sink', 'sink_name=ui_ringer', 'rate=48000', 'channels=1', 'sink_properties=device.description=Desk-speakers');
-  // What Bob hears tells whether Alice's microphone is open.
-  playing = pulse.play('a_in', noise).catch(() => {});
+  // What Bob hears tells whether Alice's microphone is open: the speech goes on, again and
+  // again, until the suite ends (one pass is ~100 s; a loaded machine takes longer than that
+  // to reach the last test, which then heard silence).
+  playing = (async () => {
+    while (feeding) await pulse.play('a_in', noise).catch(() => new Promise((r) => setTimeout(r, 200)));
+  })();
 });
 
 afterAll(async () => {
+  feeding = false;
   await Promise.allSettled([ui?.stop(), bob?.stop()]);
   await server?.stop();
   await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
