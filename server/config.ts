@@ -164,9 +164,11 @@ const FileConfig = z
         messages_per_second: z.number().positive().max(100_000).default(50),
         /** Messages a connection may send at once above the sustained rate (token bucket size). */
         message_burst: z.number().int().min(1).max(100_000).default(100),
+        /** A signaling connection that has not completed `hello` this long after connecting is closed (4004), seconds. */
+        hello_timeout_seconds: z.number().positive().max(300).default(10),
       })
       .strict()
-      .default({ messages_per_second: 50, message_burst: 100 }),
+      .default({ messages_per_second: 50, message_burst: 100, hello_timeout_seconds: 10 }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -218,8 +220,11 @@ export interface ServerConfig {
   audit: { retentionDays: number };
   /** Absolute path of the admin API's Unix socket. */
   admin: { socket: string };
-  /** Per-connection message rate limit: sustained messages/s and burst (messages). */
-  limits: { messagesPerSecond: number; messageBurst: number };
+  /**
+   * Per-connection message rate limit: sustained messages/s and burst (messages);
+   * and how long a connection may stay open without a successful `hello`, seconds.
+   */
+  limits: { messagesPerSecond: number; messageBurst: number; helloTimeoutSeconds: number };
   /** Device token lifetime, seconds. */
   sessions: { tokenTtlSeconds: number };
   /** Call policy (see `[policy]` in the example file). */
@@ -267,6 +272,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_ADMIN_SOCKET: [['admin', 'socket'], 'string'],
   PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
   PARLEY_TOKEN_TTL: [['sessions', 'token_ttl_seconds'], 'number'],
+  PARLEY_HELLO_TIMEOUT: [['limits', 'hello_timeout_seconds'], 'number'],
 };
 
 /**
@@ -348,6 +354,7 @@ export function parseConfig(
     limits: {
       messagesPerSecond: c.limits.messages_per_second,
       messageBurst: c.limits.message_burst,
+      helloTimeoutSeconds: c.limits.hello_timeout_seconds,
     },
     sessions: { tokenTtlSeconds: c.sessions.token_ttl_seconds },
     policy: {
@@ -427,6 +434,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'admin.socket': (c) => c.admin.socket,
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,
+  'limits.hello_timeout_seconds': (c) => c.limits.helloTimeoutSeconds,
   'sessions.token_ttl_seconds': (c) => c.sessions.tokenTtlSeconds,
   'policy.calls_per_minute': (c) => c.policy.callsPerMinute,
   'policy.call_burst': (c) => c.policy.callBurst,

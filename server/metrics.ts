@@ -16,6 +16,7 @@ import type { Hub } from './hub';
  * | `parley_relay_credentials_issued_total` | counter | | relay credentials handed out |
  * | `parley_relay_provider_errors_total` | counter | | external relay credential API failures |
  * | `parley_audit_write_failures_total` | counter | | audit records that could not be written |
+ * | `parley_hello_timeouts_total` | counter | | signaling connections closed for not completing `hello` in time |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
 export class ServerMetrics {
@@ -25,6 +26,7 @@ export class ServerMetrics {
   readonly relayCredentialsIssued: Counter;
   readonly relayProviderErrors: Counter;
   readonly auditWriteFailures: Counter;
+  readonly helloTimeouts: Counter;
   readonly callSetup: Histogram<'stage'>;
 
   /** @param getHub gives the hub, read at scrape time for the gauges. */
@@ -82,6 +84,11 @@ export class ServerMetrics {
     this.auditWriteFailures = new Counter({
       name: 'parley_audit_write_failures_total',
       help: 'Audit records that could not be written.',
+      registers,
+    });
+    this.helloTimeouts = new Counter({
+      name: 'parley_hello_timeouts_total',
+      help: 'Signaling connections closed (4004) because they did not complete hello within limits.hello_timeout_seconds.',
       registers,
     });
   }

@@ -9,7 +9,25 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runParley } from '../harness/client';
 import { REPO_ROOT, runServerUntilExit, startServer } from '../harness/server';
-import { DEFAULT_PASSWORD } from '../harness/signal-client';
+import { DEFAULT_PASSWORD, httpJson, signIn, SignalClient } from '../harness/signal-client';
+
+/** Resolves with `promise`, or rejects saying `what` did not happen within `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+/** The value of one Prometheus counter (no labels) in the server's /metrics text. */
+async function counter(baseUrl: string, name: string): Promise<number> {
+  const text = (await httpJson<string>(baseUrl, 'GET', '/metrics')).body;
+  const m = new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, 'm').exec(String(text));
+  return m ? Number(m[1]) : NaN;
+}
 
 describe('the test-only interception hook', () => {
   it('stops the server at start-up when PARLEY_TEST_INTERCEPT is set without the explicit test-only flag', async () => {
@@ -45,6 +63,31 @@ describe('the client and plain http://', () => {
       expect(await runParley(['register', '--server', server.url, '--username', 'plain1'], env, DEFAULT_PASSWORD)).toContain('account plain1 created');
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
+      await server.stop();
+    }
+  });
+});
+
+describe('the hello deadline', () => {
+  it('closes a socket that never completes hello (4004 "hello timeout"), counts it, and leaves signed-in sockets alone', async () => {
+    const server = await startServer({ env: { PARLEY_HELLO_TIMEOUT: '1' } });
+    try {
+      const signedIn = await signIn(server, 'early1');
+      const silent = await SignalClient.connect(server.wsUrl);
+      const wrongToken = await SignalClient.connect(server.wsUrl);
+      await expect(wrongToken.hello({ deviceId: signedIn.deviceId, token: 'not-the-token' })).rejects.toMatchObject({
+        reason: 'unauthenticated',
+      });
+      for (const socket of [silent, wrongToken]) {
+        const closed = await within(socket.closed, 10_000, 'the server did not close a socket without hello');
+        expect(closed.code).toBe(4004);
+        expect(closed.reason).toMatch(/^hello timeout/);
+      }
+      expect(await counter(server.url, 'parley_hello_timeouts_total')).toBe(2);
+      // The device that said hello in time is still served after the deadline.
+      expect((await signedIn.client.request('devices.list', {})).devices.length).toBe(1);
+      signedIn.client.socket.close();
+    } finally {
       await server.stop();
     }
   });

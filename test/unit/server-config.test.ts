@@ -27,7 +27,7 @@ describe('server config', () => {
       stun: { urls: [] },
       audit: { retentionDays: 90 },
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
-      limits: { messagesPerSecond: 50, messageBurst: 100 },
+      limits: { messagesPerSecond: 50, messageBurst: 100, helloTimeoutSeconds: 10 },
       sessions: { tokenTtlSeconds: 2_592_000 },
       policy: {
         callsPerMinute: 10,
@@ -63,7 +63,8 @@ message_burst = 10
     const c = parseConfig(toml, {}, 'f.toml', cwd);
     expect(c.audit).toEqual({ retentionDays: 7 });
     expect(c.admin).toEqual({ socket: '/srv/parley/run/admin.sock' });
-    expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10 });
+    expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10, helloTimeoutSeconds: 10 });
+    expect(parseConfig(toml, { PARLEY_HELLO_TIMEOUT: '2.5' }, 'f.toml', cwd).limits.helloTimeoutSeconds).toBe(2.5);
     expect(
       parseConfig(toml, { PARLEY_ADMIN_SOCKET: '/tmp/x.sock' }, 'f.toml', cwd).admin.socket,
     ).toBe('/tmp/x.sock');
