@@ -166,10 +166,15 @@ export async function buildServer(
   const intercept = await loadInterceptor(process.env, log);
   // The gauges read the hub at scrape time; it exists by then.
   const metrics: ServerMetrics = new ServerMetrics(() => hub);
-  const audit = new AuditLog(db, (err, event) => {
-    metrics.auditWriteFailures.inc();
-    log.error({ err, event }, 'audit write failed');
-  });
+  const audit = new AuditLog(
+    db,
+    (err, event) => {
+      metrics.auditWriteFailures.inc();
+      log.error({ err, event }, 'audit write failed');
+    },
+    Date.now,
+    { windowMs: () => config.audit.failureSummarySeconds * 1000 },
+  );
   const accounts = new Accounts(db, audit, () => config.sessions.tokenTtlSeconds * 1000);
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
@@ -399,6 +404,7 @@ export async function buildServer(
         await admin?.close();
         await app.close();
         await openCalls.flush();
+        audit.closeSummaries();
         await audit.flush();
         await db.destroy();
         log.info('closed');

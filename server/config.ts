@@ -87,9 +87,16 @@ const FileConfig = z
       .object({
         /** Audit records older than this are deleted at start and once a day, days. */
         retention_days: z.number().int().min(1).max(36_500).default(90),
+        /**
+         * Repeated failures of one kind from one source (a login failing for the same
+         * address and username, a refused `hello` from one address, one limit refusing one
+         * key) get one row when they start and one summary row with a `count` after this
+         * many seconds, not one row each.
+         */
+        failure_summary_seconds: z.number().positive().max(86_400).default(300),
       })
       .strict()
-      .default({ retention_days: 90 }),
+      .default({ retention_days: 90, failure_summary_seconds: 300 }),
     admin: z
       .object({
         /** Unix socket of the admin API; empty: `<data_dir>/admin.sock`. */
@@ -216,8 +223,8 @@ export interface ServerConfig {
     experimentUrls: string[];
   };
   stun: { urls: string[] };
-  /** Audit log retention, days. */
-  audit: { retentionDays: number };
+  /** Audit log retention, days; window of summarised repeated failures, seconds. */
+  audit: { retentionDays: number; failureSummarySeconds: number };
   /** Absolute path of the admin API's Unix socket. */
   admin: { socket: string };
   /**
@@ -273,6 +280,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
   PARLEY_TOKEN_TTL: [['sessions', 'token_ttl_seconds'], 'number'],
   PARLEY_HELLO_TIMEOUT: [['limits', 'hello_timeout_seconds'], 'number'],
+  PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: [['audit', 'failure_summary_seconds'], 'number'],
 };
 
 /**
@@ -349,7 +357,10 @@ export function parseConfig(
       experimentUrls: c.turn.experiment_urls,
     },
     stun: { urls: c.stun.urls },
-    audit: { retentionDays: c.audit.retention_days },
+    audit: {
+      retentionDays: c.audit.retention_days,
+      failureSummarySeconds: c.audit.failure_summary_seconds,
+    },
     admin: { socket: c.admin.socket ? resolve(cwd, c.admin.socket) : join(dataDir, 'admin.sock') },
     limits: {
       messagesPerSecond: c.limits.messages_per_second,
@@ -431,6 +442,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'turn.experiment_urls': (c) => c.turn.experimentUrls,
   'stun.urls': (c) => c.stun.urls,
   'audit.retention_days': (c) => c.audit.retentionDays,
+  'audit.failure_summary_seconds': (c) => c.audit.failureSummarySeconds,
   'admin.socket': (c) => c.admin.socket,
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,

@@ -130,7 +130,7 @@ export function registerHttpRoutes(
 
   app.post('/v1/sessions', async (req, reply) => {
     const body = parseBody(LoginBody, req.body, 'login');
-    const session = await accounts.login(body.username, body.password, body.deviceName);
+    const session = await accounts.login(body.username, body.password, body.deviceName, req.ip);
     req.log.info({ accountId: session.accountId, deviceId: session.deviceId }, 'device logged in');
     return reply.status(201).send(session);
   });

@@ -22,6 +22,7 @@ import type { Envelope } from '../common/protocol/envelope';
 import type { Interceptor } from './intercept';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
+import { clientKey } from './front-door';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 interface Ctx {
@@ -160,11 +161,12 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       info = await accounts.authenticateDevice(p.deviceId, p.token);
     } catch (e) {
       if (e instanceof ParleyError) {
-        void audit.record({
-          event: 'device.auth_failed',
-          deviceId: p.deviceId,
-          detail: { remote, reason: e.reason },
-        });
+        const address = clientKey(remote);
+        void audit.recordSampled(
+          `device.auth_failed:${address}:${p.deviceId}`,
+          { event: 'device.auth_failed', deviceId: p.deviceId, detail: { remote, reason: e.reason } },
+          { key: `device.auth_failed:${address}`, detail: { remote } },
+        );
       }
       throw e;
     }

@@ -4,12 +4,75 @@
  * meets, and what the operator sees of it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runParley } from '../harness/client';
-import { REPO_ROOT, runServerUntilExit, startServer } from '../harness/server';
-import { DEFAULT_PASSWORD, httpJson, signIn, SignalClient } from '../harness/signal-client';
+import { REPO_ROOT, adminRequest, runServerUntilExit, startServer, type RunningServer } from '../harness/server';
+import { DEFAULT_PASSWORD, httpJson, register, signIn, SignalClient } from '../harness/signal-client';
+
+/** What a client sees of one HTTP answer. */
+interface Answer {
+  status: number;
+  retryAfter: string | undefined;
+  body: { error?: { code: number; message: string; data: { reason: string; retryAfter?: number; retry_after?: number } } };
+}
+
+/**
+ * POSTs JSON to the server from the loopback address `from` (127.0.0.0/8 is all
+ * loopback on Linux: each address is another client to the server's per-IP limits).
+ */
+function post(server: RunningServer, path: string, body: object, from = '127.0.0.1'): Promise<Answer> {
+  const url = new URL(path, server.url);
+  const text = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'POST',
+        localAddress: from,
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
+      },
+      (res) => {
+        let data = '';
+        res.setEncoding('utf8').on('data', (c: string) => (data += c));
+        res.on('end', () => {
+          const header = res.headers['retry-after'];
+          resolve({
+            status: res.statusCode ?? 0,
+            retryAfter: Array.isArray(header) ? header[0] : header,
+            body: JSON.parse(data) as Answer['body'],
+          });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+const loginAs = (server: RunningServer, username: string, password: string, from?: string) =>
+  post(server, '/v1/sessions', { username, password }, from);
+
+/** One page of the server's audit log, newest first (admin API). */
+async function auditRows(server: RunningServer, event: string): Promise<{ detail: Record<string, unknown> | null }[]> {
+  return (await adminRequest<{ events: { detail: Record<string, unknown> | null }[] }>(server.adminSocket, 'audit.query', { event, limit: 1000 })).events;
+}
+
+/** Polls `read` until `done` holds for its value (at most `ms`); returns the last value. */
+async function until<T>(read: () => Promise<T>, done: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  let v = await read();
+  while (!done(v) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 100));
+    v = await read();
+  }
+  return v;
+}
 
 /** Resolves with `promise`, or rejects saying `what` did not happen within `ms`. */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -22,11 +85,11 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
-/** The value of one Prometheus counter (no labels) in the server's /metrics text. */
+/** The value of one Prometheus sample (`name` with its labels, e.g. `x_total{scope="a"}`) in /metrics. */
 async function counter(baseUrl: string, name: string): Promise<number> {
-  const text = (await httpJson<string>(baseUrl, 'GET', '/metrics')).body;
-  const m = new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, 'm').exec(String(text));
-  return m ? Number(m[1]) : NaN;
+  const text = String((await httpJson<string>(baseUrl, 'GET', '/metrics')).body);
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : NaN;
 }
 
 describe('the test-only interception hook', () => {
@@ -89,6 +152,62 @@ describe('the hello deadline', () => {
       signedIn.client.socket.close();
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('sampled audit rows for repeated failures', () => {
+  it('writes the first failed login of an address and username, then one summary with the count — not a row per try', async () => {
+    const server = await startServer({ env: { PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: '2' } });
+    try {
+      await register(server.url, 'audited1', DEFAULT_PASSWORD);
+      for (let i = 0; i < 20; i++) expect((await loginAs(server, 'audited1', 'wrong-' + i)).status).toBe(401);
+      expect((await loginAs(server, 'audited1', 'wrong-elsewhere', '127.0.0.8')).status).toBe(401);
+      const rows = await until(
+        () => auditRows(server, 'login.failed'),
+        (r) => r.some((x) => x.detail?.summary === true),
+      );
+      const mine = rows.filter((r) => r.detail?.username === 'audited1');
+      expect(mine).toHaveLength(3);
+      const from1 = mine.filter((r) => r.detail?.remote === '127.0.0.1');
+      expect(from1.map((r) => r.detail?.summary ?? false).sort()).toEqual([false, true]);
+      expect(from1.find((r) => r.detail?.summary)?.detail).toMatchObject({ count: 19, windowSeconds: 2 });
+      expect(mine.filter((r) => r.detail?.remote === '127.0.0.8')).toHaveLength(1);
+      // After the window, the next failure is written at once again.
+      expect((await loginAs(server, 'audited1', 'wrong-later')).status).toBe(401);
+      await until(() => auditRows(server, 'login.failed'), (r) => r.filter((x) => x.detail?.username === 'audited1').length === 4);
+      expect((await auditRows(server, 'login.failed')).filter((x) => x.detail?.username === 'audited1')).toHaveLength(4);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('sums up refused hellos per address and device, bounds the devices one address may spray, and writes pending summaries at shutdown', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'parley-audit-'));
+    const device = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+    try {
+      const server = await startServer({ dataDir, env: { PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: '600' } });
+      const socket = await SignalClient.connect(server.wsUrl);
+      // One device id, ten times; then 25 more device ids from the same address.
+      for (const i of [...Array<number>(10).fill(0), ...Array.from({ length: 25 }, (_, n) => n + 1)]) {
+        await expect(socket.hello({ deviceId: device(i), token: 'forged' })).rejects.toMatchObject({ reason: 'unauthenticated' });
+      }
+      // 20 device ids with a row of their own, then one shared row for the address.
+      expect(await until(() => auditRows(server, 'device.auth_failed'), (r) => r.length >= 21)).toHaveLength(21);
+      await server.stop();
+      const again = await startServer({ dataDir });
+      try {
+        const rows = await auditRows(again, 'device.auth_failed');
+        expect(rows).toHaveLength(23);
+        const summaries = rows.filter((r) => r.detail?.summary).map((r) => r.detail);
+        expect(summaries).toHaveLength(2);
+        expect(summaries).toContainEqual(expect.objectContaining({ remote: '127.0.0.1', reason: 'unauthenticated', count: 9, windowSeconds: 600 }));
+        expect(summaries).toContainEqual(expect.objectContaining({ remote: '127.0.0.1', grouped: true, count: 5 }));
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -25,7 +25,7 @@ describe('server config', () => {
         experimentUrls: [],
       },
       stun: { urls: [] },
-      audit: { retentionDays: 90 },
+      audit: { retentionDays: 90, failureSummarySeconds: 300 },
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
       limits: { messagesPerSecond: 50, messageBurst: 100, helloTimeoutSeconds: 10 },
       sessions: { tokenTtlSeconds: 2_592_000 },
@@ -61,9 +61,10 @@ messages_per_second = 5
 message_burst = 10
 `;
     const c = parseConfig(toml, {}, 'f.toml', cwd);
-    expect(c.audit).toEqual({ retentionDays: 7 });
+    expect(c.audit).toEqual({ retentionDays: 7, failureSummarySeconds: 300 });
     expect(c.admin).toEqual({ socket: '/srv/parley/run/admin.sock' });
     expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10, helloTimeoutSeconds: 10 });
+    expect(parseConfig(toml, { PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: '2' }, 'f.toml', cwd).audit.failureSummarySeconds).toBe(2);
     expect(parseConfig(toml, { PARLEY_HELLO_TIMEOUT: '2.5' }, 'f.toml', cwd).limits.helloTimeoutSeconds).toBe(2.5);
     expect(
       parseConfig(toml, { PARLEY_ADMIN_SOCKET: '/tmp/x.sock' }, 'f.toml', cwd).admin.socket,
