@@ -45,7 +45,11 @@ export const AUDIT_EVENTS = [
   'call.resumed',
   /** An invite was refused by policy or routing. detail: `{callee, reason}` (error reason). */
   'call.refused',
-  /** A connection went over its message rate. detail: `{scope, retryAfter}`. */
+  /**
+   * A limit refused requests. detail: `{scope, retryAfter}` and `remote`; scope `messages`
+   * (a connection's rate), `calls`, `relay`, or a front door (`login_ip`, `login_username`,
+   * `registration_ip`, `registration_username`: also `username`; sampled per limit and key).
+   */
   'rate_limited',
   /** Relay (TURN) credentials were issued. detail: `{ttlSeconds, expiresAt, urls}` — never the credential. */
   'relay.credentials_issued',

@@ -36,6 +36,13 @@ export interface StartServerOptions {
    * flag, PARLEY_TEST_INTERCEPT_ENABLE. Without this option neither is passed on.
    */
   intercept?: string;
+  /**
+   * Keep the server's login and registration limits (`[auth]`, from its defaults,
+   * `configToml` or `env`). By default the harness turns the four limits off
+   * (0) through the environment, because a test signs many accounts in from
+   * 127.0.0.1 within one window; tests of the limits themselves set this.
+   */
+  authLimits?: boolean;
   /** Extra environment variables (win over the ones above). */
   env?: Record<string, string>;
   /** Use this data folder instead of a fresh temporary one (it is then not deleted by stop()). */
@@ -125,6 +132,12 @@ function prepare(options: StartServerOptions): Prepared {
   if (options.stunUrls) env.PARLEY_STUN_URLS = options.stunUrls.join(',');
   if (options.ringTimeoutSeconds !== undefined)
     env.PARLEY_RING_TIMEOUT = String(options.ringTimeoutSeconds);
+  if (!options.authLimits) {
+    env.PARLEY_LOGIN_FAILURES_PER_USERNAME = '0';
+    env.PARLEY_LOGIN_ATTEMPTS_PER_IP = '0';
+    env.PARLEY_REGISTRATIONS_PER_IP = '0';
+    env.PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME = '0';
+  }
   if (options.intercept !== undefined) {
     env[INTERCEPT_ENV] = options.intercept;
     env[INTERCEPT_ENABLE_ENV] = INTERCEPT_ENABLE_VALUE;

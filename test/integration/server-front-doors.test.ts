@@ -3,7 +3,7 @@
  * process on loopback: what an attacker who only knows the server's address
  * meets, and what the operator sees of it.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,8 @@ function post(server: RunningServer, path: string, body: object, from = '127.0.0
 
 const loginAs = (server: RunningServer, username: string, password: string, from?: string) =>
   post(server, '/v1/sessions', { username, password }, from);
+const signUp = (server: RunningServer, username: string, from?: string) =>
+  post(server, '/v1/accounts', { username, password: DEFAULT_PASSWORD }, from);
 
 /** One page of the server's audit log, newest first (admin API). */
 async function auditRows(server: RunningServer, event: string): Promise<{ detail: Record<string, unknown> | null }[]> {
@@ -73,6 +75,8 @@ async function until<T>(read: () => Promise<T>, done: (v: T) => boolean, ms = 10
   }
   return v;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves with `promise`, or rejects saying `what` did not happen within `ms`. */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -150,6 +154,148 @@ describe('the hello deadline', () => {
       // The device that said hello in time is still served after the deadline.
       expect((await signedIn.client.request('devices.list', {})).devices.length).toBe(1);
       signedIn.client.socket.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('login limits', () => {
+  it('throttles one username after its failures: 429 rate_limited with Retry-After, even for the right password; the owner signs in once the window is over', async () => {
+    const server = await startServer({
+      authLimits: true,
+      env: { PARLEY_LOGIN_WINDOW: '4', PARLEY_LOGIN_FAILURES_PER_USERNAME: '3', PARLEY_LOGIN_ATTEMPTS_PER_IP: '0' },
+    });
+    try {
+      await register(server.url, 'owner1', DEFAULT_PASSWORD);
+      for (let i = 0; i < 3; i++) expect((await loginAs(server, 'owner1', 'guess-number-' + i)).status).toBe(401);
+      const refused = await loginAs(server, 'owner1', DEFAULT_PASSWORD);
+      expect(refused.status).toBe(429);
+      expect(refused.body.error?.data.reason).toBe('rate_limited');
+      expect(refused.body.error?.message).toMatch(/too many sign-in attempts; try again in \d+ s/);
+      const wait = Number(refused.retryAfter);
+      expect(wait).toBeGreaterThanOrEqual(1);
+      expect(wait).toBeLessThanOrEqual(4);
+      expect(refused.body.error?.data.retry_after).toBe(wait);
+      // The attacker keeps trying from elsewhere: refused, and the window does not grow.
+      for (let i = 0; i < 5; i++) {
+        const again = await loginAs(server, 'owner1', 'more-guesses', '127.0.0.9');
+        expect(again.status).toBe(429);
+        expect(Number(again.retryAfter)).toBeLessThanOrEqual(wait);
+      }
+      await sleep(wait * 1000 + 250);
+      expect((await loginAs(server, 'owner1', DEFAULT_PASSWORD)).status).toBe(201);
+      expect(await counter(server.url, 'parley_auth_throttled_total{scope="login_username"}')).toBe(6);
+      // Six refusals, one audit row so far (the rest are summed up when the window ends).
+      const rows = (await auditRows(server, 'rate_limited')).filter((r) => r.detail?.scope === 'login_username');
+      expect(rows).toHaveLength(1);
+      expect(rows[0]?.detail).toMatchObject({ username: 'owner1', remote: '127.0.0.1' });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('answers a name that does not exist exactly like one that does', async () => {
+    const server = await startServer({
+      authLimits: true,
+      env: { PARLEY_LOGIN_WINDOW: '600', PARLEY_LOGIN_FAILURES_PER_USERNAME: '2', PARLEY_LOGIN_ATTEMPTS_PER_IP: '0' },
+    });
+    try {
+      await register(server.url, 'real1', DEFAULT_PASSWORD);
+      const run = async (username: string) => {
+        const answers = [];
+        for (let i = 0; i < 4; i++) answers.push(await loginAs(server, username, 'not-the-password'));
+        return answers.map((a) => [a.status, a.body.error?.data.reason, a.body.error?.message.replace(/\d+ s$/, 'N s')]);
+      };
+      const real = await run('real1');
+      expect(real.map(([status]) => status)).toEqual([401, 401, 429, 429]);
+      expect(await run('ghost1')).toEqual(real);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('throttles one client address across usernames, and not the next address', async () => {
+    const server = await startServer({
+      authLimits: true,
+      env: { PARLEY_LOGIN_WINDOW: '600', PARLEY_LOGIN_ATTEMPTS_PER_IP: '3', PARLEY_LOGIN_FAILURES_PER_USERNAME: '0' },
+    });
+    try {
+      await register(server.url, 'spray1', DEFAULT_PASSWORD);
+      for (const name of ['spray-a', 'spray-b', 'spray-c']) expect((await loginAs(server, name, 'x-password', '127.0.0.2')).status).toBe(401);
+      const refused = await loginAs(server, 'spray1', DEFAULT_PASSWORD, '127.0.0.2');
+      expect(refused.status).toBe(429);
+      expect(Number(refused.retryAfter)).toBeGreaterThan(0);
+      expect((await loginAs(server, 'spray1', DEFAULT_PASSWORD, '127.0.0.3')).status).toBe(201);
+      expect(await counter(server.url, 'parley_auth_throttled_total{scope="login_ip"}')).toBe(1);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('registration limits', () => {
+  it('limits sign-ups per client address and per requested username with 429 and Retry-After', async () => {
+    const server = await startServer({
+      authLimits: true,
+      env: { PARLEY_REGISTRATION_WINDOW: '600', PARLEY_REGISTRATIONS_PER_IP: '2', PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME: '2' },
+    });
+    try {
+      expect((await signUp(server, 'reg-a', '127.0.0.4')).status).toBe(201);
+      expect((await signUp(server, 'reg-b', '127.0.0.4')).status).toBe(201);
+      const perIp = await signUp(server, 'reg-c', '127.0.0.4');
+      expect(perIp.status).toBe(429);
+      expect(perIp.body.error?.data.reason).toBe('rate_limited');
+      expect(perIp.body.error?.message).toMatch(/too many sign-up attempts/);
+      expect(Number(perIp.retryAfter)).toBeGreaterThan(0);
+      expect((await signUp(server, 'reg-c', '127.0.0.5')).status).toBe(201);
+      // One name, from ever-new addresses: its second try says it is taken, the third is throttled.
+      expect((await signUp(server, 'reg-c', '127.0.0.6')).status).toBe(409);
+      const perName = await signUp(server, 'reg-c', '127.0.0.7');
+      expect(perName.status).toBe(429);
+      expect(Number(perName.retryAfter)).toBeGreaterThan(0);
+      expect(await counter(server.url, 'parley_auth_throttled_total{scope="registration_ip"}')).toBe(1);
+      expect(await counter(server.url, 'parley_auth_throttled_total{scope="registration_username"}')).toBe(1);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('front-door limits at config.reload', () => {
+  it('applies a new limit without a restart', async () => {
+    const server = await startServer({ authLimits: true, configToml: '[auth]\nregistrations_per_ip = 0\n' });
+    try {
+      for (const name of ['reload-a', 'reload-b', 'reload-c']) expect((await signUp(server, name)).status).toBe(201);
+      writeFileSync(server.configFile!, '[auth]\nregistrations_per_ip = 1\n');
+      const reload = await adminRequest<{ applied: string[] }>(server.adminSocket, 'config.reload');
+      expect(reload.applied).toContain('auth.registrations_per_ip');
+      expect((await signUp(server, 'reload-d', '127.0.0.10')).status).toBe(201);
+      expect((await signUp(server, 'reload-e', '127.0.0.10')).status).toBe(429);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('the password-hash cap', () => {
+  it('a flood of logins beyond the slots and the queue gets 503 unavailable with Retry-After, the rest are served, and a later login works', async () => {
+    const server = await startServer({ env: { PARLEY_MAX_CONCURRENT_HASHES: '1', PARLEY_HASH_QUEUE: '1' } });
+    try {
+      await register(server.url, 'flood1', DEFAULT_PASSWORD);
+      const answers = await Promise.all(Array.from({ length: 20 }, () => loginAs(server, 'flood1', DEFAULT_PASSWORD)));
+      const busy = answers.filter((a) => a.status === 503);
+      expect(answers.every((a) => a.status === 201 || a.status === 503)).toBe(true);
+      expect(answers.some((a) => a.status === 201)).toBe(true);
+      expect(busy.length).toBeGreaterThan(0);
+      for (const a of busy) {
+        expect(a.retryAfter).toBe('1');
+        expect(a.body.error?.data.reason).toBe('unavailable');
+        expect(a.body.error?.message).toMatch(/busy; try again/);
+      }
+      expect(await counter(server.url, 'parley_password_hash_refused_total')).toBe(busy.length);
+      expect((await loginAs(server, 'flood1', DEFAULT_PASSWORD)).status).toBe(201);
+      expect(await counter(server.url, 'parley_password_hashes{state="running"}')).toBe(0);
     } finally {
       await server.stop();
     }
