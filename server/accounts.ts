@@ -6,6 +6,7 @@ import type { LoginReply, PeerInfo } from '../common/protocol/signaling';
 import { KeyBundle, bundleSigningText } from '../common/protocol/envelope';
 import type { AuditLog } from './audit';
 import type { DB } from './db';
+import { clientKey, HashGate } from './front-door';
 
 /** argon2id (the @node-rs/argon2 default algorithm) with OWASP's minimum: 19 MiB, t=2, p=1. */
 const ARGON2_OPTIONS = { memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
@@ -30,22 +31,25 @@ export class Accounts {
    * @param db the store.
    * @param auditLog where registrations and logins (also failed ones) are recorded.
    * @param tokenTtlMs the device token lifetime now, ms (read at each login and refresh).
+   * @param hashes the server-wide cap on concurrent argon2 hashes every hash here goes through.
    */
   constructor(
     private readonly db: Kysely<DB>,
     private readonly auditLog: AuditLog,
     private readonly tokenTtlMs: () => number = () => 30 * 86_400_000,
+    private readonly hashes: HashGate = new HashGate(0, 32),
   ) {}
 
   /**
    * Creates an account.
-   * @throws ParleyError `already_exists` when the username is taken.
+   * @throws ParleyError `already_exists` when the username is taken; `unavailable` (with
+   *   `retryAfter`) when the hash cap and its queue are full.
    */
   async register(
     username: string,
     password: string,
   ): Promise<{ accountId: string; username: string }> {
-    const passwordHash = await argon2Hash(password, ARGON2_OPTIONS);
+    const passwordHash = await this.hashes.run(() => argon2Hash(password, ARGON2_OPTIONS));
     const id = randomUUID();
     try {
       await this.db
@@ -63,24 +67,36 @@ export class Accounts {
 
   /**
    * Checks a password and creates a new device for this login.
+   * A failure is audited as `login.failed`, sampled per client address and
+   * username (AuditLog.recordSampled), so repeating it does not add a row each time.
+   * @param remote the client's address (audit only).
    * @returns the device id and its token (the only time the token is seen).
-   * @throws ParleyError `bad_credentials` for an unknown user or a wrong password (same message for both).
+   * @throws ParleyError `bad_credentials` for an unknown user or a wrong password (same message
+   *   for both); `unavailable` (with `retryAfter`) when the hash cap and its queue are full.
    */
-  async login(username: string, password: string, deviceName: string): Promise<LoginReply> {
+  async login(
+    username: string,
+    password: string,
+    deviceName: string,
+    remote: string,
+  ): Promise<LoginReply> {
     const account = await this.db
       .selectFrom('accounts')
       .select(['id', 'username', 'password_hash'])
       .where('username', '=', username)
       .executeTakeFirst();
-    const ok = account
-      ? await argon2Verify(account.password_hash, password)
-      : (await argon2Verify(await this.getDummyHash(), password), false);
+    const ok = await this.hashes.run(async () =>
+      account
+        ? argon2Verify(account.password_hash, password)
+        : (await argon2Verify(await this.getDummyHash(), password), false),
+    );
     if (!account || !ok) {
-      await this.auditLog.record({
-        event: 'login.failed',
-        accountId: account?.id ?? null,
-        detail: { username },
-      });
+      const address = clientKey(remote);
+      await this.auditLog.recordSampled(
+        `login.failed:${address}:${username}`,
+        { event: 'login.failed', accountId: account?.id ?? null, detail: { username, remote } },
+        { key: `login.failed:${address}`, detail: { remote } },
+      );
       throw new ParleyError('bad_credentials', 'wrong username or password');
     }
     const deviceId = randomUUID();

@@ -24,6 +24,7 @@ import { ServerMetrics } from './metrics';
 import { registerOpsRoutes } from './ops';
 import { serveSignalSocket } from './signal';
 import { loadInterceptor } from './intercept';
+import { FrontDoor, HashGate } from './front-door';
 
 /**
  * Largest WebSocket frame ws accepts before closing the connection (1009),
@@ -164,13 +165,30 @@ export async function buildServer(
   const db = await openDatabase(config.dataDir);
   // TEST ONLY: a malicious-server hook, from the environment alone, announced at fatal level.
   const intercept = await loadInterceptor(process.env, log);
-  // The gauges read the hub at scrape time; it exists by then.
-  const metrics: ServerMetrics = new ServerMetrics(() => hub);
-  const audit = new AuditLog(db, (err, event) => {
-    metrics.auditWriteFailures.inc();
-    log.error({ err, event }, 'audit write failed');
-  });
-  const accounts = new Accounts(db, audit, () => config.sessions.tokenTtlSeconds * 1000);
+  // The gauges read the hub and the hash cap at scrape time; both exist by then.
+  const metrics: ServerMetrics = new ServerMetrics(
+    () => hub,
+    () => hashes.stats,
+  );
+  const audit = new AuditLog(
+    db,
+    (err, event) => {
+      metrics.auditWriteFailures.inc();
+      log.error({ err, event }, 'audit write failed');
+    },
+    Date.now,
+    { windowMs: () => config.audit.failureSummarySeconds * 1000 },
+  );
+  const hashes = new HashGate(config.auth.maxConcurrentHashes, config.auth.hashQueue, () =>
+    metrics.hashRefused.inc(),
+  );
+  const frontDoor = new FrontDoor(config.auth, { audit, metrics, log });
+  const accounts = new Accounts(
+    db,
+    audit,
+    () => config.sessions.tokenTtlSeconds * 1000,
+    hashes,
+  );
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     onEvent: (e) => {
@@ -290,6 +308,9 @@ export async function buildServer(
     config.turn = next.turn;
     config.stun = next.stun;
     config.audit = next.audit;
+    config.auth = next.auth;
+    frontDoor.configure(next.auth);
+    hashes.configure(next.auth.maxConcurrentHashes, next.auth.hashQueue);
     config.limits = next.limits;
     config.sessions = next.sessions;
     config.policy = next.policy;
@@ -311,7 +332,7 @@ export async function buildServer(
 
   const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
-  registerHttpRoutes(app, accounts, relays, serverVersion(), (code) =>
+  registerHttpRoutes(app, accounts, relays, frontDoor, serverVersion(), (code) =>
     metrics.errors.inc({ code }),
   );
   registerOpsRoutes(app, { db, metrics, state });
@@ -399,6 +420,7 @@ export async function buildServer(
         await admin?.close();
         await app.close();
         await openCalls.flush();
+        audit.closeSummaries();
         await audit.flush();
         await db.destroy();
         log.info('closed');

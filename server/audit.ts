@@ -18,11 +18,16 @@ export const AUDIT_EVENTS = [
   'account.registered',
   /** A password login created a device. detail: `{deviceName}`. */
   'login',
-  /** A login was refused (unknown user or wrong password). detail: `{username}`. */
+  /**
+   * A login was refused (unknown user or wrong password). detail: `{username, remote}`.
+   * Sampled (`recordSampled`): the first failure for one address and username, then one
+   * summary with `{summary: true, count, windowSeconds, since}` for the others in the window;
+   * beyond 20 usernames from one address in a window, one shared `{remote, grouped: true}`.
+   */
   'login.failed',
   /** A signaling connection authenticated (`hello`). detail: `{remote}`. */
   'device.connected',
-  /** `hello` was refused (unknown device or wrong token). detail: `{remote, reason}`. */
+  /** `hello` was refused (unknown device or wrong token). detail: `{remote, reason}`. Sampled per address and device. */
   'device.auth_failed',
   /** An authenticated signaling connection closed. detail: `{code}` (WebSocket close code). */
   'device.disconnected',
@@ -40,7 +45,11 @@ export const AUDIT_EVENTS = [
   'call.resumed',
   /** An invite was refused by policy or routing. detail: `{callee, reason}` (error reason). */
   'call.refused',
-  /** A connection went over its message rate. detail: `{scope, retryAfter}`. */
+  /**
+   * A limit refused requests. detail: `{scope, retryAfter}` and `remote`; scope `messages`
+   * (a connection's rate), `calls`, `relay`, or a front door (`login_ip`, `login_username`,
+   * `registration_ip`, `registration_username`: also `username`; sampled per limit and key).
+   */
   'rate_limited',
   /** Relay (TURN) credentials were issued. detail: `{ttlSeconds, expiresAt, urls}` — never the credential. */
   'relay.credentials_issued',
@@ -168,23 +177,134 @@ function decodeCursor(cursor: string): number {
 export const DAY_MS = 86_400_000;
 
 /**
+ * Open summaries beyond which new keys share one summary per event (`overflow`),
+ * so that even failures from ever-new sources cannot grow memory or rows without bound.
+ */
+export const MAX_OPEN_SUMMARIES = 10_000;
+
+/**
+ * Sources of one group (e.g. the usernames tried from one address) that get
+ * windows of their own; further ones in that group share one `{grouped: true}` window.
+ */
+export const MAX_SOURCES_PER_GROUP = 20;
+
+/** Sources that share a bound in `recordSampled`: its key, and the detail its shared summary carries. */
+export interface SampleGroup {
+  key: string;
+  detail: Record<string, unknown>;
+}
+
+/** One open summary window of `recordSampled`. */
+interface Summary {
+  input: AuditInput;
+  /** The group this window counts against, if any. */
+  group?: string | undefined;
+  /** Records not written one by one since the first. */
+  count: number;
+  /** When the window started, Unix ms. */
+  since: number;
+  windowMs: number;
+  timer: NodeJS.Timeout;
+}
+
+/**
  * Writes and reads the audit table. Writes are asynchronous and never throw
  * to the caller (auditing must not break signaling); a failed write goes to
  * `onError`. `flush()` waits for writes in flight (before the store closes).
  */
 export class AuditLog {
   private readonly pending = new Set<Promise<void>>();
+  private readonly summaries = new Map<string, Summary>();
+  /** Open windows per group key. */
+  private readonly groups = new Map<string, number>();
 
   /**
    * @param db the store.
    * @param onError sees a failed write (for the log); must not throw.
    * @param now clock, Unix ms (injectable for tests).
+   * @param sampling.windowMs the window of `recordSampled`, ms (read when a window opens; default 5 min).
+   * @param sampling.maxOpen open windows before new sources share an overflow one (default MAX_OPEN_SUMMARIES).
    */
   constructor(
     private readonly db: Kysely<DB>,
     private readonly onError: (err: unknown, event: string) => void = () => {},
     private readonly now: () => number = Date.now,
+    private readonly sampling: { windowMs?: () => number; maxOpen?: number } = {},
   ) {}
+
+  /**
+   * Records an event that an attacker can repeat at will (failed logins,
+   * refused hellos, limit refusals) without writing one row per repeat: the
+   * first record for `key` is written at once and opens a window of
+   * `summaryWindowMs`; records for the same key within it are only counted;
+   * when the window ends, one summary row is written (if any were counted)
+   * with the first record's fields and detail plus
+   * `{summary: true, count, windowSeconds, since}` — `count` is the number of
+   * records not written one by one, `since` (Unix ms) the window's start. The
+   * next record after that opens a new window. So one source costs at most
+   * two rows per window. Bounds on new sources: beyond MAX_SOURCES_PER_GROUP
+   * open sources of one `group`, the group's further sources share one window
+   * whose rows carry `group.detail` and `{grouped: true}`; beyond
+   * MAX_OPEN_SUMMARIES open windows in all, new sources share one
+   * `{overflow: true}` window per event.
+   * @param key the source, e.g. `login.failed:<address>:<username>`.
+   * @param group sources that share a bound, e.g. `{key: 'login.failed:<address>', detail: {remote}}`.
+   * @returns resolves when the immediate row (if any) is written. Never rejects.
+   */
+  recordSampled(key: string, input: AuditInput, group?: SampleGroup): Promise<void> {
+    let k = key;
+    let record = input;
+    let member = group?.key;
+    if (!this.summaries.has(k) && group && (this.groups.get(group.key) ?? 0) >= MAX_SOURCES_PER_GROUP) {
+      k = `group:${group.key}`;
+      record = { event: input.event, detail: { ...group.detail, grouped: true } };
+      member = undefined;
+    }
+    if (!this.summaries.has(k) && this.summaries.size >= (this.sampling.maxOpen ?? MAX_OPEN_SUMMARIES)) {
+      k = `overflow:${input.event}`;
+      record = { event: input.event, detail: { overflow: true } };
+      member = undefined;
+    }
+    const open = this.summaries.get(k);
+    if (open) {
+      open.count++;
+      return Promise.resolve();
+    }
+    const windowMs = this.sampling.windowMs?.() ?? 300_000;
+    const timer = setTimeout(() => this.closeSummary(k), windowMs);
+    timer.unref();
+    this.summaries.set(k, { input: record, group: member, count: 0, since: this.now(), windowMs, timer });
+    if (member) this.groups.set(member, (this.groups.get(member) ?? 0) + 1);
+    return this.record(record);
+  }
+
+  /** Ends every open `recordSampled` window now, writing its summary (at shutdown, before `flush`). */
+  closeSummaries(): void {
+    for (const key of [...this.summaries.keys()]) this.closeSummary(key);
+  }
+
+  private closeSummary(key: string): void {
+    const s = this.summaries.get(key);
+    if (!s) return;
+    this.summaries.delete(key);
+    clearTimeout(s.timer);
+    if (s.group) {
+      const left = (this.groups.get(s.group) ?? 1) - 1;
+      if (left > 0) this.groups.set(s.group, left);
+      else this.groups.delete(s.group);
+    }
+    if (s.count === 0) return;
+    void this.record({
+      ...s.input,
+      detail: {
+        ...s.input.detail,
+        summary: true,
+        count: s.count,
+        windowSeconds: s.windowMs / 1000,
+        since: s.since,
+      },
+    });
+  }
 
   /** Appends one record; resolves when written (or when the failure was reported). Never rejects. */
   record(input: AuditInput): Promise<void> {

@@ -87,9 +87,46 @@ const FileConfig = z
       .object({
         /** Audit records older than this are deleted at start and once a day, days. */
         retention_days: z.number().int().min(1).max(36_500).default(90),
+        /**
+         * Repeated failures of one kind from one source (a login failing for the same
+         * address and username, a refused `hello` from one address, one limit refusing one
+         * key) get one row when they start and one summary row with a `count` after this
+         * many seconds, not one row each.
+         */
+        failure_summary_seconds: z.number().positive().max(86_400).default(300),
       })
       .strict()
-      .default({ retention_days: 90 }),
+      .default({ retention_days: 90, failure_summary_seconds: 300 }),
+    auth: z
+      .object({
+        /** Fixed window of the login limits, seconds. */
+        login_window_seconds: z.number().int().min(1).max(86_400).default(900),
+        /** Failed logins one username may have per window, from anywhere; 0: no limit. */
+        login_failures_per_username: z.number().int().min(0).max(1_000_000).default(10),
+        /** Login attempts (any outcome) one client address (IPv6: its /64) may make per window; 0: no limit. */
+        login_attempts_per_ip: z.number().int().min(0).max(1_000_000).default(100),
+        /** Fixed window of the registration limits, seconds. */
+        registration_window_seconds: z.number().int().min(1).max(86_400).default(3600),
+        /** Registration attempts one client address (IPv6: its /64) may make per window; 0: no limit. */
+        registrations_per_ip: z.number().int().min(0).max(1_000_000).default(20),
+        /** Registration attempts for one username per window; 0: no limit. */
+        registration_attempts_per_username: z.number().int().min(0).max(1_000_000).default(5),
+        /** argon2 hashes computed at once, server-wide; 0: half the CPU cores (at least 1). */
+        max_concurrent_hashes: z.number().int().min(0).max(1024).default(0),
+        /** Logins and registrations that may wait for a hash slot; more get 503 `unavailable`. */
+        hash_queue: z.number().int().min(0).max(100_000).default(32),
+      })
+      .strict()
+      .default({
+        login_window_seconds: 900,
+        login_failures_per_username: 10,
+        login_attempts_per_ip: 100,
+        registration_window_seconds: 3600,
+        registrations_per_ip: 20,
+        registration_attempts_per_username: 5,
+        max_concurrent_hashes: 0,
+        hash_queue: 32,
+      }),
     admin: z
       .object({
         /** Unix socket of the admin API; empty: `<data_dir>/admin.sock`. */
@@ -164,9 +201,11 @@ const FileConfig = z
         messages_per_second: z.number().positive().max(100_000).default(50),
         /** Messages a connection may send at once above the sustained rate (token bucket size). */
         message_burst: z.number().int().min(1).max(100_000).default(100),
+        /** A signaling connection that has not completed `hello` this long after connecting is closed (4004), seconds. */
+        hello_timeout_seconds: z.number().positive().max(300).default(10),
       })
       .strict()
-      .default({ messages_per_second: 50, message_burst: 100 }),
+      .default({ messages_per_second: 50, message_burst: 100, hello_timeout_seconds: 10 }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -214,16 +253,45 @@ export interface ServerConfig {
     experimentUrls: string[];
   };
   stun: { urls: string[] };
-  /** Audit log retention, days. */
-  audit: { retentionDays: number };
+  /** Audit log retention, days; window of summarised repeated failures, seconds. */
+  audit: { retentionDays: number; failureSummarySeconds: number };
+  /** Login and registration limits and the password-hash cap (see `[auth]` in the example file). */
+  auth: AuthConfig;
   /** Absolute path of the admin API's Unix socket. */
   admin: { socket: string };
-  /** Per-connection message rate limit: sustained messages/s and burst (messages). */
-  limits: { messagesPerSecond: number; messageBurst: number };
+  /**
+   * Per-connection message rate limit: sustained messages/s and burst (messages);
+   * and how long a connection may stay open without a successful `hello`, seconds.
+   */
+  limits: { messagesPerSecond: number; messageBurst: number; helloTimeoutSeconds: number };
   /** Device token lifetime, seconds. */
   sessions: { tokenTtlSeconds: number };
   /** Call policy (see `[policy]` in the example file). */
   policy: PolicyConfig;
+}
+
+/**
+ * The front doors (`[auth]`): fixed-window limits on login and registration per
+ * client address and per username (0 = no limit), and the server-wide cap on
+ * concurrent argon2 hashes with its bounded wait queue.
+ */
+export interface AuthConfig {
+  /** Window of the login limits, seconds. */
+  loginWindowSeconds: number;
+  /** Failed logins per username per window. */
+  loginFailuresPerUsername: number;
+  /** Login attempts per client address (IPv6 /64) per window. */
+  loginAttemptsPerIp: number;
+  /** Window of the registration limits, seconds. */
+  registrationWindowSeconds: number;
+  /** Registration attempts per client address (IPv6 /64) per window. */
+  registrationsPerIp: number;
+  /** Registration attempts per username per window. */
+  registrationAttemptsPerUsername: number;
+  /** argon2 hashes at once; 0 = half the CPU cores, at least 1. */
+  maxConcurrentHashes: number;
+  /** Requests that may wait for a hash slot before 503. */
+  hashQueue: number;
 }
 
 /** Call policy settings; durations in seconds, 0 = no limit where noted. */
@@ -267,6 +335,16 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_ADMIN_SOCKET: [['admin', 'socket'], 'string'],
   PARLEY_AUDIT_RETENTION_DAYS: [['audit', 'retention_days'], 'number'],
   PARLEY_TOKEN_TTL: [['sessions', 'token_ttl_seconds'], 'number'],
+  PARLEY_HELLO_TIMEOUT: [['limits', 'hello_timeout_seconds'], 'number'],
+  PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: [['audit', 'failure_summary_seconds'], 'number'],
+  PARLEY_LOGIN_WINDOW: [['auth', 'login_window_seconds'], 'number'],
+  PARLEY_LOGIN_FAILURES_PER_USERNAME: [['auth', 'login_failures_per_username'], 'number'],
+  PARLEY_LOGIN_ATTEMPTS_PER_IP: [['auth', 'login_attempts_per_ip'], 'number'],
+  PARLEY_REGISTRATION_WINDOW: [['auth', 'registration_window_seconds'], 'number'],
+  PARLEY_REGISTRATIONS_PER_IP: [['auth', 'registrations_per_ip'], 'number'],
+  PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME: [['auth', 'registration_attempts_per_username'], 'number'],
+  PARLEY_MAX_CONCURRENT_HASHES: [['auth', 'max_concurrent_hashes'], 'number'],
+  PARLEY_HASH_QUEUE: [['auth', 'hash_queue'], 'number'],
 };
 
 /**
@@ -343,11 +421,25 @@ export function parseConfig(
       experimentUrls: c.turn.experiment_urls,
     },
     stun: { urls: c.stun.urls },
-    audit: { retentionDays: c.audit.retention_days },
+    audit: {
+      retentionDays: c.audit.retention_days,
+      failureSummarySeconds: c.audit.failure_summary_seconds,
+    },
+    auth: {
+      loginWindowSeconds: c.auth.login_window_seconds,
+      loginFailuresPerUsername: c.auth.login_failures_per_username,
+      loginAttemptsPerIp: c.auth.login_attempts_per_ip,
+      registrationWindowSeconds: c.auth.registration_window_seconds,
+      registrationsPerIp: c.auth.registrations_per_ip,
+      registrationAttemptsPerUsername: c.auth.registration_attempts_per_username,
+      maxConcurrentHashes: c.auth.max_concurrent_hashes,
+      hashQueue: c.auth.hash_queue,
+    },
     admin: { socket: c.admin.socket ? resolve(cwd, c.admin.socket) : join(dataDir, 'admin.sock') },
     limits: {
       messagesPerSecond: c.limits.messages_per_second,
       messageBurst: c.limits.message_burst,
+      helloTimeoutSeconds: c.limits.hello_timeout_seconds,
     },
     sessions: { tokenTtlSeconds: c.sessions.token_ttl_seconds },
     policy: {
@@ -424,9 +516,19 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'turn.experiment_urls': (c) => c.turn.experimentUrls,
   'stun.urls': (c) => c.stun.urls,
   'audit.retention_days': (c) => c.audit.retentionDays,
+  'audit.failure_summary_seconds': (c) => c.audit.failureSummarySeconds,
+  'auth.login_window_seconds': (c) => c.auth.loginWindowSeconds,
+  'auth.login_failures_per_username': (c) => c.auth.loginFailuresPerUsername,
+  'auth.login_attempts_per_ip': (c) => c.auth.loginAttemptsPerIp,
+  'auth.registration_window_seconds': (c) => c.auth.registrationWindowSeconds,
+  'auth.registrations_per_ip': (c) => c.auth.registrationsPerIp,
+  'auth.registration_attempts_per_username': (c) => c.auth.registrationAttemptsPerUsername,
+  'auth.max_concurrent_hashes': (c) => c.auth.maxConcurrentHashes,
+  'auth.hash_queue': (c) => c.auth.hashQueue,
   'admin.socket': (c) => c.admin.socket,
   'limits.messages_per_second': (c) => c.limits.messagesPerSecond,
   'limits.message_burst': (c) => c.limits.messageBurst,
+  'limits.hello_timeout_seconds': (c) => c.limits.helloTimeoutSeconds,
   'sessions.token_ttl_seconds': (c) => c.sessions.tokenTtlSeconds,
   'policy.calls_per_minute': (c) => c.policy.callsPerMinute,
   'policy.call_burst': (c) => c.policy.callBurst,

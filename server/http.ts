@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { ParleyError, type ErrorReason } from '../common/errors';
 import { LoginBody, RegisterBody } from '../common/protocol/signaling';
 import type { Accounts } from './accounts';
+import type { FrontDoor } from './front-door';
 import type { RelayService } from './relays';
 
 /** HTTP status for each error reason an HTTP route can answer with. */
@@ -51,6 +52,9 @@ function parseBody<S extends z.ZodType>(schema: S, body: unknown, what: string):
  * - `GET /healthz` → 200 `{ok:true, version}`
  * - `POST /v1/accounts` RegisterBody → 201 RegisterReply; 409 `already_exists`; 400 `invalid_params`
  * - `POST /v1/sessions` LoginBody → 201 LoginReply (a new device and its token); 401 `bad_credentials`
+ * - both behind `frontDoor` (server/front-door.ts): 429 `rate_limited` with `Retry-After` (seconds)
+ *   when a login or registration limit refuses; 503 `unavailable` with `Retry-After` when the
+ *   password-hash cap and its queue are full
  * - `GET /v1/calling/relays` with `Authorization: Bearer <device token>` → 200 RelayAnswer
  *   (`username, password, ttl, urls, urlsWithIps, hostname, expiresAt`); 401 `CALL_RELAY_UNAUTHORIZED`,
  *   429 `CALL_RELAY_RATE_LIMITED` (with `Retry-After`), 500 `CALL_RELAY_PROVIDER_ERROR`,
@@ -62,6 +66,7 @@ export function registerHttpRoutes(
   app: FastifyInstance,
   accounts: Accounts,
   relays: RelayService,
+  frontDoor: FrontDoor,
   version: string,
   onError: (reason: ErrorReason) => void = () => {},
 ): void {
@@ -106,7 +111,9 @@ export function registerHttpRoutes(
 
   app.post('/v1/accounts', async (req, reply) => {
     const body = parseBody(RegisterBody, req.body, 'registration');
-    const account = await accounts.register(body.username, body.password);
+    const account = await frontDoor.register(req.ip, body.username, () =>
+      accounts.register(body.username, body.password),
+    );
     req.log.info({ accountId: account.accountId }, 'account registered');
     return reply.status(201).send(account);
   });
@@ -130,7 +137,9 @@ export function registerHttpRoutes(
 
   app.post('/v1/sessions', async (req, reply) => {
     const body = parseBody(LoginBody, req.body, 'login');
-    const session = await accounts.login(body.username, body.password, body.deviceName);
+    const session = await frontDoor.login(req.ip, body.username, () =>
+      accounts.login(body.username, body.password, body.deviceName, req.ip),
+    );
     req.log.info({ accountId: session.accountId, deviceId: session.deviceId }, 'device logged in');
     return reply.status(201).send(session);
   });

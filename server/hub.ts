@@ -127,6 +127,8 @@ export const CLOSE_REPLACED = 4001;
 export const CLOSE_EXPIRED = 4002;
 /** WebSocket close code for a connection whose device was revoked or logged out. */
 export const CLOSE_REVOKED = 4003;
+/** WebSocket close code for a connection that did not complete `hello` within `limits.hello_timeout_seconds`. */
+export const CLOSE_HELLO_TIMEOUT = 4004;
 
 /**
  * Online devices and the calls between them: the server's routing state

@@ -16,6 +16,10 @@ import type { Hub } from './hub';
  * | `parley_relay_credentials_issued_total` | counter | | relay credentials handed out |
  * | `parley_relay_provider_errors_total` | counter | | external relay credential API failures |
  * | `parley_audit_write_failures_total` | counter | | audit records that could not be written |
+ * | `parley_hello_timeouts_total` | counter | | signaling connections closed for not completing `hello` in time |
+ * | `parley_auth_throttled_total` | counter | `scope` = login_ip, login_username, registration_ip, registration_username | logins and registrations refused by a limit (429) |
+ * | `parley_password_hashes` | gauge | `state` = running, waiting | argon2 hashes running and requests waiting for a slot |
+ * | `parley_password_hash_refused_total` | counter | | logins and registrations refused because the hash queue was full (503) |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
 export class ServerMetrics {
@@ -25,10 +29,19 @@ export class ServerMetrics {
   readonly relayCredentialsIssued: Counter;
   readonly relayProviderErrors: Counter;
   readonly auditWriteFailures: Counter;
+  readonly helloTimeouts: Counter;
+  readonly authThrottled: Counter<'scope'>;
+  readonly hashRefused: Counter;
   readonly callSetup: Histogram<'stage'>;
 
-  /** @param getHub gives the hub, read at scrape time for the gauges. */
-  constructor(getHub: () => Hub) {
+  /**
+   * @param getHub gives the hub, read at scrape time for the gauges.
+   * @param getHashes gives the password-hash cap's state, read at scrape time.
+   */
+  constructor(
+    getHub: () => Hub,
+    getHashes: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 }),
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'parley_' });
     new Gauge({
@@ -82,6 +95,33 @@ export class ServerMetrics {
     this.auditWriteFailures = new Counter({
       name: 'parley_audit_write_failures_total',
       help: 'Audit records that could not be written.',
+      registers,
+    });
+    this.authThrottled = new Counter({
+      name: 'parley_auth_throttled_total',
+      help: 'Logins and registrations refused with 429 by a front-door limit, by limit (scope).',
+      labelNames: ['scope'],
+      registers,
+    });
+    this.hashRefused = new Counter({
+      name: 'parley_password_hash_refused_total',
+      help: 'Logins and registrations refused with 503 because every argon2 slot was busy and the queue full.',
+      registers,
+    });
+    new Gauge({
+      name: 'parley_password_hashes',
+      help: 'argon2 password hashes running now (state=running) and requests waiting for a slot (state=waiting).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const h = getHashes();
+        this.set({ state: 'running' }, h.running);
+        this.set({ state: 'waiting' }, h.waiting);
+      },
+    });
+    this.helloTimeouts = new Counter({
+      name: 'parley_hello_timeouts_total',
+      help: 'Signaling connections closed (4004) because they did not complete hello within limits.hello_timeout_seconds.',
       registers,
     });
   }

@@ -17,11 +17,12 @@ import type { CallResumption } from './resume';
 import type { RelayService } from './relays';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
-import { CLOSE_EXPIRED, CLOSE_REVOKED, type DeviceLink, type Hub, type Routed } from './hub';
+import { CLOSE_EXPIRED, CLOSE_HELLO_TIMEOUT, CLOSE_REVOKED, type DeviceLink, type Hub, type Routed } from './hub';
 import type { Envelope } from '../common/protocol/envelope';
 import type { Interceptor } from './intercept';
 import type { ServerMetrics } from './metrics';
 import { TokenBucket, WindowCounter } from './rate-limit';
+import { clientKey } from './front-door';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 interface Ctx {
@@ -67,6 +68,11 @@ const ABUSE_BURSTS = 5;
  * limit is answered at once with `rate_limited` and `retryAfter` (seconds) and
  * not handled; the connection stays open. More than ABUSE_BURSTS × burst such
  * messages within ABUSE_WINDOW_MS close it with 1008.
+ *
+ * A connection that has not completed `hello` within
+ * `config.limits.helloTimeoutSeconds` of connecting (a failed hello does not
+ * count) is closed with CLOSE_HELLO_TIMEOUT (4004, reason "hello timeout …") and
+ * counted in `parley_hello_timeouts_total`: idle sockets cannot pile up.
  */
 export function serveSignalSocket(socket: WebSocket, remote: string, deps: SignalDeps): void {
   const {
@@ -102,6 +108,15 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     );
     expiryTimer.unref();
   };
+
+  const helloSeconds = config.limits.helloTimeoutSeconds;
+  const helloDeadline = setTimeout(() => {
+    if (link || closed) return;
+    metrics.helloTimeouts.inc();
+    log.debug({ helloTimeoutSeconds: helloSeconds }, 'no hello in time; closing');
+    socket.close(CLOSE_HELLO_TIMEOUT, `hello timeout: no successful hello within ${helloSeconds} s`);
+  }, helloSeconds * 1000);
+  helloDeadline.unref();
 
   const sendRaw = (text: string): void => {
     metrics.countOutbound(text);
@@ -146,11 +161,12 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       info = await accounts.authenticateDevice(p.deviceId, p.token);
     } catch (e) {
       if (e instanceof ParleyError) {
-        void audit.record({
-          event: 'device.auth_failed',
-          deviceId: p.deviceId,
-          detail: { remote, reason: e.reason },
-        });
+        const address = clientKey(remote);
+        void audit.recordSampled(
+          `device.auth_failed:${address}:${p.deviceId}`,
+          { event: 'device.auth_failed', deviceId: p.deviceId, detail: { remote, reason: e.reason } },
+          { key: `device.auth_failed:${address}`, detail: { remote } },
+        );
       }
       throw e;
     }
@@ -170,6 +186,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       },
       close: (code, reason) => socket.close(code, reason),
     };
+    clearTimeout(helloDeadline);
     log = log.child({ accountId: info.accountId, deviceId: info.deviceId });
     hub.attach(link);
     armExpiry();
@@ -482,6 +499,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
   socket.on('close', (code) => {
     closed = true;
     clearTimeout(expiryTimer);
+    clearTimeout(helloDeadline);
     peer.close();
     if (link) {
       hub.detach(link);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ParleyError } from '../../common/errors';
 import { HttpError, LoginReply, RegisterReply } from '../../common/protocol/signaling';
+import { checkServerUrl, httpBaseOf } from '../../common/server-url';
 import { writeJsonFile } from './json-file';
 
 /**
@@ -35,10 +36,12 @@ export function tokenKey(p: Pick<Profile, 'serverUrl' | 'username'>): string {
   return `${p.username}@${new URL(p.serverUrl).host}`;
 }
 
+/** POSTs JSON to the server; the address is checked first (https:// except on loopback, common/server-url). */
 async function postJson(serverUrl: string, path: string, body: unknown): Promise<unknown> {
+  const base = httpBaseOf(checkServerUrl(serverUrl));
   let res: Response;
   try {
-    res = await fetch(new URL(path, serverUrl), {
+    res = await fetch(new URL(path, base), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(body),
@@ -57,7 +60,9 @@ async function postJson(serverUrl: string, path: string, body: unknown): Promise
 
 /**
  * Creates an account (`POST /v1/accounts`).
- * @throws ParleyError `already_exists`, `invalid_params` (username or password rules), `unavailable`.
+ * @throws ParleyError `already_exists`, `invalid_params` (username or password rules, or a
+ *   plain http:// address of another computer: common/server-url), `rate_limited` (with
+ *   `retryAfter`, seconds), `unavailable`.
  */
 export async function register(serverUrl: string, username: string, password: string): Promise<void> {
   RegisterReply.parse(await postJson(serverUrl, '/v1/accounts', { username, password }));
@@ -67,7 +72,9 @@ export async function register(serverUrl: string, username: string, password: st
  * Signs in (`POST /v1/sessions`): the server creates a device and returns its
  * token once. The token goes to the keychain, the rest to `profile.json`;
  * nothing secret is written to `dataDir`.
- * @throws ParleyError `bad_credentials`, `unavailable`; KeychainUnavailableError from the store.
+ * @throws ParleyError `bad_credentials`, `invalid_params` (a plain http:// address of another
+ *   computer: common/server-url), `rate_limited` (with `retryAfter`, seconds), `unavailable`;
+ *   KeychainUnavailableError from the store.
  */
 export async function login(
   serverUrl: string,
@@ -93,7 +100,8 @@ export async function login(
 
 /**
  * Loads the signed-in device: profile from `dataDir`, token from the keychain.
- * @throws ParleyError `unauthenticated` when not signed in or the token is gone from the keychain.
+ * @throws ParleyError `unauthenticated` when not signed in, the token is gone from the keychain,
+ *   or the saved server address is plain http:// to another computer (common/server-url).
  */
 export async function loadSession(dataDir: string, secrets: SecretStore): Promise<Session> {
   let profile: Profile;
@@ -101,6 +109,12 @@ export async function loadSession(dataDir: string, secrets: SecretStore): Promis
     profile = Profile.parse(JSON.parse(await readFile(join(dataDir, 'profile.json'), 'utf8')));
   } catch {
     throw new ParleyError('unauthenticated', `not signed in (no profile in ${dataDir}); run "parley login" first`);
+  }
+  try {
+    checkServerUrl(profile.serverUrl);
+  } catch (e) {
+    // A profile saved before the https rule: sign in again rather than send the token in the clear.
+    throw new ParleyError('unauthenticated', `${(e as Error).message}; sign in again with an https:// address`);
   }
   const token = await secrets.get(tokenKey(profile));
   if (!token) {

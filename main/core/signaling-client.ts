@@ -13,11 +13,15 @@ import {
   type SignalParams,
   type SignalResult,
 } from '../../common/protocol/signaling';
+import { checkServerUrl, signalingUrlOf } from '../../common/server-url';
 
 export type SignalingState = 'connecting' | 'online' | 'offline';
 
 export interface SignalingClientOptions {
-  /** Server base URL, e.g. `http://127.0.0.1:8787`; the socket is `<url>/v1/signal`. */
+  /**
+   * Server base URL, e.g. `https://parley.example.org` (plain `http://` only on loopback:
+   * common/server-url); the socket is `<url>/v1/signal` over wss:// (ws:// for a plain one).
+   */
   serverUrl: string;
   deviceId: string;
   /** Device token from login; sent only inside `hello`, never logged. */
@@ -59,9 +63,16 @@ export class SignalingClient extends EventEmitter<
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly helloSteps: ((request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>)[] = [];
   private liveCalls: () => string[] = () => [];
+  /** `<serverUrl>/v1/signal`, wss:// unless the server is on loopback over plain http. */
+  private readonly signalUrl: URL;
 
+  /**
+   * @throws ParleyError `invalid_params` for a plain http:// / ws:// address of another computer
+   *   (common/server-url), before anything is sent.
+   */
   constructor(private readonly options: SignalingClientOptions) {
     super();
+    this.signalUrl = signalingUrlOf(checkServerUrl(options.serverUrl));
     this.token = options.token;
     // The server ended this device's session (revoked, logged out, expired): retrying cannot help.
     this.on('session.ended', ({ reason }) => {
@@ -158,8 +169,7 @@ export class SignalingClient extends EventEmitter<
   private open(): void {
     if (this.closed) return;
     this.setState('connecting');
-    const url = new URL('/v1/signal', this.options.serverUrl);
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = this.signalUrl;
     const ws = new WebSocket(url, { maxPayload: 1024 * 1024, handshakeTimeout: 10_000 });
     this.ws = ws;
     const rpc = new RpcPeer((text) => {

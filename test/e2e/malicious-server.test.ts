@@ -40,10 +40,8 @@ beforeAll(async () => {
   [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
   server = await startServer({
     ringTimeoutSeconds: 10,
-    env: {
-      PARLEY_TEST_INTERCEPT: join(REPO_ROOT, 'test/fixtures/malicious-intercept.ts'),
-      PARLEY_MALICIOUS_MODE_FILE: modeFile,
-    },
+    intercept: join(REPO_ROOT, 'test/fixtures/malicious-intercept.ts'),
+    env: { PARLEY_MALICIOUS_MODE_FILE: modeFile },
   });
   [alice, bob] = await Promise.all([
     startClient({ name: 'alice', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),

@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../../common/errors';
 import { connectAdmin, type AdminConnection } from '../../server/admin-client';
+import { INTERCEPT_ENABLE_ENV, INTERCEPT_ENABLE_VALUE, INTERCEPT_ENV } from '../../server/intercept';
 
 /** The repository root (the server runs with this working directory). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -29,6 +30,19 @@ export interface StartServerOptions {
   ringTimeoutSeconds?: number;
   /** Text of a TOML config file, written to the data folder and passed with `--config`. */
   configToml?: string;
+  /**
+   * TEST ONLY: a module whose `interceptor` rewrites what the server sends
+   * (server/intercept.ts): sets PARLEY_TEST_INTERCEPT and its explicit enable
+   * flag, PARLEY_TEST_INTERCEPT_ENABLE. Without this option neither is passed on.
+   */
+  intercept?: string;
+  /**
+   * Keep the server's login and registration limits (`[auth]`, from its defaults,
+   * `configToml` or `env`). By default the harness turns the four limits off
+   * (0) through the environment, because a test signs many accounts in from
+   * 127.0.0.1 within one window; tests of the limits themselves set this.
+   */
+  authLimits?: boolean;
   /** Extra environment variables (win over the ones above). */
   env?: Record<string, string>;
   /** Use this data folder instead of a fresh temporary one (it is then not deleted by stop()). */
@@ -118,6 +132,16 @@ function prepare(options: StartServerOptions): Prepared {
   if (options.stunUrls) env.PARLEY_STUN_URLS = options.stunUrls.join(',');
   if (options.ringTimeoutSeconds !== undefined)
     env.PARLEY_RING_TIMEOUT = String(options.ringTimeoutSeconds);
+  if (!options.authLimits) {
+    env.PARLEY_LOGIN_FAILURES_PER_USERNAME = '0';
+    env.PARLEY_LOGIN_ATTEMPTS_PER_IP = '0';
+    env.PARLEY_REGISTRATIONS_PER_IP = '0';
+    env.PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME = '0';
+  }
+  if (options.intercept !== undefined) {
+    env[INTERCEPT_ENV] = options.intercept;
+    env[INTERCEPT_ENABLE_ENV] = INTERCEPT_ENABLE_VALUE;
+  }
   Object.assign(env, options.env ?? {});
   const args = ['--import', 'tsx', join(REPO_ROOT, 'server/main.ts')];
   let configFile: string | undefined;

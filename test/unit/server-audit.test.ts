@@ -1,6 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Kysely } from 'kysely';
-import { AuditLog, DAY_MS, sanitizeDetail } from '../../server/audit';
+import { AuditLog, DAY_MS, MAX_OPEN_SUMMARIES, MAX_SOURCES_PER_GROUP, sanitizeDetail } from '../../server/audit';
 import { diffConfig, parseConfig } from '../../server/config';
 import { openDatabase, type DB } from '../../server/db';
 import { TokenBucket, WindowCounter } from '../../server/rate-limit';
@@ -128,5 +128,71 @@ describe('token bucket', () => {
     expect([w.add(2), w.add(2), w.add(2)]).toEqual([false, false, true]);
     t += 1000;
     expect(w.add(2)).toBe(false);
+  });
+});
+
+describe('sampled audit records (recordSampled)', () => {
+  it('writes the first record of a key, counts the rest and writes one summary when the window ends', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const sampled = new AuditLog(db, undefined, () => now, { windowMs: () => 60_000 });
+      const failure = { event: 'login.failed' as const, detail: { username: 'alice', remote: '192.0.2.1' } };
+      for (let i = 0; i < 50; i++) await sampled.recordSampled('login.failed:192.0.2.1:alice', failure);
+      await sampled.recordSampled('login.failed:192.0.2.2:alice', failure);
+      await sampled.flush();
+      expect((await sampled.query({})).events).toHaveLength(2);
+      vi.advanceTimersByTime(60_000);
+      await sampled.flush();
+      const rows = (await sampled.query({})).events;
+      expect(rows).toHaveLength(3);
+      expect(rows[0]?.detail).toEqual({
+        username: 'alice',
+        remote: '192.0.2.1',
+        summary: true,
+        count: 49,
+        windowSeconds: 60,
+        since: now,
+      });
+      // The other key had nothing more to say: no summary. The next failure opens a new window.
+      await sampled.recordSampled('login.failed:192.0.2.1:alice', failure);
+      await sampled.flush();
+      expect((await sampled.query({})).events).toHaveLength(4);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('shares one overflow summary per event beyond its open windows (ever-new sources), and closeSummaries writes what is pending', async () => {
+    expect(MAX_OPEN_SUMMARIES).toBe(10_000);
+    const sampled = new AuditLog(db, undefined, () => now, { windowMs: () => 3_600_000, maxOpen: 10 });
+    for (let i = 0; i < 35; i++)
+      void sampled.recordSampled(`device.auth_failed:10.0.0.${i}`, {
+        event: 'device.auth_failed',
+        detail: { remote: `10.0.0.${i}` },
+      });
+    await sampled.flush();
+    // Ten sources with a window each, plus the first overflow record.
+    expect((await sampled.query({})).events).toHaveLength(11);
+    sampled.closeSummaries();
+    await sampled.flush();
+    const rows = (await sampled.query({})).events;
+    expect(rows).toHaveLength(12);
+    expect(rows[0]?.detail).toMatchObject({ overflow: true, summary: true, count: 24 });
+  });
+
+  it('gives at most MAX_SOURCES_PER_GROUP sources of one group a row of their own; the rest share one grouped window', async () => {
+    const sampled = new AuditLog(db, undefined, () => now, { windowMs: () => 3_600_000 });
+    const group = { key: 'login.failed:192.0.2.1', detail: { remote: '192.0.2.1' } };
+    for (let i = 0; i < MAX_SOURCES_PER_GROUP + 30; i++)
+      void sampled.recordSampled(`login.failed:192.0.2.1:user${i}`, { event: 'login.failed', detail: { username: `user${i}`, remote: '192.0.2.1' } }, group);
+    // Another address is another group.
+    void sampled.recordSampled('login.failed:192.0.2.2:user0', { event: 'login.failed', detail: { username: 'user0' } }, { key: 'login.failed:192.0.2.2', detail: {} });
+    await sampled.flush();
+    expect((await sampled.query({ limit: 1000 })).events).toHaveLength(MAX_SOURCES_PER_GROUP + 2);
+    sampled.closeSummaries();
+    await sampled.flush();
+    const newest = (await sampled.query({ limit: 1 })).events[0];
+    expect(newest?.detail).toEqual(expect.objectContaining({ remote: '192.0.2.1', grouped: true, summary: true, count: 29 }));
+    expect(newest?.detail).not.toHaveProperty('username');
   });
 });

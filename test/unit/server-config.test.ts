@@ -25,9 +25,19 @@ describe('server config', () => {
         experimentUrls: [],
       },
       stun: { urls: [] },
-      audit: { retentionDays: 90 },
+      audit: { retentionDays: 90, failureSummarySeconds: 300 },
+      auth: {
+        loginWindowSeconds: 900,
+        loginFailuresPerUsername: 10,
+        loginAttemptsPerIp: 100,
+        registrationWindowSeconds: 3600,
+        registrationsPerIp: 20,
+        registrationAttemptsPerUsername: 5,
+        maxConcurrentHashes: 0,
+        hashQueue: 32,
+      },
       admin: { socket: '/srv/parley/.parley/server/admin.sock' },
-      limits: { messagesPerSecond: 50, messageBurst: 100 },
+      limits: { messagesPerSecond: 50, messageBurst: 100, helloTimeoutSeconds: 10 },
       sessions: { tokenTtlSeconds: 2_592_000 },
       policy: {
         callsPerMinute: 10,
@@ -61,15 +71,68 @@ messages_per_second = 5
 message_burst = 10
 `;
     const c = parseConfig(toml, {}, 'f.toml', cwd);
-    expect(c.audit).toEqual({ retentionDays: 7 });
+    expect(c.audit).toEqual({ retentionDays: 7, failureSummarySeconds: 300 });
     expect(c.admin).toEqual({ socket: '/srv/parley/run/admin.sock' });
-    expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10 });
+    expect(c.limits).toEqual({ messagesPerSecond: 5, messageBurst: 10, helloTimeoutSeconds: 10 });
+    expect(parseConfig(toml, { PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: '2' }, 'f.toml', cwd).audit.failureSummarySeconds).toBe(2);
+    expect(parseConfig(toml, { PARLEY_HELLO_TIMEOUT: '2.5' }, 'f.toml', cwd).limits.helloTimeoutSeconds).toBe(2.5);
     expect(
       parseConfig(toml, { PARLEY_ADMIN_SOCKET: '/tmp/x.sock' }, 'f.toml', cwd).admin.socket,
     ).toBe('/tmp/x.sock');
     expect(() => parseConfig('[audit]\nretention_days = 0', {}, 'f.toml', cwd)).toThrow(
       /audit\.retention_days/,
     );
+  });
+
+  it('reads the [auth] front-door limits from TOML, each overridable from the environment', () => {
+    const toml = `
+[auth]
+login_window_seconds = 60
+login_failures_per_username = 3
+login_attempts_per_ip = 0
+registration_window_seconds = 120
+registrations_per_ip = 4
+registration_attempts_per_username = 2
+max_concurrent_hashes = 2
+hash_queue = 8
+[audit]
+failure_summary_seconds = 30
+`;
+    expect(parseConfig(toml, {}, 'f.toml', cwd).auth).toEqual({
+      loginWindowSeconds: 60,
+      loginFailuresPerUsername: 3,
+      loginAttemptsPerIp: 0,
+      registrationWindowSeconds: 120,
+      registrationsPerIp: 4,
+      registrationAttemptsPerUsername: 2,
+      maxConcurrentHashes: 2,
+      hashQueue: 8,
+    });
+    const env = {
+      PARLEY_LOGIN_WINDOW: '5',
+      PARLEY_LOGIN_FAILURES_PER_USERNAME: '6',
+      PARLEY_LOGIN_ATTEMPTS_PER_IP: '7',
+      PARLEY_REGISTRATION_WINDOW: '8',
+      PARLEY_REGISTRATIONS_PER_IP: '9',
+      PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME: '10',
+      PARLEY_MAX_CONCURRENT_HASHES: '1',
+      PARLEY_HASH_QUEUE: '0',
+      PARLEY_AUDIT_FAILURE_SUMMARY_SECONDS: '2',
+    };
+    const c = parseConfig(toml, env, 'f.toml', cwd);
+    expect(c.auth).toEqual({
+      loginWindowSeconds: 5,
+      loginFailuresPerUsername: 6,
+      loginAttemptsPerIp: 7,
+      registrationWindowSeconds: 8,
+      registrationsPerIp: 9,
+      registrationAttemptsPerUsername: 10,
+      maxConcurrentHashes: 1,
+      hashQueue: 0,
+    });
+    expect(c.audit.failureSummarySeconds).toBe(2);
+    expect(() => parseConfig('[auth]\nlogin_window_seconds = 0', {}, 'f.toml', cwd)).toThrow(/auth\.login_window_seconds/);
+    expect(() => parseConfig(undefined, { PARLEY_HASH_QUEUE: '-1' }, 'f.toml', cwd)).toThrow(/auth\.hash_queue \(from PARLEY_HASH_QUEUE\)/);
   });
 
   it('the shipped example file parses and equals the defaults', () => {
