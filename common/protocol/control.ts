@@ -80,6 +80,12 @@ export const MediaStats = z.object({
   echoDelayMs: z.number().optional(),
   /** The echo canceller's own ERLE estimate (ITU-T G.168 §3.4), dB. */
   echoErleDb: z.number().optional(),
+  /**
+   * Whether the far end is heard in the microphone (main/media/echo-path.ts):
+   * `unknown` until 0.3 s of far-end speech, then `present` or `absent`; while
+   * `absent` the echo canceller is given silence and leaves speech untouched.
+   */
+  echoPath: z.enum(['unknown', 'present', 'absent']).optional(),
 });
 export type MediaStats = z.infer<typeof MediaStats>;
 

@@ -58,7 +58,7 @@ export interface CaptureProcessor {
   /** Speaker-to-microphone delay of the devices, ms (0–500). */
   setStreamDelayMs(ms: number): void;
   /** The echo canceller's own view: ERLE (dB) and the delay it found (ms). */
-  echoMetrics?(): { erleDb?: number; delayMedianMs?: number };
+  echoMetrics?(): { erleDb?: number; delayMedianMs?: number; echoPath?: 'unknown' | 'present' | 'absent' };
 }
 
 /** Input and output levels and the talking flag, every {@link LEVELS_INTERVAL_MS}. */
@@ -335,13 +335,14 @@ export class MediaSession extends EventEmitter<{
     };
   }
 
-  private echoStats(): Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> {
-    const out: Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs'> = {};
+  private echoStats(): Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs' | 'echoPath'> {
+    const out: Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs' | 'echoPath'> = {};
     if (this.reportedDelayMs !== undefined) out.deviceDelayMs = this.reportedDelayMs;
     try {
       const m = this.options.processor?.echoMetrics?.();
       if (m?.delayMedianMs !== undefined && m.delayMedianMs >= 0) out.echoDelayMs = m.delayMedianMs;
       if (m?.erleDb !== undefined && m.erleDb > -100) out.echoErleDb = m.erleDb;
+      if (m?.echoPath !== undefined) out.echoPath = m.echoPath;
     } catch {
       // metrics are optional
     }

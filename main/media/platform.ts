@@ -9,6 +9,7 @@ import {
 import { createOpusDecoder, createOpusEncoder } from '../../native/opus';
 import type { MediaPlatform } from '../core/call-engine';
 import { AudioRouter } from './audio-router';
+import { EchoGatedProcessor } from './echo-path';
 
 /** Encoder settings for voice (RFC 6716 VOIP application). */
 export interface OpusSettings {
@@ -87,7 +88,8 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
       return {
         source,
         sink,
-        ...(processor ? { processor } : {}),
+        // The echo canceller hears the far end only while an echo path may exist.
+        ...(processor ? { processor: new EchoGatedProcessor(processor) } : {}),
         // Speaker-to-microphone delay: our playback queue and period, plus
         // what PulseAudio measures for our two streams (buffer + device).
         deviceDelayMs: async () => {

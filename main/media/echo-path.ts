@@ -1,0 +1,217 @@
+/**
+ * Echo path detection in front of the echo canceller.
+ *
+ * WebRTC's AEC (the APM of libwebrtc-audio-processing 0.3, "AEC1") suppresses
+ * the microphone non-linearly whenever the far end is active. With an echo
+ * path that is the price of cancelling it; with none (a headset, separate
+ * devices) it only damages the near end during double talk: offline, speech
+ * over unrelated far-end speech kept a similarity of 0.86 with the AEC on and
+ * 0.98 with it off (`test/unit/echo-path.test.ts`; docs/audio.md).
+ *
+ * {@link EchoPathDetector} decides from the signals themselves whether the far
+ * end reaches the microphone: for every candidate delay from 0 to
+ * {@link MAX_ECHO_DELAY_MS} it keeps the normalised covariance (Pearson
+ * correlation) of the far end's frame energy, delayed, with the microphone's
+ * frame energy, with exponential forgetting — the method of WebRTC's residual
+ * echo detector ("echo likelihood", `modules/audio_processing/
+ * residual_echo_detector.cc`), here on log energies of 10 ms frames, before
+ * the canceller. An echo makes the microphone's energy follow the far end's at
+ * the echo's delay; two people talking (at once or taking turns) do not.
+ *
+ * {@link EchoGatedProcessor} wraps the voice processor: while the detector says
+ * `absent` it gives the AEC digital silence as its reference, which (measured)
+ * leaves the near end exactly as with the AEC off, and while the echo path is
+ * `unknown` or `present` the real far end. The AEC itself stays on and keeps
+ * what it learnt, so an echo path that appears later (headset unplugged) is
+ * cancelled again as soon as it is detected.
+ */
+import type { CaptureProcessor } from './media-session';
+
+/** Frames the detector works on: 10 ms at 48 kHz mono, samples. */
+export const ECHO_FRAME_SAMPLES = 480;
+/** The longest speaker-to-microphone delay looked for, ms (the APM's own limit is 500 ms). */
+export const MAX_ECHO_DELAY_MS = 500;
+const LAGS = MAX_ECHO_DELAY_MS / 10 + 1;
+
+/**
+ * Forgetting factor per 10 ms frame of the covariance estimates: a time
+ * constant of 4 s, long enough to hold several words and pauses of both
+ * talkers, short enough to follow a headset being unplugged.
+ */
+const FORGET = 1 / 400;
+/** Frame energies below this count as silence, dBFS (the floor of the log energy). */
+const FLOOR_DBFS = -70;
+/** A far-end frame at or above this level counts as far-end activity, dBFS. */
+const ACTIVE_DBFS = -45;
+/** Far-end activity needed before anything is decided, 10 ms frames (0.3 s of far-end speech). */
+const EVIDENCE_FRAMES = 30;
+/** Echo likelihood at or above which an echo path is `present`. */
+export const PRESENT_LIKELIHOOD = 0.5;
+/** Echo likelihood below which, with enough evidence, the echo path is `absent`. */
+export const ABSENT_LIKELIHOOD = 0.3;
+
+/** What the detector believes about the speaker-to-microphone path. */
+export type EchoPathState = 'unknown' | 'present' | 'absent';
+
+/** Frames a delay's estimate needs before it counts, 10 ms frames. */
+const MIN_FRAMES = 30;
+/**
+ * The features are frame-to-frame changes of log energy, dB, limited to this
+ * size: an echo makes the microphone's level rise and fall with the far end's
+ * syllables at the echo's delay, while two talkers who start or stop together
+ * share only a few large steps, which the limit keeps from dominating.
+ */
+const MAX_STEP_DB = 10;
+function clampStep(db: number): number {
+  return Math.max(-MAX_STEP_DB, Math.min(MAX_STEP_DB, db));
+}
+
+function frameDbfs(frame: Int16Array): number {
+  let sum = 0;
+  for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
+  const power = sum / (frame.length * 32768 * 32768);
+  return power > 0 ? Math.max(FLOOR_DBFS, 10 * Math.log10(power)) : FLOOR_DBFS;
+}
+
+/**
+ * Decides whether the far end is heard in the microphone. Feed every far-end
+ * frame as played with {@link render} and every raw microphone frame (before
+ * any processing) with {@link capture}, both 480 samples (10 ms, 48 kHz mono),
+ * in the order they happen. No allocation per frame.
+ */
+export class EchoPathDetector {
+  /** Ring of the last {@link LAGS} far-end features (level steps, dB). */
+  readonly #render = new Float64Array(LAGS);
+  /** Ring of the last {@link LAGS} far-end frame levels, dBFS. */
+  readonly #renderDb = new Float64Array(LAGS).fill(FLOOR_DBFS);
+  /** Per lag: frames that went into its estimates (those with the far end active at that lag). */
+  readonly #count = new Float64Array(LAGS);
+  #renderAt = 0;
+  #renderFrames = 0;
+  #lastRenderDb = FLOOR_DBFS;
+  #lastCaptureDb = FLOOR_DBFS;
+  // Per lag: exponentially weighted means, variances and covariance.
+  readonly #meanR = new Float64Array(LAGS);
+  readonly #meanC = new Float64Array(LAGS);
+  readonly #varR = new Float64Array(LAGS);
+  readonly #varC = new Float64Array(LAGS);
+  readonly #cov = new Float64Array(LAGS);
+  #evidence = 0;
+  #likelihood = 0;
+  #delayMs = 0;
+  #state: EchoPathState = 'unknown';
+
+  constructor() {
+  }
+
+  /** The current decision. */
+  get state(): EchoPathState {
+    return this.#state;
+  }
+
+  /** Echo likelihood: the highest correlation over all delays, −1…1 (0 before any capture). */
+  get likelihood(): number {
+    return this.#likelihood;
+  }
+
+  /** The delay at which the likelihood was found, ms. */
+  get delayMs(): number {
+    return this.#delayMs;
+  }
+
+  /**
+   * One far-end frame as written to the speaker.
+   * @param frame 480 samples (10 ms, 48 kHz mono s16); any length is measured as one frame.
+   */
+  render(frame: Int16Array): void {
+    this.#renderAt = (this.#renderAt + 1) % LAGS;
+    const db = frameDbfs(frame);
+    this.#render[this.#renderAt] = clampStep(db - this.#lastRenderDb);
+    this.#renderDb[this.#renderAt] = db;
+    this.#lastRenderDb = db;
+    this.#renderFrames++;
+    if (db >= ACTIVE_DBFS) this.#evidence++;
+  }
+
+  /**
+   * One raw microphone frame; updates the estimates and the decision.
+   * @param frame 480 samples (10 ms, 48 kHz mono s16), before voice processing.
+   * @returns the decision after this frame.
+   */
+  capture(frame: Int16Array): EchoPathState {
+    const db = frameDbfs(frame);
+    const c = clampStep(db - this.#lastCaptureDb);
+    this.#lastCaptureDb = db;
+    // Until the ring is full, lags beyond the far end's history have no data.
+    const lags = Math.min(LAGS, this.#renderFrames);
+    let best = -1;
+    let bestLag = 0;
+    let looked = 0;
+    for (let lag = 0; lag < lags; lag++) {
+      const at = (this.#renderAt - lag + LAGS) % LAGS;
+      // Only frames where the far end speaks (at this delay) say anything about its echo;
+      // the others leave the estimates as they are.
+      if (this.#renderDb[at]! >= ACTIVE_DBFS) {
+        const dr = this.#render[at]! - this.#meanR[lag]!;
+        const dc = c - this.#meanC[lag]!;
+        // Plain averages while few frames are in (unbiased early estimates), then forgetting.
+        const forget = Math.max(FORGET, 1 / ++this.#count[lag]!);
+        this.#meanR[lag]! += forget * dr;
+        this.#meanC[lag]! += forget * dc;
+        // West's exponentially weighted (co)variance update.
+        this.#varR[lag] = (1 - forget) * (this.#varR[lag]! + forget * dr * dr);
+        this.#varC[lag] = (1 - forget) * (this.#varC[lag]! + forget * dc * dc);
+        this.#cov[lag] = (1 - forget) * (this.#cov[lag]! + forget * dr * dc);
+      }
+      if (this.#count[lag]! < MIN_FRAMES) continue;
+      looked++;
+      const denom = Math.sqrt(this.#varR[lag]! * this.#varC[lag]!);
+      const rho = denom > 1e-9 ? this.#cov[lag]! / denom : 0;
+      if (rho > best) {
+        best = rho;
+        bestLag = lag;
+      }
+    }
+    if (looked === 0) return this.#state;
+    this.#likelihood = Math.max(best, 0);
+    this.#delayMs = bestLag * 10;
+    if (this.#evidence < EVIDENCE_FRAMES) return this.#state;
+    if (this.#likelihood >= PRESENT_LIKELIHOOD) this.#state = 'present';
+    // Absent only once every delay has been looked at.
+    else if (this.#likelihood < ABSENT_LIKELIHOOD && looked === LAGS) this.#state = 'absent';
+    return this.#state;
+  }
+}
+
+/**
+ * A {@link CaptureProcessor} whose echo canceller hears the far end only while
+ * an echo path may exist (see the module comment). Frames must be 480 samples.
+ */
+export class EchoGatedProcessor implements CaptureProcessor {
+  readonly detector = new EchoPathDetector();
+  readonly #silence = new Int16Array(ECHO_FRAME_SAMPLES);
+
+  constructor(readonly inner: CaptureProcessor) {}
+
+  processRender(frame: Int16Array): void {
+    this.detector.render(frame);
+    this.inner.processRender(this.detector.state === 'absent' ? this.#silence : frame);
+  }
+
+  processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean } {
+    this.detector.capture(frame);
+    return this.inner.processCapture(frame);
+  }
+
+  setStreamDelayMs(ms: number): void {
+    this.inner.setStreamDelayMs(ms);
+  }
+
+  echoMetrics(): { erleDb?: number; delayMedianMs?: number; echoPath: EchoPathState; echoLikelihood: number } {
+    return {
+      ...(this.inner.echoMetrics?.() ?? {}),
+      echoPath: this.detector.state,
+      echoLikelihood: Math.round(this.detector.likelihood * 100) / 100,
+    };
+  }
+}
