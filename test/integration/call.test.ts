@@ -7,7 +7,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
 import { KEYCHAIN_SERVICE } from '../../main/core/keychain-store';
@@ -93,6 +93,20 @@ async function converse(tag: string) {
   };
 }
 
+/**
+ * Ends whatever a failed test left ringing or connected, so that one failure
+ * is reported once instead of as "already in a call" in every later test.
+ */
+async function endLeftoverCalls(clients: (RunningClient | undefined)[]) {
+  await Promise.allSettled(
+    clients.map(async (c) => {
+      if (!c) return;
+      const { calls } = await c.request<{ calls: CallStatus[] }>('list_calls', {});
+      await Promise.allSettled(calls.filter((s) => s.state !== 'ended').map((s) => c.request('end_call', { callId: s.callId })));
+    }),
+  );
+}
+
 async function hangupBoth(a: RunningClient, b: RunningClient, callId: string) {
   await a.request('end_call', { callId });
   return Promise.all([
@@ -111,6 +125,7 @@ describe('a direct call', () => {
     await makeClientContacts(carol, bob);
     await makeClientContacts(alice, carol);
   });
+  afterEach(() => endLeftoverCalls([alice, bob, carol]));
   afterAll(async () => {
     await Promise.allSettled([alice?.stop(), bob?.stop(), carol?.stop()]);
   });
