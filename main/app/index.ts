@@ -6,7 +6,8 @@
  *
  * - one hardened window (sandbox, context isolation, CSP, navigation and new
  *   windows denied, every permission denied) and the typed IPC (ipc.ts);
- * - a single-instance lock; `parley://call/<user>` deep links;
+ * - a single-instance lock; `parley://call/<user>` deep links, each confirmed
+ *   in a dialog that names the callee, Cancel by default (deep-link.ts);
  * - a tray icon whose image and tooltip follow idle / ringing / in call /
  *   muted (tray-state.ts), with Open, Do not disturb and Quit;
  * - an incoming call opens Parley's own small always-on-top call window with
@@ -15,7 +16,7 @@
  * - global push-to-talk through uiohook-napi (ptt-key.ts fails safe to muted);
  * - closing the window keeps Parley in the tray; quitting hangs up first.
  */
-import { app, BrowserWindow, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
+import { app, BrowserWindow, dialog, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -25,7 +26,7 @@ import { Softphone } from '../core/softphone';
 import { LocalAudio } from '../media/platform';
 import { AudioRouter } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
-import { deepLinkFromArgv, parseDeepLink, type DeepLink } from './deep-link';
+import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
 import { PttKey } from './ptt-key';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
@@ -274,13 +275,23 @@ async function start(): Promise<void> {
     app.setLoginItemSettings({ openAtLogin: s.startAtLogin });
   });
 
-  // ---- deep links ----
+  // ---- deep links: asked first, Cancel by default, one question at a time ----
+  const linkGate = new DeepLinkGate();
   const follow = (link: DeepLink | undefined) => {
-    if (!link) return;
+    if (!linkGate.offer(link)) return;
     showMain();
-    void phone.startCall(link.username).catch((e: unknown) => {
-      phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
-    });
+    const ask = callConfirmation(link);
+    const answer = mainWindow ? dialog.showMessageBox(mainWindow, ask) : dialog.showMessageBox(ask);
+    void answer
+      .then(({ response }) => {
+        const callee = confirmedCallee(link, response);
+        if (callee) return phone.startCall(callee);
+        return undefined;
+      })
+      .catch((e: unknown) => {
+        phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
+      })
+      .finally(() => linkGate.settle());
   };
   app.on('second-instance', (_e, argv) => {
     showMain();
