@@ -28,12 +28,18 @@ import { AudioRouter } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
 import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
+import { rendererSource } from './renderer-url';
 import { PttKey } from './ptt-key';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
 import { trayState, type TrayImage } from './tray-state';
 
-/** Dev server URL set by `electron-vite dev`; absent in a packaged build. */
-const devServerUrl = process.env['ELECTRON_RENDERER_URL'];
+/**
+ * Dev server URL set by `electron-vite dev`; never followed by a packaged app
+ * (renderer-url.ts), whatever the environment says.
+ */
+const rendererChoice = rendererSource(process.env, app.isPackaged);
+if (rendererChoice.kind === 'files' && rendererChoice.ignored) console.warn(`[app] ${rendererChoice.ignored}; loading the packaged renderer`);
+const devServerUrl = rendererChoice.kind === 'dev-server' ? rendererChoice.url : undefined;
 
 const rendererIndex = fileURLToPath(new URL('../renderer/index.html', import.meta.url));
 const preloadScript = fileURLToPath(new URL('../preload/index.cjs', import.meta.url));

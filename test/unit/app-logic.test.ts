@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { MicState, SessionInfo, UiCall } from '../../common/ipc/contract';
+import { rendererSource } from '../../main/app/renderer-url';
 import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink } from '../../main/app/deep-link';
 import { PttKey } from '../../main/app/ptt-key';
 import { trayState } from '../../main/app/tray-state';
@@ -174,6 +175,23 @@ describe('deep links', () => {
     expect(gate.offer({ action: 'call', username: 'mallory' })).toBe(false);
     gate.settle();
     expect(gate.offer(bob)).toBe(true);
+  });
+});
+
+describe('renderer source', () => {
+  const dev = { ELECTRON_RENDERER_URL: 'http://localhost:5173' };
+  it('a packaged app ignores ELECTRON_RENDERER_URL and says so', () => {
+    expect(rendererSource(dev, true)).toEqual({ kind: 'files', ignored: 'ELECTRON_RENDERER_URL is ignored in a packaged app' });
+    expect(rendererSource({ ELECTRON_RENDERER_URL: 'https://evil.example/' }, true)).toMatchObject({ kind: 'files' });
+    expect(rendererSource({}, true)).toEqual({ kind: 'files' });
+  });
+  it('development follows a loopback http(s) dev server only', () => {
+    expect(rendererSource(dev, false)).toEqual({ kind: 'dev-server', url: 'http://localhost:5173' });
+    expect(rendererSource({ ELECTRON_RENDERER_URL: 'http://[::1]:5173/' }, false)).toMatchObject({ kind: 'dev-server' });
+    expect(rendererSource({}, false)).toEqual({ kind: 'files' });
+    for (const bad of ['https://evil.example/', 'http://127.0.0.1.evil.example/', 'http://a@localhost:5173/', 'file:///etc/passwd', 'javascript:alert(1)', 'nonsense']) {
+      expect(rendererSource({ ELECTRON_RENDERER_URL: bad }, false), bad).toMatchObject({ kind: 'files', ignored: expect.any(String) });
+    }
   });
 });
 
