@@ -88,4 +88,6 @@ build_addon() { # <addon dir> <target name> <what it links, for the log> <source
 }
 build_addon native/opus/addon parley_opus "$(pkg-config --modversion opus 2>/dev/null | sed 's/^/libopus /' || echo libopus)" opus_decoder.c
 build_addon native/apm/addon parley_apm "webrtc-audio-processing $(pkg-config --modversion webrtc-audio-processing 2>/dev/null || echo '?')" apm.cc
+# Peer credentials of the control socket's clients (SO_PEERCRED; libc only).
+build_addon native/peercred/addon parley_peercred libc peercred.c
 log "done"

@@ -1,7 +1,11 @@
 /**
  * `parley://` links (registered by electron-builder.yml `protocols`):
- * `parley://call/<username>` places a call. Anything else is refused —
- * a link is untrusted input from any web page or document.
+ * `parley://call/<username>` offers to place a call. Anything else is refused —
+ * a link is untrusted input from any web page or document, so a valid one
+ * never calls by itself either: the user is asked first, in a dialog that
+ * names the callee and whose default (Enter, Escape, closing it) is Cancel
+ * ({@link callConfirmation}); one question at a time ({@link DeepLinkGate}).
+ * Pure (no electron): main/app/index.ts shows the dialog.
  */
 import { Username } from '../../common/call';
 
@@ -33,4 +37,67 @@ export function deepLinkFromArgv(argv: readonly string[]): DeepLink | undefined 
     }
   }
   return undefined;
+}
+
+/**
+ * The question asked before a link places a call, in the shape of Electron's
+ * `MessageBoxOptions` (main/app/index.ts passes it to `dialog.showMessageBox`).
+ * Button 0 is "Cancel" and is both the default (`defaultId`, Enter) and the
+ * answer when the dialog is dismissed (`cancelId`, Escape / closing it), so
+ * only a deliberate click on "Call <username>" places the call.
+ */
+export interface CallConfirmation {
+  type: 'question';
+  title: string;
+  message: string;
+  detail: string;
+  buttons: [cancel: 'Cancel', call: string];
+  defaultId: 0;
+  cancelId: 0;
+  noLink: true;
+}
+
+/** The confirmation for `link`; it names the callee in the message and on the button. */
+export function callConfirmation(link: DeepLink): CallConfirmation {
+  return {
+    type: 'question',
+    title: 'Parley — call from a link',
+    message: `Call ${link.username}?`,
+    detail: `A parley:// link asks Parley to call ${link.username}. Nothing is dialled unless you choose "Call ${link.username}".`,
+    buttons: ['Cancel', `Call ${link.username}`],
+    defaultId: 0,
+    cancelId: 0,
+    noLink: true,
+  };
+}
+
+/**
+ * The username to call after the user answered {@link callConfirmation}:
+ * `response` is the index of the button chosen (Electron's
+ * `MessageBoxReturnValue.response`). Only 1 ("Call …") calls; 0 (Cancel,
+ * Escape, closed) and anything unexpected call nobody.
+ */
+export function confirmedCallee(link: DeepLink, response: number): string | undefined {
+  return response === 1 ? link.username : undefined;
+}
+
+/**
+ * One link question at a time: while a confirmation is open, further links
+ * (a page firing the same link in a loop, or many) are dropped instead of
+ * stacking dialogs that a hurried click could confirm.
+ */
+export class DeepLinkGate {
+  private open = false;
+
+  /** Whether to ask about `link` now (true: the caller must {@link settle} when answered); false while a question is open. */
+  offer(link: DeepLink | undefined): link is DeepLink {
+    if (!link || this.open) return false;
+    this.open = true;
+    return true;
+  }
+
+  /** The open question was answered (either way): the next link may ask. */
+  settle(): void {
+    this.open = false;
+  }
 }

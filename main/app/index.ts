@@ -6,7 +6,8 @@
  *
  * - one hardened window (sandbox, context isolation, CSP, navigation and new
  *   windows denied, every permission denied) and the typed IPC (ipc.ts);
- * - a single-instance lock; `parley://call/<user>` deep links;
+ * - a single-instance lock; `parley://call/<user>` deep links, each confirmed
+ *   in a dialog that names the callee, Cancel by default (deep-link.ts);
  * - a tray icon whose image and tooltip follow idle / ringing / in call /
  *   muted (tray-state.ts), with Open, Do not disturb and Quit;
  * - an incoming call opens Parley's own small always-on-top call window with
@@ -15,7 +16,7 @@
  * - global push-to-talk through uiohook-napi (ptt-key.ts fails safe to muted);
  * - closing the window keeps Parley in the tray; quitting hangs up first.
  */
-import { app, BrowserWindow, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
+import { app, BrowserWindow, type BrowserWindowConstructorOptions, dialog, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -25,14 +26,20 @@ import { Softphone } from '../core/softphone';
 import { LocalAudio } from '../media/platform';
 import { AudioRouter } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
-import { deepLinkFromArgv, parseDeepLink, type DeepLink } from './deep-link';
+import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
+import { rendererSource } from './renderer-url';
 import { PttKey } from './ptt-key';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
 import { trayState, type TrayImage } from './tray-state';
 
-/** Dev server URL set by `electron-vite dev`; absent in a packaged build. */
-const devServerUrl = process.env['ELECTRON_RENDERER_URL'];
+/**
+ * Dev server URL set by `electron-vite dev`; never followed by a packaged app
+ * (renderer-url.ts), whatever the environment says.
+ */
+const rendererChoice = rendererSource(process.env, app.isPackaged);
+if (rendererChoice.kind === 'files' && rendererChoice.ignored) console.warn(`[app] ${rendererChoice.ignored}; loading the packaged renderer`);
+const devServerUrl = rendererChoice.kind === 'dev-server' ? rendererChoice.url : undefined;
 
 const rendererIndex = fileURLToPath(new URL('../renderer/index.html', import.meta.url));
 const preloadScript = fileURLToPath(new URL('../preload/index.cjs', import.meta.url));
@@ -67,20 +74,33 @@ if (!app.requestSingleInstanceLock()) {
   void app.whenReady().then(start);
 }
 
-const webPreferences = {
-  preload: preloadScript,
-  contextIsolation: true,
-  sandbox: true,
-  nodeIntegration: false,
-  nodeIntegrationInWorker: false,
-  nodeIntegrationInSubFrames: false,
-  webSecurity: true,
-  allowRunningInsecureContent: false,
-  experimentalFeatures: false,
-  navigateOnDragDrop: false,
-  webviewTag: false,
-  spellcheck: false,
-} as const;
+/**
+ * Every window of Parley is made here, with one set of hardened
+ * webPreferences written out as a literal (so that a scanner such as
+ * electronegativity, and a reader, sees each setting where the window is
+ * made): sandboxed, context-isolated, no Node, no webview, no middle-click
+ * auxclick navigation.
+ */
+function hardenedWindow(options: Omit<BrowserWindowConstructorOptions, 'webPreferences'>): BrowserWindow {
+  return new BrowserWindow({
+    ...options,
+    webPreferences: {
+      preload: preloadScript,
+      contextIsolation: true,
+      sandbox: true,
+      nodeIntegration: false,
+      nodeIntegrationInWorker: false,
+      nodeIntegrationInSubFrames: false,
+      webSecurity: true,
+      allowRunningInsecureContent: false,
+      experimentalFeatures: false,
+      navigateOnDragDrop: false,
+      webviewTag: false,
+      spellcheck: false,
+      disableBlinkFeatures: 'Auxclick',
+    },
+  });
+}
 
 async function start(): Promise<void> {
   denyAllPermissions(session.defaultSession);
@@ -109,14 +129,13 @@ async function start(): Promise<void> {
 
   const showMain = () => {
     if (!mainWindow || mainWindow.isDestroyed()) {
-      mainWindow = new BrowserWindow({
+      mainWindow = hardenedWindow({
         width: 420,
         height: 720,
         minWidth: 360,
         minHeight: 480,
         title: 'Parley',
         show: false,
-        webPreferences,
       });
       mainWindow.once('ready-to-show', () => mainWindow?.show());
       // Closing the window keeps Parley running in the tray (calls keep ringing).
@@ -137,7 +156,7 @@ async function start(): Promise<void> {
   // The incoming call window: small, always on top, with Accept and Decline.
   const showCallWindow = () => {
     if (callWindow && !callWindow.isDestroyed()) return;
-    callWindow = new BrowserWindow({
+    callWindow = hardenedWindow({
       width: 340,
       height: 380,
       resizable: false,
@@ -147,7 +166,6 @@ async function start(): Promise<void> {
       skipTaskbar: false,
       title: 'Incoming call — Parley',
       show: false,
-      webPreferences,
     });
     callWindow.setAlwaysOnTop(true, 'screen-saver');
     callWindow.once('ready-to-show', () => callWindow?.show());
@@ -274,13 +292,23 @@ async function start(): Promise<void> {
     app.setLoginItemSettings({ openAtLogin: s.startAtLogin });
   });
 
-  // ---- deep links ----
+  // ---- deep links: asked first, Cancel by default, one question at a time ----
+  const linkGate = new DeepLinkGate();
   const follow = (link: DeepLink | undefined) => {
-    if (!link) return;
+    if (!linkGate.offer(link)) return;
     showMain();
-    void phone.startCall(link.username).catch((e: unknown) => {
-      phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
-    });
+    const ask = callConfirmation(link);
+    const answer = mainWindow ? dialog.showMessageBox(mainWindow, ask) : dialog.showMessageBox(ask);
+    void answer
+      .then(({ response }) => {
+        const callee = confirmedCallee(link, response);
+        if (callee) return phone.startCall(callee);
+        return undefined;
+      })
+      .catch((e: unknown) => {
+        phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
+      })
+      .finally(() => linkGate.settle());
   };
   app.on('second-instance', (_e, argv) => {
     showMain();

@@ -1,5 +1,6 @@
-import { chmod, rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { isMainThread } from 'node:worker_threads';
 import { ParleyError } from '../../common/errors';
 import { RpcPeer } from '../../common/protocol/rpc';
 import {
@@ -14,18 +15,34 @@ import type { ContactBook } from '../core/contacts';
 import type { DeviceSessions } from '../core/devices';
 import type { SignalingClient } from '../core/signaling-client';
 import type { EndToEnd } from '../core/e2ee';
+import { sameUserGuard, type PeerGuard } from '../core/local-peer';
+
+/** Options of {@link ControlServer.listen}. */
+export interface ControlListenOptions {
+  /** Where refused connections are reported, one line each. Default `console.warn`. */
+  log?: (line: string) => void;
+}
 
 /**
  * The headless client's control API (DESIGN.md): JSON-RPC 2.0 over a Unix
  * socket, one JSON message per line. Methods are `ControlRequests` in
  * `common/protocol/control`; every connected controller receives `call.state`,
  * `call.stats` and `signaling.state` notifications, and, with local audio,
- * `audio.levels`, `audio.warning`, `devices.changed` and `devices.switched`. The socket is created mode 0600: only
- * the user who runs the daemon can drive it.
+ * `audio.levels`, `audio.warning`, `devices.changed` and `devices.switched`.
+ *
+ * Only the user who runs the daemon can drive it, twice over: the socket file
+ * is born mode 0600 (bound under umask 0177, so there is no moment in which
+ * another user may connect), and every connection's peer is checked with the
+ * kernel's credentials (SO_PEERCRED on Linux, getpeereid on macOS/BSD; see
+ * main/core/local-peer.ts) before any of its bytes is read — a different uid
+ * is logged and disconnected. Where no such check exists (Windows) the socket
+ * is not opened at all.
  */
 export class ControlServer {
   private readonly server: Server;
   private readonly peers = new Set<RpcPeer>();
+  private guard: PeerGuard | undefined;
+  private log: (line: string) => void = (line) => console.warn(line);
 
   /**
    * @param account contacts, presence, settings and devices of the signed-in
@@ -39,7 +56,8 @@ export class ControlServer {
     private readonly audio?: LocalAudio,
     private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void>; e2ee?: EndToEnd },
   ) {
-    this.server = createServer((socket) => this.accept(socket));
+    // Paused: nothing is read from a connection until its peer is accepted.
+    this.server = createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
     engine.on('stats', (stats) => this.broadcast('call.stats', stats));
     engine.on('levels', (levels) => this.broadcast('audio.levels', levels));
@@ -62,18 +80,45 @@ export class ControlServer {
 
   /**
    * Listens on `path` (a stale socket file from a crashed daemon is replaced).
+   * The socket is bound under umask 0177 (mode 0600 from the first instant)
+   * and its mode is verified afterwards; each connection is then checked by
+   * peer credentials (see the class comment).
+   * @throws ParleyError `unavailable` when this platform has no peer credential
+   *   check or Parley's peercred addon is not built (run scripts/setup.sh), or
+   *   when called off the main thread (process.umask is process-wide and
+   *   unavailable in workers).
+   * @throws ParleyError `forbidden` when the socket file came out readable or
+   *   writable by others anyway (it is closed again).
    * @throws Error when the path cannot be bound (e.g. another daemon is running there).
    */
-  async listen(path: string): Promise<void> {
+  async listen(path: string, options: ControlListenOptions = {}): Promise<void> {
+    if (options.log) this.log = options.log;
+    // Fail before binding: an unchecked control socket would let any local user place calls.
+    this.guard = sameUserGuard();
+    if (!isMainThread) throw new ParleyError('unavailable', 'the control socket must be opened on the main thread (it needs process.umask)');
     await rm(path, { force: true });
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(path, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
+      // For a path, Node binds inside listen() itself (outside a cluster
+      // worker), so the umask covers the bind(2) and is restored at once.
+      const previous = process.umask(0o177);
+      try {
+        this.server.listen(path, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      } finally {
+        process.umask(previous);
+      }
     });
-    await chmod(path, 0o600);
+    const st = await lstat(path);
+    if ((st.mode & 0o077) !== 0 || (typeof process.geteuid === 'function' && st.uid !== process.geteuid())) {
+      await this.close();
+      throw new ParleyError(
+        'forbidden',
+        `the control socket ${path} was created mode ${(st.mode & 0o777).toString(8)} owned by uid ${st.uid}, not 600 owned by us; not serving it`,
+      );
+    }
   }
 
   async close(): Promise<void> {
@@ -81,6 +126,12 @@ export class ControlServer {
   }
 
   private accept(socket: Socket): void {
+    const verdict = this.guard ? this.guard.check(socket) : { ok: false as const, reason: 'no peer check configured; refused' };
+    if (!verdict.ok) {
+      this.log(`[control] refused a connection to the control socket: ${verdict.reason}`);
+      socket.destroy();
+      return;
+    }
     socket.setEncoding('utf8');
     const rpc = new RpcPeer<void>((text) => {
       if (!socket.destroyed) socket.write(text + '\n');
@@ -107,6 +158,7 @@ export class ControlServer {
     };
     socket.on('close', drop);
     socket.on('error', drop);
+    socket.resume();
   }
 
   private register(rpc: RpcPeer<void>): void {

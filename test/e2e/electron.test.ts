@@ -1,7 +1,7 @@
 /**
  * The packaged shell in a real Electron (Playwright `_electron`): launch,
  * tray state, the incoming-call window and notification, push-to-talk, a
- * deep link, and quitting during a call. They run wherever the Electron
+ * deep link (confirmed, and cancelled), and quitting during a call. They run wherever the Electron
  * binary exists (`npm ci` without ELECTRON_SKIP_BINARY_DOWNLOAD); on machines
  * without it (this project's CI) they are reported as skipped.
  *
@@ -116,10 +116,45 @@ describe.skipIf(!binary)('the Electron app', () => {
     await page.getByLabel(/Use push to talk/).uncheck();
   });
 
-  it('follows a parley://call/<user> link from a second instance, and quitting during the call hangs up', async () => {
+  /**
+   * Answers Electron's next `dialog.showMessageBox` calls with `response`
+   * (Playwright cannot click a native message box) and records the options
+   * each was shown with, so the test sees exactly what the user would be asked.
+   */
+  const answerDialogs = (response: number) =>
+    electronApp.evaluate(({ dialog }, r) => {
+      const g = globalThis as unknown as { parleyDialogs?: unknown[] };
+      g.parleyDialogs = [];
+      const record = async (...args: unknown[]) => {
+        g.parleyDialogs!.push(args.find((a) => a && typeof a === 'object' && 'buttons' in a));
+        return { response: r, checkboxChecked: false };
+      };
+      (dialog as unknown as { showMessageBox: unknown }).showMessageBox = record;
+    }, response);
+  const dialogsShown = () =>
+    electronApp.evaluate(() => (globalThis as unknown as { parleyDialogs: { message: string; buttons: string[]; defaultId: number; cancelId: number }[] }).parleyDialogs);
+
+  it('a parley://call/<user> link asks first, naming the callee with Cancel as default; Cancel calls nobody', async () => {
+    await answerDialogs(0); // the user presses Enter / Escape: Cancel
+    const callsBefore = bob.events.length;
+    const second = await launch(['parley://call/bob']);
+    await second.waitForEvent('close').catch(() => {});
+    await waitFor('confirmation shown', async () => ((await dialogsShown()).length > 0 ? true : undefined), 10_000);
+    const [ask] = await dialogsShown();
+    expect(ask!.message).toBe('Call bob?');
+    expect(ask!.buttons[ask!.defaultId]).toBe('Cancel');
+    expect(ask!.buttons[ask!.cancelId]).toBe('Cancel');
+    expect(ask!.buttons).toContain('Call bob');
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(bob.events.slice(callsBefore).filter((e) => e.state === 'incoming')).toEqual([]);
+  });
+
+  it('follows a confirmed parley://call/<user> link from a second instance, and quitting during the call hangs up', async () => {
+    await answerDialogs(1); // "Call bob"
     const second = await launch(['parley://call/bob']);
     await second.waitForEvent('close').catch(() => {});
     const incoming = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+    expect((await dialogsShown()).map((d) => d.message)).toEqual(['Call bob?']);
     await bob.request('answer_call', { callId: incoming.callId });
     await bob.waitForCall(incoming.callId, (s) => s.state === 'active');
     await electronApp.evaluate(({ app }) => app.quit());

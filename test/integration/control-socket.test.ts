@@ -3,6 +3,8 @@
  * with a real CallEngine and SignalingClient connected to the real server.
  * No call is answered here, so no audio device is opened.
  */
+import { spawn } from 'node:child_process';
+import { chmodSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +23,8 @@ let server: RunningServer;
 let dir: string;
 let signaling: SignalingClient;
 let control: ControlServer;
+let engine: CallEngine;
+const refusals: string[] = [];
 let socketPath: string;
 let loggedOut = 0;
 
@@ -41,7 +45,7 @@ beforeAll(async () => {
   };
   // The device identity in memory (this test has no keychain); the trust store in the temp folder.
   const e2ee = new EndToEnd(DeviceIdentity.ephemeral('frank', device.deviceId), await TrustStore.open(dir), signaling);
-  const engine = new CallEngine(signaling, noAudio, {
+  engine = new CallEngine(signaling, noAudio, {
     frameMs: 20,
     jitterTargetMs: 40,
     forceRelay: false,
@@ -63,7 +67,7 @@ beforeAll(async () => {
       },
     },
   );
-  await control.listen(socketPath);
+  await control.listen(socketPath, { log: (line) => refusals.push(line) });
   await signaling.connect();
 });
 
@@ -172,6 +176,88 @@ describe('control socket', () => {
     } finally {
       c.close();
     }
+  });
+});
+
+/**
+ * Connects to `path` as another user (`setpriv` to nobody:nogroup; needs
+ * root), sends one get_status request and reports what came back before the
+ * daemon closed the connection.
+ */
+async function asNobody(path: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const script = `
+    const s = require('node:net').connect(process.argv[1]);
+    let got = '';
+    s.on('connect', () => { console.log('connected'); s.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'get_status', params: {} }) + '\\n'); });
+    s.on('data', (d) => { got += d; });
+    s.on('error', (e) => console.log('error ' + e.code));
+    s.on('close', () => { console.log('closed; received ' + JSON.stringify(got)); process.exit(0); });
+    setTimeout(() => { console.log('still open'); process.exit(3); }, 5000);
+  `;
+  const child = spawn('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', script, path], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  return { code, stdout, stderr };
+}
+
+const isRoot = process.geteuid?.() === 0;
+if (!isRoot) console.log('skipped: running a client as another user needs root (setpriv)');
+
+describe('control socket: only its own user', () => {
+  it('is created mode 0600 (bound under umask 0177, not chmod-ed afterwards)', () => {
+    const st = statSync(socketPath);
+    expect(st.isSocket()).toBe(true);
+    expect((st.mode & 0o777).toString(8)).toBe('600');
+    expect(st.uid).toBe(process.geteuid!());
+    // The process umask is back to what it was (listen restores it at once).
+    const now = process.umask(0o022);
+    process.umask(now);
+    expect(now).not.toBe(0o177);
+  });
+
+  it('serves a process of the same uid', async () => {
+    const [status] = await raw([JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'get_status', params: {} })], 1);
+    expect(status).toMatchObject({ id: 1, result: { username: 'frank' } });
+  });
+
+  it.skipIf(!isRoot)('refuses another uid by SO_PEERCRED, with a log line, before reading its request — even when the file mode lets it connect', async () => {
+    // A second server on the same engine, in a folder everyone may enter, its
+    // socket made world-writable by the test: only the peer check stands between.
+    const openDir = makeTempDir('control-open');
+    const openPath = join(openDir, 'open.sock');
+    const lines: string[] = [];
+    const open = new ControlServer(engine, signaling, { username: 'frank', deviceId: 'd' });
+    try {
+      await open.listen(openPath, { log: (l) => lines.push(l) });
+      chmodSync(openDir, 0o755);
+      chmodSync(openPath, 0o666);
+      const r = await asNobody(openPath);
+      expect(r.stdout, r.stderr).toContain('connected'); // the file mode let it in …
+      expect(r.stdout).toContain('closed; received ""'); // … the uid check threw it out, unanswered
+      expect(lines).toEqual([expect.stringMatching(/^\[control\] refused a connection to the control socket: uid 65534 pid \d+ is not uid 0, the user this daemon runs as; refused$/)]);
+      // The same socket still serves its own user.
+      const c = await ControlClient.connect(openPath);
+      try {
+        await expect(c.request('get_status')).resolves.toMatchObject({ username: 'frank' });
+      } finally {
+        c.close();
+      }
+    } finally {
+      await open.close();
+      removeTempDir(openDir);
+    }
+  });
+
+  it.skipIf(!isRoot)('the real socket (mode 0600) does not even let another uid connect', async () => {
+    chmodSync(dir, 0o755);
+    const r = await asNobody(socketPath);
+    expect(r.stdout, r.stderr).toContain('error EACCES');
+    expect(refusals).toEqual([]);
   });
 });
 

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { MicState, SessionInfo, UiCall } from '../../common/ipc/contract';
-import { deepLinkFromArgv, parseDeepLink } from '../../main/app/deep-link';
+import { rendererSource } from '../../main/app/renderer-url';
+import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink } from '../../main/app/deep-link';
 import { PttKey } from '../../main/app/ptt-key';
 import { trayState } from '../../main/app/tray-state';
 import { historyEntryOf } from '../../main/core/history';
@@ -150,6 +151,47 @@ describe('deep links', () => {
   it('finds a link among command-line arguments', () => {
     expect(deepLinkFromArgv(['/usr/bin/parley', '--flag', 'parley://call/carol'])).toEqual({ action: 'call', username: 'carol' });
     expect(deepLinkFromArgv(['/usr/bin/parley'])).toBeUndefined();
+  });
+  it('asks before calling: names the callee, Cancel is the default and the dismiss answer', () => {
+    const link = parseDeepLink('parley://call/Bob')!;
+    const ask = callConfirmation(link);
+    expect(ask.message).toBe('Call bob?');
+    expect(ask.buttons).toEqual(['Cancel', 'Call bob']);
+    expect(ask.buttons[ask.defaultId]).toBe('Cancel');
+    expect(ask.buttons[ask.cancelId]).toBe('Cancel');
+    expect(ask.detail).toContain('bob');
+  });
+  it('calls only when "Call <user>" was chosen', () => {
+    const link = { action: 'call' as const, username: 'bob' };
+    expect(confirmedCallee(link, 1)).toBe('bob');
+    for (const response of [0, 2, -1, Number.NaN]) expect(confirmedCallee(link, response), String(response)).toBeUndefined();
+  });
+  it('asks one question at a time: links arriving while a dialog is open are dropped', () => {
+    const gate = new DeepLinkGate();
+    const bob = { action: 'call' as const, username: 'bob' };
+    expect(gate.offer(undefined)).toBe(false);
+    expect(gate.offer(bob)).toBe(true);
+    expect(gate.offer(bob)).toBe(false);
+    expect(gate.offer({ action: 'call', username: 'mallory' })).toBe(false);
+    gate.settle();
+    expect(gate.offer(bob)).toBe(true);
+  });
+});
+
+describe('renderer source', () => {
+  const dev = { ELECTRON_RENDERER_URL: 'http://localhost:5173' };
+  it('a packaged app ignores ELECTRON_RENDERER_URL and says so', () => {
+    expect(rendererSource(dev, true)).toEqual({ kind: 'files', ignored: 'ELECTRON_RENDERER_URL is ignored in a packaged app' });
+    expect(rendererSource({ ELECTRON_RENDERER_URL: 'https://evil.example/' }, true)).toMatchObject({ kind: 'files' });
+    expect(rendererSource({}, true)).toEqual({ kind: 'files' });
+  });
+  it('development follows a loopback http(s) dev server only', () => {
+    expect(rendererSource(dev, false)).toEqual({ kind: 'dev-server', url: 'http://localhost:5173' });
+    expect(rendererSource({ ELECTRON_RENDERER_URL: 'http://[::1]:5173/' }, false)).toMatchObject({ kind: 'dev-server' });
+    expect(rendererSource({}, false)).toEqual({ kind: 'files' });
+    for (const bad of ['https://evil.example/', 'http://127.0.0.1.evil.example/', 'http://a@localhost:5173/', 'file:///etc/passwd', 'javascript:alert(1)', 'nonsense']) {
+      expect(rendererSource({ ELECTRON_RENDERER_URL: bad }, false), bad).toMatchObject({ kind: 'files', ignored: expect.any(String) });
+    }
   });
 });
 
