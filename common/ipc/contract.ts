@@ -220,7 +220,7 @@ export const IpcEvents = {
   levels: Levels,
   devices: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
   /** A contact's keys changed or a new device appeared (`blocked`: calls wait for the user to accept). */
-  trust: z.object({ username: Username, kind: z.enum(['changed', 'added']), blocked: z.boolean() }),
+  trust: z.object({ username: Username, kind: z.enum(['changed', 'added', 'account_key_changed']), blocked: z.boolean() }),
   /** Something the user should read (a device fell back, a policy warning…). */
   notice: z.object({ level: z.enum(['info', 'warning', 'error']), message: z.string() }),
 } as const;

@@ -484,9 +484,13 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     e2ee.on('keyChange', (c) =>
       this.emit('notice', {
         level: c.blocked ? 'error' : 'info',
-        message: `${c.username} ${c.kind === 'changed' ? 'has new security keys' : 'signed in on a new device'}${c.blocked ? ': compare your safety number before calling again' : '.'}`,
+        message: `${c.username} ${c.kind === 'changed' ? 'has new security keys' : c.kind === 'account_key_changed' ? 'has a new account key (reset with their password, or a lying server)' : 'signed in on a new device'}${c.blocked ? ': compare your safety number before calling again' : '.'}`,
       }),
     );
+    // A contact's device the server lists without their account key's signature, and alarms about my own devices.
+    e2ee.on('deviceRefused', (r) => this.emit('notice', { level: 'error', message: `Security: ${r.message}` }));
+    e2ee.on('alarm', (a) => this.emit('notice', { level: 'error', message: `Security alarm: ${a.message}` }));
+    e2ee.on('linked', (d) => this.emit('notice', { level: 'info', message: `Device ${d.deviceId} is now linked to your account.` }));
     const engine = new CallEngine(
       signaling,
       {
