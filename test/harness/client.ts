@@ -37,6 +37,13 @@ export interface StartClientOptions {
   mediaTimeoutS?: number;
   /** Register the account first (default true). */
   register?: boolean;
+  /**
+   * A running client of the same account that holds the account key: the new
+   * device is linked through it (`start_device_link` there, `link_device`
+   * here), as a user would with "parley devices link" and "parley link CODE".
+   * Without it a second device of an account stays unlinked (contacts do not ring it).
+   */
+  linkFrom?: RunningClient;
   /** More daemon flags, e.g. `['--no-noise-suppression']`. */
   extraArgs?: string[];
   password?: string;
@@ -177,6 +184,10 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   };
   try {
     await boot();
+    if (o.linkFrom) {
+      const { code } = await o.linkFrom.request<{ code: string }>('start_device_link');
+      await control.request('link_device', { code });
+    }
   } catch (e) {
     await child.stop('SIGKILL');
     logText = await readLog();
