@@ -229,6 +229,27 @@ describe('malicious server', () => {
     await expect(bob.request<TrustInfo>('get_trust', { username: 'alice' })).resolves.toMatchObject({ blocked: false });
   });
 
+  it('malicious server turns bob\'s invite into one from a device it injected into his account: alice\'s phone never rings, both ends fail with device_uncertified and alice is told', async () => {
+    attack('invite_from_injected');
+    try {
+      const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+      const [a, b] = await Promise.all([ended(alice, callId), ended(bob, callId)]);
+      for (const s of [a, b]) {
+        expect(s.endReason).toBe('failed');
+        expect(s.connectedAt).toBeUndefined();
+      }
+      expect(a.security).toBe('device_uncertified');
+      expect(b.security).toBe('device_uncertified');
+      expect(a.error).toMatch(/not signed by bob's account key/);
+      expect(alice.events.some((e) => e.callId === callId && e.state === 'incoming')).toBe(false);
+      await alice.waitForNotification<{ deviceId: string }>('trust.device_refused', (p) => p.deviceId === INJECTED_DEVICE_ID);
+      const audit = await securityAudit(callId);
+      expect(audit.map((e) => e.detail?.reason)).toContain('device_uncertified');
+    } finally {
+      attack('pass');
+    }
+  });
+
   it('malicious server substitutes device key bundles: a pinned contact is blocked with key_changed; a first contact sees different safety numbers', async () => {
     attack('substitute_bundle');
     try {
