@@ -446,7 +446,8 @@ devicesCmd
     const approved = new Set(own.approved.map((d) => d.deviceId));
     for (const d of devices) {
       const seen = d.lastSeenAt ? new Date(d.lastSeenAt).toISOString() : 'never';
-      const mark = d.current ? `\t(this device, ${own.role})` : own.role === 'unlinked' ? '' : approved.has(d.deviceId) ? '\tlinked' : '\tNOT LINKED';
+      const role = { holder: 'holds the account key', linked: 'linked', unlinked: 'NOT LINKED' }[own.role];
+      const mark = d.current ? `\t(this device)\t${role}` : own.role === 'unlinked' ? '' : approved.has(d.deviceId) ? '\tlinked' : '\tNOT LINKED';
       console.log(`${d.deviceId}\t${d.name}\t${d.online ? 'online' : 'offline'}\tlast seen ${seen}${mark}`);
     }
     if (own.role === 'unlinked') console.log('this device is not linked to your account yet: run "parley devices link" on your first device, then "parley link CODE" here');

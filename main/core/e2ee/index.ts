@@ -146,7 +146,10 @@ export class EndToEnd extends EventEmitter<{
         cert = holder.certify(bundle);
         own.devices.pin(holder.record, cert);
       }
-      await request('keys.publish', { bundle, accountKey: holder.record, certificate: cert });
+      // Another account key on the server (a reset from another device, or a lying server) is not
+      // overwritten from here: this device keeps its own and raises an alarm (review below).
+      const replaced = !!mine.accountKey && mine.accountKey.key !== holder.publicKey;
+      await request('keys.publish', replaced ? { bundle, certificate: cert } : { bundle, accountKey: holder.record, certificate: cert });
     } else {
       const cert = own.devices.certificate;
       const ak = own.devices.accountKey;
