@@ -464,7 +464,10 @@ devicesCmd
         const { code, expiresAt } = await c.request<{ code: string; expiresAt: number }>('start_device_link');
         console.log(`On the new device (signed in, daemon running) enter:\n\n    parley link ${code}\n`);
         console.log(`The code works once, until ${new Date(expiresAt).toISOString()}. Waiting…`);
-        await Promise.race([linked, new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now())))]);
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, expiresAt - Date.now()))));
+        await Promise.race([linked, expired]);
+        clearTimeout(timer);
       },
       (method, p) => {
         if (method !== 'account.device_linked') return;

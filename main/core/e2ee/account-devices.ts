@@ -13,6 +13,12 @@ const OwnFile = z.object({
   accountKey: AccountKey.optional(),
   /** This device's certificate by that key (a linked device keeps the one it was given). */
   certificate: DeviceCertificate.optional(),
+  /**
+   * This device (this data folder) made the account key and holds it in the
+   * keychain. The keychain entry is per account and server, and one OS user's
+   * keychain may serve several profiles: only the profile that made the key uses it.
+   */
+  holder: z.boolean().optional(),
   /** The devices of the account this device approved (signed here, or seen with a valid certificate). */
   approved: z.record(z.string(), z.object({ ik: z.string(), approvedAt: z.number() })),
   /** Open alarms by key (`device:<id>` or `account`). */
@@ -61,14 +67,22 @@ export class AccountDevices extends EventEmitter<{ alarm: [DeviceAlarm] }> {
     return this.data.certificate;
   }
 
+  /** Whether this data folder made (and so may use) the account key in the keychain whose public key is `key`. */
+  holds(key: string): boolean {
+    return !!this.data.holder && this.data.accountKey?.key === key;
+  }
+
   /**
    * Pins the account key and this device's certificate (on the first device
-   * at creation, on a new device once linked). A different account key
-   * replaces the pin only here, by the user's action (link, reset).
+   * at creation, or after a reset, with `holder`; on a new device once
+   * linked). A different account key replaces the pin only here, by the
+   * user's action (link, reset).
    */
-  pin(accountKey: AccountKey, certificate: DeviceCertificate): void {
+  pin(accountKey: AccountKey, certificate: DeviceCertificate, holder = false): void {
     this.data.accountKey = accountKey;
     this.data.certificate = certificate;
+    if (holder) this.data.holder = true;
+    else delete this.data.holder;
     delete this.data.alarms.account;
     this.approve(certificate.deviceId, certificate.ik);
   }

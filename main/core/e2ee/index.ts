@@ -144,7 +144,7 @@ export class EndToEnd extends EventEmitter<{
       let cert = own.devices.certificate;
       if (!cert || !certificateValid(cert, holder.publicKey, bundle) || own.devices.accountKey?.key !== holder.publicKey) {
         cert = holder.certify(bundle);
-        own.devices.pin(holder.record, cert);
+        own.devices.pin(holder.record, cert, true);
       }
       // Another account key on the server (a reset from another device, or a lying server) is not
       // overwritten from here: this device keeps its own and raises an alarm (review below).
@@ -406,7 +406,7 @@ export class EndToEnd extends EventEmitter<{
     const holder = await AccountIdentity.create(own.secrets, { username: this.identity.username, serverHost: own.serverHost });
     own.holder = holder;
     const certificate = holder.certify(this.identity.bundle);
-    own.devices.pin(holder.record, certificate);
+    own.devices.pin(holder.record, certificate, true);
     await this.signaling.request('keys.publish', { bundle: this.identity.bundle, accountKey: holder.record, certificate });
     return { accountKey: holder.publicKey };
   }
@@ -661,9 +661,12 @@ export async function startEndToEnd(o: {
   const owner = identityOwner(o.session);
   const identity = await DeviceIdentity.loadOrCreate(o.secrets, owner);
   const trust = await TrustStore.open(o.dataDir, o.onCorrupt);
+  const devices = await AccountDevices.open(o.dataDir, o.onCorrupt);
+  // The keychain may hold this account's key for another profile of the same OS user: use it only if this profile made it.
+  const stored = await AccountIdentity.load(o.secrets, owner);
   const own: OwnAccount = {
-    devices: await AccountDevices.open(o.dataDir, o.onCorrupt),
-    holder: await AccountIdentity.load(o.secrets, owner),
+    devices,
+    holder: stored && devices.holds(stored.publicKey) ? stored : undefined,
     secrets: o.secrets,
     serverHost: owner.serverHost,
   };
