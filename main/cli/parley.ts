@@ -242,6 +242,7 @@ program
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
       sessions.startAutoRefresh();
+      e2ee.startDeviceReview();
       const stop = async () => {
         console.log('[daemon] shutting down');
         await engine.shutdown();

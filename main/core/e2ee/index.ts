@@ -100,6 +100,7 @@ export class EndToEnd extends EventEmitter<{
   private openLink: { linkId: string; macKey: Uint8Array; expiresAt: number } | undefined;
   /** Refusals already reported (username, device, key): each is told once per run. */
   private readonly reported = new Set<string>();
+  private reviewTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param own this device's account key and approved-devices list; without it
@@ -306,6 +307,26 @@ export class EndToEnd extends EventEmitter<{
     const listed: KeysGetResult = await this.signaling.request('keys.get', { username: this.identity.username });
     own.devices.review(listed, { deviceId: this.identity.deviceId });
     return own.devices.status(!!own.holder);
+  }
+
+  /**
+   * Reviews this account's devices every `intervalMs` (default 10 min) while
+   * online, besides at each connection, so an added device raises its alarm
+   * without the user looking. Failures (offline) wait for the next turn.
+   */
+  startDeviceReview(intervalMs = 10 * 60_000): void {
+    this.stopDeviceReview();
+    if (!this.own) return;
+    this.reviewTimer = setInterval(() => {
+      if (this.signaling.state === 'online') void this.accountDevices().catch(() => {});
+    }, intervalMs);
+    this.reviewTimer.unref();
+  }
+
+  /** Stops `startDeviceReview`. */
+  stopDeviceReview(): void {
+    clearInterval(this.reviewTimer);
+    this.reviewTimer = undefined;
   }
 
   /**
