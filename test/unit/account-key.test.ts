@@ -145,6 +145,12 @@ describe("my account's approved devices", () => {
     const alarms = own.review(listed([bobLaptop], {}, other.record), { deviceId: bobLaptop.deviceId });
     expect(alarms).toEqual([expect.objectContaining({ kind: 'account_key_changed', identityKey: other.publicKey })]);
     expect(own.accountKey?.key).toBe(bobAccount.publicKey);
+    // A list without any account key (the server dropped it) is an alarm too.
+    const dropped = await AccountDevices.open(tempDir());
+    dropped.pin(bobAccount.record, bobAccount.certify(bobLaptop.bundle));
+    expect(dropped.review({ devices: listed([bobLaptop], {}).devices }, { deviceId: bobLaptop.deviceId })).toEqual([
+      expect.objectContaining({ kind: 'account_key_changed', message: expect.stringContaining('no account key') }),
+    ]);
     await own.flush();
     const again = await AccountDevices.open(dir);
     expect(again.alarms()).toHaveLength(1);

@@ -118,6 +118,7 @@ export class AccountDevices extends EventEmitter<{ alarm: [DeviceAlarm] }> {
       this.emit('alarm', withMessage({ ...alarm, firstSeen: now }));
     };
     if (list.accountKey && list.accountKey.key !== pinned.key) raise('account', { kind: 'account_key_changed', identityKey: list.accountKey.key });
+    else if (!list.accountKey && list.devices.length > 0) raise('account', { kind: 'account_key_changed' }); // the server dropped it
     else delete this.data.alarms.account;
     const listed = new Set<string>();
     for (const d of list.devices) {
@@ -166,7 +167,9 @@ export class AccountDevices extends EventEmitter<{ alarm: [DeviceAlarm] }> {
 
 function withMessage(a: Omit<DeviceAlarm, 'message'>): DeviceAlarm {
   const message =
-    a.kind === 'account_key_changed'
+    a.kind === 'account_key_changed' && !a.identityKey
+      ? 'the server shows no account key for your account any more: contacts who know it will refuse calls until it is back. Reconnect the device that holds it; if the server keeps dropping it, it is not behaving.'
+      : a.kind === 'account_key_changed'
       ? 'the server shows another account key for your account than the one this device knows: someone reset it with your password, or the server is lying. Check your other devices; change your password if it was not you.'
       : `the server lists device ${a.deviceId} on your account, but none of your devices linked it (no valid signature by your account key). Contacts will not ring it. If it is not yours, revoke it ("parley devices revoke ${a.deviceId}") and change your password.`;
   return { ...a, message };
