@@ -15,6 +15,7 @@
  *   parley devices [list] | revoke DEVICE_ID      (this account's signed-in devices, with alarms)
  *   parley devices link                            (on the device holding the account key: show a one-time code)
  *   parley link CODE                               (on a new device, daemon running: link it with that code)
+ *   parley login --server URL --username NAME --link CODE   (sign in and link at once)
  *   parley devices reset-account-key --yes         (recovery: a new account key; contacts are warned)
  *   parley logout
  *   parley audio-devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
@@ -125,12 +126,24 @@ program
   .requiredOption('--username <name>')
   .option('--password-stdin', 'read the password from standard input')
   .option('--device-name <name>', 'name of this device', 'parley-headless')
-  .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string }) => {
+  .option('--link <code>', 'link this device to your account at once, with the code "parley devices link" shows on your first device')
+  .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string; link?: string }) => {
     const { dataDir } = globals();
     const s = await login(o.server, o.username, await readPassword(!!o.passwordStdin), dataDir, keychainStore(), o.deviceName);
     // The device identity (Ed25519, X25519, ML-KEM-768) is created at first sign-in, in the keychain only.
     await DeviceIdentity.loadOrCreate(keychainStore(), identityOwner(s));
     console.log(`signed in as ${s.username} (device ${s.deviceId}); sign-in kept in the OS keychain`);
+    if (!o.link) return;
+    // Link now, over a short signaling connection (the daemon is not needed for it).
+    const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
+    const e2ee = await startEndToEnd({ secrets: keychainStore(), dataDir, session: s, signaling });
+    try {
+      await signaling.connect();
+      const r = await e2ee.link(o.link);
+      console.log(`device ${r.deviceId} linked (account key ${r.accountKey}); contacts will ring it from now on`);
+    } finally {
+      signaling.close();
+    }
   });
 
 program

@@ -44,6 +44,8 @@ export interface StartClientOptions {
    * Without it a second device of an account stays unlinked (contacts do not ring it).
    */
   linkFrom?: RunningClient;
+  /** More `parley login` flags, e.g. `['--link', CODE]`. */
+  loginArgs?: string[];
   /** More daemon flags, e.g. `['--no-noise-suppression']`. */
   extraArgs?: string[];
   password?: string;
@@ -126,7 +128,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.register !== false) {
     await runParley(['register', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
   }
-  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
+  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin', ...(o.loginArgs ?? [])], env, password);
 
   const args = ['--import', 'tsx', CLI, 'daemon', '--loopback'];
   if (o.input) args.push('--input', o.input);

@@ -170,4 +170,24 @@ describe('account devices', () => {
     await bob.request('end_call', { callId });
     await ended(bob, callId);
   });
+
+  it('"parley login --link CODE" signs a device in and links it in one step (here with the code of the new key holder)', async () => {
+    const { code, done } = await showLinkCode(alicePhone);
+    const tablet = await startClient({ name: 'alice', register: false, server, env: { ...pulse.env, ...keyring.env }, loginArgs: ['--link', code] });
+    try {
+      await done;
+      const status = await tablet.request<AccountDevicesStatus>('get_account_devices');
+      expect(status.role).toBe('linked');
+      expect(status.accountKey).toBe((await alicePhone.request<AccountDevicesStatus>('get_account_devices')).accountKey);
+      const tabletId = (await tablet.request<{ deviceId: string }>('get_status')).deviceId;
+      const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+      await tablet.waitForCall(callId, (s) => s.state === 'incoming');
+      const b = await bob.request<CallStatus>('get_call_status', { callId });
+      expect(b.e2ee?.refusedDevices ?? []).not.toContain(tabletId);
+      await bob.request('end_call', { callId });
+      await ended(bob, callId);
+    } finally {
+      await tablet.stop();
+    }
+  });
 });
