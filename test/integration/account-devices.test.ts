@@ -106,6 +106,8 @@ describe('account devices', () => {
     await alice.request('start_device_link');
     await expect(alicePhone.request('link_device', { code: '00000-00000-00000-00000' })).rejects.toMatchObject({ reason: 'not_found' });
     await expect(alicePhone.request('link_device', { code: 'not a code' })).rejects.toMatchObject({ reason: 'invalid_params' });
+    // The key holder is never linked itself (that would give up its key).
+    await expect(alice.request('link_device', { code: '00000-00000-00000-00000' })).rejects.toMatchObject({ reason: 'invalid_state' });
     expect((await alicePhone.request<AccountDevicesStatus>('get_account_devices')).role).toBe('unlinked');
   });
 

@@ -381,6 +381,7 @@ export class EndToEnd extends EventEmitter<{
    */
   async link(code: string): Promise<{ accountKey: string; deviceId: string }> {
     const own = this.requireOwn();
+    if (own.holder) throw new ParleyError('invalid_state', 'this device holds your account key: it links other devices ("parley devices link"), it is not linked itself');
     const secrets = linkSecrets(code);
     const bundle = this.identity.bundle;
     const { linkId, request } = makeLinkRequest(code, bundle);
