@@ -3,7 +3,7 @@ import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
 import type { Kysely } from 'kysely';
 import { ParleyError } from '../common/errors';
 import type { LoginReply, PeerInfo } from '../common/protocol/signaling';
-import { KeyBundle, bundleSigningText } from '../common/protocol/envelope';
+import { AccountKey, DeviceCertificate, KeyBundle, accountKeySigningText, bundleSigningText, deviceCertificateSigningText } from '../common/protocol/envelope';
 import type { AuditLog } from './audit';
 import type { DB } from './db';
 import { clientKey, HashGate } from './front-door';
@@ -255,17 +255,42 @@ export class Accounts {
   }
 
   /**
-   * Stores a device's public key bundle (replacing its earlier one). The bundle
-   * must name this device and account and carry a valid Ed25519 signature by
-   * its own identity key (RFC 8032); the server keeps public keys only.
-   * @returns whether another identity key was replaced.
-   * @throws ParleyError `invalid_params` for a bundle of another device or account, or a bad signature.
+   * Stores a device's public key bundle (replacing its earlier one), with its
+   * certificate by the account key and the account key itself when given. The
+   * bundle must name this device and account and carry a valid Ed25519
+   * signature by its own identity key (RFC 8032); a certificate must name this
+   * device, account and identity key and verify under the account key it
+   * names; an account key must name this account and verify under itself (it
+   * replaces the stored one). These checks keep the store consistent; the
+   * clients do the checks that matter (a server could skip these). Public keys only.
+   * @returns whether another identity key, or another account key, was replaced.
+   * @throws ParleyError `invalid_params` for a bundle, certificate or account key of another device or account, or a bad signature.
    */
-  async publishKeys(device: PeerInfo, bundle: KeyBundle): Promise<{ replaced: boolean }> {
+  async publishKeys(
+    device: PeerInfo,
+    bundle: KeyBundle,
+    extra: { accountKey?: AccountKey | undefined; certificate?: DeviceCertificate | undefined } = {},
+  ): Promise<{ replaced: boolean; accountKeyReplaced: boolean }> {
     if (bundle.deviceId !== device.deviceId || bundle.username !== device.username) {
       throw new ParleyError('invalid_params', 'a key bundle must name the device and account that publish it');
     }
     if (!bundleSignatureValid(bundle)) throw new ParleyError('invalid_params', 'the key bundle signature does not verify');
+    const { accountKey, certificate } = extra;
+    if (accountKey) {
+      const { sig, ...unsigned } = accountKey;
+      if (accountKey.username !== device.username || !ed25519Valid(accountKey.key, accountKeySigningText(unsigned), sig)) {
+        throw new ParleyError('invalid_params', 'the account key must name this account and carry its own valid signature');
+      }
+    }
+    if (certificate) {
+      const { sig, ...unsigned } = certificate;
+      if (certificate.username !== device.username || certificate.deviceId !== device.deviceId || certificate.ik !== bundle.ik) {
+        throw new ParleyError('invalid_params', 'a device certificate must name the device, account and identity key that publish it');
+      }
+      if (!ed25519Valid(certificate.accountKey, deviceCertificateSigningText(unsigned), sig)) {
+        throw new ParleyError('invalid_params', 'the device certificate signature does not verify');
+      }
+    }
     const old = await this.db
       .selectFrom('device_keys')
       .select('identity_key')
@@ -276,29 +301,53 @@ export class Accounts {
       account_id: device.accountId,
       identity_key: bundle.ik,
       bundle: JSON.stringify(bundle),
+      certificate: certificate ? JSON.stringify(certificate) : null,
       updated_at: Date.now(),
     };
     await this.db
       .insertInto('device_keys')
       .values(row)
-      .onConflict((oc) => oc.column('device_id').doUpdateSet({ identity_key: row.identity_key, bundle: row.bundle, updated_at: row.updated_at }))
+      .onConflict((oc) =>
+        oc.column('device_id').doUpdateSet({ identity_key: row.identity_key, bundle: row.bundle, certificate: row.certificate, updated_at: row.updated_at }),
+      )
       .execute();
-    return { replaced: !!old && old.identity_key !== bundle.ik };
+    let accountKeyReplaced = false;
+    if (accountKey) {
+      const previous = await this.accountKey(device.accountId);
+      accountKeyReplaced = !!previous && previous.key !== accountKey.key;
+      const akRow = { account_id: device.accountId, account_key: JSON.stringify(accountKey), updated_at: Date.now() };
+      await this.db
+        .insertInto('account_keys')
+        .values(akRow)
+        .onConflict((oc) => oc.column('account_id').doUpdateSet({ account_key: akRow.account_key, updated_at: akRow.updated_at }))
+        .execute();
+    }
+    return { replaced: !!old && old.identity_key !== bundle.ik, accountKeyReplaced };
   }
 
-  /** The published key bundles of an account's devices, oldest device first. */
-  async deviceKeys(accountId: string): Promise<{ deviceId: string; bundle: KeyBundle }[]> {
+  /** The account key published for an account, if any. */
+  async accountKey(accountId: string): Promise<AccountKey | undefined> {
+    const row = await this.db.selectFrom('account_keys').select('account_key').where('account_id', '=', accountId).executeTakeFirst();
+    if (!row) return undefined;
+    const parsed = AccountKey.safeParse(JSON.parse(row.account_key));
+    return parsed.success ? parsed.data : undefined;
+  }
+
+  /** The published key bundles (and certificates) of an account's devices, oldest device first. */
+  async deviceKeys(accountId: string): Promise<{ deviceId: string; bundle: KeyBundle; certificate?: DeviceCertificate }[]> {
     const rows = await this.db
       .selectFrom('device_keys')
       .innerJoin('devices', 'devices.id', 'device_keys.device_id')
-      .select(['device_keys.device_id as deviceId', 'device_keys.bundle as bundle'])
+      .select(['device_keys.device_id as deviceId', 'device_keys.bundle as bundle', 'device_keys.certificate as certificate'])
       .where('device_keys.account_id', '=', accountId)
       .orderBy('devices.created_at')
       .execute();
-    const out: { deviceId: string; bundle: KeyBundle }[] = [];
+    const out: { deviceId: string; bundle: KeyBundle; certificate?: DeviceCertificate }[] = [];
     for (const r of rows) {
       const parsed = KeyBundle.safeParse(JSON.parse(r.bundle));
-      if (parsed.success) out.push({ deviceId: r.deviceId, bundle: parsed.data });
+      if (!parsed.success) continue;
+      const cert = r.certificate ? DeviceCertificate.safeParse(JSON.parse(r.certificate)) : undefined;
+      out.push({ deviceId: r.deviceId, bundle: parsed.data, ...(cert?.success ? { certificate: cert.data } : {}) });
     }
     return out;
   }
@@ -349,10 +398,15 @@ const ED25519_SPKI = Buffer.from('302a300506032b6570032100', 'hex');
 
 /** Whether a bundle's signature verifies under its own identity key (Ed25519, RFC 8032 §5.1.7). */
 function bundleSignatureValid(b: KeyBundle): boolean {
+  const { sig, ...unsigned } = b;
+  return ed25519Valid(b.ik, bundleSigningText(unsigned), sig);
+}
+
+/** Whether `sig` (base64url) is a valid Ed25519 signature by `publicKey` (32 bytes, base64url) over the UTF-8 `text`. */
+function ed25519Valid(publicKey: string, text: string, sig: string): boolean {
   try {
-    const { sig, ...unsigned } = b;
-    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, Buffer.from(b.ik, 'base64url')]), format: 'der', type: 'spki' });
-    return edVerify(null, Buffer.from(bundleSigningText(unsigned), 'utf8'), key, Buffer.from(sig, 'base64url'));
+    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI, Buffer.from(publicKey, 'base64url')]), format: 'der', type: 'spki' });
+    return edVerify(null, Buffer.from(text, 'utf8'), key, Buffer.from(sig, 'base64url'));
   } catch {
     return false;
   }

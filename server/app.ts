@@ -10,6 +10,7 @@ import { Accounts } from './accounts';
 import { startAdminSocket, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
+import { DeviceLinks } from './device-links';
 import { CallerApprovals } from './approvals';
 import { Contacts } from './contacts';
 import { OpenCalls, type RecoveredCall } from './open-calls';
@@ -266,6 +267,7 @@ export async function buildServer(
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
+  const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics);
   const hubLimits = () => ({
     maxCallsPerAccount: config.policy.maxCallsPerAccount,
@@ -350,6 +352,7 @@ export async function buildServer(
         openCalls,
         resumption,
         approvals,
+        links,
         hub,
         config,
         log,

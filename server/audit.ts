@@ -90,6 +90,13 @@ export const AUDIT_EVENTS = [
   /** A device published its public key bundle. detail: `{identityKey, replaced}` (public key; `replaced`: another identity key was there). */
   'device.keys_published',
   /**
+   * A device published an account key other than the stored one (a reset after
+   * the key-holding device was lost). detail: `{accountKey}` (public key).
+   */
+  'account.key_replaced',
+  /** A device opened a link rendezvous or answered one (device linking). detail: `{step: 'open' | 'request' | 'reply'}`. */
+  'device.link',
+  /**
    * A party's client reported a failed end-to-end check and the call ended `failed`
    * (device = the reporting one). detail: `{reason}` (SecurityReason).
    */

@@ -58,7 +58,15 @@ export interface DB {
     identity_key: string;
     bundle: string;
     updated_at: number;
+    /** JSON of the device's DeviceCertificate by the account key, when it published one (0008). */
+    certificate: string | null;
   };
+  /**
+   * An account's published account key (JSON of a self-signed AccountKey,
+   * public only): it signs the account's device certificates; the server
+   * stores and returns it but cannot make one.
+   */
+  account_keys: { account_id: string; account_key: string; updated_at: number };
   /** Call time used per account and UTC day (`YYYY-MM-DD`), for the daily duration budget. */
   call_usage: { account_id: string; day: string; seconds: number };
   audit: {
@@ -197,6 +205,18 @@ migrations['0007_device_keys'] = {
       .addColumn('updated_at', 'integer', (c) => c.notNull())
       .execute();
     await db.schema.createIndex('device_keys_account').on('device_keys').column('account_id').execute();
+  },
+};
+
+migrations['0008_account_keys'] = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('device_keys').addColumn('certificate', 'text').execute();
+    await db.schema
+      .createTable('account_keys')
+      .addColumn('account_id', 'text', (c) => c.primaryKey().references('accounts.id').onDelete('cascade'))
+      .addColumn('account_key', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'integer', (c) => c.notNull())
+      .execute();
   },
 };
 

@@ -323,6 +323,11 @@ export class Hub {
     return this.callsByAccount.get(accountId)?.size ?? 0;
   }
 
+  /** Sends a notification to one connected device (no-op when it is offline). */
+  notifyDevice<N extends SignalNotification>(deviceId: string, method: N, params: SignalNotificationParams<N>): void {
+    this.send(deviceId, method, params);
+  }
+
   /** Sends a notification to every connected device of an account. */
   notifyAccount<N extends SignalNotification>(
     accountId: string,

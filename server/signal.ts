@@ -1,3 +1,4 @@
+import type { DeviceLinks } from './device-links';
 import type { Logger } from 'pino';
 import type { WebSocket, RawData } from 'ws';
 import { ParleyError } from '../common/errors';
@@ -38,6 +39,8 @@ export interface SignalDeps {
   /** Answered calls a crash left open, waiting for their devices (server/resume.ts). */
   resumption: CallResumption;
   approvals: CallerApprovals;
+  /** Device-linking rendezvous (server/device-links.ts). */
+  links: DeviceLinks;
   hub: Hub;
   /** The live configuration (config.reload replaces its fields; read at use). */
   config: ServerConfig;
@@ -83,6 +86,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     openCalls,
     resumption,
     approvals,
+    links,
     hub,
     config,
     audit,
@@ -295,13 +299,16 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
 
   peer.handle('keys.publish', SignalRequests['keys.publish'].params, async (p) => {
     const self = me();
-    const { replaced } = await accounts.publishKeys(self, p.bundle);
+    const { replaced, accountKeyReplaced } = await accounts.publishKeys(self, p.bundle, { accountKey: p.accountKey, certificate: p.certificate });
     void audit.record({
       event: 'device.keys_published',
       accountId: self.accountId,
       deviceId: self.deviceId,
-      detail: { identityKey: p.bundle.ik, replaced },
+      detail: { identityKey: p.bundle.ik, replaced, certified: !!p.certificate },
     });
+    if (accountKeyReplaced && p.accountKey) {
+      void audit.record({ event: 'account.key_replaced', accountId: self.accountId, deviceId: self.deviceId, detail: { accountKey: p.accountKey.key } });
+    }
     return { ok: true as const };
   });
   peer.handle('keys.get', SignalRequests['keys.get'].params, async (p) => {
@@ -314,8 +321,38 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
       if (await checkCallAllowed(self, target, contacts, accounts)) return { devices: [] };
       accountId = target.accountId;
     }
-    const keys = await accounts.deviceKeys(accountId);
-    return { devices: keys.map((k) => ({ ...k, online: hub.isOnline(k.deviceId) })) };
+    const [keys, accountKey] = await Promise.all([accounts.deviceKeys(accountId), accounts.accountKey(accountId)]);
+    return { ...(accountKey ? { accountKey } : {}), devices: keys.map((k) => ({ ...k, online: hub.isOnline(k.deviceId) })) };
+  });
+
+  // ---- device linking: a rendezvous the server routes but cannot forge (server/device-links.ts) ----
+
+  peer.handle('link.open', SignalRequests['link.open'].params, (p) => {
+    const self = me();
+    links.openLink(p.linkId, self);
+    void audit.record({ event: 'device.link', accountId: self.accountId, deviceId: self.deviceId, detail: { step: 'open' } });
+    return { ok: true as const };
+  });
+  peer.handle('link.request', SignalRequests['link.request'].params, (p) => {
+    const self = me();
+    const open = links.find(p.linkId, self.accountId);
+    if (!open || open.deviceId === self.deviceId || !hub.isOnline(open.deviceId)) {
+      throw new ParleyError('not_found', 'no device of your account is showing that link code now; show a new code ("parley devices link") and try again');
+    }
+    hub.notifyDevice(open.deviceId, 'link.request', { linkId: p.linkId, deviceId: self.deviceId, request: p.request });
+    void audit.record({ event: 'device.link', accountId: self.accountId, deviceId: self.deviceId, detail: { step: 'request' } });
+    return { ok: true as const };
+  });
+  peer.handle('link.reply', SignalRequests['link.reply'].params, async (p) => {
+    const self = me();
+    const open = links.find(p.linkId, self.accountId);
+    if (!open || open.deviceId !== self.deviceId) throw new ParleyError('not_found', 'this device has no open link with that id');
+    const target = (await accounts.deviceKeys(self.accountId)).some((k) => k.deviceId === p.deviceId);
+    if (!target) throw new ParleyError('not_found', 'no such device on this account');
+    links.close(p.linkId);
+    hub.notifyDevice(p.deviceId, 'link.reply', { linkId: p.linkId, reply: p.reply });
+    void audit.record({ event: 'device.link', accountId: self.accountId, deviceId: self.deviceId, detail: { step: 'reply' } });
+    return { ok: true as const };
   });
   peer.handle('relay.credentials', SignalRequests['relay.credentials'].params, async () => {
     const from = me();

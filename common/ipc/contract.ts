@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, Username } from '../call';
-import { CallStatsNotification, CallStatus, SafetyNumberResult, TrustInfo } from '../protocol/control';
+import { AccountDevicesStatus, CallStatsNotification, CallStatus, SafetyNumberResult, TrustInfo } from '../protocol/control';
 
 /**
  * The typed IPC contract between the renderer and the main process
@@ -195,6 +195,17 @@ export const IpcRequests = {
   'trust.verify': { params: z.object({ username: Username }).strict(), result: TrustInfo },
   /** Accepts a contact's changed keys (calls work again; the verified mark stays cleared). */
   'trust.acceptKeyChange': { params: z.object({ username: Username }).strict(), result: TrustInfo },
+  /**
+   * My account's devices as this device sees them (reviews the server's list now): role, account key,
+   * approved devices and alarms (docs/SECURITY.md "Account key and device certificates").
+   */
+  'account.devices': { params: Empty, result: AccountDevicesStatus },
+  /** On the device holding the account key: a one-time code for a new device. Throws `forbidden` elsewhere. */
+  'account.startLink': { params: Empty, result: z.object({ code: z.string(), expiresAt: z.number() }) },
+  /** On a new device: links it with the code shown on the holder. Throws `invalid_params`, `not_found`, `security`, `unavailable`. */
+  'account.link': { params: z.object({ code: z.string().min(1).max(64) }).strict(), result: z.object({ accountKey: z.string(), deviceId: z.string() }) },
+  /** Recovery: a new account key on this device (contacts are warned and must accept it). `confirm` must be true. */
+  'account.resetAccountKey': { params: z.object({ confirm: z.literal(true) }).strict(), result: z.object({ accountKey: z.string() }) },
 
   'devices.list': {
     params: Empty,
@@ -220,7 +231,7 @@ export const IpcEvents = {
   levels: Levels,
   devices: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
   /** A contact's keys changed or a new device appeared (`blocked`: calls wait for the user to accept). */
-  trust: z.object({ username: Username, kind: z.enum(['changed', 'added']), blocked: z.boolean() }),
+  trust: z.object({ username: Username, kind: z.enum(['changed', 'added', 'account_key_changed']), blocked: z.boolean() }),
   /** Something the user should read (a device fell back, a policy warning…). */
   notice: z.object({ level: z.enum(['info', 'warning', 'error']), message: z.string() }),
 } as const;

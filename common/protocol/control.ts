@@ -127,6 +127,19 @@ export const CallStatus = z.object({
       fingerprintBound: z.boolean(),
       mediaKeysBound: z.boolean().optional(),
       peerDeviceId: z.string().optional(),
+      /**
+       * A device of the peer account this call involves (the peer device, or
+       * before the answer one of the devices rung) was added to that account
+       * in the last 7 days — validly signed by their account key, but new:
+       * worth a word with them (docs/SECURITY.md).
+       */
+      newDevice: z.boolean().optional(),
+      /**
+       * Devices the server listed for the callee that were not rung: they
+       * carry no valid certificate by the callee's pinned account key
+       * (security reason `device_uncertified`).
+       */
+      refusedDevices: z.array(z.string()).optional(),
     })
     .optional(),
 });
@@ -145,6 +158,14 @@ export const TrustInfo = z.object({
   verifiedAt: z.number().optional(),
   /** A key change waits for `accept_key_change`; calls with this contact are refused (`key_changed`) until then. */
   blocked: z.boolean(),
+  /**
+   * The contact's pinned account key (Ed25519, base64url), which must sign each
+   * of their devices; `pending` another one shown since (a reset with their
+   * password, or a lying server), blocking calls until accepted.
+   */
+  accountKey: z
+    .object({ key: z.string(), firstSeen: z.number(), pending: z.object({ key: z.string(), seenAt: z.number() }).optional() })
+    .optional(),
   devices: z.array(
     z.object({
       deviceId: z.string(),
@@ -172,6 +193,39 @@ export const SafetyNumberResult = z.object({
   verified: z.boolean(),
 });
 export type SafetyNumberResult = z.infer<typeof SafetyNumberResult>;
+
+/**
+ * An alarm about this account's own devices (main/core/e2ee/account-devices.ts):
+ * `device_uncertified` — the server lists a device no device of mine linked
+ * (no valid signature by my account key); `account_key_changed` — the server
+ * shows another account key than the one this device pinned. Kept until the
+ * device is revoked or linked; never deletes trust data.
+ */
+export const DeviceAlarm = z.object({
+  kind: z.enum(['device_uncertified', 'account_key_changed']),
+  deviceId: z.string().optional(),
+  /** The device's identity key, or the other account key (base64url). */
+  identityKey: z.string().optional(),
+  /** Unix ms the alarm was first raised. */
+  firstSeen: z.number(),
+  /** What it means and what to do, for the user. */
+  message: z.string(),
+});
+export type DeviceAlarm = z.infer<typeof DeviceAlarm>;
+
+/**
+ * This device's view of its own account's devices: `role` `holder` (this
+ * device holds the account key and links new devices), `linked` (linked by
+ * the holder), `unlinked` (not linked yet: contacts do not ring it);
+ * `approved` the devices this device accepts as the account's; `alarms` as above.
+ */
+export const AccountDevicesStatus = z.object({
+  role: z.enum(['holder', 'linked', 'unlinked']),
+  accountKey: z.string().optional(),
+  approved: z.array(z.object({ deviceId: z.string(), identityKey: z.string(), approvedAt: z.number() })),
+  alarms: z.array(DeviceAlarm),
+});
+export type AccountDevicesStatus = z.infer<typeof AccountDevicesStatus>;
 
 /** One audio device as PulseAudio names it: `name` is its stable identity. */
 export const AudioDevice = z.object({
@@ -310,6 +364,35 @@ export const ControlRequests = {
   accept_key_change: { params: UsernameParams, result: TrustInfo },
   /** What is pinned for a contact. Errors: `not_found` when nothing is pinned. */
   get_trust: { params: UsernameParams, result: TrustInfo },
+  /**
+   * Asks the server for this account's devices now and compares them with this
+   * device's approved list (raising `account.device_alarm` for new alarms).
+   */
+  get_account_devices: { params: z.object({}).strict().default({}), result: AccountDevicesStatus },
+  /**
+   * On the device that holds the account key: shows a one-time link code
+   * (20 characters, valid `expiresAt`, Unix ms) for a new device of this
+   * account to enter (`link_device`). The link completes in the background
+   * (`account.device_linked`). Errors: `forbidden` when this device does not
+   * hold the account key; `unavailable` offline.
+   */
+  start_device_link: { params: z.object({}).strict().default({}), result: z.object({ code: z.string(), expiresAt: z.number() }) },
+  /**
+   * On a new device: links it with the code shown on the device that holds the
+   * account key; resolves once this device holds a valid certificate (and has
+   * published it). Errors: `invalid_params` (malformed code), `not_found` (no
+   * open link for that code), `security` (the reply was not made with the
+   * code), `unavailable` (no answer in 25 s).
+   */
+  link_device: { params: z.object({ code: z.string().min(1).max(64) }).strict(), result: z.object({ accountKey: z.string(), deviceId: z.string() }) },
+  /**
+   * Recovery when no device holds the account key any more: makes a new
+   * account key on this device and signs this device with it. Every contact
+   * then sees an account-key change that blocks calls until they accept it
+   * (as a key change), and the account's other devices raise an alarm and
+   * must be linked again. `confirm` must be true.
+   */
+  reset_account_key: { params: z.object({ confirm: z.literal(true) }).strict(), result: z.object({ accountKey: z.string() }) },
 } as const;
 export type ControlMethod = keyof typeof ControlRequests;
 
@@ -370,5 +453,11 @@ export const ControlNotifications = {
   'caller.approval_request': SignalNotifications['caller.approval_request'],
   'caller.approval': SignalNotifications['caller.approval'],
   /** A contact's device identity changed or a device was added (TrustInfo after the change). */
-  'trust.key_changed': z.object({ username: Username, kind: z.enum(['changed', 'added']), deviceId: z.string(), blocked: z.boolean() }),
+  'trust.key_changed': z.object({ username: Username, kind: z.enum(['changed', 'added', 'account_key_changed']), deviceId: z.string(), blocked: z.boolean() }),
+  /** A device the server listed for a contact was refused: no valid certificate by their pinned account key (`reason` `device_uncertified`). */
+  'trust.device_refused': z.object({ username: Username, deviceId: z.string(), reason: SecurityReason, message: z.string() }),
+  /** An alarm about this account's own devices. */
+  'account.device_alarm': DeviceAlarm,
+  /** This device linked a new device of the account (it holds a certificate by the account key now). */
+  'account.device_linked': z.object({ deviceId: z.string(), identityKey: z.string() }),
 } as const;

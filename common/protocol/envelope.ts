@@ -177,6 +177,13 @@ export const SealedContent = z
   .object({
     content: EnvelopeContent,
     bundle: KeyBundle.optional(),
+    /**
+     * With `bundle`: the sender's account key and the certificate its account
+     * key gave this device, so the recipient can check the device belongs to
+     * the account (absent for accounts without an account key).
+     */
+    accountKey: z.lazy(() => AccountKey).optional(),
+    certificate: z.lazy(() => DeviceCertificate).optional(),
   })
   .strict();
 export type SealedContent = z.infer<typeof SealedContent>;
@@ -195,6 +202,120 @@ export type SealedContent = z.infer<typeof SealedContent>;
  *   key behind the certificate (a ServerKeyExchange or CertificateVerify
  *   signature, or a Finished, that does not verify: RFC 8827 §6.5) — someone
  *   on the media path showed a certificate that is not theirs.
+ * - `device_uncertified`: a device the server lists for an account carries no
+ *   valid certificate by that account's pinned account key (a device the
+ *   server added): it is never rung, and an invite from it never rings.
  */
-export const SecurityReason = z.enum(['unsealed', 'envelope_invalid', 'replayed', 'key_mismatch', 'fingerprint_mismatch', 'dtls_unauthenticated']);
+export const SecurityReason = z.enum([
+  'unsealed',
+  'envelope_invalid',
+  'replayed',
+  'key_mismatch',
+  'fingerprint_mismatch',
+  'dtls_unauthenticated',
+  'device_uncertified',
+]);
 export type SecurityReason = z.infer<typeof SecurityReason>;
+
+// ---- account identity key and device certificates (issue 12 item 3, docs/SECURITY.md) ----
+
+/** Version of the account key record, the device certificate and the link messages. */
+export const ACCOUNT_KEY_VERSION = 1;
+
+/**
+ * An account's identity key: an Ed25519 public key (RFC 8032) created on the
+ * account's first device and kept only in that device's OS keychain. It signs
+ * a {@link DeviceCertificate} for every device of the account, so that the
+ * server cannot add a device on its own. Self-signed over
+ * {@link accountKeySigningText}, which binds it to the account name.
+ */
+export const AccountKey = z
+  .object({
+    v: z.literal(ACCOUNT_KEY_VERSION),
+    username: z.string().min(1).max(64),
+    /** Ed25519 public key, 32 bytes, base64url. */
+    key: IdentityKey,
+    /** Unix ms the key was created. */
+    createdAt: z.number().int().nonnegative(),
+    /** Ed25519 signature (64 bytes) by `key` over `accountKeySigningText`. */
+    sig: b64uBytes(64),
+  })
+  .strict();
+export type AccountKey = z.infer<typeof AccountKey>;
+
+/** The exact text an account key's self-signature covers (domain label, fixed field order). */
+export function accountKeySigningText(a: Omit<AccountKey, 'sig'>): string {
+  return `parley-account-key-v1\n${JSON.stringify([a.v, a.username, a.key, a.createdAt])}`;
+}
+
+/**
+ * A device certificate: the account key's signature over one device's
+ * identity key, binding the account name, the device id, the device's `ik`,
+ * the account key and the time of signing (Matrix's cross-signing "self-signing
+ * key" signature over a device, in one step). A device the server lists
+ * without a valid one is not a device of that account, whatever the server says.
+ */
+export const DeviceCertificate = z
+  .object({
+    v: z.literal(ACCOUNT_KEY_VERSION),
+    username: z.string().min(1).max(64),
+    deviceId: z.uuid(),
+    /** The device's Ed25519 identity key (its KeyBundle `ik`). */
+    ik: IdentityKey,
+    /** The account key that signed (its AccountKey `key`). */
+    accountKey: IdentityKey,
+    /** Unix ms of the signature. */
+    signedAt: z.number().int().nonnegative(),
+    /** Ed25519 signature (64 bytes) by `accountKey` over `deviceCertificateSigningText`. */
+    sig: b64uBytes(64),
+  })
+  .strict();
+export type DeviceCertificate = z.infer<typeof DeviceCertificate>;
+
+/** The exact text a device certificate's signature covers (domain label, fixed field order). */
+export function deviceCertificateSigningText(c: Omit<DeviceCertificate, 'sig'>): string {
+  return `parley-device-certificate-v1\n${JSON.stringify([c.v, c.username, c.deviceId, c.ik, c.accountKey, c.signedAt])}`;
+}
+
+/** A link rendezvous id: 16 bytes derived from the link code (HKDF), base64url; it reveals nothing of the code. */
+export const LinkId = b64uBytes(16);
+
+/**
+ * Device linking, step 1 (new device → existing device, through the server):
+ * the new device's key bundle, authenticated by an HMAC-SHA256 under the key
+ * derived from the one-time link code (main/core/e2ee/account-key.ts).
+ */
+export const LinkRequest = z
+  .object({
+    v: z.literal(ACCOUNT_KEY_VERSION),
+    bundle: KeyBundle,
+    /** HMAC-SHA256 (32 bytes) over `linkRequestText`. */
+    mac: b64uBytes(32),
+  })
+  .strict();
+export type LinkRequest = z.infer<typeof LinkRequest>;
+
+/**
+ * Device linking, step 2 (existing device → new device): the account key and
+ * the new device's certificate, authenticated by the same code-derived key.
+ */
+export const LinkReply = z
+  .object({
+    v: z.literal(ACCOUNT_KEY_VERSION),
+    accountKey: AccountKey,
+    certificate: DeviceCertificate,
+    /** HMAC-SHA256 (32 bytes) over `linkReplyText`. */
+    mac: b64uBytes(32),
+  })
+  .strict();
+export type LinkReply = z.infer<typeof LinkReply>;
+
+/** The text a link request's MAC covers. */
+export function linkRequestText(linkId: string, bundle: KeyBundle): string {
+  return `parley-link-request-v1\n${JSON.stringify([linkId, bundleSigningText(bundle), bundle.sig])}`;
+}
+
+/** The text a link reply's MAC covers. */
+export function linkReplyText(linkId: string, accountKey: AccountKey, certificate: DeviceCertificate): string {
+  return `parley-link-reply-v1\n${JSON.stringify([linkId, accountKeySigningText(accountKey), accountKey.sig, deviceCertificateSigningText(certificate), certificate.sig])}`;
+}

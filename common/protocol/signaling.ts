@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, RejectReason, Username } from '../call';
-import { Envelope, KeyBundle, MAX_SEALED_DEVICES, SecurityReason } from './envelope';
+import { AccountKey, DeviceCertificate, Envelope, KeyBundle, LinkId, LinkReply, LinkRequest, MAX_SEALED_DEVICES, SecurityReason } from './envelope';
 
 /**
  * Parley signaling protocol: JSON-RPC 2.0 over WebSocket at `/v1/signal`.
@@ -133,18 +133,42 @@ export type SessionRefreshResult = z.infer<typeof SessionRefreshResult>;
 
 // ---- device keys (end-to-end security) ----------------------------------------
 
-/** Publishes this device's signed public key bundle (replaces an earlier one). Its username and device id must be this device's. */
-export const KeysPublishParams = z.object({ bundle: KeyBundle }).strict();
-/** One device of an account with its published key bundle. */
-export const DeviceKeys = z.object({ deviceId: DeviceId, online: z.boolean(), bundle: KeyBundle });
+/**
+ * Publishes this device's signed public key bundle (replaces an earlier one).
+ * Its username and device id must be this device's. With them, the account
+ * key (self-signed; it replaces the account's stored one: a new account key
+ * after the first device was lost) and this device's certificate by it; the
+ * server checks both signatures and names but cannot make either.
+ */
+export const KeysPublishParams = z
+  .object({ bundle: KeyBundle, accountKey: AccountKey.optional(), certificate: DeviceCertificate.optional() })
+  .strict();
+/** One device of an account with its published key bundle and, when it has one, its certificate by the account key. */
+export const DeviceKeys = z.object({ deviceId: DeviceId, online: z.boolean(), bundle: KeyBundle, certificate: DeviceCertificate.optional() });
 export type DeviceKeys = z.infer<typeof DeviceKeys>;
 /**
  * The key bundles of every device of `username` that published one (oldest
- * device first). Only for my own account, or an account I may call; a blocked
- * caller gets an empty list (what an account without devices gives).
+ * device first), and the account key when one was published. Only for my own
+ * account, or an account I may call; a blocked caller gets an empty list
+ * (what an account without devices gives).
  */
-export const KeysGetResult = z.object({ devices: z.array(DeviceKeys) });
+export const KeysGetResult = z.object({ accountKey: AccountKey.optional(), devices: z.array(DeviceKeys) });
 export type KeysGetResult = z.infer<typeof KeysGetResult>;
+
+// ---- device linking (a rendezvous the server routes but cannot forge) --------
+
+/**
+ * The existing device opens a link rendezvous under `linkId` (derived from the
+ * one-time code it shows) for at most LINK_TTL_MS. Only devices of the same
+ * account can reach it. Replaces an earlier one of this device.
+ */
+export const LinkOpenParams = z.object({ linkId: LinkId }).strict();
+/** How long a link rendezvous stays open on the server, ms (the code shown is valid as long). */
+export const LINK_TTL_MS = 10 * 60_000;
+/** The new device sends its MAC-ed bundle to the device that opened `linkId`. Errors: `not_found` (no such open link on this account). */
+export const LinkRequestParams = z.object({ linkId: LinkId, request: LinkRequest }).strict();
+/** The existing device answers the new device `deviceId` (the account key and its certificate); the rendezvous closes. Errors: `not_found`. */
+export const LinkReplyParams = z.object({ linkId: LinkId, deviceId: DeviceId, reply: LinkReply }).strict();
 
 // ---- contacts, presence, settings -------------------------------------------
 
@@ -206,6 +230,9 @@ export const SignalRequests = {
   'call.security': { params: SecurityEventParams, result: OkResult },
   'keys.publish': { params: KeysPublishParams, result: OkResult },
   'keys.get': { params: UsernameParams, result: KeysGetResult },
+  'link.open': { params: LinkOpenParams, result: OkResult },
+  'link.request': { params: LinkRequestParams, result: OkResult },
+  'link.reply': { params: LinkReplyParams, result: OkResult },
   'relay.credentials': { params: RelayCredentialsParams, result: RelayCredentialsResult },
   'devices.list': { params: Empty, result: DevicesListResult },
   'devices.revoke': { params: DeviceRevokeParams, result: OkResult },
@@ -287,6 +314,10 @@ export const SignalNotifications = {
     username: Username,
     result: z.enum(['approved', 'refused', 'expired']),
   }),
+  /** To the device that opened `linkId`: a device of this account asks to be linked (its MAC-ed bundle). */
+  'link.request': z.object({ linkId: LinkId, deviceId: DeviceId, request: LinkRequest }),
+  /** To the device that asked: the linking device's answer (account key and certificate, MAC-ed). */
+  'link.reply': z.object({ linkId: LinkId, reply: LinkReply }),
   /** This device was revoked or logged out; the server closes the connection after this. */
   'session.ended': z.object({ reason: z.enum(['revoked', 'logged_out', 'expired']) }),
 } as const;

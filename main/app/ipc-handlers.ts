@@ -50,6 +50,10 @@ export function createHandlers(phone: Softphone): Handlers {
     'trust.get': (p) => phone.trustInfo(p.username),
     'trust.verify': (p) => phone.verifyContact(p.username),
     'trust.acceptKeyChange': (p) => phone.acceptKeyChange(p.username),
+    'account.devices': () => phone.accountDevices(),
+    'account.startLink': () => phone.startDeviceLink(),
+    'account.link': (p) => phone.linkDevice(p.code),
+    'account.resetAccountKey': () => phone.resetAccountKey(),
 
     'devices.list': () => phone.devices(),
     'devices.testTone': async (p) => (await phone.testTone(p.target), ok),

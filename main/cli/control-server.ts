@@ -76,6 +76,9 @@ export class ControlServer {
       signaling.on(method, (params: object) => this.broadcast(method, params));
     }
     account?.e2ee?.on('keyChange', (c) => this.broadcast('trust.key_changed', c));
+    account?.e2ee?.on('deviceRefused', (r) => this.broadcast('trust.device_refused', r));
+    account?.e2ee?.on('alarm', (a) => this.broadcast('account.device_alarm', a));
+    account?.e2ee?.on('linked', (d) => this.broadcast('account.device_linked', d));
   }
 
   /**
@@ -194,7 +197,11 @@ export class ControlServer {
       rpc.handle('set_settings', ControlRequests.set_settings.params, async ({ contactsOnly }) =>
         contactsOnly === undefined ? a.contacts.getSettings() : a.contacts.setContactsOnly(contactsOnly),
       );
-      rpc.handle('list_devices', ControlRequests.list_devices.params, async () => ({ devices: await a.sessions.list() }));
+      rpc.handle('list_devices', ControlRequests.list_devices.params, async () => {
+        // Looking at the devices is also a moment to compare them with the approved list (alarms are notifications).
+        await a.e2ee?.accountDevices().catch(() => undefined);
+        return { devices: await a.sessions.list() };
+      });
       rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => (await a.sessions.revoke(deviceId), ok));
       rpc.handle('refresh_session', ControlRequests.refresh_session.params, async () => ({ expiresAt: await a.sessions.refresh() }));
       const e2ee = a.e2ee;
@@ -203,6 +210,10 @@ export class ControlServer {
         rpc.handle('mark_verified', ControlRequests.mark_verified.params, ({ username }) => e2ee.verify(username));
         rpc.handle('accept_key_change', ControlRequests.accept_key_change.params, ({ username }) => e2ee.acceptKeyChange(username));
         rpc.handle('get_trust', ControlRequests.get_trust.params, ({ username }) => e2ee.trustInfo(username));
+        rpc.handle('get_account_devices', ControlRequests.get_account_devices.params, () => e2ee.accountDevices());
+        rpc.handle('start_device_link', ControlRequests.start_device_link.params, () => e2ee.startLink());
+        rpc.handle('link_device', ControlRequests.link_device.params, ({ code }) => e2ee.link(code));
+        rpc.handle('reset_account_key', ControlRequests.reset_account_key.params, () => e2ee.resetAccountKey());
       }
       rpc.handle('logout', ControlRequests.logout.params, async () => {
         await a.sessions.logout();

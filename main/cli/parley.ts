@@ -12,7 +12,11 @@
  *   parley callers approve NAME | refuse NAME   (first-time caller approval)
  *   parley presence [online|away|dnd]
  *   parley settings [--contacts-only on|off]
- *   parley devices [list] | revoke DEVICE_ID      (this account's signed-in devices)
+ *   parley devices [list] | revoke DEVICE_ID      (this account's signed-in devices, with alarms)
+ *   parley devices link                            (on the device holding the account key: show a one-time code)
+ *   parley link CODE                               (on a new device, daemon running: link it with that code)
+ *   parley login --server URL --username NAME --link CODE   (sign in and link at once)
+ *   parley devices reset-account-key --yes         (recovery: a new account key; contacts are warned)
  *   parley logout
  *   parley audio-devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
  *
@@ -37,7 +41,7 @@ import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
-import type { DeviceList } from '../../common/protocol/control';
+import type { AccountDevicesStatus, DeviceList } from '../../common/protocol/control';
 
 function defaultDataDir(): string {
   if (process.env.PARLEY_DATA_DIR) return process.env.PARLEY_DATA_DIR;
@@ -122,12 +126,24 @@ program
   .requiredOption('--username <name>')
   .option('--password-stdin', 'read the password from standard input')
   .option('--device-name <name>', 'name of this device', 'parley-headless')
-  .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string }) => {
+  .option('--link <code>', 'link this device to your account at once, with the code "parley devices link" shows on your first device')
+  .action(async (o: { server: string; username: string; passwordStdin?: boolean; deviceName: string; link?: string }) => {
     const { dataDir } = globals();
     const s = await login(o.server, o.username, await readPassword(!!o.passwordStdin), dataDir, keychainStore(), o.deviceName);
     // The device identity (Ed25519, X25519, ML-KEM-768) is created at first sign-in, in the keychain only.
     await DeviceIdentity.loadOrCreate(keychainStore(), identityOwner(s));
     console.log(`signed in as ${s.username} (device ${s.deviceId}); sign-in kept in the OS keychain`);
+    if (!o.link) return;
+    // Link now, over a short signaling connection (the daemon is not needed for it).
+    const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
+    const e2ee = await startEndToEnd({ secrets: keychainStore(), dataDir, session: s, signaling });
+    try {
+      await signaling.connect();
+      const r = await e2ee.link(o.link);
+      console.log(`device ${r.deviceId} linked (account key ${r.accountKey}); contacts will ring it from now on`);
+    } finally {
+      signaling.close();
+    }
   });
 
 program
@@ -196,8 +212,11 @@ program
         signaling,
         onCorrupt: (why) => console.log(`[e2ee] warning: ${why}`),
       });
+      e2ee.on('deviceRefused', (r) => console.log(`[e2ee] security: ${r.message}`));
+      e2ee.on('alarm', (a) => console.log(`[e2ee] ALARM: ${a.message}`));
+      e2ee.on('linked', (d) => console.log(`[e2ee] linked device ${d.deviceId}`));
       e2ee.on('keyChange', (c) =>
-        console.log(`[e2ee] ${c.username}: ${c.kind === 'changed' ? 'a device changed its security key' : 'a new device appeared'}${c.blocked ? `; calls are blocked until you compare the safety number ("parley safety-number ${c.username}") and accept the change` : ''}`),
+        console.log(`[e2ee] ${c.username}: ${c.kind === 'changed' ? 'a device changed its security key' : c.kind === 'account_key_changed' ? 'their account key changed' : 'a new device appeared'}${c.blocked ? `; calls are blocked until you compare the safety number ("parley safety-number ${c.username}") and accept the change` : ''}`),
       );
       const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
         frameMs: o.frameMs,
@@ -229,12 +248,14 @@ program
         onLogout: async () => {
           await secrets.delete(tokenKey(session));
           await DeviceIdentity.forget(secrets, identityOwner(session));
+          // The account key stays: it is the account's, not this sign-in's (without it no device can be linked).
         },
       });
       await control.listen(socket);
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
       sessions.startAutoRefresh();
+      e2ee.startDeviceReview();
       const stop = async () => {
         console.log('[daemon] shutting down');
         await engine.shutdown();
@@ -433,11 +454,58 @@ devicesCmd
   .command('list', { isDefault: true })
   .description('every signed-in device')
   .action(async () => {
-    const { devices } = await withDaemon((c) => c.request<{ devices: DeviceInfo[] }>('list_devices'));
+    const [{ devices }, own] = await withDaemon(async (c) =>
+      Promise.all([c.request<{ devices: DeviceInfo[] }>('list_devices'), c.request<AccountDevicesStatus>('get_account_devices')]),
+    );
+    const approved = new Set(own.approved.map((d) => d.deviceId));
     for (const d of devices) {
       const seen = d.lastSeenAt ? new Date(d.lastSeenAt).toISOString() : 'never';
-      console.log(`${d.deviceId}\t${d.name}\t${d.online ? 'online' : 'offline'}\tlast seen ${seen}${d.current ? '\t(this device)' : ''}`);
+      const role = { holder: 'holds the account key', linked: 'linked', unlinked: 'NOT LINKED' }[own.role];
+      const mark = d.current ? `\t(this device)\t${role}` : own.role === 'unlinked' ? '' : approved.has(d.deviceId) ? '\tlinked' : '\tNOT LINKED';
+      console.log(`${d.deviceId}\t${d.name}\t${d.online ? 'online' : 'offline'}\tlast seen ${seen}${mark}`);
     }
+    if (own.role === 'unlinked') console.log('this device is not linked to your account yet: run "parley devices link" on your first device, then "parley link CODE" here');
+    for (const a of own.alarms) console.log(`ALARM: ${a.message}`);
+  });
+devicesCmd
+  .command('link')
+  .description('show a one-time code that links a new device of this account (on the device that holds the account key)')
+  .action(async () => {
+    let resolveLinked: () => void = () => {};
+    const linked = new Promise<void>((r) => (resolveLinked = r));
+    await withDaemon(
+      async (c) => {
+        const { code, expiresAt } = await c.request<{ code: string; expiresAt: number }>('start_device_link');
+        console.log(`On the new device (signed in, daemon running) enter:\n\n    parley link ${code}\n`);
+        console.log(`The code works once, until ${new Date(expiresAt).toISOString()}. Waiting…`);
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, expiresAt - Date.now()))));
+        await Promise.race([linked, expired]);
+        clearTimeout(timer);
+      },
+      (method, p) => {
+        if (method !== 'account.device_linked') return;
+        console.log(`linked device ${(p as { deviceId: string }).deviceId}`);
+        resolveLinked();
+      },
+    );
+  });
+devicesCmd
+  .command('reset-account-key')
+  .description('recovery when no device holds the account key: make a new one here (every contact is warned)')
+  .option('--yes', 'I understand: contacts see an account-key change and must accept it; my other devices must be linked again')
+  .action(async (o: { yes?: boolean }) => {
+    if (!o.yes) throw new ParleyError('invalid_params', 'a new account key warns every contact and unlinks your other devices; add --yes to go ahead');
+    const r = await withDaemon((c) => c.request<{ accountKey: string }>('reset_account_key', { confirm: true }));
+    console.log(`new account key ${r.accountKey}; your contacts will be asked to accept it, and your other devices must be linked again`);
+  });
+
+program
+  .command('link <code>')
+  .description('link this new device to your account with the code shown by "parley devices link" (daemon running)')
+  .action(async (code: string) => {
+    const r = await withDaemon((c) => c.request<{ deviceId: string; accountKey: string }>('link_device', { code }));
+    console.log(`device ${r.deviceId} linked (account key ${r.accountKey}); contacts will ring it from now on`);
   });
 devicesCmd
   .command('revoke <deviceId>')

@@ -181,7 +181,9 @@ export class CallEngine extends EventEmitter<{
   async createCall(to: string): Promise<string> {
     this.assertNoLiveCall();
     // The callee's online devices, newest last; an invite is sealed for at most MAX_SEALED_DEVICES of them.
-    const devices = (await this.e2ee.devicesOf(to, true)).slice(-MAX_SEALED_DEVICES);
+    // Devices the server lists without a valid certificate by the callee's account key are refused (never rung).
+    const checked = await this.e2ee.contactDevices(to, true);
+    const devices = checked.usable.slice(-MAX_SEALED_DEVICES);
     this.assertNoLiveCall();
     const iceServers = await this.iceServers();
     const id = randomUUID();
@@ -197,7 +199,12 @@ export class CallEngine extends EventEmitter<{
         peer: to,
         state: 'outgoing',
         createdAt: Date.now(),
-        e2ee: { sealed: false, fingerprintBound: false },
+        e2ee: {
+          sealed: false,
+          fingerprintBound: false,
+          ...(checked.newDevices.some((d) => devices.some((b) => b.deviceId === d)) ? { newDevice: true } : {}),
+          ...(checked.refused.length > 0 ? { refusedDevices: checked.refused } : {}),
+        },
       },
       localCandidates: [],
       sealed: this.e2ee.outgoingCall(id, to, devices),
@@ -366,7 +373,7 @@ export class CallEngine extends EventEmitter<{
       e2ee: { sealed: false, fingerprintBound: false },
     };
     // Opened synchronously, so the caller's candidates that follow find the call.
-    let opened: { call: SealedCall; offer: string };
+    let opened: { call: SealedCall; offer: string; newDevice: boolean };
     try {
       opened = this.e2ee.incomingCall(p.callId, p.caller, p.envelope);
     } catch (e) {
@@ -385,7 +392,7 @@ export class CallEngine extends EventEmitter<{
       this.securityFailure(placeholder, e);
       return;
     }
-    status.e2ee = { sealed: true, fingerprintBound: false, peerDeviceId: p.caller.deviceId };
+    status.e2ee = { sealed: true, fingerprintBound: false, peerDeviceId: p.caller.deviceId, ...(opened.newDevice ? { newDevice: true } : {}) };
     const call: Call = {
       id: p.callId,
       direction: 'incoming',
@@ -430,7 +437,13 @@ export class CallEngine extends EventEmitter<{
       return;
     }
     sealedOf(call).remoteSdp = answer;
-    call.status.e2ee = { sealed: true, fingerprintBound: false, peerDeviceId: p.callee.deviceId };
+    call.status.e2ee = {
+      ...call.status.e2ee,
+      sealed: true,
+      fingerprintBound: false,
+      peerDeviceId: p.callee.deviceId,
+      newDevice: this.e2ee.isNewDevice(call.peerName, p.callee.deviceId),
+    };
     let media: MediaSession;
     try {
       await peer.acceptAnswer(answer);

@@ -21,7 +21,7 @@ import { MicControl } from './microphone';
 import { SettingsStore } from './settings';
 import { SignalingClient } from './signaling-client';
 import { DeviceIdentity, identityOwner, startEndToEnd, type EndToEnd } from './e2ee';
-import type { SafetyNumberResult, TrustInfo } from '../../common/protocol/control';
+import type { AccountDevicesStatus, SafetyNumberResult, TrustInfo } from '../../common/protocol/control';
 import {
   meterMicrophone,
   playPcm,
@@ -226,6 +226,41 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   /** The pinned device keys of a contact, verified mark and pending change. @throws ParleyError `not_found`. */
   trustInfo(username: string): TrustInfo {
     return this.requireE2ee().trustInfo(username);
+  }
+
+  /**
+   * My account's devices as this device sees them (the server's list reviewed now):
+   * `{role: 'holder' | 'linked' | 'unlinked', accountKey?, approved[], alarms[]}`.
+   * @throws ParleyError `unauthenticated`, `unavailable` (offline).
+   */
+  accountDevices(): Promise<AccountDevicesStatus> {
+    return this.requireE2ee().accountDevices();
+  }
+
+  /**
+   * On the device that holds the account key: a one-time link code (20 characters, valid until
+   * `expiresAt`, Unix ms) for a new device of this account.
+   * @throws ParleyError `forbidden` (this device does not hold the account key), `unauthenticated`, `unavailable`.
+   */
+  startDeviceLink(): Promise<{ code: string; expiresAt: number }> {
+    return this.requireE2ee().startLink();
+  }
+
+  /**
+   * Links this new device with the code shown on the device holding the account key.
+   * @throws ParleyError `invalid_params`, `not_found`, `security`, `unavailable`, `unauthenticated`.
+   */
+  linkDevice(code: string): Promise<{ accountKey: string; deviceId: string }> {
+    return this.requireE2ee().link(code);
+  }
+
+  /**
+   * Recovery when no device holds the account key: a new one on this device. Every contact is
+   * warned (an account-key change they must accept); the other devices must be linked again.
+   * @throws KeychainUnavailableError; ParleyError `unauthenticated`, `unavailable`.
+   */
+  resetAccountKey(): Promise<{ accountKey: string }> {
+    return this.requireE2ee().resetAccountKey();
   }
 
   private requireE2ee(): EndToEnd {
@@ -484,9 +519,13 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     e2ee.on('keyChange', (c) =>
       this.emit('notice', {
         level: c.blocked ? 'error' : 'info',
-        message: `${c.username} ${c.kind === 'changed' ? 'has new security keys' : 'signed in on a new device'}${c.blocked ? ': compare your safety number before calling again' : '.'}`,
+        message: `${c.username} ${c.kind === 'changed' ? 'has new security keys' : c.kind === 'account_key_changed' ? 'has a new account key (reset with their password, or a lying server)' : 'signed in on a new device'}${c.blocked ? ': compare your safety number before calling again' : '.'}`,
       }),
     );
+    // A contact's device the server lists without their account key's signature, and alarms about my own devices.
+    e2ee.on('deviceRefused', (r) => this.emit('notice', { level: 'error', message: `Security: ${r.message}` }));
+    e2ee.on('alarm', (a) => this.emit('notice', { level: 'error', message: `Security alarm: ${a.message}` }));
+    e2ee.on('linked', (d) => this.emit('notice', { level: 'info', message: `Device ${d.deviceId} is now linked to your account.` }));
     const engine = new CallEngine(
       signaling,
       {
@@ -540,6 +579,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.book = book;
     this.deviceSessions = sessions;
     this.e2ee = e2ee;
+    e2ee.startDeviceReview();
     this.publishSession();
     // Online usually takes milliseconds; a server that is down must not hold up
     // the app — the client keeps reconnecting and `session` events tell the UI.
@@ -557,6 +597,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.deviceSessions?.stopAutoRefresh();
     this.deviceSessions = undefined;
     this.book = undefined;
+    this.e2ee?.stopDeviceReview();
     this.e2ee = undefined;
     if (engine) await engine.shutdown();
     signaling?.close();

@@ -4,7 +4,8 @@
  * the attacks are in test/fixtures/malicious-intercept.ts) rewrites the sealed
  * SDP and its fingerprint, forges a plain offer, replays, reorders and drops
  * candidates, cross-delivers envelopes between the callee's devices, replays an
- * old invite and substitutes device key bundles. Real `parley` daemons,
+ * old invite, substitutes device key bundles and account keys, and adds a
+ * device of its own to an account. Real `parley` daemons,
  * PulseAudio devices and gnome-keyring. No call may connect unnoticed; each
  * failure carries a security reason on both sides and is audited.
  */
@@ -12,7 +13,9 @@ import { readFile, readdir } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CallStatus } from '../../common/protocol/control';
+import type { AccountDevicesStatus, CallStatus, DeviceAlarm, TrustInfo } from '../../common/protocol/control';
+import { accountKeyName } from '../../main/core/e2ee/account-key';
+import { INJECTED_DEVICE_ID } from '../fixtures/malicious-intercept';
 import { KEYCHAIN_SERVICE } from '../../main/core/keychain-store';
 import { identityKeyName } from '../../main/core/e2ee/identity';
 import { getSecret } from '../../native/keychain';
@@ -177,7 +180,8 @@ describe('malicious server', () => {
   });
 
   it('malicious server cross-delivers sealed invites between two devices of the callee: a payload opens only on its own device', async () => {
-    const bob2 = await startClient({ name: 'bob', register: false, server, env: { ...pulse.env, ...keyring.env } });
+    // Bob's second device, linked by his first (which holds his account key), so that callers ring it.
+    const bob2 = await startClient({ name: 'bob', register: false, linkFrom: bob, server, env: { ...pulse.env, ...keyring.env } });
     try {
       const { b } = await refusedCall('cross_deliver', 'envelope_invalid');
       // The device that got its own envelope opened it (it rang) before the other device's report ended the call.
@@ -186,6 +190,63 @@ describe('malicious server', () => {
       expect(bob.events.some((e) => e.callId === b.callId && e.state === 'incoming') !== bob2.events.some((e) => e.callId === b.callId && e.state === 'incoming')).toBe(true);
     } finally {
       await bob2.stop();
+    }
+  });
+
+  it('malicious server injects a device into bob\'s account: alice never rings it and is told why, bob\'s own device still rings, and bob\'s client raises a device alarm', async () => {
+    attack('inject_device');
+    try {
+      const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
+      // Alice: the injected device was not sealed for (not rung), with the security reason, in the call status and a notice.
+      const a = await alice.request<CallStatus>('get_call_status', { callId });
+      expect(a.e2ee?.refusedDevices).toContain(INJECTED_DEVICE_ID);
+      const refused = await alice.waitForNotification<{ username: string; deviceId: string; reason: string; message: string }>(
+        'trust.device_refused',
+        (p) => p.deviceId === INJECTED_DEVICE_ID,
+      );
+      expect(refused).toMatchObject({ username: 'bob', reason: 'device_uncertified', message: expect.stringContaining("not signed by bob's account key") });
+      // Bob's real device rings as before.
+      await bob.waitForCall(callId, (s) => s.state === 'incoming');
+      await alice.request('end_call', { callId });
+      await Promise.all([ended(alice, callId), ended(bob, callId)]);
+      // Nothing of the injected device is pinned as bob's, and calls with bob are not blocked.
+      const trust = await alice.request<TrustInfo>('get_trust', { username: 'bob' });
+      expect(trust.devices.map((d) => d.deviceId)).not.toContain(INJECTED_DEVICE_ID);
+      expect(trust.blocked).toBe(false);
+      // Bob: an alarm about a device none of his devices linked, in the CLI-visible status and as a notification.
+      const own = await bob.request<AccountDevicesStatus>('get_account_devices');
+      expect(own.role).toBe('holder');
+      expect(own.alarms).toContainEqual(expect.objectContaining({ kind: 'device_uncertified', deviceId: INJECTED_DEVICE_ID }));
+      expect(own.approved.map((d) => d.deviceId)).not.toContain(INJECTED_DEVICE_ID);
+      const alarm = await bob.waitForNotification<DeviceAlarm>('account.device_alarm', (p) => p.deviceId === INJECTED_DEVICE_ID);
+      expect(alarm.message).toMatch(/revoke/);
+    } finally {
+      attack('pass');
+    }
+    // Once the server lists the device no more, the alarm clears; bob's trust data was never touched.
+    const own = await bob.request<AccountDevicesStatus>('get_account_devices');
+    expect(own.alarms).toEqual([]);
+    await expect(bob.request<TrustInfo>('get_trust', { username: 'alice' })).resolves.toMatchObject({ blocked: false });
+  });
+
+  it('malicious server turns bob\'s invite into one from a device it injected into his account: alice\'s phone never rings, both ends fail with device_uncertified and alice is told', async () => {
+    attack('invite_from_injected');
+    try {
+      const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+      const [a, b] = await Promise.all([ended(alice, callId), ended(bob, callId)]);
+      for (const s of [a, b]) {
+        expect(s.endReason).toBe('failed');
+        expect(s.connectedAt).toBeUndefined();
+      }
+      expect(a.security).toBe('device_uncertified');
+      expect(b.security).toBe('device_uncertified');
+      expect(a.error).toMatch(/not signed by bob's account key/);
+      expect(alice.events.some((e) => e.callId === callId && e.state === 'incoming')).toBe(false);
+      await alice.waitForNotification<{ deviceId: string }>('trust.device_refused', (p) => p.deviceId === INJECTED_DEVICE_ID);
+      const audit = await securityAudit(callId);
+      expect(audit.map((e) => e.detail?.reason)).toContain('device_uncertified');
+    } finally {
+      attack('pass');
     }
   });
 
@@ -229,9 +290,13 @@ describe('malicious server', () => {
         const host = new URL(profile.serverUrl).host;
         const token = await getSecret(KEYCHAIN_SERVICE, `${c.name}@${host}`);
         const identity = await getSecret(KEYCHAIN_SERVICE, identityKeyName({ username: c.name, deviceId: profile.deviceId, serverHost: host }));
+        const account = await getSecret(KEYCHAIN_SERVICE, accountKeyName({ username: c.name, serverHost: host }));
         expect(token).toBeTruthy();
         expect(identity).toBeTruthy();
+        expect(account).toBeTruthy(); // each first device holds its account key, in the keychain only
         secrets.push(token!);
+        const accountSeed = (JSON.parse(account!) as { ed25519: string }).ed25519;
+        secrets.push(accountSeed, Buffer.from(accountSeed, 'base64url').toString('base64'), Buffer.from(accountSeed, 'base64url').toString('hex'));
         const keys = JSON.parse(identity!) as { ed25519: string; x25519: string; mlkem: string };
         for (const k of [keys.ed25519, keys.x25519, keys.mlkem]) {
           const raw = Buffer.from(k, 'base64url');

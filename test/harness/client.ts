@@ -37,6 +37,15 @@ export interface StartClientOptions {
   mediaTimeoutS?: number;
   /** Register the account first (default true). */
   register?: boolean;
+  /**
+   * A running client of the same account that holds the account key: the new
+   * device is linked through it (`start_device_link` there, `link_device`
+   * here), as a user would with "parley devices link" and "parley link CODE".
+   * Without it a second device of an account stays unlinked (contacts do not ring it).
+   */
+  linkFrom?: RunningClient;
+  /** More `parley login` flags, e.g. `['--link', CODE]`. */
+  loginArgs?: string[];
   /** More daemon flags, e.g. `['--no-noise-suppression']`. */
   extraArgs?: string[];
   password?: string;
@@ -119,7 +128,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.register !== false) {
     await runParley(['register', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
   }
-  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
+  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin', ...(o.loginArgs ?? [])], env, password);
 
   const args = ['--import', 'tsx', CLI, 'daemon', '--loopback'];
   if (o.input) args.push('--input', o.input);
@@ -177,6 +186,10 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   };
   try {
     await boot();
+    if (o.linkFrom) {
+      const { code } = await o.linkFrom.request<{ code: string }>('start_device_link');
+      await control.request('link_device', { code });
+    }
   } catch (e) {
     await child.stop('SIGKILL');
     logText = await readLog();

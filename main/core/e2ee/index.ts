@@ -1,25 +1,79 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ParleyError } from '../../../common/errors';
-import type { SafetyNumberResult, TrustInfo } from '../../../common/protocol/control';
+import type { AccountDevicesStatus, DeviceAlarm, SafetyNumberResult, TrustInfo } from '../../../common/protocol/control';
 import type { Envelope, EnvelopeContent, KeyBundle, SealedContent } from '../../../common/protocol/envelope';
+import { LINK_TTL_MS, type KeysGetResult, type SignalMethod, type SignalParams, type SignalResult, type SignalNotificationParams } from '../../../common/protocol/signaling';
+import type { SecretStore } from '../account';
 import type { SignalingClient } from '../signaling-client';
 import type { SrtpKeyBinding } from '../../media/srtp-binding';
+import { AccountDevices } from './account-devices';
+import {
+  AccountIdentity,
+  certificateValid,
+  checkLinkReply,
+  checkLinkRequest,
+  linkSecrets,
+  makeLinkReply,
+  makeLinkRequest,
+  newLinkCode,
+  verifyAccountKey,
+} from './account-key';
 import { DeviceIdentity, verifyBundle } from './identity';
 import { b64u, unb64u, x25519, x25519Generate } from './primitives';
 import { SeenInvites } from './seen-invites';
 import { SealError, open, peekSealed, seal } from './seal';
-import { TrustStore, keyChangedError, safetyNumber, type KeyChange } from './trust';
+import { TrustStore, keyChangedError, safetyNumber, type KeyChange, type SafetySide } from './trust';
 
 export { DeviceIdentity, verifyBundle } from './identity';
+export { AccountIdentity, certificateValid, verifyAccountKey, newLinkCode, linkSecrets } from './account-key';
+export { AccountDevices } from './account-devices';
 export { SealError } from './seal';
 export { SeenInvites, INVITE_FRESHNESS_MS } from './seen-invites';
 export { TrustStore, safetyNumber, safetyHalf, type KeyChange } from './trust';
 
+/** How long a new device waits for the linking device's answer, ms. */
+export const LINK_REPLY_TIMEOUT_MS = 25_000;
+
+/**
+ * This device's own account: its approved-devices list and, on the device
+ * that holds it, the account key (docs/SECURITY.md, "Account key and device
+ * certificates").
+ */
+export interface OwnAccount {
+  devices: AccountDevices;
+  /** The account key, when this device holds it (the account's first device, or after a reset). */
+  holder: AccountIdentity | undefined;
+  /** Where a new account key goes (the OS keychain) and under which server host. */
+  secrets: SecretStore;
+  serverHost: string;
+}
+
+/** A contact's device the server listed but this device refused to treat as theirs. */
+export interface DeviceRefusal {
+  username: string;
+  deviceId: string;
+  reason: 'device_uncertified';
+  message: string;
+}
+
+/** A contact's devices as checked against their pinned account key and device pins. */
+export interface ContactDevices {
+  /** The bundles of the devices to seal for (validly certified, or all of an account without an account key). */
+  usable: KeyBundle[];
+  /** Devices listed without a valid certificate by the pinned account key: never rung. */
+  refused: string[];
+  /** Usable devices added to the account recently (`TrustStore.isNewDevice`). */
+  newDevices: string[];
+}
+
+type Request = <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>;
+
 /**
  * End-to-end security of one signed-in device (docs/SECURITY.md): its
- * identity, the trust store of its contacts' device keys, key publication,
- * and the per-call sealing state.
+ * identity, its account's key and approved devices, the trust store of its
+ * contacts' keys, key publication, device linking, and the per-call sealing
+ * state.
  *
  * Core API for the desktop trust screens (all methods throw ParleyError with a
  * stable reason):
@@ -28,62 +82,201 @@ export { TrustStore, safetyNumber, safetyHalf, type KeyChange } from './trust';
  * - `verify(username)` → TrustInfo (marks verified); `key_changed`, `not_found`.
  * - `acceptKeyChange(username)` → TrustInfo; `not_found`.
  * - `trustInfo(username)` → TrustInfo; `not_found`.
- * - event `keyChange` (KeyChange): a contact's key changed or a device was added.
+ * - `accountDevices()` → AccountDevicesStatus (reviews the server's list now).
+ * - `startLink()` → `{code, expiresAt}` (holder only: `forbidden`); `link(code)` on the new device.
+ * - events `keyChange` (KeyChange), `deviceRefused` (DeviceRefusal: a contact's
+ *   device without a valid certificate), `alarm` (DeviceAlarm: a device on my
+ *   own account I did not approve), `linked` (a device this one linked).
  */
-export class EndToEnd extends EventEmitter<{ keyChange: [KeyChange] }> {
+export class EndToEnd extends EventEmitter<{
+  keyChange: [KeyChange];
+  deviceRefused: [DeviceRefusal];
+  alarm: [DeviceAlarm];
+  linked: [{ deviceId: string; identityKey: string }];
+}> {
   /** The invites already opened (persisted; set by {@link startEndToEnd}). */
   seenInvites: SeenInvites | undefined;
+  /** The link this device offers now (holder), until used or expired. */
+  private openLink: { linkId: string; macKey: Uint8Array; expiresAt: number } | undefined;
+  /** Refusals already reported (username, device, key): each is told once per run. */
+  private readonly reported = new Set<string>();
+  private reviewTimer: NodeJS.Timeout | undefined;
 
+  /**
+   * @param own this device's account key and approved-devices list; without it
+   *   (tools, tests of older behaviour) the device publishes its bundle alone,
+   *   as before account keys.
+   */
   constructor(
     readonly identity: DeviceIdentity,
     readonly trust: TrustStore,
     private readonly signaling: SignalingClient,
+    private readonly own?: OwnAccount,
   ) {
     super();
     trust.on('keyChange', (c) => this.emit('keyChange', c));
-    // Publish the bundle on every (re)connection, before the device counts as online.
+    own?.devices.on('alarm', (a) => this.emit('alarm', a));
+    // Publish the keys on every (re)connection, before the device counts as online.
     signaling.afterHello(async (request) => {
-      await request('keys.publish', { bundle: this.identity.bundle });
+      await this.publishKeys(request);
     });
+    signaling.on('link.request', (p) => void this.onLinkRequest(p).catch(() => {}));
   }
 
   /**
-   * The verified, trusted key bundles of `username`'s devices, as the server lists them.
-   * @param onlineOnly only the devices online now.
-   * @throws ParleyError `key_changed` when a pinned key differs (or a verified contact
-   *   shows a new device); `security` for a bundle with a bad signature or the wrong names;
-   *   the server's `unknown_user`, `not_contact`.
+   * Publishes this device's bundle, with the account key (holder) and this
+   * device's certificate when it has them, then reviews the server's list of
+   * this account's devices. The account's first device (the server has no
+   * account key, and this device never pinned one) creates the account key.
    */
-  async devicesOf(username: string, onlineOnly: boolean): Promise<KeyBundle[]> {
-    const { devices } = await this.signaling.request('keys.get', { username });
-    const out: KeyBundle[] = [];
-    for (const d of devices) {
-      const bundle = verifyBundle(d.bundle, { username, deviceId: d.deviceId });
-      if (username !== this.identity.username) this.trust.check(username, bundle.deviceId, bundle.ik);
-      if (!onlineOnly || d.online) out.push(bundle);
+  private async publishKeys(request: Request): Promise<void> {
+    const bundle = this.identity.bundle;
+    if (!this.own) {
+      await request('keys.publish', { bundle });
+      return;
     }
-    if (username !== this.identity.username && this.trust.blocked(username)) throw keyChangedError(username);
+    const own = this.own;
+    const mine = await request('keys.get', { username: this.identity.username });
+    if (!own.holder && !own.devices.accountKey && !mine.accountKey) {
+      own.holder = await AccountIdentity.create(own.secrets, { username: this.identity.username, serverHost: own.serverHost });
+    }
+    const holder = own.holder;
+    if (holder) {
+      let cert = own.devices.certificate;
+      if (!cert || !certificateValid(cert, holder.publicKey, bundle) || own.devices.accountKey?.key !== holder.publicKey) {
+        cert = holder.certify(bundle);
+        own.devices.pin(holder.record, cert, true);
+      }
+      // Another account key on the server (a reset from another device, or a lying server) is not
+      // overwritten from here: this device keeps its own and raises an alarm (review below).
+      const replaced = !!mine.accountKey && mine.accountKey.key !== holder.publicKey;
+      await request('keys.publish', replaced ? { bundle, certificate: cert } : { bundle, accountKey: holder.record, certificate: cert });
+    } else {
+      const cert = own.devices.certificate;
+      const ak = own.devices.accountKey;
+      await request('keys.publish', ak && cert && certificateValid(cert, ak.key, bundle) ? { bundle, certificate: cert } : { bundle });
+    }
+    own.devices.review(mine, { deviceId: this.identity.deviceId });
+  }
+
+  /** This device's account key and certificate, for the sealed offer (nothing when it has none). */
+  private credentials(): Pick<SealedContent, 'accountKey' | 'certificate'> {
+    const ak = this.own?.devices.accountKey;
+    const cert = this.own?.devices.certificate;
+    return ak && cert && certificateValid(cert, ak.key, this.identity.bundle) ? { accountKey: ak, certificate: cert } : {};
+  }
+
+  /**
+   * The devices of a contact as the server lists them, checked: each bundle's
+   * signature; the contact's account key against its pin (first use pins it);
+   * each device's certificate by the pinned account key — a device without a
+   * valid one is refused (never rung; `deviceRefused` once) — and the device
+   * pins.
+   * @param onlineOnly only the devices online now.
+   * @throws ParleyError `key_changed` when a pinned key differs (or a verified
+   *   contact of an account without account key shows a new device);
+   *   `security` for a bad bundle or account key, an account key that is gone,
+   *   or (with `onlineOnly`) when every online device was refused; the
+   *   server's `unknown_user`, `not_contact`.
+   */
+  async contactDevices(username: string, onlineOnly: boolean): Promise<ContactDevices> {
+    const listed = await this.signaling.request('keys.get', { username });
+    if (username === this.identity.username) {
+      // My own account (the server refuses a call to oneself): bundles checked, nothing pinned.
+      const usable = listed.devices.filter((d) => !onlineOnly || d.online).map((d) => verifyBundle(d.bundle, { username, deviceId: d.deviceId }));
+      return { usable, refused: [], newDevices: [] };
+    }
+    const pinned = this.trust.accountKeyOf(username);
+    if (listed.accountKey) {
+      this.trust.checkAccountKey(username, verifyAccountKey(listed.accountKey, username).key);
+    } else if (pinned && listed.devices.length > 0) {
+      throw new ParleyError('security', `the server gave no account key for ${username}, though this device knows theirs: their devices cannot be checked, so none is called`);
+    }
+    const ak = this.trust.accountKeyOf(username);
+    const out: ContactDevices = { usable: [], refused: [], newDevices: [] };
+    const refusedOnline: string[] = [];
+    for (const d of listed.devices) {
+      const bundle = verifyBundle(d.bundle, { username, deviceId: d.deviceId });
+      if (ak) {
+        if (!certificateValid(d.certificate, ak, bundle)) {
+          // A pinned device showing another key is still a key change; an unknown one is never pinned.
+          if (this.trust.isPinned(username, bundle.deviceId)) this.trust.check(username, bundle.deviceId, bundle.ik);
+          out.refused.push(bundle.deviceId);
+          if (d.online) refusedOnline.push(bundle.deviceId);
+          this.refuse(username, bundle.deviceId, bundle.ik);
+          continue;
+        }
+        this.trust.check(username, bundle.deviceId, bundle.ik, true);
+      } else {
+        this.trust.check(username, bundle.deviceId, bundle.ik);
+      }
+      if (this.trust.isNewDevice(username, bundle.deviceId)) out.newDevices.push(bundle.deviceId);
+      if (!onlineOnly || d.online) out.usable.push(bundle);
+    }
+    if (this.trust.blocked(username)) throw keyChangedError(username);
+    if (onlineOnly && out.usable.length === 0 && refusedOnline.length > 0) {
+      throw new ParleyError(
+        'security',
+        `none of ${username}'s online devices is signed by ${username}'s account key (the server lists ${refusedOnline.length} that is not): not calling them`,
+      );
+    }
     return out;
   }
 
   /**
-   * The safety number with `username`: both accounts' device identity keys as
-   * the server lists them (mine must include this device's own key), each
-   * checked against the pins first. The same 60 digits on both ends exactly
-   * when both see the same keys.
+   * The verified, trusted key bundles of `username`'s devices (see `contactDevices`).
+   * @throws as `contactDevices`.
+   */
+  async devicesOf(username: string, onlineOnly: boolean): Promise<KeyBundle[]> {
+    return (await this.contactDevices(username, onlineOnly)).usable;
+  }
+
+  /** Whether that device of a contact was added to their account recently (call status `e2ee.newDevice`). */
+  isNewDevice(username: string, deviceId: string): boolean {
+    return this.trust.isNewDevice(username, deviceId);
+  }
+
+  private refuse(username: string, deviceId: string, ik: string): void {
+    const key = `${username}\n${deviceId}\n${ik}`;
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    this.emit('deviceRefused', {
+      username,
+      deviceId,
+      reason: 'device_uncertified',
+      message: `the server lists device ${deviceId} for ${username}, but it is not signed by ${username}'s account key: it is not called and its calls do not ring. Tell ${username} (their own devices raise an alarm).`,
+    });
+  }
+
+  /**
+   * The safety number with `username`: for each account its account key (its
+   * device keys for an account without one); mine is the one this device
+   * pinned, theirs the one the server shows, checked against the pin. The same
+   * 60 digits on both ends exactly when both see the same keys.
+   * @throws ParleyError `invalid_state` on a device that is not linked yet; as `contactDevices`.
    */
   async safetyNumber(username: string): Promise<SafetyNumberResult> {
     if (username === this.identity.username) throw new ParleyError('invalid_params', 'a safety number is between you and a contact');
-    const theirs = await this.devicesOf(username, false);
-    if (theirs.length === 0) throw new ParleyError('not_found', `${username} has no device with security keys yet`);
-    const mine = await this.devicesOf(this.identity.username, false);
-    if (!mine.some((b) => b.deviceId === this.identity.deviceId && b.ik === this.identity.identityKey)) {
-      throw new ParleyError('security', "the server's list of your own devices does not hold this device's key");
+    const theirs = await this.contactDevices(username, false);
+    const theirKey = this.trust.accountKeyOf(username);
+    if (!theirKey && theirs.usable.length === 0) throw new ParleyError('not_found', `${username} has no device with security keys yet`);
+    const their: SafetySide = { username, identityKeys: theirs.usable.map((b) => b.ik), ...(theirKey ? { accountKey: theirKey } : {}) };
+    let mine: SafetySide;
+    const myKey = this.own?.devices.accountKey?.key;
+    if (myKey) {
+      mine = { username: this.identity.username, accountKey: myKey, identityKeys: [] };
+    } else {
+      const listed = await this.signaling.request('keys.get', { username: this.identity.username });
+      if (listed.accountKey) {
+        throw new ParleyError('invalid_state', 'this device is not linked to your account yet ("parley link CODE"); compare safety numbers on a linked device');
+      }
+      const keys = listed.devices.map((d) => verifyBundle(d.bundle, { username: this.identity.username, deviceId: d.deviceId }));
+      if (!keys.some((b) => b.deviceId === this.identity.deviceId && b.ik === this.identity.identityKey)) {
+        throw new ParleyError('security', "the server's list of your own devices does not hold this device's key");
+      }
+      mine = { username: this.identity.username, identityKeys: keys.map((b) => b.ik) };
     }
-    const n = safetyNumber(
-      { username: this.identity.username, identityKeys: mine.map((b) => b.ik) },
-      { username, identityKeys: theirs.map((b) => b.ik) },
-    );
+    const n = safetyNumber(mine, their);
     return { username, safetyNumber: n.grouped, digits: n.digits, verified: this.trust.isVerified(username) };
   }
 
@@ -102,20 +295,177 @@ export class EndToEnd extends EventEmitter<{ keyChange: [KeyChange] }> {
     return this.trust.info(username);
   }
 
+  // ---- my own account's devices ------------------------------------------------
+
+  /**
+   * Reviews the server's list of this account's devices now against the
+   * approved list (alarms are raised as `alarm`) and returns the status.
+   * @throws ParleyError `unavailable` offline; `method_not_found` without an own-account store.
+   */
+  async accountDevices(): Promise<AccountDevicesStatus> {
+    const own = this.requireOwn();
+    const listed: KeysGetResult = await this.signaling.request('keys.get', { username: this.identity.username });
+    own.devices.review(listed, { deviceId: this.identity.deviceId });
+    return own.devices.status(!!own.holder);
+  }
+
+  /**
+   * Reviews this account's devices every `intervalMs` (default 10 min) while
+   * online, besides at each connection, so an added device raises its alarm
+   * without the user looking. Failures (offline) wait for the next turn.
+   */
+  startDeviceReview(intervalMs = 10 * 60_000): void {
+    this.stopDeviceReview();
+    if (!this.own) return;
+    this.reviewTimer = setInterval(() => {
+      if (this.signaling.state === 'online') void this.accountDevices().catch(() => {});
+    }, intervalMs);
+    this.reviewTimer.unref();
+  }
+
+  /** Stops `startDeviceReview`. */
+  stopDeviceReview(): void {
+    clearInterval(this.reviewTimer);
+    this.reviewTimer = undefined;
+  }
+
+  /**
+   * Offers a link on the device that holds the account key: a one-time code
+   * (100 bits, shown as 4 groups of 5) and a rendezvous on the server under
+   * the id derived from it. The first link request that carries a MAC made with
+   * the code is answered with the account key and a certificate for the new
+   * device; any request closes the offer (one try per code).
+   * @throws ParleyError `forbidden` when this device does not hold the account key; `unavailable` offline.
+   */
+  async startLink(): Promise<{ code: string; expiresAt: number }> {
+    const own = this.requireOwn();
+    if (!own.holder) {
+      throw new ParleyError('forbidden', "this device does not hold your account key: link new devices from your account's first device");
+    }
+    const code = newLinkCode();
+    const secrets = linkSecrets(code);
+    await this.signaling.request('link.open', { linkId: secrets.linkId });
+    const expiresAt = Date.now() + LINK_TTL_MS;
+    this.openLink = { ...secrets, expiresAt };
+    return { code, expiresAt };
+  }
+
+  private async onLinkRequest(p: SignalNotificationParams<'link.request'>): Promise<void> {
+    const link = this.openLink;
+    const holder = this.own?.holder;
+    if (!link || !holder || link.linkId !== p.linkId) return;
+    this.openLink = undefined; // one try per code
+    if (Date.now() > link.expiresAt) return;
+    const me = { username: this.identity.username, deviceId: p.deviceId };
+    let bundle: KeyBundle;
+    try {
+      bundle = checkLinkRequest(link, p.request, me);
+      verifyBundle(bundle, me);
+    } catch {
+      return; // not made with the code: nothing is signed
+    }
+    const certificate = holder.certify(bundle);
+    this.own!.devices.approve(bundle.deviceId, bundle.ik);
+    await this.signaling.request('link.reply', { linkId: link.linkId, deviceId: bundle.deviceId, reply: makeLinkReply(link, holder.record, certificate) });
+    this.emit('linked', { deviceId: bundle.deviceId, identityKey: bundle.ik });
+  }
+
+  /**
+   * Links this (new) device with the code shown on the device that holds the
+   * account key: sends this device's bundle MAC-ed with the code, checks the
+   * answer (MAC, account key, certificate for exactly this device), pins the
+   * account key and publishes the certificate.
+   * @throws ParleyError `invalid_params` (malformed code), `not_found` (no open
+   *   link for it), `security` (an answer not made with the code), `unavailable`
+   *   (offline, or no answer within LINK_REPLY_TIMEOUT_MS, 25 s: under the control socket's 30 s request timeout).
+   */
+  async link(code: string): Promise<{ accountKey: string; deviceId: string }> {
+    const own = this.requireOwn();
+    if (own.holder) throw new ParleyError('invalid_state', 'this device holds your account key: it links other devices ("parley devices link"), it is not linked itself');
+    const secrets = linkSecrets(code);
+    const bundle = this.identity.bundle;
+    const { linkId, request } = makeLinkRequest(code, bundle);
+    let stop = (): void => {};
+    const replied = new Promise<SignalNotificationParams<'link.reply'>>((resolve, reject) => {
+      const onReply = (p: SignalNotificationParams<'link.reply'>) => {
+        if (p.linkId !== linkId) return;
+        stop();
+        resolve(p);
+      };
+      const timer = setTimeout(() => {
+        stop();
+        reject(new ParleyError('unavailable', 'the device showing the code did not answer; show a new code and try again'));
+      }, LINK_REPLY_TIMEOUT_MS);
+      stop = () => {
+        clearTimeout(timer);
+        this.signaling.off('link.reply', onReply);
+      };
+      this.signaling.on('link.reply', onReply);
+    });
+    try {
+      await this.signaling.request('link.request', { linkId, request });
+    } catch (e) {
+      stop();
+      replied.catch(() => {});
+      throw e;
+    }
+    const { reply } = await replied;
+    const { accountKey, certificate } = checkLinkReply(secrets, reply, bundle);
+    own.devices.pin(accountKey, certificate);
+    await this.signaling.request('keys.publish', { bundle, certificate });
+    return { accountKey: accountKey.key, deviceId: this.identity.deviceId };
+  }
+
+  /**
+   * Recovery when no device holds the account key any more: a new account key
+   * on this device (in its keychain), this device certified by it and
+   * published. Contacts see an account-key change (blocking until accepted);
+   * the account's other devices raise an alarm and must be linked again.
+   * @throws KeychainUnavailableError; ParleyError `unavailable` offline.
+   */
+  async resetAccountKey(): Promise<{ accountKey: string }> {
+    const own = this.requireOwn();
+    const holder = await AccountIdentity.create(own.secrets, { username: this.identity.username, serverHost: own.serverHost });
+    own.holder = holder;
+    const certificate = holder.certify(this.identity.bundle);
+    own.devices.pin(holder.record, certificate, true);
+    await this.signaling.request('keys.publish', { bundle: this.identity.bundle, accountKey: holder.record, certificate });
+    return { accountKey: holder.publicKey };
+  }
+
+  private requireOwn(): OwnAccount {
+    if (!this.own) throw new ParleyError('method_not_found', 'this client keeps no account key state');
+    return this.own;
+  }
+
+  // ---- calls -------------------------------------------------------------------
+
   /** Sealing state for a call this device places, towards the callee's devices. */
   outgoingCall(callId: string, callee: string, devices: KeyBundle[]): SealedCall {
     return new SealedCall(this, callId, 'caller', callee, devices);
   }
 
+  /** What goes with this device's bundle in a sealed offer: the bundle, the account key and this device's certificate. */
+  offerCredentials(): Pick<SealedContent, 'bundle' | 'accountKey' | 'certificate'> {
+    return { bundle: this.identity.bundle, ...this.credentials() };
+  }
+
   /**
    * Opens an incoming invite: the sealed offer from the caller's device. Checks
    * the caller device's bundle inside (signed by the key that signed the
-   * envelope, naming that account and device) against the trust store.
-   * @returns the call's sealing state and the offer SDP.
-   * @throws SealError (security reason) for anything that does not verify;
-   *   ParleyError `key_changed` when the caller's key is not the pinned one.
+   * envelope, naming that account and device) and its certificate by the
+   * caller's account key (pinned, or pinned now on first use) against the
+   * trust store.
+   * @returns the call's sealing state, the offer SDP, and whether the caller's device is new to their account.
+   * @throws SealError (security reason; `device_uncertified` for a device of an
+   *   account with an account key that it did not sign) for anything that does
+   *   not verify; ParleyError `key_changed` when the caller's keys are not the pinned ones.
    */
-  incomingCall(callId: string, caller: { username: string; deviceId: string }, envelope: Envelope): { call: SealedCall; offer: string } {
+  incomingCall(
+    callId: string,
+    caller: { username: string; deviceId: string },
+    envelope: Envelope,
+  ): { call: SealedCall; offer: string; newDevice: boolean } {
     const head = peekSealed(envelope);
     const opened = open(this.identity, envelope, {
       callId,
@@ -132,14 +482,36 @@ export class EndToEnd extends EventEmitter<{ keyChange: [KeyChange] }> {
       throw new SealError('key_mismatch', "the caller device's key bundle does not verify");
     }
     if (bundle.ik !== head.from.ik) throw new SealError('key_mismatch', "the caller's bundle and signature use different identity keys");
-    if (this.trust.check(caller.username, caller.deviceId, bundle.ik) === 'blocked') throw keyChangedError(caller.username);
+    let ak = this.trust.accountKeyOf(caller.username);
+    if (opened.accountKey) {
+      let key: string;
+      try {
+        key = verifyAccountKey(opened.accountKey, caller.username).key;
+      } catch {
+        throw new SealError('device_uncertified', `the account key in ${caller.username}'s invite does not verify`);
+      }
+      if (this.trust.checkAccountKey(caller.username, key) === 'blocked') throw keyChangedError(caller.username);
+      ak = this.trust.accountKeyOf(caller.username);
+    }
+    let certified = false;
+    if (ak) {
+      if (!certificateValid(opened.certificate, ak, bundle)) {
+        this.refuse(caller.username, caller.deviceId, bundle.ik);
+        throw new SealError(
+          'device_uncertified',
+          `the calling device ${caller.deviceId} is not signed by ${caller.username}'s account key: a device ${caller.username} did not link (the call does not ring)`,
+        );
+      }
+      certified = true;
+    }
+    if (this.trust.check(caller.username, caller.deviceId, bundle.ik, certified) === 'blocked') throw keyChangedError(caller.username);
     // A recorded invite delivered again (even after a restart) never rings twice.
     this.seenInvites?.admit(callId, opened.content.sentAt);
     const call = new SealedCall(this, callId, 'callee', caller.username, [bundle]);
     call.bind(caller.deviceId);
     call.received(caller.deviceId);
     call.acceptMediaShare(opened.content.mediaShare);
-    return { call, offer: opened.content.sdp };
+    return { call, offer: opened.content.sdp, newDevice: this.trust.isNewDevice(caller.username, caller.deviceId) };
   }
 }
 
@@ -229,7 +601,7 @@ export class SealedCall {
     if (!bundle) throw new ParleyError('internal_error', 'no keys for that device');
     const n = this.sendNext.get(deviceId) ?? 0;
     this.sendNext.set(deviceId, n + 1);
-    const payload: SealedContent = withBundle ? { content, bundle: this.e2ee.identity.bundle } : { content };
+    const payload: SealedContent = withBundle ? { content, ...this.e2ee.offerCredentials() } : { content };
     return seal(this.e2ee.identity, bundle, { callId: this.callId, role: this.role, n }, payload);
   }
 
@@ -294,21 +666,33 @@ export function checkFingerprint(certificateDer: Uint8Array | undefined, sealedS
 
 /**
  * Sets up end-to-end security for a signed-in device: loads its identity from
- * the keychain (creating it on the device's first run), opens the trust store
- * in `dataDir`, and arranges for the key bundle to be published on every
- * connection. Call before `signaling.connect()`.
+ * the keychain (creating it on the device's first run) and the account key if
+ * this device holds it, opens the trust store and the approved-devices list in
+ * `dataDir`, and arranges for the keys to be published on every connection
+ * (the account's first device creates the account key then). Call before
+ * `signaling.connect()`.
  * @throws KeychainUnavailableError (no keychain: no identity, no calls).
  */
 export async function startEndToEnd(o: {
-  secrets: import('../account').SecretStore;
+  secrets: SecretStore;
   dataDir: string;
   session: { username: string; deviceId: string; serverUrl: string };
   signaling: SignalingClient;
   onCorrupt?: (why: string) => void;
 }): Promise<EndToEnd> {
-  const identity = await DeviceIdentity.loadOrCreate(o.secrets, identityOwner(o.session));
+  const owner = identityOwner(o.session);
+  const identity = await DeviceIdentity.loadOrCreate(o.secrets, owner);
   const trust = await TrustStore.open(o.dataDir, o.onCorrupt);
-  const e2ee = new EndToEnd(identity, trust, o.signaling);
+  const devices = await AccountDevices.open(o.dataDir, o.onCorrupt);
+  // The keychain may hold this account's key for another profile of the same OS user: use it only if this profile made it.
+  const stored = await AccountIdentity.load(o.secrets, owner);
+  const own: OwnAccount = {
+    devices,
+    holder: stored && devices.holds(stored.publicKey) ? stored : undefined,
+    secrets: o.secrets,
+    serverHost: owner.serverHost,
+  };
+  const e2ee = new EndToEnd(identity, trust, o.signaling, own);
   e2ee.seenInvites = SeenInvites.open(o.dataDir, o.onCorrupt);
   return e2ee;
 }

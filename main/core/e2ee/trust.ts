@@ -12,27 +12,39 @@ const PinnedDevice = z.object({
   ik: z.string(),
   firstSeen: z.number(),
   pending: z.object({ kind: z.enum(['changed', 'added']), ik: z.string(), seenAt: z.number() }).optional(),
+  /** Pinned after the contact's first devices (a device added to their account later). */
+  added: z.boolean().optional(),
 });
 const PinnedContact = z.object({
   verified: z.boolean(),
   verifiedAt: z.number().optional(),
+  /** The contact's account key (it must sign each of their devices), and another one waiting for acceptance. */
+  accountKey: z
+    .object({ key: z.string(), firstSeen: z.number(), pending: z.object({ key: z.string(), seenAt: z.number() }).optional() })
+    .optional(),
   devices: z.record(z.string(), PinnedDevice),
 });
 const TrustFile = z.object({ v: z.literal(1), contacts: z.record(z.string(), PinnedContact) });
 type TrustFile = z.infer<typeof TrustFile>;
 type PinnedContact = z.infer<typeof PinnedContact>;
 
-/** A key change event: `changed` (another key for a known device) or `added` (a new device). */
+/**
+ * A key change event: `changed` (another key for a known device), `added` (a
+ * new device) or `account_key_changed` (another account key; `deviceId` is empty).
+ */
 export interface KeyChange {
   username: string;
   deviceId: string;
-  kind: 'changed' | 'added';
+  kind: 'changed' | 'added' | 'account_key_changed';
   /** Calls with this contact are refused until `acceptKeyChange`. */
   blocked: boolean;
 }
 
 /** What `check` decided for one device's identity key. */
 export type TrustVerdict = 'trusted' | 'pinned_now' | 'blocked';
+
+/** How long a contact's device added after the first ones counts as new in call status (`e2ee.newDevice`), ms. */
+export const NEW_DEVICE_NOTICE_MS = 7 * 24 * 3600_000;
 
 /**
  * Trust on first use of contacts' device identity keys, pinned in
@@ -41,7 +53,13 @@ export type TrustVerdict = 'trusted' | 'pinned_now' | 'blocked';
  *   verified, then it waits as a pending `added` change (blocking calls);
  * - a known device with another identity key is a pending `changed` change
  *   (always blocking) and clears the verified mark;
- * - `acceptKeyChange` pins what is pending; `markVerified` sets the mark.
+ * - `acceptKeyChange` pins what is pending; `markVerified` sets the mark;
+ * - the contact's account key is pinned on first use too; another one is a
+ *   pending change (blocking, clears the mark). A new device that carries a
+ *   valid certificate by the pinned account key (`certified`) is pinned
+ *   without blocking even for a verified contact — the account key vouches for
+ *   it and the safety number (over account keys) is unchanged — and is shown
+ *   as new (`isNewDevice`) for NEW_DEVICE_NOTICE_MS.
  *
  * Emits `keyChange` (KeyChange). Reads are synchronous from memory (the call
  * engine checks keys while routing messages in order); writes are atomic.
@@ -65,7 +83,7 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
    * Checks (and on first use pins) a contact device's identity key.
    * @returns `trusted` (matches the pin), `pinned_now` (first use) or `blocked` (a change waits for acceptance).
    */
-  check(username: string, deviceId: string, ik: string): TrustVerdict {
+  check(username: string, deviceId: string, ik: string, certified = false): TrustVerdict {
     const contact = (this.data.contacts[username] ??= { verified: false, devices: {} });
     const pinned = contact.devices[deviceId];
     const now = Date.now();
@@ -80,7 +98,7 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
       return this.isBlocked(contact) ? 'blocked' : 'trusted';
     }
     const known = Object.keys(contact.devices).length > 0;
-    if (contact.verified) {
+    if (contact.verified && !certified) {
       contact.devices[deviceId] = { ik, firstSeen: now, pending: { kind: 'added', ik, seenAt: now } };
       contact.verified = false;
       delete contact.verifiedAt;
@@ -88,10 +106,48 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
       this.emit('keyChange', { username, deviceId, kind: 'added', blocked: true });
       return 'blocked';
     }
-    contact.devices[deviceId] = { ik, firstSeen: now };
+    contact.devices[deviceId] = { ik, firstSeen: now, ...(known ? { added: true } : {}) };
     this.save();
     if (known) this.emit('keyChange', { username, deviceId, kind: 'added', blocked: false });
     return this.isBlocked(contact) ? 'blocked' : 'pinned_now';
+  }
+
+  /**
+   * Checks (and on first use pins) a contact's account key.
+   * @returns `trusted`, `pinned_now` or `blocked` (another key waits for acceptance, or another change does).
+   */
+  checkAccountKey(username: string, key: string): TrustVerdict {
+    const contact = (this.data.contacts[username] ??= { verified: false, devices: {} });
+    const now = Date.now();
+    if (!contact.accountKey) {
+      contact.accountKey = { key, firstSeen: now };
+      this.save();
+      return this.isBlocked(contact) ? 'blocked' : 'pinned_now';
+    }
+    if (contact.accountKey.key !== key && contact.accountKey.pending?.key !== key) {
+      contact.accountKey.pending = { key, seenAt: now };
+      contact.verified = false;
+      delete contact.verifiedAt;
+      this.save();
+      this.emit('keyChange', { username, deviceId: '', kind: 'account_key_changed', blocked: true });
+    }
+    return this.isBlocked(contact) ? 'blocked' : 'trusted';
+  }
+
+  /** The account key pinned for `username` (undefined: none pinned, e.g. an account from before account keys). */
+  accountKeyOf(username: string): string | undefined {
+    return this.data.contacts[username]?.accountKey?.key;
+  }
+
+  /** Whether a key is pinned for that device of `username`. */
+  isPinned(username: string, deviceId: string): boolean {
+    return !!this.data.contacts[username]?.devices[deviceId];
+  }
+
+  /** Whether that device of `username` was added to their account after the first ones, less than NEW_DEVICE_NOTICE_MS ago. */
+  isNewDevice(username: string, deviceId: string, now = Date.now()): boolean {
+    const d = this.data.contacts[username]?.devices[deviceId];
+    return !!d?.added && now - d.firstSeen < NEW_DEVICE_NOTICE_MS;
   }
 
   /** True while a key change of `username` waits for `acceptKeyChange`. */
@@ -106,6 +162,9 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
    */
   acceptKeyChange(username: string): TrustInfo {
     const c = this.require(username);
+    if (c.accountKey?.pending) {
+      c.accountKey = { key: c.accountKey.pending.key, firstSeen: c.accountKey.pending.seenAt };
+    }
     for (const d of Object.values(c.devices)) {
       if (d.pending) {
         d.ik = d.pending.ik;
@@ -143,6 +202,7 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
       verified: c.verified,
       ...(c.verifiedAt !== undefined ? { verifiedAt: c.verifiedAt } : {}),
       blocked: this.isBlocked(c),
+      ...(c.accountKey ? { accountKey: c.accountKey } : {}),
       devices: Object.entries(c.devices).map(([deviceId, d]) => ({
         deviceId,
         identityKey: d.ik,
@@ -158,12 +218,12 @@ export class TrustStore extends EventEmitter<{ keyChange: [KeyChange] }> {
   }
 
   private isBlocked(c: PinnedContact): boolean {
-    return Object.values(c.devices).some((d) => d.pending);
+    return !!c.accountKey?.pending || Object.values(c.devices).some((d) => d.pending);
   }
 
   private require(username: string): PinnedContact {
     const c = this.data.contacts[username];
-    if (!c || Object.keys(c.devices).length === 0) {
+    if (!c || (Object.keys(c.devices).length === 0 && !c.accountKey)) {
       throw new ParleyError('not_found', `no device keys of ${username} are known on this device yet; call them or ask for the safety number first`);
     }
     return c;
@@ -183,25 +243,52 @@ export function keyChangedError(username: string): ParleyError {
   );
 }
 
-/** Safety number format version (the first 2 bytes hashed, as in Signal's NumericFingerprintGenerator). */
-const SAFETY_VERSION = 0;
+/**
+ * Safety number format versions (the first 2 bytes hashed, as in Signal's
+ * NumericFingerprintGenerator): 1 for an account with an account key (the
+ * half covers that key), 0 for an account without one (the half covers all
+ * its device identity keys, as before account keys).
+ */
+const SAFETY_VERSION_DEVICE_KEYS = 0;
+const SAFETY_VERSION_ACCOUNT_KEY = 1;
 /** SHA-512 iterations per half (Signal uses 5200). */
 export const SAFETY_ITERATIONS = 5200;
+
+/** One account's side of a safety number: its account key, or (no account key) its device identity keys. */
+export interface SafetySide {
+  username: string;
+  /** The account key (Ed25519, base64url): when present, the half covers it alone. */
+  accountKey?: string;
+  /** The account's device identity keys (base64url), used when there is no account key. */
+  identityKeys: string[];
+}
 
 /**
  * One account's half of a safety number: 30 digits.
  * hash₀ = SHA-512(version (2 bytes, big endian) ‖ key ‖ username (UTF-8));
  * hashᵢ = SHA-512(hashᵢ₋₁ ‖ key), 5200 times; the first 30 bytes of the last,
  * as six 5-byte big-endian integers, each mod 100 000 as 5 digits. `key` is
- * the concatenation of the account's device identity keys (32 bytes each),
- * sorted bytewise — so every device of the account counts.
+ * the account key (32 bytes, version 1) — as Signal's single identity key per
+ * account, so linking a device does not change the number, and a device the
+ * account key did not sign is refused rather than counted — or, for an account
+ * without one, the concatenation of its device identity keys (32 bytes each,
+ * sorted bytewise, version 0).
+ * @throws ParleyError `not_found` when the side has no key at all.
  */
-export function safetyHalf(username: string, identityKeys: string[]): string {
-  if (identityKeys.length === 0) throw new ParleyError('not_found', `${username} has no device keys`);
-  const keys = identityKeys.map((k) => Buffer.from(unb64u(k))).sort(Buffer.compare);
-  const key = Buffer.concat(keys);
+export function safetyHalf(side: SafetySide): string {
+  const { username } = side;
+  let key: Buffer;
+  let v: number;
+  if (side.accountKey) {
+    key = Buffer.from(unb64u(side.accountKey));
+    v = SAFETY_VERSION_ACCOUNT_KEY;
+  } else {
+    if (side.identityKeys.length === 0) throw new ParleyError('not_found', `${username} has no device keys`);
+    key = Buffer.concat(side.identityKeys.map((k) => Buffer.from(unb64u(k))).sort(Buffer.compare));
+    v = SAFETY_VERSION_DEVICE_KEYS;
+  }
   const version = Buffer.alloc(2);
-  version.writeUInt16BE(SAFETY_VERSION);
+  version.writeUInt16BE(v);
   let hash = createHash('sha512').update(version).update(key).update(username, 'utf8').digest();
   for (let i = 0; i < SAFETY_ITERATIONS; i++) hash = createHash('sha512').update(hash).update(key).digest();
   let digits = '';
@@ -213,11 +300,8 @@ export function safetyHalf(username: string, identityKeys: string[]): string {
  * The safety number of two accounts: both 30-digit halves, the smaller first
  * (so both ends compute the same 60 digits), shown as 12 groups of 5.
  */
-export function safetyNumber(
-  a: { username: string; identityKeys: string[] },
-  b: { username: string; identityKeys: string[] },
-): { digits: string; grouped: string } {
-  const halves = [safetyHalf(a.username, a.identityKeys), safetyHalf(b.username, b.identityKeys)].sort();
+export function safetyNumber(a: SafetySide, b: SafetySide): { digits: string; grouped: string } {
+  const halves = [safetyHalf(a), safetyHalf(b)].sort();
   const digits = halves.join('');
   return { digits, grouped: digits.match(/.{5}/g)!.join(' ') };
 }
