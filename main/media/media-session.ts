@@ -35,6 +35,8 @@ export interface FrameEncoder {
   setBitrate?(bitsPerSecond: number): void;
   /** Expected loss, %, steering in-band FEC. */
   setExpectedLossPercent?(percent: number): void;
+  /** The encoder's configured target (native/opus's OpusEncoder has it): the rate controller returns to it after loss. */
+  readonly settings?: { readonly bitrate: number; readonly expectedLossPercent: number };
 }
 
 /** Opus decoder: one packet → 48 kHz mono PCM of the packet's duration. */
@@ -87,7 +89,11 @@ export interface MediaSessionOptions {
   decoder: FrameDecoder;
   /** Opus DTX: packets of ≤ 2 bytes carry no audio and are not sent (RFC 7587 §3.1.3). */
   dtx?: boolean;
-  /** The encoder's starting bitrate (b/s) and expected-loss hint (%): the rate controller's base. */
+  /**
+   * The encoder's starting bitrate (b/s) and expected-loss hint (%): the rate
+   * controller's base. Default: the encoder's own `settings` as configured
+   * (`--bitrate`, DEFAULT_OPUS), else 32 kb/s and 10 %.
+   */
   encoderBase?: { bitrate: number; lossHintPercent: number };
   /** With no RTP from the peer for this long the session emits `mediaTimeout`, ms (default 30 000). */
   mediaTimeoutMs?: number;
@@ -168,14 +174,18 @@ export class MediaSession extends EventEmitter<{
         ? fixedBuffer(new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples))
         : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
-    const base = options.encoderBase ?? { bitrate: 32_000, lossHintPercent: 10 };
+    // The base is read before the controller changes anything: after a lossy spell the
+    // encoder goes back to what was configured, not to a constant.
+    const configured = options.encoder.settings;
+    const base = options.encoderBase ??
+      (configured ? { bitrate: configured.bitrate, lossHintPercent: configured.expectedLossPercent } : { bitrate: 32_000, lossHintPercent: 10 });
     this.rate = new SendRateController(
       {
         setBitrate: (bps) => options.encoder.setBitrate?.(bps),
         setExpectedLossPercent: (pct) => options.encoder.setExpectedLossPercent?.(pct),
         setRedundancy: (frames) => this.peer.setRedundancy?.(frames),
       },
-      { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent },
+      { baseBitrate: base.bitrate, minLossHint: base.lossHintPercent, now: this.now },
     );
   }
 
