@@ -111,6 +111,10 @@ const MAX_PACKET = 5760; // 120 ms, the longest Opus packet (RFC 6716 §3.2.5)
 const LEVEL_FILTER = 8;
 /** The target is recomputed every this many packets (50–100 ms). */
 const TARGET_EVERY = 5;
+/** Arrivals the window can hold: 2 s of 10 ms packets with room for duplicates and bursts. */
+const ARRIVAL_RING = 1024;
+/** Histogram buckets of relative delay, 1 ms each: up to the largest target (400 ms) and beyond. */
+const HISTOGRAM_BUCKETS = 1024;
 
 
 export class AdaptiveJitterBuffer {
@@ -131,8 +135,17 @@ export class AdaptiveJitterBuffer {
   private filtered: number | undefined;
   /** The newest arrival: its time (ms), unwrapped transit (ms) and timestamp. */
   private newest: { at: number; transit: number; timestamp: number } | undefined;
-  /** (arrival ms, transit ms) of recent packets, oldest first. */
-  private readonly arrivals: { at: number; transit: number }[] = [];
+  /**
+   * Arrival times and transits (ms) of the packets in the window: a ring of
+   * {@link ARRIVAL_RING} entries, oldest at `arrivalHead`, `arrivalCount` in it
+   * (no allocation per packet).
+   */
+  private readonly arrivalAt = new Float64Array(ARRIVAL_RING);
+  private readonly arrivalTransit = new Float64Array(ARRIVAL_RING);
+  private arrivalHead = 0;
+  private arrivalCount = 0;
+  /** Counts of relative arrival delay per 1 ms bucket, reused for every target update. */
+  private readonly histogram = new Uint32Array(HISTOGRAM_BUCKETS);
   private lastTransit: number | undefined;
   private jitter = 0; // ms, RFC 3550 A.8
   private sinceTarget = 0;
@@ -267,7 +280,8 @@ export class AdaptiveJitterBuffer {
   /** Drops everything and starts over (a new stream, e.g. the peer changed SSRC). */
   reset(): void {
     this.packets.length = 0;
-    this.arrivals.length = 0;
+    this.arrivalHead = 0;
+    this.arrivalCount = 0;
     this.started = false;
     this.playoutTs = undefined;
     this.current = undefined;
@@ -299,20 +313,54 @@ export class AdaptiveJitterBuffer {
     }
     this.lastTransit = transit;
     this.newest = { at: arrivalMs, transit, timestamp };
-    this.arrivals.push({ at: arrivalMs, transit });
-    while (this.arrivals.length > 1 && arrivalMs - this.arrivals[0]!.at > this.windowMs) this.arrivals.shift();
-    // The quantile needs a sort of the window: refresh it every few packets, not every one.
-    if (this.arrivals.length < 10 || ++this.sinceTarget < TARGET_EVERY) return;
+    if (this.arrivalCount === ARRIVAL_RING) this.dropOldestArrival();
+    const tail = (this.arrivalHead + this.arrivalCount) % ARRIVAL_RING;
+    this.arrivalAt[tail] = arrivalMs;
+    this.arrivalTransit[tail] = transit;
+    this.arrivalCount++;
+    while (this.arrivalCount > 1 && arrivalMs - this.arrivalAt[this.arrivalHead]! > this.windowMs) this.dropOldestArrival();
+    if (this.arrivalCount < 10 || ++this.sinceTarget < TARGET_EVERY) return;
     this.sinceTarget = 0;
-    let min = Infinity;
-    for (const a of this.arrivals) min = Math.min(min, a.transit);
-    const relative = this.arrivals.map((a) => a.transit - min).sort((x, y) => x - y);
-    const q = relative[Math.min(relative.length - 1, Math.floor(this.quantile * relative.length))]!;
+    const q = this.relativeDelayQuantile();
     this.target = clamp(ms2s(q) + this.duration, this.minTarget, this.maxTarget);
     // Plus one packet: the speaker takes a whole frame per pull, and after an
     // event-loop stall it takes several in a row (bench:quality `clean`: without
     // this margin such bursts ran the buffer dry mid-word, similarity 0.87–0.89).
-    this.wantedOffsetMs = min + s2msExact(this.target);
+    this.wantedOffsetMs = this.windowMinTransit + s2msExact(this.target);
+  }
+
+  private windowMinTransit = 0;
+
+  private dropOldestArrival(): void {
+    this.arrivalHead = (this.arrivalHead + 1) % ARRIVAL_RING;
+    this.arrivalCount--;
+  }
+
+  /**
+   * The `quantile` of the relative arrival delay `r = transit − min transit`
+   * over the window, ms, from a histogram of 1 ms buckets (NetEQ's
+   * DelayManager keeps its delays in a histogram too): one pass for the
+   * minimum, one to count, one over the buckets — no sort, no allocation. A
+   * bucket stands for its upper edge (the first for 0), so the result is
+   * within 1 ms of the exact quantile; delays beyond the last bucket count in it.
+   */
+  private relativeDelayQuantile(): number {
+    let min = Infinity;
+    for (let k = 0, i = this.arrivalHead; k < this.arrivalCount; k++, i = (i + 1) % ARRIVAL_RING)
+      min = Math.min(min, this.arrivalTransit[i]!);
+    this.windowMinTransit = min;
+    const h = this.histogram;
+    h.fill(0);
+    for (let k = 0, i = this.arrivalHead; k < this.arrivalCount; k++, i = (i + 1) % ARRIVAL_RING)
+      h[Math.min(HISTOGRAM_BUCKETS - 1, Math.floor(this.arrivalTransit[i]! - min))]!++;
+    // The same rank as the sorted-window estimate: the value at index ⌊quantile × n⌋.
+    const rank = Math.min(this.arrivalCount - 1, Math.floor(this.quantile * this.arrivalCount)) + 1;
+    let seen = 0;
+    for (let b = 0; b < HISTOGRAM_BUCKETS; b++) {
+      seen += h[b]!;
+      if (seen >= rank) return b === 0 ? 0 : b + 1;
+    }
+    return HISTOGRAM_BUCKETS;
   }
 
   /** Audio from the playout point (or the first packet, before start) to the end of the last packet. */

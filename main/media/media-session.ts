@@ -470,7 +470,7 @@ export class MediaSession extends EventEmitter<{
     const processor = this.options.processor;
     if (processor) {
       try {
-        for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME).slice());
+        for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME));
       } catch {
         // a failing reference only weakens echo cancellation
       }
@@ -578,7 +578,7 @@ function processInTens(frame: Int16Array, processor: CaptureProcessor): { frame:
   const out = new Int16Array(frame.length);
   let voice = false;
   for (let i = 0; i < frame.length; i += APM_FRAME) {
-    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME).slice());
+    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME));
     out.set(r.frame, i);
     voice ||= r.voice;
   }
