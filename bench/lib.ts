@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { launchChromium } from '../test/harness/chromium';
 import { REPO_ROOT } from '../test/harness/server';
-import { detectOnsets } from '../main/media/analysis';
+import { detectOnsets, speechSimilarity } from '../main/media/analysis';
 import { PROBE_CHANNEL, type Pulse } from '../test/harness/pulse';
 import { channel, readWav, writeWav } from '../test/harness/speech';
 
@@ -94,6 +94,26 @@ export async function clickRun(
 }
 
 
+/**
+ * Plays `speechWav` (48 kHz mono) into Alice's microphone during a connected
+ * call and returns how similar Bob's speaker output is to it
+ * (docs/similarity.md; 0…1, ≥ 0.5 counts as understood), from the moment the
+ * microphone hears it (same probe clock as {@link clickRun}).
+ */
+export async function speechRun(pulse: Pulse, dir: string, tag: string, speechWav: string): Promise<number> {
+  const probe = join(dir, `speech-probe-${tag}.wav`);
+  const rec = await pulse.record('probe.monitor', probe, 4);
+  await pulse.play('a_in', speechWav);
+  await new Promise((r) => setTimeout(r, 800));
+  await rec.stop();
+  const wav = readWav(probe);
+  const mic = channel(wav, PROBE_CHANNEL.aliceMicInput - 1);
+  let from = 0;
+  while (from < mic.length && Math.abs(mic[from]!) < 300) from++;
+  const heard = channel(wav, PROBE_CHANNEL.bobSpeaker - 1).subarray(Math.max(0, from - 4800));
+  return speechSimilarity(readWav(speechWav).samples, heard).score;
+}
+
 export interface ChromiumPair {
   /** Alice's and Bob's pages (Alice offered). */
   call<T>(who: 'alice' | 'bob', fn: string, arg?: unknown): Promise<T>;
@@ -103,13 +123,14 @@ export interface ChromiumPair {
 
 /**
  * Two headless Chromium instances on the Pulse harness's devices (Alice on a_mic/a_spk, Bob on b_mic/b_spk),
- * connected by a call the test drives (test/fixtures/chromium-device-peer.html), with `ptime` packets.
+ * connected by a call the test drives (test/fixtures/chromium-device-peer.html), with `ptime` packets;
+ * `ice.processing` opens the microphones with getUserMedia's default voice processing (all on), else all off.
  * @throws Error when a device is missing or the call does not connect within 10 s.
  */
 export async function chromiumPair(
   pulse: Pulse,
   ptime: 10 | 20,
-  ice: { iceServers?: { urls: string[]; username?: string; credential?: string }[]; relayOnly?: boolean } = {},
+  ice: { iceServers?: { urls: string[]; username?: string; credential?: string }[]; relayOnly?: boolean; processing?: boolean } = {},
 ): Promise<ChromiumPair> {
   const html = readFileSync(join(REPO_ROOT, 'test/fixtures/chromium-device-peer.html'));
   const server = createServer((_q, r) => r.writeHead(200, { 'content-type': 'text/html' }).end(html));

@@ -16,7 +16,7 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 APT_PACKAGES=(
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils libasound2-dev portaudio19-dev
-  coturn sox libsox-fmt-all espeak-ng
+  coturn sox libsox-fmt-all espeak-ng stress-ng
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
   libopus0 libopus-dev pkg-config
