@@ -1,0 +1,116 @@
+/**
+ * `npm run bench:profile [-- --seconds 20] [-- --top 25] [-- --no-processing]`: where a
+ * Parley daemon's main-thread CPU goes during a call (issue 13 item 2:
+ * profile first).
+ *
+ * Two daemons on a private PulseAudio call each other with their default
+ * settings (voice processing on); both talk at once for about `seconds`. The
+ * caller runs under V8's sampling profiler (`node --cpu-prof`, written when it
+ * exits); the profile is then summed by function (self time) and printed as a
+ * share of the busy (non-idle) time, start-up included — which is what a
+ * user's first call pays. Native work (PortAudio, libopus, the APM) shows as
+ * the JavaScript function that called it.
+ */
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { makeClientContacts, startClient } from '../test/harness/client';
+import { startKeyring } from '../test/harness/keyring';
+import { makeTempDir, removeTempDir } from '../test/harness/process';
+import { startPulse } from '../test/harness/pulse';
+import { REPO_ROOT, startServer } from '../test/harness/server';
+import { renderSpeech } from '../test/harness/speech';
+import { NO_VOICE_PROCESSING } from './lib';
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '20' },
+    top: { type: 'string', default: '25' },
+    'no-processing': { type: 'boolean', default: false },
+  },
+});
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Self time per function of a V8 CPU profile, µs, and the idle time. */
+export function selfTimes(p: CpuProfile): { byFunction: Map<string, number>; totalUs: number; idleUs: number } {
+  const perNode = new Map<number, number>();
+  for (let i = 0; i < p.samples.length; i++) perNode.set(p.samples[i]!, (perNode.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  const byFunction = new Map<string, number>();
+  let totalUs = 0;
+  let idleUs = 0;
+  for (const n of p.nodes) {
+    const t = perNode.get(n.id) ?? 0;
+    totalUs += t;
+    const cf = n.callFrame;
+    if (cf.functionName === '(idle)') {
+      idleUs += t;
+      continue;
+    }
+    const where = cf.url.replace(/.*node_modules\//, '').replace(`file://${REPO_ROOT}/`, '');
+    const key = `${cf.functionName || '(anonymous)'}${where ? ` ${where}:${cf.lineNumber + 1}` : ''}`;
+    byFunction.set(key, (byFunction.get(key) ?? 0) + t);
+  }
+  return { byFunction, totalUs, idleUs };
+}
+
+async function main(): Promise<void> {
+  const dir = makeTempDir('bench-profile');
+  const profDir = join(dir, 'prof');
+  mkdirSync(profDir);
+  const pulse = await startPulse();
+  const keyring = await startKeyring();
+  const server = await startServer();
+  try {
+    const wav = join(dir, 'speech.wav');
+    await renderSpeech('The quick brown fox jumps over the lazy dog near the river bank, again and again.', 'en-us', wav);
+    const extraArgs = args['no-processing'] ? NO_VOICE_PROCESSING : [];
+    // The caller runs under the profiler from its start (its sign-in runs write small profiles of their own).
+    const [profiled, bob] = await Promise.all([
+      startClient({
+        name: 'prof-alice',
+        server,
+        env: { ...pulse.clientEnv('a'), ...keyring.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profDir}` },
+        input: 'a_mic',
+        output: 'a_spk',
+        extraArgs,
+      }),
+      startClient({ name: 'prof-bob', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk', extraArgs }),
+    ]);
+    await makeClientContacts(profiled, bob);
+    const { callId } = await profiled.request<{ callId: string }>('create_call', { to: bob.name });
+    await bob.waitForCall(callId, (s) => s.state === 'incoming');
+    await bob.request('answer_call', { callId });
+    await profiled.waitForCall(callId, (s) => !!s.firstAudioAt);
+    const until = Date.now() + Number(args.seconds) * 1000;
+    while (Date.now() < until) await Promise.all([pulse.play('a_in', wav), pulse.play('b_in', wav)]);
+    await profiled.request('end_call', { callId });
+    await Promise.all([profiled.stop(), bob.stop()]);
+    const file = readdirSync(profDir).find((f) => f.includes(`.${profiled.pid}.`) && f.endsWith('.cpuprofile'));
+    if (!file) throw new Error('the daemon wrote no CPU profile (did it exit cleanly?)');
+    const { byFunction, totalUs, idleUs } = selfTimes(JSON.parse(readFileSync(join(profDir, file), 'utf8')) as CpuProfile);
+    const busy = totalUs - idleUs;
+    console.log(
+      `Parley daemon (caller), ${args['no-processing'] ? 'voice processing off' : 'default settings'}: ` +
+        `${(totalUs / 1e6).toFixed(1)} s profiled, main thread busy ${(busy / 1e6).toFixed(2)} s (${((100 * busy) / totalUs).toFixed(1)} % of one core)\n`,
+    );
+    console.log('| self time (% of busy) | function |\n|---|---|');
+    for (const [k, v] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top)))
+      console.log(`| ${((100 * v) / busy).toFixed(1)} % | \`${k}\` |`);
+  } finally {
+    await server.stop();
+    await keyring.stop();
+    await pulse.stop();
+    rmSync(profDir, { recursive: true, force: true });
+    removeTempDir(dir);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench:profile failed: ${e instanceof Error ? e.stack : e}`);
+  process.exit(1);
+});
