@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { ControlClient } from '../../main/cli/control-server';
 import { makeTempDir, removeTempDir, startChild, waitFor, type Child } from './process';
+import { ensureCliBuilt } from '../../scripts/build-cli';
 import { REPO_ROOT } from './server';
 import { DEFAULT_PASSWORD } from './signal-client';
 
@@ -87,17 +88,23 @@ export interface RunningClient {
   stop(): Promise<void>;
 }
 
-const CLI = join(REPO_ROOT, 'main/cli/parley.ts');
+/**
+ * The client runs as users run it: the built JavaScript (`out/cli/parley.mjs`,
+ * scripts/build-cli.ts, rebuilt here when a source is newer), not through a
+ * TypeScript loader.
+ */
+const cli = (): Promise<string> => ensureCliBuilt();
 
 /** Runs one `parley` command to completion. @throws Error with its output when it fails. */
-export function runParley(
+export async function runParley(
   args: string[],
   env: Record<string, string>,
   stdin?: string,
   timeoutMs = 30_000,
 ): Promise<string> {
+  const CLI = await cli();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    const child = spawn(process.execPath, [CLI, ...args], {
       cwd: REPO_ROOT,
       env: { ...process.env, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -130,7 +137,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   }
   await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin', ...(o.loginArgs ?? [])], env, password);
 
-  const args = ['--import', 'tsx', CLI, 'daemon', '--loopback'];
+  const args = [await cli(), 'daemon', '--loopback'];
   if (o.input) args.push('--input', o.input);
   if (o.output) args.push('--output', o.output);
   if (o.frameMs) args.push('--frame-ms', String(o.frameMs));
