@@ -51,7 +51,7 @@ export async function buildCli(): Promise<string> {
     format: 'esm',
     target: 'node22',
     packages: 'external',
-    sourcemap: 'linked',
+    sourcemap: 'external',
     logLevel: 'warning',
   });
   renameSync(`${tmp}.map`, `${CLI_BUNDLE}.map`);
