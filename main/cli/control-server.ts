@@ -43,6 +43,16 @@ export interface ControlServerOptions {
   limits?: CallLimits;
 }
 
+/**
+ * How long `webrtc.answer_call` waits for the answer to complete before it
+ * replies `{"success": true}` with the answer under way, ms: below socat's
+ * default 0.5 s linger after its input ends (`socat -t`).
+ */
+const ANSWER_REPLY_WAIT_MS = 300;
+
+/** How long a new connection that sends nothing waits before it is taken for a listener and gets every notification, ms. */
+const LISTENER_GRACE_MS = 250;
+
 /** Options of {@link ControlServer.listen}. */
 export interface ControlListenOptions {
   /** Where refused connections are reported, one line each. Default `console.warn`. */
@@ -77,7 +87,16 @@ export interface ControlListenOptions {
  */
 export class ControlServer {
   private readonly server: Server;
-  private readonly peers = new Set<RpcPeer>();
+  /**
+   * Connected controllers and the notifications each gets. A new connection
+   * holds its notifications back until its first request or
+   * {@link LISTENER_GRACE_MS}: one whose first request uses the guide's
+   * `webrtc.*` names then gets only `budget_warning` (so `echo … | socat`
+   * prints exactly its answers) until it uses a Parley method; any other
+   * connection — a Parley controller, or a listener that sends nothing —
+   * gets every notification, the held ones first.
+   */
+  private readonly peers = new Map<RpcPeer, { mode: 'pending' | 'guide' | 'all'; held: [string, object][]; timer?: NodeJS.Timeout }>();
   private guard: PeerGuard | undefined;
   private log: (line: string) => void = (line) => console.warn(line);
 
@@ -301,7 +320,9 @@ export class ControlServer {
       if (!socket.destroyed && socket.writable) socket.write(text + '\n');
     }, { maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES, batches: true });
     this.register(rpc);
-    this.peers.add(rpc);
+    const peer = { mode: 'pending' as 'pending' | 'guide' | 'all', held: [] as [string, object][], timer: undefined as NodeJS.Timeout | undefined };
+    peer.timer = setTimeout(() => this.setMode(rpc, 'all'), LISTENER_GRACE_MS);
+    this.peers.set(rpc, peer);
     // Every request still being answered: a half-closed connection (`echo … | socat`)
     // is ended only once all of them have been written.
     const pending = new Set<Promise<void>>();
@@ -313,6 +334,7 @@ export class ControlServer {
     const take = (events: JsonStreamEvent[]) => {
       for (const ev of events) {
         if (ev.kind === 'value') {
+          this.noteMethods(rpc, ev.text);
           const p = rpc.receive(ev.text, undefined).finally(() => {
             pending.delete(p);
             finish();
@@ -337,6 +359,7 @@ export class ControlServer {
       finish();
     });
     const drop = () => {
+      clearTimeout(this.peers.get(rpc)?.timer);
       this.peers.delete(rpc);
       rpc.close();
     };
@@ -410,7 +433,12 @@ export class ControlServer {
             issues: [{ path: 'answer_sdp', message: 'not taken for this call' }],
           });
         }
-        await e.answer(call_id);
+        // Answering opens the audio devices (often longer than the 0.5 s socat waits after
+        // its input ends): an error in the first moments is the answer; after that the call
+        // is being answered and its outcome shows in get_call_status and the audit log.
+        const answering = e.answer(call_id);
+        const early = await Promise.race([answering.then(() => 'done' as const), new Promise<'pending'>((r) => setTimeout(() => r('pending'), ANSWER_REPLY_WAIT_MS))]);
+        if (early === 'pending') answering.catch(() => {});
         return success;
       },
       named,
@@ -583,7 +611,35 @@ export class ControlServer {
   }
 
   private broadcast(method: string, params: object): void {
-    for (const p of this.peers) p.notify(method, params);
+    for (const [p, peer] of this.peers) {
+      if (peer.mode === 'all' || (peer.mode === 'guide' && method === 'budget_warning')) p.notify(method, params);
+      else if (peer.mode === 'pending' && peer.held.length < 200) peer.held.push([method, params]);
+    }
+  }
+
+  private setMode(rpc: RpcPeer, mode: 'guide' | 'all'): void {
+    const peer = this.peers.get(rpc);
+    if (!peer || peer.mode === 'all' || peer.mode === mode) return;
+    clearTimeout(peer.timer);
+    const held = peer.held;
+    peer.held = [];
+    peer.mode = mode;
+    for (const [method, params] of held) if (mode === 'all' || method === 'budget_warning') rpc.notify(method, params);
+  }
+
+  /** Moves a connection's notification mode on by the method names of one inbound value (see `peers`). */
+  private noteMethods(rpc: RpcPeer, text: string): void {
+    if (this.peers.get(rpc)?.mode === 'all') return;
+    let payload: unknown;
+    try {
+      payload = JSON.parse(text);
+    } catch {
+      return;
+    }
+    for (const m of Array.isArray(payload) ? payload : [payload]) {
+      const method = typeof m === 'object' && m !== null ? (m as { method?: unknown }).method : undefined;
+      if (typeof method === 'string') this.setMode(rpc, method.startsWith('webrtc.') ? 'guide' : 'all');
+    }
   }
 }
 
