@@ -214,13 +214,18 @@ export function guideError(error: ParleyError, context: { creating?: boolean } =
   return new ParleyError(reason, error.message, { ...extra, name });
 }
 
-/** Seconds as Go's time.Duration prints them, as the guide does: `5m23s`, `1h0m5s`, `0s`. */
-export function formatDuration(seconds: number): string {
+/**
+ * Seconds as Go's time.Duration prints them, as the guide's `duration` does:
+ * `5m23s`, `1h0m5s`, `0s`; `compact` leaves zero parts out as the guide's
+ * config and `ttl` values are written: `30m`, `2h`, `1h30m`.
+ */
+export function formatDuration(seconds: number, compact = false): string {
   let s = Math.max(0, Math.floor(seconds));
   const h = Math.floor(s / 3600);
   s -= h * 3600;
   const m = Math.floor(s / 60);
   s -= m * 60;
+  if (compact) return (h ? `${h}h` : '') + (m ? `${m}m` : '') + (s || (!h && !m) ? `${s}s` : '');
   if (h > 0) return `${h}h${m}m${s}s`;
   if (m > 0) return `${m}m${s}s`;
   return `${s}s`;

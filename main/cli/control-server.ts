@@ -154,7 +154,17 @@ export class ControlServer {
   /** Per call: what this server saw of it (for the audit log, the guide's labels and the lifetime timers). */
   private readonly seen = new Map<
     string,
-    { state: string; answered: boolean; roomId?: string; endReason?: string; warnTimer?: NodeJS.Timeout; endTimer?: NodeJS.Timeout; expired?: boolean }
+    {
+      state: string;
+      answered: boolean;
+      roomId?: string;
+      endReason?: string;
+      warnTimer?: NodeJS.Timeout;
+      endTimer?: NodeJS.Timeout;
+      expired?: boolean;
+      /** A standard WebRTC peer's call (`offer_sdp`), answered by webrtc.create_call. */
+      standard?: boolean;
+    }
   >();
 
   /** Follows each call's states: audit records and the lifetime (TTL) timers. */
@@ -411,12 +421,32 @@ export class ControlServer {
       WebrtcRequests['webrtc.create_call'].params,
       async ({ user_id, offer_sdp, room_id }) => {
         if (offer_sdp !== undefined) {
-          throw new ParleyError('unavailable', 'answering a standard WebRTC offer (offer_sdp) is not available in this daemon yet; call a Parley user with user_id');
+          // A standard WebRTC peer the controller brings along: answered here, not end-to-end verified.
+          const label = user_id ?? 'webrtc-peer';
+          let answered: { callId: string; answerSdp: string };
+          try {
+            answered = await e.answerOffer(offer_sdp, label);
+          } catch (err) {
+            this.options.audit?.append({ event_type: 'call_refused', user_id: label, reason: err instanceof ParleyError ? err.reason : 'internal_error', details: { standard_peer: true } });
+            throw err;
+          }
+          const t = this.seen.get(answered.callId);
+          if (t) {
+            t.standard = true;
+            if (room_id) t.roomId = room_id;
+          }
+          return {
+            call_id: answered.callId,
+            answer_sdp: answered.answerSdp,
+            ttl: formatDuration(this.limits.lifetimeS, true),
+            state: guideState(e.status(answered.callId).state),
+            ...(room_id ? { room_id } : {}),
+          };
         }
         const id = await this.createCall(user_id!, room_id);
         return {
           call_id: id,
-          ttl: formatDuration(this.limits.lifetimeS),
+          ttl: formatDuration(this.limits.lifetimeS, true),
           state: guideState(e.status(id).state),
           ...(room_id ? { room_id } : {}),
         };
@@ -427,7 +457,14 @@ export class ControlServer {
       'webrtc.answer_call',
       WebrtcRequests['webrtc.answer_call'].params,
       async ({ call_id, answer_sdp }) => {
-        if (call_id) e.status(call_id); // ErrCallNotFound first
+        if (call_id) {
+          const s = e.status(call_id); // ErrCallNotFound first
+          // A standard peer's call was answered by webrtc.create_call itself (its answer_sdp): nothing more to do.
+          if (this.seen.get(call_id)?.standard) {
+            if (s.state === 'ended') throw new ParleyError('invalid_state', 'that call has already ended');
+            return success;
+          }
+        }
         if (answer_sdp !== undefined) {
           throw new ParleyError('invalid_params', 'answer_sdp: the daemon makes its own answer to a Parley call; leave answer_sdp out', {
             issues: [{ path: 'answer_sdp', message: 'not taken for this call' }],
@@ -464,13 +501,12 @@ export class ControlServer {
     rpc.handle(
       'webrtc.send_candidates',
       WebrtcRequests['webrtc.send_candidates'].params,
-      ({ call_id }) => {
-        const s = e.status(call_id);
-        if (s.state === 'ended') throw new ParleyError('invalid_state', 'that call has already ended');
-        throw new ParleyError(
-          'invalid_state',
-          'this is a call with a Parley user: its candidates travel sealed through signaling, the daemon sends them itself',
+      async ({ call_id, candidates }) => {
+        await e.addRemoteCandidates(
+          call_id,
+          candidates.map((c) => ({ candidate: c.candidate, sdpMid: c.sdp_mid ?? null, sdpMLineIndex: c.sdp_mline_index ?? null })),
         );
+        return success;
       },
       named,
     );

@@ -65,6 +65,10 @@ describe('durations and tokens', () => {
     expect(formatDuration(323)).toBe('5m23s');
     expect(formatDuration(0)).toBe('0s');
     expect(formatDuration(3605)).toBe('1h0m5s');
+    expect(formatDuration(1800, true)).toBe('30m');
+    expect(formatDuration(5400, true)).toBe('1h30m');
+    expect(formatDuration(0, true)).toBe('0s');
+    expect(formatDuration(8, true)).toBe('8s');
     expect(parseDuration('30m')).toBe(1800);
     expect(parseDuration('1h30m')).toBe(5400);
     expect(() => parseDuration('soon')).toThrow(ParleyError);
