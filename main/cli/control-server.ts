@@ -143,6 +143,13 @@ export class ControlServer {
     });
     const audit = options.audit;
     if (audit) {
+      // An invite the engine turned away as busy (another call is live) never becomes a call of its own.
+      // The engine's listener ran first and registers a call it takes before its first await.
+      signaling.on('call.incoming', (p) => {
+        if (!engine.list().some((c) => c.callId === p.callId)) {
+          audit.append({ event_type: 'call_refused', call_id: p.callId, user_id: p.caller.username, reason: 'busy' });
+        }
+      });
       account?.e2ee?.on('keyChange', (c) => audit.append({ event_type: 'key_changed', user_id: c.username, details: { kind: c.kind, device_id: c.deviceId, blocked: c.blocked } }));
       account?.e2ee?.on('deviceRefused', (r) => audit.append({ event_type: 'device_refused', user_id: r.username, reason: r.reason, details: { device_id: r.deviceId } }));
       account?.e2ee?.on('alarm', (a) => audit.append({ event_type: 'device_alarm', reason: a.kind, details: { message: a.message } }));
@@ -358,6 +365,8 @@ export class ControlServer {
           ending = true;
           socket.pause();
           finish();
+          // The controller may keep its half open; it is no longer read, so let it go soon.
+          setTimeout(() => socket.destroy(), 2000).unref();
         }
       }
     };

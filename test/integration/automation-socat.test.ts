@@ -123,6 +123,12 @@ describe("the ArmorClaw voice guide's examples, through socat", () => {
     expect(status!.result).toMatchObject({ call_id: callId, state: 'connected', duration: expect.stringMatching(/^\d+s$/), tokens_used: expect.any(Number), budget_remaining: expect.any(Number), room_id: '!abc123:matrix.example.com', e2e_verified: true });
     expect(list!.result!.calls).toEqual([expect.objectContaining({ call_id: callId, state: 'connected', room_id: '!abc123:matrix.example.com' })]);
 
+    // One call at a time: a second one is the guide's ErrMaxConcurrentCallsExceeded (and an audited refusal).
+    const second = await one(alice.socket, `{"jsonrpc":"2.0","id":9,"method":"webrtc.create_call","params":{"user_id":"bob"}}`);
+    expect(second.error).toMatchObject({ code: ErrorCode.INVALID_STATE, data: { reason: 'invalid_state', name: 'ErrMaxConcurrentCallsExceeded' } });
+    const refused = await one(alice.socket, `{"jsonrpc":"2.0","id":9,"method":"webrtc.get_audit_log","params":{"event_type":"call_refused","limit":1}}`);
+    expect(refused.result!.entries).toEqual([expect.objectContaining({ user_id: 'bob', reason: 'invalid_state' })]);
+
     // 3. Candidates of a Parley call travel sealed; the daemon says so (the guide's example, typed as written).
     const cand = await one(
       alice.socket,
