@@ -72,10 +72,13 @@ export interface ControlListenOptions {
  * asynchronous ones included, and the daemon closes after the last. A value
  * over `MAX_CONTROL_MESSAGE_BYTES` (or one that never ends) is answered
  * `payload_too_large` and the connection is closed cleanly. Every call event
- * of note goes to the audit log when one is given (`webrtc.get_audit_log`).
- * every connected controller receives `call.state`,
- * `call.stats` and `signaling.state` notifications, and, with local audio,
- * `audio.levels`, `audio.warning`, `devices.changed` and `devices.switched`.
+ * of note goes to the audit log when one is given (`webrtc.get_audit_log`),
+ * and the daemon's own call lifetime is kept (`CallLimits`).
+ *
+ * Controllers receive `call.state`, `call.stats`, `signaling.state`,
+ * `budget_warning` and, with local audio, `audio.levels`, `audio.warning`,
+ * `devices.changed` and `devices.switched` notifications — a connection that
+ * speaks only the guide's names gets `budget_warning` alone (see `peers`).
  *
  * Only the user who runs the daemon can drive it, twice over: the socket file
  * is born mode 0600 (bound under umask 0177, so there is no moment in which
@@ -168,7 +171,6 @@ export class ControlServer {
       endReason?: string;
       warnTimer?: NodeJS.Timeout;
       endTimer?: NodeJS.Timeout;
-      expired?: boolean;
       /** A standard WebRTC peer's call (`offer_sdp`), answered by webrtc.create_call. */
       standard?: boolean;
     }
@@ -206,12 +208,15 @@ export class ControlServer {
     if (s.state === 'ended') {
       clearTimeout(t.warnTimer);
       clearTimeout(t.endTimer);
+      // The engine keeps a bounded history of ended calls; so does this map.
+      const known = new Set(this.engine.list().map((c) => c.callId));
+      for (const id of this.seen.keys()) if (!known.has(id)) this.seen.delete(id);
       const rejected = s.direction === 'incoming' && !t.answered && (s.endReason === 'declined' || s.endReason === 'busy');
       audit?.append({
         event_type: rejected ? 'call_rejected' : 'call_ended',
         call_id: s.callId,
         user_id: s.peer,
-        reason: t.expired ? 'ttl_expired' : s.endReason,
+        reason: s.endReason,
         details: {
           ...(t.endReason ? { requested_reason: t.endReason } : {}),
           ...(s.security ? { security: s.security } : {}),
@@ -231,9 +236,8 @@ export class ControlServer {
       t.warnTimer.unref();
     }
     t.endTimer = setTimeout(() => {
-      t.expired = true;
       this.options.audit?.append({ event_type: 'ttl_expired', call_id: callId, details: { lifetime_s: lifetimeS } });
-      this.engine.end(callId).catch(() => {});
+      this.engine.end(callId, 'ttl_expired').catch(() => {});
     }, lifetimeS * 1000);
     t.endTimer.unref();
   }

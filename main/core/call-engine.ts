@@ -391,8 +391,11 @@ export class CallEngine extends EventEmitter<{
     return call.id;
   }
 
-  /** Ends a call in any live state: cancels, declines or hangs up as fits. */
-  async end(callId?: string): Promise<string> {
+  /**
+   * Ends a call in any live state: cancels, declines or hangs up as fits.
+   * @param reason of a connected call's end here (`ttl_expired`: the daemon's own lifetime); the peer sees a hangup.
+   */
+  async end(callId?: string, reason: 'hangup' | 'ttl_expired' = 'hangup'): Promise<string> {
     const call = this.find(callId, (c) => c.data.name !== 'ended');
     switch (call.data.name) {
       case 'ended':
@@ -405,7 +408,7 @@ export class CallEngine extends EventEmitter<{
         await this.signaling.request('call.cancel', { callId: call.id }).catch(() => {});
         return call.id;
       default:
-        this.finish(call.id, 'hangup');
+        this.finish(call.id, reason);
         if (!call.standardOffer) await this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
         return call.id;
     }

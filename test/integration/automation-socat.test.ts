@@ -145,7 +145,9 @@ describe("the ArmorClaw voice guide's examples, through socat", () => {
     expect(warning).toMatchObject({ warning: 'budget_warning', tokens_remaining: 5 });
     expect(warning.percentage_used).toBeGreaterThan(0.2);
     expect(warning.percentage_used).toBeLessThan(0.6);
-    await alice.waitForCall(callId, (s) => s.state === 'ended', 10_000);
+    const ended = await alice.waitForCall(callId, (s) => s.state === 'ended', 10_000);
+    expect(ended.endReason).toBe('ttl_expired');
+    expect((await one(alice.socket, `{"jsonrpc":"2.0","id":5,"method":"webrtc.get_call_status","params":{"call_id":"${callId}"}}`)).result).toMatchObject({ state: 'ended', end_reason: 'ttl_expired' });
 
     const audit = await one(alice.socket, `{"jsonrpc":"2.0","id":5,"method":"webrtc.get_audit_log","params":{"call_id":"${callId}"}}\n`);
     const types = (audit.result!.entries as { event_type: string }[]).map((e) => e.event_type).reverse();
