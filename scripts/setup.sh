@@ -18,7 +18,7 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils libasound2-dev portaudio19-dev
   coturn sox libsox-fmt-all espeak-ng stress-ng
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
-  chromium procps iproute2 python3 make g++ git xz-utils ca-certificates
+  chromium procps iproute2 python3 make g++ git xz-utils ca-certificates socat
   libopus0 libopus-dev pkg-config
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev

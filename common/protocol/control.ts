@@ -13,6 +13,7 @@ import {
   UsernameParams,
 } from './signaling';
 import { SecurityReason } from './envelope';
+import { BudgetWarning } from './webrtc-api';
 
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
@@ -460,4 +461,6 @@ export const ControlNotifications = {
   'account.device_alarm': DeviceAlarm,
   /** This device linked a new device of the account (it holds a certificate by the account key now). */
   'account.device_linked': z.object({ deviceId: z.string(), identityKey: z.string() }),
+  /** The ArmorClaw voice guide's budget warning (`common/protocol/webrtc-api`): a call nears its lifetime or the server's budget. */
+  budget_warning: BudgetWarning,
 } as const;

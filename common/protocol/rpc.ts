@@ -5,6 +5,7 @@ import {
   JSONRPCServerAndClient,
   createJSONRPCErrorResponse,
   type JSONRPCParams,
+  type JSONRPCRequest,
 } from 'json-rpc-2.0';
 import type { z } from 'zod';
 import { ErrorCode, ParleyError } from '../errors';
@@ -28,6 +29,8 @@ export class RpcPeer<Ctx = void> {
    * @param options.maxMessageBytes frames longer than this (UTF-16 length) are answered with `payload_too_large`.
    * @param options.requestTimeoutMs outbound requests fail with `unavailable` after this long.
    * @param options.onInternalError sees errors that were hidden from the other side (for the local log).
+   * @param options.batches answer JSON-RPC 2.0 batch requests (§6: an array of requests answered by an
+   *   array of responses, notifications left out); without it a batch is refused with `invalid_request`.
    */
   constructor(
     private readonly send: (text: string) => void,
@@ -35,6 +38,7 @@ export class RpcPeer<Ctx = void> {
       maxMessageBytes: number;
       requestTimeoutMs?: number;
       onInternalError?: (method: string, error: unknown) => void;
+      batches?: boolean;
     },
   ) {
     const server = new JSONRPCServer<Ctx>({ errorListener: () => {} });
@@ -63,8 +67,10 @@ export class RpcPeer<Ctx = void> {
     method: string,
     schema: S,
     handler: (params: z.infer<S>, ctx: Ctx) => R | Promise<R>,
+    /** Rewrites the ParleyErrors this method answers (validation's and the handler's), e.g. to add an API's error names. */
+    mapError?: (error: ParleyError) => ParleyError,
   ): void {
-    this.rpc.addMethod(method, async (raw: JSONRPCParams, ctx: Ctx) => {
+    const run = async (raw: JSONRPCParams, ctx: Ctx) => {
       const parsed = schema.safeParse(raw ?? {});
       if (!parsed.success) {
         const first = parsed.error.issues[0];
@@ -77,6 +83,13 @@ export class RpcPeer<Ctx = void> {
         });
       }
       return handler(parsed.data, ctx);
+    };
+    this.rpc.addMethod(method, async (raw: JSONRPCParams, ctx: Ctx) => {
+      try {
+        return await run(raw, ctx);
+      } catch (e) {
+        throw mapError && e instanceof ParleyError ? mapError(e) : e;
+      }
     });
   }
 
@@ -98,8 +111,12 @@ export class RpcPeer<Ctx = void> {
       return;
     }
     if (Array.isArray(payload)) {
-      // Batches are valid JSON-RPC but Parley's protocols never need them.
-      this.sendError(null, new ParleyError('invalid_request', 'batch requests are not supported'));
+      if (!this.options.batches) {
+        // Batches are valid JSON-RPC but the signaling protocol never needs them.
+        this.sendError(null, new ParleyError('invalid_request', 'batch requests are not supported'));
+        return;
+      }
+      await this.receiveBatch(payload, ctx);
       return;
     }
     try {
@@ -135,6 +152,14 @@ export class RpcPeer<Ctx = void> {
     }
   }
 
+  /**
+   * Answers a message that could not be read at all (id null), e.g. a value
+   * the transport refused as oversize before it ended.
+   */
+  refuse(error: ParleyError): void {
+    this.sendError(null, error);
+  }
+
   /** Sends a notification (no reply). */
   notify(method: string, params: object): void {
     this.rpc.notify(method, params as JSONRPCParams, undefined);
@@ -143,6 +168,37 @@ export class RpcPeer<Ctx = void> {
   /** Fails every request still waiting for an answer (call when the transport closes). */
   close(message = 'connection closed'): void {
     this.rpc.rejectAllPendingRequests(message);
+  }
+
+  /**
+   * A batch (JSON-RPC 2.0 §6): every member is answered in one array, in
+   * order, notifications left out; an empty batch is one `invalid_request`;
+   * nothing is sent when every member was a notification.
+   */
+  private async receiveBatch(batch: unknown[], ctx: Ctx): Promise<void> {
+    if (batch.length === 0) {
+      this.sendError(null, new ParleyError('invalid_request', 'an empty batch is not a request'));
+      return;
+    }
+    const invalid = (id: unknown) => ({
+      jsonrpc: '2.0',
+      id: typeof id === 'string' || typeof id === 'number' ? id : null,
+      error: new ParleyError('invalid_request', 'batch member is not a JSON-RPC 2.0 request').toJsonRpc(),
+    });
+    const answers = await Promise.all(
+      batch.map(async (m) => {
+        if (typeof m !== 'object' || m === null || Array.isArray(m) || (m as { jsonrpc?: unknown }).jsonrpc !== '2.0' || typeof (m as { method?: unknown }).method !== 'string') {
+          return invalid(typeof m === 'object' && m && 'id' in m ? (m as { id: unknown }).id : null);
+        }
+        try {
+          return await this.rpc.server.receive(m as JSONRPCRequest, ctx);
+        } catch {
+          return invalid((m as { id?: unknown }).id);
+        }
+      }),
+    );
+    const out = answers.filter((a) => a !== null);
+    if (out.length > 0) this.send(JSON.stringify(out));
   }
 
   private sendError(id: string | number | null, error: ParleyError): void {

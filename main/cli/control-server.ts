@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { isMainThread } from 'node:worker_threads';
 import { ParleyError } from '../../common/errors';
 import { RpcPeer } from '../../common/protocol/rpc';
+import { JsonStreamSplitter, type JsonStreamEvent } from '../../common/protocol/json-stream';
 import {
   ControlNotifications,
   ControlRequests,
@@ -16,6 +17,41 @@ import type { DeviceSessions } from '../core/devices';
 import type { SignalingClient } from '../core/signaling-client';
 import type { EndToEnd } from '../core/e2ee';
 import { sameUserGuard, type PeerGuard } from '../core/local-peer';
+import type { AuditLog } from '../core/audit-log';
+import type { RejectReason } from '../../common/call';
+import {
+  WebrtcRequests,
+  callTokens,
+  guideError,
+  guideState,
+  formatDuration,
+  type BudgetWarning,
+} from '../../common/protocol/webrtc-api';
+
+/** The daemon's own call limits (the guide's TTL; `parley daemon` config `default_lifetime`, `warn_before_expiration`). */
+export interface CallLimits {
+  /** How long a call may last once connected, s; it is ended then (audit `ttl_expired`). 0 = no limit. */
+  lifetimeS: number;
+  /** A `budget_warning` notification this long before the end, s. */
+  warnBeforeS: number;
+}
+
+/** Optional parts of a {@link ControlServer}. */
+export interface ControlServerOptions {
+  /** Where security-relevant events are recorded (`webrtc.get_audit_log`); none: the method answers `unavailable`. */
+  audit?: AuditLog;
+  limits?: CallLimits;
+}
+
+/**
+ * How long `webrtc.answer_call` waits for the answer to complete before it
+ * replies `{"success": true}` with the answer under way, ms: below socat's
+ * default 0.5 s linger after its input ends (`socat -t`).
+ */
+const ANSWER_REPLY_WAIT_MS = 300;
+
+/** How long a new connection that sends nothing waits before it is taken for a listener and gets every notification, ms. */
+const LISTENER_GRACE_MS = 250;
 
 /** Options of {@link ControlServer.listen}. */
 export interface ControlListenOptions {
@@ -25,10 +61,24 @@ export interface ControlListenOptions {
 
 /**
  * The headless client's control API (DESIGN.md): JSON-RPC 2.0 over a Unix
- * socket, one JSON message per line. Methods are `ControlRequests` in
- * `common/protocol/control`; every connected controller receives `call.state`,
- * `call.stats` and `signaling.state` notifications, and, with local audio,
- * `audio.levels`, `audio.warning`, `devices.changed` and `devices.switched`.
+ * socket. Methods are `ControlRequests` in `common/protocol/control` and,
+ * under the ArmorClaw voice guide's names, `WebrtcRequests` in
+ * `common/protocol/webrtc-api` (same handlers; docs/automation.md).
+ *
+ * Framing is as scripts really write (`JsonStreamSplitter`): any sequence of
+ * JSON values, one per line, several per line or one over many lines, the
+ * last without a newline; JSON-RPC 2.0 batches are answered. A controller that
+ * half-closes (`echo … | socat - UNIX-CONNECT:…`) still gets every answer,
+ * asynchronous ones included, and the daemon closes after the last. A value
+ * over `MAX_CONTROL_MESSAGE_BYTES` (or one that never ends) is answered
+ * `payload_too_large` and the connection is closed cleanly. Every call event
+ * of note goes to the audit log when one is given (`webrtc.get_audit_log`),
+ * and the daemon's own call lifetime is kept (`CallLimits`).
+ *
+ * Controllers receive `call.state`, `call.stats`, `signaling.state`,
+ * `budget_warning` and, with local audio, `audio.levels`, `audio.warning`,
+ * `devices.changed` and `devices.switched` notifications — a connection that
+ * speaks only the guide's names gets `budget_warning` alone (see `peers`).
  *
  * Only the user who runs the daemon can drive it, twice over: the socket file
  * is born mode 0600 (bound under umask 0177, so there is no moment in which
@@ -40,7 +90,16 @@ export interface ControlListenOptions {
  */
 export class ControlServer {
   private readonly server: Server;
-  private readonly peers = new Set<RpcPeer>();
+  /**
+   * Connected controllers and the notifications each gets. A new connection
+   * holds its notifications back until its first request or
+   * {@link LISTENER_GRACE_MS}: one whose first request uses the guide's
+   * `webrtc.*` names then gets only `budget_warning` (so `echo … | socat`
+   * prints exactly its answers) until it uses a Parley method; any other
+   * connection — a Parley controller, or a listener that sends nothing —
+   * gets every notification, the held ones first.
+   */
+  private readonly peers = new Map<RpcPeer, { mode: 'pending' | 'guide' | 'all'; held: [string, object][]; timer?: NodeJS.Timeout }>();
   private guard: PeerGuard | undefined;
   private log: (line: string) => void = (line) => console.warn(line);
 
@@ -55,9 +114,10 @@ export class ControlServer {
     private readonly identity: { username: string; deviceId: string },
     private readonly audio?: LocalAudio,
     private readonly account?: { contacts: ContactBook; sessions: DeviceSessions; onLogout: () => Promise<void>; e2ee?: EndToEnd },
+    private readonly options: ControlServerOptions = {},
   ) {
     // Paused: nothing is read from a connection until its peer is accepted.
-    this.server = createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.accept(socket));
     engine.on('call', (status: CallStatus) => this.broadcast('call.state', status));
     engine.on('stats', (stats) => this.broadcast('call.stats', stats));
     engine.on('levels', (levels) => this.broadcast('audio.levels', levels));
@@ -79,6 +139,147 @@ export class ControlServer {
     account?.e2ee?.on('deviceRefused', (r) => this.broadcast('trust.device_refused', r));
     account?.e2ee?.on('alarm', (a) => this.broadcast('account.device_alarm', a));
     account?.e2ee?.on('linked', (d) => this.broadcast('account.device_linked', d));
+    this.limits = options.limits ?? { lifetimeS: 30 * 60, warnBeforeS: 5 * 60 };
+    engine.on('call', (status: CallStatus) => this.track(status));
+    signaling.on('call.warning', (w) => {
+      if (w.kind === 'budget') this.warnBudget(w.callId, Math.max(0, Math.round((w.endsAt - Date.now()) / 1000)));
+    });
+    const audit = options.audit;
+    if (audit) {
+      // An invite the engine turned away as busy (another call is live) never becomes a call of its own.
+      // The engine's listener ran first and registers a call it takes before its first await.
+      signaling.on('call.incoming', (p) => {
+        if (!engine.list().some((c) => c.callId === p.callId)) {
+          audit.append({ event_type: 'call_refused', call_id: p.callId, user_id: p.caller.username, reason: 'busy' });
+        }
+      });
+      account?.e2ee?.on('keyChange', (c) => audit.append({ event_type: 'key_changed', user_id: c.username, details: { kind: c.kind, device_id: c.deviceId, blocked: c.blocked } }));
+      account?.e2ee?.on('deviceRefused', (r) => audit.append({ event_type: 'device_refused', user_id: r.username, reason: r.reason, details: { device_id: r.deviceId } }));
+      account?.e2ee?.on('alarm', (a) => audit.append({ event_type: 'device_alarm', reason: a.kind, details: { message: a.message } }));
+      account?.e2ee?.on('linked', (d) => audit.append({ event_type: 'device_linked', details: { device_id: d.deviceId } }));
+    }
+  }
+
+  private readonly limits: CallLimits;
+  /** Per call: what this server saw of it (for the audit log, the guide's labels and the lifetime timers). */
+  private readonly seen = new Map<
+    string,
+    {
+      state: string;
+      answered: boolean;
+      roomId?: string;
+      endReason?: string;
+      warnTimer?: NodeJS.Timeout;
+      endTimer?: NodeJS.Timeout;
+      /** A standard WebRTC peer's call (`offer_sdp`), answered by webrtc.create_call. */
+      standard?: boolean;
+    }
+  >();
+
+  /** Follows each call's states: audit records and the lifetime (TTL) timers. */
+  private track(s: CallStatus): void {
+    const audit = this.options.audit;
+    let t = this.seen.get(s.callId);
+    if (!t) {
+      t = { state: 'idle', answered: false };
+      this.seen.set(s.callId, t);
+      audit?.append({
+        event_type: s.direction === 'outgoing' ? 'call_created' : 'call_incoming',
+        call_id: s.callId,
+        user_id: s.peer,
+      });
+    }
+    if (t.state === s.state) return;
+    const before = t.state;
+    t.state = s.state;
+    if (s.state === 'connecting' && before === 'incoming') {
+      t.answered = true;
+      audit?.append({ event_type: 'call_answered', call_id: s.callId, user_id: s.peer });
+    }
+    if (s.state === 'active' && before !== 'held') {
+      audit?.append({
+        event_type: 'call_connected',
+        call_id: s.callId,
+        user_id: s.peer,
+        details: { e2e_verified: !!(s.e2ee?.sealed && s.e2ee.fingerprintBound), ...(s.transport ? { transport: s.transport } : {}) },
+      });
+      this.startLifetime(s.callId);
+    }
+    if (s.state === 'ended') {
+      clearTimeout(t.warnTimer);
+      clearTimeout(t.endTimer);
+      // The engine keeps a bounded history of ended calls; so does this map.
+      const known = new Set(this.engine.list().map((c) => c.callId));
+      for (const id of this.seen.keys()) if (!known.has(id)) this.seen.delete(id);
+      const rejected = s.direction === 'incoming' && !t.answered && (s.endReason === 'declined' || s.endReason === 'busy');
+      audit?.append({
+        event_type: rejected ? 'call_rejected' : 'call_ended',
+        call_id: s.callId,
+        user_id: s.peer,
+        reason: s.endReason,
+        details: {
+          ...(t.endReason ? { requested_reason: t.endReason } : {}),
+          ...(s.security ? { security: s.security } : {}),
+          ...(s.error ? { error: s.error } : {}),
+        },
+      });
+    }
+  }
+
+  /** The guide's TTL: warn `warnBeforeS` before, end the call at `lifetimeS` after it connected. */
+  private startLifetime(callId: string): void {
+    const t = this.seen.get(callId);
+    const { lifetimeS, warnBeforeS } = this.limits;
+    if (!t || lifetimeS <= 0 || t.endTimer) return;
+    if (warnBeforeS > 0 && warnBeforeS < lifetimeS) {
+      t.warnTimer = setTimeout(() => this.warnBudget(callId, warnBeforeS), (lifetimeS - warnBeforeS) * 1000);
+      t.warnTimer.unref();
+    }
+    t.endTimer = setTimeout(() => {
+      this.options.audit?.append({ event_type: 'ttl_expired', call_id: callId, details: { lifetime_s: lifetimeS } });
+      this.engine.end(callId, 'ttl_expired').catch(() => {});
+    }, lifetimeS * 1000);
+    t.endTimer.unref();
+  }
+
+  /** The guide's `budget_warning` notification (and audit record): `remainingS` seconds of the call are left. */
+  private warnBudget(callId: string, remainingS: number): void {
+    let status: CallStatus;
+    try {
+      status = this.engine.status(callId);
+    } catch {
+      return;
+    }
+    if (status.state === 'ended') return;
+    const used = callTokens(status, this.limits.lifetimeS).used;
+    const total = used + remainingS;
+    const w: BudgetWarning = {
+      warning: 'budget_warning',
+      call_id: callId,
+      tokens_used: used,
+      tokens_remaining: remainingS,
+      percentage_used: total > 0 ? Math.round((used / total) * 100) / 100 : 1,
+    };
+    this.options.audit?.append({ event_type: 'budget_warning', call_id: callId, details: { tokens_used: used, tokens_remaining: remainingS } });
+    this.broadcast('budget_warning', w);
+  }
+
+  /** A call in the guide's shape (`webrtc.get_call_status`, `webrtc.list`), with Parley's extra fields. */
+  private guideStatus(s: CallStatus): Record<string, unknown> {
+    const t = callTokens(s, this.limits.lifetimeS);
+    const roomId = this.seen.get(s.callId)?.roomId;
+    return {
+      call_id: s.callId,
+      state: guideState(s.state),
+      duration: t.duration,
+      tokens_used: t.used,
+      budget_remaining: t.remaining,
+      ...(roomId ? { room_id: roomId } : {}),
+      user_id: s.peer,
+      direction: s.direction,
+      e2e_verified: !!(s.e2ee?.sealed && s.e2ee.fingerprintBound),
+      ...(s.endReason ? { end_reason: s.endReason } : {}),
+    };
   }
 
   /**
@@ -137,25 +338,51 @@ export class ControlServer {
     }
     socket.setEncoding('utf8');
     const rpc = new RpcPeer<void>((text) => {
-      if (!socket.destroyed) socket.write(text + '\n');
-    }, { maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES });
+      if (!socket.destroyed && socket.writable) socket.write(text + '\n');
+    }, { maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES, batches: true });
     this.register(rpc);
-    this.peers.add(rpc);
-    let buffered = '';
-    socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl).trim();
-        buffered = buffered.slice(nl + 1);
-        if (line) void rpc.receive(line, undefined);
+    const peer = { mode: 'pending' as 'pending' | 'guide' | 'all', held: [] as [string, object][], timer: undefined as NodeJS.Timeout | undefined };
+    peer.timer = setTimeout(() => this.setMode(rpc, 'all'), LISTENER_GRACE_MS);
+    this.peers.set(rpc, peer);
+    // Every request still being answered: a half-closed connection (`echo … | socat`)
+    // is ended only once all of them have been written.
+    const pending = new Set<Promise<void>>();
+    const splitter = new JsonStreamSplitter(MAX_CONTROL_MESSAGE_BYTES);
+    let ending = false;
+    const finish = () => {
+      if (pending.size === 0 && ending && !socket.destroyed) socket.end();
+    };
+    const take = (events: JsonStreamEvent[]) => {
+      for (const ev of events) {
+        if (ev.kind === 'value') {
+          this.noteMethods(rpc, ev.text);
+          const p = rpc.receive(ev.text, undefined).finally(() => {
+            pending.delete(p);
+            finish();
+          });
+          pending.add(p);
+        } else if (ev.kind === 'garbage') {
+          void rpc.receive(ev.text, undefined); // answered parse_error; the stream goes on
+        } else {
+          // Where the next value would start is unknowable: answer, then close cleanly after the pending answers.
+          rpc.refuse(new ParleyError('payload_too_large', `a message is larger than ${MAX_CONTROL_MESSAGE_BYTES} bytes; closing the connection`, { name: 'ErrPayloadTooLarge' }));
+          ending = true;
+          socket.pause();
+          finish();
+          // The controller may keep its half open; it is no longer read, so let it go soon.
+          setTimeout(() => socket.destroy(), 2000).unref();
+        }
       }
-      if (buffered.length > MAX_CONTROL_MESSAGE_BYTES) {
-        buffered = '';
-        void rpc.receive('x'.repeat(MAX_CONTROL_MESSAGE_BYTES + 1), undefined);
-      }
+    };
+    socket.on('data', (chunk: string) => take(splitter.push(chunk)));
+    socket.on('end', () => {
+      // The controller half-closed: answer what it sent (a last value without newline too), then close.
+      take(splitter.end());
+      ending = true;
+      finish();
     });
     const drop = () => {
+      clearTimeout(this.peers.get(rpc)?.timer);
       this.peers.delete(rpc);
       rpc.close();
     };
@@ -164,14 +391,175 @@ export class ControlServer {
     socket.resume();
   }
 
+  /** Calls a Parley user (both `create_call` and `webrtc.create_call`); a refusal is audited. */
+  private async createCall(to: string, roomId?: string): Promise<string> {
+    try {
+      const id = await this.engine.createCall(to);
+      const t = this.seen.get(id);
+      if (t && roomId) t.roomId = roomId;
+      return id;
+    } catch (err) {
+      this.options.audit?.append({
+        event_type: 'call_refused',
+        user_id: to,
+        reason: err instanceof ParleyError ? err.reason : 'internal_error',
+        ...(err instanceof ParleyError && err.data.name ? { details: { name: err.data.name } } : {}),
+      });
+      throw err;
+    }
+  }
+
+  private async rejectCall(callId: string | undefined, reason: RejectReason, text?: string): Promise<string> {
+    if (text && callId) this.noteReason(callId, text);
+    return this.engine.reject(callId, reason);
+  }
+
+  private async endCall(callId: string | undefined, text?: string): Promise<string> {
+    if (text && callId) this.noteReason(callId, text);
+    return this.engine.end(callId);
+  }
+
+  private noteReason(callId: string, text: string): void {
+    const t = this.seen.get(callId);
+    if (t) t.endReason = text;
+  }
+
+  /** The call API of the ArmorClaw voice guide (`common/protocol/webrtc-api`), on the same handlers as Parley's names. */
+  private registerGuide(rpc: RpcPeer<void>): void {
+    const e = this.engine;
+    const success = { success: true as const };
+    const named = (err: ParleyError) => guideError(err);
+    rpc.handle(
+      'webrtc.create_call',
+      WebrtcRequests['webrtc.create_call'].params,
+      async ({ user_id, offer_sdp, room_id }) => {
+        if (offer_sdp !== undefined) {
+          // A standard WebRTC peer the controller brings along: answered here, not end-to-end verified.
+          const label = user_id ?? 'webrtc-peer';
+          let answered: { callId: string; answerSdp: string };
+          try {
+            answered = await e.answerOffer(offer_sdp, label);
+          } catch (err) {
+            this.options.audit?.append({ event_type: 'call_refused', user_id: label, reason: err instanceof ParleyError ? err.reason : 'internal_error', details: { standard_peer: true } });
+            throw err;
+          }
+          const t = this.seen.get(answered.callId);
+          if (t) {
+            t.standard = true;
+            if (room_id) t.roomId = room_id;
+          }
+          return {
+            call_id: answered.callId,
+            answer_sdp: answered.answerSdp,
+            ttl: formatDuration(this.limits.lifetimeS, true),
+            state: guideState(e.status(answered.callId).state),
+            ...(room_id ? { room_id } : {}),
+          };
+        }
+        const id = await this.createCall(user_id!, room_id);
+        return {
+          call_id: id,
+          ttl: formatDuration(this.limits.lifetimeS, true),
+          state: guideState(e.status(id).state),
+          ...(room_id ? { room_id } : {}),
+        };
+      },
+      (err) => guideError(err, { creating: true }),
+    );
+    rpc.handle(
+      'webrtc.answer_call',
+      WebrtcRequests['webrtc.answer_call'].params,
+      async ({ call_id, answer_sdp }) => {
+        if (call_id) {
+          const s = e.status(call_id); // ErrCallNotFound first
+          // A standard peer's call was answered by webrtc.create_call itself (its answer_sdp): nothing more to do.
+          if (this.seen.get(call_id)?.standard) {
+            if (s.state === 'ended') throw new ParleyError('invalid_state', 'that call has already ended');
+            return success;
+          }
+        }
+        if (answer_sdp !== undefined) {
+          throw new ParleyError('invalid_params', 'answer_sdp: the daemon makes its own answer to a Parley call; leave answer_sdp out', {
+            issues: [{ path: 'answer_sdp', message: 'not taken for this call' }],
+          });
+        }
+        // Answering opens the audio devices (often longer than the 0.5 s socat waits after
+        // its input ends): an error in the first moments is the answer; after that the call
+        // is being answered and its outcome shows in get_call_status and the audit log.
+        const answering = e.answer(call_id);
+        const early = await Promise.race([answering.then(() => 'done' as const), new Promise<'pending'>((r) => setTimeout(() => r('pending'), ANSWER_REPLY_WAIT_MS))]);
+        if (early === 'pending') answering.catch(() => {});
+        return success;
+      },
+      named,
+    );
+    rpc.handle(
+      'webrtc.reject_call',
+      WebrtcRequests['webrtc.reject_call'].params,
+      async ({ call_id, reason }) => {
+        await this.rejectCall(call_id, reason && /busy/i.test(reason) ? 'busy' : 'declined', reason);
+        return success;
+      },
+      named,
+    );
+    rpc.handle(
+      'webrtc.end_call',
+      WebrtcRequests['webrtc.end_call'].params,
+      async ({ call_id, reason }) => {
+        await this.endCall(call_id, reason);
+        return success;
+      },
+      named,
+    );
+    rpc.handle(
+      'webrtc.send_candidates',
+      WebrtcRequests['webrtc.send_candidates'].params,
+      async ({ call_id, candidates }) => {
+        await e.addRemoteCandidates(
+          call_id,
+          candidates.map((c) => ({ candidate: c.candidate, sdpMid: c.sdp_mid ?? null, sdpMLineIndex: c.sdp_mline_index ?? null })),
+        );
+        return success;
+      },
+      named,
+    );
+    rpc.handle('webrtc.get_call_status', WebrtcRequests['webrtc.get_call_status'].params, ({ call_id }) => this.guideStatus(e.status(call_id)), named);
+    rpc.handle(
+      'webrtc.list',
+      WebrtcRequests['webrtc.list'].params,
+      () => ({ calls: e.list().filter((c) => c.state !== 'ended').map((c) => this.guideStatus(c)) }),
+      named,
+    );
+    rpc.handle(
+      'webrtc.get_audit_log',
+      WebrtcRequests['webrtc.get_audit_log'].params,
+      (p) => {
+        const audit = this.options.audit;
+        if (!audit) throw new ParleyError('unavailable', 'this daemon keeps no audit log');
+        const time = (v: number | string | undefined) => (v === undefined ? undefined : typeof v === 'number' ? v : Date.parse(v));
+        const r = audit.query({
+          limit: p.limit,
+          offset: p.offset,
+          ...(p.event_type !== undefined ? { eventTypes: Array.isArray(p.event_type) ? p.event_type : [p.event_type] } : {}),
+          ...(p.call_id ? { callId: p.call_id } : {}),
+          ...(p.since !== undefined ? { since: time(p.since) } : {}),
+          ...(p.until !== undefined ? { until: time(p.until) } : {}),
+        });
+        return { entries: r.entries, total: r.total, ...(r.nextOffset !== undefined ? { next_offset: r.nextOffset } : {}) };
+      },
+      named,
+    );
+  }
+
   private register(rpc: RpcPeer<void>): void {
     const e = this.engine;
-    rpc.handle('create_call', ControlRequests.create_call.params, async ({ to }) => ({ callId: await e.createCall(to) }));
+    this.registerGuide(rpc);
+    rpc.handle('create_call', ControlRequests.create_call.params, async ({ to }) => ({ callId: await this.createCall(to) }));
     rpc.handle('answer_call', ControlRequests.answer_call.params, async ({ callId }) => ({ callId: await e.answer(callId) }));
     rpc.handle('reject_call', ControlRequests.reject_call.params, async ({ callId, reason }) => ({
-      callId: await e.reject(callId, reason),
+      callId: await this.rejectCall(callId, reason),
     }));
-    rpc.handle('end_call', ControlRequests.end_call.params, async ({ callId }) => ({ callId: await e.end(callId) }));
+    rpc.handle('end_call', ControlRequests.end_call.params, async ({ callId }) => ({ callId: await this.endCall(callId) }));
     rpc.handle('hold_call', ControlRequests.hold_call.params, ({ callId }) => ({ callId: e.setHold(callId, true) }));
     rpc.handle('resume_call', ControlRequests.resume_call.params, ({ callId }) => ({ callId: e.setHold(callId, false) }));
     rpc.handle('get_call_status', ControlRequests.get_call_status.params, ({ callId }) => e.status(callId));
@@ -202,21 +590,40 @@ export class ControlServer {
         await a.e2ee?.accountDevices().catch(() => undefined);
         return { devices: await a.sessions.list() };
       });
-      rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => (await a.sessions.revoke(deviceId), ok));
+      const audit = (event_type: string, extra: { user_id?: string; details?: Record<string, string> } = {}) =>
+        this.options.audit?.append({ event_type, ...extra });
+      rpc.handle('revoke_device', ControlRequests.revoke_device.params, async ({ deviceId }) => {
+        await a.sessions.revoke(deviceId);
+        audit('device_revoked', { details: { device_id: deviceId } });
+        return ok;
+      });
       rpc.handle('refresh_session', ControlRequests.refresh_session.params, async () => ({ expiresAt: await a.sessions.refresh() }));
       const e2ee = a.e2ee;
       if (e2ee) {
         rpc.handle('get_safety_number', ControlRequests.get_safety_number.params, ({ username }) => e2ee.safetyNumber(username));
-        rpc.handle('mark_verified', ControlRequests.mark_verified.params, ({ username }) => e2ee.verify(username));
-        rpc.handle('accept_key_change', ControlRequests.accept_key_change.params, ({ username }) => e2ee.acceptKeyChange(username));
+        rpc.handle('mark_verified', ControlRequests.mark_verified.params, async ({ username }) => {
+          const r = await e2ee.verify(username);
+          audit('contact_verified', { user_id: username });
+          return r;
+        });
+        rpc.handle('accept_key_change', ControlRequests.accept_key_change.params, async ({ username }) => {
+          const r = await e2ee.acceptKeyChange(username);
+          audit('key_change_accepted', { user_id: username });
+          return r;
+        });
         rpc.handle('get_trust', ControlRequests.get_trust.params, ({ username }) => e2ee.trustInfo(username));
         rpc.handle('get_account_devices', ControlRequests.get_account_devices.params, () => e2ee.accountDevices());
         rpc.handle('start_device_link', ControlRequests.start_device_link.params, () => e2ee.startLink());
         rpc.handle('link_device', ControlRequests.link_device.params, ({ code }) => e2ee.link(code));
-        rpc.handle('reset_account_key', ControlRequests.reset_account_key.params, () => e2ee.resetAccountKey());
+        rpc.handle('reset_account_key', ControlRequests.reset_account_key.params, async () => {
+          const r = await e2ee.resetAccountKey();
+          audit('account_key_reset');
+          return r;
+        });
       }
       rpc.handle('logout', ControlRequests.logout.params, async () => {
         await a.sessions.logout();
+        audit('logout');
         await a.onLogout();
         return ok;
       });
@@ -253,7 +660,35 @@ export class ControlServer {
   }
 
   private broadcast(method: string, params: object): void {
-    for (const p of this.peers) p.notify(method, params);
+    for (const [p, peer] of this.peers) {
+      if (peer.mode === 'all' || (peer.mode === 'guide' && method === 'budget_warning')) p.notify(method, params);
+      else if (peer.mode === 'pending' && peer.held.length < 200) peer.held.push([method, params]);
+    }
+  }
+
+  private setMode(rpc: RpcPeer, mode: 'guide' | 'all'): void {
+    const peer = this.peers.get(rpc);
+    if (!peer || peer.mode === 'all' || peer.mode === mode) return;
+    clearTimeout(peer.timer);
+    const held = peer.held;
+    peer.held = [];
+    peer.mode = mode;
+    for (const [method, params] of held) if (mode === 'all' || method === 'budget_warning') rpc.notify(method, params);
+  }
+
+  /** Moves a connection's notification mode on by the method names of one inbound value (see `peers`). */
+  private noteMethods(rpc: RpcPeer, text: string): void {
+    if (this.peers.get(rpc)?.mode === 'all') return;
+    let payload: unknown;
+    try {
+      payload = JSON.parse(text);
+    } catch {
+      return;
+    }
+    for (const m of Array.isArray(payload) ? payload : [payload]) {
+      const method = typeof m === 'object' && m !== null ? (m as { method?: unknown }).method : undefined;
+      if (typeof method === 'string') this.setMode(rpc, method.startsWith('webrtc.') ? 'guide' : 'all');
+    }
   }
 }
 
@@ -289,15 +724,10 @@ export class ControlClient {
     for (const m of Object.keys(ControlNotifications)) {
       rpc.handle(m, z.unknown(), (p) => onNotification?.(m, p));
     }
-    let buffered = '';
+    const splitter = new JsonStreamSplitter(1024 * 1024);
     socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim()) void rpc.receive(line, undefined);
-      }
+      for (const ev of splitter.push(chunk)) if (ev.kind === 'value') void rpc.receive(ev.text, undefined);
+      if (splitter.failed) socket.destroy();
     });
     socket.on('close', () => rpc.close('the daemon closed the control socket'));
     return new ControlClient(socket, rpc);

@@ -19,6 +19,9 @@
  *   parley devices reset-account-key --yes         (recovery: a new account key; contacts are warned)
  *   parley logout
  *   parley audio-devices [--input NAME] [--output NAME]   (list; with a name, choose it in the running daemon)
+ *   parley audit [--type T...] [--call ID] [--since TIME] [--limit N] [--offset N] [--json]   (the local audit log)
+ *
+ * `parley daemon` reads `<data-dir>/config.toml` (`--config FILE`, PARLEY_CONFIG) first; see main/cli/daemon-config.ts.
  *
  * The daemon owns the audio devices and the signaling connection; it serves
  * the JSON-RPC 2.0 control socket that the other commands (and automation) use.
@@ -37,6 +40,9 @@ import { ContactBook } from '../core/contacts';
 import { DeviceSessions } from '../core/devices';
 import { SignalingClient } from '../core/signaling-client';
 import { ControlClient, ControlServer } from './control-server';
+import { loadDaemonConfig } from './daemon-config';
+import { AuditLog } from '../core/audit-log';
+import { parseDuration, type AuditEntry } from '../../common/protocol/webrtc-api';
 import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
@@ -149,7 +155,10 @@ program
 program
   .command('daemon')
   .description('stay online, ring on incoming calls and serve the control socket')
-  .option('--auto-answer', 'answer every incoming call')
+  .option('--config <file>', 'config file (default <data-dir>/config.toml; env PARLEY_CONFIG); flags and environment override it')
+  .addOption(new Option('--auto-answer', 'answer every incoming call').env('PARLEY_AUTO_ANSWER'))
+  .addOption(new Option('--default-lifetime <duration>', 'end a call this long after it connected, e.g. 30m (0s: never)').env('PARLEY_DEFAULT_LIFETIME'))
+  .addOption(new Option('--warn-before-expiration <duration>', 'send budget_warning this long before, e.g. 5m').env('PARLEY_WARN_BEFORE_EXPIRATION'))
   .option('--input <name>', 'microphone by name ("pulse:<source>" picks a PulseAudio source)')
   .option('--output <name>', 'speaker by name ("pulse:<sink>" picks a PulseAudio sink)')
   .addOption(new Option('--frame-ms <ms>', 'frame and packet duration').default(20).argParser(frameMs))
@@ -175,8 +184,41 @@ program
       noiseSuppression: boolean;
       gainControl: boolean;
       dtx?: boolean;
-    }) => {
+      config?: string;
+      defaultLifetime?: string;
+      warnBeforeExpiration?: string;
+    }, cmd: Command) => {
       const { dataDir, socket } = globals();
+      // The config file gives defaults; a flag or an environment variable wins over it.
+      const configPath = o.config ?? process.env.PARLEY_CONFIG ?? join(dataDir, 'config.toml');
+      const file = loadDaemonConfig(configPath, !!(o.config ?? process.env.PARLEY_CONFIG));
+      const given = (k: string) => ['cli', 'env'].includes(cmd.getOptionValueSource(k) ?? '');
+      const pick = <T,>(k: keyof typeof o, fromFile: T | undefined): T => (given(k) || fromFile === undefined ? (o[k] as T) : fromFile);
+      o.autoAnswer = pick('autoAnswer', file.auto_answer);
+      o.input = pick('input', file.input);
+      o.output = pick('output', file.output);
+      o.frameMs = pick('frameMs', file.frame_ms);
+      o.jitterMs = pick('jitterMs', file.jitter_ms);
+      o.mediaTimeout = pick('mediaTimeout', file.media_timeout);
+      o.relay = pick('relay', file.relay);
+      o.dtx = pick('dtx', file.dtx);
+      o.echoCancellation = pick('echoCancellation', file.echo_cancellation);
+      o.noiseSuppression = pick('noiseSuppression', file.noise_suppression);
+      o.gainControl = pick('gainControl', file.gain_control);
+      const duration = (flag: string, text: string) => {
+        try {
+          return parseDuration(text);
+        } catch {
+          throw new InvalidArgumentError(`${flag}: "${text}" is not a duration like 30m, 2h or 90s`);
+        }
+      };
+      const maxLifetimeS = parseDuration(file.max_lifetime ?? '2h');
+      let lifetimeS = duration('--default-lifetime', pick('defaultLifetime', file.default_lifetime) ?? '30m');
+      if (lifetimeS === 0 || lifetimeS > maxLifetimeS) lifetimeS = maxLifetimeS;
+      const warnBeforeS = duration('--warn-before-expiration', pick('warnBeforeExpiration', file.warn_before_expiration) ?? '5m');
+      if ((file.max_concurrent_calls ?? 1) > 1) {
+        console.log(`[daemon] max_concurrent_calls = ${file.max_concurrent_calls}: Parley takes one call at a time; the limit stays 1`);
+      }
       // Flags win over the remembered choice; a choice made over the control socket is remembered.
       const remembered = readChoice(dataDir);
       const router = new AudioRouter({ input: o.input ?? remembered.input, output: o.output ?? remembered.output });
@@ -241,6 +283,7 @@ program
       contacts.on('presence', (p) => console.log(`[presence] ${p.username}: ${p.presence}`));
       contacts.on('approvalRequest', (r) => console.log(`[callers] ${r.username} wants to call you ("parley callers approve ${r.username}")`));
       contacts.on('approval', (r) => console.log(`[callers] ${r.username}: ${r.result}`));
+      const audit = new AuditLog(join(dataDir, 'audit.jsonl'));
       const control = new ControlServer(engine, signaling, session, audio, {
         contacts,
         sessions,
@@ -250,7 +293,7 @@ program
           await DeviceIdentity.forget(secrets, identityOwner(session));
           // The account key stays: it is the account's, not this sign-in's (without it no device can be linked).
         },
-      });
+      }, { audit, limits: { lifetimeS, warnBeforeS } });
       await control.listen(socket);
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
@@ -521,6 +564,35 @@ program
   .action(async () => {
     await withDaemon((c) => c.request('logout'));
     console.log('signed out');
+  });
+
+program
+  .command('audit')
+  .description("show this device's local audit log (newest first; no daemon needed)")
+  .option('--type <event_type...>', 'only these event types, e.g. call_ended call_refused')
+  .option('--call <call_id>', 'only this call')
+  .option('--since <time>', 'from this time on (ISO 8601 or Unix ms)')
+  .addOption(new Option('--limit <n>', 'how many entries').default(50).argParser(positiveInt))
+  .addOption(new Option('--offset <n>', 'skip this many newest entries first').default(0).argParser((v) => (v === '0' ? 0 : positiveInt(v))))
+  .option('--json', 'one JSON object per line')
+  .action((o: { type?: string[]; call?: string; since?: string; limit: number; offset: number; json?: boolean }) => {
+    const log = new AuditLog(join(globals().dataDir, 'audit.jsonl'));
+    const since = o.since === undefined ? undefined : /^\d+$/.test(o.since) ? Number(o.since) : Date.parse(o.since);
+    if (since !== undefined && Number.isNaN(since)) throw new InvalidArgumentError(`--since: "${o.since}" is not a time`);
+    const r = log.query({
+      limit: o.limit,
+      offset: o.offset,
+      ...(o.type ? { eventTypes: o.type } : {}),
+      ...(o.call ? { callId: o.call } : {}),
+      ...(since !== undefined ? { since } : {}),
+    });
+    log.close();
+    const line = (e: AuditEntry) =>
+      [e.time, e.event_type, e.call_id?.slice(0, 8), e.user_id, e.reason, e.details && Object.keys(e.details).length ? JSON.stringify(e.details) : undefined]
+        .filter((x) => x !== undefined)
+        .join('  ');
+    for (const e of r.entries) console.log(o.json ? JSON.stringify(e) : line(e));
+    if (!o.json) console.error(`${r.entries.length} of ${r.total}${r.nextOffset !== undefined ? ` (more with --offset ${r.nextOffset})` : ''}`);
   });
 
 program.parseAsync().catch((e: unknown) => {

@@ -16,6 +16,7 @@ import {
 } from '../media/media-session';
 import { Peer, type CandidateInit, type SessionDescription } from '../media/peer';
 import { estimateMos } from '../media/quality';
+import { withPtime } from '../media/rtp-opus';
 import { nextCallState, type CallEvent } from './call-states';
 import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
 import type { SignalingClient } from './signaling-client';
@@ -76,7 +77,15 @@ interface Call {
   restart?: IceRestart;
   /** ICE restarts begun on this side so far (picks the relay to try next). */
   restarts: number;
+  /**
+   * The offer of a standard WebRTC peer brought over the control socket
+   * ({@link CallEngine.answerOffer}); such a call has no signaling and no sealing.
+   */
+  standardOffer?: string;
 }
+
+/** How long the answer to a standard WebRTC offer waits for ICE gathering to complete, ms. */
+const STANDARD_GATHER_MS = 3000;
 
 /**
  * One ICE restart (RFC 8445 §2.4; JSEP RFC 8829 §3.5.1, done as a new
@@ -234,8 +243,8 @@ export class CallEngine extends EventEmitter<{
    * @throws ParleyError `call_not_found`, `invalid_state`.
    */
   async answer(callId?: string): Promise<string> {
-    const call = this.find(callId, (c) => c.data.name === 'incoming');
-    if (call.data.name !== 'incoming') throw new ParleyError('invalid_state', 'that call is not ringing');
+    const call = this.find(callId, (c) => c.data.name === 'incoming' && !c.standardOffer);
+    if (call.data.name !== 'incoming' || call.standardOffer) throw new ParleyError('invalid_state', 'that call is not ringing');
     const { offer, candidates } = call.data;
     const iceServers = await this.iceServers();
     const peer = this.newPeer(iceServers);
@@ -276,6 +285,103 @@ export class CallEngine extends EventEmitter<{
     return call.id;
   }
 
+  /**
+   * Answers a standard WebRTC offer that a local controller brought (the
+   * ArmorClaw guide's `webrtc.create_call` with `offer_sdp`): a browser page, a
+   * bot or a gateway then talks to this device's microphone and speaker. No
+   * signaling server and no sealing are involved: the call is not end-to-end
+   * verified (`e2ee.sealed` false). DTLS-SRTP protects the media and the DTLS
+   * certificate must match the offer's fingerprint. The answer carries this
+   * side's candidates (ICE gathering is waited for, at most 3 s); the peer's
+   * trickled ones come through {@link addRemoteCandidates}. It resolves before
+   * the audio devices are open (ICE and DTLS run meanwhile); a device that
+   * cannot be opened ends the call `failed`.
+   * @param label what the call shows as its peer.
+   * @throws ParleyError `invalid_state` while another call is live; `invalid_params` for an offer that cannot be answered.
+   */
+  async answerOffer(offerSdp: string, label: string): Promise<{ callId: string; answerSdp: string }> {
+    this.assertNoLiveCall();
+    if (!/^v=0\r?\n/.test(offerSdp) || !/\nm=audio /.test(offerSdp)) {
+      throw new ParleyError('invalid_params', 'offer_sdp is not an SDP offer with an audio section (v=0 … m=audio …)', {
+        issues: [{ path: 'offer_sdp', message: 'not an SDP offer with m=audio' }],
+      });
+    }
+    const id = randomUUID();
+    const call: Call = {
+      id,
+      direction: 'incoming',
+      peerName: label,
+      data: { name: 'incoming', offer: offerSdp, candidates: [] },
+      status: { callId: id, direction: 'incoming', peer: label, state: 'incoming', createdAt: Date.now(), e2ee: { sealed: false, fingerprintBound: false } },
+      localCandidates: undefined,
+      sealed: undefined,
+      restarts: 0,
+      standardOffer: offerSdp,
+    };
+    this.calls.set(id, call);
+    this.publish(call);
+    const peer = this.newPeer(await this.iceServers().catch(() => []));
+    peer.bindSrtpKeys(undefined); // no sealed secret: DTLS-SRTP keys alone
+    let answerSdp: string;
+    try {
+      await peer.acceptOffer(offerSdp);
+      await gathered(peer, STANDARD_GATHER_MS);
+      answerSdp = withPtime(peer.pc.localDescription!.sdp, this.config.frameMs);
+    } catch (e) {
+      await peer.close();
+      this.finish(id, 'failed', e instanceof Error ? e.message : String(e));
+      throw new ParleyError('invalid_params', `offer_sdp could not be answered: ${e instanceof Error ? e.message.slice(0, 200) : 'invalid offer'}`, {
+        issues: [{ path: 'offer_sdp', message: 'not answerable' }],
+      });
+    }
+    call.status.answeredAt = Date.now();
+    void this.openStandardMedia(call, peer);
+    return { callId: id, answerSdp };
+  }
+
+  /** The devices of a standard peer's call, opened after its answer went out. */
+  private async openStandardMedia(call: Call, peer: Peer): Promise<void> {
+    let media: MediaSession;
+    try {
+      media = await this.newMedia(peer);
+    } catch (e) {
+      await peer.close();
+      this.finish(call.id, 'failed', e instanceof Error ? e.message : String(e));
+      return;
+    }
+    if (call.data.name !== 'incoming') {
+      await media.close();
+      await peer.close();
+      return;
+    }
+    const { candidates } = call.data;
+    this.move(call, 'answer', { name: 'connecting', peer, media });
+    this.publish(call);
+    for (const c of candidates) await peer.addCandidate(c).catch(() => {});
+    media.start();
+    void this.awaitMedia(call, peer, media);
+  }
+
+  /**
+   * The trickled ICE candidates of a standard WebRTC peer's call (an empty
+   * `candidate` is the end of candidates and is skipped).
+   * @throws ParleyError `call_not_found`; `invalid_state` for a call with a Parley user (its candidates travel sealed) or an ended call.
+   */
+  async addRemoteCandidates(callId: string, candidates: CandidateInit[]): Promise<void> {
+    const call = this.calls.get(callId);
+    if (!call) throw new ParleyError('call_not_found', 'no such call');
+    if (!call.standardOffer) {
+      throw new ParleyError('invalid_state', 'this is a call with a Parley user: its candidates travel sealed through signaling, the daemon sends them itself');
+    }
+    for (const c of candidates) {
+      if (!c.candidate) continue;
+      const d = call.data;
+      if (d.name === 'ended') throw new ParleyError('invalid_state', 'that call has already ended');
+      if (d.name === 'incoming') d.candidates.push(c);
+      else if ('peer' in d) await d.peer.addCandidate(c);
+    }
+  }
+
   /** Declines (or refuses as busy) an incoming call. */
   async reject(callId: string | undefined, reason: RejectReason = 'declined'): Promise<string> {
     const call = this.find(callId, (c) => c.data.name === 'incoming');
@@ -285,8 +391,11 @@ export class CallEngine extends EventEmitter<{
     return call.id;
   }
 
-  /** Ends a call in any live state: cancels, declines or hangs up as fits. */
-  async end(callId?: string): Promise<string> {
+  /**
+   * Ends a call in any live state: cancels, declines or hangs up as fits.
+   * @param reason of a connected call's end here (`ttl_expired`: the daemon's own lifetime); the peer sees a hangup.
+   */
+  async end(callId?: string, reason: 'hangup' | 'ttl_expired' = 'hangup'): Promise<string> {
     const call = this.find(callId, (c) => c.data.name !== 'ended');
     switch (call.data.name) {
       case 'ended':
@@ -299,8 +408,8 @@ export class CallEngine extends EventEmitter<{
         await this.signaling.request('call.cancel', { callId: call.id }).catch(() => {});
         return call.id;
       default:
-        this.finish(call.id, 'hangup');
-        await this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
+        this.finish(call.id, reason);
+        if (!call.standardOffer) await this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
         return call.id;
     }
   }
@@ -673,7 +782,7 @@ export class CallEngine extends EventEmitter<{
    */
   answeredCallIds(): string[] {
     return [...this.calls.values()]
-      .filter((c) => c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting')
+      .filter((c) => !c.standardOffer && (c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting'))
       .map((c) => c.id);
   }
 
@@ -693,7 +802,7 @@ export class CallEngine extends EventEmitter<{
       if (call.data.name === 'ended') return;
       if (this.dtlsUnauthenticated(call, peer)) return;
       // werift refuses a certificate that does not match the SDP it was given; say so plainly.
-      if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? '') === 'mismatch') {
+      if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? call.standardOffer ?? '') === 'mismatch') {
         this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
         return;
       }
@@ -703,11 +812,12 @@ export class CallEngine extends EventEmitter<{
     }
     if (call.data.name !== 'connecting') return;
     // RFC 8827 §6.5 / RFC 5763 §5: media only from the certificate whose fingerprint arrived sealed and signed.
-    if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? '') !== 'match') {
+    if (checkFingerprint(peer.remoteCertificate(), call.sealed?.remoteSdp ?? call.standardOffer ?? '') !== 'match') {
       this.securityFailure(call, new SealError('fingerprint_mismatch', 'the DTLS certificate of the peer is not the one its sealed SDP announced'));
       return;
     }
-    call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true, mediaKeysBound: peer.srtpKeysBound };
+    // A standard peer's offer came unsealed: its fingerprint matched, but nothing binds it to a Parley identity.
+    if (!call.standardOffer) call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true, mediaKeysBound: peer.srtpKeysBound };
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
     call.status.media = 'connected';
@@ -820,11 +930,12 @@ export class CallEngine extends EventEmitter<{
       e instanceof SealError ? e.reason : e instanceof ParleyError && e.reason === 'key_changed' ? 'key_mismatch' : 'envelope_invalid';
     const message = e instanceof SealError || e instanceof ParleyError ? e.message : 'an end-to-end security check failed';
     call.status.security = reason;
-    void this.signaling.request('call.security', { callId: call.id, reason }).catch(() => {});
+    if (!call.standardOffer) void this.signaling.request('call.security', { callId: call.id, reason }).catch(() => {});
     this.finish(call.id, 'failed', `end-to-end security: ${message}`);
   }
 
   private hangupRemote(call: Call, _why: EndReason): void {
+    if (call.standardOffer) return;
     void this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
   }
 
@@ -922,6 +1033,23 @@ export class CallEngine extends EventEmitter<{
   private publish(call: Call): void {
     this.emit('call', this.snapshot(call));
   }
+}
+
+/** Waits until `peer` has gathered its ICE candidates, or `timeoutMs`. */
+function gathered(peer: Peer, timeoutMs: number): Promise<void> {
+  if (peer.pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const sub = peer.pc.iceGatheringStateChange.subscribe((state) => {
+      if (state !== 'complete') return;
+      clearTimeout(timer);
+      sub.unSubscribe();
+      resolve();
+    });
+    const timer = setTimeout(() => {
+      sub.unSubscribe();
+      resolve();
+    }, timeoutMs);
+  });
 }
 
 export type { TransportKind };
