@@ -30,9 +30,7 @@ const { values: args } = parseArgs({
 });
 
 const dataDir =
-  args['data-dir'] ??
-  process.env.PARLEY_DATA_DIR ??
-  join(process.env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'parley');
+  args['data-dir'] ?? process.env.PARLEY_DATA_DIR ?? join(process.env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'parley');
 
 async function main(): Promise<void> {
   // The device router follows PulseAudio (hot-plug, default changes) without touching a live call.
@@ -70,17 +68,13 @@ async function main(): Promise<void> {
 
   served.vite = vite;
   await phone.start().catch((e: unknown) => console.error(`[dev:web] ${(e as Error).message}`));
-  // Like the desktop app on Linux: Accept / Decline in the desktop's notifications, its do-not-disturb followed.
+  // Like the desktop app on Linux: Accept / Decline in the desktop's notifications, its
+  // do-not-disturb followed, media players paused during calls (main/app/linux/desktop.ts).
   let desktop: LinuxDesktop | undefined;
   if (process.platform === 'linux' && process.env['DBUS_SESSION_BUS_ADDRESS']) {
-    desktop = await startLinuxDesktop(phone, {
-      warn: (m) => console.error(`[desktop] ${m}`),
-      failed: (m) => console.error(`[desktop] ${m}`),
-    });
-    if (desktop.notifications)
-      console.error(
-        `[desktop] notifications: ${desktop.notifications.server.name} ${desktop.notifications.server.version}`,
-      );
+    desktop = await startLinuxDesktop(phone, { warn: (m) => console.error(`[desktop] ${m}`), failed: (m) => console.error(`[desktop] ${m}`) });
+    const n = desktop.notifications;
+    if (n) console.error(`[desktop] notifications: ${n.server.name} ${n.server.version} (${n.supportsActions ? 'with' : 'without'} buttons)`);
   }
   if (args.json) console.log(JSON.stringify({ url: bridge.url }));
   else console.log(`Parley (dev bridge): open ${bridge.url}`);

@@ -16,18 +16,7 @@
  * - global push-to-talk through uiohook-napi (ptt-key.ts fails safe to muted);
  * - closing the window keeps Parley in the tray; quitting hangs up first.
  */
-import {
-  app,
-  BrowserWindow,
-  type BrowserWindowConstructorOptions,
-  dialog,
-  Menu,
-  nativeImage,
-  Notification,
-  session,
-  Tray,
-  type WebFrameMain,
-} from 'electron';
+import { app, BrowserWindow, type BrowserWindowConstructorOptions, dialog, Menu, nativeImage, Notification, session, Tray, type WebFrameMain } from 'electron';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -37,14 +26,7 @@ import { Softphone } from '../core/softphone';
 import { LocalAudio } from '../media/platform';
 import { AudioRouter } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
-import {
-  callConfirmation,
-  confirmedCallee,
-  deepLinkFromArgv,
-  DeepLinkGate,
-  parseDeepLink,
-  type DeepLink,
-} from './deep-link';
+import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
 import { rendererSource } from './renderer-url';
 import { PttKey } from './ptt-key';
@@ -57,8 +39,7 @@ import { trayState, type TrayImage } from './tray-state';
  * (renderer-url.ts), whatever the environment says.
  */
 const rendererChoice = rendererSource(process.env, app.isPackaged);
-if (rendererChoice.kind === 'files' && rendererChoice.ignored)
-  console.warn(`[app] ${rendererChoice.ignored}; loading the packaged renderer`);
+if (rendererChoice.kind === 'files' && rendererChoice.ignored) console.warn(`[app] ${rendererChoice.ignored}; loading the packaged renderer`);
 const devServerUrl = rendererChoice.kind === 'dev-server' ? rendererChoice.url : undefined;
 
 const rendererIndex = fileURLToPath(new URL('../renderer/index.html', import.meta.url));
@@ -73,9 +54,7 @@ export const isTrustedSender: (frame: WebFrameMain | null) => boolean = makeSend
 /** A file of resources/<folder> (extraResources in a package, the repository's resources/ in development). */
 function resourcePath(folder: 'tray' | 'sounds', file: string): string {
   const packaged = join(process.resourcesPath ?? '', folder, file);
-  return existsSync(packaged)
-    ? packaged
-    : fileURLToPath(new URL(`../../resources/${folder}/${file}`, import.meta.url));
+  return existsSync(packaged) ? packaged : fileURLToPath(new URL(`../../resources/${folder}/${file}`, import.meta.url));
 }
 
 /** Tray images: resources/tray/<image>.png. */
@@ -103,9 +82,7 @@ if (!app.requestSingleInstanceLock()) {
  * made): sandboxed, context-isolated, no Node, no webview, no middle-click
  * auxclick navigation.
  */
-function hardenedWindow(
-  options: Omit<BrowserWindowConstructorOptions, 'webPreferences'>,
-): BrowserWindow {
+function hardenedWindow(options: Omit<BrowserWindowConstructorOptions, 'webPreferences'>): BrowserWindow {
   return new BrowserWindow({
     ...options,
     webPreferences: {
@@ -138,10 +115,7 @@ async function start(): Promise<void> {
     dataDir: app.getPath('userData'),
     secrets: keychainStore(),
     audio,
-    sounds: {
-      ringtone: resourcePath('sounds', 'ringtone.wav'),
-      ringback: resourcePath('sounds', 'ringback.wav'),
-    },
+    sounds: { ringtone: resourcePath('sounds', 'ringtone.wav'), ringback: resourcePath('sounds', 'ringback.wav') },
     deviceName: `Parley desktop (${process.platform})`,
   });
 
@@ -237,25 +211,18 @@ async function start(): Promise<void> {
     );
   };
   tray.on('click', showMain);
-  let lastTray = trayState({
-    session: phone.sessionInfo(),
-    calls: [],
-    mic: phone.micState(),
-    doNotDisturb: false,
-  });
+  let lastTray = trayState({ session: phone.sessionInfo(), calls: [], mic: phone.micState(), doNotDisturb: false });
   const notificationsShown: string[] = [];
   // The Electron end-to-end tests (test/e2e/electron.test.ts) read what the tray and notifications showed.
   if (process.env['PARLEY_E2E'] === '1') {
-    (globalThis as { parleyE2E?: unknown }).parleyE2E = {
-      tray: () => lastTray,
-      notifications: () => notificationsShown.slice(),
-    };
+    (globalThis as { parleyE2E?: unknown }).parleyE2E = { tray: () => lastTray, notifications: () => notificationsShown.slice() };
   }
 
   // ---- ringing: call window + notification ----
-  // On Linux, Electron's notifications have no buttons (electron#24333): the desktop's
-  // notification server over D-Bus shows Accept / Decline where it can (linux/call-notifier.ts),
-  // and Parley's own call window stays the way to answer where it cannot.
+  // On Linux, Electron's notifications have no buttons (electron#24333): the desktop's notification
+  // server over D-Bus shows Accept / Decline where it can (linux/call-notifier.ts), and Parley's own
+  // call window stays the way to answer where it cannot. The same module follows the desktop's
+  // do-not-disturb and pauses media players during calls.
   let linuxDesktop: LinuxDesktop | undefined;
   if (process.platform === 'linux') {
     linuxDesktop = await startLinuxDesktop(phone, {
@@ -305,10 +272,7 @@ async function start(): Promise<void> {
 
   // ---- push-to-talk ----
   let hook: KeyHook | undefined;
-  const ptt = new PttKey({
-    keycodeOf: (code) => keycodeOf(code),
-    onChange: (pressed) => phone.pushToTalk(pressed),
-  });
+  const ptt = new PttKey({ keycodeOf: (code) => keycodeOf(code), onChange: (pressed) => phone.pushToTalk(pressed) });
   const pttTimer = setInterval(() => ptt.tick(), 250);
   const applyPtt = () => {
     const { enabled, key } = phone.settings().pushToTalk;
@@ -332,10 +296,7 @@ async function start(): Promise<void> {
       phone.setPushToTalkMechanism('global-hook');
     } catch (e) {
       phone.setPushToTalkMechanism('window');
-      phone.emit('notice', {
-        level: 'warning',
-        message: `Push to talk works only while Parley has focus: ${(e as Error).message}`,
-      });
+      phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${(e as Error).message}` });
     }
   };
   let lastPtt = '';
@@ -362,10 +323,7 @@ async function start(): Promise<void> {
         return undefined;
       })
       .catch((e: unknown) => {
-        phone.emit('notice', {
-          level: 'error',
-          message: `Cannot call ${link.username}: ${(e as Error).message}`,
-        });
+        phone.emit('notice', { level: 'error', message: `Cannot call ${link.username}: ${(e as Error).message}` });
       })
       .finally(() => linkGate.settle());
   };
@@ -389,13 +347,11 @@ async function start(): Promise<void> {
     e.preventDefault();
     clearInterval(pttTimer);
     hook?.stop();
-    void Promise.allSettled([linuxDesktop?.stop()])
-      .then(() => phone.shutdown())
-      .finally(() => {
-        router.close();
-        tray.destroy();
-        app.exit(0);
-      });
+    void Promise.allSettled([linuxDesktop?.stop()]).then(() => phone.shutdown()).finally(() => {
+      router.close();
+      tray.destroy();
+      app.exit(0);
+    });
   });
 
   showMain();
