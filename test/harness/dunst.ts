@@ -24,6 +24,8 @@ export interface Dunst {
   press(label: string): Promise<void>;
   /** The lines dunst offered in its last context menu (`#Accept (bob is calling) [2,accept]`). */
   lastMenu(): string[];
+  /** Closes every notification on screen (`dunstctl close-all`). */
+  closeAll(): Promise<void>;
   /** Pauses (dunst's do-not-disturb) or resumes notifications: `dunstctl set-paused`. */
   setPaused(paused: boolean): Promise<void>;
   /** Number of notifications on screen (`org.dunstproject.cmd0.displayedLength`). */
@@ -129,6 +131,9 @@ export async function startDunst(busEnv: Record<string, string>): Promise<Dunst>
           `no notification offers "${label}"; dunst offered: ${JSON.stringify(lastMenu())}`,
         );
       }
+    },
+    async closeAll() {
+      await dunstctl('close-all');
     },
     async setPaused(paused) {
       await dunstctl('set-paused', String(paused));

@@ -11,12 +11,13 @@
  * Screens of the page go to test-results/screens/, and the X screen with
  * dunst's notification too (`notification-incoming.png`).
  */
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClient, type RunningClient } from '../harness/client';
 import { startDunst, type Dunst } from '../harness/dunst';
 import { startKeyring, type Keyring } from '../harness/keyring';
-import { waitFor } from '../harness/process';
+import { makeTempDir, removeTempDir, startChild, waitFor, type Child } from '../harness/process';
 import { startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
 import { DEFAULT_PASSWORD } from '../harness/signal-client';
@@ -28,8 +29,10 @@ let dunst: Dunst;
 let server: RunningServer;
 let ui: RunningUi;
 let bob: RunningClient;
+let dir: string;
 
 beforeAll(async () => {
+  dir = makeTempDir('desktop-test');
   [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
   dunst = await startDunst(keyring.env);
   server = await startServer({ ringTimeoutSeconds: 20 });
@@ -71,6 +74,7 @@ afterAll(async () => {
   await server?.stop();
   await dunst?.stop();
   await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
+  if (dir) removeTempDir(dir);
 });
 
 /** Waits until dunst shows exactly `n` notifications. */
@@ -129,6 +133,7 @@ describe('the desktop notification server (dunst) on Linux', () => {
     );
     expect(await dunst.displayed()).toBe(1);
     await dunst.screenshot(join(SCREENS_DIR, 'notification-missed.png'));
+    await dunst.closeAll();
   });
 
   it("follows the desktop's do-not-disturb (dunst paused): calls do not ring, are logged as missed; resuming ends it", async () => {
@@ -161,5 +166,209 @@ describe('the desktop notification server (dunst) on Linux', () => {
       .getByText(/Incoming · Missed/)
       .first()
       .waitFor();
+  });
+});
+
+describe('other audio during calls', () => {
+  /**
+   * Each sink input of the test PulseAudio: its application, media role and whether the
+   * sound server has silenced it. module-role-cork silences a stream by muting it and
+   * asking its client to cork (PA_STREAM_EVENT_REQUEST_CORK), and undoes both when the
+   * last `phone` stream goes; whether the client corks is the client's business (paplay
+   * counts the requests and stayed corked here after a ringtone and a call), so the test
+   * reads the server's own action, the mute.
+   */
+  async function sinkInputs(): Promise<{ app: string; role: string; silenced: boolean }[]> {
+    const out = await pulse.pactl('list', 'sink-inputs');
+    return out
+      .split(/^Sink Input #/m)
+      .slice(1)
+      .map((block) => ({
+        app: /application\.name = "([^"]*)"/.exec(block)?.[1] ?? '',
+        role: /media\.role = "([^"]*)"/.exec(block)?.[1] ?? '',
+        silenced: /Mute: yes/.test(block),
+      }));
+  }
+  /** MPRIS PlaybackStatus of mpv, read with gdbus on the private bus. */
+  function mpvStatus(): string {
+    const out = execFileSync(
+      'gdbus',
+      [
+        'call',
+        '--session',
+        '-d',
+        'org.mpris.MediaPlayer2.mpv',
+        '-o',
+        '/org/mpris/MediaPlayer2',
+        '-m',
+        'org.freedesktop.DBus.Properties.Get',
+        'org.mpris.MediaPlayer2.Player',
+        'PlaybackStatus',
+      ],
+      { env: { ...process.env, ...keyring.env }, encoding: 'utf8' },
+    );
+    return /'(\w+)'/.exec(out)?.[1] ?? out;
+  }
+
+  it('a call silences the music stream (media role phone, module-role-cork) and pauses the MPRIS player; both come back after', async () => {
+    await pulse.pactl(
+      'load-module',
+      'module-role-cork',
+      'trigger_roles=phone',
+      'cork_roles=music,video,game,animation,production',
+      // Across sinks: music on the speakers is silenced by a call on the headset too.
+      'global=true',
+    );
+    const tone = join(dir, 'music.wav');
+    execFileSync('sox', [
+      '-n',
+      '-r',
+      '48000',
+      '-c',
+      '1',
+      tone,
+      'synth',
+      '120',
+      'sine',
+      '330',
+      'vol',
+      '0.1',
+    ]);
+    // Music: a plain PulseAudio stream with role "music" (no remote control: only the sound server can stop it),
+    // and a real MPRIS player (Debian's mpv with mpv-mpris) on the desktop's session bus.
+    const music: Child = await startChild(
+      'paplay',
+      ['--property=media.role=music', '-d', 'a_spk', tone],
+      { env: { ...process.env, ...pulse.env } },
+    );
+    const mpv: Child = await startChild(
+      'mpv',
+      [
+        '--no-config',
+        '--no-video',
+        '--ao=null',
+        '--loop=inf',
+        '--script=/usr/lib/mpv-mpris/mpris.so',
+        tone,
+      ],
+      { env: { ...process.env, ...keyring.env }, stdio: 'ignore' },
+    );
+    try {
+      await waitFor(
+        'music playing',
+        async () =>
+          (await sinkInputs()).some((i) => i.role === 'music' && !i.silenced) ? true : undefined,
+        10_000,
+        100,
+      );
+      await waitFor(
+        'mpv playing',
+        () => {
+          try {
+            return mpvStatus() === 'Playing' ? true : undefined;
+          } catch {
+            return undefined;
+          }
+        },
+        10_000,
+        100,
+      );
+
+      const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+      await bob.waitForCall(callId, (s) => s.state === 'ringing', 15_000);
+      await untilDisplayed(1);
+      await dunst.press('Accept');
+      await bob.waitForCall(callId, (s) => s.state === 'active', 20_000);
+      await waitFor(
+        'the music silenced',
+        async () =>
+          (await sinkInputs()).some((i) => i.role === 'music' && i.silenced) ? true : undefined,
+        10_000,
+        100,
+      );
+      expect((await sinkInputs()).filter((i) => i.role === 'phone').length).toBeGreaterThan(0);
+      await waitFor('mpv paused', () => (mpvStatus() === 'Paused' ? true : undefined), 10_000, 100);
+
+      await bob.request('end_call', { callId });
+      await bob.waitForCall(callId, (s) => s.state === 'ended');
+      await waitFor(
+        'the music back',
+        async () =>
+          (await sinkInputs()).some((i) => i.role === 'music' && !i.silenced) ? true : undefined,
+        10_000,
+        100,
+      );
+      await waitFor(
+        'mpv playing again',
+        () => (mpvStatus() === 'Playing' ? true : undefined),
+        10_000,
+        100,
+      );
+    } finally {
+      await Promise.allSettled([music.stop(), mpv.stop()]);
+    }
+  });
+
+  it('with both switches off in settings, a call leaves the music and the player alone', async () => {
+    const p = ui.page;
+    await p.getByRole('button', { name: 'Settings' }).click();
+    const role = p.getByLabel(
+      'Lower other sounds during calls (the sound server sees a phone call)',
+    );
+    const pause = p.getByLabel('Pause music and videos during calls, and resume them after');
+    expect(await role.isChecked()).toBe(true);
+    expect(await pause.isChecked()).toBe(true);
+    await role.scrollIntoViewIfNeeded();
+    await ui.screen('settings-other-audio');
+    await role.uncheck();
+    await pause.uncheck();
+    const tone = join(dir, 'music.wav');
+    const music: Child = await startChild(
+      'paplay',
+      ['--property=media.role=music', '-d', 'a_spk', tone],
+      { env: { ...process.env, ...pulse.env } },
+    );
+    const mpv: Child = await startChild(
+      'mpv',
+      [
+        '--no-config',
+        '--no-video',
+        '--ao=null',
+        '--loop=inf',
+        '--script=/usr/lib/mpv-mpris/mpris.so',
+        tone,
+      ],
+      { env: { ...process.env, ...keyring.env }, stdio: 'ignore' },
+    );
+    try {
+      await waitFor(
+        'mpv playing',
+        () => {
+          try {
+            return mpvStatus() === 'Playing' ? true : undefined;
+          } catch {
+            return undefined;
+          }
+        },
+        10_000,
+        100,
+      );
+      const { callId } = await bob.request<{ callId: string }>('create_call', { to: 'alice' });
+      await bob.waitForCall(callId, (s) => s.state === 'ringing', 15_000);
+      await untilDisplayed(1);
+      await dunst.press('Accept');
+      await bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const inputs = await sinkInputs();
+      expect(inputs.filter((i) => i.role === 'phone')).toEqual([]);
+      expect(inputs.some((i) => i.role === 'music' && !i.silenced)).toBe(true);
+      expect(mpvStatus()).toBe('Playing');
+      await bob.request('end_call', { callId });
+      await bob.waitForCall(callId, (s) => s.state === 'ended');
+    } finally {
+      await Promise.allSettled([music.stop(), mpv.stop()]);
+      await role.check();
+      await pause.check();
+    }
   });
 });

@@ -4,8 +4,11 @@
  * No Electron: the Electron shell (main/app/index.ts) and the development
  * bridge (scripts/dev-web.ts) both start it.
  */
+import dbus from '@particle/dbus-next';
 import type { Settings } from '../../../common/ipc/contract';
+import type { CallStatus } from '../../../common/protocol/control';
 import { CallNotifier, type CallNotifierHooks, type RingingPhone } from './call-notifier';
+import { MediaPlayers } from './mpris';
 import { DesktopNotifications } from './notifications';
 
 /** What the desktop integration needs of the Softphone. */
@@ -43,43 +46,95 @@ export class DoNotDisturbFollower {
   }
 }
 
+/**
+ * Pauses the desktop's media players (MPRIS) while a call is connected
+ * (`connecting`, `active`, `held`) and resumes those it paused when the last
+ * call ends; only with the setting `pauseMedia` on.
+ */
+export class PauseMediaDuringCalls {
+  private readonly inCall = new Set<string>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly phone: DesktopPhone,
+    private readonly players: MediaPlayers,
+  ) {}
+
+  /** Feed every `call` event here. @returns a promise settled once the players were told. */
+  onCall(c: CallStatus): Promise<unknown> {
+    const before = this.inCall.size;
+    if (c.state === 'connecting' || c.state === 'active' || c.state === 'held')
+      this.inCall.add(c.callId);
+    else this.inCall.delete(c.callId);
+    if (before === 0 && this.inCall.size > 0 && this.phone.settings().pauseMedia) {
+      this.queue = this.queue.then(() => this.players.pauseAll());
+    } else if (before > 0 && this.inCall.size === 0) {
+      this.queue = this.queue.then(() => this.players.resumePaused());
+    }
+    return this.queue;
+  }
+}
+
 /** The running integration; `notifications` is undefined where the session has no notification server. */
 export interface LinuxDesktop {
   readonly notifications: DesktopNotifications | undefined;
   readonly notifier: CallNotifier | undefined;
+  readonly players: MediaPlayers | undefined;
   stop(): Promise<void>;
 }
 
 /**
- * Connects to the session bus's notification server and starts the call
- * notifier and the do-not-disturb follower. Never throws: without a session
- * bus or a notification server, `notifications` is undefined and the caller
- * keeps its own call window (`hooks.showCallWindow`) as the way to answer.
+ * Connects to the session bus (`DBUS_SESSION_BUS_ADDRESS`) and starts the
+ * call notifier and the do-not-disturb follower (where a notification server
+ * answers) and the media-player pause during calls. Never throws: without a
+ * session bus or a notification server, `notifications` is undefined and the
+ * caller keeps its own call window (`hooks.showCallWindow`) as the way to answer.
  */
 export async function startLinuxDesktop(
   phone: DesktopPhone,
   hooks: CallNotifierHooks & { warn?(message: string): void } = {},
 ): Promise<LinuxDesktop> {
-  let notifications: DesktopNotifications | undefined;
+  let bus: dbus.MessageBus;
   try {
-    notifications = await DesktopNotifications.connect();
+    bus = dbus.sessionBus();
+  } catch (e) {
+    hooks.warn?.(`no session bus: ${(e as Error).message}`);
+    return {
+      notifications: undefined,
+      notifier: undefined,
+      players: undefined,
+      stop: async () => {},
+    };
+  }
+  bus.on('error', (e: unknown) => hooks.warn?.(`session bus: ${(e as Error).message}`));
+  const players = new MediaPlayers(bus);
+  const media = new PauseMediaDuringCalls(phone, players);
+  const onCall = (c: CallStatus) => void media.onCall(c);
+  phone.on('call', onCall);
+
+  let notifications: DesktopNotifications | undefined;
+  let notifier: CallNotifier | undefined;
+  try {
+    notifications = await DesktopNotifications.connect({ bus });
+    notifier = new CallNotifier(phone, notifications, hooks);
+    const n = notifications;
+    const dnd = new DoNotDisturbFollower(phone);
+    const follow = (on: boolean | undefined) =>
+      void dnd.desktopChanged(on).catch((e: unknown) => hooks.warn?.((e as Error).message));
+    n.on('doNotDisturb', follow);
+    follow(await n.doNotDisturb());
   } catch (e) {
     hooks.warn?.((e as Error).message);
-    return { notifications: undefined, notifier: undefined, stop: async () => {} };
   }
-  const n = notifications;
-  const notifier = new CallNotifier(phone, n, hooks);
-  const dnd = new DoNotDisturbFollower(phone);
-  const follow = (on: boolean | undefined) =>
-    void dnd.desktopChanged(on).catch((e: unknown) => hooks.warn?.((e as Error).message));
-  n.on('doNotDisturb', follow);
-  follow(await n.doNotDisturb());
   return {
-    notifications: n,
+    notifications,
     notifier,
+    players,
     stop: async () => {
-      await notifier.stop();
-      n.disconnect();
+      phone.off('call', onCall);
+      await notifier?.stop();
+      notifications?.disconnect();
+      bus.disconnect();
     },
   };
 }
