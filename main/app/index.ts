@@ -31,6 +31,7 @@ import { registerIpc } from './ipc';
 import { rendererSource } from './renderer-url';
 import { PttKey } from './ptt-key';
 import { startLinuxDesktop, type LinuxDesktop } from './linux/desktop';
+import { PortalPushToTalk } from './linux/global-shortcuts';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
 import { trayState, type TrayImage } from './tray-state';
 
@@ -274,11 +275,37 @@ async function start(): Promise<void> {
   let hook: KeyHook | undefined;
   const ptt = new PttKey({ keycodeOf: (code) => keycodeOf(code), onChange: (pressed) => phone.pushToTalk(pressed) });
   const pttTimer = setInterval(() => ptt.tick(), 250);
+  let portalPtt: PortalPushToTalk | undefined;
   const applyPtt = () => {
     const { enabled, key } = phone.settings().pushToTalk;
     hook?.stop();
     hook = undefined;
+    void portalPtt?.close();
+    portalPtt = undefined;
     if (!enabled) return;
+    // Under Wayland no X11 hook sees other apps' keys: the desktop portal's GlobalShortcuts does,
+    // with key down (Activated) and up (Deactivated). Until it answers, and whenever it is lost,
+    // the key counts as released (the microphone closed).
+    if (process.platform === 'linux' && (process.env['XDG_SESSION_TYPE'] === 'wayland' || process.env['WAYLAND_DISPLAY'])) {
+      phone.setPushToTalkMechanism('window');
+      void PortalPushToTalk.start(key)
+        .then(({ client }) => {
+          if (!phone.settings().pushToTalk.enabled) return client.close();
+          portalPtt = client;
+          client.on('key', (pressed) => phone.pushToTalk(pressed));
+          client.on('lost', (reason) => {
+            phone.pushToTalkUncertain();
+            phone.setPushToTalkMechanism('window');
+            phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${reason}` });
+          });
+          phone.setPushToTalkMechanism('portal');
+          return undefined;
+        })
+        .catch((e: unknown) => {
+          phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${(e as Error).message}` });
+        });
+      return;
+    }
     const support = hookSupport();
     if (!support.ok) {
       phone.setPushToTalkMechanism('window');
@@ -347,6 +374,7 @@ async function start(): Promise<void> {
     e.preventDefault();
     clearInterval(pttTimer);
     hook?.stop();
+    void portalPtt?.close();
     void Promise.allSettled([linuxDesktop?.stop()]).then(() => phone.shutdown()).finally(() => {
       router.close();
       tray.destroy();
