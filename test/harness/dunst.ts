@@ -11,7 +11,8 @@
  */
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir, removeTempDir, run, startChild, waitFor, type Child } from './process';
+import { makeTempDir, removeTempDir, run, startChild, waitFor } from './process';
+import { startXvfb } from './xvfb';
 
 export interface Dunst {
   /** What a process needs to reach this dunst: `DBUS_SESSION_BUS_ADDRESS` (the given bus) and `DISPLAY`. */
@@ -74,23 +75,8 @@ export async function startDunst(busEnv: Record<string, string>): Promise<Dunst>
   writeFileSync(picker, `#!/bin/sh\ncat > '${menu}'\ngrep -m1 -F "$(cat '${choice}')" '${menu}'\n`);
   chmodSync(picker, 0o755);
   writeFileSync(join(dir, 'dunstrc'), DUNSTRC(picker));
-  // Xvfb picks a free display and writes its number to the given fd (3).
-  const xvfb: Child = await startChild(
-    'Xvfb',
-    ['-displayfd', '3', '-screen', '0', '1024x640x24', '-nolisten', 'tcp'],
-    {
-      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    },
-  );
-  const display = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const fd3 = xvfb.process.stdio[3] as NodeJS.ReadableStream;
-    fd3.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(`:${out.trim()}`);
-    });
-    setTimeout(() => reject(new Error('Xvfb did not report a display')), 10_000);
-  });
+  const xvfb = await startXvfb();
+  const display = xvfb.display;
   const env = { DBUS_SESSION_BUS_ADDRESS: bus, DISPLAY: display };
   const childEnv = { ...process.env, ...busEnv, ...env };
   const dunst = await startChild('dunst', ['-conf', join(dir, 'dunstrc')], {

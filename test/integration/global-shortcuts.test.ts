@@ -6,17 +6,22 @@
  * answered through org.freedesktop.portal.Request::Response on the
  * predictable request path; Activated / Deactivated; Session.Closed).
  *
- * Why a stand-in: xdg-desktop-portal 1.16 (Debian 12) forwards GlobalShortcuts
- * to a backend, and the only Debian backend that implements it (KDE's 5.27)
- * needs a running Plasma session (kglobalaccel, KWin) to deliver key events;
- * no such session runs on these machines. What this proves: the messages,
- * signatures, request-path handling and the fail-safe; not that a given
- * desktop delivers its keys.
+ * Why a stand-in for the key events: xdg-desktop-portal 1.16 (Debian 12)
+ * forwards GlobalShortcuts to a backend, and the only Debian backend that
+ * implements it (KDE's 5.27) binds a new shortcut without a key (it opens
+ * System Settings for the user to choose one) and delivers keys through a
+ * Plasma session's kglobalaccel; no such session runs here. So the last test
+ * runs the real xdg-desktop-portal with the real KDE backend (on Xvfb) and
+ * checks that CreateSession and BindShortcuts succeed through the real
+ * portal's Request/Response; Activated / Deactivated and the fail-safe are
+ * checked against the stand-in.
  */
 import dbus from '@particle/dbus-next';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PortalPushToTalk, PTT_SHORTCUT } from '../../main/app/linux/global-shortcuts';
-import { makeTempDir, removeTempDir, startChild, type Child } from '../harness/process';
+import { existsSync } from 'node:fs';
+import { makeTempDir, removeTempDir, run, startChild, type Child } from '../harness/process';
+import { startXvfb } from '../harness/xvfb';
 
 const PORTAL = 'org.freedesktop.portal.Desktop';
 const PORTAL_PATH = '/org/freedesktop/portal/desktop';
@@ -228,4 +233,60 @@ describe('the GlobalShortcuts portal client (push-to-talk under Wayland)', () =>
       reason: 'unavailable',
     });
   });
+
+  it.runIf(
+    existsSync('/usr/libexec/xdg-desktop-portal') &&
+      existsSync('/usr/share/xdg-desktop-portal/portals/kde.portal'),
+  )(
+    "binds push-to-talk through Debian's real xdg-desktop-portal 1.16 and its KDE backend (bus-activated, on Xvfb)",
+    async () => {
+      // A bus of its own (the stand-in above owns the portal name on the shared one), with the
+      // standard session service files, so that the portal and its KDE backend are activated.
+      const own = makeTempDir('portal-kde');
+      const busDaemon = await startChild(
+        'dbus-daemon',
+        ['--session', '--nofork', '--print-address=1', `--address=unix:path=${own}/bus`],
+        {
+          stdio: ['ignore', 'pipe', 'ignore'],
+        },
+      );
+      const xvfb = await startXvfb();
+      try {
+        const busAddress = await new Promise<string>((resolve) => {
+          let out = '';
+          busDaemon.process.stdout!.on('data', (d: Buffer) => {
+            out += d.toString();
+            if (out.includes('\n')) resolve(out.trim());
+          });
+        });
+        const env = {
+          ...process.env,
+          DBUS_SESSION_BUS_ADDRESS: busAddress,
+          DISPLAY: xvfb.display,
+          XDG_CURRENT_DESKTOP: 'KDE',
+          QT_QPA_PLATFORM: 'xcb',
+          XDG_RUNTIME_DIR: own,
+          HOME: own,
+        };
+        await run(
+          'dbus-update-activation-environment',
+          ['DISPLAY', 'XDG_CURRENT_DESKTOP', 'QT_QPA_PLATFORM', 'XDG_RUNTIME_DIR', 'HOME'],
+          { env },
+        );
+        const bus = dbus.sessionBus({ busAddress });
+        try {
+          const { client } = await PortalPushToTalk.start('F8', { bus, timeoutMs: 30_000 });
+          expect(client.isPressed).toBe(false);
+          await client.close();
+        } finally {
+          bus.disconnect();
+        }
+      } finally {
+        await busDaemon.stop();
+        await xvfb.stop();
+        removeTempDir(own);
+      }
+    },
+    60_000,
+  );
 });
