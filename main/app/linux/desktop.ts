@@ -8,6 +8,7 @@ import dbus from '@particle/dbus-next';
 import type { Settings } from '../../../common/ipc/contract';
 import type { CallStatus } from '../../../common/protocol/control';
 import { CallNotifier, type CallNotifierHooks, type RingingPhone } from './call-notifier';
+import { gnomeDoNotDisturb, isGnomeSession, watchGnomeDoNotDisturb } from './gnome-banners';
 import { MediaPlayers } from './mpris';
 import { DesktopNotifications } from './notifications';
 
@@ -18,29 +19,34 @@ export interface DesktopPhone extends RingingPhone {
 }
 
 /**
- * Follows the desktop's do-not-disturb into Parley's own (settings
+ * Follows the desktop's do-not-disturb (any of its sources: the notification
+ * server's, GNOME's show-banners) into Parley's own (settings
  * `doNotDisturb`: calls arrive silenced, contacts see "do not disturb", the
  * history logs them as missed). When the desktop's DND ends, Parley's ends
  * too — but only if the desktop turned it on; a DND the user set in Parley
  * stays.
  */
 export class DoNotDisturbFollower {
+  /** Each desktop source's do-not-disturb (notification server, GNOME's show-banners). */
+  private readonly sources = new Map<string, boolean>();
   /** Parley's DND is on because the desktop's is. */
   private fromDesktop = false;
 
   constructor(private readonly phone: DesktopPhone) {}
 
-  /** The desktop's DND is now `on` (`undefined`: unknown, nothing changes). */
-  async desktopChanged(on: boolean | undefined): Promise<void> {
+  /** The desktop's DND as `source` sees it is now `on` (`undefined`: unknown, nothing changes). */
+  async desktopChanged(on: boolean | undefined, source = 'notifications'): Promise<void> {
     if (on === undefined) return;
+    this.sources.set(source, on);
+    const desktop = [...this.sources.values()].some((v) => v);
     const current = this.phone.settings().doNotDisturb;
-    if (on && !current) {
+    if (desktop && !current) {
       this.fromDesktop = true;
       await this.phone.updateSettings({ doNotDisturb: true });
-    } else if (!on && current && this.fromDesktop) {
+    } else if (!desktop && current && this.fromDesktop) {
       this.fromDesktop = false;
       await this.phone.updateSettings({ doNotDisturb: false });
-    } else if (!on) {
+    } else if (!desktop) {
       this.fromDesktop = false;
     }
   }
@@ -112,17 +118,23 @@ export async function startLinuxDesktop(
   const onCall = (c: CallStatus) => void media.onCall(c);
   phone.on('call', onCall);
 
+  const dnd = new DoNotDisturbFollower(phone);
+  const follow = (source: string) => (on: boolean | undefined) =>
+    void dnd.desktopChanged(on, source).catch((e: unknown) => hooks.warn?.((e as Error).message));
+  // GNOME keeps its do-not-disturb in GSettings (show-banners), not in the notification server.
+  let stopGnome: (() => void) | undefined;
+  if (isGnomeSession()) {
+    follow('gnome')(await gnomeDoNotDisturb());
+    stopGnome = watchGnomeDoNotDisturb(follow('gnome'));
+  }
+
   let notifications: DesktopNotifications | undefined;
   let notifier: CallNotifier | undefined;
   try {
     notifications = await DesktopNotifications.connect({ bus });
     notifier = new CallNotifier(phone, notifications, hooks);
-    const n = notifications;
-    const dnd = new DoNotDisturbFollower(phone);
-    const follow = (on: boolean | undefined) =>
-      void dnd.desktopChanged(on).catch((e: unknown) => hooks.warn?.((e as Error).message));
-    n.on('doNotDisturb', follow);
-    follow(await n.doNotDisturb());
+    notifications.on('doNotDisturb', follow('notifications'));
+    follow('notifications')(await notifications.doNotDisturb());
   } catch (e) {
     hooks.warn?.((e as Error).message);
   }
@@ -132,6 +144,7 @@ export async function startLinuxDesktop(
     players,
     stop: async () => {
       phone.off('call', onCall);
+      stopGnome?.();
       await notifier?.stop();
       notifications?.disconnect();
       bus.disconnect();
