@@ -96,6 +96,32 @@ describe('the incoming-call notification on Linux', () => {
       expect(windows).toEqual([]);
       await notifier.stop();
     });
+
+    it('answered on another device: the notification goes, no "Missed call" (Signal-Desktop#6954)', async () => {
+      const bus = dbus.sessionBus({ busAddress: address });
+      stops.push(() => bus.disconnect());
+      const notifications = await DesktopNotifications.connect({ bus });
+      const phone = new StandInPhone();
+      const notifier = new CallNotifier(phone, notifications);
+      await dunst.closeAll();
+      phone.emit('call', ringing('c3'));
+      await waitFor('the notification', () => notifier.notificationOf('c3'), 5000);
+      expect(await dunst.displayed()).toBe(1);
+      phone.emit('call', {
+        ...ringing('c3'),
+        state: 'ended',
+        endReason: 'answered_elsewhere',
+        endedAt: Date.now(),
+      });
+      await waitFor(
+        'closed',
+        async () => ((await dunst.displayed()) === 0 ? true : undefined),
+        5000,
+        100,
+      );
+      expect(notifier.notificationOf('c3')).toBeUndefined();
+      await notifier.stop();
+    });
   });
 
   describe('with notify-osd (no actions)', () => {
