@@ -18,6 +18,7 @@ import { Softphone } from '../main/core/softphone';
 import { LocalAudio } from '../main/media/platform';
 import { AudioRouter } from '../main/media/audio-router';
 import { startDevBridge } from '../main/app/dev-bridge';
+import { startLinuxDesktop, type LinuxDesktop } from '../main/app/linux/desktop';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,10 +68,19 @@ async function main(): Promise<void> {
 
   served.vite = vite;
   await phone.start().catch((e: unknown) => console.error(`[dev:web] ${(e as Error).message}`));
+  // Like the desktop app on Linux: Accept / Decline in the desktop's notifications, its
+  // do-not-disturb followed, media players paused during calls (main/app/linux/desktop.ts).
+  let desktop: LinuxDesktop | undefined;
+  if (process.platform === 'linux' && process.env['DBUS_SESSION_BUS_ADDRESS']) {
+    desktop = await startLinuxDesktop(phone, { warn: (m) => console.error(`[desktop] ${m}`), failed: (m) => console.error(`[desktop] ${m}`) });
+    const n = desktop.notifications;
+    if (n) console.error(`[desktop] notifications: ${n.server.name} ${n.server.version} (${n.supportsActions ? 'with' : 'without'} buttons)`);
+  }
   if (args.json) console.log(JSON.stringify({ url: bridge.url }));
   else console.log(`Parley (dev bridge): open ${bridge.url}`);
 
   const stop = async () => {
+    await desktop?.stop().catch(() => {});
     await phone.shutdown().catch(() => {});
     router.close();
     await vite.close();

@@ -22,6 +22,7 @@ APT_PACKAGES=(
   libopus0 libopus-dev pkg-config
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
+  dunst xvfb x11-apps imagemagick libglib2.0-bin mpv mpv-mpris xdg-desktop-portal xdg-desktop-portal-kde desktop-file-utils notify-osd dconf-service dconf-gsettings-backend gsettings-desktop-schemas
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -96,6 +96,15 @@ export const Settings = z.object({
   doNotDisturb: z.boolean(),
   /** Contacts whose calls do not ring here (per-contact "don't ring"); still logged as missed. */
   silenced: z.array(Username).max(1000),
+  /**
+   * Open Parley's audio streams with the PulseAudio / PipeWire media role
+   * `phone`, so that the sound server ducks or pauses other streams
+   * (module-role-cork, module-role-ducking, WirePlumber's policy). Takes effect
+   * for streams opened after the change.
+   */
+  phoneRole: z.boolean(),
+  /** Pause the desktop's media players (MPRIS) while a call is connected; resume those we paused after. */
+  pauseMedia: z.boolean(),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -109,6 +118,8 @@ export const DEFAULT_SETTINGS: Settings = {
   startAtLogin: false,
   doNotDisturb: false,
   silenced: [],
+  phoneRole: true,
+  pauseMedia: true,
 };
 
 /** The microphone as the call controls show it. */

@@ -30,6 +30,8 @@ import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, pars
 import { registerIpc } from './ipc';
 import { rendererSource } from './renderer-url';
 import { PttKey } from './ptt-key';
+import { startLinuxDesktop, type LinuxDesktop } from './linux/desktop';
+import { PortalPushToTalk } from './linux/global-shortcuts';
 import { denyAllPermissions, enforceCsp, lockDownContents, makeSenderCheck } from './security';
 import { trayState, type TrayImage } from './tray-state';
 
@@ -218,11 +220,27 @@ async function start(): Promise<void> {
   }
 
   // ---- ringing: call window + notification ----
+  // On Linux, Electron's notifications have no buttons (electron#24333): the desktop's notification
+  // server over D-Bus shows Accept / Decline where it can (linux/call-notifier.ts), and Parley's own
+  // call window stays the way to answer where it cannot. The same module follows the desktop's
+  // do-not-disturb and pauses media players during calls.
+  let linuxDesktop: LinuxDesktop | undefined;
+  if (process.platform === 'linux') {
+    linuxDesktop = await startLinuxDesktop(phone, {
+      showCallWindow,
+      answered: showMain,
+      failed: (message) => phone.emit('notice', { level: 'warning', message }),
+      warn: (message) => console.warn(`[desktop] ${message}`),
+    });
+  }
+  const linuxButtons = linuxDesktop?.notifications?.supportsActions === true;
   let notification: Notification | undefined;
   phone.on('call', (c) => {
     calls.set(c.callId, c);
     if (c.state === 'ended') setTimeout(() => calls.delete(c.callId), 1000);
-    if (c.state === 'incoming' && !c.silenced) {
+    if (c.state === 'incoming' && !c.silenced && linuxButtons) {
+      notificationsShown.push(`${c.peer} is calling`);
+    } else if (c.state === 'incoming' && !c.silenced) {
       showCallWindow();
       if (Notification.isSupported()) {
         notification = new Notification({
@@ -257,11 +275,37 @@ async function start(): Promise<void> {
   let hook: KeyHook | undefined;
   const ptt = new PttKey({ keycodeOf: (code) => keycodeOf(code), onChange: (pressed) => phone.pushToTalk(pressed) });
   const pttTimer = setInterval(() => ptt.tick(), 250);
+  let portalPtt: PortalPushToTalk | undefined;
   const applyPtt = () => {
     const { enabled, key } = phone.settings().pushToTalk;
     hook?.stop();
     hook = undefined;
+    void portalPtt?.close();
+    portalPtt = undefined;
     if (!enabled) return;
+    // Under Wayland no X11 hook sees other apps' keys: the desktop portal's GlobalShortcuts does,
+    // with key down (Activated) and up (Deactivated). Until it answers, and whenever it is lost,
+    // the key counts as released (the microphone closed).
+    if (process.platform === 'linux' && (process.env['XDG_SESSION_TYPE'] === 'wayland' || process.env['WAYLAND_DISPLAY'])) {
+      phone.setPushToTalkMechanism('window');
+      void PortalPushToTalk.start(key)
+        .then(({ client }) => {
+          if (!phone.settings().pushToTalk.enabled) return client.close();
+          portalPtt = client;
+          client.on('key', (pressed) => phone.pushToTalk(pressed));
+          client.on('lost', (reason) => {
+            phone.pushToTalkUncertain();
+            phone.setPushToTalkMechanism('window');
+            phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${reason}` });
+          });
+          phone.setPushToTalkMechanism('portal');
+          return undefined;
+        })
+        .catch((e: unknown) => {
+          phone.emit('notice', { level: 'warning', message: `Push to talk works only while Parley has focus: ${(e as Error).message}` });
+        });
+      return;
+    }
     const support = hookSupport();
     if (!support.ok) {
       phone.setPushToTalkMechanism('window');
@@ -330,7 +374,8 @@ async function start(): Promise<void> {
     e.preventDefault();
     clearInterval(pttTimer);
     hook?.stop();
-    void phone.shutdown().finally(() => {
+    void portalPtt?.close();
+    void Promise.allSettled([linuxDesktop?.stop()]).then(() => phone.shutdown()).finally(() => {
       router.close();
       tray.destroy();
       app.exit(0);

@@ -31,7 +31,7 @@ import {
   TEST_TONE,
   type PlayingSound,
 } from '../media/tones';
-import { readWavFile } from '../../native/audio-device';
+import { readWavFile, setStreamRole } from '../../native/audio-device';
 import { DEFAULT_OPUS, mediaPlatform, type LocalAudio, type OpusSettings } from '../media/platform';
 import type { DeviceList } from '../media/audio-router';
 
@@ -113,6 +113,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const settings = await this.settingsStore.load(notice);
     await this.historyStore.load(notice);
     this.mic.setPushToTalk(settings.pushToTalk.enabled);
+    setStreamRole(settings.phoneRole ? 'phone' : undefined);
     await this.applyDevices(settings).catch((e: unknown) =>
       notice(`${(e as Error).message}; using the system default until it is back`),
     );
@@ -319,6 +320,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     }
     const next = await this.settingsStore.update(patch);
     if (patch.pushToTalk) this.mic.setPushToTalk(next.pushToTalk.enabled);
+    if (patch.phoneRole !== undefined) setStreamRole(next.phoneRole ? 'phone' : undefined);
     if (patch.outputVolume !== undefined) this.engine?.setOutputGain(next.outputVolume);
     if (patch.doNotDisturb !== undefined) void this.book?.setPresence(next.doNotDisturb ? 'dnd' : 'online').catch(() => {});
     this.emit('settings', next);

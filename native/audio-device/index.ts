@@ -27,6 +27,23 @@ export type FrameMs = 10 | 20;
  */
 export const PERIOD_SAMPLES = 240;
 
+/**
+ * The PulseAudio / PipeWire media role of the streams this process opens from
+ * now on (`phone` for calls: the sound server's role policy — module-role-cork,
+ * module-role-ducking, WirePlumber — then corks or ducks music and video), or
+ * `undefined` for none. Streams already open keep theirs.
+ *
+ * How: libpulse (inside ALSA's pulse plugin, which PortAudio opens per stream)
+ * adds every `PULSE_PROP_<key>` variable of the environment to the client's
+ * property list, and PulseAudio copies the client's properties onto its
+ * streams (pulse-client.conf(5), "ENVIRONMENT VARIABLES"); PipeWire's pulse
+ * server does the same.
+ */
+export function setStreamRole(role: 'phone' | undefined): void {
+  if (role) process.env['PULSE_PROP_media.role'] = role;
+  else delete process.env['PULSE_PROP_media.role'];
+}
+
 /** Samples in one frame of `frameMs` at 48 kHz mono. */
 export function frameSamples(frameMs: FrameMs): number {
   return (SAMPLE_RATE / 1000) * frameMs;

@@ -24,7 +24,7 @@ export interface RunningUi {
   readonly dataDir: string;
   /** Pid of the core process (dev bridge). */
   readonly pid: number;
-  /** Saves a screenshot `test-results/screens/<name>.png`. */
+  /** Saves a screenshot `test-results/screens/<name>.png`, and the same screen in the other colour scheme as `<name>-dark.png` (or `-light`). */
   screen(name: string): Promise<string>;
   /** Runs axe-core (WCAG 2 A/AA) on the page; returns serious and critical violations. */
   axe(): Promise<{ id: string; impact: string; help: string; nodes: string[] }[]>;
@@ -115,6 +115,13 @@ export async function startUi(o: StartUiOptions): Promise<RunningUi> {
     async screen(name) {
       const path = join(SCREENS_DIR, `${name}.png`);
       await page.screenshot({ path });
+      // The same screen in the other colour scheme, for the docs (scripts/docs-screens.ts).
+      if (!name.endsWith('-dark') && !name.endsWith('-light')) {
+        const other = (o.colorScheme ?? 'light') === 'light' ? 'dark' : 'light';
+        await page.emulateMedia({ colorScheme: other });
+        await page.screenshot({ path: join(SCREENS_DIR, `${name}-${other}.png`) });
+        await page.emulateMedia({ colorScheme: o.colorScheme ?? 'light' });
+      }
       return path;
     },
     async axe() {
