@@ -39,7 +39,27 @@ type CallPhase =
       timers: NodeJS.Timeout[];
       /** Duration budget of this call, seconds (null: none). */
       budgetSeconds: number | null;
+      /**
+       * Parties whose signaling connection dropped, by device id: the call is
+       * held for them until their grace timer fires (then it ends `failed`);
+       * what the other side sends them meanwhile waits in `queue`, in order
+       * (sealed messages are numbered: one lost would end the call).
+       */
+      away: Map<string, AwayParty>;
     };
+
+/** A party of an answered call whose connection dropped, within its grace period. */
+interface AwayParty {
+  /** When its connection dropped, Unix ms. */
+  since: number;
+  /** Ends the call `failed` when the device is not back in time. */
+  timer: NodeJS.Timeout;
+  /** Notifications for it, in order, delivered when it is back. */
+  queue: Array<{ method: SignalNotification; params: unknown }>;
+}
+
+/** Most notifications kept for a device within its grace period; more end the call `failed`. */
+const AWAY_QUEUE_MAX = 256;
 
 interface Call {
   callId: string;
@@ -66,6 +86,10 @@ export type HubEvent =
   /** An answered call a server crash dropped is back (server/resume.ts); `answeredAt` is the original answer, Unix ms. */
   | { event: 'call.resumed'; callId: string; caller: PeerInfo; callee: PeerInfo; answeredAt: number }
   | { event: 'call.rejected'; callId: string; caller: PeerInfo; by: PeerInfo; reason: RejectReason }
+  /** A party's connection dropped mid-call: the call is held for it for `graceMs`. */
+  | { event: 'call.party_away'; callId: string; deviceId: string; graceMs: number }
+  /** It came back within the grace period, after `awayMs`; the call goes on. */
+  | { event: 'call.party_back'; callId: string; deviceId: string; awayMs: number }
   | {
       event: 'call.ended';
       callId: string;
@@ -142,9 +166,15 @@ export const CLOSE_HELLO_TIMEOUT = 4004;
  * - `call.hangup` (either party, any phase): the other side gets `hangup`; from the
  *   callee while ringing it counts as a reject with `declined`.
  * - ring timeout: caller and invited devices get `no_answer`.
- * - a party's connection closes without being replaced: the other side gets
- *   `failed`. A reconnect of the same device (which replaces its connection)
- *   keeps its calls: routing is by device id.
+ * - a party's connection closes without being replaced: while ringing, the
+ *   other side gets `failed`. An answered call is held for the device for
+ *   `graceMs` (its media runs peer to peer and may well survive): the other
+ *   party gets `call.link` `reconnecting`, what it sends is queued in order,
+ *   and the device's next hello that lists the call (`reconnected`) delivers
+ *   the queue and tells the other party `online`. A hello without the call, or
+ *   no hello within the grace, ends it `failed` for both. A reconnect of the
+ *   same device (which replaces its connection) keeps its calls: routing is by
+ *   device id.
  * - answer on one callee device: the callee's other invited devices get `answered_elsewhere`.
  * Anyone not a party of a call gets `call_not_found` for it, so call ids leak nothing.
  */
@@ -154,16 +184,26 @@ export class Hub {
   private readonly calls = new Map<string, Call>();
   private readonly callsByAccount = new Map<string, Set<string>>();
   private ringTimeoutMs: number;
+  private graceMs: number;
+  /** Ends of calls a device missed while away (told at its next hello), by device id. */
+  private readonly missed = new Map<string, Map<string, EndReason>>();
   private limits: HubLimits = { maxCallsPerAccount: 0, maxCalls: 0 };
 
   /**
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
+   * @param options.graceMs how long an answered call is held for a party whose connection dropped, ms (0: it ends at once, `failed`).
    * @param options.onEvent sees each call event (for logging and audit); must not throw.
    */
   constructor(
-    private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void },
+    private readonly options: { ringTimeoutMs: number; graceMs?: number; onEvent?: (e: HubEvent) => void },
   ) {
     this.ringTimeoutMs = options.ringTimeoutMs;
+    this.graceMs = options.graceMs ?? 0;
+  }
+
+  /** Changes the grace period for connections that drop from now on, ms (config.reload). */
+  setGrace(ms: number): void {
+    this.graceMs = ms;
   }
 
   /** Sets the concurrency limits for invites from now on (config.reload). */
@@ -288,16 +328,52 @@ export class Hub {
       if (!call) continue;
       const role = this.roleOf(call, deviceId);
       if (role === 'caller') {
-        this.end(call, 'failed', deviceId);
+        this.holdFor(call, deviceId);
       } else if (role === 'callee') {
         if (call.phase.kind === 'ringing') {
           call.phase.invited.delete(deviceId);
           if (call.phase.invited.size === 0) this.end(call, 'failed', deviceId);
         } else {
-          this.end(call, 'failed', deviceId);
+          this.holdFor(call, deviceId);
         }
       }
     }
+  }
+
+  /**
+   * A device said hello again: its answered calls held within the grace
+   * period resume when it lists them (`reported`), with what was queued for it
+   * delivered in order and the other party told `online`; the ones it does
+   * not list end `failed` for the other party.
+   * @param reported the call ids the device says it carries (hello `calls`; none when omitted).
+   * @returns the calls to tell this device ended, with the reason (ones it
+   *   missed while away, and held ones it came back without), to send after the hello reply.
+   */
+  reconnected(peer: PeerInfo, reported: readonly string[]): Array<{ callId: string; reason: EndReason }> {
+    const tell: Array<{ callId: string; reason: EndReason }> = [];
+    const listed = new Set(reported);
+    for (const callId of [...(this.callsByAccount.get(peer.accountId) ?? [])]) {
+      const call = this.calls.get(callId);
+      if (call?.phase.kind !== 'active') continue;
+      const away = call.phase.away.get(peer.deviceId);
+      if (!away) continue;
+      clearTimeout(away.timer);
+      call.phase.away.delete(peer.deviceId);
+      if (!listed.has(callId)) {
+        this.end(call, 'failed', peer.deviceId);
+        tell.push({ callId, reason: 'failed' });
+        continue;
+      }
+      this.emit({ event: 'call.party_back', callId, deviceId: peer.deviceId, awayMs: Date.now() - away.since });
+      const link = this.devices.get(peer.deviceId);
+      if (link) for (const q of away.queue) link.notify(q.method, q.params as never);
+      const other = this.otherParty(call, peer.deviceId);
+      if (other) this.send(other, 'call.link', { callId, peer: 'online' });
+    }
+    const missed = this.missed.get(peer.deviceId);
+    this.missed.delete(peer.deviceId);
+    for (const [callId, reason] of missed ?? []) tell.push({ callId, reason });
+    return tell;
   }
 
   /** True when the device has a current connection. */
@@ -477,7 +553,7 @@ export class Hub {
       caller,
       callee: { accountId: callee.accountId, username: callee.username },
       createdAt: answeredAt,
-      phase: { kind: 'active', callee, answeredAt, timers: [], budgetSeconds: null },
+      phase: { kind: 'active', callee, answeredAt, timers: [], budgetSeconds: null, away: new Map() },
     };
     this.calls.set(callId, call);
     this.index(caller.accountId, callId);
@@ -511,7 +587,7 @@ export class Hub {
       throw new ParleyError('invalid_state', 'the call was already answered');
     clearTimeout(phase.timer);
     const answeredAt = Date.now();
-    call.phase = { kind: 'active', callee: from, answeredAt, timers: [], budgetSeconds: null };
+    call.phase = { kind: 'active', callee: from, answeredAt, timers: [], budgetSeconds: null, away: new Map() };
     this.emit({
       event: 'call.answered',
       callId,
@@ -604,13 +680,44 @@ export class Hub {
   close(): void {
     for (const call of this.calls.values()) {
       if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
-      else for (const t of call.phase.timers) clearTimeout(t);
+      else this.clearActiveTimers(call.phase);
     }
     this.calls.clear();
     this.callsByAccount.clear();
   }
 
   // ---- internals ----------------------------------------------------------------
+
+  /** Holds an answered call for a party whose connection dropped (or ends it `failed` with no grace). */
+  private holdFor(call: Call, deviceId: string): void {
+    if (call.phase.kind !== 'active' || this.graceMs <= 0) {
+      this.end(call, 'failed', deviceId);
+      return;
+    }
+    if (call.phase.away.has(deviceId)) return;
+    const since = Date.now();
+    const graceMs = this.graceMs;
+    const timer = setTimeout(() => {
+      if (this.calls.get(call.callId) === call) this.end(call, 'failed', null);
+    }, graceMs);
+    timer.unref();
+    call.phase.away.set(deviceId, { since, timer, queue: [] });
+    this.emit({ event: 'call.party_away', callId: call.callId, deviceId, graceMs });
+    const other = this.otherParty(call, deviceId);
+    if (other) this.send(other, 'call.link', { callId: call.callId, peer: 'reconnecting', since, until: since + graceMs });
+  }
+
+  /** The other party device of an answered call. */
+  private otherParty(call: Call, deviceId: string): string | undefined {
+    if (call.phase.kind !== 'active') return undefined;
+    return call.caller.deviceId === deviceId ? call.phase.callee.deviceId : call.caller.deviceId;
+  }
+
+  /** Clears the timers an answered call's state owns. */
+  private clearActiveTimers(phase: Extract<CallPhase, { kind: 'active' }>): void {
+    for (const t of phase.timers) clearTimeout(t);
+    for (const a of phase.away.values()) clearTimeout(a.timer);
+  }
 
   private callFor(from: PeerInfo, callId: string): Call {
     const call = this.calls.get(callId);
@@ -669,13 +776,21 @@ export class Hub {
   /** Ends a call: every party device except `by` gets `call.ended` with `reason` (and `security`, when given). */
   private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause, security?: SecurityReason): void {
     if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
-    else for (const t of call.phase.timers) clearTimeout(t);
+    else this.clearActiveTimers(call.phase);
     this.calls.delete(call.callId);
     this.unindex(call.caller.accountId, call.callId);
     this.unindex(call.callee.accountId, call.callId);
     for (const deviceId of this.parties(call)) {
-      if (deviceId !== by)
-        this.send(deviceId, 'call.ended', { callId: call.callId, reason, ...(security ? { security } : {}) });
+      if (deviceId === by) continue;
+      if (call.phase.kind === 'active' && call.phase.away.has(deviceId)) {
+        // Away: told at its next hello, with the real reason.
+        let m = this.missed.get(deviceId);
+        if (!m) this.missed.set(deviceId, (m = new Map()));
+        m.set(call.callId, reason);
+        if (m.size > 16) m.delete(m.keys().next().value as string);
+        continue;
+      }
+      this.send(deviceId, 'call.ended', { callId: call.callId, reason, ...(security ? { security } : {}) });
     }
     const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;
     this.emit({
@@ -696,7 +811,21 @@ export class Hub {
     method: N,
     params: SignalNotificationParams<N>,
   ): void {
-    this.devices.get(deviceId)?.notify(method, params);
+    const link = this.devices.get(deviceId);
+    if (link) {
+      link.notify(method, params);
+      return;
+    }
+    // A party within its grace period gets it when back (its call's messages are numbered).
+    const callId = (params as { callId?: unknown }).callId;
+    const call = typeof callId === 'string' ? this.calls.get(callId) : undefined;
+    const away = call?.phase.kind === 'active' ? call.phase.away.get(deviceId) : undefined;
+    if (!call || !away) return;
+    if (away.queue.length >= AWAY_QUEUE_MAX) {
+      this.end(call, 'failed', null);
+      return;
+    }
+    away.queue.push({ method, params });
   }
 
   private index(accountId: string, callId: string): void {

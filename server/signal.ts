@@ -199,10 +199,16 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     // call it lists that the server does not know.
     const attached = link;
     const reported = (p.calls ?? []).map((c) => c.callId);
+    // Answered calls held for this device since its connection dropped (hub grace period).
+    const missed = hub.reconnected(peerInfo, reported);
     const ended = new Set([
       ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
       ...openCalls.takeEndedFor(info.deviceId),
     ]);
+    for (const { callId, reason } of missed) {
+      ended.delete(callId);
+      ctx.afterReply(() => attached.notify('call.ended', { callId, reason }));
+    }
     for (const callId of ended) {
       ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
     }

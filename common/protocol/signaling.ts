@@ -272,6 +272,18 @@ export const SignalNotifications = {
   /** The call is over for this device; `security` when a party reported a failed end-to-end check. */
   'call.ended': z.object({ callId: CallId, reason: EndReason, security: SecurityReason.optional() }),
   /**
+   * The other party's signaling connection of an answered call dropped
+   * (`reconnecting`: the server holds the call for it until `until`, Unix ms,
+   * then ends it `failed`; `since` is when it dropped) or is back (`online`).
+   * Media runs peer to peer and may go on meanwhile.
+   */
+  'call.link': z.object({
+    callId: CallId,
+    peer: z.enum(['reconnecting', 'online']),
+    since: z.number().optional(),
+    until: z.number().optional(),
+  }),
+  /**
    * A policy limit is near for a call (both parties get it): `lifetime` (the
    * call's maximum length) or `budget` (duration budget). `endsAt` is Unix ms;
    * `action` says what happens then.

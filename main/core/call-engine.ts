@@ -4,7 +4,7 @@ import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { MAX_SEALED_DEVICES, type Envelope, type EnvelopeContent, type SecurityReason } from '../../common/protocol/envelope';
-import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
+import type { IceServer, SignalNotificationParams, SignalParams } from '../../common/protocol/signaling';
 import {
   MediaSession,
   type AudioLevels,
@@ -76,6 +76,20 @@ interface Call {
   restart?: IceRestart;
   /** ICE restarts begun on this side so far (picks the relay to try next). */
   restarts: number;
+  /** Sealed messages (candidates, restart offers and answers) on their way to the server, in sequence order. */
+  outbox: Outbox;
+}
+
+/**
+ * The sealed messages of one call not yet accepted by the server, in order.
+ * They are numbered (docs/SECURITY.md): one lost would end the call
+ * `replayed` at the peer, so while signaling is offline they wait, and go
+ * out in order when it is back.
+ */
+interface Outbox {
+  queue: SignalParams<'call.candidate'>[];
+  /** A drain is running (one at a time keeps the order). */
+  draining: boolean;
 }
 
 /**
@@ -163,6 +177,28 @@ export class CallEngine extends EventEmitter<{
       this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
     });
     signaling.reportCallsWith?.(() => this.answeredCallIds());
+    // The peer's signaling dropped (the server holds the call for it) or is back.
+    signaling.on('call.link', (p) => {
+      const call = this.calls.get(p.callId);
+      if (!call || call.data.name === 'ended' || call.status.signaling === 'offline') return;
+      call.status.signaling = p.peer === 'online' ? 'online' : 'peer_offline';
+      call.status.signalingSince = p.peer === 'online' ? Date.now() : (p.since ?? Date.now());
+      this.publish(call);
+    });
+    // Our own signaling: answered calls go on peer to peer; queued sealed messages go out when it is back.
+    signaling.on('state', (state) => {
+      if (state === 'connecting') return;
+      for (const call of this.calls.values()) {
+        if (call.data.name === 'ended') continue;
+        const next = state === 'online' ? 'online' : 'offline';
+        if (call.status.signaling !== next && !(next === 'online' && call.status.signaling === undefined)) {
+          call.status.signaling = next;
+          call.status.signalingSince = Date.now();
+          this.publish(call);
+        }
+        if (state === 'online') void this.drain(call);
+      }
+    });
     // A policy limit is near (lifetime or duration budget): show the server's words on the call.
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
@@ -209,6 +245,7 @@ export class CallEngine extends EventEmitter<{
       localCandidates: [],
       sealed: this.e2ee.outgoingCall(id, to, devices),
       restarts: 0,
+      outbox: { queue: [], draining: false },
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
@@ -387,6 +424,7 @@ export class CallEngine extends EventEmitter<{
         localCandidates: undefined,
         sealed: undefined,
         restarts: 0,
+      outbox: { queue: [], draining: false },
       };
       this.calls.set(placeholder.id, placeholder);
       this.securityFailure(placeholder, e);
@@ -402,6 +440,7 @@ export class CallEngine extends EventEmitter<{
       localCandidates: undefined,
       sealed: opened.call,
       restarts: 0,
+      outbox: { queue: [], draining: false },
     };
     opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
@@ -507,7 +546,7 @@ export class CallEngine extends EventEmitter<{
   private onMediaLost(call: Call): void {
     if (call.data.name !== 'active' && call.data.name !== 'held') return;
     if (call.status.media !== 'reconnecting') {
-      call.status.media = 'reconnecting';
+      this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
     if (call.direction === 'outgoing' && !call.restart) void this.restartIce(call);
@@ -535,7 +574,7 @@ export class CallEngine extends EventEmitter<{
     call.restart = restart;
     this.armRestart(call, restart);
     if (call.status.media !== 'reconnecting') {
-      call.status.media = 'reconnecting';
+      this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
     try {
@@ -632,7 +671,7 @@ export class CallEngine extends EventEmitter<{
         this.retired.add(old);
         void old.close();
         // ICE said the old path failed while audio still came: nothing to wait for.
-        if (!d.media.isStalled()) call.status.media = 'connected';
+        if (!d.media.isStalled()) this.setMedia(call, 'connected');
         this.publish(call);
       },
       () => {
@@ -660,7 +699,44 @@ export class CallEngine extends EventEmitter<{
   /** Sends sealed content to the bound peer device over the call's candidate channel. */
   private sendSealed(call: Call, content: EnvelopeContent): void {
     const sealed = sealedOf(call);
-    void this.signaling.request('call.candidate', { callId: call.id, envelope: sealed.sealFor(sealed.boundDevice!, content) }).catch(() => {});
+    this.post(call, { callId: call.id, envelope: sealed.sealFor(sealed.boundDevice!, content) });
+  }
+
+  /** Sets whether the peer's audio flows, noting since when it changed (`mediaSince`). */
+  private setMedia(call: Call, media: 'connected' | 'reconnecting'): void {
+    if (call.status.media === media) return;
+    call.status.media = media;
+    call.status.mediaSince = Date.now();
+  }
+
+  /** Queues a sealed message of the call for the server and starts sending. */
+  private post(call: Call, params: SignalParams<'call.candidate'>): void {
+    call.outbox.queue.push(params);
+    void this.drain(call);
+  }
+
+  /**
+   * Sends a call's queued sealed messages one at a time, in order. A message
+   * that could not be sent because signaling went offline stays at the head
+   * and goes out when it is back (the `state` listener drains again); one the
+   * server refused (the call is gone there) is dropped.
+   */
+  private async drain(call: Call): Promise<void> {
+    const box = call.outbox;
+    if (box.draining) return;
+    box.draining = true;
+    try {
+      while (box.queue.length > 0 && call.data.name !== 'ended' && this.signaling.state === 'online') {
+        try {
+          await this.signaling.request('call.candidate', box.queue[0]!);
+        } catch (e) {
+          if (e instanceof ParleyError && e.reason === 'unavailable' && this.signaling.state !== 'online') break;
+        }
+        box.queue.shift();
+      }
+    } finally {
+      box.draining = false;
+    }
   }
 
   // ---- internals -----------------------------------------------------------
@@ -710,12 +786,12 @@ export class CallEngine extends EventEmitter<{
     call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true, mediaKeysBound: peer.srtpKeysBound };
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
-    call.status.media = 'connected';
+    this.setMedia(call, 'connected');
     call.status.transport = peer.transportKind();
     media.startSending();
     media.on('mediaStalled', () => this.onMediaLost(call));
     media.on('mediaResumed', () => {
-      call.status.media = 'connected';
+      this.setMedia(call, 'connected');
       this.publish(call);
     });
     media.once('mediaTimeout', () => {
@@ -880,7 +956,7 @@ export class CallEngine extends EventEmitter<{
     const params = bound
       ? { callId: call.id, envelope: call.sealed.sealFor(bound, content) }
       : { callId: call.id, envelopes: call.sealed.sealForAll(content) };
-    void this.signaling.request('call.candidate', params).catch(() => {});
+    this.post(call, params);
   }
 
   /** TURN/STUN servers, with relay credentials refreshed a minute before they expire. */
