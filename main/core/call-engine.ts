@@ -78,6 +78,14 @@ interface Call {
   restarts: number;
   /** Sealed messages (candidates, restart offers and answers) on their way to the server, in sequence order. */
   outbox: Outbox;
+  /** The latest restart generation begun (caller) or answered (callee); 0 before any. */
+  restartGen: number;
+  /** Callee side: repeats our `restart-request` while our inbound audio is lost. */
+  restartAsk?: NodeJS.Timeout;
+  /** Caller side: when the callee last asked for a restart, Unix ms. */
+  peerAskedAt?: number;
+  /** The transport the last restart replaced, kept until the peer says it switched too (or RETIRE_AFTER_MS). */
+  previous?: { peer: Peer; gen: number; timer: NodeJS.Timeout };
 }
 
 /**
@@ -98,6 +106,10 @@ interface Outbox {
  * ICE and DTLS while the old one stays in place, make before break.
  */
 interface IceRestart {
+  /** Its generation (1, 2, …; the caller counts), sealed in its offer and answer. */
+  gen: number;
+  /** The peer said it moved its audio onto this transport (`switched`). */
+  peerSwitched: boolean;
   /** Undefined for the moment between a remote offer and our new peer. */
   peer: Peer | undefined;
   /** The remote SDP of the new transport (sealed offer or answer), once known. */
@@ -109,6 +121,8 @@ interface IceRestart {
 
 /** An ICE restart that has not connected in this long is given up (and, by the caller, tried on the next relay), ms. */
 const RESTART_TIMEOUT_MS = 5000;
+/** A transport replaced by a restart is closed when the peer says it switched too, or after this long, ms. */
+const RETIRE_AFTER_MS = 3000;
 
 /**
  * The ICE servers with the TURN URLs rotated by `attempt`: werift uses the
@@ -246,6 +260,7 @@ export class CallEngine extends EventEmitter<{
       sealed: this.e2ee.outgoingCall(id, to, devices),
       restarts: 0,
       outbox: { queue: [], draining: false },
+      restartGen: 0,
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
@@ -425,6 +440,7 @@ export class CallEngine extends EventEmitter<{
         sealed: undefined,
         restarts: 0,
       outbox: { queue: [], draining: false },
+      restartGen: 0,
       };
       this.calls.set(placeholder.id, placeholder);
       this.securityFailure(placeholder, e);
@@ -441,6 +457,7 @@ export class CallEngine extends EventEmitter<{
       sealed: opened.call,
       restarts: 0,
       outbox: { queue: [], draining: false },
+      restartGen: 0,
     };
     opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
@@ -515,8 +532,10 @@ export class CallEngine extends EventEmitter<{
       return;
     }
     // After the answer the same sealed channel carries ICE restarts: the caller's new offer, the callee's answer.
-    if (content.type === 'offer') return this.onRestartOffer(call, content.sdp);
-    if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp);
+    if (content.type === 'offer') return this.onRestartOffer(call, content.sdp, content.restart);
+    if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp, content.restart);
+    if (content.type === 'restart-request') return this.onRestartRequest(call);
+    if (content.type === 'switched') return this.onPeerSwitched(call, content.restart);
     if (content.type !== 'candidate') return;
     const init: CandidateInit = {
       candidate: content.candidate,
@@ -538,9 +557,11 @@ export class CallEngine extends EventEmitter<{
   /**
    * The media path of an answered call broke: no RTP for a second, or ICE
    * reports the transport failed (the relay in use disappeared, a network
-   * changed). The call says `reconnecting`, and the caller — only the caller,
-   * so the two sides never offer at once — restarts ICE on a new transport
-   * through the next relay. The call is not ended here: audio coming back
+   * changed). The call says `reconnecting`. The caller — only the caller
+   * offers, so the two sides never offer at once — restarts ICE on a new
+   * transport through the next relay; the callee asks it to (`restart-request`,
+   * repeated while its audio stays lost), so a path that failed only towards
+   * the callee is repaired too. The call is not ended here: audio coming back
    * says `connected`, and only `mediaTimeoutMs` without any ends it `failed`.
    */
   private onMediaLost(call: Call): void {
@@ -549,13 +570,39 @@ export class CallEngine extends EventEmitter<{
       this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
-    if (call.direction === 'outgoing' && !call.restart) void this.restartIce(call);
+    if (call.direction === 'outgoing') {
+      if (!call.restart) void this.restartIce(call);
+    } else this.askRestart(call);
   }
 
-  /** Caller side: a new transport, offered sealed over the call's candidate channel. */
+  /** Callee side: asks the caller to restart, now and every RESTART_TIMEOUT_MS while our audio stays lost. */
+  private askRestart(call: Call): void {
+    if (call.restartAsk || !call.sealed?.boundDevice) return;
+    const ask = () => {
+      const d = call.data;
+      if ((d.name !== 'active' && d.name !== 'held') || call.status.media !== 'reconnecting') {
+        clearInterval(call.restartAsk);
+        call.restartAsk = undefined;
+        return;
+      }
+      this.sendSealed(call, { type: 'restart-request' });
+    };
+    call.restartAsk = setInterval(ask, RESTART_TIMEOUT_MS);
+    call.restartAsk.unref();
+    ask();
+  }
+
+  /** Caller side: the callee lost our audio and asks for a restart. */
+  private onRestartRequest(call: Call): void {
+    if (call.direction !== 'outgoing') return;
+    call.peerAskedAt = Date.now();
+    if (!call.restart) void this.restartIce(call);
+  }
+
+  /** Caller side: a new transport, offered sealed (with its generation) over the call's candidate channel. */
   private async restartIce(call: Call): Promise<void> {
     if ((call.data.name !== 'active' && call.data.name !== 'held') || call.restart || !call.sealed?.boundDevice) return;
-    const restart: IceRestart = { peer: undefined, remoteSdp: undefined, pending: [], timer: undefined };
+    const restart: IceRestart = { gen: ++call.restartGen, peer: undefined, remoteSdp: undefined, pending: [], timer: undefined, peerSwitched: false };
     call.restart = restart;
     this.armRestart(call, restart);
     try {
@@ -565,14 +612,21 @@ export class CallEngine extends EventEmitter<{
     }
   }
 
-  /** Callee side: the caller offers a new transport; answer it on our next relay. */
-  private async onRestartOffer(call: Call, sdp: string): Promise<void> {
+  /**
+   * Callee side: the caller offers a new transport (generation `gen`); answer
+   * it on our next relay. An offer of a generation already seen is stale and
+   * ignored; a newer one replaces the restart under way. The callee keeps its
+   * restart until the caller supersedes it (the caller alone gives up, so the
+   * two never disagree about which transport is current).
+   */
+  private async onRestartOffer(call: Call, sdp: string, gen: number | undefined): Promise<void> {
     if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    if (gen !== undefined && gen <= call.restartGen) return;
+    call.restartGen = gen ?? call.restartGen + 1;
     if (call.restart) this.dropRestart(call, call.restart);
     // Registered at once: the candidates that follow the offer wait for the new peer.
-    const restart: IceRestart = { peer: undefined, remoteSdp: sdp, pending: [], timer: undefined };
+    const restart: IceRestart = { gen: call.restartGen, peer: undefined, remoteSdp: sdp, pending: [], timer: undefined, peerSwitched: false };
     call.restart = restart;
-    this.armRestart(call, restart);
     if (call.status.media !== 'reconnecting') {
       this.setMedia(call, 'reconnecting');
       this.publish(call);
@@ -592,7 +646,8 @@ export class CallEngine extends EventEmitter<{
   /**
    * Builds a restart's transport on the next relay and sends our side of it
    * sealed (`describe` makes the offer, or the answer to the remote offer),
-   * with our new candidates after it in the sealed sequence.
+   * tagged with the restart's generation, with our new candidates after it in
+   * the sealed sequence.
    * @throws when relay credentials cannot be had or werift refuses the description.
    */
   private async buildRestart(call: Call, restart: IceRestart, describe: (peer: Peer) => Promise<SessionDescription>): Promise<void> {
@@ -606,15 +661,21 @@ export class CallEngine extends EventEmitter<{
     this.trickle(call, peer);
     const description = await describe(peer);
     if (call.restart !== restart) return;
-    this.sendSealed(call, description);
+    this.sendSealed(
+      call,
+      description.type === 'offer'
+        ? { type: 'offer', sdp: description.sdp, restart: restart.gen }
+        : { type: 'answer', sdp: description.sdp, restart: restart.gen },
+    );
     this.flushCandidates(call);
     this.awaitRestart(call, restart, peer);
   }
 
-  /** Caller side: the callee's answer to our restart offer. */
-  private async onRestartAnswer(call: Call, sdp: string): Promise<void> {
+  /** Caller side: the callee's answer to our restart offer (one for another generation is stale). */
+  private async onRestartAnswer(call: Call, sdp: string, gen: number | undefined): Promise<void> {
     const restart = call.restart;
     if (!restart?.peer || restart.remoteSdp !== undefined || call.direction !== 'outgoing') return;
+    if (gen !== undefined && gen !== restart.gen) return;
     restart.remoteSdp = sdp;
     try {
       await restart.peer.acceptAnswer(sdp);
@@ -625,12 +686,19 @@ export class CallEngine extends EventEmitter<{
     }
   }
 
-  /** A restart that has not connected in RESTART_TIMEOUT_MS is dropped; the caller then tries the next relay. */
-  private armRestart(call: Call, restart: IceRestart): void {
+  /**
+   * Caller side: a restart that has not connected in RESTART_TIMEOUT_MS is
+   * dropped and, while the audio is lost on either side, tried again on the
+   * next relay — unless the callee already switched onto it, which earns it
+   * one more period (its side works; ours is a moment behind).
+   */
+  private armRestart(call: Call, restart: IceRestart, extended = false): void {
     restart.timer = setTimeout(() => {
       if (call.restart !== restart) return;
+      if (restart.peerSwitched && !extended) return this.armRestart(call, restart, true);
       this.dropRestart(call, restart);
-      if (call.direction === 'outgoing' && call.status.media === 'reconnecting') void this.restartIce(call);
+      const asked = call.peerAskedAt !== undefined && Date.now() - call.peerAskedAt < 2 * RESTART_TIMEOUT_MS;
+      if (call.status.media === 'reconnecting' || asked) void this.restartIce(call);
     }, RESTART_TIMEOUT_MS);
     restart.timer.unref();
   }
@@ -649,10 +717,12 @@ export class CallEngine extends EventEmitter<{
   /**
    * When the new transport connects: the same end-to-end check as the first
    * one (RFC 8827 §6.5: its DTLS certificate must match the fingerprint in the
-   * sealed SDP), then the audio moves onto it and the old one is closed.
+   * sealed SDP), then the audio moves onto it and we tell the peer
+   * (`switched`). The old transport is kept — its audio plays until the new
+   * one carries some — until the peer says it switched too, or RETIRE_AFTER_MS.
    */
   private awaitRestart(call: Call, restart: IceRestart, peer: Peer): void {
-    peer.connected(RESTART_TIMEOUT_MS).then(
+    peer.connected(call.direction === 'outgoing' ? RESTART_TIMEOUT_MS : 2 * RESTART_TIMEOUT_MS).then(
       () => {
         const d = call.data;
         if (call.restart !== restart || (d.name !== 'active' && d.name !== 'held')) return;
@@ -668,8 +738,14 @@ export class CallEngine extends EventEmitter<{
         sealedOf(call).remoteSdp = restart.remoteSdp;
         call.status.transport = peer.transportKind();
         this.watchTransport(call, peer);
-        this.retired.add(old);
-        void old.close();
+        this.retirePrevious(call);
+        if (restart.peerSwitched) this.retire(old);
+        else {
+          const timer = setTimeout(() => this.retirePrevious(call), RETIRE_AFTER_MS);
+          timer.unref();
+          call.previous = { peer: old, gen: restart.gen, timer };
+        }
+        this.sendSealed(call, { type: 'switched', restart: restart.gen });
         // ICE said the old path failed while audio still came: nothing to wait for.
         if (!d.media.isStalled()) this.setMedia(call, 'connected');
         this.publish(call);
@@ -680,6 +756,26 @@ export class CallEngine extends EventEmitter<{
         // Timed out or failed: the restart timer (or the next offer) takes it from here.
       },
     );
+  }
+
+  /** The peer moved its audio onto restart `gen`'s transport: the old one may go once we have switched too. */
+  private onPeerSwitched(call: Call, gen: number): void {
+    if (call.restart?.gen === gen) call.restart.peerSwitched = true;
+    if (call.previous?.gen === gen) this.retirePrevious(call);
+  }
+
+  /** Closes the transport the last restart replaced, if still kept. */
+  private retirePrevious(call: Call): void {
+    const previous = call.previous;
+    if (!previous) return;
+    call.previous = undefined;
+    clearTimeout(previous.timer);
+    this.retire(previous.peer);
+  }
+
+  private retire(peer: Peer): void {
+    this.retired.add(peer);
+    void peer.close();
   }
 
   /**
@@ -853,6 +949,9 @@ export class CallEngine extends EventEmitter<{
     const call = this.calls.get(callId);
     if (!call || call.data.name === 'ended') return;
     if (call.restart) this.dropRestart(call, call.restart);
+    this.retirePrevious(call);
+    clearInterval(call.restartAsk);
+    call.restartAsk = undefined;
     if ('media' in call.data) call.status.stats = call.data.media.stats();
     call.status.transport ??= 'peer' in call.data ? call.data.peer.transportKind() : undefined;
     this.move(call, 'end', { name: 'ended', reason });

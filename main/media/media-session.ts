@@ -147,6 +147,10 @@ export class MediaSession extends EventEmitter<{
   private fecRecovered = 0;
   private watchdog: NodeJS.Timeout | undefined;
   private stalled = false;
+  /** The transport replaced by the last `replacePeer`, whose RTP plays until the new one carries some. */
+  private previousPeer: Peer | undefined;
+  /** Whether RTP came on the current transport since it was put in place. */
+  private heardOnPeer = true;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
@@ -203,7 +207,13 @@ export class MediaSession extends EventEmitter<{
   /** Receives RTP and RTCP of `peer` while it is the session's transport. */
   private listen(peer: Peer): void {
     peer.onRemoteRtp((rtp) => {
-      if (peer === this.peer) this.onRtp(rtp);
+      if (peer === this.peer) {
+        this.heardOnPeer = true;
+        this.onRtp(rtp);
+      } else if (peer === this.previousPeer && !this.heardOnPeer) {
+        // Make before break: until the new transport carries the far end's audio, the old one's still plays.
+        this.onRtp(rtp);
+      }
     });
     // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
     const sender = peer.transceiver.sender;
@@ -224,13 +234,17 @@ export class MediaSession extends EventEmitter<{
 
   /**
    * Moves the call's audio onto a new, connected transport (after an ICE
-   * restart onto another path): from now on frames are sent on `peer` and
-   * only its RTP is played. The old peer is the caller's to close. The far
+   * restart onto another path): from now on frames are sent on `peer`, and
+   * its RTP is played; the old peer's RTP still plays until the first packet
+   * arrives on the new one (the far end may switch a moment later). The old
+   * peer is the caller's to close. The far
    * end's new SSRC restarts the jitter buffer (RFC 3550 §8.2); the encoder,
    * the devices and our RTP sequence and timestamps carry on.
    */
   replacePeer(peer: Peer): void {
     if (peer === this.peer || this.closed) return;
+    this.previousPeer = this.peer;
+    this.heardOnPeer = false;
     this.peer = peer;
     if (this.started) this.listen(peer);
     peer.setRedundancy?.(this.rate.view().redundancy);
