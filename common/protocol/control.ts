@@ -117,6 +117,8 @@ export const CallStatus = z.object({
   signaling: z.enum(['online', 'offline', 'peer_offline']).optional(),
   /** Since when `signaling` has its current value, Unix ms. */
   signalingSince: z.number().optional(),
+  /** This device was suspended (process stopped, machine asleep) mid-call for this long, ms (the latest time). */
+  suspendedMs: z.number().optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
   /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */

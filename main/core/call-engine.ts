@@ -575,6 +575,24 @@ export class CallEngine extends EventEmitter<{
     } else this.askRestart(call);
   }
 
+  /**
+   * This process was stopped or the machine slept for `ms` mid-call (the media
+   * watchdog's clock jumped): what was under way is stale. Signaling is
+   * checked at once (a dead socket reconnects now, not at the next
+   * keep-alive), a restart begun before the sleep is dropped, and the media
+   * stall the watchdog reports next starts a fresh one (the callee asks).
+   * The media timeout counts from the wake-up: the silence was ours.
+   */
+  private onSuspended(call: Call, ms: number): void {
+    if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    this.signaling.checkAlive?.();
+    if (call.restart && call.direction === 'outgoing') this.dropRestart(call, call.restart);
+    clearInterval(call.restartAsk);
+    call.restartAsk = undefined;
+    call.status.suspendedMs = Math.round(ms);
+    this.publish(call);
+  }
+
   /** Callee side: asks the caller to restart, now and every RESTART_TIMEOUT_MS while our audio stays lost. */
   private askRestart(call: Call): void {
     if (call.restartAsk || !call.sealed?.boundDevice) return;
@@ -885,6 +903,7 @@ export class CallEngine extends EventEmitter<{
     this.setMedia(call, 'connected');
     call.status.transport = peer.transportKind();
     media.startSending();
+    media.on('suspended', (ms) => this.onSuspended(call, ms));
     media.on('mediaStalled', () => this.onMediaLost(call));
     media.on('mediaResumed', () => {
       this.setMedia(call, 'connected');

@@ -149,6 +149,37 @@ export class SignalingClient extends EventEmitter<
     return parsed.data as SignalResult<M>;
   }
 
+  /**
+   * After a suspend (a clock jump) or a network change: makes sure the
+   * connection is alive now instead of at the next keep-alive. Online, it
+   * pings the server and drops the socket (reconnecting at once) if no pong
+   * comes within `timeoutMs`; waiting for a reconnect, it tries at once.
+   * @param timeoutMs how long to wait for the pong, ms.
+   */
+  checkAlive(timeoutMs = 2000): void {
+    if (this.closed) return;
+    const ws = this.ws;
+    if (!ws) {
+      clearTimeout(this.reconnectTimer);
+      this.attempt = 0;
+      this.open();
+      return;
+    }
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const timer = setTimeout(() => {
+      if (this.ws !== ws) return;
+      this.attempt = 0;
+      ws.terminate(); // 'close' follows: offline, then a reconnect after the shortest backoff
+    }, timeoutMs);
+    timer.unref();
+    ws.once('pong', () => clearTimeout(timer));
+    try {
+      ws.ping();
+    } catch {
+      // closing already: 'close' takes it from here
+    }
+  }
+
   /** Closes the connection for good. */
   close(): void {
     this.closed = true;

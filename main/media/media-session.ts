@@ -126,6 +126,8 @@ export class MediaSession extends EventEmitter<{
   mediaStalled: [];
   mediaResumed: [];
   mediaTimeout: [];
+  /** The watchdog's clock jumped by this many ms: the process was stopped or the machine slept. */
+  suspended: [number];
   levels: [AudioLevels];
 }> {
   private readonly frameSamples: number;
@@ -286,8 +288,19 @@ export class MediaSession extends EventEmitter<{
     this.lastRtpAt = this.now();
     const timeout = this.options.mediaTimeoutMs ?? 30_000;
     const stallAfter = Math.min(STALL_MS, timeout / 2);
+    let lastTick = this.now();
     this.watchdog = setInterval(() => {
-      const silent = this.now() - this.lastRtpAt;
+      const now = this.now();
+      const slept = now - lastTick;
+      lastTick = now;
+      if (slept > SUSPEND_GAP_MS) {
+        // The process was stopped or the machine slept: that silence is not the peer's. Count the
+        // timeout from now, show "reconnecting" at once, and let the engine repair the path.
+        this.lastRtpAt = Math.max(this.lastRtpAt, now - stallAfter - 1);
+        this.stalled = false;
+        this.emit('suspended', slept);
+      }
+      const silent = now - this.lastRtpAt;
       if (silent > timeout) {
         clearInterval(this.watchdog);
         this.emit('mediaTimeout');
@@ -605,6 +618,11 @@ function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output',
  * audio gap under 2 s.
  */
 const STALL_MS = 1000;
+/**
+ * A watchdog tick (every ≤ 250 ms) that comes this late means the process was
+ * stopped (SIGSTOP) or the machine slept, not that the event loop was busy, ms.
+ */
+const SUSPEND_GAP_MS = 3000;
 
 /** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
 const QUIET_RMS = 164;
