@@ -119,6 +119,8 @@ export const CallStatus = z.object({
   signalingSince: z.number().optional(),
   /** This device was suspended (process stopped, machine asleep) mid-call for this long, ms (the latest time). */
   suspendedMs: z.number().optional(),
+  /** When the host's addresses last changed during the call (an ICE restart followed), Unix ms. */
+  networkChangedAt: z.number().optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
   /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */

@@ -18,6 +18,7 @@ import { Peer, type CandidateInit, type SessionDescription } from '../media/peer
 import { estimateMos } from '../media/quality';
 import { nextCallState, type CallEvent } from './call-states';
 import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
+import { NetworkWatcher } from './network-watcher';
 import type { SignalingClient } from './signaling-client';
 
 /** Media settings of the engine. */
@@ -167,6 +168,8 @@ export class CallEngine extends EventEmitter<{
   levels: [AudioLevels & { callId: string }];
 }> {
   private readonly calls = new Map<string, Call>();
+  /** The host's interfaces and addresses, watched while the engine runs. */
+  private readonly network = new NetworkWatcher();
   /** Transports replaced by an ICE restart or given up. */
   private readonly retired = new WeakSet<Peer>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
@@ -191,6 +194,9 @@ export class CallEngine extends EventEmitter<{
       this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
     });
     signaling.reportCallsWith?.(() => this.answeredCallIds());
+    // A new or lost address: answered calls gather anew and restart ICE at once.
+    this.network.on('change', () => this.onNetworkChange());
+    this.network.start();
     // The peer's signaling dropped (the server holds the call for it) or is back.
     signaling.on('call.link', (p) => {
       const call = this.calls.get(p.callId);
@@ -403,6 +409,7 @@ export class CallEngine extends EventEmitter<{
 
   /** Ends every live call (hangup) and releases devices. */
   async shutdown(): Promise<void> {
+    this.network.stop();
     await Promise.allSettled(
       [...this.calls.values()].filter((c) => c.data.name !== 'ended').map((c) => this.end(c.id)),
     );
@@ -591,6 +598,28 @@ export class CallEngine extends EventEmitter<{
     call.restartAsk = undefined;
     call.status.suspendedMs = Math.round(ms);
     this.publish(call);
+  }
+
+  /**
+   * The host's addresses changed (a network change): the path of an answered
+   * call may be gone, or a better one may have appeared. Signaling is checked
+   * at once, and the call restarts ICE on a new transport that gathers anew —
+   * the caller offers, the callee asks it to — without waiting for the media
+   * to stall. Make before break: the old transport carries audio until the
+   * new one connects.
+   */
+  private onNetworkChange(): void {
+    const live = [...this.calls.values()].filter((c) => (c.data.name === 'active' || c.data.name === 'held') && c.sealed?.boundDevice);
+    if (live.length === 0) return;
+    this.signaling.checkAlive?.();
+    for (const call of live) {
+      call.status.networkChangedAt = Date.now();
+      this.publish(call);
+      if (call.direction === 'outgoing') {
+        if (call.restart) this.dropRestart(call, call.restart);
+        void this.restartIce(call);
+      } else this.sendSealed(call, { type: 'restart-request' });
+    }
   }
 
   /** Callee side: asks the caller to restart, now and every RESTART_TIMEOUT_MS while our audio stays lost. */
