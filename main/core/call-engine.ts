@@ -602,8 +602,8 @@ export class CallEngine extends EventEmitter<{
 
   /**
    * The host's addresses changed (a network change): the path of an answered
-   * call may be gone, or a better one may have appeared. Signaling is checked
-   * at once, and the call restarts ICE on a new transport that gathers anew —
+   * call may be gone, or a better one may have appeared. Signaling reconnects
+   * at once (its socket may be bound to a lost address), and the call restarts ICE on a new transport that gathers anew —
    * the caller offers, the callee asks it to — without waiting for the media
    * to stall. Make before break: the old transport carries audio until the
    * new one connects.
@@ -611,7 +611,7 @@ export class CallEngine extends EventEmitter<{
   private onNetworkChange(): void {
     const live = [...this.calls.values()].filter((c) => (c.data.name === 'active' || c.data.name === 'held') && c.sealed?.boundDevice);
     if (live.length === 0) return;
-    this.signaling.checkAlive?.();
+    this.signaling.reconnectNow?.();
     for (const call of live) {
       call.status.networkChangedAt = Date.now();
       this.publish(call);

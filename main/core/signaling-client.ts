@@ -180,6 +180,28 @@ export class SignalingClient extends EventEmitter<
     }
   }
 
+  /**
+   * After a network change: the socket may be bound to an address that is
+   * gone, and the server would write into it until its keep-alive noticed.
+   * Drops it and connects again at once (over the new path).
+   */
+  reconnectNow(): void {
+    if (this.closed) return;
+    clearTimeout(this.reconnectTimer);
+    this.attempt = 0;
+    const ws = this.ws;
+    if (!ws) {
+      this.open();
+      return;
+    }
+    this.ws = undefined;
+    this.rpc?.close('connection replaced');
+    this.rpc = undefined;
+    ws.terminate();
+    this.setState('offline', 'network changed; reconnecting');
+    this.open();
+  }
+
   /** Closes the connection for good. */
   close(): void {
     this.closed = true;
