@@ -42,8 +42,7 @@ type CallPhase =
       /**
        * Parties whose signaling connection dropped, by device id: the call is
        * held for them until their grace timer fires (then it ends `failed`);
-       * what the other side sends them meanwhile waits in `queue`, in order
-       * (sealed messages are numbered: one lost would end the call).
+       * what the other side sends them meanwhile waits in the relay log.
        */
       away: Map<string, AwayParty>;
     };
@@ -54,15 +53,30 @@ interface AwayParty {
   since: number;
   /** Ends the call `failed` when the device is not back in time. */
   timer: NodeJS.Timeout;
-  /** Notifications for it, in order, delivered when it is back. */
-  queue: Array<{ method: SignalNotification; params: unknown }>;
 }
 
-/** Most notifications kept for a device within its grace period; more end the call `failed`. */
-const AWAY_QUEUE_MAX = 256;
+/**
+ * The `call.candidate` messages relayed to one device of a call, numbered
+ * from 0 in the order relayed (the sealed messages inside are numbered too,
+ * and one lost would end the call `replayed`). The recent ones are kept so
+ * that a device that comes back — after a grace period, or over a new socket
+ * that replaced one the server was still writing into — gets what it missed:
+ * its hello says how many it received (`calls[].received`).
+ */
+interface RelayLog {
+  /** Messages relayed so far (the next one's number). */
+  count: number;
+  /** The most recent ones, oldest first; `sent`: written to a connection. */
+  recent: Array<{ i: number; params: SignalNotificationParams<'call.candidate'>; sent: boolean }>;
+}
+
+/** Messages kept per device and call for re-sending; a device that missed more than this ends the call `failed`. */
+const RELAY_LOG_MAX = 256;
 
 interface Call {
   callId: string;
+  /** What was relayed to each device of the call, by device id. */
+  relayLog: Map<string, RelayLog>;
   caller: PeerInfo;
   callee: AccountRef;
   phase: CallPhase;
@@ -169,9 +183,9 @@ export const CLOSE_HELLO_TIMEOUT = 4004;
  * - a party's connection closes without being replaced: while ringing, the
  *   other side gets `failed`. An answered call is held for the device for
  *   `graceMs` (its media runs peer to peer and may well survive): the other
- *   party gets `call.link` `reconnecting`, what it sends is queued in order,
+ *   party gets `call.link` `reconnecting`, what it sends is logged (numbered),
  *   and the device's next hello that lists the call (`reconnected`) delivers
- *   the queue and tells the other party `online`. A hello without the call, or
+ *   what the device missed and tells the other party `online`. A hello without the call, or
  *   no hello within the grace, ends it `failed` for both. A reconnect of the
  *   same device (which replaces its connection) keeps its calls: routing is by
  *   device id.
@@ -342,33 +356,36 @@ export class Hub {
 
   /**
    * A device said hello again: its answered calls held within the grace
-   * period resume when it lists them (`reported`), with what was queued for it
-   * delivered in order and the other party told `online`; the ones it does
-   * not list end `failed` for the other party.
-   * @param reported the call ids the device says it carries (hello `calls`; none when omitted).
+   * period resume when it lists them (`reported`), and the other party is told
+   * `online`; the ones it does not list end `failed` for the other party. For
+   * every call it lists, the relayed messages it says it did not receive
+   * (from `received` on; without it, the ones never written to a connection)
+   * are sent again, in order.
+   * @param reported the calls the device says it carries (hello `calls`; none when omitted).
    * @returns the calls to tell this device ended, with the reason (ones it
    *   missed while away, and held ones it came back without), to send after the hello reply.
    */
-  reconnected(peer: PeerInfo, reported: readonly string[]): Array<{ callId: string; reason: EndReason }> {
+  reconnected(peer: PeerInfo, reported: ReadonlyArray<{ callId: string; received?: number }>): Array<{ callId: string; reason: EndReason }> {
     const tell: Array<{ callId: string; reason: EndReason }> = [];
-    const listed = new Set(reported);
+    const listed = new Map(reported.map((c) => [c.callId, c]));
     for (const callId of [...(this.callsByAccount.get(peer.accountId) ?? [])]) {
       const call = this.calls.get(callId);
-      if (call?.phase.kind !== 'active') continue;
+      if (call?.phase.kind !== 'active' || !this.roleOf(call, peer.deviceId)) continue;
       const away = call.phase.away.get(peer.deviceId);
-      if (!away) continue;
-      clearTimeout(away.timer);
-      call.phase.away.delete(peer.deviceId);
-      if (!listed.has(callId)) {
-        this.end(call, 'failed', peer.deviceId);
-        tell.push({ callId, reason: 'failed' });
-        continue;
+      const mine = listed.get(callId);
+      if (away) {
+        clearTimeout(away.timer);
+        call.phase.away.delete(peer.deviceId);
+        if (!mine) {
+          this.end(call, 'failed', peer.deviceId);
+          tell.push({ callId, reason: 'failed' });
+          continue;
+        }
+        this.emit({ event: 'call.party_back', callId, deviceId: peer.deviceId, awayMs: Date.now() - away.since });
+        const other = this.otherParty(call, peer.deviceId);
+        if (other) this.send(other, 'call.link', { callId, peer: 'online' });
       }
-      this.emit({ event: 'call.party_back', callId, deviceId: peer.deviceId, awayMs: Date.now() - away.since });
-      const link = this.devices.get(peer.deviceId);
-      if (link) for (const q of away.queue) link.notify(q.method, q.params as never);
-      const other = this.otherParty(call, peer.deviceId);
-      if (other) this.send(other, 'call.link', { callId, peer: 'online' });
+      if (mine) this.resend(call, peer.deviceId, mine.received);
     }
     const missed = this.missed.get(peer.deviceId);
     this.missed.delete(peer.deviceId);
@@ -493,6 +510,7 @@ export class Hub {
     timer.unref();
     const call: Call = {
       callId,
+      relayLog: new Map(),
       caller,
       callee,
       phase: { kind: 'ringing', invited: new Set(targets), ringingSent: false, timer },
@@ -550,6 +568,7 @@ export class Hub {
       throw new ParleyError('invalid_state', 'both devices of a resumed call must be online');
     const call: Call = {
       callId,
+      relayLog: new Map(),
       caller,
       callee: { accountId: callee.accountId, username: callee.username },
       createdAt: answeredAt,
@@ -665,7 +684,7 @@ export class Hub {
     const call = this.callFor(from, callId);
     const relay = (deviceId: string) => {
       const envelope = envelopeFor(routed, deviceId);
-      if (envelope) this.send(deviceId, 'call.candidate', { callId, envelope });
+      if (envelope) this.relayTo(call, deviceId, { callId, envelope });
     };
     if (this.roleOf(call, from.deviceId) === 'callee') {
       relay(call.caller.deviceId);
@@ -688,6 +707,39 @@ export class Hub {
 
   // ---- internals ----------------------------------------------------------------
 
+  /**
+   * Relays one `call.candidate` to a device and logs it (numbered): written at
+   * once when the device is connected; while it is away, kept for its return.
+   * A device that misses more than RELAY_LOG_MAX ends the call `failed`.
+   */
+  private relayTo(call: Call, deviceId: string, params: SignalNotificationParams<'call.candidate'>): void {
+    let log = call.relayLog.get(deviceId);
+    if (!log) call.relayLog.set(deviceId, (log = { count: 0, recent: [] }));
+    const link = this.devices.get(deviceId);
+    const away = call.phase.kind === 'active' && call.phase.away.has(deviceId);
+    if (!link && !away) return; // an invited device that went offline: it no longer rings
+    if (!link && log.recent.length >= RELAY_LOG_MAX && !log.recent[0]!.sent) {
+      this.end(call, 'failed', null);
+      return;
+    }
+    log.recent.push({ i: log.count++, params, sent: !!link });
+    if (log.recent.length > RELAY_LOG_MAX) log.recent.shift();
+    link?.notify('call.candidate', params);
+  }
+
+  /** Sends a device again what it missed of a call's relayed messages, in order (see `reconnected`). */
+  private resend(call: Call, deviceId: string, received: number | undefined): void {
+    const link = this.devices.get(deviceId);
+    const log = call.relayLog.get(deviceId);
+    if (!link || !log) return;
+    for (const m of log.recent) {
+      if (received !== undefined ? m.i >= received : !m.sent) {
+        m.sent = true;
+        link.notify('call.candidate', m.params);
+      }
+    }
+  }
+
   /** Holds an answered call for a party whose connection dropped (or ends it `failed` with no grace). */
   private holdFor(call: Call, deviceId: string): void {
     if (call.phase.kind !== 'active' || this.graceMs <= 0) {
@@ -701,7 +753,7 @@ export class Hub {
       if (this.calls.get(call.callId) === call) this.end(call, 'failed', null);
     }, graceMs);
     timer.unref();
-    call.phase.away.set(deviceId, { since, timer, queue: [] });
+    call.phase.away.set(deviceId, { since, timer });
     this.emit({ event: 'call.party_away', callId: call.callId, deviceId, graceMs });
     const other = this.otherParty(call, deviceId);
     if (other) this.send(other, 'call.link', { callId: call.callId, peer: 'reconnecting', since, until: since + graceMs });
@@ -811,21 +863,7 @@ export class Hub {
     method: N,
     params: SignalNotificationParams<N>,
   ): void {
-    const link = this.devices.get(deviceId);
-    if (link) {
-      link.notify(method, params);
-      return;
-    }
-    // A party within its grace period gets it when back (its call's messages are numbered).
-    const callId = (params as { callId?: unknown }).callId;
-    const call = typeof callId === 'string' ? this.calls.get(callId) : undefined;
-    const away = call?.phase.kind === 'active' ? call.phase.away.get(deviceId) : undefined;
-    if (!call || !away) return;
-    if (away.queue.length >= AWAY_QUEUE_MAX) {
-      this.end(call, 'failed', null);
-      return;
-    }
-    away.queue.push({ method, params });
+    this.devices.get(deviceId)?.notify(method, params);
   }
 
   private index(accountId: string, callId: string): void {

@@ -200,7 +200,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     const attached = link;
     const reported = (p.calls ?? []).map((c) => c.callId);
     // Answered calls held for this device since its connection dropped (hub grace period).
-    const missed = hub.reconnected(peerInfo, reported);
+    const missed = hub.reconnected(peerInfo, p.calls ?? []);
     const ended = new Set([
       ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
       ...openCalls.takeEndedFor(info.deviceId),

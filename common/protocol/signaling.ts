@@ -32,7 +32,20 @@ export const HelloParams = z.object({
    * (`failed`). Optional: a client that omits it is treated as carrying none.
    */
   calls: z
-    .array(z.object({ callId: CallId }).strict())
+    .array(
+      z
+        .object({
+          callId: CallId,
+          /**
+           * How many `call.candidate` notifications of the call this device has
+           * received (over every connection): the server sends again the ones
+           * from that number on that it relayed and still keeps (a connection
+           * that died with messages in flight loses none of the sealed sequence).
+           */
+          received: z.number().int().nonnegative().optional(),
+        })
+        .strict(),
+    )
     .max(16)
     .optional(),
 });

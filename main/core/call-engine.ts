@@ -81,6 +81,8 @@ interface Call {
   outbox: Outbox;
   /** The latest restart generation begun (caller) or answered (callee); 0 before any. */
   restartGen: number;
+  /** `call.candidate` notifications of this call received so far (reported in `hello`: the server re-sends the rest). */
+  received: number;
   /** Callee side: repeats our `restart-request` while our inbound audio is lost. */
   restartAsk?: NodeJS.Timeout;
   /** Caller side: when the callee last asked for a restart, Unix ms. */
@@ -187,13 +189,17 @@ export class CallEngine extends EventEmitter<{
     signaling.on('call.incoming', (p) => void this.onIncoming(p));
     signaling.on('call.ringing', (p) => this.onRemoteRinging(p.callId));
     signaling.on('call.answered', (p) => void this.onAnswered(p));
-    signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
+    signaling.on('call.candidate', (p) => {
+      const call = this.calls.get(p.callId);
+      if (call) call.received++;
+      void this.onRemoteCandidate(p.callId, p.envelope);
+    });
     signaling.on('call.ended', (p) => {
       const call = this.calls.get(p.callId);
       if (p.security && call && call.data.name !== 'ended') call.status.security = p.security;
       this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
     });
-    signaling.reportCallsWith?.(() => this.answeredCallIds());
+    signaling.reportCallsWith?.(() => this.answeredCalls());
     // A new or lost address: answered calls gather anew and restart ICE at once.
     this.network.on('change', () => this.onNetworkChange());
     this.network.start();
@@ -267,6 +273,7 @@ export class CallEngine extends EventEmitter<{
       restarts: 0,
       outbox: { queue: [], draining: false },
       restartGen: 0,
+      received: 0,
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
@@ -448,6 +455,7 @@ export class CallEngine extends EventEmitter<{
         restarts: 0,
       outbox: { queue: [], draining: false },
       restartGen: 0,
+      received: 0,
       };
       this.calls.set(placeholder.id, placeholder);
       this.securityFailure(placeholder, e);
@@ -465,6 +473,7 @@ export class CallEngine extends EventEmitter<{
       restarts: 0,
       outbox: { queue: [], draining: false },
       restartGen: 0,
+      received: 0,
     };
     opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
@@ -890,10 +899,10 @@ export class CallEngine extends EventEmitter<{
    * so a call outlives its signaling connection, and a restarted server
    * resumes it when both devices list it (server/resume.ts).
    */
-  answeredCallIds(): string[] {
+  answeredCalls(): Array<{ callId: string; received: number }> {
     return [...this.calls.values()]
       .filter((c) => c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting')
-      .map((c) => c.id);
+      .map((c) => ({ callId: c.id, received: c.received }));
   }
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {

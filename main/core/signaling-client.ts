@@ -62,7 +62,7 @@ export class SignalingClient extends EventEmitter<
   private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly helloSteps: ((request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>)[] = [];
-  private liveCalls: () => string[] = () => [];
+  private liveCalls: () => Array<{ callId: string; received?: number }> = () => [];
   /** `<serverUrl>/v1/signal`, wss:// unless the server is on loopback over plain http. */
   private readonly signalUrl: URL;
 
@@ -115,9 +115,11 @@ export class SignalingClient extends EventEmitter<
    * Tells the client which answered calls this device carries, so that every
    * `hello` lists them (`calls`): after a server crash a call both devices
    * list resumes, and one the server no longer knows comes back as
-   * `call.ended` (server/resume.ts). The call engine registers itself here.
+   * `call.ended` (server/resume.ts). With each, how many `call.candidate`
+   * messages of it arrived (`received`), so the server sends again what a
+   * dead connection lost. The call engine registers itself here.
    */
-  reportCallsWith(liveCalls: () => string[]): void {
+  reportCallsWith(liveCalls: () => Array<{ callId: string; received?: number }>): void {
     this.liveCalls = liveCalls;
   }
 
@@ -237,7 +239,7 @@ export class SignalingClient extends EventEmitter<
     ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
     ws.on('open', async () => {
       try {
-        const calls = this.liveCalls().slice(0, 16).map((callId) => ({ callId }));
+        const calls = this.liveCalls().slice(0, 16);
         const hello = await rpc.request<{ tokenExpiresAt?: unknown }>('hello', {
           protocol: PROTOCOL_VERSION,
           deviceId: this.options.deviceId,

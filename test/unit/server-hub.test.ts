@@ -139,7 +139,7 @@ describe('Hub', () => {
     const bob2: TestLink = { ...device('bob'), peer: bob.peer, got: [] };
     bob2.notify = (method, params) => void bob2.got.push({ method, params });
     hub.attach(bob2);
-    expect(hub.reconnected(bob.peer, [callId])).toEqual([]);
+    expect(hub.reconnected(bob.peer, [{ callId }])).toEqual([]);
     expect(bob2.got.map((g) => (g.params as { envelope: { body: string } }).envelope.body)).toEqual(['c1', 'c2']);
     expect(alice.got.at(-1)).toEqual({ method: 'call.link', params: { callId, peer: 'online' } });
     expect(events.map((e) => e.event)).toContain('call.party_back');
@@ -159,14 +159,28 @@ describe('Hub', () => {
     expect(ended(bob)).toEqual(['failed']);
     expect(hub.callsByState().active).toBe(0);
     hub.attach(alice);
-    expect(hub.reconnected(alice.peer, [callId])).toEqual([{ callId, reason: 'failed' }]);
+    expect(hub.reconnected(alice.peer, [{ callId }])).toEqual([{ callId, reason: 'failed' }]);
 
     const second = invite();
     hub.answer(bob.peer, second, env);
     hub.detach(alice);
     hub.hangup(bob.peer, second);
     hub.attach(alice);
-    expect(hub.reconnected(alice.peer, [second])).toEqual([{ callId: second, reason: 'hangup' }]);
+    expect(hub.reconnected(alice.peer, [{ callId: second }])).toEqual([{ callId: second, reason: 'hangup' }]);
+  });
+
+  it('sends a device that reconnects over a new socket the relayed messages it says it did not receive, in order', () => {
+    const { hub, alice, bob, invite } = setup(45_000, 15_000);
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    for (const body of ['c0', 'c1', 'c2']) hub.candidate(alice.peer, callId, { kind: 'sealed', body });
+    // Bob's old socket died with c1 and c2 in flight; his new one replaces it before the server noticed.
+    const bob2: TestLink = { ...device('bob'), peer: bob.peer, got: [] };
+    bob2.notify = (method, params) => void bob2.got.push({ method, params });
+    hub.attach(bob2);
+    expect(hub.reconnected(bob.peer, [{ callId, received: 1 }])).toEqual([]);
+    hub.candidate(alice.peer, callId, { kind: 'sealed', body: 'c3' });
+    expect(bob2.got.map((g) => (g.params as { envelope: { body: string } }).envelope.body)).toEqual(['c1', 'c2', 'c3']);
   });
 
   it('a device back without a held call ends it "failed" for the peer', () => {
