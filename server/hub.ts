@@ -657,11 +657,17 @@ export class Hub {
 
   /**
    * Either party ends the call in any phase. The other side gets `hangup`,
-   * except a callee hanging up a still-ringing call, which the caller sees as `declined`.
+   * except a callee hanging up a still-ringing call, which the caller sees as
+   * `declined`, and a party that gave up on the call (`failed`: its media
+   * timed out), which the other side sees as `failed`.
    * @throws ParleyError `call_not_found`.
    */
-  hangup(from: PeerInfo, callId: string): void {
+  hangup(from: PeerInfo, callId: string, failed?: 'failed'): void {
     const call = this.callFor(from, callId);
+    if (failed) {
+      this.end(call, 'failed', from.deviceId);
+      return;
+    }
     const declined = call.phase.kind === 'ringing' && this.roleOf(call, from.deviceId) === 'callee';
     if (declined)
       this.emit({

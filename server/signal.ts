@@ -280,7 +280,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     return { ok: true as const };
   });
   peer.handle('call.hangup', SignalRequests['call.hangup'].params, (p) => {
-    hub.hangup(me(), p.callId);
+    hub.hangup(me(), p.callId, p.reason);
     return { ok: true as const };
   });
   peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {

@@ -87,7 +87,12 @@ export const RingingParams = CallIdParams;
 export const AnswerParams = z.object({ callId: CallId, envelope: Envelope });
 export const RejectParams = z.object({ callId: CallId, reason: RejectReason });
 export const CancelParams = CallIdParams;
-export const HangupParams = CallIdParams;
+/**
+ * Ends a call; `reason: "failed"` when this side gives up on it (its media
+ * timed out, its devices failed): the other side then gets `failed`, not
+ * `hangup`, since nobody hung up.
+ */
+export const HangupParams = z.object({ callId: CallId, reason: z.literal('failed').optional() });
 /** A trickled candidate: one `envelope`, or one per callee device in `envelopes` (the caller while ringing). */
 export const CandidateParams = z
   .object({ callId: CallId, envelope: Envelope.optional(), envelopes: DeviceEnvelopes.optional() })

@@ -1056,8 +1056,9 @@ export class CallEngine extends EventEmitter<{
     this.finish(call.id, 'failed', `end-to-end security: ${message}`);
   }
 
-  private hangupRemote(call: Call, _why: EndReason): void {
-    void this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
+  /** Tells the server we gave up on the call: the other side sees `failed`, not a hang-up. */
+  private hangupRemote(call: Call, why: 'failed'): void {
+    void this.signaling.request('call.hangup', { callId: call.id, reason: why }).catch(() => {});
   }
 
   private newPeer(iceServers: IceServer[]): Peer {

@@ -87,4 +87,34 @@ describe('a daemon suspended mid-call', () => {
     await alice.request('end_call', { callId });
     expect((await bob.waitForCall(callId, (s) => s.state === 'ended')).endReason).toBe('hangup');
   }, 90_000);
+
+  it('asleep longer than the media timeout: both sides end the call, each with a reason a user can read', async () => {
+    // A pair with the default 30 s media timeout, asleep 40 s.
+    const [carol, dave] = await Promise.all([
+      startClient({ name: 'scarol', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' }),
+      startClient({ name: 'sdave', server, env: { ...pulse.clientEnv('b'), ...keyring.env }, input: 'b_mic', output: 'b_spk' }),
+    ]);
+    try {
+      await makeClientContacts(carol, dave);
+      const { callId } = await carol.request<{ callId: string }>('create_call', { to: 'sdave' });
+      await dave.waitForCall(callId, (s) => s.state === 'incoming');
+      await dave.request('answer_call', { callId });
+      await Promise.all([
+        carol.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
+        dave.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
+      ]);
+      dave.kill('SIGSTOP');
+      const carolEnd = await carol.waitForCall(callId, (s) => s.state === 'ended', 40_000);
+      expect(carolEnd.endReason).toBe('failed');
+      expect(carolEnd.error).toMatch(/lost/);
+      await new Promise((r) => setTimeout(r, 5_000)); // asleep ~36 s in all
+      dave.kill('SIGCONT');
+      const daveEnd = await dave.waitForCall(callId, (s) => s.state === 'ended', 10_000);
+      expect(daveEnd.endReason).toBe('failed'); // nobody hung up: the call failed
+      console.log(`asleep past the media timeout: carol ${carolEnd.endReason} (${carolEnd.error}), dave ${daveEnd.endReason}`);
+    } finally {
+      dave.kill('SIGCONT');
+      await Promise.allSettled([carol.stop(), dave.stop()]);
+    }
+  }, 120_000);
 });

@@ -183,6 +183,14 @@ describe('Hub', () => {
     expect(bob2.got.map((g) => (g.params as { envelope: { body: string } }).envelope.body)).toEqual(['c1', 'c2', 'c3']);
   });
 
+  it('a party that gave up on the call (hangup with reason failed) ends it "failed" for the other side, not "hangup"', () => {
+    const { hub, alice, bob, invite } = setup();
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.hangup(alice.peer, callId, 'failed');
+    expect(ended(bob)).toEqual(['failed']);
+  });
+
   it('a device back without a held call ends it "failed" for the peer', () => {
     const { hub, alice, bob, invite } = setup(45_000, 15_000);
     const callId = invite();
