@@ -90,6 +90,14 @@ async function bothConnected(e: Env, callId: string, ms: number): Promise<boolea
   return false;
 }
 
+/** For a trial that did not recover: what each side showed last (media, signaling, transport, when). */
+function describeStuck(e: Env, callId: string): void {
+  for (const c of [e.alice, e.bob]) {
+    const last = c.events.filter((s) => s.callId === callId).slice(-4);
+    out.write(`  ${c.name}: ${last.map((s) => `${s.state}/${s.media ?? '-'}/${s.signaling ?? '-'}/${s.transport ?? '-'}@${s.mediaSince ?? '-'}`).join(' → ')}\n`);
+  }
+}
+
 async function endCall(e: Env, callId: string): Promise<void> {
   await e.alice.request('end_call', { callId }).catch(() => {});
   await e.bob.waitForCall(callId, (s) => s.state === 'ended', 5_000).catch(() => {});
@@ -108,6 +116,7 @@ async function toneTrial(e: Env, breakIt: () => void | Promise<void>, repair: ()
   await playing;
   await rec.stop();
   const recovered = await bothConnected(e, callId, 8_000);
+  if (!recovered) describeStuck(e, callId);
   await repair();
   const wav = readWav(probe);
   const mic = channel(wav, PROBE_CHANNEL.aliceMicInput - 1);
@@ -140,6 +149,7 @@ async function suspendTrial(e: Env): Promise<{ gap: number; recovered: boolean }
     await sleep(20);
   }
   const gap = recovered ? Date.now() - wokeAt : NaN;
+  if (!recovered) describeStuck(e, callId);
   await endCall(e, callId);
   return { gap: recovered ? gap : NaN, recovered };
 }
