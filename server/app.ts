@@ -192,6 +192,7 @@ export async function buildServer(
   );
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
+    graceMs: config.callGraceSeconds * 1000,
     onEvent: (e) => {
       const { event, ...facts } = e;
       log.info({ call: facts }, event);
@@ -307,6 +308,7 @@ export async function buildServer(
     const retentionChanged = next.audit.retentionDays !== config.audit.retentionDays;
     config.logLevel = next.logLevel;
     config.ringTimeoutSeconds = next.ringTimeoutSeconds;
+    config.callGraceSeconds = next.callGraceSeconds;
     config.turn = next.turn;
     config.stun = next.stun;
     config.audit = next.audit;
@@ -319,6 +321,7 @@ export async function buildServer(
     hub.setLimits(hubLimits());
     log.level = next.logLevel;
     hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
+    hub.setGrace(next.callGraceSeconds * 1000);
     if (retentionChanged) void prune();
     log.info({ changed: diff.changed, restartRequired: diff.restartRequired }, 'config reloaded');
     void audit.record({

@@ -35,6 +35,12 @@ const FileConfig = z
     log_level: LogLevel.default('info'),
     /** Seconds a call may ring before it ends with `no_answer`. */
     ring_timeout_seconds: z.number().positive().max(3600).default(45),
+    /**
+     * Seconds an answered call is held for a device whose signaling connection
+     * dropped (its media runs peer to peer): back within it, the call goes on;
+     * not, it ends `failed` for both. 0: the call ends at once.
+     */
+    call_grace_seconds: z.number().min(0).max(300).default(20),
     turn: z
       .object({
         /** TURN URLs, e.g. `turn:127.0.0.1:3478?transport=udp`. Empty: no relay is offered. */
@@ -240,6 +246,8 @@ export interface ServerConfig {
   logLevel: z.infer<typeof LogLevel>;
   /** Ring timeout in seconds. */
   ringTimeoutSeconds: number;
+  /** How long an answered call is held for a device whose connection dropped, seconds (0: none). */
+  callGraceSeconds: number;
   turn: {
     urls: string[];
     secret: string;
@@ -328,6 +336,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_DATA_DIR: [['data_dir'], 'string'],
   PARLEY_LOG_LEVEL: [['log_level'], 'string'],
   PARLEY_RING_TIMEOUT: [['ring_timeout_seconds'], 'number'],
+  PARLEY_CALL_GRACE: [['call_grace_seconds'], 'number'],
   PARLEY_TURN_URLS: [['turn', 'urls'], 'list'],
   PARLEY_TURN_SECRET: [['turn', 'secret'], 'string'],
   PARLEY_TURN_TTL: [['turn', 'ttl_seconds'], 'number'],
@@ -408,6 +417,7 @@ export function parseConfig(
     dataDir,
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
+    callGraceSeconds: c.call_grace_seconds,
     turn: {
       urls: c.turn.urls,
       secret: c.turn.secret,
@@ -504,6 +514,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   data_dir: (c) => c.dataDir,
   log_level: (c) => c.logLevel,
   ring_timeout_seconds: (c) => c.ringTimeoutSeconds,
+  call_grace_seconds: (c) => c.callGraceSeconds,
   'turn.urls': (c) => c.turn.urls,
   'turn.secret': (c) => c.turn.secret,
   'turn.ttl_seconds': (c) => c.turn.ttlSeconds,

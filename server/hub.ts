@@ -39,10 +39,44 @@ type CallPhase =
       timers: NodeJS.Timeout[];
       /** Duration budget of this call, seconds (null: none). */
       budgetSeconds: number | null;
+      /**
+       * Parties whose signaling connection dropped, by device id: the call is
+       * held for them until their grace timer fires (then it ends `failed`);
+       * what the other side sends them meanwhile waits in the relay log.
+       */
+      away: Map<string, AwayParty>;
     };
+
+/** A party of an answered call whose connection dropped, within its grace period. */
+interface AwayParty {
+  /** When its connection dropped, Unix ms. */
+  since: number;
+  /** Ends the call `failed` when the device is not back in time. */
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The `call.candidate` messages relayed to one device of a call, numbered
+ * from 0 in the order relayed (the sealed messages inside are numbered too,
+ * and one lost would end the call `replayed`). The recent ones are kept so
+ * that a device that comes back — after a grace period, or over a new socket
+ * that replaced one the server was still writing into — gets what it missed:
+ * its hello says how many it received (`calls[].received`).
+ */
+interface RelayLog {
+  /** Messages relayed so far (the next one's number). */
+  count: number;
+  /** The most recent ones, oldest first; `sent`: written to a connection. */
+  recent: Array<{ i: number; params: SignalNotificationParams<'call.candidate'>; sent: boolean }>;
+}
+
+/** Messages kept per device and call for re-sending; a device that missed more than this ends the call `failed`. */
+const RELAY_LOG_MAX = 256;
 
 interface Call {
   callId: string;
+  /** What was relayed to each device of the call, by device id. */
+  relayLog: Map<string, RelayLog>;
   caller: PeerInfo;
   callee: AccountRef;
   phase: CallPhase;
@@ -66,6 +100,10 @@ export type HubEvent =
   /** An answered call a server crash dropped is back (server/resume.ts); `answeredAt` is the original answer, Unix ms. */
   | { event: 'call.resumed'; callId: string; caller: PeerInfo; callee: PeerInfo; answeredAt: number }
   | { event: 'call.rejected'; callId: string; caller: PeerInfo; by: PeerInfo; reason: RejectReason }
+  /** A party's connection dropped mid-call: the call is held for it for `graceMs`. */
+  | { event: 'call.party_away'; callId: string; deviceId: string; graceMs: number }
+  /** It came back within the grace period, after `awayMs`; the call goes on. */
+  | { event: 'call.party_back'; callId: string; deviceId: string; awayMs: number }
   | {
       event: 'call.ended';
       callId: string;
@@ -142,9 +180,15 @@ export const CLOSE_HELLO_TIMEOUT = 4004;
  * - `call.hangup` (either party, any phase): the other side gets `hangup`; from the
  *   callee while ringing it counts as a reject with `declined`.
  * - ring timeout: caller and invited devices get `no_answer`.
- * - a party's connection closes without being replaced: the other side gets
- *   `failed`. A reconnect of the same device (which replaces its connection)
- *   keeps its calls: routing is by device id.
+ * - a party's connection closes without being replaced: while ringing, the
+ *   other side gets `failed`. An answered call is held for the device for
+ *   `graceMs` (its media runs peer to peer and may well survive): the other
+ *   party gets `call.link` `reconnecting`, what it sends is logged (numbered),
+ *   and the device's next hello that lists the call (`reconnected`) delivers
+ *   what the device missed and tells the other party `online`. A hello without the call, or
+ *   no hello within the grace, ends it `failed` for both. A reconnect of the
+ *   same device (which replaces its connection) keeps its calls: routing is by
+ *   device id.
  * - answer on one callee device: the callee's other invited devices get `answered_elsewhere`.
  * Anyone not a party of a call gets `call_not_found` for it, so call ids leak nothing.
  */
@@ -154,16 +198,26 @@ export class Hub {
   private readonly calls = new Map<string, Call>();
   private readonly callsByAccount = new Map<string, Set<string>>();
   private ringTimeoutMs: number;
+  private graceMs: number;
+  /** Ends of calls a device missed while away (told at its next hello), by device id. */
+  private readonly missed = new Map<string, Map<string, EndReason>>();
   private limits: HubLimits = { maxCallsPerAccount: 0, maxCalls: 0 };
 
   /**
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
+   * @param options.graceMs how long an answered call is held for a party whose connection dropped, ms (0: it ends at once, `failed`).
    * @param options.onEvent sees each call event (for logging and audit); must not throw.
    */
   constructor(
-    private readonly options: { ringTimeoutMs: number; onEvent?: (e: HubEvent) => void },
+    private readonly options: { ringTimeoutMs: number; graceMs?: number; onEvent?: (e: HubEvent) => void },
   ) {
     this.ringTimeoutMs = options.ringTimeoutMs;
+    this.graceMs = options.graceMs ?? 0;
+  }
+
+  /** Changes the grace period for connections that drop from now on, ms (config.reload). */
+  setGrace(ms: number): void {
+    this.graceMs = ms;
   }
 
   /** Sets the concurrency limits for invites from now on (config.reload). */
@@ -288,16 +342,55 @@ export class Hub {
       if (!call) continue;
       const role = this.roleOf(call, deviceId);
       if (role === 'caller') {
-        this.end(call, 'failed', deviceId);
+        this.holdFor(call, deviceId);
       } else if (role === 'callee') {
         if (call.phase.kind === 'ringing') {
           call.phase.invited.delete(deviceId);
           if (call.phase.invited.size === 0) this.end(call, 'failed', deviceId);
         } else {
-          this.end(call, 'failed', deviceId);
+          this.holdFor(call, deviceId);
         }
       }
     }
+  }
+
+  /**
+   * A device said hello again: its answered calls held within the grace
+   * period resume when it lists them (`reported`), and the other party is told
+   * `online`; the ones it does not list end `failed` for the other party. For
+   * every call it lists, the relayed messages it says it did not receive
+   * (from `received` on; without it, the ones never written to a connection)
+   * are sent again, in order.
+   * @param reported the calls the device says it carries (hello `calls`; none when omitted).
+   * @returns the calls to tell this device ended, with the reason (ones it
+   *   missed while away, and held ones it came back without), to send after the hello reply.
+   */
+  reconnected(peer: PeerInfo, reported: ReadonlyArray<{ callId: string; received?: number }>): Array<{ callId: string; reason: EndReason }> {
+    const tell: Array<{ callId: string; reason: EndReason }> = [];
+    const listed = new Map(reported.map((c) => [c.callId, c]));
+    for (const callId of [...(this.callsByAccount.get(peer.accountId) ?? [])]) {
+      const call = this.calls.get(callId);
+      if (call?.phase.kind !== 'active' || !this.roleOf(call, peer.deviceId)) continue;
+      const away = call.phase.away.get(peer.deviceId);
+      const mine = listed.get(callId);
+      if (away) {
+        clearTimeout(away.timer);
+        call.phase.away.delete(peer.deviceId);
+        if (!mine) {
+          this.end(call, 'failed', peer.deviceId);
+          tell.push({ callId, reason: 'failed' });
+          continue;
+        }
+        this.emit({ event: 'call.party_back', callId, deviceId: peer.deviceId, awayMs: Date.now() - away.since });
+        const other = this.otherParty(call, peer.deviceId);
+        if (other) this.send(other, 'call.link', { callId, peer: 'online' });
+      }
+      if (mine) this.resend(call, peer.deviceId, mine.received);
+    }
+    const missed = this.missed.get(peer.deviceId);
+    this.missed.delete(peer.deviceId);
+    for (const [callId, reason] of missed ?? []) tell.push({ callId, reason });
+    return tell;
   }
 
   /** True when the device has a current connection. */
@@ -417,6 +510,7 @@ export class Hub {
     timer.unref();
     const call: Call = {
       callId,
+      relayLog: new Map(),
       caller,
       callee,
       phase: { kind: 'ringing', invited: new Set(targets), ringingSent: false, timer },
@@ -474,10 +568,11 @@ export class Hub {
       throw new ParleyError('invalid_state', 'both devices of a resumed call must be online');
     const call: Call = {
       callId,
+      relayLog: new Map(),
       caller,
       callee: { accountId: callee.accountId, username: callee.username },
       createdAt: answeredAt,
-      phase: { kind: 'active', callee, answeredAt, timers: [], budgetSeconds: null },
+      phase: { kind: 'active', callee, answeredAt, timers: [], budgetSeconds: null, away: new Map() },
     };
     this.calls.set(callId, call);
     this.index(caller.accountId, callId);
@@ -511,7 +606,7 @@ export class Hub {
       throw new ParleyError('invalid_state', 'the call was already answered');
     clearTimeout(phase.timer);
     const answeredAt = Date.now();
-    call.phase = { kind: 'active', callee: from, answeredAt, timers: [], budgetSeconds: null };
+    call.phase = { kind: 'active', callee: from, answeredAt, timers: [], budgetSeconds: null, away: new Map() };
     this.emit({
       event: 'call.answered',
       callId,
@@ -562,11 +657,17 @@ export class Hub {
 
   /**
    * Either party ends the call in any phase. The other side gets `hangup`,
-   * except a callee hanging up a still-ringing call, which the caller sees as `declined`.
+   * except a callee hanging up a still-ringing call, which the caller sees as
+   * `declined`, and a party that gave up on the call (`failed`: its media
+   * timed out), which the other side sees as `failed`.
    * @throws ParleyError `call_not_found`.
    */
-  hangup(from: PeerInfo, callId: string): void {
+  hangup(from: PeerInfo, callId: string, failed?: 'failed'): void {
     const call = this.callFor(from, callId);
+    if (failed) {
+      this.end(call, 'failed', from.deviceId);
+      return;
+    }
     const declined = call.phase.kind === 'ringing' && this.roleOf(call, from.deviceId) === 'callee';
     if (declined)
       this.emit({
@@ -589,7 +690,7 @@ export class Hub {
     const call = this.callFor(from, callId);
     const relay = (deviceId: string) => {
       const envelope = envelopeFor(routed, deviceId);
-      if (envelope) this.send(deviceId, 'call.candidate', { callId, envelope });
+      if (envelope) this.relayTo(call, deviceId, { callId, envelope });
     };
     if (this.roleOf(call, from.deviceId) === 'callee') {
       relay(call.caller.deviceId);
@@ -604,13 +705,77 @@ export class Hub {
   close(): void {
     for (const call of this.calls.values()) {
       if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
-      else for (const t of call.phase.timers) clearTimeout(t);
+      else this.clearActiveTimers(call.phase);
     }
     this.calls.clear();
     this.callsByAccount.clear();
   }
 
   // ---- internals ----------------------------------------------------------------
+
+  /**
+   * Relays one `call.candidate` to a device and logs it (numbered): written at
+   * once when the device is connected; while it is away, kept for its return.
+   * A device that misses more than RELAY_LOG_MAX ends the call `failed`.
+   */
+  private relayTo(call: Call, deviceId: string, params: SignalNotificationParams<'call.candidate'>): void {
+    let log = call.relayLog.get(deviceId);
+    if (!log) call.relayLog.set(deviceId, (log = { count: 0, recent: [] }));
+    const link = this.devices.get(deviceId);
+    const away = call.phase.kind === 'active' && call.phase.away.has(deviceId);
+    if (!link && !away) return; // an invited device that went offline: it no longer rings
+    if (!link && log.recent.length >= RELAY_LOG_MAX && !log.recent[0]!.sent) {
+      this.end(call, 'failed', null);
+      return;
+    }
+    log.recent.push({ i: log.count++, params, sent: !!link });
+    if (log.recent.length > RELAY_LOG_MAX) log.recent.shift();
+    link?.notify('call.candidate', params);
+  }
+
+  /** Sends a device again what it missed of a call's relayed messages, in order (see `reconnected`). */
+  private resend(call: Call, deviceId: string, received: number | undefined): void {
+    const link = this.devices.get(deviceId);
+    const log = call.relayLog.get(deviceId);
+    if (!link || !log) return;
+    for (const m of log.recent) {
+      if (received !== undefined ? m.i >= received : !m.sent) {
+        m.sent = true;
+        link.notify('call.candidate', m.params);
+      }
+    }
+  }
+
+  /** Holds an answered call for a party whose connection dropped (or ends it `failed` with no grace). */
+  private holdFor(call: Call, deviceId: string): void {
+    if (call.phase.kind !== 'active' || this.graceMs <= 0) {
+      this.end(call, 'failed', deviceId);
+      return;
+    }
+    if (call.phase.away.has(deviceId)) return;
+    const since = Date.now();
+    const graceMs = this.graceMs;
+    const timer = setTimeout(() => {
+      if (this.calls.get(call.callId) === call) this.end(call, 'failed', null);
+    }, graceMs);
+    timer.unref();
+    call.phase.away.set(deviceId, { since, timer });
+    this.emit({ event: 'call.party_away', callId: call.callId, deviceId, graceMs });
+    const other = this.otherParty(call, deviceId);
+    if (other) this.send(other, 'call.link', { callId: call.callId, peer: 'reconnecting', since, until: since + graceMs });
+  }
+
+  /** The other party device of an answered call. */
+  private otherParty(call: Call, deviceId: string): string | undefined {
+    if (call.phase.kind !== 'active') return undefined;
+    return call.caller.deviceId === deviceId ? call.phase.callee.deviceId : call.caller.deviceId;
+  }
+
+  /** Clears the timers an answered call's state owns. */
+  private clearActiveTimers(phase: Extract<CallPhase, { kind: 'active' }>): void {
+    for (const t of phase.timers) clearTimeout(t);
+    for (const a of phase.away.values()) clearTimeout(a.timer);
+  }
 
   private callFor(from: PeerInfo, callId: string): Call {
     const call = this.calls.get(callId);
@@ -669,13 +834,21 @@ export class Hub {
   /** Ends a call: every party device except `by` gets `call.ended` with `reason` (and `security`, when given). */
   private end(call: Call, reason: EndReason, by: string | null, cause?: EndCause, security?: SecurityReason): void {
     if (call.phase.kind === 'ringing') clearTimeout(call.phase.timer);
-    else for (const t of call.phase.timers) clearTimeout(t);
+    else this.clearActiveTimers(call.phase);
     this.calls.delete(call.callId);
     this.unindex(call.caller.accountId, call.callId);
     this.unindex(call.callee.accountId, call.callId);
     for (const deviceId of this.parties(call)) {
-      if (deviceId !== by)
-        this.send(deviceId, 'call.ended', { callId: call.callId, reason, ...(security ? { security } : {}) });
+      if (deviceId === by) continue;
+      if (call.phase.kind === 'active' && call.phase.away.has(deviceId)) {
+        // Away: told at its next hello, with the real reason.
+        let m = this.missed.get(deviceId);
+        if (!m) this.missed.set(deviceId, (m = new Map()));
+        m.set(call.callId, reason);
+        if (m.size > 16) m.delete(m.keys().next().value as string);
+        continue;
+      }
+      this.send(deviceId, 'call.ended', { callId: call.callId, reason, ...(security ? { security } : {}) });
     }
     const durationMs = call.phase.kind === 'active' ? Date.now() - call.phase.answeredAt : 0;
     this.emit({

@@ -199,10 +199,16 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     // call it lists that the server does not know.
     const attached = link;
     const reported = (p.calls ?? []).map((c) => c.callId);
+    // Answered calls held for this device since its connection dropped (hub grace period).
+    const missed = hub.reconnected(peerInfo, p.calls ?? []);
     const ended = new Set([
       ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
       ...openCalls.takeEndedFor(info.deviceId),
     ]);
+    for (const { callId, reason } of missed) {
+      ended.delete(callId);
+      ctx.afterReply(() => attached.notify('call.ended', { callId, reason }));
+    }
     for (const callId of ended) {
       ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
     }
@@ -274,7 +280,7 @@ export function serveSignalSocket(socket: WebSocket, remote: string, deps: Signa
     return { ok: true as const };
   });
   peer.handle('call.hangup', SignalRequests['call.hangup'].params, (p) => {
-    hub.hangup(me(), p.callId);
+    hub.hangup(me(), p.callId, p.reason);
     return { ok: true as const };
   });
   peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {

@@ -107,6 +107,21 @@ export const CallStatus = z.object({
   transport: TransportKind.optional(),
   /** Whether audio from the peer is flowing (`reconnecting` after 1 s without any, while ICE restarts), while connected. */
   media: z.enum(['connected', 'reconnecting']).optional(),
+  /** Since when `media` has its current value, Unix ms (how long it has been reconnecting). */
+  mediaSince: z.number().optional(),
+  /**
+   * Signaling of a live call: `offline` (this device lost the server; media
+   * goes on peer to peer), `peer_offline` (the other device lost it; the
+   * server holds the call for it for a grace period), `online`. Absent until
+   * the first change.
+   */
+  signaling: z.enum(['online', 'offline', 'peer_offline']).optional(),
+  /** Since when `signaling` has its current value, Unix ms. */
+  signalingSince: z.number().optional(),
+  /** This device was suspended (process stopped, machine asleep) mid-call for this long, ms (the latest time). */
+  suspendedMs: z.number().optional(),
+  /** When the host's addresses last changed during the call (an ICE restart followed), Unix ms. */
+  networkChangedAt: z.number().optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
   /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */

@@ -28,6 +28,9 @@ export type Envelope = z.infer<typeof Envelope>;
  */
 export const MediaShare = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'expected a 32-byte X25519 public key (base64url)');
 
+/** An ICE restart's generation within a call: 1 for the first restart, counted by the caller. */
+export const RestartGeneration = z.number().int().positive();
+
 export const EnvelopeContent = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('offer'),
@@ -40,8 +43,26 @@ export const EnvelopeContent = z.discriminatedUnion('type', [
      * a call carry none.
      */
     sentAt: z.number().int().nonnegative().optional(),
+    /** ICE-restart generation (1, 2, …) of an offer inside a call; absent on the invite. */
+    restart: RestartGeneration.optional(),
   }),
-  z.object({ type: z.literal('answer'), sdp: z.string(), mediaShare: MediaShare.optional() }),
+  z.object({
+    type: z.literal('answer'),
+    sdp: z.string(),
+    mediaShare: MediaShare.optional(),
+    /** The restart generation this answers; absent on the call's first answer. */
+    restart: RestartGeneration.optional(),
+  }),
+  /**
+   * Either side's media stopped arriving (its inbound path failed): it asks
+   * the caller, who alone offers, to restart ICE. Repeated while it lasts.
+   */
+  z.object({ type: z.literal('restart-request') }),
+  /**
+   * The sender moved its audio onto the transport of restart `restart`; the
+   * receiver may close the old one once it has switched too (make before break).
+   */
+  z.object({ type: z.literal('switched'), restart: RestartGeneration }),
   z.object({
     type: z.literal('candidate'),
     candidate: z.string(),

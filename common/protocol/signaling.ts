@@ -32,7 +32,20 @@ export const HelloParams = z.object({
    * (`failed`). Optional: a client that omits it is treated as carrying none.
    */
   calls: z
-    .array(z.object({ callId: CallId }).strict())
+    .array(
+      z
+        .object({
+          callId: CallId,
+          /**
+           * How many `call.candidate` notifications of the call this device has
+           * received (over every connection): the server sends again the ones
+           * from that number on that it relayed and still keeps (a connection
+           * that died with messages in flight loses none of the sealed sequence).
+           */
+          received: z.number().int().nonnegative().optional(),
+        })
+        .strict(),
+    )
     .max(16)
     .optional(),
 });
@@ -74,7 +87,12 @@ export const RingingParams = CallIdParams;
 export const AnswerParams = z.object({ callId: CallId, envelope: Envelope });
 export const RejectParams = z.object({ callId: CallId, reason: RejectReason });
 export const CancelParams = CallIdParams;
-export const HangupParams = CallIdParams;
+/**
+ * Ends a call; `reason: "failed"` when this side gives up on it (its media
+ * timed out, its devices failed): the other side then gets `failed`, not
+ * `hangup`, since nobody hung up.
+ */
+export const HangupParams = z.object({ callId: CallId, reason: z.literal('failed').optional() });
 /** A trickled candidate: one `envelope`, or one per callee device in `envelopes` (the caller while ringing). */
 export const CandidateParams = z
   .object({ callId: CallId, envelope: Envelope.optional(), envelopes: DeviceEnvelopes.optional() })
@@ -271,6 +289,18 @@ export const SignalNotifications = {
   'call.candidate': z.object({ callId: CallId, envelope: Envelope }),
   /** The call is over for this device; `security` when a party reported a failed end-to-end check. */
   'call.ended': z.object({ callId: CallId, reason: EndReason, security: SecurityReason.optional() }),
+  /**
+   * The other party's signaling connection of an answered call dropped
+   * (`reconnecting`: the server holds the call for it until `until`, Unix ms,
+   * then ends it `failed`; `since` is when it dropped) or is back (`online`).
+   * Media runs peer to peer and may go on meanwhile.
+   */
+  'call.link': z.object({
+    callId: CallId,
+    peer: z.enum(['reconnecting', 'online']),
+    since: z.number().optional(),
+    until: z.number().optional(),
+  }),
   /**
    * A policy limit is near for a call (both parties get it): `lifetime` (the
    * call's maximum length) or `budget` (duration budget). `endsAt` is Unix ms;

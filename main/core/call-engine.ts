@@ -4,7 +4,7 @@ import type { EndReason, RejectReason, TransportKind } from '../../common/call';
 import { ParleyError } from '../../common/errors';
 import type { CallStatsNotification, CallStatus } from '../../common/protocol/control';
 import { MAX_SEALED_DEVICES, type Envelope, type EnvelopeContent, type SecurityReason } from '../../common/protocol/envelope';
-import type { IceServer, SignalNotificationParams } from '../../common/protocol/signaling';
+import type { IceServer, SignalNotificationParams, SignalParams } from '../../common/protocol/signaling';
 import {
   MediaSession,
   type AudioLevels,
@@ -19,6 +19,7 @@ import { estimateMos } from '../media/quality';
 import { withPtime } from '../media/rtp-opus';
 import { nextCallState, type CallEvent } from './call-states';
 import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
+import { NetworkWatcher } from './network-watcher';
 import type { SignalingClient } from './signaling-client';
 
 /** Media settings of the engine. */
@@ -82,6 +83,30 @@ interface Call {
    * ({@link CallEngine.answerOffer}); such a call has no signaling and no sealing.
    */
   standardOffer?: string;
+  /** Sealed messages (candidates, restart offers and answers) on their way to the server, in sequence order. */
+  outbox: Outbox;
+  /** The latest restart generation begun (caller) or answered (callee); 0 before any. */
+  restartGen: number;
+  /** `call.candidate` notifications of this call received so far (reported in `hello`: the server re-sends the rest). */
+  received: number;
+  /** Callee side: repeats our `restart-request` while our inbound audio is lost. */
+  restartAsk?: NodeJS.Timeout;
+  /** Caller side: when the callee last asked for a restart, Unix ms. */
+  peerAskedAt?: number;
+  /** The transport the last restart replaced, kept until the peer says it switched too (or RETIRE_AFTER_MS). */
+  previous?: { peer: Peer; gen: number; timer: NodeJS.Timeout };
+}
+
+/**
+ * The sealed messages of one call not yet accepted by the server, in order.
+ * They are numbered (docs/SECURITY.md): one lost would end the call
+ * `replayed` at the peer, so while signaling is offline they wait, and go
+ * out in order when it is back.
+ */
+interface Outbox {
+  queue: SignalParams<'call.candidate'>[];
+  /** A drain is running (one at a time keeps the order). */
+  draining: boolean;
 }
 
 /** How long the answer to a standard WebRTC offer waits for ICE gathering to complete, ms. */
@@ -93,6 +118,10 @@ const STANDARD_GATHER_MS = 3000;
  * ICE and DTLS while the old one stays in place, make before break.
  */
 interface IceRestart {
+  /** Its generation (1, 2, …; the caller counts), sealed in its offer and answer. */
+  gen: number;
+  /** The peer said it moved its audio onto this transport (`switched`). */
+  peerSwitched: boolean;
   /** Undefined for the moment between a remote offer and our new peer. */
   peer: Peer | undefined;
   /** The remote SDP of the new transport (sealed offer or answer), once known. */
@@ -104,6 +133,8 @@ interface IceRestart {
 
 /** An ICE restart that has not connected in this long is given up (and, by the caller, tried on the next relay), ms. */
 const RESTART_TIMEOUT_MS = 5000;
+/** A transport replaced by a restart is closed when the peer says it switched too, or after this long, ms. */
+const RETIRE_AFTER_MS = 3000;
 
 /**
  * The ICE servers with the TURN URLs rotated by `attempt`: werift uses the
@@ -148,6 +179,8 @@ export class CallEngine extends EventEmitter<{
   levels: [AudioLevels & { callId: string }];
 }> {
   private readonly calls = new Map<string, Call>();
+  /** The host's interfaces and addresses, watched while the engine runs. */
+  private readonly network = new NetworkWatcher();
   /** Transports replaced by an ICE restart or given up. */
   private readonly retired = new WeakSet<Peer>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
@@ -165,13 +198,42 @@ export class CallEngine extends EventEmitter<{
     signaling.on('call.incoming', (p) => void this.onIncoming(p));
     signaling.on('call.ringing', (p) => this.onRemoteRinging(p.callId));
     signaling.on('call.answered', (p) => void this.onAnswered(p));
-    signaling.on('call.candidate', (p) => void this.onRemoteCandidate(p.callId, p.envelope));
+    signaling.on('call.candidate', (p) => {
+      const call = this.calls.get(p.callId);
+      if (call) call.received++;
+      void this.onRemoteCandidate(p.callId, p.envelope);
+    });
     signaling.on('call.ended', (p) => {
       const call = this.calls.get(p.callId);
       if (p.security && call && call.data.name !== 'ended') call.status.security = p.security;
       this.finish(p.callId, p.reason, p.security ? `the call failed an end-to-end security check on the other side (${p.security})` : undefined);
     });
-    signaling.reportCallsWith?.(() => this.answeredCallIds());
+    signaling.reportCallsWith?.(() => this.answeredCalls());
+    // A new or lost address: answered calls gather anew and restart ICE at once.
+    this.network.on('change', () => this.onNetworkChange());
+    this.network.start();
+    // The peer's signaling dropped (the server holds the call for it) or is back.
+    signaling.on('call.link', (p) => {
+      const call = this.calls.get(p.callId);
+      if (!call || call.data.name === 'ended' || call.status.signaling === 'offline') return;
+      call.status.signaling = p.peer === 'online' ? 'online' : 'peer_offline';
+      call.status.signalingSince = p.peer === 'online' ? Date.now() : (p.since ?? Date.now());
+      this.publish(call);
+    });
+    // Our own signaling: answered calls go on peer to peer; queued sealed messages go out when it is back.
+    signaling.on('state', (state) => {
+      if (state === 'connecting') return;
+      for (const call of this.calls.values()) {
+        if (call.data.name === 'ended') continue;
+        const next = state === 'online' ? 'online' : 'offline';
+        if (call.status.signaling !== next && !(next === 'online' && call.status.signaling === undefined)) {
+          call.status.signaling = next;
+          call.status.signalingSince = Date.now();
+          this.publish(call);
+        }
+        if (state === 'online') void this.drain(call);
+      }
+    });
     // A policy limit is near (lifetime or duration budget): show the server's words on the call.
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
@@ -218,6 +280,9 @@ export class CallEngine extends EventEmitter<{
       localCandidates: [],
       sealed: this.e2ee.outgoingCall(id, to, devices),
       restarts: 0,
+      outbox: { queue: [], draining: false },
+      restartGen: 0,
+      received: 0,
     };
     this.calls.set(id, call);
     this.trickle(call, peer);
@@ -316,6 +381,9 @@ export class CallEngine extends EventEmitter<{
       localCandidates: undefined,
       sealed: undefined,
       restarts: 0,
+      outbox: { queue: [], draining: false },
+      restartGen: 0,
+      received: 0,
       standardOffer: offerSdp,
     };
     this.calls.set(id, call);
@@ -460,6 +528,7 @@ export class CallEngine extends EventEmitter<{
 
   /** Ends every live call (hangup) and releases devices. */
   async shutdown(): Promise<void> {
+    this.network.stop();
     await Promise.allSettled(
       [...this.calls.values()].filter((c) => c.data.name !== 'ended').map((c) => this.end(c.id)),
     );
@@ -496,6 +565,9 @@ export class CallEngine extends EventEmitter<{
         localCandidates: undefined,
         sealed: undefined,
         restarts: 0,
+      outbox: { queue: [], draining: false },
+      restartGen: 0,
+      received: 0,
       };
       this.calls.set(placeholder.id, placeholder);
       this.securityFailure(placeholder, e);
@@ -511,6 +583,9 @@ export class CallEngine extends EventEmitter<{
       localCandidates: undefined,
       sealed: opened.call,
       restarts: 0,
+      outbox: { queue: [], draining: false },
+      restartGen: 0,
+      received: 0,
     };
     opened.call.remoteSdp = opened.offer;
     this.calls.set(call.id, call);
@@ -585,8 +660,10 @@ export class CallEngine extends EventEmitter<{
       return;
     }
     // After the answer the same sealed channel carries ICE restarts: the caller's new offer, the callee's answer.
-    if (content.type === 'offer') return this.onRestartOffer(call, content.sdp);
-    if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp);
+    if (content.type === 'offer') return this.onRestartOffer(call, content.sdp, content.restart);
+    if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp, content.restart);
+    if (content.type === 'restart-request') return this.onRestartRequest(call);
+    if (content.type === 'switched') return this.onPeerSwitched(call, content.restart);
     if (content.type !== 'candidate') return;
     const init: CandidateInit = {
       candidate: content.candidate,
@@ -608,24 +685,92 @@ export class CallEngine extends EventEmitter<{
   /**
    * The media path of an answered call broke: no RTP for a second, or ICE
    * reports the transport failed (the relay in use disappeared, a network
-   * changed). The call says `reconnecting`, and the caller — only the caller,
-   * so the two sides never offer at once — restarts ICE on a new transport
-   * through the next relay. The call is not ended here: audio coming back
+   * changed). The call says `reconnecting`. The caller — only the caller
+   * offers, so the two sides never offer at once — restarts ICE on a new
+   * transport through the next relay; the callee asks it to (`restart-request`,
+   * repeated while its audio stays lost), so a path that failed only towards
+   * the callee is repaired too. The call is not ended here: audio coming back
    * says `connected`, and only `mediaTimeoutMs` without any ends it `failed`.
    */
   private onMediaLost(call: Call): void {
     if (call.data.name !== 'active' && call.data.name !== 'held') return;
     if (call.status.media !== 'reconnecting') {
-      call.status.media = 'reconnecting';
+      this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
-    if (call.direction === 'outgoing' && !call.restart) void this.restartIce(call);
+    if (call.direction === 'outgoing') {
+      if (!call.restart) void this.restartIce(call);
+    } else this.askRestart(call);
   }
 
-  /** Caller side: a new transport, offered sealed over the call's candidate channel. */
+  /**
+   * This process was stopped or the machine slept for `ms` mid-call (the media
+   * watchdog's clock jumped): what was under way is stale. Signaling is
+   * checked at once (a dead socket reconnects now, not at the next
+   * keep-alive), a restart begun before the sleep is dropped, and the media
+   * stall the watchdog reports next starts a fresh one (the callee asks).
+   * The media timeout counts from the wake-up: the silence was ours.
+   */
+  private onSuspended(call: Call, ms: number): void {
+    if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    this.signaling.checkAlive?.();
+    if (call.restart && call.direction === 'outgoing') this.dropRestart(call, call.restart);
+    clearInterval(call.restartAsk);
+    call.restartAsk = undefined;
+    call.status.suspendedMs = Math.round(ms);
+    this.publish(call);
+  }
+
+  /**
+   * The host's addresses changed (a network change): the path of an answered
+   * call may be gone, or a better one may have appeared. Signaling reconnects
+   * at once (its socket may be bound to a lost address), and the call restarts ICE on a new transport that gathers anew —
+   * the caller offers, the callee asks it to — without waiting for the media
+   * to stall. Make before break: the old transport carries audio until the
+   * new one connects.
+   */
+  private onNetworkChange(): void {
+    const live = [...this.calls.values()].filter((c) => (c.data.name === 'active' || c.data.name === 'held') && c.sealed?.boundDevice);
+    if (live.length === 0) return;
+    this.signaling.reconnectNow?.();
+    for (const call of live) {
+      call.status.networkChangedAt = Date.now();
+      this.publish(call);
+      if (call.direction === 'outgoing') {
+        if (call.restart) this.dropRestart(call, call.restart);
+        void this.restartIce(call);
+      } else this.sendSealed(call, { type: 'restart-request' });
+    }
+  }
+
+  /** Callee side: asks the caller to restart, now and every RESTART_TIMEOUT_MS while our audio stays lost. */
+  private askRestart(call: Call): void {
+    if (call.restartAsk || !call.sealed?.boundDevice) return;
+    const ask = () => {
+      const d = call.data;
+      if ((d.name !== 'active' && d.name !== 'held') || call.status.media !== 'reconnecting') {
+        clearInterval(call.restartAsk);
+        call.restartAsk = undefined;
+        return;
+      }
+      this.sendSealed(call, { type: 'restart-request' });
+    };
+    call.restartAsk = setInterval(ask, RESTART_TIMEOUT_MS);
+    call.restartAsk.unref();
+    ask();
+  }
+
+  /** Caller side: the callee lost our audio and asks for a restart. */
+  private onRestartRequest(call: Call): void {
+    if (call.direction !== 'outgoing') return;
+    call.peerAskedAt = Date.now();
+    if (!call.restart) void this.restartIce(call);
+  }
+
+  /** Caller side: a new transport, offered sealed (with its generation) over the call's candidate channel. */
   private async restartIce(call: Call): Promise<void> {
     if ((call.data.name !== 'active' && call.data.name !== 'held') || call.restart || !call.sealed?.boundDevice) return;
-    const restart: IceRestart = { peer: undefined, remoteSdp: undefined, pending: [], timer: undefined };
+    const restart: IceRestart = { gen: ++call.restartGen, peer: undefined, remoteSdp: undefined, pending: [], timer: undefined, peerSwitched: false };
     call.restart = restart;
     this.armRestart(call, restart);
     try {
@@ -635,16 +780,23 @@ export class CallEngine extends EventEmitter<{
     }
   }
 
-  /** Callee side: the caller offers a new transport; answer it on our next relay. */
-  private async onRestartOffer(call: Call, sdp: string): Promise<void> {
+  /**
+   * Callee side: the caller offers a new transport (generation `gen`); answer
+   * it on our next relay. An offer of a generation already seen is stale and
+   * ignored; a newer one replaces the restart under way. The callee keeps its
+   * restart until the caller supersedes it (the caller alone gives up, so the
+   * two never disagree about which transport is current).
+   */
+  private async onRestartOffer(call: Call, sdp: string, gen: number | undefined): Promise<void> {
     if (call.data.name !== 'active' && call.data.name !== 'held') return;
+    if (gen !== undefined && gen <= call.restartGen) return;
+    call.restartGen = gen ?? call.restartGen + 1;
     if (call.restart) this.dropRestart(call, call.restart);
     // Registered at once: the candidates that follow the offer wait for the new peer.
-    const restart: IceRestart = { peer: undefined, remoteSdp: sdp, pending: [], timer: undefined };
+    const restart: IceRestart = { gen: call.restartGen, peer: undefined, remoteSdp: sdp, pending: [], timer: undefined, peerSwitched: false };
     call.restart = restart;
-    this.armRestart(call, restart);
     if (call.status.media !== 'reconnecting') {
-      call.status.media = 'reconnecting';
+      this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
     try {
@@ -662,7 +814,8 @@ export class CallEngine extends EventEmitter<{
   /**
    * Builds a restart's transport on the next relay and sends our side of it
    * sealed (`describe` makes the offer, or the answer to the remote offer),
-   * with our new candidates after it in the sealed sequence.
+   * tagged with the restart's generation, with our new candidates after it in
+   * the sealed sequence.
    * @throws when relay credentials cannot be had or werift refuses the description.
    */
   private async buildRestart(call: Call, restart: IceRestart, describe: (peer: Peer) => Promise<SessionDescription>): Promise<void> {
@@ -676,15 +829,21 @@ export class CallEngine extends EventEmitter<{
     this.trickle(call, peer);
     const description = await describe(peer);
     if (call.restart !== restart) return;
-    this.sendSealed(call, description);
+    this.sendSealed(
+      call,
+      description.type === 'offer'
+        ? { type: 'offer', sdp: description.sdp, restart: restart.gen }
+        : { type: 'answer', sdp: description.sdp, restart: restart.gen },
+    );
     this.flushCandidates(call);
     this.awaitRestart(call, restart, peer);
   }
 
-  /** Caller side: the callee's answer to our restart offer. */
-  private async onRestartAnswer(call: Call, sdp: string): Promise<void> {
+  /** Caller side: the callee's answer to our restart offer (one for another generation is stale). */
+  private async onRestartAnswer(call: Call, sdp: string, gen: number | undefined): Promise<void> {
     const restart = call.restart;
     if (!restart?.peer || restart.remoteSdp !== undefined || call.direction !== 'outgoing') return;
+    if (gen !== undefined && gen !== restart.gen) return;
     restart.remoteSdp = sdp;
     try {
       await restart.peer.acceptAnswer(sdp);
@@ -695,12 +854,19 @@ export class CallEngine extends EventEmitter<{
     }
   }
 
-  /** A restart that has not connected in RESTART_TIMEOUT_MS is dropped; the caller then tries the next relay. */
-  private armRestart(call: Call, restart: IceRestart): void {
+  /**
+   * Caller side: a restart that has not connected in RESTART_TIMEOUT_MS is
+   * dropped and, while the audio is lost on either side, tried again on the
+   * next relay — unless the callee already switched onto it, which earns it
+   * one more period (its side works; ours is a moment behind).
+   */
+  private armRestart(call: Call, restart: IceRestart, extended = false): void {
     restart.timer = setTimeout(() => {
       if (call.restart !== restart) return;
+      if (restart.peerSwitched && !extended) return this.armRestart(call, restart, true);
       this.dropRestart(call, restart);
-      if (call.direction === 'outgoing' && call.status.media === 'reconnecting') void this.restartIce(call);
+      const asked = call.peerAskedAt !== undefined && Date.now() - call.peerAskedAt < 2 * RESTART_TIMEOUT_MS;
+      if (call.status.media === 'reconnecting' || asked) void this.restartIce(call);
     }, RESTART_TIMEOUT_MS);
     restart.timer.unref();
   }
@@ -719,10 +885,12 @@ export class CallEngine extends EventEmitter<{
   /**
    * When the new transport connects: the same end-to-end check as the first
    * one (RFC 8827 §6.5: its DTLS certificate must match the fingerprint in the
-   * sealed SDP), then the audio moves onto it and the old one is closed.
+   * sealed SDP), then the audio moves onto it and we tell the peer
+   * (`switched`). The old transport is kept — its audio plays until the new
+   * one carries some — until the peer says it switched too, or RETIRE_AFTER_MS.
    */
   private awaitRestart(call: Call, restart: IceRestart, peer: Peer): void {
-    peer.connected(RESTART_TIMEOUT_MS).then(
+    peer.connected(call.direction === 'outgoing' ? RESTART_TIMEOUT_MS : 2 * RESTART_TIMEOUT_MS).then(
       () => {
         const d = call.data;
         if (call.restart !== restart || (d.name !== 'active' && d.name !== 'held')) return;
@@ -738,10 +906,16 @@ export class CallEngine extends EventEmitter<{
         sealedOf(call).remoteSdp = restart.remoteSdp;
         call.status.transport = peer.transportKind();
         this.watchTransport(call, peer);
-        this.retired.add(old);
-        void old.close();
+        this.retirePrevious(call);
+        if (restart.peerSwitched) this.retire(old);
+        else {
+          const timer = setTimeout(() => this.retirePrevious(call), RETIRE_AFTER_MS);
+          timer.unref();
+          call.previous = { peer: old, gen: restart.gen, timer };
+        }
+        this.sendSealed(call, { type: 'switched', restart: restart.gen });
         // ICE said the old path failed while audio still came: nothing to wait for.
-        if (!d.media.isStalled()) call.status.media = 'connected';
+        if (!d.media.isStalled()) this.setMedia(call, 'connected');
         this.publish(call);
       },
       () => {
@@ -750,6 +924,26 @@ export class CallEngine extends EventEmitter<{
         // Timed out or failed: the restart timer (or the next offer) takes it from here.
       },
     );
+  }
+
+  /** The peer moved its audio onto restart `gen`'s transport: the old one may go once we have switched too. */
+  private onPeerSwitched(call: Call, gen: number): void {
+    if (call.restart?.gen === gen) call.restart.peerSwitched = true;
+    if (call.previous?.gen === gen) this.retirePrevious(call);
+  }
+
+  /** Closes the transport the last restart replaced, if still kept. */
+  private retirePrevious(call: Call): void {
+    const previous = call.previous;
+    if (!previous) return;
+    call.previous = undefined;
+    clearTimeout(previous.timer);
+    this.retire(previous.peer);
+  }
+
+  private retire(peer: Peer): void {
+    this.retired.add(peer);
+    void peer.close();
   }
 
   /**
@@ -769,7 +963,44 @@ export class CallEngine extends EventEmitter<{
   /** Sends sealed content to the bound peer device over the call's candidate channel. */
   private sendSealed(call: Call, content: EnvelopeContent): void {
     const sealed = sealedOf(call);
-    void this.signaling.request('call.candidate', { callId: call.id, envelope: sealed.sealFor(sealed.boundDevice!, content) }).catch(() => {});
+    this.post(call, { callId: call.id, envelope: sealed.sealFor(sealed.boundDevice!, content) });
+  }
+
+  /** Sets whether the peer's audio flows, noting since when it changed (`mediaSince`). */
+  private setMedia(call: Call, media: 'connected' | 'reconnecting'): void {
+    if (call.status.media === media) return;
+    call.status.media = media;
+    call.status.mediaSince = Date.now();
+  }
+
+  /** Queues a sealed message of the call for the server and starts sending. */
+  private post(call: Call, params: SignalParams<'call.candidate'>): void {
+    call.outbox.queue.push(params);
+    void this.drain(call);
+  }
+
+  /**
+   * Sends a call's queued sealed messages one at a time, in order. A message
+   * that could not be sent because signaling went offline stays at the head
+   * and goes out when it is back (the `state` listener drains again); one the
+   * server refused (the call is gone there) is dropped.
+   */
+  private async drain(call: Call): Promise<void> {
+    const box = call.outbox;
+    if (box.draining) return;
+    box.draining = true;
+    try {
+      while (box.queue.length > 0 && call.data.name !== 'ended' && this.signaling.state === 'online') {
+        try {
+          await this.signaling.request('call.candidate', box.queue[0]!);
+        } catch (e) {
+          if (e instanceof ParleyError && e.reason === 'unavailable' && this.signaling.state !== 'online') break;
+        }
+        box.queue.shift();
+      }
+    } finally {
+      box.draining = false;
+    }
   }
 
   // ---- internals -----------------------------------------------------------
@@ -780,10 +1011,10 @@ export class CallEngine extends EventEmitter<{
    * so a call outlives its signaling connection, and a restarted server
    * resumes it when both devices list it (server/resume.ts).
    */
-  answeredCallIds(): string[] {
+  answeredCalls(): Array<{ callId: string; received: number }> {
     return [...this.calls.values()]
       .filter((c) => !c.standardOffer && (c.data.name === 'active' || c.data.name === 'held' || c.data.name === 'connecting'))
-      .map((c) => c.id);
+      .map((c) => ({ callId: c.id, received: c.received }));
   }
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
@@ -820,12 +1051,13 @@ export class CallEngine extends EventEmitter<{
     if (!call.standardOffer) call.status.e2ee = { ...(call.status.e2ee ?? { sealed: true }), fingerprintBound: true, mediaKeysBound: peer.srtpKeysBound };
     this.move(call, 'media_up', { name: 'active', peer, media, statsTimer: this.statsEverySecond(call, media) });
     call.status.connectedAt = Date.now();
-    call.status.media = 'connected';
+    this.setMedia(call, 'connected');
     call.status.transport = peer.transportKind();
     media.startSending();
+    media.on('suspended', (ms) => this.onSuspended(call, ms));
     media.on('mediaStalled', () => this.onMediaLost(call));
     media.on('mediaResumed', () => {
-      call.status.media = 'connected';
+      this.setMedia(call, 'connected');
       this.publish(call);
     });
     media.once('mediaTimeout', () => {
@@ -887,6 +1119,9 @@ export class CallEngine extends EventEmitter<{
     const call = this.calls.get(callId);
     if (!call || call.data.name === 'ended') return;
     if (call.restart) this.dropRestart(call, call.restart);
+    this.retirePrevious(call);
+    clearInterval(call.restartAsk);
+    call.restartAsk = undefined;
     if ('media' in call.data) call.status.stats = call.data.media.stats();
     call.status.transport ??= 'peer' in call.data ? call.data.peer.transportKind() : undefined;
     this.move(call, 'end', { name: 'ended', reason });
@@ -934,9 +1169,10 @@ export class CallEngine extends EventEmitter<{
     this.finish(call.id, 'failed', `end-to-end security: ${message}`);
   }
 
-  private hangupRemote(call: Call, _why: EndReason): void {
+  /** Tells the server we gave up on the call: the other side sees `failed`, not a hang-up. */
+  private hangupRemote(call: Call, why: 'failed'): void {
     if (call.standardOffer) return;
-    void this.signaling.request('call.hangup', { callId: call.id }).catch(() => {});
+    void this.signaling.request('call.hangup', { callId: call.id, reason: why }).catch(() => {});
   }
 
   private newPeer(iceServers: IceServer[]): Peer {
@@ -991,7 +1227,7 @@ export class CallEngine extends EventEmitter<{
     const params = bound
       ? { callId: call.id, envelope: call.sealed.sealFor(bound, content) }
       : { callId: call.id, envelopes: call.sealed.sealForAll(content) };
-    void this.signaling.request('call.candidate', params).catch(() => {});
+    this.post(call, params);
   }
 
   /** TURN/STUN servers, with relay credentials refreshed a minute before they expire. */

@@ -62,7 +62,7 @@ export class SignalingClient extends EventEmitter<
   private _tokenExpiresAt: number | undefined;
   private onlineWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly helloSteps: ((request: <M extends SignalMethod>(method: M, params: SignalParams<M>) => Promise<SignalResult<M>>) => Promise<void>)[] = [];
-  private liveCalls: () => string[] = () => [];
+  private liveCalls: () => Array<{ callId: string; received?: number }> = () => [];
   /** `<serverUrl>/v1/signal`, wss:// unless the server is on loopback over plain http. */
   private readonly signalUrl: URL;
 
@@ -115,9 +115,11 @@ export class SignalingClient extends EventEmitter<
    * Tells the client which answered calls this device carries, so that every
    * `hello` lists them (`calls`): after a server crash a call both devices
    * list resumes, and one the server no longer knows comes back as
-   * `call.ended` (server/resume.ts). The call engine registers itself here.
+   * `call.ended` (server/resume.ts). With each, how many `call.candidate`
+   * messages of it arrived (`received`), so the server sends again what a
+   * dead connection lost. The call engine registers itself here.
    */
-  reportCallsWith(liveCalls: () => string[]): void {
+  reportCallsWith(liveCalls: () => Array<{ callId: string; received?: number }>): void {
     this.liveCalls = liveCalls;
   }
 
@@ -147,6 +149,59 @@ export class SignalingClient extends EventEmitter<
     const parsed = SignalRequests[method].result.safeParse(raw);
     if (!parsed.success) throw new ParleyError('internal_error', `the server sent an invalid reply to ${method}`);
     return parsed.data as SignalResult<M>;
+  }
+
+  /**
+   * After a suspend (a clock jump) or a network change: makes sure the
+   * connection is alive now instead of at the next keep-alive. Online, it
+   * pings the server and drops the socket (reconnecting at once) if no pong
+   * comes within `timeoutMs`; waiting for a reconnect, it tries at once.
+   * @param timeoutMs how long to wait for the pong, ms.
+   */
+  checkAlive(timeoutMs = 2000): void {
+    if (this.closed) return;
+    const ws = this.ws;
+    if (!ws) {
+      clearTimeout(this.reconnectTimer);
+      this.attempt = 0;
+      this.open();
+      return;
+    }
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const timer = setTimeout(() => {
+      if (this.ws !== ws) return;
+      this.attempt = 0;
+      ws.terminate(); // 'close' follows: offline, then a reconnect after the shortest backoff
+    }, timeoutMs);
+    timer.unref();
+    ws.once('pong', () => clearTimeout(timer));
+    try {
+      ws.ping();
+    } catch {
+      // closing already: 'close' takes it from here
+    }
+  }
+
+  /**
+   * After a network change: the socket may be bound to an address that is
+   * gone, and the server would write into it until its keep-alive noticed.
+   * Drops it and connects again at once (over the new path).
+   */
+  reconnectNow(): void {
+    if (this.closed) return;
+    clearTimeout(this.reconnectTimer);
+    this.attempt = 0;
+    const ws = this.ws;
+    if (!ws) {
+      this.open();
+      return;
+    }
+    this.ws = undefined;
+    this.rpc?.close('connection replaced');
+    this.rpc = undefined;
+    ws.terminate();
+    this.setState('offline', 'network changed; reconnecting');
+    this.open();
   }
 
   /** Closes the connection for good. */
@@ -184,7 +239,7 @@ export class SignalingClient extends EventEmitter<
     ws.on('message', (data) => void rpc.receive(data.toString(), undefined));
     ws.on('open', async () => {
       try {
-        const calls = this.liveCalls().slice(0, 16).map((callId) => ({ callId }));
+        const calls = this.liveCalls().slice(0, 16);
         const hello = await rpc.request<{ tokenExpiresAt?: unknown }>('hello', {
           protocol: PROTOCOL_VERSION,
           deviceId: this.options.deviceId,

@@ -132,6 +132,8 @@ export class MediaSession extends EventEmitter<{
   mediaStalled: [];
   mediaResumed: [];
   mediaTimeout: [];
+  /** The watchdog's clock jumped by this many ms: the process was stopped or the machine slept. */
+  suspended: [number];
   levels: [AudioLevels];
 }> {
   private readonly frameSamples: number;
@@ -153,6 +155,10 @@ export class MediaSession extends EventEmitter<{
   private fecRecovered = 0;
   private watchdog: NodeJS.Timeout | undefined;
   private stalled = false;
+  /** The transport replaced by the last `replacePeer`, whose RTP plays until the new one carries some. */
+  private previousPeer: Peer | undefined;
+  /** Whether RTP came on the current transport since it was put in place. */
+  private heardOnPeer = true;
   private packetsReceived = 0;
   private remoteSsrc: number | undefined;
   private readonly now: () => number;
@@ -213,7 +219,13 @@ export class MediaSession extends EventEmitter<{
   /** Receives RTP and RTCP of `peer` while it is the session's transport. */
   private listen(peer: Peer): void {
     peer.onRemoteRtp((rtp) => {
-      if (peer === this.peer) this.onRtp(rtp);
+      if (peer === this.peer) {
+        this.heardOnPeer = true;
+        this.onRtp(rtp);
+      } else if (peer === this.previousPeer && !this.heardOnPeer) {
+        // Make before break: until the new transport carries the far end's audio, the old one's still plays.
+        this.onRtp(rtp);
+      }
     });
     // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
     const sender = peer.transceiver.sender;
@@ -234,13 +246,17 @@ export class MediaSession extends EventEmitter<{
 
   /**
    * Moves the call's audio onto a new, connected transport (after an ICE
-   * restart onto another path): from now on frames are sent on `peer` and
-   * only its RTP is played. The old peer is the caller's to close. The far
+   * restart onto another path): from now on frames are sent on `peer`, and
+   * its RTP is played; the old peer's RTP still plays until the first packet
+   * arrives on the new one (the far end may switch a moment later). The old
+   * peer is the caller's to close. The far
    * end's new SSRC restarts the jitter buffer (RFC 3550 §8.2); the encoder,
    * the devices and our RTP sequence and timestamps carry on.
    */
   replacePeer(peer: Peer): void {
     if (peer === this.peer || this.closed) return;
+    this.previousPeer = this.peer;
+    this.heardOnPeer = false;
     this.peer = peer;
     if (this.started) this.listen(peer);
     peer.setRedundancy?.(this.rate.view().redundancy);
@@ -282,8 +298,19 @@ export class MediaSession extends EventEmitter<{
     this.lastRtpAt = this.now();
     const timeout = this.options.mediaTimeoutMs ?? 30_000;
     const stallAfter = Math.min(STALL_MS, timeout / 2);
+    let lastTick = this.now();
     this.watchdog = setInterval(() => {
-      const silent = this.now() - this.lastRtpAt;
+      const now = this.now();
+      const slept = now - lastTick;
+      lastTick = now;
+      if (slept > SUSPEND_GAP_MS) {
+        // The process was stopped or the machine slept: that silence is not the peer's. Count the
+        // timeout from now, show "reconnecting" at once, and let the engine repair the path.
+        this.lastRtpAt = Math.max(this.lastRtpAt, now - stallAfter - 1);
+        this.stalled = false;
+        this.emit('suspended', slept);
+      }
+      const silent = now - this.lastRtpAt;
       if (silent > timeout) {
         clearInterval(this.watchdog);
         this.emit('mediaTimeout');
@@ -601,6 +628,11 @@ function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output',
  * audio gap under 2 s.
  */
 const STALL_MS = 1000;
+/**
+ * A watchdog tick (every ≤ 250 ms) that comes this late means the process was
+ * stopped (SIGSTOP) or the machine slept, not that the event loop was busy, ms.
+ */
+const SUSPEND_GAP_MS = 3000;
 
 /** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
 const QUIET_RMS = 164;

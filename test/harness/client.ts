@@ -45,6 +45,10 @@ export interface StartClientOptions {
    * Without it a second device of an account stays unlinked (contacts do not ring it).
    */
   linkFrom?: RunningClient;
+  /** Run the daemon (and its register and login) inside this network namespace (`ip netns exec NAME`; root only). */
+  netns?: string;
+  /** Gather 127.0.0.1 only (`--loopback`, default true); false gathers every interface's address. */
+  loopback?: boolean;
   /** More `parley login` flags, e.g. `['--link', CODE]`. */
   loginArgs?: string[];
   /** More daemon flags, e.g. `['--no-noise-suppression']`. */
@@ -101,10 +105,13 @@ export async function runParley(
   env: Record<string, string>,
   stdin?: string,
   timeoutMs = 30_000,
+  netns?: string,
 ): Promise<string> {
   const CLI = await cli();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const node = [process.execPath, CLI, ...args];
+    const [command, ...rest] = netns ? ['ip', 'netns', 'exec', netns, ...node] : node;
+    const child = spawn(command!, rest, {
       cwd: REPO_ROOT,
       env: { ...process.env, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -133,11 +140,11 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   const env = { ...o.env, PARLEY_DATA_DIR: dataDir, PARLEY_SOCKET: socket };
   const password = o.password ?? DEFAULT_PASSWORD;
   if (o.register !== false) {
-    await runParley(['register', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password);
+    await runParley(['register', '--server', o.server.url, '--username', o.name, '--password-stdin'], env, password, undefined, o.netns);
   }
-  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin', ...(o.loginArgs ?? [])], env, password);
+  await runParley(['login', '--server', o.server.url, '--username', o.name, '--password-stdin', ...(o.loginArgs ?? [])], env, password, undefined, o.netns);
 
-  const args = [await cli(), 'daemon', '--loopback'];
+  const args = [await cli(), 'daemon', ...(o.loopback === false ? [] : ['--loopback'])];
   if (o.input) args.push('--input', o.input);
   if (o.output) args.push('--output', o.output);
   if (o.frameMs) args.push('--frame-ms', String(o.frameMs));
@@ -148,7 +155,7 @@ export async function startClient(o: StartClientOptions): Promise<RunningClient>
   if (o.extraArgs) args.push(...o.extraArgs);
   const logFile = join(dataDir, 'daemon.log');
   const launch = () =>
-    startChild(process.execPath, args, {
+    startChild(o.netns ? 'ip' : process.execPath, o.netns ? ['netns', 'exec', o.netns, process.execPath, ...args] : args, {
       cwd: REPO_ROOT,
       env: { ...process.env, ...env },
       logFile,

@@ -49,6 +49,8 @@ export interface StartServerOptions {
   dataDir?: string;
   /** How long to wait for the "listening" line, ms (default 20000). */
   startTimeoutMs?: number;
+  /** Run the server inside this network namespace (`ip netns exec NAME`; root only). */
+  netns?: string;
   /** Copy the server's stdout/stderr to this process's stderr (debugging). */
   echo?: boolean;
 }
@@ -108,6 +110,7 @@ interface Prepared {
   dataDir: string;
   ownsDataDir: boolean;
   configFile: string | undefined;
+  netns: string | undefined;
 }
 
 function prepare(options: StartServerOptions): Prepared {
@@ -150,12 +153,13 @@ function prepare(options: StartServerOptions): Prepared {
     writeFileSync(configFile, options.configToml);
     args.push('--config', configFile);
   }
-  return { args, env, dataDir, ownsDataDir, configFile };
+  return { args, env, dataDir, ownsDataDir, configFile, netns: options.netns };
 }
 
 function spawnServer(p: Prepared): ChildProcess {
   // process.execPath: the same Node 22 that runs the tests; tsx's loader runs the TypeScript directly.
-  return spawn(process.execPath, p.args, {
+  const [command, args] = p.netns ? ['ip', ['netns', 'exec', p.netns, process.execPath, ...p.args]] : [process.execPath, p.args];
+  return spawn(command, args, {
     cwd: REPO_ROOT,
     env: p.env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -4,6 +4,7 @@
  * a minimal WAV reader/writer for canonical PCM files (the ones sox, paplay
  * and parecord produce).
  */
+import { dbfs } from '../../main/media/analysis';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, removeTempDir, run } from './process';
@@ -193,4 +194,19 @@ export function rms(samples: Int16Array): number {
   let sum = 0;
   for (const s of samples) sum += s * s;
   return Math.sqrt(sum / samples.length) / 32768;
+}
+
+/**
+ * Longest run of 10 ms windows quieter than `floorDbfs` in a 48 kHz recording
+ * between `fromMs` and `toMs`: the audible gap in a steady tone, ms.
+ */
+export function longestSilenceMs(x: Int16Array, fromMs: number, toMs: number, floorDbfs = -45): number {
+  const w = 480;
+  let run = 0;
+  let longest = 0;
+  for (let i = Math.floor((fromMs * 48) / w) * w; i + w <= Math.min(x.length, toMs * 48); i += w) {
+    run = dbfs(x, i, i + w) < floorDbfs ? run + 10 : 0;
+    longest = Math.max(longest, run);
+  }
+  return longest;
 }

@@ -13,7 +13,6 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dbfs } from '../../main/media/analysis';
 import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startCoturn, type Coturn } from '../harness/coturn';
 import { startImpairRelay, type ImpairRelay } from '../harness/impair';
@@ -21,7 +20,7 @@ import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
-import { channel, readWav } from '../harness/speech';
+import { channel, longestSilenceMs, readWav } from '../harness/speech';
 
 let pulse: Pulse;
 let keyring: Keyring;
@@ -53,18 +52,6 @@ afterAll(async () => {
   await Promise.allSettled([coturn?.stop(), keyring?.stop(), pulse?.stop()]);
   if (dir) removeTempDir(dir);
 });
-
-/** Longest run of 10 ms windows below `floorDbfs` between `fromMs` and `toMs`, ms. */
-function longestSilenceMs(x: Int16Array, fromMs: number, toMs: number, floorDbfs = -45): number {
-  const w = 480;
-  let run = 0;
-  let longest = 0;
-  for (let i = Math.floor((fromMs * 48) / w) * w; i + w <= Math.min(x.length, toMs * 48); i += w) {
-    run = dbfs(x, i, i + w) < floorDbfs ? run + 10 : 0;
-    longest = Math.max(longest, run);
-  }
-  return longest;
-}
 
 describe('the relay in use disappears mid-call', () => {
   it('restarts ICE through the other relay: "reconnecting", then "connected", the audio gap under 2 s', async () => {

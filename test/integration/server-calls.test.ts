@@ -15,6 +15,8 @@ const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 answer-sdp-44c0' });
 const candidate = (c: string) =>
   plainEnvelope({ type: 'candidate', candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
 
+/** The server's grace for a device that drops mid-call, s (short: the test waits it out). */
+const GRACE_S = 2;
 let server: RunningServer;
 let n = 0;
 /** A fresh pair of signed-in users (fresh names so tests never share call state). */
@@ -37,7 +39,7 @@ async function ring(caller: SignedInDevice, callee: SignedInDevice): Promise<str
 }
 
 beforeAll(async () => {
-  server = await startServer();
+  server = await startServer({ env: { PARLEY_CALL_GRACE: String(GRACE_S) } });
 });
 afterAll(async () => {
   await server?.stop();
@@ -302,16 +304,19 @@ describe('calls: who may do what', () => {
 });
 
 describe('calls: disconnects', () => {
-  it('a device that drops mid-call ends the call for the other side with failed', async () => {
+  it('a device that drops mid-call and does not come back: the other side sees it reconnecting, then the call ends failed after the grace', async () => {
     const [alice, bob] = await pair();
     const callId = await ring(alice, bob);
     await bob.client.request('call.answer', { callId, envelope: answer });
     await alice.client.nextNotification('call.answered', { callId });
+    const droppedAt = Date.now();
     bob.client.terminate();
+    expect(await alice.client.nextNotification('call.link', { callId })).toMatchObject({ callId, peer: 'reconnecting' });
     expect(await alice.client.nextNotification('call.ended', { callId })).toEqual({
       callId,
       reason: 'failed',
     });
+    expect(Date.now() - droppedAt).toBeGreaterThan(GRACE_S * 1000 - 500);
     await closeAll(alice);
   });
 

@@ -12,6 +12,7 @@ describe('server config', () => {
       dataDir: '/srv/parley/.parley/server',
       logLevel: 'info',
       ringTimeoutSeconds: 45,
+      callGraceSeconds: 20,
       turn: {
         urls: [],
         secret: '',

@@ -29,9 +29,9 @@ const ended = (l: TestLink) =>
     .filter((g) => g.method === 'call.ended')
     .map((g) => (g.params as { reason: string }).reason);
 
-function setup(ringTimeoutMs = 45_000) {
+function setup(ringTimeoutMs = 45_000, graceMs = 0) {
   const events: HubEvent[] = [];
-  const hub = new Hub({ ringTimeoutMs, onEvent: (e) => events.push(e) });
+  const hub = new Hub({ ringTimeoutMs, graceMs, onEvent: (e) => events.push(e) });
   const alice = device('alice');
   const bob = device('bob');
   hub.attach(alice);
@@ -123,6 +123,82 @@ describe('Hub', () => {
     expect(ended(alice)).toEqual([]);
     hub.candidate(alice.peer, callId, env);
     expect(bob2.got.map((g) => g.method)).toEqual(['call.candidate']);
+  });
+
+  it('holds an answered call for a device whose connection dropped: the peer sees "reconnecting", its messages wait in order, the device resumes it', () => {
+    vi.useFakeTimers();
+    const { hub, alice, bob, invite, events } = setup(45_000, 15_000);
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.detach(bob);
+    expect(ended(alice)).toEqual([]);
+    expect(alice.got.at(-1)).toEqual({ method: 'call.link', params: { callId, peer: 'reconnecting', since: expect.any(Number), until: expect.any(Number) } });
+    hub.candidate(alice.peer, callId, { kind: 'sealed', body: 'c1' });
+    hub.candidate(alice.peer, callId, { kind: 'sealed', body: 'c2' });
+    vi.advanceTimersByTime(10_000);
+    const bob2: TestLink = { ...device('bob'), peer: bob.peer, got: [] };
+    bob2.notify = (method, params) => void bob2.got.push({ method, params });
+    hub.attach(bob2);
+    expect(hub.reconnected(bob.peer, [{ callId }])).toEqual([]);
+    expect(bob2.got.map((g) => (g.params as { envelope: { body: string } }).envelope.body)).toEqual(['c1', 'c2']);
+    expect(alice.got.at(-1)).toEqual({ method: 'call.link', params: { callId, peer: 'online' } });
+    expect(events.map((e) => e.event)).toContain('call.party_back');
+    vi.advanceTimersByTime(60_000);
+    expect(hub.callsByState().active).toBe(1);
+    hub.hangup(alice.peer, callId);
+    expect(ended(bob2)).toEqual(['hangup']);
+  });
+
+  it('ends a held call "failed" for both when the grace passes, and tells the device the real reason of an end it missed', () => {
+    vi.useFakeTimers();
+    const { hub, alice, bob, invite } = setup(45_000, 15_000);
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.detach(alice);
+    vi.advanceTimersByTime(15_001);
+    expect(ended(bob)).toEqual(['failed']);
+    expect(hub.callsByState().active).toBe(0);
+    hub.attach(alice);
+    expect(hub.reconnected(alice.peer, [{ callId }])).toEqual([{ callId, reason: 'failed' }]);
+
+    const second = invite();
+    hub.answer(bob.peer, second, env);
+    hub.detach(alice);
+    hub.hangup(bob.peer, second);
+    hub.attach(alice);
+    expect(hub.reconnected(alice.peer, [{ callId: second }])).toEqual([{ callId: second, reason: 'hangup' }]);
+  });
+
+  it('sends a device that reconnects over a new socket the relayed messages it says it did not receive, in order', () => {
+    const { hub, alice, bob, invite } = setup(45_000, 15_000);
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    for (const body of ['c0', 'c1', 'c2']) hub.candidate(alice.peer, callId, { kind: 'sealed', body });
+    // Bob's old socket died with c1 and c2 in flight; his new one replaces it before the server noticed.
+    const bob2: TestLink = { ...device('bob'), peer: bob.peer, got: [] };
+    bob2.notify = (method, params) => void bob2.got.push({ method, params });
+    hub.attach(bob2);
+    expect(hub.reconnected(bob.peer, [{ callId, received: 1 }])).toEqual([]);
+    hub.candidate(alice.peer, callId, { kind: 'sealed', body: 'c3' });
+    expect(bob2.got.map((g) => (g.params as { envelope: { body: string } }).envelope.body)).toEqual(['c1', 'c2', 'c3']);
+  });
+
+  it('a party that gave up on the call (hangup with reason failed) ends it "failed" for the other side, not "hangup"', () => {
+    const { hub, alice, bob, invite } = setup();
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.hangup(alice.peer, callId, 'failed');
+    expect(ended(bob)).toEqual(['failed']);
+  });
+
+  it('a device back without a held call ends it "failed" for the peer', () => {
+    const { hub, alice, bob, invite } = setup(45_000, 15_000);
+    const callId = invite();
+    hub.answer(bob.peer, callId, env);
+    hub.detach(bob);
+    hub.attach(bob);
+    expect(hub.reconnected(bob.peer, [])).toEqual([{ callId, reason: 'failed' }]);
+    expect(ended(alice)).toEqual(['failed']);
   });
 
   it('ends a ringing call with no_answer for both sides after the ring timeout, and not after an answer', () => {
