@@ -163,7 +163,6 @@ async function measureChromium(frameMs: 10 | 20, condition: Condition, pulse: Pu
 
 async function main(): Promise<void> {
   const dir = makeTempDir('bench');
-  const pulse = await startPulse();
   const keyring = await startKeyring();
   const server = await startServer();
   const speechWav = join(dir, 'speech.wav');
@@ -173,15 +172,23 @@ async function main(): Promise<void> {
   try {
     for (const frameMs of packets) {
       for (const condition of conditions) {
-        hog = condition === 'loaded' ? startHog() : undefined;
-        process.stderr.write(`Parley, ${frameMs} ms packets, ${condition} (${CLICKS} clicks over ~${SECONDS} s)…\n`);
-        const p = await measureParley(frameMs, condition, pulse, server, keyring.env, dir, speechWav);
+        // A fresh PulseAudio per run: one instance carrying a dozen calls' streams
+        // in a row aborted here (null-sink queue overruns, then a failed assertion).
+        const pulse = await startPulse();
+        let p: Awaited<ReturnType<typeof measureParley>>;
         let chromium: Measured | undefined;
-        if (!args['no-chromium']) {
-          process.stderr.write(`Chromium, ${frameMs} ms packets, ${condition}…\n`);
-          chromium = await measureChromium(frameMs, condition, pulse, dir, speechWav);
+        try {
+          hog = condition === 'loaded' ? startHog() : undefined;
+          process.stderr.write(`Parley, ${frameMs} ms packets, ${condition} (${CLICKS} clicks over ~${SECONDS} s)…\n`);
+          p = await measureParley(frameMs, condition, pulse, server, keyring.env, dir, speechWav);
+          if (!args['no-chromium']) {
+            process.stderr.write(`Chromium, ${frameMs} ms packets, ${condition}…\n`);
+            chromium = await measureChromium(frameMs, condition, pulse, dir, speechWav);
+          }
+        } finally {
+          await stopHog(hog);
+          await pulse.stop();
         }
-        await stopHog(hog);
         results.push({
           frameMs,
           condition,
@@ -196,7 +203,6 @@ async function main(): Promise<void> {
     await stopHog(hog);
     await server.stop();
     await keyring.stop();
-    await pulse.stop();
     removeTempDir(dir);
   }
 
