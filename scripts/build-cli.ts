@@ -14,6 +14,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -42,7 +43,7 @@ function newestSourceMs(): number {
  */
 export async function buildCli(): Promise<string> {
   mkdirSync(dirname(CLI_BUNDLE), { recursive: true });
-  const tmp = `${CLI_BUNDLE}.${process.pid}.tmp`;
+  const tmp = `${CLI_BUNDLE}.${process.pid}-${randomUUID()}.tmp`;
   await build({
     entryPoints: [join(ROOT, 'main/cli/parley.ts')],
     outfile: tmp,
@@ -59,10 +60,17 @@ export async function buildCli(): Promise<string> {
   return CLI_BUNDLE;
 }
 
-/** The bundle's path, built first when it is missing or older than its sources. */
-export async function ensureCliBuilt(): Promise<string> {
-  if (existsSync(CLI_BUNDLE) && statSync(CLI_BUNDLE).mtimeMs >= newestSourceMs()) return CLI_BUNDLE;
-  return buildCli();
+let building: Promise<string> | undefined;
+
+/**
+ * The bundle's path, built first when it is missing or older than its
+ * sources. Callers in one process share one build; builds in several
+ * processes each write their own temporary file and rename it.
+ */
+export function ensureCliBuilt(): Promise<string> {
+  if (existsSync(CLI_BUNDLE) && statSync(CLI_BUNDLE).mtimeMs >= newestSourceMs()) return Promise.resolve(CLI_BUNDLE);
+  building ??= buildCli().finally(() => (building = undefined));
+  return building;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
