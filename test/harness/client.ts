@@ -289,3 +289,19 @@ export async function makeClientContacts(a: RunningClient, b: RunningClient): Pr
   const r = await a.request<{ status: string }>('request_contact', { username: b.name });
   if (r.status === 'requested') await b.request('accept_contact', { username: a.name });
 }
+
+/**
+ * `caller` calls `callee`, which answers; resolves with the call id once both
+ * sides are active and have played the other's first audio.
+ * @throws Error when a step does not happen within the clients' wait time.
+ */
+export async function placeAnsweredCall(caller: RunningClient, callee: RunningClient): Promise<string> {
+  const { callId } = await caller.request<{ callId: string }>('create_call', { to: callee.name });
+  await callee.waitForCall(callId, (s) => s.state === 'incoming');
+  await callee.request('answer_call', { callId });
+  await Promise.all([
+    caller.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
+    callee.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
+  ]);
+  return callId;
+}

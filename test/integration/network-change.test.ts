@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
-import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, placeAnsweredCall, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -79,13 +79,7 @@ afterAll(async () => {
 async function speakThrough(change: () => Promise<void>): Promise<number> {
   const tone = join(dir, 'tone.wav');
   await run('sox', ['-R', '-n', '-r', '48000', '-c', '1', '-b', '16', tone, 'synth', '9', 'sine', '440', 'vol', '0.3']);
-  const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'nbob' });
-  await bob.waitForCall(callId, (s) => s.state === 'incoming');
-  await bob.request('answer_call', { callId });
-  await Promise.all([
-    alice.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-    bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-  ]);
+  const callId = await placeAnsweredCall(alice, bob);
 
   const probe = join(dir, 'probe.wav');
   const rec = await pulse.record('probe.monitor', probe, 4);

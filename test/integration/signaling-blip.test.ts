@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
-import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, placeAnsweredCall, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -56,13 +56,7 @@ afterAll(async () => {
 });
 
 async function startCall(): Promise<string> {
-  const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bbob' });
-  await bob.waitForCall(callId, (s) => s.state === 'incoming');
-  await bob.request('answer_call', { callId });
-  await Promise.all([
-    alice.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-    bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-  ]);
+  const callId = await placeAnsweredCall(alice, bob);
   return callId;
 }
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CallStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
-import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, placeAnsweredCall, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -50,13 +50,7 @@ describe('a daemon suspended mid-call', () => {
   it('30 s of SIGSTOP, then SIGCONT: the callee notices, the path is restarted, and speech reaches it again', async () => {
     const sentence = join(dir, 'alice.wav');
     await renderSpeech('The quick brown fox jumps over the lazy dog near the river bank.', 'en-us', sentence);
-    const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'sbob' });
-    await bob.waitForCall(callId, (s) => s.state === 'incoming');
-    await bob.request('answer_call', { callId });
-    await Promise.all([
-      alice.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-      bob.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-    ]);
+    const callId = await placeAnsweredCall(alice, bob);
 
     bob.kill('SIGSTOP');
     await alice.waitForCall(callId, (s) => s.media === 'reconnecting', 5_000);
@@ -96,13 +90,7 @@ describe('a daemon suspended mid-call', () => {
     ]);
     try {
       await makeClientContacts(carol, dave);
-      const { callId } = await carol.request<{ callId: string }>('create_call', { to: 'sdave' });
-      await dave.waitForCall(callId, (s) => s.state === 'incoming');
-      await dave.request('answer_call', { callId });
-      await Promise.all([
-        carol.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-        dave.waitForCall(callId, (s) => s.state === 'active' && !!s.firstAudioAt),
-      ]);
+      const callId = await placeAnsweredCall(carol, dave);
       dave.kill('SIGSTOP');
       const carolEnd = await carol.waitForCall(callId, (s) => s.state === 'ended', 40_000);
       expect(carolEnd.endReason).toBe('failed');
