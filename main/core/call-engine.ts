@@ -14,6 +14,7 @@ import {
   type FrameDecoder,
   type FrameEncoder,
 } from '../media/media-session';
+import { warmUpMediaPath } from '../media/warmup';
 import { Peer, type CandidateInit, type SessionDescription } from '../media/peer';
 import { estimateMos } from '../media/quality';
 import { withPtime } from '../media/rtp-opus';
@@ -1189,6 +1190,27 @@ export class CallEngine extends EventEmitter<{
   private hangupRemote(call: Call, why: 'failed'): void {
     if (call.standardOffer) return;
     void this.signaling.request('call.hangup', { callId: call.id, reason: why }).catch(() => {});
+  }
+
+  /**
+   * Runs the media path once on loopback before the first call (main/media/warmup.ts):
+   * a fresh process's first call then connects as fast as its tenth. Safe to call
+   * at start; never throws (a failure is returned as the error's message and the
+   * first call simply pays the compilation itself).
+   * @returns how long it took (ms) or why it failed.
+   */
+  async warmUp(): Promise<{ ms: number } | { error: string }> {
+    try {
+      return await warmUpMediaPath({
+        ptimeMs: this.config.frameMs,
+        encode: () => {
+          const { encoder } = this.platform.createCodec(this.config.frameMs);
+          encoder.encode(new Int16Array(48 * this.config.frameMs));
+        },
+      });
+    } catch (e) {
+      return { error: e instanceof Error ? e.message : String(e) };
+    }
   }
 
   private newPeer(iceServers: IceServer[]): Peer {
