@@ -23,7 +23,7 @@ import { createOpusDecoder, createOpusEncoder } from '../native/opus';
 import { AdaptiveJitterBuffer } from '../main/media/adaptive-jitter-buffer';
 import { speechSimilarity } from '../main/media/analysis';
 import { MediaSession, type AudioSink, type AudioSource } from '../main/media/media-session';
-import type { Peer } from '../main/media/peer';
+import type { RtpTransport } from '../main/media/rtp-transport';
 import { ImpairmentModel, meanLossRate, type ImpairmentProfile, mixSeed, PROFILES, type ProfileName } from '../test/harness/impair';
 import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { readWav, renderSpeech } from '../test/harness/speech';
@@ -67,11 +67,11 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
   let clock = 0;
   const delays: number[] = [];
   let listener: ((rtp: { header: { ssrc: number; sequenceNumber: number; timestamp: number }; payload: Buffer }) => void) | undefined;
-  const peer = {
-    onRemoteRtp: (l: typeof listener) => (listener = l),
-    transceiver: { sender: { onRtcp: { subscribe: () => undefined }, ssrc: 1 } },
-    track: { writeRtp: () => undefined },
-  } as unknown as Peer;
+  const peer: RtpTransport = {
+    sendRtp: () => undefined,
+    onRtp: (l) => void (listener = l),
+    onReceiverReport: () => undefined,
+  };
   const source = Object.assign(new EventEmitter(), { start: () => undefined, close: async () => undefined }) as unknown as AudioSource;
   let pull: (() => Int16Array) | undefined;
   const sink = Object.assign(new EventEmitter(), {

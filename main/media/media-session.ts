@@ -1,11 +1,13 @@
 import { EventEmitter } from 'node:events';
-import type { RtpPacket } from 'werift';
 import type { MediaStats } from '../../common/protocol/control';
-import { AdaptiveJitterBuffer, type AdaptivePlayout } from './adaptive-jitter-buffer';
-import { FixedJitterBuffer, type JitterPacket, type PlayoutItem } from './jitter-buffer';
-import type { Peer } from './peer';
+import { LivenessMonitor } from './liveness';
+import { Mixer } from './mixer';
+import { PlayoutChain, type FrameDecoder } from './playout-chain';
 import { SendRateController } from './rate-control';
 import { OpusPacketizer } from './rtp-opus';
+import type { ReceivedRtp, RtpTransport } from './rtp-transport';
+
+export type { FrameDecoder } from './playout-chain';
 
 /** 48 kHz mono s16 frames from a microphone (native/audio-device CaptureStream fits). */
 export interface AudioSource {
@@ -37,15 +39,6 @@ export interface FrameEncoder {
   setExpectedLossPercent?(percent: number): void;
   /** The encoder's configured target (native/opus's OpusEncoder has it): the rate controller returns to it after loss. */
   readonly settings?: { readonly bitrate: number; readonly expectedLossPercent: number };
-}
-
-/** Opus decoder: one packet → 48 kHz mono PCM of the packet's duration. */
-export interface FrameDecoder {
-  decode(packet: Buffer): Int16Array;
-  /** Packet loss concealment for exactly `samples` samples (RFC 6716 §4.4). */
-  conceal?(samples: number): Int16Array;
-  /** Rebuilds the lost frame of `samples` samples before `next` from `next`'s in-band FEC (falls back to PLC). */
-  decodeFec?(next: Buffer, samples: number): Int16Array;
 }
 
 /**
@@ -116,8 +109,12 @@ export interface MediaSessionOptions {
 /**
  * The audio of one call, as a chain of small stages:
  *
- *   source → encoder → packetizer → peer track (SRTP)        (send)
- *   peer track → jitter buffer → decoder → PCM FIFO → sink   (receive)
+ *   source → processor → encoder → packetizer → RtpTransport (SRTP)                  (send)
+ *   RtpTransport → PlayoutChain (jitter buffer → decoder) → Mixer → sink, processor (receive)
+ *
+ * plus a LivenessMonitor on the received stream. The transport is the call's
+ * WebRTC peer (main/media/peer.ts implements RtpTransport); the stages never
+ * reach into werift.
  *
  * The sink pulls one frame whenever the device has room, so playout is paced
  * by the sound card clock. Until the first packet plays, and whenever the
@@ -137,30 +134,21 @@ export class MediaSession extends EventEmitter<{
   levels: [AudioLevels];
 }> {
   private readonly frameSamples: number;
-  private readonly jitter: JitterBuffer;
-  private lastQuiet = false;
+  private readonly playout: PlayoutChain;
+  private readonly mixer: Mixer;
+  private readonly liveness: LivenessMonitor;
   private readonly packetizer = new OpusPacketizer();
   private readonly rate: SendRateController;
-  private pcm: Int16Array = new Int16Array(0);
-  private pcmOffset = 0;
   private sending = false;
   private started = false;
   private closed = false;
-  private heardFirst = false;
   private held = false;
   private micOpen = true;
   private outputGain = 1;
-  private lastRtpAt = 0;
-  private concealed = 0;
-  private fecRecovered = 0;
-  private watchdog: NodeJS.Timeout | undefined;
-  private stalled = false;
   /** The transport replaced by the last `replacePeer`, whose RTP plays until the new one carries some. */
-  private previousPeer: Peer | undefined;
+  private previousPeer: RtpTransport | undefined;
   /** Whether RTP came on the current transport since it was put in place. */
   private heardOnPeer = true;
-  private packetsReceived = 0;
-  private remoteSsrc: number | undefined;
   private readonly now: () => number;
   private levelsTimer: NodeJS.Timeout | undefined;
   private readonly meter = { input: 0, inputN: 0, sent: 0, sentN: 0, output: 0, outputN: 0 };
@@ -170,16 +158,26 @@ export class MediaSession extends EventEmitter<{
   private reportedDelayMs: number | undefined;
 
   constructor(
-    private peer: Peer,
+    private peer: RtpTransport,
     private readonly options: MediaSessionOptions,
   ) {
     super();
     this.frameSamples = 48 * options.frameMs;
-    this.jitter =
-      options.jitterTargetMs !== undefined
-        ? fixedBuffer(new FixedJitterBuffer(options.jitterTargetMs, this.frameSamples))
-        : new AdaptiveJitterBuffer({ packetSamples: this.frameSamples });
     this.now = options.now ?? (() => performance.now());
+    this.playout = new PlayoutChain({
+      frameSamples: this.frameSamples,
+      decoder: options.decoder,
+      ...(options.jitterTargetMs !== undefined ? { jitterTargetMs: options.jitterTargetMs } : {}),
+      now: this.now,
+      onFirstAudio: () => this.emit('firstAudio'),
+    });
+    this.mixer = new Mixer(this.frameSamples);
+    this.mixer.add(this.playout);
+    this.liveness = new LivenessMonitor({ timeoutMs: options.mediaTimeoutMs ?? 30_000, now: this.now });
+    this.liveness.on('stalled', () => this.emit('mediaStalled'));
+    this.liveness.on('resumed', () => this.emit('mediaResumed'));
+    this.liveness.on('timeout', () => this.emit('mediaTimeout'));
+    this.liveness.on('suspended', (ms) => this.emit('suspended', ms));
     // The base is read before the controller changes anything: after a lossy spell the
     // encoder goes back to what was configured, not to a constant.
     const configured = options.encoder.settings;
@@ -217,8 +215,8 @@ export class MediaSession extends EventEmitter<{
   }
 
   /** Receives RTP and RTCP of `peer` while it is the session's transport. */
-  private listen(peer: Peer): void {
-    peer.onRemoteRtp((rtp) => {
+  private listen(peer: RtpTransport): void {
+    peer.onRtp((rtp) => {
       if (peer === this.peer) {
         this.heardOnPeer = true;
         this.onRtp(rtp);
@@ -228,20 +226,15 @@ export class MediaSession extends EventEmitter<{
       }
     });
     // RTCP receiver reports about our stream drive the encoder (rate-control.ts).
-    const sender = peer.transceiver.sender;
-    sender.onRtcp.subscribe((packet) => {
-      if (this.closed || peer !== this.peer || !('reports' in packet)) return;
-      // werift computes the RTT from the report and its own SR send time (a private field).
-      const rtt = (sender as unknown as { rtt?: number }).rtt;
-      for (const report of packet.reports) {
-        if (report.ssrc === sender.ssrc) this.rate.onReport(report, rtt !== undefined ? rtt * 1000 : undefined);
-      }
+    peer.onReceiverReport((report, rttMs) => {
+      if (this.closed || peer !== this.peer) return;
+      this.rate.onReport(report, rttMs);
     });
   }
 
   /** Whether no RTP has come for the stall time (the call shows "reconnecting"). */
   isStalled(): boolean {
-    return this.stalled;
+    return this.liveness.stalled;
   }
 
   /**
@@ -253,7 +246,7 @@ export class MediaSession extends EventEmitter<{
    * end's new SSRC restarts the jitter buffer (RFC 3550 §8.2); the encoder,
    * the devices and our RTP sequence and timestamps carry on.
    */
-  replacePeer(peer: Peer): void {
+  replacePeer(peer: RtpTransport): void {
     if (peer === this.peer || this.closed) return;
     this.previousPeer = this.peer;
     this.heardOnPeer = false;
@@ -295,31 +288,7 @@ export class MediaSession extends EventEmitter<{
     this.sending = true;
     // The answer is applied by now: the encoder policy depends on whether packets carry redundancy.
     this.rate.setRedundancyNegotiated(this.peer.sendsRedundancy === true);
-    this.lastRtpAt = this.now();
-    const timeout = this.options.mediaTimeoutMs ?? 30_000;
-    const stallAfter = Math.min(STALL_MS, timeout / 2);
-    let lastTick = this.now();
-    this.watchdog = setInterval(() => {
-      const now = this.now();
-      const slept = now - lastTick;
-      lastTick = now;
-      if (slept > SUSPEND_GAP_MS) {
-        // The process was stopped or the machine slept: that silence is not the peer's. Count the
-        // timeout from now, show "reconnecting" at once, and let the engine repair the path.
-        this.lastRtpAt = Math.max(this.lastRtpAt, now - stallAfter - 1);
-        this.stalled = false;
-        this.emit('suspended', slept);
-      }
-      const silent = now - this.lastRtpAt;
-      if (silent > timeout) {
-        clearInterval(this.watchdog);
-        this.emit('mediaTimeout');
-      } else if (silent > stallAfter && !this.stalled) {
-        this.stalled = true;
-        this.emit('mediaStalled');
-      }
-    }, Math.min(250, stallAfter / 2));
-    this.watchdog.unref();
+    this.liveness.start();
   }
 
   /**
@@ -345,11 +314,11 @@ export class MediaSession extends EventEmitter<{
   }
 
   stats(): MediaStats {
-    const j = this.jitter.stats();
+    const j = this.playout.stats();
     const net = this.rate.view();
     return {
       packetsSent: this.packetizer.packetsSent,
-      packetsReceived: this.packetsReceived,
+      packetsReceived: j.packetsReceived,
       packetsLost: j.packetsLost,
       packetsLate: j.packetsLate,
       packetsDuplicate: j.packetsDuplicate,
@@ -359,8 +328,8 @@ export class MediaSession extends EventEmitter<{
       jitterTargetMs: j.targetMs,
       jitterMs: Math.round(j.jitterMs * 100) / 100,
       jitterBufferMs: j.bufferedMs,
-      framesConcealed: this.concealed,
-      framesRecoveredByFec: this.fecRecovered,
+      framesConcealed: j.framesConcealed,
+      framesRecoveredByFec: j.framesRecoveredByFec,
       expandFrames: j.expandFrames,
       accelerateFrames: j.accelerateFrames,
       decelerateFrames: j.decelerateFrames,
@@ -391,7 +360,7 @@ export class MediaSession extends EventEmitter<{
     if (this.closed) return;
     this.closed = true;
     this.sending = false;
-    clearInterval(this.watchdog);
+    this.liveness.stop();
     clearInterval(this.levelsTimer);
     this.options.source.removeAllListeners('frame');
     await Promise.allSettled([this.options.source.close(), this.options.sink.close()]);
@@ -437,7 +406,7 @@ export class MediaSession extends EventEmitter<{
       return;
     }
     this.lastSentAt = this.now();
-    this.peer.track.writeRtp(this.packetizer.packetize(opus, this.frameSamples));
+    this.peer.sendRtp(this.packetizer.packetize(opus, this.frameSamples));
   }
 
   private talking(): boolean {
@@ -456,40 +425,15 @@ export class MediaSession extends EventEmitter<{
     m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
   }
 
-  private onRtp(rtp: RtpPacket): void {
+  private onRtp(rtp: ReceivedRtp): void {
     if (this.closed) return;
-    const { header } = rtp;
-    // One audio source per call: follow the SSRC of the stream we first hear
-    // (RFC 3550 §8.2), and restart the buffer if the peer changes it.
-    if (this.remoteSsrc !== header.ssrc) {
-      if (this.remoteSsrc !== undefined) this.jitter.reset();
-      this.remoteSsrc = header.ssrc;
-    }
-    this.packetsReceived++;
-    this.lastRtpAt = this.now();
-    if (this.stalled) {
-      this.stalled = false;
-      this.emit('mediaResumed');
-    }
-    this.jitter.push(
-      { sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, payload: rtp.payload },
-      this.now(),
-    );
+    this.liveness.heard();
+    this.playout.push(rtp, this.now());
   }
 
-  /** Returns exactly one frame for the speaker. */
+  /** Returns exactly one frame for the speaker: the mix, on hold silence, at the call's output gain. */
   private pullPlayout(): Int16Array {
-    const out = new Int16Array(this.frameSamples);
-    let filled = 0;
-    while (filled < this.frameSamples) {
-      if (this.pcmOffset >= this.pcm.length) {
-        if (!this.refill()) break;
-      }
-      const n = Math.min(this.frameSamples - filled, this.pcm.length - this.pcmOffset);
-      out.set(this.pcm.subarray(this.pcmOffset, this.pcmOffset + n), filled);
-      this.pcmOffset += n;
-      filled += n;
-    }
+    const out = this.mixer.pull();
     if (this.held) out.fill(0);
     else if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);
     accumulate(this.meter, 'output', out);
@@ -504,87 +448,6 @@ export class MediaSession extends EventEmitter<{
     }
     return out;
   }
-
-  /**
-   * Audio for a lost packet: rebuilt from the next packet's in-band FEC when
-   * that packet is already here, else concealed by the decoder (PLC), else
-   * (a decoder without either, or one that fails) silence. Counted in stats.
-   */
-  private recoverLost(samples: number, next: Buffer | undefined): Int16Array {
-    const d = this.options.decoder;
-    try {
-      if (next && d.decodeFec) {
-        this.fecRecovered++;
-        return d.decodeFec(next, samples);
-      }
-      if (d.conceal) {
-        this.concealed++;
-        return d.conceal(samples);
-      }
-    } catch {
-      // fall through to silence
-    }
-    return new Int16Array(samples);
-  }
-
-  /** Takes the next playout item into the PCM FIFO; false while buffering. */
-  private refill(): boolean {
-    const item = this.jitter.pop(this.lastQuiet, this.now());
-    if (item.kind === 'buffering') return false;
-    if (item.kind === 'missing') {
-      this.pcm = this.recoverLost(item.samples, item.next?.payload);
-    } else if (item.kind === 'expand') {
-      this.pcm = this.recoverLost(item.samples, undefined);
-    } else {
-      try {
-        this.pcm = this.options.decoder.decode(item.packet.payload);
-        this.jitter.setPacketDuration(this.pcm.length);
-      } catch {
-        // A corrupt packet is treated as lost.
-        this.pcm = new Int16Array(this.frameSamples);
-      }
-      if (!this.heardFirst) {
-        this.heardFirst = true;
-        queueMicrotask(() => this.emit('firstAudio'));
-      }
-    }
-    // A concealed frame fades towards silence by itself: it counts as a pause
-    // (where the buffer may drop or insert frames) only after a quiet frame.
-    this.lastQuiet = isQuiet(this.pcm) && (item.kind === 'packet' || this.lastQuiet);
-    this.pcmOffset = 0;
-    return true;
-  }
-}
-
-/** What MediaSession needs of a jitter buffer (both kinds fit). */
-interface JitterBuffer {
-  push(packet: JitterPacket, arrivalMs: number): void;
-  pop(lastWasQuiet: boolean, nowMs: number): AdaptivePlayout;
-  setPacketDuration(samples: number): void;
-  reset(): void;
-  stats(): {
-    packetsLost: number;
-    packetsLate: number;
-    packetsDuplicate: number;
-    packetsDiscarded: number;
-    jitterMs: number;
-    targetMs: number;
-    bufferedMs: number;
-    expandFrames: number;
-    accelerateFrames: number;
-    decelerateFrames: number;
-  };
-}
-
-/** The fixed buffer seen through the JitterBuffer interface (its underruns re-buffer in silence). */
-function fixedBuffer(b: FixedJitterBuffer): JitterBuffer {
-  return {
-    push: (p, at) => b.push(p, at),
-    pop: (): PlayoutItem => b.pop(),
-    setPacketDuration: (n) => b.setPacketDuration(n),
-    reset: () => b.reset(),
-    stats: () => ({ ...b.stats(), targetMs: b.targetMs, expandFrames: 0, accelerateFrames: 0, decelerateFrames: 0 }),
-  };
 }
 
 /** The processor's frame: 10 ms at 48 kHz. */
@@ -617,28 +480,4 @@ function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output',
   for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
   m[key]! += sum;
   m[`${key}N`]! += frame.length;
-}
-
-/**
- * No RTP for this long and the media is reported as stalled ("reconnecting"),
- * ms; the call engine then restarts ICE. The far end sends at least every
- * DTX_KEEPALIVE_MS even in silence and on hold, and two impaired legs at 15 %
- * loss each lose 50 packets in a row with probability ~1e-28, so a stall this
- * long is the path, not the talker; short enough to keep a relay failover's
- * audio gap under 2 s.
- */
-const STALL_MS = 1000;
-/**
- * A watchdog tick (every ≤ 250 ms) that comes this late means the process was
- * stopped (SIGSTOP) or the machine slept, not that the event loop was busy, ms.
- */
-const SUSPEND_GAP_MS = 3000;
-
-/** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */
-const QUIET_RMS = 164;
-
-function isQuiet(pcm: Int16Array): boolean {
-  let sum = 0;
-  for (let i = 0; i < pcm.length; i++) sum += pcm[i]! * pcm[i]!;
-  return pcm.length > 0 && Math.sqrt(sum / pcm.length) < QUIET_RMS;
 }

@@ -9,6 +9,8 @@ import {
 } from 'werift';
 import type { IceServer } from '../../common/protocol/signaling';
 import type { TransportKind } from '../../common/call';
+import type { ReportBlock } from './rate-control';
+import type { ReceivedRtp, RtpTransport } from './rtp-transport';
 import { mixSrtpKeys, type SrtpKeyBinding, type SrtpKeys } from './srtp-binding';
 import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, RED_FMTP, RED_PAYLOAD_TYPE, withPtime } from './rtp-opus';
 
@@ -59,7 +61,7 @@ export interface PeerOptions {
 export type SessionDescription = { type: 'offer' | 'answer'; sdp: string };
 export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null };
 
-export class Peer {
+export class Peer implements RtpTransport {
   readonly pc: RTCPeerConnection;
   readonly transceiver: RTCRtpTransceiver;
   /** Our outgoing audio track: write RTP packets to it. */
@@ -143,6 +145,29 @@ export class Peer {
   /** Whether the SRTP keys in use were mixed with the sealed secret. */
   get srtpKeysBound(): boolean {
     return this.srtpBound;
+  }
+
+  /** RtpTransport: sends one RTP packet on our audio track. */
+  sendRtp(packet: RtpPacket): void {
+    this.track.writeRtp(packet);
+  }
+
+  /** RtpTransport: received RTP of the remote audio track. */
+  onRtp(listener: (rtp: ReceivedRtp) => void): void {
+    this.onRemoteRtp(listener);
+  }
+
+  /** RtpTransport: receiver report blocks about our stream, with werift's RTT (from our SR's send time). */
+  onReceiverReport(listener: (block: ReportBlock, rttMs: number | undefined) => void): void {
+    const sender = this.transceiver.sender;
+    sender.onRtcp.subscribe((packet) => {
+      if (!('reports' in packet)) return;
+      // werift computes the RTT from the report and its own SR send time (a private field, seconds).
+      const rtt = (sender as unknown as { rtt?: number }).rtt;
+      for (const report of packet.reports) {
+        if (report.ssrc === sender.ssrc) listener(report, rtt !== undefined ? rtt * 1000 : undefined);
+      }
+    });
   }
 
   /** Received RTP of the remote audio track (SRTP already removed). */

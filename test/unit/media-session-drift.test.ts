@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { MediaSession, type AudioSink, type AudioSource } from '../../main/media/media-session';
-import type { Peer } from '../../main/media/peer';
+import type { RtpTransport } from '../../main/media/rtp-transport';
 
 const FRAME = 960; // 20 ms at 48 kHz
 const LOUD = new Int16Array(FRAME).fill(8000);
@@ -21,11 +21,11 @@ type Rtp = { header: { ssrc: number; sequenceNumber: number; timestamp: number }
 function driftRun(senderRate: number, seconds: number) {
   let clock = 0;
   let listener: ((rtp: Rtp) => void) | undefined;
-  const peer = {
-    onRemoteRtp: (l: (rtp: Rtp) => void) => (listener = l),
-    transceiver: { sender: { onRtcp: { subscribe: () => undefined }, ssrc: 1 } },
-    track: { writeRtp: () => undefined },
-  } as unknown as Peer;
+  const peer: RtpTransport = {
+    sendRtp: () => undefined,
+    onRtp: (l: (rtp: Rtp) => void) => void (listener = l),
+    onReceiverReport: () => undefined,
+  };
   const source = Object.assign(new EventEmitter(), { start: () => undefined, close: async () => undefined }) as unknown as AudioSource;
   let pull: (() => Int16Array) | undefined;
   const sink = Object.assign(new EventEmitter(), {

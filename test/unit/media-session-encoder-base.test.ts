@@ -6,18 +6,18 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { MediaSession, type AudioSink, type AudioSource } from '../../main/media/media-session';
-import type { Peer } from '../../main/media/peer';
+import type { RtpTransport } from '../../main/media/rtp-transport';
 
 type Report = { ssrc: number; fractionLost: number; jitter: number };
 
 function session(encoderSettings?: { bitrate: number; expectedLossPercent: number }) {
   let clock = 0;
-  let rtcp: ((packet: { reports: Report[] }) => void) | undefined;
-  const peer = {
-    onRemoteRtp: () => undefined,
-    transceiver: { sender: { onRtcp: { subscribe: (l: typeof rtcp) => (rtcp = l) }, ssrc: 7 } },
-    track: { writeRtp: () => undefined },
-  } as unknown as Peer;
+  let rtcp: ((block: Report, rttMs: number | undefined) => void) | undefined;
+  const peer: RtpTransport = {
+    sendRtp: () => undefined,
+    onRtp: () => undefined,
+    onReceiverReport: (l) => (rtcp = l),
+  };
   const source = Object.assign(new EventEmitter(), { start: () => undefined, close: async () => undefined }) as unknown as AudioSource;
   const sink = Object.assign(new EventEmitter(), { start: () => undefined, close: async () => undefined }) as unknown as AudioSink;
   const bitrates: number[] = [];
@@ -38,7 +38,7 @@ function session(encoderSettings?: { bitrate: number; expectedLossPercent: numbe
   const reports = (lossPercent: number, seconds: number) => {
     for (let s = 0; s < seconds; s++) {
       clock += 1000;
-      rtcp!({ reports: [{ ssrc: 7, fractionLost: Math.round((lossPercent / 100) * 256), jitter: 0 }] });
+      rtcp!({ ssrc: 7, fractionLost: Math.round((lossPercent / 100) * 256), jitter: 0 }, undefined);
     }
   };
   return { media, bitrates, reports };
