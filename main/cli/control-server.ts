@@ -123,6 +123,7 @@ export class ControlServer {
     engine.on('levels', (levels) => this.broadcast('audio.levels', levels));
     audio?.router.on('devices', (list) => this.broadcast('devices.changed', list));
     audio?.router.on('warning', (w) => this.broadcast('audio.warning', w));
+    audio?.router.on('cleared', (c) => this.broadcast('audio.warning_cleared', c));
     audio?.router.on('switched', (r) => this.broadcast('devices.switched', { ...r, gapMs: Math.round(r.gapMs * 10) / 10 }));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
     for (const method of [

@@ -105,6 +105,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     const router = options.audio.router;
     router.on('devices', (list) => this.emit('devices', devicesOf(list)));
     router.on('warning', (w) => this.emit('notice', { level: 'warning', message: w.message }));
+    // The device is back: an info notice takes the warning's place (and goes away by itself).
+    router.on('cleared', (c) => this.emit('notice', { level: 'info', message: c.message }));
   }
 
   /** Loads settings and history and, when this device is signed in, goes online. Never throws for a missing sign-in. */

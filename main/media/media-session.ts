@@ -11,6 +11,8 @@ import { OpusPacketizer } from './rtp-opus';
 export interface AudioSource {
   on(event: 'frame', listener: (frame: Int16Array) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The device trouble an `error` reported is over (main/media/audio-router.ts), if the source can tell. */
+  on(event: 'restored', listener: () => void): unknown;
   removeAllListeners(event?: string): unknown;
   start(): void;
   close(): Promise<void>;
@@ -21,6 +23,8 @@ export interface AudioSource {
 /** A device-paced speaker (native/audio-device PlaybackStream fits). */
 export interface AudioSink {
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The device trouble an `error` reported is over, if the sink can tell. */
+  on(event: 'restored', listener: () => void): unknown;
   start(pull: () => Int16Array): void;
   close(): Promise<void>;
   /** Called after the device underneath changed, if the sink can change. */
@@ -124,11 +128,13 @@ export interface MediaSessionOptions {
  * jitter buffer is re-buffering, the sink gets silence. A lost packet is
  * rebuilt from the next packet's in-band FEC when that packet is already
  * buffered, else concealed by the decoder (PLC). Events: `firstAudio` when the first received packet reaches the
- * speaker; `deviceError` when a device fails (the call goes on without it).
+ * speaker; `deviceError` when a device fails (the call goes on without it)
+ * and `deviceRestored` when that direction works again.
  */
 export class MediaSession extends EventEmitter<{
   firstAudio: [];
-  deviceError: [Error];
+  deviceError: [Error, 'input' | 'output'];
+  deviceRestored: ['input' | 'output'];
   mediaStalled: [];
   mediaResumed: [];
   mediaTimeout: [];
@@ -204,8 +210,10 @@ export class MediaSession extends EventEmitter<{
     this.started = true;
     this.listen(this.peer);
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
-    this.options.source.on('error', (e) => this.emit('deviceError', e));
-    this.options.sink.on('error', (e) => this.emit('deviceError', e));
+    this.options.source.on('error', (e) => this.emit('deviceError', e, 'input'));
+    this.options.sink.on('error', (e) => this.emit('deviceError', e, 'output'));
+    this.options.source.on('restored', () => this.emit('deviceRestored', 'input'));
+    this.options.sink.on('restored', () => this.emit('deviceRestored', 'output'));
     this.options.sink.start(() => this.pullPlayout());
     this.options.source.start();
     this.levelsTimer = setInterval(() => this.emitLevels(), LEVELS_INTERVAL_MS);
@@ -242,6 +250,11 @@ export class MediaSession extends EventEmitter<{
   /** Whether no RTP has come for the stall time (the call shows "reconnecting"). */
   isStalled(): boolean {
     return this.stalled;
+  }
+
+  /** How long no RTP has come from the far end, ms (since sending began, if none ever came); undefined before {@link startSending}. */
+  silentMs(): number | undefined {
+    return this.sending ? Math.max(0, this.now() - this.lastRtpAt) : undefined;
   }
 
   /**
@@ -318,7 +331,7 @@ export class MediaSession extends EventEmitter<{
         this.stalled = true;
         this.emit('mediaStalled');
       }
-    }, Math.min(250, stallAfter / 2));
+    }, Math.min(WATCHDOG_TICK_MS, stallAfter / 2));
     this.watchdog.unref();
   }
 
@@ -409,7 +422,7 @@ export class MediaSession extends EventEmitter<{
       try {
         ({ frame, voice } = processInTens(raw, processor));
       } catch (e) {
-        this.emit('deviceError', e as Error);
+        this.emit('deviceError', e as Error, 'input');
         frame = raw;
       }
       if (voice) this.lastVoiceAt = this.now();
@@ -421,7 +434,7 @@ export class MediaSession extends EventEmitter<{
     try {
       opus = this.options.encoder.encode(sent);
     } catch (e) {
-      this.emit('deviceError', e as Error);
+      this.emit('deviceError', e as Error, 'input');
       return;
     }
     // VAD-driven DTX: frames without voice (after the hang-over) are not sent,
@@ -629,7 +642,13 @@ function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output',
  */
 const STALL_MS = 1000;
 /**
- * A watchdog tick (every ≤ 250 ms) that comes this late means the process was
+ * How often the media watchdog looks, ms: the status says `reconnecting` at
+ * most this long after STALL_MS without RTP (issue 18: never "connected"
+ * while no audio has come for more than a second).
+ */
+const WATCHDOG_TICK_MS = 100;
+/**
+ * A watchdog tick (every ≤ 100 ms) that comes this late means the process was
  * stopped (SIGSTOP) or the machine slept, not that the event loop was busy, ms.
  */
 const SUSPEND_GAP_MS = 3000;
