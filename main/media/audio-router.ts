@@ -223,6 +223,7 @@ export class AudioRouter extends EventEmitter<{
     const target = this.target(stream.direction);
     this.warn({ direction: stream.direction, device: stream.device, message: error.message });
     await this.move(stream, target, 'recovered');
+    if (stream.device === target) await this.settle(stream);
   }
 
   /**
@@ -241,31 +242,42 @@ export class AudioRouter extends EventEmitter<{
   }
 
   private async reconcile(reason?: SwitchReport['reason']): Promise<void> {
-    await Promise.all(
-      [...this.live].map(async (stream) => {
-        const target = this.target(stream.direction);
-        if (target === stream.device) return;
-        const chosen = this.choice[stream.direction];
-        let why = reason;
-        if (!why) {
-          if (chosen === DEFAULT) why = 'default_changed';
-          else if (target === chosen) why = 'returned';
-          else why = 'fell_back';
-        }
-        if (why === 'fell_back') {
-          const role = stream.direction === 'input' ? 'microphone' : 'speaker';
-          this.warn({
-            direction: stream.direction,
-            device: chosen,
-            message: `the ${role} "${this.describe(stream.direction, chosen)}" is gone; using the default (${this.describe(stream.direction, target)}) until it returns`,
-          });
-          stream.warn(
-            new AudioDeviceError('not_found', `the ${role} "${this.describe(stream.direction, chosen)}" is gone; now using ${this.describe(stream.direction, target)}`),
-          );
-        }
-        await this.move(stream, target, why);
-      }),
-    );
+    await Promise.all([...this.live].map((stream) => this.settle(stream, reason)));
+  }
+
+  /**
+   * Moves a stream until it is on the device the rules pick. A move can take
+   * seconds (closing a stream whose device vanished waits for PulseAudio), and
+   * the device list may change meanwhile — the unplugged headset is plugged
+   * back while the stream still moves away from it — so the target is checked
+   * again after each move (a refresh that ran meanwhile saw the old device
+   * still open and left it).
+   */
+  private async settle(stream: RoutedStream, reason?: SwitchReport['reason']): Promise<void> {
+    for (let moves = 0; moves < 4; moves++) {
+      const target = this.target(stream.direction);
+      if (target === stream.device) return;
+      const chosen = this.choice[stream.direction];
+      let why = moves === 0 ? reason : undefined;
+      if (!why) {
+        if (chosen === DEFAULT) why = 'default_changed';
+        else if (target === chosen) why = 'returned';
+        else why = 'fell_back';
+      }
+      if (why === 'fell_back') {
+        const role = stream.direction === 'input' ? 'microphone' : 'speaker';
+        this.warn({
+          direction: stream.direction,
+          device: chosen,
+          message: `the ${role} "${this.describe(stream.direction, chosen)}" is gone; using the default (${this.describe(stream.direction, target)}) until it returns`,
+        });
+        stream.warn(
+          new AudioDeviceError('not_found', `the ${role} "${this.describe(stream.direction, chosen)}" is gone; now using ${this.describe(stream.direction, target)}`),
+        );
+      }
+      await this.move(stream, target, why);
+      if (stream.device !== target) return; // closed meanwhile, or the device would not open (warned)
+    }
   }
 
   private describe(direction: Direction, name: string): string {
