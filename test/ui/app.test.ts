@@ -14,6 +14,7 @@ import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
+import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy';
 import { DEFAULT_PASSWORD } from '../harness/signal-client';
 import { channel, readWav, renderSpeech, rms, writeWav } from '../harness/speech';
 import { startUi, type RunningUi } from '../harness/ui';
@@ -21,6 +22,8 @@ import { startUi, type RunningUi } from '../harness/ui';
 let pulse: Pulse;
 let keyring: Keyring;
 let server: RunningServer;
+/** Alice's way to the server, which a test cuts to take her signaling away (the media path is left alone). */
+let proxy: TcpProxy;
 let ui: RunningUi;
 let bob: RunningClient;
 let dir: string;
@@ -32,6 +35,7 @@ beforeAll(async () => {
   dir = makeTempDir('ui-test');
   [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
   server = await startServer({ ringTimeoutSeconds: 20 });
+  proxy = await startTcpProxy(server.url);
   // Alice's microphone hears speech for the whole file (voice processing is on, as for any user,
   // so the signal must be speech: noise suppression would rightly remove steady noise).
   const sentence = join(dir, 'sentence.wav');
@@ -58,6 +62,7 @@ beforeAll(async () => {
 afterAll(async () => {
   feeding = false;
   await Promise.allSettled([ui?.stop(), bob?.stop()]);
+  await proxy?.close();
   await server?.stop();
   await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
   void playing;
@@ -110,7 +115,7 @@ describe('the desktop UI through the development bridge', () => {
     await ui.screen('sign-in');
     await expectNoSeriousA11yViolations('sign-in');
     await p.getByRole('tab', { name: 'Create account' }).click();
-    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Server address').fill(proxy.url);
     await p.getByLabel('Username').fill('alice');
     await p.getByLabel('Password', { exact: true }).fill(DEFAULT_PASSWORD);
     await p.getByLabel('Repeat password').fill(DEFAULT_PASSWORD);
@@ -196,7 +201,7 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByRole('button', { name: 'Sign out' }).click();
     await p.getByRole('tab', { name: 'Sign in' }).waitFor();
-    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Server address').fill(proxy.url);
     await p.getByLabel('Username').fill('alice');
     await p.getByLabel('Password', { exact: true }).fill('not the password');
     await p.getByRole('button', { name: 'Sign in' }).last().click();
@@ -391,6 +396,67 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByRole('button', { name: 'Unblock bob' }).click();
     await p.getByRole('heading', { name: 'Blocked' }).waitFor({ state: 'detached' });
     await p.getByRole('listitem').filter({ hasText: 'bob' }).getByText('Online').waitFor({ timeout: 10_000 });
+  });
+
+  it('says how long it has been reconnecting while no audio comes, and that the call goes on while the server is away', async () => {
+    const p = page();
+    const status = p.getByTestId('call-status');
+    const detail = p.getByTestId('call-link');
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.getByRole('button', { name: 'Call bob' }).first().click();
+    const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+    await bob.request('answer_call', { callId: ringing.callId });
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+    await status.filter({ hasText: 'In call' }).waitFor();
+    const seconds = async (l: typeof status) => Number(/(\d+) s/.exec((await l.textContent()) ?? '')?.[1]);
+    try {
+      // Bob's daemon hangs: no audio from him. Within 2 s the screen no longer says "In call".
+      const stoppedAt = Date.now();
+      bob.kill('SIGSTOP');
+      await status.filter({ hasText: /^Reconnecting… \d+ s$/ }).waitFor({ timeout: 4_000 });
+      expect(Date.now() - stoppedAt).toBeLessThan(2_000);
+      expect(await p.getByText('No audio', { exact: true }).count()).toBe(1); // the quality line, not the last measurements
+      // The counters count.
+      await detail.filter({ hasText: /^No audio from bob for [3-9] s$/ }).waitFor({ timeout: 10_000 });
+      const [r1, n1] = [await seconds(status), await seconds(detail)];
+      await new Promise((r) => setTimeout(r, 2_100));
+      expect(await seconds(status)).toBeGreaterThanOrEqual(r1 + 1);
+      expect(await seconds(detail)).toBeGreaterThanOrEqual(n1 + 1);
+      await ui.screen('in-call-reconnecting');
+      await expectNoSeriousA11yViolations('in-call-reconnecting');
+
+      // And Alice's own signaling goes too: no new path can be agreed, so it is an interruption.
+      proxy.cut();
+      await status.filter({ hasText: 'Connection interrupted' }).waitFor({ timeout: 10_000 });
+      await detail.filter({ hasText: /^Offline — the call goes on peer to peer; reconnecting to the server/ }).waitFor();
+      await detail.filter({ hasText: /^No audio from bob for \d+ s$/ }).waitFor();
+      await ui.screen('in-call-no-audio');
+      await expectNoSeriousA11yViolations('in-call-no-audio');
+
+      // Both back: the call recovers and says so; the lines go.
+      proxy.restore();
+      bob.kill('SIGCONT');
+      await status.filter({ hasText: 'In call' }).waitFor({ timeout: 30_000 });
+      await expect.poll(() => detail.count(), { timeout: 20_000 }).toBe(0);
+      expect(await untilHeard('bobSpeaker', 0.02)).toBeGreaterThan(0.02);
+
+      // Only the server goes: the call goes on peer to peer, and the screen says that, not "reconnecting".
+      proxy.cut();
+      await detail.filter({ hasText: /^Offline — the call goes on peer to peer; reconnecting to the server/ }).waitFor({ timeout: 10_000 });
+      expect(await untilHeard('bobSpeaker', 0.02)).toBeGreaterThan(0.02);
+      expect(await status.textContent()).toBe('In call');
+      await ui.screen('in-call-offline');
+      await expectNoSeriousA11yViolations('in-call-offline');
+      proxy.restore();
+      await expect.poll(() => detail.count(), { timeout: 20_000 }).toBe(0);
+      expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
+    } finally {
+      proxy.restore();
+      bob.kill('SIGCONT');
+    }
+    await p.getByRole('button', { name: 'Hang up' }).click();
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
   });
 
   it('push-to-talk: the far side hears the microphone only while the key is held', async () => {

@@ -48,6 +48,12 @@ describe('in-call link status', () => {
       },
     ],
     [
+      'just offline: no "0 s"',
+      { ...base, signaling: 'offline' as const, signalingSince: NOW - 300 },
+      undefined,
+      { words: 'In call', interrupted: false, details: ['Offline — the call goes on peer to peer; reconnecting to the server'] },
+    ],
+    [
       'the peer lost the server: how long the server still holds the call',
       { ...base, signaling: 'peer_offline' as const, signalingSince: NOW - 3_000, signalingUntil: NOW + 11_500 },
       undefined,

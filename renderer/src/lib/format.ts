@@ -144,7 +144,8 @@ export function callLinkStatus(
     words = `No audio from ${call.peer} for ${secondsSince(tick.at - tick.silentMs, now)} s`;
   }
   if (call.signaling === 'offline') {
-    details.push(`Offline — the call goes on peer to peer; reconnecting to the server (${secondsSince(call.signalingSince, now)} s)`);
+    const offlineS = secondsSince(call.signalingSince, now);
+    details.push(`Offline — the call goes on peer to peer; reconnecting to the server${offlineS > 0 ? ` (${offlineS} s)` : ''}`);
   } else if (call.signaling === 'peer_offline') {
     const left = call.signalingUntil !== undefined ? Math.max(0, Math.ceil((call.signalingUntil - now) / 1000)) : undefined;
     details.push(
