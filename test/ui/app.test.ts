@@ -378,6 +378,55 @@ describe('the desktop UI through the development bridge', () => {
     }
   });
 
+  it('a speaker unplugged mid-call: the in-call screen warns, and the warning goes when it is plugged back and plays again', async () => {
+    const p = page();
+    const load = async () =>
+      (await pulse.pactl('load-module', 'module-null-sink', 'sink_name=ui_usb', 'rate=48000', 'channels=1', 'sink_properties=device.description=USB-Headset')).trim();
+    /** RMS of what plays on the headset over 1.5 s. */
+    const onHeadset = async () => {
+      const path = join(dir, `usb-${Date.now()}.wav`);
+      const rec = await pulse.record('ui_usb.monitor', path, 1);
+      await new Promise((r) => setTimeout(r, 1500));
+      await rec.stop();
+      return rms(readWav(path).samples);
+    };
+    let module = await load();
+    try {
+      await p.getByRole('button', { name: 'Contacts' }).click();
+      await p.getByLabel('Search contacts or enter a username').fill('bob');
+      await p.getByRole('button', { name: 'Call bob' }).first().click();
+      const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+      await bob.request('answer_call', { callId: ringing.callId });
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+      const bobTalks = pulse.play('b_in', noise).catch(() => {});
+      await p.getByText('Audio devices and volume').click();
+      await p.locator('#out-dev option[value="ui_usb"]').waitFor({ state: 'attached', timeout: 10_000 });
+      await p.getByLabel('Speaker', { exact: true }).selectOption('ui_usb');
+      await expect.poll(onHeadset, { timeout: 10_000 }).toBeGreaterThan(0.01);
+
+      await pulse.pactl('unload-module', module);
+      const warning = p.getByTestId('call-warning').filter({ hasText: /^The speaker "USB-Headset" is gone/ });
+      await warning.waitFor({ timeout: 10_000 });
+      await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
+      await ui.screen('in-call-device-gone');
+      await expectNoSeriousA11yViolations('in-call-device-gone');
+
+      module = await load();
+      await expect.poll(() => warning.count(), { timeout: 15_000 }).toBe(0);
+      await p.getByText('The speaker "USB-Headset" works again').waitFor();
+      expect(await p.getByText(/is gone/).count()).toBe(0); // neither on the call nor in a notice
+      await expect.poll(onHeadset, { timeout: 10_000 }).toBeGreaterThan(0.01);
+      expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
+
+      await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
+      await p.getByRole('button', { name: 'Hang up' }).click();
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
+      void bobTalks;
+    } finally {
+      await pulse.pactl('unload-module', module).catch(() => {});
+    }
+  });
+
   it('blocks a contact: their call gets what an offline user gives and never rings; unblock restores it', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Contacts' }).click();

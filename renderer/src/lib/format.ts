@@ -1,5 +1,10 @@
 /** Formatting helpers for the screens (pure; unit-tested with the renderer's build). */
 
+/** A message from the core ("the speaker … is gone") as a sentence for the screen: first letter capitalised. */
+export function sentence(message: string): string {
+  return message.charAt(0).toUpperCase() + message.slice(1);
+}
+
 /** Seconds as m:ss or h:mm:ss. */
 export function clock(totalS: number): string {
   const s = Math.max(0, Math.floor(totalS));
