@@ -10,8 +10,9 @@
  *   speech reaches the far side again, judged by speech similarity;
  * - never "connected" while no audio comes: Bob's daemon is stopped (SIGSTOP)
  *   and within 2 s Alice's status says `reconnecting` (with when audio last
- *   came), in `get_call_status` and in `call.stats`; continued, the call
- *   recovers and says `connected` again.
+ *   came), in `get_call_status`, in `call.stats` and in the guide's
+ *   `webrtc.get_call_status`; continued, the call recovers and says
+ *   `connected` again.
  */
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -203,10 +204,15 @@ describe('honest status in a call between two daemons', () => {
     const later = await status(alice, callId);
     expect(later.media).toBe('reconnecting');
     expect(later.mediaSince).toBe(seen!.mediaSince);
+    // The guide's status (scripts written from the ArmorClaw voice guide) says it too, not "connected".
+    const guide = await alice.request<{ state: string; no_audio_ms?: number }>('webrtc.get_call_status', { call_id: callId });
+    expect(guide.state).toBe('reconnecting');
+    expect(guide.no_audio_ms).toBeGreaterThan(2_000);
 
     bob.kill('SIGCONT');
-    const back = await alice.waitForCall(callId, (s) => s.media === 'connected', 15_000);
+    const back = await nextCall(alice, callId, alice.events.length, (s) => s.media === 'connected');
     expect(back.state).toBe('active');
+    expect((await alice.request<{ state: string }>('webrtc.get_call_status', { call_id: callId })).state).toBe('connected');
     expect(await heardAt('bobSpeaker')).toBeGreaterThan(SIMILARITY_THRESHOLD);
   });
 });
