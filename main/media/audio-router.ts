@@ -256,7 +256,8 @@ export class AudioRouter extends EventEmitter<{
   private async settle(stream: RoutedStream, reason?: SwitchReport['reason']): Promise<void> {
     for (let moves = 0; moves < 4; moves++) {
       const target = this.target(stream.direction);
-      if (target === stream.device) return;
+      // A stream whose last open failed has no device open: the same name coming back must reopen it.
+      if (target === stream.device && stream.isOpen) return;
       const chosen = this.choice[stream.direction];
       let why = moves === 0 ? reason : undefined;
       if (!why) {
@@ -276,7 +277,7 @@ export class AudioRouter extends EventEmitter<{
         );
       }
       await this.move(stream, target, why);
-      if (stream.device !== target) return; // closed meanwhile, or the device would not open (warned)
+      if (stream.device !== target || !stream.isOpen) return; // closed meanwhile, or the device would not open (warned)
     }
   }
 
@@ -337,6 +338,8 @@ interface RoutedStream {
   readonly direction: Direction;
   /** The device the open stream uses (undefined while none is open). */
   readonly device: string | undefined;
+  /** A stream is open on `device`, or a switch is under way (false after a failed open). */
+  readonly isOpen: boolean;
   /**
    * Closes the current stream and opens `device`; resolves with the gap in ms
    * and whether audio flows on the new stream (a first frame within 2 s), or
@@ -363,6 +366,11 @@ export class RoutedCapture
   private started = false;
   private closed = false;
   private switching: Promise<unknown> = Promise.resolve();
+  private switches = 0;
+
+  get isOpen(): boolean {
+    return this.stream !== undefined || this.switches > 0;
+  }
 
   constructor(
     private readonly router: AudioRouter,
@@ -416,7 +424,8 @@ export class RoutedCapture
       this.emit('switched');
       return { gapMs: performance.now() - t0, flowing: flowing || !this.started };
     };
-    const p = this.switching.then(run, run);
+    this.switches++;
+    const p = this.switching.then(run, run).finally(() => this.switches--);
     this.switching = p.catch(() => {});
     return p;
   }
@@ -444,6 +453,11 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
   private pull: (() => Int16Array) | undefined;
   private closed = false;
   private switching: Promise<unknown> = Promise.resolve();
+  private switches = 0;
+
+  get isOpen(): boolean {
+    return this.stream !== undefined || this.switches > 0;
+  }
 
   constructor(
     private readonly router: AudioRouter,
@@ -501,7 +515,8 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
       this.emit('switched');
       return { gapMs: performance.now() - t0, flowing: true };
     };
-    const p = this.switching.then(run, run);
+    this.switches++;
+    const p = this.switching.then(run, run).finally(() => this.switches--);
     this.switching = p.catch(() => {});
     return p;
   }
