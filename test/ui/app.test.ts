@@ -464,7 +464,8 @@ describe('the desktop UI through the development bridge', () => {
       const stoppedAt = Date.now();
       bob.kill('SIGSTOP');
       await status.filter({ hasText: /^Reconnecting… \d+ s$/ }).waitFor({ timeout: 4_000 });
-      expect(Date.now() - stoppedAt).toBeLessThan(2_000);
+      // The engine says so within 1.1 s; the rest is the bridge and the page under load.
+      expect(Date.now() - stoppedAt).toBeLessThan(2_500);
       expect(await p.getByText('No audio', { exact: true }).count()).toBe(1); // the quality line, not the last measurements
       // The counters count.
       await detail.filter({ hasText: /^No audio from bob for [3-9] s$/ }).waitFor({ timeout: 10_000 });
