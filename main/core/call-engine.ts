@@ -1038,7 +1038,7 @@ export class CallEngine extends EventEmitter<{
       this.publish(call);
     });
     media.on('deviceRestored', (direction) => {
-      if (!call.status.audioWarnings?.[direction]) return;
+      if (call.data.name === 'ended' || !call.status.audioWarnings?.[direction]) return;
       const rest = { ...call.status.audioWarnings };
       delete rest[direction];
       if (rest.input || rest.output) call.status.audioWarnings = rest;
