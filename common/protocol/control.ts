@@ -21,7 +21,8 @@ import { BudgetWarning } from './webrtc-api';
  * Methods below; the daemon also sends the notifications in
  * `ControlNotifications`: `call.state` whenever a call changes state,
  * `call.stats` every second, `audio.levels` 20 times a second during a call,
- * `audio.warning`, `devices.changed` and `devices.switched`.
+ * `audio.warning` (and `audio.warning_cleared` when its cause ends),
+ * `devices.changed` and `devices.switched`.
  *
  * Contacts, presence, settings and devices mirror the signaling methods of the
  * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
@@ -105,10 +106,16 @@ export const CallStatus = z.object({
   firstAudioAt: z.number().optional(),
   endedAt: z.number().optional(),
   transport: TransportKind.optional(),
-  /** Whether audio from the peer is flowing (`reconnecting` after 1 s without any, while ICE restarts), while connected. */
+  /**
+   * Whether audio from the peer is flowing, once connected: `connected`, or
+   * `reconnecting` as soon as no RTP has come for 1 s (never `connected`
+   * after more than 1.1 s without any), while the path is repaired (ICE restart).
+   */
   media: z.enum(['connected', 'reconnecting']).optional(),
   /** Since when `media` has its current value, Unix ms (how long it has been reconnecting). */
   mediaSince: z.number().optional(),
+  /** When the last RTP packet from the peer arrived (or sending began, before any), Unix ms; live calls only. */
+  lastAudioAt: z.number().optional(),
   /**
    * Signaling of a live call: `offline` (this device lost the server; media
    * goes on peer to peer), `peer_offline` (the other device lost it; the
@@ -118,14 +125,22 @@ export const CallStatus = z.object({
   signaling: z.enum(['online', 'offline', 'peer_offline']).optional(),
   /** Since when `signaling` has its current value, Unix ms. */
   signalingSince: z.number().optional(),
+  /** With `peer_offline`: when the server ends the call `failed` unless the peer is back, Unix ms. */
+  signalingUntil: z.number().optional(),
   /** This device was suspended (process stopped, machine asleep) mid-call for this long, ms (the latest time). */
   suspendedMs: z.number().optional(),
   /** When the host's addresses last changed during the call (an ICE restart followed), Unix ms. */
   networkChangedAt: z.number().optional(),
   /** Human-readable detail for a `failed` end. */
   error: z.string().optional(),
-  /** A problem the call survives (e.g. a microphone that stopped), for the user to see. */
+  /**
+   * A problem the call survives (e.g. a microphone that stopped, a policy
+   * limit near), for the user to see: every current one, joined by "; ".
+   * A device's part goes when its cause ends (the device returned).
+   */
   warning: z.string().optional(),
+  /** The device part of `warning` per direction, each present only while it holds. */
+  audioWarnings: z.object({ input: z.string().optional(), output: z.string().optional() }).optional(),
   stats: MediaStats.optional(),
   /** Why the call failed its end-to-end security checks (with `endReason: failed`); see docs/SECURITY.md. */
   security: SecurityReason.optional(),
@@ -415,6 +430,13 @@ export type ControlMethod = keyof typeof ControlRequests;
 /** Sent every second for each connected call. */
 export const CallStatsNotification = z.object({
   callId: CallId,
+  /** The call's `media` and `mediaSince` (see CallStatus) at this tick. */
+  media: z.enum(['connected', 'reconnecting']).optional(),
+  mediaSince: z.number().optional(),
+  /** How long no RTP has come from the peer at this tick, ms. */
+  silentMs: z.number().optional(),
+  /** The call's `signaling` (see CallStatus) at this tick, once it has one. */
+  signaling: z.enum(['online', 'offline', 'peer_offline']).optional(),
   stats: MediaStats,
   /** Share of played frames that were concealed or rebuilt (PLC, FEC, expand) in the last second, 0–1. */
   concealmentRate: z.number(),
@@ -445,6 +467,14 @@ export const AudioWarningNotification = z.object({
   message: z.string(),
 });
 
+/** A device warning no longer holds: the direction carries audio again on the device the user wants. */
+export const AudioWarningClearedNotification = z.object({
+  direction: z.enum(['input', 'output']),
+  /** The device in use now (a PulseAudio name, or `default`). */
+  device: z.string(),
+  message: z.string(),
+});
+
 /** A stream moved to another device, and how long no audio flowed, ms. */
 export const DeviceSwitchedNotification = z.object({
   direction: z.enum(['input', 'output']),
@@ -459,6 +489,7 @@ export const ControlNotifications = {
   'call.stats': CallStatsNotification,
   'audio.levels': AudioLevelsNotification,
   'audio.warning': AudioWarningNotification,
+  'audio.warning_cleared': AudioWarningClearedNotification,
   'devices.changed': DeviceList,
   'devices.switched': DeviceSwitchedNotification,
   'signaling.state': z.object({ state: z.enum(['connecting', 'online', 'offline']), detail: z.string().optional() }),

@@ -241,9 +241,15 @@ export function parseDuration(text: string): number {
   return Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
 }
 
-/** Parley's call state in the guide's words (`active` is the guide's `connected`). */
-export function guideState(state: CallState): string {
-  return state === 'active' ? 'connected' : state;
+/**
+ * Parley's call state in the guide's words (`active` is the guide's
+ * `connected`), with one word of Parley's own: an active call that has had
+ * no audio from the peer for a second (media `reconnecting`, the path being
+ * repaired) is `reconnecting`, never `connected`.
+ */
+export function guideState(state: CallState, media?: 'connected' | 'reconnecting'): string {
+  if (state !== 'active') return state;
+  return media === 'reconnecting' ? 'reconnecting' : 'connected';
 }
 
 /**

@@ -22,12 +22,15 @@ export function trayState(input: { session: SessionInfo; calls: UiCall[]; mic: M
   }
   if (live) {
     const muted = !input.mic.open;
+    // Never "in call" while no audio comes from the peer (media `reconnecting`).
     const what =
-      live.state === 'held'
-        ? `on hold with ${live.peer}`
-        : live.state === 'active'
-          ? `in call with ${live.peer}`
-          : `calling ${live.peer}…`;
+      (live.state === 'held' || live.state === 'active') && live.media === 'reconnecting'
+        ? `reconnecting to ${live.peer}… (no audio)`
+        : live.state === 'held'
+          ? `on hold with ${live.peer}`
+          : live.state === 'active'
+            ? `in call with ${live.peer}`
+            : `calling ${live.peer}…`;
     const why = input.mic.muted ? ' (muted)' : input.mic.pushToTalk && !input.mic.talking ? ' (push to talk)' : '';
     return { image: muted ? 'muted' : 'in-call', tooltip: `Parley — ${what}${why}` };
   }

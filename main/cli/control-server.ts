@@ -123,6 +123,7 @@ export class ControlServer {
     engine.on('levels', (levels) => this.broadcast('audio.levels', levels));
     audio?.router.on('devices', (list) => this.broadcast('devices.changed', list));
     audio?.router.on('warning', (w) => this.broadcast('audio.warning', w));
+    audio?.router.on('cleared', (c) => this.broadcast('audio.warning_cleared', c));
     audio?.router.on('switched', (r) => this.broadcast('devices.switched', { ...r, gapMs: Math.round(r.gapMs * 10) / 10 }));
     signaling.on('state', (state, detail) => this.broadcast('signaling.state', { state, ...(detail ? { detail } : {}) }));
     for (const method of [
@@ -270,7 +271,7 @@ export class ControlServer {
     const roomId = this.seen.get(s.callId)?.roomId;
     return {
       call_id: s.callId,
-      state: guideState(s.state),
+      state: guideState(s.state, s.media),
       duration: t.duration,
       tokens_used: t.used,
       budget_remaining: t.remaining,
@@ -279,6 +280,9 @@ export class ControlServer {
       direction: s.direction,
       e2e_verified: !!(s.e2ee?.sealed && s.e2ee.fingerprintBound),
       ...(s.endReason ? { end_reason: s.endReason } : {}),
+      // Parley's own: how long no audio has come (while reconnecting), and a signaling connection that is down.
+      ...(s.state !== 'ended' && s.media === 'reconnecting' && s.lastAudioAt !== undefined ? { no_audio_ms: Math.max(0, Date.now() - s.lastAudioAt) } : {}),
+      ...(s.state !== 'ended' && s.signaling && s.signaling !== 'online' ? { signaling: s.signaling } : {}),
     };
   }
 

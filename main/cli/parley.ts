@@ -97,7 +97,13 @@ function describe(s: CallStatus): string {
   const parts = [`${s.callId.slice(0, 8)} ${s.direction} ${s.peer}: ${s.state}`];
   if (s.endReason) parts.push(`(${s.endReason}${s.error ? `: ${s.error}` : ''})`);
   if (s.transport) parts.push(`via ${s.transport}`);
-  if (s.media === 'reconnecting' && s.state !== 'ended') parts.push('(reconnecting…)');
+  if (s.media === 'reconnecting' && s.state !== 'ended') {
+    const since = s.mediaSince ?? Date.now();
+    const silent = s.lastAudioAt !== undefined ? ` — no audio from ${s.peer} for ${Math.round((Date.now() - s.lastAudioAt) / 1000)} s` : '';
+    parts.push(`(reconnecting… ${Math.round((Date.now() - since) / 1000)} s${silent})`);
+  }
+  if (s.signaling === 'offline' && s.state !== 'ended') parts.push('(offline: the call continues peer to peer; reconnecting to the server)');
+  if (s.signaling === 'peer_offline' && s.state !== 'ended') parts.push(`(${s.peer}'s device lost the server; the call continues peer to peer)`);
   if (s.warning) parts.push(`[warning: ${s.warning}]`);
   return parts.join(' ');
 }

@@ -98,6 +98,8 @@ interface Call {
   switchedAt?: number;
   /** The transport the last restart replaced, kept until the peer says it switched too (or RETIRE_AFTER_MS). */
   previous?: { peer: Peer; gen: number; timer: NodeJS.Timeout };
+  /** The server's words about a policy limit near (`call.warning`), shown until the call ends. */
+  policyWarning?: string;
 }
 
 /**
@@ -221,6 +223,8 @@ export class CallEngine extends EventEmitter<{
       if (!call || call.data.name === 'ended' || call.status.signaling === 'offline') return;
       call.status.signaling = p.peer === 'online' ? 'online' : 'peer_offline';
       call.status.signalingSince = p.peer === 'online' ? Date.now() : (p.since ?? Date.now());
+      if (p.peer !== 'online' && p.until !== undefined) call.status.signalingUntil = p.until;
+      else delete call.status.signalingUntil;
       this.publish(call);
     });
     // Our own signaling: answered calls go on peer to peer; queued sealed messages go out when it is back.
@@ -232,6 +236,7 @@ export class CallEngine extends EventEmitter<{
         if (call.status.signaling !== next && !(next === 'online' && call.status.signaling === undefined)) {
           call.status.signaling = next;
           call.status.signalingSince = Date.now();
+          delete call.status.signalingUntil;
           this.publish(call);
         }
         if (state === 'online') void this.drain(call);
@@ -241,7 +246,8 @@ export class CallEngine extends EventEmitter<{
     signaling.on('call.warning', (p) => {
       const call = this.calls.get(p.callId);
       if (!call || call.data.name === 'ended') return;
-      call.status.warning = p.message;
+      call.policyWarning = p.message;
+      this.composeWarning(call);
       this.publish(call);
     });
   }
@@ -990,6 +996,13 @@ export class CallEngine extends EventEmitter<{
     call.status.mediaSince = Date.now();
   }
 
+  /** `warning`: the policy warning and each direction's device warning, in one line for a user. */
+  private composeWarning(call: Call): void {
+    const parts = [call.status.audioWarnings?.input, call.status.audioWarnings?.output, call.policyWarning].filter((w): w is string => !!w);
+    if (parts.length > 0) call.status.warning = parts.join('; ');
+    else delete call.status.warning;
+  }
+
   /** Queues a sealed message of the call for the server and starts sending. */
   private post(call: Call, params: SignalParams<'call.candidate'>): void {
     call.outbox.queue.push(params);
@@ -1035,8 +1048,19 @@ export class CallEngine extends EventEmitter<{
   }
 
   private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
-    media.on('deviceError', (e) => {
-      call.status.warning = e.message;
+    // A device problem shows on the call until that direction works again (the device returned, or another was chosen).
+    media.on('deviceError', (e, direction) => {
+      call.status.audioWarnings = { ...call.status.audioWarnings, [direction]: e.message };
+      this.composeWarning(call);
+      this.publish(call);
+    });
+    media.on('deviceRestored', (direction) => {
+      if (call.data.name === 'ended' || !call.status.audioWarnings?.[direction]) return;
+      const rest = { ...call.status.audioWarnings };
+      delete rest[direction];
+      if (rest.input || rest.output) call.status.audioWarnings = rest;
+      else delete call.status.audioWarnings;
+      this.composeWarning(call);
       this.publish(call);
     });
     media.on('levels', (levels) => this.emit('levels', { callId: call.id, ...levels }));
@@ -1102,8 +1126,12 @@ export class CallEngine extends EventEmitter<{
       const got = now.packetsReceived - prev.packetsReceived;
       const lossPercent = lost + got > 0 ? (100 * lost) / (lost + got) : 0;
       const oneWay = (now.rttMs ?? 0) / 2 + (now.jitterBufferMs ?? now.jitterTargetMs) + 2 * now.ptimeMs;
+      const silentMs = media.silentMs();
       this.emit('stats', {
         callId: call.id,
+        ...(call.status.media ? { media: call.status.media, mediaSince: call.status.mediaSince } : {}),
+        ...(silentMs !== undefined ? { silentMs: Math.round(silentMs) } : {}),
+        ...(call.status.signaling ? { signaling: call.status.signaling } : {}),
         stats: now,
         concealmentRate: Math.min(1, Math.max(0, (repaired(now) - repaired(prev)) / frames)),
         lossPercent: Math.round(lossPercent * 10) / 10,
@@ -1300,7 +1328,11 @@ export class CallEngine extends EventEmitter<{
 
   private snapshot(call: Call): CallStatus {
     const s: CallStatus = { ...call.status };
-    if ('media' in call.data) s.stats = call.data.media.stats();
+    if ('media' in call.data) {
+      s.stats = call.data.media.stats();
+      const silent = call.data.media.silentMs();
+      if (silent !== undefined) s.lastAudioAt = Math.round(Date.now() - silent);
+    }
     return s;
   }
 

@@ -104,7 +104,12 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.mic = new MicControl((s) => this.onMic(s));
     const router = options.audio.router;
     router.on('devices', (list) => this.emit('devices', devicesOf(list)));
-    router.on('warning', (w) => this.emit('notice', { level: 'warning', message: w.message }));
+    // During a call the call itself carries the device warning (and drops it when the device is back); otherwise a notice says it.
+    router.on('warning', (w) => {
+      if (!this.engine?.list().some((c) => c.state !== 'ended')) this.emit('notice', { level: 'warning', message: w.message });
+    });
+    // The device is back: an info notice takes the warning's place (and goes away by itself).
+    router.on('cleared', (c) => this.emit('notice', { level: 'info', message: c.message }));
   }
 
   /** Loads settings and history and, when this device is signed in, goes online. Never throws for a missing sign-in. */

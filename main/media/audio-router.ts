@@ -12,7 +12,9 @@
  *   one opened on the same {@link RoutedCapture} / {@link RoutedPlayback}, so
  *   the media session never sees the switch (the far end hears a short gap);
  * - a chosen device that disappears falls back to the default with a
- *   `warning`; when it returns it is used again.
+ *   `warning`; when it returns it is used again and the warning is
+ *   `cleared` (so is a failed stream's, once a stream on the device the
+ *   rules prefer carries audio again).
  *
  * Without PulseAudio (no pactl) device names go to PortAudio as before and
  * nothing is followed: switching still works, but only on request.
@@ -58,6 +60,14 @@ export interface AudioWarning {
   message: string;
 }
 
+/** A direction's warning whose cause ended: its stream carries audio on the device the user wants again. */
+export interface AudioWarningCleared {
+  direction: Direction;
+  /** The device the stream uses now (a PulseAudio name, or `default`). */
+  device: string;
+  message: string;
+}
+
 /** One completed stream switch and how long no audio flowed, ms (close + open + first frame). */
 export interface SwitchReport {
   direction: Direction;
@@ -77,9 +87,16 @@ function normalise(name: string | undefined): string {
 /**
  * The router. `start()` once (it lists devices and starts watching), then
  * `open(frameMs)` for each call. Events: `devices` (the list changed),
- * `warning`, `switched`.
+ * `warning`, `cleared` (a direction's warning no longer holds), `switched`.
  */
-export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: [AudioWarning]; switched: [SwitchReport] }> {
+export class AudioRouter extends EventEmitter<{
+  devices: [DeviceList];
+  warning: [AudioWarning];
+  cleared: [AudioWarningCleared];
+  switched: [SwitchReport];
+}> {
+  /** Directions with a warning out that has not been cleared yet. */
+  private readonly warned = new Set<Direction>();
   private choice: DeviceChoice;
   private known: PulseDevices | undefined;
   private watcher: PulseWatcher | undefined;
@@ -204,8 +221,9 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   async recover(stream: RoutedStream, error: AudioDeviceError): Promise<void> {
     await this.refresh();
     const target = this.target(stream.direction);
-    this.emit('warning', { direction: stream.direction, device: stream.device, message: error.message });
+    this.warn({ direction: stream.direction, device: stream.device, message: error.message });
     await this.move(stream, target, 'recovered');
+    if (stream.device === target) await this.settle(stream);
   }
 
   /**
@@ -224,31 +242,43 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
   }
 
   private async reconcile(reason?: SwitchReport['reason']): Promise<void> {
-    await Promise.all(
-      [...this.live].map(async (stream) => {
-        const target = this.target(stream.direction);
-        if (target === stream.device) return;
-        const chosen = this.choice[stream.direction];
-        let why = reason;
-        if (!why) {
-          if (chosen === DEFAULT) why = 'default_changed';
-          else if (target === chosen) why = 'returned';
-          else why = 'fell_back';
-        }
-        if (why === 'fell_back') {
-          const role = stream.direction === 'input' ? 'microphone' : 'speaker';
-          this.emit('warning', {
-            direction: stream.direction,
-            device: chosen,
-            message: `the ${role} "${this.describe(stream.direction, chosen)}" is gone; using the default (${this.describe(stream.direction, target)}) until it returns`,
-          });
-          stream.warn(
-            new AudioDeviceError('not_found', `the ${role} "${this.describe(stream.direction, chosen)}" is gone; now using ${this.describe(stream.direction, target)}`),
-          );
-        }
-        await this.move(stream, target, why);
-      }),
-    );
+    await Promise.all([...this.live].map((stream) => this.settle(stream, reason)));
+  }
+
+  /**
+   * Moves a stream until it is on the device the rules pick. A move can take
+   * seconds (closing a stream whose device vanished waits for PulseAudio), and
+   * the device list may change meanwhile — the unplugged headset is plugged
+   * back while the stream still moves away from it — so the target is checked
+   * again after each move (a refresh that ran meanwhile saw the old device
+   * still open and left it).
+   */
+  private async settle(stream: RoutedStream, reason?: SwitchReport['reason']): Promise<void> {
+    for (let moves = 0; moves < 4; moves++) {
+      const target = this.target(stream.direction);
+      // A stream whose last open failed has no device open: the same name coming back must reopen it.
+      if (target === stream.device && stream.isOpen) return;
+      const chosen = this.choice[stream.direction];
+      let why = moves === 0 ? reason : undefined;
+      if (!why) {
+        if (chosen === DEFAULT) why = 'default_changed';
+        else if (target === chosen) why = 'returned';
+        else why = 'fell_back';
+      }
+      if (why === 'fell_back') {
+        const role = stream.direction === 'input' ? 'microphone' : 'speaker';
+        this.warn({
+          direction: stream.direction,
+          device: chosen,
+          message: `the ${role} "${this.describe(stream.direction, chosen)}" is gone; using the default (${this.describe(stream.direction, target)}) until it returns`,
+        });
+        stream.warn(
+          new AudioDeviceError('not_found', `the ${role} "${this.describe(stream.direction, chosen)}" is gone; now using ${this.describe(stream.direction, target)}`),
+        );
+      }
+      await this.move(stream, target, why);
+      if (stream.device !== target || !stream.isOpen) return; // closed meanwhile, or the device would not open (warned)
+    }
   }
 
   private describe(direction: Direction, name: string): string {
@@ -261,14 +291,37 @@ export class AudioRouter extends EventEmitter<{ devices: [DeviceList]; warning: 
     return devices;
   }
 
+  private warn(w: AudioWarning): void {
+    this.warned.add(w.direction);
+    this.emit('warning', w);
+  }
+
+  /**
+   * Whether `device` is where the user wants `direction`: the chosen device,
+   * or with `default` whatever the OS default is (not a fallback).
+   */
+  private preferred(direction: Direction, device: string): boolean {
+    const chosen = this.choice[direction];
+    return chosen === DEFAULT || chosen === device;
+  }
+
   private async move(stream: RoutedStream, target: string, reason: SwitchReport['reason']): Promise<void> {
     const from = stream.device;
     try {
-      const gapMs = await stream.switchTo(target);
-      if (gapMs !== undefined) this.emit('switched', { direction: stream.direction, from, to: target, gapMs, reason });
+      const switched = await stream.switchTo(target);
+      if (switched === undefined) return;
+      this.emit('switched', { direction: stream.direction, from, to: target, gapMs: switched.gapMs, reason });
+      // The cause of a warning ended: the stream carries audio on the device the user wants.
+      if (switched.flowing && this.preferred(stream.direction, target) && this.target(stream.direction) === target) {
+        const role = stream.direction === 'input' ? 'microphone' : 'speaker';
+        stream.restored();
+        if (this.warned.delete(stream.direction)) {
+          this.emit('cleared', { direction: stream.direction, device: target, message: `the ${role} "${this.describe(stream.direction, target)}" works again` });
+        }
+      }
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
-      this.emit('warning', { direction: stream.direction, device: target, message });
+      this.warn({ direction: stream.direction, device: target, message });
       stream.warn(e instanceof AudioDeviceError ? e : new AudioDeviceError('open_failed', message));
     }
   }
@@ -285,10 +338,18 @@ interface RoutedStream {
   readonly direction: Direction;
   /** The device the open stream uses (undefined while none is open). */
   readonly device: string | undefined;
-  /** Closes the current stream and opens `device`; resolves with the gap in ms, or undefined when closed meanwhile. */
-  switchTo(device: string): Promise<number | undefined>;
+  /** A stream is open on `device`, or a switch is under way (false after a failed open). */
+  readonly isOpen: boolean;
+  /**
+   * Closes the current stream and opens `device`; resolves with the gap in ms
+   * and whether audio flows on the new stream (a first frame within 2 s), or
+   * undefined when closed meanwhile.
+   */
+  switchTo(device: string): Promise<{ gapMs: number; flowing: boolean } | undefined>;
   /** Passes a warning to the media session (as an `error` event: the call goes on). */
   warn(error: AudioDeviceError): void;
+  /** Tells the media session the device trouble is over (a `restored` event). */
+  restored(): void;
 }
 
 /**
@@ -296,7 +357,7 @@ interface RoutedStream {
  * that forwards the frames of whichever capture stream is open.
  */
 export class RoutedCapture
-  extends EventEmitter<{ frame: [Int16Array]; error: [AudioDeviceError]; switched: [] }>
+  extends EventEmitter<{ frame: [Int16Array]; error: [AudioDeviceError]; restored: []; switched: [] }>
   implements AudioSource, RoutedStream
 {
   readonly direction = 'input' as const;
@@ -305,6 +366,11 @@ export class RoutedCapture
   private started = false;
   private closed = false;
   private switching: Promise<unknown> = Promise.resolve();
+  private switches = 0;
+
+  get isOpen(): boolean {
+    return this.stream !== undefined || this.switches > 0;
+  }
 
   constructor(
     private readonly router: AudioRouter,
@@ -337,8 +403,12 @@ export class RoutedCapture
     if (!this.closed) this.emit('error', error);
   }
 
-  switchTo(device: string): Promise<number | undefined> {
-    const run = async (): Promise<number | undefined> => {
+  restored(): void {
+    if (!this.closed) this.emit('restored');
+  }
+
+  switchTo(device: string): Promise<{ gapMs: number; flowing: boolean } | undefined> {
+    const run = async (): Promise<{ gapMs: number; flowing: boolean } | undefined> => {
       if (this.closed) return undefined;
       const t0 = performance.now();
       const old = this.stream;
@@ -348,13 +418,14 @@ export class RoutedCapture
       await devicesSettled();
       if (this.closed) return undefined;
       this.open(device);
-      const first = new Promise<void>((resolve) => this.stream!.once('frame', () => resolve()));
+      const first = new Promise<boolean>((resolve) => this.stream!.once('frame', () => resolve(true)));
       if (this.started) this.stream!.start();
-      await Promise.race([first, new Promise((r) => setTimeout(r, 2000))]);
+      const flowing = await Promise.race([first, new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
       this.emit('switched');
-      return performance.now() - t0;
+      return { gapMs: performance.now() - t0, flowing: flowing || !this.started };
     };
-    const p = this.switching.then(run, run);
+    this.switches++;
+    const p = this.switching.then(run, run).finally(() => this.switches--);
     this.switching = p.catch(() => {});
     return p;
   }
@@ -375,13 +446,18 @@ export class RoutedCapture
  * A speaker whose device can change underneath: an {@link AudioSink} whose
  * `pull` keeps being served by whichever playback stream is open.
  */
-export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; switched: [] }> implements AudioSink, RoutedStream {
+export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; restored: []; switched: [] }> implements AudioSink, RoutedStream {
   readonly direction = 'output' as const;
   device: string | undefined;
   private stream: PlaybackStream | undefined;
   private pull: (() => Int16Array) | undefined;
   private closed = false;
   private switching: Promise<unknown> = Promise.resolve();
+  private switches = 0;
+
+  get isOpen(): boolean {
+    return this.stream !== undefined || this.switches > 0;
+  }
 
   constructor(
     private readonly router: AudioRouter,
@@ -413,8 +489,12 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; sw
     if (!this.closed) this.emit('error', error);
   }
 
-  switchTo(device: string): Promise<number | undefined> {
-    const run = async (): Promise<number | undefined> => {
+  restored(): void {
+    if (!this.closed) this.emit('restored');
+  }
+
+  switchTo(device: string): Promise<{ gapMs: number; flowing: boolean } | undefined> {
+    const run = async (): Promise<{ gapMs: number; flowing: boolean } | undefined> => {
       if (this.closed) return undefined;
       const t0 = performance.now();
       const old = this.stream;
@@ -423,7 +503,7 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; sw
       await devicesSettled();
       if (this.closed) return undefined;
       this.open(device);
-      if (!this.pull) return performance.now() - t0;
+      if (!this.pull) return { gapMs: performance.now() - t0, flowing: true };
       const pull = this.pull;
       let firstPull: () => void = () => {};
       const first = new Promise<void>((resolve) => (firstPull = resolve));
@@ -433,9 +513,10 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; sw
       });
       await first;
       this.emit('switched');
-      return performance.now() - t0;
+      return { gapMs: performance.now() - t0, flowing: true };
     };
-    const p = this.switching.then(run, run);
+    this.switches++;
+    const p = this.switching.then(run, run).finally(() => this.switches--);
     this.switching = p.catch(() => {});
     return p;
   }

@@ -10,7 +10,13 @@ import { EventEmitter } from 'node:events';
  */
 export const STALL_MS = 1000;
 /**
- * A watchdog tick (every ≤ 250 ms) that comes this late means the process was
+ * How often the watchdog looks, ms: the status says `reconnecting` at most
+ * this long after STALL_MS without RTP (issue 18: never "connected" while no
+ * audio has come for more than a second).
+ */
+export const WATCHDOG_TICK_MS = 100;
+/**
+ * A watchdog tick (every ≤ WATCHDOG_TICK_MS) that comes this late means the process was
  * stopped (SIGSTOP) or the machine slept, not that the event loop was busy, ms.
  */
 export const SUSPEND_GAP_MS = 3000;
@@ -70,8 +76,13 @@ export class LivenessMonitor extends EventEmitter<{ stalled: []; resumed: []; ti
         this.isStalled = true;
         this.emit('stalled');
       }
-    }, Math.min(250, stallAfter / 2));
+    }, Math.min(WATCHDOG_TICK_MS, stallAfter / 2));
     this.timer.unref();
+  }
+
+  /** How long no packet has come, ms (since {@link start} if none came since). */
+  silentMs(): number {
+    return Math.max(0, this.options.now() - this.lastHeardAt);
   }
 
   /** A packet arrived. */

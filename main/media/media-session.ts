@@ -13,6 +13,8 @@ export type { FrameDecoder } from './playout-chain';
 export interface AudioSource {
   on(event: 'frame', listener: (frame: Int16Array) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The device trouble an `error` reported is over (main/media/audio-router.ts), if the source can tell. */
+  on(event: 'restored', listener: () => void): unknown;
   removeAllListeners(event?: string): unknown;
   start(): void;
   close(): Promise<void>;
@@ -23,6 +25,8 @@ export interface AudioSource {
 /** A device-paced speaker (native/audio-device PlaybackStream fits). */
 export interface AudioSink {
   on(event: 'error', listener: (error: Error) => void): unknown;
+  /** The device trouble an `error` reported is over, if the sink can tell. */
+  on(event: 'restored', listener: () => void): unknown;
   start(pull: () => Int16Array): void;
   close(): Promise<void>;
   /** Called after the device underneath changed, if the sink can change. */
@@ -121,11 +125,13 @@ export interface MediaSessionOptions {
  * jitter buffer is re-buffering, the sink gets silence. A lost packet is
  * rebuilt from the next packet's in-band FEC when that packet is already
  * buffered, else concealed by the decoder (PLC). Events: `firstAudio` when the first received packet reaches the
- * speaker; `deviceError` when a device fails (the call goes on without it).
+ * speaker; `deviceError` when a device fails (the call goes on without it)
+ * and `deviceRestored` when that direction works again.
  */
 export class MediaSession extends EventEmitter<{
   firstAudio: [];
-  deviceError: [Error];
+  deviceError: [Error, 'input' | 'output'];
+  deviceRestored: ['input' | 'output'];
   mediaStalled: [];
   mediaResumed: [];
   mediaTimeout: [];
@@ -202,8 +208,10 @@ export class MediaSession extends EventEmitter<{
     this.started = true;
     this.listen(this.peer);
     this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
-    this.options.source.on('error', (e) => this.emit('deviceError', e));
-    this.options.sink.on('error', (e) => this.emit('deviceError', e));
+    this.options.source.on('error', (e) => this.emit('deviceError', e, 'input'));
+    this.options.sink.on('error', (e) => this.emit('deviceError', e, 'output'));
+    this.options.source.on('restored', () => this.emit('deviceRestored', 'input'));
+    this.options.sink.on('restored', () => this.emit('deviceRestored', 'output'));
     this.options.sink.start(() => this.pullPlayout());
     this.options.source.start();
     this.levelsTimer = setInterval(() => this.emitLevels(), LEVELS_INTERVAL_MS);
@@ -235,6 +243,11 @@ export class MediaSession extends EventEmitter<{
   /** Whether no RTP has come for the stall time (the call shows "reconnecting"). */
   isStalled(): boolean {
     return this.liveness.stalled;
+  }
+
+  /** How long no RTP has come from the far end, ms (since sending began, if none ever came); undefined before {@link startSending}. */
+  silentMs(): number | undefined {
+    return this.sending ? this.liveness.silentMs() : undefined;
   }
 
   /**
@@ -378,7 +391,7 @@ export class MediaSession extends EventEmitter<{
       try {
         ({ frame, voice } = processInTens(raw, processor));
       } catch (e) {
-        this.emit('deviceError', e as Error);
+        this.emit('deviceError', e as Error, 'input');
         frame = raw;
       }
       if (voice) this.lastVoiceAt = this.now();
@@ -390,7 +403,7 @@ export class MediaSession extends EventEmitter<{
     try {
       opus = this.options.encoder.encode(sent);
     } catch (e) {
-      this.emit('deviceError', e as Error);
+      this.emit('deviceError', e as Error, 'input');
       return;
     }
     // VAD-driven DTX: frames without voice (after the hang-over) are not sent,

@@ -14,6 +14,7 @@ import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
+import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy';
 import { DEFAULT_PASSWORD } from '../harness/signal-client';
 import { channel, readWav, renderSpeech, rms, writeWav } from '../harness/speech';
 import { startUi, type RunningUi } from '../harness/ui';
@@ -21,6 +22,8 @@ import { startUi, type RunningUi } from '../harness/ui';
 let pulse: Pulse;
 let keyring: Keyring;
 let server: RunningServer;
+/** Alice's way to the server, which a test cuts to take her signaling away (the media path is left alone). */
+let proxy: TcpProxy;
 let ui: RunningUi;
 let bob: RunningClient;
 let dir: string;
@@ -32,6 +35,7 @@ beforeAll(async () => {
   dir = makeTempDir('ui-test');
   [pulse, keyring] = await Promise.all([startPulse(), startKeyring()]);
   server = await startServer({ ringTimeoutSeconds: 20 });
+  proxy = await startTcpProxy(server.url);
   // Alice's microphone hears speech for the whole file (voice processing is on, as for any user,
   // so the signal must be speech: noise suppression would rightly remove steady noise).
   const sentence = join(dir, 'sentence.wav');
@@ -58,6 +62,7 @@ beforeAll(async () => {
 afterAll(async () => {
   feeding = false;
   await Promise.allSettled([ui?.stop(), bob?.stop()]);
+  await proxy?.close();
   await server?.stop();
   await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
   void playing;
@@ -110,7 +115,7 @@ describe('the desktop UI through the development bridge', () => {
     await ui.screen('sign-in');
     await expectNoSeriousA11yViolations('sign-in');
     await p.getByRole('tab', { name: 'Create account' }).click();
-    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Server address').fill(proxy.url);
     await p.getByLabel('Username').fill('alice');
     await p.getByLabel('Password', { exact: true }).fill(DEFAULT_PASSWORD);
     await p.getByLabel('Repeat password').fill(DEFAULT_PASSWORD);
@@ -196,7 +201,7 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByRole('button', { name: 'Sign out' }).click();
     await p.getByRole('tab', { name: 'Sign in' }).waitFor();
-    await p.getByLabel('Server address').fill(server.url);
+    await p.getByLabel('Server address').fill(proxy.url);
     await p.getByLabel('Username').fill('alice');
     await p.getByLabel('Password', { exact: true }).fill('not the password');
     await p.getByRole('button', { name: 'Sign in' }).last().click();
@@ -373,6 +378,55 @@ describe('the desktop UI through the development bridge', () => {
     }
   });
 
+  it('a speaker unplugged mid-call: the in-call screen warns, and the warning goes when it is plugged back and plays again', async () => {
+    const p = page();
+    const load = async () =>
+      (await pulse.pactl('load-module', 'module-null-sink', 'sink_name=ui_usb', 'rate=48000', 'channels=1', 'sink_properties=device.description=USB-Headset')).trim();
+    /** RMS of what plays on the headset over 1.5 s. */
+    const onHeadset = async () => {
+      const path = join(dir, `usb-${Date.now()}.wav`);
+      const rec = await pulse.record('ui_usb.monitor', path, 1);
+      await new Promise((r) => setTimeout(r, 1500));
+      await rec.stop();
+      return rms(readWav(path).samples);
+    };
+    let module = await load();
+    try {
+      await p.getByRole('button', { name: 'Contacts' }).click();
+      await p.getByLabel('Search contacts or enter a username').fill('bob');
+      await p.getByRole('button', { name: 'Call bob' }).first().click();
+      const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+      await bob.request('answer_call', { callId: ringing.callId });
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+      const bobTalks = pulse.play('b_in', noise).catch(() => {});
+      await p.getByText('Audio devices and volume').click();
+      await p.locator('#out-dev option[value="ui_usb"]').waitFor({ state: 'attached', timeout: 10_000 });
+      await p.getByLabel('Speaker', { exact: true }).selectOption('ui_usb');
+      await expect.poll(onHeadset, { timeout: 10_000 }).toBeGreaterThan(0.01);
+
+      await pulse.pactl('unload-module', module);
+      const warning = p.getByTestId('call-warning').filter({ hasText: /^The speaker "USB-Headset" is gone/ });
+      await warning.waitFor({ timeout: 10_000 });
+      await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
+      await ui.screen('in-call-device-gone');
+      await expectNoSeriousA11yViolations('in-call-device-gone');
+
+      module = await load();
+      await expect.poll(() => warning.count(), { timeout: 15_000 }).toBe(0);
+      await p.getByText('The speaker "USB-Headset" works again').waitFor();
+      expect(await p.getByText(/is gone/).count()).toBe(0); // neither on the call nor in a notice
+      await expect.poll(onHeadset, { timeout: 10_000 }).toBeGreaterThan(0.01);
+      expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
+
+      await p.getByLabel('Speaker', { exact: true }).selectOption('a_spk');
+      await p.getByRole('button', { name: 'Hang up' }).click();
+      await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
+      void bobTalks;
+    } finally {
+      await pulse.pactl('unload-module', module).catch(() => {});
+    }
+  });
+
   it('blocks a contact: their call gets what an offline user gives and never rings; unblock restores it', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Contacts' }).click();
@@ -391,6 +445,68 @@ describe('the desktop UI through the development bridge', () => {
     await p.getByRole('button', { name: 'Unblock bob' }).click();
     await p.getByRole('heading', { name: 'Blocked' }).waitFor({ state: 'detached' });
     await p.getByRole('listitem').filter({ hasText: 'bob' }).getByText('Online').waitFor({ timeout: 10_000 });
+  });
+
+  it('says how long it has been reconnecting while no audio comes, and that the call goes on while the server is away', async () => {
+    const p = page();
+    const status = p.getByTestId('call-status');
+    const detail = p.getByTestId('call-link');
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await p.getByLabel('Search contacts or enter a username').fill('bob');
+    await p.getByRole('button', { name: 'Call bob' }).first().click();
+    const ringing = await bob.waitForCall(undefined, (s) => s.state === 'incoming' && !bob.events.some((e) => e.callId === s.callId && e.state === 'ended'));
+    await bob.request('answer_call', { callId: ringing.callId });
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'active' && !!s.firstAudioAt, 20_000);
+    await status.filter({ hasText: 'In call' }).waitFor();
+    const seconds = async (l: typeof status) => Number(/(\d+) s/.exec((await l.textContent()) ?? '')?.[1]);
+    try {
+      // Bob's daemon hangs: no audio from him. Within 2 s the screen no longer says "In call".
+      const stoppedAt = Date.now();
+      bob.kill('SIGSTOP');
+      await status.filter({ hasText: /^Reconnecting… \d+ s$/ }).waitFor({ timeout: 4_000 });
+      // The engine says so within 1.1 s; the rest is the bridge and the page under load.
+      expect(Date.now() - stoppedAt).toBeLessThan(2_500);
+      expect(await p.getByText('No audio', { exact: true }).count()).toBe(1); // the quality line, not the last measurements
+      // The counters count.
+      await detail.filter({ hasText: /^No audio from bob for [3-9] s$/ }).waitFor({ timeout: 10_000 });
+      const [r1, n1] = [await seconds(status), await seconds(detail)];
+      await new Promise((r) => setTimeout(r, 2_100));
+      expect(await seconds(status)).toBeGreaterThanOrEqual(r1 + 1);
+      expect(await seconds(detail)).toBeGreaterThanOrEqual(n1 + 1);
+      await ui.screen('in-call-reconnecting');
+      await expectNoSeriousA11yViolations('in-call-reconnecting');
+
+      // And Alice's own signaling goes too: no new path can be agreed, so it is an interruption.
+      proxy.cut();
+      await status.filter({ hasText: 'Connection interrupted' }).waitFor({ timeout: 10_000 });
+      await detail.filter({ hasText: /^Offline — the call goes on peer to peer; reconnecting to the server/ }).waitFor();
+      await detail.filter({ hasText: /^No audio from bob for \d+ s$/ }).waitFor();
+      await ui.screen('in-call-no-audio');
+      await expectNoSeriousA11yViolations('in-call-no-audio');
+
+      // Both back: the call recovers and says so; the lines go.
+      proxy.restore();
+      bob.kill('SIGCONT');
+      await status.filter({ hasText: 'In call' }).waitFor({ timeout: 30_000 });
+      await expect.poll(() => detail.count(), { timeout: 20_000 }).toBe(0);
+      expect(await untilHeard('bobSpeaker', 0.02)).toBeGreaterThan(0.02);
+
+      // Only the server goes: the call goes on peer to peer, and the screen says that, not "reconnecting".
+      proxy.cut();
+      await detail.filter({ hasText: /^Offline — the call goes on peer to peer; reconnecting to the server/ }).waitFor({ timeout: 10_000 });
+      expect(await untilHeard('bobSpeaker', 0.02)).toBeGreaterThan(0.02);
+      expect(await status.textContent()).toBe('In call');
+      await ui.screen('in-call-offline');
+      await expectNoSeriousA11yViolations('in-call-offline');
+      proxy.restore();
+      await expect.poll(() => detail.count(), { timeout: 20_000 }).toBe(0);
+      expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
+    } finally {
+      proxy.restore();
+      bob.kill('SIGCONT');
+    }
+    await p.getByRole('button', { name: 'Hang up' }).click();
+    await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
   });
 
   it('push-to-talk: the far side hears the microphone only while the key is held', async () => {

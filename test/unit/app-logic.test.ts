@@ -48,6 +48,11 @@ describe('tray state', () => {
     expect(trayState({ session: online, calls: [call({})], mic: mic({ pushToTalk: true, open: false }), doNotDisturb: false }).tooltip).toContain('(push to talk)');
     expect(trayState({ session: online, calls: [call({ state: 'held' })], mic: mic(), doNotDisturb: false }).tooltip).toContain('on hold with bob');
   });
+  it('never says "in call" while no audio comes (media reconnecting)', () => {
+    const t = trayState({ session: online, calls: [call({ media: 'reconnecting', mediaSince: 2_000 })], mic: mic(), doNotDisturb: false });
+    expect(t.tooltip).toBe('Parley — reconnecting to bob… (no audio)');
+    expect(trayState({ session: online, calls: [call({ media: 'connected' })], mic: mic(), doNotDisturb: false }).tooltip).toBe('Parley — in call with bob');
+  });
   it('ignores ended calls and shows do-not-disturb when idle', () => {
     expect(trayState({ session: online, calls: [call({ state: 'ended' })], mic: mic(), doNotDisturb: true }).image).toBe('dnd');
   });

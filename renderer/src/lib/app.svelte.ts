@@ -27,6 +27,8 @@ class AppState {
   session: SessionInfo = $state({ signedIn: false, connection: 'offline' });
   calls: UiCall[] = $state([]);
   stats: Record<string, CallStatsNotification> = $state({});
+  /** When each call's latest `stats` arrived, Unix ms (its `silentMs` was measured then). */
+  statsAt: Record<string, number> = $state({});
   contacts: Contact[] = $state([]);
   history: HistoryEntry[] = $state([]);
   settings: Settings | undefined = $state();
@@ -62,7 +64,10 @@ class AppState {
       if (s.signedIn && !wasSignedIn) void this.refresh();
     });
     api.subscribe('call', (c) => this.onCall(c));
-    api.subscribe('stats', (s) => (this.stats = { ...this.stats, [s.callId]: s }));
+    api.subscribe('stats', (s) => {
+      this.stats = { ...this.stats, [s.callId]: s };
+      this.statsAt = { ...this.statsAt, [s.callId]: Date.now() };
+    });
     api.subscribe('contacts', (c) => (this.contacts = c.contacts));
     api.subscribe('history', (h) => (this.history = h.entries));
     api.subscribe('settings', (s) => (this.settings = s));

@@ -1,5 +1,10 @@
 /** Formatting helpers for the screens (pure; unit-tested with the renderer's build). */
 
+/** A message from the core ("the speaker … is gone") as a sentence for the screen: first letter capitalised. */
+export function sentence(message: string): string {
+  return message.charAt(0).toUpperCase() + message.slice(1);
+}
+
 /** Seconds as m:ss or h:mm:ss. */
 export function clock(totalS: number): string {
   const s = Math.max(0, Math.floor(totalS));
@@ -80,4 +85,77 @@ export function when(ms: number, now = Date.now()): string {
   if (ms >= day.getTime()) return `Today ${time}`;
   if (ms >= day.getTime() - 86_400_000) return `Yesterday ${time}`;
   return `${d.toLocaleDateString([], { day: 'numeric', month: 'short' })} ${time}`;
+}
+
+/** What the in-call screen says about a call's link, from the facts the engine reports. */
+export interface CallLinkStatus {
+  /** The status line ("In call", "Reconnecting… 4 s", "No audio from bob for 2 s", "Connection interrupted", or how it ended). */
+  words: string;
+  /** No audio is coming from the peer now (the line shows in the warning colour, quality shows "No audio"). */
+  interrupted: boolean;
+  /** Further lines for the user: how long no audio came, where the signaling stands. */
+  details: string[];
+}
+
+/** Whole seconds from `since` to `now` (Unix ms), never negative. */
+function secondsSince(since: number | undefined, now: number): number {
+  return since === undefined ? 0 : Math.max(0, Math.floor((now - since) / 1000));
+}
+
+/**
+ * The in-call status in words (issue 18, "honest status"): never "In call"
+ * while no audio has come from the peer for more than a second.
+ * - media `reconnecting`: "Reconnecting… N s" (N since `mediaSince`), or
+ *   "Connection interrupted" while our own signaling is offline (no new path
+ *   can be agreed until it is back); a line says how long no audio came;
+ * - media `connected` but the latest stats tick saw more than 1 s without
+ *   audio (the engine flips to `reconnecting` within 0.1 s of that):
+ *   "No audio from <peer> for N s";
+ * - our signaling `offline`: the call goes on peer to peer while we reconnect
+ *   to the server; the peer's (`peer_offline`): the server holds the call for
+ *   them until `signalingUntil`.
+ * @param silentMs the latest `stats` tick's `silentMs`, and `at`, when it came (Unix ms).
+ * @param now Unix ms.
+ */
+export function callLinkStatus(
+  call: {
+    state: string;
+    direction: 'outgoing' | 'incoming';
+    peer: string;
+    endReason?: string;
+    media?: 'connected' | 'reconnecting';
+    mediaSince?: number;
+    lastAudioAt?: number;
+    signaling?: 'online' | 'offline' | 'peer_offline';
+    signalingSince?: number;
+    signalingUntil?: number;
+  },
+  now: number,
+  tick?: { silentMs?: number; at: number },
+): CallLinkStatus {
+  if (call.state === 'ended') return { words: endWords(call.endReason, call.direction), interrupted: false, details: [] };
+  const details: string[] = [];
+  let words = stateWords(call.state, call.direction);
+  let interrupted = false;
+  const talking = call.state === 'active' || call.state === 'held';
+  if (talking && call.media === 'reconnecting') {
+    interrupted = true;
+    words = call.signaling === 'offline' ? 'Connection interrupted' : `Reconnecting… ${secondsSince(call.mediaSince, now)} s`;
+    // The stall is reported 1 s after the last packet: without lastAudioAt, count from there.
+    const silentS = call.lastAudioAt !== undefined ? secondsSince(call.lastAudioAt, now) : secondsSince(call.mediaSince, now) + 1;
+    details.push(`No audio from ${call.peer} for ${silentS} s`);
+  } else if (talking && tick?.silentMs !== undefined && tick.silentMs > 1000) {
+    interrupted = true;
+    words = `No audio from ${call.peer} for ${secondsSince(tick.at - tick.silentMs, now)} s`;
+  }
+  if (call.signaling === 'offline') {
+    const offlineS = secondsSince(call.signalingSince, now);
+    details.push(`Offline — the call goes on peer to peer; reconnecting to the server${offlineS > 0 ? ` (${offlineS} s)` : ''}`);
+  } else if (call.signaling === 'peer_offline') {
+    const left = call.signalingUntil !== undefined ? Math.max(0, Math.ceil((call.signalingUntil - now) / 1000)) : undefined;
+    details.push(
+      `${call.peer}’s device lost the server; the call goes on peer to peer` + (left !== undefined ? ` (the server waits ${left} s more for it)` : ''),
+    );
+  }
+  return { words, interrupted, details };
 }
