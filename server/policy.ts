@@ -154,7 +154,10 @@ export class CallPolicy {
         .insertInto('call_usage')
         .values({ account_id: accountId, day, seconds })
         .onConflict((oc) =>
-          oc.columns(['account_id', 'day']).doUpdateSet({ seconds: sql`seconds + ${seconds}` }),
+          // Qualified: in PostgreSQL a bare `seconds` is ambiguous beside `excluded.seconds`.
+          oc
+            .columns(['account_id', 'day'])
+            .doUpdateSet({ seconds: sql`call_usage.seconds + ${seconds}` }),
         )
         .execute()
         .catch(() => {});
