@@ -56,8 +56,12 @@ export async function storeUrlFor(dataDir: string): Promise<string | undefined> 
   return url;
 }
 
-/** A new empty database in the run's cluster; its URL. */
-async function createTestDatabase(): Promise<string> {
+/**
+ * A new empty database in the run's PostgreSQL cluster (started for this
+ * process if the run has none, also when the run's store is SQLite); its URL,
+ * with credentials.
+ */
+export async function createTestDatabase(): Promise<string> {
   const admin = new URL(await clusterAdminUrl());
   const name = `parley_${randomBytes(6).toString('hex')}`;
   const client = new pg.Client({ connectionString: admin.toString() });
