@@ -437,7 +437,9 @@ export async function openDatabase(dataDir: string, store: StoreOptions = {}): P
     await sql`select 1`.execute(db);
   } catch (e) {
     await db.destroy().catch(() => {});
-    throw new Error(kind === 'postgres' ? describePostgresError(store.url!, e) : String(e));
+    throw new Error(kind === 'postgres' ? describePostgresError(store.url!, e) : String(e), {
+      cause: e,
+    });
   }
   const provider: MigrationProvider = { getMigrations: async () => migrationsFor(kind) };
   const { error, results } = await new Migrator({ db, provider }).migrateToLatest();

@@ -191,7 +191,7 @@ export async function startPostgres(options: { startTimeoutMs?: number } = {}): 
   } catch (e) {
     const log = existsSync(logPath) ? readFileSync(logPath, 'utf8').slice(-2000) : '';
     await stop();
-    throw new Error(`${(e as Error).message}\npostgres log:\n${log}`);
+    throw new Error(`${(e as Error).message}\npostgres log:\n${log}`, { cause: e });
   }
 
   return {
