@@ -59,6 +59,8 @@ export default defineConfig({
         test: {
           name: 'server-pg',
           include: ['test/integration/server-*.test.ts', 'test/unit/server-audit.test.ts'],
+          // Always on PostgreSQL already, whatever the run's store.
+          exclude: ['test/integration/server-store.test.ts'],
           env: { PARLEY_TEST_STORE: 'postgres' },
           globalSetup: ['test/harness/build-cli.global.ts', 'test/harness/postgres.global.ts'],
           testTimeout: 120_000,

@@ -17,7 +17,7 @@ import { OpenCalls, type RecoveredCall } from './open-calls';
 import { CallResumption } from './resume';
 import { CallPolicy } from './policy';
 import { RelayService } from './relays';
-import { describeStore, openDatabase, type DB } from './db';
+import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
@@ -175,6 +175,7 @@ export async function buildServer(
   const metrics: ServerMetrics = new ServerMetrics(
     () => hub,
     () => hashes.stats,
+    () => storeConnections(db),
   );
   const audit = new AuditLog(
     db,

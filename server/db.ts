@@ -470,6 +470,26 @@ function openSqlite(dataDir: string): Kysely<DB> {
   return new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
 }
 
+/** The pg pool behind each PostgreSQL store, for {@link storeConnections}. */
+const pools = new WeakMap<Kysely<DB>, pg.Pool>();
+
+/**
+ * The PostgreSQL pool's connections now: `busy` (running a query or a
+ * transaction), `idle`, and `waiting` (queries waiting for a connection:
+ * `store.pool_size` is too small, or PostgreSQL is slow). Undefined for SQLite.
+ */
+export function storeConnections(
+  db: Kysely<DB>,
+): { busy: number; idle: number; waiting: number } | undefined {
+  const pool = pools.get(db);
+  if (!pool) return undefined;
+  return {
+    busy: pool.totalCount - pool.idleCount,
+    idle: pool.idleCount,
+    waiting: pool.waitingCount,
+  };
+}
+
 function openPostgres(store: StoreOptions): Kysely<DB> {
   const pool = new pg.Pool({
     connectionString: store.url,
@@ -481,5 +501,7 @@ function openPostgres(store: StoreOptions): Kysely<DB> {
   // An idle connection that breaks (server restart, network) is reported here; without a
   // listener pg's 'error' event would end the process. The pool opens a new one when needed.
   pool.on('error', (err) => store.onPoolError?.(err));
-  return new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
 }

@@ -110,3 +110,20 @@ export async function openTestStore(): Promise<Kysely<DB>> {
   if (testStore() !== 'postgres') return openDatabase(':memory:');
   return openDatabase(':memory:', { url: await createTestDatabase() });
 }
+
+/**
+ * The calls a server on `dataDir` has written to its store as open
+ * (`open_calls`): call id → whether it was answered. A test that kills the
+ * server with SIGKILL polls this first: the open-call writes go to the store
+ * asynchronously, and with PostgreSQL's pool on other connections than the
+ * audit records, so an audit record on disk does not prove them written.
+ */
+export async function openCallsOnDisk(dataDir: string): Promise<Map<string, boolean>> {
+  const db = await openServerStore(dataDir);
+  try {
+    const rows = await db.selectFrom('open_calls').select(['call_id', 'answered_at']).execute();
+    return new Map(rows.map((r) => [r.call_id, r.answered_at !== null]));
+  } finally {
+    await db.destroy();
+  }
+}

@@ -54,7 +54,7 @@ describe('[store] url', () => {
     expect(r.stdout + r.stderr).not.toContain('not-this-one-7f3a');
   });
 
-  it('runs on PostgreSQL: the log names the store without its password; /readyz follows its reachability', async () => {
+  it('runs on PostgreSQL: the log names the store without its password; /metrics shows the pool; /readyz follows its reachability', async () => {
     const url = new URL(await createTestDatabase());
     const password = url.password;
     const proxy = await startTcpProxy(`http://${url.hostname}:${url.port}`);
@@ -68,6 +68,9 @@ describe('[store] url', () => {
         status: 200,
         body: { ready: true },
       });
+      const metrics = await (await fetch(new URL('/metrics', server.url))).text();
+      expect(metrics).toMatch(/^parley_store_connections\{state="idle"\} [1-9]/m);
+      expect(metrics).toMatch(/^parley_store_connections\{state="waiting"\} 0$/m);
 
       proxy.cut();
       expect(await httpJson(server.url, 'GET', '/readyz')).toEqual({
