@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../server/config';
+import { ConfigError, diffConfig, parseConfig } from '../../server/config';
 import { describePostgresError, describeStore, redactStoreUrl } from '../../server/db';
 
 const cwd = '/srv/parley';
@@ -225,6 +225,14 @@ urls = ["stun:a:3478"]
     });
     expect(parseConfig(undefined, { PARLEY_STORE_URL: url }, 'config', cwd).store.url).toBe(url);
     expect(parseConfig('[store]\nurl = ""', {}, 'f.toml', cwd).store.url).toBeUndefined();
+  });
+
+  it('needs a restart for a new store, and names it without its value', () => {
+    const a = parseConfig(undefined, {}, 'a', cwd);
+    const b = parseConfig('[store]\nurl = "postgres://parley:s3cr3t-pw@db/parley"', {}, 'b', cwd);
+    const diff = diffConfig(a, b);
+    expect(diff).toEqual({ changed: ['store.url'], applicable: [], restartRequired: ['store.url'] });
+    expect(JSON.stringify(diff)).not.toContain('s3cr3t-pw');
   });
 
   it.each([
