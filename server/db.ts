@@ -305,7 +305,7 @@ export interface StoreOptions {
 /** How long a new PostgreSQL connection may take, ms (pg's default waits forever). */
 const CONNECT_TIMEOUT_MS = 5000;
 
-/** The OIDs of PostgreSQL's int8 (`bigint`, also what `count(*)` returns). */
+/** The OID of PostgreSQL's int8 (`bigint`, also what `count(*)` returns). */
 const INT8_OID = 20;
 
 /**
@@ -437,9 +437,8 @@ export async function openDatabase(dataDir: string, store: StoreOptions = {}): P
     await sql`select 1`.execute(db);
   } catch (e) {
     await db.destroy().catch(() => {});
-    throw new Error(kind === 'postgres' ? describePostgresError(store.url!, e) : String(e), {
-      cause: e,
-    });
+    if (kind === 'sqlite') throw e;
+    throw new Error(describePostgresError(store.url!, e), { cause: e });
   }
   const provider: MigrationProvider = { getMigrations: async () => migrationsFor(kind) };
   const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
