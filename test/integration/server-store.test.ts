@@ -59,7 +59,11 @@ describe('[store] url', () => {
     const password = url.password;
     const proxy = await startTcpProxy(`http://${url.hostname}:${url.port}`);
     url.port = String(proxy.port);
-    const server = await startServer({ env: { PARLEY_STORE_URL: url.toString() } });
+    // From the TOML file this time (an empty PARLEY_STORE_URL counts as unset).
+    const server = await startServer({
+      configToml: `[store]\nurl = "${url.toString()}"\npool_size = 3\n`,
+      env: { PARLEY_STORE_URL: '' },
+    });
     try {
       const listening = await server.waitForLog((l) => l.msg === 'listening');
       expect(listening.store).toBe(withPassword(url.toString(), '***'));
