@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { freeTcpPort } from '../harness/ports';
 import { waitFor } from '../harness/process';
 import { runServerUntilExit, startServer } from '../harness/server';
+import { openDatabase } from '../../server/db';
 import { createTestDatabase } from '../harness/store';
 import { startTcpProxy } from '../harness/tcp-proxy';
 import { httpJson, register } from '../harness/signal-client';
@@ -97,5 +98,53 @@ describe('[store] url', () => {
       await proxy.close();
       expect(exit.code).toBe(0);
     }
+  });
+
+  it('builds the same tables, columns and nullability on SQLite and PostgreSQL from the one migration history', async () => {
+    const shape = async (url: string | undefined) => {
+      const db = await openDatabase(':memory:', { url });
+      try {
+        const tables = await db.introspection.getTables();
+        return Object.fromEntries(
+          tables
+            .map((t) => [
+              t.name,
+              Object.fromEntries(
+                t.columns.map((c) => [c.name, { type: c.dataType, nullable: c.isNullable }]),
+              ),
+            ])
+            .sort(([a], [b]) => String(a).localeCompare(String(b))),
+        ) as Record<string, Record<string, { type: string; nullable: boolean }>>;
+      } finally {
+        await db.destroy();
+      }
+    };
+    const sqlite = await shape(undefined);
+    const postgres = await shape(await createTestDatabase());
+    expect(Object.keys(postgres)).toEqual(Object.keys(sqlite));
+    const stricter: string[] = [];
+    for (const [table, columns] of Object.entries(sqlite)) {
+      expect(Object.keys(postgres[table]!).sort(), table).toEqual(Object.keys(columns).sort());
+      for (const [name, c] of Object.entries(columns)) {
+        const pg = postgres[table]![name]!;
+        expect(pg.nullable && !c.nullable, `${table}.${name} nullable only in PostgreSQL`).toBe(false);
+        if (c.nullable && !pg.nullable) stricter.push(`${table}.${name}`);
+      }
+    }
+    // Only primary keys differ: SQLite lets a non-integer PRIMARY KEY hold NULL (a
+    // documented quirk) and reports its rowid alias (audit.id) as nullable (a NULL there
+    // takes the next id); PostgreSQL's primary keys are NOT NULL.
+    expect(stricter.sort()).toEqual([
+      'account_keys.account_id',
+      'accounts.id',
+      'audit.id',
+      'device_keys.device_id',
+      'devices.id',
+      'open_calls.call_id',
+    ]);
+    // Unix-ms times are 64-bit in both (PostgreSQL's integer is 32-bit).
+    expect(postgres.audit!.at!.type).toBe('int8');
+    expect(postgres.devices!.expires_at!.type).toBe('int8');
+    expect(postgres.call_usage!.seconds!.type).toBe('float8');
   });
 });
