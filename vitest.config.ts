@@ -4,7 +4,8 @@ import { defineConfig } from 'vitest/config';
 // components (server, coturn, PulseAudio, gnome-keyring, Chromium) through
 // test/harness and run one file at a time so that two calls never fight for
 // the machine's two cores. The projects run as groups one after another
-// (sequence.groupOrder): unit, then integration, then UI. Run beside the
+// (sequence.groupOrder): unit, then integration, then UI, then the server's
+// tests against PostgreSQL. Run beside the
 // parallel unit workers (ML-KEM, Opus, DTLS, depcruise on both cores), the
 // first call of the integration group once heard 0.41 of the speech in CI: a
 // busy machine is measured by `npm run bench`'s loaded condition, not left to
@@ -47,6 +48,26 @@ export default defineConfig({
           fileParallelism: false,
           pool: 'forks',
           sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        // The server's own tests again, against PostgreSQL instead of SQLite
+        // (issue 15: the whole server test suite passes against both stores):
+        // one throw-away cluster for the run (test/harness/postgres.global.ts),
+        // a database per server data folder (test/harness/store.ts). Only the
+        // files that need no audio, last, one at a time.
+        test: {
+          name: 'server-pg',
+          include: ['test/integration/server-*.test.ts', 'test/unit/server-audit.test.ts'],
+          // Always on PostgreSQL already, whatever the run's store.
+          exclude: ['test/integration/server-store.test.ts'],
+          env: { PARLEY_TEST_STORE: 'postgres' },
+          globalSetup: ['test/harness/build-cli.global.ts', 'test/harness/postgres.global.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          pool: 'forks',
+          sequence: { groupOrder: 3 },
         },
       },
     ],

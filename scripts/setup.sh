@@ -20,6 +20,7 @@ APT_PACKAGES=(
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates socat
   libopus0 libopus-dev pkg-config
+  postgresql
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
   dunst xvfb x11-apps imagemagick libglib2.0-bin mpv mpv-mpris xdg-desktop-portal xdg-desktop-portal-kde desktop-file-utils notify-osd dconf-service dconf-gsettings-backend gsettings-desktop-schemas
@@ -40,6 +41,8 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet coturn 2>/dev/null; then
   systemctl stop coturn || true
 fi
+# postgresql's package may start a system cluster (port 5432) on such images too: the
+# tests never use it; test/harness/postgres.ts starts a throw-away cluster of its own.
 
 # Node 22 or newer.
 node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }

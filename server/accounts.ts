@@ -412,7 +412,8 @@ function ed25519Valid(publicKey: string, text: string, sig: string): boolean {
   }
 }
 
+/** A unique-constraint failure: SQLite's `SQLITE_CONSTRAINT_UNIQUE`, PostgreSQL's SQLSTATE 23505 (`unique_violation`). */
 function isUniqueViolation(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
-  return typeof code === 'string' && code.startsWith('SQLITE_CONSTRAINT');
+  return typeof code === 'string' && (code.startsWith('SQLITE_CONSTRAINT') || code === '23505');
 }

@@ -17,7 +17,7 @@ import { OpenCalls, type RecoveredCall } from './open-calls';
 import { CallResumption } from './resume';
 import { CallPolicy } from './policy';
 import { RelayService } from './relays';
-import { openDatabase, type DB } from './db';
+import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
@@ -146,8 +146,8 @@ export function serverVersion(): string {
 }
 
 /**
- * Builds the signaling server: opens (and migrates) the store in
- * `config.dataDir`, prunes the audit log by `config.audit.retentionDays`,
+ * Builds the signaling server: opens (and migrates) the store (SQLite in
+ * `config.dataDir`, or PostgreSQL at `config.store.url`), prunes the audit log by `config.audit.retentionDays`,
  * wires HTTP routes (API, /healthz, /readyz, /metrics) and the `/v1/signal`
  * WebSocket. The admin socket opens in `listen()`.
  * @param options.logger logger to use (default: JSON to stdout at `config.logLevel`).
@@ -156,20 +156,26 @@ export function serverVersion(): string {
  * @param options.resumeGraceMs how long after start the two devices of an
  *   answered call a crash left open have to come back with it, ms (default
  *   {@link RESUME_GRACE_MS}; server/resume.ts).
- * @throws Error when the data folder or database cannot be opened.
+ * @throws Error when the data folder or database cannot be opened (for PostgreSQL the
+ *   message says why in words, with host and port, never the password).
  */
 export async function buildServer(
   config: ServerConfig,
   options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number } = {},
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
-  const db = await openDatabase(config.dataDir);
+  const db = await openDatabase(config.dataDir, {
+    url: config.store.url,
+    poolSize: config.store.poolSize,
+    onPoolError: (err) => log.warn({ err: { message: err.message } }, 'store connection lost'),
+  });
   // TEST ONLY: a malicious-server hook, from the environment alone, announced at fatal level.
   const intercept = await loadInterceptor(process.env, log);
   // The gauges read the hub and the hash cap at scrape time; both exist by then.
   const metrics: ServerMetrics = new ServerMetrics(
     () => hub,
     () => hashes.stats,
+    () => storeConnections(db),
   );
   const audit = new AuditLog(
     db,
@@ -403,6 +409,7 @@ export async function buildServer(
         {
           url,
           dataDir: config.dataDir,
+          store: describeStore(config.dataDir, config.store.url),
           adminSocket: admin.path,
           turn: config.turn.urls.length > 0,
         },

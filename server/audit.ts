@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import { ParleyError } from '../common/errors';
 import type { DB } from './db';
 
@@ -180,6 +180,9 @@ function decodeCursor(cursor: string): number {
   return Number(m[1]);
 }
 
+/** Records one INSERT writes at most (SQLite's default limit is 32766 bound values; 6 per row). */
+const MAX_BATCH = 500;
+
 /** Length of a day, ms. */
 export const DAY_MS = 86_400_000;
 
@@ -220,7 +223,10 @@ interface Summary {
  * `onError`. `flush()` waits for writes in flight (before the store closes).
  */
 export class AuditLog {
-  private readonly pending = new Set<Promise<void>>();
+  /** Records not yet written, in order, with who waits for each. */
+  private readonly queue: { row: Insertable<DB['audit']>; done: () => void }[] = [];
+  /** The writer while one runs. */
+  private writing: Promise<void> | undefined;
   private readonly summaries = new Map<string, Summary>();
   /** Open windows per group key. */
   private readonly groups = new Map<string, number>();
@@ -313,33 +319,56 @@ export class AuditLog {
     });
   }
 
-  /** Appends one record; resolves when written (or when the failure was reported). Never rejects. */
+  /**
+   * Appends one record; resolves when written (or when the failure was reported). Never rejects.
+   * Records are written in the order of these calls (their ids follow it), also
+   * with PostgreSQL's pool of connections: one writer at a time takes every
+   * record queued meanwhile into one multi-row INSERT.
+   */
   record(input: AuditInput): Promise<void> {
-    const write = this.db
-      .insertInto('audit')
-      .values({
-        at: this.now(),
-        event: input.event,
-        account_id: input.accountId ?? null,
-        device_id: input.deviceId ?? null,
-        call_id: input.callId ?? null,
-        detail: input.detail ? JSON.stringify(sanitizeDetail(input.detail)) : null,
-      })
-      .execute()
-      .then(
-        () => undefined,
-        (err: unknown) => {
-          this.onError(err, input.event);
-        },
-      );
-    this.pending.add(write);
-    void write.finally(() => this.pending.delete(write));
-    return write;
+    const row = {
+      at: this.now(),
+      event: input.event,
+      account_id: input.accountId ?? null,
+      device_id: input.deviceId ?? null,
+      call_id: input.callId ?? null,
+      detail: input.detail ? JSON.stringify(sanitizeDetail(input.detail)) : null,
+    };
+    return new Promise<void>((done) => {
+      this.queue.push({ row, done });
+      this.writing ??= this.writeQueued();
+    });
+  }
+
+  /** Writes queued records, oldest first, until none is left; then clears `writing`. */
+  private async writeQueued(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, MAX_BATCH);
+      try {
+        await this.db
+          .insertInto('audit')
+          .values(batch.map((b) => b.row))
+          .execute();
+      } catch (err) {
+        if (batch.length === 1) this.onError(err, batch[0]!.row.event);
+        // One bad row must not lose the others: write them one by one.
+        else
+          for (const b of batch)
+            await this.db
+              .insertInto('audit')
+              .values(b.row)
+              .execute()
+              .catch((e: unknown) => this.onError(e, b.row.event));
+      }
+      for (const b of batch) b.done();
+    }
+    // Cleared in the same turn as the last empty check: a record() after it starts a new writer.
+    this.writing = undefined;
   }
 
   /** Resolves when every write started so far has finished. */
   async flush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending]);
+    while (this.writing) await this.writing;
   }
 
   /**
@@ -348,6 +377,8 @@ export class AuditLog {
    * @throws ParleyError `invalid_params` for a cursor this server did not return.
    */
   async query(q: AuditQuery): Promise<{ events: AuditRecord[]; next: string | null }> {
+    // A query sees every record asked for before it (with a pool, the write may still be in flight).
+    await this.flush();
     const limit = Math.min(Math.max(q.limit ?? 100, 1), 1000);
     let sel = this.db.selectFrom('audit').selectAll();
     if (q.events?.length) sel = sel.where('event', 'in', q.events);

@@ -24,14 +24,47 @@ const ListenAddress = z.string().transform((value, ctx) => {
   return { host: (m[1] ?? m[2]) as string, port };
 });
 
+/**
+ * `[store] url`: empty (SQLite in `data_dir`) or `postgres://user:password@host:port/database`.
+ * A message about a bad URL never repeats it (it may hold a password).
+ */
+const StoreUrl = z.string().superRefine((value, ctx) => {
+  if (value === '') return;
+  const fail = (message: string) => ctx.addIssue({ code: 'custom', message });
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    fail('not a URL; expected "postgres://user:password@host:port/database" (empty: SQLite in data_dir)');
+    return;
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    fail(`only PostgreSQL is supported ("postgres://…", got "${u.protocol}//…"); leave it empty for SQLite in data_dir`);
+    return;
+  }
+  if (!u.hostname) fail('name the host: "postgres://user:password@host:port/database"');
+  else if (u.pathname.replace(/^\//, '') === '')
+    fail('name the database: "postgres://user:password@host:port/database"');
+  else if (!u.username) fail('name the user: "postgres://user:password@host:port/database"');
+});
+
 const LogLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 const FileConfig = z
   .object({
     /** Where HTTP and the WebSocket listen. */
     listen: ListenAddress.default({ host: '127.0.0.1', port: 8787 }),
-    /** Folder of the SQLite file; relative paths are relative to the working directory. */
+    /** Folder of the SQLite file (and the default admin socket); relative paths are relative to the working directory. */
     data_dir: z.string().min(1).default('./.parley/server'),
+    store: z
+      .object({
+        /** Empty: the SQLite file in `data_dir` (the default). `postgres://user:password@host:port/database`: PostgreSQL. */
+        url: StoreUrl.default(''),
+        /** Connections to PostgreSQL this server keeps at most. */
+        pool_size: z.number().int().min(1).max(1000).default(10),
+      })
+      .strict()
+      .default({ url: '', pool_size: 10 }),
     log_level: LogLevel.default('info'),
     /** Seconds a call may ring before it ends with `no_answer`. */
     ring_timeout_seconds: z.number().positive().max(3600).default(45),
@@ -243,6 +276,12 @@ export interface ServerConfig {
   listen: { host: string; port: number };
   /** Absolute path of the data folder. */
   dataDir: string;
+  /**
+   * The store: `url` undefined is SQLite in `dataDir`; a `postgres://` URL
+   * (it may hold a password: log it only through redactStoreUrl) is PostgreSQL,
+   * with at most `poolSize` connections.
+   */
+  store: { url: string | undefined; poolSize: number };
   logLevel: z.infer<typeof LogLevel>;
   /** Ring timeout in seconds. */
   ringTimeoutSeconds: number;
@@ -334,6 +373,7 @@ export class ConfigError extends Error {
 const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = {
   PARLEY_SERVER_LISTEN: [['listen'], 'string'],
   PARLEY_DATA_DIR: [['data_dir'], 'string'],
+  PARLEY_STORE_URL: [['store', 'url'], 'string'],
   PARLEY_LOG_LEVEL: [['log_level'], 'string'],
   PARLEY_RING_TIMEOUT: [['ring_timeout_seconds'], 'number'],
   PARLEY_CALL_GRACE: [['call_grace_seconds'], 'number'],
@@ -415,6 +455,7 @@ export function parseConfig(
   return {
     listen: c.listen,
     dataDir,
+    store: { url: c.store.url || undefined, poolSize: c.store.pool_size },
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
     callGraceSeconds: c.call_grace_seconds,
@@ -506,12 +547,14 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
 }
 
 /** Config keys (dotted TOML names) that take effect only after a restart; every other key applies at `config.reload`. */
-export const RESTART_KEYS = ['listen', 'data_dir', 'admin.socket'] as const;
+export const RESTART_KEYS = ['listen', 'data_dir', 'store.url', 'store.pool_size', 'admin.socket'] as const;
 
 /** Each config key (dotted TOML name) with how to read it from a ServerConfig. */
 const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   listen: (c) => c.listen,
   data_dir: (c) => c.dataDir,
+  'store.url': (c) => c.store.url,
+  'store.pool_size': (c) => c.store.poolSize,
   log_level: (c) => c.logLevel,
   ring_timeout_seconds: (c) => c.ringTimeoutSeconds,
   call_grace_seconds: (c) => c.callGraceSeconds,

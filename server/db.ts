@@ -1,10 +1,22 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql, type Generated } from 'kysely';
+import {
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  sql,
+  type ColumnDefinitionBuilder,
+  type Generated,
+} from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
+import pg from 'pg';
 
-/** Row shapes of the server's SQLite store. Times are Unix milliseconds. */
+/**
+ * Row shapes of the server's store: one SQLite file (the default) or a
+ * PostgreSQL database (`[store] url`), with the same tables and columns from
+ * the same migrations. Times are Unix milliseconds.
+ */
 export interface DB {
   accounts: {
     id: string;
@@ -82,153 +94,364 @@ export interface DB {
   };
 }
 
-/** Schema migrations, in order. Append only; never edit a shipped one. */
-const migrations: Record<string, Migration> = {
-  '0001_accounts_devices_audit': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('accounts')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('username', 'text', (c) => c.notNull().unique())
-        .addColumn('password_hash', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createTable('devices')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('account_id', 'text', (c) =>
-          c.notNull().references('accounts.id').onDelete('cascade'),
-        )
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .addColumn('last_seen_at', 'integer')
-        .execute();
-      await db.schema.createIndex('devices_account').on('devices').column('account_id').execute();
-      await db.schema
-        .createTable('audit')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('at', 'integer', (c) => c.notNull())
-        .addColumn('event', 'text', (c) => c.notNull())
-        .addColumn('account_id', 'text')
-        .addColumn('device_id', 'text')
-        .addColumn('detail', 'text')
-        .execute();
-      await db.schema.createIndex('audit_at').on('audit').column('at').execute();
-    },
-  },
-  '0002_audit_call_id': {
-    async up(db: Kysely<unknown>) {
-      await db.schema.alterTable('audit').addColumn('call_id', 'text').execute();
-      await db.schema.createIndex('audit_call').on('audit').column('call_id').execute();
-      await db.schema.createIndex('audit_account').on('audit').column('account_id').execute();
-      await db.schema.createIndex('audit_event').on('audit').column('event').execute();
-    },
-  },
-  '0003_devices_contacts': {
-    async up(db: Kysely<unknown>) {
-      await db.schema.alterTable('devices').addColumn('expires_at', 'integer').execute();
-      await db.schema
-        .alterTable('accounts')
-        .addColumn('contacts_only', 'integer', (c) => c.notNull().defaultTo(1))
-        .execute();
-      for (const [table, a, b] of [
-        ['contacts', 'account_id', 'contact_id'],
-        ['contact_requests', 'from_id', 'to_id'],
-        ['blocks', 'account_id', 'blocked_id'],
-      ] as const) {
-        await db.schema
-          .createTable(table)
-          .addColumn(a, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
-          .addColumn(b, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
-          .addColumn('created_at', 'integer', (c) => c.notNull())
-          .addPrimaryKeyConstraint(`${table}_pk`, [a, b])
-          .execute();
-        await db.schema.createIndex(`${table}_rev`).on(table).column(b).execute();
-      }
-    },
-  },
-  '0004_call_usage': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('call_usage')
-        .addColumn('account_id', 'text', (c) =>
-          c.notNull().references('accounts.id').onDelete('cascade'),
-        )
-        .addColumn('day', 'text', (c) => c.notNull())
-        .addColumn('seconds', 'real', (c) => c.notNull())
-        .addPrimaryKeyConstraint('call_usage_pk', ['account_id', 'day'])
-        .execute();
-    },
-  },
-  '0005_open_calls': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('open_calls')
-        .addColumn('call_id', 'text', (c) => c.primaryKey())
-        .addColumn('caller_account_id', 'text', (c) => c.notNull())
-        .addColumn('devices', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .execute();
-    },
-  },
-  '0006_approved_callers': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('approved_callers')
-        .addColumn('callee_id', 'text', (c) =>
-          c.notNull().references('accounts.id').onDelete('cascade'),
-        )
-        .addColumn('caller_id', 'text', (c) =>
-          c.notNull().references('accounts.id').onDelete('cascade'),
-        )
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
-        .execute();
-    },
-  },
-  '0007_open_calls_answered': {
-    async up(db: Kysely<unknown>) {
-      await db.schema.alterTable('open_calls').addColumn('answered_at', 'integer').execute();
-    },
-  },
-};
-
-migrations['0007_device_keys'] = {
-  async up(db: Kysely<unknown>) {
-    await db.schema
-      .createTable('device_keys')
-      .addColumn('device_id', 'text', (c) => c.primaryKey().references('devices.id').onDelete('cascade'))
-      .addColumn('account_id', 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
-      .addColumn('identity_key', 'text', (c) => c.notNull())
-      .addColumn('bundle', 'text', (c) => c.notNull())
-      .addColumn('updated_at', 'integer', (c) => c.notNull())
-      .execute();
-    await db.schema.createIndex('device_keys_account').on('device_keys').column('account_id').execute();
-  },
-};
-
-migrations['0008_account_keys'] = {
-  async up(db: Kysely<unknown>) {
-    await db.schema.alterTable('device_keys').addColumn('certificate', 'text').execute();
-    await db.schema
-      .createTable('account_keys')
-      .addColumn('account_id', 'text', (c) => c.primaryKey().references('accounts.id').onDelete('cascade'))
-      .addColumn('account_key', 'text', (c) => c.notNull())
-      .addColumn('updated_at', 'integer', (c) => c.notNull())
-      .execute();
-  },
-};
-
-const provider: MigrationProvider = { getMigrations: async () => migrations };
+/** Which engine holds the store. */
+export type StoreKind = 'sqlite' | 'postgres';
 
 /**
- * Opens (creating if needed) the SQLite store `parley.sqlite` in `dataDir`
- * and brings its schema up to date.
- * @param dataDir folder for the data file; created with its parents. `:memory:` keeps everything in memory.
- * @throws Error when the folder cannot be created or a migration fails.
+ * The column types that differ between the two engines; everything else in
+ * the migrations is the same SQL for both.
+ * - `ms`: Unix-ms times and other large integers. SQLite's `integer` holds 64
+ *   bits; PostgreSQL's `integer` only 32, so there it is `bigint` (int8, read
+ *   back as a JS number: see INT8_AS_NUMBER).
+ * - `float`: SQLite's `real` is 8 bytes; PostgreSQL's `real` is 4 (≈ 7
+ *   digits), so there it is `double precision`.
+ * - `autoId`: SQLite's `integer primary key autoincrement`; PostgreSQL's
+ *   `bigint generated by default as identity primary key` (SQL:2003 identity).
  */
-export async function openDatabase(dataDir: string): Promise<Kysely<DB>> {
+interface ColumnTypes {
+  ms: 'integer' | 'bigint';
+  float: 'real' | 'double precision';
+  autoIdType: 'integer' | 'bigint';
+  autoId: (c: ColumnDefinitionBuilder) => ColumnDefinitionBuilder;
+}
+
+const COLUMN_TYPES: Record<StoreKind, ColumnTypes> = {
+  sqlite: {
+    ms: 'integer',
+    float: 'real',
+    autoIdType: 'integer',
+    autoId: (c) => c.primaryKey().autoIncrement(),
+  },
+  postgres: {
+    ms: 'bigint',
+    float: 'double precision',
+    autoIdType: 'bigint',
+    autoId: (c) => c.primaryKey().generatedByDefaultAsIdentity(),
+  },
+};
+
+/**
+ * Schema migrations, in order, for either engine: one history, the engine's
+ * types from COLUMN_TYPES. Append only; never edit a shipped one (the SQLite
+ * SQL of each is exactly what it was before PostgreSQL was added).
+ */
+export function migrationsFor(kind: StoreKind): Record<string, Migration> {
+  const t = COLUMN_TYPES[kind];
+  const migrations: Record<string, Migration> = {
+    '0001_accounts_devices_audit': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('accounts')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('username', 'text', (c) => c.notNull().unique())
+          .addColumn('password_hash', 'text', (c) => c.notNull())
+          .addColumn('created_at', t.ms, (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('devices')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('account_id', 'text', (c) =>
+            c.notNull().references('accounts.id').onDelete('cascade'),
+          )
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', t.ms, (c) => c.notNull())
+          .addColumn('last_seen_at', t.ms)
+          .execute();
+        await db.schema.createIndex('devices_account').on('devices').column('account_id').execute();
+        await db.schema
+          .createTable('audit')
+          .addColumn('id', t.autoIdType, t.autoId)
+          .addColumn('at', t.ms, (c) => c.notNull())
+          .addColumn('event', 'text', (c) => c.notNull())
+          .addColumn('account_id', 'text')
+          .addColumn('device_id', 'text')
+          .addColumn('detail', 'text')
+          .execute();
+        await db.schema.createIndex('audit_at').on('audit').column('at').execute();
+      },
+    },
+    '0002_audit_call_id': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('audit').addColumn('call_id', 'text').execute();
+        await db.schema.createIndex('audit_call').on('audit').column('call_id').execute();
+        await db.schema.createIndex('audit_account').on('audit').column('account_id').execute();
+        await db.schema.createIndex('audit_event').on('audit').column('event').execute();
+      },
+    },
+    '0003_devices_contacts': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('devices').addColumn('expires_at', t.ms).execute();
+        await db.schema
+          .alterTable('accounts')
+          .addColumn('contacts_only', 'integer', (c) => c.notNull().defaultTo(1))
+          .execute();
+        for (const [table, a, b] of [
+          ['contacts', 'account_id', 'contact_id'],
+          ['contact_requests', 'from_id', 'to_id'],
+          ['blocks', 'account_id', 'blocked_id'],
+        ] as const) {
+          await db.schema
+            .createTable(table)
+            .addColumn(a, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+            .addColumn(b, 'text', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+            .addColumn('created_at', t.ms, (c) => c.notNull())
+            .addPrimaryKeyConstraint(`${table}_pk`, [a, b])
+            .execute();
+          await db.schema.createIndex(`${table}_rev`).on(table).column(b).execute();
+        }
+      },
+    },
+    '0004_call_usage': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('call_usage')
+          .addColumn('account_id', 'text', (c) =>
+            c.notNull().references('accounts.id').onDelete('cascade'),
+          )
+          .addColumn('day', 'text', (c) => c.notNull())
+          .addColumn('seconds', t.float, (c) => c.notNull())
+          .addPrimaryKeyConstraint('call_usage_pk', ['account_id', 'day'])
+          .execute();
+      },
+    },
+    '0005_open_calls': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('open_calls')
+          .addColumn('call_id', 'text', (c) => c.primaryKey())
+          .addColumn('caller_account_id', 'text', (c) => c.notNull())
+          .addColumn('devices', 'text', (c) => c.notNull())
+          .addColumn('created_at', t.ms, (c) => c.notNull())
+          .execute();
+      },
+    },
+    '0006_approved_callers': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('approved_callers')
+          .addColumn('callee_id', 'text', (c) =>
+            c.notNull().references('accounts.id').onDelete('cascade'),
+          )
+          .addColumn('caller_id', 'text', (c) =>
+            c.notNull().references('accounts.id').onDelete('cascade'),
+          )
+          .addColumn('created_at', t.ms, (c) => c.notNull())
+          .addPrimaryKeyConstraint('approved_callers_pk', ['callee_id', 'caller_id'])
+          .execute();
+      },
+    },
+    '0007_open_calls_answered': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('open_calls').addColumn('answered_at', t.ms).execute();
+      },
+    },
+  };
+
+  migrations['0007_device_keys'] = {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('device_keys')
+        .addColumn('device_id', 'text', (c) =>
+          c.primaryKey().references('devices.id').onDelete('cascade'),
+        )
+        .addColumn('account_id', 'text', (c) =>
+          c.notNull().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('identity_key', 'text', (c) => c.notNull())
+        .addColumn('bundle', 'text', (c) => c.notNull())
+        .addColumn('updated_at', t.ms, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('device_keys_account')
+        .on('device_keys')
+        .column('account_id')
+        .execute();
+    },
+  };
+
+  migrations['0008_account_keys'] = {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('device_keys').addColumn('certificate', 'text').execute();
+      await db.schema
+        .createTable('account_keys')
+        .addColumn('account_id', 'text', (c) =>
+          c.primaryKey().references('accounts.id').onDelete('cascade'),
+        )
+        .addColumn('account_key', 'text', (c) => c.notNull())
+        .addColumn('updated_at', t.ms, (c) => c.notNull())
+        .execute();
+    },
+  };
+  return migrations;
+}
+
+/** Where the store lives and how to reach it. */
+export interface StoreOptions {
+  /**
+   * `postgres://user:password@host:port/database` (or `postgresql://`): that
+   * PostgreSQL database. Undefined or empty: the SQLite file in the data folder.
+   */
+  url?: string | undefined;
+  /** Connections in the PostgreSQL pool (default 10). */
+  poolSize?: number;
+  /**
+   * Sees an error of an idle pooled PostgreSQL connection (the server
+   * restarted, the network dropped); the pool replaces the connection. Must not throw.
+   */
+  onPoolError?: (err: Error) => void;
+}
+
+/** How long a new PostgreSQL connection may take, ms (pg's default waits forever). */
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** The OID of PostgreSQL's int8 (`bigint`, also what `count(*)` returns). */
+const INT8_OID = 20;
+
+/**
+ * pg returns int8 as a string, since a JS number is exact only to 2^53. Every
+ * int8 here is a Unix-ms time (≈ 2^40), an audit id or a count, all far
+ * below 2^53, so they are read back as numbers, as SQLite returns them. Set
+ * per pool (pg's `types` option), not on pg's global type table.
+ */
+const INT8_AS_NUMBER = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary'
+      ? (value: string) => Number(value)
+      : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * Which engine a store URL names.
+ * @throws Error for a URL that is neither empty nor `postgres://`/`postgresql://`.
+ */
+export function storeKind(url: string | undefined): StoreKind {
+  if (!url) return 'sqlite';
+  if (/^postgres(ql)?:\/\//i.test(url)) return 'postgres';
+  throw new Error('the store URL must start with postgres:// (or be empty for SQLite)');
+}
+
+/**
+ * A store URL fit for a log line or an error: the password (in the user
+ * part, or a `password` query parameter) replaced by `***`. A URL that does
+ * not parse becomes `(invalid URL)`, since it cannot be known where its secret sits.
+ */
+export function redactStoreUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    for (const key of [...u.searchParams.keys()])
+      if (/pass/i.test(key)) u.searchParams.set(key, '***');
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+/**
+ * Where the store is, for the "listening" log line: the SQLite file, or the
+ * PostgreSQL URL without its password.
+ */
+export function describeStore(dataDir: string, url: string | undefined): string {
+  return url ? redactStoreUrl(url) : join(dataDir, 'parley.sqlite');
+}
+
+/** `host:port` of a PostgreSQL URL, for messages (never the credentials). */
+function endpointOf(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+/** The first error code of an error or of an AggregateError's errors (Node's happy eyeballs). */
+function codeOf(e: unknown): string | undefined {
+  const err = e as { code?: unknown; errors?: unknown[] };
+  if (typeof err?.code === 'string') return err.code;
+  if (Array.isArray(err?.errors))
+    for (const inner of err.errors) {
+      const code = codeOf(inner);
+      if (code) return code;
+    }
+  return undefined;
+}
+
+/** Network and server error codes, in words. */
+const CONNECT_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ETIMEDOUT: 'timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'unknown host',
+  EAI_AGAIN: 'host name lookup failed',
+};
+
+/**
+ * A PostgreSQL failure at start as a sentence that says what to fix, naming
+ * `host:port` and never the password. Errors of other kinds keep their message.
+ */
+export function describePostgresError(url: string, e: unknown): string {
+  const at = endpointOf(url);
+  const code = codeOf(e);
+  const message = e instanceof Error ? e.message : String(e);
+  let user = '';
+  let database = '';
+  try {
+    const u = new URL(url);
+    user = decodeURIComponent(u.username);
+    database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  } catch {
+    // endpointOf said so already
+  }
+  if (code && CONNECT_FAILURES[code])
+    return `cannot reach PostgreSQL at ${at}: ${CONNECT_FAILURES[code]}`;
+  if (/timeout/i.test(message))
+    return `cannot reach PostgreSQL at ${at}: no answer within ${CONNECT_TIMEOUT_MS} ms`;
+  if (code === '28P01' || code === '28000')
+    return `PostgreSQL at ${at} refused the login of "${user}": ${message}`;
+  if (code === '3D000')
+    return `PostgreSQL at ${at} has no database "${database}": create it (docs/deploy.md)`;
+  if (code === '42501')
+    return `PostgreSQL at ${at}: "${user}" may not change the schema of "${database}" (${message}); make it the database's owner (docs/deploy.md)`;
+  return `PostgreSQL at ${at}: ${message.split(url).join(redactStoreUrl(url))}`;
+}
+
+/**
+ * Opens the store and brings its schema up to date: the SQLite file
+ * `parley.sqlite` in `dataDir` (created if needed), or, with `store.url`, a
+ * PostgreSQL database (which must exist, owned by the URL's user: the
+ * migrations create its tables). Both get the same migrations.
+ * @param dataDir folder for the SQLite file; created with its parents. `:memory:` keeps everything in memory. Unused with PostgreSQL.
+ * @throws Error when the folder cannot be created, PostgreSQL cannot be reached or
+ *   refuses the login (the message says which, with host and port, never the
+ *   password), or a migration fails.
+ */
+export async function openDatabase(dataDir: string, store: StoreOptions = {}): Promise<Kysely<DB>> {
+  const kind = storeKind(store.url);
+  const db = kind === 'postgres' ? openPostgres(store) : openSqlite(dataDir);
+  try {
+    // The first query opens a first connection: an unreachable server or a refused login fails here.
+    await sql`select 1`.execute(db);
+  } catch (e) {
+    await db.destroy().catch(() => {});
+    if (kind === 'sqlite') throw e;
+    throw new Error(describePostgresError(store.url!, e), { cause: e });
+  }
+  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(kind) };
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    await db.destroy();
+    const why = kind === 'postgres' ? describePostgresError(store.url!, error) : String(error);
+    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${why}`);
+  }
+  return db;
+}
+
+function openSqlite(dataDir: string): Kysely<DB> {
   let file = ':memory:';
   if (dataDir !== ':memory:') {
     mkdirSync(dataDir, { recursive: true });
@@ -243,13 +466,41 @@ export async function openDatabase(dataDir: string): Promise<Kysely<DB>> {
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
-  const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
-  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
-  const failed = results?.find((r) => r.status === 'Error');
-  if (error || failed) {
-    await db.destroy();
-    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
-  }
-  await sql`select 1`.execute(db);
+  return new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+}
+
+/** The pg pool behind each PostgreSQL store, for {@link storeConnections}. */
+const pools = new WeakMap<Kysely<DB>, pg.Pool>();
+
+/**
+ * The PostgreSQL pool's connections now: `busy` (running a query or a
+ * transaction), `idle`, and `waiting` (queries waiting for a connection:
+ * `store.pool_size` is too small, or PostgreSQL is slow). Undefined for SQLite.
+ */
+export function storeConnections(
+  db: Kysely<DB>,
+): { busy: number; idle: number; waiting: number } | undefined {
+  const pool = pools.get(db);
+  if (!pool) return undefined;
+  return {
+    busy: pool.totalCount - pool.idleCount,
+    idle: pool.idleCount,
+    waiting: pool.waitingCount,
+  };
+}
+
+function openPostgres(store: StoreOptions): Kysely<DB> {
+  const pool = new pg.Pool({
+    connectionString: store.url,
+    max: store.poolSize ?? 10,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    types: INT8_AS_NUMBER,
+    application_name: 'parley-server',
+  });
+  // An idle connection that breaks (server restart, network) is reported here; without a
+  // listener pg's 'error' event would end the process. The pool opens a new one when needed.
+  pool.on('error', (err) => store.onPoolError?.(err));
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
   return db;
 }

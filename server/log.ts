@@ -26,6 +26,8 @@ export const REDACT_PATHS = [
   'req.headers.cookie',
   'headers.authorization',
   'config.turn.secret',
+  'store.url',
+  'config.store.url',
 ];
 
 /**

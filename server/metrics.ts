@@ -20,6 +20,7 @@ import type { Hub } from './hub';
  * | `parley_auth_throttled_total` | counter | `scope` = login_ip, login_username, registration_ip, registration_username | logins and registrations refused by a limit (429) |
  * | `parley_password_hashes` | gauge | `state` = running, waiting | argon2 hashes running and requests waiting for a slot |
  * | `parley_password_hash_refused_total` | counter | | logins and registrations refused because the hash queue was full (503) |
+ * | `parley_store_connections` | gauge | `state` = busy, idle, waiting | PostgreSQL pool: connections in use, idle, and queries waiting for one (absent with SQLite) |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
 export class ServerMetrics {
@@ -37,10 +38,12 @@ export class ServerMetrics {
   /**
    * @param getHub gives the hub, read at scrape time for the gauges.
    * @param getHashes gives the password-hash cap's state, read at scrape time.
+   * @param getStore gives the PostgreSQL pool's state at scrape time (undefined: SQLite, no gauge).
    */
   constructor(
     getHub: () => Hub,
     getHashes: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 }),
+    getStore: () => { busy: number; idle: number; waiting: number } | undefined = () => undefined,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'parley_' });
@@ -117,6 +120,19 @@ export class ServerMetrics {
         const h = getHashes();
         this.set({ state: 'running' }, h.running);
         this.set({ state: 'waiting' }, h.waiting);
+      },
+    });
+    new Gauge({
+      name: 'parley_store_connections',
+      help: 'PostgreSQL pool: connections running a query (state=busy), idle ones, and queries waiting for a connection (state=waiting).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const c = getStore();
+        if (!c) return;
+        this.set({ state: 'busy' }, c.busy);
+        this.set({ state: 'idle' }, c.idle);
+        this.set({ state: 'waiting' }, c.waiting);
       },
     });
     this.helloTimeouts = new Counter({

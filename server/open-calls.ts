@@ -22,7 +22,13 @@ export interface RecoveredCall {
 }
 
 export class OpenCalls {
-  private readonly pending = new Set<Promise<void>>();
+  /**
+   * The last write of each call with writes in flight. A call's writes run one
+   * after another, in the order asked: with PostgreSQL's pool, an `ended` delete
+   * sent beside the insert of the same call could otherwise run first and leave
+   * the row behind (a call "open" after a restart that had ended long before).
+   */
+  private readonly chains = new Map<string, Promise<void>>();
   /** Calls ended by the crash, per device, not yet told to it. */
   private readonly untold = new Map<string, string[]>();
 
@@ -63,7 +69,7 @@ export class OpenCalls {
    * @param answeredAt Unix ms of the answer (then `devices` is [caller, callee]); null while ringing.
    */
   set(callId: string, callerAccountId: string, devices: string[], createdAt: number, answeredAt: number | null = null): void {
-    this.track(
+    this.track(callId, () =>
       this.db
         .insertInto('open_calls')
         .values({
@@ -82,20 +88,24 @@ export class OpenCalls {
 
   /** Forgets a call that ended. */
   delete(callId: string): void {
-    this.track(this.db.deleteFrom('open_calls').where('call_id', '=', callId).execute());
+    this.track(callId, () => this.db.deleteFrom('open_calls').where('call_id', '=', callId).execute());
   }
 
   /** Resolves when every write started so far has finished. */
   async flush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.all([...this.pending]);
+    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
   }
 
-  private track(write: Promise<unknown>): void {
-    const p = write.then(
+  /** Runs `write` after the call's earlier writes; a failure is dropped (best effort, as before). */
+  private track(callId: string, write: () => Promise<unknown>): void {
+    const previous = this.chains.get(callId) ?? Promise.resolve();
+    const p: Promise<void> = previous.then(write).then(
       () => undefined,
       () => undefined,
     );
-    this.pending.add(p);
-    void p.finally(() => this.pending.delete(p));
+    this.chains.set(callId, p);
+    void p.then(() => {
+      if (this.chains.get(callId) === p) this.chains.delete(callId);
+    });
   }
 }

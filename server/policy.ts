@@ -45,6 +45,8 @@ export class CallPolicy {
   private bucketLimits: PolicyConfig | undefined;
   /** Accounts over their call rate right now (one audit record per episode). */
   private readonly limited = new Set<string>();
+  /** The last usage write (onEnded); never rejects. */
+  private usageWrites: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly config: ServerConfig,
@@ -144,9 +146,19 @@ export class CallPolicy {
     });
   }
 
-  /** Adds a finished call's duration to both accounts' usage of the day. Never throws. */
-  async onEnded(accounts: string[], durationMs: number, endedAt = Date.now()): Promise<void> {
-    if (durationMs <= 0) return;
+  /**
+   * Adds a finished call's duration to both accounts' usage of the day. Never throws.
+   * Usage writes run one after another, and `usedToday` waits for those asked
+   * before it: with PostgreSQL's pool an invite right after a hang-up would
+   * otherwise read the usage from before that call.
+   */
+  onEnded(accounts: string[], durationMs: number, endedAt = Date.now()): Promise<void> {
+    if (durationMs <= 0) return Promise.resolve();
+    this.usageWrites = this.usageWrites.then(() => this.addUsage(accounts, durationMs, endedAt));
+    return this.usageWrites;
+  }
+
+  private async addUsage(accounts: string[], durationMs: number, endedAt: number): Promise<void> {
     const day = utcDay(endedAt);
     const seconds = durationMs / 1000;
     for (const accountId of new Set(accounts)) {
@@ -154,7 +166,10 @@ export class CallPolicy {
         .insertInto('call_usage')
         .values({ account_id: accountId, day, seconds })
         .onConflict((oc) =>
-          oc.columns(['account_id', 'day']).doUpdateSet({ seconds: sql`seconds + ${seconds}` }),
+          // Qualified: in PostgreSQL a bare `seconds` is ambiguous beside `excluded.seconds`.
+          oc
+            .columns(['account_id', 'day'])
+            .doUpdateSet({ seconds: sql`call_usage.seconds + ${seconds}` }),
         )
         .execute()
         .catch(() => {});
@@ -163,6 +178,7 @@ export class CallPolicy {
 
   /** Call time the account used today (UTC), seconds (finished calls only). */
   async usedToday(accountId: string): Promise<number> {
+    await this.usageWrites;
     const row = await this.db
       .selectFrom('call_usage')
       .select('seconds')

@@ -2,6 +2,9 @@
  * Starts the REAL Parley signaling server (`server/main.ts`) as a child
  * process on loopback, on a free port, with a temporary data folder, and
  * stops it afterwards. Its JSON log lines (stdout) are captured for assertions.
+ * Its store is the SQLite file in that folder, or, with
+ * `PARLEY_TEST_STORE=postgres`, a PostgreSQL database of that folder's own
+ * (test/harness/store.ts), passed as PARLEY_STORE_URL.
  *
  * ```ts
  * const server = await startServer({ ringTimeoutSeconds: 1 });
@@ -17,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../../common/errors';
 import { connectAdmin, type AdminConnection } from '../../server/admin-client';
 import { INTERCEPT_ENABLE_ENV, INTERCEPT_ENABLE_VALUE, INTERCEPT_ENV } from '../../server/intercept';
+import { dropStoreFor, storeUrlFor } from './store';
 
 /** The repository root (the server runs with this working directory). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -67,7 +71,7 @@ export interface RunningServer {
   readonly url: string;
   /** Signaling WebSocket URL, e.g. `ws://127.0.0.1:41234/v1/signal`. */
   readonly wsUrl: string;
-  /** The server's data folder (SQLite file inside). */
+  /** The server's data folder (SQLite file inside; with PostgreSQL, the file naming its database). */
   readonly dataDir: string;
   /** The admin API's Unix socket (from the "listening" line). */
   readonly adminSocket: string;
@@ -156,6 +160,23 @@ function prepare(options: StartServerOptions): Prepared {
   return { args, env, dataDir, ownsDataDir, configFile, netns: options.netns };
 }
 
+/**
+ * Points the server at the test run's store for its data folder (PostgreSQL
+ * only; a test's own PARLEY_STORE_URL wins).
+ */
+async function prepareStore(p: Prepared, options: StartServerOptions): Promise<void> {
+  if (options.env?.PARLEY_STORE_URL !== undefined) return;
+  const url = await storeUrlFor(p.dataDir);
+  if (url !== undefined) p.env.PARLEY_STORE_URL = url;
+}
+
+/** Removes what the harness made for a server: its store (PostgreSQL) and its data folder. */
+async function removeOwned(p: Prepared): Promise<void> {
+  if (!p.ownsDataDir) return;
+  await dropStoreFor(p.dataDir).catch(() => {});
+  rmSync(p.dataDir, { recursive: true, force: true });
+}
+
 function spawnServer(p: Prepared): ChildProcess {
   // process.execPath: the same Node 22 that runs the tests; tsx's loader runs the TypeScript directly.
   const [command, args] = p.netns ? ['ip', ['netns', 'exec', p.netns, process.execPath, ...p.args]] : [process.execPath, p.args];
@@ -172,6 +193,7 @@ function spawnServer(p: Prepared): ChildProcess {
  */
 export async function startServer(options: StartServerOptions = {}): Promise<RunningServer> {
   const prepared = prepare(options);
+  await prepareStore(prepared, options);
   const child = spawnServer(prepared);
   let out = '';
   let err = '';
@@ -240,9 +262,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     });
   };
 
-  const cleanup = () => {
-    if (prepared.ownsDataDir) rmSync(prepared.dataDir, { recursive: true, force: true });
-  };
+  const cleanup = () => removeOwned(prepared);
 
   const listeningLine = waitForLog(
     (l) => l.msg === 'listening' && typeof l.url === 'string',
@@ -257,7 +277,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   const first = await Promise.race([listeningLine, early]);
   if (!('line' in first)) {
     child.kill('SIGKILL');
-    cleanup();
+    await exited;
+    await cleanup();
     throw new Error(`${first.error}; stderr:\n${err}\nstdout:\n${out}`);
   }
   const listening = first.line;
@@ -281,7 +302,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
         const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
         const result = await exited;
         clearTimeout(timer);
-        cleanup();
+        await cleanup();
         return result;
       })();
       return stopping;
@@ -299,6 +320,7 @@ export async function runServerUntilExit(
   timeoutMs = 20_000,
 ): Promise<ServerExit> {
   const prepared = prepare(options);
+  await prepareStore(prepared, options);
   const child = spawnServer(prepared);
   let stdout = '';
   let stderr = '';
@@ -316,7 +338,7 @@ export async function runServerUntilExit(
       });
     });
   } finally {
-    if (prepared.ownsDataDir) rmSync(prepared.dataDir, { recursive: true, force: true });
+    await removeOwned(prepared);
   }
 }
 

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { adminRequest, REPO_ROOT, startServer, type RunningServer } from '../harness/server';
+import { openServerStore } from '../harness/store';
 import {
   login,
   signIn,
@@ -339,9 +339,9 @@ describe('audit table on disk', () => {
     const { code } = await server.stop();
     expect(code).toBe(0);
 
-    const db = new Database(join(dataDir, 'parley.sqlite'), { readonly: true });
+    const db = await openServerStore(dataDir);
     try {
-      const rows = db.prepare('select * from audit').all([]);
+      const rows = await db.selectFrom('audit').selectAll().execute();
       const text = JSON.stringify(rows);
       expect(rows.length).toBeGreaterThan(20);
       for (const secret of [
@@ -358,7 +358,7 @@ describe('audit table on disk', () => {
       }
       expect(text).not.toMatch(/"(password|token|secret|credential|envelope)"/);
     } finally {
-      db.close();
+      await db.destroy();
     }
   });
 });

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { startServer, type RunningServer } from '../harness/server';
+import { openServerStore } from '../harness/store';
 import {
   httpJson,
   signIn,
@@ -226,20 +226,22 @@ describe('graceful shutdown', () => {
       }
       expect((await exit).code).toBe(0);
 
-      const db = new Database(join(dataDir, 'parley.sqlite'), { readonly: true });
+      const db = await openServerStore(dataDir);
       try {
-        const rows = db
-          .prepare("select call_id, detail from audit where event = 'call.ended'")
-          .all([]) as { call_id: string; detail: string }[];
+        const rows = await db
+          .selectFrom('audit')
+          .select(['call_id', 'detail'])
+          .where('event', '=', 'call.ended')
+          .execute();
         for (const callId of [active, ringing]) {
           const row = rows.find((r) => r.call_id === callId);
-          expect(JSON.parse(row!.detail)).toMatchObject({
+          expect(JSON.parse(row!.detail!)).toMatchObject({
             reason: 'failed',
             cause: 'server_shutdown',
           });
         }
       } finally {
-        db.close();
+        await db.destroy();
       }
     } finally {
       await own.stop();

@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { PROTOCOL_VERSION } from '../../common/protocol/signaling';
 import { adminRequest, startServer } from '../harness/server';
+import { openCallsOnDisk } from '../harness/store';
 import { connectCall, makeContacts, signIn, SignalClient } from '../harness/signal-client';
 
 const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer' });
@@ -52,6 +53,9 @@ describe('kill -9 and restart', () => {
           { timeout: 5_000 },
         )
         .toBe(3);
+      await expect
+        .poll(() => openCallsOnDisk(dataDir), { timeout: 5_000 })
+        .toEqual(new Map([[active, true], [ringing, false]]));
       const before = await adminRequest<{ events: { id: number }[] }>(
         first.adminSocket,
         'audit.query',
@@ -146,6 +150,9 @@ describe('kill -9 and restart', () => {
           { timeout: 5_000 },
         )
         .toBe(1);
+      await expect
+        .poll(() => openCallsOnDisk(dataDir), { timeout: 5_000 })
+        .toEqual(new Map([[callId, true]]));
       process.kill(first.pid, 'SIGKILL');
       await first.stop();
       await Promise.all([alice.client.closed, bob.client.closed, carol.client.closed]);
@@ -225,6 +232,9 @@ describe('kill -9 and restart', () => {
           { timeout: 5_000 },
         )
         .toBe(1);
+      await expect
+        .poll(() => openCallsOnDisk(dataDir), { timeout: 5_000 })
+        .toEqual(new Map([[callId, true]]));
       process.kill(first.pid, 'SIGKILL');
       await first.stop();
       await Promise.all([alice.client.closed, bob.client.closed]);

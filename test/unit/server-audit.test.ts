@@ -2,10 +2,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Kysely } from 'kysely';
 import { AuditLog, DAY_MS, MAX_OPEN_SUMMARIES, MAX_SOURCES_PER_GROUP, sanitizeDetail } from '../../server/audit';
 import { diffConfig, parseConfig } from '../../server/config';
-import { openDatabase, type DB } from '../../server/db';
+import type { DB } from '../../server/db';
+import { openTestStore } from '../harness/store';
 import { TokenBucket, WindowCounter } from '../../server/rate-limit';
 
-// The audit log against a real (in-memory) SQLite store; over sockets in
+// The audit log against a real store: in-memory SQLite, or a fresh PostgreSQL
+// database in the server-pg project; over sockets in
 // test/integration/server-admin.test.ts.
 
 let db: Kysely<DB>;
@@ -13,7 +15,7 @@ let now = 1_700_000_000_000;
 let audit: AuditLog;
 
 beforeEach(async () => {
-  db = await openDatabase(':memory:');
+  db = await openTestStore();
   audit = new AuditLog(db, undefined, () => now);
 });
 afterEach(async () => {
@@ -85,7 +87,7 @@ describe('audit log', () => {
     await db.destroy();
     await expect(broken.record({ event: 'login' })).resolves.toBeUndefined();
     expect(failures).toEqual(['login']);
-    db = await openDatabase(':memory:');
+    db = await openTestStore();
   });
 });
 

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../server/config';
+import { ConfigError, diffConfig, parseConfig } from '../../server/config';
+import { describePostgresError, describeStore, redactStoreUrl } from '../../server/db';
 
 const cwd = '/srv/parley';
 
@@ -10,6 +11,7 @@ describe('server config', () => {
     expect(parseConfig(undefined, {}, 'config', cwd)).toEqual({
       listen: { host: '127.0.0.1', port: 8787 },
       dataDir: '/srv/parley/.parley/server',
+      store: { url: undefined, poolSize: 10 },
       logLevel: 'info',
       ringTimeoutSeconds: 45,
       callGraceSeconds: 20,
@@ -213,5 +215,75 @@ urls = ["stun:a:3478"]
       expect((e as Error).message).toContain('turn.ttl_seconds');
       expect((e as Error).message).not.toContain('s3cr3t-value');
     }
+  });
+
+  it('takes the store from [store] url or PARLEY_STORE_URL; empty is SQLite in data_dir', () => {
+    const url = 'postgres://parley:pw@db.internal:5433/parley';
+    expect(parseConfig(`[store]\nurl = "${url}"\npool_size = 4`, {}, 'f.toml', cwd).store).toEqual({
+      url,
+      poolSize: 4,
+    });
+    expect(parseConfig(undefined, { PARLEY_STORE_URL: url }, 'config', cwd).store.url).toBe(url);
+    expect(parseConfig('[store]\nurl = ""', {}, 'f.toml', cwd).store.url).toBeUndefined();
+  });
+
+  it('needs a restart for a new store, and names it without its value', () => {
+    const a = parseConfig(undefined, {}, 'a', cwd);
+    const b = parseConfig('[store]\nurl = "postgres://parley:s3cr3t-pw@db/parley"', {}, 'b', cwd);
+    const diff = diffConfig(a, b);
+    expect(diff).toEqual({ changed: ['store.url'], applicable: [], restartRequired: ['store.url'] });
+    expect(JSON.stringify(diff)).not.toContain('s3cr3t-pw');
+  });
+
+  it.each([
+    ['not a URL', 'host=db password=s3cr3t-pw', /: not a URL; expected/],
+    ['another engine', 'mysql://parley:s3cr3t-pw@db/parley', /: only PostgreSQL is supported \("postgres:\/\/…", got "mysql:\/\/…"\)/],
+    ['no database', 'postgres://parley:s3cr3t-pw@db:5432/', /: name the database/],
+    ['no user', 'postgres://db:5432/parley', /: name the user/],
+  ])('rejects a store URL that is %s, without repeating it', (_name, url, message) => {
+    const attempt = () => parseConfig(undefined, { PARLEY_STORE_URL: url }, 'config', cwd);
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(message);
+    expect(attempt).toThrow(/store.url \(from PARLEY_STORE_URL\)/);
+    try {
+      attempt();
+    } catch (e) {
+      expect((e as Error).message).not.toContain('s3cr3t-pw');
+    }
+  });
+});
+
+describe('store URLs in messages', () => {
+  it('redacts the password wherever it sits', () => {
+    expect(redactStoreUrl('postgres://parley:s3cr3t@127.0.0.1:5433/parley')).toBe(
+      'postgres://parley:***@127.0.0.1:5433/parley',
+    );
+    expect(redactStoreUrl('postgres://parley@h/p?password=s3cr3t&sslmode=require')).toBe(
+      'postgres://parley@h/p?password=***&sslmode=require',
+    );
+    expect(redactStoreUrl('postgres://parley:s3cr3t@[bad')).toBe('(invalid URL)');
+    expect(describeStore('/var/lib/parley', undefined)).toBe('/var/lib/parley/parley.sqlite');
+  });
+
+  it('says in words why PostgreSQL could not be used, with host and port and no password', () => {
+    const url = 'postgres://parley:s3cr3t@127.0.0.1:5433/parley';
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5433'), {
+      code: 'ECONNREFUSED',
+    });
+    expect(describePostgresError(url, refused)).toBe(
+      'cannot reach PostgreSQL at 127.0.0.1:5433: connection refused',
+    );
+    expect(describePostgresError(url, new AggregateError([refused]))).toBe(
+      'cannot reach PostgreSQL at 127.0.0.1:5433: connection refused',
+    );
+    const login = Object.assign(new Error('password authentication failed for user "parley"'), {
+      code: '28P01',
+    });
+    expect(describePostgresError(url, login)).toBe(
+      'PostgreSQL at 127.0.0.1:5433 refused the login of "parley": password authentication failed for user "parley"',
+    );
+    const missing = Object.assign(new Error('database "parley" does not exist'), { code: '3D000' });
+    expect(describePostgresError(url, missing)).toMatch(/has no database "parley": create it/);
+    expect(describePostgresError(url, new Error(`boom at ${url}`))).not.toContain('s3cr3t');
   });
 });
