@@ -23,7 +23,7 @@ import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
 import { registerOpsRoutes } from './ops';
-import { serveSignalSocket } from './signal';
+import { serveSignalSocket } from './signal/connection';
 import { loadInterceptor } from './intercept';
 import { FrontDoor, HashGate } from './front-door';
 

@@ -494,7 +494,7 @@ export class Hub {
     }
     const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])].filter((d) => !!envelopeFor(routed, d));
     if (online.length === 0)
-      throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal.ts calleeOffline
+      throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal/calls.ts calleeOffline
     const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d));
 
     if (
