@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Hub } from './hub';
+import type { SfuStats } from './sfu/sfu';
 
 /**
  * The server's Prometheus metrics (prom-client), served at `GET /metrics` in
@@ -20,6 +21,11 @@ import type { Hub } from './hub';
  * | `parley_auth_throttled_total` | counter | `scope` = login_ip, login_username, registration_ip, registration_username | logins and registrations refused by a limit (429) |
  * | `parley_password_hashes` | gauge | `state` = running, waiting | argon2 hashes running and requests waiting for a slot |
  * | `parley_password_hash_refused_total` | counter | | logins and registrations refused because the hash queue was full (503) |
+ * | `parley_sfu_rooms` | gauge | | group-call rooms open on the SFU |
+ * | `parley_sfu_participants` | gauge | | participants in those rooms |
+ * | `parley_sfu_workers` | gauge | | mediasoup workers alive |
+ * | `parley_sfu_worker_deaths_total` | counter | | mediasoup workers that died (their rooms ended `sfu_failed`) |
+ * | `parley_sfu_rooms_ended_total` | counter | `reason` (RoomEndReason) | rooms ended |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
 export class ServerMetrics {
@@ -33,14 +39,18 @@ export class ServerMetrics {
   readonly authThrottled: Counter<'scope'>;
   readonly hashRefused: Counter;
   readonly callSetup: Histogram<'stage'>;
+  readonly sfuWorkerDeaths: Counter;
+  readonly sfuRoomsEnded: Counter<'reason'>;
 
   /**
    * @param getHub gives the hub, read at scrape time for the gauges.
    * @param getHashes gives the password-hash cap's state, read at scrape time.
+   * @param getSfu gives the SFU's counts, read at scrape time.
    */
   constructor(
     getHub: () => Hub,
     getHashes: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 }),
+    getSfu: () => SfuStats = () => ({ rooms: 0, participants: 0, workersAlive: 0, workerDeaths: 0 }),
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'parley_' });
@@ -118,6 +128,41 @@ export class ServerMetrics {
         this.set({ state: 'running' }, h.running);
         this.set({ state: 'waiting' }, h.waiting);
       },
+    });
+    new Gauge({
+      name: 'parley_sfu_rooms',
+      help: 'Group-call rooms open on the SFU.',
+      registers,
+      collect() {
+        this.set(getSfu().rooms);
+      },
+    });
+    new Gauge({
+      name: 'parley_sfu_participants',
+      help: 'Participants in the rooms open on the SFU.',
+      registers,
+      collect() {
+        this.set(getSfu().participants);
+      },
+    });
+    new Gauge({
+      name: 'parley_sfu_workers',
+      help: 'mediasoup workers alive (they start with the first room).',
+      registers,
+      collect() {
+        this.set(getSfu().workersAlive);
+      },
+    });
+    this.sfuWorkerDeaths = new Counter({
+      name: 'parley_sfu_worker_deaths_total',
+      help: 'mediasoup workers that died; their rooms ended with sfu_failed and each was replaced.',
+      registers,
+    });
+    this.sfuRoomsEnded = new Counter({
+      name: 'parley_sfu_rooms_ended_total',
+      help: 'Group-call rooms ended, by reason (sfu_failed, ended_by_admin, server_shutdown, empty).',
+      labelNames: ['reason'],
+      registers,
     });
     this.helloTimeouts = new Counter({
       name: 'parley_hello_timeouts_total',
