@@ -36,7 +36,15 @@ export class WorkerPool {
   private respawnTimer: NodeJS.Timeout | undefined;
   private deaths = 0;
 
-  constructor(private readonly options: WorkerPoolOptions) {}
+  constructor(private readonly options: WorkerPoolOptions) {
+    // mediasoup logs through the `debug` package (silent unless DEBUG is set):
+    // its warnings and errors (the workers' among them) go to the server's log.
+    const log = options.log;
+    mediasoup.setLogEventListeners({
+      onwarn: (namespace, text) => log.warn({ namespace }, `mediasoup: ${text}`),
+      onerror: (namespace, text, err) => log.error({ namespace, err }, `mediasoup: ${text}`),
+    });
+  }
 
   /** How many workers the pool keeps. */
   get size(): number {
