@@ -29,7 +29,7 @@ const TIMESTAMP_STEP = SAMPLES_20MS;
 let polyfillInstalled = false;
 /**
  * Puts werift's RTCPeerConnection (and MediaStream, …) on globalThis once per
- * process, for loopback: Opus only, the `mid` and audio-level header
+ * process, for loopback: Opus (and VP8, only for Device.load's probe), the `mid` and audio-level header
  * extensions (werift offers none by default), IPv4 loopback candidates.
  */
 function installWeriftPolyfill(): void {
@@ -48,7 +48,9 @@ function installWeriftPolyfill(): void {
             parameters: 'minptime=10;useinbandfec=1;usedtx=1',
           }),
         ],
-        video: [],
+        // Device.load probes audio and video capabilities with one offer, and
+        // werift refuses a transceiver without codecs; the rooms are audio only.
+        video: [new RTCRtpCodecParameters({ mimeType: 'video/VP8', clockRate: 90000, payloadType: 96 })],
       },
       headerExtensions: { audio: [useSdesMid(), useAudioLevelIndication()], video: [] },
       iceUseIpv6: false,
