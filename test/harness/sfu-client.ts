@@ -80,6 +80,7 @@ export class SfuParticipant {
   private readonly knownProducers = new Map<string, RoomProducer>();
   /** How many RTP packets this participant has sent. */
   sent = 0;
+  private level: (frame: number) => number = () => 127;
 
   private constructor(
     readonly client: SignalClient,
@@ -108,8 +109,9 @@ export class SfuParticipant {
 
   /**
    * Produces a sine of `frequencyHz` (amplitude 0.3 of full scale) as Opus
-   * in 20 ms RTP packets, each with the audio level `levelDbov` (RFC 6464:
-   * 0–127, −dBov) and the voice-activity bit, until {@link stopSending}.
+   * in 20 ms RTP packets until {@link stopSending}. Each packet carries an
+   * RFC 6464 audio level: `levelDbov` (0–127, −dBov), or what
+   * {@link setLevel} says; the voice-activity bit is set below 127.
    */
   async produceSine(options: { frequencyHz: number; levelDbov: number }): Promise<string> {
     const transport = this.sendTransport;
@@ -122,20 +124,22 @@ export class SfuParticipant {
     const levelExtId = this.producer.rtpParameters.headerExtensions?.find((e) => e.uri === AUDIO_LEVEL_URI)?.id;
     const encoder = createOpusEncoder({ frameMs: 20, fec: true });
     let sample = 0;
+    let frame = 0;
     let seq = Math.floor(Math.random() * 0xffff);
     let timestamp = Math.floor(Math.random() * 0xffffffff);
-    const level = Buffer.from([0x80 | Math.min(127, Math.max(0, Math.round(options.levelDbov)))]);
+    this.level = () => options.levelDbov;
     const sendFrame = (): void => {
       const pcm = new Int16Array(SAMPLES_20MS);
       for (let i = 0; i < pcm.length; i++, sample++)
         pcm[i] = Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * options.frequencyHz * sample) / OPUS_SAMPLE_RATE));
+      const dbov = Math.min(127, Math.max(0, Math.round(this.level(frame++))));
       const header = new RtpHeader({
         payloadType: 111,
         sequenceNumber: seq,
         timestamp,
         ssrc: 0,
         marker: false,
-        extensions: levelExtId !== undefined ? [{ id: levelExtId, payload: level }] : [],
+        extensions: levelExtId !== undefined ? [{ id: levelExtId, payload: Buffer.from([(dbov < 127 ? 0x80 : 0) | dbov]) }] : [],
       });
       seq = (seq + 1) & 0xffff;
       timestamp = (timestamp + TIMESTAMP_STEP) >>> 0;
@@ -144,6 +148,15 @@ export class SfuParticipant {
     };
     this.sender = setInterval(sendFrame, 20);
     return this.producer.id;
+  }
+
+  /**
+   * The audio level each following packet announces, from the frame's index
+   * (20 ms each): −dBov 0–127, 127 = silence. E.g. talk bursts:
+   * `f => (f % 25 < 15 ? 10 : 127)`.
+   */
+  setLevel(level: (frame: number) => number): void {
+    this.level = level;
   }
 
   /** Stops the sine (the producer stays). */

@@ -89,6 +89,20 @@ function dominant(pcm: Int16Array, candidates: number[]): { frequencyHz: number;
   return { frequencyHz: first.f, ratio: first.p / Math.max(second.p, 1e-9) };
 }
 
+/** The `room.audio_levels` lists a participant received, oldest first. */
+function levelsAt(p: SfuParticipant): { participant: RoomParticipant; volume: number }[][] {
+  return p.client
+    .notifications()
+    .filter((x) => x.method === 'room.audio_levels' && (x.params as { roomId: string }).roomId === p.roomId)
+    .map((x) => (x.params as { levels: { participant: RoomParticipant; volume: number }[] }).levels);
+}
+
+/** The device id of the last dominant speaker a participant heard of. */
+function lastSpeakerAt(p: SfuParticipant): string | undefined {
+  const speakers = p.client.notifications().filter((x) => x.method === 'room.speaker' && (x.params as { roomId: string }).roomId === p.roomId);
+  return (speakers[speakers.length - 1]?.params as { participant: RoomParticipant } | undefined)?.participant.deviceId;
+}
+
 beforeAll(async () => {
   const bin = process.env.MEDIASOUP_WORKER_BIN;
   if (!bin || !existsSync(bin))
@@ -103,7 +117,7 @@ afterAll(async () => {
 });
 
 describe('group calls through the SFU (real mediasoup worker)', () => {
-  it('three participants each hear the other two at their own frequency, the loudest is the speaker, and one who leaves is heard no more', async () => {
+  it('three participants each hear the other two at their own frequency, levels and the dominant speaker follow who talks, and one who leaves is heard no more', async () => {
     const devices = await Promise.all([device('ann'), device('bo'), device('cy')]);
     const [a, b, c] = devices as [SignedInDevice, SignedInDevice, SignedInDevice];
     const { roomId, maxParticipants } = await a.client.request('room.create', {});
@@ -141,21 +155,25 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
       }
     }
 
-    // The observers: the loudest (ann, −10 dBov) is the dominant speaker and leads the levels.
-    await until('ann as the dominant speaker at bo', () =>
-      pb.client
-        .notifications()
-        .some((x) => x.method === 'room.speaker' && (x.params as { participant: RoomParticipant }).participant.deviceId === a.deviceId),
-    );
-    const levels = pb.client
-      .notifications()
-      .filter((x) => x.method === 'room.audio_levels')
-      .map((x) => (x.params as { levels: { participant: RoomParticipant; volume: number }[] }).levels)
-      .filter((l) => l.length === 3);
-    expect(levels.length).toBeGreaterThan(0);
-    const last = levels[levels.length - 1]!;
+    // The audio-level observer: the loudest first, each at the level its packets announce.
+    await until('levels of all three at bo', () => levelsAt(pb).some((l) => l.length === 3));
+    const three = levelsAt(pb).filter((l) => l.length === 3);
+    const last = three[three.length - 1]!;
     expect(last.map((l) => l.participant.deviceId)).toEqual([a.deviceId, b.deviceId, c.deviceId]);
-    expect(last[0]!.volume).toBeCloseTo(-10, 0);
+    expect(last.map((l) => Math.round(l.volume))).toEqual([-10, -40, -60]);
+
+    // The active-speaker observer follows who talks: ann in talk bursts, the others quiet; then bo.
+    // Bursts at −10 dBov over a −80 dBov floor between them: the observer (Volfin & Cohen's
+    // dominant speaker identification) takes each speaker's quietest level as its noise floor,
+    // so a level that never drops is not speech to it.
+    const talking = (f: number) => (f % 25 < 15 ? 10 : 80);
+    pa.setLevel(talking);
+    pb.setLevel(() => 127);
+    pc.setLevel(() => 127);
+    await until('ann as the dominant speaker at bo', () => lastSpeakerAt(pb) === a.deviceId, 15_000);
+    pa.setLevel(() => 127);
+    pb.setLevel(talking);
+    await until('bo as the dominant speaker at cy', () => lastSpeakerAt(pc) === b.deviceId, 15_000);
 
     // What the operator sees.
     const listed = await adminRequest<{ rooms: { roomId: string; participants: { deviceId: string; producers: number; consumers: number }[] }[] }>(
