@@ -188,6 +188,8 @@ export const RoomJoinResult = z.object({
   participants: z.array(RoomParticipant),
   /** Their producers now; later ones arrive as `room.producer_added`. */
   producers: z.array(RoomProducer),
+  /** The dominant speaker now (null: none yet); later changes arrive as `room.speaker`. */
+  speaker: z.object({ participant: RoomParticipant, producerId: SfuObjectId }).nullable(),
   maxParticipants: z.number().int(),
 });
 

@@ -88,6 +88,8 @@ type RoomState =
       speakers: types.ActiveSpeakerObserver;
       levels: types.AudioLevelObserver;
       participants: Map<string, Participant>;
+      /** The dominant speaker's producer, as the ActiveSpeakerObserver last said (a newcomer is told at join). */
+      speaker: { participant: Participant; producerId: string } | undefined;
     }
   | { phase: 'ended'; reason: RoomEndReason };
 
@@ -114,10 +116,12 @@ export class Room {
     private readonly hooks: RoomHooks,
     private readonly log: Logger,
   ) {
-    this.state = { phase: 'open', router, speakers, levels, participants: new Map() };
+    this.state = { phase: 'open', router, speakers, levels, participants: new Map(), speaker: undefined };
     speakers.on('dominantspeaker', ({ producer }) => {
       const owner = this.ownerOf(producer.id);
-      if (owner) this.broadcast('room.speaker', { roomId: id, participant: owner.peer, producerId: producer.id });
+      if (!owner || this.state.phase !== 'open') return;
+      this.state.speaker = { participant: owner, producerId: producer.id };
+      this.broadcast('room.speaker', { roomId: id, participant: owner.peer, producerId: producer.id });
     });
     levels.on('volumes', (volumes) => {
       const list = volumes.flatMap(({ producer, volume }) => {
@@ -194,6 +198,7 @@ export class Room {
     routerRtpCapabilities: types.RtpCapabilities;
     participants: RoomParticipant[];
     producers: RoomProducer[];
+    speaker: { participant: RoomParticipant; producerId: string } | null;
   } {
     const open = this.open();
     const existing = open.participants.get(member.peer.deviceId);
@@ -213,6 +218,7 @@ export class Room {
       producers: others.flatMap((o) =>
         [...o.producers.values()].map((p) => ({ producerId: p.id, participant: o.peer, kind: 'audio' as const, paused: p.paused })),
       ),
+      speaker: open.speaker ? { participant: open.speaker.participant.peer, producerId: open.speaker.producerId } : null,
     };
   }
 
@@ -229,6 +235,7 @@ export class Room {
     const p = participants.get(deviceId);
     if (!p || (token !== undefined && p.member.token !== token)) return;
     participants.delete(deviceId);
+    if (this.state.speaker?.participant === p) this.state.speaker = undefined;
     const producers = [...p.producers.values()];
     p.close();
     for (const o of participants.values()) {

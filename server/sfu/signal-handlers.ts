@@ -77,6 +77,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       routerRtpCapabilities: result.routerRtpCapabilities,
       participants: result.participants,
       producers: result.producers,
+      speaker: result.speaker,
       maxParticipants: room.maxParticipants,
     };
   });

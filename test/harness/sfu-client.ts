@@ -81,13 +81,16 @@ export class SfuParticipant {
   /** How many RTP packets this participant has sent. */
   sent = 0;
   private level: (frame: number) => number = () => 127;
+  /** The dominant speaker `room.join` named (device id), if any. */
+  readonly speakerAtJoin: string | undefined;
 
   private constructor(
     readonly client: SignalClient,
     readonly roomId: string,
     readonly me: RoomParticipant,
-    join: { producers: RoomProducer[] },
+    join: { producers: RoomProducer[]; speaker: { participant: RoomParticipant } | null },
   ) {
+    this.speakerAtJoin = join.speaker?.participant.deviceId;
     installWeriftPolyfill();
     this.device = new Device({ handlerName: 'Chrome111' });
     for (const p of join.producers) this.knownProducers.set(p.producerId, p);
@@ -218,6 +221,15 @@ export class SfuParticipant {
     this.streams.set(producerId, stream);
     await this.client.request('room.consumer.resume', { roomId: this.roomId, consumerId: r.consumerId });
     return stream;
+  }
+
+  /** The device id of the dominant speaker as this participant knows it: the last `room.speaker`, else its join's. */
+  dominantSpeaker(): string | undefined {
+    const said = this.client
+      .notifications()
+      .filter((x) => x.method === 'room.speaker' && (x.params as { roomId: string }).roomId === this.roomId);
+    const last = said[said.length - 1]?.params as { participant: RoomParticipant } | undefined;
+    return last ? last.participant.deviceId : this.speakerAtJoin;
   }
 
   /** What this participant received from `deviceId` (every producer of it). */

@@ -97,12 +97,6 @@ function levelsAt(p: SfuParticipant): { participant: RoomParticipant; volume: nu
     .map((x) => (x.params as { levels: { participant: RoomParticipant; volume: number }[] }).levels);
 }
 
-/** The device id of the last dominant speaker a participant heard of. */
-function lastSpeakerAt(p: SfuParticipant): string | undefined {
-  const speakers = p.client.notifications().filter((x) => x.method === 'room.speaker' && (x.params as { roomId: string }).roomId === p.roomId);
-  return (speakers[speakers.length - 1]?.params as { participant: RoomParticipant } | undefined)?.participant.deviceId;
-}
-
 beforeAll(async () => {
   const bin = process.env.MEDIASOUP_WORKER_BIN;
   if (!bin || !existsSync(bin))
@@ -170,10 +164,10 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     pa.setLevel(talking);
     pb.setLevel(() => 127);
     pc.setLevel(() => 127);
-    await until('ann as the dominant speaker at bo', () => lastSpeakerAt(pb) === a.deviceId, 15_000);
+    await until('ann as the dominant speaker at bo', () => pb.dominantSpeaker() === a.deviceId, 15_000);
     pa.setLevel(() => 127);
     pb.setLevel(talking);
-    await until('bo as the dominant speaker at cy', () => lastSpeakerAt(pc) === b.deviceId, 15_000);
+    await until('bo as the dominant speaker at cy', () => pc.dominantSpeaker() === b.deviceId, 15_000);
 
     // What the operator sees.
     const listed = await adminRequest<{ rooms: { roomId: string; participants: { deviceId: string; producers: number; consumers: number }[] }[] }>(
