@@ -72,7 +72,7 @@ if [ -x "$BIN" ]; then
   exit 0
 fi
 
-for tool in meson ninja pkg-config flatc c++ npm; do
+for tool in meson ninja pkg-config flatc c++ node npm patch flock; do
   command -v "$tool" >/dev/null || { log "missing $tool (scripts/setup.sh installs the Debian packages)"; exit 1; }
 done
 
@@ -85,7 +85,7 @@ want_integrity="$(awk '/^    "node_modules\/mediasoup": \{/ { inside = 1; next }
   inside && /^    \}/ { exit }' "$ROOT/package-lock.json")"
 (cd "$WORK" && npm pack --silent "mediasoup@$VERSION" >/dev/null)
 tarball="$WORK/mediasoup-$VERSION.tgz"
-got_integrity="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+got_integrity="sha512-$(node -e 'process.stdout.write(require("node:crypto").createHash("sha512").update(require("node:fs").readFileSync(process.argv[1])).digest("base64"))' "$tarball")"
 if [ -n "$want_integrity" ] && [ "$got_integrity" != "$want_integrity" ]; then
   log "integrity mismatch for $tarball: lock says $want_integrity, got $got_integrity"
   exit 1

@@ -275,7 +275,10 @@ export async function buildServer(
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics);
   const sfu = new Sfu(() => config.sfu, log, {
-    onRoomEnded: (_room, reason) => metrics.sfuRoomsEnded.inc({ reason }),
+    onRoomEnded: (room, reason, participants) => {
+      metrics.sfuRoomsEnded.inc({ reason });
+      void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
+    },
     onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),
   });
   const hubLimits = () => ({

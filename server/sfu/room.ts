@@ -36,8 +36,8 @@ export interface TransportListen {
 
 /** What the room tells its owner (server/sfu/sfu.ts). */
 export interface RoomHooks {
-  /** The room ended (once). */
-  onEnded(room: Room, reason: RoomEndReason): void;
+  /** The room ended (once), with `participants` in it. */
+  onEnded(room: Room, reason: RoomEndReason, participants: number): void;
   /** The room became empty (a timer may end it) or someone joined it again. */
   onEmptyChanged(room: Room, empty: boolean): void;
 }
@@ -393,7 +393,7 @@ export class Room {
     for (const p of participants.values()) p.member.notify('room.ended', { roomId: this.id, reason });
     if (!router.closed) router.close();
     this.log.info({ reason, participants: participants.size }, 'room ended');
-    this.hooks.onEnded(this, reason);
+    this.hooks.onEnded(this, reason, participants.size);
   }
 
   /** The open state. @throws ParleyError `room_ended` naming the reason. */

@@ -16,7 +16,8 @@ const ENDED_ROOMS_KEPT = 1000;
 /** What the server learns from the SFU (metrics, audit). */
 export interface SfuHooks {
   onRoomOpened?(room: Room): void;
-  onRoomEnded?(room: Room, reason: RoomEndReason): void;
+  /** `participants`: how many were in it when it ended. */
+  onRoomEnded?(room: Room, reason: RoomEndReason, participants: number): void;
   onWorkerDied?(pid: number): void;
 }
 
@@ -91,7 +92,7 @@ export class Sfu {
         ROOM_MEDIA_CODECS,
         maxParticipants ?? ceiling,
         {
-          onEnded: (r, reason) => this.onRoomEnded(r, reason),
+          onEnded: (r, reason, participants) => this.onRoomEnded(r, reason, participants),
           onEmptyChanged: (r, empty) => this.onEmptyChanged(r, empty),
         },
         this.log,
@@ -150,7 +151,7 @@ export class Sfu {
     for (const r of [...this.rooms.values()]) if (r.worker === worker) r.end('sfu_failed');
   }
 
-  private onRoomEnded(room: Room, reason: RoomEndReason): void {
+  private onRoomEnded(room: Room, reason: RoomEndReason, participants: number): void {
     clearTimeout(this.emptyTimers.get(room.id));
     this.emptyTimers.delete(room.id);
     if (!this.rooms.delete(room.id)) return;
@@ -160,7 +161,7 @@ export class Sfu {
       const oldest = this.ended.keys().next().value;
       if (oldest !== undefined) this.ended.delete(oldest);
     }
-    this.hooks.onRoomEnded?.(room, reason);
+    this.hooks.onRoomEnded?.(room, reason, participants);
   }
 
   private onEmptyChanged(room: Room, empty: boolean): void {

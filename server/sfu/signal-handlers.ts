@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { AuditLog } from '../audit';
 import type { RpcPeer } from '../../common/protocol/rpc';
 import { RoomRequests, type RoomId, type RoomNotification, type RoomNotificationParams } from '../../common/protocol/sfu';
 import type { PeerInfo } from '../../common/protocol/signaling';
@@ -26,6 +27,7 @@ export interface RoomConnection<Ctx> {
 /** What the room handlers use of the server. */
 export interface RoomDeps {
   sfu: Sfu;
+  audit: Pick<AuditLog, 'record'>;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface RoomDeps {
  * `room.participant_left`). Every method needs `hello` first.
  */
 export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomDeps): void {
-  const { sfu } = deps;
+  const { sfu, audit } = deps;
   /** Rooms this connection joined, with the device id it joined as. */
   const joined = new Map<RoomId, { room: Room; deviceId: string }>();
   /** Tells this connection's place in a room from the same device's other connection. */
@@ -64,6 +66,12 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     const me = conn.me();
     const room = await sfu.createRoom(p.maxParticipants);
     conn.log.info({ roomId: room.id, maxParticipants: room.maxParticipants, by: me.deviceId }, 'room created');
+    void audit.record({
+      event: 'room.created',
+      accountId: me.accountId,
+      deviceId: me.deviceId,
+      detail: { roomId: room.id, maxParticipants: room.maxParticipants, workerPid: room.worker.pid },
+    });
     return { roomId: room.id, maxParticipants: room.maxParticipants };
   });
 

@@ -284,6 +284,17 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     expect(late.reason).toBe('room_ended');
     expect(late.message).toMatch(/ended_by_admin/);
     await expect(adminRequest(server.adminSocket, 'rooms.end', { roomId })).rejects.toMatchObject({ reason: 'room_ended' });
+    // Audited: who opened it, and how it ended.
+    type Audit = { events: { event: string; accountId: string | null; detail: Record<string, unknown> | null }[] };
+    let events: Audit['events'] = [];
+    await until('the room in the audit log', async () => {
+      events = (await adminRequest<Audit>(server.adminSocket, 'audit.query', { event: ['room.created', 'room.ended'] })).events.filter(
+        (e) => e.detail?.roomId === roomId,
+      );
+      return events.length === 2;
+    });
+    expect(events.find((e) => e.event === 'room.created')?.accountId).toBe(a.accountId);
+    expect(events.find((e) => e.event === 'room.ended')?.detail).toMatchObject({ reason: 'ended_by_admin', participants: 2 });
     for (const d of [a, b]) await d.client.close();
   });
 
