@@ -20,8 +20,8 @@
  * `--json` prints one line: `{"scenarios":[{"name","gap_ms_p50","gap_ms_p95","recovered","trials"}]}`.
  */
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { makeClientContacts, startClient, type RunningClient } from '../test/harness/client';
@@ -168,7 +168,7 @@ function summarise(name: string, runs: { gap: number; recovered: boolean }[]): S
 async function main(): Promise<void> {
   const started = Date.now();
   const dir = makeTempDir('bench-recovery');
-  const [pulse, keyring, coturn] = await Promise.all([startPulse(), startKeyring(), startCoturn()]);
+  const [pulse, keyring, coturn] = await Promise.all([startPulse(), startKeyring(), startCoturn({ relayPortCount: 400 })]);
   const relays = (await Promise.all(
     [1, 2, 3].map((seed) => startImpairRelay({ upstream: { host: coturn.host, port: coturn.port }, profile: 'clean', seed })),
   )) as [ImpairRelay, ImpairRelay, ImpairRelay];
@@ -187,6 +187,7 @@ async function main(): Promise<void> {
   const [relayA, relayB] = relays;
   const dead = { name: 'dead', loss: { model: 'bernoulli' as const, rate: 1 } };
   const results: ScenarioResult[] = [];
+  let failedTrials = 0;
   try {
     const scenarios: [string, () => Promise<{ gap: number; recovered: boolean }>, number][] = [
       ['signaling_blip_5s', () => toneTrial(e, async () => { proxy.cut(); await sleep(5000); proxy.restore(); }, () => {}), TRIALS],
@@ -198,7 +199,14 @@ async function main(): Promise<void> {
     for (const [name, trial, n] of scenarios.filter(([name]) => !only || only.has(name))) {
       const runs: { gap: number; recovered: boolean }[] = [];
       for (let t = 0; t < n; t++) {
-        const r = await trial();
+        const r = await trial().catch(async (err: unknown) => {
+          // A trial that could not even set its call up counts as not recovered; the run goes on.
+          out.write(`  ${name} trial ${t + 1} failed: ${err instanceof Error ? err.message.slice(0, 300) : String(err)}\n`);
+          const open = latest(e.alice, e.alice.events.at(-1)?.callId ?? '')?.callId;
+          if (open) await endCall(e, open);
+          return { gap: NaN, recovered: false };
+        });
+        if (!r.recovered) failedTrials++;
         out.write(`${name} trial ${t + 1}/${n}: gap ${r.gap} ms, ${r.recovered ? 'recovered' : 'NOT recovered'}\n`);
         runs.push(r);
       }
@@ -207,6 +215,14 @@ async function main(): Promise<void> {
   } finally {
     bob.kill('SIGCONT');
     await Promise.allSettled([alice.stop(), bob.stop()]);
+    if (failedTrials > 0) {
+      // Keep what the daemons said: a trial that did not recover is diagnosed from these.
+      const keep = join(tmpdir(), `parley-bench-recovery-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+      mkdirSync(keep, { recursive: true });
+      writeFileSync(join(keep, 'alice.log'), alice.log());
+      writeFileSync(join(keep, 'bob.log'), bob.log());
+      out.write(`${failedTrials} trial(s) did not recover; the daemons' logs are in ${keep}\n`);
+    }
     await proxy.close();
     await server.stop();
     await Promise.allSettled(relays.map((r) => r.stop()));

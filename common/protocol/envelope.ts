@@ -56,8 +56,12 @@ export const EnvelopeContent = z.discriminatedUnion('type', [
   /**
    * Either side's media stopped arriving (its inbound path failed): it asks
    * the caller, who alone offers, to restart ICE. Repeated while it lasts.
+   * `restart` is the latest restart generation the asking side has seen (0:
+   * none): a request older than the caller's latest restart was sent before
+   * the asker saw it, and does not start another one while that restart is
+   * under way or has just switched.
    */
-  z.object({ type: z.literal('restart-request') }),
+  z.object({ type: z.literal('restart-request'), restart: z.number().int().nonnegative().optional() }),
   /**
    * The sender moved its audio onto the transport of restart `restart`; the
    * receiver may close the old one once it has switched too (make before break).

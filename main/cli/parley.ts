@@ -271,6 +271,8 @@ program
       }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
+      // The first call connects as fast as the next ones (no compilation on its path).
+      void engine.warmUp().then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
       const secrets = keychainStore();
       const contacts = new ContactBook(signaling);

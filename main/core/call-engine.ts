@@ -14,6 +14,7 @@ import {
   type FrameDecoder,
   type FrameEncoder,
 } from '../media/media-session';
+import { warmUpMediaPath } from '../media/warmup';
 import { Peer, type CandidateInit, type SessionDescription } from '../media/peer';
 import { estimateMos } from '../media/quality';
 import { withPtime } from '../media/rtp-opus';
@@ -93,6 +94,8 @@ interface Call {
   restartAsk?: NodeJS.Timeout;
   /** Caller side: when the callee last asked for a restart, Unix ms. */
   peerAskedAt?: number;
+  /** When the audio last moved onto a restart's transport on this side, Unix ms. */
+  switchedAt?: number;
   /** The transport the last restart replaced, kept until the peer says it switched too (or RETIRE_AFTER_MS). */
   previous?: { peer: Peer; gen: number; timer: NodeJS.Timeout };
 }
@@ -662,7 +665,7 @@ export class CallEngine extends EventEmitter<{
     // After the answer the same sealed channel carries ICE restarts: the caller's new offer, the callee's answer.
     if (content.type === 'offer') return this.onRestartOffer(call, content.sdp, content.restart);
     if (content.type === 'answer') return this.onRestartAnswer(call, content.sdp, content.restart);
-    if (content.type === 'restart-request') return this.onRestartRequest(call);
+    if (content.type === 'restart-request') return this.onRestartRequest(call, content.restart);
     if (content.type === 'switched') return this.onPeerSwitched(call, content.restart);
     if (content.type !== 'candidate') return;
     const init: CandidateInit = {
@@ -739,7 +742,7 @@ export class CallEngine extends EventEmitter<{
       if (call.direction === 'outgoing') {
         if (call.restart) this.dropRestart(call, call.restart);
         void this.restartIce(call);
-      } else this.sendSealed(call, { type: 'restart-request' });
+      } else this.sendSealed(call, { type: 'restart-request', restart: call.restartGen });
     }
   }
 
@@ -753,16 +756,27 @@ export class CallEngine extends EventEmitter<{
         call.restartAsk = undefined;
         return;
       }
-      this.sendSealed(call, { type: 'restart-request' });
+      this.sendSealed(call, { type: 'restart-request', restart: call.restartGen });
     };
     call.restartAsk = setInterval(ask, RESTART_TIMEOUT_MS);
     call.restartAsk.unref();
     ask();
   }
 
-  /** Caller side: the callee lost our audio and asks for a restart. */
-  private onRestartRequest(call: Call): void {
+  /**
+   * Caller side: the callee lost our audio and asks for a restart. A request
+   * that names an older generation than our latest restart crossed it on the
+   * way (the callee asked before it saw our offer): while that restart is
+   * under way or switched less than RESTART_TIMEOUT_MS ago it is not a new
+   * failure, and starting another restart then would move a working call
+   * onto a transport nobody has tried. A stale request later than that (our
+   * offer never reached the callee) is honoured.
+   */
+  private onRestartRequest(call: Call, seenGen: number | undefined): void {
     if (call.direction !== 'outgoing') return;
+    const stale = seenGen !== undefined && seenGen < call.restartGen &&
+      (call.restart !== undefined || (call.switchedAt !== undefined && Date.now() - call.switchedAt < RESTART_TIMEOUT_MS));
+    if (stale) return;
     call.peerAskedAt = Date.now();
     if (!call.restart) void this.restartIce(call);
   }
@@ -795,7 +809,9 @@ export class CallEngine extends EventEmitter<{
     // Registered at once: the candidates that follow the offer wait for the new peer.
     const restart: IceRestart = { gen: call.restartGen, peer: undefined, remoteSdp: sdp, pending: [], timer: undefined, peerSwitched: false };
     call.restart = restart;
-    if (call.status.media !== 'reconnecting') {
+    // Make before break: while our audio still arrives, a restart (the caller's network changed,
+    // or its inbound path failed) is not an interruption on this side; the stall watchdog says so if it is.
+    if (call.status.media !== 'reconnecting' && call.data.media.isStalled()) {
       this.setMedia(call, 'reconnecting');
       this.publish(call);
     }
@@ -900,6 +916,7 @@ export class CallEngine extends EventEmitter<{
         }
         clearTimeout(restart.timer);
         call.restart = undefined;
+        call.switchedAt = Date.now();
         const old = d.peer;
         d.media.replacePeer(peer);
         d.peer = peer;
@@ -1173,6 +1190,27 @@ export class CallEngine extends EventEmitter<{
   private hangupRemote(call: Call, why: 'failed'): void {
     if (call.standardOffer) return;
     void this.signaling.request('call.hangup', { callId: call.id, reason: why }).catch(() => {});
+  }
+
+  /**
+   * Runs the media path once on loopback before the first call (main/media/warmup.ts):
+   * a fresh process's first call then connects as fast as its tenth. Safe to call
+   * at start; never throws (a failure is returned as the error's message and the
+   * first call simply pays the compilation itself).
+   * @returns how long it took (ms) or why it failed.
+   */
+  async warmUp(): Promise<{ ms: number } | { error: string }> {
+    try {
+      return await warmUpMediaPath({
+        ptimeMs: this.config.frameMs,
+        encode: () => {
+          const { encoder } = this.platform.createCodec(this.config.frameMs);
+          encoder.encode(new Int16Array(48 * this.config.frameMs));
+        },
+      });
+    } catch (e) {
+      return { error: e instanceof Error ? e.message : String(e) };
+    }
   }
 
   private newPeer(iceServers: IceServer[]): Peer {

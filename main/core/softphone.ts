@@ -544,6 +544,10 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
       e2ee,
     );
     engine.autoAnswer = !!this.options.autoAnswer;
+    // The first call connects as fast as the next ones (no compilation on its path).
+    void engine.warmUp().then((r) => {
+      if ('error' in r) this.emit('notice', { level: 'info', message: `Media warm-up failed (${r.error}); the first call may take a moment longer to connect.` });
+    });
     engine.setMicOpen(this.mic.state().open);
     engine.setOutputGain(settings.outputVolume);
     engine.on('call', (c) => this.onCall(c));

@@ -185,7 +185,10 @@ export async function startPulse(): Promise<Pulse> {
     ].join('\n'),
   );
   const clientConf = join(dir, 'client.conf');
-  writeFileSync(clientConf, 'autospawn = no\n');
+  // No shared memory between PulseAudio and its clients: with it, the daemon aborts under
+  // load when clients come and go (memblock.c "Assertion 'pa_atomic_load(&b->pool->stat.n_imported) > 0'
+  // failed … memblock_replace_import()": after 2 calls on a loaded machine, after ~12 on a quiet one).
+  writeFileSync(clientConf, 'autospawn = no\nenable-shm = no\nenable-memfd = no\n');
   const alsaConf = join(dir, 'alsa.conf');
   writeFileSync(alsaConf, alsaConfig());
 
@@ -213,6 +216,7 @@ export async function startPulse(): Promise<Pulse> {
       // then SIGKILL the daemon in the middle of a test. Tests need no RT.
       '--realtime=no',
       '--high-priority=no',
+      '--disable-shm=yes',
       `--log-target=file:${logPath}`,
       '-F',
       script,

@@ -109,6 +109,14 @@ describe("only the callee's inbound path fails", () => {
     console.log(`asymmetric path failure: longest silence at Bob's speaker ${gap} ms`);
     expect(gap).toBeGreaterThan(200); // the path really broke…
     expect(gap).toBeLessThan(3000); // …and Bob heard Alice again within 3 s
+
+    // A repaired call stays repaired: a restart-request Bob sent before he saw the restart's
+    // offer must not start another restart (it once did, ~1 in 5: Bob showed "reconnecting"
+    // 5 s after recovering while his audio played on).
+    const seen = { alice: alice.events.length, bob: bob.events.length };
+    await new Promise((r) => setTimeout(r, 7000));
+    const later = [...alice.events.slice(seen.alice), ...bob.events.slice(seen.bob)].filter((e) => e.callId === callId);
+    expect(later.filter((e) => e.media === 'reconnecting')).toEqual([]);
     await alice.request('end_call', { callId });
   });
 });
