@@ -275,7 +275,16 @@ export class Room {
       }),
     );
     const p = this.stillThere(deviceId, () => transport.close());
-    p.transports[direction]?.close();
+    const previous = p.transports[direction];
+    if (previous) {
+      // What ran on the old transport closes with it: tell the others its producers are gone.
+      for (const producer of direction === 'send' ? [...p.producers.values()] : []) {
+        p.producers.delete(producer.id);
+        this.broadcast('room.producer_removed', { roomId: this.id, producerId: producer.id, participant: p.peer }, p);
+      }
+      if (direction === 'recv') p.consumers.clear();
+      previous.close();
+    }
     p.transports[direction] = transport;
     return transport;
   }

@@ -101,6 +101,7 @@ export class WorkerPool {
           Array.from({ length: missing }, () => this.startOne()),
         );
         const failed = results.filter((r) => r.status === 'rejected');
+        for (const f of failed) this.options.log.warn({ err: (f as PromiseRejectedResult).reason as unknown }, 'SFU: a mediasoup worker did not start');
         if (failed.length > 0 && this.alive.size === 0) {
           const reason = (failed[0] as PromiseRejectedResult).reason as unknown;
           this.options.log.error({ err: reason }, 'SFU: no mediasoup worker could start');

@@ -272,6 +272,22 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     await a.client.close();
   });
 
+  it('a participant that makes a new send transport (e.g. after a failure) loses the producer of the old one, and the others are told', async () => {
+    const [a, b] = (await Promise.all([device('ta'), device('tb')])) as [SignedInDevice, SignedInDevice];
+    const { roomId } = await a.client.request('room.create', {});
+    const pa = await SfuParticipant.join(a.client, roomId, who(a));
+    const pb = await SfuParticipant.join(b.client, roomId, who(b));
+    const producerId = await pa.produceSine({ frequencyHz: 600, levelDbov: 20 });
+    expect((await b.client.nextNotification('room.producer_added')).producer.producerId).toBe(producerId);
+    await a.client.request('room.transport.create', { roomId, direction: 'send' });
+    expect(await b.client.nextNotification('room.producer_removed')).toEqual({ roomId, producerId, participant: who(a) });
+    const { rooms } = await adminRequest<{ rooms: { roomId: string; participants: { producers: number }[] }[] }>(server.adminSocket, 'rooms.list');
+    expect(rooms.find((r) => r.roomId === roomId)!.participants.map((x) => x.producers)).toEqual([0, 0]);
+    pa.close();
+    pb.close();
+    for (const d of [a, b]) await d.client.close();
+  });
+
   it('the admin API ends a room: everyone in it gets room.ended (ended_by_admin) and a late join hears why', async () => {
     const [a, b] = (await Promise.all([device('ea'), device('eb')])) as [SignedInDevice, SignedInDevice];
     const { roomId } = await a.client.request('room.create', {});
