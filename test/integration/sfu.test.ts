@@ -360,4 +360,21 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     await qb.leave();
     for (const d of [a, b]) await d.client.close();
   });
+
+  it('a server shutting down ends its rooms (server_shutdown) before it closes, and its workers exit', async () => {
+    const own = await startServer({ env: { PARLEY_SFU_WORKERS: '1' } });
+    try {
+      const a = await signIn(own, `sd${Math.floor(Math.random() * 1e6)}`);
+      const { roomId } = await a.client.request('room.create', {});
+      await a.client.request('room.join', { roomId });
+      const { rooms } = await adminRequest<{ rooms: { workerPid: number }[] }>(own.adminSocket, 'rooms.list');
+      const pid = rooms[0]!.workerPid;
+      const ended = a.client.nextNotification('room.ended', {}, 10_000);
+      await own.stop();
+      expect(await ended).toEqual({ roomId, reason: 'server_shutdown' });
+      expect(existsSync(`/proc/${pid}`)).toBe(false);
+    } finally {
+      await own.stop();
+    }
+  });
 });
