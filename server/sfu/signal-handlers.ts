@@ -22,6 +22,8 @@ export interface RoomConnection<Ctx> {
   me(): PeerInfo;
   /** Runs `fn` when the socket closes. */
   onClose(fn: () => void): void;
+  /** True once the socket has closed (frames queued before it may still be handled). */
+  isClosed(): boolean;
 }
 
 /** What the room handlers use of the server. */
@@ -77,6 +79,8 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
 
   conn.peer.handle('room.join', RoomRequests['room.join'].params, (p) => {
     const m = member();
+    // A join queued behind other frames when the socket closed would leave a participant nobody removes.
+    if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
     const room = sfu.room(p.roomId);
     const result = room.join(m);
     joined.set(room.id, { room, deviceId: m.peer.deviceId });
