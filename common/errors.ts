@@ -34,6 +34,8 @@ export const ErrorCode = {
   APPROVAL_REQUIRED: -32018,
   KEY_CHANGED: -32019,
   SECURITY: -32020,
+  ROOM_FULL: -32021,
+  ROOM_ENDED: -32022,
 } as const;
 
 export type ErrorReason =
@@ -76,7 +78,11 @@ export type ErrorReason =
    * verify, a replay or reordering, a bad key bundle, a DTLS fingerprint that
    * is not the one delivered sealed. The call ends `failed`.
    */
-  | 'security';
+  | 'security'
+  /** A group call's room already has its maximum number of participants. */
+  | 'room_full'
+  /** A group call's room is over (the message names why: its SFU worker failed, an admin ended it, …). */
+  | 'room_ended';
 
 const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.PARSE_ERROR]: 'parse_error',
@@ -104,6 +110,8 @@ const reasonByCode: Record<number, ErrorReason> = {
   [ErrorCode.APPROVAL_REQUIRED]: 'approval_required',
   [ErrorCode.KEY_CHANGED]: 'key_changed',
   [ErrorCode.SECURITY]: 'security',
+  [ErrorCode.ROOM_FULL]: 'room_full',
+  [ErrorCode.ROOM_ENDED]: 'room_ended',
 };
 
 const codeByReason = Object.fromEntries(

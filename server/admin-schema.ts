@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CallId } from '../common/call';
+import { RoomId, RoomParticipant } from '../common/protocol/sfu';
 import { PeerInfo } from '../common/protocol/signaling';
 
 /**
@@ -86,6 +87,28 @@ export const ConfigReloadResult = z.object({
   restartRequired: z.array(z.string()),
 });
 
+/** A group-call room on the SFU as the admin API shows it. Times are Unix ms. */
+export const AdminRoom = z.object({
+  roomId: RoomId,
+  createdAt: z.number(),
+  maxParticipants: z.number().int(),
+  /** The mediasoup worker process carrying the room. */
+  workerPid: z.number().int(),
+  participants: z.array(
+    RoomParticipant.extend({
+      joinedAt: z.number(),
+      /** Its producers (0 or 1: its microphone) and consumers (one per other producer it receives). */
+      producers: z.number().int(),
+      consumers: z.number().int(),
+    }),
+  ),
+});
+export type AdminRoom = z.infer<typeof AdminRoom>;
+export const RoomsListResult = z.object({ rooms: z.array(AdminRoom) });
+/** Ends a room for everyone in it: they get `room.ended` with reason `ended_by_admin`. */
+export const RoomsEndParams = z.object({ roomId: RoomId }).strict();
+export const RoomsEndResult = z.object({ ok: z.literal(true), reason: z.literal('ended_by_admin') });
+
 /** Every admin method with its params and result schema. */
 export const AdminRequests = {
   'calls.list': { params: NoParams, result: CallsListResult },
@@ -93,6 +116,8 @@ export const AdminRequests = {
   'calls.end': { params: CallsEndParams, result: CallsEndResult },
   'audit.query': { params: AuditQueryParams, result: AuditQueryResult },
   'config.reload': { params: NoParams, result: ConfigReloadResult },
+  'rooms.list': { params: NoParams, result: RoomsListResult },
+  'rooms.end': { params: RoomsEndParams, result: RoomsEndResult },
 } as const;
 export type AdminMethod = keyof typeof AdminRequests;
 export type AdminResult<M extends AdminMethod> = z.infer<(typeof AdminRequests)[M]['result']>;

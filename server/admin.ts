@@ -12,10 +12,12 @@ import {
 } from './admin-schema';
 import type { AuditLog } from './audit';
 import type { CallSnapshot, Hub } from './hub';
+import type { Sfu } from './sfu/sfu';
 
 /** What the admin API acts on. */
 export interface AdminDeps {
   hub: Hub;
+  sfu: Sfu;
   audit: AuditLog;
   log: Logger;
   /**
@@ -64,6 +66,12 @@ function registerMethods(peer: RpcPeer, deps: AdminDeps): void {
     return audit.query({ ...rest, events: event === undefined ? undefined : [event].flat() });
   });
   peer.handle('config.reload', AdminRequests['config.reload'].params, () => deps.reloadConfig());
+  peer.handle('rooms.list', AdminRequests['rooms.list'].params, () => ({ rooms: deps.sfu.list() }));
+  peer.handle('rooms.end', AdminRequests['rooms.end'].params, (p) => {
+    deps.sfu.end(p.roomId, 'ended_by_admin');
+    log.warn({ roomId: p.roomId }, 'room ended by the admin API');
+    return { ok: true as const, reason: 'ended_by_admin' as const };
+  });
 }
 
 /** Serves one admin connection: newline-delimited JSON-RPC 2.0 through RpcPeer. */

@@ -26,6 +26,7 @@ import { registerOpsRoutes } from './ops';
 import { serveSignalSocket } from './signal/connection';
 import { loadInterceptor } from './intercept';
 import { FrontDoor, HashGate } from './front-door';
+import { Sfu } from './sfu/sfu';
 
 /**
  * Largest WebSocket frame ws accepts before closing the connection (1009),
@@ -55,6 +56,8 @@ export interface ParleyServer {
   readonly log: Logger;
   readonly audit: AuditLog;
   readonly metrics: ServerMetrics;
+  /** The SFU for group calls (its workers start with the first room). */
+  readonly sfu: Sfu;
   /** The running configuration (config.reload updates it in place). */
   readonly config: ServerConfig;
 }
@@ -176,6 +179,7 @@ export async function buildServer(
     () => hub,
     () => hashes.stats,
     () => storeConnections(db),
+    () => sfu.stats,
   );
   const audit = new AuditLog(
     db,
@@ -276,6 +280,13 @@ export async function buildServer(
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics);
+  const sfu = new Sfu(() => config.sfu, log, {
+    onRoomEnded: (room, reason, participants) => {
+      metrics.sfuRoomsEnded.inc({ reason });
+      void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
+    },
+    onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),
+  });
   const hubLimits = () => ({
     maxCallsPerAccount: config.policy.maxCallsPerAccount,
     maxCalls: config.policy.maxCalls,
@@ -324,6 +335,7 @@ export async function buildServer(
     config.limits = next.limits;
     config.sessions = next.sessions;
     config.policy = next.policy;
+    config.sfu = { ...next.sfu, workers: config.sfu.workers, workerBin: config.sfu.workerBin };
     hub.setLimits(hubLimits());
     log.level = next.logLevel;
     hub.setRingTimeout(next.ringTimeoutSeconds * 1000);
@@ -367,6 +379,7 @@ export async function buildServer(
         log,
         audit,
         metrics,
+        sfu,
         intercept,
       });
     });
@@ -383,6 +396,7 @@ export async function buildServer(
     log,
     audit,
     metrics,
+    sfu,
     config,
     get url() {
       return url;
@@ -404,7 +418,7 @@ export async function buildServer(
         }
       }, HEARTBEAT_MS);
       heartbeat.unref();
-      admin = await startAdminSocket(config.admin.socket, { hub, audit, log, reloadConfig });
+      admin = await startAdminSocket(config.admin.socket, { hub, sfu, audit, log, reloadConfig });
       log.info(
         {
           url,
@@ -425,6 +439,7 @@ export async function buildServer(
         const calls = hub.stats.calls;
         hub.shutdown();
         hub.close();
+        sfu.close();
         resumption.close();
         approvals.close();
         if (calls > 0) log.info({ calls }, 'calls ended for shutdown');

@@ -101,6 +101,10 @@ export const AUDIT_EVENTS = [
    * (device = the reporting one). detail: `{reason}` (SecurityReason).
    */
   'call.security_failure',
+  /** A group-call room was opened on the SFU (account and device that asked). detail: `{roomId, maxParticipants, workerPid}`. */
+  'room.created',
+  /** A room ended. detail: `{roomId, reason, participants}` (RoomEndReason; participants in it at the end). */
+  'room.ended',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

@@ -245,6 +245,33 @@ const FileConfig = z
       })
       .strict()
       .default({ messages_per_second: 50, message_burst: 100, hello_timeout_seconds: 10 }),
+    sfu: z
+      .object({
+        /** mediasoup worker processes (one media thread each); 0: one per CPU core. */
+        workers: z.number().int().min(0).max(256).default(0),
+        /** The worker binary; empty: MEDIASOUP_WORKER_BIN (scripts/node-env.sh sets it to the one scripts/setup.sh built). */
+        worker_bin: z.string().default(''),
+        /** IP the SFU's WebRTC transports listen on (UDP). */
+        listen_ip: z.union([z.ipv4(), z.ipv6()]).default('127.0.0.1'),
+        /** Address (IP or host name) put in the SFU's ICE candidates instead of listen_ip, e.g. the public IP behind NAT; empty: listen_ip. */
+        announced_address: z.string().max(253).default(''),
+        /** First UDP port of the transports' range. */
+        rtc_min_port: z.number().int().min(1024).max(65535).default(40000),
+        /** Last UDP port of the transports' range (each participant takes two ports: send and recv). */
+        rtc_max_port: z.number().int().min(1024).max(65535).default(49999),
+        /** Participants per room, default and ceiling (`room.create` may ask for fewer). */
+        max_participants: z.number().int().min(2).max(1000).default(16),
+      })
+      .strict()
+      .default({
+        workers: 0,
+        worker_bin: '',
+        listen_ip: '127.0.0.1',
+        announced_address: '',
+        rtc_min_port: 40000,
+        rtc_max_port: 49999,
+        max_participants: 16,
+      }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -260,6 +287,13 @@ const FileConfig = z
         code: 'custom',
         path: ['turn', 'provider_url'],
         message: 'an http(s) URL is required when turn.provider is "http"',
+      });
+    }
+    if (c.sfu.rtc_min_port > c.sfu.rtc_max_port) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sfu', 'rtc_min_port'],
+        message: 'must not be above sfu.rtc_max_port',
       });
     }
     if (c.turn.provider === 'coturn' && c.turn.urls.length > 0 && c.turn.secret.length === 0) {
@@ -315,6 +349,28 @@ export interface ServerConfig {
   sessions: { tokenTtlSeconds: number };
   /** Call policy (see `[policy]` in the example file). */
   policy: PolicyConfig;
+  /** The SFU for group calls (see `[sfu]` in the example file). */
+  sfu: SfuConfig;
+}
+
+/**
+ * The SFU (`[sfu]`): mediasoup workers and where their WebRTC transports
+ * listen. `workers` and `workerBin` apply at start; the rest is read each
+ * time a room or transport is made.
+ */
+export interface SfuConfig {
+  /** Worker processes; 0 = one per CPU core. */
+  workers: number;
+  /** Absolute path of the worker binary, or '' for MEDIASOUP_WORKER_BIN / mediasoup's default. */
+  workerBin: string;
+  listenIp: string;
+  /** '' = announce listenIp. */
+  announcedAddress: string;
+  /** UDP port range of the transports, inclusive. */
+  rtcMinPort: number;
+  rtcMaxPort: number;
+  /** Participants per room: default and ceiling. */
+  maxParticipants: number;
 }
 
 /**
@@ -394,6 +450,13 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_REGISTRATION_ATTEMPTS_PER_USERNAME: [['auth', 'registration_attempts_per_username'], 'number'],
   PARLEY_MAX_CONCURRENT_HASHES: [['auth', 'max_concurrent_hashes'], 'number'],
   PARLEY_HASH_QUEUE: [['auth', 'hash_queue'], 'number'],
+  PARLEY_SFU_WORKERS: [['sfu', 'workers'], 'number'],
+  PARLEY_SFU_WORKER_BIN: [['sfu', 'worker_bin'], 'string'],
+  PARLEY_SFU_LISTEN_IP: [['sfu', 'listen_ip'], 'string'],
+  PARLEY_SFU_ANNOUNCED_ADDRESS: [['sfu', 'announced_address'], 'string'],
+  PARLEY_SFU_MIN_PORT: [['sfu', 'rtc_min_port'], 'number'],
+  PARLEY_SFU_MAX_PORT: [['sfu', 'rtc_max_port'], 'number'],
+  PARLEY_SFU_MAX_PARTICIPANTS: [['sfu', 'max_participants'], 'number'],
 };
 
 /**
@@ -511,6 +574,15 @@ export function parseConfig(
       allowedAccounts: c.policy.allowed_accounts,
       blockedAccounts: c.policy.blocked_accounts,
     },
+    sfu: {
+      workers: c.sfu.workers,
+      workerBin: c.sfu.worker_bin ? resolve(cwd, c.sfu.worker_bin) : '',
+      listenIp: c.sfu.listen_ip,
+      announcedAddress: c.sfu.announced_address,
+      rtcMinPort: c.sfu.rtc_min_port,
+      rtcMaxPort: c.sfu.rtc_max_port,
+      maxParticipants: c.sfu.max_participants,
+    },
   };
 }
 
@@ -547,7 +619,7 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
 }
 
 /** Config keys (dotted TOML names) that take effect only after a restart; every other key applies at `config.reload`. */
-export const RESTART_KEYS = ['listen', 'data_dir', 'store.url', 'store.pool_size', 'admin.socket'] as const;
+export const RESTART_KEYS = ['listen', 'data_dir', 'store.url', 'store.pool_size', 'admin.socket', 'sfu.workers', 'sfu.worker_bin'] as const;
 
 /** Each config key (dotted TOML name) with how to read it from a ServerConfig. */
 const KEYS: Record<string, (c: ServerConfig) => unknown> = {
@@ -600,6 +672,13 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'policy.approval_timeout_seconds': (c) => c.policy.approvalTimeoutSeconds,
   'policy.allowed_accounts': (c) => c.policy.allowedAccounts,
   'policy.blocked_accounts': (c) => c.policy.blockedAccounts,
+  'sfu.workers': (c) => c.sfu.workers,
+  'sfu.worker_bin': (c) => c.sfu.workerBin,
+  'sfu.listen_ip': (c) => c.sfu.listenIp,
+  'sfu.announced_address': (c) => c.sfu.announcedAddress,
+  'sfu.rtc_min_port': (c) => c.sfu.rtcMinPort,
+  'sfu.rtc_max_port': (c) => c.sfu.rtcMaxPort,
+  'sfu.max_participants': (c) => c.sfu.maxParticipants,
 };
 
 /**

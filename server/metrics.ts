@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Hub } from './hub';
+import type { SfuStats } from './sfu/sfu';
 
 /**
  * The server's Prometheus metrics (prom-client), served at `GET /metrics` in
@@ -21,6 +22,11 @@ import type { Hub } from './hub';
  * | `parley_password_hashes` | gauge | `state` = running, waiting | argon2 hashes running and requests waiting for a slot |
  * | `parley_password_hash_refused_total` | counter | | logins and registrations refused because the hash queue was full (503) |
  * | `parley_store_connections` | gauge | `state` = busy, idle, waiting | PostgreSQL pool: connections in use, idle, and queries waiting for one (absent with SQLite) |
+ * | `parley_sfu_rooms` | gauge | | group-call rooms open on the SFU |
+ * | `parley_sfu_participants` | gauge | | participants in those rooms |
+ * | `parley_sfu_workers` | gauge | | mediasoup workers alive |
+ * | `parley_sfu_worker_deaths_total` | counter | | mediasoup workers that died (their rooms ended `sfu_failed`) |
+ * | `parley_sfu_rooms_ended_total` | counter | `reason` (RoomEndReason) | rooms ended |
  * | `parley_process_*`, `parley_nodejs_*` | | | prom-client's default process metrics |
  */
 export class ServerMetrics {
@@ -34,16 +40,20 @@ export class ServerMetrics {
   readonly authThrottled: Counter<'scope'>;
   readonly hashRefused: Counter;
   readonly callSetup: Histogram<'stage'>;
+  readonly sfuWorkerDeaths: Counter;
+  readonly sfuRoomsEnded: Counter<'reason'>;
 
   /**
    * @param getHub gives the hub, read at scrape time for the gauges.
    * @param getHashes gives the password-hash cap's state, read at scrape time.
    * @param getStore gives the PostgreSQL pool's state at scrape time (undefined: SQLite, no gauge).
+   * @param getSfu gives the SFU's counts, read at scrape time.
    */
   constructor(
     getHub: () => Hub,
     getHashes: () => { running: number; waiting: number } = () => ({ running: 0, waiting: 0 }),
     getStore: () => { busy: number; idle: number; waiting: number } | undefined = () => undefined,
+    getSfu: () => SfuStats = () => ({ rooms: 0, participants: 0, workersAlive: 0, workerDeaths: 0 }),
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'parley_' });
@@ -134,6 +144,41 @@ export class ServerMetrics {
         this.set({ state: 'idle' }, c.idle);
         this.set({ state: 'waiting' }, c.waiting);
       },
+    });
+    new Gauge({
+      name: 'parley_sfu_rooms',
+      help: 'Group-call rooms open on the SFU.',
+      registers,
+      collect() {
+        this.set(getSfu().rooms);
+      },
+    });
+    new Gauge({
+      name: 'parley_sfu_participants',
+      help: 'Participants in the rooms open on the SFU.',
+      registers,
+      collect() {
+        this.set(getSfu().participants);
+      },
+    });
+    new Gauge({
+      name: 'parley_sfu_workers',
+      help: 'mediasoup workers alive (they start with the first room).',
+      registers,
+      collect() {
+        this.set(getSfu().workersAlive);
+      },
+    });
+    this.sfuWorkerDeaths = new Counter({
+      name: 'parley_sfu_worker_deaths_total',
+      help: 'mediasoup workers that died; their rooms ended with sfu_failed and each was replaced.',
+      registers,
+    });
+    this.sfuRoomsEnded = new Counter({
+      name: 'parley_sfu_rooms_ended_total',
+      help: 'Group-call rooms ended, by reason (sfu_failed, ended_by_admin, server_shutdown, empty).',
+      labelNames: ['reason'],
+      registers,
     });
     this.helloTimeouts = new Counter({
       name: 'parley_hello_timeouts_total',

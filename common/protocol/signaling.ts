@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CallId, EndReason, RejectReason, Username } from '../call';
 import { AccountKey, DeviceCertificate, Envelope, KeyBundle, LinkId, LinkReply, LinkRequest, MAX_SEALED_DEVICES, SecurityReason } from './envelope';
+import { RoomNotifications, RoomRequests } from './sfu';
 
 /**
  * Parley signaling protocol: JSON-RPC 2.0 over WebSocket at `/v1/signal`.
@@ -268,6 +269,8 @@ export const SignalRequests = {
   'settings.set': { params: SettingsSetParams, result: Settings },
   'callers.approve': { params: UsernameParams, result: OkResult },
   'callers.refuse': { params: UsernameParams, result: OkResult },
+  /** Group calls on the server's SFU (common/protocol/sfu.ts). */
+  ...RoomRequests,
 } as const;
 export type SignalMethod = keyof typeof SignalRequests;
 export type SignalParams<M extends SignalMethod> = z.infer<(typeof SignalRequests)[M]['params']>;
@@ -350,6 +353,8 @@ export const SignalNotifications = {
   'link.reply': z.object({ linkId: LinkId, reply: LinkReply }),
   /** This device was revoked or logged out; the server closes the connection after this. */
   'session.ended': z.object({ reason: z.enum(['revoked', 'logged_out', 'expired']) }),
+  /** Group calls on the server's SFU (common/protocol/sfu.ts). */
+  ...RoomNotifications,
 } as const;
 export type SignalNotification = keyof typeof SignalNotifications;
 export type SignalNotificationParams<N extends SignalNotification> = z.infer<

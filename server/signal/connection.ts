@@ -11,6 +11,7 @@ import { registerKeyHandlers } from './keys';
 import type { Ctx, SignalConnection, SignalDeps, SignalModule } from './module';
 import { registerRelayHandlers } from './relay';
 import { registerSessionHandlers } from './session';
+import { registerRoomHandlers } from '../sfu/signal-handlers';
 
 /**
  * The handler modules every connection registers, by concern. A new group of
@@ -23,6 +24,7 @@ export const SIGNAL_MODULES: readonly SignalModule[] = [
   registerDeviceHandlers,
   registerRelayHandlers,
   registerContactHandlers,
+  registerRoomHandlers,
 ];
 
 /** Frames a connection may have queued before the server stops reading them (back-pressure). */

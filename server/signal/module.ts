@@ -14,6 +14,7 @@ import type { OpenCalls } from '../open-calls';
 import type { CallPolicy } from '../policy';
 import type { RelayService } from '../relays';
 import type { CallResumption } from '../resume';
+import type { Sfu } from '../sfu/sfu';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 export interface Ctx {
@@ -38,6 +39,8 @@ export interface SignalDeps {
   log: Logger;
   audit: AuditLog;
   metrics: ServerMetrics;
+  /** The SFU for group calls (server/sfu/). */
+  sfu: Sfu;
   /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */
   intercept?: Interceptor | undefined;
 }

@@ -60,7 +60,46 @@ describe('server config', () => {
         allowedAccounts: [],
         blockedAccounts: [],
       },
+      sfu: {
+        workers: 0,
+        workerBin: '',
+        listenIp: '127.0.0.1',
+        announcedAddress: '',
+        rtcMinPort: 40000,
+        rtcMaxPort: 49999,
+        maxParticipants: 16,
+      },
     });
+  });
+
+  it('reads [sfu]: workers, ports, listen and announced address, room size; the environment overrides; bad values name the key', () => {
+    const toml = `
+[sfu]
+workers = 2
+worker_bin = "bin/mediasoup-worker"
+listen_ip = "0.0.0.0"
+announced_address = "sfu.example.org"
+rtc_min_port = 50000
+rtc_max_port = 50999
+max_participants = 8
+`;
+    expect(parseConfig(toml, {}, 'f.toml', cwd).sfu).toEqual({
+      workers: 2,
+      workerBin: '/srv/parley/bin/mediasoup-worker',
+      listenIp: '0.0.0.0',
+      announcedAddress: 'sfu.example.org',
+      rtcMinPort: 50000,
+      rtcMaxPort: 50999,
+      maxParticipants: 8,
+    });
+    const env = { PARLEY_SFU_WORKERS: '1', PARLEY_SFU_ANNOUNCED_ADDRESS: '203.0.113.7', PARLEY_SFU_MAX_PARTICIPANTS: '4' };
+    expect(parseConfig(toml, env, 'f.toml', cwd).sfu).toMatchObject({ workers: 1, announcedAddress: '203.0.113.7', maxParticipants: 4 });
+    expect(() => parseConfig('[sfu]\nlisten_ip = "localhost"', {}, 'f.toml', cwd)).toThrow(/sfu\.listen_ip/);
+    expect(() => parseConfig('[sfu]\nrtc_min_port = 50000\nrtc_max_port = 40000', {}, 'f.toml', cwd)).toThrow(
+      /sfu\.rtc_min_port: must not be above sfu\.rtc_max_port/,
+    );
+    expect(() => parseConfig('[sfu]\nmax_participants = 1', {}, 'f.toml', cwd)).toThrow(/sfu\.max_participants/);
+    expect(() => parseConfig('[sfu]\nworkerz = 1', {}, 'f.toml', cwd)).toThrow(/unknown key "sfu\.workerz"/);
   });
 
   it('reads audit retention, the admin socket and message limits; PARLEY_ADMIN_SOCKET overrides', () => {

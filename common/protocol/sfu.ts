@@ -1,0 +1,303 @@
+import { z } from 'zod';
+import { Username } from '../call';
+
+/**
+ * Group calls: the signaling of the server's SFU (mediasoup), as JSON-RPC
+ * methods on the same `/v1/signal` socket as 1:1 calls (`SignalRequests`
+ * spreads `RoomRequests`, `SignalNotifications` spreads `RoomNotifications`).
+ *
+ * A room is a mediasoup Router on one worker. A participant is one device
+ * (one signaling connection) in one room; it has at most one WebRTC transport
+ * per direction (`send` carries its Opus producer to the SFU, `recv` carries
+ * one consumer per other participant's producer), and leaves when it says
+ * `room.leave` or its connection closes. The shapes of RTP capabilities and
+ * parameters, ICE and DTLS parameters are mediasoup's (mediasoup-client's
+ * `Device`, `Transport.on('connect' | 'produce')` produce and take them
+ * unchanged); they are checked here for structure, and the SFU refuses what it
+ * cannot use with `invalid_params`.
+ *
+ * Flow (client): `room.create` (or learn a room id) → `room.join` (router RTP
+ * capabilities, who is there, their producers) → `Device.load` →
+ * `room.transport.create` send and recv → on the transports' `connect`:
+ * `room.transport.connect` → `room.produce` → for every producer (the join's
+ * and each `room.producer_added`): `room.consume` (paused) →
+ * `room.consumer.resume` once the consumer is set up.
+ *
+ * Errors: `not_found` (no such room, transport, producer or consumer),
+ * `room_full` (the room has `maxParticipants` participants), `room_ended`
+ * (the room is over: the message names why), `invalid_state` (not a
+ * participant of the room, transport already connected, …), `unavailable`
+ * (the SFU cannot start its workers), `invalid_params`.
+ */
+
+/** A room id: a random UUID chosen by the server; knowing it is what lets a device join (for now). */
+export const RoomId = z.uuid();
+export type RoomId = z.infer<typeof RoomId>;
+
+/** A mediasoup object id (transport, producer, consumer): a UUID chosen by the SFU. */
+export const SfuObjectId = z.uuid();
+
+/** Why a room ended. `sfu_failed`: its media worker died (the server keeps running). */
+export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty']);
+export type RoomEndReason = z.infer<typeof RoomEndReason>;
+
+/** A participant: one device of one account. */
+export const RoomParticipant = z.object({
+  accountId: z.string(),
+  username: Username,
+  deviceId: z.uuid(),
+});
+export type RoomParticipant = z.infer<typeof RoomParticipant>;
+
+const Params = z.record(z.string(), z.unknown());
+
+/** An RTP codec capability (mediasoup `RtpCodecCapability`). */
+export const RtpCodecCapability = z.looseObject({
+  kind: z.enum(['audio', 'video']),
+  mimeType: z.string().min(3).max(64),
+  preferredPayloadType: z.number().int().min(0).max(127).optional(),
+  clockRate: z.number().int().positive(),
+  channels: z.number().int().min(1).max(8).optional(),
+  parameters: Params.optional(),
+  rtcpFeedback: z.array(z.looseObject({ type: z.string(), parameter: z.string().optional() })).max(32).optional(),
+});
+/** A header extension capability (mediasoup `RtpHeaderExtension`). */
+export const RtpHeaderExtensionCapability = z.looseObject({
+  kind: z.enum(['audio', 'video']),
+  uri: z.string().min(1).max(256),
+  preferredId: z.number().int().min(1).max(255),
+  preferredEncrypt: z.boolean().optional(),
+  direction: z.enum(['sendrecv', 'sendonly', 'recvonly', 'inactive']).optional(),
+});
+/** RTP capabilities (mediasoup `RtpCapabilities`: a router's, or a device's after `Device.load`). */
+export const RtpCapabilities = z.looseObject({
+  codecs: z.array(RtpCodecCapability).max(64).optional(),
+  headerExtensions: z.array(RtpHeaderExtensionCapability).max(64).optional(),
+});
+export type RtpCapabilities = z.infer<typeof RtpCapabilities>;
+
+/** RTP send parameters of a producer (mediasoup `RtpParameters`, as `Transport.on('produce')` gives them). */
+export const RtpParameters = z.looseObject({
+  mid: z.string().max(64).optional(),
+  codecs: z
+    .array(
+      z.looseObject({
+        mimeType: z.string().min(3).max(64),
+        payloadType: z.number().int().min(0).max(127),
+        clockRate: z.number().int().positive(),
+        channels: z.number().int().min(1).max(8).optional(),
+        parameters: Params.optional(),
+        rtcpFeedback: z.array(z.looseObject({ type: z.string(), parameter: z.string().optional() })).max(32).optional(),
+      }),
+    )
+    .min(1)
+    .max(16),
+  headerExtensions: z
+    .array(
+      z.looseObject({
+        uri: z.string().min(1).max(256),
+        id: z.number().int().min(1).max(255),
+        encrypt: z.boolean().optional(),
+        parameters: Params.optional(),
+      }),
+    )
+    .max(32)
+    .optional(),
+  encodings: z
+    .array(
+      z.looseObject({
+        ssrc: z.number().int().min(0).max(0xffffffff).optional(),
+        rid: z.string().max(32).optional(),
+        codecPayloadType: z.number().int().min(0).max(127).optional(),
+        dtx: z.boolean().optional(),
+        maxBitrate: z.number().positive().optional(),
+      }),
+    )
+    .max(4)
+    .optional(),
+  rtcp: z
+    .looseObject({ cname: z.string().max(256).optional(), reducedSize: z.boolean().optional() })
+    .optional(),
+  msid: z.string().max(256).optional(),
+});
+export type RtpParameters = z.infer<typeof RtpParameters>;
+
+/** DTLS parameters (RFC 8842 / mediasoup `DtlsParameters`): the role and the certificate fingerprints. */
+export const DtlsParameters = z.looseObject({
+  role: z.enum(['auto', 'client', 'server']).optional(),
+  fingerprints: z
+    .array(
+      z.object({
+        algorithm: z.enum(['sha-1', 'sha-224', 'sha-256', 'sha-384', 'sha-512']),
+        value: z.string().regex(/^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$/, 'a fingerprint is hex pairs separated by ":"'),
+      }),
+    )
+    .min(1)
+    .max(8),
+});
+export type DtlsParameters = z.infer<typeof DtlsParameters>;
+
+/** ICE parameters of an ICE-lite SFU transport (RFC 8445 §5.3). */
+export const IceParameters = z.object({
+  usernameFragment: z.string(),
+  password: z.string(),
+  iceLite: z.boolean().optional(),
+});
+/** An ICE candidate of an SFU transport (mediasoup `IceCandidate`). */
+export const IceCandidate = z.looseObject({
+  foundation: z.string(),
+  priority: z.number(),
+  address: z.string(),
+  protocol: z.enum(['udp', 'tcp']),
+  port: z.number().int(),
+  type: z.literal('host'),
+  tcpType: z.literal('passive').optional(),
+});
+
+// ---- requests (client → server) ------------------------------------------------
+
+export const RoomIdParams = z.object({ roomId: RoomId }).strict();
+
+/** Opens a room on the SFU (the caller is not in it until `room.join`). */
+export const RoomCreateParams = z
+  .object({
+    /** At most this many participants; default and ceiling: the server's `sfu.max_participants` (16). */
+    maxParticipants: z.number().int().min(2).max(1000).optional(),
+  })
+  .strict();
+export const RoomCreateResult = z.object({ roomId: RoomId, maxParticipants: z.number().int() });
+
+/** A producer in the room: whose it is. */
+export const RoomProducer = z.object({
+  producerId: SfuObjectId,
+  participant: RoomParticipant,
+  kind: z.literal('audio'),
+  paused: z.boolean(),
+});
+export type RoomProducer = z.infer<typeof RoomProducer>;
+
+/**
+ * Joins this device to a room. Errors: `not_found` (unknown room),
+ * `room_full`, `room_ended`, `invalid_state` (this device is already in it).
+ */
+export const RoomJoinResult = z.object({
+  roomId: RoomId,
+  /** Load mediasoup-client's `Device` with these (Opus only). */
+  routerRtpCapabilities: RtpCapabilities,
+  /** Everyone else in the room now. */
+  participants: z.array(RoomParticipant),
+  /** Their producers now; later ones arrive as `room.producer_added`. */
+  producers: z.array(RoomProducer),
+  /** The dominant speaker now (null: none yet); later changes arrive as `room.speaker`. */
+  speaker: z.object({ participant: RoomParticipant, producerId: SfuObjectId }).nullable(),
+  maxParticipants: z.number().int(),
+});
+
+export const TransportDirection = z.enum(['send', 'recv']);
+export type TransportDirection = z.infer<typeof TransportDirection>;
+/** Creates this participant's WebRTC transport for one direction (a second one for the same direction replaces the first). */
+export const RoomTransportCreateParams = z
+  .object({ roomId: RoomId, direction: TransportDirection })
+  .strict();
+/** What mediasoup-client's `Device.createSendTransport` / `createRecvTransport` take. */
+export const RoomTransportCreateResult = z.object({
+  transportId: SfuObjectId,
+  iceParameters: IceParameters,
+  iceCandidates: z.array(IceCandidate),
+  dtlsParameters: DtlsParameters,
+});
+export const RoomTransportConnectParams = z
+  .object({ roomId: RoomId, transportId: SfuObjectId, dtlsParameters: DtlsParameters })
+  .strict();
+/** A new ICE username and password for the transport (after the client's network changed). */
+export const RoomTransportRestartIceParams = z
+  .object({ roomId: RoomId, transportId: SfuObjectId })
+  .strict();
+export const RoomTransportRestartIceResult = z.object({ iceParameters: IceParameters });
+
+/** Sends this participant's audio through its send transport (audio only: Opus). */
+export const RoomProduceParams = z
+  .object({
+    roomId: RoomId,
+    transportId: SfuObjectId,
+    kind: z.literal('audio'),
+    rtpParameters: RtpParameters,
+    /** Start paused (muted). */
+    paused: z.boolean().optional(),
+  })
+  .strict();
+export const RoomProduceResult = z.object({ producerId: SfuObjectId });
+export const RoomProducerParams = z.object({ roomId: RoomId, producerId: SfuObjectId }).strict();
+
+/**
+ * Receives one producer through this participant's recv transport. The
+ * consumer starts paused: resume it with `room.consumer.resume` once the
+ * client's consumer exists (so no packet arrives before it can be read).
+ */
+export const RoomConsumeParams = z
+  .object({ roomId: RoomId, producerId: SfuObjectId, rtpCapabilities: RtpCapabilities })
+  .strict();
+/** What mediasoup-client's `Transport.consume` takes (plus whose producer it is). */
+export const RoomConsumeResult = z.object({
+  consumerId: SfuObjectId,
+  producerId: SfuObjectId,
+  kind: z.literal('audio'),
+  rtpParameters: RtpParameters,
+  participant: RoomParticipant,
+});
+export const RoomConsumerParams = z.object({ roomId: RoomId, consumerId: SfuObjectId }).strict();
+
+const Ok = z.object({ ok: z.literal(true) });
+
+/** Every room method with its params and result schema (spread into `SignalRequests`). */
+export const RoomRequests = {
+  'room.create': { params: RoomCreateParams, result: RoomCreateResult },
+  'room.join': { params: RoomIdParams, result: RoomJoinResult },
+  'room.leave': { params: RoomIdParams, result: Ok },
+  'room.transport.create': { params: RoomTransportCreateParams, result: RoomTransportCreateResult },
+  'room.transport.connect': { params: RoomTransportConnectParams, result: Ok },
+  'room.transport.restart_ice': { params: RoomTransportRestartIceParams, result: RoomTransportRestartIceResult },
+  'room.produce': { params: RoomProduceParams, result: RoomProduceResult },
+  'room.producer.pause': { params: RoomProducerParams, result: Ok },
+  'room.producer.resume': { params: RoomProducerParams, result: Ok },
+  'room.producer.close': { params: RoomProducerParams, result: Ok },
+  'room.consume': { params: RoomConsumeParams, result: RoomConsumeResult },
+  'room.consumer.pause': { params: RoomConsumerParams, result: Ok },
+  'room.consumer.resume': { params: RoomConsumerParams, result: Ok },
+} as const;
+export type RoomMethod = keyof typeof RoomRequests;
+
+// ---- notifications (server → participants) -----------------------------------
+
+/** One producer's audio level: `volume` in dBov, −127 (silence) to 0 (loudest), from RFC 6464 levels the sender puts in its RTP. */
+export const AudioLevel = z.object({
+  participant: RoomParticipant,
+  producerId: SfuObjectId,
+  volume: z.number(),
+});
+
+/** Every room notification (spread into `SignalNotifications`). */
+export const RoomNotifications = {
+  /** Someone joined the room (to everyone else in it). */
+  'room.participant_joined': z.object({ roomId: RoomId, participant: RoomParticipant }),
+  /** Someone left (said `room.leave` or lost their connection); their producers are gone. */
+  'room.participant_left': z.object({ roomId: RoomId, participant: RoomParticipant }),
+  /** A participant started sending: consume it with `room.consume`. */
+  'room.producer_added': z.object({ roomId: RoomId, producer: RoomProducer }),
+  /** A producer closed (its consumers on the SFU are closed with it). */
+  'room.producer_removed': z.object({ roomId: RoomId, producerId: SfuObjectId, participant: RoomParticipant }),
+  /** A producer was paused (muted) or resumed. */
+  'room.producer_paused': z.object({ roomId: RoomId, producerId: SfuObjectId, paused: z.boolean() }),
+  /** The dominant speaker changed (mediasoup's ActiveSpeakerObserver, the dominant speaker identification of Volfin & Cohen). */
+  'room.speaker': z.object({ roomId: RoomId, participant: RoomParticipant, producerId: SfuObjectId }),
+  /**
+   * The loudest producers above the threshold, loudest first, every
+   * AUDIO_LEVEL_INTERVAL_MS (mediasoup's AudioLevelObserver); an empty list
+   * once everyone went silent.
+   */
+  'room.audio_levels': z.object({ roomId: RoomId, levels: z.array(AudioLevel) }),
+  /** The room is over for everyone in it; `reason` says why (e.g. `sfu_failed`: the SFU's media worker died). */
+  'room.ended': z.object({ roomId: RoomId, reason: RoomEndReason }),
+} as const;
+export type RoomNotification = keyof typeof RoomNotifications;
+export type RoomNotificationParams<N extends RoomNotification> = z.infer<(typeof RoomNotifications)[N]>;
