@@ -45,6 +45,7 @@ import { AuditLog } from '../core/audit-log';
 import { parseDuration, type AuditEntry } from '../../common/protocol/webrtc-api';
 import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
+import { raiseMediaPriority } from '../media/priority';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
 import type { AccountDevicesStatus, DeviceList } from '../../common/protocol/control';
@@ -277,6 +278,8 @@ program
       }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
+      // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
+      void raiseMediaPriority().then((r) => console.log(r.method === 'none' ? `[media] normal priority (${r.reason})` : `[media] priority nice ${r.nice} via ${r.method}`));
       // The first call connects as fast as the next ones (no compilation on its path).
       void engine.warmUp().then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));

@@ -32,6 +32,7 @@ import {
   type PlayingSound,
 } from '../media/tones';
 import { readWavFile, setStreamRole } from '../../native/audio-device';
+import { raiseMediaPriority, type PriorityResult } from '../media/priority';
 import { DEFAULT_OPUS, mediaPlatform, type LocalAudio, type OpusSettings } from '../media/platform';
 import type { DeviceList } from '../media/audio-router';
 
@@ -84,6 +85,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private readonly mic: MicControl;
   private session: Session | undefined;
   private signaling: SignalingClient | undefined;
+  /** What the media thread's priority request got (main/media/priority.ts); undefined until it answered. */
+  mediaPriority: PriorityResult | undefined;
   private engine: CallEngine | undefined;
   private book: ContactBook | undefined;
   private deviceSessions: DeviceSessions | undefined;
@@ -549,6 +552,10 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
       e2ee,
     );
     engine.autoAnswer = !!this.options.autoAnswer;
+    // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
+    void raiseMediaPriority().then((r) => {
+      this.mediaPriority = r;
+    });
     // The first call connects as fast as the next ones (no compilation on its path).
     void engine.warmUp().then((r) => {
       if ('error' in r) this.emit('notice', { level: 'info', message: `Media warm-up failed (${r.error}); the first call may take a moment longer to connect.` });

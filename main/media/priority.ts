@@ -1,0 +1,110 @@
+import dbus from '@particle/dbus-next';
+import { readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
+
+/**
+ * The nice level asked for the thread that carries the media path: −11, the
+ * level PulseAudio asks for its own threads (`nice-level = -11` in
+ * daemon.conf) and within RTKit's default `MinNiceLevel` (−15).
+ */
+export const MEDIA_NICE = -11;
+
+/** What the media thread got. */
+export type PriorityResult =
+  | { method: 'setpriority' | 'rtkit'; nice: number }
+  | { method: 'none'; reason: string };
+
+export interface PriorityDeps {
+  /** setpriority(2) for thread `tid` (Linux: PRIO_PROCESS takes a thread id). @throws on EACCES/EPERM. */
+  setThreadNice(tid: number, nice: number): void;
+  /**
+   * Asks RTKit (org.freedesktop.RealtimeKit1 on the system bus) to give thread
+   * `tid` the nice level. @throws when there is no system bus, no RTKit, or it refuses.
+   */
+  rtkitHighPriority(tid: number, nice: number): Promise<void>;
+  /**
+   * The kernel thread ids to raise, the main thread's (= the process id) first:
+   * on Linux every thread of the process now, so the libuv pool threads that
+   * run PortAudio's blocking reads and writes are raised too (threads made
+   * later inherit the nice level of the thread that makes them).
+   */
+  threads(): number[];
+  platform: NodeJS.Platform;
+}
+
+const defaultDeps: PriorityDeps = {
+  setThreadNice: (tid, nice) => setPriority(tid, nice),
+  rtkitHighPriority,
+  threads: () => {
+    try {
+      const all = readdirSync('/proc/self/task').map(Number).filter((t) => Number.isInteger(t) && t !== process.pid);
+      return [process.pid, ...all];
+    } catch {
+      return [process.pid];
+    }
+  },
+  platform: process.platform,
+};
+
+/**
+ * Raises the priority of the thread that runs the media path (in this
+ * process, the JavaScript main thread: capture, voice processing, Opus,
+ * SRTP and playout all run on it), so that a busy machine — a compile, a
+ * browser, a CPU hog at normal priority — delays it less. Linux, as audio
+ * clients do it:
+ *
+ * 1. `setpriority(PRIO_PROCESS, tid, −11)` for each thread of the process
+ *    (Linux gives each thread its own nice level); allowed with CAP_SYS_NICE
+ *    or an RLIMIT_NICE that permits it (root, or limits.conf);
+ * 2. otherwise RTKit over D-Bus (`MakeThreadHighPriority(tid, −11)` per
+ *    thread), the way PulseAudio and PipeWire clients get it as normal users;
+ * 3. otherwise nothing, and the reason is returned (the call runs at normal
+ *    priority; nothing else changes).
+ *
+ * Other platforms: `none` (not done yet; docs/audio.md). Never throws.
+ */
+export async function raiseMediaPriority(deps: PriorityDeps = defaultDeps): Promise<PriorityResult> {
+  if (deps.platform !== 'linux') return { method: 'none', reason: `not done on ${deps.platform} yet` };
+  const [main, ...others] = deps.threads();
+  let direct: string;
+  try {
+    deps.setThreadNice(main!, MEDIA_NICE);
+    for (const tid of others) {
+      try {
+        deps.setThreadNice(tid, MEDIA_NICE);
+      } catch {
+        // a thread that ended meanwhile
+      }
+    }
+    return { method: 'setpriority', nice: MEDIA_NICE };
+  } catch (e) {
+    direct = e instanceof Error ? e.message : String(e);
+  }
+  try {
+    await deps.rtkitHighPriority(main!, MEDIA_NICE);
+    for (const tid of others) await deps.rtkitHighPriority(tid, MEDIA_NICE).catch(() => {});
+    return { method: 'rtkit', nice: MEDIA_NICE };
+  } catch (e) {
+    return { method: 'none', reason: `setpriority: ${direct}; RTKit: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+/** RTKit's D-Bus call (rtkit's org.freedesktop.RealtimeKit1 interface), with a 2 s limit. */
+async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
+  const bus = dbus.systemBus();
+  try {
+    const call = (async () => {
+      const obj = await bus.getProxyObject('org.freedesktop.RealtimeKit1', '/org/freedesktop/RealtimeKit1');
+      const rtkit = obj.getInterface('org.freedesktop.RealtimeKit1') as unknown as {
+        MakeThreadHighPriority(thread: bigint, priority: number): Promise<void>;
+      };
+      await rtkit.MakeThreadHighPriority(BigInt(tid), nice);
+    })();
+    await Promise.race([
+      call,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer from RTKit within 2 s')), 2000).unref()),
+    ]);
+  } finally {
+    bus.disconnect();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The media thread's priority request (main/media/priority.ts): setpriority
+ * for every thread first, RTKit when that is refused, and a plain reason when
+ * neither works — never an exception. The D-Bus side (RTKit on the system
+ * bus) is outside the subject and faked here; the real setpriority path is
+ * checked on a running daemon in test/integration/control-socket.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { MEDIA_NICE, raiseMediaPriority, type PriorityDeps } from '../../main/media/priority';
+
+function deps(over: Partial<PriorityDeps>, log: string[]): PriorityDeps {
+  return {
+    setThreadNice: (tid, nice) => void log.push(`nice ${tid} ${nice}`),
+    rtkitHighPriority: async (tid, nice) => void log.push(`rtkit ${tid} ${nice}`),
+    threads: () => [100, 101, 102],
+    platform: 'linux',
+    ...over,
+  };
+}
+const eacces = () => {
+  throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+};
+
+describe('raiseMediaPriority', () => {
+  const rows: { name: string; over: Partial<PriorityDeps>; method: string; log: string[] }[] = [
+    { name: 'allowed (root, CAP_SYS_NICE): every thread, main first', over: {}, method: 'setpriority', log: [`nice 100 ${MEDIA_NICE}`, `nice 101 ${MEDIA_NICE}`, `nice 102 ${MEDIA_NICE}`] },
+    {
+      name: 'refused: RTKit for every thread, main first',
+      over: { setThreadNice: eacces },
+      method: 'rtkit',
+      log: [`rtkit 100 ${MEDIA_NICE}`, `rtkit 101 ${MEDIA_NICE}`, `rtkit 102 ${MEDIA_NICE}`],
+    },
+    {
+      name: 'refused and no RTKit: normal priority, with both reasons',
+      over: { setThreadNice: eacces, rtkitHighPriority: async () => Promise.reject(new Error('The name org.freedesktop.RealtimeKit1 was not provided')) },
+      method: 'none',
+      log: [],
+    },
+    { name: 'not Linux: nothing tried', over: { platform: 'darwin' }, method: 'none', log: [] },
+  ];
+  for (const row of rows) {
+    it(row.name, async () => {
+      const log: string[] = [];
+      const r = await raiseMediaPriority(deps(row.over, log));
+      expect(r.method).toBe(row.method);
+      expect(log).toEqual(row.log);
+      if (r.method === 'none') expect(r.reason.length).toBeGreaterThan(5);
+    });
+  }
+  it('says why in words when both ways are refused', async () => {
+    const r = await raiseMediaPriority(deps({ setThreadNice: eacces, rtkitHighPriority: async () => Promise.reject(new Error('no answer from RTKit within 2 s')) }, []));
+    expect(r).toEqual({ method: 'none', reason: 'setpriority: EACCES: permission denied; RTKit: no answer from RTKit within 2 s' });
+  });
+  it('a thread that ended between listing and raising does not spoil the rest', async () => {
+    const log: string[] = [];
+    const r = await raiseMediaPriority(deps({ setThreadNice: (tid, n) => { if (tid === 101) throw new Error('ESRCH'); log.push(`nice ${tid} ${n}`); } }, log));
+    expect(r.method).toBe('setpriority');
+    expect(log).toEqual([`nice 100 ${MEDIA_NICE}`, `nice 102 ${MEDIA_NICE}`]);
+  });
+});
