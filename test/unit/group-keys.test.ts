@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../common/protocol/envelope';
 import type { KeysGetResult } from '../../common/protocol/signaling';
 import { DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
-import { GroupKeys, type Exclusion, type GroupDevice } from '../../main/core/e2ee/group-keys';
+import { GroupKeys, PENDING_KEY_MS, type Exclusion, type GroupDevice } from '../../main/core/e2ee/group-keys';
 import { seal } from '../../main/core/e2ee/seal';
 import type { SignalingClient } from '../../main/core/signaling-client';
 import { decodeHeader } from '../../main/media/sframe';
@@ -216,9 +216,12 @@ describe('group keys: in-process rooms of real devices', () => {
       expect([...heard.entries()].filter(([k]) => !k.startsWith('mallory')).every(([, v]) => v === 'secret plan')).toBe(true);
     }
     expect(mallory.keys.stats().frames.unknown_kid).toBe(3);
-    // Her own late key messages are refused.
+    // Her own late key messages are not taken: held in case she rejoins, then dropped and counted.
     const late = seal(mallory.identity, alice.identity.bundle, { callId: room.id, role: 'member', n: 99 }, { content: { type: 'sender-key', kid: 7, epoch: 9, suite: 4, key: 'A'.repeat(22) } });
-    expect(alice.keys.acceptKey(mallory.me, late)).toMatchObject({ ok: false, reason: 'not_member' });
+    expect(alice.keys.acceptKey(mallory.me, late)).toEqual({ ok: 'pending' });
+    room.clock.advance(PENDING_KEY_MS);
+    await room.announce();
+    expect(alice.keys.stats().keysRejected.not_member).toBe(1);
   });
 
   it('a newcomer cannot decrypt what was said before it joined (the SFU recorded it)', async () => {
@@ -307,6 +310,38 @@ describe('group keys: in-process rooms of real devices', () => {
       expect(bob.keys.acceptKey(alice.me, junk)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
     }
     expect(bob.keys.stats().keysRejected).toEqual({ not_member: 0, envelope_invalid: 8, replayed: 1 });
+  });
+
+  it('a repeated key (same KID) neither replaces the key nor reopens its replay window', async () => {
+    const room = new Room();
+    const [alice, bob] = await devices(room, 'alice', 'bob');
+    await room.join(alice);
+    await room.join(bob);
+    room.deliverKeys();
+    const f = alice.keys.encryptFrame(Buffer.from('once'));
+    expect(bob.keys.decryptFrame(f, alice.identity.deviceId)?.toString()).toBe('once');
+    const { kid, epoch } = alice.keys.localKeyForSending();
+    const again = seal(alice.identity, bob.identity.bundle, { callId: room.id, role: 'member', n: 40 }, { content: { type: 'sender-key', kid, epoch, suite: 4, key: 'B'.repeat(22) } });
+    expect(bob.keys.acceptKey(alice.me, again)).toEqual({ ok: true, kid, epoch });
+    expect(bob.keys.decryptFrame(f, alice.identity.deviceId)).toBeUndefined(); // still a replay
+    expect(bob.keys.decryptFrame(alice.keys.encryptFrame(Buffer.from('twice')), alice.identity.deviceId)?.toString()).toBe('twice'); // the original key
+  });
+
+  it('a participant that rejoins before the others saw it leave: its new key is held, then taken', async () => {
+    const room = new Room();
+    const [alice, bob] = await devices(room, 'alice', 'bob');
+    await room.join(alice);
+    await room.join(bob);
+    room.deliverKeys();
+    room.devices.delete(bob.identity.deviceId);
+    await alice.keys.onMembershipChanged(room.participants()); // alice sees bob leave
+    const bob2 = room.instance(bob.identity, bob.e2ee);
+    room.devices.set(bob.identity.deviceId, bob2);
+    await bob2.keys.onMembershipChanged(room.participants()); // bob is back; alice has not seen it yet
+    const [key] = bob2.keys.outgoingKeyMessages();
+    expect(alice.keys.acceptKey(bob2.me, key!.envelope)).toEqual({ ok: 'pending' });
+    await alice.keys.onMembershipChanged(room.participants());
+    expect(alice.keys.decryptFrame(bob2.keys.encryptFrame(Buffer.from('back')), bob.identity.deviceId)?.toString()).toBe('back');
   });
 
   it("does not let one participant pass its frames off as another's", async () => {

@@ -370,8 +370,10 @@ export class GroupKeys extends EventEmitter<{
    * routed it): bound to this room and this device, signed by the identity
    * key the 1:1 trust rules accept for that device, with a sequence number
    * above the last one taken from it (gaps allowed: a newer key supersedes).
-   * A message from a device not yet known as a participant waits (`pending`)
-   * for `onMembershipChanged`, at most PENDING_KEY_MS.
+   * A message from a device not (or no longer) known as a participant waits
+   * (`pending`) for `onMembershipChanged`, at most PENDING_KEY_MS, and is
+   * taken only if that device is then a trusted participant; one from an
+   * excluded device is refused.
    * @returns the KID taken, `pending`, or why it was refused (counted). Never throws.
    */
   acceptKey(from: GroupDevice, envelope: Envelope): AcceptKeyResult {
@@ -379,9 +381,10 @@ export class GroupKeys extends EventEmitter<{
     this.prune(now);
     const member = this.members.get(from.deviceId);
     if (!member || member.username !== from.username) {
-      if (this.exclusions.has(from.deviceId) || this.departed.has(from.deviceId) || from.deviceId === this.identity.deviceId) {
+      if (this.exclusions.has(from.deviceId) || from.deviceId === this.identity.deviceId) {
         return this.reject('not_member', `${from.username}'s device ${from.deviceId} is not a trusted participant of this room`);
       }
+      // Unknown or departed: held, and taken only if the device is (again) a trusted participant in time.
       return this.hold(from, envelope, now);
     }
     let n: number;
@@ -403,6 +406,10 @@ export class GroupKeys extends EventEmitter<{
       return this.reject('envelope_invalid', `a sender key from ${from.username} is for another cipher suite`);
     }
     member.lastN = n;
+    if (member.keys.has(content.kid)) {
+      // A KID names one key for good (RFC 9605 §4.4.1): a repeat neither replaces it nor resets its replay window.
+      return { ok: true, kid: content.kid, epoch: member.keys.get(content.kid)!.epoch };
+    }
     // Older keys of that sender still decrypt while it switches (its grace) and for retainMs after.
     for (const [kid, k] of member.keys) {
       if (kid !== content.kid) k.dropAt = Math.min(k.dropAt ?? Infinity, now + this.graceMs + this.retainMs);
@@ -435,6 +442,7 @@ export class GroupKeys extends EventEmitter<{
         for (const p of list) this.reject('not_member', `${p.from.username}'s device is not a trusted participant`);
       } else {
         const fresh = list.filter((p) => now - p.at < PENDING_KEY_MS);
+        for (let i = fresh.length; i < list.length; i++) this.reject('not_member', 'a held key message expired: its sender never became a trusted participant');
         if (fresh.length) this.pending.set(id, fresh);
         else this.pending.delete(id);
       }
