@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../common/protocol/envelope';
 import type { KeysGetResult } from '../../common/protocol/signaling';
-import { DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
+import { AccountIdentity, DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
 import { GroupKeys, PENDING_KEY_MS, type Exclusion, type GroupDevice } from '../../main/core/e2ee/group-keys';
 import { seal } from '../../main/core/e2ee/seal';
 import type { SignalingClient } from '../../main/core/signaling-client';
@@ -26,10 +26,11 @@ const RETAIN = 10_000;
 /** The server's key directory: what `keys.get` returns for each account. */
 class Directory {
   readonly accounts = new Map<string, KeysGetResult>();
-  publish(identity: DeviceIdentity): void {
+  publish(identity: DeviceIdentity, account?: AccountIdentity): void {
     const a = this.accounts.get(identity.username) ?? { devices: [] };
     a.devices = a.devices.filter((d) => d.deviceId !== identity.deviceId);
-    a.devices.push({ deviceId: identity.deviceId, online: true, bundle: identity.bundle });
+    a.devices.push({ deviceId: identity.deviceId, online: true, bundle: identity.bundle, ...(account ? { certificate: account.certify(identity.bundle) } : {}) });
+    if (account) a.accountKey = account.record;
     this.accounts.set(identity.username, a);
   }
   /** A stand-in for SignalingClient with only what EndToEnd uses: `keys.get` answered from here. */
@@ -70,8 +71,8 @@ class Room {
   /** Every key message the server relayed, by recipient device. */
   readonly relayed = new Map<string, Envelope[]>();
 
-  async device(username: string, identity = DeviceIdentity.ephemeral(username, randomUUID())): Promise<Device> {
-    this.directory.publish(identity);
+  async device(username: string, identity = DeviceIdentity.ephemeral(username, randomUUID()), account?: AccountIdentity): Promise<Device> {
+    this.directory.publish(identity, account);
     const dir = makeTempDir('group-keys');
     dirs.push(dir);
     const e2ee = new EndToEnd(identity, await TrustStore.open(dir), this.directory.signaling());
@@ -441,6 +442,30 @@ describe('group keys: trust by the 1:1 rules', () => {
     await room.join(bobLaptop);
     expect(alice.keys.excluded().map((x) => x.reason)).toEqual(['key_changed', 'key_changed']);
     expect(alice.keys.outgoingKeyMessages().filter((m) => m.to.username === 'bob' && m.to.deviceId === bobLaptop.identity.deviceId)).toEqual([]);
+  });
+
+  it('with account keys: a device the server slipped into an account is excluded (device_uncertified); a certified new device of a verified contact is taken, flagged new', async () => {
+    const room = new Room();
+    const bobAccount = AccountIdentity.ephemeral('bob');
+    const alice = await room.device('alice');
+    const bob = await room.device('bob', DeviceIdentity.ephemeral('bob', randomUUID()), bobAccount);
+    await room.join(alice);
+    await room.join(bob);
+    room.deliverKeys();
+    alice.e2ee.verify('bob');
+    // The server lists a "bob" device of its own making (no certificate by bob's account key) and puts it in the room.
+    const planted = await room.device('bob');
+    const laptop = await room.device('bob', DeviceIdentity.ephemeral('bob', randomUUID()), bobAccount);
+    room.devices.set(planted.identity.deviceId, planted);
+    await room.join(laptop);
+    expect(alice.keys.excluded()).toEqual([expect.objectContaining({ deviceId: planted.identity.deviceId, reason: 'device_uncertified' })]);
+    const out = alice.keys.outgoingKeyMessages().map((m) => m.to.deviceId);
+    expect(out).toContain(laptop.identity.deviceId);
+    expect(out).not.toContain(planted.identity.deviceId);
+    expect(alice.keys.trustedDevices()).toContainEqual({ username: 'bob', deviceId: laptop.identity.deviceId, newDevice: true });
+    // The planted device's key messages are refused outright.
+    const fromPlanted = planted.keys.outgoingKeyMessages().find((m) => m.to.deviceId === alice.identity.deviceId)!;
+    expect(alice.keys.acceptKey(planted.me, fromPlanted.envelope)).toMatchObject({ ok: false, reason: 'not_member' });
   });
 
   it('a device the server lists without a bundle gets no key', async () => {

@@ -165,7 +165,7 @@ export class GroupKeys extends EventEmitter<{
   private readonly receiver: SFrameReceiver;
   /** This device's keys, oldest first (superseded ones are removed once the next is active). */
   private ownKeys: OwnKey[] = [];
-  /** A random 16-bit tag of this device in this room: KID = tag · 2^16 + (epoch mod 2^16). */
+  /** A random tag of this device in this room (0x100 … 0xffff): KID = tag · 2^16 + (epoch mod 2^16), 4 bytes. */
   private readonly kidTag: number;
   private epoch = 0;
   /** Trusted participant devices other than this one, by device id. */
@@ -192,7 +192,8 @@ export class GroupKeys extends EventEmitter<{
     this.sender = new SFrameSender(this.suite);
     this.receiver = new SFrameReceiver(this.suite, o.replayWindow);
     const r = random(2);
-    this.kidTag = 1 + (((r[0]! << 8) | r[1]!) % 0xffff);
+    // 0x100 … 0xffff, so every KID is exactly 4 bytes on the wire (the header does not tell the tag's size).
+    this.kidTag = 0x100 + (((r[0]! << 8) | r[1]!) % 0xff00);
     // The first key is used at once: nobody has seen a frame under it, and there is nothing older to send with.
     this.ownKeys.push(this.newKey(this.now()));
   }
