@@ -313,6 +313,22 @@ describe('group keys: in-process rooms of real devices', () => {
     expect(bob.keys.stats().keysRejected).toEqual({ not_member: 0, envelope_invalid: 8, replayed: 1 });
   });
 
+  it('a key message altered in any field of its sealed body is refused, never thrown', async () => {
+    const room = new Room();
+    const [alice, bob] = await devices(room, 'alice', 'bob');
+    await room.join(alice);
+    await room.join(bob);
+    const [m] = alice.keys.outgoingKeyMessages();
+    const body = JSON.parse(m!.envelope.body) as Record<string, unknown>;
+    const flip = (v: string) => (v[5] === 'A' ? v.slice(0, 5) + 'B' + v.slice(6) : v.slice(0, 5) + 'A' + v.slice(6));
+    for (const field of ['eph', 'kem', 'iv', 'ct', 'sig', 'call']) {
+      const bad = { ...body, [field]: flip(body[field] as string) };
+      expect(bob.keys.acceptKey(alice.me, { kind: 'sealed', body: JSON.stringify(bad) }), field).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+    }
+    expect(bob.keys.acceptKey(alice.me, { kind: 'sealed', body: JSON.stringify({ ...body, role: 'caller' }) })).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+    expect(bob.keys.acceptKey(alice.me, m!.envelope)).toMatchObject({ ok: true });
+  });
+
   it('a repeated key (same KID) neither replaces the key nor reopens its replay window', async () => {
     const room = new Room();
     const [alice, bob] = await devices(room, 'alice', 'bob');

@@ -248,6 +248,24 @@ describe('SFrame sender and receiver', () => {
     expect(() => new SFrameSender(0x0001 as CipherSuite)).toThrow(/not implemented/);
   });
 
+  it('never throws on random input: 20 000 random frames of 0-64 bytes, each dropped with a reason', () => {
+    const rx = new SFrameReceiver();
+    rx.addKey('alice', 1n, key(1));
+    rx.addKey('alice', 0x123456n, key(2));
+    let seed = 12345;
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
+    for (let i = 0; i < 20_000; i++) {
+      const frame = Buffer.from(Array.from({ length: Math.floor(rand() * 65) }, () => Math.floor(rand() * 256)));
+      if (i % 3 === 0 && frame.length > 0) frame[0] = 0x10; // KID 1, CTR 0: reaches the AEAD
+      const r = rx.decrypt(frame, i % 2 ? 'alice' : undefined);
+      expect(r.ok).toBe(false);
+    }
+    const { accepted, ...dropped } = rx.stats;
+    expect(accepted).toBe(0);
+    expect(Object.values(dropped).reduce((a, b) => a + b, 0)).toBe(20_000);
+    expect(rx.stats.auth_failed).toBeGreaterThan(1000);
+  });
+
   it('works with AES_256_GCM_SHA512_128 (0x0005) too', () => {
     const tx = new SFrameSender(CipherSuite.AES_256_GCM_SHA512_128);
     tx.setKey(9n, Buffer.alloc(32, 3));
