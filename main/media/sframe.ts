@@ -10,8 +10,9 @@
  *   salt " ‖ KID (8 bytes) ‖ cipher suite (2 bytes);
  * - nonce = sframe_salt XOR CTR (§4.4.3), AEAD with header ‖ metadata as AAD
  *   (§4.4.3);
- * - cipher suites `AES_128_GCM_SHA256_128` (0x0004) and
- *   `AES_256_GCM_SHA512_128` (0x0005) (§4.5, §8.1), through node:crypto;
+ * - every cipher suite of §4.5 / §8.1 through node:crypto: the AES-GCM ones
+ *   (`AES_128_GCM_SHA256_128`, 0x0004, what group calls use; 0x0005) and the
+ *   AES-CTR + HMAC ones with short tags (0x0001–0x0003, §4.5.1);
  * - per sender: one key per KID and a monotonic counter ({@link SFrameSender});
  *   per receiver: keys by (owner, KID) and a replay window per key
  *   ({@link SFrameReceiver}, §7.2).
@@ -20,13 +21,20 @@
  * returns key material; decryption never throws on what arrives from the
  * network: it returns a reason and counts it.
  */
-import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 
 /** Largest value of a KID or CTR field (64 bits, RFC 9605 §4.3). */
 export const SFRAME_MAX_FIELD = (1n << 64n) - 1n;
 
-/** The SFrame cipher suites this module implements (RFC 9605 §4.5, IANA registry §8.1). */
+/**
+ * The SFrame cipher suites of RFC 9605 §4.5 (IANA registry §8.1), all
+ * implemented. Group calls use `AES_128_GCM_SHA256_128`; the AES-CTR + HMAC
+ * suites (§4.5.1) have short tags (10, 8, 4 bytes) for bandwidth-starved links.
+ */
 export const CipherSuite = {
+  AES_128_CTR_HMAC_SHA256_80: 0x0001,
+  AES_128_CTR_HMAC_SHA256_64: 0x0002,
+  AES_128_CTR_HMAC_SHA256_32: 0x0003,
   AES_128_GCM_SHA256_128: 0x0004,
   AES_256_GCM_SHA512_128: 0x0005,
 } as const;
@@ -35,7 +43,8 @@ export type CipherSuite = (typeof CipherSuite)[keyof typeof CipherSuite];
 /** The parameters of a cipher suite (RFC 9605 §4.5 table): hash, AEAD, key/nonce/tag sizes in bytes. */
 interface SuiteParams {
   hash: 'sha256' | 'sha512';
-  aead: 'aes-128-gcm' | 'aes-256-gcm';
+  /** AES-GCM, or AES-CTR then HMAC over the ciphertext (§4.5.1: the key is enc_key (Nka bytes) ‖ auth_key). */
+  aead: 'aes-128-gcm' | 'aes-256-gcm' | 'aes-128-ctr-hmac';
   /** Key size Nk, bytes. */
   nk: number;
   /** Nonce size Nn, bytes. */
@@ -43,10 +52,16 @@ interface SuiteParams {
   /** Tag size Nt, bytes. */
   nt: number;
 }
+const CTR_HMAC = { hash: 'sha256', aead: 'aes-128-ctr-hmac', nk: 48, nn: 12 } as const;
 const SUITES: Record<CipherSuite, SuiteParams> = {
+  [CipherSuite.AES_128_CTR_HMAC_SHA256_80]: { ...CTR_HMAC, nt: 10 },
+  [CipherSuite.AES_128_CTR_HMAC_SHA256_64]: { ...CTR_HMAC, nt: 8 },
+  [CipherSuite.AES_128_CTR_HMAC_SHA256_32]: { ...CTR_HMAC, nt: 4 },
   [CipherSuite.AES_128_GCM_SHA256_128]: { hash: 'sha256', aead: 'aes-128-gcm', nk: 16, nn: 12, nt: 16 },
   [CipherSuite.AES_256_GCM_SHA512_128]: { hash: 'sha512', aead: 'aes-256-gcm', nk: 32, nn: 12, nt: 16 },
 };
+/** AES-128's key size Nka in the AES-CTR + HMAC suites, bytes (RFC 9605 §4.5.1). */
+const NKA = 16;
 
 /** Size of a suite's base key and its AEAD key, bytes (RFC 9605 §4.5: Nk). */
 export function keySize(suite: CipherSuite): number {
@@ -197,9 +212,68 @@ function checkBaseKey(baseKey: Uint8Array): void {
   if (baseKey.length < MIN_BASE_KEY_BYTES) throw new RangeError(`an SFrame base key is at least ${MIN_BASE_KEY_BYTES} bytes`);
 }
 
-// ---- encrypt / decrypt (RFC 9605 §4.4.3, §4.4.4) -----------------------------------
+// ---- AEAD (RFC 9605 §4.5) ---------------------------------------------------------
 
 const EMPTY = Buffer.alloc(0);
+
+function u64(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+}
+
+/** compute_tag of RFC 9605 §4.5.1: HMAC over len(aad) ‖ len(ct) ‖ Nt ‖ nonce ‖ aad ‖ ct (lengths 8 bytes), truncated to Nt. */
+function ctrHmacTag(p: SuiteParams, authKey: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array): Buffer {
+  const h = createHmac(p.hash, authKey);
+  for (const part of [u64(aad.length), u64(ct.length), u64(p.nt), nonce, aad, ct]) h.update(part);
+  return h.digest().subarray(0, p.nt);
+}
+
+function aesCtr(key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
+  // The initial counter block is the nonce followed by four zero bytes (§4.5.1).
+  const c = createCipheriv('aes-128-ctr', key, Buffer.concat([nonce, Buffer.alloc(4)]));
+  return Buffer.concat([c.update(data), c.final()]);
+}
+
+/**
+ * AEAD.Encrypt of a suite (RFC 9605 §4.5): ciphertext ‖ Nt-byte tag.
+ * @param key Nk bytes (the derived sframe_key). @param nonce Nn = 12 bytes.
+ */
+export function aeadEncrypt(suite: CipherSuite, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
+  const p = suiteParams(suite);
+  if (p.aead === 'aes-128-ctr-hmac') {
+    const ct = aesCtr(key.subarray(0, NKA), nonce, plaintext);
+    return Buffer.concat([ct, ctrHmacTag(p, key.subarray(NKA), nonce, aad, ct)]);
+  }
+  const c = createCipheriv(p.aead, key, nonce, { authTagLength: p.nt });
+  c.setAAD(aad);
+  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
+}
+
+/**
+ * AEAD.Decrypt of a suite (RFC 9605 §4.5), the tag compared in constant time.
+ * @returns the plaintext, or undefined when authentication fails. Never throws.
+ */
+export function aeadDecrypt(suite: CipherSuite, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Buffer | undefined {
+  const p = suiteParams(suite);
+  if (sealed.length < p.nt) return undefined;
+  const ct = sealed.subarray(0, sealed.length - p.nt);
+  const tag = sealed.subarray(sealed.length - p.nt);
+  try {
+    if (p.aead === 'aes-128-ctr-hmac') {
+      if (!timingSafeEqual(ctrHmacTag(p, key.subarray(NKA), nonce, aad, ct), tag)) return undefined;
+      return aesCtr(key.subarray(0, NKA), nonce, ct);
+    }
+    const d = createDecipheriv(p.aead, key, nonce, { authTagLength: p.nt });
+    d.setAAD(aad);
+    d.setAuthTag(tag);
+    return Buffer.concat([d.update(ct), d.final()]);
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- encrypt / decrypt (RFC 9605 §4.4.3, §4.4.4) -----------------------------------
 
 /**
  * SFrame encrypt (RFC 9605 §4.4.3) with a given CTR: header ‖ AEAD.Encrypt(key,
@@ -215,11 +289,8 @@ export function sframeEncrypt(
   plaintext: Uint8Array,
   metadata: Uint8Array = EMPTY,
 ): Buffer {
-  const p = suiteParams(suite);
   const header = encodeHeader(kid, ctr);
-  const c = createCipheriv(p.aead, material.key, sframeNonce(material.salt, ctr), { authTagLength: p.nt });
-  c.setAAD(Buffer.concat([header, metadata]));
-  return Buffer.concat([header, c.update(plaintext), c.final(), c.getAuthTag()]);
+  return Buffer.concat([header, aeadEncrypt(suite, material.key, sframeNonce(material.salt, ctr), Buffer.concat([header, metadata]), plaintext)]);
 }
 
 /**
@@ -227,16 +298,9 @@ export function sframeEncrypt(
  * @returns the plaintext, or undefined when authentication fails. Never throws.
  */
 export function sframeOpen(suite: CipherSuite, material: SFrameKeyMaterial, header: SFrameHeader, frame: Uint8Array, metadata: Uint8Array = EMPTY): Buffer | undefined {
-  const p = suiteParams(suite);
-  if (frame.length < header.length + p.nt) return undefined;
-  try {
-    const d = createDecipheriv(p.aead, material.key, sframeNonce(material.salt, header.ctr), { authTagLength: p.nt });
-    d.setAAD(Buffer.concat([frame.subarray(0, header.length), metadata]));
-    d.setAuthTag(frame.subarray(frame.length - p.nt));
-    return Buffer.concat([d.update(frame.subarray(header.length, frame.length - p.nt)), d.final()]);
-  } catch {
-    return undefined;
-  }
+  if (frame.length < header.length + suiteParams(suite).nt) return undefined;
+  const aad = Buffer.concat([frame.subarray(0, header.length), metadata]);
+  return aeadDecrypt(suite, material.key, sframeNonce(material.salt, header.ctr), aad, frame.subarray(header.length));
 }
 
 /** Bytes SFrame adds to a frame with this KID and CTR: the header and the tag. */
@@ -287,7 +351,7 @@ export class SFrameSender {
    * Encrypts one frame (an Opus packet: 1–1275 bytes) with the current key and
    * the next counter value.
    * @param metadata authenticated but not encrypted nor carried (RFC 9605 §4.4.3); the receiver must pass the same.
-   * @returns header ‖ ciphertext ‖ 16-byte tag.
+   * @returns header ‖ ciphertext ‖ Nt-byte tag (16 bytes for the GCM suites).
    * @throws Error when no key is set, or when the counter is exhausted (2^64 frames: set a new key).
    */
   encrypt(frame: Uint8Array, metadata?: Uint8Array): Buffer {

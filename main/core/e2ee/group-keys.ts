@@ -77,6 +77,9 @@ export interface GroupKeyStats {
   rotations: number;
 }
 
+/** The SFrame suites group calls may use: the AES-GCM ones with full 16-byte tags (the key message carries 4 or 5). */
+export type GroupCipherSuite = typeof CipherSuite.AES_128_GCM_SHA256_128 | typeof CipherSuite.AES_256_GCM_SHA512_128;
+
 /** Options of a {@link GroupKeys}. Times are ms. */
 export interface GroupKeysOptions {
   /** The room (a UUID): bound into every sealed key message as its call id. */
@@ -92,7 +95,7 @@ export interface GroupKeysOptions {
   /** SFrame replay window, frames (default 128). */
   replayWindow?: number;
   /** SFrame cipher suite (default AES_128_GCM_SHA256_128, 0x0004). */
-  suite?: CipherSuite;
+  suite?: GroupCipherSuite;
   /** The clock (Unix ms); tests pass their own. */
   now?: () => number;
 }
@@ -155,7 +158,7 @@ export class GroupKeys extends EventEmitter<{
   keyAccepted: [{ from: GroupDevice; kid: number; epoch: number }];
 }> {
   readonly roomId: string;
-  readonly suite: CipherSuite;
+  readonly suite: GroupCipherSuite;
   private readonly identity: DeviceIdentity;
   private readonly directory: DeviceDirectory;
   private readonly graceMs: number;
