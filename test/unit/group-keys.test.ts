@@ -8,10 +8,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Envelope } from '../../common/protocol/envelope';
+import { bundleSigningText, type Envelope } from '../../common/protocol/envelope';
 import type { KeysGetResult } from '../../common/protocol/signaling';
 import { AccountIdentity, DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
 import { GroupKeys, PENDING_KEY_MS, type Exclusion, type GroupDevice } from '../../main/core/e2ee/group-keys';
+import { b64u, ed25519Generate, ed25519Sign } from '../../main/core/e2ee/primitives';
 import { seal } from '../../main/core/e2ee/seal';
 import type { SignalingClient } from '../../main/core/signaling-client';
 import { decodeHeader } from '../../main/media/sframe';
@@ -482,6 +483,22 @@ describe('group keys: trust by the 1:1 rules', () => {
     // The planted device's key messages are refused outright.
     const fromPlanted = planted.keys.outgoingKeyMessages().find((m) => m.to.deviceId === alice.identity.deviceId)!;
     expect(alice.keys.acceptKey(planted.me, fromPlanted.envelope)).toMatchObject({ ok: false, reason: 'not_member' });
+  });
+
+  it('a signed bundle whose X25519 key is a low-order point: that device is excluded, the others still get the key', async () => {
+    const room = new Room();
+    const [alice, bob] = await devices(room, 'alice', 'bob');
+    const ed = ed25519Generate();
+    const eveId = randomUUID();
+    const unsigned = { ...bob.identity.bundle, username: 'eve', deviceId: eveId, ik: b64u(ed.publicKey), x25519: b64u(new Uint8Array(32)) };
+    const { sig: _drop, ...toSign } = unsigned;
+    const bundle = { ...toSign, sig: b64u(ed25519Sign(ed.privateKey, new TextEncoder().encode(bundleSigningText(toSign)))) };
+    room.directory.accounts.set('eve', { devices: [{ deviceId: eveId, online: true, bundle }] });
+    room.devices.set(eveId, { ...bob, me: { username: 'eve', deviceId: eveId } });
+    await room.join(alice);
+    await room.join(bob);
+    expect(alice.keys.excluded()).toEqual([expect.objectContaining({ deviceId: eveId, reason: 'untrusted' })]);
+    expect(alice.keys.outgoingKeyMessages().map((m) => m.to.deviceId)).toEqual([bob.identity.deviceId]);
   });
 
   it('a device the server lists without a bundle gets no key', async () => {

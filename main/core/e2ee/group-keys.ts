@@ -210,7 +210,8 @@ export class GroupKeys extends EventEmitter<{
    * key for the devices in the room now (used after the grace) and queues it
    * in `outgoingKeyMessages()`. A device that left gets nothing more; its keys
    * still decrypt frames in flight for `retainMs`. Calls are serialized.
-   * @throws ParleyError `invalid_state` when this device is not in the list (it left: stop using this instance).
+   * This device may be in the list or not (it is ignored). Never throws on the
+   * list's content; a failed trust check excludes that account's devices (`excluded`).
    */
   onMembershipChanged(participants: GroupDevice[]): Promise<void> {
     const run = this.queue.then(() => this.applyMembership(participants));
@@ -229,9 +230,6 @@ export class GroupKeys extends EventEmitter<{
   }
 
   private async applyMembership(participants: GroupDevice[]): Promise<void> {
-    if (!participants.some((p) => p.deviceId === this.identity.deviceId)) {
-      throw new ParleyError('invalid_state', 'this device is no longer a participant of the room');
-    }
     const others = new Map<string, GroupDevice>();
     for (const p of participants) if (p.deviceId !== this.identity.deviceId) others.set(p.deviceId, p);
     const trusted = await this.resolve(others);
@@ -262,7 +260,7 @@ export class GroupKeys extends EventEmitter<{
       const everyoneHadIt = [...newest.sentTo].every((id) => this.members.has(id));
       if (removed.length === 0 && !newest.used && everyoneHadIt) {
         // Only joins, and no frame was ever sent under the newest key: it is as new to them as a fresh one.
-        for (const id of added) this.sendKey(newest, this.members.get(id)!);
+        this.sendKeyTo(newest, added.map((id) => this.members.get(id)!));
       } else {
         this.rotate(now);
       }
@@ -326,17 +324,38 @@ export class GroupKeys extends EventEmitter<{
     const k = this.newKey(now + this.graceMs);
     this.ownKeys.push(k);
     this.counters.rotations++;
-    for (const m of this.members.values()) this.sendKey(k, m);
+    this.sendKeyTo(k, this.members.values());
     this.emit('rotated', { kid: k.kid, epoch: k.epoch, activeAt: k.activeAt });
   }
 
-  private sendKey(k: OwnKey, to: Member): void {
+  /** Seals `k` for one member. @returns false when its bundle's keys cannot be sealed to (then nothing is queued). */
+  private sendKey(k: OwnKey, to: Member): boolean {
     const n = this.sendN.get(to.deviceId) ?? 0;
-    this.sendN.set(to.deviceId, n + 1);
     const content: SenderKeyContent = { type: 'sender-key', kid: k.kid, epoch: k.epoch, suite: this.suite, key: b64u(k.key) };
-    const envelope = seal(this.identity, to.bundle, { callId: this.roomId, role: 'member', n }, { content });
+    let envelope: Envelope;
+    try {
+      envelope = seal(this.identity, to.bundle, { callId: this.roomId, role: 'member', n }, { content });
+    } catch {
+      // A signed bundle whose X25519 or ML-KEM key is unusable (a low-order point, a malformed ML-KEM key).
+      return false;
+    }
+    this.sendN.set(to.deviceId, n + 1);
     k.sentTo.add(to.deviceId);
     this.outbox.push({ to: { username: to.username, deviceId: to.deviceId }, envelope });
+    return true;
+  }
+
+  /** Seals `k` for these members; a member that cannot be sealed to is excluded and its keys dropped. */
+  private sendKeyTo(k: OwnKey, to: Iterable<Member>): void {
+    for (const m of [...to]) {
+      if (this.sendKey(k, m)) continue;
+      this.members.delete(m.deviceId);
+      for (const kid of m.keys.keys()) this.receiver.removeKey(m.deviceId, BigInt(kid));
+      this.exclude(
+        { username: m.username, deviceId: m.deviceId, reason: 'untrusted', message: `the key bundle of ${m.username}'s device ${m.deviceId} holds keys nothing can be sealed to: it gets no key` },
+        new Set(),
+      );
+    }
   }
 
   /**
