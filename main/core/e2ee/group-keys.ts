@@ -139,14 +139,19 @@ interface Member extends GroupDevice {
  * accepted, exactly as it blocks a 1:1 call.
  *
  * Client wiring (the room client):
- * 1. `new GroupKeys({ roomId, identity: e2ee.identity, directory: e2ee })` on join;
+ * 1. `new GroupKeys({ roomId, identity: e2ee.identity, directory: e2ee })` on
+ *    every join (a new instance per join; drop it on leave);
  * 2. `await onMembershipChanged(participants)` with the whole participant list
- *    (itself included) on join and on every `room.participant_joined` / `_left`;
- * 3. after each call to 2 or 4, send every `outgoingKeyMessages()` entry to
- *    its device through the room's sealed-message relay;
+ *    on join — before producing, or the first frames' key causes a rotation —
+ *    and on every `room.participant_joined` / `_left`;
+ * 3. after each call to 2 (or `refreshTrust()`), send every
+ *    `outgoingKeyMessages()` entry to its device through the room's
+ *    sealed-message relay;
  * 4. `acceptKey(from, envelope)` for each key message that arrives;
  * 5. `encryptFrame(opus)` on every outgoing frame, `decryptFrame(frame,
- *    fromDeviceId)` on every incoming one (undefined: drop it; counted).
+ *    fromDeviceId)` on every incoming one (undefined: drop it; counted);
+ * 6. `refreshTrust()` after the user accepts a key change (`EndToEnd`
+ *    `acceptKeyChange`); show `excluded()` and `trustedDevices()` warnings.
  *
  * Never throws on what arrives from the network; never logs key material.
  * Events: `excluded` (Exclusion, once per device and reason), `rotated`
