@@ -407,7 +407,11 @@ interface ReceiveKey {
  * as `too_old`; frames may arrive out of order within the window. The window
  * moves only after a frame authenticates, so forged frames cannot push it.
  *
- * `decrypt` never throws: every dropped frame is counted in `stats` with its reason.
+ * `decrypt` never throws: every dropped frame is counted in `stats` with its
+ * reason. A frame whose KID has no key is dropped, not buffered (§4.4.4 allows
+ * either): a late key only serves the frames after it. Timing differs between
+ * an unknown KID and a failed tag (§4.4.4 asks for uniform timing); both are
+ * local outcomes the sender learns nothing from over an SFU.
  */
 export class SFrameReceiver {
   private readonly keys = new Map<string, ReceiveKey>();

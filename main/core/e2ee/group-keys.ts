@@ -125,6 +125,8 @@ interface Member extends GroupDevice {
 
 /**
  * Group-call key management (issue 14 item 4, docs/SECURITY.md "Group calls"),
+ * SFrame's "sender keys" scheme (RFC 9605 §5.1: the stream tells the sender,
+ * the KID its key generation; no ratchet steps here, a new key instead) in
  * the design of Signal's group calls: each participant device has its own
  * random sender key (an SFrame base key, RFC 9605 §4.4.2) with its own KID,
  * and seals it for every other participant device over the 1:1 sealed channel
@@ -202,6 +204,7 @@ export class GroupKeys extends EventEmitter<{
     const r = random(2);
     // 0x100 … 0xffff, so every KID is exactly 4 bytes on the wire (the header does not tell the tag's size).
     this.kidTag = 0x100 + (((r[0]! << 8) | r[1]!) % 0xff00);
+    // Own keys only encrypt and others' only decrypt (RFC 9605 §4.4.1: never both for one base key).
     // The first key is used at once: nobody has seen a frame under it, and there is nothing older to send with.
     this.ownKeys.push(this.newKey(this.now()));
   }
