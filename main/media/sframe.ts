@@ -21,7 +21,13 @@
  * returns key material; decryption never throws on what arrives from the
  * network: it returns a reason and counts it.
  */
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  hkdfSync,
+  timingSafeEqual,
+} from 'node:crypto';
 
 /** Largest value of a KID or CTR field (64 bits, RFC 9605 §4.3). */
 export const SFRAME_MAX_FIELD = (1n << 64n) - 1n;
@@ -57,8 +63,20 @@ const SUITES: Record<CipherSuite, SuiteParams> = {
   [CipherSuite.AES_128_CTR_HMAC_SHA256_80]: { ...CTR_HMAC, nt: 10 },
   [CipherSuite.AES_128_CTR_HMAC_SHA256_64]: { ...CTR_HMAC, nt: 8 },
   [CipherSuite.AES_128_CTR_HMAC_SHA256_32]: { ...CTR_HMAC, nt: 4 },
-  [CipherSuite.AES_128_GCM_SHA256_128]: { hash: 'sha256', aead: 'aes-128-gcm', nk: 16, nn: 12, nt: 16 },
-  [CipherSuite.AES_256_GCM_SHA512_128]: { hash: 'sha512', aead: 'aes-256-gcm', nk: 32, nn: 12, nt: 16 },
+  [CipherSuite.AES_128_GCM_SHA256_128]: {
+    hash: 'sha256',
+    aead: 'aes-128-gcm',
+    nk: 16,
+    nn: 12,
+    nt: 16,
+  },
+  [CipherSuite.AES_256_GCM_SHA512_128]: {
+    hash: 'sha512',
+    aead: 'aes-256-gcm',
+    nk: 32,
+    nn: 12,
+    nt: 16,
+  },
 };
 /** AES-128's key size Nka in the AES-CTR + HMAC suites, bytes (RFC 9605 §4.5.1). */
 const NKA = 16;
@@ -70,7 +88,10 @@ export function keySize(suite: CipherSuite): number {
 
 function suiteParams(suite: CipherSuite): SuiteParams {
   const p = SUITES[suite];
-  if (!p) throw new RangeError(`SFrame cipher suite 0x${Number(suite).toString(16).padStart(4, '0')} is not implemented`);
+  if (!p)
+    throw new RangeError(
+      `SFrame cipher suite 0x${Number(suite).toString(16).padStart(4, '0')} is not implemented`,
+    );
   return p;
 }
 
@@ -108,7 +129,8 @@ function readBE(buf: Uint8Array, offset: number, len: number): bigint {
 }
 
 function checkField(v: bigint, what: string): void {
-  if (typeof v !== 'bigint' || v < 0n || v > SFRAME_MAX_FIELD) throw new RangeError(`SFrame ${what} must be a bigint in 0 … 2^64-1`);
+  if (typeof v !== 'bigint' || v < 0n || v > SFRAME_MAX_FIELD)
+    throw new RangeError(`SFrame ${what} must be a bigint in 0 … 2^64-1`);
 }
 
 /**
@@ -182,12 +204,20 @@ export interface SFrameKeyMaterial {
  * @param baseKey the base key (any length; our group keys are Nk random bytes).
  * @throws RangeError for an unimplemented suite or a KID out of range.
  */
-export function deriveKeySalt(suite: CipherSuite, kid: bigint, baseKey: Uint8Array): SFrameKeyMaterial {
+export function deriveKeySalt(
+  suite: CipherSuite,
+  kid: bigint,
+  baseKey: Uint8Array,
+): SFrameKeyMaterial {
   const p = suiteParams(suite);
   checkField(kid, 'KID');
   const empty = Buffer.alloc(0);
-  const key = Buffer.from(hkdfSync(p.hash, baseKey, empty, sframeLabel(SFRAME_KEY_LABEL, kid, suite), p.nk));
-  const salt = Buffer.from(hkdfSync(p.hash, baseKey, empty, sframeLabel(SFRAME_SALT_LABEL, kid, suite), p.nn));
+  const key = Buffer.from(
+    hkdfSync(p.hash, baseKey, empty, sframeLabel(SFRAME_KEY_LABEL, kid, suite), p.nk),
+  );
+  const salt = Buffer.from(
+    hkdfSync(p.hash, baseKey, empty, sframeLabel(SFRAME_SALT_LABEL, kid, suite), p.nn),
+  );
   return { key, salt };
 }
 
@@ -209,7 +239,8 @@ export function sframeNonce(salt: Uint8Array, ctr: bigint): Buffer {
 export const MIN_BASE_KEY_BYTES = 16;
 
 function checkBaseKey(baseKey: Uint8Array): void {
-  if (baseKey.length < MIN_BASE_KEY_BYTES) throw new RangeError(`an SFrame base key is at least ${MIN_BASE_KEY_BYTES} bytes`);
+  if (baseKey.length < MIN_BASE_KEY_BYTES)
+    throw new RangeError(`an SFrame base key is at least ${MIN_BASE_KEY_BYTES} bytes`);
 }
 
 // ---- AEAD (RFC 9605 §4.5) ---------------------------------------------------------
@@ -223,7 +254,13 @@ function u64(n: number): Buffer {
 }
 
 /** compute_tag of RFC 9605 §4.5.1: HMAC over len(aad) ‖ len(ct) ‖ Nt ‖ nonce ‖ aad ‖ ct (lengths 8 bytes), truncated to Nt. */
-function ctrHmacTag(p: SuiteParams, authKey: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array): Buffer {
+function ctrHmacTag(
+  p: SuiteParams,
+  authKey: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  ct: Uint8Array,
+): Buffer {
   const h = createHmac(p.hash, authKey);
   for (const part of [u64(aad.length), u64(ct.length), u64(p.nt), nonce, aad, ct]) h.update(part);
   return h.digest().subarray(0, p.nt);
@@ -239,7 +276,13 @@ function aesCtr(key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
  * AEAD.Encrypt of a suite (RFC 9605 §4.5): ciphertext ‖ Nt-byte tag.
  * @param key Nk bytes (the derived sframe_key). @param nonce Nn = 12 bytes.
  */
-export function aeadEncrypt(suite: CipherSuite, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
+export function aeadEncrypt(
+  suite: CipherSuite,
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  plaintext: Uint8Array,
+): Buffer {
   const p = suiteParams(suite);
   if (p.aead === 'aes-128-ctr-hmac') {
     const ct = aesCtr(key.subarray(0, NKA), nonce, plaintext);
@@ -254,7 +297,13 @@ export function aeadEncrypt(suite: CipherSuite, key: Uint8Array, nonce: Uint8Arr
  * AEAD.Decrypt of a suite (RFC 9605 §4.5), the tag compared in constant time.
  * @returns the plaintext, or undefined when authentication fails. Never throws.
  */
-export function aeadDecrypt(suite: CipherSuite, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Buffer | undefined {
+export function aeadDecrypt(
+  suite: CipherSuite,
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  sealed: Uint8Array,
+): Buffer | undefined {
   const p = suiteParams(suite);
   if (sealed.length < p.nt) return undefined;
   const ct = sealed.subarray(0, sealed.length - p.nt);
@@ -290,17 +339,38 @@ export function sframeEncrypt(
   metadata: Uint8Array = EMPTY,
 ): Buffer {
   const header = encodeHeader(kid, ctr);
-  return Buffer.concat([header, aeadEncrypt(suite, material.key, sframeNonce(material.salt, ctr), Buffer.concat([header, metadata]), plaintext)]);
+  return Buffer.concat([
+    header,
+    aeadEncrypt(
+      suite,
+      material.key,
+      sframeNonce(material.salt, ctr),
+      Buffer.concat([header, metadata]),
+      plaintext,
+    ),
+  ]);
 }
 
 /**
  * SFrame decrypt of a frame whose header is already parsed (RFC 9605 §4.4.4).
  * @returns the plaintext, or undefined when authentication fails. Never throws.
  */
-export function sframeOpen(suite: CipherSuite, material: SFrameKeyMaterial, header: SFrameHeader, frame: Uint8Array, metadata: Uint8Array = EMPTY): Buffer | undefined {
+export function sframeOpen(
+  suite: CipherSuite,
+  material: SFrameKeyMaterial,
+  header: SFrameHeader,
+  frame: Uint8Array,
+  metadata: Uint8Array = EMPTY,
+): Buffer | undefined {
   if (frame.length < header.length + suiteParams(suite).nt) return undefined;
   const aad = Buffer.concat([frame.subarray(0, header.length), metadata]);
-  return aeadDecrypt(suite, material.key, sframeNonce(material.salt, header.ctr), aad, frame.subarray(header.length));
+  return aeadDecrypt(
+    suite,
+    material.key,
+    sframeNonce(material.salt, header.ctr),
+    aad,
+    frame.subarray(header.length),
+  );
 }
 
 /** Bytes SFrame adds to a frame with this KID and CTR: the header and the tag. */
@@ -356,7 +426,8 @@ export class SFrameSender {
    */
   encrypt(frame: Uint8Array, metadata?: Uint8Array): Buffer {
     if (!this.material || this.kid === undefined) throw new Error('SFrame sender has no key yet');
-    if (this.ctr > SFRAME_MAX_FIELD) throw new Error('SFrame counter exhausted for this key: rotate the key');
+    if (this.ctr > SFRAME_MAX_FIELD)
+      throw new Error('SFrame counter exhausted for this key: rotate the key');
     const out = sframeEncrypt(this.suite, this.material, this.kid, this.ctr, frame, metadata);
     this.ctr++;
     return out;
@@ -417,7 +488,14 @@ export class SFrameReceiver {
   private readonly keys = new Map<string, ReceiveKey>();
   private readonly window: bigint;
   private readonly mask: bigint;
-  readonly stats: SFrameStats = { accepted: 0, malformed: 0, unknown_kid: 0, auth_failed: 0, replayed: 0, too_old: 0 };
+  readonly stats: SFrameStats = {
+    accepted: 0,
+    malformed: 0,
+    unknown_kid: 0,
+    auth_failed: 0,
+    replayed: 0,
+    too_old: 0,
+  };
 
   /**
    * @param replayWindow how many CTR values behind the highest accepted one may still arrive (frames; ≥ 1).
@@ -427,7 +505,8 @@ export class SFrameReceiver {
     replayWindow = DEFAULT_REPLAY_WINDOW,
   ) {
     suiteParams(suite);
-    if (!Number.isInteger(replayWindow) || replayWindow < 1) throw new RangeError('replay window must be a positive integer');
+    if (!Number.isInteger(replayWindow) || replayWindow < 1)
+      throw new RangeError('replay window must be a positive integer');
     this.window = BigInt(replayWindow);
     this.mask = (1n << this.window) - 1n;
   }
@@ -442,7 +521,13 @@ export class SFrameReceiver {
    */
   addKey(owner: string, kid: bigint, baseKey: Uint8Array): void {
     checkBaseKey(baseKey);
-    this.keys.set(SFrameReceiver.id(owner, kid), { owner, kid, material: deriveKeySalt(this.suite, kid, baseKey), top: -1n, seen: 0n });
+    this.keys.set(SFrameReceiver.id(owner, kid), {
+      owner,
+      kid,
+      material: deriveKeySalt(this.suite, kid, baseKey),
+      top: -1n,
+      seen: 0n,
+    });
   }
 
   /** Forgets the key of `owner` under `kid`. @returns whether it was there. */
@@ -465,7 +550,8 @@ export class SFrameReceiver {
    */
   decrypt(frame: Uint8Array, owner?: string, metadata?: Uint8Array): SFrameOpenResult {
     const header = decodeHeader(frame);
-    if (!header || frame.length < header.length + suiteParams(this.suite).nt) return this.drop('malformed');
+    if (!header || frame.length < header.length + suiteParams(this.suite).nt)
+      return this.drop('malformed');
     const candidates: ReceiveKey[] = [];
     if (owner !== undefined) {
       const k = this.keys.get(SFrameReceiver.id(owner, header.kid));

@@ -11,7 +11,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { bundleSigningText, type Envelope } from '../../common/protocol/envelope';
 import type { KeysGetResult } from '../../common/protocol/signaling';
 import { AccountIdentity, DeviceIdentity, EndToEnd, TrustStore } from '../../main/core/e2ee';
-import { GroupKeys, PENDING_KEY_MS, type Exclusion, type GroupDevice } from '../../main/core/e2ee/group-keys';
+import {
+  GroupKeys,
+  PENDING_KEY_MS,
+  type Exclusion,
+  type GroupDevice,
+} from '../../main/core/e2ee/group-keys';
 import { b64u, ed25519Generate, ed25519Sign } from '../../main/core/e2ee/primitives';
 import { seal } from '../../main/core/e2ee/seal';
 import type { SignalingClient } from '../../main/core/signaling-client';
@@ -30,7 +35,12 @@ class Directory {
   publish(identity: DeviceIdentity, account?: AccountIdentity): void {
     const a = this.accounts.get(identity.username) ?? { devices: [] };
     a.devices = a.devices.filter((d) => d.deviceId !== identity.deviceId);
-    a.devices.push({ deviceId: identity.deviceId, online: true, bundle: identity.bundle, ...(account ? { certificate: account.certify(identity.bundle) } : {}) });
+    a.devices.push({
+      deviceId: identity.deviceId,
+      online: true,
+      bundle: identity.bundle,
+      ...(account ? { certificate: account.certify(identity.bundle) } : {}),
+    });
     if (account) a.accountKey = account.record;
     this.accounts.set(identity.username, a);
   }
@@ -72,7 +82,11 @@ class Room {
   /** Every key message the server relayed, by recipient device. */
   readonly relayed = new Map<string, Envelope[]>();
 
-  async device(username: string, identity = DeviceIdentity.ephemeral(username, randomUUID()), account?: AccountIdentity): Promise<Device> {
+  async device(
+    username: string,
+    identity = DeviceIdentity.ephemeral(username, randomUUID()),
+    account?: AccountIdentity,
+  ): Promise<Device> {
     this.directory.publish(identity, account);
     const dir = makeTempDir('group-keys');
     dirs.push(dir);
@@ -82,8 +96,21 @@ class Room {
 
   /** A fresh GroupKeys for a device (a join). */
   instance(identity: DeviceIdentity, e2ee: EndToEnd): Device {
-    const keys = new GroupKeys({ roomId: this.id, identity, directory: e2ee, graceMs: GRACE, retainMs: RETAIN, now: this.clock.now });
-    const d: Device = { identity, e2ee, keys, excluded: [], me: { username: identity.username, deviceId: identity.deviceId } };
+    const keys = new GroupKeys({
+      roomId: this.id,
+      identity,
+      directory: e2ee,
+      graceMs: GRACE,
+      retainMs: RETAIN,
+      now: this.clock.now,
+    });
+    const d: Device = {
+      identity,
+      e2ee,
+      keys,
+      excluded: [],
+      me: { username: identity.username, deviceId: identity.deviceId },
+    };
     keys.on('excluded', (x) => d.excluded.push(x));
     return d;
   }
@@ -120,20 +147,30 @@ class Room {
   }
 
   /** What each other participant hears of `from` saying `text` (undefined: dropped). */
-  say(from: Device, text: string, listeners = [...this.devices.values()]): Map<string, string | undefined> {
+  say(
+    from: Device,
+    text: string,
+    listeners = [...this.devices.values()],
+  ): Map<string, string | undefined> {
     const wire = from.keys.encryptFrame(Buffer.from(text));
     expect(wire.includes(Buffer.from(text))).toBe(false); // the SFU sees only ciphertext
     const heard = new Map<string, string | undefined>();
     for (const to of listeners) {
       if (to === from) continue;
-      heard.set(to.identity.username + ':' + to.identity.deviceId.slice(0, 4), to.keys.decryptFrame(wire, from.identity.deviceId)?.toString());
+      heard.set(
+        to.identity.username + ':' + to.identity.deviceId.slice(0, 4),
+        to.keys.decryptFrame(wire, from.identity.deviceId)?.toString(),
+      );
     }
     return heard;
   }
 }
 
 /** New devices of these accounts, typed as a tuple. */
-async function devices<N extends string[]>(room: Room, ...names: N): Promise<{ [K in keyof N]: Device }> {
+async function devices<N extends string[]>(
+  room: Room,
+  ...names: N
+): Promise<{ [K in keyof N]: Device }> {
   const out: Device[] = [];
   for (const n of names) out.push(await room.device(n));
   return out as { [K in keyof N]: Device };
@@ -203,7 +240,9 @@ describe('group keys: in-process rooms of real devices', () => {
     for (const p of people) await room.join(p);
     room.deliverKeys();
     room.clock.advance(GRACE);
-    expect(room.say(alice, 'all four of us').get(`mallory:${mallory.identity.deviceId.slice(0, 4)}`)).toBe('all four of us');
+    expect(
+      room.say(alice, 'all four of us').get(`mallory:${mallory.identity.deviceId.slice(0, 4)}`),
+    ).toBe('all four of us');
 
     const toMalloryBefore = room.relayed.get(mallory.identity.deviceId)?.length ?? 0;
     await room.leave(mallory);
@@ -215,11 +254,20 @@ describe('group keys: in-process rooms of real devices', () => {
     for (const speaker of [alice, bob, carol]) {
       const heard = room.say(speaker, 'secret plan', [alice, bob, carol, mallory]);
       expect(heard.get(`mallory:${mallory.identity.deviceId.slice(0, 4)}`)).toBeUndefined();
-      expect([...heard.entries()].filter(([k]) => !k.startsWith('mallory')).every(([, v]) => v === 'secret plan')).toBe(true);
+      expect(
+        [...heard.entries()]
+          .filter(([k]) => !k.startsWith('mallory'))
+          .every(([, v]) => v === 'secret plan'),
+      ).toBe(true);
     }
     expect(mallory.keys.stats().frames.unknown_kid).toBe(3);
     // Her own late key messages are not taken: held in case she rejoins, then dropped and counted.
-    const late = seal(mallory.identity, alice.identity.bundle, { callId: room.id, role: 'member', n: 99 }, { content: { type: 'sender-key', kid: 7, epoch: 9, suite: 4, key: 'A'.repeat(22) } });
+    const late = seal(
+      mallory.identity,
+      alice.identity.bundle,
+      { callId: room.id, role: 'member', n: 99 },
+      { content: { type: 'sender-key', kid: 7, epoch: 9, suite: 4, key: 'A'.repeat(22) } },
+    );
     expect(alice.keys.acceptKey(mallory.me, late)).toEqual({ ok: 'pending' });
     room.clock.advance(PENDING_KEY_MS);
     await room.announce();
@@ -254,9 +302,13 @@ describe('group keys: in-process rooms of real devices', () => {
     room.deliverKeys();
     room.clock.advance(GRACE);
     expect(all(room.say(again, 'back again'))).toEqual(['back again']);
-    expect(room.say(alice, 'hi carol').get(`carol:${carol.identity.deviceId.slice(0, 4)}`)).toBe('hi carol');
+    expect(room.say(alice, 'hi carol').get(`carol:${carol.identity.deviceId.slice(0, 4)}`)).toBe(
+      'hi carol',
+    );
     // The old instance learnt nothing new.
-    expect(carol.keys.decryptFrame(alice.keys.encryptFrame(Buffer.from('x')), alice.identity.deviceId)).toBeUndefined();
+    expect(
+      carol.keys.decryptFrame(alice.keys.encryptFrame(Buffer.from('x')), alice.identity.deviceId),
+    ).toBeUndefined();
   });
 
   it('frames that arrive before their key are dropped and counted, then play once the key arrives', async () => {
@@ -265,7 +317,8 @@ describe('group keys: in-process rooms of real devices', () => {
     await room.join(alice);
     await room.join(bob);
     const early = [1, 2, 3].map((i) => alice.keys.encryptFrame(Buffer.from(`early ${i}`)));
-    for (const f of early) expect(bob.keys.decryptFrame(f, alice.identity.deviceId)).toBeUndefined();
+    for (const f of early)
+      expect(bob.keys.decryptFrame(f, alice.identity.deviceId)).toBeUndefined();
     expect(bob.keys.stats().frames.unknown_kid).toBe(3);
     room.deliverKeys();
     // Still inside the replay window: the held-back frames now open, in any order.
@@ -296,22 +349,68 @@ describe('group keys: in-process rooms of real devices', () => {
     const out = alice.keys.outgoingKeyMessages();
     const toBob = out.find((m) => m.to.deviceId === bob.identity.deviceId)!.envelope;
     const toCarol = out.find((m) => m.to.deviceId === carol.identity.deviceId)!.envelope;
-    expect(bob.keys.acceptKey(alice.me, toCarol)).toMatchObject({ ok: false, reason: 'envelope_invalid' }); // sealed for carol
+    expect(bob.keys.acceptKey(alice.me, toCarol)).toMatchObject({
+      ok: false,
+      reason: 'envelope_invalid',
+    }); // sealed for carol
     expect(bob.keys.acceptKey(alice.me, toBob)).toMatchObject({ ok: true });
     expect(bob.keys.acceptKey(alice.me, toBob)).toMatchObject({ ok: false, reason: 'replayed' });
-    const otherRoom = seal(alice.identity, bob.identity.bundle, { callId: randomUUID(), role: 'member', n: 50 }, { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } });
-    expect(bob.keys.acceptKey(alice.me, otherRoom)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
-    const asCaller = seal(alice.identity, bob.identity.bundle, { callId: room.id, role: 'caller', n: 51 }, { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } });
-    expect(bob.keys.acceptKey(alice.me, asCaller)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
-    const notAKey = seal(alice.identity, bob.identity.bundle, { callId: room.id, role: 'member', n: 52 }, { content: { type: 'end-of-candidates' } });
-    expect(bob.keys.acceptKey(alice.me, notAKey)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+    const otherRoom = seal(
+      alice.identity,
+      bob.identity.bundle,
+      { callId: randomUUID(), role: 'member', n: 50 },
+      { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } },
+    );
+    expect(bob.keys.acceptKey(alice.me, otherRoom)).toMatchObject({
+      ok: false,
+      reason: 'envelope_invalid',
+    });
+    const asCaller = seal(
+      alice.identity,
+      bob.identity.bundle,
+      { callId: room.id, role: 'caller', n: 51 },
+      { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } },
+    );
+    expect(bob.keys.acceptKey(alice.me, asCaller)).toMatchObject({
+      ok: false,
+      reason: 'envelope_invalid',
+    });
+    const notAKey = seal(
+      alice.identity,
+      bob.identity.bundle,
+      { callId: room.id, role: 'member', n: 52 },
+      { content: { type: 'end-of-candidates' } },
+    );
+    expect(bob.keys.acceptKey(alice.me, notAKey)).toMatchObject({
+      ok: false,
+      reason: 'envelope_invalid',
+    });
     // Carol forging a key in alice's name: the signature is carol's, not alice's.
-    const forged = seal(carol.identity, bob.identity.bundle, { callId: room.id, role: 'member', n: 53 }, { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } });
-    expect(bob.keys.acceptKey(alice.me, forged)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
-    for (const junk of [{ kind: 'sealed', body: 'nope' }, { kind: 'plain', body: '{}' }, { kind: 'sealed', body: JSON.stringify({ v: 1 }) }] as Envelope[]) {
-      expect(bob.keys.acceptKey(alice.me, junk)).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+    const forged = seal(
+      carol.identity,
+      bob.identity.bundle,
+      { callId: room.id, role: 'member', n: 53 },
+      { content: { type: 'sender-key', kid: 1, epoch: 0, suite: 4, key: 'A'.repeat(22) } },
+    );
+    expect(bob.keys.acceptKey(alice.me, forged)).toMatchObject({
+      ok: false,
+      reason: 'envelope_invalid',
+    });
+    for (const junk of [
+      { kind: 'sealed', body: 'nope' },
+      { kind: 'plain', body: '{}' },
+      { kind: 'sealed', body: JSON.stringify({ v: 1 }) },
+    ] as Envelope[]) {
+      expect(bob.keys.acceptKey(alice.me, junk)).toMatchObject({
+        ok: false,
+        reason: 'envelope_invalid',
+      });
     }
-    expect(bob.keys.stats().keysRejected).toEqual({ not_member: 0, envelope_invalid: 8, replayed: 1 });
+    expect(bob.keys.stats().keysRejected).toEqual({
+      not_member: 0,
+      envelope_invalid: 8,
+      replayed: 1,
+    });
   });
 
   it('a key message altered in any field of its sealed body is refused, never thrown', async () => {
@@ -321,12 +420,21 @@ describe('group keys: in-process rooms of real devices', () => {
     await room.join(bob);
     const [m] = alice.keys.outgoingKeyMessages();
     const body = JSON.parse(m!.envelope.body) as Record<string, unknown>;
-    const flip = (v: string) => (v[5] === 'A' ? v.slice(0, 5) + 'B' + v.slice(6) : v.slice(0, 5) + 'A' + v.slice(6));
+    const flip = (v: string) =>
+      v[5] === 'A' ? v.slice(0, 5) + 'B' + v.slice(6) : v.slice(0, 5) + 'A' + v.slice(6);
     for (const field of ['eph', 'kem', 'iv', 'ct', 'sig', 'call']) {
       const bad = { ...body, [field]: flip(body[field] as string) };
-      expect(bob.keys.acceptKey(alice.me, { kind: 'sealed', body: JSON.stringify(bad) }), field).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+      expect(
+        bob.keys.acceptKey(alice.me, { kind: 'sealed', body: JSON.stringify(bad) }),
+        field,
+      ).toMatchObject({ ok: false, reason: 'envelope_invalid' });
     }
-    expect(bob.keys.acceptKey(alice.me, { kind: 'sealed', body: JSON.stringify({ ...body, role: 'caller' }) })).toMatchObject({ ok: false, reason: 'envelope_invalid' });
+    expect(
+      bob.keys.acceptKey(alice.me, {
+        kind: 'sealed',
+        body: JSON.stringify({ ...body, role: 'caller' }),
+      }),
+    ).toMatchObject({ ok: false, reason: 'envelope_invalid' });
     expect(bob.keys.acceptKey(alice.me, m!.envelope)).toMatchObject({ ok: true });
   });
 
@@ -339,10 +447,19 @@ describe('group keys: in-process rooms of real devices', () => {
     const f = alice.keys.encryptFrame(Buffer.from('once'));
     expect(bob.keys.decryptFrame(f, alice.identity.deviceId)?.toString()).toBe('once');
     const { kid, epoch } = alice.keys.localKeyForSending();
-    const again = seal(alice.identity, bob.identity.bundle, { callId: room.id, role: 'member', n: 40 }, { content: { type: 'sender-key', kid, epoch, suite: 4, key: 'B'.repeat(22) } });
+    const again = seal(
+      alice.identity,
+      bob.identity.bundle,
+      { callId: room.id, role: 'member', n: 40 },
+      { content: { type: 'sender-key', kid, epoch, suite: 4, key: 'B'.repeat(22) } },
+    );
     expect(bob.keys.acceptKey(alice.me, again)).toEqual({ ok: true, kid, epoch });
     expect(bob.keys.decryptFrame(f, alice.identity.deviceId)).toBeUndefined(); // still a replay
-    expect(bob.keys.decryptFrame(alice.keys.encryptFrame(Buffer.from('twice')), alice.identity.deviceId)?.toString()).toBe('twice'); // the original key
+    expect(
+      bob.keys
+        .decryptFrame(alice.keys.encryptFrame(Buffer.from('twice')), alice.identity.deviceId)
+        ?.toString(),
+    ).toBe('twice'); // the original key
   });
 
   it('a participant that rejoins before the others saw it leave: its new key is held, then taken', async () => {
@@ -359,7 +476,11 @@ describe('group keys: in-process rooms of real devices', () => {
     const [key] = bob2.keys.outgoingKeyMessages();
     expect(alice.keys.acceptKey(bob2.me, key!.envelope)).toEqual({ ok: 'pending' });
     await alice.keys.onMembershipChanged(room.participants());
-    expect(alice.keys.decryptFrame(bob2.keys.encryptFrame(Buffer.from('back')), bob.identity.deviceId)?.toString()).toBe('back');
+    expect(
+      alice.keys
+        .decryptFrame(bob2.keys.encryptFrame(Buffer.from('back')), bob.identity.deviceId)
+        ?.toString(),
+    ).toBe('back');
   });
 
   it("does not let one participant pass its frames off as another's", async () => {
@@ -370,7 +491,9 @@ describe('group keys: in-process rooms of real devices', () => {
     room.clock.advance(GRACE);
     const fromCarol = carol.keys.encryptFrame(Buffer.from('carol speaking'));
     expect(bob.keys.decryptFrame(fromCarol, alice.identity.deviceId)).toBeUndefined();
-    expect(bob.keys.decryptFrame(fromCarol, carol.identity.deviceId)?.toString()).toBe('carol speaking');
+    expect(bob.keys.decryptFrame(fromCarol, carol.identity.deviceId)?.toString()).toBe(
+      'carol speaking',
+    );
   });
 
   it('drops keys of departed and superseded senders after the retention time', async () => {
@@ -384,7 +507,9 @@ describe('group keys: in-process rooms of real devices', () => {
     await room.leave(carol);
     room.deliverKeys();
     // In flight: both still play.
-    expect(bob.keys.decryptFrame(carolLast, carol.identity.deviceId)?.toString()).toBe('last words');
+    expect(bob.keys.decryptFrame(carolLast, carol.identity.deviceId)?.toString()).toBe(
+      'last words',
+    );
     expect(bob.keys.decryptFrame(aliceOld, alice.identity.deviceId)?.toString()).toBe('old key');
     room.clock.advance(GRACE + RETAIN);
     // The same frames again (a delayed copy): their keys are gone, so unknown KID rather than replay.
@@ -418,14 +543,23 @@ describe('group keys: trust by the 1:1 rules', () => {
     const bobNow = await room.device('bob', impostor);
     room.devices.set(bob.identity.deviceId, bobNow);
     await room.announce();
-    expect(alice.excluded).toEqual([expect.objectContaining({ username: 'bob', reason: 'key_changed' })]);
+    expect(alice.excluded).toEqual([
+      expect.objectContaining({ username: 'bob', reason: 'key_changed' }),
+    ]);
     expect(alice.keys.excluded()).toHaveLength(1);
     // Alice sends nothing to the changed device, and takes nothing from it.
     expect(alice.keys.outgoingKeyMessages().filter((m) => m.to.username === 'bob')).toEqual([]);
-    const fromImpostor = bobNow.keys.outgoingKeyMessages().find((m) => m.to.deviceId === alice.identity.deviceId)!;
-    expect(alice.keys.acceptKey(bobNow.me, fromImpostor.envelope)).toMatchObject({ ok: false, reason: 'not_member' });
+    const fromImpostor = bobNow.keys
+      .outgoingKeyMessages()
+      .find((m) => m.to.deviceId === alice.identity.deviceId)!;
+    expect(alice.keys.acceptKey(bobNow.me, fromImpostor.envelope)).toMatchObject({
+      ok: false,
+      reason: 'not_member',
+    });
     // Old bob's keys are dropped at once: his frames no longer play.
-    expect(alice.keys.decryptFrame(bob.keys.encryptFrame(Buffer.from('x')), bob.identity.deviceId)).toBeUndefined();
+    expect(
+      alice.keys.decryptFrame(bob.keys.encryptFrame(Buffer.from('x')), bob.identity.deviceId),
+    ).toBeUndefined();
     // Alice compares safety numbers and accepts the change: bob's device is trusted again.
     alice.e2ee.acceptKeyChange('bob');
     await alice.keys.refreshTrust();
@@ -441,11 +575,17 @@ describe('group keys: trust by the 1:1 rules', () => {
     await room.join(alice);
     await room.join(bob);
     room.deliverKeys();
-    expect(alice.keys.trustedDevices()).toEqual([{ username: 'bob', deviceId: bob.identity.deviceId, newDevice: false }]);
+    expect(alice.keys.trustedDevices()).toEqual([
+      { username: 'bob', deviceId: bob.identity.deviceId, newDevice: false },
+    ]);
     const bobLaptop = await room.device('bob');
     await room.join(bobLaptop);
     room.deliverKeys();
-    expect(alice.keys.trustedDevices()).toContainEqual({ username: 'bob', deviceId: bobLaptop.identity.deviceId, newDevice: true });
+    expect(alice.keys.trustedDevices()).toContainEqual({
+      username: 'bob',
+      deviceId: bobLaptop.identity.deviceId,
+      newDevice: true,
+    });
     expect(alice.excluded).toEqual([]);
   });
 
@@ -458,7 +598,11 @@ describe('group keys: trust by the 1:1 rules', () => {
     const bobLaptop = await room.device('bob');
     await room.join(bobLaptop);
     expect(alice.keys.excluded().map((x) => x.reason)).toEqual(['key_changed', 'key_changed']);
-    expect(alice.keys.outgoingKeyMessages().filter((m) => m.to.username === 'bob' && m.to.deviceId === bobLaptop.identity.deviceId)).toEqual([]);
+    expect(
+      alice.keys
+        .outgoingKeyMessages()
+        .filter((m) => m.to.username === 'bob' && m.to.deviceId === bobLaptop.identity.deviceId),
+    ).toEqual([]);
   });
 
   it('with account keys: a device the server slipped into an account is excluded (device_uncertified); a certified new device of a verified contact is taken, flagged new', async () => {
@@ -472,17 +616,35 @@ describe('group keys: trust by the 1:1 rules', () => {
     alice.e2ee.verify('bob');
     // The server lists a "bob" device of its own making (no certificate by bob's account key) and puts it in the room.
     const planted = await room.device('bob');
-    const laptop = await room.device('bob', DeviceIdentity.ephemeral('bob', randomUUID()), bobAccount);
+    const laptop = await room.device(
+      'bob',
+      DeviceIdentity.ephemeral('bob', randomUUID()),
+      bobAccount,
+    );
     room.devices.set(planted.identity.deviceId, planted);
     await room.join(laptop);
-    expect(alice.keys.excluded()).toEqual([expect.objectContaining({ deviceId: planted.identity.deviceId, reason: 'device_uncertified' })]);
+    expect(alice.keys.excluded()).toEqual([
+      expect.objectContaining({
+        deviceId: planted.identity.deviceId,
+        reason: 'device_uncertified',
+      }),
+    ]);
     const out = alice.keys.outgoingKeyMessages().map((m) => m.to.deviceId);
     expect(out).toContain(laptop.identity.deviceId);
     expect(out).not.toContain(planted.identity.deviceId);
-    expect(alice.keys.trustedDevices()).toContainEqual({ username: 'bob', deviceId: laptop.identity.deviceId, newDevice: true });
+    expect(alice.keys.trustedDevices()).toContainEqual({
+      username: 'bob',
+      deviceId: laptop.identity.deviceId,
+      newDevice: true,
+    });
     // The planted device's key messages are refused outright.
-    const fromPlanted = planted.keys.outgoingKeyMessages().find((m) => m.to.deviceId === alice.identity.deviceId)!;
-    expect(alice.keys.acceptKey(planted.me, fromPlanted.envelope)).toMatchObject({ ok: false, reason: 'not_member' });
+    const fromPlanted = planted.keys
+      .outgoingKeyMessages()
+      .find((m) => m.to.deviceId === alice.identity.deviceId)!;
+    expect(alice.keys.acceptKey(planted.me, fromPlanted.envelope)).toMatchObject({
+      ok: false,
+      reason: 'not_member',
+    });
   });
 
   it('a signed bundle whose X25519 key is a low-order point: that device is excluded, the others still get the key', async () => {
@@ -490,15 +652,28 @@ describe('group keys: trust by the 1:1 rules', () => {
     const [alice, bob] = await devices(room, 'alice', 'bob');
     const ed = ed25519Generate();
     const eveId = randomUUID();
-    const unsigned = { ...bob.identity.bundle, username: 'eve', deviceId: eveId, ik: b64u(ed.publicKey), x25519: b64u(new Uint8Array(32)) };
+    const unsigned = {
+      ...bob.identity.bundle,
+      username: 'eve',
+      deviceId: eveId,
+      ik: b64u(ed.publicKey),
+      x25519: b64u(new Uint8Array(32)),
+    };
     const { sig: _drop, ...toSign } = unsigned;
-    const bundle = { ...toSign, sig: b64u(ed25519Sign(ed.privateKey, new TextEncoder().encode(bundleSigningText(toSign)))) };
+    const bundle = {
+      ...toSign,
+      sig: b64u(ed25519Sign(ed.privateKey, new TextEncoder().encode(bundleSigningText(toSign)))),
+    };
     room.directory.accounts.set('eve', { devices: [{ deviceId: eveId, online: true, bundle }] });
     room.devices.set(eveId, { ...bob, me: { username: 'eve', deviceId: eveId } });
     await room.join(alice);
     await room.join(bob);
-    expect(alice.keys.excluded()).toEqual([expect.objectContaining({ deviceId: eveId, reason: 'untrusted' })]);
-    expect(alice.keys.outgoingKeyMessages().map((m) => m.to.deviceId)).toEqual([bob.identity.deviceId]);
+    expect(alice.keys.excluded()).toEqual([
+      expect.objectContaining({ deviceId: eveId, reason: 'untrusted' }),
+    ]);
+    expect(alice.keys.outgoingKeyMessages().map((m) => m.to.deviceId)).toEqual([
+      bob.identity.deviceId,
+    ]);
   });
 
   it('a device the server lists without a bundle gets no key', async () => {
@@ -508,7 +683,9 @@ describe('group keys: trust by the 1:1 rules', () => {
     const ghost: Device = { ...bob, me: { username: 'bob', deviceId: randomUUID() } };
     room.devices.set(ghost.me.deviceId, ghost);
     await alice.keys.onMembershipChanged(room.participants());
-    expect(alice.excluded).toEqual([expect.objectContaining({ deviceId: ghost.me.deviceId, reason: 'untrusted' })]);
+    expect(alice.excluded).toEqual([
+      expect.objectContaining({ deviceId: ghost.me.deviceId, reason: 'untrusted' }),
+    ]);
     expect(alice.keys.outgoingKeyMessages()).toEqual([]);
   });
 });

@@ -26,7 +26,9 @@ import {
 const hex = (s: string) => Buffer.from(s, 'hex');
 const big = (s: string) => BigInt(`0x${s}`);
 
-const headerVectors = JSON.parse(readFileSync(join(__dirname, '../fixtures/sframe-rfc9605-headers.json'), 'utf8')) as {
+const headerVectors = JSON.parse(
+  readFileSync(join(__dirname, '../fixtures/sframe-rfc9605-headers.json'), 'utf8'),
+) as {
   vectors: [string, string, string][];
 };
 
@@ -34,7 +36,9 @@ describe('SFrame header (RFC 9605 §4.3, Appendix C.1 vectors)', () => {
   it('encodes every vector KID/CTR pair to the RFC bytes', () => {
     expect(headerVectors.vectors.length).toBe(107);
     for (const [kid, ctr, header] of headerVectors.vectors) {
-      expect(encodeHeader(big(kid), big(ctr)).toString('hex'), `kid ${kid} ctr ${ctr}`).toBe(header);
+      expect(encodeHeader(big(kid), big(ctr)).toString('hex'), `kid ${kid} ctr ${ctr}`).toBe(
+        header,
+      );
     }
   });
 
@@ -42,7 +46,11 @@ describe('SFrame header (RFC 9605 §4.3, Appendix C.1 vectors)', () => {
     for (const [kid, ctr, header] of headerVectors.vectors) {
       const bytes = hex(header);
       expect(decodeHeader(bytes)).toEqual({ kid: big(kid), ctr: big(ctr), length: bytes.length });
-      expect(decodeHeader(Buffer.concat([bytes, hex('deadbeef')]))).toEqual({ kid: big(kid), ctr: big(ctr), length: bytes.length });
+      expect(decodeHeader(Buffer.concat([bytes, hex('deadbeef')]))).toEqual({
+        kid: big(kid),
+        ctr: big(ctr),
+        length: bytes.length,
+      });
     }
   });
 
@@ -74,34 +82,48 @@ describe('SFrame header (RFC 9605 §4.3, Appendix C.1 vectors)', () => {
 
 /** RFC 9605 Appendix C.2, verbatim: AEAD encryption with the AES-CTR + HMAC suites (§4.5.1). */
 const C2_COMMON = {
-  key: hex('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f'),
+  key: hex(
+    '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f',
+  ),
   nonce: hex('101112131415161718191a1b'),
   aad: hex('4945544620534672616d65205747'),
   pt: hex('64726166742d696574662d736672616d652d656e63'),
 };
 const C2 = [
-  { suite: CipherSuite.AES_128_CTR_HMAC_SHA256_80, ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4bef0583e8081069cc60705' },
-  { suite: CipherSuite.AES_128_CTR_HMAC_SHA256_64, ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4be6e93b7da076927bb' },
-  { suite: CipherSuite.AES_128_CTR_HMAC_SHA256_32, ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4be09480509' },
+  {
+    suite: CipherSuite.AES_128_CTR_HMAC_SHA256_80,
+    ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4bef0583e8081069cc60705',
+  },
+  {
+    suite: CipherSuite.AES_128_CTR_HMAC_SHA256_64,
+    ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4be6e93b7da076927bb',
+  },
+  {
+    suite: CipherSuite.AES_128_CTR_HMAC_SHA256_32,
+    ct: '6339af04ada1d064688a442b8dc69d5b6bfa40f4be09480509',
+  },
 ];
 
-describe.each(C2)('AEAD AES-CTR + HMAC, suite $suite (RFC 9605 §4.5.1, Appendix C.2 vector)', (v) => {
-  const { key, nonce, aad, pt } = C2_COMMON;
-  it('encrypts to the RFC ciphertext and tag, and decrypts it back', () => {
-    expect(aeadEncrypt(v.suite, key, nonce, aad, pt).toString('hex')).toBe(v.ct);
-    expect(aeadDecrypt(v.suite, key, nonce, aad, hex(v.ct))?.equals(pt)).toBe(true);
-  });
-  it('refuses a changed tag, ciphertext or AAD', () => {
-    const ct = hex(v.ct);
-    for (const i of [0, ct.length - 1]) {
-      const bad = Buffer.from(ct);
-      bad[i]! ^= 1;
-      expect(aeadDecrypt(v.suite, key, nonce, aad, bad)).toBeUndefined();
-    }
-    expect(aeadDecrypt(v.suite, key, nonce, hex('00'), ct)).toBeUndefined();
-    expect(aeadDecrypt(v.suite, key, nonce, aad, ct.subarray(0, 3))).toBeUndefined();
-  });
-});
+describe.each(C2)(
+  'AEAD AES-CTR + HMAC, suite $suite (RFC 9605 §4.5.1, Appendix C.2 vector)',
+  (v) => {
+    const { key, nonce, aad, pt } = C2_COMMON;
+    it('encrypts to the RFC ciphertext and tag, and decrypts it back', () => {
+      expect(aeadEncrypt(v.suite, key, nonce, aad, pt).toString('hex')).toBe(v.ct);
+      expect(aeadDecrypt(v.suite, key, nonce, aad, hex(v.ct))?.equals(pt)).toBe(true);
+    });
+    it('refuses a changed tag, ciphertext or AAD', () => {
+      const ct = hex(v.ct);
+      for (const i of [0, ct.length - 1]) {
+        const bad = Buffer.from(ct);
+        bad[i]! ^= 1;
+        expect(aeadDecrypt(v.suite, key, nonce, aad, bad)).toBeUndefined();
+      }
+      expect(aeadDecrypt(v.suite, key, nonce, hex('00'), ct)).toBeUndefined();
+      expect(aeadDecrypt(v.suite, key, nonce, aad, ct.subarray(0, 3))).toBeUndefined();
+    });
+  },
+);
 
 /** RFC 9605 Appendix C.3, verbatim: every cipher suite. */
 const C3 = [
@@ -109,7 +131,8 @@ const C3 = [
     suite: CipherSuite.AES_128_CTR_HMAC_SHA256_80,
     sframeKeyLabel: '534672616d6520312e3020536563726574206b65792000000000000001230001',
     sframeSaltLabel: '534672616d6520312e30205365637265742073616c742000000000000001230001',
-    sframeKey: '3f7d9a7c83ae8e1c8a11ae695ab59314b367e359fadac7b9c46b2bc6f81f46e16b96f0811868d59402b7e870102720b3',
+    sframeKey:
+      '3f7d9a7c83ae8e1c8a11ae695ab59314b367e359fadac7b9c46b2bc6f81f46e16b96f0811868d59402b7e870102720b3',
     sframeSalt: '50b29329a04dc0f184ac3168',
     nonce: '50b29329a04dc0f184ac740f',
     ct: '9901234567449408b6f490086165b9d6f62b24ae1a59a56486b4ae8ed036b88912e24f11',
@@ -118,7 +141,8 @@ const C3 = [
     suite: CipherSuite.AES_128_CTR_HMAC_SHA256_64,
     sframeKeyLabel: '534672616d6520312e3020536563726574206b65792000000000000001230002',
     sframeSaltLabel: '534672616d6520312e30205365637265742073616c742000000000000001230002',
-    sframeKey: 'e2ec5c797540310483b16bf6e7a570d2a27d192fe869c7ccd8584a8d9dab91549fbe553f5113461ec6aa83bf3865553e',
+    sframeKey:
+      'e2ec5c797540310483b16bf6e7a570d2a27d192fe869c7ccd8584a8d9dab91549fbe553f5113461ec6aa83bf3865553e',
     sframeSalt: 'e68ac8dd3d02fbcd368c5577',
     nonce: 'e68ac8dd3d02fbcd368c1010',
     ct: '99012345673f31438db4d09434e43afa0f8a2f00867a2be085046a9f5cb4f101d607',
@@ -127,7 +151,8 @@ const C3 = [
     suite: CipherSuite.AES_128_CTR_HMAC_SHA256_32,
     sframeKeyLabel: '534672616d6520312e3020536563726574206b65792000000000000001230003',
     sframeSaltLabel: '534672616d6520312e30205365637265742073616c742000000000000001230003',
-    sframeKey: '2c5703089cbb8c583475e4fc461d97d18809df79b6d550f78eb6d50ffa80d89211d57909934f46f5405e38cd583c69fe',
+    sframeKey:
+      '2c5703089cbb8c583475e4fc461d97d18809df79b6d550f78eb6d50ffa80d89211d57909934f46f5405e38cd583c69fe',
     sframeSalt: '38c16e4f5159700c00c7f350',
     nonce: '38c16e4f5159700c00c7b637',
     ct: '990123456717fc8af28a5a695afcfc6c8df6358a17e26b2fcb3bae32e443',
@@ -178,7 +203,11 @@ describe.each(C3)('SFrame encryption, suite $suite (RFC 9605 §4.4, Appendix C.3
   });
 
   it('encrypts to the RFC ciphertext with header ‖ metadata as AAD', () => {
-    expect(sframeEncrypt(v.suite, deriveKeySalt(v.suite, kid, baseKey), kid, ctr, pt, metadata).toString('hex')).toBe(v.ct);
+    expect(
+      sframeEncrypt(v.suite, deriveKeySalt(v.suite, kid, baseKey), kid, ctr, pt, metadata).toString(
+        'hex',
+      ),
+    ).toBe(v.ct);
   });
 
   it('decrypts the RFC ciphertext with a receiver holding the base key under that KID', () => {
@@ -211,7 +240,9 @@ describe('SFrame sender and receiver', () => {
     for (let i = 0; i < 300; i++) {
       const wire = tx.encrypt(opus(i));
       expect(decodeHeader(wire)).toMatchObject({ kid: 42n, ctr: BigInt(i) });
-      expect(wire.length).toBe(opus(i).length + overhead(CipherSuite.AES_128_GCM_SHA256_128, 42n, BigInt(i)));
+      expect(wire.length).toBe(
+        opus(i).length + overhead(CipherSuite.AES_128_GCM_SHA256_128, 42n, BigInt(i)),
+      );
       const r = rx.decrypt(wire, 'alice');
       expect(r.ok && r.plaintext.equals(opus(i))).toBe(true);
     }
@@ -315,7 +346,9 @@ describe('SFrame sender and receiver', () => {
     let seed = 12345;
     const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
     for (let i = 0; i < 20_000; i++) {
-      const frame = Buffer.from(Array.from({ length: Math.floor(rand() * 65) }, () => Math.floor(rand() * 256)));
+      const frame = Buffer.from(
+        Array.from({ length: Math.floor(rand() * 65) }, () => Math.floor(rand() * 256)),
+      );
       if (i % 3 === 0 && frame.length > 0) frame[0] = 0x10; // KID 1, CTR 0: reaches the AEAD
       const r = rx.decrypt(frame, i % 2 ? 'alice' : undefined);
       expect(r.ok).toBe(false);
@@ -326,17 +359,20 @@ describe('SFrame sender and receiver', () => {
     expect(rx.stats.auth_failed).toBeGreaterThan(1000);
   });
 
-  it.each(Object.entries(CipherSuite))('round-trips and detects tampering with %s', (_name, suite) => {
-    const tx = new SFrameSender(suite);
-    tx.setKey(9n, Buffer.alloc(32, 3));
-    const rx = new SFrameReceiver(suite);
-    rx.addKey('a', 9n, Buffer.alloc(32, 3));
-    const wire = tx.encrypt(opus(1));
-    expect(wire.length).toBe(opus(1).length + overhead(suite, 9n, 0n));
-    const bad = Buffer.from(wire);
-    bad[bad.length - 1]! ^= 1;
-    expect(rx.decrypt(bad, 'a')).toEqual({ ok: false, reason: 'auth_failed', kid: 9n });
-    const r = rx.decrypt(wire, 'a');
-    expect(r.ok && r.plaintext.equals(opus(1))).toBe(true);
-  });
+  it.each(Object.entries(CipherSuite))(
+    'round-trips and detects tampering with %s',
+    (_name, suite) => {
+      const tx = new SFrameSender(suite);
+      tx.setKey(9n, Buffer.alloc(32, 3));
+      const rx = new SFrameReceiver(suite);
+      rx.addKey('a', 9n, Buffer.alloc(32, 3));
+      const wire = tx.encrypt(opus(1));
+      expect(wire.length).toBe(opus(1).length + overhead(suite, 9n, 0n));
+      const bad = Buffer.from(wire);
+      bad[bad.length - 1]! ^= 1;
+      expect(rx.decrypt(bad, 'a')).toEqual({ ok: false, reason: 'auth_failed', kid: 9n });
+      const r = rx.decrypt(wire, 'a');
+      expect(r.ok && r.plaintext.equals(opus(1))).toBe(true);
+    },
+  );
 });

@@ -1,7 +1,14 @@
 import { EventEmitter } from 'node:events';
 import { ParleyError } from '../../../common/errors';
 import { SenderKeyContent, type Envelope, type KeyBundle } from '../../../common/protocol/envelope';
-import { CipherSuite, SFrameReceiver, SFrameSender, keySize, type SFrameDropReason, type SFrameStats } from '../../media/sframe';
+import {
+  CipherSuite,
+  SFrameReceiver,
+  SFrameSender,
+  keySize,
+  type SFrameDropReason,
+  type SFrameStats,
+} from '../../media/sframe';
 import type { DeviceIdentity } from './identity';
 import { b64u, random, unb64u } from './primitives';
 import { open, peekSealed, seal } from './seal';
@@ -29,7 +36,10 @@ export interface GroupDevice {
  * pins; a pending key change throws `key_changed`).
  */
 export interface DeviceDirectory {
-  contactDevices(username: string, onlineOnly: boolean): Promise<{ usable: KeyBundle[]; refused: string[]; newDevices: string[] }>;
+  contactDevices(
+    username: string,
+    onlineOnly: boolean,
+  ): Promise<{ usable: KeyBundle[]; refused: string[]; newDevices: string[] }>;
 }
 
 /** Why a participant device gets no key from this device and its keys are refused. */
@@ -78,7 +88,8 @@ export interface GroupKeyStats {
 }
 
 /** The SFrame suites group calls may use: the AES-GCM ones with full 16-byte tags (the key message carries 4 or 5). */
-export type GroupCipherSuite = typeof CipherSuite.AES_128_GCM_SHA256_128 | typeof CipherSuite.AES_256_GCM_SHA512_128;
+export type GroupCipherSuite =
+  typeof CipherSuite.AES_128_GCM_SHA256_128 | typeof CipherSuite.AES_256_GCM_SHA512_128;
 
 /** Options of a {@link GroupKeys}. Times are ms. */
 export interface GroupKeysOptions {
@@ -188,7 +199,11 @@ export class GroupKeys extends EventEmitter<{
   private outbox: OutgoingKeyMessage[] = [];
   private pending = new Map<string, { from: GroupDevice; envelope: Envelope; at: number }[]>();
   private queue: Promise<unknown> = Promise.resolve();
-  private readonly counters = { keysAccepted: 0, keysRejected: { not_member: 0, envelope_invalid: 0, replayed: 0 }, rotations: 0 };
+  private readonly counters = {
+    keysAccepted: 0,
+    keysRejected: { not_member: 0, envelope_invalid: 0, replayed: 0 },
+    rotations: 0,
+  };
 
   constructor(o: GroupKeysOptions) {
     super();
@@ -239,7 +254,8 @@ export class GroupKeys extends EventEmitter<{
 
   private async applyMembership(participants: GroupDevice[]): Promise<void> {
     const others = new Map<string, GroupDevice>();
-    for (const p of participants) if (p.deviceId !== this.identity.deviceId) others.set(p.deviceId, p);
+    for (const p of participants)
+      if (p.deviceId !== this.identity.deviceId) others.set(p.deviceId, p);
     const trusted = await this.resolve(others);
     const now = this.now();
     this.prune(now);
@@ -268,7 +284,10 @@ export class GroupKeys extends EventEmitter<{
       const everyoneHadIt = [...newest.sentTo].every((id) => this.members.has(id));
       if (removed.length === 0 && !newest.used && everyoneHadIt) {
         // Only joins, and no frame was ever sent under the newest key: it is as new to them as a fresh one.
-        this.sendKeyTo(newest, added.map((id) => this.members.get(id)!));
+        this.sendKeyTo(
+          newest,
+          added.map((id) => this.members.get(id)!),
+        );
       } else {
         this.rotate(now);
       }
@@ -278,10 +297,17 @@ export class GroupKeys extends EventEmitter<{
   }
 
   /** Checks the other participants' devices by the 1:1 rules; reports each exclusion once. */
-  private async resolve(others: Map<string, GroupDevice>): Promise<Map<string, { username: string; deviceId: string; bundle: KeyBundle; newDevice: boolean }>> {
+  private async resolve(
+    others: Map<string, GroupDevice>,
+  ): Promise<
+    Map<string, { username: string; deviceId: string; bundle: KeyBundle; newDevice: boolean }>
+  > {
     const byUser = new Map<string, GroupDevice[]>();
     for (const d of others.values()) byUser.set(d.username, [...(byUser.get(d.username) ?? []), d]);
-    const trusted = new Map<string, { username: string; deviceId: string; bundle: KeyBundle; newDevice: boolean }>();
+    const trusted = new Map<
+      string,
+      { username: string; deviceId: string; bundle: KeyBundle; newDevice: boolean }
+    >();
     const excludedNow = new Set<string>();
     await Promise.all(
       [...byUser].map(async ([username, devices]) => {
@@ -289,27 +315,45 @@ export class GroupKeys extends EventEmitter<{
         try {
           listed = await this.directory.contactDevices(username, false);
         } catch (e) {
-          const reason: ExclusionReason = e instanceof ParleyError && e.reason === 'key_changed' ? 'key_changed' : 'untrusted';
-          const message = e instanceof Error ? e.message : `the keys of ${username} could not be checked`;
+          const reason: ExclusionReason =
+            e instanceof ParleyError && e.reason === 'key_changed' ? 'key_changed' : 'untrusted';
+          const message =
+            e instanceof Error ? e.message : `the keys of ${username} could not be checked`;
           for (const d of devices) this.exclude({ ...d, reason, message }, excludedNow);
           return;
         }
         for (const d of devices) {
           const bundle = listed.usable.find((b) => b.deviceId === d.deviceId);
           if (bundle) {
-            trusted.set(d.deviceId, { ...d, bundle, newDevice: listed.newDevices.includes(d.deviceId) });
+            trusted.set(d.deviceId, {
+              ...d,
+              bundle,
+              newDevice: listed.newDevices.includes(d.deviceId),
+            });
           } else if (listed.refused.includes(d.deviceId)) {
             this.exclude(
-              { ...d, reason: 'device_uncertified', message: `device ${d.deviceId} of ${username} is not signed by ${username}'s account key: it gets no key and its audio is not played` },
+              {
+                ...d,
+                reason: 'device_uncertified',
+                message: `device ${d.deviceId} of ${username} is not signed by ${username}'s account key: it gets no key and its audio is not played`,
+              },
               excludedNow,
             );
           } else {
-            this.exclude({ ...d, reason: 'untrusted', message: `the server lists no key bundle for device ${d.deviceId} of ${username}: it gets no key` }, excludedNow);
+            this.exclude(
+              {
+                ...d,
+                reason: 'untrusted',
+                message: `the server lists no key bundle for device ${d.deviceId} of ${username}: it gets no key`,
+              },
+              excludedNow,
+            );
           }
         }
       }),
     );
-    for (const id of [...this.exclusions.keys()]) if (!excludedNow.has(id)) this.exclusions.delete(id);
+    for (const id of [...this.exclusions.keys()])
+      if (!excludedNow.has(id)) this.exclusions.delete(id);
     return trusted;
   }
 
@@ -324,7 +368,14 @@ export class GroupKeys extends EventEmitter<{
 
   private newKey(activeAt: number): OwnKey {
     const epoch = this.epoch++;
-    return { kid: this.kidTag * 0x10000 + (epoch % 0x10000), epoch, key: random(keySize(this.suite)), activeAt, used: false, sentTo: new Set() };
+    return {
+      kid: this.kidTag * 0x10000 + (epoch % 0x10000),
+      epoch,
+      key: random(keySize(this.suite)),
+      activeAt,
+      used: false,
+      sentTo: new Set(),
+    };
   }
 
   /** A new sender key for the devices in the room now, used for sending after the grace. */
@@ -339,10 +390,21 @@ export class GroupKeys extends EventEmitter<{
   /** Seals `k` for one member. @returns false when its bundle's keys cannot be sealed to (then nothing is queued). */
   private sendKey(k: OwnKey, to: Member): boolean {
     const n = this.sendN.get(to.deviceId) ?? 0;
-    const content: SenderKeyContent = { type: 'sender-key', kid: k.kid, epoch: k.epoch, suite: this.suite, key: b64u(k.key) };
+    const content: SenderKeyContent = {
+      type: 'sender-key',
+      kid: k.kid,
+      epoch: k.epoch,
+      suite: this.suite,
+      key: b64u(k.key),
+    };
     let envelope: Envelope;
     try {
-      envelope = seal(this.identity, to.bundle, { callId: this.roomId, role: 'member', n }, { content });
+      envelope = seal(
+        this.identity,
+        to.bundle,
+        { callId: this.roomId, role: 'member', n },
+        { content },
+      );
     } catch {
       // A signed bundle whose X25519 or ML-KEM key is unusable (a low-order point, a malformed ML-KEM key).
       return false;
@@ -360,7 +422,12 @@ export class GroupKeys extends EventEmitter<{
       this.members.delete(m.deviceId);
       for (const kid of m.keys.keys()) this.receiver.removeKey(m.deviceId, BigInt(kid));
       this.exclude(
-        { username: m.username, deviceId: m.deviceId, reason: 'untrusted', message: `the key bundle of ${m.username}'s device ${m.deviceId} holds keys nothing can be sealed to: it gets no key` },
+        {
+          username: m.username,
+          deviceId: m.deviceId,
+          reason: 'untrusted',
+          message: `the key bundle of ${m.username}'s device ${m.deviceId} holds keys nothing can be sealed to: it gets no key`,
+        },
         new Set(),
       );
     }
@@ -413,7 +480,10 @@ export class GroupKeys extends EventEmitter<{
     const member = this.members.get(from.deviceId);
     if (!member || member.username !== from.username) {
       if (this.exclusions.has(from.deviceId) || from.deviceId === this.identity.deviceId) {
-        return this.reject('not_member', `${from.username}'s device ${from.deviceId} is not a trusted participant of this room`);
+        return this.reject(
+          'not_member',
+          `${from.username}'s device ${from.deviceId} is not a trusted participant of this room`,
+        );
       }
       // Unknown or departed: held, and taken only if the device is (again) a trusted participant in time.
       return this.hold(from, envelope, now);
@@ -424,17 +494,35 @@ export class GroupKeys extends EventEmitter<{
     } catch {
       return this.reject('envelope_invalid', 'a key message is malformed');
     }
-    if (n <= member.lastN) return this.reject('replayed', `a key message from ${from.username} repeats or predates one already taken`);
+    if (n <= member.lastN)
+      return this.reject(
+        'replayed',
+        `a key message from ${from.username} repeats or predates one already taken`,
+      );
     let content: SenderKeyContent;
     try {
-      const opened = open(this.identity, envelope, { callId: this.roomId, fromDeviceId: from.deviceId, fromIdentityKey: member.bundle.ik, role: 'member', n });
+      const opened = open(this.identity, envelope, {
+        callId: this.roomId,
+        fromDeviceId: from.deviceId,
+        fromIdentityKey: member.bundle.ik,
+        role: 'member',
+        n,
+      });
       content = SenderKeyContent.parse(opened.content);
     } catch (e) {
-      return this.reject('envelope_invalid', e instanceof Error && e.name === 'SealError' ? e.message : 'a key message holds no sender key');
+      return this.reject(
+        'envelope_invalid',
+        e instanceof Error && e.name === 'SealError'
+          ? e.message
+          : 'a key message holds no sender key',
+      );
     }
     const key = unb64u(content.key);
     if (content.suite !== this.suite || key.length !== keySize(this.suite)) {
-      return this.reject('envelope_invalid', `a sender key from ${from.username} is for another cipher suite`);
+      return this.reject(
+        'envelope_invalid',
+        `a sender key from ${from.username} is for another cipher suite`,
+      );
     }
     member.lastN = n;
     if (member.keys.has(content.kid)) {
@@ -443,12 +531,17 @@ export class GroupKeys extends EventEmitter<{
     }
     // Older keys of that sender still decrypt while it switches (its grace) and for retainMs after.
     for (const [kid, k] of member.keys) {
-      if (kid !== content.kid) k.dropAt = Math.min(k.dropAt ?? Infinity, now + this.graceMs + this.retainMs);
+      if (kid !== content.kid)
+        k.dropAt = Math.min(k.dropAt ?? Infinity, now + this.graceMs + this.retainMs);
     }
     member.keys.set(content.kid, { epoch: content.epoch, dropAt: undefined });
     this.receiver.addKey(from.deviceId, BigInt(content.kid), key);
     this.counters.keysAccepted++;
-    this.emit('keyAccepted', { from: { username: from.username, deviceId: from.deviceId }, kid: content.kid, epoch: content.epoch });
+    this.emit('keyAccepted', {
+      from: { username: from.username, deviceId: from.deviceId },
+      kid: content.kid,
+      epoch: content.epoch,
+    });
     return { ok: true, kid: content.kid, epoch: content.epoch };
   }
 
@@ -456,7 +549,10 @@ export class GroupKeys extends EventEmitter<{
     const total = [...this.pending.values()].reduce((a, l) => a + l.length, 0);
     const list = this.pending.get(from.deviceId) ?? [];
     if (list.length >= PENDING_PER_DEVICE || total >= PENDING_TOTAL) {
-      return this.reject('not_member', `too many key messages from devices that are not participants (${from.username})`);
+      return this.reject(
+        'not_member',
+        `too many key messages from devices that are not participants (${from.username})`,
+      );
     }
     list.push({ from: { username: from.username, deviceId: from.deviceId }, envelope, at: now });
     this.pending.set(from.deviceId, list);
@@ -470,10 +566,15 @@ export class GroupKeys extends EventEmitter<{
         for (const p of list) this.acceptKey(p.from, p.envelope);
       } else if (this.exclusions.has(id)) {
         this.pending.delete(id);
-        for (const p of list) this.reject('not_member', `${p.from.username}'s device is not a trusted participant`);
+        for (const p of list)
+          this.reject('not_member', `${p.from.username}'s device is not a trusted participant`);
       } else {
         const fresh = list.filter((p) => now - p.at < PENDING_KEY_MS);
-        for (let i = fresh.length; i < list.length; i++) this.reject('not_member', 'a held key message expired: its sender never became a trusted participant');
+        for (let i = fresh.length; i < list.length; i++)
+          this.reject(
+            'not_member',
+            'a held key message expired: its sender never became a trusted participant',
+          );
         if (fresh.length) this.pending.set(id, fresh);
         else this.pending.delete(id);
       }
@@ -527,7 +628,12 @@ export class GroupKeys extends EventEmitter<{
 
   /** The last drop reason is not kept; this is the per-reason count of frames and key messages. */
   stats(): GroupKeyStats {
-    return { frames: { ...this.receiver.stats }, keysAccepted: this.counters.keysAccepted, keysRejected: { ...this.counters.keysRejected }, rotations: this.counters.rotations };
+    return {
+      frames: { ...this.receiver.stats },
+      keysAccepted: this.counters.keysAccepted,
+      keysRejected: { ...this.counters.keysRejected },
+      rotations: this.counters.rotations,
+    };
   }
 
   /** The participant devices left out of the key exchange now, with the reason (for the call screen's warnings). */
@@ -537,12 +643,22 @@ export class GroupKeys extends EventEmitter<{
 
   /** The trusted participant devices, with the 1:1 "new device" warning flag. */
   trustedDevices(): (GroupDevice & { newDevice: boolean })[] {
-    return [...this.members.values()].map(({ username, deviceId, newDevice }) => ({ username, deviceId, newDevice }));
+    return [...this.members.values()].map(({ username, deviceId, newDevice }) => ({
+      username,
+      deviceId,
+      newDevice,
+    }));
   }
 
   /** A `FrameTransform` for the room client: `encrypt` every outgoing frame, `decrypt` every incoming one. */
-  frameTransform(): { encrypt(frame: Buffer): Buffer; decrypt(frame: Buffer, fromDeviceId?: string): Buffer | undefined } {
-    return { encrypt: (f) => this.encryptFrame(f), decrypt: (f, from) => this.decryptFrame(f, from) };
+  frameTransform(): {
+    encrypt(frame: Buffer): Buffer;
+    decrypt(frame: Buffer, fromDeviceId?: string): Buffer | undefined;
+  } {
+    return {
+      encrypt: (f) => this.encryptFrame(f),
+      decrypt: (f, from) => this.decryptFrame(f, from),
+    };
   }
 }
 
