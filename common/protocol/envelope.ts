@@ -31,7 +31,30 @@ export const MediaShare = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'expected a 32
 /** An ICE restart's generation within a call: 1 for the first restart, counted by the caller. */
 export const RestartGeneration = z.number().int().positive();
 
+/**
+ * A group call sender key (issue 14 item 4; main/core/e2ee/group-keys.ts,
+ * docs/SECURITY.md "Group calls"): one participant device's random SFrame base
+ * key (RFC 9605 §4.4.2), sealed for one other participant device like every
+ * sealed message (role `member`, the room id as call id). The sender encrypts
+ * its Opus frames under `kid` once the key's grace has passed.
+ */
+export const SenderKeyContent = z
+  .object({
+    type: z.literal('sender-key'),
+    /** The SFrame KID of this key (RFC 9605 §4.3): unique per (sender device, epoch); below 2^48. */
+    kid: z.number().int().nonnegative().max(2 ** 48 - 1),
+    /** The sender's key generation in this room: 0 for its first key, one more per rotation. */
+    epoch: z.number().int().nonnegative(),
+    /** SFrame cipher suite (RFC 9605 §8.1): 4 = AES_128_GCM_SHA256_128, 5 = AES_256_GCM_SHA512_128. */
+    suite: z.union([z.literal(4), z.literal(5)]),
+    /** The base key: 16 bytes (suite 4) or 32 bytes (suite 5), base64url. Secret: never log. */
+    key: z.string().regex(/^([A-Za-z0-9_-]{22}|[A-Za-z0-9_-]{43})$/, 'expected a 16- or 32-byte key (base64url)'),
+  })
+  .strict();
+export type SenderKeyContent = z.infer<typeof SenderKeyContent>;
+
 export const EnvelopeContent = z.discriminatedUnion('type', [
+  SenderKeyContent,
   z.object({
     type: z.literal('offer'),
     sdp: z.string(),
@@ -171,8 +194,8 @@ export const SealedBody = z
     call: z.uuid(),
     from: SealedParty,
     to: SealedParty,
-    /** The sender's role in the call. */
-    role: z.enum(['caller', 'callee']),
+    /** The sender's role in the call; `member` in a group call (room), where the call id is the room id. */
+    role: z.enum(['caller', 'callee', 'member']),
     /** Per (call, sender device, recipient device) sequence number, 0 first; each must be the next. */
     n: z.number().int().nonnegative(),
     /** Ephemeral X25519 public key, 32 bytes. */

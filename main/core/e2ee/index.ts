@@ -31,6 +31,7 @@ export { AccountDevices } from './account-devices';
 export { SealError } from './seal';
 export { SeenInvites, INVITE_FRESHNESS_MS } from './seen-invites';
 export { TrustStore, safetyNumber, safetyHalf, type KeyChange } from './trust';
+export { GroupKeys, DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_RETAIN_MS, type DeviceDirectory, type Exclusion, type GroupDevice, type OutgoingKeyMessage, type AcceptKeyResult } from './group-keys';
 
 /** How long a new device waits for the linking device's answer, ms. */
 export const LINK_REPLY_TIMEOUT_MS = 25_000;

@@ -65,8 +65,9 @@ function envelopeKey(ssX: Uint8Array, ssK: Uint8Array, header: string, recipient
 
 /** Where a sealed message sits in a call: which call, who sends, to which device, in what role, its sequence number. */
 export interface SealContext {
+  /** The call id, or the room id in a group call. */
   callId: string;
-  role: 'caller' | 'callee';
+  role: 'caller' | 'callee' | 'member';
   /** Sequence number per (call, sender device, recipient device): 0, 1, 2, … */
   n: number;
 }
@@ -114,7 +115,7 @@ export interface OpenExpectation {
    */
   fromIdentityKey: string | undefined;
   /** The sender's role. */
-  role: 'caller' | 'callee';
+  role: 'caller' | 'callee' | 'member';
   /** The sequence number that must come next from this sender. */
   n: number;
 }
