@@ -1,3 +1,4 @@
+import { Envelope } from './envelope';
 import { z } from 'zod';
 import { Username } from '../call';
 
@@ -247,6 +248,14 @@ export const RoomConsumeResult = z.object({
 });
 export const RoomConsumerParams = z.object({ roomId: RoomId, consumerId: SfuObjectId }).strict();
 
+/**
+ * Sends one sealed message (an {@link Envelope}: the group's sender keys,
+ * main/core/e2ee/group-keys.ts, docs/SECURITY.md "Group calls") to another
+ * participant's device in the same room; the server routes it as
+ * `room.message` and never opens it. Both devices must be in the room.
+ */
+export const RoomRelayParams = z.object({ roomId: RoomId, to: z.uuid(), envelope: Envelope }).strict();
+
 const Ok = z.object({ ok: z.literal(true) });
 
 /** Every room method with its params and result schema (spread into `SignalRequests`). */
@@ -264,6 +273,7 @@ export const RoomRequests = {
   'room.consume': { params: RoomConsumeParams, result: RoomConsumeResult },
   'room.consumer.pause': { params: RoomConsumerParams, result: Ok },
   'room.consumer.resume': { params: RoomConsumerParams, result: Ok },
+  'room.relay': { params: RoomRelayParams, result: Ok },
 } as const;
 export type RoomMethod = keyof typeof RoomRequests;
 
@@ -296,6 +306,8 @@ export const RoomNotifications = {
    * once everyone went silent.
    */
   'room.audio_levels': z.object({ roomId: RoomId, levels: z.array(AudioLevel) }),
+  /** A sealed message from another participant's device (`room.relay`): the server routed it unopened. */
+  'room.message': z.object({ roomId: RoomId, from: RoomParticipant, envelope: Envelope }),
   /** The room is over for everyone in it; `reason` says why (e.g. `sfu_failed`: the SFU's media worker died). */
   'room.ended': z.object({ roomId: RoomId, reason: RoomEndReason }),
 } as const;

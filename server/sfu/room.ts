@@ -1,3 +1,4 @@
+import type { Envelope } from '../../common/protocol/envelope';
 import type { types } from 'mediasoup';
 import type { Logger } from 'pino';
 import { ParleyError } from '../../common/errors';
@@ -245,6 +246,20 @@ export class Room {
     }
     this.log.info({ deviceId, participants: participants.size }, 'room left');
     if (participants.size === 0) this.hooks.onEmptyChanged(this, true);
+  }
+
+  /**
+   * Routes a sealed message from one participant's device to another's
+   * (`room.message`); the envelope is passed on unopened.
+   * @throws ParleyError `room_ended`, `invalid_state` (the sender is not in the room), `not_found` (the recipient is not).
+   */
+  relay(fromDeviceId: string, toDeviceId: string, envelope: Envelope): void {
+    const { participants } = this.open();
+    const from = participants.get(fromDeviceId);
+    if (!from) throw new ParleyError('invalid_state', 'join the room first (room.join)');
+    const to = participants.get(toDeviceId);
+    if (!to) throw new ParleyError('not_found', 'that device is not in this room (it may have just left)');
+    to.member.notify('room.message', { roomId: this.id, from: from.peer, envelope });
   }
 
   /**

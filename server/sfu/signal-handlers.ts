@@ -101,6 +101,12 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     return ok;
   });
 
+  conn.peer.handle('room.relay', RoomRequests['room.relay'].params, (p) => {
+    const { room, deviceId } = mine(p.roomId);
+    room.relay(deviceId, p.to, p.envelope);
+    return ok;
+  });
+
   conn.peer.handle('room.transport.create', RoomRequests['room.transport.create'].params, async (p) => {
     const { room, deviceId } = mine(p.roomId);
     const t = await room.createTransport(deviceId, p.direction, sfu.listen);

@@ -227,6 +227,27 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     for (const d of [a, b, c]) await d.client.close();
   });
 
+  it('room.relay carries a sealed message to one participant unopened (group sender keys); a device outside the room gets nothing', async () => {
+    const [a, b, c] = (await Promise.all([device('ra'), device('rb'), device('rc')])) as [SignedInDevice, SignedInDevice, SignedInDevice];
+    const { roomId } = await a.client.request('room.create', {});
+    const envelope = { kind: 'sealed' as const, body: 'opaque-to-the-server' };
+    // Before joining, nothing can be relayed.
+    expect((await refusal(a.client.request('room.relay', { roomId, to: b.deviceId, envelope }))).reason).toBe('invalid_state');
+    await a.client.request('room.join', { roomId });
+    // To a device that is not in the room: not_found, and that device hears nothing.
+    const out = await refusal(a.client.request('room.relay', { roomId, to: c.deviceId, envelope }));
+    expect(out.reason).toBe('not_found');
+    await b.client.request('room.join', { roomId });
+    await a.client.request('room.relay', { roomId, to: b.deviceId, envelope });
+    await expect
+      .poll(() => b.client.notifications().filter((n) => n.method === 'room.message').map((n) => n.params), { timeout: 3000 })
+      .toEqual([{ roomId, from: expect.objectContaining({ username: a.username, deviceId: a.deviceId }), envelope }]);
+    expect(c.client.notifications().filter((n) => n.method === 'room.message')).toEqual([]);
+    // A malformed envelope is invalid_params like any other method.
+    expect((await refusal(a.client.request('room.relay', { roomId, to: b.deviceId, envelope: { kind: 'x', body: 1 } as never }))).reason).toBe('invalid_params');
+    for (const d of [a, b, c]) await d.client.close();
+  });
+
   it('malformed room signaling is answered with invalid_params and the connection stays up', async () => {
     const a = await device('mal');
     const { roomId } = await a.client.request('room.create', {});
