@@ -213,9 +213,12 @@ export async function startPulse(): Promise<Pulse> {
       '--disallow-module-loading=no',
       // As root PulseAudio gives its I/O threads realtime scheduling with an
       // RLIMIT_RTTIME of 200 ms: on a loaded two-core CI machine the kernel can
-      // then SIGKILL the daemon in the middle of a test. Tests need no RT.
+      // then SIGKILL the daemon in the middle of a test. Tests need no RT. But
+      // the nice level a desktop's PulseAudio runs at (-11, its default), as
+      // the Parley daemons do (main/media/priority.ts): otherwise, on a loaded
+      // machine, the clients outrank the sound server that paces them.
       '--realtime=no',
-      '--high-priority=no',
+      '--high-priority=yes', // nice-level -11, daemon.conf's default
       '--disable-shm=yes',
       `--log-target=file:${logPath}`,
       '-F',
