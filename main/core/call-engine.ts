@@ -190,6 +190,12 @@ export class CallEngine extends EventEmitter<{
   private readonly retired = new WeakSet<Peer>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
+  /**
+   * What else holds the audio devices (a group call: main/core/room-client.ts),
+   * as a sentence, or undefined: while it says something, calls are refused
+   * (`invalid_state`) and incoming ones are turned away as `busy`.
+   */
+  busyWith: () => string | undefined = () => undefined;
   private micOpen = true;
   private outputGain = 1;
 
@@ -547,7 +553,7 @@ export class CallEngine extends EventEmitter<{
 
   private async onIncoming(p: SignalNotificationParams<'call.incoming'>): Promise<void> {
     if (this.calls.has(p.callId)) return;
-    if (this.liveCall()) {
+    if (this.liveCall() || this.busyWith()) {
       await this.signaling.request('call.reject', { callId: p.callId, reason: 'busy' }).catch(() => {});
       return;
     }
@@ -1313,6 +1319,13 @@ export class CallEngine extends EventEmitter<{
   private assertNoLiveCall(): void {
     const live = this.liveCall();
     if (live) throw new ParleyError('invalid_state', `already in a call with ${live.peerName}; end it first`);
+    const other = this.busyWith();
+    if (other) throw new ParleyError('invalid_state', `${other}; leave it first (one call at a time)`);
+  }
+
+  /** The live (not ended) 1:1 call's peer, if there is one. */
+  liveCallPeer(): string | undefined {
+    return this.liveCall()?.peerName;
   }
 
   private find(callId: string | undefined, pick: (c: Call) => boolean): Call {
