@@ -182,6 +182,8 @@ export class CallEngine extends EventEmitter<{
   stats: [CallStatsNotification];
   /** 20 Hz during a call (MediaSession `levels`). */
   levels: [AudioLevels & { callId: string }];
+  /** The mic-open flag (mute, push-to-talk) or the output gain changed: a group call follows them too. */
+  controls: [{ micOpen: boolean; outputGain: number }];
 }> {
   private readonly calls = new Map<string, Call>();
   /** The host's interfaces and addresses, watched while the engine runs. */
@@ -504,12 +506,14 @@ export class CallEngine extends EventEmitter<{
   setMicOpen(open: boolean): void {
     this.micOpen = open;
     for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setMicOpen(open);
+    this.emit('controls', { micOpen: open, outputGain: this.outputGain });
   }
 
   /** Call output volume (linear gain 0–1) for the live call and the calls after it. */
   setOutputGain(gain: number): void {
     this.outputGain = gain;
     for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setOutputGain(gain);
+    this.emit('controls', { micOpen: this.micOpen, outputGain: gain });
   }
 
   /** Puts an active call on hold (stops sending, mutes the speaker) or resumes it. */
