@@ -279,10 +279,12 @@ program
       }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
       // Group calls share the devices and the mic flag with the engine: one call at a time.
-      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
+      // DTX is always on in rooms (the SFU negotiates usedtx=1): a silent participant sends
+      // almost nothing, so each listener decodes only who talks.
+      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: true }), {
         frameMs: o.frameMs,
         ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
-        dtx: !!o.dtx,
+        dtx: true,
         loopbackOnly: !!o.loopback,
       }, session, () => engine.liveCallPeer());
       engine.busyWith = () => rooms.busyWith();

@@ -68,7 +68,9 @@ afterAll(async () => {
   await Promise.allSettled(Object.values(clients).map((c) => c.stop()));
   await server?.stop();
   await Promise.allSettled([keyring?.stop(), pulse?.stop()]);
-  if (dir) removeTempDir(dir);
+  // PARLEY_KEEP_RECORDINGS=1 keeps the recordings for a look (the folder is printed).
+  if (dir && process.env.PARLEY_KEEP_RECORDINGS) console.log(`group-call recordings kept in ${dir}`);
+  else if (dir) removeTempDir(dir);
 });
 
 /** Waits until `who` plays audio from every one of `from`. */
@@ -113,6 +115,7 @@ const similarity = (from: ClientName, heard: Int16Array) =>
 describe('a group call of four daemons through the SFU', () => {
   let roomId: string;
   const figures: Record<string, number> = {};
+  const details: string[] = [];
 
   it('joins four daemons into one room and each hears the other three', async () => {
     const created = await clients.a.request<RoomStatus>('create_room', {});
@@ -139,9 +142,11 @@ describe('a group call of four daemons through the SFU', () => {
         if (listener === speaker) continue;
         const r = similarity(speaker, heard[listener]);
         figures[`${speaker}_to_${listener}`] = Math.round(r.score * 1000) / 1000;
+        details.push(`${speaker}→${listener}: lag ${Math.round(r.lagMs)} ms, ${r.receivedDbfs.toFixed(1)} dBFS`);
       }
     }
-    console.log(`group-call similarity per ordered pair: ${JSON.stringify(figures)}`);
+    console.log(`group-call similarity per ordered pair: ${JSON.stringify(figures)}\n${details.join('; ')}`);
+    for (const n of names) console.log(JSON.stringify((await clients[n].request<RoomStatus>('list_participants')).participants));
     for (const [pair, score] of Object.entries(figures)) expect(score, pair).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
   }, 120_000);
 
