@@ -279,12 +279,12 @@ program
       }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
       // Group calls share the devices and the mic flag with the engine: one call at a time.
-      // DTX is always on in rooms (the SFU negotiates usedtx=1): a silent participant sends
-      // almost nothing, so each listener decodes only who talks.
-      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: true }), {
+      // DTX as in 1:1 (`--dtx`): the VAD-driven kind drops the first frames of each talk spurt
+      // until the VAD hears voice, which costs similarity on this machine.
+      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
         frameMs: o.frameMs,
         ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
-        dtx: true,
+        dtx: !!o.dtx,
         loopbackOnly: !!o.loopback,
       }, session, () => engine.liveCallPeer());
       engine.busyWith = () => rooms.busyWith();
