@@ -11,11 +11,12 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
-import { SIMILARITY_THRESHOLD, speechSimilarity } from '../../main/media/analysis';
+import { SIMILARITY_THRESHOLD } from '../../main/media/analysis';
 import { startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
-import { DEVICES, PROBE2_CHANNEL, PROBE_CHANNEL, startPulse, type ClientName, type Pulse } from '../harness/pulse';
+import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
+import { DEVICES, PROBE2_CHANNEL, startPulse, type ClientName, type Pulse } from '../harness/pulse';
 import { startServer, type RunningServer } from '../harness/server';
 import { channel, readWav, renderSpeech, rms } from '../harness/speech';
 
@@ -44,14 +45,6 @@ const sentences: Record<ClientName, string> = {
 };
 const wav = {} as Record<ClientName, string>;
 const clients = {} as Record<ClientName, RunningClient>;
-
-/** Where each client's speaker is in which probe recording (0-based channel). */
-const speakerChannel: Record<ClientName, { probe: 'probe' | 'probe2'; ch: number }> = {
-  a: { probe: 'probe', ch: PROBE_CHANNEL.aliceSpeaker - 1 },
-  b: { probe: 'probe', ch: PROBE_CHANNEL.bobSpeaker - 1 },
-  c: { probe: 'probe2', ch: PROBE2_CHANNEL.carolSpeaker - 1 },
-  d: { probe: 'probe2', ch: PROBE2_CHANNEL.daveSpeaker - 1 },
-};
 
 beforeAll(async () => {
   dir = makeTempDir('group-call-test');
@@ -102,21 +95,9 @@ async function hearsAll(who: ClientName, from: ClientName[], timeoutMs = 15_000)
   return last!;
 }
 
-/**
- * `speaker` says its sentence (its WAV into its microphone) while both probes
- * are recorded; returns each client's speaker signal over that turn.
- */
+/** `speaker` says its sentence; returns each client's speaker signal over that turn. */
 async function turn(speaker: ClientName, tag: string): Promise<Record<ClientName, Int16Array>> {
-  const p1 = join(dir, `${tag}-probe.wav`);
-  const p2 = join(dir, `${tag}-probe2.wav`);
-  const [r1, r2] = await Promise.all([pulse.record('probe.monitor', p1, 4), pulse.record('probe2.monitor', p2, 4)]);
-  await pulse.play(DEVICES[speaker].input, wav[speaker]);
-  await new Promise((r) => setTimeout(r, 900));
-  await Promise.all([r1.stop(), r2.stop()]);
-  const rec = { probe: readWav(p1), probe2: readWav(p2) };
-  const out = {} as Record<ClientName, Int16Array>;
-  for (const n of names) out[n] = channel(rec[speakerChannel[n].probe], speakerChannel[n].ch);
-  return out;
+  return (await recordTurn(pulse, speaker, wav[speaker], dir, tag)).speaker;
 }
 
 /** utime + stime of a process, in clock ticks (10 ms). */
@@ -126,33 +107,9 @@ async function cpuTicks(pid: number): Promise<number> {
   return Number(f[11]) + Number(f[12]);
 }
 
-const similarity = (from: ClientName, heard: Int16Array) =>
-  speechSimilarity(readWav(wav[from]).samples, heard, { maxLagMs: 3000 });
-
-/**
- * The sentence judged in 500 ms pieces, each aligned on its own within
- * −300 … +1000 ms of the whole sentence's delay: the median piece's score.
- * What a listener hears word by word, where the whole-sentence score also
- * counts the jitter buffer moving its delay in mid-sentence (after a stall of
- * the loaded machine) against the speech.
- */
-function piecewise(from: ClientName, heard: Int16Array): number {
-  const sent = readWav(wav[from]).samples;
-  const lag = Math.round(Math.max(0, similarity(from, heard).lagMs) * 48);
-  const piece = 24_000;
-  const scores: number[] = [];
-  for (let t = 0; t + piece <= sent.length; t += piece) {
-    const start = Math.max(0, t + lag - 300 * 48);
-    try {
-      const r = speechSimilarity(sent.subarray(t, t + piece), heard.subarray(start, t + lag + piece + 1000 * 48), { maxLagMs: 1300 });
-      scores.push(r.score);
-    } catch {
-      // a piece without speech (a pause) is not judged
-    }
-  }
-  scores.sort((x, y) => x - y);
-  return scores.length === 0 ? 0 : scores[Math.floor(scores.length / 2)]!;
-}
+const sent = (from: ClientName) => readWav(wav[from]).samples;
+const similarity = (from: ClientName, heard: Int16Array) => sentenceSimilarity(sent(from), heard);
+const piecewise = (from: ClientName, heard: Int16Array) => piecewiseSimilarity(sent(from), heard);
 
 describe('a group call of four daemons through the SFU', () => {
   let roomId: string;
