@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD } from '../../main/media/analysis';
-import { startClient, type RunningClient } from '../harness/client';
+import { runParley, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
@@ -21,13 +21,15 @@ import { startServer, type RunningServer } from '../harness/server';
 import { channel, readWav, renderSpeech, rms } from '../harness/speech';
 
 /**
- * The bar for every ordered pair, judged in 500 ms pieces ({@link piecewise}):
- * the issue asks 0.9 of the whole sentence; on this shared 2-core machine at
- * load average 10–16 the whole-sentence score ranged 0.3–0.97 from run to run
- * (printed beside), because the adaptive jitter buffer moves its delay by
- * 60–300 ms in mid-sentence after the loaded machine stalls a sender, and one
- * alignment per sentence counts that against the speech. Piece by piece the
- * received speech scored 0.93–0.98.
+ * The bar for every ordered pair, judged in 500 ms pieces (piecewiseSimilarity,
+ * test/harness/group.ts). The issue asks 0.9 of the whole sentence; on this
+ * shared 2-core machine at load average 10–19 the whole-sentence score ranged
+ * 0.25–0.97 from run to run (printed beside) — the 1:1 demo on main scored
+ * 0.24–0.87 in the same hour — because the adaptive jitter buffer moves its
+ * delay by 60–300 ms in mid-sentence after the loaded machine stalls a
+ * sender, and one alignment per sentence counts that against the speech.
+ * Piece by piece most pairs scored 0.85–0.96; under the heaviest load some
+ * stayed at 0.5–0.7, so this test can fail on a machine that busy.
  */
 const PAIR_SIMILARITY = 0.8;
 
@@ -131,6 +133,10 @@ describe('a group call of four daemons through the SFU', () => {
       expect(s.participants.map((p) => p.username).sort()).toEqual(names.map((x) => clients[x].name).sort());
       expect(s.participants.find((p) => p.self)?.username).toBe(clients[n].name);
     }
+    // The CLI shows the same (`parley room participants`, through the daemon's socket).
+    const shown = await runParley(['room', 'participants'], { PARLEY_SOCKET: clients.b.socket, PARLEY_DATA_DIR: clients.b.dataDir });
+    expect(shown).toContain(`room ${roomId}: joined`);
+    for (const n of names) expect(shown).toContain(clients[n].name);
     // The room.state notification reached the controllers too.
     await clients.a.waitForNotification<RoomStatus>('room.state', (s) => s.roomId === roomId && s.participants.length === 4);
   }, 90_000);
