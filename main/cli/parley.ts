@@ -286,7 +286,7 @@ program
         ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
         dtx: !!o.dtx,
         loopbackOnly: !!o.loopback,
-      }, session, () => engine.liveCallPeer());
+      }, { username: session.username, deviceId: session.deviceId }, () => engine.liveCallPeer());
       engine.busyWith = () => rooms.busyWith();
       engine.on('controls', (c) => {
         rooms.setMicOpen(c.micOpen);

@@ -17,7 +17,7 @@ import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
 import { DEVICES, PROBE2_CHANNEL, startPulse, type ClientName, type Pulse } from '../harness/pulse';
-import { startServer, type RunningServer } from '../harness/server';
+import { adminRequest, startServer, type RunningServer } from '../harness/server';
 import { channel, readWav, renderSpeech, rms } from '../harness/speech';
 
 /**
@@ -175,6 +175,8 @@ describe('a group call of four daemons through the SFU', () => {
   it('refuses a 1:1 call while in a room, with a clear error', async () => {
     await expect(clients.a.request('create_call', { to: clients.b.name })).rejects.toThrow(/group call .*leave it first/);
     await expect(clients.a.request('join_room', { roomId })).rejects.toThrow(/already in the group call/);
+    // Ringing a group is the server's part 2: until then the daemon says so.
+    await expect(clients.a.request('invite_to_room', { to: clients.b.name })).rejects.toThrow(/not implemented yet/);
   });
 
   it('does not carry a participant who left, and the one who left hears nothing (negative control)', async () => {
@@ -232,4 +234,16 @@ describe('a group call of four daemons through the SFU', () => {
       [clients.a.name, clients.c.name, clients.d.name].sort(),
     );
   }, 90_000);
+
+  it('ends for everyone when the server ends the room, and the devices close', async () => {
+    await adminRequest(server.adminSocket, 'rooms.end', { roomId });
+    for (const n of ['a', 'c', 'd'] as const) {
+      const s = await clients[n].waitForNotification<RoomStatus>('room.state', (x) => x.roomId === roomId && x.state === 'ended');
+      expect(s.endReason).toBe('ended_by_admin');
+    }
+    // Nothing plays any more, and a 1:1 call is possible again (one call at a time, now none).
+    const after = await turn('a', 'after-end');
+    for (const n of ['b', 'c', 'd'] as const) expect(rms(after[n])).toBeLessThan(0.001);
+    await expect(clients.c.request('join_room', { roomId })).rejects.toThrow(/ended/);
+  }, 60_000);
 });
