@@ -68,6 +68,8 @@ export class RoomClient extends EventEmitter<{
   speaker: [{ roomId: string; username: string; deviceId: string }];
 }> {
   private room: InRoom | undefined;
+  /** The room being joined (from `join` until it is in {@link room} or failed): one at a time. */
+  private joining: string | undefined;
   private status: RoomStatus | undefined;
   private micOpen = true;
   private outputGain = 1;
@@ -99,7 +101,8 @@ export class RoomClient extends EventEmitter<{
 
   /** A sentence naming the room this client is in, or undefined (CallEngine.busyWith). */
   busyWith(): string | undefined {
-    return this.room ? `in the group call ${this.room.roomId}` : undefined;
+    const id = this.room?.roomId ?? this.joining;
+    return id ? `in the group call ${id}` : undefined;
   }
 
   /**
@@ -121,6 +124,15 @@ export class RoomClient extends EventEmitter<{
    */
   async join(roomId: string): Promise<RoomStatus> {
     this.assertFree();
+    this.joining = roomId;
+    try {
+      return await this.joinNow(roomId);
+    } finally {
+      this.joining = undefined;
+    }
+  }
+
+  private async joinNow(roomId: string): Promise<RoomStatus> {
     const t0 = performance.now();
     this.status = { roomId, state: 'joining', micOpen: this.micOpen, participants: [this.selfMember()] };
     this.publish();
@@ -257,7 +269,8 @@ export class RoomClient extends EventEmitter<{
   // ---- internals -----------------------------------------------------------
 
   private assertFree(): void {
-    if (this.room) throw new ParleyError('invalid_state', `already in the group call ${this.room.roomId}; leave it first`);
+    const id = this.room?.roomId ?? this.joining;
+    if (id) throw new ParleyError('invalid_state', `already in the group call ${id}; leave it first`);
     const peer = this.liveCallPeer();
     if (peer) throw new ParleyError('invalid_state', `already in a call with ${peer}; end it first (one call at a time)`);
   }
