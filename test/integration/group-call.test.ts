@@ -30,9 +30,10 @@ import { channel, readWav, renderSpeech, rms } from '../harness/speech';
  * sender, and one alignment per sentence counts that against the speech.
  * Piece by piece most pairs scored 0.85–0.96, the first turn after a quiet
  * spell 0.75–0.8 (its first two seconds: 50 ms delay swings at every
- * listener at once, so before or in the SFU); under the heaviest load
- * (load average 14–19) some pairs fell to 0.45–0.7, so this test can fail on
- * a machine that busy: re-run it alone.
+ * listener at once, so before or in the SFU); in some runs (load average
+ * 11–19) one sender's whole turn came through chopped at every listener
+ * (pieces 0.36–0.6), so this test fails on a machine that busy now and
+ * then: re-run it alone. Over 9 runs it passed whole once the bar was set.
  */
 const PAIR_SIMILARITY = 0.7;
 
