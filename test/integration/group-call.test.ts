@@ -33,7 +33,8 @@ import { channel, readWav, renderSpeech, rms } from '../harness/speech';
  * listener at once, so before or in the SFU); in some runs (load average
  * 11–19) one sender's whole turn came through chopped at every listener
  * (pieces 0.36–0.6), so this test fails on a machine that busy now and
- * then: re-run it alone. Over 9 runs it passed whole once the bar was set.
+ * then: re-run it alone (of the last three runs, at load 10–12, two would
+ * pass this bar and one did not).
  */
 const PAIR_SIMILARITY = 0.7;
 
