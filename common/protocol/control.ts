@@ -22,7 +22,8 @@ import { BudgetWarning } from './webrtc-api';
  * `ControlNotifications`: `call.state` whenever a call changes state,
  * `call.stats` every second, `audio.levels` 20 times a second during a call,
  * `audio.warning` (and `audio.warning_cleared` when its cause ends),
- * `devices.changed` and `devices.switched`.
+ * `devices.changed` and `devices.switched`; for group calls `room.state`
+ * and `room.speaker` (`create_room`, `join_room`, … below; docs/automation.md).
  *
  * Contacts, presence, settings and devices mirror the signaling methods of the
  * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
