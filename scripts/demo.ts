@@ -1,5 +1,6 @@
 /**
  * `npm run demo [-- --relay] [-- --json] [-- --frame-ms 10]`: Parley's first real call.
+ * `npm run demo -- --group 4 [--json]`: a group call instead (scripts/demo-group.ts).
  *
  * Starts the signaling server, coturn, a private PulseAudio with virtual
  * devices, a private keychain and two headless clients (Alice and Bob, each
@@ -28,6 +29,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     'frame-ms': { type: 'string', default: '20' },
     out: { type: 'string' },
+    group: { type: 'string' },
   },
 });
 const frameMs = args['frame-ms'] === '10' ? 10 : 20;
@@ -41,6 +43,12 @@ async function main(): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const outDir = resolve(args.out ?? join('.parley', 'demo', stamp));
   mkdirSync(outDir, { recursive: true });
+  if (args.group !== undefined) {
+    const { groupDemo } = await import('./demo-group');
+    const ok = await groupDemo(Number.parseInt(args.group, 10), { json, outDir, say });
+    process.exitCode = ok ? 0 : 1;
+    return;
+  }
   const cleanup: (() => Promise<unknown>)[] = [];
   try {
     say('Parley demo: starting PulseAudio, keychain, coturn and the signaling server…');

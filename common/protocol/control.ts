@@ -22,7 +22,8 @@ import { BudgetWarning } from './webrtc-api';
  * `ControlNotifications`: `call.state` whenever a call changes state,
  * `call.stats` every second, `audio.levels` 20 times a second during a call,
  * `audio.warning` (and `audio.warning_cleared` when its cause ends),
- * `devices.changed` and `devices.switched`.
+ * `devices.changed` and `devices.switched`; for group calls `room.state`
+ * and `room.speaker` (`create_room`, `join_room`, … below; docs/automation.md).
  *
  * Contacts, presence, settings and devices mirror the signaling methods of the
  * same meaning (see `common/protocol/signaling` and `main/core/contacts.ts`,
@@ -289,7 +290,72 @@ export const VoiceProcessing = z.object({
   gainControl: z.boolean(),
 });
 
+/** One participant of the room this client is in, as this client sees it. */
+export const RoomMember = z.object({
+  username: Username,
+  deviceId: z.string(),
+  /** This client. */
+  self: z.boolean(),
+  /** What this client receives from that participant (absent for itself and before its producer is consumed). */
+  audio: z
+    .object({
+      /** Its first packet reached our speaker. */
+      playing: z.boolean(),
+      packetsReceived: z.number().int(),
+      packetsLost: z.number().int(),
+      framesConcealed: z.number().int(),
+      /** Frames the end-to-end transform could not decrypt (dropped, concealed). */
+      framesUndecryptable: z.number().int(),
+      jitterBufferMs: z.number(),
+    })
+    .optional(),
+});
+export type RoomMember = z.infer<typeof RoomMember>;
+
+/** The group call this client is in, or was in last (`room.state`). */
+export const RoomStatus = z.object({
+  roomId: z.uuid(),
+  /** `joining` → `joined` → `left` (we left) or `ended` (the room ended or the connection to it was lost: see `endReason`). */
+  state: z.enum(['joining', 'joined', 'left', 'ended']),
+  /** Why it ended: the server's `room.ended` reason (`sfu_failed`, `ended_by_admin`, `server_shutdown`, `empty`), `signaling_lost` or `failed`. */
+  endReason: z.string().optional(),
+  /** What went wrong, for people (a failed join, a device error). */
+  error: z.string().optional(),
+  maxParticipants: z.number().int().optional(),
+  /** Unix ms. */
+  joinedAt: z.number().optional(),
+  /** From `join_room` to both transports, the producer and every consumer set up, ms. */
+  joinMs: z.number().optional(),
+  /** Our microphone as the others hear it: false while muted or push-to-talk is up. */
+  micOpen: z.boolean(),
+  /** Everyone in the room, this client first. */
+  participants: z.array(RoomMember),
+  /** The dominant speaker, as the SFU last named it. */
+  speaker: z.object({ username: Username, deviceId: z.string() }).optional(),
+});
+export type RoomStatus = z.infer<typeof RoomStatus>;
+
 export const ControlRequests = {
+  /**
+   * Opens a group-call room on the server's SFU and joins it (one call at a
+   * time: `invalid_state` during a 1:1 call or in another room).
+   * Errors: `unavailable` (no SFU), `invalid_params`, `device_error`.
+   */
+  create_room: {
+    params: z.object({ maxParticipants: z.number().int().min(2).max(1000).optional() }).strict().default({}),
+    result: RoomStatus,
+  },
+  /**
+   * Joins a room by id; resolves once audio is set up both ways.
+   * Errors: `not_found`, `room_full`, `room_ended` (the message says why), `invalid_state`, `device_error`.
+   */
+  join_room: { params: z.object({ roomId: z.uuid() }).strict(), result: RoomStatus },
+  /** Leaves the room (closes the devices and the transports). Errors: `invalid_state` when in none. */
+  leave_room: { params: z.object({ roomId: z.uuid().optional() }).strict().default({}), result: z.object({ roomId: z.uuid() }) },
+  /** Rings a contact's devices into the room: `unavailable` until the server rings groups (issue 14 item 2). */
+  invite_to_room: { params: z.object({ roomId: z.uuid().optional(), to: Username }).strict(), result: z.object({ ok: z.literal(true) }) },
+  /** Who is in the room and what we receive from each. Errors: `invalid_state` when in none. */
+  list_participants: { params: z.object({}).strict().default({}), result: RoomStatus },
   create_call: {
     params: z.object({ to: Username }),
     result: z.object({ callId: CallId }),
@@ -485,6 +551,10 @@ export const DeviceSwitchedNotification = z.object({
 });
 
 export const ControlNotifications = {
+  /** The room's state, participants or speaker changed. */
+  'room.state': RoomStatus,
+  /** The SFU named a new dominant speaker. */
+  'room.speaker': z.object({ roomId: z.uuid(), username: Username, deviceId: z.string() }),
   'call.state': CallStatus,
   'call.stats': CallStatsNotification,
   'audio.levels': AudioLevelsNotification,

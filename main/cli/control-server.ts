@@ -11,6 +11,7 @@ import {
   type CallStatus,
 } from '../../common/protocol/control';
 import type { CallEngine } from '../core/call-engine';
+import type { RoomClient } from '../core/room-client';
 import type { LocalAudio } from '../media/platform';
 import type { ContactBook } from '../core/contacts';
 import type { DeviceSessions } from '../core/devices';
@@ -41,6 +42,8 @@ export interface ControlServerOptions {
   /** Where security-relevant events are recorded (`webrtc.get_audit_log`); none: the method answers `unavailable`. */
   audit?: AuditLog;
   limits?: CallLimits;
+  /** Group calls (`create_room`, `join_room`, …); none: those methods answer `unavailable`. */
+  rooms?: RoomClient;
 }
 
 /**
@@ -140,6 +143,8 @@ export class ControlServer {
     account?.e2ee?.on('deviceRefused', (r) => this.broadcast('trust.device_refused', r));
     account?.e2ee?.on('alarm', (a) => this.broadcast('account.device_alarm', a));
     account?.e2ee?.on('linked', (d) => this.broadcast('account.device_linked', d));
+    options.rooms?.on('state', (s) => this.broadcast('room.state', s));
+    options.rooms?.on('speaker', (s) => this.broadcast('room.speaker', s));
     this.limits = options.limits ?? { lifetimeS: 30 * 60, warnBeforeS: 5 * 60 };
     engine.on('call', (status: CallStatus) => this.track(status));
     signaling.on('call.warning', (w) => {
@@ -568,6 +573,28 @@ export class ControlServer {
     rpc.handle('resume_call', ControlRequests.resume_call.params, ({ callId }) => ({ callId: e.setHold(callId, false) }));
     rpc.handle('get_call_status', ControlRequests.get_call_status.params, ({ callId }) => e.status(callId));
     rpc.handle('list_calls', ControlRequests.list_calls.params, () => ({ calls: e.list() }));
+    const rooms = this.options.rooms;
+    const noRooms = () => new ParleyError('unavailable', 'this client does not do group calls');
+    rpc.handle('create_room', ControlRequests.create_room.params, ({ maxParticipants }) => {
+      if (!rooms) throw noRooms();
+      return rooms.create(maxParticipants);
+    });
+    rpc.handle('join_room', ControlRequests.join_room.params, ({ roomId }) => {
+      if (!rooms) throw noRooms();
+      return rooms.join(roomId);
+    });
+    rpc.handle('leave_room', ControlRequests.leave_room.params, async ({ roomId }) => {
+      if (!rooms) throw noRooms();
+      return { roomId: await rooms.leave(roomId) };
+    });
+    rpc.handle('list_participants', ControlRequests.list_participants.params, () => {
+      if (!rooms) throw noRooms();
+      return rooms.current();
+    });
+    rpc.handle('invite_to_room', ControlRequests.invite_to_room.params, () => {
+      // The server has no room invitation yet: ringing a group is issue 14 item 2.
+      throw new ParleyError('unavailable', 'inviting to a room is not implemented yet (the server does not ring groups; share the room id for join_room)');
+    });
     const a = this.account;
     if (a) {
       const ok = { ok: true as const };

@@ -32,10 +32,11 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { ParleyError } from '../../common/errors';
-import type { CallStatus } from '../../common/protocol/control';
+import type { CallStatus, RoomStatus } from '../../common/protocol/control';
 import type { ContactsListResult, DeviceInfo } from '../../common/protocol/signaling';
 import { loadSession, login, register, tokenKey } from '../core/account';
 import { CallEngine } from '../core/call-engine';
+import { RoomClient } from '../core/room-client';
 import { ContactBook } from '../core/contacts';
 import { DeviceSessions } from '../core/devices';
 import { SignalingClient } from '../core/signaling-client';
@@ -277,6 +278,21 @@ program
         dtx: !!o.dtx,
       }, e2ee);
       engine.autoAnswer = !!o.autoAnswer;
+      // Group calls share the devices and the mic flag with the engine: one call at a time.
+      // DTX as in 1:1 (`--dtx`): the VAD-driven kind drops the first frames of each talk spurt
+      // until the VAD hears voice, which costs similarity on this machine.
+      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
+        frameMs: o.frameMs,
+        ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
+        dtx: !!o.dtx,
+        loopbackOnly: !!o.loopback,
+      }, { username: session.username, deviceId: session.deviceId }, () => engine.liveCallPeer());
+      engine.busyWith = () => rooms.busyWith();
+      engine.on('controls', (c) => {
+        rooms.setMicOpen(c.micOpen);
+        rooms.setOutputGain(c.outputGain);
+      });
+      rooms.on('state', (r) => console.log(`[room] ${r.roomId} ${r.state}${r.endReason ? ` (${r.endReason})` : ''}: ${r.participants.map((p) => p.username).join(', ')}${r.error ? ` — ${r.error}` : ''}`));
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
       void raiseMediaPriority().then((r) => console.log(r.method === 'none' ? `[media] normal priority (${r.reason})` : `[media] priority nice ${r.nice} via ${r.method}`));
@@ -304,7 +320,7 @@ program
           await DeviceIdentity.forget(secrets, identityOwner(session));
           // The account key stays: it is the account's, not this sign-in's (without it no device can be linked).
         },
-      }, { audit, limits: { lifetimeS, warnBeforeS } });
+      }, { audit, limits: { lifetimeS, warnBeforeS }, rooms });
       await control.listen(socket);
       console.log(`[daemon] ${session.username} ready; control socket ${socket}`);
       await signaling.connect();
@@ -312,7 +328,7 @@ program
       e2ee.startDeviceReview();
       const stop = async () => {
         console.log('[daemon] shutting down');
-        await engine.shutdown();
+        await Promise.allSettled([engine.shutdown(), rooms.shutdown()]);
         router.close();
         signaling.close();
         await control.close();
@@ -370,6 +386,48 @@ for (const [name, method, help] of [
       console.log(`${name}: ${r.callId}`);
     });
 }
+
+/** One line per participant of a room, for people. */
+function describeRoom(r: RoomStatus): string {
+  const head = `room ${r.roomId}: ${r.state}${r.endReason ? ` (${r.endReason})` : ''}${r.joinMs !== undefined ? `, joined in ${r.joinMs} ms` : ''}${r.micOpen ? '' : ', microphone closed'}${r.error ? ` — ${r.error}` : ''}`;
+  const lines = r.participants.map((p) => {
+    const speaking = r.speaker?.deviceId === p.deviceId ? ' (speaking)' : '';
+    if (p.self) return `  ${p.username} (you)${speaking}`;
+    const a = p.audio;
+    return `  ${p.username}${speaking}${a ? `: ${a.playing ? 'heard' : 'not heard yet'}, ${a.packetsReceived} packets, ${a.packetsLost} lost` : ': not received yet'}`;
+  });
+  return [head, ...lines].join('\n');
+}
+
+const roomCmd = program.command('room').description('group calls through the running daemon');
+roomCmd
+  .command('create')
+  .description('open a room on the server and join it; prints its id for the others to join')
+  .option('--max <n>', 'most participants', (v) => Number.parseInt(v, 10))
+  .action(async (o: { max?: number }) => {
+    const r = await withDaemon((c) => c.request<RoomStatus>('create_room', o.max !== undefined ? { maxParticipants: o.max } : {}));
+    console.log(describeRoom(r));
+    console.log(`others join with: parley room join ${r.roomId}`);
+  });
+roomCmd
+  .command('join <roomId>')
+  .description('join a room by its id')
+  .action(async (roomId: string) => {
+    console.log(describeRoom(await withDaemon((c) => c.request<RoomStatus>('join_room', { roomId }))));
+  });
+roomCmd
+  .command('leave')
+  .description('leave the room')
+  .action(async () => {
+    const r = await withDaemon((c) => c.request<{ roomId: string }>('leave_room'));
+    console.log(`left room ${r.roomId}`);
+  });
+roomCmd
+  .command('participants', { isDefault: true })
+  .description("who is in the room and what you receive from each")
+  .action(async () => {
+    console.log(describeRoom(await withDaemon((c) => c.request<RoomStatus>('list_participants'))));
+  });
 
 program
   .command('status')

@@ -182,6 +182,8 @@ export class CallEngine extends EventEmitter<{
   stats: [CallStatsNotification];
   /** 20 Hz during a call (MediaSession `levels`). */
   levels: [AudioLevels & { callId: string }];
+  /** The mic-open flag (mute, push-to-talk) or the output gain changed: a group call follows them too. */
+  controls: [{ micOpen: boolean; outputGain: number }];
 }> {
   private readonly calls = new Map<string, Call>();
   /** The host's interfaces and addresses, watched while the engine runs. */
@@ -190,6 +192,12 @@ export class CallEngine extends EventEmitter<{
   private readonly retired = new WeakSet<Peer>();
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
+  /**
+   * What else holds the audio devices (a group call: main/core/room-client.ts),
+   * as a sentence, or undefined: while it says something, calls are refused
+   * (`invalid_state`) and incoming ones are turned away as `busy`.
+   */
+  busyWith: () => string | undefined = () => undefined;
   private micOpen = true;
   private outputGain = 1;
 
@@ -498,12 +506,14 @@ export class CallEngine extends EventEmitter<{
   setMicOpen(open: boolean): void {
     this.micOpen = open;
     for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setMicOpen(open);
+    this.emit('controls', { micOpen: open, outputGain: this.outputGain });
   }
 
   /** Call output volume (linear gain 0–1) for the live call and the calls after it. */
   setOutputGain(gain: number): void {
     this.outputGain = gain;
     for (const c of this.calls.values()) if ('media' in c.data) c.data.media.setOutputGain(gain);
+    this.emit('controls', { micOpen: this.micOpen, outputGain: gain });
   }
 
   /** Puts an active call on hold (stops sending, mutes the speaker) or resumes it. */
@@ -547,7 +557,7 @@ export class CallEngine extends EventEmitter<{
 
   private async onIncoming(p: SignalNotificationParams<'call.incoming'>): Promise<void> {
     if (this.calls.has(p.callId)) return;
-    if (this.liveCall()) {
+    if (this.liveCall() || this.busyWith()) {
       await this.signaling.request('call.reject', { callId: p.callId, reason: 'busy' }).catch(() => {});
       return;
     }
@@ -1313,6 +1323,13 @@ export class CallEngine extends EventEmitter<{
   private assertNoLiveCall(): void {
     const live = this.liveCall();
     if (live) throw new ParleyError('invalid_state', `already in a call with ${live.peerName}; end it first`);
+    const other = this.busyWith();
+    if (other) throw new ParleyError('invalid_state', `${other}; leave it first (one call at a time)`);
+  }
+
+  /** The live (not ended) 1:1 call's peer, if there is one. */
+  liveCallPeer(): string | undefined {
+    return this.liveCall()?.peerName;
   }
 
   private find(callId: string | undefined, pick: (c: Call) => boolean): Call {

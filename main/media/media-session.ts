@@ -4,7 +4,7 @@ import { LivenessMonitor } from './liveness';
 import { Mixer } from './mixer';
 import { PlayoutChain, type FrameDecoder } from './playout-chain';
 import { SendRateController } from './rate-control';
-import { OpusPacketizer } from './rtp-opus';
+import { accumulate, CaptureChain, newLevelMeter } from './capture-chain';
 import type { ReceivedRtp, RtpTransport } from './rtp-transport';
 
 export type { FrameDecoder } from './playout-chain';
@@ -100,7 +100,7 @@ export interface MediaSessionOptions {
    * Echo cancellation, noise suppression, gain control and VAD for the
    * microphone (fed with every played frame as the echo reference). With
    * `dtx`, frames the VAD calls silence are not sent, except one every
-   * {@link DTX_KEEPALIVE_MS} so the peer knows we are there.
+   * 400 ms (capture-chain.ts DTX_KEEPALIVE_MS) so the peer knows we are there.
    */
   processor?: CaptureProcessor;
   /**
@@ -143,13 +143,12 @@ export class MediaSession extends EventEmitter<{
   private readonly playout: PlayoutChain;
   private readonly mixer: Mixer;
   private readonly liveness: LivenessMonitor;
-  private readonly packetizer = new OpusPacketizer();
+  private readonly capture: CaptureChain;
   private readonly rate: SendRateController;
   private sending = false;
   private started = false;
   private closed = false;
   private held = false;
-  private micOpen = true;
   private outputGain = 1;
   /** The transport replaced by the last `replacePeer`, whose RTP plays until the new one carries some. */
   private previousPeer: RtpTransport | undefined;
@@ -157,11 +156,7 @@ export class MediaSession extends EventEmitter<{
   private heardOnPeer = true;
   private readonly now: () => number;
   private levelsTimer: NodeJS.Timeout | undefined;
-  private readonly meter = { input: 0, inputN: 0, sent: 0, sentN: 0, output: 0, outputN: 0 };
-  private lastVoiceAt = -Infinity;
-  private lastSentAt = -Infinity;
-  private vadSilentFrames = 0;
-  private reportedDelayMs: number | undefined;
+  private readonly meter = newLevelMeter();
 
   constructor(
     private peer: RtpTransport,
@@ -179,6 +174,16 @@ export class MediaSession extends EventEmitter<{
     });
     this.mixer = new Mixer(this.frameSamples);
     this.mixer.add(this.playout);
+    this.capture = new CaptureChain({
+      frameSamples: this.frameSamples,
+      encoder: options.encoder,
+      ...(options.processor ? { processor: options.processor } : {}),
+      ...(options.dtx !== undefined ? { dtx: options.dtx } : {}),
+      now: this.now,
+      send: (packet) => this.peer.sendRtp(packet),
+      onError: (e) => this.emit('deviceError', e, 'input'),
+      meter: this.meter,
+    });
     this.liveness = new LivenessMonitor({ timeoutMs: options.mediaTimeoutMs ?? 30_000, now: this.now });
     this.liveness.on('stalled', () => this.emit('mediaStalled'));
     this.liveness.on('resumed', () => this.emit('mediaResumed'));
@@ -207,7 +212,7 @@ export class MediaSession extends EventEmitter<{
     if (this.started) return;
     this.started = true;
     this.listen(this.peer);
-    this.options.source.on('frame', (frame) => this.onCaptureFrame(frame));
+    this.options.source.on('frame', (frame) => this.capture.push(frame));
     this.options.source.on('error', (e) => this.emit('deviceError', e, 'input'));
     this.options.sink.on('error', (e) => this.emit('deviceError', e, 'output'));
     this.options.source.on('restored', () => this.emit('deviceRestored', 'input'));
@@ -274,19 +279,7 @@ export class MediaSession extends EventEmitter<{
    * switch) and gives it to the echo canceller. Never throws.
    */
   async updateDeviceDelay(): Promise<void> {
-    const { processor, deviceDelayMs } = this.options;
-    if (!processor || !deviceDelayMs) return;
-    // Let the streams fill their buffers before asking.
-    await new Promise((r) => setTimeout(r, 300).unref());
-    try {
-      const ms = await deviceDelayMs();
-      if (ms !== undefined && !this.closed) {
-        this.reportedDelayMs = Math.max(0, Math.min(500, Math.round(ms)));
-        processor.setStreamDelayMs(this.reportedDelayMs);
-      }
-    } catch {
-      // the extended filter still covers a moderate delay error
-    }
+    await this.capture.updateDeviceDelay(this.options.deviceDelayMs);
   }
 
   /**
@@ -299,6 +292,7 @@ export class MediaSession extends EventEmitter<{
    */
   startSending(): void {
     this.sending = true;
+    this.capture.sending = true;
     // The answer is applied by now: the encoder policy depends on whether packets carry redundancy.
     this.rate.setRedundancyNegotiated(this.peer.sendsRedundancy === true);
     this.liveness.start();
@@ -311,6 +305,7 @@ export class MediaSession extends EventEmitter<{
    */
   setHeld(held: boolean): void {
     this.held = held;
+    this.capture.held = held;
   }
 
   /**
@@ -318,7 +313,7 @@ export class MediaSession extends EventEmitter<{
    * silence (the stream keeps flowing, so its stall detection stays quiet).
    */
   setMicOpen(open: boolean): void {
-    this.micOpen = open;
+    this.capture.micOpen = open;
   }
 
   /** Call output volume, a linear gain 0–1 applied to every played sample. */
@@ -330,7 +325,7 @@ export class MediaSession extends EventEmitter<{
     const j = this.playout.stats();
     const net = this.rate.view();
     return {
-      packetsSent: this.packetizer.packetsSent,
+      packetsSent: this.capture.packetizer.packetsSent,
       packetsReceived: j.packetsReceived,
       packetsLost: j.packetsLost,
       packetsLate: j.packetsLate,
@@ -349,14 +344,14 @@ export class MediaSession extends EventEmitter<{
       ...(net.rttMs !== undefined ? { rttMs: Math.round(net.rttMs * 10) / 10 } : {}),
       remoteLossPercent: Math.round(net.lossFraction * 1000) / 10,
       bitrate: net.bitrate,
-      ...(this.options.processor && this.options.dtx ? { vadSilentFrames: this.vadSilentFrames } : {}),
+      ...(this.options.processor && this.options.dtx ? { vadSilentFrames: this.capture.vadSilentFrames } : {}),
       ...this.echoStats(),
     };
   }
 
   private echoStats(): Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs' | 'echoPath'> {
     const out: Pick<MediaStats, 'echoDelayMs' | 'echoErleDb' | 'deviceDelayMs' | 'echoPath'> = {};
-    if (this.reportedDelayMs !== undefined) out.deviceDelayMs = this.reportedDelayMs;
+    if (this.capture.reportedDelayMs !== undefined) out.deviceDelayMs = this.capture.reportedDelayMs;
     try {
       const m = this.options.processor?.echoMetrics?.();
       if (m?.delayMedianMs !== undefined && m.delayMedianMs >= 0) out.echoDelayMs = m.delayMedianMs;
@@ -373,57 +368,11 @@ export class MediaSession extends EventEmitter<{
     if (this.closed) return;
     this.closed = true;
     this.sending = false;
+    this.capture.close();
     this.liveness.stop();
     clearInterval(this.levelsTimer);
     this.options.source.removeAllListeners('frame');
     await Promise.allSettled([this.options.source.close(), this.options.sink.close()]);
-  }
-
-  private onCaptureFrame(raw: Int16Array): void {
-    if (this.closed) return;
-    accumulate(this.meter, 'input', raw);
-    // The processor runs from the start, sending or not, so that its echo
-    // canceller and noise estimate are converged when sending starts.
-    let frame = raw;
-    let voice = false;
-    const processor = this.options.processor;
-    if (processor) {
-      try {
-        ({ frame, voice } = processInTens(raw, processor));
-      } catch (e) {
-        this.emit('deviceError', e as Error, 'input');
-        frame = raw;
-      }
-      if (voice) this.lastVoiceAt = this.now();
-    }
-    if (!this.sending) return;
-    const sent = this.held || !this.micOpen ? new Int16Array(frame.length) : frame;
-    accumulate(this.meter, 'sent', sent);
-    let opus: Buffer;
-    try {
-      opus = this.options.encoder.encode(sent);
-    } catch (e) {
-      this.emit('deviceError', e as Error, 'input');
-      return;
-    }
-    // VAD-driven DTX: frames without voice (after the hang-over) are not sent,
-    // but one goes out every DTX_KEEPALIVE_MS, as Opus DTX does (RFC 7587 §3.1.3).
-    // (Every frame is still encoded, so the encoder's state stays continuous.)
-    if (this.options.dtx && processor && !this.held && !this.talking() && this.now() - this.lastSentAt < DTX_KEEPALIVE_MS) {
-      this.vadSilentFrames++;
-      this.packetizer.skip(this.frameSamples);
-      return;
-    }
-    if (this.options.dtx && opus.length <= 2) {
-      this.packetizer.skip(this.frameSamples);
-      return;
-    }
-    this.lastSentAt = this.now();
-    this.peer.sendRtp(this.packetizer.packetize(opus, this.frameSamples));
-  }
-
-  private talking(): boolean {
-    return this.now() - this.lastVoiceAt < VAD_HANGOVER_MS;
   }
 
   private emitLevels(): void {
@@ -433,7 +382,7 @@ export class MediaSession extends EventEmitter<{
       inputDbfs: level(m.input, m.inputN),
       sentDbfs: level(m.sent, m.sentN),
       outputDbfs: level(m.output, m.outputN),
-      talking: this.talking(),
+      talking: this.capture.talking(),
     });
     m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
   }
@@ -451,46 +400,10 @@ export class MediaSession extends EventEmitter<{
     else if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);
     accumulate(this.meter, 'output', out);
     // The echo canceller's reference is exactly what goes to the speaker.
-    const processor = this.options.processor;
-    if (processor) {
-      try {
-        for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME));
-      } catch {
-        // a failing reference only weakens echo cancellation
-      }
-    }
+    this.capture.render(out);
     return out;
   }
 }
 
-/** The processor's frame: 10 ms at 48 kHz. */
-const APM_FRAME = 480;
-
 /** Levels are reported this often, ms (20 Hz). */
 export const LEVELS_INTERVAL_MS = 50;
-
-/** Voice activity holds this long after the last voiced frame, ms (no clipped word ends). */
-const VAD_HANGOVER_MS = 200;
-
-/** With VAD-driven DTX, one frame is still sent this often during silence, ms. */
-const DTX_KEEPALIVE_MS = 400;
-
-/** Runs a 10 or 20 ms frame through the processor 10 ms at a time. */
-function processInTens(frame: Int16Array, processor: CaptureProcessor): { frame: Int16Array; voice: boolean } {
-  if (frame.length === APM_FRAME) return processor.processCapture(frame);
-  const out = new Int16Array(frame.length);
-  let voice = false;
-  for (let i = 0; i < frame.length; i += APM_FRAME) {
-    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME));
-    out.set(r.frame, i);
-    voice ||= r.voice;
-  }
-  return { frame: out, voice };
-}
-
-function accumulate(m: Record<string, number>, key: 'input' | 'sent' | 'output', frame: Int16Array): void {
-  let sum = 0;
-  for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
-  m[key]! += sum;
-  m[`${key}N`]! += frame.length;
-}

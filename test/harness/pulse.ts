@@ -42,13 +42,19 @@
  *   each reports 32 in / 32 out channels and 44100 Hz default rate — the
  *   plugin accepts any rate, open at 48000). `default` follows
  *   `PULSE_SOURCE` / `PULSE_SINK`.
+ *
+ * Group calls need more clients: `startPulse({ clients: 4 })` adds Carol `c`
+ * and Dave `d` on a second 4-channel null sink, `probe2`, laid out as
+ * `probe` is (`c_in` ch1 → `c_mic`, `d_spk` ch2, `d_in` ch3 → `d_mic`,
+ * `c_spk` ch4: {@link PROBE2_CHANNEL}), with its own clock keeper. The
+ * default (two clients) is unchanged.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, removeTempDir, run, startChild, waitFor, type Child } from './process';
 
-/** The client names of the two-party setup. */
-export type ClientName = 'a' | 'b';
+/** The client names: `a`, `b` always; `c`, `d` with `startPulse({ clients: 4 })`. */
+export type ClientName = 'a' | 'b' | 'c' | 'd';
 
 /** Sample rate of every device (Hz). */
 export const PULSE_RATE = 48000;
@@ -68,6 +74,14 @@ export const PROBE_CHANNEL = {
   aliceSpeaker: 4,
 } as const;
 
+/** 1-based channels of a `probe2.monitor` recording (four-client setup). */
+export const PROBE2_CHANNEL = {
+  carolMicInput: 1,
+  daveSpeaker: 2,
+  daveMicInput: 3,
+  carolSpeaker: 4,
+} as const;
+
 /** The PulseAudio channel map of `probe`, in channel order. */
 export const PROBE_CHANNEL_MAP = 'front-left,front-right,rear-left,rear-right';
 
@@ -75,7 +89,15 @@ export const PROBE_CHANNEL_MAP = 'front-left,front-right,rear-left,rear-right';
 export const DEVICES = {
   a: { input: 'a_in', mic: 'a_mic', speaker: 'a_spk' },
   b: { input: 'b_in', mic: 'b_mic', speaker: 'b_spk' },
+  c: { input: 'c_in', mic: 'c_mic', speaker: 'c_spk' },
+  d: { input: 'd_in', mic: 'd_mic', speaker: 'd_spk' },
 } as const;
+
+/** Options of {@link startPulse}. */
+export interface PulseOptions {
+  /** 2 (default: `a`, `b` on `probe`) or 4 (also `c`, `d` on `probe2`). */
+  clients?: 2 | 4;
+}
 
 /** A running recording started by {@link Pulse.record}. */
 export interface Recording {
@@ -130,15 +152,15 @@ function channelMapFor(channels: number): string {
   throw new Error(`record: unsupported channel count ${channels} (use 1, 2 or 4)`);
 }
 
-function remapSink(name: string, channel: string): string {
-  return `load-module module-remap-sink sink_name=${name} master=probe channels=1 channel_map=mono master_channel_map=${channel} remix=no sink_properties=device.description=${name}`;
+function remapSink(name: string, channel: string, master = 'probe'): string {
+  return `load-module module-remap-sink sink_name=${name} master=${master} channels=1 channel_map=mono master_channel_map=${channel} remix=no sink_properties=device.description=${name}`;
 }
 
-function remapSource(name: string, channel: string): string {
-  return `load-module module-remap-source source_name=${name} master=probe.monitor channels=1 channel_map=mono master_channel_map=${channel} remix=no source_properties=device.description=${name}`;
+function remapSource(name: string, channel: string, master = 'probe'): string {
+  return `load-module module-remap-source source_name=${name} master=${master}.monitor channels=1 channel_map=mono master_channel_map=${channel} remix=no source_properties=device.description=${name}`;
 }
 
-function alsaConfig(): string {
+function alsaConfig(clients: 2 | 4): string {
   const pcm = (name: string, description: string) =>
     `pcm.${name} {\n  type pulse\n  device ${name}\n  hint { show on description "${description}" }\n}\n`;
   return [
@@ -149,6 +171,9 @@ function alsaConfig(): string {
     pcm('a_spk', "Alice's speaker"),
     pcm('b_mic', "Bob's microphone"),
     pcm('b_spk', "Bob's speaker"),
+    ...(clients === 4
+      ? [pcm('c_mic', "Carol's microphone"), pcm('c_spk', "Carol's speaker"), pcm('d_mic', "Dave's microphone"), pcm('d_spk', "Dave's speaker")]
+      : []),
   ].join('\n');
 }
 
@@ -158,7 +183,8 @@ function alsaConfig(): string {
  * once the daemon answers and `probe` runs at low latency (≈ 2–3 s).
  * @throws Error (with the tail of pulse.log) when the daemon does not come up within 10 s.
  */
-export async function startPulse(): Promise<Pulse> {
+export async function startPulse(options: PulseOptions = {}): Promise<Pulse> {
+  const clients = options.clients ?? 2;
   const dir = makeTempDir('pulse');
   const runtime = join(dir, 'run');
   const home = join(dir, 'home');
@@ -179,6 +205,17 @@ export async function startPulse(): Promise<Pulse> {
       remapSink('a_spk', 'rear-right'),
       remapSource('a_mic', 'front-left'),
       remapSource('b_mic', 'rear-left'),
+      ...(clients === 4
+        ? [
+            `load-module module-null-sink sink_name=probe2 channels=4 channel_map=${PROBE_CHANNEL_MAP} rate=${PULSE_RATE} format=s16le sink_properties=device.description=probe2`,
+            remapSink('c_in', 'front-left', 'probe2'),
+            remapSink('d_spk', 'front-right', 'probe2'),
+            remapSink('d_in', 'rear-left', 'probe2'),
+            remapSink('c_spk', 'rear-right', 'probe2'),
+            remapSource('c_mic', 'front-left', 'probe2'),
+            remapSource('d_mic', 'rear-left', 'probe2'),
+          ]
+        : []),
       'set-default-sink probe',
       'set-default-source probe.monitor',
       '',
@@ -190,7 +227,7 @@ export async function startPulse(): Promise<Pulse> {
   // failed … memblock_replace_import()": after 2 calls on a loaded machine, after ~12 on a quiet one).
   writeFileSync(clientConf, 'autospawn = no\nenable-shm = no\nenable-memfd = no\n');
   const alsaConf = join(dir, 'alsa.conf');
-  writeFileSync(alsaConf, alsaConfig());
+  writeFileSync(alsaConf, alsaConfig(clients));
 
   const env: Record<string, string> = {
     PULSE_SERVER: server,
@@ -268,21 +305,24 @@ export async function startPulse(): Promise<Pulse> {
       },
       10_000,
     );
-    // The clock keeper: a low-latency stream on probe.monitor makes the null
+    // The clock keepers: a low-latency stream on each probe's monitor makes its null
     // sink render in small blocks (see the facts above).
-    children.push(
-      await startChild(
-        'parecord',
-        [
-          '--device=probe.monitor',
-          '--latency-msec=5',
-          '--raw',
-          '--channels=1',
-          '--client-name=parley-clock-keeper',
-        ],
-        { env: toolEnv, stdio: ['ignore', 'ignore', 'ignore'] },
-      ),
-    );
+    const probes = clients === 4 ? ['probe', 'probe2'] : ['probe'];
+    for (const probe of probes) {
+      children.push(
+        await startChild(
+          'parecord',
+          [
+            `--device=${probe}.monitor`,
+            '--latency-msec=5',
+            '--raw',
+            '--channels=1',
+            '--client-name=parley-clock-keeper',
+          ],
+          { env: toolEnv, stdio: ['ignore', 'ignore', 'ignore'] },
+        ),
+      );
+    }
     await waitFor(
       'probe to run at low latency',
       async () => {
@@ -290,8 +330,10 @@ export async function startPulse(): Promise<Pulse> {
           name: string;
           latency?: { actual: number };
         }>;
-        const probe = sinks.find((s) => s.name === 'probe');
-        return probe?.latency !== undefined && probe.latency.actual < 50_000;
+        return probes.every((name) => {
+          const probe = sinks.find((s) => s.name === name);
+          return probe?.latency !== undefined && probe.latency.actual < 50_000;
+        });
       },
       5_000,
     );

@@ -1,0 +1,465 @@
+import { EventEmitter } from 'node:events';
+import { Device, type types as msc } from 'mediasoup-client';
+import { ParleyError } from '../../common/errors';
+import type { RoomMember, RoomStatus } from '../../common/protocol/control';
+import type { RoomParticipant, RoomProducer } from '../../common/protocol/sfu';
+import type { SignalNotificationParams } from '../../common/protocol/signaling';
+import type { FrameTransform } from '../media/frame-transform';
+import { GroupMediaSession, type RemoteStream } from '../media/group-media';
+import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
+import type { MediaPlatform } from './call-engine';
+import type { SignalingClient } from './signaling-client';
+
+/** Media settings of group calls (the same as the engine's for 1:1). */
+export interface RoomMediaConfig {
+  frameMs: 10 | 20;
+  jitterTargetMs?: number;
+  dtx: boolean;
+  /** Gather 127.0.0.1 only (one-machine tests and the demo). */
+  loopbackOnly: boolean;
+}
+
+/** One consumed producer of another participant. */
+interface Consumed {
+  consumer: msc.Consumer;
+  stream: RemoteStream;
+  participant: RoomParticipant;
+  unsubscribe: () => void;
+}
+
+/** What a joined room owns; everything in it is closed by {@link RoomClient.leave} or the room's end. */
+interface InRoom {
+  roomId: string;
+  device: Device;
+  media: GroupMediaSession;
+  send?: msc.Transport;
+  recv?: msc.Transport;
+  producer?: msc.Producer;
+  sendTrack?: { stop(): void };
+  consumed: Map<string, Consumed>;
+  /** Producers being consumed now (a notification and the join may name one twice). */
+  consuming: Set<string>;
+  /** The others, by device id. */
+  others: Map<string, RoomParticipant>;
+  /** Serialises consume / close on the recv transport. */
+  queue: Promise<void>;
+  closed: boolean;
+}
+
+/**
+ * A group call from the main process (issue 14 item 3): mediasoup-client's
+ * `Device` with its stock Chrome111 handler over werift's RTCPeerConnection
+ * polyfill, signaling the SFU through the `room.*` methods of
+ * common/protocol/sfu.ts on the existing signaling connection.
+ *
+ * One send transport with one Opus producer fed by the microphone through the
+ * same CaptureChain as a 1:1 call (APM, Opus, DTX); one recv transport with
+ * one consumer per remote participant, each into its own PlayoutChain, all
+ * mixed into the speaker (main/media/group-media.ts). Mute / push-to-talk
+ * and output gain follow the engine's (`setMicOpen`, `setOutputGain`). One
+ * call at a time: joining during a 1:1 call is refused, and the engine refuses
+ * calls (and turns incoming ones away as busy) while a room is joined.
+ *
+ * Events: `state` (RoomStatus) on every change; `speaker` when the SFU names
+ * a new dominant speaker.
+ */
+export class RoomClient extends EventEmitter<{
+  state: [RoomStatus];
+  speaker: [{ roomId: string; username: string; deviceId: string }];
+}> {
+  private room: InRoom | undefined;
+  /** The room being joined (from `join` until it is in {@link room} or failed): one at a time. */
+  private joining: string | undefined;
+  private status: RoomStatus | undefined;
+  private micOpen = true;
+  private outputGain = 1;
+  /** End-to-end encryption of frames for the rooms joined after it is set (SFrame, issue 14 item 4). */
+  frameTransform: FrameTransform | undefined;
+
+  constructor(
+    private readonly signaling: SignalingClient,
+    private readonly platform: MediaPlatform,
+    private readonly config: RoomMediaConfig,
+    private readonly self: { username: string; deviceId: string },
+    /** The live 1:1 call's peer, if any (CallEngine.liveCallPeer). */
+    private readonly liveCallPeer: () => string | undefined = () => undefined,
+  ) {
+    super();
+    signaling.on('room.participant_joined', (p) => this.onParticipant(p.roomId, p.participant, true));
+    signaling.on('room.participant_left', (p) => this.onParticipant(p.roomId, p.participant, false));
+    signaling.on('room.producer_added', (p) => this.onProducerAdded(p));
+    signaling.on('room.producer_removed', (p) => this.onProducerRemoved(p.roomId, p.producerId));
+    signaling.on('room.speaker', (p) => this.onSpeaker(p.roomId, p.participant));
+    signaling.on('room.ended', (p) => {
+      if (this.room?.roomId === p.roomId) void this.close('ended', p.reason);
+    });
+    signaling.on('state', (state) => {
+      // The server leaves the rooms of a closed connection: ours is gone.
+      if (state === 'offline' && this.room) void this.close('ended', 'signaling_lost');
+    });
+  }
+
+  /** A sentence naming the room this client is in, or undefined (CallEngine.busyWith). */
+  busyWith(): string | undefined {
+    const id = this.room?.roomId ?? this.joining;
+    return id ? `in the group call ${id}` : undefined;
+  }
+
+  /**
+   * Opens a room on the server's SFU and joins it.
+   * @throws ParleyError as {@link join}, and `unavailable` when the server has no SFU.
+   */
+  async create(maxParticipants?: number): Promise<RoomStatus> {
+    this.assertFree();
+    const r = await this.signaling.request('room.create', maxParticipants !== undefined ? { maxParticipants } : {});
+    return this.join(r.roomId);
+  }
+
+  /**
+   * Joins `roomId`: devices open, both transports and the producer are set
+   * up, and every producer already there is consumed before it resolves.
+   * @throws ParleyError `invalid_state` during a 1:1 call or in another room;
+   *   the server's `not_found`, `room_full`, `room_ended`; `device_error` when
+   *   the audio devices cannot be opened. Nothing stays open after a failure.
+   */
+  async join(roomId: string): Promise<RoomStatus> {
+    this.assertFree();
+    this.joining = roomId;
+    try {
+      return await this.joinNow(roomId);
+    } finally {
+      this.joining = undefined;
+    }
+  }
+
+  private async joinNow(roomId: string): Promise<RoomStatus> {
+    const t0 = performance.now();
+    this.status = { roomId, state: 'joining', micOpen: this.micOpen, participants: [this.selfMember()] };
+    this.publish();
+    let joined;
+    try {
+      joined = await this.signaling.request('room.join', { roomId });
+    } catch (e) {
+      this.fail(roomId, e);
+      throw e;
+    }
+    let audio;
+    try {
+      audio = await this.platform.openAudio(this.config.frameMs);
+    } catch (e) {
+      await this.signaling.request('room.leave', { roomId }).catch(() => {});
+      const err = new ParleyError('device_error', e instanceof Error ? e.message : String(e));
+      this.fail(roomId, err);
+      throw err;
+    }
+    installWebrtcPolyfill({ loopbackOnly: this.config.loopbackOnly });
+    const { encoder } = this.platform.createCodec(this.config.frameMs);
+    const media = new GroupMediaSession({
+      frameMs: this.config.frameMs,
+      ...(this.config.jitterTargetMs !== undefined ? { jitterTargetMs: this.config.jitterTargetMs } : {}),
+      source: audio.source,
+      sink: audio.sink,
+      encoder,
+      newDecoder: () => this.platform.createCodec(this.config.frameMs).decoder,
+      dtx: this.config.dtx,
+      ...(audio.processor ? { processor: audio.processor } : {}),
+      ...(audio.deviceDelayMs ? { deviceDelayMs: audio.deviceDelayMs } : {}),
+      ...(this.frameTransform ? { transform: this.frameTransform } : {}),
+    });
+    media.setMicOpen(this.micOpen);
+    media.setOutputGain(this.outputGain);
+    media.on('firstAudio', () => this.publish());
+    media.on('deviceError', (e, dir) => {
+      if (this.status) this.status.error = `${dir} device: ${e.message}`;
+      this.publish();
+    });
+    const room: InRoom = {
+      roomId,
+      device: new Device({ handlerName: 'Chrome111' }),
+      media,
+      consumed: new Map(),
+      consuming: new Set(),
+      others: new Map(joined.participants.map((p) => [p.deviceId, p])),
+      queue: Promise.resolve(),
+      closed: false,
+    };
+    this.room = room;
+    this.status = {
+      roomId,
+      state: 'joining',
+      maxParticipants: joined.maxParticipants,
+      micOpen: this.micOpen,
+      participants: [],
+      ...(joined.speaker ? { speaker: { username: joined.speaker.participant.username, deviceId: joined.speaker.participant.deviceId } } : {}),
+    };
+    try {
+      media.start();
+      await room.device.load({ routerRtpCapabilities: joined.routerRtpCapabilities as msc.RtpCapabilities });
+      room.send = await this.createTransport(room, 'send');
+      room.recv = await this.createTransport(room, 'recv');
+      const out = newRtpTrack();
+      room.sendTrack = out;
+      room.producer = await room.send.produce({
+        track: out.track as never,
+        codecOptions: { opusStereo: false, opusFec: true, opusDtx: true },
+        stopTracks: false,
+      });
+      const levelId = room.producer.rtpParameters.headerExtensions?.find((e) => e.uri === AUDIO_LEVEL_URI)?.id;
+      media.startSending((packet, info) => {
+        if (levelId !== undefined) {
+          // RFC 6464 §3: V bit, then the level in −dBov.
+          packet.header.extensions = [{ id: levelId, payload: Buffer.from([(info.voice ? 0x80 : 0) | info.levelDbov]) }];
+        }
+        out.writeRtp(packet);
+      });
+      await Promise.all(joined.producers.map((p) => this.consume(room, p)));
+    } catch (e) {
+      await this.close('ended', 'failed', e instanceof Error ? e.message : String(e));
+      await this.signaling.request('room.leave', { roomId }).catch(() => {});
+      throw e instanceof ParleyError ? e : new ParleyError('unavailable', `could not join the room: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (room.closed) throw new ParleyError('room_ended', `the room ended while joining (${this.status.endReason ?? 'ended'})`);
+    this.status.state = 'joined';
+    this.status.joinedAt = Date.now();
+    this.status.joinMs = Math.round(performance.now() - t0);
+    this.publish();
+    return this.snapshot();
+  }
+
+  /**
+   * Leaves the room: `room.leave`, then the producer, consumers, transports
+   * and devices close.
+   * @throws ParleyError `invalid_state` when not in a room (or in another one than `roomId`).
+   */
+  async leave(roomId?: string): Promise<string> {
+    const room = this.room;
+    if (!room || (roomId && roomId !== room.roomId)) throw new ParleyError('invalid_state', roomId ? `not in the room ${roomId}` : 'not in a room');
+    await this.signaling.request('room.leave', { roomId: room.roomId }).catch(() => {});
+    await this.close('left');
+    return room.roomId;
+  }
+
+  /** The room this client is in (or was in last), with each participant's received audio. @throws ParleyError `invalid_state` when there is none. */
+  current(): RoomStatus {
+    if (!this.status) throw new ParleyError('invalid_state', 'not in a room');
+    return this.snapshot();
+  }
+
+  /** Mute / push-to-talk for the room (the engine's mic-open flag). */
+  setMicOpen(open: boolean): void {
+    this.micOpen = open;
+    this.room?.media.setMicOpen(open);
+    if (this.status && this.status.micOpen !== open) {
+      this.status.micOpen = open;
+      this.publish();
+    }
+  }
+
+  /** Output volume, linear 0–1. */
+  setOutputGain(gain: number): void {
+    this.outputGain = gain;
+    this.room?.media.setOutputGain(gain);
+  }
+
+  /** Leaves the room, if any. Never throws. */
+  async shutdown(): Promise<void> {
+    if (this.room) await this.leave().catch(() => {});
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private assertFree(): void {
+    const id = this.room?.roomId ?? this.joining;
+    if (id) throw new ParleyError('invalid_state', `already in the group call ${id}; leave it first`);
+    const peer = this.liveCallPeer();
+    if (peer) throw new ParleyError('invalid_state', `already in a call with ${peer}; end it first (one call at a time)`);
+  }
+
+  private async createTransport(room: InRoom, direction: 'send' | 'recv'): Promise<msc.Transport> {
+    const r = await this.signaling.request('room.transport.create', { roomId: room.roomId, direction });
+    const options = {
+      id: r.transportId,
+      iceParameters: r.iceParameters,
+      iceCandidates: r.iceCandidates as msc.IceCandidate[],
+      dtlsParameters: r.dtlsParameters as msc.DtlsParameters,
+    };
+    const transport = direction === 'send' ? room.device.createSendTransport(options) : room.device.createRecvTransport(options);
+    transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+      this.signaling
+        .request('room.transport.connect', { roomId: room.roomId, transportId: transport.id, dtlsParameters: dtlsParameters as never })
+        .then(() => callback(), errback);
+    });
+    if (direction === 'send') {
+      transport.on('produce', ({ rtpParameters }, callback, errback) => {
+        this.signaling
+          .request('room.produce', { roomId: room.roomId, transportId: transport.id, kind: 'audio', rtpParameters: rtpParameters as never })
+          .then(({ producerId }) => callback({ id: producerId }), errback);
+      });
+    }
+    transport.on('connectionstatechange', (state) => {
+      if (state === 'failed' && !room.closed) {
+        if (this.status) this.status.error = `the ${direction} transport to the SFU failed`;
+        this.publish();
+      }
+    });
+    return transport;
+  }
+
+  /** Consumes one producer of another participant into its own playout chain, then resumes it. Never throws. */
+  private consume(room: InRoom, p: RoomProducer): Promise<void> {
+    if (room.consumed.has(p.producerId) || room.consuming.has(p.producerId) || p.participant.deviceId === this.self.deviceId) return Promise.resolve();
+    room.consuming.add(p.producerId);
+    const run = async () => {
+      if (room.closed || !room.recv) return;
+      try {
+        const r = await this.signaling.request('room.consume', {
+          roomId: room.roomId,
+          producerId: p.producerId,
+          rtpCapabilities: room.device.rtpCapabilities as never,
+        });
+        if (room.closed) return;
+        const consumer = await room.recv.consume({
+          id: r.consumerId,
+          producerId: r.producerId,
+          kind: 'audio',
+          rtpParameters: r.rtpParameters as msc.RtpParameters,
+        });
+        const stream = room.media.addStream(r.participant);
+        const unsubscribe = onTrackRtp(consumer.track, (rtp) => stream.push(rtp));
+        room.consumed.set(p.producerId, { consumer, stream, participant: r.participant, unsubscribe });
+        room.others.set(r.participant.deviceId, r.participant);
+        await this.signaling.request('room.consumer.resume', { roomId: room.roomId, consumerId: r.consumerId });
+        this.publish();
+      } catch (e) {
+        // The producer went away meanwhile, or the room ended: nothing to play.
+        if (!room.closed && this.status) this.status.error = `could not receive ${p.participant.username}: ${e instanceof Error ? e.message : String(e)}`;
+      } finally {
+        room.consuming.delete(p.producerId);
+      }
+    };
+    const next = room.queue.then(run);
+    room.queue = next.catch(() => {});
+    return next;
+  }
+
+  private unconsume(room: InRoom, producerId: string): void {
+    const c = room.consumed.get(producerId);
+    if (!c) return;
+    room.consumed.delete(producerId);
+    c.unsubscribe();
+    c.stream.remove();
+    try {
+      c.consumer.close();
+    } catch {
+      // already closed with its transport
+    }
+  }
+
+  private onParticipant(roomId: string, participant: RoomParticipant, joined: boolean): void {
+    const room = this.room;
+    if (!room || room.roomId !== roomId || participant.deviceId === this.self.deviceId) return;
+    if (joined) room.others.set(participant.deviceId, participant);
+    else {
+      room.others.delete(participant.deviceId);
+      for (const [id, c] of room.consumed) if (c.participant.deviceId === participant.deviceId) this.unconsume(room, id);
+      if (this.status?.speaker?.deviceId === participant.deviceId) delete this.status.speaker;
+    }
+    this.publish();
+  }
+
+  private onProducerAdded(p: SignalNotificationParams<'room.producer_added'>): void {
+    const room = this.room;
+    if (!room || room.roomId !== p.roomId || !room.recv) return;
+    void this.consume(room, p.producer);
+  }
+
+  private onProducerRemoved(roomId: string, producerId: string): void {
+    const room = this.room;
+    if (!room || room.roomId !== roomId) return;
+    this.unconsume(room, producerId);
+    this.publish();
+  }
+
+  private onSpeaker(roomId: string, participant: RoomParticipant): void {
+    if (!this.status || this.status.roomId !== roomId || !this.room) return;
+    this.status.speaker = { username: participant.username, deviceId: participant.deviceId };
+    this.emit('speaker', { roomId, username: participant.username, deviceId: participant.deviceId });
+    this.publish();
+  }
+
+  /** Closes everything the room owns and moves to `left` / `ended`. Never throws. */
+  private async close(state: 'left' | 'ended', endReason?: string, error?: string): Promise<void> {
+    const room = this.room;
+    if (!room || room.closed) return;
+    room.closed = true;
+    this.room = undefined;
+    // The last participants as they were, for the final status.
+    const last = this.status ? this.snapshotOf(room) : undefined;
+    room.media.stopSending();
+    for (const id of [...room.consumed.keys()]) this.unconsume(room, id);
+    for (const close of [() => room.producer?.close(), () => room.sendTrack?.stop(), () => room.send?.close(), () => room.recv?.close()]) {
+      try {
+        close();
+      } catch {
+        // closing what is already closed
+      }
+    }
+    await room.media.close();
+    if (this.status && last) {
+      this.status = { ...last, state, ...(endReason ? { endReason } : {}), ...(error ? { error } : {}) };
+      this.publish();
+    }
+  }
+
+  private fail(roomId: string, e: unknown): void {
+    this.status = {
+      roomId,
+      state: 'ended',
+      endReason: 'failed',
+      error: e instanceof Error ? e.message : String(e),
+      micOpen: this.micOpen,
+      participants: [this.selfMember()],
+    };
+    this.publish();
+  }
+
+  private selfMember(): RoomMember {
+    return { username: this.self.username, deviceId: this.self.deviceId, self: true };
+  }
+
+  private snapshot(): RoomStatus {
+    const room = this.room;
+    return room && this.status && room.roomId === this.status.roomId ? this.snapshotOf(room) : structuredClone(this.status!);
+  }
+
+  private snapshotOf(room: InRoom): RoomStatus {
+    const members: RoomMember[] = [this.selfMember()];
+    for (const p of room.others.values()) {
+      const c = [...room.consumed.values()].find((x) => x.participant.deviceId === p.deviceId);
+      const s = c?.stream.stats();
+      members.push({
+        username: p.username,
+        deviceId: p.deviceId,
+        self: false,
+        ...(c && s
+          ? {
+              audio: {
+                playing: c.stream.playing,
+                packetsReceived: s.packetsReceived,
+                packetsLost: s.packetsLost,
+                framesConcealed: s.framesConcealed,
+                framesUndecryptable: s.framesUndecryptable,
+                jitterBufferMs: s.bufferedMs,
+              },
+            }
+          : {}),
+      });
+    }
+    return { ...structuredClone(this.status!), participants: members };
+  }
+
+  private publish(): void {
+    if (!this.status) return;
+    this.emit('state', this.snapshot());
+  }
+}

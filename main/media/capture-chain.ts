@@ -1,0 +1,201 @@
+import type { RtpPacket } from 'werift';
+import type { CaptureProcessor, FrameEncoder } from './media-session';
+import { OpusPacketizer } from './rtp-opus';
+
+/** Sums of squares and sample counts per metered point, reset by whoever reports levels. */
+export interface LevelMeter {
+  input: number;
+  inputN: number;
+  sent: number;
+  sentN: number;
+  output: number;
+  outputN: number;
+}
+
+/** A new, zeroed {@link LevelMeter}. */
+export function newLevelMeter(): LevelMeter {
+  return { input: 0, inputN: 0, sent: 0, sentN: 0, output: 0, outputN: 0 };
+}
+
+/** Adds one frame's energy to the meter's `key` point. */
+export function accumulate(m: LevelMeter, key: 'input' | 'sent' | 'output', frame: Int16Array): void {
+  let sum = 0;
+  for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
+  m[key] += sum;
+  m[`${key}N`] += frame.length;
+}
+
+/** What the chain hands on with each packet besides the packet itself. */
+export interface SentFrameInfo {
+  /**
+   * The frame's level as RFC 6464 puts it in the `ssrc-audio-level` header
+   * extension: 0–127, −dBov of the frame sent (127 = silence or quieter).
+   */
+  levelDbov: number;
+  /** Whether the VAD heard voice (false without a processor). */
+  voice: boolean;
+}
+
+export interface CaptureChainOptions {
+  /** Samples per frame (480 or 960: 10 or 20 ms at 48 kHz). */
+  frameSamples: number;
+  encoder: FrameEncoder;
+  /** Echo cancellation, noise suppression, gain control and VAD (native/apm's VoiceProcessor fits). */
+  processor?: CaptureProcessor;
+  /** Opus DTX and VAD-driven DTX: silent frames are not sent (one every {@link DTX_KEEPALIVE_MS}). */
+  dtx?: boolean;
+  /** Monotonic clock, ms. */
+  now: () => number;
+  /** Sends one RTP packet of our stream (the transport adds SRTP). */
+  send: (packet: RtpPacket, info: SentFrameInfo) => void;
+  /** A processor or encoder failure (the frame is sent unprocessed, or dropped). */
+  onError: (error: Error) => void;
+  /** Where input and sent levels are summed (the owner reports them). */
+  meter: LevelMeter;
+}
+
+/**
+ * The send side of a call, as one stage, shared by 1:1 calls
+ * ({@link MediaSession}) and group calls (main/media/group-media.ts):
+ *
+ *   microphone frame → voice processing (APM, 10 ms at a time) → mute / hold → Opus encode → DTX → RTP packetize → send
+ *
+ * The processor runs from the start, sending or not, so that its echo
+ * canceller and noise estimate are converged when sending starts; it hears
+ * every played frame as its echo reference through {@link render}. With
+ * `dtx`, frames the VAD calls silence (after a 200 ms hang-over) are not
+ * sent, except one every {@link DTX_KEEPALIVE_MS} so the far end knows we are
+ * there (RFC 7587 §3.1.3); every frame is still encoded so the encoder's
+ * state stays continuous.
+ */
+export class CaptureChain {
+  readonly packetizer = new OpusPacketizer();
+  /** Frames the capture hands on once the transport is up. */
+  sending = false;
+  /** On hold: encoded silence goes out. */
+  held = false;
+  /** Mute / push-to-talk: closed, encoded silence goes out. */
+  micOpen = true;
+  /** Frames not sent because the VAD heard no voice. */
+  vadSilentFrames = 0;
+  /** Speaker-to-microphone delay last given to the echo canceller, ms. */
+  reportedDelayMs: number | undefined;
+  private lastVoiceAt = -Infinity;
+  private lastSentAt = -Infinity;
+  private closed = false;
+
+  constructor(private readonly options: CaptureChainOptions) {}
+
+  /** One microphone frame (`frameSamples` samples, 48 kHz mono s16). */
+  push(raw: Int16Array): void {
+    if (this.closed) return;
+    const { options } = this;
+    accumulate(options.meter, 'input', raw);
+    let frame = raw;
+    let voice = false;
+    const processor = options.processor;
+    if (processor) {
+      try {
+        ({ frame, voice } = processInTens(raw, processor));
+      } catch (e) {
+        options.onError(e as Error);
+        frame = raw;
+      }
+      if (voice) this.lastVoiceAt = options.now();
+    }
+    if (!this.sending) return;
+    const sent = this.held || !this.micOpen ? new Int16Array(frame.length) : frame;
+    accumulate(options.meter, 'sent', sent);
+    let opus: Buffer;
+    try {
+      opus = options.encoder.encode(sent);
+    } catch (e) {
+      options.onError(e as Error);
+      return;
+    }
+    if (options.dtx && processor && !this.held && !this.talking() && options.now() - this.lastSentAt < DTX_KEEPALIVE_MS) {
+      this.vadSilentFrames++;
+      this.packetizer.skip(options.frameSamples);
+      return;
+    }
+    if (options.dtx && opus.length <= 2) {
+      this.packetizer.skip(options.frameSamples);
+      return;
+    }
+    this.lastSentAt = options.now();
+    options.send(this.packetizer.packetize(opus, options.frameSamples), { levelDbov: levelDbov(sent), voice: voice && this.micOpen && !this.held });
+  }
+
+  /** Voice activity within the last {@link VAD_HANGOVER_MS}. */
+  talking(): boolean {
+    return this.options.now() - this.lastVoiceAt < VAD_HANGOVER_MS;
+  }
+
+  /** The echo canceller's reference: exactly the frame that goes to the speaker. Never throws. */
+  render(out: Int16Array): void {
+    const processor = this.options.processor;
+    if (!processor) return;
+    try {
+      for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME));
+    } catch {
+      // a failing reference only weakens echo cancellation
+    }
+  }
+
+  /**
+   * Asks the platform for the devices' delay (after start and after a device
+   * switch), after 300 ms for the streams to fill, and gives it to the echo
+   * canceller (clamped to 0–500 ms). Never throws.
+   */
+  async updateDeviceDelay(deviceDelayMs: (() => Promise<number | undefined>) | undefined): Promise<void> {
+    const processor = this.options.processor;
+    if (!processor || !deviceDelayMs) return;
+    await new Promise((r) => setTimeout(r, 300).unref());
+    try {
+      const ms = await deviceDelayMs();
+      if (ms !== undefined && !this.closed) {
+        this.reportedDelayMs = Math.max(0, Math.min(500, Math.round(ms)));
+        processor.setStreamDelayMs(this.reportedDelayMs);
+      }
+    } catch {
+      // the extended filter still covers a moderate delay error
+    }
+  }
+
+  /** Stops handing frames on. */
+  close(): void {
+    this.closed = true;
+    this.sending = false;
+  }
+}
+
+/** The processor's frame: 10 ms at 48 kHz. */
+export const APM_FRAME = 480;
+
+/** Voice activity holds this long after the last voiced frame, ms (no clipped word ends). */
+export const VAD_HANGOVER_MS = 200;
+
+/** With VAD-driven DTX, one frame is still sent this often during silence, ms. */
+export const DTX_KEEPALIVE_MS = 400;
+
+/** RFC 6464 §3: the frame's RMS level in −dBov, 0 (full scale) … 127 (silence). */
+export function levelDbov(frame: Int16Array): number {
+  let sum = 0;
+  for (let i = 0; i < frame.length; i++) sum += frame[i]! * frame[i]!;
+  if (sum === 0 || frame.length === 0) return 127;
+  const dbov = -10 * Math.log10(sum / frame.length / 32768 ** 2);
+  return Math.max(0, Math.min(127, Math.round(dbov)));
+}
+
+/** Runs a 10 or 20 ms frame through the processor 10 ms at a time. */
+function processInTens(frame: Int16Array, processor: CaptureProcessor): { frame: Int16Array; voice: boolean } {
+  if (frame.length === APM_FRAME) return processor.processCapture(frame);
+  const out = new Int16Array(frame.length);
+  let voice = false;
+  for (let i = 0; i < frame.length; i += APM_FRAME) {
+    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME));
+    out.set(r.frame, i);
+    voice ||= r.voice;
+  }
+  return { frame: out, voice };
+}
