@@ -332,6 +332,20 @@ export const RoomStatus = z.object({
   participants: z.array(RoomMember),
   /** The dominant speaker, as the SFU last named it. */
   speaker: z.object({ username: Username, deviceId: z.string() }).optional(),
+  /**
+   * End-to-end encryption of the room's frames (SFrame, RFC 9605, with sender
+   * keys sealed per device: docs/SECURITY.md "Group calls"). `sframe` false:
+   * the SFU forwards readable Opus (no keys on this client).
+   */
+  e2ee: z
+    .object({
+      sframe: z.boolean(),
+      /** Devices that get no key from us and whose keys we refuse, with why (a changed key, no certificate…). */
+      excluded: z.array(z.object({ username: Username, deviceId: z.string(), reason: z.string(), message: z.string() })),
+      keysAccepted: z.number().int(),
+      rotations: z.number().int(),
+    })
+    .optional(),
 });
 export type RoomStatus = z.infer<typeof RoomStatus>;
 

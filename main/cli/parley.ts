@@ -288,6 +288,8 @@ program
         loopbackOnly: !!o.loopback,
       }, { username: session.username, deviceId: session.deviceId }, () => engine.liveCallPeer());
       engine.busyWith = () => rooms.busyWith();
+      // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.
+      rooms.endToEnd = { identity: e2ee.identity, directory: e2ee };
       engine.on('controls', (c) => {
         rooms.setMicOpen(c.micOpen);
         rooms.setOutputGain(c.outputGain);

@@ -8,6 +8,8 @@ import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
 import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
 import type { MediaPlatform } from './call-engine';
+import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
+import type { DeviceIdentity } from './e2ee/identity';
 import type { SignalingClient } from './signaling-client';
 
 /** Media settings of group calls (the same as the engine's for 1:1). */
@@ -43,6 +45,10 @@ interface InRoom {
   others: Map<string, RoomParticipant>;
   /** Serialises consume / close on the recv transport. */
   queue: Promise<void>;
+  /** The room's end-to-end keys (SFrame sender keys), when this client has an identity. */
+  keys?: GroupKeys;
+  /** Serialises membership changes of {@link keys} and the relaying of their key messages. */
+  keyQueue: Promise<void>;
   closed: boolean;
 }
 
@@ -73,8 +79,20 @@ export class RoomClient extends EventEmitter<{
   private status: RoomStatus | undefined;
   private micOpen = true;
   private outputGain = 1;
-  /** End-to-end encryption of frames for the rooms joined after it is set (SFrame, issue 14 item 4). */
+  /**
+   * End-to-end encryption of frames for the rooms joined after it is set, in
+   * place of the SFrame keys of {@link endToEnd} (tests, or a transform of
+   * another kind).
+   */
   frameTransform: FrameTransform | undefined;
+  /**
+   * This device's identity and its trusted directory of contacts' devices
+   * (EndToEnd): with them every room is end-to-end encrypted — SFrame
+   * (RFC 9605) over each Opus frame with a sender key per device, sealed to
+   * each participant's device and relayed through `room.relay`
+   * (main/core/e2ee/group-keys.ts). Without them the SFU reads the audio.
+   */
+  endToEnd: { identity: DeviceIdentity; directory: DeviceDirectory } | undefined;
 
   constructor(
     private readonly signaling: SignalingClient,
@@ -90,6 +108,14 @@ export class RoomClient extends EventEmitter<{
     signaling.on('room.producer_added', (p) => this.onProducerAdded(p));
     signaling.on('room.producer_removed', (p) => this.onProducerRemoved(p.roomId, p.producerId));
     signaling.on('room.speaker', (p) => this.onSpeaker(p.roomId, p.participant));
+    signaling.on('room.message', (p) => {
+      const keys = this.room?.roomId === p.roomId ? this.room.keys : undefined;
+      if (!keys) return;
+      const r = keys.acceptKey({ username: p.from.username, deviceId: p.from.deviceId }, p.envelope);
+      if (r.ok !== false || !this.status) return;
+      // A refused key message is counted in the status (e2ee); nothing else to do.
+      this.publish();
+    });
     signaling.on('room.ended', (p) => {
       if (this.room?.roomId === p.roomId) void this.close('ended', p.reason);
     });
@@ -153,6 +179,12 @@ export class RoomClient extends EventEmitter<{
       throw err;
     }
     installWebrtcPolyfill({ loopbackOnly: this.config.loopbackOnly });
+    const keys = !this.frameTransform && this.endToEnd
+      ? new GroupKeys({ roomId, identity: this.endToEnd.identity, directory: this.endToEnd.directory })
+      : undefined;
+    const sframe = keys?.frameTransform();
+    const transform: FrameTransform | undefined = this.frameTransform ??
+      (sframe ? { encrypt: (frame) => sframe.encrypt(frame), decrypt: (payload, meta) => sframe.decrypt(payload, meta.deviceId) } : undefined);
     const { encoder } = this.platform.createCodec(this.config.frameMs);
     const media = new GroupMediaSession({
       frameMs: this.config.frameMs,
@@ -164,7 +196,7 @@ export class RoomClient extends EventEmitter<{
       dtx: this.config.dtx,
       ...(audio.processor ? { processor: audio.processor } : {}),
       ...(audio.deviceDelayMs ? { deviceDelayMs: audio.deviceDelayMs } : {}),
-      ...(this.frameTransform ? { transform: this.frameTransform } : {}),
+      ...(transform ? { transform } : {}),
     });
     media.setMicOpen(this.micOpen);
     media.setOutputGain(this.outputGain);
@@ -181,9 +213,15 @@ export class RoomClient extends EventEmitter<{
       consuming: new Set(),
       others: new Map(joined.participants.map((p) => [p.deviceId, p])),
       queue: Promise.resolve(),
+      keyQueue: Promise.resolve(),
+      ...(keys ? { keys } : {}),
       closed: false,
     };
     this.room = room;
+    if (keys) {
+      keys.on('excluded', () => this.publish());
+      keys.on('keyAccepted', () => this.publish());
+    }
     this.status = {
       roomId,
       state: 'joining',
@@ -193,6 +231,8 @@ export class RoomClient extends EventEmitter<{
       ...(joined.speaker ? { speaker: { username: joined.speaker.participant.username, deviceId: joined.speaker.participant.deviceId } } : {}),
     };
     try {
+      // Our sender key goes to everyone before we produce (else the first frames force a rotation).
+      await this.membershipChanged(room);
       media.start();
       await room.device.load({ routerRtpCapabilities: joined.routerRtpCapabilities as msc.RtpCapabilities });
       room.send = await this.createTransport(room, 'send');
@@ -360,9 +400,41 @@ export class RoomClient extends EventEmitter<{
     if (!room || room.roomId !== roomId || participant.deviceId === this.self.deviceId) return;
     if (joined) room.others.set(participant.deviceId, participant);
     else {
+      // (the key rotation for a leave runs below, with the new list)
       room.others.delete(participant.deviceId);
       for (const [id, c] of room.consumed) if (c.participant.deviceId === participant.deviceId) this.unconsume(room, id);
       if (this.status?.speaker?.deviceId === participant.deviceId) delete this.status.speaker;
+    }
+    void this.membershipChanged(room);
+    this.publish();
+  }
+
+  /**
+   * Tells the room's keys who is in it now (a new sender key on every join and
+   * leave, used after the grace) and relays the sealed key messages that come
+   * out of it to their devices. Never throws: a message that cannot be
+   * delivered (its device just left) is dropped.
+   */
+  private membershipChanged(room: InRoom): Promise<void> {
+    // One after another, and each one's messages in order: a recipient refuses a key message
+    // older than one it already has (its sequence number must rise), so two rotations' messages
+    // overtaking each other would cost it the first rotation's key.
+    const next = room.keyQueue.then(() => this.applyMembership(room));
+    room.keyQueue = next.catch(() => {});
+    return next;
+  }
+
+  private async applyMembership(room: InRoom): Promise<void> {
+    const keys = room.keys;
+    if (!keys || room.closed) return;
+    try {
+      await keys.onMembershipChanged([{ username: this.self.username, deviceId: this.self.deviceId }, ...[...room.others.values()].map((p) => ({ username: p.username, deviceId: p.deviceId }))]);
+    } catch {
+      // GroupKeys reports its own trouble as exclusions; a failed directory lookup is retried on the next change
+    }
+    for (const m of keys.outgoingKeyMessages()) {
+      if (room.closed) return;
+      await this.signaling.request('room.relay', { roomId: room.roomId, to: m.to.deviceId, envelope: m.envelope }).catch(() => {});
     }
     this.publish();
   }
@@ -455,7 +527,19 @@ export class RoomClient extends EventEmitter<{
           : {}),
       });
     }
-    return { ...structuredClone(this.status!), participants: members };
+    const keys = room.keys;
+    const e2ee = keys
+      ? (() => {
+          const st = keys.stats();
+          return {
+            sframe: true,
+            excluded: keys.excluded().map((x) => ({ username: x.username, deviceId: x.deviceId, reason: x.reason, message: x.message })),
+            keysAccepted: st.keysAccepted,
+            rotations: st.rotations,
+          };
+        })()
+      : { sframe: room.media.hasTransform, excluded: [], keysAccepted: 0, rotations: 0 };
+    return { ...structuredClone(this.status!), participants: members, e2ee };
   }
 
   private publish(): void {

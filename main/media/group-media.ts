@@ -168,6 +168,11 @@ export class GroupMediaSession extends EventEmitter<{
   }
 
   /** Packets sent so far. */
+  /** Whether frames pass a FrameTransform (end-to-end encryption) on their way. */
+  get hasTransform(): boolean {
+    return this.options.transform !== undefined;
+  }
+
   get packetsSent(): number {
     return this.capture.packetizer.packetsSent;
   }

@@ -248,6 +248,15 @@ export class Room {
     if (participants.size === 0) this.hooks.onEmptyChanged(this, true);
   }
 
+  /** Whether device `deviceId` is in the room and a device of account `accountId` is too. */
+  hasBoth(deviceId: string, accountId: string): boolean {
+    if (this.state.phase !== 'open') return false;
+    const { participants } = this.state;
+    if (!participants.has(deviceId)) return false;
+    for (const p of participants.values()) if (p.peer.accountId === accountId) return true;
+    return false;
+  }
+
   /**
    * Routes a sealed message from one participant's device to another's
    * (`room.message`); the envelope is passed on unopened.

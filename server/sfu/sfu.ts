@@ -126,6 +126,16 @@ export class Sfu {
   }
 
   /** Every open room, for the admin API. */
+  /**
+   * Whether device `deviceId` shares an open room with a device of account
+   * `accountId` (then it may fetch that account's device keys, to seal the
+   * room's sender keys to them, whatever their call settings: server/signal/keys.ts).
+   */
+  sharesRoom(deviceId: string, accountId: string): boolean {
+    for (const room of this.rooms.values()) if (room.hasBoth(deviceId, accountId)) return true;
+    return false;
+  }
+
   list(): RoomSnapshot[] {
     return [...this.rooms.values()].map((r) => r.snapshot());
   }

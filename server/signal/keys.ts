@@ -6,8 +6,8 @@ import type { SignalModule } from './module';
 /**
  * Device keys for end-to-end security: `keys.publish` (a device's bundle and
  * its certificate from the account key) and `keys.get` (another account's
- * devices, only for accounts the caller may call; a block looks like an
- * account with no devices).
+ * devices, only for accounts the caller may call or that share a
+ * group-call room with it; a block looks like an account with no devices).
  */
 export const registerKeyHandlers: SignalModule = (conn, deps) => {
   const { peer } = conn;
@@ -42,8 +42,11 @@ export const registerKeyHandlers: SignalModule = (conn, deps) => {
     if (p.username !== self.username) {
       const target = await accounts.findByUsername(p.username);
       if (!target) throw new ParleyError('unknown_user', `no account named ${p.username}`);
-      // Only for accounts I may call; a block looks like an account with no devices.
-      if (await checkCallAllowed(self, target, contacts, accounts)) return { devices: [] };
+      // Only for accounts I may call, or that are in a group-call room with me (their devices need
+      // the room's sender keys sealed to them); a block looks like an account with no devices.
+      if (!deps.sfu.sharesRoom(self.deviceId, target.accountId)) {
+        if (await checkCallAllowed(self, target, contacts, accounts)) return { devices: [] };
+      } else if (await contacts.hasBlocked(target.accountId, self.accountId)) return { devices: [] };
       accountId = target.accountId;
     }
     const [keys, accountKey] = await Promise.all([accounts.deviceKeys(accountId), accounts.accountKey(accountId)]);
