@@ -18,6 +18,10 @@ import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
 import { DEVICES, PROBE2_CHANNEL, startPulse, type ClientName, type Pulse } from '../harness/pulse';
 import { adminRequest, startServer, type RunningServer } from '../harness/server';
+import { SfuParticipant } from '../harness/sfu-client';
+import { signIn } from '../harness/signal-client';
+import { decodeHeader } from '../../main/media/sframe';
+import { createOpusDecoder } from '../../native/opus';
 import { channel, readWav, renderSpeech, rms } from '../harness/speech';
 
 /**
@@ -176,6 +180,58 @@ describe('a group call of four daemons through the SFU', () => {
     await pulse.play(DEVICES.b.input, wav.b);
     await speaking;
   }, 30_000);
+
+  it('the SFU forwards only ciphertext: a participant without keys gets SFrame frames it cannot decode, while the others hear the speech', async () => {
+    // Eve joins with the plain protocol client: she is in the room (the SFU forwards to her exactly what it
+    // forwards to everyone) but has published no device keys, so no participant seals its sender key to her.
+    const eve = await signIn(server, `eve${Math.floor(Math.random() * 1e6)}`);
+    const spy = await SfuParticipant.join(eve.client, roomId, { accountId: eve.accountId, username: eve.username, deviceId: eve.deviceId });
+    try {
+      await spy.consumeAll();
+      await waitFor('the others to see Eve excluded', async () => {
+        const st = await Promise.all((['a', 'b', 'c', 'd'] as const).map((n) => clients[n].request<RoomStatus>('list_participants')));
+        return st.every((x) => x.e2ee?.sframe === true && x.e2ee.excluded.some((e) => e.deviceId === eve.deviceId));
+      }, 10_000, 100);
+      const heard = await turn('a', 'eavesdropped');
+      const aliceId = (await clients.a.request<RoomStatus>('list_participants')).participants.find((p) => p.self)!.deviceId;
+      const packets = spy.packetsFrom(aliceId).map((p) => p.rtp.payload);
+      expect(packets.length).toBeGreaterThan(50);
+      // Every payload is an SFrame frame (RFC 9605 §4.3): a 4-byte KID and a counter that only rises per KID.
+      const lastCtr = new Map<bigint, bigint>();
+      for (const payload of packets) {
+        const h = decodeHeader(payload);
+        expect(h).toBeDefined();
+        expect(h!.kid).toBeGreaterThan(0xffffffn >> 8n);
+        const prev = lastCtr.get(h!.kid);
+        if (prev !== undefined) expect(h!.ctr).toBeGreaterThan(prev);
+        lastCtr.set(h!.kid, h!.ctr);
+      }
+      // Decoded as Opus (what the SFU, or Eve, could do with it), it is not Alice's sentence…
+      const decoder = createOpusDecoder();
+      const frames = packets.map((payload) => {
+        try {
+          return decoder.decode(payload);
+        } catch {
+          return new Int16Array(960);
+        }
+      });
+      const pcm = new Int16Array(frames.reduce((n, f) => n + f.length, 0));
+      let at = 0;
+      for (const f of frames) {
+        pcm.set(f, at);
+        at += f.length;
+      }
+      const eaves = similarity('a', pcm).score;
+      // …while Bob, with the key, heard it in the same turn.
+      const bob = piecewise('a', heard.b);
+      console.log(`eavesdropper: ${packets.length} SFrame frames from Alice, similarity as Opus ${eaves.toFixed(3)}; Bob ${bob.toFixed(3)}`);
+      expect(eaves).toBeLessThan(0.3);
+      expect(bob).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
+    } finally {
+      await spy.leave().catch(() => {});
+      await eve.client.close();
+    }
+  }, 90_000);
 
   it('refuses a 1:1 call while in a room, with a clear error', async () => {
     await expect(clients.a.request('create_call', { to: clients.b.name })).rejects.toThrow(/group call .*leave it first/);
