@@ -19,6 +19,7 @@ import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
+import { Cluster } from './cluster';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
@@ -200,12 +201,16 @@ export async function buildServer(
     () => config.sessions.tokenTtlSeconds * 1000,
     hashes,
   );
+  // Several nodes (server/cluster.ts), only with `[cluster] redis_url`.
+  let cluster: Cluster | undefined;
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     graceMs: config.callGraceSeconds * 1000,
+    onLink: (change, link) => cluster?.onLink(change, link),
     onEvent: (e) => {
       const { event, ...facts } = e;
       log.info({ call: facts }, event);
+      cluster?.onHubEvent(e);
       if (e.event === 'call.ringing')
         metrics.callSetup.observe({ stage: 'ringing' }, e.setupMs / 1000);
       if (e.event === 'call.answered')
@@ -256,7 +261,9 @@ export async function buildServer(
   // that once; their devices learn it, call.ended failed, when they say hello
   // again); answered ones may resume if both devices come back with them
   // within the grace period (server/resume.ts).
-  const recovered = await openCalls.recover();
+  // With several nodes the table is shared and the others' calls are live:
+  // a dead node's calls are taken over from Redis instead (server/cluster.ts).
+  const recovered = config.cluster.redisUrl ? [] : await openCalls.recover();
   for (const c of recovered) if (c.answeredAt === null) crashEnded(c);
   const resumption = new CallResumption(recovered, options.resumeGraceMs ?? RESUME_GRACE_MS, {
     resume: (c, caller, callee) => {
@@ -275,6 +282,30 @@ export async function buildServer(
       openCalls.markEnded(c.callId, untold);
     },
   });
+  if (config.cluster.redisUrl) {
+    const resumeGraceMs = options.resumeGraceMs ?? RESUME_GRACE_MS;
+    cluster = new Cluster({
+      redisUrl: config.cluster.redisUrl,
+      nodeId: config.cluster.nodeId,
+      hub,
+      log,
+      hooks: {
+        remoteHello: (peer, calls) => {
+          for (const callId of resumption.onHello(peer, calls.map((c) => c.callId), () => true))
+            hub.tellEnded(peer.deviceId, callId, 'failed');
+        },
+        lostRinging: (c) => {
+          crashEnded(c);
+          for (const d of c.devices) hub.tellEnded(d, c.callId, 'failed');
+        },
+        lostAnswered: (c, confirmed) => {
+          log.info({ callId: c.callId, deadNode: c.owner, devicesBack: confirmed.length }, 'call of a dead node waits for its devices');
+          resumption.add(c, resumeGraceMs, confirmed);
+        },
+      },
+    });
+    await cluster.start();
+  }
   const contacts = new Contacts(db, hub, audit);
   const policy = new CallPolicy(config, hub, db, audit);
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
@@ -381,6 +412,7 @@ export async function buildServer(
         metrics,
         sfu,
         intercept,
+        cluster,
       });
     });
   });
@@ -447,6 +479,7 @@ export async function buildServer(
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');
         await admin?.close();
         await app.close();
+        await cluster?.close();
         await openCalls.flush();
         audit.closeSummaries();
         await audit.flush();

@@ -14,6 +14,12 @@ export interface DeviceLink {
   notify<N extends SignalNotification>(method: N, params: SignalNotificationParams<N>): void;
   /** Closes the connection (WebSocket close code and reason). */
   close(code: number, reason: string): void;
+  /**
+   * Several nodes (server/cluster.ts): the id of the node that holds this
+   * device's socket when that is another node (the link then forwards through
+   * Redis); undefined for a socket of this process.
+   */
+  readonly node?: string | undefined;
 }
 
 /** An account as the callee of a call. */
@@ -207,9 +213,17 @@ export class Hub {
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
    * @param options.graceMs how long an answered call is held for a party whose connection dropped, ms (0: it ends at once, `failed`).
    * @param options.onEvent sees each call event (for logging and audit); must not throw.
+   * @param options.onLink sees a link become a device's current one (`attached`) and
+   *   stop being it (`detached`, not when it was replaced): how the cluster
+   *   (server/cluster.ts) learns presence; must not throw.
    */
   constructor(
-    private readonly options: { ringTimeoutMs: number; graceMs?: number; onEvent?: (e: HubEvent) => void },
+    private readonly options: {
+      ringTimeoutMs: number;
+      graceMs?: number;
+      onEvent?: (e: HubEvent) => void;
+      onLink?: (change: 'attached' | 'detached', link: DeviceLink) => void;
+    },
   ) {
     this.ringTimeoutMs = options.ringTimeoutMs;
     this.graceMs = options.graceMs ?? 0;
@@ -305,9 +319,11 @@ export class Hub {
     for (const callId of [...this.calls.keys()]) this.endCall(callId, 'failed', 'server_shutdown');
   }
 
-  /** Number of online devices and of calls (ringing or active). */
+  /** Number of online devices connected to this process (not other nodes') and of calls (ringing or active) it holds. */
   get stats(): { devices: number; calls: number } {
-    return { devices: this.devices.size, calls: this.calls.size };
+    let devices = 0;
+    for (const link of this.devices.values()) if (link.node === undefined) devices++;
+    return { devices, calls: this.calls.size };
   }
 
   /**
@@ -323,6 +339,17 @@ export class Hub {
     set.add(deviceId);
     if (old && old !== link)
       old.close(CLOSE_REPLACED, 'replaced by a newer connection of this device');
+    this.options.onLink?.('attached', link);
+  }
+
+  /** The device's current link (local or, with several nodes, remote), or undefined. */
+  linkOf(deviceId: string): DeviceLink | undefined {
+    return this.devices.get(deviceId);
+  }
+
+  /** True when this hub holds a call of this id (with several nodes: this node owns it). */
+  hasCall(callId: string): boolean {
+    return this.calls.has(callId);
   }
 
   /**
@@ -333,6 +360,7 @@ export class Hub {
     const { deviceId, accountId } = link.peer;
     if (this.devices.get(deviceId) !== link) return;
     this.devices.delete(deviceId);
+    this.options.onLink?.('detached', link);
     const set = this.devicesByAccount.get(accountId);
     set?.delete(deviceId);
     if (set?.size === 0) this.devicesByAccount.delete(accountId);

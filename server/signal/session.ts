@@ -43,8 +43,14 @@ export const registerSessionHandlers: SignalModule = (conn, deps) => {
     const reported = (p.calls ?? []).map((c) => c.callId);
     // Answered calls held for this device since its connection dropped (hub grace period).
     const missed = hub.reconnected(peerInfo, p.calls ?? []);
+    // Several nodes: the other nodes run their side of this hello; calls they own are not unknown.
+    const elsewhere = deps.cluster ? await deps.cluster.hello(peerInfo, p.calls ?? []) : undefined;
     const ended = new Set([
-      ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
+      ...resumption.onHello(
+        peerInfo,
+        reported,
+        (callId) => hub.hasParty(callId, info.deviceId) || !!elsewhere?.has(callId),
+      ),
       ...openCalls.takeEndedFor(info.deviceId),
     ]);
     for (const { callId, reason } of missed) {
