@@ -1,0 +1,202 @@
+/**
+ * Three real server processes on loopback, one real PostgreSQL and one real
+ * Redis (issue 15 items 2 and 5): devices connect to chosen nodes directly
+ * and every call crosses nodes. Routing, answered-elsewhere, the ring timer,
+ * displacement of an older socket on another node, a Redis restart mid-run,
+ * and kill -9 of the node that owns a live call (the call resumes on another
+ * node and is hung up normally).
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { plainEnvelope } from '../../common/protocol/envelope';
+import { PROTOCOL_VERSION } from '../../common/protocol/signaling';
+import { startRedis, type RunningRedis } from '../harness/redis';
+import { startServer, type RunningServer } from '../harness/server';
+import {
+  connectCall,
+  login,
+  makeContacts,
+  signIn,
+  SignalClient,
+  type SignedInDevice,
+} from '../harness/signal-client';
+import { createTestDatabase } from '../harness/store';
+
+const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 offer' });
+const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 answer' });
+const candidate = (c: string) => plainEnvelope({ type: 'candidate', candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
+
+let redis: RunningRedis;
+const nodes: RunningServer[] = [];
+
+/** Starts node `id` on the shared store and Redis. */
+async function startNode(id: string, storeUrl: string): Promise<RunningServer> {
+  return startServer({
+    ringTimeoutSeconds: 3,
+    env: {
+      PARLEY_STORE_URL: storeUrl,
+      PARLEY_CLUSTER_REDIS_URL: redis.url,
+      PARLEY_NODE_ID: id,
+      PARLEY_CALL_GRACE: '20',
+    },
+  });
+}
+
+/** A second device of an existing account, signed in on `node`. */
+async function secondDevice(node: RunningServer, of: SignedInDevice): Promise<SignedInDevice> {
+  const session = await login(node.url, of.username, of.password, 'second');
+  const client = await SignalClient.connect(node.wsUrl);
+  await client.hello(session);
+  return { ...session, client, password: of.password };
+}
+
+/** Ends the test's sockets. */
+async function closeAll(...devices: SignedInDevice[]): Promise<void> {
+  await Promise.all(devices.map((d) => d.client.close()));
+}
+
+describe('three nodes on one PostgreSQL and one Redis', () => {
+  beforeAll(async () => {
+    redis = await startRedis();
+    const storeUrl = await createTestDatabase();
+    // The first node migrates the store; the others start beside it.
+    nodes.push(await startNode('n1', storeUrl));
+    nodes.push(...(await Promise.all([startNode('n2', storeUrl), startNode('n3', storeUrl)])));
+  });
+
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  it('routes a call between devices on different nodes: invite, ringing, answer, candidates, hangup', async () => {
+    const [n1, n2] = nodes as [RunningServer, RunningServer];
+    const alice = await signIn(n1, 'alice');
+    const bob = await signIn(n2, 'bob');
+    await makeContacts(alice, bob); // contact requests and presence cross nodes too
+    const callId = randomUUID();
+    await alice.client.request('call.invite', { callId, callee: 'bob', envelope: offer });
+    const incoming = await bob.client.nextNotification('call.incoming', { callId });
+    expect(incoming.caller.username).toBe('alice');
+    await alice.client.request('call.candidate', { callId, envelope: candidate('a-early') });
+    expect((await bob.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('a-early'));
+    await bob.client.request('call.ringing', { callId });
+    await alice.client.nextNotification('call.ringing', { callId });
+    await bob.client.request('call.answer', { callId, envelope: answer });
+    expect((await alice.client.nextNotification('call.answered', { callId })).envelope).toEqual(answer);
+    await bob.client.request('call.candidate', { callId, envelope: candidate('b-1') });
+    expect((await alice.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('b-1'));
+    await alice.client.request('call.candidate', { callId, envelope: candidate('a-1') });
+    expect((await bob.client.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('a-1'));
+    await bob.client.request('call.hangup', { callId });
+    expect((await alice.client.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    await closeAll(alice, bob);
+  });
+
+  it('stops the ringing on the callee’s other devices on other nodes when one answers, and times out across nodes', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const carol = await signIn(n1, 'carol');
+    const dave = await signIn(n2, 'dave');
+    await makeContacts(carol, dave);
+    const dave2 = await secondDevice(n3, dave);
+    const callId = randomUUID();
+    await carol.client.request('call.invite', { callId, callee: 'dave', envelope: offer });
+    await dave.client.nextNotification('call.incoming', { callId });
+    await dave2.client.nextNotification('call.incoming', { callId });
+    await dave2.client.request('call.answer', { callId, envelope: answer });
+    await carol.client.nextNotification('call.answered', { callId });
+    expect((await dave.client.nextNotification('call.ended', { callId })).reason).toBe('answered_elsewhere');
+    await carol.client.request('call.hangup', { callId });
+    expect((await dave2.client.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+
+    // The ring timer lives on the node that took the invite (n1 here): no answer in 3 s.
+    const unanswered = randomUUID();
+    await carol.client.request('call.invite', { callId: unanswered, callee: 'dave', envelope: offer });
+    await dave.client.nextNotification('call.incoming', { callId: unanswered });
+    await dave2.client.nextNotification('call.incoming', { callId: unanswered });
+    expect((await carol.client.nextNotification('call.ended', { callId: unanswered }, 6000)).reason).toBe('no_answer');
+    expect((await dave.client.nextNotification('call.ended', { callId: unanswered })).reason).toBe('no_answer');
+    expect((await dave2.client.nextNotification('call.ended', { callId: unanswered })).reason).toBe('no_answer');
+    await closeAll(carol, dave, dave2);
+  });
+
+  it('a device connecting on another node displaces its older socket there', async () => {
+    const [n1, n2] = nodes as [RunningServer, RunningServer];
+    const gina = await signIn(n1, 'gina');
+    const hugo = await signIn(n2, 'hugo');
+    await makeContacts(gina, hugo);
+    const again = await SignalClient.connect(n2.wsUrl);
+    await again.hello(gina);
+    expect((await gina.client.closed).code).toBe(4001);
+    // Calls now reach the new socket on n2.
+    const callId = randomUUID();
+    await hugo.client.request('call.invite', { callId, callee: 'gina', envelope: offer });
+    await again.nextNotification('call.incoming', { callId });
+    await again.request('call.reject', { callId, reason: 'declined' });
+    expect((await hugo.client.nextNotification('call.ended', { callId })).reason).toBe('declined');
+    await again.close();
+    await hugo.client.close();
+  });
+
+  it('calls set up after a Redis restart work', async () => {
+    const [n1, , n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const ivan = await signIn(n1, 'ivan');
+    const jane = await signIn(n3, 'jane');
+    await makeContacts(ivan, jane);
+    // Redis is killed and comes back empty. What is lost: any message published
+    // while a node's subscriber was cut off (pub/sub is at-most-once) and every
+    // key (presence, call records); the nodes write their presence and call
+    // records again on reconnecting, and each keeps its mirror of the others'
+    // devices in memory meanwhile.
+    await redis.restart({ downMs: 500 });
+    await Promise.all(nodes.map((n) => n.waitForLog((l) => l.msg === 'redis reconnected; announcing this node again', 15_000)));
+    const callId = randomUUID();
+    await expect
+      .poll(
+        async () => {
+          await ivan.client.request('call.invite', { callId: randomUUID(), callee: 'jane', envelope: offer }).then(
+            (r) => ivan.client.request('call.cancel', { callId: r.callId }),
+          );
+          return true;
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    await ivan.client.request('call.invite', { callId, callee: 'jane', envelope: offer });
+    // (drop the incoming of the poll's calls)
+    for (;;) {
+      const n = await jane.client.nextNotification('call.incoming');
+      if (n.callId === callId) break;
+    }
+    await jane.client.request('call.answer', { callId, envelope: answer });
+    await ivan.client.nextNotification('call.answered', { callId });
+    await ivan.client.request('call.hangup', { callId });
+    expect((await jane.client.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    await closeAll(ivan, jane);
+  });
+
+  it('kill -9 of the node that owns a live call: both devices reconnect to other nodes, the call resumes and is hung up normally', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const kim = await signIn(n3, 'kim');
+    const leo = await signIn(n3, 'leo');
+    await makeContacts(kim, leo);
+    const callId = await connectCall(kim, leo, { offer, answer });
+    process.kill(n3.pid, 'SIGKILL');
+    await Promise.all([kim.client.closed, leo.client.closed]);
+    // Back through the two other nodes, each listing the call it still carries.
+    const kim2 = await SignalClient.connect(n1.wsUrl);
+    const leo2 = await SignalClient.connect(n2.wsUrl);
+    await kim2.request('hello', { protocol: PROTOCOL_VERSION, deviceId: kim.deviceId, token: kim.token, calls: [{ callId }] });
+    await leo2.request('hello', { protocol: PROTOCOL_VERSION, deviceId: leo.deviceId, token: leo.token, calls: [{ callId }] });
+    // One of them finds n3 dead (no heartbeat for 3 s), takes its calls, and resumes this one.
+    await Promise.race(
+      [n1, n2].map((n) => n.waitForLog((l) => l.msg === 'call resumed after restart' && l.callId === callId, 15_000)),
+    );
+    await leo2.request('call.candidate', { callId, envelope: candidate('after') });
+    expect((await kim2.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('after'));
+    await leo2.request('call.hangup', { callId });
+    expect((await kim2.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    await kim2.expectNoNotification('call.ended', {}, 300);
+    await Promise.all([kim2.close(), leo2.close()]);
+  });
+});
