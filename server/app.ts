@@ -19,7 +19,7 @@ import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
-import { Cluster } from './cluster';
+import { Cluster, createLimitsClient } from './cluster';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
@@ -194,7 +194,11 @@ export async function buildServer(
   const hashes = new HashGate(config.auth.maxConcurrentHashes, config.auth.hashQueue, () =>
     metrics.hashRefused.inc(),
   );
-  const frontDoor = new FrontDoor(config.auth, { audit, metrics, log });
+  // Several nodes: login, registration, call and relay rates are counted in Redis, across nodes.
+  const limitsStore = config.cluster.redisUrl
+    ? createLimitsClient(config.cluster.redisUrl, config.cluster.nodeId, log)
+    : undefined;
+  const frontDoor = new FrontDoor(config.auth, { audit, metrics, log, store: limitsStore });
   const accounts = new Accounts(
     db,
     audit,
@@ -307,10 +311,10 @@ export async function buildServer(
     await cluster.start();
   }
   const contacts = new Contacts(db, hub, audit);
-  const policy = new CallPolicy(config, hub, db, audit);
+  const policy = new CallPolicy(config, hub, db, audit, limitsStore);
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
-  const relays = new RelayService(config, audit, metrics);
+  const relays = new RelayService(config, audit, metrics, limitsStore);
   const sfu = new Sfu(() => config.sfu, log, {
     onRoomEnded: (room, reason, participants) => {
       metrics.sfuRoomsEnded.inc({ reason });
@@ -480,6 +484,7 @@ export async function buildServer(
         await admin?.close();
         await app.close();
         await cluster?.close();
+        limitsStore?.disconnect();
         await openCalls.flush();
         audit.closeSummaries();
         await audit.flush();

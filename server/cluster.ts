@@ -4,7 +4,7 @@ import type { RejectReason } from '../common/call';
 import { ParleyError, type ErrorReason } from '../common/errors';
 import type { Envelope, SecurityReason } from '../common/protocol/envelope';
 import type { PeerInfo, SignalNotification, SignalNotificationParams } from '../common/protocol/signaling';
-import type { DeviceLink, Hub, HubEvent, Routed } from './hub';
+import type { ClusterCallCounts, DeviceLink, Hub, HubEvent, Routed } from './hub';
 
 /**
  * Several signaling nodes behind one address (issue 15 item 2), on one Redis
@@ -72,6 +72,7 @@ export interface ClusterCallRecord {
   callId: string;
   owner: string;
   callerAccountId: string;
+  calleeAccountId: string;
   /** Device ids, the caller's first; for an answered call exactly [caller, callee]. */
   devices: string[];
   /** Unix ms of the answer, or null while ringing. */
@@ -136,6 +137,12 @@ const K = {
   nodes: 'parley:nodes',
   device: (id: string) => `parley:device:${id}`,
   call: (id: string) => `parley:call:${id}`,
+  /** Every call in the cluster (set of ids), for `policy.max_calls`. */
+  calls: 'parley:calls',
+  /** The calls an account is a party of (set of ids), for `policy.max_calls_per_account`. */
+  accountCalls: (id: string) => `parley:account:${id}:calls`,
+  /** The call a device is a party of (its id). */
+  busy: (id: string) => `parley:busy:${id}`,
   callHello: (id: string) => `parley:call:${id}:hello`,
 };
 
@@ -143,6 +150,22 @@ const K = {
 const DEL_IF_CONN = `local v = redis.call('GET', KEYS[1])
 if v and string.find(v, ARGV[1], 1, true) then return redis.call('DEL', KEYS[1]) end
 return 0`;
+
+/**
+ * A Redis client for the shared limits (server/rate-limit.ts, front-door.ts):
+ * no offline queue, so that while Redis is away a limit check fails at once
+ * and the in-process fallback decides. Errors are logged without the URL.
+ */
+export function createLimitsClient(redisUrl: string, nodeId: string, log: Logger): Redis {
+  const client = new Redis(redisUrl, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (n: number) => Math.min(50 * n, 1000),
+    connectionName: `parley-${nodeId}-limits`,
+  });
+  client.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'redis (limits) error'));
+  return client;
+}
 
 /** A device whose socket another node holds. */
 class RemoteLink implements DeviceLink {
@@ -172,6 +195,8 @@ export class Cluster {
   private readonly local = new Map<string, { link: DeviceLink; conn: string; since: number }>();
   /** Remote links this node mirrors, by device id. */
   private readonly remotes = new Map<string, RemoteLink>();
+  /** The party devices of each call this node owns (to free them in Redis when it ends). */
+  private readonly parties = new Map<string, string[]>();
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private rpcSeq = 0;
   private connSeq = 0;
@@ -185,7 +210,13 @@ export class Cluster {
     this.hub = options.hub;
     this.log = options.log.child({ node: this.nodeId });
     const redisOptions = { maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(50 * n, 1000) } as const;
-    this.cmd = new Redis(options.redisUrl, { ...redisOptions, lazyConnect: true, connectionName: `parley-${this.nodeId}` });
+    // Commands queue while Redis is away (a blip), but a request never waits more than 2 s for one.
+    this.cmd = new Redis(options.redisUrl, {
+      ...redisOptions,
+      lazyConnect: true,
+      commandTimeout: 2000,
+      connectionName: `parley-${this.nodeId}`,
+    });
     this.sub = new Redis(options.redisUrl, { ...redisOptions, lazyConnect: true, connectionName: `parley-${this.nodeId}-sub` });
     // Never log the URL or ioredis's error objects whole (they can carry the URL).
     this.cmd.on('error', (err: Error) => this.log.warn({ err: { message: err.message } }, 'redis error'));
@@ -201,7 +232,7 @@ export class Cluster {
     try {
       await Promise.all([this.cmd.connect(), this.sub.connect()]);
     } catch (e) {
-      throw new Error(`cannot reach Redis ([cluster] redis_url): ${(e as Error).message}`);
+      throw new Error(`cannot reach Redis ([cluster] redis_url): ${(e as Error).message}`, { cause: e });
     }
     await this.sub.subscribe(K.broadcast, K.node(this.nodeId));
     this.readySince = Date.now();
@@ -274,28 +305,71 @@ export class Cluster {
     }
   }
 
-  /** Hub `onEvent`: keeps this node's call records in Redis. */
+  /** Hub `onEvent`: keeps this node's call records, the cluster's call sets and busy devices in Redis. */
   onHubEvent(e: HubEvent): void {
-    const write = (devices: string[], answeredAt: number | null) => {
+    if (e.event !== 'call.invited' && e.event !== 'call.answered' && e.event !== 'call.resumed' && e.event !== 'call.ended') return;
+    const m = this.cmd.multi();
+    const calleeAccountId = e.callee.accountId;
+    if (e.event === 'call.ended') {
+      const devices = this.parties.get(e.callId) ?? [];
+      this.parties.delete(e.callId);
+      m.del(K.call(e.callId), K.callHello(e.callId))
+        .srem(K.nodeCalls(this.nodeId), e.callId)
+        .srem(K.calls, e.callId)
+        .srem(K.accountCalls(e.caller.accountId), e.callId)
+        .srem(K.accountCalls(calleeAccountId), e.callId);
+      for (const d of devices) m.eval(DEL_IF_CONN, 1, K.busy(d), e.callId);
+    } else {
+      const answered = e.event !== 'call.invited';
+      const devices = answered ? [e.caller.deviceId, e.callee.deviceId] : [e.caller.deviceId, ...e.deviceIds];
       const record: ClusterCallRecord = {
         callId: e.callId,
         owner: this.nodeId,
-        callerAccountId: 'caller' in e ? e.caller.accountId : '',
+        callerAccountId: e.caller.accountId,
+        calleeAccountId,
         devices,
-        answeredAt,
+        answeredAt: e.event === 'call.resumed' ? e.answeredAt : answered ? Date.now() : null,
       };
-      void this.cmd
-        .multi()
-        .set(K.call(e.callId), JSON.stringify(record))
+      // Devices invited that did not answer are free again.
+      for (const d of this.parties.get(e.callId) ?? []) if (!devices.includes(d)) m.eval(DEL_IF_CONN, 1, K.busy(d), e.callId);
+      this.parties.set(e.callId, devices);
+      m.set(K.call(e.callId), JSON.stringify(record))
         .sadd(K.nodeCalls(this.nodeId), e.callId)
-        .exec()
-        .catch(() => {});
-    };
-    if (e.event === 'call.invited') write([e.caller.deviceId, ...e.deviceIds], null);
-    else if (e.event === 'call.answered') write([e.caller.deviceId, e.callee.deviceId], Date.now());
-    else if (e.event === 'call.resumed') write([e.caller.deviceId, e.callee.deviceId], e.answeredAt);
-    else if (e.event === 'call.ended')
-      void this.cmd.multi().del(K.call(e.callId), K.callHello(e.callId)).srem(K.nodeCalls(this.nodeId), e.callId).exec().catch(() => {});
+        .sadd(K.calls, e.callId)
+        .sadd(K.accountCalls(e.caller.accountId), e.callId)
+        .sadd(K.accountCalls(calleeAccountId), e.callId);
+      for (const d of devices) m.set(K.busy(d), e.callId);
+    }
+    void m.exec().catch(() => {});
+  }
+
+  /**
+   * What the rest of the cluster adds to an invite's checks: devices of the
+   * caller and callee in calls elsewhere, and the call counts. Best effort: the
+   * counts are read, not reserved, so two invites on two nodes at the same
+   * moment can both pass a limit by one; with Redis away, this node's own view.
+   */
+  async inviteCounts(caller: PeerInfo, calleeAccountId: string): Promise<ClusterCallCounts | undefined> {
+    const devices = [caller.deviceId, ...this.hub.devicesOf(calleeAccountId)];
+    try {
+      const r = await this.cmd
+        .multi()
+        .scard(K.calls)
+        .scard(K.accountCalls(caller.accountId))
+        .scard(K.accountCalls(calleeAccountId))
+        .mget(...devices.map((d) => K.busy(d)))
+        .exec();
+      if (!r) return undefined;
+      const busyValues = r[3]![1] as (string | null)[];
+      return {
+        totalCalls: Number(r[0]![1]),
+        callerCalls: Number(r[1]![1]),
+        calleeCalls: Number(r[2]![1]),
+        busy: new Set(devices.filter((_, i) => busyValues[i])),
+      };
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -305,7 +379,14 @@ export class Cluster {
    */
   async route(o: CallOp): Promise<void> {
     if (this.hub.hasCall(o.callId)) return applyCallOp(this.hub, o);
-    const record = await this.record(o.callId);
+    let record: ClusterCallRecord | undefined;
+    try {
+      record = await this.record(o.callId);
+    } catch {
+      throw new ParleyError('unavailable', 'the server cannot reach its cluster store right now; try again shortly', {
+        retryAfter: 1,
+      });
+    }
     if (!record || record.owner === this.nodeId) return applyCallOp(this.hub, o);
     return new Promise<void>((resolve, reject) => {
       const id = ++this.rpcSeq;
@@ -502,6 +583,10 @@ export class Cluster {
       await this.cmd.del(K.call(callId), K.callHello(callId));
       if (!v) continue;
       const record = JSON.parse(v) as ClusterCallRecord;
+      // Out of the cluster's counts (a resumed call comes back in through its `call.resumed`).
+      const m = this.cmd.multi().srem(K.calls, callId).srem(K.accountCalls(record.callerAccountId), callId).srem(K.accountCalls(record.calleeAccountId), callId);
+      for (const d of record.devices) m.eval(DEL_IF_CONN, 1, K.busy(d), callId);
+      await m.exec();
       if (record.answeredAt === null) {
         this.options.hooks.lostRinging(record);
         continue;
@@ -576,10 +661,16 @@ export class Cluster {
           callId: c.callId,
           owner: this.nodeId,
           callerAccountId: c.caller.accountId,
+          calleeAccountId: c.callee.accountId,
           devices: c.callee.deviceId ? [c.caller.deviceId, c.callee.deviceId] : [c.caller.deviceId],
           answeredAt: c.answeredAt,
         };
-        m.set(K.call(c.callId), JSON.stringify(record)).sadd(K.nodeCalls(this.nodeId), c.callId);
+        m.set(K.call(c.callId), JSON.stringify(record))
+          .sadd(K.nodeCalls(this.nodeId), c.callId)
+          .sadd(K.calls, c.callId)
+          .sadd(K.accountCalls(c.caller.accountId), c.callId)
+          .sadd(K.accountCalls(c.callee.accountId), c.callId);
+        for (const d of this.parties.get(c.callId) ?? []) m.set(K.busy(d), c.callId);
       }
       await m.exec();
       await this.loadPresence();

@@ -157,6 +157,19 @@ function envelopeFor(r: Routed | Envelope, deviceId: string): Envelope | undefin
   return r.envelopes ? r.envelopes[deviceId] : r.envelope;
 }
 
+/**
+ * Several nodes (server/cluster.ts): what the other nodes' calls add to an
+ * invite's checks — the devices in a call owned elsewhere, and the call
+ * counts across the cluster (this hub's own calls included).
+ */
+export interface ClusterCallCounts {
+  /** Device ids that are a party of some call in the cluster. */
+  busy: ReadonlySet<string>;
+  callerCalls: number;
+  calleeCalls: number;
+  totalCalls: number;
+}
+
 /** Concurrency limits (config `policy.*`); 0 means no limit. */
 export interface HubLimits {
   /** Calls (ringing or active) one account may be a party of at once. */
@@ -421,6 +434,11 @@ export class Hub {
     return tell;
   }
 
+  /** The account's online devices (with several nodes: on any node). */
+  devicesOf(accountId: string): string[] {
+    return [...(this.devicesByAccount.get(accountId) ?? [])];
+  }
+
   /** True when the device has a current connection. */
   isOnline(deviceId: string): boolean {
     return this.devices.has(deviceId);
@@ -481,6 +499,7 @@ export class Hub {
    * the caller then gets `call.ended` with `busy` (sent through `afterReply`,
    * so it follows the result); the callee is not disturbed.
    * @param afterReply schedules work to run after the request's result was sent.
+   * @param cluster several nodes: busy devices and call counts across the cluster (server/cluster.ts).
    * Only the callee's devices that are not in a call ring; when none is free,
    * or the callee account has `maxCallsPerAccount` calls, the callee is busy.
    * With per-device `envelopes`, only the callee's online devices that have one ring
@@ -495,26 +514,27 @@ export class Hub {
     callee: AccountRef,
     routed: Routed | Envelope,
     afterReply: (fn: () => void) => void,
+    cluster?: ClusterCallCounts,
   ): { callId: string } {
     if (this.calls.has(callId))
       throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
     if (callee.accountId === caller.accountId)
       throw new ParleyError('forbidden', 'you cannot call yourself');
-    if (this.deviceInCall(caller.accountId, caller.deviceId)) {
+    if (this.deviceInCall(caller.accountId, caller.deviceId) || cluster?.busy.has(caller.deviceId)) {
       throw new ParleyError(
         'invalid_state',
         'you are already in a call; end it before starting another',
       );
     }
     const { maxCallsPerAccount, maxCalls } = this.limits;
-    const mine = this.callCount(caller.accountId);
+    const mine = Math.max(this.callCount(caller.accountId), cluster?.callerCalls ?? 0);
     if (maxCallsPerAccount > 0 && mine >= maxCallsPerAccount) {
       throw new ParleyError(
         'policy',
         `your account already has ${mine} calls going, the most this server allows; end one first`,
       );
     }
-    if (maxCalls > 0 && this.calls.size >= maxCalls) {
+    if (maxCalls > 0 && Math.max(this.calls.size, cluster?.totalCalls ?? 0) >= maxCalls) {
       throw new ParleyError(
         'unavailable',
         'this server is carrying as many calls as it can; try again in a few minutes',
@@ -523,11 +543,12 @@ export class Hub {
     const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])].filter((d) => !!envelopeFor(routed, d));
     if (online.length === 0)
       throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal/calls.ts calleeOffline
-    const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d));
+    const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d) && !cluster?.busy.has(d));
 
     if (
       targets.length === 0 ||
-      (maxCallsPerAccount > 0 && this.callCount(callee.accountId) >= maxCallsPerAccount)
+      (maxCallsPerAccount > 0 &&
+        Math.max(this.callCount(callee.accountId), cluster?.calleeCalls ?? 0) >= maxCallsPerAccount)
     ) {
       this.emit({ event: 'call.busy', callId, caller, callee });
       afterReply(() => this.send(caller.deviceId, 'call.ended', { callId, reason: 'busy' }));

@@ -34,8 +34,9 @@ export const registerCallHandlers: SignalModule = (conn, deps) => {
         refusedBecause = 'blocked';
         throw calleeOffline(callee.username);
       }
+      const counts = deps.cluster ? await deps.cluster.inviteCounts(from, callee.accountId) : undefined;
       if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
-      return hub.invite(from, p.callId, callee, routedOf(p), ctx.afterReply);
+      return hub.invite(from, p.callId, callee, routedOf(p), ctx.afterReply, counts);
     } catch (e) {
       if (e instanceof ParleyError) {
         void audit.record({

@@ -33,6 +33,8 @@ const nodes: RunningServer[] = [];
 async function startNode(id: string, storeUrl: string): Promise<RunningServer> {
   return startServer({
     ringTimeoutSeconds: 3,
+    // Small enough to reach in a test: 4 invites at once per account, then 6 a minute.
+    configToml: '[policy]\ncalls_per_minute = 6\ncall_burst = 4\n',
     env: {
       PARLEY_STORE_URL: storeUrl,
       PARLEY_CLUSTER_REDIS_URL: redis.url,
@@ -136,6 +138,54 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     expect((await hugo.client.nextNotification('call.ended', { callId })).reason).toBe('declined');
     await again.close();
     await hugo.client.close();
+  });
+
+  it('a callee in a call owned by another node is busy', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const nina = await signIn(n1, 'nina');
+    const omar = await signIn(n2, 'omar');
+    const pat = await signIn(n3, 'pat');
+    await makeContacts(nina, omar);
+    await makeContacts(pat, omar);
+    const first = await connectCall(nina, omar, { offer, answer }); // owned by n1
+    const second = randomUUID();
+    await pat.client.request('call.invite', { callId: second, callee: 'omar', envelope: offer }); // taken by n3
+    expect((await pat.client.nextNotification('call.ended', { callId: second })).reason).toBe('busy');
+    await omar.client.expectNoNotification('call.incoming', { callId: second });
+    await nina.client.request('call.hangup', { callId: first });
+    await omar.client.nextNotification('call.ended', { callId: first });
+    // Free again once that call ended.
+    await expect
+      .poll(async () => {
+        const id = randomUUID();
+        await pat.client.request('call.invite', { callId: id, callee: 'omar', envelope: offer });
+        const incoming = await omar.client.nextNotification('call.incoming', { callId: id }, 1000).then(() => true, () => false);
+        await pat.client.request('call.cancel', { callId: id }).catch(() => {});
+        return incoming;
+      }, { timeout: 5000 })
+      .toBe(true);
+    await closeAll(nina, omar, pat);
+  });
+
+  it('holds an account’s call rate across nodes (one bucket in Redis, not one per node)', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const quinn = await signIn(n1, 'quinn');
+    const rosa = await signIn(n3, 'rosa');
+    await makeContacts(quinn, rosa);
+    await rosa.client.request('settings.set', { contactsOnly: false });
+    const quinn2 = await secondDevice(n2, quinn);
+    // call_burst = 4: two invites through each node use the account's four tokens…
+    for (const device of [quinn, quinn2, quinn, quinn2]) {
+      const callId = randomUUID();
+      await device.client.request('call.invite', { callId, callee: 'rosa', envelope: offer });
+      await device.client.request('call.cancel', { callId });
+    }
+    // …so a fifth is refused, whichever node takes it (per-node buckets would still have two each).
+    const refused = await quinn2.client
+      .request('call.invite', { callId: randomUUID(), callee: 'rosa', envelope: offer })
+      .then(() => undefined, (e: { reason?: string }) => e.reason);
+    expect(refused).toBe('rate_limited');
+    await closeAll(quinn, quinn2, rosa);
   });
 
   it('calls set up after a Redis restart work', async () => {
