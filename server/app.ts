@@ -195,7 +195,7 @@ export async function buildServer(
     metrics.hashRefused.inc(),
   );
   // Several nodes: login, registration, call and relay rates are counted in Redis, across nodes.
-  const limitsStore = config.cluster.redisUrl
+  const limitsStore = config.cluster
     ? createLimitsClient(config.cluster.redisUrl, config.cluster.nodeId, log)
     : undefined;
   const frontDoor = new FrontDoor(config.auth, { audit, metrics, log, store: limitsStore });
@@ -267,7 +267,7 @@ export async function buildServer(
   // within the grace period (server/resume.ts).
   // With several nodes the table is shared and the others' calls are live:
   // a dead node's calls are taken over from Redis instead (server/cluster.ts).
-  const recovered = config.cluster.redisUrl ? [] : await openCalls.recover();
+  const recovered = config.cluster ? [] : await openCalls.recover();
   for (const c of recovered) if (c.answeredAt === null) crashEnded(c);
   const resumption = new CallResumption(recovered, options.resumeGraceMs ?? RESUME_GRACE_MS, {
     resume: (c, caller, callee) => {
@@ -286,7 +286,7 @@ export async function buildServer(
       openCalls.markEnded(c.callId, untold);
     },
   });
-  if (config.cluster.redisUrl) {
+  if (config.cluster) {
     const resumeGraceMs = options.resumeGraceMs ?? RESUME_GRACE_MS;
     cluster = new Cluster({
       redisUrl: config.cluster.redisUrl,
@@ -388,7 +388,12 @@ export async function buildServer(
     };
   };
 
-  const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: 64 * 1024,
+    // Behind nginx (several nodes): the client's address from X-Forwarded-For, only from these proxies.
+    ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),
+  });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
   registerHttpRoutes(app, accounts, relays, frontDoor, serverVersion(), (code) =>
     metrics.errors.inc({ code }),

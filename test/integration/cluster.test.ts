@@ -1,7 +1,7 @@
 /**
  * Three real server processes on loopback, one real PostgreSQL and one real
  * Redis (issue 15 items 2 and 5): devices connect to chosen nodes directly
- * and every call crosses nodes. Routing, answered-elsewhere, the ring timer,
+ * (every call crosses nodes), and once through a real nginx in front of them. Routing, answered-elsewhere, the ring timer,
  * displacement of an older socket on another node, a Redis restart mid-run,
  * and kill -9 of the node that owns a live call (the call resumes on another
  * node and is hung up normally).
@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plainEnvelope } from '../../common/protocol/envelope';
 import { PROTOCOL_VERSION } from '../../common/protocol/signaling';
+import { startNginx } from '../harness/nginx';
 import { startRedis, type RunningRedis } from '../harness/redis';
 import { startServer, type RunningServer } from '../harness/server';
 import {
@@ -138,6 +139,26 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     expect((await hugo.client.nextNotification('call.ended', { callId })).reason).toBe('declined');
     await again.close();
     await hugo.client.close();
+  });
+
+  it('behind nginx (round robin, WebSocket proxying): devices land on different nodes and call each other', async () => {
+    const lb = await startNginx(nodes.map((n) => n.url));
+    try {
+      const address = { url: lb.url, wsUrl: lb.wsUrl };
+      const devices = [await signIn(address, 'sara'), await signIn(address, 'tom'), await signIn(address, 'uma')];
+      const nodeOf = (deviceId: string) =>
+        nodes.findIndex((n) => n.logLines().some((l) => l.msg === 'device online' && l.deviceId === deviceId));
+      await expect.poll(() => devices.every((d) => nodeOf(d.deviceId) >= 0)).toBe(true);
+      expect(new Set(devices.map((d) => nodeOf(d.deviceId))).size).toBeGreaterThan(1);
+      const [sara, tom] = devices as [SignedInDevice, SignedInDevice];
+      await makeContacts(sara, tom);
+      const callId = await connectCall(sara, tom, { offer, answer });
+      await tom.client.request('call.hangup', { callId });
+      expect((await sara.client.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+      await closeAll(...devices);
+    } finally {
+      await lb.stop();
+    }
   });
 
   it('a callee in a call owned by another node is busy', async () => {
