@@ -145,7 +145,13 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     const lb = await startNginx(nodes.map((n) => n.url));
     try {
       const address = { url: lb.url, wsUrl: lb.wsUrl };
-      const devices = [await signIn(address, 'sara'), await signIn(address, 'tom'), await signIn(address, 'uma')];
+      // A sign-in is three requests (register, login, WebSocket): one more request
+      // between sign-ins moves round robin on, so the sockets land on different nodes.
+      const devices: SignedInDevice[] = [];
+      for (const name of ['sara', 'tom', 'uma']) {
+        devices.push(await signIn(address, name));
+        await fetch(`${lb.url}/healthz`);
+      }
       const nodeOf = (deviceId: string) =>
         nodes.findIndex((n) => n.logLines().some((l) => l.msg === 'device online' && l.deviceId === deviceId));
       await expect.poll(() => devices.every((d) => nodeOf(d.deviceId) >= 0)).toBe(true);
