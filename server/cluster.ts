@@ -113,7 +113,7 @@ type Wire =
   | { t: 'up'; node: string; conn: string; since: number; peer: PeerInfo }
   | { t: 'down'; node: string; conn: string; deviceId: string }
   | { t: 'hello'; node: string; peer: PeerInfo; calls: Array<{ callId: string; received?: number }> }
-  | { t: 'notify'; deviceId: string; method: string; params: unknown }
+  | { t: 'notify'; from: string; deviceId: string; method: string; params: unknown }
   | { t: 'close'; deviceId: string; conn: string; code: number; reason: string }
   | { t: 'rpc'; id: number; reply: string; call: CallOp }
   | { t: 'rpc-reply'; id: number; error?: { reason: ErrorReason; message: string } };
@@ -127,6 +127,8 @@ const PRESENCE_TTL_MS = 30_000;
 const PRESENCE_REFRESH_MS = 10_000;
 /** How long a forwarded call request waits for the owner's answer, ms. */
 const RPC_TIMEOUT_MS = 5000;
+/** Call owners remembered per node (a cache of `parley:call:<id>`.owner). */
+const OWNER_CACHE_MAX = 50_000;
 /** How long a hello's "I still carry call X" is kept for a claimer of X's dead owner, s. */
 const HELLO_NOTE_TTL_S = 300;
 
@@ -177,7 +179,7 @@ class RemoteLink implements DeviceLink {
     private readonly cluster: Cluster,
   ) {}
   notify<N extends SignalNotification>(method: N, params: SignalNotificationParams<N>): void {
-    this.cluster.publishTo(this.node, { t: 'notify', deviceId: this.peer.deviceId, method, params });
+    this.cluster.publishTo(this.node, { t: 'notify', from: this.cluster.nodeId, deviceId: this.peer.deviceId, method, params });
   }
   close(code: number, reason: string): void {
     this.cluster.publishTo(this.node, { t: 'close', deviceId: this.peer.deviceId, conn: this.conn, code, reason });
@@ -195,6 +197,10 @@ export class Cluster {
   private readonly local = new Map<string, { link: DeviceLink; conn: string; since: number }>();
   /** Remote links this node mirrors, by device id. */
   private readonly remotes = new Map<string, RemoteLink>();
+  /** Nodes found dead (no heartbeat for NODE_DEAD_MS); one that beats again is alive again. */
+  private readonly dead = new Set<string>();
+  /** The owner of calls with parties here that other nodes own, by call id (a cache; Redis has the truth). */
+  private readonly owners = new Map<string, string>();
   /** The party devices of each call this node owns (to free them in Redis when it ends). */
   private readonly parties = new Map<string, string[]>();
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -379,6 +385,16 @@ export class Cluster {
    */
   async route(o: CallOp): Promise<void> {
     if (this.hub.hasCall(o.callId)) return applyCallOp(this.hub, o);
+    const cached = this.owners.get(o.callId);
+    if (cached !== undefined && !this.dead.has(cached)) {
+      try {
+        return await this.forward(cached, o);
+      } catch (e) {
+        // The owner died or gave the call up: ask Redis where it is now.
+        this.owners.delete(o.callId);
+        if (!(e instanceof ParleyError) || (e.reason !== 'unavailable' && e.reason !== 'call_not_found')) throw e;
+      }
+    }
     let record: ClusterCallRecord | undefined;
     try {
       record = await this.record(o.callId);
@@ -388,6 +404,23 @@ export class Cluster {
       });
     }
     if (!record || record.owner === this.nodeId) return applyCallOp(this.hub, o);
+    if (this.dead.has(record.owner))
+      throw new ParleyError('unavailable', 'the server node holding this call is gone; its call comes back shortly', {
+        retryAfter: 1,
+      });
+    this.rememberOwner(o.callId, record.owner);
+    return this.forward(record.owner, o);
+  }
+
+  /** Remembers which node owns a call (bounded: the oldest entries go first). */
+  private rememberOwner(callId: string, node: string): void {
+    this.owners.delete(callId);
+    this.owners.set(callId, node);
+    if (this.owners.size > OWNER_CACHE_MAX) this.owners.delete(this.owners.keys().next().value as string);
+  }
+
+  /** Sends a call request to its owner and waits for the result (RPC_TIMEOUT_MS at most). */
+  private forward(owner: string, o: CallOp): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const id = ++this.rpcSeq;
       const timer = setTimeout(() => {
@@ -395,7 +428,7 @@ export class Cluster {
         reject(new ParleyError('unavailable', 'the server node holding this call did not answer; try again shortly'));
       }, RPC_TIMEOUT_MS);
       this.pending.set(id, { resolve, reject, timer });
-      this.publishTo(record.owner, { t: 'rpc', id, reply: this.nodeId, call: o });
+      this.publishTo(owner, { t: 'rpc', id, reply: this.nodeId, call: o });
     });
   }
 
@@ -480,9 +513,16 @@ export class Cluster {
         this.options.hooks.remoteHello(m.peer, m.calls);
         return;
       }
-      case 'notify':
+      case 'notify': {
+        // The node that sends a device a call's messages owns the call: remember it (saves a lookup per request).
+        const callId = (m.params as { callId?: unknown } | null)?.callId;
+        if (typeof callId === 'string') {
+          if (m.method === 'call.ended') this.owners.delete(callId);
+          else if (m.method === 'call.incoming' || m.method === 'call.answered') this.rememberOwner(callId, m.from);
+        }
         this.local.get(m.deviceId)?.link.notify(m.method as SignalNotification, m.params as never);
         return;
+      }
       case 'close': {
         const entry = this.local.get(m.deviceId);
         if (entry?.conn === m.conn) entry.link.close(m.code, m.reason);
@@ -550,6 +590,8 @@ export class Cluster {
     const settled = now - this.readySince > 2 * NODE_DEAD_MS;
     const dead = new Set<string>();
     for (const [node, at] of alive) if (node !== this.nodeId && now - at > NODE_DEAD_MS) dead.add(node);
+    for (const node of this.dead) if (now - (alive.get(node) ?? 0) <= NODE_DEAD_MS) this.dead.delete(node);
+    for (const node of dead) this.dead.add(node);
     if (settled) for (const link of this.remotes.values()) if (!alive.has(link.node)) dead.add(link.node);
     if (dead.size === 0) return;
     /** Devices whose socket was on a dead node (they must say hello again to resume a call). */
