@@ -433,16 +433,14 @@ export class Cluster {
   }
 
   /**
-   * A device said hello on this node: the other nodes run their side of it
-   * (held calls resume, missed relays are sent again, crash resumption), and
-   * the calls it lists that other nodes own (or owned) are noted for a claimer.
+   * A device said hello on this node: notes the calls it lists that other
+   * nodes own (or owned: a claimer of a dead owner's calls reads the notes).
+   * Call {@link announceHello} after the hello reply.
    * @returns the listed calls some node has a record of (not "unknown").
    */
-  async hello(peer: PeerInfo, calls: ReadonlyArray<{ callId: string; received?: number | undefined }>): Promise<Set<string>> {
-    const list = calls.map((c) => (c.received === undefined ? { callId: c.callId } : { callId: c.callId, received: c.received }));
-    this.publish(K.broadcast, { t: 'hello', node: this.nodeId, peer, calls: list });
+  async hello(peer: PeerInfo, calls: ReadonlyArray<{ callId: string }>): Promise<Set<string>> {
     const known = new Set<string>();
-    const remote = list.filter((c) => !this.hub.hasCall(c.callId));
+    const remote = calls.filter((c) => !this.hub.hasCall(c.callId));
     if (remote.length === 0) return known;
     try {
       const values = await this.cmd.mget(...remote.map((c) => K.call(c.callId)));
@@ -458,6 +456,17 @@ export class Cluster {
       this.log.warn({ err: { message: (err as Error).message } }, 'redis unavailable at hello');
     }
     return known;
+  }
+
+  /**
+   * After a hello's reply: the other nodes run their side of it — held calls
+   * they own resume (missed relays are sent again, from `received`), the ones
+   * it came back without end, and their crash resumption sees it — and send
+   * what they tell the device after its reply, as one node would.
+   */
+  announceHello(peer: PeerInfo, calls: ReadonlyArray<{ callId: string; received?: number | undefined }>): void {
+    const list = calls.map((c) => (c.received === undefined ? { callId: c.callId } : { callId: c.callId, received: c.received }));
+    this.publish(K.broadcast, { t: 'hello', node: this.nodeId, peer, calls: list });
   }
 
   /** Number of devices connected to this node (the rest of the hub's links are remote). */

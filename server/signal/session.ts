@@ -43,8 +43,10 @@ export const registerSessionHandlers: SignalModule = (conn, deps) => {
     const reported = (p.calls ?? []).map((c) => c.callId);
     // Answered calls held for this device since its connection dropped (hub grace period).
     const missed = hub.reconnected(peerInfo, p.calls ?? []);
-    // Several nodes: the other nodes run their side of this hello; calls they own are not unknown.
-    const elsewhere = deps.cluster ? await deps.cluster.hello(peerInfo, p.calls ?? []) : undefined;
+    // Several nodes: calls other nodes own are not unknown; those nodes run their side of this hello after the reply.
+    const cluster = deps.cluster;
+    const elsewhere = cluster ? await cluster.hello(peerInfo, p.calls ?? []) : undefined;
+    if (cluster) ctx.afterReply(() => cluster.announceHello(peerInfo, p.calls ?? []));
     const ended = new Set([
       ...resumption.onHello(
         peerInfo,

@@ -123,6 +123,25 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     await closeAll(carol, dave, dave2);
   });
 
+  it('holds an answered call for a device that dropped off one node and comes back on another, sending what it missed', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const vic = await signIn(n1, 'vic');
+    const wes = await signIn(n2, 'wes');
+    await makeContacts(vic, wes);
+    const callId = await connectCall(vic, wes, { offer, answer }); // owned by n1
+    wes.client.terminate(); // n2 sees the socket go; n1, the owner, holds the call for the grace period
+    const away = await vic.client.nextNotification('call.link', { callId });
+    expect(away.peer).toBe('reconnecting');
+    await vic.client.request('call.candidate', { callId, envelope: candidate('while-away') });
+    const back = await SignalClient.connect(n3.wsUrl);
+    await back.request('hello', { protocol: PROTOCOL_VERSION, deviceId: wes.deviceId, token: wes.token, calls: [{ callId, received: 0 }] });
+    expect((await back.nextNotification('call.candidate', { callId })).envelope).toEqual(candidate('while-away'));
+    expect((await vic.client.nextNotification('call.link', { callId })).peer).toBe('online');
+    await back.request('call.hangup', { callId });
+    expect((await vic.client.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    await Promise.all([vic.client.close(), back.close()]);
+  });
+
   it('a device connecting on another node displaces its older socket there', async () => {
     const [n1, n2] = nodes as [RunningServer, RunningServer];
     const gina = await signIn(n1, 'gina');
