@@ -398,7 +398,7 @@ export async function buildServer(
   registerHttpRoutes(app, accounts, relays, frontDoor, serverVersion(), (code) =>
     metrics.errors.inc({ code }),
   );
-  registerOpsRoutes(app, { db, metrics, state });
+  registerOpsRoutes(app, { db, metrics, state, cluster });
 
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {

@@ -197,6 +197,8 @@ export class Cluster {
   private readonly local = new Map<string, { link: DeviceLink; conn: string; since: number }>();
   /** Remote links this node mirrors, by device id. */
   private readonly remotes = new Map<string, RemoteLink>();
+  /** This node's `up` announcements still in flight, by device id (hello waits for its own). */
+  private readonly announcing = new Map<string, Promise<void>>();
   /** Nodes found dead (no heartbeat for NODE_DEAD_MS); one that beats again is alive again. */
   private readonly dead = new Set<string>();
   /** The owner of calls with parties here that other nodes own, by call id (a cache; Redis has the truth). */
@@ -292,12 +294,19 @@ export class Cluster {
       const entry = { link, conn: `${this.nodeId}/${++this.connSeq}`, since: Date.now() };
       this.local.set(deviceId, entry);
       const up: Wire = { t: 'up', node: this.nodeId, conn: entry.conn, since: entry.since, peer: link.peer };
-      void this.cmd
+      const announced = this.cmd
         .multi()
         .set(K.device(deviceId), JSON.stringify(up), 'PX', PRESENCE_TTL_MS)
         .publish(K.broadcast, JSON.stringify(up))
         .exec()
-        .catch(() => {});
+        .then(
+          () => undefined,
+          () => undefined,
+        );
+      this.announcing.set(deviceId, announced);
+      void announced.then(() => {
+        if (this.announcing.get(deviceId) === announced) this.announcing.delete(deviceId);
+      });
     } else {
       const entry = this.local.get(deviceId);
       if (entry?.link !== link) return;
@@ -439,6 +448,10 @@ export class Cluster {
    * @returns the listed calls some node has a record of (not "unknown").
    */
   async hello(peer: PeerInfo, calls: ReadonlyArray<{ callId: string }>): Promise<Set<string>> {
+    // The reply waits until Redis has passed this device's `up` on to the other
+    // nodes (PUBLISH returns after queueing it to every subscriber), so that a
+    // request another client makes right after it finds the device online.
+    await this.announcing.get(peer.deviceId);
     const known = new Set<string>();
     const remote = calls.filter((c) => !this.hub.hasCall(c.callId));
     if (remote.length === 0) return known;
@@ -467,6 +480,11 @@ export class Cluster {
   announceHello(peer: PeerInfo, calls: ReadonlyArray<{ callId: string; received?: number | undefined }>): void {
     const list = calls.map((c) => (c.received === undefined ? { callId: c.callId } : { callId: c.callId, received: c.received }));
     this.publish(K.broadcast, { t: 'hello', node: this.nodeId, peer, calls: list });
+  }
+
+  /** True while both Redis connections (commands and subscriber) are up (`/readyz`). */
+  get connected(): boolean {
+    return this.cmd.status === 'ready' && this.sub.status === 'ready';
   }
 
   /** Number of devices connected to this node (the rest of the hub's links are remote). */

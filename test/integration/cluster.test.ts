@@ -15,6 +15,7 @@ import { startRedis, type RunningRedis } from '../harness/redis';
 import { startServer, type RunningServer } from '../harness/server';
 import {
   connectCall,
+  httpJson,
   login,
   makeContacts,
   signIn,
@@ -244,8 +245,15 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     // key (presence, call records); the nodes write their presence and call
     // records again on reconnecting, and each keeps its mirror of the others'
     // devices in memory meanwhile.
-    await redis.restart({ downMs: 500 });
+    const restarting = redis.restart({ downMs: 1500 });
+    // While it is down, a node says so on /readyz; once it is back, it is ready again.
+    await expect.poll(async () => (await httpJson(n1.url, 'GET', '/readyz')).body, { timeout: 5000, interval: 100 }).toEqual({
+      ready: false,
+      reason: 'redis unreachable',
+    });
+    await restarting;
     await Promise.all(nodes.map((n) => n.waitForLog((l) => l.msg === 'redis reconnected; announcing this node again', 15_000)));
+    await expect.poll(async () => (await httpJson(n1.url, 'GET', '/readyz')).body, { timeout: 5000 }).toEqual({ ready: true });
     const callId = randomUUID();
     await expect
       .poll(
