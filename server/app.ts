@@ -276,11 +276,13 @@ export async function buildServer(
         log.info({ callId: c.callId }, 'call resumed after restart');
       } catch (err) {
         log.warn({ err, callId: c.callId }, 'call could not resume');
+        cluster?.forgetCall(c.callId);
         crashEnded(c);
         for (const d of c.devices) hub.tellEnded(d, c.callId, 'failed');
       }
     },
     end: (c, tellNow, untold) => {
+      cluster?.forgetCall(c.callId);
       crashEnded(c);
       for (const d of tellNow) hub.tellEnded(d, c.callId, 'failed');
       openCalls.markEnded(c.callId, untold);

@@ -137,6 +137,8 @@ const K = {
   node: (id: string) => `parley:node:${id}`,
   nodeCalls: (id: string) => `parley:node:${id}:calls`,
   nodes: 'parley:nodes',
+  /** Set by the node that took a dead node's calls over; that node, if it comes back, steps down. */
+  nodeDead: (id: string) => `parley:node:${id}:dead`,
   device: (id: string) => `parley:device:${id}`,
   call: (id: string) => `parley:call:${id}`,
   /** Every call in the cluster (set of ids), for `policy.max_calls`. */
@@ -207,6 +209,8 @@ export class Cluster {
   private readonly parties = new Map<string, string[]>();
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private rpcSeq = 0;
+  /** Heartbeats written so far. */
+  private beats = 0;
   private connSeq = 0;
   private timers: NodeJS.Timeout[] = [];
   /** When the subscriber last (re)connected, Unix ms. */
@@ -250,6 +254,7 @@ export class Cluster {
       this.log.warn('redis reconnected; announcing this node again');
       void this.reannounce();
     });
+    await this.cmd.del(K.nodeDead(this.nodeId)); // a mark from a previous life of this id
     await this.heartbeat();
     await this.loadPresence();
     this.timers.push(setInterval(() => void this.heartbeat().then(() => this.sweep()), HEARTBEAT_MS));
@@ -487,6 +492,16 @@ export class Cluster {
     return this.cmd.status === 'ready' && this.sub.status === 'ready';
   }
 
+  /** A taken-over call that did not resume (server/resume.ts gave up on it): its record goes. */
+  forgetCall(callId: string): void {
+    void this.cmd
+      .multi()
+      .del(K.call(callId), K.callHello(callId))
+      .srem(K.nodeCalls(this.nodeId), callId)
+      .exec()
+      .catch(() => {});
+  }
+
   /** Number of devices connected to this node (the rest of the hub's links are remote). */
   get localDevices(): number {
     return this.local.size;
@@ -595,10 +610,25 @@ export class Cluster {
 
   private async heartbeat(): Promise<void> {
     try {
-      await this.cmd.zadd(K.nodes, Date.now(), this.nodeId);
+      const added = await this.cmd.zadd(K.nodes, Date.now(), this.nodeId);
+      // Back in the set: after a Redis restart (empty), or because another node
+      // took this one for dead (frozen, or cut off from Redis) and took its calls.
+      if (added === 1 && this.beats++ > 0 && (await this.cmd.del(K.nodeDead(this.nodeId))) === 1) this.stepDown();
     } catch {
       // Redis down: the sweep waits for it.
     }
+  }
+
+  /**
+   * This node was taken for dead and its calls were taken over: it forgets
+   * them without a word (their new owner routes them) and closes its sockets
+   * (1012), so that its devices say hello again and their calls resume there.
+   */
+  private stepDown(): void {
+    this.log.warn({ devices: this.local.size }, 'this node was taken for dead and its calls taken over; closing its sockets');
+    this.hub.close();
+    this.parties.clear();
+    for (const { link } of [...this.local.values()]) link.close(1012, 'server node restarting; reconnect');
   }
 
   /** Finds dead nodes: drops their links here; the node that removes one from `parley:nodes` claims its calls. */
@@ -641,6 +671,8 @@ export class Cluster {
 
   /** Takes over the calls of a dead node (see the file comment). */
   private async claim(node: string, lost: ReadonlySet<string>): Promise<void> {
+    // Should it come back (it was frozen or cut off, not dead), it steps down (see heartbeat).
+    await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
     const ids = await this.cmd.smembers(K.nodeCalls(node));
     this.log.warn({ deadNode: node, calls: ids.length }, 'node is dead; taking over its calls');
     await this.cmd.del(K.nodeCalls(node));
@@ -649,9 +681,16 @@ export class Cluster {
         [unknown, string | null],
         [unknown, Record<string, string>],
       ];
-      await this.cmd.del(K.call(callId), K.callHello(callId));
       if (!v) continue;
       const record = JSON.parse(v) as ClusterCallRecord;
+      if (record.answeredAt === null) await this.cmd.del(K.call(callId), K.callHello(callId));
+      // An answered one is this node's now, waiting for its devices: a hello that lists it elsewhere finds it known.
+      else
+        await this.cmd
+          .multi()
+          .set(K.call(callId), JSON.stringify({ ...record, owner: this.nodeId }))
+          .sadd(K.nodeCalls(this.nodeId), callId)
+          .exec();
       // Out of the cluster's counts (a resumed call comes back in through its `call.resumed`).
       const m = this.cmd.multi().srem(K.calls, callId).srem(K.accountCalls(record.callerAccountId), callId).srem(K.accountCalls(record.calleeAccountId), callId);
       for (const d of record.devices) m.eval(DEL_IF_CONN, 1, K.busy(d), callId);

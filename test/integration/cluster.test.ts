@@ -279,6 +279,39 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     await closeAll(ivan, jane);
   });
 
+  it('a node frozen past the dead-node timeout steps down when it wakes: its devices reconnect and the call resumes where it was taken over', async () => {
+    const [n1, n2] = nodes as [RunningServer, RunningServer];
+    const xia = await signIn(n2, 'xia');
+    const yan = await signIn(n2, 'yan');
+    await makeContacts(xia, yan);
+    const callId = await connectCall(xia, yan, { offer, answer }); // owned by n2
+    process.kill(n2.pid, 'SIGSTOP');
+    try {
+      // n1 or n3 finds n2 silent and takes its call over.
+      await Promise.race(
+        nodes.filter((n) => n !== n2).map((n) => n.waitForLog((l) => l.msg === 'node is dead; taking over its calls', 10_000)),
+      );
+    } finally {
+      process.kill(n2.pid, 'SIGCONT');
+    }
+    // Awake, n2 learns it was taken for dead and closes its sockets instead of routing the call too.
+    expect((await xia.client.closed).code).toBe(1012);
+    expect((await yan.client.closed).code).toBe(1012);
+    const xia2 = await SignalClient.connect(n1.wsUrl);
+    const yan2 = await SignalClient.connect(n2.wsUrl);
+    await xia2.request('hello', { protocol: PROTOCOL_VERSION, deviceId: xia.deviceId, token: xia.token, calls: [{ callId }] });
+    await yan2.request('hello', { protocol: PROTOCOL_VERSION, deviceId: yan.deviceId, token: yan.token, calls: [{ callId }] });
+    await Promise.race(
+      nodes.filter((n) => n !== n2).map((n) => n.waitForLog((l) => l.msg === 'call resumed after restart' && l.callId === callId, 10_000)),
+    );
+    await yan2.request('call.hangup', { callId });
+    expect((await xia2.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    // Neither was told the call had ended while it waited to resume.
+    expect(yan2.notifications().filter((n) => n.method === 'call.ended')).toEqual([]);
+    expect(xia2.notifications().filter((n) => n.method === 'call.ended')).toHaveLength(1);
+    await Promise.all([xia2.close(), yan2.close()]);
+  });
+
   it('kill -9 of the node that owns a live call: both devices reconnect to other nodes, the call resumes and is hung up normally', async () => {
     const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
     const kim = await signIn(n3, 'kim');
