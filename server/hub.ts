@@ -190,6 +190,9 @@ export const CLOSE_HELLO_TIMEOUT = 4004;
 /**
  * Online devices and the calls between them: the server's routing state
  * machine. Everything here is in memory and synchronous; a restart drops calls.
+ * With several nodes (server/cluster.ts) the same code routes across them: the
+ * devices other nodes hold are links with `node` set (mirrored through Redis),
+ * and this hub holds the calls this node owns (the ones whose invite it took).
  *
  * Semantics (one rule throughout): the device whose request ends a call learns
  * it from that request's result (`{ok:true}`); every other device still in the
