@@ -257,6 +257,9 @@ export class Cluster {
     await this.cmd.del(K.nodeDead(this.nodeId)); // a mark from a previous life of this id
     await this.heartbeat();
     await this.loadPresence();
+    // A previous life of this node id (it crashed and came back before anyone
+    // found it dead) left calls: take them over like a dead node's.
+    if ((await this.cmd.scard(K.nodeCalls(this.nodeId))) > 0) await this.claim(this.nodeId, new Set());
     this.timers.push(setInterval(() => void this.heartbeat().then(() => this.sweep()), HEARTBEAT_MS));
     this.timers.push(setInterval(() => void this.refreshPresence(), PRESENCE_REFRESH_MS));
     for (const t of this.timers) t.unref();
@@ -672,10 +675,11 @@ export class Cluster {
   /** Takes over the calls of a dead node (see the file comment). */
   private async claim(node: string, lost: ReadonlySet<string>): Promise<void> {
     // Should it come back (it was frozen or cut off, not dead), it steps down (see heartbeat).
-    await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
+    if (node !== this.nodeId) await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
     const ids = await this.cmd.smembers(K.nodeCalls(node));
     this.log.warn({ deadNode: node, calls: ids.length }, 'node is dead; taking over its calls');
     await this.cmd.del(K.nodeCalls(node));
+    // (Taking over one's own previous life: the answered calls are added back below, as the taker's.)
     for (const callId of ids) {
       const [[, v], [, notes]] = (await this.cmd.multi().get(K.call(callId)).hgetall(K.callHello(callId)).exec()) as [
         [unknown, string | null],

@@ -29,6 +29,7 @@ const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 answer' });
 const candidate = (c: string) => plainEnvelope({ type: 'candidate', candidate: c, sdpMid: '0', sdpMLineIndex: 0 });
 
 let redis: RunningRedis;
+let storeUrl: string;
 const nodes: RunningServer[] = [];
 
 /** Starts node `id` on the shared store and Redis. */
@@ -62,7 +63,7 @@ async function closeAll(...devices: SignedInDevice[]): Promise<void> {
 describe('three nodes on one PostgreSQL and one Redis', () => {
   beforeAll(async () => {
     redis = await startRedis();
-    const storeUrl = await createTestDatabase();
+    storeUrl = await createTestDatabase();
     // The first node migrates the store; the others start beside it.
     nodes.push(await startNode('n1', storeUrl));
     nodes.push(...(await Promise.all([startNode('n2', storeUrl), startNode('n3', storeUrl)])));
@@ -335,5 +336,26 @@ describe('three nodes on one PostgreSQL and one Redis', () => {
     expect((await kim2.nextNotification('call.ended', { callId })).reason).toBe('hangup');
     await kim2.expectNoNotification('call.ended', {}, 300);
     await Promise.all([kim2.close(), leo2.close()]);
+  });
+
+  it('a node that crashes and comes back under the same id takes its own calls back', async () => {
+    const [n1, n2] = nodes as [RunningServer, RunningServer];
+    const zed = await signIn(n1, 'zed');
+    const amy = await signIn(n2, 'amy');
+    await makeContacts(zed, amy);
+    const callId = await connectCall(zed, amy, { offer, answer }); // owned by n1
+    process.kill(n1.pid, 'SIGKILL');
+    await zed.client.closed;
+    const again = await startNode('n1', storeUrl); // whoever is first — n1 itself, or n2 finding it dead — takes the call
+    nodes.push(again);
+    const zed2 = await SignalClient.connect(again.wsUrl);
+    await zed2.request('hello', { protocol: PROTOCOL_VERSION, deviceId: zed.deviceId, token: zed.token, calls: [{ callId }] });
+    await Promise.race(
+      [again, n2].map((n) => n.waitForLog((l) => l.msg === 'call resumed after restart' && l.callId === callId, 10_000)),
+    );
+    await amy.client.request('call.hangup', { callId });
+    expect((await zed2.nextNotification('call.ended', { callId })).reason).toBe('hangup');
+    expect(amy.client.notifications().filter((n) => n.method === 'call.ended')).toEqual([]);
+    await Promise.all([zed2.close(), amy.client.close()]);
   });
 });
