@@ -24,6 +24,10 @@
  *
  * With `--json` the last line is exactly
  * `{"connections_held":…,"call_setups_per_s":…,"invite_to_ringing_p99_ms":…}`.
+ *
+ * `--nodes 3`: the same against three server processes on one PostgreSQL and
+ * one Redis (see runCluster), printing
+ * `{"nodes":3,"connections_held":…,"call_setups_per_s":…,"single_node_call_setups_per_s":…,"invite_to_ringing_p99_ms":…,"cross_node_share":…}`.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { execSync } from 'node:child_process';
@@ -46,8 +50,10 @@ const { values: args } = parseArgs({
     pairs: { type: 'string', default: '10' },
     seconds: { type: 'string', default: '15' },
     json: { type: 'boolean', default: false },
+    nodes: { type: 'string', default: '1' },
   },
 });
+const NODES = Number(args.nodes);
 const PAIRS = Number(args.pairs);
 const SECONDS = Number(args.seconds);
 const log = (m: string) => process.stderr.write(`[bench:server] ${m}\n`);
@@ -73,8 +79,9 @@ async function seed(
   dataDir: string,
   idle: number,
   pairs: number,
+  storeUrl?: string,
 ): Promise<{ idle: Device[]; pairs: [Device, Device][] }> {
-  const db = await openDatabase(dataDir);
+  const db = await openDatabase(dataDir, storeUrl ? { url: storeUrl } : {});
   const now = Date.now();
   const make = (username: string): Device => ({
     username,
@@ -166,9 +173,10 @@ function openIdle(wsUrl: string, d: Device): Promise<WebSocket> {
 }
 
 async function holdConnections(
-  server: RunningServer,
+  servers: RunningServer | RunningServer[],
   devices: Device[],
 ): Promise<{ sockets: WebSocket[]; failed: number; firstError?: string; ms: number }> {
+  const list = Array.isArray(servers) ? servers : [servers];
   const sockets: WebSocket[] = [];
   let failed = 0;
   let firstError: string | undefined;
@@ -176,7 +184,7 @@ async function holdConnections(
   const BATCH = 250;
   for (let i = 0; i < devices.length; i += BATCH) {
     const results = await Promise.allSettled(
-      devices.slice(i, i + BATCH).map((d) => openIdle(server.wsUrl, d)),
+      devices.slice(i, i + BATCH).map((d, j) => openIdle(list[(i + j) % list.length]!.wsUrl, d)),
     );
     for (const r of results) {
       if (r.status === 'fulfilled') sockets.push(r.value);
@@ -192,19 +200,25 @@ async function holdConnections(
 
 /** Callers call their callees in a loop until `untilMs`; returns set-ups and invite → ringing times. */
 async function callLoop(
-  server: RunningServer,
+  servers: RunningServer | RunningServer[],
   pairs: [Device, Device][],
   untilMs: number,
-): Promise<{ setups: number; ringingMs: number[]; errors: number }> {
+): Promise<{ setups: number; ringingMs: number[]; errors: number; crossNode: number }> {
+  const list = Array.isArray(servers) ? servers : [servers];
+  let crossNode = 0;
   const offer = plainEnvelope({ type: 'offer', sdp: 'v=0 bench-offer' });
   const answer = plainEnvelope({ type: 'answer', sdp: 'v=0 bench-answer' });
   const ringingMs: number[] = [];
   let setups = 0;
   let errors = 0;
   await Promise.all(
-    pairs.map(async ([a, b]) => {
-      const caller = await SignalClient.connect(server.wsUrl);
-      const callee = await SignalClient.connect(server.wsUrl);
+    pairs.map(async ([a, b], i) => {
+      // With several nodes: caller and callee of a pair on different nodes (2i, 2i+1 round robin).
+      const callerNode = list[(2 * i) % list.length]!;
+      const calleeNode = list[(2 * i + 1) % list.length]!;
+      const cross = callerNode !== calleeNode;
+      const caller = await SignalClient.connect(callerNode.wsUrl);
+      const callee = await SignalClient.connect(calleeNode.wsUrl);
       await caller.hello(a);
       await callee.hello(b);
       while (performance.now() < untilMs) {
@@ -219,6 +233,7 @@ async function callLoop(
           await callee.request('call.answer', { callId, envelope: answer });
           await caller.nextNotification('call.answered', { callId });
           setups++;
+          if (cross) crossNode++;
           await caller.request('call.hangup', { callId });
           await callee.nextNotification('call.ended', { callId });
         } catch {
@@ -228,7 +243,7 @@ async function callLoop(
       await Promise.all([caller.close(), callee.close()]);
     }),
   );
-  return { setups, ringingMs, errors };
+  return { setups, ringingMs, errors, crossNode };
 }
 
 /** Resident memory of a process, MiB (from /proc). */
@@ -241,7 +256,111 @@ function rssMiB(pid: number): number {
   }
 }
 
+/** The config of a benchmark server: limits raised (capacity is measured, not the limits). */
+const benchToml = (level: string) =>
+  [
+    `log_level = "${level}"`,
+    '[limits]',
+    'messages_per_second = 100000',
+    'message_burst = 100000',
+    '[policy]',
+    'calls_per_minute = 100000',
+    'call_burst = 100000',
+  ].join('\n');
+
+/** Starts one server (quietened to warnings once listening: config.reload applies log_level live). */
+async function startQuiet(env: Record<string, string>): Promise<RunningServer> {
+  const server = await startServer({ configToml: benchToml('info'), env });
+  writeFileSync(server.configFile!, benchToml('warn'));
+  await adminRequest(server.adminSocket, 'config.reload');
+  return server;
+}
+
+/** One calling phase against `servers`: set-ups per second, p99 invite → ringing, share across nodes. */
+async function measureCalls(servers: RunningServer[], pairs: [Device, Device][]) {
+  const t0 = performance.now();
+  const calls = await callLoop(servers, pairs, t0 + SECONDS * 1000);
+  const elapsed = (performance.now() - t0) / 1000;
+  const sorted = [...calls.ringingMs].sort((x, y) => x - y);
+  log(
+    `${servers.length} node(s): ${calls.setups} set-ups in ${elapsed.toFixed(1)} s (${calls.errors} errors); invite → ringing p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms; RSS ${servers.map((s) => rssMiB(s.pid)).join('/')} MiB`,
+  );
+  return {
+    perSecond: Math.round((calls.setups / elapsed) * 10) / 10,
+    p99: Math.round(percentile(sorted, 99) * 10) / 10,
+    crossShare: calls.setups > 0 ? Math.round((calls.crossNode / calls.setups) * 100) / 100 : 0,
+  };
+}
+
+/**
+ * `--nodes N` (N > 1): one PostgreSQL and one Redis started here (test/harness),
+ * the store seeded once; first ONE server process on that store without Redis
+ * (the single-node figure, same run, same store), then N nodes sharing the
+ * store and Redis, idle connections spread round robin and each calling pair
+ * split across two nodes.
+ */
+async function runCluster(): Promise<void> {
+  const limit = fdLimit();
+  const wanted = Number(args.connections);
+  const connections = Math.min(wanted, limit - 300 - 4 * PAIRS * 2);
+  if (connections < wanted) log(`open-file limit is ${limit}; holding ${connections} connections instead of ${wanted}`);
+  const { startPostgres } = await import('../test/harness/postgres');
+  const { startRedis } = await import('../test/harness/redis');
+  const pg = await startPostgres();
+  const redis = await startRedis();
+  const dir = makeTempDir('bench-cluster');
+  const servers: RunningServer[] = [];
+  try {
+    const storeUrl = await pg.createDatabase('parley_bench');
+    log(`seeding ${connections} idle devices and ${PAIRS} calling pairs into PostgreSQL…`);
+    const seeded = await seed(dir, connections, PAIRS, storeUrl);
+
+    log('single node (same store, no Redis)…');
+    const single = await startQuiet({ PARLEY_STORE_URL: storeUrl });
+    const one = await measureCalls([single], seeded.pairs);
+    await single.stop(15_000);
+
+    log(`${NODES} nodes on one PostgreSQL and one Redis…`);
+    servers.push(
+      await startQuiet({ PARLEY_STORE_URL: storeUrl, PARLEY_CLUSTER_REDIS_URL: redis.url, PARLEY_NODE_ID: 'n1' }),
+    );
+    for (let i = 2; i <= NODES; i++)
+      servers.push(
+        await startQuiet({ PARLEY_STORE_URL: storeUrl, PARLEY_CLUSTER_REDIS_URL: redis.url, PARLEY_NODE_ID: `n${i}` }),
+      );
+    const held = await holdConnections(servers, seeded.idle);
+    await new Promise((r) => setTimeout(r, 2000));
+    const open = held.sockets.filter((s) => s.readyState === WebSocket.OPEN).length;
+    log(`${open} connections held across ${NODES} nodes (${held.failed} failed${held.firstError ? `, first: ${held.firstError}` : ''}) after ${(held.ms / 1000).toFixed(1)} s`);
+    const many = await measureCalls(servers, seeded.pairs);
+    const stillOpen = held.sockets.filter((s) => s.readyState === WebSocket.OPEN).length;
+    for (const s of held.sockets) s.terminate();
+    log(
+      `machine: ${cpus().length} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, open-file limit ${limit}`,
+    );
+    const result = {
+      nodes: NODES,
+      connections_held: Math.min(open, stillOpen),
+      call_setups_per_s: many.perSecond,
+      single_node_call_setups_per_s: one.perSecond,
+      invite_to_ringing_p99_ms: many.p99,
+      cross_node_share: many.crossShare,
+    };
+    if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    else
+      process.stdout.write(
+        `${NODES} nodes: connections held ${result.connections_held}, call set-ups ${result.call_setups_per_s}/s (one node ${result.single_node_call_setups_per_s}/s), invite→ringing p99 ${result.invite_to_ringing_p99_ms} ms, ${Math.round(result.cross_node_share * 100)} % across nodes\n`,
+      );
+  } finally {
+    await Promise.all(servers.map((s) => s.stop(15_000)));
+    await redis.stop();
+    await pg.stop();
+    removeTempDir(dir);
+  }
+}
+
 async function main(): Promise<void> {
+  if (NODES > 1) return runCluster();
   const limit = fdLimit();
   // Each connection costs one descriptor here and one in the server; keep ~300 for everything else.
   const wanted = Number(args.connections);

@@ -24,7 +24,7 @@ APT_PACKAGES=(
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates socat
   libopus0 libopus-dev pkg-config
-  postgresql
+  postgresql redis-server nginx
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
   meson ninja-build libuv1-dev libssl-dev libsrtp2-dev libabsl-dev flatbuffers-compiler libflatbuffers-dev

@@ -19,6 +19,7 @@ import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
+import { Cluster, createLimitsClient } from './cluster';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
@@ -193,19 +194,27 @@ export async function buildServer(
   const hashes = new HashGate(config.auth.maxConcurrentHashes, config.auth.hashQueue, () =>
     metrics.hashRefused.inc(),
   );
-  const frontDoor = new FrontDoor(config.auth, { audit, metrics, log });
+  // Several nodes: login, registration, call and relay rates are counted in Redis, across nodes.
+  const limitsStore = config.cluster
+    ? createLimitsClient(config.cluster.redisUrl, config.cluster.nodeId, log)
+    : undefined;
+  const frontDoor = new FrontDoor(config.auth, { audit, metrics, log, store: limitsStore });
   const accounts = new Accounts(
     db,
     audit,
     () => config.sessions.tokenTtlSeconds * 1000,
     hashes,
   );
+  // Several nodes (server/cluster.ts), only with `[cluster] redis_url`.
+  let cluster: Cluster | undefined;
   const hub = new Hub({
     ringTimeoutMs: config.ringTimeoutSeconds * 1000,
     graceMs: config.callGraceSeconds * 1000,
+    onLink: (change, link) => cluster?.onLink(change, link),
     onEvent: (e) => {
       const { event, ...facts } = e;
       log.info({ call: facts }, event);
+      cluster?.onHubEvent(e);
       if (e.event === 'call.ringing')
         metrics.callSetup.observe({ stage: 'ringing' }, e.setupMs / 1000);
       if (e.event === 'call.answered')
@@ -256,7 +265,9 @@ export async function buildServer(
   // that once; their devices learn it, call.ended failed, when they say hello
   // again); answered ones may resume if both devices come back with them
   // within the grace period (server/resume.ts).
-  const recovered = await openCalls.recover();
+  // With several nodes the table is shared and the others' calls are live:
+  // a dead node's calls are taken over from Redis instead (server/cluster.ts).
+  const recovered = config.cluster ? [] : await openCalls.recover();
   for (const c of recovered) if (c.answeredAt === null) crashEnded(c);
   const resumption = new CallResumption(recovered, options.resumeGraceMs ?? RESUME_GRACE_MS, {
     resume: (c, caller, callee) => {
@@ -265,21 +276,47 @@ export async function buildServer(
         log.info({ callId: c.callId }, 'call resumed after restart');
       } catch (err) {
         log.warn({ err, callId: c.callId }, 'call could not resume');
+        cluster?.forgetCall(c.callId);
         crashEnded(c);
         for (const d of c.devices) hub.tellEnded(d, c.callId, 'failed');
       }
     },
     end: (c, tellNow, untold) => {
+      cluster?.forgetCall(c.callId);
       crashEnded(c);
       for (const d of tellNow) hub.tellEnded(d, c.callId, 'failed');
       openCalls.markEnded(c.callId, untold);
     },
   });
+  if (config.cluster) {
+    const resumeGraceMs = options.resumeGraceMs ?? RESUME_GRACE_MS;
+    cluster = new Cluster({
+      redisUrl: config.cluster.redisUrl,
+      nodeId: config.cluster.nodeId,
+      hub,
+      log,
+      hooks: {
+        remoteHello: (peer, calls) => {
+          for (const callId of resumption.onHello(peer, calls.map((c) => c.callId), () => true))
+            hub.tellEnded(peer.deviceId, callId, 'failed');
+        },
+        lostRinging: (c) => {
+          crashEnded(c);
+          for (const d of c.devices) hub.tellEnded(d, c.callId, 'failed');
+        },
+        lostAnswered: (c, confirmed) => {
+          log.info({ callId: c.callId, deadNode: c.owner, devicesBack: confirmed.length }, 'call of a dead node waits for its devices');
+          resumption.add(c, resumeGraceMs, confirmed);
+        },
+      },
+    });
+    await cluster.start();
+  }
   const contacts = new Contacts(db, hub, audit);
-  const policy = new CallPolicy(config, hub, db, audit);
+  const policy = new CallPolicy(config, hub, db, audit, limitsStore);
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
-  const relays = new RelayService(config, audit, metrics);
+  const relays = new RelayService(config, audit, metrics, limitsStore);
   const sfu = new Sfu(() => config.sfu, log, {
     onRoomEnded: (room, reason, participants) => {
       metrics.sfuRoomsEnded.inc({ reason });
@@ -353,12 +390,17 @@ export async function buildServer(
     };
   };
 
-  const app = Fastify({ loggerInstance: log as FastifyBaseLogger, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: 64 * 1024,
+    // Behind nginx (several nodes): the client's address from X-Forwarded-For, only from these proxies.
+    ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),
+  });
   await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
   registerHttpRoutes(app, accounts, relays, frontDoor, serverVersion(), (code) =>
     metrics.errors.inc({ code }),
   );
-  registerOpsRoutes(app, { db, metrics, state });
+  registerOpsRoutes(app, { db, metrics, state, cluster });
 
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {
@@ -381,6 +423,7 @@ export async function buildServer(
         metrics,
         sfu,
         intercept,
+        cluster,
       });
     });
   });
@@ -447,6 +490,8 @@ export async function buildServer(
         for (const ws of app.websocketServer?.clients ?? []) ws.close(1001, 'server shutting down');
         await admin?.close();
         await app.close();
+        await cluster?.close();
+        limitsStore?.disconnect();
         await openCalls.flush();
         audit.closeSummaries();
         await audit.flush();

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
@@ -65,6 +66,33 @@ const FileConfig = z
       })
       .strict()
       .default({ url: '', pool_size: 10 }),
+    /**
+     * Several nodes (docs/deploy.md): absent or empty `redis_url` is one
+     * process, exactly as before. With `redis://…` this process is one node of
+     * a cluster sharing that Redis (presence, cross-node delivery, call records,
+     * shared limits) and the same PostgreSQL store; `node_id` names it
+     * (default: host name and process id).
+     */
+    cluster: z
+      .object({
+        redis_url: z
+          .string()
+          .refine((v) => v === '' || /^rediss?:\/\//.test(v), 'expected "redis://[:password@]host:port[/db]" (empty: one node)')
+          .default(''),
+        node_id: z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]{0,64}$/, 'letters, digits, "_", "." and "-" only')
+          .default(''),
+      })
+      .strict()
+      .default({ redis_url: '', node_id: '' }),
+    /**
+     * Addresses (or CIDR ranges) of the reverse proxies in front of this server
+     * (nginx, docs/deploy.md) whose `X-Forwarded-For` names the client: the
+     * per-address limits then count the client, not the proxy. Empty (the
+     * default): the header is ignored.
+     */
+    trust_proxy: z.array(z.string().min(1)).default([]),
     log_level: LogLevel.default('info'),
     /** Seconds a call may ring before it ends with `no_answer`. */
     ring_timeout_seconds: z.number().positive().max(3600).default(45),
@@ -316,6 +344,14 @@ export interface ServerConfig {
    * with at most `poolSize` connections.
    */
   store: { url: string | undefined; poolSize: number };
+  /**
+   * Several nodes: undefined is one process (the default); else the Redis this
+   * node shares with the others (it may hold a password: never log it) and
+   * this node's id.
+   */
+  cluster?: { redisUrl: string; nodeId: string } | undefined;
+  /** Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges); undefined: none. */
+  trustProxy?: string[] | undefined;
   logLevel: z.infer<typeof LogLevel>;
   /** Ring timeout in seconds. */
   ringTimeoutSeconds: number;
@@ -430,7 +466,10 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_SERVER_LISTEN: [['listen'], 'string'],
   PARLEY_DATA_DIR: [['data_dir'], 'string'],
   PARLEY_STORE_URL: [['store', 'url'], 'string'],
+  PARLEY_CLUSTER_REDIS_URL: [['cluster', 'redis_url'], 'string'],
+  PARLEY_NODE_ID: [['cluster', 'node_id'], 'string'],
   PARLEY_LOG_LEVEL: [['log_level'], 'string'],
+  PARLEY_TRUST_PROXY: [['trust_proxy'], 'list'],
   PARLEY_RING_TIMEOUT: [['ring_timeout_seconds'], 'number'],
   PARLEY_CALL_GRACE: [['call_grace_seconds'], 'number'],
   PARLEY_TURN_URLS: [['turn', 'urls'], 'list'],
@@ -519,6 +558,10 @@ export function parseConfig(
     listen: c.listen,
     dataDir,
     store: { url: c.store.url || undefined, poolSize: c.store.pool_size },
+    cluster: c.cluster.redis_url
+      ? { redisUrl: c.cluster.redis_url, nodeId: c.cluster.node_id || `${hostname()}-${process.pid}` }
+      : undefined,
+    trustProxy: c.trust_proxy.length > 0 ? c.trust_proxy : undefined,
     logLevel: c.log_level,
     ringTimeoutSeconds: c.ring_timeout_seconds,
     callGraceSeconds: c.call_grace_seconds,
@@ -619,7 +662,7 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
 }
 
 /** Config keys (dotted TOML names) that take effect only after a restart; every other key applies at `config.reload`. */
-export const RESTART_KEYS = ['listen', 'data_dir', 'store.url', 'store.pool_size', 'admin.socket', 'sfu.workers', 'sfu.worker_bin'] as const;
+export const RESTART_KEYS = ['listen', 'data_dir', 'store.url', 'store.pool_size', 'cluster.redis_url', 'cluster.node_id', 'trust_proxy', 'admin.socket', 'sfu.workers', 'sfu.worker_bin'] as const;
 
 /** Each config key (dotted TOML name) with how to read it from a ServerConfig. */
 const KEYS: Record<string, (c: ServerConfig) => unknown> = {
@@ -627,6 +670,9 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   data_dir: (c) => c.dataDir,
   'store.url': (c) => c.store.url,
   'store.pool_size': (c) => c.store.poolSize,
+  'cluster.redis_url': (c) => c.cluster?.redisUrl,
+  'cluster.node_id': (c) => c.cluster?.nodeId,
+  trust_proxy: (c) => c.trustProxy,
   log_level: (c) => c.logLevel,
   ring_timeout_seconds: (c) => c.ringTimeoutSeconds,
   call_grace_seconds: (c) => c.callGraceSeconds,

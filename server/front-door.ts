@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
-import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { ParleyError } from '../common/errors';
 import type { AuditLog } from './audit';
 import type { AuthConfig } from './config';
@@ -38,15 +39,23 @@ import type { ServerMetrics } from './metrics';
 export type ThrottleScope = 'login_ip' | 'login_username' | 'registration_ip' | 'registration_username';
 
 /**
- * The one place limiters are built. Memory store: counts live in this
- * process. For several server nodes behind a load balancer, build a
- * `RateLimiterRedis` here with the same options plus `storeClient` (ioredis)
- * and an `insuranceLimiter` (a RateLimiterMemory) for when Redis is away.
+ * The one place limiters are built. One process: memory store, counts live in
+ * this process. Several nodes (`store`, the cluster's Redis): a
+ * `RateLimiterRedis` with the same options, so a limit holds across every
+ * node behind the load balancer, and a RateLimiterMemory as its
+ * `insuranceLimiter` for when Redis is away (the limit then holds per node).
  * @param points events allowed per window (> 0).
  * @param durationSeconds fixed window, seconds.
  */
-export function createLimiter(scope: ThrottleScope, points: number, durationSeconds: number): RateLimiterAbstract {
-  return new RateLimiterMemory({ keyPrefix: `parley:${scope}`, points, duration: durationSeconds });
+export function createLimiter(
+  scope: ThrottleScope,
+  points: number,
+  durationSeconds: number,
+  store?: Redis,
+): RateLimiterAbstract {
+  const options = { keyPrefix: `parley:${scope}`, points, duration: durationSeconds };
+  if (!store) return new RateLimiterMemory(options);
+  return new RateLimiterRedis({ ...options, storeClient: store, insuranceLimiter: new RateLimiterMemory(options) });
 }
 
 /**
@@ -78,9 +87,9 @@ interface Limiters {
   registrationUsername?: RateLimiterAbstract;
 }
 
-function buildLimiters(c: AuthConfig): Limiters {
+function buildLimiters(c: AuthConfig, store: Redis | undefined): Limiters {
   const make = (scope: ThrottleScope, points: number, seconds: number) =>
-    points > 0 ? createLimiter(scope, points, seconds) : undefined;
+    points > 0 ? createLimiter(scope, points, seconds, store) : undefined;
   const l: Limiters = {};
   const loginIp = make('login_ip', c.loginAttemptsPerIp, c.loginWindowSeconds);
   const loginUsername = make('login_username', c.loginFailuresPerUsername, c.loginWindowSeconds);
@@ -105,13 +114,14 @@ export class FrontDoor {
   /**
    * @param config the `[auth]` settings; `configure` replaces them at config.reload.
    * @param deps.audit where refusals are recorded (sampled).
+   * @param deps.store several nodes: the cluster's Redis, where the counts are shared.
    */
   constructor(
     config: AuthConfig,
-    private readonly deps: { audit: AuditLog; metrics: ServerMetrics; log: Logger },
+    private readonly deps: { audit: AuditLog; metrics: ServerMetrics; log: Logger; store?: Redis | undefined },
   ) {
     this.config = config;
-    this.limiters = buildLimiters(config);
+    this.limiters = buildLimiters(config, deps.store);
   }
 
   /**
@@ -119,7 +129,7 @@ export class FrontDoor {
    * start counting afresh; the others keep their counts.
    */
   configure(next: AuthConfig): void {
-    const fresh = buildLimiters(next);
+    const fresh = buildLimiters(next, this.deps.store);
     const same = (a: number, b: number, c: number, d: number) => a === c && b === d;
     const p = this.config;
     if (same(p.loginAttemptsPerIp, p.loginWindowSeconds, next.loginAttemptsPerIp, next.loginWindowSeconds))

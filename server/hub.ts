@@ -14,6 +14,12 @@ export interface DeviceLink {
   notify<N extends SignalNotification>(method: N, params: SignalNotificationParams<N>): void;
   /** Closes the connection (WebSocket close code and reason). */
   close(code: number, reason: string): void;
+  /**
+   * Several nodes (server/cluster.ts): the id of the node that holds this
+   * device's socket when that is another node (the link then forwards through
+   * Redis); undefined for a socket of this process.
+   */
+  readonly node?: string | undefined;
 }
 
 /** An account as the callee of a call. */
@@ -151,6 +157,19 @@ function envelopeFor(r: Routed | Envelope, deviceId: string): Envelope | undefin
   return r.envelopes ? r.envelopes[deviceId] : r.envelope;
 }
 
+/**
+ * Several nodes (server/cluster.ts): what the other nodes' calls add to an
+ * invite's checks — the devices in a call owned elsewhere, and the call
+ * counts across the cluster (this hub's own calls included).
+ */
+export interface ClusterCallCounts {
+  /** Device ids that are a party of some call in the cluster. */
+  busy: ReadonlySet<string>;
+  callerCalls: number;
+  calleeCalls: number;
+  totalCalls: number;
+}
+
 /** Concurrency limits (config `policy.*`); 0 means no limit. */
 export interface HubLimits {
   /** Calls (ringing or active) one account may be a party of at once. */
@@ -171,6 +190,9 @@ export const CLOSE_HELLO_TIMEOUT = 4004;
 /**
  * Online devices and the calls between them: the server's routing state
  * machine. Everything here is in memory and synchronous; a restart drops calls.
+ * With several nodes (server/cluster.ts) the same code routes across them: the
+ * devices other nodes hold are links with `node` set (mirrored through Redis),
+ * and this hub holds the calls this node owns (the ones whose invite it took).
  *
  * Semantics (one rule throughout): the device whose request ends a call learns
  * it from that request's result (`{ok:true}`); every other device still in the
@@ -207,9 +229,17 @@ export class Hub {
    * @param options.ringTimeoutMs how long a call may ring before it ends with `no_answer`, ms.
    * @param options.graceMs how long an answered call is held for a party whose connection dropped, ms (0: it ends at once, `failed`).
    * @param options.onEvent sees each call event (for logging and audit); must not throw.
+   * @param options.onLink sees a link become a device's current one (`attached`) and
+   *   stop being it (`detached`, not when it was replaced): how the cluster
+   *   (server/cluster.ts) learns presence; must not throw.
    */
   constructor(
-    private readonly options: { ringTimeoutMs: number; graceMs?: number; onEvent?: (e: HubEvent) => void },
+    private readonly options: {
+      ringTimeoutMs: number;
+      graceMs?: number;
+      onEvent?: (e: HubEvent) => void;
+      onLink?: (change: 'attached' | 'detached', link: DeviceLink) => void;
+    },
   ) {
     this.ringTimeoutMs = options.ringTimeoutMs;
     this.graceMs = options.graceMs ?? 0;
@@ -305,9 +335,11 @@ export class Hub {
     for (const callId of [...this.calls.keys()]) this.endCall(callId, 'failed', 'server_shutdown');
   }
 
-  /** Number of online devices and of calls (ringing or active). */
+  /** Number of online devices connected to this process (not other nodes') and of calls (ringing or active) it holds. */
   get stats(): { devices: number; calls: number } {
-    return { devices: this.devices.size, calls: this.calls.size };
+    let devices = 0;
+    for (const link of this.devices.values()) if (link.node === undefined) devices++;
+    return { devices, calls: this.calls.size };
   }
 
   /**
@@ -323,6 +355,17 @@ export class Hub {
     set.add(deviceId);
     if (old && old !== link)
       old.close(CLOSE_REPLACED, 'replaced by a newer connection of this device');
+    this.options.onLink?.('attached', link);
+  }
+
+  /** The device's current link (local or, with several nodes, remote), or undefined. */
+  linkOf(deviceId: string): DeviceLink | undefined {
+    return this.devices.get(deviceId);
+  }
+
+  /** True when this hub holds a call of this id (with several nodes: this node owns it). */
+  hasCall(callId: string): boolean {
+    return this.calls.has(callId);
   }
 
   /**
@@ -333,6 +376,7 @@ export class Hub {
     const { deviceId, accountId } = link.peer;
     if (this.devices.get(deviceId) !== link) return;
     this.devices.delete(deviceId);
+    this.options.onLink?.('detached', link);
     const set = this.devicesByAccount.get(accountId);
     set?.delete(deviceId);
     if (set?.size === 0) this.devicesByAccount.delete(accountId);
@@ -391,6 +435,11 @@ export class Hub {
     this.missed.delete(peer.deviceId);
     for (const [callId, reason] of missed ?? []) tell.push({ callId, reason });
     return tell;
+  }
+
+  /** The account's online devices (with several nodes: on any node). */
+  devicesOf(accountId: string): string[] {
+    return [...(this.devicesByAccount.get(accountId) ?? [])];
   }
 
   /** True when the device has a current connection. */
@@ -453,6 +502,7 @@ export class Hub {
    * the caller then gets `call.ended` with `busy` (sent through `afterReply`,
    * so it follows the result); the callee is not disturbed.
    * @param afterReply schedules work to run after the request's result was sent.
+   * @param cluster several nodes: busy devices and call counts across the cluster (server/cluster.ts).
    * Only the callee's devices that are not in a call ring; when none is free,
    * or the callee account has `maxCallsPerAccount` calls, the callee is busy.
    * With per-device `envelopes`, only the callee's online devices that have one ring
@@ -467,26 +517,27 @@ export class Hub {
     callee: AccountRef,
     routed: Routed | Envelope,
     afterReply: (fn: () => void) => void,
+    cluster?: ClusterCallCounts,
   ): { callId: string } {
     if (this.calls.has(callId))
       throw new ParleyError('invalid_state', `call id ${callId} is already in use`);
     if (callee.accountId === caller.accountId)
       throw new ParleyError('forbidden', 'you cannot call yourself');
-    if (this.deviceInCall(caller.accountId, caller.deviceId)) {
+    if (this.deviceInCall(caller.accountId, caller.deviceId) || cluster?.busy.has(caller.deviceId)) {
       throw new ParleyError(
         'invalid_state',
         'you are already in a call; end it before starting another',
       );
     }
     const { maxCallsPerAccount, maxCalls } = this.limits;
-    const mine = this.callCount(caller.accountId);
+    const mine = Math.max(this.callCount(caller.accountId), cluster?.callerCalls ?? 0);
     if (maxCallsPerAccount > 0 && mine >= maxCallsPerAccount) {
       throw new ParleyError(
         'policy',
         `your account already has ${mine} calls going, the most this server allows; end one first`,
       );
     }
-    if (maxCalls > 0 && this.calls.size >= maxCalls) {
+    if (maxCalls > 0 && Math.max(this.calls.size, cluster?.totalCalls ?? 0) >= maxCalls) {
       throw new ParleyError(
         'unavailable',
         'this server is carrying as many calls as it can; try again in a few minutes',
@@ -495,11 +546,12 @@ export class Hub {
     const online = [...(this.devicesByAccount.get(callee.accountId) ?? [])].filter((d) => !!envelopeFor(routed, d));
     if (online.length === 0)
       throw new ParleyError('callee_offline', `${callee.username} is not online`); // same words as signal/calls.ts calleeOffline
-    const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d));
+    const targets = online.filter((d) => !this.deviceInCall(callee.accountId, d) && !cluster?.busy.has(d));
 
     if (
       targets.length === 0 ||
-      (maxCallsPerAccount > 0 && this.callCount(callee.accountId) >= maxCallsPerAccount)
+      (maxCallsPerAccount > 0 &&
+        Math.max(this.callCount(callee.accountId), cluster?.calleeCalls ?? 0) >= maxCallsPerAccount)
     ) {
       this.emit({ event: 'call.busy', callId, caller, callee });
       afterReply(() => this.send(caller.deviceId, 'call.ended', { callId, reason: 'busy' }));

@@ -28,6 +28,9 @@ export const REDACT_PATHS = [
   'config.turn.secret',
   'store.url',
   'config.store.url',
+  'redisUrl',
+  '*.redisUrl',
+  'config.cluster.redisUrl',
 ];
 
 /**

@@ -9,13 +9,14 @@ const DB_PROBE_TIMEOUT_MS = 1000;
 /**
  * Registers the operator endpoints on `app`:
  * - `GET /readyz` → 200 `{ready:true}` when listening and the store answers a query;
- *   503 `{ready:false, reason}` otherwise (reason: `shutting down`, `not listening`, `database unreachable`).
+ *   503 `{ready:false, reason}` otherwise (reason: `shutting down`, `not listening`, `database unreachable`,
+ *   and with several nodes `redis unreachable`: this node cannot reach the cluster's Redis).
  * - `GET /metrics` → Prometheus text exposition format (see ServerMetrics).
  * @param state.closing true once shutdown began.
  */
 export function registerOpsRoutes(
   app: FastifyInstance,
-  deps: { db: Kysely<DB>; metrics: ServerMetrics; state: { closing: boolean } },
+  deps: { db: Kysely<DB>; metrics: ServerMetrics; state: { closing: boolean }; cluster?: { readonly connected: boolean } | undefined },
 ): void {
   app.get('/readyz', async (_req, reply) => {
     const notReady = (reason: string) => reply.status(503).send({ ready: false, reason });
@@ -26,6 +27,7 @@ export function registerOpsRoutes(
     } catch {
       return notReady('database unreachable');
     }
+    if (deps.cluster && !deps.cluster.connected) return notReady('redis unreachable');
     return { ready: true };
   });
 

@@ -6,7 +6,7 @@ import type { AuditLog } from './audit';
 import type { PolicyConfig, ServerConfig } from './config';
 import type { DB } from './db';
 import type { AccountRef, Hub } from './hub';
-import { TokenBucket } from './rate-limit';
+import { TokenBuckets, type BucketStore } from './rate-limit';
 
 /** The UTC day of a time, `YYYY-MM-DD` (the unit of the daily budget). */
 export function utcDay(ms: number): string {
@@ -41,8 +41,7 @@ function minutes(seconds: number): string {
  * Every refusal, warning and overrun is audited.
  */
 export class CallPolicy {
-  private readonly buckets = new Map<string, TokenBucket>();
-  private bucketLimits: PolicyConfig | undefined;
+  private readonly buckets: TokenBuckets;
   /** Accounts over their call rate right now (one audit record per episode). */
   private readonly limited = new Set<string>();
   /** The last usage write (onEnded); never rejects. */
@@ -53,7 +52,11 @@ export class CallPolicy {
     private readonly hub: Hub,
     private readonly db: Kysely<DB>,
     private readonly audit: AuditLog,
-  ) {}
+    /** Several nodes: the cluster's Redis, so that the call rate holds across nodes. */
+    store?: BucketStore,
+  ) {
+    this.buckets = new TokenBuckets('parley:bucket:calls:', store);
+  }
 
   private get p(): PolicyConfig {
     return this.config.policy;
@@ -73,7 +76,7 @@ export class CallPolicy {
     if (!this.mayUse(callee.username)) {
       throw new ParleyError('policy', `${callee.username} cannot take calls on this server`);
     }
-    this.takeCallToken(caller);
+    await this.takeCallToken(caller);
     const daily = this.p.dailyBudgetSeconds;
     if (daily > 0 && this.p.hardStop) {
       const used = await this.usedToday(caller.accountId);
@@ -195,18 +198,8 @@ export class CallPolicy {
     return this.p.allowedAccounts.length === 0 || this.p.allowedAccounts.includes(username);
   }
 
-  private takeCallToken(caller: PeerInfo): void {
-    if (this.bucketLimits !== this.p) {
-      this.bucketLimits = this.p;
-      for (const b of this.buckets.values())
-        b.configure(this.p.callsPerMinute / 60, this.p.callBurst);
-    }
-    let bucket = this.buckets.get(caller.accountId);
-    if (!bucket) {
-      bucket = new TokenBucket(this.p.callsPerMinute / 60, this.p.callBurst);
-      this.buckets.set(caller.accountId, bucket);
-    }
-    const verdict = bucket.take();
+  private async takeCallToken(caller: PeerInfo): Promise<void> {
+    const verdict = await this.buckets.take(caller.accountId, this.p.callsPerMinute / 60, this.p.callBurst);
     if (verdict.ok) {
       this.limited.delete(caller.accountId);
       return;

@@ -6,7 +6,7 @@ import type { PeerInfo } from '../common/protocol/signaling';
 import type { AuditLog } from './audit';
 import type { ServerConfig } from './config';
 import type { ServerMetrics } from './metrics';
-import { TokenBucket } from './rate-limit';
+import { TokenBuckets, type BucketStore } from './rate-limit';
 import { issueTurnCredential } from './turn';
 
 /**
@@ -85,15 +85,18 @@ export async function resolveTurnUrls(urls: string[]): Promise<string[]> {
  * `parley_relay_provider_errors_total`.
  */
 export class RelayService {
-  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly buckets: TokenBuckets;
   private readonly limited = new Set<string>();
-  private limitsSeen: ServerConfig['turn'] | undefined;
 
   constructor(
     private readonly config: ServerConfig,
     private readonly audit: AuditLog,
     private readonly metrics: ServerMetrics,
-  ) {}
+    /** Several nodes: the cluster's Redis, so that the request rate holds across nodes. */
+    store?: BucketStore,
+  ) {
+    this.buckets = new TokenBuckets('parley:bucket:relay:', store);
+  }
 
   /** True when relay credentials can be issued (a provider and URLs are configured). */
   get configured(): boolean {
@@ -107,7 +110,7 @@ export class RelayService {
    *   configured), `internal_error` named `CALL_RELAY_PROVIDER_ERROR` (the provider failed).
    */
   async issue(peer: PeerInfo): Promise<RelayAnswer> {
-    this.take(peer);
+    await this.take(peer);
     const t = this.config.turn;
     if (!this.configured) {
       throw new ParleyError('unavailable', 'this server offers no relay', {
@@ -148,18 +151,9 @@ export class RelayService {
     return result;
   }
 
-  private take(peer: PeerInfo): void {
+  private async take(peer: PeerInfo): Promise<void> {
     const t = this.config.turn;
-    if (this.limitsSeen !== t) {
-      this.limitsSeen = t;
-      for (const b of this.buckets.values()) b.configure(t.requestsPerMinute / 60, t.requestBurst);
-    }
-    let bucket = this.buckets.get(peer.accountId);
-    if (!bucket) {
-      bucket = new TokenBucket(t.requestsPerMinute / 60, t.requestBurst);
-      this.buckets.set(peer.accountId, bucket);
-    }
-    const verdict = bucket.take();
+    const verdict = await this.buckets.take(peer.accountId, t.requestsPerMinute / 60, t.requestBurst);
     if (verdict.ok) {
       this.limited.delete(peer.accountId);
       return;

@@ -55,6 +55,25 @@ export class CallResumption {
     }
   }
 
+  /**
+   * Several nodes: an answered call whose owner node died, taken over by this
+   * node (server/cluster.ts), waits here for its devices like a call a crash
+   * of this process left open; `confirmed` are the devices known to still
+   * carry it (it resumes at once when both are).
+   */
+  add(call: RecoveredCall, graceMs: number, confirmed: readonly PeerInfo[]): void {
+    if (call.answeredAt === null || call.devices.length !== 2 || this.pending.has(call.callId)) return;
+    const timer = setTimeout(() => this.expire(call.callId), graceMs);
+    timer.unref();
+    const p = { call, confirmed: new Map<string, PeerInfo>(), timer };
+    this.pending.set(call.callId, p);
+    for (const peer of confirmed) if (call.devices.includes(peer.deviceId)) p.confirmed.set(peer.deviceId, peer);
+    if (p.confirmed.size === 2) {
+      this.settle(call.callId);
+      this.hooks.resume(call, p.confirmed.get(call.devices[0]!)!, p.confirmed.get(call.devices[1]!)!);
+    }
+  }
+
   /** Calls still waiting for their devices. */
   get size(): number {
     return this.pending.size;

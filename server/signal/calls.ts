@@ -34,8 +34,9 @@ export const registerCallHandlers: SignalModule = (conn, deps) => {
         refusedBecause = 'blocked';
         throw calleeOffline(callee.username);
       }
+      const counts = deps.cluster ? await deps.cluster.inviteCounts(from, callee.accountId) : undefined;
       if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
-      return hub.invite(from, p.callId, callee, routedOf(p), ctx.afterReply);
+      return hub.invite(from, p.callId, callee, routedOf(p), ctx.afterReply, counts);
     } catch (e) {
       if (e instanceof ParleyError) {
         void audit.record({
@@ -49,33 +50,64 @@ export const registerCallHandlers: SignalModule = (conn, deps) => {
       throw e;
     }
   });
-  peer.handle('call.ringing', SignalRequests['call.ringing'].params, (p) => {
-    hub.ringing(conn.me(), p.callId);
-    return { ok: true as const };
-  });
-  peer.handle('call.answer', SignalRequests['call.answer'].params, (p) => {
-    hub.answer(conn.me(), p.callId, p.envelope);
-    return { ok: true as const };
-  });
-  peer.handle('call.reject', SignalRequests['call.reject'].params, (p) => {
-    hub.reject(conn.me(), p.callId, p.reason);
-    return { ok: true as const };
-  });
-  peer.handle('call.cancel', SignalRequests['call.cancel'].params, (p) => {
-    hub.cancel(conn.me(), p.callId);
-    return { ok: true as const };
-  });
-  peer.handle('call.hangup', SignalRequests['call.hangup'].params, (p) => {
-    hub.hangup(conn.me(), p.callId, p.reason);
-    return { ok: true as const };
-  });
-  peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {
-    hub.candidate(conn.me(), p.callId, routedOf(p));
-    return { ok: true as const };
-  });
-  peer.handle('call.security', SignalRequests['call.security'].params, (p) => {
+  // One process: the hub, synchronously. Several nodes: where the call lives (server/cluster.ts).
+  const cluster = deps.cluster;
+  if (cluster) {
+    const ok = { ok: true as const };
+    peer.handle('call.ringing', SignalRequests['call.ringing'].params, async (p) => {
+      await cluster.route({ op: 'ringing', from: conn.me(), callId: p.callId });
+      return ok;
+    });
+    peer.handle('call.answer', SignalRequests['call.answer'].params, async (p) => {
+      await cluster.route({ op: 'answer', from: conn.me(), callId: p.callId, envelope: p.envelope });
+      return ok;
+    });
+    peer.handle('call.reject', SignalRequests['call.reject'].params, async (p) => {
+      await cluster.route({ op: 'reject', from: conn.me(), callId: p.callId, reason: p.reason });
+      return ok;
+    });
+    peer.handle('call.cancel', SignalRequests['call.cancel'].params, async (p) => {
+      await cluster.route({ op: 'cancel', from: conn.me(), callId: p.callId });
+      return ok;
+    });
+    peer.handle('call.hangup', SignalRequests['call.hangup'].params, async (p) => {
+      await cluster.route({ op: 'hangup', from: conn.me(), callId: p.callId, failed: p.reason });
+      return ok;
+    });
+    peer.handle('call.candidate', SignalRequests['call.candidate'].params, async (p) => {
+      await cluster.route({ op: 'candidate', from: conn.me(), callId: p.callId, routed: routedOf(p) });
+      return ok;
+    });
+  } else {
+    peer.handle('call.ringing', SignalRequests['call.ringing'].params, (p) => {
+      hub.ringing(conn.me(), p.callId);
+      return { ok: true as const };
+    });
+    peer.handle('call.answer', SignalRequests['call.answer'].params, (p) => {
+      hub.answer(conn.me(), p.callId, p.envelope);
+      return { ok: true as const };
+    });
+    peer.handle('call.reject', SignalRequests['call.reject'].params, (p) => {
+      hub.reject(conn.me(), p.callId, p.reason);
+      return { ok: true as const };
+    });
+    peer.handle('call.cancel', SignalRequests['call.cancel'].params, (p) => {
+      hub.cancel(conn.me(), p.callId);
+      return { ok: true as const };
+    });
+    peer.handle('call.hangup', SignalRequests['call.hangup'].params, (p) => {
+      hub.hangup(conn.me(), p.callId, p.reason);
+      return { ok: true as const };
+    });
+    peer.handle('call.candidate', SignalRequests['call.candidate'].params, (p) => {
+      hub.candidate(conn.me(), p.callId, routedOf(p));
+      return { ok: true as const };
+    });
+  }
+  peer.handle('call.security', SignalRequests['call.security'].params, async (p) => {
     const from = conn.me();
-    hub.securityFailure(from, p.callId, p.reason);
+    if (cluster) await cluster.route({ op: 'security', from, callId: p.callId, security: p.reason });
+    else hub.securityFailure(from, p.callId, p.reason);
     conn.log.warn({ callId: p.callId, reason: p.reason }, 'a client reported a failed end-to-end security check');
     void audit.record({
       event: 'call.security_failure',

@@ -7,6 +7,7 @@ import type { AuditLog } from '../audit';
 import type { ServerConfig } from '../config';
 import type { Contacts } from '../contacts';
 import type { DeviceLinks } from '../device-links';
+import type { Cluster } from '../cluster';
 import type { DeviceLink, Hub } from '../hub';
 import type { Interceptor } from '../intercept';
 import type { ServerMetrics } from '../metrics';
@@ -41,6 +42,8 @@ export interface SignalDeps {
   metrics: ServerMetrics;
   /** The SFU for group calls (server/sfu/). */
   sfu: Sfu;
+  /** Several nodes (server/cluster.ts); undefined for one process (no `[cluster] redis_url`). */
+  cluster?: Cluster | undefined;
   /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */
   intercept?: Interceptor | undefined;
 }

@@ -43,8 +43,16 @@ export const registerSessionHandlers: SignalModule = (conn, deps) => {
     const reported = (p.calls ?? []).map((c) => c.callId);
     // Answered calls held for this device since its connection dropped (hub grace period).
     const missed = hub.reconnected(peerInfo, p.calls ?? []);
+    // Several nodes: calls other nodes own are not unknown; those nodes run their side of this hello after the reply.
+    const cluster = deps.cluster;
+    const elsewhere = cluster ? await cluster.hello(peerInfo, p.calls ?? []) : undefined;
+    if (cluster) ctx.afterReply(() => cluster.announceHello(peerInfo, p.calls ?? []));
     const ended = new Set([
-      ...resumption.onHello(peerInfo, reported, (callId) => hub.hasParty(callId, info.deviceId)),
+      ...resumption.onHello(
+        peerInfo,
+        reported,
+        (callId) => hub.hasParty(callId, info.deviceId) || !!elsewhere?.has(callId),
+      ),
       ...openCalls.takeEndedFor(info.deviceId),
     ]);
     for (const { callId, reason } of missed) {
