@@ -99,8 +99,10 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
 
     const m2e = mouthToEar.length > 0 ? Math.round(percentile(mouthToEar, 0.5)) : null;
     const joinP95 = Math.round(percentile(joinMs, 0.95));
-    // No FrameTransform is installed yet (SFrame is issue 14 item 4): the SFU forwards readable Opus.
-    const sfuSawPlaintext = true;
+    // Every participant encrypted its frames with SFrame and excluded nobody of the room from its keys:
+    // the SFU forwarded only ciphertext (test/integration/group-call.test.ts checks it from an
+    // eavesdropping participant's side).
+    const sfuSawPlaintext = !statuses.every((st) => st.e2ee?.sframe === true && st.e2ee.excluded.length === 0);
     const allPairs = Object.values(similarity).every((s) => s >= PAIR_BAR);
     const ok = allPairs && !sfuSawPlaintext;
 
@@ -115,7 +117,7 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
       const me = s.participants.find((p) => p.self)!;
       say(`  ${me.username.padEnd(16)} ${s.participants.filter((p) => !p.self).map((p) => `${p.username}: ${p.audio?.packetsReceived ?? 0} pkts, ${p.audio?.framesConcealed ?? 0} concealed`).join('; ')}`);
     }
-    say(`  end-to-end       ${sfuSawPlaintext ? 'NOT YET: the SFU forwards readable Opus (SFrame, issue 14 item 4, plugs into FrameTransform)' : 'SFrame: the SFU saw ciphertext only'}`);
+    say(`  end-to-end       ${sfuSawPlaintext ? 'NOT everywhere: a participant sent or received readable Opus (see e2ee in each status)' : 'SFrame (RFC 9605) with per-device sender keys: the SFU saw ciphertext only'}`);
     say(`  recordings       ${outDir}`);
     if (json) {
       console.log(
