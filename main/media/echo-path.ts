@@ -42,11 +42,53 @@ const MAX_SKEW_FRAMES = 64;
 const RING = LAGS + MAX_SKEW_FRAMES;
 /**
  * Forgetting factor per microphone frame of the smoothed skew (far-end frames
- * fed minus microphone frames fed): a time constant of 2 s, which averages
- * delivery bursts of several frames down to a fraction of a frame and follows
- * two sound cards' clocks drifting apart (0.1 % is one frame in 10 s).
+ * fed minus microphone frames fed), used when frames come without times: a
+ * time constant of 2 s, which averages delivery bursts of several frames down
+ * to a fraction of a frame and follows two sound cards' clocks drifting apart
+ * (0.1 % is one frame in 10 s).
  */
 const SKEW_FORGET = 1 / 200;
+/** Frames over which the envelopes of the frame times are taken (2 s). */
+const ENVELOPE_FRAMES = 200;
+/** A frame's duration, ms. */
+const FRAME_MS = 10;
+
+/**
+ * The largest (or smallest) of the last `size` values pushed, in O(1) per
+ * value (a monotonic deque).
+ */
+class SlidingExtreme {
+  readonly #index = new Float64Array(ENVELOPE_FRAMES + 1);
+  readonly #value = new Float64Array(ENVELOPE_FRAMES + 1);
+  #head = 0;
+  #length = 0;
+  #pushed = 0;
+
+  constructor(private readonly sign: 1 | -1) {}
+
+  push(value: number): void {
+    const cap = this.#index.length;
+    // Drop the values the new one dominates, then the one that left the window.
+    while (this.#length > 0) {
+      const last = (this.#head + this.#length - 1) % cap;
+      if (this.sign * this.#value[last]! > this.sign * value) break;
+      this.#length--;
+    }
+    const at = (this.#head + this.#length) % cap;
+    this.#index[at] = this.#pushed;
+    this.#value[at] = value;
+    this.#length++;
+    if (this.#pushed - this.#index[this.#head]! >= ENVELOPE_FRAMES) {
+      this.#head = (this.#head + 1) % cap;
+      this.#length--;
+    }
+    this.#pushed++;
+  }
+
+  get value(): number | undefined {
+    return this.#length > 0 ? this.#value[this.#head] : undefined;
+  }
+}
 
 /**
  * Forgetting factor per 10 ms frame of the covariance estimates: a time
@@ -118,8 +160,13 @@ export class EchoPathDetector {
   /** Smoothed far-end frames fed minus microphone frames fed, and how many microphone frames it has seen. */
   #skew = 0;
   #skewFrames = 0;
-  /** The whole-frame offset in use: it follows {@link #skew} with a hysteresis of ¾ frame, so that a skew near a half frame does not flip it back and forth. */
+  /** The whole-frame offset in use: it follows the skew with a hysteresis of ¾ frame, so that a skew near a half frame does not flip it back and forth. */
   #offset = 0;
+  #offsetSet = false;
+  /** Upper envelope of (pull time − 10 ms × far-end frame number), ms: when the speaker takes frame 0, were it never early. */
+  readonly #renderTimes = new SlidingExtreme(1);
+  /** Lower envelope of (arrival time − 10 ms × microphone frame number), ms: when frame 0 arrives, were it never late. */
+  readonly #captureTimes = new SlidingExtreme(-1);
   #lastRenderDb = FLOOR_DBFS;
   #lastCaptureDb = FLOOR_DBFS;
   // Per lag: exponentially weighted means, variances and covariance.
@@ -154,10 +201,27 @@ export class EchoPathDetector {
   /**
    * One far-end frame as written to the speaker.
    * @param frame 480 samples (10 ms, 48 kHz mono s16); any length is measured as one frame.
+   * @param atMs when the speaker took it, on a monotonic clock shared with {@link capture}'s; without
+   *   times (both sides), frames are lined up by their counts alone.
+   * @returns how many frames of silence the speaker played before this one (it ran dry), as counted
+   *   into the history; 0 without times.
    */
-  render(frame: Int16Array): void {
+  render(frame: Int16Array, atMs?: number): number {
+    let late = 0;
+    if (atMs !== undefined) {
+      const t0 = this.#renderTimes.value;
+      // Taken a frame or more later than the speaker's schedule of the last 2 s: it ran dry and played
+      // silence meanwhile. That silence is what the microphone hears, so it goes into the history too.
+      late = t0 === undefined ? 0 : Math.min(MAX_SKEW_FRAMES, Math.floor((atMs - t0) / FRAME_MS - this.#renderFrames));
+      for (let i = 0; i < late; i++) this.#push(FLOOR_DBFS);
+      this.#renderTimes.push(atMs - FRAME_MS * this.#renderFrames);
+    }
+    this.#push(frameDbfs(frame));
+    return Math.max(0, late);
+  }
+
+  #push(db: number): void {
     const at = this.#renderFrames % RING;
-    const db = frameDbfs(frame);
     this.#render[at] = clampStep(db - this.#lastRenderDb);
     this.#renderDb[at] = db;
     this.#lastRenderDb = db;
@@ -168,17 +232,33 @@ export class EchoPathDetector {
   /**
    * One raw microphone frame; updates the estimates and the decision.
    * @param frame 480 samples (10 ms, 48 kHz mono s16), before voice processing.
+   * @param atMs when it arrived, on {@link render}'s clock.
    * @returns the decision after this frame.
    */
-  capture(frame: Int16Array): EchoPathState {
+  capture(frame: Int16Array, atMs?: number): EchoPathState {
     const db = frameDbfs(frame);
     const c = clampStep(db - this.#lastCaptureDb);
     this.#lastCaptureDb = db;
+    if (atMs !== undefined) this.#captureTimes.push(atMs - FRAME_MS * this.#captureFrames);
     this.#captureFrames++;
-    const skew = this.#renderFrames - this.#captureFrames;
-    if (Math.abs(skew - this.#skew) > MAX_SKEW_FRAMES) this.#skewFrames = 0; // a jump (the speaker stopped for a while): start over
-    this.#skew += (skew - this.#skew) * Math.max(SKEW_FORGET, 1 / ++this.#skewFrames);
-    if (this.#skewFrames === 1 || Math.abs(this.#skew - this.#offset) > 0.75) this.#offset = Math.round(this.#skew);
+    const renderT0 = this.#renderTimes.value;
+    const captureT0 = this.#captureTimes.value;
+    let skew: number;
+    if (renderT0 !== undefined && captureT0 !== undefined) {
+      // With times: the far-end frame the speaker took when this microphone frame would have arrived
+      // without delivery delays (each side's envelope), which counts the silence the speaker played
+      // when it ran dry (its frames came late) and ignores bursts on either side.
+      skew = (captureT0 - renderT0) / FRAME_MS;
+      this.#skew = skew;
+    } else {
+      skew = this.#renderFrames - this.#captureFrames;
+      if (Math.abs(skew - this.#skew) > MAX_SKEW_FRAMES) this.#skewFrames = 0; // a jump (the speaker stopped for a while): start over
+      this.#skew += (skew - this.#skew) * Math.max(SKEW_FORGET, 1 / ++this.#skewFrames);
+    }
+    if (!this.#offsetSet || Math.abs(this.#skew - this.#offset) > 0.75) {
+      this.#offset = Math.round(this.#skew);
+      this.#offsetSet = true;
+    }
     // The far-end frame that goes with this microphone frame at lag 0, and the newest one there is.
     const base = this.#captureFrames - 1 + this.#offset;
     const newest = this.#renderFrames - 1;
@@ -230,15 +310,26 @@ export class EchoGatedProcessor implements CaptureProcessor {
   readonly detector = new EchoPathDetector();
   readonly #silence = new Int16Array(ECHO_FRAME_SAMPLES);
 
-  constructor(readonly inner: CaptureProcessor) {}
+  /**
+   * @param inner the voice processor (the APM).
+   * @param now the clock frames are stamped with as they pass, ms (`performance.now` in a call); without
+   *   it frames are lined up by their counts (offline processing, which runs faster than real time).
+   */
+  constructor(
+    readonly inner: CaptureProcessor,
+    private readonly now?: () => number,
+  ) {}
 
   processRender(frame: Int16Array): void {
-    this.detector.render(frame);
+    // The silence a dry speaker played goes to the AEC too: AEC1 lines the far end up with the microphone
+    // by counting the far-end samples it holds, and frames missing from that count shift its alignment.
+    const dry = this.detector.render(frame, this.now?.());
+    for (let i = 0; i < dry; i++) this.inner.processRender(this.#silence);
     this.inner.processRender(this.detector.state === 'absent' ? this.#silence : frame);
   }
 
   processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean } {
-    this.detector.capture(frame);
+    this.detector.capture(frame, this.now?.());
     return this.inner.processCapture(frame);
   }
 
