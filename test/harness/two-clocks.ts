@@ -190,7 +190,6 @@ export async function runScene(pulse: Pulse, dir: string, tag: string, farSpeech
   await Promise.all([play('b_in', bobWav), play('a_in', aliceWav)]);
   await new Promise((r) => setTimeout(r, 1000));
   await Promise.all([rec.stop(), micRec?.stop()]);
-  if (process.env.TWO_CLOCKS_KEEP) await run('cp', [probePath, process.env.TWO_CLOCKS_KEEP]);
   const probe = readWav(probePath);
   const room = channel(probe, PROBE_CHANNEL.aliceMicInput - 1);
   const bobHears = channel(probe, PROBE_CHANNEL.bobSpeaker - 1);
