@@ -48,8 +48,15 @@ const RING = LAGS + MAX_SKEW_FRAMES;
  * (0.1 % is one frame in 10 s).
  */
 const SKEW_FORGET = 1 / 200;
-/** Frames over which the envelopes of the frame times are taken (2 s). */
-const ENVELOPE_FRAMES = 200;
+/**
+ * Frames over which the envelopes of the frame times are taken (0.5 s): much
+ * longer than a delivery burst (a busy event loop holds frames back for tens
+ * of ms, and the burst that follows ends on time), short enough to follow
+ * frames the microphone lost to an overrun (naudiodon's callback blocks on a
+ * full queue while Node is busy, and the device drops what it captures
+ * meanwhile) within half a second.
+ */
+const ENVELOPE_FRAMES = 50;
 /** A frame's duration, ms. */
 const FRAME_MS = 10;
 
@@ -163,9 +170,9 @@ export class EchoPathDetector {
   /** The whole-frame offset in use: it follows the skew with a hysteresis of ¾ frame, so that a skew near a half frame does not flip it back and forth. */
   #offset = 0;
   #offsetSet = false;
-  /** Upper envelope of (pull time − 10 ms × far-end frame number), ms: when the speaker takes frame 0, were it never early. */
+  /** Upper envelope (last {@link ENVELOPE_FRAMES}) of (pull time − 10 ms × far-end frame number), ms: when the speaker takes frame 0, were it never early. */
   readonly #renderTimes = new SlidingExtreme(1);
-  /** Lower envelope of (arrival time − 10 ms × microphone frame number), ms: when frame 0 arrives, were it never late. */
+  /** Lower envelope (likewise) of (arrival time − 10 ms × microphone frame number), ms: when frame 0 arrives, were it never late. */
   readonly #captureTimes = new SlidingExtreme(-1);
   #lastRenderDb = FLOOR_DBFS;
   #lastCaptureDb = FLOOR_DBFS;
@@ -210,7 +217,7 @@ export class EchoPathDetector {
     let late = 0;
     if (atMs !== undefined) {
       const t0 = this.#renderTimes.value;
-      // Taken a frame or more later than the speaker's schedule of the last 2 s: it ran dry and played
+      // Taken a frame or more later than the speaker's recent schedule: it ran dry and played
       // silence meanwhile. That silence is what the microphone hears, so it goes into the history too.
       late = t0 === undefined ? 0 : Math.min(MAX_SKEW_FRAMES, Math.floor((atMs - t0) / FRAME_MS - this.#renderFrames));
       for (let i = 0; i < late; i++) this.#push(FLOOR_DBFS);

@@ -99,12 +99,15 @@ describe('echo path detector', () => {
     // bursts smeared a clear echo's correlation to 0.35; lined up by counts, the silences shifted it.
     const far12 = scene(12 * SECOND, [[far, 0], [farLater, 6 * SECOND]]);
     const frames = Math.floor(far12.length / 480) - 40;
-    for (const { ppm, dryEvery } of [
+    for (const { ppm, dryEvery, lossEvery = 0 } of [
       { ppm: 0, dryEvery: 0 },
       { ppm: 1000, dryEvery: 0 },
       { ppm: -1000, dryEvery: 0 },
       { ppm: 0, dryEvery: 40 },
       { ppm: 1000, dryEvery: 25 },
+      // The microphone loses 1–4 frames every second (its callback blocked on a full queue).
+      { ppm: 0, dryEvery: 0, lossEvery: 100 },
+      { ppm: 1000, dryEvery: 40, lossEvery: 100 },
     ]) {
       let seed = 5;
       const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
@@ -132,7 +135,10 @@ describe('echo path detector', () => {
       for (let j = 0; j < micFrames; ) {
         const burst = 1 + Math.floor(random() * 6);
         const at = (j + burst) * 10 + random() * 3;
-        for (let b = 0; b < burst && j < micFrames; b++, j++) events.push({ at: at + b * 1e-3, render: false, i: j });
+        for (let b = 0; b < burst && j < micFrames; b++, j++) {
+          if (lossEvery && j > 0 && j % lossEvery === 0) j += 1 + Math.floor(random() * 4);
+          if (j < micFrames) events.push({ at: at + b * 1e-3, render: false, i: j });
+        }
       }
       events.sort((a, b) => a.at - b.at);
       const d = new EchoPathDetector();
@@ -140,7 +146,7 @@ describe('echo path detector', () => {
         if (e.render) d.render(far12.subarray(e.i * 480, e.i * 480 + 480), e.at);
         else d.capture(mic.subarray(e.i * 480, e.i * 480 + 480), e.at);
       }
-      const name = `${ppm} ppm, dry every ${dryEvery || '—'} frames`;
+      const name = `${ppm} ppm, dry every ${dryEvery || '—'} frames, mic loses frames every ${lossEvery || '—'}`;
       expect(d.state, name).toBe('present');
       console.log(`[echo-path] ${name}: likelihood ${d.likelihood.toFixed(2)}, delay ${d.delayMs} ms`);
       expect(Math.abs(d.delayMs - 120), name).toBeLessThanOrEqual(30);
