@@ -192,6 +192,25 @@ describe('the AEC behind the gate (real APM, default settings)', () => {
     expect(erle).toBeCloseTo(erleDb(mic.subarray(far.length), plain.subarray(far.length)), 1);
   });
 
+  it('lets an echo path go (headset plugged in) only after it has stayed away for 5 s of far-end speech', () => {
+    const length = 36 * SECOND;
+    const render = scene(length, Array.from({ length: 9 }, (_, i): [Int16Array, number] => [i % 2 ? farLater : far, i * 4 * SECOND]));
+    // An echo for the first 8 s, none after; a microphone's noise floor (≈ −60 dBFS) throughout.
+    const echo = echoOf(render, 80, -10).fill(0, 8 * SECOND);
+    let seed = 9;
+    for (let i = 0; i < echo.length; i++) echo[i] = echo[i]! + Math.round(((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5) * 70);
+    const d = new EchoPathDetector();
+    const states: string[] = [];
+    for (let i = 0; i + 480 <= length; i += 480) {
+      d.render(render.subarray(i, i + 480));
+      d.capture(echo.subarray(i, i + 480));
+      if (i === 8 * SECOND - 480 || i === 11 * SECOND - 480) states.push(d.state);
+    }
+    states.push(d.state);
+    // Still present 3 s after the echo went (a dip is not a headset), absent by the end.
+    expect(states).toEqual(['present', 'present', 'absent']);
+  });
+
   it('finds an echo path that appears mid-call (headset unplugged) within a second of far-end speech', () => {
     const length = 12 * SECOND;
     const render = scene(length, [[farLater, 0], [far, 4 * SECOND], [far, 8 * SECOND]]);
