@@ -154,17 +154,23 @@ function frameDbfs(frame: Int16Array): number {
  * any processing) with {@link capture}, both 480 samples (10 ms, 48 kHz mono),
  * in the order they happen. No allocation per frame.
  *
- * Frames are lined up by their counts, not by their order of arrival: both
- * devices deliver in bursts (PortAudio periods, the sound server's blocks, a
- * busy event loop), so the far-end frame that happens to be the newest when a
- * microphone frame arrives jumps back and forth by several frames, and that
- * jitter smears every delay's correlation (measured on a real call's signals:
- * bursts of up to 3 frames lowered the likelihood of a clear echo from 0.98
- * to 0.55, bursts of up to 6 to 0.35, and the path was called `absent`).
- * Instead the far-end frame that goes with microphone frame n is n plus the
- * smoothed difference of the two counts (the way WebRTC's AEC counts the
- * far-end samples it holds as part of the delay); the smoothing also follows
- * a speaker and a microphone on two clocks (issue 18 item 5).
+ * Frames are lined up by when they were played and captured, not by their
+ * order of arrival: both devices deliver in bursts (PortAudio periods, the
+ * sound server's blocks, a busy event loop), so the far-end frame that
+ * happens to be the newest when a microphone frame arrives jumps back and
+ * forth by several frames, and that jitter smears every delay's correlation
+ * (measured on a real call's signals: bursts of up to 3 frames lowered the
+ * likelihood of a clear echo from 0.98 to 0.55, bursts of up to 6 to 0.35,
+ * and the path was called `absent`). With times (`atMs`, in a call), each
+ * side's frame time minus 10 ms × its frame number is taken over 0.5 s — the
+ * latest for the speaker (a pull is late only when the device ran dry), the
+ * earliest for the microphone (delivery only adds delay) — and microphone
+ * frame n goes with the far-end frame the speaker took when frame n would have
+ * arrived; a pull a frame or more behind the speaker's schedule counts the
+ * silence the device played meanwhile. Without times (offline), microphone
+ * frame n goes with far-end frame n plus the smoothed difference of the two
+ * counts (WebRTC's AEC counts the far end it holds the same way). Either
+ * follows a speaker and a microphone on two clocks (issue 18 item 5).
  */
 export class EchoPathDetector {
   /** The far-end features (level steps, dB), by far-end frame number modulo {@link RING}. */
