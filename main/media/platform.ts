@@ -89,7 +89,7 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
         source,
         sink,
         // The echo canceller hears the far end only while an echo path may exist.
-        ...(processor ? { processor: new EchoGatedProcessor(processor) } : {}),
+        ...(processor ? { processor: new EchoGatedProcessor(processor, () => performance.now()) } : {}),
         // Speaker-to-microphone delay: our playback queue and period, plus
         // what PulseAudio measures for our two streams (buffer + device).
         deviceDelayMs: async () => {

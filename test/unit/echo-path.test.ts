@@ -92,6 +92,67 @@ describe('echo path detector', () => {
     }
   });
 
+  it('finds an echo whatever bursts the devices deliver in, when the speaker runs dry, and on two clocks', () => {
+    // A real call's devices and event loop deliver frames in bursts (up to 6 microphone frames at once),
+    // and a busy machine makes the speaker run dry now and then: the device plays silence that was never
+    // a far-end frame, and the frames after it are taken late, in a burst. Lined up by arrival order the
+    // bursts smeared a clear echo's correlation to 0.35; lined up by counts, the silences shifted it.
+    const far12 = scene(12 * SECOND, [[far, 0], [farLater, 6 * SECOND]]);
+    const frames = Math.floor(far12.length / 480) - 40;
+    for (const { ppm, dryEvery, lossEvery = 0 } of [
+      { ppm: 0, dryEvery: 0 },
+      { ppm: 1000, dryEvery: 0 },
+      { ppm: -1000, dryEvery: 0 },
+      { ppm: 0, dryEvery: 40 },
+      { ppm: 1000, dryEvery: 25 },
+      // The microphone loses 1–4 frames every second (its callback blocked on a full queue).
+      { ppm: 0, dryEvery: 0, lossEvery: 100 },
+      { ppm: 1000, dryEvery: 40, lossEvery: 100 },
+    ]) {
+      let seed = 5;
+      const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+      // What the loudspeaker plays, slot by slot (10 ms of its clock each): far-end frames, and every
+      // `dryEvery` frames 1–5 slots of silence while the speaker waits for a late pull.
+      const played = new Int16Array(far12.length * 2);
+      const events: { at: number; render: boolean; i: number }[] = [];
+      let slot = 0;
+      for (let k = 0; k < frames; k++) {
+        if (dryEvery && k > 0 && k % dryEvery === 0) {
+          const dry = 1 + Math.floor(random() * 5);
+          slot += dry;
+          // The frames due in the dry spell are taken together, late.
+          for (let b = 0; b < 3 && k + b < frames; b++) events.push({ at: (slot * 10) / (1 + ppm / 1e6) + b * 0.01, render: true, i: k + b });
+          for (let b = 0; b < 3 && k < frames; b++, k++, slot++) played.set(far12.subarray(k * 480, k * 480 + 480), slot * 480);
+          k--;
+          continue;
+        }
+        events.push({ at: (slot * 10) / (1 + ppm / 1e6) + random() * 3, render: true, i: k });
+        played.set(far12.subarray(k * 480, k * 480 + 480), slot * 480);
+        slot++;
+      }
+      const mic = echoOf(played.subarray(0, slot * 480), 120, -10);
+      const micFrames = Math.floor(mic.length / 480) - 20;
+      for (let j = 0; j < micFrames; ) {
+        const burst = 1 + Math.floor(random() * 6);
+        const at = (j + burst) * 10 + random() * 3;
+        for (let b = 0; b < burst && j < micFrames; b++, j++) {
+          if (lossEvery && j > 0 && j % lossEvery === 0) j += 1 + Math.floor(random() * 4);
+          if (j < micFrames) events.push({ at: at + b * 1e-3, render: false, i: j });
+        }
+      }
+      events.sort((a, b) => a.at - b.at);
+      const d = new EchoPathDetector();
+      for (const e of events) {
+        if (e.render) d.render(far12.subarray(e.i * 480, e.i * 480 + 480), e.at);
+        else d.capture(mic.subarray(e.i * 480, e.i * 480 + 480), e.at);
+      }
+      const name = `${ppm} ppm, dry every ${dryEvery || '—'} frames, mic loses frames every ${lossEvery || '—'}`;
+      expect(d.state, name).toBe('present');
+      console.log(`[echo-path] ${name}: likelihood ${d.likelihood.toFixed(2)}, delay ${d.delayMs} ms`);
+      expect(Math.abs(d.delayMs - 120), name).toBeLessThanOrEqual(30);
+    }
+  });
+
   it('stays unknown while the far end is silent, and says so in the metrics', () => {
     const gated = new EchoGatedProcessor(apm());
     run(gated, scene(3 * SECOND, [[near, 0]]), new Int16Array(3 * SECOND));
@@ -129,6 +190,25 @@ describe('the AEC behind the gate (real APM, default settings)', () => {
     expect(gated.detector.state).toBe('present');
     expect(erle).toBeGreaterThanOrEqual(25);
     expect(erle).toBeCloseTo(erleDb(mic.subarray(far.length), plain.subarray(far.length)), 1);
+  });
+
+  it('lets an echo path go (headset plugged in) only after it has stayed away for 5 s of far-end speech', () => {
+    const length = 36 * SECOND;
+    const render = scene(length, Array.from({ length: 9 }, (_, i): [Int16Array, number] => [i % 2 ? farLater : far, i * 4 * SECOND]));
+    // An echo for the first 8 s, none after; a microphone's noise floor (≈ −60 dBFS) throughout.
+    const echo = echoOf(render, 80, -10).fill(0, 8 * SECOND);
+    let seed = 9;
+    for (let i = 0; i < echo.length; i++) echo[i] = echo[i]! + Math.round(((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5) * 70);
+    const d = new EchoPathDetector();
+    const states: string[] = [];
+    for (let i = 0; i + 480 <= length; i += 480) {
+      d.render(render.subarray(i, i + 480));
+      d.capture(echo.subarray(i, i + 480));
+      if (i === 8 * SECOND - 480 || i === 11 * SECOND - 480) states.push(d.state);
+    }
+    states.push(d.state);
+    // Still present 3 s after the echo went (a dip is not a headset), absent by the end.
+    expect(states).toEqual(['present', 'present', 'absent']);
   });
 
   it('finds an echo path that appears mid-call (headset unplugged) within a second of far-end speech', () => {
