@@ -25,6 +25,17 @@ export function accumulate(m: LevelMeter, key: 'input' | 'sent' | 'output', fram
   m[`${key}N`] += frame.length;
 }
 
+/**
+ * The levels of the interval since the last call, and zeroes the meter: RMS
+ * per point, dBFS (−100 for digital silence or no samples).
+ */
+export function takeLevels(m: LevelMeter, talking: boolean): { inputDbfs: number; sentDbfs: number; outputDbfs: number; talking: boolean } {
+  const level = (sum: number, n: number) => (n === 0 || sum === 0 ? -100 : Math.max(-100, Math.round(10 * Math.log10(sum / n / 32768 ** 2) * 10) / 10));
+  const out = { inputDbfs: level(m.input, m.inputN), sentDbfs: level(m.sent, m.sentN), outputDbfs: level(m.output, m.outputN), talking };
+  m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
+  return out;
+}
+
 /** What the chain hands on with each packet besides the packet itself. */
 export interface SentFrameInfo {
   /**

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { RtpPacket } from 'werift';
-import { accumulate, CaptureChain, newLevelMeter, type SentFrameInfo } from './capture-chain';
+import { accumulate, CaptureChain, newLevelMeter, takeLevels, type SentFrameInfo } from './capture-chain';
 import type { FrameTransform } from './frame-transform';
 import { LEVELS_INTERVAL_MS, type AudioLevels, type AudioSink, type AudioSource, type CaptureProcessor, type FrameEncoder } from './media-session';
 import { Mixer } from './mixer';
@@ -198,15 +198,7 @@ export class GroupMediaSession extends EventEmitter<{
   }
 
   private emitLevels(): void {
-    const m = this.meter;
-    const level = (sum: number, n: number) => (n === 0 || sum === 0 ? -100 : Math.max(-100, Math.round(10 * Math.log10(sum / n / 32768 ** 2) * 10) / 10));
-    this.emit('levels', {
-      inputDbfs: level(m.input, m.inputN),
-      sentDbfs: level(m.sent, m.sentN),
-      outputDbfs: level(m.output, m.outputN),
-      talking: this.capture.talking(),
-    });
-    m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
+    this.emit('levels', takeLevels(this.meter, this.capture.talking()));
   }
 
   /** One frame for the speaker: the mix of every participant at the output gain; also the echo reference. */

@@ -4,7 +4,7 @@ import { LivenessMonitor } from './liveness';
 import { Mixer } from './mixer';
 import { PlayoutChain, type FrameDecoder } from './playout-chain';
 import { SendRateController } from './rate-control';
-import { accumulate, CaptureChain, newLevelMeter } from './capture-chain';
+import { accumulate, CaptureChain, newLevelMeter, takeLevels } from './capture-chain';
 import type { ReceivedRtp, RtpTransport } from './rtp-transport';
 
 export type { FrameDecoder } from './playout-chain';
@@ -376,15 +376,7 @@ export class MediaSession extends EventEmitter<{
   }
 
   private emitLevels(): void {
-    const m = this.meter;
-    const level = (sum: number, n: number) => (n === 0 || sum === 0 ? -100 : Math.max(-100, Math.round(10 * Math.log10(sum / n / 32768 ** 2) * 10) / 10));
-    this.emit('levels', {
-      inputDbfs: level(m.input, m.inputN),
-      sentDbfs: level(m.sent, m.sentN),
-      outputDbfs: level(m.output, m.outputN),
-      talking: this.capture.talking(),
-    });
-    m.input = m.inputN = m.sent = m.sentN = m.output = m.outputN = 0;
+    this.emit('levels', takeLevels(this.meter, this.capture.talking()));
   }
 
   private onRtp(rtp: ReceivedRtp): void {
