@@ -30,7 +30,7 @@
  * (cpu_percent: the mean of the two endpoints, % of one core).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -40,6 +40,7 @@ import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { startPulse, type Pulse } from '../test/harness/pulse';
 import { startServer, type RunningServer } from '../test/harness/server';
 import { renderSpeech } from '../test/harness/speech';
+import { drawDelayPlot, type DelaySeries } from './plot';
 import { chromiumPair, NO_VOICE_PROCESSING, clickRun, percentile, speechRun, type ClickResult } from './lib';
 
 const { values: args } = parseArgs({
@@ -271,6 +272,24 @@ async function main(): Promise<void> {
     } catch {
       /* new file */
     }
+    // The raw delays beside the doc, and their plot drawn from them (`npx tsx bench/plot.ts` redraws it).
+    const series: DelaySeries[] = results.flatMap((r) =>
+      (
+        [
+          ['Parley', r.parley],
+          ['Chromium', r.chromium],
+        ] as const
+      ).flatMap(([engine, m]) => (m ? [{ engine, condition: r.condition, packetMs: r.frameMs, delaysMs: m.clicks.m2e }] : [])),
+    );
+    mkdirSync('docs/bench', { recursive: true });
+    writeFileSync('docs/bench/call-delays.json', `${JSON.stringify(series)}\n`);
+    let plotLine = '';
+    try {
+      await drawDelayPlot(series, 'docs/bench/call-delay.png', `Mouth-to-ear per click, Parley and Chromium (${new Date().toISOString().slice(0, 10)})`);
+      plotLine = '![Mouth-to-ear delay per click, per engine, packet size and condition](bench/call-delay.png)\n\nBox: p25–p75 with the median; whiskers: min–max; ticks: single clicks. Raw delays: `docs/bench/call-delays.json`.';
+    } catch (e) {
+      process.stderr.write(`the delay plot was not drawn: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
     const section = [
       '<!-- bench:call:start -->',
       '## Real call: mouth-to-ear, CPU and set-up, against Chromium (`npm run bench`)',
@@ -291,6 +310,7 @@ async function main(): Promise<void> {
       "answer → first audio from the callee's answer to the later of the two sides' first played packet (one machine).",
       '',
       table,
+      ...(plotLine ? ['', plotLine] : []),
       '<!-- bench:call:end -->',
     ].join('\n');
     const re = /<!-- bench:call:start -->[\s\S]*<!-- bench:call:end -->/;
