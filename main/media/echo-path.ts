@@ -18,12 +18,21 @@
  * the canceller. An echo makes the microphone's energy follow the far end's at
  * the echo's delay; two people talking (at once or taking turns) do not.
  *
- * {@link EchoGatedProcessor} wraps the voice processor: while the detector says
- * `absent` it gives the AEC digital silence as its reference, which (measured)
- * leaves the near end exactly as with the AEC off, and while the echo path is
- * `unknown` or `present` the real far end. The AEC itself stays on and keeps
- * what it learnt, so an echo path that appears later (headset unplugged) is
- * cancelled again as soon as it is detected.
+ * {@link EchoGatedProcessor} wraps the voice processor: it gives the AEC the
+ * real far end as its reference only while an echo path may exist
+ * ({@link EchoPathDetector.possible}: `present`, or a significant likelihood
+ * while still `unknown`), and digital silence otherwise, which (measured)
+ * leaves the near end exactly as with the AEC off. The AEC itself stays on and
+ * keeps what it learnt, so an echo path that appears later (headset
+ * unplugged) is cancelled again as soon as it is detected.
+ *
+ * A call starts `unknown`, and the near end is not sacrificed for it: fed the
+ * far end while unknown, AEC1 garbled both people talking at once in a call's
+ * first second (`npm run demo`: similarity 0.73–0.89 against 0.975 with the
+ * AEC off, offline on the demo's sentences). The price is paid by a real echo
+ * path instead, once per call: the far end's first 0.3–0.5 s of speech pass
+ * before it is `present` and cancelled (ERLE > 25 dB from 0.5–0.7 s on;
+ * `test/unit/echo-path.test.ts`).
  */
 import type { CaptureProcessor } from './media-session';
 
@@ -108,7 +117,7 @@ const FLOOR_DBFS = -70;
 /** A far-end frame at or above this level counts as far-end activity, dBFS. */
 const ACTIVE_DBFS = -45;
 /** Far-end activity needed before anything is decided, 10 ms frames (0.3 s of far-end speech). */
-const EVIDENCE_FRAMES = 30;
+const EVIDENCE_FRAMES = 20;
 /** Echo likelihood at or above which an echo path is `present`. */
 export const PRESENT_LIKELIHOOD = 0.5;
 /** Echo likelihood below which, with enough evidence, the echo path is `absent`. */
@@ -129,7 +138,21 @@ export type EchoPathState = 'unknown' | 'present' | 'absent';
 const PRESENT_HOLD_FRAMES = 500;
 
 /** Frames a delay's estimate needs before it counts, 10 ms frames. */
-const MIN_FRAMES = 30;
+const MIN_FRAMES = 20;
+/**
+ * How far above chance an echo's correlation must stand before the path is
+ * `present`, in standard errors: with no echo, a correlation estimated from n
+ * frames scatters around 0 with a standard error of about 1/√n, and the
+ * largest of {@link LAGS} such estimates reaches ~2.5/√n (0.45 from the first
+ * 30 frames). Two people talking at once in the first second of a call were
+ * called an echo that way, and the canceller then damaged both of them for the
+ * {@link PRESENT_HOLD_FRAMES} that follow. An echo stands far above chance
+ * within a second; with 4 standard errors it is `present` from 0.73 after 30
+ * frames, 0.5 after 64 and at {@link PRESENT_LIKELIHOOD} from then on.
+ */
+const PRESENT_SIGNIFICANCE = 4;
+/** The most frames the forgetting estimates hold in effect (the exponential window's equivalent length). */
+const MAX_EFFECTIVE_FRAMES = 2 / FORGET;
 /**
  * The features are frame-to-frame changes of log energy, dB, limited to this
  * size: an echo makes the microphone's level rise and fall with the far end's
@@ -204,6 +227,7 @@ export class EchoPathDetector {
   #evidenceSeen = 0;
   #lowFrames = 0;
   #likelihood = 0;
+  #significant = false;
   #delayMs = 0;
   #state: EchoPathState = 'unknown';
 
@@ -218,6 +242,17 @@ export class EchoPathDetector {
   /** Echo likelihood: the highest correlation over all delays, −1…1 (0 before any capture). */
   get likelihood(): number {
     return this.#likelihood;
+  }
+
+  /**
+   * Whether an echo path may exist: `present`, or, while `unknown`, a
+   * likelihood of at least {@link ABSENT_LIKELIHOOD} that stands
+   * {@link PRESENT_SIGNIFICANCE} standard errors above chance (a real but
+   * messy echo — frames lost, played late — that never reaches
+   * {@link PRESENT_LIKELIHOOD}; two people talking at once stay below it).
+   */
+  get possible(): boolean {
+    return this.#state === 'present' || (this.#state === 'unknown' && this.#likelihood >= ABSENT_LIKELIHOOD && this.#significant);
   }
 
   /** The delay at which the likelihood was found, ms. */
@@ -326,7 +361,10 @@ export class EchoPathDetector {
     this.#evidenceSeen = this.#evidence;
     if (this.#likelihood >= ABSENT_LIKELIHOOD) this.#lowFrames = 0;
     else if (farSpoke) this.#lowFrames++;
-    if (this.#likelihood >= PRESENT_LIKELIHOOD) this.#state = 'present';
+    const frames = Math.min(this.#count[bestLag]!, MAX_EFFECTIVE_FRAMES);
+    this.#significant = this.#likelihood * Math.sqrt(frames) >= PRESENT_SIGNIFICANCE;
+    if (this.#likelihood >= PRESENT_LIKELIHOOD && this.#likelihood * Math.sqrt(frames) >= PRESENT_SIGNIFICANCE)
+      this.#state = 'present';
     // Absent only once every delay has been looked at, and, after an echo was present, only once it has
     // stayed away for a while (PRESENT_HOLD_FRAMES).
     else if (
@@ -363,7 +401,7 @@ export class EchoGatedProcessor implements CaptureProcessor {
     // against 0.73): a pull can be late without the device running dry (the queue below covers it), and
     // every such frame shifts AEC1's alignment, which corrects itself from its own buffer count anyway.
     this.detector.render(frame, this.now?.());
-    this.inner.processRender(this.detector.state === 'absent' ? this.#silence : frame);
+    this.inner.processRender(this.detector.possible ? frame : this.#silence);
   }
 
   processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean } {
