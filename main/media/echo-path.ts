@@ -30,8 +30,8 @@
  * far end while unknown, AEC1 garbled both people talking at once in a call's
  * first second (`npm run demo`: similarity 0.73–0.89 against 0.975 with the
  * AEC off, offline on the demo's sentences). The price is paid by a real echo
- * path instead, once per call: the far end's first 0.3–0.5 s of speech pass
- * before it is `present` and cancelled (ERLE > 25 dB from 0.5–0.7 s on;
+ * path instead, once per call: the far end's first 0.5–0.7 s of speech pass
+ * before it is `present` and cancelled (ERLE ≥ 25 dB from 1 s on;
  * `test/unit/echo-path.test.ts`).
  */
 import type { CaptureProcessor } from './media-session';
@@ -141,16 +141,18 @@ const PRESENT_HOLD_FRAMES = 500;
 const MIN_FRAMES = 20;
 /**
  * How far above chance an echo's correlation must stand before the path is
- * `present`, in standard errors: with no echo, a correlation estimated from n
- * frames scatters around 0 with a standard error of about 1/√n, and the
- * largest of {@link LAGS} such estimates reaches ~2.5/√n (0.45 from the first
- * 30 frames). Two people talking at once in the first second of a call were
- * called an echo that way, and the canceller then damaged both of them for the
- * {@link PRESENT_HOLD_FRAMES} that follow. An echo stands far above chance
- * within a second; with 4 standard errors it is `present` from 0.73 after 30
- * frames, 0.5 after 64 and at {@link PRESENT_LIKELIHOOD} from then on.
+ * `present`, as `likelihood × √n` over the n frames behind it. With no echo,
+ * a correlation from n independent frames scatters around 0 with a standard
+ * error of 1/√n; speech's frame energies are correlated from frame to frame,
+ * so the scatter is wider: two different sentences starting together (8
+ * espeak-ng sentences, every ordered pair, starts 0/100/300 ms apart, 168
+ * runs) reached at most 4.9 with a likelihood ≥ 0.5, and at 4 a tenth of them
+ * were called an echo within the first second — the canceller then garbled
+ * both talkers for the {@link PRESENT_HOLD_FRAMES} that follow. A clear echo
+ * reaches 6 after 36 frames of far-end speech (0.5–0.6 s), a likelihood of
+ * 0.75 after 64 frames, {@link PRESENT_LIKELIHOOD} after 144.
  */
-const PRESENT_SIGNIFICANCE = 4;
+const PRESENT_SIGNIFICANCE = 6;
 /** The most frames the forgetting estimates hold in effect (the exponential window's equivalent length). */
 const MAX_EFFECTIVE_FRAMES = 2 / FORGET;
 /**

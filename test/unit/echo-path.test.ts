@@ -19,6 +19,7 @@ let dir: string;
 let far: Int16Array;
 let farLater: Int16Array;
 let near: Int16Array;
+let more: Int16Array[];
 
 beforeAll(async () => {
   dir = makeTempDir('echo-path-test');
@@ -26,7 +27,10 @@ beforeAll(async () => {
     renderSpeech('She sells sea shells by the sea shore every sunny morning.', 'en-gb', join(dir, 'far.wav')),
     renderSpeech('Hello, can you hear me? I am calling about the meeting.', 'en-gb', join(dir, 'far2.wav')),
     renderSpeech('The quick brown fox jumps over the lazy dog near the river bank.', 'en-us', join(dir, 'near.wav')),
+    renderSpeech('Please send the report before Friday afternoon.', 'en-us', join(dir, 'more1.wav')),
+    renderSpeech('We should meet at the station at nine tomorrow.', 'en-us', join(dir, 'more2.wav')),
   ]);
+  more = [readWav(join(dir, 'more1.wav')).samples, readWav(join(dir, 'more2.wav')).samples];
   far = readWav(join(dir, 'far.wav')).samples;
   farLater = readWav(join(dir, 'far2.wav')).samples;
   near = readWav(join(dir, 'near.wav')).samples;
@@ -182,12 +186,19 @@ describe('the AEC behind the gate (real APM, default settings)', () => {
 
   it('never calls two people talking at once from the first frame of a call an echo, and is sure of it within 1.5 s', () => {
     // npm run demo: both start talking as the call connects. Chance correlations over 51 delays from the
-    // first 30 frames used to reach 0.5, and the path was held `present` for 5 s of far-end speech.
-    for (const [name, render, mic] of [
-      ['near over far', far, near],
-      ['far over near', near, far],
-      ['other far sentence', farLater, near],
-    ] as const) {
+    // first 30 frames used to reach 0.5, and the path was held `present` for 5 s of far-end speech; at
+    // 4 standard errors above chance instead of 6, some of these 40 runs were still called an echo.
+    const sentences = [far, farLater, near, ...more];
+    const runs: [string, Int16Array, Int16Array][] = [];
+    for (let i = 0; i < sentences.length; i++)
+      for (let j = 0; j < sentences.length; j++)
+        for (const startMs of [0, 100])
+          if (i !== j) {
+            const mic = new Int16Array(sentences[j]!.length + startMs * 48);
+            mic.set(sentences[j]!, startMs * 48);
+            runs.push([`far ${i}, near ${j} from ${startMs} ms`, sentences[i]!, mic]);
+          }
+    for (const [name, render, mic] of runs) {
       const d = new EchoPathDetector();
       const states: string[] = [];
       for (let i = 0; i + 480 <= Math.min(render.length, mic.length); i += 480) {
@@ -200,7 +211,7 @@ describe('the AEC behind the gate (real APM, default settings)', () => {
     }
   });
 
-  it('cancels an echo path there from the first frame of a call once the far end has spoken 0.7 s', () => {
+  it('cancels an echo path there from the first frame of a call once the far end has spoken 1 s', () => {
     // The price of not garbling double talk while unknown: the far end's first words pass, once per call.
     for (const [delayMs, gainDb] of [
       [60, -10],
@@ -218,8 +229,8 @@ describe('the AEC behind the gate (real APM, default settings)', () => {
       }
       const name = `echo ${delayMs} ms, ${gainDb} dB`;
       expect(presentAtMs, name).toBeGreaterThan(0);
-      expect(presentAtMs, name).toBeLessThanOrEqual(500);
-      expect(erleDb(mic.subarray(0.7 * SECOND), out.subarray(0.7 * SECOND)), name).toBeGreaterThanOrEqual(25);
+      expect(presentAtMs, name).toBeLessThanOrEqual(700);
+      expect(erleDb(mic.subarray(SECOND), out.subarray(SECOND)), name).toBeGreaterThanOrEqual(25);
     }
   });
 
