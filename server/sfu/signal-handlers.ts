@@ -199,7 +199,6 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       const { room } = mine(p.roomId);
       const invitees = await resolveInvitees(me, p.usernames);
       await policy.checkRoomAction(me, invitees, { rate: true });
-      if (room.endReason) sfu.room(room.id);
       return { invited: ringInto(room, me, invitees) };
     } catch (e) {
       return refused('invite', me, { roomId: p.roomId, invitees: p.usernames.length }, e);
