@@ -100,7 +100,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       if (await deps.contacts.hasBlocked(me.accountId, a.accountId)) {
         throw new ParleyError('forbidden', `you blocked ${a.username}; unblock them to invite them`);
       }
-      if (await checkCallAllowed(me, ref, deps.contacts as Contacts, deps.accounts as Accounts)) {
+      if (await checkCallAllowed(me, ref, deps.contacts, deps.accounts)) {
         throw new ParleyError('forbidden', `you cannot invite ${a.username} to a group call`);
       }
       out.set(a.accountId, ref);
