@@ -14,6 +14,7 @@ import {
 } from './signaling';
 import { SecurityReason } from './envelope';
 import { BudgetWarning } from './webrtc-api';
+import { RoomLinkCreateResult } from './sfu';
 
 /**
  * Control API of the headless client (DESIGN.md): JSON-RPC 2.0 over a Unix
@@ -314,6 +315,10 @@ export const RoomMember = z.object({
 });
 export type RoomMember = z.infer<typeof RoomMember>;
 
+/** A group call ringing this device (the server's `room.ring`). */
+export const RoomRing = SignalNotifications['room.ring'];
+export type RoomRing = z.infer<typeof RoomRing>;
+
 /** The group call this client is in, or was in last (`room.state`). */
 export const RoomStatus = z.object({
   roomId: z.uuid(),
@@ -354,22 +359,67 @@ export type RoomStatus = z.infer<typeof RoomStatus>;
 export const ControlRequests = {
   /**
    * Opens a group-call room on the server's SFU and joins it (one call at a
-   * time: `invalid_state` during a 1:1 call or in another room).
-   * Errors: `unavailable` (no SFU), `invalid_params`, `device_error`.
+   * time: `invalid_state` during a 1:1 call or in another room); with
+   * `invite`, rings those contacts' devices into it (`room.ringing` on theirs).
+   * Errors: `unavailable` (no SFU), `invalid_params`, `device_error`, and the
+   * server's invite errors (`unknown_user`, `forbidden`, `policy`, `rate_limited`).
    */
   create_room: {
-    params: z.object({ maxParticipants: z.number().int().min(2).max(1000).optional() }).strict().default({}),
+    params: z
+      .object({ maxParticipants: z.number().int().min(2).max(1000).optional(), invite: z.array(Username).max(64).optional() })
+      .strict()
+      .default({}),
     result: RoomStatus,
   },
   /**
-   * Joins a room by id; resolves once audio is set up both ways.
-   * Errors: `not_found`, `room_full`, `room_ended` (the message says why), `invalid_state`, `device_error`.
+   * Joins a room; resolves once audio is set up both ways. `roomId`: a room
+   * this account was invited to (or created); `link`: a call link
+   * (`parley://room/<id>?t=…`) — when it needs the host's approval this knocks
+   * and waits for the answer (up to the server's ring timeout); neither: the
+   * one room ringing now. Errors: `not_found`, `forbidden` (not invited; the
+   * link expired, was revoked or is unknown; the host denied you), `room_full`,
+   * `room_ended` (the message says why), `invalid_state`, `device_error`, `invalid_params` (a malformed link).
    */
-  join_room: { params: z.object({ roomId: z.uuid() }).strict(), result: RoomStatus },
+  join_room: {
+    params: z.object({ roomId: z.uuid().optional(), link: z.string().max(512).optional() }).strict().default({}),
+    result: RoomStatus,
+  },
   /** Leaves the room (closes the devices and the transports). Errors: `invalid_state` when in none. */
   leave_room: { params: z.object({ roomId: z.uuid().optional() }).strict().default({}), result: z.object({ roomId: z.uuid() }) },
-  /** Rings a contact's devices into the room: `unavailable` until the server rings groups (issue 14 item 2). */
-  invite_to_room: { params: z.object({ roomId: z.uuid().optional(), to: Username }).strict(), result: z.object({ ok: z.literal(true) }) },
+  /**
+   * Rings contacts' devices into the room we are in (or `roomId`).
+   * Errors: `invalid_state` (in no room), the server's `unknown_user`, `forbidden`, `policy`, `room_full`, `rate_limited`.
+   */
+  invite_to_room: {
+    params: z.object({ roomId: z.uuid().optional(), to: z.union([Username, z.array(Username).min(1).max(64)]) }).strict(),
+    result: z.object({ invited: z.array(Username) }),
+  },
+  /** Stops a room ringing on this account's devices (`roomId`, or the one ringing). Errors: `not_found` (nothing rings). */
+  decline_room: { params: z.object({ roomId: z.uuid().optional() }).strict().default({}), result: z.object({ roomId: z.uuid() }) },
+  /** Rooms ringing on this device now (`room.ringing` payloads). */
+  list_room_rings: { params: z.object({}).strict().default({}), result: z.array(RoomRing) },
+  /**
+   * Creates a call link for the room we are in (or `roomId`, as a participant).
+   * The URL carries a secret: share it only with those who may join.
+   */
+  create_room_link: {
+    params: z
+      .object({
+        roomId: z.uuid().optional(),
+        expiresInSeconds: z.number().int().min(10).max(30 * 86_400).optional(),
+        approval: z.boolean().optional(),
+      })
+      .strict()
+      .default({}),
+    result: RoomLinkCreateResult,
+  },
+  /** Stops a call link working. Errors: `not_found`. */
+  revoke_room_link: { params: z.object({ roomId: z.uuid().optional(), linkId: z.uuid() }).strict(), result: z.object({ ok: z.literal(true) }) },
+  /** Answers a knock (`room.knock`) as the host. Errors: `not_found` (no such knock), `forbidden` (not the host). */
+  admit_to_room: {
+    params: z.object({ roomId: z.uuid().optional(), knockId: z.uuid(), admit: z.boolean().default(true) }).strict(),
+    result: z.object({ ok: z.literal(true) }),
+  },
   /** Who is in the room and what we receive from each. Errors: `invalid_state` when in none. */
   list_participants: { params: z.object({}).strict().default({}), result: RoomStatus },
   create_call: {
@@ -571,6 +621,12 @@ export const ControlNotifications = {
   'room.state': RoomStatus,
   /** The SFU named a new dominant speaker. */
   'room.speaker': z.object({ roomId: z.uuid(), username: Username, deviceId: z.string() }),
+  /** A group call rings this device: `join_room` to answer, `decline_room` to refuse. */
+  'room.ringing': RoomRing,
+  /** A group call stopped ringing (`answered_elsewhere`, `declined_elsewhere`, `timeout`, `room_ended`). */
+  'room.ring_cancelled': SignalNotifications['room.ring_cancelled'],
+  /** As the host: someone asks to join through a call link; answer with `admit_to_room`. */
+  'room.knock': z.object({ roomId: z.uuid(), knockId: z.uuid(), username: Username, deviceId: z.string() }),
   'call.state': CallStatus,
   'call.stats': CallStatsNotification,
   'audio.levels': AudioLevelsNotification,

@@ -31,15 +31,25 @@ import { Username } from '../call';
  * (the SFU cannot start its workers), `invalid_params`.
  */
 
-/** A room id: a random UUID chosen by the server; knowing it is what lets a device join (for now). */
+/**
+ * A room id: a random UUID chosen by the server. Knowing it is not enough to
+ * join: only the room's host (its creator), the accounts invited into it
+ * (`room.create` `invite`, `room.invite`) and the accounts admitted through a
+ * call link (`room.join` with `link`, `room.knock`) may join (docs/group-calls.md
+ * "Who may join").
+ */
 export const RoomId = z.uuid();
 export type RoomId = z.infer<typeof RoomId>;
 
 /** A mediasoup object id (transport, producer, consumer): a UUID chosen by the SFU. */
 export const SfuObjectId = z.uuid();
 
-/** Why a room ended. `sfu_failed`: its media worker died (the server keeps running). */
-export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty']);
+/**
+ * Why a room ended. `sfu_failed`: its media worker died (the server keeps
+ * running); `ttl_expired`: it reached the room lifetime of the server's policy;
+ * `budget_exceeded`: its host used up the call-time budget (`[policy]`).
+ */
+export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty', 'ttl_expired', 'budget_exceeded']);
 export type RoomEndReason = z.infer<typeof RoomEndReason>;
 
 /** A participant: one device of one account. */
@@ -158,15 +168,108 @@ export const IceCandidate = z.looseObject({
 // ---- requests (client → server) ------------------------------------------------
 
 export const RoomIdParams = z.object({ roomId: RoomId }).strict();
+const Ok = z.object({ ok: z.literal(true) });
 
-/** Opens a room on the SFU (the caller is not in it until `room.join`). */
+/** At most this many usernames in one `room.invite` / `room.create` `invite`. */
+export const MAX_INVITEES = 64;
+
+/**
+ * Opens a room on the SFU (the caller is not in it until `room.join`); with
+ * `invite`, rings every online device of those accounts into it as
+ * `room.invite` does (a group call started from contacts in one step).
+ * Errors: those of `room.invite` for the invitees (then no room is opened),
+ * `policy` (rooms per account), `rate_limited`.
+ */
 export const RoomCreateParams = z
   .object({
     /** At most this many participants; default and ceiling: the server's `sfu.max_participants` (16). */
     maxParticipants: z.number().int().min(2).max(1000).optional(),
+    /** Accounts to ring into the room. */
+    invite: z.array(Username).max(MAX_INVITEES).optional(),
   })
   .strict();
-export const RoomCreateResult = z.object({ roomId: RoomId, maxParticipants: z.number().int() });
+export const RoomCreateResult = z.object({
+  roomId: RoomId,
+  maxParticipants: z.number().int(),
+  /** The accounts rung (present when `invite` was given). */
+  invited: z.array(Username).optional(),
+});
+
+/**
+ * Rings every online device of each named account into the room (delivered
+ * per device like a 1:1 invite, on whichever node holds it): each gets
+ * `room.ring`. Only a participant of the room may invite. The ringing stops
+ * (`room.ring_cancelled`) when another device of the same account joins
+ * (`answered_elsewhere`) or declines (`declined_elsewhere`), after the ring
+ * timeout of 1:1 calls (`timeout`, config `ring_timeout_seconds`), or when
+ * the room ends (`room_ended`). An invited account may join by room id
+ * (every device of it) for as long as the room lasts.
+ * Errors: `not_found` / `room_ended`, `invalid_state` (not a participant),
+ * `unknown_user`, `forbidden` (a block list or the invitee's contacts-only
+ * setting), `policy` (the server's allow/block lists), `room_full`
+ * (the invitees would not fit), `rate_limited` (with `retryAfter`).
+ */
+export const RoomInviteParams = z
+  .object({ roomId: RoomId, usernames: z.array(Username).min(1).max(MAX_INVITEES) })
+  .strict();
+/** The accounts rung now (an account already in the room or already ringing is left out). */
+export const RoomInviteResult = z.object({ invited: z.array(Username) });
+
+/** Why a device stopped ringing (`room.ring_cancelled`): the same rules as a 1:1 call's `answered_elsewhere`. */
+export const RoomRingCancelReason = z.enum(['answered_elsewhere', 'declined_elsewhere', 'timeout', 'room_ended']);
+export type RoomRingCancelReason = z.infer<typeof RoomRingCancelReason>;
+
+/**
+ * A call link (Signal's call links): `parley://room/<roomId>?t=<token>`. The
+ * token (32 random bytes, base64url) is a secret: the server keeps only its
+ * SHA-256 and never logs it. Only a participant may create one.
+ */
+export const RoomLinkCreateParams = z
+  .object({
+    roomId: RoomId,
+    /** Seconds until the link stops working (default 86 400: a day; at most 30 days, never past the room's end). */
+    expiresInSeconds: z.number().int().min(10).max(30 * 86_400).optional(),
+    /** Whoever uses the link must be admitted by the host first (`room.knock`). Default false. */
+    approval: z.boolean().optional(),
+  })
+  .strict();
+export const RoomLinkCreateResult = z.object({
+  linkId: z.uuid(),
+  /** `parley://room/<roomId>?t=<token>`: give it only to those who may join. */
+  url: z.string(),
+  /** Unix ms. */
+  expiresAt: z.number(),
+  approval: z.boolean(),
+});
+export const RoomLinkRevokeParams = z.object({ roomId: RoomId, linkId: z.uuid() }).strict();
+/** A link token as it appears in the URL (`t=`). */
+export const RoomLinkToken = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a call link token is 43 base64url characters');
+
+/**
+ * Asks to join through a link that needs the host's approval: the host's
+ * devices in the room get `room.knock`; the answer comes as
+ * `room.knock_answered`. Once admitted the account may `room.join`.
+ * Errors: `forbidden` (the link is unknown, expired or revoked: the message
+ * says which it was), `unavailable` (the host is not in the room), `rate_limited`.
+ */
+export const RoomKnockParams = z.object({ roomId: RoomId, link: RoomLinkToken }).strict();
+export const RoomKnockResult = z.object({
+  knockId: z.uuid(),
+  /** `admitted` at once when the link needs no approval or the account may join anyway. */
+  state: z.enum(['waiting', 'admitted']),
+});
+/** The host admits or denies a knock. Errors: `not_found` (no such knock, or it was answered), `forbidden` (not the host). */
+export const RoomAdmitParams = z.object({ roomId: RoomId, knockId: z.uuid(), admit: z.boolean() }).strict();
+
+/**
+ * Joins this device to the room (see {@link RoomId} for who may). With
+ * `link` (the token of a call link), an account that was not invited joins
+ * through it. Errors: `not_found` (unknown room), `forbidden` (not invited;
+ * the link is expired, revoked or unknown; the link needs approval and the
+ * host has not admitted you: `room.knock`), `room_full`, `room_ended`,
+ * `invalid_state` (this device is already in it).
+ */
+export const RoomJoinParams = z.object({ roomId: RoomId, link: RoomLinkToken.optional() }).strict();
 
 /** A producer in the room: whose it is. */
 export const RoomProducer = z.object({
@@ -177,10 +280,7 @@ export const RoomProducer = z.object({
 });
 export type RoomProducer = z.infer<typeof RoomProducer>;
 
-/**
- * Joins this device to a room. Errors: `not_found` (unknown room),
- * `room_full`, `room_ended`, `invalid_state` (this device is already in it).
- */
+/** What `room.join` answers. */
 export const RoomJoinResult = z.object({
   roomId: RoomId,
   /** Load mediasoup-client's `Device` with these (Opus only). */
@@ -256,12 +356,18 @@ export const RoomConsumerParams = z.object({ roomId: RoomId, consumerId: SfuObje
  */
 export const RoomRelayParams = z.object({ roomId: RoomId, to: z.uuid(), envelope: Envelope }).strict();
 
-const Ok = z.object({ ok: z.literal(true) });
-
 /** Every room method with its params and result schema (spread into `SignalRequests`). */
 export const RoomRequests = {
   'room.create': { params: RoomCreateParams, result: RoomCreateResult },
-  'room.join': { params: RoomIdParams, result: RoomJoinResult },
+  'room.join': { params: RoomJoinParams, result: RoomJoinResult },
+  'room.invite': { params: RoomInviteParams, result: RoomInviteResult },
+  /** Stops this account's ringing for the room (its other devices get `declined_elsewhere`). Errors: `not_found` (not rung). */
+  'room.decline': { params: RoomIdParams, result: Ok },
+  'room.link.create': { params: RoomLinkCreateParams, result: RoomLinkCreateResult },
+  /** Stops a link working (participants only). Errors: `not_found`. */
+  'room.link.revoke': { params: RoomLinkRevokeParams, result: Ok },
+  'room.knock': { params: RoomKnockParams, result: RoomKnockResult },
+  'room.admit': { params: RoomAdmitParams, result: Ok },
   'room.leave': { params: RoomIdParams, result: Ok },
   'room.transport.create': { params: RoomTransportCreateParams, result: RoomTransportCreateResult },
   'room.transport.connect': { params: RoomTransportConnectParams, result: Ok },
@@ -308,6 +414,20 @@ export const RoomNotifications = {
   'room.audio_levels': z.object({ roomId: RoomId, levels: z.array(AudioLevel) }),
   /** A sealed message from another participant's device (`room.relay`): the server routed it unopened. */
   'room.message': z.object({ roomId: RoomId, from: RoomParticipant, envelope: Envelope }),
+  /** To every online device of an invited account: ring (until `expiresAt`, Unix ms). Join with `room.join`, or `room.decline`. */
+  'room.ring': z.object({
+    roomId: RoomId,
+    inviter: RoomParticipant,
+    /** Who is in the room now. */
+    participants: z.array(Username),
+    expiresAt: z.number(),
+  }),
+  /** Stop ringing for this room, and why. */
+  'room.ring_cancelled': z.object({ roomId: RoomId, reason: RoomRingCancelReason }),
+  /** To the host's devices in the room: someone asks to join through a link that needs approval (`room.admit`). */
+  'room.knock': z.object({ roomId: RoomId, knockId: z.uuid(), from: RoomParticipant }),
+  /** To the knocking device: the host's answer (or `admitted: false` when the room ended or the knock expired). */
+  'room.knock_answered': z.object({ roomId: RoomId, knockId: z.uuid(), admitted: z.boolean() }),
   /** The room is over for everyone in it; `reason` says why (e.g. `sfu_failed`: the SFU's media worker died). */
   'room.ended': z.object({ roomId: RoomId, reason: RoomEndReason }),
 } as const;

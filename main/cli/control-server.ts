@@ -145,6 +145,9 @@ export class ControlServer {
     account?.e2ee?.on('linked', (d) => this.broadcast('account.device_linked', d));
     options.rooms?.on('state', (s) => this.broadcast('room.state', s));
     options.rooms?.on('speaker', (s) => this.broadcast('room.speaker', s));
+    options.rooms?.on('ring', (r) => this.broadcast('room.ringing', r));
+    options.rooms?.on('ring_cancelled', (r) => this.broadcast('room.ring_cancelled', r));
+    options.rooms?.on('knock', (k) => this.broadcast('room.knock', k));
     this.limits = options.limits ?? { lifetimeS: 30 * 60, warnBeforeS: 5 * 60 };
     engine.on('call', (status: CallStatus) => this.track(status));
     signaling.on('call.warning', (w) => {
@@ -575,13 +578,24 @@ export class ControlServer {
     rpc.handle('list_calls', ControlRequests.list_calls.params, () => ({ calls: e.list() }));
     const rooms = this.options.rooms;
     const noRooms = () => new ParleyError('unavailable', 'this client does not do group calls');
-    rpc.handle('create_room', ControlRequests.create_room.params, ({ maxParticipants }) => {
+    /** The room named, or the one we are in. */
+    const here = (r: RoomClient, roomId: string | undefined): string => {
+      const id = roomId ?? r.currentRoomId();
+      if (!id) throw new ParleyError('invalid_state', 'not in a group call: name the room (roomId)');
+      return id;
+    };
+    rpc.handle('create_room', ControlRequests.create_room.params, ({ maxParticipants, invite }) => {
       if (!rooms) throw noRooms();
-      return rooms.create(maxParticipants);
+      return rooms.create(maxParticipants, invite);
     });
-    rpc.handle('join_room', ControlRequests.join_room.params, ({ roomId }) => {
+    rpc.handle('join_room', ControlRequests.join_room.params, ({ roomId, link }) => {
       if (!rooms) throw noRooms();
-      return rooms.join(roomId);
+      if (link) return rooms.joinByLink(link);
+      if (roomId) return rooms.join(roomId);
+      const ringing = rooms.ringing();
+      if (ringing.length !== 1)
+        throw new ParleyError('invalid_params', ringing.length === 0 ? 'no group call rings: name the room (roomId) or give a call link' : 'several group calls ring: name the room (roomId)');
+      return rooms.join(ringing[0]!.roomId);
     });
     rpc.handle('leave_room', ControlRequests.leave_room.params, async ({ roomId }) => {
       if (!rooms) throw noRooms();
@@ -591,9 +605,38 @@ export class ControlServer {
       if (!rooms) throw noRooms();
       return rooms.current();
     });
-    rpc.handle('invite_to_room', ControlRequests.invite_to_room.params, () => {
-      // The server has no room invitation yet: ringing a group is issue 14 item 2.
-      throw new ParleyError('unavailable', 'inviting to a room is not implemented yet (the server does not ring groups; share the room id for join_room)');
+    rpc.handle('invite_to_room', ControlRequests.invite_to_room.params, async ({ roomId, to }) => {
+      if (!rooms) throw noRooms();
+      return { invited: await rooms.invite(here(rooms, roomId), Array.isArray(to) ? to : [to]) };
+    });
+    rpc.handle('decline_room', ControlRequests.decline_room.params, async ({ roomId }) => {
+      if (!rooms) throw noRooms();
+      const ringing = rooms.ringing();
+      const id = roomId ?? (ringing.length === 1 ? ringing[0]!.roomId : undefined);
+      if (!id) throw new ParleyError('not_found', ringing.length === 0 ? 'no group call rings' : 'several group calls ring: name the room (roomId)');
+      await rooms.decline(id);
+      return { roomId: id };
+    });
+    rpc.handle('list_room_rings', ControlRequests.list_room_rings.params, () => {
+      if (!rooms) throw noRooms();
+      return rooms.ringing();
+    });
+    rpc.handle('create_room_link', ControlRequests.create_room_link.params, ({ roomId, expiresInSeconds, approval }) => {
+      if (!rooms) throw noRooms();
+      return rooms.createLink(here(rooms, roomId), {
+        ...(expiresInSeconds !== undefined ? { expiresInSeconds } : {}),
+        ...(approval !== undefined ? { approval } : {}),
+      });
+    });
+    rpc.handle('revoke_room_link', ControlRequests.revoke_room_link.params, async ({ roomId, linkId }) => {
+      if (!rooms) throw noRooms();
+      await rooms.revokeLink(here(rooms, roomId), linkId);
+      return { ok: true as const };
+    });
+    rpc.handle('admit_to_room', ControlRequests.admit_to_room.params, async ({ roomId, knockId, admit }) => {
+      if (!rooms) throw noRooms();
+      await rooms.admit(here(rooms, roomId), knockId, admit);
+      return { ok: true as const };
     });
     const a = this.account;
     if (a) {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { HistoryEntry, RoomInvite, RoomLevels, UiRoom, UiRoomMember } from '../../common/ipc/contract';
 import { ParleyError } from '../../common/errors';
-import type { RoomStatus } from '../../common/protocol/control';
+import type { RoomRing, RoomStatus } from '../../common/protocol/control';
 import { groupHistoryEntry } from './history';
 import type { RoomClient } from './room-client';
 
@@ -34,25 +34,63 @@ interface Meta {
  * levels) and one history entry per group call when it is over.
  *
  * Events: `room` (UiRoom) on every change and every refresh while joined;
- * `levels` (RoomLevels); `history` (HistoryEntry) once per group call that
- * is over. Methods throw the RoomClient's ParleyErrors.
+ * `levels` (RoomLevels); `invites` (the group calls ringing here, on every
+ * change); `history` (HistoryEntry) once per group call that is over — also
+ * one that rang here and was never joined (missed, or declined here or on
+ * another of our devices). Methods throw the RoomClient's ParleyErrors.
  */
 export class GroupCalls extends EventEmitter<{
   room: [UiRoom];
   levels: [RoomLevels];
+  invites: [RoomInvite[]];
   history: [HistoryEntry];
 }> {
   private meta: Meta | undefined;
   private last: UiRoom | undefined;
   private refresh: NodeJS.Timeout | undefined;
+  /** When each ringing room first rang here, Unix ms. */
+  private readonly rangAt = new Map<string, number>();
 
   constructor(
     private readonly rooms: RoomClient,
     private readonly self: { username: string },
+    /** Whether a group call from this inviter rings here (false: do-not-disturb, or a contact set to "don't ring"). */
+    private readonly shouldRing: (inviter: string) => boolean = () => true,
   ) {
     super();
     rooms.on('state', (s) => this.onState(s));
     rooms.on('levels', (l) => this.emit('levels', l));
+    rooms.on('ring', (r) => {
+      if (!this.rangAt.has(r.roomId)) this.rangAt.set(r.roomId, Date.now());
+      this.publishInvites();
+    });
+    rooms.on('ring_cancelled', (c) => {
+      const ring = this.rooms.ringing().find((r) => r.roomId === c.roomId) ?? this.lastRings.get(c.roomId);
+      if (ring) {
+        const declined = c.reason === 'declined_elsewhere';
+        this.recordRing(ring, declined ? 'declined' : 'missed', declined ? 'declined' : c.reason === 'timeout' ? 'no_answer' : c.reason === 'answered_elsewhere' ? 'answered_elsewhere' : 'hangup');
+      }
+      this.publishInvites();
+    });
+  }
+
+  /** The group calls ringing here, oldest first. */
+  invites(): RoomInvite[] {
+    return this.rooms.ringing().map((r) => ({
+      roomId: r.roomId,
+      inviter: r.inviter.username,
+      participants: [...new Set(r.participants)],
+      expiresAt: r.expiresAt,
+      ...(this.shouldRing(r.inviter.username) ? {} : { silenced: true }),
+    }));
+  }
+
+  /** Declines a ringing group call (our other devices stop ringing too). @throws ParleyError `not_found`. */
+  async decline(roomId: string): Promise<void> {
+    const ring = this.rooms.ringing().find((r) => r.roomId === roomId);
+    await this.rooms.decline(roomId);
+    if (ring) this.recordRing(ring, 'declined', 'declined');
+    this.publishInvites();
   }
 
   /**
@@ -60,19 +98,25 @@ export class GroupCalls extends EventEmitter<{
    * @throws ParleyError as RoomClient.create and RoomClient.invite.
    */
   async create(invite: string[]): Promise<UiRoom> {
+    // One step on the server (`room.create` with `invite`): a refused invitation opens no room.
     this.meta = this.newMeta('', 'outgoing');
-    const status = await this.rooms.create();
-    const meta = this.metaFor(status.roomId, 'outgoing');
-    // A refused invitation leaves us in the room: the user can add people again or leave.
-    if (invite.length) await this.invite(invite);
-    return this.view(meta, this.rooms.current());
+    for (const u of invite) this.meta.invited.add(u);
+    const status = await this.rooms.create(undefined, invite);
+    return this.view(this.metaFor(status.roomId, 'outgoing'), this.rooms.current());
   }
 
-  /** Joins a group call by id (the ringing one, or one we know). @throws ParleyError as RoomClient.join. */
-  async join(roomId: string, rung?: RoomInvite): Promise<UiRoom> {
-    this.meta = this.newMeta(roomId, rung ? 'incoming' : 'outgoing', rung?.inviter);
-    const status = await this.rooms.join(roomId);
-    return this.view(this.metaFor(status.roomId, this.meta.direction), this.rooms.current());
+  /** Joins a group call by id (the ringing one, or one we were invited into). @throws ParleyError as RoomClient.join. */
+  async join(roomId: string): Promise<UiRoom> {
+    const rung = this.rooms.ringing().find((r) => r.roomId === roomId);
+    this.meta = this.newMeta(roomId, rung ? 'incoming' : 'outgoing', rung?.inviter.username);
+    if (rung) this.meta.startedAt = this.rangAt.get(roomId) ?? Date.now();
+    this.rangAt.delete(roomId);
+    try {
+      const status = await this.rooms.join(roomId);
+      return this.view(this.metaFor(status.roomId, this.meta.direction), this.rooms.current());
+    } finally {
+      this.publishInvites();
+    }
   }
 
   /** Leaves the group call. @throws ParleyError `invalid_state` when in none. */
@@ -88,10 +132,10 @@ export class GroupCalls extends EventEmitter<{
     const meta = this.meta;
     const status = this.last;
     if (!meta || !status || (status.state !== 'joined' && status.state !== 'joining')) throw new ParleyError('invalid_state', 'not in a group call');
-    const r = await this.rooms.invite(meta.roomId, usernames);
-    for (const u of r.invited) meta.invited.add(u);
+    const invited = await this.rooms.invite(meta.roomId, usernames);
+    for (const u of invited) meta.invited.add(u);
     this.publish();
-    return r;
+    return { invited };
   }
 
   /** The group call we are in, or were in last; null before the first. */
@@ -106,6 +150,32 @@ export class GroupCalls extends EventEmitter<{
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /** The rings as last published (a cancelled ring is gone from RoomClient.ringing() when its event fires). */
+  private lastRings = new Map<string, RoomRing>();
+
+  private publishInvites(): void {
+    this.lastRings = new Map(this.rooms.ringing().map((r) => [r.roomId, r]));
+    this.emit('invites', this.invites());
+  }
+
+  /** The history entry of a group call that rang here and was never joined here. */
+  private recordRing(ring: RoomRing, outcome: 'missed' | 'declined', endReason: HistoryEntry['endReason']): void {
+    const startedAt = this.rangAt.get(ring.roomId) ?? Date.now();
+    this.rangAt.delete(ring.roomId);
+    this.emit('history', groupHistoryEntry({
+      roomId: ring.roomId,
+      self: this.self.username,
+      direction: 'incoming',
+      inviter: ring.inviter.username,
+      participants: ring.participants,
+      invited: [],
+      startedAt,
+      endedAt: Date.now(),
+      outcome,
+      ...(endReason ? { endReason } : {}),
+    }));
+  }
 
   private newMeta(roomId: string, direction: Meta['direction'], inviter?: string): Meta {
     return {

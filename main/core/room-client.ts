@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { Device, type types as msc } from 'mediasoup-client';
 import { ParleyError } from '../../common/errors';
-import type { RoomMember, RoomStatus } from '../../common/protocol/control';
-import type { RoomParticipant, RoomProducer } from '../../common/protocol/sfu';
-import type { SignalNotificationParams } from '../../common/protocol/signaling';
+import type { RoomMember, RoomRing, RoomStatus } from '../../common/protocol/control';
+import type { RoomParticipant, RoomProducer, RoomRingCancelReason } from '../../common/protocol/sfu';
+import type { SignalNotificationParams, SignalResult } from '../../common/protocol/signaling';
 import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
 import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
@@ -11,6 +11,19 @@ import type { CallEngine, MediaPlatform } from './call-engine';
 import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
 import type { DeviceIdentity } from './e2ee/identity';
 import type { SignalingClient } from './signaling-client';
+
+/** A call link as `room.link.create` answers it. */
+export type RoomLinkCreated = SignalResult<'room.link.create'>;
+
+/**
+ * The room id and token of a call link `parley://room/<roomId>?t=<token>`.
+ * @throws ParleyError `invalid_params` naming what is wrong.
+ */
+export function parseRoomLink(url: string): { roomId: string; token: string } {
+  const m = /^parley:\/\/room\/([0-9a-fA-F-]{36})\?(?:.*&)?t=([A-Za-z0-9_-]{43})(?:&.*)?$/.exec(url.trim());
+  if (!m) throw new ParleyError('invalid_params', 'not a call link: expected parley://room/<room id>?t=<token>');
+  return { roomId: m[1]!.toLowerCase(), token: m[2]! };
+}
 
 /** Media settings of group calls (the same as the engine's for 1:1). */
 export interface RoomMediaConfig {
@@ -83,14 +96,33 @@ interface InRoom {
  * call at a time: joining during a 1:1 call is refused, and the engine refuses
  * calls (and turns incoming ones away as busy) while a room is joined.
  *
+ * A group that rings (docs/group-calls.md): {@link invite} rings contacts'
+ * devices into the room; a room ringing this device arrives as `ring` and
+ * stops as `ring_cancelled` (answered or declined on another of our devices,
+ * the ring timeout, the room's end); {@link join} answers it, {@link decline}
+ * refuses it. Call links: {@link createLink}, {@link joinByLink} (knocks and
+ * waits when the host must approve), {@link admit} for the host.
+ *
  * Events: `state` (RoomStatus) on every change; `speaker` when the SFU names
- * a new dominant speaker.
+ * a new dominant speaker; `ring` / `ring_cancelled` (the server's `room.ring`
+ * / `room.ring_cancelled`); `knock` (as the host: someone asks to join
+ * through a link that needs approval); `levels` (who is audible, from the
+ * SFU's `room.audio_levels`). While our microphone is closed (mute,
+ * push-to-talk up) our producer is paused on the SFU, and each participant's
+ * `muted` in the status follows `room.producer_paused`.
  */
 export class RoomClient extends EventEmitter<{
   state: [RoomStatus];
   speaker: [{ roomId: string; username: string; deviceId: string }];
   levels: [RoomLevels];
+  ring: [RoomRing];
+  ring_cancelled: [{ roomId: string; reason: RoomRingCancelReason }];
+  knock: [{ roomId: string; knockId: string; username: string; deviceId: string }];
 }> {
+  /** Rooms ringing this device now, by room id (each until its `expiresAt`). */
+  private readonly rings = new Map<string, { ring: RoomRing; timer: NodeJS.Timeout }>();
+  /** Knocks of ours waiting for the host, by knock id. */
+  private readonly knocks = new Map<string, (admitted: boolean) => void>();
   private room: InRoom | undefined;
   /** The room being joined (from `join` until it is in {@link room} or failed): one at a time. */
   private joining: string | undefined;
@@ -149,13 +181,29 @@ export class RoomClient extends EventEmitter<{
       // A refused key message is counted in the status (e2ee); nothing else to do.
       this.publish();
     });
+    signaling.on('room.ring', (p) => this.onRing(p));
+    signaling.on('room.ring_cancelled', (p) => this.stopRinging(p.roomId, p.reason));
+    signaling.on('room.knock', (p) =>
+      this.emit('knock', { roomId: p.roomId, knockId: p.knockId, username: p.from.username, deviceId: p.from.deviceId }),
+    );
+    signaling.on('room.knock_answered', (p) => {
+      const settle = this.knocks.get(p.knockId);
+      this.knocks.delete(p.knockId);
+      settle?.(p.admitted);
+    });
     signaling.on('room.ended', (p) => {
+      this.stopRinging(p.roomId, 'room_ended');
       if (this.room?.roomId === p.roomId) void this.close('ended', p.reason);
     });
     signaling.on('state', (state) => {
       // The server leaves the rooms of a closed connection: ours is gone.
       if (state === 'offline' && this.room) void this.close('ended', 'signaling_lost');
     });
+  }
+
+  /** The id of the room this client is in (or joining), or undefined. */
+  currentRoomId(): string | undefined {
+    return this.room?.roomId ?? this.joining;
   }
 
   /** A sentence naming the room this client is in, or undefined (CallEngine.busyWith). */
@@ -168,10 +216,78 @@ export class RoomClient extends EventEmitter<{
    * Opens a room on the server's SFU and joins it.
    * @throws ParleyError as {@link join}, and `unavailable` when the server has no SFU.
    */
-  async create(maxParticipants?: number): Promise<RoomStatus> {
+  async create(maxParticipants?: number, invite?: string[]): Promise<RoomStatus> {
     this.assertFree();
-    const r = await this.signaling.request('room.create', maxParticipants !== undefined ? { maxParticipants } : {});
+    const r = await this.signaling.request('room.create', {
+      ...(maxParticipants !== undefined ? { maxParticipants } : {}),
+      ...(invite?.length ? { invite } : {}),
+    });
     return this.join(r.roomId);
+  }
+
+  /**
+   * Rings every online device of each account into the room (`room.invite`).
+   * @returns the accounts rung now (those already in the room or ringing are left out).
+   * @throws ParleyError `invalid_state` (not in the room); the server's
+   *   `unknown_user`, `forbidden`, `policy`, `room_full`, `rate_limited`.
+   */
+  async invite(roomId: string, usernames: string[]): Promise<string[]> {
+    return (await this.signaling.request('room.invite', { roomId, usernames })).invited;
+  }
+
+  /**
+   * Refuses a room ringing this device (`room.decline`): our other devices stop ringing too.
+   * @throws ParleyError `not_found` (it does not ring).
+   */
+  async decline(roomId: string): Promise<void> {
+    await this.signaling.request('room.decline', { roomId });
+    this.stopRinging(roomId, undefined);
+  }
+
+  /** Rooms ringing this device now, oldest first. */
+  ringing(): RoomRing[] {
+    return [...this.rings.values()].map((r) => r.ring);
+  }
+
+  /**
+   * Creates a call link for a room we are in (`room.link.create`).
+   * @param expiresInSeconds default a day; `approval`: the host admits each joiner.
+   * @returns the URL (a secret) with its id and expiry (Unix ms).
+   */
+  async createLink(roomId: string, options: { expiresInSeconds?: number; approval?: boolean } = {}): Promise<RoomLinkCreated> {
+    return this.signaling.request('room.link.create', {
+      roomId,
+      ...(options.expiresInSeconds !== undefined ? { expiresInSeconds: options.expiresInSeconds } : {}),
+      ...(options.approval !== undefined ? { approval: options.approval } : {}),
+    });
+  }
+
+  /** Stops a call link working. @throws ParleyError `not_found`. */
+  async revokeLink(roomId: string, linkId: string): Promise<void> {
+    await this.signaling.request('room.link.revoke', { roomId, linkId });
+  }
+
+  /**
+   * Joins through a call link (`parley://room/<id>?t=<token>`): when the link
+   * needs the host's approval it knocks first and waits for the answer.
+   * @throws ParleyError `invalid_params` (not a call link), `forbidden`
+   *   (expired, revoked or unknown link; the host denied us or did not answer),
+   *   and those of {@link join}.
+   */
+  async joinByLink(url: string): Promise<RoomStatus> {
+    this.assertFree();
+    const { roomId, token } = parseRoomLink(url);
+    const knock = await this.signaling.request('room.knock', { roomId, link: token });
+    if (knock.state === 'waiting') {
+      const admitted = await new Promise<boolean>((resolve) => this.knocks.set(knock.knockId, resolve));
+      if (!admitted) throw new ParleyError('forbidden', 'the host did not let you into the call');
+    }
+    return this.join(roomId, token);
+  }
+
+  /** As the host, answers a knock. @throws ParleyError `not_found`, `forbidden` (not the host). */
+  async admit(roomId: string, knockId: string, admit: boolean): Promise<void> {
+    await this.signaling.request('room.admit', { roomId, knockId, admit });
   }
 
   /**
@@ -181,23 +297,24 @@ export class RoomClient extends EventEmitter<{
    *   the server's `not_found`, `room_full`, `room_ended`; `device_error` when
    *   the audio devices cannot be opened. Nothing stays open after a failure.
    */
-  async join(roomId: string): Promise<RoomStatus> {
+  async join(roomId: string, link?: string): Promise<RoomStatus> {
     this.assertFree();
     this.joining = roomId;
     try {
-      return await this.joinNow(roomId);
+      return await this.joinNow(roomId, link);
     } finally {
       this.joining = undefined;
     }
   }
 
-  private async joinNow(roomId: string): Promise<RoomStatus> {
+  private async joinNow(roomId: string, link?: string): Promise<RoomStatus> {
     const t0 = performance.now();
     this.status = { roomId, state: 'joining', micOpen: this.micOpen, participants: [this.selfMember()] };
     this.publish();
     let joined;
     try {
-      joined = await this.signaling.request('room.join', { roomId });
+      joined = await this.signaling.request('room.join', link ? { roomId, link } : { roomId });
+      this.stopRinging(roomId, undefined);
     } catch (e) {
       this.fail(roomId, e);
       throw e;
@@ -343,6 +460,9 @@ export class RoomClient extends EventEmitter<{
 
   /** Leaves the room, if any. Never throws. */
   async shutdown(): Promise<void> {
+    for (const roomId of [...this.rings.keys()]) this.stopRinging(roomId, undefined);
+    for (const settle of this.knocks.values()) settle(false);
+    this.knocks.clear();
     if (this.room) await this.leave().catch(() => {});
   }
 
@@ -361,6 +481,25 @@ export class RoomClient extends EventEmitter<{
       if (room.closed || this.micOpen !== !paused) return; // a newer change follows
       await this.signaling.request(paused ? 'room.producer.pause' : 'room.producer.resume', { roomId: room.roomId, producerId }).catch(() => {});
     });
+  }
+
+  private onRing(ring: RoomRing): void {
+    const old = this.rings.get(ring.roomId);
+    if (old) clearTimeout(old.timer);
+    // The server cancels at expiresAt; this only forgets a ring whose cancel never came (a lost connection).
+    const timer = setTimeout(() => this.stopRinging(ring.roomId, 'timeout'), Math.max(0, ring.expiresAt - Date.now()) + 5000);
+    timer.unref();
+    this.rings.set(ring.roomId, { ring, timer });
+    this.emit('ring', ring);
+  }
+
+  /** Forgets a ring; with a reason, tells the listeners (`ring_cancelled`). */
+  private stopRinging(roomId: string, reason: RoomRingCancelReason | undefined): void {
+    const r = this.rings.get(roomId);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.rings.delete(roomId);
+    if (reason) this.emit('ring_cancelled', { roomId, reason });
   }
 
   private assertFree(): void {

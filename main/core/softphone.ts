@@ -244,9 +244,23 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     return this.requireGroups().invite(usernames);
   }
 
+  /** Declines a ringing group call (our other devices stop ringing too). @throws ParleyError `not_found`. */
+  declineRoom(roomId: string): Promise<void> {
+    return this.requireGroups().decline(roomId);
+  }
+
   /** The group call we are in or were in last (null: none yet), and the group calls ringing here. */
   roomInfo(): { room: UiRoom | null; invites: RoomInvite[] } {
-    return { room: this.groups?.current() ?? null, invites: [] };
+    return { room: this.groups?.current() ?? null, invites: this.groups?.invites() ?? [] };
+  }
+
+  /** The ringtone follows the oldest group call ringing here (unless silenced, or a call is on). */
+  private onRoomInvites(invites: RoomInvite[]): void {
+    this.emit('roomInvites', { invites });
+    const ringing = invites.find((i) => !i.silenced);
+    const busy = this.engine?.list().some((c) => c.state !== 'ended') || this.rooms?.busyWith();
+    if (ringing && !busy) this.startTone(ringing.roomId, 'ringtone');
+    else if (this.tone && !this.engine?.list().some((c) => c.callId === this.tone?.callId)) void this.stopTone();
   }
 
   private requireGroups(): GroupCalls {
@@ -605,9 +619,10 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
       self: { username: s.username, deviceId: s.deviceId },
       endToEnd: { identity: e2ee.identity, directory: e2ee },
     });
-    const groups = new GroupCalls(rooms, { username: s.username });
+    const groups = new GroupCalls(rooms, { username: s.username }, (inviter) => this.shouldRing(inviter));
     groups.on('room', (r) => this.emit('room', r));
     groups.on('levels', (l) => this.emit('roomLevels', l));
+    groups.on('invites', (invites) => this.onRoomInvites(invites));
     groups.on('history', (h) => void this.historyStore.add(h).then(() => this.emit('history', { entries: this.historyStore.list() })));
     engine.autoAnswer = !!this.options.autoAnswer;
     // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).

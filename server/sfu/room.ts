@@ -489,6 +489,8 @@ export function roomEnded(roomId: string, reason: RoomEndReason): ParleyError {
     ended_by_admin: 'an administrator ended it',
     server_shutdown: 'the server shut down',
     empty: 'everyone left',
+    ttl_expired: "it reached this server's time limit for a group call",
+    budget_exceeded: "its host used up this server's call-time budget",
   };
   return new ParleyError('room_ended', `room ${roomId} has ended: ${why[reason]} (${reason})`);
 }
