@@ -141,7 +141,6 @@ describe('group calls in the desktop UI', () => {
   });
 
   it('lights Bob’s speaking indicator from his real speech, which Alice’s speaker plays', async () => {
-    const p = page();
     expect(await row('bob').getAttribute('data-speaking')).toBe('false');
     const quiet = await aliceHears(1);
     const playing = pulse.play(DEVICES.b.input, speech);
