@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import type { RoomStatus } from '../common/protocol/control';
 import { estimateDelayMs } from '../main/media/analysis';
-import { startClient, type RunningClient } from '../test/harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../test/harness/client';
 import { GROUP_NAMES, piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../test/harness/group';
 import { startKeyring } from '../test/harness/keyring';
 import { waitFor } from '../test/harness/process';
@@ -58,11 +58,14 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
     }
 
     const first = names[0]!;
-    const created = await clients[first].request<RoomStatus>('create_room', {});
+    // The group rings: the first makes the others contacts and rings them into a new room.
+    for (const x of names.slice(1)) await makeClientContacts(clients[first], clients[x]);
+    const created = await clients[first].request<RoomStatus>('create_room', { invite: names.slice(1).map((x) => clients[x].name) });
     const roomId = created.roomId;
     const joinMs = [created.joinMs ?? 0];
-    say(`${PEOPLE[first]} opened room ${roomId} (joined in ${created.joinMs} ms); the others join…`);
+    say(`${PEOPLE[first]} opened room ${roomId} (joined in ${created.joinMs} ms) and rang the others; they answer…`);
     for (const x of names.slice(1)) {
+      await clients[x].waitForNotification<{ roomId: string }>('room.ringing', (r) => r.roomId === roomId);
       const s = await clients[x].request<RoomStatus>('join_room', { roomId });
       joinMs.push(s.joinMs ?? 0);
       say(`  ${PEOPLE[x]} joined in ${s.joinMs} ms`);

@@ -28,6 +28,7 @@ import { serveSignalSocket } from './signal/connection';
 import { loadInterceptor } from './intercept';
 import { FrontDoor, HashGate } from './front-door';
 import { Sfu } from './sfu/sfu';
+import { RoomInvitations } from './sfu/invitations';
 
 /**
  * Largest WebSocket frame ws accepts before closing the connection (1009),
@@ -317,8 +318,10 @@ export async function buildServer(
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics, limitsStore);
+  const roomInvitations = new RoomInvitations({ hub, ringTimeoutMs: () => config.ringTimeoutSeconds * 1000, log });
   const sfu = new Sfu(() => config.sfu, log, {
     onRoomEnded: (room, reason, participants) => {
+      roomInvitations.ended(room.id);
       metrics.sfuRoomsEnded.inc({ reason });
       void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
     },
@@ -422,6 +425,7 @@ export async function buildServer(
         audit,
         metrics,
         sfu,
+        roomInvitations,
         intercept,
         cluster,
       });

@@ -105,6 +105,24 @@ export const AUDIT_EVENTS = [
   'room.created',
   /** A room ended. detail: `{roomId, reason, participants}` (RoomEndReason; participants in it at the end). */
   'room.ended',
+  /** A participant (account, device) rang accounts into a room. detail: `{roomId, invited: [accountId], devices}` (devices rung). */
+  'room.invited',
+  /** An invited account declined (device that declined). detail: `{roomId}`. */
+  'room.declined',
+  /** A room invite, create, knock or join was refused. detail: `{roomId?, action, reason, invitee?}` (reason: the error's, or `blocked`). */
+  'room.refused',
+  /** A device joined a room. detail: `{roomId, via}` (`host`, `invite`, `link`, `admitted`). */
+  'room.joined',
+  /** A device left a room (said room.leave or its connection closed). detail: `{roomId, seconds}`. */
+  'room.left',
+  /** A participant created a call link. detail: `{roomId, linkId, expiresAt, approval}` (never the token). */
+  'room.link_created',
+  /** An account joined or knocked through a call link. detail: `{roomId, linkId}`. */
+  'room.link_used',
+  /** A call link was revoked. detail: `{roomId, linkId}`. */
+  'room.link_revoked',
+  /** The host admitted or denied a knock. detail: `{roomId, knockId, knockerAccountId, admitted}`. */
+  'room.knock_answered',
 ] as const;
 export type AuditEventName = (typeof AUDIT_EVENTS)[number];
 

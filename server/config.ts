@@ -289,6 +289,10 @@ const FileConfig = z
         rtc_max_port: z.number().int().min(1024).max(65535).default(49999),
         /** Participants per room, default and ceiling (`room.create` may ask for fewer). */
         max_participants: z.number().int().min(2).max(1000).default(16),
+        /** Open rooms one account may have created at once (0: no limit). */
+        max_rooms_per_account: z.number().int().min(0).max(1000).default(3),
+        /** A room ends (`ttl_expired`) this long after it was created, seconds (0: never). */
+        room_lifetime_seconds: z.number().int().min(0).max(7 * 86_400).default(4 * 3600),
       })
       .strict()
       .default({
@@ -299,6 +303,8 @@ const FileConfig = z
         rtc_min_port: 40000,
         rtc_max_port: 49999,
         max_participants: 16,
+        max_rooms_per_account: 3,
+        room_lifetime_seconds: 4 * 3600,
       }),
   })
   .strict()
@@ -407,6 +413,10 @@ export interface SfuConfig {
   rtcMaxPort: number;
   /** Participants per room: default and ceiling. */
   maxParticipants: number;
+  /** Open rooms one account may have created at once (0: no limit). */
+  maxRoomsPerAccount: number;
+  /** A room's lifetime from its creation, seconds (0: none). */
+  roomLifetimeSeconds: number;
 }
 
 /**
@@ -496,6 +506,8 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_SFU_MIN_PORT: [['sfu', 'rtc_min_port'], 'number'],
   PARLEY_SFU_MAX_PORT: [['sfu', 'rtc_max_port'], 'number'],
   PARLEY_SFU_MAX_PARTICIPANTS: [['sfu', 'max_participants'], 'number'],
+  PARLEY_SFU_MAX_ROOMS_PER_ACCOUNT: [['sfu', 'max_rooms_per_account'], 'number'],
+  PARLEY_SFU_ROOM_LIFETIME: [['sfu', 'room_lifetime_seconds'], 'number'],
 };
 
 /**
@@ -625,6 +637,8 @@ export function parseConfig(
       rtcMinPort: c.sfu.rtc_min_port,
       rtcMaxPort: c.sfu.rtc_max_port,
       maxParticipants: c.sfu.max_participants,
+      maxRoomsPerAccount: c.sfu.max_rooms_per_account,
+      roomLifetimeSeconds: c.sfu.room_lifetime_seconds,
     },
   };
 }
@@ -725,6 +739,8 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'sfu.rtc_min_port': (c) => c.sfu.rtcMinPort,
   'sfu.rtc_max_port': (c) => c.sfu.rtcMaxPort,
   'sfu.max_participants': (c) => c.sfu.maxParticipants,
+  'sfu.max_rooms_per_account': (c) => c.sfu.maxRoomsPerAccount,
+  'sfu.room_lifetime_seconds': (c) => c.sfu.roomLifetimeSeconds,
 };
 
 /**

@@ -90,6 +90,29 @@ export class CallPolicy {
   }
 
   /**
+   * Checks a group-call action (room.create, room.invite, room.knock, room.join)
+   * the same way as an invite: the server's allow/block lists for `actor` and
+   * for each of `others`; with `rate`, one token of the actor's call rate
+   * (`calls_per_minute` / `call_burst`: creating a room or ringing people
+   * into one counts as starting a call); and, while `hard_stop` is on, the
+   * actor's daily budget.
+   * @throws ParleyError `policy` (lists, daily budget used up), `rate_limited` (with `retryAfter`).
+   */
+  async checkRoomAction(actor: PeerInfo, others: readonly AccountRef[], options: { rate: boolean }): Promise<void> {
+    if (!this.mayUse(actor.username)) {
+      throw new ParleyError('policy', 'your account may not make calls on this server; ask its operator');
+    }
+    for (const o of others) {
+      if (!this.mayUse(o.username)) throw new ParleyError('policy', `${o.username} cannot take calls on this server`);
+    }
+    if (options.rate) await this.takeCallToken(actor);
+    const daily = this.p.dailyBudgetSeconds;
+    if (daily > 0 && this.p.hardStop && (await this.usedToday(actor.accountId)) >= daily) {
+      throw new ParleyError('policy', `you have used today's call time (${minutes(daily)}); it renews at midnight UTC`);
+    }
+  }
+
+  /**
    * Schedules the lifetime and budget timers of a call that was just answered.
    * Never throws (a store error only skips the daily part).
    */

@@ -406,7 +406,7 @@ export const ControlRequests = {
     params: z
       .object({
         roomId: z.uuid().optional(),
-        expiresInSeconds: z.number().int().min(10).max(30 * 86_400).optional(),
+        expiresInSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
         approval: z.boolean().optional(),
       })
       .strict()

@@ -228,7 +228,7 @@ export const RoomLinkCreateParams = z
   .object({
     roomId: RoomId,
     /** Seconds until the link stops working (default 86 400: a day; at most 30 days, never past the room's end). */
-    expiresInSeconds: z.number().int().min(10).max(30 * 86_400).optional(),
+    expiresInSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
     /** Whoever uses the link must be admitted by the host first (`room.knock`). Default false. */
     approval: z.boolean().optional(),
   })

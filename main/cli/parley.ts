@@ -32,7 +32,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { ParleyError } from '../../common/errors';
-import type { CallStatus, RoomStatus } from '../../common/protocol/control';
+import type { CallStatus, RoomRing, RoomStatus } from '../../common/protocol/control';
 import type { ContactsListResult, DeviceInfo } from '../../common/protocol/signaling';
 import { loadSession, login, register, tokenKey } from '../core/account';
 import { CallEngine } from '../core/call-engine';
@@ -294,6 +294,9 @@ program
         // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.
         endToEnd: { identity: e2ee.identity, directory: e2ee },
       });
+      rooms.on('ring', (r) => console.log(`[room] ${r.roomId} rings: ${r.inviter.username} invites you (parley room join / parley room decline)`));
+      rooms.on('ring_cancelled', (r) => console.log(`[room] ${r.roomId} stopped ringing (${r.reason})`));
+      rooms.on('knock', (k) => console.log(`[room] ${k.username} asks to join ${k.roomId} (parley room admit ${k.knockId}, or --deny)`));
       rooms.on('state', (r) => console.log(`[room] ${r.roomId} ${r.state}${r.endReason ? ` (${r.endReason})` : ''}: ${r.participants.map((p) => p.username).join(', ')}${r.error ? ` — ${r.error}` : ''}`));
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
@@ -402,20 +405,85 @@ function describeRoom(r: RoomStatus): string {
 }
 
 const roomCmd = program.command('room').description('group calls through the running daemon');
+/** A list of usernames from "a,b c" (commas or spaces). */
+function usernames(list: string[]): string[] {
+  return list.flatMap((x) => x.split(',')).map((x) => x.trim()).filter((x) => x.length > 0);
+}
 roomCmd
   .command('create')
-  .description('open a room on the server and join it; prints its id for the others to join')
+  .description('open a room on the server and join it; with --invite, ring those contacts into it')
   .option('--max <n>', 'most participants', (v) => Number.parseInt(v, 10))
-  .action(async (o: { max?: number }) => {
-    const r = await withDaemon((c) => c.request<RoomStatus>('create_room', o.max !== undefined ? { maxParticipants: o.max } : {}));
+  .option('--invite <usernames...>', 'contacts to ring (every device of each rings)')
+  .action(async (o: { max?: number; invite?: string[] }) => {
+    const invite = o.invite ? usernames(o.invite) : [];
+    const r = await withDaemon((c) =>
+      c.request<RoomStatus>('create_room', { ...(o.max !== undefined ? { maxParticipants: o.max } : {}), ...(invite.length ? { invite } : {}) }),
+    );
     console.log(describeRoom(r));
-    console.log(`others join with: parley room join ${r.roomId}`);
+    if (invite.length) console.log(`ringing ${invite.join(', ')}`);
+    console.log(`invite more with: parley room invite <username>; or make a call link: parley room link`);
   });
 roomCmd
-  .command('join <roomId>')
-  .description('join a room by its id')
-  .action(async (roomId: string) => {
-    console.log(describeRoom(await withDaemon((c) => c.request<RoomStatus>('join_room', { roomId }))));
+  .command('join [roomId]')
+  .description('join a room you were invited to (without an id: the one ringing now), or through a call link (--link)')
+  .option('--link <url>', 'a call link parley://room/<id>?t=… (knocks and waits when the host must let you in)')
+  .action(async (roomId: string | undefined, o: { link?: string }) => {
+    const params = o.link ? { link: o.link } : roomId ? { roomId } : {};
+    if (o.link) console.log('joining through the call link (if the host must let you in, this waits for them)…');
+    console.log(describeRoom(await withDaemon((c) => c.request<RoomStatus>('join_room', params))));
+  });
+roomCmd
+  .command('invite <usernames...>')
+  .description('ring contacts into the room you are in')
+  .action(async (names: string[]) => {
+    const r = await withDaemon((c) => c.request<{ invited: string[] }>('invite_to_room', { to: usernames(names) }));
+    console.log(r.invited.length ? `ringing ${r.invited.join(', ')}` : 'nobody new to ring (already in the room or ringing)');
+  });
+roomCmd
+  .command('rings')
+  .description('group calls ringing this device now')
+  .action(async () => {
+    const rings = await withDaemon((c) => c.request<RoomRing[]>('list_room_rings'));
+    if (rings.length === 0) console.log('no group call rings');
+    for (const r of rings)
+      console.log(`room ${r.roomId}: ${r.inviter.username} invites you (in it: ${r.participants.join(', ') || 'nobody yet'}); rings until ${new Date(r.expiresAt).toLocaleTimeString()}`);
+  });
+roomCmd
+  .command('decline [roomId]')
+  .description('stop a group call ringing (without an id: the one ringing now); your other devices stop too')
+  .action(async (roomId?: string) => {
+    const r = await withDaemon((c) => c.request<{ roomId: string }>('decline_room', roomId ? { roomId } : {}));
+    console.log(`declined room ${r.roomId}`);
+  });
+roomCmd
+  .command('link')
+  .description('make a call link for the room you are in (anyone with it may join: share it carefully)')
+  .option('--expires <seconds>', 'seconds until it stops working (default a day)', (v) => Number.parseInt(v, 10))
+  .option('--approval', 'you let each person in yourself (parley room admit)')
+  .action(async (o: { expires?: number; approval?: boolean }) => {
+    const r = await withDaemon((c) =>
+      c.request<{ url: string; linkId: string; expiresAt: number; approval: boolean }>('create_room_link', {
+        ...(o.expires !== undefined ? { expiresInSeconds: o.expires } : {}),
+        ...(o.approval ? { approval: true } : {}),
+      }),
+    );
+    console.log(r.url);
+    console.log(`link ${r.linkId}: works until ${new Date(r.expiresAt).toISOString()}${r.approval ? '; you let each person in (parley room admit <knockId>)' : ''}; revoke with: parley room revoke ${r.linkId}`);
+  });
+roomCmd
+  .command('revoke <linkId>')
+  .description('stop a call link working')
+  .action(async (linkId: string) => {
+    await withDaemon((c) => c.request('revoke_room_link', { linkId }));
+    console.log(`link ${linkId} revoked`);
+  });
+roomCmd
+  .command('admit <knockId>')
+  .description('as the host, let in someone who knocked through a call link (--deny: refuse)')
+  .option('--deny', 'refuse instead')
+  .action(async (knockId: string, o: { deny?: boolean }) => {
+    await withDaemon((c) => c.request('admit_to_room', { knockId, admit: !o.deny }));
+    console.log(o.deny ? 'refused' : 'let in');
   });
 roomCmd
   .command('leave')

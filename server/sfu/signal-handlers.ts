@@ -1,9 +1,16 @@
 import type { Logger } from 'pino';
-import type { AuditLog } from '../audit';
+import type { Accounts } from '../accounts';
+import type { AuditInput, AuditLog } from '../audit';
+import type { ServerConfig } from '../config';
+import type { Contacts } from '../contacts';
+import type { AccountRef, Hub } from '../hub';
+import type { CallPolicy } from '../policy';
 import type { RpcPeer } from '../../common/protocol/rpc';
 import { RoomRequests, type RoomId, type RoomNotification, type RoomNotificationParams } from '../../common/protocol/sfu';
 import type { PeerInfo } from '../../common/protocol/signaling';
 import { ParleyError } from '../../common/errors';
+import { checkCallAllowed } from '../signal/calls';
+import type { RoomInvitations } from './invitations';
 import type { Room, RoomMember } from './room';
 import type { Sfu } from './sfu';
 
@@ -29,7 +36,15 @@ export interface RoomConnection<Ctx> {
 /** What the room handlers use of the server. */
 export interface RoomDeps {
   sfu: Sfu;
+  /** Ringing, call links and knocks of the rooms (server/sfu/invitations.ts). */
+  roomInvitations: RoomInvitations;
   audit: Pick<AuditLog, 'record'>;
+  accounts: Pick<Accounts, 'findByUsername' | 'contactsOnly'>;
+  contacts: Pick<Contacts, 'areContacts' | 'hasBlocked'>;
+  policy: Pick<CallPolicy, 'checkRoomAction' | 'onEnded'>;
+  hub: Pick<Hub, 'devicesOf'>;
+  /** The live configuration (`sfu.*`, `policy.*`). */
+  config: Pick<ServerConfig, 'sfu' | 'policy'>;
 }
 
 /**
@@ -40,9 +55,87 @@ export interface RoomDeps {
  * `room.participant_left`). Every method needs `hello` first.
  */
 export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomDeps): void {
-  const { sfu, audit } = deps;
-  /** Rooms this connection joined, with the device id it joined as. */
-  const joined = new Map<RoomId, { room: Room; deviceId: string }>();
+  const { sfu, audit, roomInvitations: invitations, policy } = deps;
+  /** Rooms this connection joined, with the device id it joined as and when (Unix ms). */
+  const joined = new Map<RoomId, { room: Room; deviceId: string; at: number }>();
+  /** The device, also after its token expired (for the records of a closing connection). */
+  let bound: PeerInfo | undefined;
+  const safeMe = (): PeerInfo | undefined => {
+    try {
+      bound = conn.me();
+    } catch {
+      // expired token or closed: the last known device
+    }
+    return bound;
+  };
+  /** Records a left room: its audit row and the time it used of the account's daily budget. */
+  const left = (roomId: RoomId, entry: { at: number }): void => {
+    const me = safeMe();
+    if (!me) return;
+    const ms = Date.now() - entry.at;
+    void audit.record({ event: 'room.left', accountId: me.accountId, deviceId: me.deviceId, detail: { roomId, seconds: Math.round(ms / 1000) } });
+    void policy.onEnded([me.accountId], ms);
+  };
+  /** Audits a refused room action and rethrows. */
+  const refused = (action: string, me: PeerInfo, detail: Record<string, unknown>, e: unknown): never => {
+    if (e instanceof ParleyError) {
+      const row: AuditInput = { event: 'room.refused', accountId: me.accountId, deviceId: me.deviceId, detail: { action, reason: e.reason, ...detail } };
+      void audit.record(row);
+    }
+    throw e;
+  };
+  /**
+   * The accounts named, checked as a 1:1 invite is: each exists, its
+   * contacts-only setting lets `me` in, neither blocked the other; yourself
+   * and repeats are left out.
+   * @throws ParleyError `unknown_user`, `not_contact`, `forbidden` (a block).
+   */
+  const resolveInvitees = async (me: PeerInfo, usernames: readonly string[]): Promise<AccountRef[]> => {
+    const out = new Map<string, AccountRef>();
+    for (const name of usernames) {
+      const a = await deps.accounts.findByUsername(name);
+      if (!a) throw new ParleyError('unknown_user', `no account named ${name}`);
+      if (a.accountId === me.accountId || out.has(a.accountId)) continue;
+      const ref = { accountId: a.accountId, username: a.username };
+      if (await deps.contacts.hasBlocked(me.accountId, a.accountId)) {
+        throw new ParleyError('forbidden', `you blocked ${a.username}; unblock them to invite them`);
+      }
+      if (await checkCallAllowed(me, ref, deps.contacts as Contacts, deps.accounts as Accounts)) {
+        throw new ParleyError('forbidden', `you cannot invite ${a.username} to a group call`);
+      }
+      out.set(a.accountId, ref);
+    }
+    return [...out.values()];
+  };
+  /** Rings `invitees` into `room` and audits it. */
+  const ringInto = (room: Room, me: PeerInfo, invitees: AccountRef[]): string[] => {
+    const participants = room.snapshot().participants;
+    const inRoom = new Set(participants.map((p) => p.accountId));
+    const fresh = invitees.filter((a) => !inRoom.has(a.accountId));
+    const ringingNow = invitations.ringingCount(room.id);
+    const newcomers = fresh.filter((a) => !invitations.isRinging(room.id, a.accountId)).length;
+    if (room.size + ringingNow + newcomers > room.maxParticipants)
+      throw new ParleyError('room_full', `the room holds ${room.maxParticipants} participants: ${room.size} are in it and ${ringingNow} ringing, so not ${newcomers} more`);
+    const inviter = { accountId: me.accountId, username: me.username, deviceId: me.deviceId };
+    const r = invitations.ring(room.id, inviter, fresh, [...new Set(participants.map((p) => p.username))]);
+    if (r.invited.length > 0) {
+      void audit.record({
+        event: 'room.invited',
+        accountId: me.accountId,
+        deviceId: me.deviceId,
+        detail: { roomId: room.id, invited: r.invited.map((a) => a.accountId), devices: r.devices },
+      });
+    }
+    return r.invited.map((a) => a.username);
+  };
+  /** Ends a room by policy (lifetime, budget); nothing when it already ended. */
+  const endByPolicy = (roomId: RoomId, reason: 'ttl_expired' | 'budget_exceeded'): void => {
+    try {
+      sfu.end(roomId, reason);
+    } catch {
+      // ended already
+    }
+  };
   /** Tells this connection's place in a room from the same device's other connection. */
   const token = {};
 
@@ -50,12 +143,16 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     peer: conn.me(),
     token,
     notify<N extends RoomNotification>(method: N, params: RoomNotificationParams<N>) {
-      if (method === 'room.ended') joined.delete(params.roomId);
+      if (method === 'room.ended') {
+        const entry = joined.get(params.roomId);
+        joined.delete(params.roomId);
+        if (entry) left(params.roomId, entry);
+      }
       conn.peer.notify(method, params);
     },
   });
   /** The room, if this connection is in it: its device id with it. */
-  const mine = (roomId: RoomId): { room: Room; deviceId: string } => {
+  const mine = (roomId: RoomId): { room: Room; deviceId: string; at: number } => {
     conn.me();
     const room = sfu.room(roomId);
     const entry = joined.get(roomId);
@@ -66,7 +163,25 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
 
   conn.peer.handle('room.create', RoomRequests['room.create'].params, async (p) => {
     const me = conn.me();
+    let invitees: AccountRef[] = [];
+    try {
+      invitees = p.invite?.length ? await resolveInvitees(me, p.invite) : [];
+      await policy.checkRoomAction(me, invitees, { rate: true });
+      const most = deps.config.sfu.maxRoomsPerAccount;
+      if (most > 0 && invitations.hostedBy(me.accountId) >= most)
+        throw new ParleyError('policy', `you have ${most} group calls open already (this server's limit); end one first`);
+      const size = p.maxParticipants ?? deps.config.sfu.maxParticipants;
+      if (invitees.length + 1 > size) throw new ParleyError('room_full', `a room of ${size} cannot take you and ${invitees.length} invitees`);
+    } catch (e) {
+      refused('create', me, p.invite ? { invitees: p.invite.length } : {}, e);
+    }
     const room = await sfu.createRoom(p.maxParticipants);
+    invitations.opened(room.id, me);
+    const lifetime = deps.config.sfu.roomLifetimeSeconds;
+    if (lifetime > 0) invitations.addTimer(room.id, lifetime * 1000, () => endByPolicy(room.id, 'ttl_expired'));
+    const pol = deps.config.policy;
+    if (pol.hardStop && pol.callBudgetSeconds > 0 && (lifetime === 0 || pol.callBudgetSeconds < lifetime))
+      invitations.addTimer(room.id, pol.callBudgetSeconds * 1000, () => endByPolicy(room.id, 'budget_exceeded'));
     conn.log.info({ roomId: room.id, maxParticipants: room.maxParticipants, by: me.deviceId }, 'room created');
     void audit.record({
       event: 'room.created',
@@ -74,16 +189,108 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       deviceId: me.deviceId,
       detail: { roomId: room.id, maxParticipants: room.maxParticipants, workerPid: room.worker.pid },
     });
-    return { roomId: room.id, maxParticipants: room.maxParticipants };
+    if (!p.invite) return { roomId: room.id, maxParticipants: room.maxParticipants };
+    return { roomId: room.id, maxParticipants: room.maxParticipants, invited: ringInto(room, me, invitees) };
   });
 
-  conn.peer.handle('room.join', RoomRequests['room.join'].params, (p) => {
+  conn.peer.handle('room.invite', RoomRequests['room.invite'].params, async (p) => {
+    const me = conn.me();
+    try {
+      const { room } = mine(p.roomId);
+      const invitees = await resolveInvitees(me, p.usernames);
+      await policy.checkRoomAction(me, invitees, { rate: true });
+      if (room.endReason) sfu.room(room.id);
+      return { invited: ringInto(room, me, invitees) };
+    } catch (e) {
+      return refused('invite', me, { roomId: p.roomId, invitees: p.usernames.length }, e);
+    }
+  });
+
+  conn.peer.handle('room.decline', RoomRequests['room.decline'].params, (p) => {
+    const me = conn.me();
+    invitations.decline(p.roomId, me);
+    void audit.record({ event: 'room.declined', accountId: me.accountId, deviceId: me.deviceId, detail: { roomId: p.roomId } });
+    return ok;
+  });
+
+  conn.peer.handle('room.link.create', RoomRequests['room.link.create'].params, (p) => {
+    const me = conn.me();
+    const { room } = mine(p.roomId);
+    const lifetime = deps.config.sfu.roomLifetimeSeconds;
+    const link = invitations.createLink(room.id, p, lifetime > 0 ? room.createdAt + lifetime * 1000 : Infinity);
+    void audit.record({
+      event: 'room.link_created',
+      accountId: me.accountId,
+      deviceId: me.deviceId,
+      detail: { roomId: room.id, linkId: link.linkId, expiresAt: link.expiresAt, approval: link.approval },
+    });
+    conn.log.info({ roomId: room.id, linkId: link.linkId, expiresAt: link.expiresAt, approval: link.approval }, 'call link created');
+    return link;
+  });
+
+  conn.peer.handle('room.link.revoke', RoomRequests['room.link.revoke'].params, (p) => {
+    const me = conn.me();
+    const { room } = mine(p.roomId);
+    invitations.revokeLink(room.id, p.linkId);
+    void audit.record({ event: 'room.link_revoked', accountId: me.accountId, deviceId: me.deviceId, detail: { roomId: room.id, linkId: p.linkId } });
+    return ok;
+  });
+
+  conn.peer.handle('room.knock', RoomRequests['room.knock'].params, async (p) => {
+    const me = conn.me();
+    try {
+      const room = sfu.room(p.roomId);
+      await policy.checkRoomAction(me, [], { rate: true });
+      const host = invitations.hostOf(room.id);
+      const hostDevices = room.snapshot().participants.filter((x) => x.accountId === host?.accountId).map((x) => x.deviceId);
+      const r = invitations.knock(room.id, me, p.link, hostDevices);
+      void audit.record({ event: 'room.link_used', accountId: me.accountId, deviceId: me.deviceId, detail: { roomId: room.id, linkId: r.linkId, knock: r.state } });
+      return { knockId: r.knockId, state: r.state };
+    } catch (e) {
+      return refused('knock', me, { roomId: p.roomId }, e);
+    }
+  });
+
+  conn.peer.handle('room.admit', RoomRequests['room.admit'].params, (p) => {
+    const me = conn.me();
+    sfu.room(p.roomId);
+    const who = invitations.admit(p.roomId, me, p.knockId, p.admit);
+    void audit.record({
+      event: 'room.knock_answered',
+      accountId: me.accountId,
+      deviceId: me.deviceId,
+      detail: { roomId: p.roomId, knockId: p.knockId, knockerAccountId: who.accountId, admitted: p.admit },
+    });
+    return ok;
+  });
+
+  conn.peer.handle('room.join', RoomRequests['room.join'].params, async (p) => {
     const m = member();
+    const me = conn.me();
+    bound = me;
+    let room: Room;
+    let via;
+    try {
+      room = sfu.room(p.roomId);
+      await policy.checkRoomAction(me, [], { rate: false });
+      via = invitations.access(room.id, me, p.link);
+    } catch (e) {
+      return refused('join', me, { roomId: p.roomId }, e);
+    }
     // A join queued behind other frames when the socket closed would leave a participant nobody removes.
     if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
-    const room = sfu.room(p.roomId);
     const result = room.join(m);
-    joined.set(room.id, { room, deviceId: m.peer.deviceId });
+    joined.set(room.id, { room, deviceId: m.peer.deviceId, at: Date.now() });
+    invitations.joined(room.id, me);
+    void audit.record({
+      event: 'room.joined',
+      accountId: me.accountId,
+      deviceId: me.deviceId,
+      detail: { roomId: room.id, via, ...(via === 'link' && p.link ? { linkId: invitations.linkIdOf(room.id, p.link) } : {}) },
+    });
+    if (via === 'link' && p.link) {
+      void audit.record({ event: 'room.link_used', accountId: me.accountId, deviceId: me.deviceId, detail: { roomId: room.id, linkId: invitations.linkIdOf(room.id, p.link) } });
+    }
     return {
       roomId: room.id,
       routerRtpCapabilities: result.routerRtpCapabilities,
@@ -95,9 +302,10 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
   });
 
   conn.peer.handle('room.leave', RoomRequests['room.leave'].params, (p) => {
-    const { room, deviceId } = mine(p.roomId);
+    const entry = mine(p.roomId);
     joined.delete(p.roomId);
-    room.leave(deviceId, token);
+    entry.room.leave(entry.deviceId, token);
+    left(p.roomId, entry);
     return ok;
   });
 
@@ -178,7 +386,10 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
   });
 
   conn.onClose(() => {
-    for (const { room, deviceId } of joined.values()) room.leave(deviceId, token);
+    for (const [roomId, entry] of joined) {
+      entry.room.leave(entry.deviceId, token);
+      left(roomId, entry);
+    }
     joined.clear();
   });
 }

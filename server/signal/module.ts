@@ -16,6 +16,7 @@ import type { CallPolicy } from '../policy';
 import type { RelayService } from '../relays';
 import type { CallResumption } from '../resume';
 import type { Sfu } from '../sfu/sfu';
+import type { RoomInvitations } from '../sfu/invitations';
 
 /** Per-message context: work to run once the request's reply has been sent. */
 export interface Ctx {
@@ -42,6 +43,8 @@ export interface SignalDeps {
   metrics: ServerMetrics;
   /** The SFU for group calls (server/sfu/). */
   sfu: Sfu;
+  /** Group ringing, call links and knocks of this node's rooms (server/sfu/invitations.ts). */
+  roomInvitations: RoomInvitations;
   /** Several nodes (server/cluster.ts); undefined for one process (no `[cluster] redis_url`). */
   cluster?: Cluster | undefined;
   /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */

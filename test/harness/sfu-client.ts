@@ -98,11 +98,12 @@ export class SfuParticipant {
 
   /**
    * Joins `roomId` with the device signed in on `client`, loads the Device
-   * with the router's capabilities and creates both transports.
-   * @throws ParleyError from `room.join` (`room_full`, `room_ended`, `not_found`, …).
+   * with the router's capabilities and creates both transports. `link`: the
+   * token of a call link (for an account that was not invited).
+   * @throws ParleyError from `room.join` (`room_full`, `room_ended`, `not_found`, `forbidden`, …).
    */
-  static async join(client: SignalClient, roomId: string, me: RoomParticipant): Promise<SfuParticipant> {
-    const joined = await client.request('room.join', { roomId });
+  static async join(client: SignalClient, roomId: string, me: RoomParticipant, link?: string): Promise<SfuParticipant> {
+    const joined = await client.request('room.join', link ? { roomId, link } : { roomId });
     const p = new SfuParticipant(client, roomId, me, joined);
     await p.device.load({ routerRtpCapabilities: joined.routerRtpCapabilities as msc.RtpCapabilities });
     p.sendTransport = await p.createTransport('send');

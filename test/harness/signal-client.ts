@@ -265,18 +265,20 @@ export class SignalClient {
 
   /**
    * Takes the first queued or future notification `method` (optionally for
-   * `filter.callId`) and checks it against its schema.
+   * `filter.callId`, `filter.roomId`, `filter.knockId`: every one given must
+   * match) and checks it against its schema.
    * @throws Error after `timeoutMs` (default 5000), or when the params do not match the schema.
    */
   async nextNotification<N extends SignalNotification>(
     method: N,
-    filter: { callId?: string } = {},
+    filter: { callId?: string; roomId?: string; knockId?: string } = {},
     timeoutMs = 5000,
   ): Promise<SignalNotificationParams<N>> {
     const match = (n: ReceivedNotification) =>
       n.method === method &&
-      (filter.callId === undefined ||
-        (n.params as { callId?: unknown } | null)?.callId === filter.callId);
+      Object.entries(filter).every(
+        ([k, v]) => v === undefined || (n.params as Record<string, unknown> | null)?.[k] === v,
+      );
     const index = this.queue.findIndex(match);
     let n: ReceivedNotification;
     if (index >= 0) {

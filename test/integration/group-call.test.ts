@@ -10,9 +10,9 @@ import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RoomStatus } from '../../common/protocol/control';
+import type { RoomRing, RoomStatus } from '../../common/protocol/control';
 import { SIMILARITY_THRESHOLD } from '../../main/media/analysis';
-import { runParley, startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, runParley, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
@@ -128,15 +128,34 @@ describe('a group call of four daemons through the SFU', () => {
   const details: string[] = [];
   const pieces: Record<string, number> = {};
 
-  it('joins four daemons into one room and each hears the other three', async () => {
-    const created = await clients.a.request<RoomStatus>('create_room', {});
+  it('rings two contacts into the room, lets a third in through a call link the host approves, and each hears the other three', async () => {
+    await makeClientContacts(clients.a, clients.b);
+    await makeClientContacts(clients.a, clients.c);
+    const created = await clients.a.request<RoomStatus>('create_room', { invite: [clients.b.name, clients.c.name] });
     roomId = created.roomId;
     expect(created.state).toBe('joined');
-    for (const n of ['b', 'c', 'd'] as const) {
-      const s = await clients[n].request<RoomStatus>('join_room', { roomId });
+    for (const n of ['b', 'c'] as const) {
+      // The room rings on the daemon (room.ringing); join_room with no id answers the one ringing.
+      const ring = await clients[n].waitForNotification<RoomRing>('room.ringing', (r) => r.roomId === roomId);
+      expect(ring.inviter.username).toBe(clients.a.name);
+      const s = await clients[n].request<RoomStatus>('join_room', {});
+      expect(s.roomId).toBe(roomId);
       expect(s.state).toBe('joined');
       expect(s.joinMs).toBeGreaterThan(0);
     }
+    // Dave is nobody's contact: he comes through a call link that needs Alice to let him in.
+    await expect(clients.d.request('join_room', { roomId })).rejects.toThrow(/not invited/);
+    const link = await clients.a.request<{ url: string; approval: boolean }>('create_room_link', { approval: true });
+    expect(link.approval).toBe(true);
+    const knocked = clients.a.waitForNotification<{ roomId: string; knockId: string; username: string }>('room.knock', (k) => k.roomId === roomId);
+    const daveIn = clients.d.request<RoomStatus>('join_room', { link: link.url });
+    const knock = await knocked;
+    expect(knock.username).toBe(clients.d.name);
+    // The host lets him in from the CLI.
+    const admitted = await runParley(['room', 'admit', knock.knockId], { PARLEY_SOCKET: clients.a.socket, PARLEY_DATA_DIR: clients.a.dataDir });
+    expect(admitted).toContain('let in');
+    const s = await daveIn;
+    expect(s.state).toBe('joined');
     for (const n of names) {
       const s = await hearsAll(n, names.filter((x) => x !== n));
       expect(s.participants.map((p) => p.username).sort()).toEqual(names.map((x) => clients[x].name).sort());
@@ -185,7 +204,9 @@ describe('a group call of four daemons through the SFU', () => {
     // Eve joins with the plain protocol client: she is in the room (the SFU forwards to her exactly what it
     // forwards to everyone) but has published no device keys, so no participant seals its sender key to her.
     const eve = await signIn(server, `eve${Math.floor(Math.random() * 1e6)}`);
-    const spy = await SfuParticipant.join(eve.client, roomId, { accountId: eve.accountId, username: eve.username, deviceId: eve.deviceId });
+    // She was not invited: she comes in through a call link (without approval) a participant made.
+    const link = await clients.b.request<{ url: string }>('create_room_link', {});
+    const spy = await SfuParticipant.join(eve.client, roomId, { accountId: eve.accountId, username: eve.username, deviceId: eve.deviceId }, link.url.split('t=')[1]);
     try {
       await spy.consumeAll();
       await waitFor('the others to see Eve excluded', async () => {
@@ -236,8 +257,9 @@ describe('a group call of four daemons through the SFU', () => {
   it('refuses a 1:1 call while in a room, with a clear error', async () => {
     await expect(clients.a.request('create_call', { to: clients.b.name })).rejects.toThrow(/group call .*leave it first/);
     await expect(clients.a.request('join_room', { roomId })).rejects.toThrow(/already in the group call/);
-    // Ringing a group is the server's part 2: until then the daemon says so.
-    await expect(clients.a.request('invite_to_room', { to: clients.b.name })).rejects.toThrow(/not implemented yet/);
+    // Inviting: someone already in the room is not rung again; a non-contact cannot be rung.
+    expect(await clients.a.request('invite_to_room', { to: clients.b.name })).toEqual({ invited: [] });
+    await expect(clients.a.request('invite_to_room', { to: clients.d.name })).rejects.toThrow(/only takes calls from contacts/);
   });
 
   it('does not carry a participant who left, and the one who left hears nothing (negative control)', async () => {

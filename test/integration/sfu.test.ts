@@ -16,7 +16,7 @@ import type { RoomParticipant } from '../../common/protocol/sfu';
 import { createOpusDecoder } from '../../native/opus';
 import { adminRequest, startServer, type RunningServer } from '../harness/server';
 import { SfuParticipant } from '../harness/sfu-client';
-import { signIn, type SignedInDevice } from '../harness/signal-client';
+import { makeContacts, signIn, type SignedInDevice } from '../harness/signal-client';
 
 let server: RunningServer;
 let n = 0;
@@ -25,6 +25,15 @@ let n = 0;
 async function device(name: string): Promise<SignedInDevice> {
   n += 1;
   return signIn(server, `${name}${n}${Math.floor(Math.random() * 1e6)}`);
+}
+/**
+ * `host` opens a room and rings `guests` into it (only the host and invited
+ * accounts may join by id), after making them contacts ("only contacts may
+ * call me" is on by default).
+ */
+async function openRoom(host: SignedInDevice, guests: SignedInDevice[], params: { maxParticipants?: number } = {}) {
+  for (const g of guests) await makeContacts(host, g);
+  return host.client.request('room.create', { ...params, invite: guests.map((g) => g.username) });
 }
 const who = (d: SignedInDevice): RoomParticipant => ({ accountId: d.accountId, username: d.username, deviceId: d.deviceId });
 
@@ -114,7 +123,7 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
   it('three participants each hear the other two at their own frequency, levels and the dominant speaker follow who talks, and one who leaves is heard no more', async () => {
     const devices = await Promise.all([device('ann'), device('bo'), device('cy')]);
     const [a, b, c] = devices as [SignedInDevice, SignedInDevice, SignedInDevice];
-    const { roomId, maxParticipants } = await a.client.request('room.create', {});
+    const { roomId, maxParticipants } = await openRoom(a, [b, c]);
     expect(maxParticipants).toBe(16);
 
     const tones = new Map([
@@ -208,12 +217,14 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
 
   it('a full room refuses the next join with room_full; an unknown room is not_found', async () => {
     const [a, b, c] = (await Promise.all([device('fa'), device('fb'), device('fc')])) as [SignedInDevice, SignedInDevice, SignedInDevice];
-    const { roomId, maxParticipants } = await a.client.request('room.create', { maxParticipants: 2 });
+    const { roomId, maxParticipants } = await openRoom(a, [b], { maxParticipants: 2 });
     expect(maxParticipants).toBe(2);
     await a.client.request('room.join', { roomId });
     const joined = await b.client.request('room.join', { roomId });
     expect(joined.participants.map((p) => p.deviceId)).toEqual([a.deviceId]);
-    const full = await refusal(c.client.request('room.join', { roomId }));
+    // c comes through a call link (not invited: no ring would fit).
+    const link = (await a.client.request('room.link.create', { roomId })).url.split('t=')[1]!;
+    const full = await refusal(c.client.request('room.join', { roomId, link }));
     expect(full.reason).toBe('room_full');
     expect(full.message).toMatch(/full \(2 participants\)/);
     // A second join on the same connection is refused; a room above the server's ceiling cannot be asked for.
@@ -223,13 +234,13 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     expect(unknown.reason).toBe('not_found');
     // Someone leaves: there is room again.
     await b.client.request('room.leave', { roomId });
-    await c.client.request('room.join', { roomId });
+    await c.client.request('room.join', { roomId, link });
     for (const d of [a, b, c]) await d.client.close();
   });
 
   it('room.relay carries a sealed message to one participant unopened (group sender keys); a device outside the room gets nothing', async () => {
     const [a, b, c] = (await Promise.all([device('ra'), device('rb'), device('rc')])) as [SignedInDevice, SignedInDevice, SignedInDevice];
-    const { roomId } = await a.client.request('room.create', {});
+    const { roomId } = await openRoom(a, [b]);
     const envelope = { kind: 'sealed' as const, body: 'opaque-to-the-server' };
     // Before joining, nothing can be relayed.
     expect((await refusal(a.client.request('room.relay', { roomId, to: b.deviceId, envelope }))).reason).toBe('invalid_state');
@@ -295,7 +306,7 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
 
   it('a participant that makes a new send transport (e.g. after a failure) loses the producer of the old one, and the others are told', async () => {
     const [a, b] = (await Promise.all([device('ta'), device('tb')])) as [SignedInDevice, SignedInDevice];
-    const { roomId } = await a.client.request('room.create', {});
+    const { roomId } = await openRoom(a, [b]);
     const pa = await SfuParticipant.join(a.client, roomId, who(a));
     const pb = await SfuParticipant.join(b.client, roomId, who(b));
     const producerId = await pa.produceSine({ frequencyHz: 600, levelDbov: 20 });
@@ -311,7 +322,7 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
 
   it('the admin API ends a room: everyone in it gets room.ended (ended_by_admin) and a late join hears why', async () => {
     const [a, b] = (await Promise.all([device('ea'), device('eb')])) as [SignedInDevice, SignedInDevice];
-    const { roomId } = await a.client.request('room.create', {});
+    const { roomId } = await openRoom(a, [b]);
     await a.client.request('room.join', { roomId });
     await b.client.request('room.join', { roomId });
     const r = await adminRequest<{ ok: boolean; reason: string }>(server.adminSocket, 'rooms.end', { roomId });
@@ -337,7 +348,7 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
 
   it('the worker killed mid-room: room.ended (sfu_failed) reaches every participant, the server answers on, and a new room carries audio on the replacement worker', async () => {
     const [a, b] = (await Promise.all([device('ka'), device('kb')])) as [SignedInDevice, SignedInDevice];
-    const { roomId } = await a.client.request('room.create', {});
+    const { roomId } = await openRoom(a, [b]);
     const pa = await SfuParticipant.join(a.client, roomId, who(a));
     const pb = await SfuParticipant.join(b.client, roomId, who(b));
     await pa.produceSine({ frequencyHz: 500, levelDbov: 20 });
@@ -364,7 +375,7 @@ describe('group calls through the SFU (real mediasoup worker)', () => {
     expect(await metric('parley_sfu_rooms_ended_total{reason="sfu_failed"}')).toBeGreaterThanOrEqual(1);
 
     // A new room lands on the replacement worker and carries audio.
-    const again = await b.client.request('room.create', {});
+    const again = await b.client.request('room.create', { invite: [a.username] });
     const qa = await SfuParticipant.join(a.client, again.roomId, who(a));
     const qb = await SfuParticipant.join(b.client, again.roomId, who(b));
     await qa.produceSine({ frequencyHz: 500, levelDbov: 20 });
