@@ -25,6 +25,9 @@ export function parseRoomLink(url: string): { roomId: string; token: string } {
   return { roomId: m[1]!.toLowerCase(), token: m[2]! };
 }
 
+/** Most key messages kept for a room while it is being joined (one per other device and rotation). */
+const MAX_EARLY_KEY_MESSAGES = 256;
+
 /** Media settings of group calls (the same as the engine's for 1:1). */
 export interface RoomMediaConfig {
   frameMs: 10 | 20;
@@ -124,6 +127,8 @@ export class RoomClient extends EventEmitter<{
   /** Knocks of ours waiting for the host, by knock id. */
   private readonly knocks = new Map<string, (admitted: boolean) => void>();
   private room: InRoom | undefined;
+  /** Key messages (`room.message`) of the room being joined that came before its keys existed. */
+  private early: SignalNotificationParams<'room.message'>[] = [];
   /** The room being joined (from `join` until it is in {@link room} or failed): one at a time. */
   private joining: string | undefined;
   private status: RoomStatus | undefined;
@@ -174,12 +179,13 @@ export class RoomClient extends EventEmitter<{
       this.publish();
     });
     signaling.on('room.message', (p) => {
-      const keys = this.room?.roomId === p.roomId ? this.room.keys : undefined;
-      if (!keys) return;
-      const r = keys.acceptKey({ username: p.from.username, deviceId: p.from.deviceId }, p.envelope);
-      if (r.ok !== false || !this.status) return;
-      // A refused key message is counted in the status (e2ee); nothing else to do.
-      this.publish();
+      // The others send us their sender keys as soon as the server says we joined, which can be
+      // before our own keys exist (the devices still opening): those wait for them.
+      if (this.joining === p.roomId && this.room?.roomId !== p.roomId) {
+        if (this.early.length < MAX_EARLY_KEY_MESSAGES) this.early.push(p);
+        return;
+      }
+      this.acceptKeyMessage(p);
     });
     signaling.on('room.ring', (p) => this.onRing(p));
     signaling.on('room.ring_cancelled', (p) => this.stopRinging(p.roomId, p.reason));
@@ -304,6 +310,7 @@ export class RoomClient extends EventEmitter<{
       return await this.joinNow(roomId, link);
     } finally {
       this.joining = undefined;
+      this.early = [];
     }
   }
 
@@ -375,6 +382,9 @@ export class RoomClient extends EventEmitter<{
       keys.on('excluded', () => this.publish());
       keys.on('keyAccepted', () => this.publish());
     }
+    const early = this.early.filter((m) => m.roomId === roomId);
+    this.early = [];
+    for (const m of early) this.acceptKeyMessage(m);
     this.status = {
       roomId,
       state: 'joining',
@@ -467,6 +477,16 @@ export class RoomClient extends EventEmitter<{
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /** Gives a sealed key message to the room's keys (GroupKeys.acceptKey); a refused one shows in the status. */
+  private acceptKeyMessage(p: SignalNotificationParams<'room.message'>): void {
+    const keys = this.room?.roomId === p.roomId ? this.room.keys : undefined;
+    if (!keys) return;
+    const r = keys.acceptKey({ username: p.from.username, deviceId: p.from.deviceId }, p.envelope);
+    if (r.ok !== false || !this.status) return;
+    // A refused key message is counted in the status (e2ee); nothing else to do.
+    this.publish();
+  }
 
   /**
    * Pauses or resumes our producer on the SFU (`room.producer.pause` /
