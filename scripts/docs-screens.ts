@@ -41,6 +41,7 @@ const WINDOW_SCREENS: [string, string][] = [
   ['group-call', 'In a group call: each participant’s connection'],
   ['group-call-speaking', 'Group call: who is speaking (from their real audio)'],
   ['group-call-muted', 'Group call, muted (the others see it too)'],
+  ['group-call-push-to-talk', 'Group call with push-to-talk'],
   ['group-ringing', 'A group call rings: who invites, who is already in'],
   ['safety-number', 'Safety number'],
   ['history', 'History'],

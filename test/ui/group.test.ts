@@ -74,6 +74,16 @@ async function aliceHears(seconds = 1.2): Promise<number> {
   return rms(heard.subarray(Math.floor(heard.length * 0.2)));
 }
 
+/** RMS (fraction of full scale) of what Bob's daemon plays on his speaker, over `seconds`. */
+async function bobHears(seconds = 1.2): Promise<number> {
+  const path = join(dir, `probe-bob-${Date.now()}.wav`);
+  const rec = await pulse.record('probe.monitor', path, 4);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  await rec.stop();
+  const heard = channel(readWav(path), PROBE_CHANNEL.bobSpeaker - 1);
+  return rms(heard.subarray(Math.floor(heard.length * 0.2)));
+}
+
 /** The daemon waits until `roomId` rings it (the server's `room.ring`), then joins. */
 async function joinWhenRung(client: RunningClient, roomId: string): Promise<RoomStatus> {
   await client.waitForNotification<{ roomId: string }>('room.ringing', (r) => r.roomId === roomId, 15_000);
@@ -258,5 +268,75 @@ describe('group calls in the desktop UI', () => {
     expect(await entries.nth(1).innerText()).toMatch(/From carol · Declined/);
     await ui.screen('history-group-missed');
     await expectNoSeriousA11yViolations('history with a missed group call');
+  });
+  it('push-to-talk in a group call: the others see Alice muted and hear nothing until the key is held; every control is reachable by keyboard', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Settings' }).click();
+    await p.getByLabel(/Use push to talk/).check();
+    await p.getByRole('button', { name: 'Contacts' }).click();
+
+    const created = await bob.request<RoomStatus>('create_room', { invite: ['alice'] });
+    await p.getByRole('button', { name: 'Join group call from bob' }).click({ timeout: 15_000 });
+    await p.getByTestId('room-status').filter({ hasText: /In group call|Waiting/ }).waitFor({ timeout: 20_000 });
+    const indicator = p.getByTestId('ptt-indicator');
+    await indicator.filter({ hasText: 'Not talking' }).waitFor();
+    const aliceOnBobsSide = async () => (await bob.request<RoomStatus>('list_participants')).participants.find((x) => x.username === 'alice');
+    await waitFor('bob sees alice muted (key up)', async () => ((await aliceOnBobsSide())?.muted === true ? true : undefined), 10_000);
+    await waitFor('bob receives alice', async () => ((await aliceOnBobsSide())?.audio ? true : undefined), 15_000);
+
+    // Alice's microphone hears speech the whole time; Bob's speaker tells whether it reaches him.
+    let feeding = true;
+    const feed = (async () => {
+      while (feeding) await pulse.play(DEVICES.a.input, speech).catch(() => new Promise((r) => setTimeout(r, 200)));
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 800));
+      const released = await bobHears();
+      await p.locator('body').click({ position: { x: 5, y: 600 } });
+      await p.keyboard.down('F8');
+      await indicator.filter({ hasText: /^Talking$/ }).waitFor();
+      await waitFor('bob sees alice unmuted (key held)', async () => ((await aliceOnBobsSide())?.muted === false ? true : undefined), 10_000);
+      let held = 0;
+      await waitFor('bob hears alice', async () => ((held = await bobHears()) > 0.02 ? true : undefined), 15_000).catch(() => {});
+      await ui.screen('group-call-push-to-talk');
+      await p.keyboard.up('F8');
+      await indicator.filter({ hasText: 'Not talking' }).waitFor();
+      await waitFor('bob sees alice muted again', async () => ((await aliceOnBobsSide())?.muted === true ? true : undefined), 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const releasedAgain = await bobHears();
+      expect(held).toBeGreaterThan(0.02);
+      expect(released).toBeLessThan(held / 20);
+      expect(releasedAgain).toBeLessThan(held / 20);
+    } finally {
+      feeding = false;
+      await feed;
+    }
+
+    // Keyboard: every control of the group call screen, each with a name and a visible focus ring.
+    const seen: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      await p.keyboard.press('Tab');
+      const focused = (await p.evaluate(`(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return null;
+        const style = getComputedStyle(el);
+        const name = el.getAttribute('aria-label') || el.labels?.[0]?.innerText || el.innerText || '';
+        return { tag: el.tagName, name: name.trim(), outline: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2 };
+      })()`)) as { tag: string; name: string; outline: boolean } | null;
+      if (!focused) continue;
+      expect(focused.name, `${focused.tag} has an accessible name`).not.toBe('');
+      expect(focused.outline, `"${focused.name}" shows focus`).toBe(true);
+      seen.push(focused.name);
+    }
+    for (const control of ['Verify safety number with bob', 'Mute', 'Add people', 'Leave the group call']) {
+      expect(seen, `${control} reachable by Tab`).toContain(control);
+    }
+
+    await p.getByRole('button', { name: 'Leave the group call' }).click();
+    await p.getByRole('button', { name: 'Close' }).click();
+    await bob.request('leave_room', { roomId: created.roomId });
+    await p.getByRole('button', { name: 'Settings' }).click();
+    await p.getByLabel(/Use push to talk/).uncheck();
+    await p.getByRole('button', { name: 'Contacts' }).click();
   });
 });
