@@ -12,6 +12,9 @@ import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
 import type { DeviceIdentity } from './e2ee/identity';
 import type { SignalingClient } from './signaling-client';
 
+/** The longest a knock waits for the host's answer, ms (the server's own limit is its ring timeout, 45 s by default). */
+const KNOCK_WAIT_MAX_MS = 5 * 60_000;
+
 /** A call link as `room.link.create` answers it. */
 export type RoomLinkCreated = SignalResult<'room.link.create'>;
 
@@ -202,6 +205,8 @@ export class RoomClient extends EventEmitter<{
       if (this.room?.roomId === p.roomId) void this.close('ended', p.reason);
     });
     signaling.on('state', (state) => {
+      // A knock's answer cannot come over a closed connection (the server forgets the knock's device).
+      if (state === 'offline') for (const settle of [...this.knocks.values()]) settle(false);
       // The server leaves the rooms of a closed connection: ours is gone.
       if (state === 'offline' && this.room) void this.close('ended', 'signaling_lost');
     });
@@ -285,8 +290,17 @@ export class RoomClient extends EventEmitter<{
     const { roomId, token } = parseRoomLink(url);
     const knock = await this.signaling.request('room.knock', { roomId, link: token });
     if (knock.state === 'waiting') {
-      const admitted = await new Promise<boolean>((resolve) => this.knocks.set(knock.knockId, resolve));
-      if (!admitted) throw new ParleyError('forbidden', 'the host did not let you into the call');
+      // The server answers within its ring timeout; this cap only covers an answer lost with the connection.
+      const admitted = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => settle(false), KNOCK_WAIT_MAX_MS);
+        const settle = (ok: boolean): void => {
+          clearTimeout(timer);
+          this.knocks.delete(knock.knockId);
+          resolve(ok);
+        };
+        this.knocks.set(knock.knockId, settle);
+      });
+      if (!admitted) throw new ParleyError('forbidden', 'the host did not let you into the call (refused, or did not answer in time)');
     }
     return this.join(roomId, token);
   }

@@ -100,7 +100,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       if (await deps.contacts.hasBlocked(me.accountId, a.accountId)) {
         throw new ParleyError('forbidden', `you blocked ${a.username}; unblock them to invite them`);
       }
-      if (await checkCallAllowed(me, ref, deps.contacts as Contacts, deps.accounts as Accounts)) {
+      if (await checkCallAllowed(me, ref, deps.contacts, deps.accounts)) {
         throw new ParleyError('forbidden', `you cannot invite ${a.username} to a group call`);
       }
       out.set(a.accountId, ref);
@@ -199,7 +199,6 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       const { room } = mine(p.roomId);
       const invitees = await resolveInvitees(me, p.usernames);
       await policy.checkRoomAction(me, invitees, { rate: true });
-      if (room.endReason) sfu.room(room.id);
       return { invited: ringInto(room, me, invitees) };
     } catch (e) {
       return refused('invite', me, { roomId: p.roomId, invitees: p.usernames.length }, e);

@@ -132,8 +132,8 @@ export const registerCallHandlers: SignalModule = (conn, deps) => {
 export async function checkCallAllowed(
   caller: PeerInfo,
   callee: { accountId: string; username: string },
-  contacts: Contacts,
-  accounts: Accounts,
+  contacts: Pick<Contacts, 'areContacts' | 'hasBlocked'>,
+  accounts: Pick<Accounts, 'contactsOnly'>,
 ): Promise<boolean> {
   if (callee.accountId === caller.accountId) return false; // the hub refuses it with `forbidden`
   if (

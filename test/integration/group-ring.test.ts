@@ -119,4 +119,24 @@ describe('a group call rings every device of an invited contact', () => {
     expect(bob2.notifications.filter((x) => x.method === 'room.ringing').length).toBe(before);
     await bob1.request('unblock_contact', { username: host.username });
   }, 60_000);
+
+  it('a call link through the daemon: an expired one is refused, and one that needs approval waits for the host, who denies', async () => {
+    const { roomId } = await host.client.request('room.create', {});
+    await host.client.request('room.join', { roomId });
+    const short = await host.client.request('room.link.create', { roomId, expiresInSeconds: 1 });
+    await new Promise((r) => setTimeout(r, 1200));
+    await expect(bob2.request('join_room', { link: short.url })).rejects.toThrow(/call link expired/);
+    await expect(bob2.request('join_room', { link: 'parley://room/nope' })).rejects.toThrow(/not a call link/);
+
+    const link = await host.client.request('room.link.create', { roomId, approval: true });
+    const joining = bob2.request('join_room', { link: link.url }).then(
+      () => 'joined',
+      (e: Error) => e.message,
+    );
+    const knock = await host.client.nextNotification('room.knock', { roomId });
+    expect(knock.from.username).toBe(bob2.name);
+    await host.client.request('room.admit', { roomId, knockId: knock.knockId, admit: false });
+    expect(await joining).toMatch(/did not let you into the call/);
+    await adminRequest(server.adminSocket, 'rooms.end', { roomId });
+  }, 60_000);
 });

@@ -315,4 +315,30 @@ describe('policy of rooms', () => {
       await own.stop();
     }
   }, 30_000);
+
+  it('the call budget (hard_stop) ends a room with budget_exceeded; the server block list keeps an account out of rooms', async () => {
+    const banned = `ban${Math.floor(Math.random() * 1e6)}`;
+    const own = await startServer({
+      env: { PARLEY_SFU_WORKERS: '1' },
+      configToml: `[policy]\ncall_budget_seconds = 2\nhard_stop = true\nblocked_accounts = ["${banned}"]\n`,
+    });
+    try {
+      const host = await account(own, 'bh');
+      const bad = await signIn(own, banned);
+      await makeContacts(host, bad);
+      const listed = await refusal(host.client.request('room.create', { invite: [bad.username] }));
+      expect(listed.reason).toBe('policy');
+      expect(listed.message).toMatch(/cannot take calls on this server/);
+      expect((await refusal(bad.client.request('room.create', {}))).reason).toBe('policy');
+
+      const { roomId } = await host.client.request('room.create', {});
+      await host.client.request('room.join', { roomId });
+      expect(await host.client.nextNotification('room.ended', { roomId }, 6000)).toEqual({ roomId, reason: 'budget_exceeded' });
+      const late = await refusal(host.client.request('room.join', { roomId }));
+      expect(late.message).toMatch(/budget/);
+      for (const d of [host, bad]) await d.client.close();
+    } finally {
+      await own.stop();
+    }
+  }, 30_000);
 });
