@@ -306,7 +306,13 @@ async function start(): Promise<void> {
     }
     renderTray();
   });
-  for (const ev of ['mic', 'session', 'settings', 'room'] as const) phone.on(ev, renderTray);
+  for (const ev of ['mic', 'session', 'settings'] as const) phone.on(ev, renderTray);
+  // The group call's status comes every second (quality): the tray changes only when what it shows does.
+  phone.on('room', () => {
+    const rooms = phone.roomInfo();
+    const next = trayState({ session: phone.sessionInfo(), calls: [...calls.values()], mic: phone.micState(), doNotDisturb: phone.settings().doNotDisturb, room: rooms.room ?? undefined, invites: rooms.invites });
+    if (next.image !== lastTray.image || next.tooltip !== lastTray.tooltip) renderTray();
+  });
 
   // ---- push-to-talk ----
   let hook: KeyHook | undefined;

@@ -8,13 +8,20 @@ import type { RoomClient } from './room-client';
 /** How often the group call's view is refreshed while joined (per-participant loss), ms. */
 export const ROOM_REFRESH_MS = 1000;
 
+/**
+ * How long someone we rang shows as ringing, ms: the server's default ring
+ * timeout (`ring_timeout_seconds`, 45 s, as for 1:1 calls). The inviter hears
+ * of neither a decline nor the ring's end (common/protocol/sfu.ts `room.invite`).
+ */
+export const INVITE_SHOWN_MS = 45_000;
+
 /** What the desktop knows about the group call beyond the RoomClient's status. */
 interface Meta {
   roomId: string;
   direction: 'outgoing' | 'incoming';
   inviter?: string;
-  /** Who we rang into it (ours, not the whole room's). */
-  invited: Set<string>;
+  /** Who we rang into it (ours, not the whole room's), with when (Unix ms). */
+  invited: Map<string, number>;
   /** Everyone else seen in it while we were in it. */
   seen: Set<string>;
   /** Unix ms: when we started, joined or were rung. */
@@ -100,7 +107,7 @@ export class GroupCalls extends EventEmitter<{
   async create(invite: string[]): Promise<UiRoom> {
     // One step on the server (`room.create` with `invite`): a refused invitation opens no room.
     this.meta = this.newMeta('', 'outgoing');
-    for (const u of invite) this.meta.invited.add(u);
+    for (const u of invite) this.meta.invited.set(u, Date.now());
     const status = await this.rooms.create(undefined, invite);
     return this.view(this.metaFor(status.roomId, 'outgoing'), this.rooms.current());
   }
@@ -133,7 +140,7 @@ export class GroupCalls extends EventEmitter<{
     const status = this.last;
     if (!meta || !status || (status.state !== 'joined' && status.state !== 'joining')) throw new ParleyError('invalid_state', 'not in a group call');
     const invited = await this.rooms.invite(meta.roomId, usernames);
-    for (const u of invited) meta.invited.add(u);
+    for (const u of invited) meta.invited.set(u, Date.now());
     this.publish();
     return { invited };
   }
@@ -182,7 +189,7 @@ export class GroupCalls extends EventEmitter<{
       roomId,
       direction,
       ...(inviter ? { inviter } : {}),
-      invited: new Set(),
+      invited: new Map(),
       seen: new Set(),
       startedAt: Date.now(),
       counters: new Map(),
@@ -218,7 +225,7 @@ export class GroupCalls extends EventEmitter<{
           direction: meta.direction,
           ...(meta.inviter ? { inviter: meta.inviter } : {}),
           participants: [...meta.seen],
-          invited: [...meta.invited],
+          invited: [...meta.invited.keys()],
           startedAt: meta.startedAt,
           ...(s.joinedAt ? { joinedAt: s.joinedAt } : {}),
           endedAt: Date.now(),
@@ -264,7 +271,9 @@ export class GroupCalls extends EventEmitter<{
       participants,
       direction: meta.direction,
       ...(meta.inviter ? { inviter: meta.inviter } : {}),
-      invited: [...meta.invited].filter((u) => !inRoom.has(u)),
+      // The server tells the inviter neither a decline nor the ring's end: one we rang shows as
+      // ringing for as long as a ring lasts by default, then goes from the list.
+      invited: [...meta.invited].filter(([u, at]) => !inRoom.has(u) && Date.now() - at < INVITE_SHOWN_MS).map(([u]) => u),
     };
   }
 
