@@ -160,6 +160,14 @@ describe('group calls in the desktop UI', () => {
     await p.getByTestId('room-status').filter({ hasText: 'In group call' }).waitFor();
     await ui.screen('group-call');
     await expectNoSeriousA11yViolations('group call');
+    // The safety number with a participant, from their row: the same one their daemon computes.
+    await p.getByRole('button', { name: 'Verify safety number with bob' }).click();
+    const dialog = p.getByRole('dialog', { name: 'Safety number with bob' });
+    const shown = (await dialog.getByTestId('safety-number').getAttribute('aria-label'))?.replace('Safety number: ', '');
+    expect(shown).toMatch(/^(\d{5} ){11}\d{5}$/);
+    expect(shown).toBe((await bob.request<{ safetyNumber: string }>('get_safety_number', { username: 'alice' })).safetyNumber);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
   });
 
   it('lights Bob’s speaking indicator from his real speech, which Alice’s speaker plays', async () => {
