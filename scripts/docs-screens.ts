@@ -42,6 +42,7 @@ const WINDOW_SCREENS: [string, string][] = [
   ['group-call-speaking', 'Group call: who is speaking (from their real audio)'],
   ['group-call-muted', 'Group call, muted (the others see it too)'],
   ['group-call-push-to-talk', 'Group call with push-to-talk'],
+  ['group-call-add-people', 'Group call: adding people'],
   ['group-ringing', 'A group call rings: who invites, who is already in'],
   ['safety-number', 'Safety number'],
   ['history', 'History'],

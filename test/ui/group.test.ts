@@ -130,6 +130,7 @@ describe('group calls in the desktop UI', () => {
       await who.request('accept_contact', { username: 'alice' });
     }
     await p.getByLabel('Search contacts or enter a username').fill('');
+    await p.getByRole('button', { name: 'Dismiss' }).click({ timeout: 2000 }).catch(() => {});
     for (const who of [bob, carol]) await p.getByRole('listitem').filter({ hasText: who.name }).getByText('Online').waitFor({ timeout: 10_000 });
   });
 
@@ -277,7 +278,7 @@ describe('group calls in the desktop UI', () => {
     await ui.screen('history-group-missed');
     await expectNoSeriousA11yViolations('history with a missed group call');
   });
-  it('push-to-talk in a group call: the others see Alice muted and hear nothing until the key is held; every control is reachable by keyboard', async () => {
+  it('push-to-talk in a group call: the others see Alice muted and hear nothing until the key is held; every control is reachable by keyboard; Alice adds Carol', async () => {
     const p = page();
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByLabel(/Use push to talk/).check();
@@ -340,9 +341,23 @@ describe('group calls in the desktop UI', () => {
       expect(seen, `${control} reachable by Tab`).toContain(control);
     }
 
+    // Add people: Alice rings Carol into Bob's room from the group call screen.
+    await p.getByRole('button', { name: 'Add people' }).click();
+    const picker = p.getByRole('form', { name: 'Add people' });
+    await picker.getByRole('checkbox', { name: /carol/ }).check();
+    expect(await picker.getByRole('checkbox', { name: /bob/ }).count(), 'someone in the room is not offered').toBe(0);
+    await ui.screen('group-call-add-people');
+    await expectNoSeriousA11yViolations('group call, adding people');
+    await picker.getByRole('button', { name: 'Ring 1 person' }).click();
+    await picker.waitFor({ state: 'detached' });
+    await p.locator('[data-testid="invited"][data-username="carol"]').waitFor();
+    await joinWhenRung(carol, created.roomId);
+    await untilHeardOnScreen(['carol']);
+    expect(await p.locator('[data-testid="invited"]').count()).toBe(0);
+
     await p.getByRole('button', { name: 'Leave the group call' }).click();
     await p.getByRole('button', { name: 'Close' }).click();
-    await bob.request('leave_room', { roomId: created.roomId });
+    await Promise.all([bob.request('leave_room', { roomId: created.roomId }), carol.request('leave_room', { roomId: created.roomId })]);
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByLabel(/Use push to talk/).uncheck();
     await p.getByRole('button', { name: 'Contacts' }).click();
