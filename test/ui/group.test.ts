@@ -149,6 +149,7 @@ describe('group calls in the desktop UI', () => {
     expect(roomId).toMatch(/^[0-9a-f-]{36}$/);
     // Until they join, Bob and Carol show as ringing.
     await p.locator('[data-testid="invited"][data-username="bob"]').waitFor();
+    await p.getByTestId('room-status').filter({ hasText: 'Waiting for others to join' }).waitFor({ timeout: 20_000 });
     await ui.screen('group-call-ringing-others');
 
     const [b, c] = await Promise.all([joinWhenRung(bob, roomId), joinWhenRung(carol, roomId)]);

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { HistoryEntry, type MicState, type SessionInfo, type UiCall, type UiRoom } from '../../common/ipc/contract';
 import { rendererSource } from '../../main/app/renderer-url';
+import { dispatch } from '../../main/app/ipc-handlers';
 import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink } from '../../main/app/deep-link';
 import { PttKey } from '../../main/app/ptt-key';
 import { trayState } from '../../main/app/tray-state';
@@ -309,5 +310,26 @@ describe('group call screen words', () => {
     expect(names(['bob', 'carol'])).toBe('bob and carol');
     expect(names(['bob', 'carol', 'dave'])).toBe('bob, carol and dave');
     expect(names(['a1', 'b2', 'c3', 'd4', 'e5'])).toBe('a1, b2 and 3 others');
+  });
+});
+
+describe('IPC requests of group calls', () => {
+  /** Handlers that record what reached them: only params the contract accepts get there. */
+  const reached: unknown[] = [];
+  const handlers = new Proxy({}, { get: () => (p: unknown) => (reached.push(p), { ok: true }) }) as never;
+
+  it('refuses too many people, a malformed username or room id, in words for the user; nothing reaches the core', async () => {
+    const many = Array.from({ length: 16 }, (_, i) => `user${i}`);
+    await expect(dispatch(handlers, 'room.create', { invite: many })).rejects.toMatchObject({ reason: 'invalid_params', message: 'invite: at most 15 people at once' });
+    await expect(dispatch(handlers, 'room.invite', { usernames: [] })).rejects.toMatchObject({ reason: 'invalid_params', message: 'usernames: choose someone to add' });
+    await expect(dispatch(handlers, 'room.invite', { usernames: ['Not A Name!'] })).rejects.toMatchObject({ reason: 'invalid_params' });
+    await expect(dispatch(handlers, 'room.join', { roomId: 'kitchen' })).rejects.toMatchObject({ reason: 'invalid_params' });
+    expect(reached).toEqual([]);
+  });
+
+  it('passes valid ones on, with defaults', async () => {
+    await dispatch(handlers, 'room.create', undefined);
+    await dispatch(handlers, 'room.create', { invite: ['bob', 'carol'] });
+    expect(reached).toEqual([{ invite: [] }, { invite: ['bob', 'carol'] }]);
   });
 });
