@@ -213,7 +213,12 @@ describe('a group call of four daemons through the SFU', () => {
         const st = await Promise.all((['a', 'b', 'c', 'd'] as const).map((n) => clients[n].request<RoomStatus>('list_participants')));
         return st.every((x) => x.e2ee?.sframe === true && x.e2ee.excluded.some((e) => e.deviceId === eve.deviceId));
       }, 10_000, 100);
+      const undecryptable = async () =>
+        (await clients.b.request<RoomStatus>('list_participants')).participants.find((p) => p.username === clients.a.name)?.audio?.framesUndecryptable ?? 0;
+      const before = await undecryptable();
       const heard = await turn('a', 'eavesdropped');
+      // Frames of Alice that Bob could not decrypt during her turn: her new key (after Eve's join) came later than its grace.
+      console.log(`bob: Alice's frames undecryptable ${before} before the turn, ${await undecryptable()} after`);
       const aliceId = (await clients.a.request<RoomStatus>('list_participants')).participants.find((p) => p.self)!.deviceId;
       const packets = spy.packetsFrom(aliceId).map((p) => p.rtp.payload);
       expect(packets.length).toBeGreaterThan(50);
