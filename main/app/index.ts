@@ -231,6 +231,7 @@ async function start(): Promise<void> {
   if (process.platform === 'linux') {
     linuxDesktop = await startLinuxDesktop(phone, {
       showCallWindow,
+      showMain,
       answered: showMain,
       failed: (message) => phone.emit('notice', { level: 'warning', message }),
       warn: (message) => console.warn(`[desktop] ${message}`),
@@ -284,7 +285,8 @@ async function start(): Promise<void> {
     for (const i of invites) {
       if (i.silenced || groupNotes.has(i.roomId)) continue;
       showMain();
-      if (!Notification.isSupported()) continue;
+      // On Linux the desktop's notification server shows Join / Decline (linux/group-ring-notifier.ts).
+      if (linuxButtons || !Notification.isSupported()) continue;
       const n = new Notification({
         title: `${i.inviter} invites you to a group call`,
         body: i.participants.length ? `Parley — already in: ${i.participants.join(', ')}` : 'Parley — group call',
