@@ -58,6 +58,7 @@ const WINDOW_SCREENS: [string, string][] = [
 const DESKTOP_SCREENS: [string, string][] = [
   ['notification-incoming', 'Incoming-call notification with Accept / Decline (dunst; (A) marks its actions)'],
   ['notification-missed', 'The same notification after the caller gave up'],
+  ['notification-group-ring', 'A group call ringing, with Join / Decline (dunst)'],
 ];
 
 function replaceBetween(text: string, tag: string, body: string, file: string): string {
