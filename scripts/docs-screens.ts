@@ -1,7 +1,7 @@
 /**
  * `scripts/with-node.sh tsx scripts/docs-screens.ts`: copies the screens the
- * UI tests saved (test-results/screens/, from test/ui/app.test.ts and
- * test/ui/desktop.test.ts) into docs/screens/ and rewrites the gallery in
+ * UI tests saved (test-results/screens/, from test/ui/app.test.ts,
+ * test/ui/group.test.ts and test/ui/desktop.test.ts) into docs/screens/ and rewrites the gallery in
  * docs/desktop.md between `<!-- screens:start -->` and `<!-- screens:end -->`
  * (each screen light and dark) and the pictures at the top of README.md
  * between `<!-- hero:start -->` and `<!-- hero:end -->`. Never drawn by hand:
@@ -36,9 +36,19 @@ const WINDOW_SCREENS: [string, string][] = [
   ['in-call-reconnecting', 'No audio from the other side: reconnecting, and for how long'],
   ['in-call-no-audio', 'No audio and no server: the connection is interrupted'],
   ['in-call-offline', 'The server is away: the call goes on peer to peer'],
+  ['contacts-group-select', 'Starting a group call: choose people from contacts'],
+  ['group-call-ringing-others', 'Group call: the others are being rung'],
+  ['group-call', 'In a group call: each participant’s connection'],
+  ['group-call-speaking', 'Group call: who is speaking (from their real audio)'],
+  ['group-call-muted', 'Group call, muted (the others see it too)'],
+  ['group-call-push-to-talk', 'Group call with push-to-talk'],
+  ['group-call-add-people', 'Group call: adding people'],
+  ['group-ringing', 'A group call rings: who invites, who is already in'],
   ['safety-number', 'Safety number'],
   ['history', 'History'],
   ['history-missed', 'History with a missed call'],
+  ['history-group', 'History: a group call with who was in it'],
+  ['history-group-missed', 'History: a missed and a declined group call'],
   ['settings', 'Settings'],
   ['settings-mic-test', 'Settings: microphone test'],
   ['settings-other-audio', 'Settings: other audio during calls'],
@@ -48,6 +58,7 @@ const WINDOW_SCREENS: [string, string][] = [
 const DESKTOP_SCREENS: [string, string][] = [
   ['notification-incoming', 'Incoming-call notification with Accept / Decline (dunst; (A) marks its actions)'],
   ['notification-missed', 'The same notification after the caller gave up'],
+  ['notification-group-ring', 'A group call ringing, with Join / Decline (dunst)'],
 ];
 
 function replaceBetween(text: string, tag: string, body: string, file: string): string {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallId, EndReason, Username } from '../call';
-import { AccountDevicesStatus, CallStatsNotification, CallStatus, SafetyNumberResult, TrustInfo } from '../protocol/control';
+import { AccountDevicesStatus, CallStatsNotification, CallStatus, RoomMember, RoomStatus, SafetyNumberResult, TrustInfo } from '../protocol/control';
 
 /**
  * The typed IPC contract between the renderer and the main process
@@ -58,9 +58,57 @@ export const Contact = z.object({
 });
 export type Contact = z.infer<typeof Contact>;
 
+/** One participant of the group call as the UI shows it. */
+export const UiRoomMember = RoomMember.extend({
+  /**
+   * What this client lost of that participant's audio over the last second,
+   * % of the packets expected (absent for itself and before its audio arrives):
+   * the per-participant connection quality.
+   */
+  lossPercent: z.number().optional(),
+});
+export type UiRoomMember = z.infer<typeof UiRoomMember>;
+
+/**
+ * The group call this device is in, or was in last (main/core/room-client.ts's
+ * RoomStatus, every participant with its recent loss), plus how it started:
+ * `outgoing` (we started it or joined it by id) or `incoming` (we were rung
+ * into it by `inviter`). `invited`: who we rang who has not joined (yet).
+ */
+export const UiRoom = RoomStatus.extend({
+  participants: z.array(UiRoomMember),
+  direction: z.enum(['outgoing', 'incoming']),
+  inviter: Username.optional(),
+  invited: z.array(Username),
+});
+export type UiRoom = z.infer<typeof UiRoom>;
+
+/** A group call ringing on this device (the server's `room.ring`): who invites, who is already in, until when (Unix ms). */
+export const RoomInvite = z.object({
+  roomId: z.uuid(),
+  inviter: Username,
+  participants: z.array(Username),
+  expiresAt: z.number(),
+  /** Not ringing here (do-not-disturb, or the inviter is a contact set to "don't ring"). */
+  silenced: z.boolean().optional(),
+});
+export type RoomInvite = z.infer<typeof RoomInvite>;
+
+/** Who is audible in the group call now (the SFU's audio-level observer, every ~300 ms; empty: everyone silent). `volume` dBov. */
+export const RoomLevels = z.object({
+  roomId: z.uuid(),
+  levels: z.array(z.object({ username: Username, deviceId: z.string(), volume: z.number() })),
+});
+export type RoomLevels = z.infer<typeof RoomLevels>;
+
+/** Most people a group call starts with from contacts (the server's default room size is 16, us included). */
+export const MAX_GROUP_INVITE = 15;
+
 /** One call in the call history (newest first in `history.list`). */
 export const HistoryEntry = z.object({
+  /** The call id; a group call's room id. */
   callId: CallId,
+  /** The other side; in a group call, who rang us (incoming) or ourselves (one we started). */
   peer: Username,
   direction: z.enum(['outgoing', 'incoming']),
   /** `missed`: an incoming call never answered here (including ones silenced by do-not-disturb). */
@@ -71,6 +119,8 @@ export const HistoryEntry = z.object({
   endedAt: z.number(),
   /** Talk time in seconds (0 when never connected). */
   durationS: z.number(),
+  /** A group call: everyone else who was in it while we were (or, missed: who was in it when it rang), and who we rang. */
+  group: z.object({ participants: z.array(Username), invited: z.array(Username) }).optional(),
 });
 export type HistoryEntry = z.infer<typeof HistoryEntry>;
 
@@ -185,6 +235,30 @@ export const IpcRequests = {
   /** The push-to-talk key pressed/released while Parley's window has focus (the global hook covers the rest). */
   'mic.pushToTalk': { params: z.object({ pressed: z.boolean() }).strict(), result: MicState },
 
+  /**
+   * Starts a group call: opens a room on the server's SFU, joins it and rings
+   * `invite` (contacts' usernames, every device; none: an empty room to invite into later).
+   * Throws `invalid_state` (a call is live), `unavailable` (no SFU on the server), `device_error`,
+   * and for the invitations the server's `forbidden`, `unknown_user`, `room_full`, `rate_limited`.
+   */
+  'room.create': {
+    params: z.object({ invite: z.array(Username).max(MAX_GROUP_INVITE, `at most ${MAX_GROUP_INVITE} people at once`).default([]) }).strict().default({ invite: [] }),
+    result: UiRoom,
+  },
+  /** Joins a group call (the ringing one, or by id). Throws `not_found`, `room_full`, `room_ended`, `invalid_state`, `device_error`. */
+  'room.join': { params: z.object({ roomId: z.uuid() }).strict(), result: UiRoom },
+  /** Declines a ringing group call (this account's other devices stop ringing). Throws `not_found`. */
+  'room.decline': { params: z.object({ roomId: z.uuid() }).strict(), result: Ok },
+  /** Leaves the group call. Throws `invalid_state` when in none. */
+  'room.leave': { params: Empty, result: z.object({ roomId: z.uuid() }) },
+  /** Rings more people into the group call we are in. Throws `invalid_state` (in none), `forbidden`, `unknown_user`, `room_full`, `rate_limited`. */
+  'room.invite': {
+    params: z.object({ usernames: z.array(Username).min(1, 'choose someone to add').max(MAX_GROUP_INVITE) }).strict(),
+    result: z.object({ invited: z.array(Username) }),
+  },
+  /** The group call we are in (or were in last; null: none since start) and the group calls ringing here. */
+  'room.get': { params: Empty, result: z.object({ room: UiRoom.nullable(), invites: z.array(RoomInvite) }) },
+
   'history.list': {
     params: z.object({ limit: z.number().int().min(1).max(500).default(100) }).strict().default({ limit: 100 }),
     result: z.object({ entries: z.array(HistoryEntry) }),
@@ -243,6 +317,12 @@ export const IpcEvents = {
   devices: z.object({ inputs: z.array(AudioDevice), outputs: z.array(AudioDevice) }),
   /** A contact's keys changed or a new device appeared (`blocked`: calls wait for the user to accept). */
   trust: z.object({ username: Username, kind: z.enum(['changed', 'added', 'account_key_changed']), blocked: z.boolean() }),
+  /** The group call changed (join, leave, participants, speaker, mute), and once a second while in one (quality). */
+  room: UiRoom,
+  /** Who is audible in the group call now (speaking indicators). */
+  roomLevels: RoomLevels,
+  /** The group calls ringing on this device changed (a new one rings, one was answered elsewhere, declined, timed out). */
+  roomInvites: z.object({ invites: z.array(RoomInvite) }),
   /** Something the user should read (a device fell back, a policy warning…). */
   notice: z.object({ level: z.enum(['info', 'warning', 'error']), message: z.string() }),
 } as const;

@@ -297,6 +297,8 @@ export const RoomMember = z.object({
   deviceId: z.string(),
   /** This client. */
   self: z.boolean(),
+  /** Its microphone is closed (muted, or push-to-talk up): its producer is paused on the SFU. */
+  muted: z.boolean().optional(),
   /** What this client receives from that participant (absent for itself and before its producer is consumed). */
   audio: z
     .object({

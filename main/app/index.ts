@@ -188,11 +188,14 @@ async function start(): Promise<void> {
   const tray = new Tray(nativeImage.createFromPath(trayImagePath('offline')));
   const calls = new Map<string, UiCall>();
   const renderTray = () => {
+    const rooms = phone.roomInfo();
     const s = trayState({
       session: phone.sessionInfo(),
       calls: [...calls.values()],
       mic: phone.micState(),
       doNotDisturb: phone.settings().doNotDisturb,
+      room: rooms.room ?? undefined,
+      invites: rooms.invites,
     });
     lastTray = s;
     tray.setImage(nativeImage.createFromPath(trayImagePath(s.image)));
@@ -228,6 +231,7 @@ async function start(): Promise<void> {
   if (process.platform === 'linux') {
     linuxDesktop = await startLinuxDesktop(phone, {
       showCallWindow,
+      showMain,
       answered: showMain,
       failed: (message) => phone.emit('notice', { level: 'warning', message }),
       warn: (message) => console.warn(`[desktop] ${message}`),
@@ -269,7 +273,48 @@ async function start(): Promise<void> {
     }
     renderTray();
   });
+  // A group call ringing here: the main window shows its ringing screen (Join / Decline), and a notification says who.
+  const groupNotes = new Map<string, Notification>();
+  phone.on('roomInvites', ({ invites }) => {
+    for (const [roomId, n] of groupNotes) {
+      if (!invites.some((i) => i.roomId === roomId)) {
+        n.close();
+        groupNotes.delete(roomId);
+      }
+    }
+    for (const i of invites) {
+      if (i.silenced || groupNotes.has(i.roomId)) continue;
+      showMain();
+      // On Linux the desktop's notification server shows Join / Decline (linux/group-ring-notifier.ts).
+      if (linuxButtons || !Notification.isSupported()) continue;
+      const n = new Notification({
+        title: `${i.inviter} invites you to a group call`,
+        body: i.participants.length ? `Parley — already in: ${i.participants.join(', ')}` : 'Parley — group call',
+        urgency: 'critical',
+        timeoutType: 'never',
+        actions: [
+          { type: 'button', text: 'Join' },
+          { type: 'button', text: 'Decline' },
+        ],
+      });
+      n.on('action', (_e, index) => {
+        if (index === 0) void phone.joinRoom(i.roomId).then(showMain, () => {});
+        else void phone.declineRoom(i.roomId).catch(() => {});
+      });
+      n.on('click', showMain);
+      n.show();
+      groupNotes.set(i.roomId, n);
+      notificationsShown.push(`${i.inviter} invites you to a group call`);
+    }
+    renderTray();
+  });
   for (const ev of ['mic', 'session', 'settings'] as const) phone.on(ev, renderTray);
+  // The group call's status comes every second (quality): the tray changes only when what it shows does.
+  phone.on('room', () => {
+    const rooms = phone.roomInfo();
+    const next = trayState({ session: phone.sessionInfo(), calls: [...calls.values()], mic: phone.micState(), doNotDisturb: phone.settings().doNotDisturb, room: rooms.room ?? undefined, invites: rooms.invites });
+    if (next.image !== lastTray.image || next.tooltip !== lastTray.tooltip) renderTray();
+  });
 
   // ---- push-to-talk ----
   let hook: KeyHook | undefined;

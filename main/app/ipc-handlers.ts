@@ -40,6 +40,13 @@ export function createHandlers(phone: Softphone): Handlers {
     'mic.setMuted': (p) => phone.setMuted(p.muted),
     'mic.pushToTalk': (p) => phone.pushToTalk(p.pressed),
 
+    'room.create': (p) => phone.createRoom(p.invite),
+    'room.join': (p) => phone.joinRoom(p.roomId),
+    'room.decline': async (p) => (await phone.declineRoom(p.roomId), ok),
+    'room.leave': async () => ({ roomId: await phone.leaveRoom() }),
+    'room.invite': (p) => phone.inviteToRoom(p.usernames),
+    'room.get': () => phone.roomInfo(),
+
     'history.list': (p) => ({ entries: phone.history(p.limit) }),
     'history.clear': async () => (await phone.clearHistory(), ok),
 

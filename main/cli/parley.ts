@@ -36,7 +36,7 @@ import type { CallStatus, RoomRing, RoomStatus } from '../../common/protocol/con
 import type { ContactsListResult, DeviceInfo } from '../../common/protocol/signaling';
 import { loadSession, login, register, tokenKey } from '../core/account';
 import { CallEngine } from '../core/call-engine';
-import { RoomClient } from '../core/room-client';
+import { roomClientBeside } from '../core/room-client';
 import { ContactBook } from '../core/contacts';
 import { DeviceSessions } from '../core/devices';
 import { SignalingClient } from '../core/signaling-client';
@@ -281,18 +281,18 @@ program
       // Group calls share the devices and the mic flag with the engine: one call at a time.
       // DTX as in 1:1 (`--dtx`): the VAD-driven kind drops the first frames of each talk spurt
       // until the VAD hears voice, which costs similarity on this machine.
-      const rooms = new RoomClient(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
-        frameMs: o.frameMs,
-        ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
-        dtx: !!o.dtx,
-        loopbackOnly: !!o.loopback,
-      }, { username: session.username, deviceId: session.deviceId }, () => engine.liveCallPeer());
-      engine.busyWith = () => rooms.busyWith();
-      // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.
-      rooms.endToEnd = { identity: e2ee.identity, directory: e2ee };
-      engine.on('controls', (c) => {
-        rooms.setMicOpen(c.micOpen);
-        rooms.setOutputGain(c.outputGain);
+      const rooms = roomClientBeside(engine, {
+        signaling,
+        platform: mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }),
+        config: {
+          frameMs: o.frameMs,
+          ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
+          dtx: !!o.dtx,
+          loopbackOnly: !!o.loopback,
+        },
+        self: { username: session.username, deviceId: session.deviceId },
+        // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.
+        endToEnd: { identity: e2ee.identity, directory: e2ee },
       });
       rooms.on('ring', (r) => console.log(`[room] ${r.roomId} rings: ${r.inviter.username} invites you (parley room join / parley room decline)`));
       rooms.on('ring_cancelled', (r) => console.log(`[room] ${r.roomId} stopped ringing (${r.reason})`));

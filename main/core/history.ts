@@ -36,6 +36,43 @@ export function historyEntryOf(s: CallStatus): HistoryEntry {
 }
 
 /**
+ * The history entry of a group call (callId = its room id): `answered` once
+ * we were in it (duration from our join to our leave), `missed` when it rang
+ * here and we never joined (also when it stopped ringing because the room
+ * ended or the ring timed out), `declined` when we declined it here (or on
+ * another device of ours), `failed` when our join failed. `peer` is who rang
+ * us, or ourselves for one we started; `participants` everyone else seen in
+ * it (missed: who was in it when it rang).
+ */
+export function groupHistoryEntry(g: {
+  roomId: string;
+  self: string;
+  direction: 'outgoing' | 'incoming';
+  inviter?: string;
+  participants: string[];
+  invited: string[];
+  /** Unix ms: started, or first rang here. */
+  startedAt: number;
+  joinedAt?: number;
+  endedAt: number;
+  outcome: HistoryEntry['outcome'];
+  endReason?: HistoryEntry['endReason'];
+}): HistoryEntry {
+  const others = (list: string[]) => [...new Set(list)].filter((u) => u !== g.self).sort();
+  return {
+    callId: g.roomId,
+    peer: g.inviter ?? g.self,
+    direction: g.direction,
+    outcome: g.outcome,
+    ...(g.endReason ? { endReason: g.endReason } : {}),
+    startedAt: g.startedAt,
+    endedAt: g.endedAt,
+    durationS: g.joinedAt ? Math.max(0, Math.round((g.endedAt - g.joinedAt) / 1000)) : 0,
+    group: { participants: others(g.participants), invited: others(g.invited) },
+  };
+}
+
+/**
  * The call history of this device, `<dataDir>/history.json` (usernames and
  * times only — never media, keys or tokens). Newest first.
  */

@@ -7,7 +7,7 @@ import type { SignalNotificationParams, SignalResult } from '../../common/protoc
 import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
 import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
-import type { MediaPlatform } from './call-engine';
+import type { CallEngine, MediaPlatform } from './call-engine';
 import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
 import type { DeviceIdentity } from './e2ee/identity';
 import type { SignalingClient } from './signaling-client';
@@ -28,6 +28,9 @@ export function parseRoomLink(url: string): { roomId: string; token: string } {
   return { roomId: m[1]!.toLowerCase(), token: m[2]! };
 }
 
+/** Most key messages kept for a room while it is being joined (one per other device and rotation). */
+const MAX_EARLY_KEY_MESSAGES = 256;
+
 /** Media settings of group calls (the same as the engine's for 1:1). */
 export interface RoomMediaConfig {
   frameMs: 10 | 20;
@@ -35,6 +38,17 @@ export interface RoomMediaConfig {
   dtx: boolean;
   /** Gather 127.0.0.1 only (one-machine tests and the demo). */
   loopbackOnly: boolean;
+}
+
+/**
+ * Who is audible in the room now, by the SFU's audio-level observer
+ * (`room.audio_levels`, every ~300 ms while anyone is above its threshold; an
+ * empty list once everyone is silent). `volume` is dBov (−127 … 0), loudest
+ * first; this client's own producer appears too.
+ */
+export interface RoomLevels {
+  roomId: string;
+  levels: { username: string; deviceId: string; volume: number }[];
 }
 
 /** One consumed producer of another participant. */
@@ -59,6 +73,12 @@ interface InRoom {
   consuming: Set<string>;
   /** The others, by device id. */
   others: Map<string, RoomParticipant>;
+  /** Device ids of the others whose producer is paused (muted, or push-to-talk up), by producer id. */
+  paused: Map<string, string>;
+  /** Device id of every other producer announced (join, `room.producer_added`), by producer id. */
+  producerOwners: Map<string, string>;
+  /** Serialises our producer's pause / resume requests (the last one wins). */
+  pauseQueue: Promise<void>;
   /** Serialises consume / close on the recv transport. */
   queue: Promise<void>;
   /** The room's end-to-end keys (SFrame sender keys), when this client has an identity. */
@@ -92,11 +112,15 @@ interface InRoom {
  * Events: `state` (RoomStatus) on every change; `speaker` when the SFU names
  * a new dominant speaker; `ring` / `ring_cancelled` (the server's `room.ring`
  * / `room.ring_cancelled`); `knock` (as the host: someone asks to join
- * through a link that needs approval).
+ * through a link that needs approval); `levels` (who is audible, from the
+ * SFU's `room.audio_levels`). While our microphone is closed (mute,
+ * push-to-talk up) our producer is paused on the SFU, and each participant's
+ * `muted` in the status follows `room.producer_paused`.
  */
 export class RoomClient extends EventEmitter<{
   state: [RoomStatus];
   speaker: [{ roomId: string; username: string; deviceId: string }];
+  levels: [RoomLevels];
   ring: [RoomRing];
   ring_cancelled: [{ roomId: string; reason: RoomRingCancelReason }];
   knock: [{ roomId: string; knockId: string; username: string; deviceId: string }];
@@ -106,6 +130,8 @@ export class RoomClient extends EventEmitter<{
   /** Knocks of ours waiting for the host, by knock id. */
   private readonly knocks = new Map<string, (admitted: boolean) => void>();
   private room: InRoom | undefined;
+  /** Key messages (`room.message`) of the room being joined that came before its keys existed. */
+  private early: SignalNotificationParams<'room.message'>[] = [];
   /** The room being joined (from `join` until it is in {@link room} or failed): one at a time. */
   private joining: string | undefined;
   private status: RoomStatus | undefined;
@@ -140,13 +166,29 @@ export class RoomClient extends EventEmitter<{
     signaling.on('room.producer_added', (p) => this.onProducerAdded(p));
     signaling.on('room.producer_removed', (p) => this.onProducerRemoved(p.roomId, p.producerId));
     signaling.on('room.speaker', (p) => this.onSpeaker(p.roomId, p.participant));
-    signaling.on('room.message', (p) => {
-      const keys = this.room?.roomId === p.roomId ? this.room.keys : undefined;
-      if (!keys) return;
-      const r = keys.acceptKey({ username: p.from.username, deviceId: p.from.deviceId }, p.envelope);
-      if (r.ok !== false || !this.status) return;
-      // A refused key message is counted in the status (e2ee); nothing else to do.
+    signaling.on('room.audio_levels', (p) => {
+      if (this.room?.roomId !== p.roomId) return;
+      this.emit('levels', {
+        roomId: p.roomId,
+        levels: p.levels.map((l) => ({ username: l.participant.username, deviceId: l.participant.deviceId, volume: l.volume })),
+      });
+    });
+    signaling.on('room.producer_paused', (p) => {
+      const room = this.room;
+      if (!room || room.roomId !== p.roomId) return;
+      const owner = room.consumed.get(p.producerId)?.participant.deviceId ?? room.paused.get(p.producerId) ?? room.producerOwners.get(p.producerId);
+      if (p.paused && owner) room.paused.set(p.producerId, owner);
+      else room.paused.delete(p.producerId);
       this.publish();
+    });
+    signaling.on('room.message', (p) => {
+      // The others send us their sender keys as soon as the server says we joined, which can be
+      // before our own keys exist (the devices still opening): those wait for them.
+      if (this.joining === p.roomId && this.room?.roomId !== p.roomId) {
+        if (this.early.length < MAX_EARLY_KEY_MESSAGES) this.early.push(p);
+        return;
+      }
+      this.acceptKeyMessage(p);
     });
     signaling.on('room.ring', (p) => this.onRing(p));
     signaling.on('room.ring_cancelled', (p) => this.stopRinging(p.roomId, p.reason));
@@ -282,6 +324,7 @@ export class RoomClient extends EventEmitter<{
       return await this.joinNow(roomId, link);
     } finally {
       this.joining = undefined;
+      this.early = [];
     }
   }
 
@@ -340,6 +383,9 @@ export class RoomClient extends EventEmitter<{
       consumed: new Map(),
       consuming: new Set(),
       others: new Map(joined.participants.map((p) => [p.deviceId, p])),
+      paused: new Map(joined.producers.filter((p) => p.paused).map((p) => [p.producerId, p.participant.deviceId])),
+      producerOwners: new Map(joined.producers.map((p) => [p.producerId, p.participant.deviceId])),
+      pauseQueue: Promise.resolve(),
       queue: Promise.resolve(),
       keyQueue: Promise.resolve(),
       ...(keys ? { keys } : {}),
@@ -350,6 +396,9 @@ export class RoomClient extends EventEmitter<{
       keys.on('excluded', () => this.publish());
       keys.on('keyAccepted', () => this.publish());
     }
+    const early = this.early.filter((m) => m.roomId === roomId);
+    this.early = [];
+    for (const m of early) this.acceptKeyMessage(m);
     this.status = {
       roomId,
       state: 'joining',
@@ -372,6 +421,8 @@ export class RoomClient extends EventEmitter<{
         codecOptions: { opusStereo: false, opusFec: true, opusDtx: true },
         stopTracks: false,
       });
+      // The others see us muted while the microphone is closed (the SFU pauses our producer).
+      if (!this.micOpen) this.pauseProducer(room, true);
       const levelId = room.producer.rtpParameters.headerExtensions?.find((e) => e.uri === AUDIO_LEVEL_URI)?.id;
       media.startSending((packet, info) => {
         if (levelId !== undefined) {
@@ -415,8 +466,10 @@ export class RoomClient extends EventEmitter<{
 
   /** Mute / push-to-talk for the room (the engine's mic-open flag). */
   setMicOpen(open: boolean): void {
+    const changed = this.micOpen !== open;
     this.micOpen = open;
     this.room?.media.setMicOpen(open);
+    if (changed && this.room?.producer) this.pauseProducer(this.room, !open);
     if (this.status && this.status.micOpen !== open) {
       this.status.micOpen = open;
       this.publish();
@@ -438,6 +491,31 @@ export class RoomClient extends EventEmitter<{
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /** Gives a sealed key message to the room's keys (GroupKeys.acceptKey); a refused one shows in the status. */
+  private acceptKeyMessage(p: SignalNotificationParams<'room.message'>): void {
+    const keys = this.room?.roomId === p.roomId ? this.room.keys : undefined;
+    if (!keys) return;
+    const r = keys.acceptKey({ username: p.from.username, deviceId: p.from.deviceId }, p.envelope);
+    if (r.ok !== false || !this.status) return;
+    // A refused key message is counted in the status (e2ee); nothing else to do.
+    this.publish();
+  }
+
+  /**
+   * Pauses or resumes our producer on the SFU (`room.producer.pause` /
+   * `resume`): the others get `room.producer_paused` and show us muted. The
+   * microphone itself is already closed or open (encoded silence while
+   * closed); a request that fails leaves only the indicator wrong.
+   */
+  private pauseProducer(room: InRoom, paused: boolean): void {
+    const producerId = room.producer?.id;
+    if (!producerId) return;
+    room.pauseQueue = room.pauseQueue.then(async () => {
+      if (room.closed || this.micOpen !== !paused) return; // a newer change follows
+      await this.signaling.request(paused ? 'room.producer.pause' : 'room.producer.resume', { roomId: room.roomId, producerId }).catch(() => {});
+    });
+  }
 
   private onRing(ring: RoomRing): void {
     const old = this.rings.get(ring.roomId);
@@ -591,7 +669,10 @@ export class RoomClient extends EventEmitter<{
 
   private onProducerAdded(p: SignalNotificationParams<'room.producer_added'>): void {
     const room = this.room;
-    if (!room || room.roomId !== p.roomId || !room.recv) return;
+    if (!room || room.roomId !== p.roomId) return;
+    room.producerOwners.set(p.producer.producerId, p.producer.participant.deviceId);
+    if (p.producer.paused) room.paused.set(p.producer.producerId, p.producer.participant.deviceId);
+    if (!room.recv) return;
     void this.consume(room, p.producer);
   }
 
@@ -599,6 +680,8 @@ export class RoomClient extends EventEmitter<{
     const room = this.room;
     if (!room || room.roomId !== roomId) return;
     this.unconsume(room, producerId);
+    room.paused.delete(producerId);
+    room.producerOwners.delete(producerId);
     this.publish();
   }
 
@@ -646,7 +729,7 @@ export class RoomClient extends EventEmitter<{
   }
 
   private selfMember(): RoomMember {
-    return { username: this.self.username, deviceId: this.self.deviceId, self: true };
+    return { username: this.self.username, deviceId: this.self.deviceId, self: true, muted: !this.micOpen };
   }
 
   private snapshot(): RoomStatus {
@@ -656,6 +739,7 @@ export class RoomClient extends EventEmitter<{
 
   private snapshotOf(room: InRoom): RoomStatus {
     const members: RoomMember[] = [this.selfMember()];
+    const paused = new Set(room.paused.values());
     for (const p of room.others.values()) {
       const c = [...room.consumed.values()].find((x) => x.participant.deviceId === p.deviceId);
       const s = c?.stream.stats();
@@ -663,6 +747,7 @@ export class RoomClient extends EventEmitter<{
         username: p.username,
         deviceId: p.deviceId,
         self: false,
+        muted: paused.has(p.deviceId),
         ...(c && s
           ? {
               audio: {
@@ -696,4 +781,33 @@ export class RoomClient extends EventEmitter<{
     if (!this.status) return;
     this.emit('state', this.snapshot());
   }
+}
+
+/**
+ * The one composition of group calls beside a CallEngine, shared by the
+ * headless daemon (main/cli/parley.ts) and the desktop core
+ * (main/core/softphone.ts): one call at a time (the engine refuses and turns
+ * away calls while a room is joined, the room refuses a join during a 1:1
+ * call), the engine's mic-open flag (mute, push-to-talk) and output gain
+ * followed by the room, and rooms end-to-end encrypted with this device's
+ * identity and the trust of 1:1 calls when `endToEnd` is given.
+ */
+export function roomClientBeside(
+  engine: CallEngine,
+  o: {
+    signaling: SignalingClient;
+    platform: MediaPlatform;
+    config: RoomMediaConfig;
+    self: { username: string; deviceId: string };
+    endToEnd?: { identity: DeviceIdentity; directory: DeviceDirectory };
+  },
+): RoomClient {
+  const rooms = new RoomClient(o.signaling, o.platform, o.config, o.self, () => engine.liveCallPeer());
+  engine.busyWith = () => rooms.busyWith();
+  if (o.endToEnd) rooms.endToEnd = o.endToEnd;
+  engine.on('controls', (c) => {
+    rooms.setMicOpen(c.micOpen);
+    rooms.setOutputGain(c.outputGain);
+  });
+  return rooms;
 }

@@ -8,8 +8,10 @@ import type {
   IpcEvent,
   IpcEventName,
   MicState,
+  RoomInvite,
   SessionInfo,
   Settings,
+  UiRoom,
 } from '../../common/ipc/contract';
 import type { ContactsListResult } from '../../common/protocol/signaling';
 import { forgetSession, loadSession, login, register, tokenKey, type SecretStore, type Session } from './account';
@@ -18,6 +20,8 @@ import { DeviceSessions } from './devices';
 import { CallEngine, type MediaConfig } from './call-engine';
 import { HistoryStore, historyEntryOf } from './history';
 import { MicControl } from './microphone';
+import { GroupCalls } from './group-calls';
+import { roomClientBeside, type RoomClient } from './room-client';
 import { SettingsStore } from './settings';
 import { SignalingClient } from './signaling-client';
 import { DeviceIdentity, identityOwner, startEndToEnd, type EndToEnd } from './e2ee';
@@ -88,6 +92,9 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   /** What the media thread's priority request got (main/media/priority.ts); undefined until it answered. */
   mediaPriority: PriorityResult | undefined;
   private engine: CallEngine | undefined;
+  /** Group calls: the one RoomClient beside the engine, and the desktop's view of it. */
+  private rooms: RoomClient | undefined;
+  private groups: GroupCalls | undefined;
   private book: ContactBook | undefined;
   private deviceSessions: DeviceSessions | undefined;
   private e2ee: EndToEnd | undefined;
@@ -209,6 +216,56 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
 
   calls(): (CallStatus & { silenced?: boolean })[] {
     return (this.engine?.list() ?? []).map((c) => this.decorate(c));
+  }
+
+  // ---- group calls (issue 14) -------------------------------------------------------
+
+  /**
+   * Starts a group call with `invite` (usernames; none: an empty room to add people to).
+   * @throws ParleyError `invalid_state` (a call is live), `unavailable` (no SFU), `device_error`, and the
+   *   server's `forbidden`, `unknown_user`, `room_full`, `rate_limited` for the invitations.
+   */
+  createRoom(invite: string[]): Promise<UiRoom> {
+    return this.requireGroups().create(invite);
+  }
+
+  /** Joins a group call (the ringing one, or by id). @throws ParleyError `not_found`, `room_full`, `room_ended`, `invalid_state`, `device_error`. */
+  joinRoom(roomId: string): Promise<UiRoom> {
+    return this.requireGroups().join(roomId);
+  }
+
+  /** Leaves the group call. @throws ParleyError `invalid_state` when in none. */
+  async leaveRoom(): Promise<string> {
+    return this.requireGroups().leave();
+  }
+
+  /** Rings more people into the group call. @throws ParleyError `invalid_state`, `forbidden`, `unknown_user`, `room_full`, `rate_limited`. */
+  inviteToRoom(usernames: string[]): Promise<{ invited: string[] }> {
+    return this.requireGroups().invite(usernames);
+  }
+
+  /** Declines a ringing group call (our other devices stop ringing too). @throws ParleyError `not_found`. */
+  declineRoom(roomId: string): Promise<void> {
+    return this.requireGroups().decline(roomId);
+  }
+
+  /** The group call we are in or were in last (null: none yet), and the group calls ringing here. */
+  roomInfo(): { room: UiRoom | null; invites: RoomInvite[] } {
+    return { room: this.groups?.current() ?? null, invites: this.groups?.invites() ?? [] };
+  }
+
+  /** The ringtone follows the oldest group call ringing here (unless silenced, or a call is on). */
+  private onRoomInvites(invites: RoomInvite[]): void {
+    this.emit('roomInvites', { invites });
+    const ringing = invites.find((i) => !i.silenced);
+    const busy = this.engine?.list().some((c) => c.state !== 'ended') || this.rooms?.busyWith();
+    if (ringing && !busy) this.startTone(ringing.roomId, 'ringtone');
+    else if (this.tone && !this.engine?.list().some((c) => c.callId === this.tone?.callId)) void this.stopTone();
+  }
+
+  private requireGroups(): GroupCalls {
+    if (!this.groups) throw new ParleyError('unauthenticated', 'sign in first');
+    return this.groups;
   }
 
   // ---- end-to-end security: trust and safety numbers (docs/SECURITY.md) --------------
@@ -440,7 +497,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     this.micTest = undefined;
     if (running) await running();
     if (!on) return;
-    if (this.engine?.list().some((c) => c.state !== 'ended')) {
+    if (this.engine?.list().some((c) => c.state !== 'ended') || this.rooms?.busyWith()) {
       throw new ParleyError('invalid_state', 'the microphone test is not available during a call');
     }
     const input = this.settingsStore.get().inputDevice;
@@ -536,21 +593,37 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     e2ee.on('deviceRefused', (r) => this.emit('notice', { level: 'error', message: `Security: ${r.message}` }));
     e2ee.on('alarm', (a) => this.emit('notice', { level: 'error', message: `Security alarm: ${a.message}` }));
     e2ee.on('linked', (d) => this.emit('notice', { level: 'info', message: `Device ${d.deviceId} is now linked to your account.` }));
-    const engine = new CallEngine(
-      signaling,
-      {
-        // Tones and the microphone test release their devices before a call opens
-        // its own (PortAudio opens and closes must not overlap).
-        openAudio: async (frameMs) => {
-          await this.stopTone();
-          await this.testMic(false);
-          return platform.openAudio(frameMs);
-        },
-        createCodec: (frameMs) => platform.createCodec(frameMs),
+    // Tones and the microphone test release their devices before a call or a group call opens
+    // its own (PortAudio opens and closes must not overlap).
+    const audioPlatform = {
+      openAudio: async (frameMs: 10 | 20) => {
+        await this.stopTone();
+        await this.testMic(false);
+        return platform.openAudio(frameMs);
       },
-      { ...DEFAULT_MEDIA, ...this.options.media },
-      e2ee,
-    );
+      createCodec: (frameMs: 10 | 20) => platform.createCodec(frameMs),
+    };
+    const media = { ...DEFAULT_MEDIA, ...this.options.media };
+    const engine = new CallEngine(signaling, audioPlatform, media, e2ee);
+    // Group calls: the same composition as the headless daemon's (one call at a time, mute and
+    // push-to-talk followed, end-to-end encrypted with this device's identity).
+    const rooms = roomClientBeside(engine, {
+      signaling,
+      platform: audioPlatform,
+      config: {
+        frameMs: media.frameMs,
+        ...(media.jitterTargetMs !== undefined ? { jitterTargetMs: media.jitterTargetMs } : {}),
+        dtx: media.dtx,
+        loopbackOnly: media.loopbackOnly,
+      },
+      self: { username: s.username, deviceId: s.deviceId },
+      endToEnd: { identity: e2ee.identity, directory: e2ee },
+    });
+    const groups = new GroupCalls(rooms, { username: s.username }, (inviter) => this.shouldRing(inviter));
+    groups.on('room', (r) => this.emit('room', r));
+    groups.on('levels', (l) => this.emit('roomLevels', l));
+    groups.on('invites', (invites) => this.onRoomInvites(invites));
+    groups.on('history', (h) => void this.historyStore.add(h).then(() => this.emit('history', { entries: this.historyStore.list() })));
     engine.autoAnswer = !!this.options.autoAnswer;
     // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
     void raiseMediaPriority().then((r) => {
@@ -594,6 +667,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     });
     this.signaling = signaling;
     this.engine = engine;
+    this.rooms = rooms;
+    this.groups = groups;
     this.book = book;
     this.deviceSessions = sessions;
     this.e2ee = e2ee;
@@ -610,14 +685,18 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private async goOffline(): Promise<void> {
     const engine = this.engine;
     const signaling = this.signaling;
+    const rooms = this.rooms;
     this.engine = undefined;
     this.signaling = undefined;
+    this.rooms = undefined;
+    this.groups?.close();
+    this.groups = undefined;
     this.deviceSessions?.stopAutoRefresh();
     this.deviceSessions = undefined;
     this.book = undefined;
     this.e2ee?.stopDeviceReview();
     this.e2ee = undefined;
-    if (engine) await engine.shutdown();
+    await Promise.allSettled([engine?.shutdown(), rooms?.shutdown()]);
     signaling?.close();
     this.connection = 'offline';
     this.connectionDetail = undefined;

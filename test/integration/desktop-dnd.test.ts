@@ -77,6 +77,8 @@ class StandInPhone {
   off() {}
   async answer() {}
   async decline() {}
+  async joinRoom() {}
+  async declineRoom() {}
 }
 
 describe("the desktop's do-not-disturb", () => {

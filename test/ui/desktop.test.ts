@@ -4,7 +4,8 @@
  * on the same private session bus as the keychain), pressed through dunst's
  * own context menu, answering and declining real calls from a headless
  * client; the notification closed or replaced when the call stops ringing;
- * the desktop's do-not-disturb (dunst paused) followed into Parley's.
+ * the desktop's do-not-disturb (dunst paused) followed into Parley's; a group
+ * call that rings, joined and declined from its notification.
  *
  * The core runs as in `npm run dev:web` (scripts/dev-web.ts starts the same
  * Linux desktop integration as the Electron shell: main/app/linux/desktop.ts).
@@ -14,6 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RoomStatus } from '../../common/protocol/control';
 import { startClient, type RunningClient } from '../harness/client';
 import { startDunst, type Dunst } from '../harness/dunst';
 import { startKeyring, type Keyring } from '../harness/keyring';
@@ -112,6 +114,36 @@ describe('the desktop notification server (dunst) on Linux', () => {
     const ended = await bob.waitForCall(callId, (s) => s.state === 'ended');
     expect(ended.endReason).toBe('declined');
     await untilDisplayed(0);
+  });
+
+  it('a group call rings with Join / Decline in the notification: Join joins the real room, Decline declines it', async () => {
+    const p = ui.page;
+    const first = await bob.request<RoomStatus>('create_room', { invite: ['alice'] });
+    await untilDisplayed(1);
+    await dunst.screenshot(join(SCREENS_DIR, 'notification-group-ring.png'));
+    await dunst.press('Join');
+    expect(dunst.lastMenu().join('\n')).toMatch(/#Decline \(bob invites you to a group call\)/);
+    await waitFor(
+      'alice in bob’s room',
+      async () => ((await bob.request<RoomStatus>('list_participants')).participants.some((x) => x.username === 'alice') ? true : undefined),
+      20_000,
+    );
+    await untilDisplayed(0);
+    await p.getByRole('button', { name: 'Leave the group call' }).click();
+    await p.getByRole('button', { name: 'Close' }).click();
+    await bob.request('leave_room', { roomId: first.roomId });
+
+    const second = await bob.request<RoomStatus>('create_room', { invite: ['alice'] });
+    await untilDisplayed(1);
+    await p.getByRole('alertdialog', { name: 'bob' }).waitFor();
+    await dunst.press('Decline');
+    await untilDisplayed(0);
+    // Declined in the core: the ringing screen goes, and the history says so.
+    await p.getByRole('alertdialog').waitFor({ state: 'detached', timeout: 10_000 });
+    await p.getByRole('button', { name: /^History/ }).click();
+    await p.getByTestId('history-group').filter({ hasText: 'Declined' }).first().waitFor({ timeout: 10_000 });
+    await p.getByRole('button', { name: 'Contacts' }).click();
+    await bob.request('leave_room', { roomId: second.roomId });
   });
 
   it('a call the caller gives up: the notification loses its buttons and says "Missed call"', async () => {

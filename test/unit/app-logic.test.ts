@@ -4,12 +4,14 @@
  * microphone control and call history.
  */
 import { describe, expect, it } from 'vitest';
-import type { MicState, SessionInfo, UiCall } from '../../common/ipc/contract';
+import { HistoryEntry, type MicState, type SessionInfo, type UiCall, type UiRoom } from '../../common/ipc/contract';
 import { rendererSource } from '../../main/app/renderer-url';
+import { dispatch } from '../../main/app/ipc-handlers';
 import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink } from '../../main/app/deep-link';
 import { PttKey } from '../../main/app/ptt-key';
 import { trayState } from '../../main/app/tray-state';
-import { historyEntryOf } from '../../main/core/history';
+import { groupHistoryEntry, historyEntryOf } from '../../main/core/history';
+import { memberQuality, names, roomEndWords } from '../../renderer/src/lib/format';
 import { MicControl } from '../../main/core/microphone';
 import { uiohookKeyName } from '../../native/hotkeys';
 
@@ -55,6 +57,46 @@ describe('tray state', () => {
   });
   it('ignores ended calls and shows do-not-disturb when idle', () => {
     expect(trayState({ session: online, calls: [call({ state: 'ended' })], mic: mic(), doNotDisturb: true }).image).toBe('dnd');
+  });
+});
+
+describe('tray state in group calls', () => {
+  const roomId = '0e6c1b8e-54a4-4c3e-8d7a-1b2c3d4e5f60';
+  const room = (o: Partial<UiRoom> = {}): UiRoom => ({
+    roomId,
+    state: 'joined',
+    micOpen: true,
+    direction: 'outgoing',
+    invited: [],
+    participants: [
+      { username: 'alice', deviceId: 'a', self: true },
+      { username: 'bob', deviceId: 'b', self: false },
+      { username: 'carol', deviceId: 'c', self: false },
+    ],
+    ...o,
+  });
+  const invite = { roomId, inviter: 'bob', participants: ['bob', 'carol'], expiresAt: 9e12 };
+
+  it('rings for a group call, or shows do-not-disturb when it does not ring', () => {
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, invites: [invite] })).toEqual({
+      image: 'ringing',
+      tooltip: 'Parley — bob invites you to a group call',
+    });
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: true, invites: [{ ...invite, silenced: true }] }).image).toBe('dnd');
+  });
+
+  it('shows in a group call with how many others, muted and push-to-talk; a room that is over counts for nothing', () => {
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room() })).toEqual({
+      image: 'in-call',
+      tooltip: 'Parley — in a group call with 2 others',
+    });
+    expect(trayState({ session: online, calls: [], mic: mic({ muted: true, open: false }), doNotDisturb: false, room: room() })).toEqual({
+      image: 'muted',
+      tooltip: 'Parley — in a group call with 2 others (muted)',
+    });
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room({ state: 'left' }) }).image).toBe('idle');
+    // In a group call, another group call ringing does not take over the icon.
+    expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room(), invites: [invite] }).image).toBe('in-call');
   });
 });
 
@@ -212,5 +254,82 @@ describe('call history entries', () => {
     expect(historyEntryOf({ ...base, direction: 'incoming', state: 'ended', endReason: 'declined', endedAt: 9_000 }).outcome).toBe('declined');
     expect(historyEntryOf({ ...base, direction: 'outgoing', state: 'ended', endReason: 'no_answer', endedAt: 9_000 }).outcome).toBe('unanswered');
     expect(historyEntryOf({ ...base, direction: 'outgoing', state: 'ended', endReason: 'failed', endedAt: 9_000 }).outcome).toBe('failed');
+  });
+});
+
+describe('group call history entries', () => {
+  const roomId = '0e6c1b8e-54a4-4c3e-8d7a-1b2c3d4e5f60';
+  const base = { roomId, self: 'alice', startedAt: 1_000, endedAt: 70_000 } as const;
+
+  it('records who was in it and the talk time from our join; one we started names ourselves', () => {
+    const e = groupHistoryEntry({ ...base, direction: 'outgoing', participants: ['carol', 'bob', 'bob', 'alice'], invited: ['bob', 'dave'], joinedAt: 2_500, outcome: 'answered', endReason: 'hangup' });
+    expect(e).toEqual({
+      callId: roomId,
+      peer: 'alice',
+      direction: 'outgoing',
+      outcome: 'answered',
+      endReason: 'hangup',
+      startedAt: 1_000,
+      endedAt: 70_000,
+      durationS: 68,
+      group: { participants: ['bob', 'carol'], invited: ['bob', 'dave'] },
+    });
+    expect(HistoryEntry.safeParse(e).success).toBe(true);
+  });
+
+  it('a group call that rang and was never joined is missed (or declined), from its inviter, with no talk time', () => {
+    const missed = groupHistoryEntry({ ...base, direction: 'incoming', inviter: 'bob', participants: ['bob', 'carol'], invited: [], outcome: 'missed', endReason: 'no_answer' });
+    expect(missed).toMatchObject({ peer: 'bob', direction: 'incoming', outcome: 'missed', durationS: 0, group: { participants: ['bob', 'carol'] } });
+    expect(HistoryEntry.safeParse(missed).success).toBe(true);
+  });
+});
+
+describe('group call screen words', () => {
+  it('rates a participant’s connection from recent loss and jitter buffer, and says when audio has not come', () => {
+    const audio = (jitterBufferMs: number) => ({ playing: true, jitterBufferMs });
+    expect(memberQuality({ self: true })).toBeUndefined();
+    expect(memberQuality({ self: false })?.words).toBe('Connecting…');
+    expect(memberQuality({ self: false, audio: { playing: false, jitterBufferMs: 60 } })?.words).toBe('No audio yet');
+    const table: [number, number, number][] = [
+      [0, 60, 3],
+      [2, 60, 2],
+      [0, 150, 2],
+      [5, 60, 1],
+      [0, 250, 1],
+      [12, 60, 0],
+      [0, 500, 0],
+    ];
+    for (const [loss, buffer, level] of table) expect(memberQuality({ self: false, lossPercent: loss, audio: audio(buffer) })?.level, `${loss} % ${buffer} ms`).toBe(level);
+  });
+
+  it('names how a group call ended and lists people', () => {
+    expect(roomEndWords('left', undefined)).toBe('You left the group call');
+    expect(roomEndWords('ended', 'sfu_failed')).toMatch(/media relay failed/);
+    expect(roomEndWords('ended', 'failed')).toBe('Could not join the group call');
+    expect(names(['bob'])).toBe('bob');
+    expect(names(['bob', 'carol'])).toBe('bob and carol');
+    expect(names(['bob', 'carol', 'dave'])).toBe('bob, carol and dave');
+    expect(names(['a1', 'b2', 'c3', 'd4', 'e5'])).toBe('a1, b2 and 3 others');
+  });
+});
+
+describe('IPC requests of group calls', () => {
+  /** Handlers that record what reached them: only params the contract accepts get there. */
+  const reached: unknown[] = [];
+  const handlers = new Proxy({}, { get: () => (p: unknown) => (reached.push(p), { ok: true }) }) as never;
+
+  it('refuses too many people, a malformed username or room id, in words for the user; nothing reaches the core', async () => {
+    const many = Array.from({ length: 16 }, (_, i) => `user${i}`);
+    await expect(dispatch(handlers, 'room.create', { invite: many })).rejects.toMatchObject({ reason: 'invalid_params', message: 'invite: at most 15 people at once' });
+    await expect(dispatch(handlers, 'room.invite', { usernames: [] })).rejects.toMatchObject({ reason: 'invalid_params', message: 'usernames: choose someone to add' });
+    await expect(dispatch(handlers, 'room.invite', { usernames: ['Not A Name!'] })).rejects.toMatchObject({ reason: 'invalid_params' });
+    await expect(dispatch(handlers, 'room.join', { roomId: 'kitchen' })).rejects.toMatchObject({ reason: 'invalid_params' });
+    expect(reached).toEqual([]);
+  });
+
+  it('passes valid ones on, with defaults', async () => {
+    await dispatch(handlers, 'room.create', undefined);
+    await dispatch(handlers, 'room.create', { invite: ['bob', 'carol'] });
+    expect(reached).toEqual([{ invite: [] }, { invite: ['bob', 'carol'] }]);
   });
 });

@@ -8,15 +8,17 @@ import dbus from '@particle/dbus-next';
 import type { Settings } from '../../../common/ipc/contract';
 import type { CallStatus } from '../../../common/protocol/control';
 import { CallNotifier, type CallNotifierHooks, type RingingPhone } from './call-notifier';
+import { GroupRingNotifier, type GroupRingHooks, type GroupRingingPhone } from './group-ring-notifier';
 import { gnomeDoNotDisturb, isGnomeSession, watchGnomeDoNotDisturb } from './gnome-banners';
 import { MediaPlayers } from './mpris';
 import { DesktopNotifications } from './notifications';
 
 /** What the desktop integration needs of the Softphone. */
-export interface DesktopPhone extends RingingPhone {
-  settings(): Settings;
-  updateSettings(patch: Partial<Settings>): Promise<Settings>;
-}
+export type DesktopPhone = RingingPhone &
+  GroupRingingPhone & {
+    settings(): Settings;
+    updateSettings(patch: Partial<Settings>): Promise<Settings>;
+  };
 
 /**
  * Follows the desktop's do-not-disturb (any of its sources: the notification
@@ -85,6 +87,8 @@ export class PauseMediaDuringCalls {
 export interface LinuxDesktop {
   readonly notifications: DesktopNotifications | undefined;
   readonly notifier: CallNotifier | undefined;
+  /** Group calls ringing here: Join / Decline in the notification. */
+  readonly groupNotifier: GroupRingNotifier | undefined;
   readonly players: MediaPlayers | undefined;
   stop(): Promise<void>;
 }
@@ -98,7 +102,7 @@ export interface LinuxDesktop {
  */
 export async function startLinuxDesktop(
   phone: DesktopPhone,
-  hooks: CallNotifierHooks & { warn?(message: string): void } = {},
+  hooks: CallNotifierHooks & GroupRingHooks & { warn?(message: string): void } = {},
 ): Promise<LinuxDesktop> {
   let bus: dbus.MessageBus;
   try {
@@ -108,6 +112,7 @@ export async function startLinuxDesktop(
     return {
       notifications: undefined,
       notifier: undefined,
+      groupNotifier: undefined,
       players: undefined,
       stop: async () => {},
     };
@@ -130,9 +135,11 @@ export async function startLinuxDesktop(
 
   let notifications: DesktopNotifications | undefined;
   let notifier: CallNotifier | undefined;
+  let groupNotifier: GroupRingNotifier | undefined;
   try {
     notifications = await DesktopNotifications.connect({ bus });
     notifier = new CallNotifier(phone, notifications, hooks);
+    groupNotifier = new GroupRingNotifier(phone, notifications, hooks);
     notifications.on('doNotDisturb', follow('notifications'));
     follow('notifications')(await notifications.doNotDisturb());
   } catch (e) {
@@ -141,11 +148,13 @@ export async function startLinuxDesktop(
   return {
     notifications,
     notifier,
+    groupNotifier,
     players,
     stop: async () => {
       phone.off('call', onCall);
       stopGnome?.();
       await notifier?.stop();
+      await groupNotifier?.stop();
       notifications?.disconnect();
       bus.disconnect();
     },

@@ -11,9 +11,12 @@ import type {
   Levels,
   MicState,
   ParleyApi,
+  RoomInvite,
+  RoomLevels,
   SessionInfo,
   Settings,
   UiCall,
+  UiRoom,
 } from '../../../common/ipc/contract';
 import { connectApi, request, RequestError } from './api';
 
@@ -39,12 +42,29 @@ class AppState {
   error: string | undefined = $state();
   notice: string | undefined = $state();
   busy = $state(false);
+  /** The group call we are in, or were in last (the screen keeps showing how it ended for a moment). */
+  room: UiRoom | undefined = $state();
+  /** Who is audible in the group call now (the SFU's audio levels). */
+  roomLevels: RoomLevels | undefined = $state();
+  /** Group calls ringing here, oldest first. */
+  invites: RoomInvite[] = $state([]);
   /** The contact whose safety number is shown (a dialog over any screen). */
   safetyNumberFor: string | undefined = $state();
 
   /** The call that is not over (at most one). */
   get liveCall(): UiCall | undefined {
     return this.calls.find((c) => c.state !== 'ended');
+  }
+
+  /** The group call we are in (joining or joined). */
+  get liveRoom(): UiRoom | undefined {
+    return this.room && (this.room.state === 'joining' || this.room.state === 'joined') ? this.room : undefined;
+  }
+
+  /** Device ids audible in the group call now. */
+  get speaking(): Set<string> {
+    const l = this.roomLevels;
+    return new Set(l && l.roomId === this.room?.roomId ? l.levels.map((x) => x.deviceId) : []);
   }
 
   /** The most recent call, live or just ended (the in-call screen keeps showing how it ended for a moment). */
@@ -74,6 +94,12 @@ class AppState {
     api.subscribe('mic', (m) => (this.mic = m));
     api.subscribe('levels', (l) => (this.levels = l));
     api.subscribe('devices', (d) => (this.devices = d));
+    api.subscribe('room', (r) => {
+      this.room = r;
+      if (r.state === 'left' || r.state === 'ended') this.roomLevels = undefined;
+    });
+    api.subscribe('roomLevels', (l) => (this.roomLevels = l));
+    api.subscribe('roomInvites', (i) => (this.invites = i.invites));
     api.subscribe('trust', (t) => {
       if (t.blocked) this.safetyNumberFor = t.username;
     });
@@ -97,6 +123,9 @@ class AppState {
     this.calls = (await request(api, 'call.list')).calls;
     this.lastCall = this.liveCall;
     this.history = (await request(api, 'history.list')).entries;
+    const rooms = await request(api, 'room.get');
+    this.room = rooms.room && (rooms.room.state === 'joining' || rooms.room.state === 'joined') ? rooms.room : undefined;
+    this.invites = rooms.invites;
     if (this.session.signedIn) {
       this.contacts = (await request(api, 'contacts.list')).contacts;
     }
@@ -131,6 +160,13 @@ class AppState {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Starts a group call ringing `invite`. */
+  startGroup(invite: string[]) {
+    return this.run(async (api) => {
+      this.room = await request(api, 'room.create', { invite });
+    });
   }
 
   call(to: string) {

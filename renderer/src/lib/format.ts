@@ -159,3 +159,59 @@ export function callLinkStatus(
   }
   return { words, interrupted, details };
 }
+
+/**
+ * A group call participant's connection quality, from what this client
+ * receives of it: the loss over the last second (%) and the jitter buffer's
+ * delay (ms; it grows with the network's jitter). The same bands as
+ * {@link quality}: loss 1 / 4 / 10 %; a buffer of 120 / 200 / 400 ms stands
+ * for jitter of roughly 20 / 40 / 80 ms.
+ */
+export function memberQuality(m: {
+  self: boolean;
+  lossPercent?: number;
+  audio?: { playing: boolean; jitterBufferMs: number };
+}): { level: 0 | 1 | 2 | 3; words: string } | undefined {
+  if (m.self) return undefined;
+  if (!m.audio) return { level: 0, words: 'Connecting…' };
+  if (!m.audio.playing) return { level: 0, words: 'No audio yet' };
+  const loss = m.lossPercent ?? 0;
+  const buffer = m.audio.jitterBufferMs;
+  if (loss >= 10 || buffer >= 400) return { level: 0, words: 'Poor connection' };
+  if (loss >= 4 || buffer >= 200) return { level: 1, words: 'Fair connection' };
+  if (loss >= 1 || buffer >= 120) return { level: 2, words: 'Good connection' };
+  return { level: 3, words: 'Excellent connection' };
+}
+
+/** Words for how a group call ended for us (RoomStatus `state` and `endReason`). */
+export function roomEndWords(state: string, endReason: string | undefined): string {
+  if (state === 'left') return 'You left the group call';
+  switch (endReason) {
+    case 'empty':
+      return 'Everyone left: the group call ended';
+    case 'ended_by_admin':
+      return 'The server’s administrator ended the group call';
+    case 'server_shutdown':
+      return 'The server shut down: the group call ended';
+    case 'sfu_failed':
+      return 'The server’s media relay failed: the group call ended';
+    case 'signaling_lost':
+      return 'The connection to the server was lost: the group call ended';
+    case 'ttl_expired':
+      return 'Group call time limit reached';
+    case 'budget_exceeded':
+      return 'Call time budget used up';
+    case 'failed':
+      return 'Could not join the group call';
+    default:
+      return 'The group call ended';
+  }
+}
+
+/** A list of names for a sentence: "bob", "bob and carol", "bob, carol and dave", "bob, carol and 3 others". */
+export function names(list: string[], max = 3): string {
+  if (list.length === 0) return 'nobody';
+  if (list.length === 1) return list[0]!;
+  if (list.length > max) return `${list.slice(0, max - 1).join(', ')} and ${list.length - max + 1} others`;
+  return `${list.slice(0, -1).join(', ')} and ${list.at(-1)}`;
+}
