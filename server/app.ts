@@ -24,9 +24,11 @@ import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
 import { registerOpsRoutes } from './ops';
-import { serveSignalSocket } from './signal/connection';
+import { SIGNAL_MODULES, serveSignalSocket } from './signal/connection';
+import type { SignalDeps } from './signal/module';
 import { loadInterceptor } from './intercept';
 import { FrontDoor, HashGate } from './front-door';
+import { RoomProxy } from './sfu/room-proxy';
 import { Sfu } from './sfu/sfu';
 
 /**
@@ -317,9 +319,12 @@ export async function buildServer(
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics, limitsStore);
+  let roomProxy: RoomProxy | undefined;
   const sfu = new Sfu(() => config.sfu, log, {
+    onRoomOpened: (room) => roomProxy?.roomOpened(room.id),
     onRoomEnded: (room, reason, participants) => {
       metrics.sfuRoomsEnded.inc({ reason });
+      roomProxy?.roomEnded(room.id, reason);
       void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
     },
     onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),
@@ -402,29 +407,33 @@ export async function buildServer(
   );
   registerOpsRoutes(app, { db, metrics, state, cluster });
 
+  const signalDeps: SignalDeps = {
+    accounts,
+    contacts,
+    policy,
+    relays,
+    openCalls,
+    resumption,
+    approvals,
+    links,
+    hub,
+    config,
+    log,
+    audit,
+    metrics,
+    sfu,
+    intercept,
+    cluster,
+  };
+  // Several nodes: rooms other nodes carry are reached through them (server/sfu/room-proxy.ts).
+  if (cluster) roomProxy = signalDeps.roomProxy = new RoomProxy(cluster, signalDeps, SIGNAL_MODULES, log);
+
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
-      serveSignalSocket(socket, req.ip, {
-        accounts,
-        contacts,
-        policy,
-        relays,
-        openCalls,
-        resumption,
-        approvals,
-        links,
-        hub,
-        config,
-        log,
-        audit,
-        metrics,
-        sfu,
-        intercept,
-        cluster,
-      });
+      serveSignalSocket(socket, req.ip, signalDeps);
     });
   });
 

@@ -116,7 +116,24 @@ type Wire =
   | { t: 'notify'; from: string; deviceId: string; method: string; params: unknown }
   | { t: 'close'; deviceId: string; conn: string; code: number; reason: string }
   | { t: 'rpc'; id: number; reply: string; call: CallOp }
-  | { t: 'rpc-reply'; id: number; error?: { reason: ErrorReason; message: string } };
+  | { t: 'rpc-reply'; id: number; error?: { reason: ErrorReason; message: string } }
+  /** Group-call room traffic between nodes (server/sfu/room-proxy.ts), opaque here. */
+  | { t: 'room'; from: string; body: unknown }
+  /** A node going away on purpose (drain, SIGTERM): take its calls over now rather than after NODE_DEAD_MS. */
+  | { t: 'leaving'; node: string }
+  /** The claimer of a dead node's calls tells the others (who may not have seen its heartbeat stop before the claim). */
+  | { t: 'dead'; node: string };
+
+/** What the room proxy (server/sfu/room-proxy.ts) hears from the cluster. */
+export interface RoomTraffic {
+  /** A `room` message another node sent this one. */
+  message(from: string, body: unknown): void;
+  /** Node `node` was found dead (or left): its rooms are gone, and so are its connections. Once per death. */
+  nodeLost(node: string): void;
+}
+
+/** Where a room is, as recorded in Redis: on a live node, or ended (and why). */
+export type RoomLocation = { node: string } | { ended: string };
 
 /** How often a node writes its heartbeat into `parley:nodes`, ms. */
 const HEARTBEAT_MS = 1000;
@@ -148,7 +165,14 @@ const K = {
   /** The call a device is a party of (its id). */
   busy: (id: string) => `parley:busy:${id}`,
   callHello: (id: string) => `parley:call:${id}:hello`,
+  /** The node whose SFU carries a group-call room (JSON RoomLocation). */
+  room: (id: string) => `parley:room:${id}`,
+  /** The rooms a node carries (set of ids). */
+  nodeRooms: (id: string) => `parley:node:${id}:rooms`,
 };
+
+/** How long an ended room's record stays, so that a late request hears why it ended, s. */
+const ENDED_ROOM_TTL_S = 600;
 
 /** Deletes a presence key only when it still names this connection (a newer one may have replaced it). */
 const DEL_IF_CONN = `local v = redis.call('GET', KEYS[1])
@@ -216,6 +240,7 @@ export class Cluster {
   /** When the subscriber last (re)connected, Unix ms. */
   private readySince = 0;
   private closed = false;
+  private roomTraffic: RoomTraffic | undefined;
 
   constructor(private readonly options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -515,6 +540,57 @@ export class Cluster {
     this.publish(K.node(node), message);
   }
 
+  /** The room proxy's link to the other nodes (set once, at start; server/sfu/room-proxy.ts). */
+  setRoomTraffic(traffic: RoomTraffic): void {
+    this.roomTraffic = traffic;
+  }
+
+  /** Sends room traffic to node `node` (pub/sub: at-most-once, in order). */
+  sendRoom(node: string, body: unknown): void {
+    this.publishTo(node, { t: 'room', from: this.nodeId, body });
+  }
+
+  /** True when node `node` is known dead here (its heartbeat stopped, or it left). */
+  isDead(node: string): boolean {
+    return this.dead.has(node);
+  }
+
+  /**
+   * Records that this node's SFU carries room `roomId` (before its id is handed out).
+   * @throws Error when Redis cannot be reached within its command timeout (2 s).
+   */
+  async roomOpened(roomId: string): Promise<void> {
+    await this.cmd
+      .multi()
+      .set(K.room(roomId), JSON.stringify({ node: this.nodeId } satisfies RoomLocation))
+      .sadd(K.nodeRooms(this.nodeId), roomId)
+      .exec();
+  }
+
+  /** Records that room `roomId` of this node ended, and why (kept ENDED_ROOM_TTL_S). Best effort. */
+  roomEnded(roomId: string, reason: string): void {
+    void this.cmd
+      .multi()
+      .set(K.room(roomId), JSON.stringify({ ended: reason } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S)
+      .srem(K.nodeRooms(this.nodeId), roomId)
+      .exec()
+      .catch(() => {});
+  }
+
+  /**
+   * Where room `roomId` is: on a node (maybe this one), ended, or unknown (undefined).
+   * @throws ParleyError `unavailable` when Redis cannot be reached.
+   */
+  async roomLocation(roomId: string): Promise<RoomLocation | undefined> {
+    let v: string | null;
+    try {
+      v = await this.cmd.get(K.room(roomId));
+    } catch {
+      throw new ParleyError('unavailable', 'the server cannot reach its cluster store right now; try again shortly', { retryAfter: 1 });
+    }
+    return v ? (JSON.parse(v) as RoomLocation) : undefined;
+  }
+
   // ---- internals ----------------------------------------------------------------
 
   private publish(channel: string, message: Wire): void {
@@ -587,6 +663,18 @@ export class Cluster {
         this.publishTo(m.reply, { t: 'rpc-reply', id: m.id, ...(error ? { error } : {}) });
         return;
       }
+      case 'room':
+        if (m.from !== this.nodeId) this.roomTraffic?.message(m.from, m.body);
+        return;
+      case 'leaving':
+        if (m.node !== this.nodeId) void this.sweep(m.node);
+        return;
+      case 'dead':
+        if (m.node !== this.nodeId && !this.dead.has(m.node)) {
+          this.dead.add(m.node);
+          this.nodeLost(m.node);
+        }
+        return;
       case 'rpc-reply': {
         const p = this.pending.get(m.id);
         if (!p) return;
@@ -634,8 +722,21 @@ export class Cluster {
     for (const { link } of [...this.local.values()]) link.close(1012, 'server node restarting; reconnect');
   }
 
-  /** Finds dead nodes: drops their links here; the node that removes one from `parley:nodes` claims its calls. */
-  private async sweep(): Promise<void> {
+  /** A node was found dead here (once per death): the room proxy ends its rooms. */
+  private nodeLost(node: string): void {
+    try {
+      this.roomTraffic?.nodeLost(node);
+    } catch (err) {
+      this.log.error({ err, deadNode: node }, 'room clean-up after a dead node failed');
+    }
+  }
+
+  /**
+   * Finds dead nodes: drops their links here; the node that removes one from
+   * `parley:nodes` claims its calls.
+   * @param leaving a node that said it is leaving (drain): dead now, whatever its last heartbeat.
+   */
+  private async sweep(leaving?: string): Promise<void> {
     if (this.closed || this.cmd.status !== 'ready') return;
     let entries: string[];
     try {
@@ -650,9 +751,12 @@ export class Cluster {
     const settled = now - this.readySince > 2 * NODE_DEAD_MS;
     const dead = new Set<string>();
     for (const [node, at] of alive) if (node !== this.nodeId && now - at > NODE_DEAD_MS) dead.add(node);
-    for (const node of this.dead) if (now - (alive.get(node) ?? 0) <= NODE_DEAD_MS) this.dead.delete(node);
-    for (const node of dead) this.dead.add(node);
+    if (leaving !== undefined && alive.has(leaving)) dead.add(leaving);
+    for (const node of this.dead) if (node !== leaving && now - (alive.get(node) ?? 0) <= NODE_DEAD_MS) this.dead.delete(node);
     if (settled) for (const link of this.remotes.values()) if (!alive.has(link.node)) dead.add(link.node);
+    const newly = [...dead].filter((n) => !this.dead.has(n));
+    for (const node of dead) this.dead.add(node);
+    for (const node of newly) this.nodeLost(node);
     if (dead.size === 0) return;
     /** Devices whose socket was on a dead node (they must say hello again to resume a call). */
     const lost = new Set<string>();
@@ -675,9 +779,19 @@ export class Cluster {
   /** Takes over the calls of a dead node (see the file comment). */
   private async claim(node: string, lost: ReadonlySet<string>): Promise<void> {
     // Should it come back (it was frozen or cut off, not dead), it steps down (see heartbeat).
-    if (node !== this.nodeId) await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
+    if (node !== this.nodeId) {
+      await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
+      this.publish(K.broadcast, { t: 'dead', node });
+    }
+    // Its group-call rooms went with its SFU: a late request for one hears `node_lost`.
+    const rooms = node === this.nodeId ? [] : await this.cmd.smembers(K.nodeRooms(node));
+    if (rooms.length > 0) {
+      const m = this.cmd.multi().del(K.nodeRooms(node));
+      for (const roomId of rooms) m.set(K.room(roomId), JSON.stringify({ ended: 'node_lost' } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S);
+      await m.exec();
+    }
     const ids = await this.cmd.smembers(K.nodeCalls(node));
-    this.log.warn({ deadNode: node, calls: ids.length }, 'node is dead; taking over its calls');
+    this.log.warn({ deadNode: node, calls: ids.length, rooms: rooms.length }, 'node is dead; taking over its calls');
     await this.cmd.del(K.nodeCalls(node));
     // (Taking over one's own previous life: the answered calls are added back below, as the taker's.)
     for (const callId of ids) {

@@ -38,8 +38,12 @@ export type RoomId = z.infer<typeof RoomId>;
 /** A mediasoup object id (transport, producer, consumer): a UUID chosen by the SFU. */
 export const SfuObjectId = z.uuid();
 
-/** Why a room ended. `sfu_failed`: its media worker died (the server keeps running). */
-export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty']);
+/**
+ * Why a room ended. `sfu_failed`: its media worker died (the server keeps
+ * running). `node_lost`: several server nodes (server/cluster.ts), and the
+ * node carrying the room stopped or was lost (its SFU went with it).
+ */
+export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty', 'node_lost']);
 export type RoomEndReason = z.infer<typeof RoomEndReason>;
 
 /** A participant: one device of one account. */

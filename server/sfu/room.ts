@@ -489,6 +489,7 @@ export function roomEnded(roomId: string, reason: RoomEndReason): ParleyError {
     ended_by_admin: 'an administrator ended it',
     server_shutdown: 'the server shut down',
     empty: 'everyone left',
+    node_lost: 'the server node carrying it stopped',
   };
   return new ParleyError('room_ended', `room ${roomId} has ended: ${why[reason]} (${reason})`);
 }
