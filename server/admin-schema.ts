@@ -110,6 +110,8 @@ export const RoomsEndParams = z.object({ roomId: RoomId }).strict();
 export const RoomsEndResult = z.object({ ok: z.literal(true), reason: z.literal('ended_by_admin') });
 
 /** Every admin method with its params and result schema. */
+export const ServerDrainResult = z.object({ ok: z.literal(true), draining: z.literal(true) });
+
 export const AdminRequests = {
   'calls.list': { params: NoParams, result: CallsListResult },
   'calls.get_status': { params: CallsGetStatusParams, result: AdminCall },
@@ -118,6 +120,12 @@ export const AdminRequests = {
   'config.reload': { params: NoParams, result: ConfigReloadResult },
   'rooms.list': { params: NoParams, result: RoomsListResult },
   'rooms.end': { params: RoomsEndParams, result: RoomsEndResult },
+  /**
+   * Drains this node for a rolling restart (docs/deploy.md): readiness fails,
+   * its calls move to another node, its clients reconnect elsewhere, and the
+   * process exits once they are gone. Answers at once.
+   */
+  'server.drain': { params: NoParams, result: ServerDrainResult },
 } as const;
 export type AdminMethod = keyof typeof AdminRequests;
 export type AdminResult<M extends AdminMethod> = z.infer<(typeof AdminRequests)[M]['result']>;

@@ -25,6 +25,8 @@ export interface AdminDeps {
    * @throws ParleyError when the file is unreadable or invalid (the running config stays).
    */
   reloadConfig(): z.infer<typeof ConfigReloadResult>;
+  /** Starts a drain (server/app.ts ParleyServer.drain); the process exits when it is done. */
+  drain?: () => void;
 }
 
 /** A listening admin socket. */
@@ -66,6 +68,12 @@ function registerMethods(peer: RpcPeer, deps: AdminDeps): void {
     return audit.query({ ...rest, events: event === undefined ? undefined : [event].flat() });
   });
   peer.handle('config.reload', AdminRequests['config.reload'].params, () => deps.reloadConfig());
+  peer.handle('server.drain', AdminRequests['server.drain'].params, () => {
+    if (!deps.drain) throw new ParleyError('invalid_state', 'this server cannot drain');
+    log.warn('drain requested by the admin API');
+    deps.drain();
+    return { ok: true as const, draining: true as const };
+  });
   peer.handle('rooms.list', AdminRequests['rooms.list'].params, () => ({ rooms: deps.sfu.list() }));
   peer.handle('rooms.end', AdminRequests['rooms.end'].params, (p) => {
     deps.sfu.end(p.roomId, 'ended_by_admin');

@@ -40,6 +40,14 @@ export const WS_MAX_PAYLOAD = 1024 * 1024;
 
 /** Interval between WebSocket pings; a client that misses one is dropped, ms. */
 const HEARTBEAT_MS = 30_000;
+/** How long a drain waits for its sockets to go before closing the rest, ms. */
+const DRAIN_DEADLINE_MS = 30_000;
+/**
+ * A draining node answers `/readyz` 503 `draining` for at least this long
+ * before it stops listening, ms: a health checker polling every second sees
+ * why the node went (a refused connection reads as a crash).
+ */
+const DRAIN_NOTICE_MS = 1500;
 
 /** A built, not yet listening, server. */
 export interface ParleyServer {
@@ -52,6 +60,21 @@ export interface ParleyServer {
    * audit records are written and the store closes. Idempotent.
    */
   close(): Promise<void>;
+  /**
+   * Drain for a rolling restart (several nodes; docs/deploy.md): `/readyz`
+   * turns 503 `draining` and new signaling sockets are refused with 503 (so
+   * nginx sends them to another node), this node's group rooms end
+   * (`server_shutdown`: a room cannot move), another node takes its calls
+   * over at once (server/cluster.ts handOver), and every socket is closed
+   * with 1012 so that its client reconnects through the front address,
+   * where its call resumes. Resolves once the sockets are gone (or
+   * `deadlineMs` passed) and the server has closed, then runs
+   * `options.onDrained`. With one node (no cluster) it is {@link close}.
+   * Idempotent.
+   */
+  drain(deadlineMs?: number): Promise<void>;
+  /** True once a drain began. */
+  readonly draining: boolean;
   /** Base URL once listening, else undefined. */
   readonly url: string | undefined;
   readonly hub: Hub;
@@ -167,7 +190,7 @@ export function serverVersion(): string {
  */
 export async function buildServer(
   config: ServerConfig,
-  options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number } = {},
+  options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number; onDrained?: () => void } = {},
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir, {
@@ -334,7 +357,7 @@ export async function buildServer(
     maxCalls: config.policy.maxCalls,
   });
   hub.setLimits(hubLimits());
-  const state = { closing: false };
+  const state = { closing: false, draining: false };
 
   const prune = () =>
     audit.prune(config.audit.retentionDays).then(
@@ -430,6 +453,11 @@ export async function buildServer(
 
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {
+    // Draining: no new sockets here (503 before the upgrade; nginx's proxy_next_upstream http_503 tries another node).
+    scope.addHook('onRequest', async (_req, reply) => {
+      if (state.draining)
+        return reply.status(503).header('retry-after', '1').send({ error: 'this server node is draining; connect again' });
+    });
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
@@ -441,8 +469,9 @@ export async function buildServer(
   let heartbeat: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
   let admin: AdminSocket | undefined;
+  let draining: Promise<void> | undefined;
 
-  return {
+  const server: ParleyServer = {
     hub,
     db,
     log,
@@ -452,6 +481,28 @@ export async function buildServer(
     config,
     get url() {
       return url;
+    },
+    get draining() {
+      return draining !== undefined;
+    },
+    drain(deadlineMs = DRAIN_DEADLINE_MS) {
+      draining ??= (async () => {
+        if (!cluster) return server.close();
+        state.draining = true;
+        const sockets = app.websocketServer?.clients ?? new Set();
+        const noticeUntil = Date.now() + DRAIN_NOTICE_MS;
+        log.warn({ sockets: sockets.size, calls: hub.stats.calls, rooms: sfu.stats.rooms }, 'draining');
+        sfu.close();
+        await cluster.handOver();
+        for (const ws of sockets) ws.close(1012, 'server node draining; reconnect');
+        const deadline = Date.now() + deadlineMs;
+        while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        if (sockets.size > 0) log.warn({ sockets: sockets.size }, 'drain deadline passed; closing the rest');
+        while (Date.now() < noticeUntil) await new Promise((r) => setTimeout(r, 50));
+        await server.close();
+        options.onDrained?.();
+      })();
+      return draining;
     },
     async listen() {
       await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -470,7 +521,7 @@ export async function buildServer(
         }
       }, HEARTBEAT_MS);
       heartbeat.unref();
-      admin = await startAdminSocket(config.admin.socket, { hub, sfu, audit, log, reloadConfig });
+      admin = await startAdminSocket(config.admin.socket, { hub, sfu, audit, log, reloadConfig, drain: () => void server.drain() });
       log.info(
         {
           url,
@@ -510,4 +561,5 @@ export async function buildServer(
       return closing;
     },
   };
+  return server;
 }

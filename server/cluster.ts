@@ -146,6 +146,9 @@ const PRESENCE_REFRESH_MS = 10_000;
 const RPC_TIMEOUT_MS = 5000;
 /** Call owners remembered per node (a cache of `parley:call:<id>`.owner). */
 const OWNER_CACHE_MAX = 50_000;
+/** A device's hello that listed a call another node owns: the device, and when (Unix ms). */
+type HelloNote = PeerInfo & { at: number };
+
 /** How long a hello's "I still carry call X" is kept for a claimer of X's dead owner, s. */
 const HELLO_NOTE_TTL_S = 300;
 
@@ -241,6 +244,8 @@ export class Cluster {
   private readySince = 0;
   private closed = false;
   private roomTraffic: RoomTraffic | undefined;
+  /** Draining: this node stopped heartbeating and asked the others to take its calls. */
+  private leaving = false;
 
   constructor(private readonly options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -289,6 +294,35 @@ export class Cluster {
     this.timers.push(setInterval(() => void this.refreshPresence(), PRESENCE_REFRESH_MS));
     for (const t of this.timers) t.unref();
     this.log.info('cluster node started');
+  }
+
+  /**
+   * Drain (a rolling restart): this node stops heartbeating and tells the
+   * others it is leaving; one of them takes its calls over at once, as it
+   * would a dead node's after NODE_DEAD_MS (ringing ones end `failed`,
+   * answered ones resume there once both devices say hello again). When
+   * that node has claimed them, this node forgets them without a word (its
+   * hub is emptied) so that closing its sockets next ends nothing.
+   * @param timeoutMs how long to wait for a claimer (none: a cluster of one).
+   * @returns true when another node took the calls; false when none did in time
+   *   (this node still owns them, and a shutdown ends them).
+   */
+  async handOver(timeoutMs = NODE_DEAD_MS): Promise<boolean> {
+    this.leaving = true;
+    this.publish(K.broadcast, { t: 'leaving', node: this.nodeId });
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const claimed = await this.cmd.exists(K.nodeDead(this.nodeId)).catch(() => 0);
+      if (claimed === 1) {
+        this.log.info({ calls: this.hub.stats.calls }, 'draining: another node took this node’s calls');
+        this.hub.close();
+        this.parties.clear();
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.log.warn('draining: no other node took this node’s calls in time');
+    return false;
   }
 
   /** Stops the timers and closes both connections; this node's presence is withdrawn. */
@@ -495,7 +529,8 @@ export class Cluster {
         if (!v) return;
         const callId = remote[i]!.callId;
         known.add(callId);
-        m.hset(K.callHello(callId), peer.deviceId, JSON.stringify(peer)).expire(K.callHello(callId), HELLO_NOTE_TTL_S);
+        const note: HelloNote = { ...peer, at: Date.now() };
+        m.hset(K.callHello(callId), peer.deviceId, JSON.stringify(note)).expire(K.callHello(callId), HELLO_NOTE_TTL_S);
       });
       await m.exec();
     } catch (err) {
@@ -700,6 +735,7 @@ export class Cluster {
   }
 
   private async heartbeat(): Promise<void> {
+    if (this.leaving) return;
     try {
       const added = await this.cmd.zadd(K.nodes, Date.now(), this.nodeId);
       // Back in the set: after a Redis restart (empty), or because another node
@@ -769,7 +805,7 @@ export class Cluster {
     for (const node of dead) {
       if (!alive.has(node)) continue;
       try {
-        if ((await this.cmd.zrem(K.nodes, node)) === 1) await this.claim(node, lost);
+        if ((await this.cmd.zrem(K.nodes, node)) === 1) await this.claim(node, lost, alive.get(node)!);
       } catch (err) {
         this.log.warn({ err: { message: (err as Error).message }, deadNode: node }, 'claiming a dead node failed');
       }
@@ -777,7 +813,13 @@ export class Cluster {
   }
 
   /** Takes over the calls of a dead node (see the file comment). */
-  private async claim(node: string, lost: ReadonlySet<string>): Promise<void> {
+  /**
+   * @param lost devices whose socket was on the dead node.
+   * @param lastBeat the dead node's last heartbeat, Unix ms: a lost device's
+   *   hello note older than that was written before it lost its socket (a
+   *   reconnect earlier in the call) and proves nothing now.
+   */
+  private async claim(node: string, lost: ReadonlySet<string>, lastBeat = 0): Promise<void> {
     // Should it come back (it was frozen or cut off, not dead), it steps down (see heartbeat).
     if (node !== this.nodeId) {
       await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
@@ -819,7 +861,8 @@ export class Cluster {
       }
       const confirmed = new Map<string, PeerInfo>();
       for (const p of Object.values(notes ?? {})) {
-        const peer = JSON.parse(p) as PeerInfo;
+        const { at, ...peer } = JSON.parse(p) as HelloNote;
+        if (lost.has(peer.deviceId) && !(at > lastBeat)) continue;
         confirmed.set(peer.deviceId, peer);
       }
       // A device that never lost its socket (it was on a live node) still carries the call.
