@@ -130,6 +130,8 @@ export interface RoomTraffic {
   message(from: string, body: unknown): void;
   /** Node `node` was found dead (or left): its rooms are gone, and so are its connections. Once per death. */
   nodeLost(node: string): void;
+  /** This node was taken for dead by the others (they told its rooms' participants `node_lost`): end them here too. */
+  steppedDown(): void;
 }
 
 /** Where a room is, as recorded in Redis: on a live node, or ended (and why). */
@@ -755,6 +757,11 @@ export class Cluster {
     this.log.warn({ devices: this.local.size }, 'this node was taken for dead and its calls taken over; closing its sockets');
     this.hub.close();
     this.parties.clear();
+    try {
+      this.roomTraffic?.steppedDown();
+    } catch (err) {
+      this.log.error({ err }, 'ending the rooms of a node taken for dead failed');
+    }
     for (const { link } of [...this.local.values()]) link.close(1012, 'server node restarting; reconnect');
   }
 

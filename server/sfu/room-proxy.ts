@@ -58,6 +58,7 @@ export class RoomProxy {
     cluster.setRoomTraffic({
       message: (from, body) => this.receive(from, body as Wire),
       nodeLost: (node) => this.nodeLost(node),
+      steppedDown: () => this.steppedDown(),
     });
   }
 
@@ -167,6 +168,21 @@ export class RoomProxy {
         this.clients.get(m.conn)?.receive(m);
         return;
     }
+  }
+
+  /** The others took this node for dead and told its rooms' remote participants `node_lost`: its rooms end here too. */
+  private steppedDown(): void {
+    for (const r of this.remotes.values()) r.close();
+    this.remotes.clear();
+    const rooms = this.deps.sfu.list();
+    for (const room of rooms) {
+      try {
+        this.deps.sfu.end(room.roomId, 'node_lost');
+      } catch {
+        // ended meanwhile
+      }
+    }
+    if (rooms.length > 0) this.log.warn({ rooms: rooms.length }, 'rooms of this node ended (node_lost): it was taken for dead');
   }
 
   private nodeLost(node: string): void {
@@ -313,6 +329,8 @@ export class ProxiedConnection {
       if (owner !== node) continue;
       this.rooms.delete(roomId);
       n++;
+      // Should the node only have been frozen, it closes this participant's place when it wakes (it steps down anyway).
+      this.proxy.send(node, { k: 'closed', conn: this.id });
       if (!this.closed) this.sendToClient(JSON.stringify({ jsonrpc: '2.0', method: 'room.ended', params: { roomId, reason: 'node_lost' } }));
     }
     for (const [seq, w] of [...this.waiting]) {
