@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { ParleyError } from '../common/errors';
 import { Accounts } from './accounts';
-import { startAdminSocket, type AdminSocket } from './admin';
+import { startAdminSocket, toAdminCall, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { DeviceLinks } from './device-links';
@@ -19,7 +19,7 @@ import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
-import { Cluster, createLimitsClient } from './cluster';
+import { Cluster, createLimitsClient, type GatherKind } from './cluster';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
@@ -448,6 +448,15 @@ export async function buildServer(
     intercept,
     cluster,
   };
+  // Several nodes: this node's counts for the cluster-wide gauges, and its part of cluster-wide admin lists.
+  if (cluster) {
+    const c = cluster;
+    c.setSources(
+      () => ({ devices: c.localDevices, ...hub.callsByState(), rooms: sfu.stats.rooms, participants: sfu.stats.participants }),
+      (kind) => (kind === 'calls' ? hub.list().map(toAdminCall) : sfu.list()),
+    );
+    metrics.addClusterGauges(() => c.clusterStats());
+  }
   // Several nodes: rooms other nodes carry are reached through them (server/sfu/room-proxy.ts).
   if (cluster) roomProxy = signalDeps.roomProxy = new RoomProxy(cluster, signalDeps, SIGNAL_MODULES, log);
 
@@ -521,7 +530,17 @@ export async function buildServer(
         }
       }, HEARTBEAT_MS);
       heartbeat.unref();
-      admin = await startAdminSocket(config.admin.socket, { hub, sfu, audit, log, reloadConfig, drain: () => void server.drain() });
+      const c = cluster;
+      const gather = c ? (kind: GatherKind) => c.gather(kind) : undefined;
+      admin = await startAdminSocket(config.admin.socket, {
+        hub,
+        sfu,
+        audit,
+        log,
+        reloadConfig,
+        drain: () => void server.drain(),
+        ...(gather ? { gather } : {}),
+      });
       log.info(
         {
           url,

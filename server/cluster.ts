@@ -122,7 +122,27 @@ type Wire =
   /** A node going away on purpose (drain, SIGTERM): take its calls over now rather than after NODE_DEAD_MS. */
   | { t: 'leaving'; node: string }
   /** The claimer of a dead node's calls tells the others (who may not have seen its heartbeat stop before the claim). */
-  | { t: 'dead'; node: string };
+  | { t: 'dead'; node: string }
+  /** Cluster-wide admin: every node answers `reply` with its part (server/admin.ts). */
+  | { t: 'gather'; id: number; reply: string; kind: GatherKind }
+  | { t: 'gathered'; id: number; node: string; items: unknown[] };
+
+/** What a cluster-wide admin request collects from every node. */
+export type GatherKind = 'calls' | 'rooms';
+
+/** One node's counts, written with its heartbeat (for the cluster-wide gauges). */
+export interface NodeStats {
+  devices: number;
+  ringing: number;
+  active: number;
+  rooms: number;
+  participants: number;
+}
+
+/** The live nodes' counts summed (every node within NODE_DEAD_MS of its last heartbeat). */
+export interface ClusterStats extends NodeStats {
+  nodes: number;
+}
 
 /** What the room proxy (server/sfu/room-proxy.ts) hears from the cluster. */
 export interface RoomTraffic {
@@ -172,6 +192,8 @@ const K = {
   callHello: (id: string) => `parley:call:${id}:hello`,
   /** The node whose SFU carries a group-call room (JSON RoomLocation). */
   room: (id: string) => `parley:room:${id}`,
+  /** Each node's NodeStats (hash: node id → JSON), written with its heartbeat. */
+  nodeStats: 'parley:node-stats',
   /** The rooms a node carries (set of ids). */
   nodeRooms: (id: string) => `parley:node:${id}:rooms`,
 };
@@ -248,6 +270,9 @@ export class Cluster {
   private roomTraffic: RoomTraffic | undefined;
   /** Draining: this node stopped heartbeating and asked the others to take its calls. */
   private leaving = false;
+  private statsSource: (() => NodeStats) | undefined;
+  private gatherSource: ((kind: GatherKind) => unknown[]) | undefined;
+  private readonly gathering = new Map<number, { add: (node: string, items: unknown[]) => void }>();
 
   constructor(private readonly options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -339,7 +364,7 @@ export class Cluster {
         m.eval(DEL_IF_CONN, 1, K.device(deviceId), l.conn);
         m.publish(K.broadcast, JSON.stringify({ t: 'down', node: this.nodeId, conn: l.conn, deviceId } satisfies Wire));
       }
-      m.zrem(K.nodes, this.nodeId);
+      m.zrem(K.nodes, this.nodeId).hdel(K.nodeStats, this.nodeId);
       await m.exec();
     } catch {
       // Redis gone: the keys expire.
@@ -577,6 +602,80 @@ export class Cluster {
     this.publish(K.node(node), message);
   }
 
+  /** Where this node's counts come from (written with each heartbeat) and its part of cluster-wide admin lists. */
+  setSources(stats: () => NodeStats, gather: (kind: GatherKind) => unknown[]): void {
+    this.statsSource = stats;
+    this.gatherSource = gather;
+  }
+
+  /**
+   * The live nodes' counts summed (each node's as of its last heartbeat, ≤ 1 s old).
+   * @returns undefined when Redis cannot be read.
+   */
+  async clusterStats(): Promise<ClusterStats | undefined> {
+    try {
+      const [[, beats], [, stats]] = (await this.cmd.multi().zrange(K.nodes, 0, -1, 'WITHSCORES').hgetall(K.nodeStats).exec()) as [
+        [unknown, string[]],
+        [unknown, Record<string, string>],
+      ];
+      const sum: ClusterStats = { nodes: 0, devices: 0, ringing: 0, active: 0, rooms: 0, participants: 0 };
+      const now = Date.now();
+      for (let i = 0; i + 1 < beats.length; i += 2) {
+        if (now - Number(beats[i + 1]) > NODE_DEAD_MS) continue;
+        sum.nodes++;
+        const v = stats[beats[i]!];
+        if (!v) continue;
+        const s = JSON.parse(v) as NodeStats;
+        sum.devices += s.devices;
+        sum.ringing += s.ringing;
+        sum.active += s.active;
+        sum.rooms += s.rooms;
+        sum.participants += s.participants;
+      }
+      return sum;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Asks every live node for its part of a cluster-wide admin list and waits
+   * for all of them (at most `timeoutMs`; a node that does not answer in time
+   * is named in `missing`).
+   * @throws ParleyError `unavailable` when Redis cannot be read.
+   */
+  async gather(kind: GatherKind, timeoutMs = 2000): Promise<{ parts: { node: string; items: unknown[] }[]; missing: string[] }> {
+    let nodes: string[];
+    try {
+      const beats = await this.cmd.zrange(K.nodes, 0, -1, 'WITHSCORES');
+      nodes = [];
+      for (let i = 0; i + 1 < beats.length; i += 2) if (Date.now() - Number(beats[i + 1]) <= NODE_DEAD_MS) nodes.push(beats[i]!);
+    } catch {
+      throw new ParleyError('unavailable', 'the server cannot reach its cluster store right now; try again shortly');
+    }
+    if (!nodes.includes(this.nodeId)) nodes.push(this.nodeId);
+    const id = ++this.rpcSeq;
+    const parts = new Map<string, unknown[]>();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.gathering.set(id, {
+        add: (node, items) => {
+          parts.set(node, items);
+          if (nodes.every((n) => parts.has(n))) {
+            clearTimeout(timer);
+            resolve();
+          }
+        },
+      });
+      this.publish(K.broadcast, { t: 'gather', id, reply: this.nodeId, kind });
+    });
+    this.gathering.delete(id);
+    return {
+      parts: [...parts].map(([node, items]) => ({ node, items })).sort((a, b) => a.node.localeCompare(b.node)),
+      missing: nodes.filter((n) => !parts.has(n)),
+    };
+  }
+
   /** The room proxy's link to the other nodes (set once, at start; server/sfu/room-proxy.ts). */
   setRoomTraffic(traffic: RoomTraffic): void {
     this.roomTraffic = traffic;
@@ -706,6 +805,19 @@ export class Cluster {
       case 'leaving':
         if (m.node !== this.nodeId) void this.sweep(m.node);
         return;
+      case 'gather': {
+        let items: unknown[] = [];
+        try {
+          items = this.gatherSource?.(m.kind) ?? [];
+        } catch (err) {
+          this.log.error({ err, kind: m.kind }, 'cluster-wide admin request failed here');
+        }
+        this.publishTo(m.reply, { t: 'gathered', id: m.id, node: this.nodeId, items });
+        return;
+      }
+      case 'gathered':
+        this.gathering.get(m.id)?.add(m.node, m.items);
+        return;
       case 'dead':
         if (m.node !== this.nodeId && !this.dead.has(m.node)) {
           this.dead.add(m.node);
@@ -739,6 +851,7 @@ export class Cluster {
   private async heartbeat(): Promise<void> {
     if (this.leaving) return;
     try {
+      if (this.statsSource) void this.cmd.hset(K.nodeStats, this.nodeId, JSON.stringify(this.statsSource())).catch(() => {});
       const added = await this.cmd.zadd(K.nodes, Date.now(), this.nodeId);
       // Back in the set: after a Redis restart (empty), or because another node
       // took this one for dead (frozen, or cut off from Redis) and took its calls.

@@ -9,7 +9,7 @@ import type { RoomParticipant } from '../../common/protocol/sfu';
 import { DeviceIdentity } from '../../main/core/e2ee';
 import { waitFor } from '../harness/process';
 import { startRedis, type RunningRedis } from '../harness/redis';
-import { startServer, type RunningServer } from '../harness/server';
+import { adminRequest, startServer, type RunningServer } from '../harness/server';
 import { SfuParticipant } from '../harness/sfu-client';
 import { signIn, type SignedInDevice } from '../harness/signal-client';
 import { createTestDatabase } from '../harness/store';
@@ -86,6 +86,51 @@ describe('a room used from other nodes', () => {
     pa.close();
     pc.close();
     await Promise.all([ann.client.close(), cy.client.close()]);
+  });
+
+  it('cluster-wide admin lists and metrics: rooms.list and calls.list with cluster:true, and /metrics sums over nodes', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const ann = await signIn(n1, `ann${++n}`);
+    const bo = await signIn(n2, `bo${n}`);
+    const cy = await signIn(n3, `cy${n}`);
+    const r1 = (await ann.client.request('room.create', {})).roomId;
+    const r2 = (await bo.client.request('room.create', {})).roomId;
+    await ann.client.request('room.join', { roomId: r1 });
+    await cy.client.request('room.join', { roomId: r1 });
+    await bo.client.request('room.join', { roomId: r2 });
+    // Each node's own list has its own room only; with cluster:true any node lists both, naming the node.
+    // (The first test's room, empty now, is still open on n1 until its empty-room timeout.)
+    expect((await adminRequest<{ rooms: { roomId: string }[] }>(n3.adminSocket, 'rooms.list')).rooms).toEqual([]);
+    const all = await adminRequest<{ rooms: { roomId: string; node: string; participants: unknown[] }[]; missing: string[] }>(n3.adminSocket, 'rooms.list', { cluster: true });
+    expect(all.missing).toEqual([]);
+    const mine = all.rooms.filter((r) => r.roomId === r1 || r.roomId === r2);
+    expect(all.rooms.filter((r) => r.participants.length > 0)).toEqual(mine);
+    expect(mine.map((r) => [r.node, r.roomId, r.participants.length]).sort()).toEqual(
+      [
+        ['n1', r1, 2],
+        ['n2', r2, 1],
+      ].sort(),
+    );
+    const calls = await adminRequest<{ calls: unknown[]; missing: string[] }>(n2.adminSocket, 'calls.list', { cluster: true });
+    expect(calls).toEqual({ calls: [], missing: [] });
+    // Any node's /metrics sums the live nodes' counts (written with each 1 s heartbeat).
+    const sample = async (name: string) => {
+      const text = await (await fetch(new URL('/metrics', n2.url))).text();
+      return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
+    };
+    // (Each node's counts are as of its last heartbeat: wait for the ones after the joins.)
+    await waitFor(
+      'the cluster gauges to count every node, device and participant',
+      async () =>
+        (await sample('parley_cluster_sfu_participants')) === 3 &&
+        (await sample('parley_cluster_nodes')) === 3 &&
+        (await sample('parley_cluster_connected_devices')) >= 3,
+      5000,
+      200,
+    );
+    expect(await sample('parley_cluster_sfu_rooms')).toBe(all.rooms.length);
+    expect(await sample('parley_sfu_rooms')).toBe(1); // n2's own
+    await Promise.all([ann.client.close(), bo.client.close(), cy.client.close()]);
   });
 
   it('a room whose node froze past the dead-node timeout ends node_lost for everyone, there too when it wakes', async () => {
