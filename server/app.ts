@@ -502,7 +502,12 @@ export async function buildServer(
         const noticeUntil = Date.now() + DRAIN_NOTICE_MS;
         log.warn({ sockets: sockets.size, calls: hub.stats.calls, rooms: sfu.stats.rooms }, 'draining');
         sfu.close();
-        await cluster.handOver();
+        // No other node took the calls (a cluster of one): shut down as one node does (calls end, told).
+        if (!(await cluster.handOver())) {
+          await server.close();
+          options.onDrained?.();
+          return;
+        }
         for (const ws of sockets) ws.close(1012, 'server node draining; reconnect');
         const deadline = Date.now() + deadlineMs;
         while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

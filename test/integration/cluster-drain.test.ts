@@ -17,6 +17,7 @@ import { startNginx, type RunningNginx } from '../harness/nginx';
 import { startPulse, type Pulse } from '../harness/pulse';
 import { startRedis, type RunningRedis } from '../harness/redis';
 import { adminRequest, startServer, type RunningServer } from '../harness/server';
+import { signIn } from '../harness/signal-client';
 import { createTestDatabase } from '../harness/store';
 
 let pulse: Pulse;
@@ -131,4 +132,18 @@ describe('draining a node mid-call', () => {
     const ended = await bob.waitForCall(callId, (s) => s.state === 'ended');
     expect(ended.endReason).toBe('hangup');
   }, 120_000);
+});
+
+describe('draining the only node of a cluster', () => {
+  it('finds no node to take its calls and shuts down as one node does (sockets closed 1001, exit 0)', async () => {
+    // Its own Redis database: a cluster of one, apart from the three nodes above.
+    const alone = await startServer({
+      env: { PARLEY_STORE_URL: await createTestDatabase(), PARLEY_CLUSTER_REDIS_URL: `${redis.url}/5`, PARLEY_NODE_ID: 'solo' },
+    });
+    const dee = await signIn(alone, `dee${Math.floor(Math.random() * 1e6)}`);
+    await adminRequest(alone.adminSocket, 'server.drain');
+    expect((await dee.client.closed).code).toBe(1001);
+    expect(await alone.stop(10_000)).toEqual({ code: 0, signal: null });
+    expect(alone.logLines().some((l) => l.msg === 'draining: no other node took this node’s calls in time')).toBe(true);
+  }, 30_000);
 });
