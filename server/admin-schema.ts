@@ -34,10 +34,18 @@ export const AdminCall = z.object({
   /** Duration budget of the call used / remaining, seconds; null when no budget applies (see policy.*budget*). */
   budgetUsedSeconds: z.number().nullable(),
   budgetRemainingSeconds: z.number().nullable(),
+  /** With `cluster: true`: the node that owns the call. */
+  node: z.string().optional(),
 });
 export type AdminCall = z.infer<typeof AdminCall>;
 
-export const CallsListResult = z.object({ calls: z.array(AdminCall) });
+/**
+ * `cluster: true` (several nodes): every live node's list, each entry naming
+ * its `node`; `missing` names nodes that did not answer within 2 s. Without
+ * it (or with one node): this node's.
+ */
+export const ClusterListParams = z.object({ cluster: z.boolean().optional() }).strict();
+export const CallsListResult = z.object({ calls: z.array(AdminCall), missing: z.array(z.string()).optional() });
 export const CallsGetStatusParams = z.object({ callId: CallId }).strict();
 export const CallsEndParams = z.object({ callId: CallId }).strict();
 export const CallsEndResult = z.object({ ok: z.literal(true), reason: z.literal('policy') });
@@ -102,22 +110,32 @@ export const AdminRoom = z.object({
       consumers: z.number().int(),
     }),
   ),
+  /** With `cluster: true`: the node whose SFU carries the room. */
+  node: z.string().optional(),
 });
 export type AdminRoom = z.infer<typeof AdminRoom>;
-export const RoomsListResult = z.object({ rooms: z.array(AdminRoom) });
+export const RoomsListResult = z.object({ rooms: z.array(AdminRoom), missing: z.array(z.string()).optional() });
 /** Ends a room for everyone in it: they get `room.ended` with reason `ended_by_admin`. */
 export const RoomsEndParams = z.object({ roomId: RoomId }).strict();
 export const RoomsEndResult = z.object({ ok: z.literal(true), reason: z.literal('ended_by_admin') });
 
 /** Every admin method with its params and result schema. */
+export const ServerDrainResult = z.object({ ok: z.literal(true), draining: z.literal(true) });
+
 export const AdminRequests = {
-  'calls.list': { params: NoParams, result: CallsListResult },
+  'calls.list': { params: ClusterListParams, result: CallsListResult },
   'calls.get_status': { params: CallsGetStatusParams, result: AdminCall },
   'calls.end': { params: CallsEndParams, result: CallsEndResult },
   'audit.query': { params: AuditQueryParams, result: AuditQueryResult },
   'config.reload': { params: NoParams, result: ConfigReloadResult },
-  'rooms.list': { params: NoParams, result: RoomsListResult },
+  'rooms.list': { params: ClusterListParams, result: RoomsListResult },
   'rooms.end': { params: RoomsEndParams, result: RoomsEndResult },
+  /**
+   * Drains this node for a rolling restart (docs/deploy.md): readiness fails,
+   * its calls move to another node, its clients reconnect elsewhere, and the
+   * process exits once they are gone. Answers at once.
+   */
+  'server.drain': { params: NoParams, result: ServerDrainResult },
 } as const;
 export type AdminMethod = keyof typeof AdminRequests;
 export type AdminResult<M extends AdminMethod> = z.infer<(typeof AdminRequests)[M]['result']>;

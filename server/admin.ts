@@ -8,9 +8,11 @@ import {
   ADMIN_MAX_MESSAGE,
   AdminRequests,
   type AdminCall,
+  type AdminRoom,
   type ConfigReloadResult,
 } from './admin-schema';
 import type { AuditLog } from './audit';
+import type { GatherKind } from './cluster';
 import type { CallSnapshot, Hub } from './hub';
 import type { Sfu } from './sfu/sfu';
 
@@ -25,6 +27,10 @@ export interface AdminDeps {
    * @throws ParleyError when the file is unreadable or invalid (the running config stays).
    */
   reloadConfig(): z.infer<typeof ConfigReloadResult>;
+  /** Starts a drain (server/app.ts ParleyServer.drain); the process exits when it is done. */
+  drain?: () => void;
+  /** Several nodes: every live node's part of a list (server/cluster.ts gather). */
+  gather?: (kind: GatherKind) => Promise<{ parts: { node: string; items: unknown[] }[]; missing: string[] }>;
 }
 
 /** A listening admin socket. */
@@ -34,7 +40,8 @@ export interface AdminSocket {
   close(): Promise<void>;
 }
 
-function toAdminCall(c: CallSnapshot): AdminCall {
+/** A hub's call as the admin API shows it. */
+export function toAdminCall(c: CallSnapshot): AdminCall {
   const { budgetSeconds, ...rest } = c;
   return {
     ...rest,
@@ -47,9 +54,11 @@ function toAdminCall(c: CallSnapshot): AdminCall {
 /** Registers the admin methods of `AdminRequests` on one connection's peer. */
 function registerMethods(peer: RpcPeer, deps: AdminDeps): void {
   const { hub, audit, log } = deps;
-  peer.handle('calls.list', AdminRequests['calls.list'].params, () => ({
-    calls: hub.list().map(toAdminCall),
-  }));
+  peer.handle('calls.list', AdminRequests['calls.list'].params, async (p) => {
+    if (!p.cluster || !deps.gather) return { calls: hub.list().map(toAdminCall) };
+    const { parts, missing } = await deps.gather('calls');
+    return { calls: parts.flatMap(({ node, items }) => (items as AdminCall[]).map((c) => ({ ...c, node }))), missing };
+  });
   peer.handle('calls.get_status', AdminRequests['calls.get_status'].params, (p) => {
     const call = hub.get(p.callId);
     if (!call) throw new ParleyError('call_not_found', `no call ${p.callId}`);
@@ -66,7 +75,17 @@ function registerMethods(peer: RpcPeer, deps: AdminDeps): void {
     return audit.query({ ...rest, events: event === undefined ? undefined : [event].flat() });
   });
   peer.handle('config.reload', AdminRequests['config.reload'].params, () => deps.reloadConfig());
-  peer.handle('rooms.list', AdminRequests['rooms.list'].params, () => ({ rooms: deps.sfu.list() }));
+  peer.handle('server.drain', AdminRequests['server.drain'].params, () => {
+    if (!deps.drain) throw new ParleyError('invalid_state', 'this server cannot drain');
+    log.warn('drain requested by the admin API');
+    deps.drain();
+    return { ok: true as const, draining: true as const };
+  });
+  peer.handle('rooms.list', AdminRequests['rooms.list'].params, async (p) => {
+    if (!p.cluster || !deps.gather) return { rooms: deps.sfu.list() };
+    const { parts, missing } = await deps.gather('rooms');
+    return { rooms: parts.flatMap(({ node, items }) => (items as AdminRoom[]).map((r) => ({ ...r, node }))), missing };
+  });
   peer.handle('rooms.end', AdminRequests['rooms.end'].params, (p) => {
     deps.sfu.end(p.roomId, 'ended_by_admin');
     log.warn({ roomId: p.roomId }, 'room ended by the admin API');

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { ParleyError } from '../common/errors';
 import { Accounts } from './accounts';
-import { startAdminSocket, type AdminSocket } from './admin';
+import { startAdminSocket, toAdminCall, type AdminSocket } from './admin';
 import { AuditLog, DAY_MS, type AuditInput } from './audit';
 import { ConfigError, diffConfig, type ServerConfig } from './config';
 import { DeviceLinks } from './device-links';
@@ -19,14 +19,16 @@ import { CallPolicy } from './policy';
 import { RelayService } from './relays';
 import { describeStore, openDatabase, storeConnections, type DB } from './db';
 import { registerHttpRoutes } from './http';
-import { Cluster, createLimitsClient } from './cluster';
+import { Cluster, createLimitsClient, type GatherKind } from './cluster';
 import { Hub, type HubEvent } from './hub';
 import { createLogger } from './log';
 import { ServerMetrics } from './metrics';
 import { registerOpsRoutes } from './ops';
-import { serveSignalSocket } from './signal/connection';
+import { SIGNAL_MODULES, serveSignalSocket } from './signal/connection';
+import type { SignalDeps } from './signal/module';
 import { loadInterceptor } from './intercept';
 import { FrontDoor, HashGate } from './front-door';
+import { RoomProxy } from './sfu/room-proxy';
 import { Sfu } from './sfu/sfu';
 import { RoomInvitations } from './sfu/invitations';
 
@@ -39,6 +41,14 @@ export const WS_MAX_PAYLOAD = 1024 * 1024;
 
 /** Interval between WebSocket pings; a client that misses one is dropped, ms. */
 const HEARTBEAT_MS = 30_000;
+/** How long a drain waits for its sockets to go before closing the rest, ms. */
+const DRAIN_DEADLINE_MS = 30_000;
+/**
+ * A draining node answers `/readyz` 503 `draining` for at least this long
+ * before it stops listening, ms: a health checker polling every second sees
+ * why the node went (a refused connection reads as a crash).
+ */
+const DRAIN_NOTICE_MS = 1500;
 
 /** A built, not yet listening, server. */
 export interface ParleyServer {
@@ -51,6 +61,21 @@ export interface ParleyServer {
    * audit records are written and the store closes. Idempotent.
    */
   close(): Promise<void>;
+  /**
+   * Drain for a rolling restart (several nodes; docs/deploy.md): `/readyz`
+   * turns 503 `draining` and new signaling sockets are refused with 503 (so
+   * nginx sends them to another node), this node's group rooms end
+   * (`server_shutdown`: a room cannot move), another node takes its calls
+   * over at once (server/cluster.ts handOver), and every socket is closed
+   * with 1012 so that its client reconnects through the front address,
+   * where its call resumes. Resolves once the sockets are gone (or
+   * `deadlineMs` passed) and the server has closed, then runs
+   * `options.onDrained`. With one node (no cluster) it is {@link close}.
+   * Idempotent.
+   */
+  drain(deadlineMs?: number): Promise<void>;
+  /** True once a drain began. */
+  readonly draining: boolean;
   /** Base URL once listening, else undefined. */
   readonly url: string | undefined;
   readonly hub: Hub;
@@ -166,7 +191,7 @@ export function serverVersion(): string {
  */
 export async function buildServer(
   config: ServerConfig,
-  options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number } = {},
+  options: { logger?: Logger; reloadConfig?: () => ServerConfig; resumeGraceMs?: number; onDrained?: () => void } = {},
 ): Promise<ParleyServer> {
   const log = options.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.dataDir, {
@@ -319,10 +344,13 @@ export async function buildServer(
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics, limitsStore);
   const roomInvitations = new RoomInvitations({ hub, ringTimeoutMs: () => config.ringTimeoutSeconds * 1000, log });
+  let roomProxy: RoomProxy | undefined;
   const sfu = new Sfu(() => config.sfu, log, {
+    onRoomOpened: (room) => roomProxy?.roomOpened(room.id),
     onRoomEnded: (room, reason, participants) => {
       roomInvitations.ended(room.id);
       metrics.sfuRoomsEnded.inc({ reason });
+      roomProxy?.roomEnded(room.id, reason);
       void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
     },
     onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),
@@ -332,7 +360,7 @@ export async function buildServer(
     maxCalls: config.policy.maxCalls,
   });
   hub.setLimits(hubLimits());
-  const state = { closing: false };
+  const state = { closing: false, draining: false };
 
   const prune = () =>
     audit.prune(config.audit.retentionDays).then(
@@ -405,30 +433,48 @@ export async function buildServer(
   );
   registerOpsRoutes(app, { db, metrics, state, cluster });
 
+  const signalDeps: SignalDeps = {
+    accounts,
+    contacts,
+    policy,
+    relays,
+    openCalls,
+    resumption,
+    approvals,
+    links,
+    hub,
+    config,
+    log,
+    audit,
+    metrics,
+    sfu,
+    roomInvitations,
+    intercept,
+    cluster,
+  };
+  // Several nodes: this node's counts for the cluster-wide gauges, and its part of cluster-wide admin lists.
+  if (cluster) {
+    const c = cluster;
+    c.setSources(
+      () => ({ devices: c.localDevices, ...hub.callsByState(), rooms: sfu.stats.rooms, participants: sfu.stats.participants }),
+      (kind) => (kind === 'calls' ? hub.list().map(toAdminCall) : sfu.list()),
+    );
+    metrics.addClusterGauges(() => c.clusterStats());
+  }
+  // Several nodes: rooms other nodes carry are reached through them (server/sfu/room-proxy.ts).
+  if (cluster) roomProxy = signalDeps.roomProxy = new RoomProxy(cluster, signalDeps, SIGNAL_MODULES, log);
+
   const alive = new WeakMap<WebSocket, boolean>();
   app.register(async (scope) => {
+    // Draining: no new sockets here (503 before the upgrade; nginx's proxy_next_upstream http_503 tries another node).
+    scope.addHook('onRequest', async (_req, reply) => {
+      if (state.draining)
+        return reply.status(503).header('retry-after', '1').send({ error: 'this server node is draining; connect again' });
+    });
     scope.get('/v1/signal', { websocket: true }, (socket, req) => {
       alive.set(socket, true);
       socket.on('pong', () => alive.set(socket, true));
-      serveSignalSocket(socket, req.ip, {
-        accounts,
-        contacts,
-        policy,
-        relays,
-        openCalls,
-        resumption,
-        approvals,
-        links,
-        hub,
-        config,
-        log,
-        audit,
-        metrics,
-        sfu,
-        roomInvitations,
-        intercept,
-        cluster,
-      });
+      serveSignalSocket(socket, req.ip, signalDeps);
     });
   });
 
@@ -436,8 +482,9 @@ export async function buildServer(
   let heartbeat: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
   let admin: AdminSocket | undefined;
+  let draining: Promise<void> | undefined;
 
-  return {
+  const server: ParleyServer = {
     hub,
     db,
     log,
@@ -447,6 +494,33 @@ export async function buildServer(
     config,
     get url() {
       return url;
+    },
+    get draining() {
+      return draining !== undefined;
+    },
+    drain(deadlineMs = DRAIN_DEADLINE_MS) {
+      draining ??= (async () => {
+        if (!cluster) return server.close();
+        state.draining = true;
+        const sockets = app.websocketServer?.clients ?? new Set();
+        const noticeUntil = Date.now() + DRAIN_NOTICE_MS;
+        log.warn({ sockets: sockets.size, calls: hub.stats.calls, rooms: sfu.stats.rooms }, 'draining');
+        sfu.close();
+        // No other node took the calls (a cluster of one): shut down as one node does (calls end, told).
+        if (!(await cluster.handOver())) {
+          await server.close();
+          options.onDrained?.();
+          return;
+        }
+        for (const ws of sockets) ws.close(1012, 'server node draining; reconnect');
+        const deadline = Date.now() + deadlineMs;
+        while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        if (sockets.size > 0) log.warn({ sockets: sockets.size }, 'drain deadline passed; closing the rest');
+        while (Date.now() < noticeUntil) await new Promise((r) => setTimeout(r, 50));
+        await server.close();
+        options.onDrained?.();
+      })();
+      return draining;
     },
     async listen() {
       await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -465,7 +539,17 @@ export async function buildServer(
         }
       }, HEARTBEAT_MS);
       heartbeat.unref();
-      admin = await startAdminSocket(config.admin.socket, { hub, sfu, audit, log, reloadConfig });
+      const c = cluster;
+      const gather = c ? (kind: GatherKind) => c.gather(kind) : undefined;
+      admin = await startAdminSocket(config.admin.socket, {
+        hub,
+        sfu,
+        audit,
+        log,
+        reloadConfig,
+        drain: () => void server.drain(),
+        ...(gather ? { gather } : {}),
+      });
       log.info(
         {
           url,
@@ -505,4 +589,5 @@ export async function buildServer(
       return closing;
     },
   };
+  return server;
 }

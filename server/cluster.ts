@@ -116,7 +116,46 @@ type Wire =
   | { t: 'notify'; from: string; deviceId: string; method: string; params: unknown }
   | { t: 'close'; deviceId: string; conn: string; code: number; reason: string }
   | { t: 'rpc'; id: number; reply: string; call: CallOp }
-  | { t: 'rpc-reply'; id: number; error?: { reason: ErrorReason; message: string } };
+  | { t: 'rpc-reply'; id: number; error?: { reason: ErrorReason; message: string } }
+  /** Group-call room traffic between nodes (server/sfu/room-proxy.ts), opaque here. */
+  | { t: 'room'; from: string; body: unknown }
+  /** A node going away on purpose (drain, SIGTERM): take its calls over now rather than after NODE_DEAD_MS. */
+  | { t: 'leaving'; node: string }
+  /** The claimer of a dead node's calls tells the others (who may not have seen its heartbeat stop before the claim). */
+  | { t: 'dead'; node: string }
+  /** Cluster-wide admin: every node answers `reply` with its part (server/admin.ts). */
+  | { t: 'gather'; id: number; reply: string; kind: GatherKind }
+  | { t: 'gathered'; id: number; node: string; items: unknown[] };
+
+/** What a cluster-wide admin request collects from every node. */
+export type GatherKind = 'calls' | 'rooms';
+
+/** One node's counts, written with its heartbeat (for the cluster-wide gauges). */
+export interface NodeStats {
+  devices: number;
+  ringing: number;
+  active: number;
+  rooms: number;
+  participants: number;
+}
+
+/** The live nodes' counts summed (every node within NODE_DEAD_MS of its last heartbeat). */
+export interface ClusterStats extends NodeStats {
+  nodes: number;
+}
+
+/** What the room proxy (server/sfu/room-proxy.ts) hears from the cluster. */
+export interface RoomTraffic {
+  /** A `room` message another node sent this one. */
+  message(from: string, body: unknown): void;
+  /** Node `node` was found dead (or left): its rooms are gone, and so are its connections. Once per death. */
+  nodeLost(node: string): void;
+  /** This node was taken for dead by the others (they told its rooms' participants `node_lost`): end them here too. */
+  steppedDown(): void;
+}
+
+/** Where a room is, as recorded in Redis: on a live node, or ended (and why). */
+export type RoomLocation = { node: string } | { ended: string };
 
 /** How often a node writes its heartbeat into `parley:nodes`, ms. */
 const HEARTBEAT_MS = 1000;
@@ -129,6 +168,9 @@ const PRESENCE_REFRESH_MS = 10_000;
 const RPC_TIMEOUT_MS = 5000;
 /** Call owners remembered per node (a cache of `parley:call:<id>`.owner). */
 const OWNER_CACHE_MAX = 50_000;
+/** A device's hello that listed a call another node owns: the device, and when (Unix ms). */
+type HelloNote = PeerInfo & { at: number };
+
 /** How long a hello's "I still carry call X" is kept for a claimer of X's dead owner, s. */
 const HELLO_NOTE_TTL_S = 300;
 
@@ -148,7 +190,16 @@ const K = {
   /** The call a device is a party of (its id). */
   busy: (id: string) => `parley:busy:${id}`,
   callHello: (id: string) => `parley:call:${id}:hello`,
+  /** The node whose SFU carries a group-call room (JSON RoomLocation). */
+  room: (id: string) => `parley:room:${id}`,
+  /** Each node's NodeStats (hash: node id → JSON), written with its heartbeat. */
+  nodeStats: 'parley:node-stats',
+  /** The rooms a node carries (set of ids). */
+  nodeRooms: (id: string) => `parley:node:${id}:rooms`,
 };
+
+/** How long an ended room's record stays, so that a late request hears why it ended, s. */
+const ENDED_ROOM_TTL_S = 600;
 
 /** Deletes a presence key only when it still names this connection (a newer one may have replaced it). */
 const DEL_IF_CONN = `local v = redis.call('GET', KEYS[1])
@@ -216,6 +267,12 @@ export class Cluster {
   /** When the subscriber last (re)connected, Unix ms. */
   private readySince = 0;
   private closed = false;
+  private roomTraffic: RoomTraffic | undefined;
+  /** Draining: this node stopped heartbeating and asked the others to take its calls. */
+  private leaving = false;
+  private statsSource: (() => NodeStats) | undefined;
+  private gatherSource: ((kind: GatherKind) => unknown[]) | undefined;
+  private readonly gathering = new Map<number, { add: (node: string, items: unknown[]) => void }>();
 
   constructor(private readonly options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -266,6 +323,35 @@ export class Cluster {
     this.log.info('cluster node started');
   }
 
+  /**
+   * Drain (a rolling restart): this node stops heartbeating and tells the
+   * others it is leaving; one of them takes its calls over at once, as it
+   * would a dead node's after NODE_DEAD_MS (ringing ones end `failed`,
+   * answered ones resume there once both devices say hello again). When
+   * that node has claimed them, this node forgets them without a word (its
+   * hub is emptied) so that closing its sockets next ends nothing.
+   * @param timeoutMs how long to wait for a claimer (none: a cluster of one).
+   * @returns true when another node took the calls; false when none did in time
+   *   (this node still owns them, and a shutdown ends them).
+   */
+  async handOver(timeoutMs = NODE_DEAD_MS): Promise<boolean> {
+    this.leaving = true;
+    this.publish(K.broadcast, { t: 'leaving', node: this.nodeId });
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const claimed = await this.cmd.exists(K.nodeDead(this.nodeId)).catch(() => 0);
+      if (claimed === 1) {
+        this.log.info({ calls: this.hub.stats.calls }, 'draining: another node took this node’s calls');
+        this.hub.close();
+        this.parties.clear();
+        return true;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.log.warn('draining: no other node took this node’s calls in time');
+    return false;
+  }
+
   /** Stops the timers and closes both connections; this node's presence is withdrawn. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -278,7 +364,7 @@ export class Cluster {
         m.eval(DEL_IF_CONN, 1, K.device(deviceId), l.conn);
         m.publish(K.broadcast, JSON.stringify({ t: 'down', node: this.nodeId, conn: l.conn, deviceId } satisfies Wire));
       }
-      m.zrem(K.nodes, this.nodeId);
+      m.zrem(K.nodes, this.nodeId).hdel(K.nodeStats, this.nodeId);
       await m.exec();
     } catch {
       // Redis gone: the keys expire.
@@ -470,7 +556,8 @@ export class Cluster {
         if (!v) return;
         const callId = remote[i]!.callId;
         known.add(callId);
-        m.hset(K.callHello(callId), peer.deviceId, JSON.stringify(peer)).expire(K.callHello(callId), HELLO_NOTE_TTL_S);
+        const note: HelloNote = { ...peer, at: Date.now() };
+        m.hset(K.callHello(callId), peer.deviceId, JSON.stringify(note)).expire(K.callHello(callId), HELLO_NOTE_TTL_S);
       });
       await m.exec();
     } catch (err) {
@@ -513,6 +600,131 @@ export class Cluster {
   /** Publishes to one node's channel (delivery is at-most-once; see the file comment). */
   publishTo(node: string, message: Wire): void {
     this.publish(K.node(node), message);
+  }
+
+  /** Where this node's counts come from (written with each heartbeat) and its part of cluster-wide admin lists. */
+  setSources(stats: () => NodeStats, gather: (kind: GatherKind) => unknown[]): void {
+    this.statsSource = stats;
+    this.gatherSource = gather;
+  }
+
+  /**
+   * The live nodes' counts summed (each node's as of its last heartbeat, ≤ 1 s old).
+   * @returns undefined when Redis cannot be read.
+   */
+  async clusterStats(): Promise<ClusterStats | undefined> {
+    try {
+      const [[, beats], [, stats]] = (await this.cmd.multi().zrange(K.nodes, 0, -1, 'WITHSCORES').hgetall(K.nodeStats).exec()) as [
+        [unknown, string[]],
+        [unknown, Record<string, string>],
+      ];
+      const sum: ClusterStats = { nodes: 0, devices: 0, ringing: 0, active: 0, rooms: 0, participants: 0 };
+      const now = Date.now();
+      for (let i = 0; i + 1 < beats.length; i += 2) {
+        if (now - Number(beats[i + 1]) > NODE_DEAD_MS) continue;
+        sum.nodes++;
+        const v = stats[beats[i]!];
+        if (!v) continue;
+        const s = JSON.parse(v) as NodeStats;
+        sum.devices += s.devices;
+        sum.ringing += s.ringing;
+        sum.active += s.active;
+        sum.rooms += s.rooms;
+        sum.participants += s.participants;
+      }
+      return sum;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Asks every live node for its part of a cluster-wide admin list and waits
+   * for all of them (at most `timeoutMs`; a node that does not answer in time
+   * is named in `missing`).
+   * @throws ParleyError `unavailable` when Redis cannot be read.
+   */
+  async gather(kind: GatherKind, timeoutMs = 2000): Promise<{ parts: { node: string; items: unknown[] }[]; missing: string[] }> {
+    let nodes: string[];
+    try {
+      const beats = await this.cmd.zrange(K.nodes, 0, -1, 'WITHSCORES');
+      nodes = [];
+      for (let i = 0; i + 1 < beats.length; i += 2) if (Date.now() - Number(beats[i + 1]) <= NODE_DEAD_MS) nodes.push(beats[i]!);
+    } catch {
+      throw new ParleyError('unavailable', 'the server cannot reach its cluster store right now; try again shortly');
+    }
+    if (!nodes.includes(this.nodeId)) nodes.push(this.nodeId);
+    const id = ++this.rpcSeq;
+    const parts = new Map<string, unknown[]>();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.gathering.set(id, {
+        add: (node, items) => {
+          parts.set(node, items);
+          if (nodes.every((n) => parts.has(n))) {
+            clearTimeout(timer);
+            resolve();
+          }
+        },
+      });
+      this.publish(K.broadcast, { t: 'gather', id, reply: this.nodeId, kind });
+    });
+    this.gathering.delete(id);
+    return {
+      parts: [...parts].map(([node, items]) => ({ node, items })).sort((a, b) => a.node.localeCompare(b.node)),
+      missing: nodes.filter((n) => !parts.has(n)),
+    };
+  }
+
+  /** The room proxy's link to the other nodes (set once, at start; server/sfu/room-proxy.ts). */
+  setRoomTraffic(traffic: RoomTraffic): void {
+    this.roomTraffic = traffic;
+  }
+
+  /** Sends room traffic to node `node` (pub/sub: at-most-once, in order). */
+  sendRoom(node: string, body: unknown): void {
+    this.publishTo(node, { t: 'room', from: this.nodeId, body });
+  }
+
+  /** True when node `node` is known dead here (its heartbeat stopped, or it left). */
+  isDead(node: string): boolean {
+    return this.dead.has(node);
+  }
+
+  /**
+   * Records that this node's SFU carries room `roomId` (before its id is handed out).
+   * @throws Error when Redis cannot be reached within its command timeout (2 s).
+   */
+  async roomOpened(roomId: string): Promise<void> {
+    await this.cmd
+      .multi()
+      .set(K.room(roomId), JSON.stringify({ node: this.nodeId } satisfies RoomLocation))
+      .sadd(K.nodeRooms(this.nodeId), roomId)
+      .exec();
+  }
+
+  /** Records that room `roomId` of this node ended, and why (kept ENDED_ROOM_TTL_S). Best effort. */
+  roomEnded(roomId: string, reason: string): void {
+    void this.cmd
+      .multi()
+      .set(K.room(roomId), JSON.stringify({ ended: reason } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S)
+      .srem(K.nodeRooms(this.nodeId), roomId)
+      .exec()
+      .catch(() => {});
+  }
+
+  /**
+   * Where room `roomId` is: on a node (maybe this one), ended, or unknown (undefined).
+   * @throws ParleyError `unavailable` when Redis cannot be reached.
+   */
+  async roomLocation(roomId: string): Promise<RoomLocation | undefined> {
+    let v: string | null;
+    try {
+      v = await this.cmd.get(K.room(roomId));
+    } catch {
+      throw new ParleyError('unavailable', 'the server cannot reach its cluster store right now; try again shortly', { retryAfter: 1 });
+    }
+    return v ? (JSON.parse(v) as RoomLocation) : undefined;
   }
 
   // ---- internals ----------------------------------------------------------------
@@ -587,6 +799,31 @@ export class Cluster {
         this.publishTo(m.reply, { t: 'rpc-reply', id: m.id, ...(error ? { error } : {}) });
         return;
       }
+      case 'room':
+        if (m.from !== this.nodeId) this.roomTraffic?.message(m.from, m.body);
+        return;
+      case 'leaving':
+        if (m.node !== this.nodeId) void this.sweep(m.node);
+        return;
+      case 'gather': {
+        let items: unknown[] = [];
+        try {
+          items = this.gatherSource?.(m.kind) ?? [];
+        } catch (err) {
+          this.log.error({ err, kind: m.kind }, 'cluster-wide admin request failed here');
+        }
+        this.publishTo(m.reply, { t: 'gathered', id: m.id, node: this.nodeId, items });
+        return;
+      }
+      case 'gathered':
+        this.gathering.get(m.id)?.add(m.node, m.items);
+        return;
+      case 'dead':
+        if (m.node !== this.nodeId && !this.dead.has(m.node)) {
+          this.dead.add(m.node);
+          this.nodeLost(m.node);
+        }
+        return;
       case 'rpc-reply': {
         const p = this.pending.get(m.id);
         if (!p) return;
@@ -612,7 +849,9 @@ export class Cluster {
   }
 
   private async heartbeat(): Promise<void> {
+    if (this.leaving) return;
     try {
+      if (this.statsSource) void this.cmd.hset(K.nodeStats, this.nodeId, JSON.stringify(this.statsSource())).catch(() => {});
       const added = await this.cmd.zadd(K.nodes, Date.now(), this.nodeId);
       // Back in the set: after a Redis restart (empty), or because another node
       // took this one for dead (frozen, or cut off from Redis) and took its calls.
@@ -631,11 +870,29 @@ export class Cluster {
     this.log.warn({ devices: this.local.size }, 'this node was taken for dead and its calls taken over; closing its sockets');
     this.hub.close();
     this.parties.clear();
+    try {
+      this.roomTraffic?.steppedDown();
+    } catch (err) {
+      this.log.error({ err }, 'ending the rooms of a node taken for dead failed');
+    }
     for (const { link } of [...this.local.values()]) link.close(1012, 'server node restarting; reconnect');
   }
 
-  /** Finds dead nodes: drops their links here; the node that removes one from `parley:nodes` claims its calls. */
-  private async sweep(): Promise<void> {
+  /** A node was found dead here (once per death): the room proxy ends its rooms. */
+  private nodeLost(node: string): void {
+    try {
+      this.roomTraffic?.nodeLost(node);
+    } catch (err) {
+      this.log.error({ err, deadNode: node }, 'room clean-up after a dead node failed');
+    }
+  }
+
+  /**
+   * Finds dead nodes: drops their links here; the node that removes one from
+   * `parley:nodes` claims its calls.
+   * @param leaving a node that said it is leaving (drain): dead now, whatever its last heartbeat.
+   */
+  private async sweep(leaving?: string): Promise<void> {
     if (this.closed || this.cmd.status !== 'ready') return;
     let entries: string[];
     try {
@@ -650,9 +907,12 @@ export class Cluster {
     const settled = now - this.readySince > 2 * NODE_DEAD_MS;
     const dead = new Set<string>();
     for (const [node, at] of alive) if (node !== this.nodeId && now - at > NODE_DEAD_MS) dead.add(node);
-    for (const node of this.dead) if (now - (alive.get(node) ?? 0) <= NODE_DEAD_MS) this.dead.delete(node);
-    for (const node of dead) this.dead.add(node);
+    if (leaving !== undefined && alive.has(leaving)) dead.add(leaving);
+    for (const node of this.dead) if (node !== leaving && now - (alive.get(node) ?? 0) <= NODE_DEAD_MS) this.dead.delete(node);
     if (settled) for (const link of this.remotes.values()) if (!alive.has(link.node)) dead.add(link.node);
+    const newly = [...dead].filter((n) => !this.dead.has(n));
+    for (const node of dead) this.dead.add(node);
+    for (const node of newly) this.nodeLost(node);
     if (dead.size === 0) return;
     /** Devices whose socket was on a dead node (they must say hello again to resume a call). */
     const lost = new Set<string>();
@@ -665,7 +925,7 @@ export class Cluster {
     for (const node of dead) {
       if (!alive.has(node)) continue;
       try {
-        if ((await this.cmd.zrem(K.nodes, node)) === 1) await this.claim(node, lost);
+        if ((await this.cmd.zrem(K.nodes, node)) === 1) await this.claim(node, lost, alive.get(node)!);
       } catch (err) {
         this.log.warn({ err: { message: (err as Error).message }, deadNode: node }, 'claiming a dead node failed');
       }
@@ -673,11 +933,27 @@ export class Cluster {
   }
 
   /** Takes over the calls of a dead node (see the file comment). */
-  private async claim(node: string, lost: ReadonlySet<string>): Promise<void> {
+  /**
+   * @param lost devices whose socket was on the dead node.
+   * @param lastBeat the dead node's last heartbeat, Unix ms: a lost device's
+   *   hello note older than that was written before it lost its socket (a
+   *   reconnect earlier in the call) and proves nothing now.
+   */
+  private async claim(node: string, lost: ReadonlySet<string>, lastBeat = 0): Promise<void> {
     // Should it come back (it was frozen or cut off, not dead), it steps down (see heartbeat).
-    if (node !== this.nodeId) await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
+    if (node !== this.nodeId) {
+      await this.cmd.set(K.nodeDead(node), '1', 'EX', 3600);
+      this.publish(K.broadcast, { t: 'dead', node });
+    }
+    // Its group-call rooms went with its SFU: a late request for one hears `node_lost`.
+    const rooms = node === this.nodeId ? [] : await this.cmd.smembers(K.nodeRooms(node));
+    if (rooms.length > 0) {
+      const m = this.cmd.multi().del(K.nodeRooms(node));
+      for (const roomId of rooms) m.set(K.room(roomId), JSON.stringify({ ended: 'node_lost' } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S);
+      await m.exec();
+    }
     const ids = await this.cmd.smembers(K.nodeCalls(node));
-    this.log.warn({ deadNode: node, calls: ids.length }, 'node is dead; taking over its calls');
+    this.log.warn({ deadNode: node, calls: ids.length, rooms: rooms.length }, 'node is dead; taking over its calls');
     await this.cmd.del(K.nodeCalls(node));
     // (Taking over one's own previous life: the answered calls are added back below, as the taker's.)
     for (const callId of ids) {
@@ -705,7 +981,8 @@ export class Cluster {
       }
       const confirmed = new Map<string, PeerInfo>();
       for (const p of Object.values(notes ?? {})) {
-        const peer = JSON.parse(p) as PeerInfo;
+        const { at, ...peer } = JSON.parse(p) as HelloNote;
+        if (lost.has(peer.deviceId) && !(at > lastBeat)) continue;
         confirmed.set(peer.deviceId, peer);
       }
       // A device that never lost its socket (it was on a live node) still carries the call.

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
@@ -127,6 +128,28 @@ const FileConfig = z
         experiment_urls: z
           .array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"'))
           .default([]),
+        /**
+         * Relays per region (Signal's relays endpoint): `[[turn.regions]]` each
+         * with a `name`, its coturn instances' `urls`, their `secret` (default:
+         * `turn.secret`) and the client addresses it serves (`clients`, CIDR
+         * ranges). A client gets the region whose range holds its address most
+         * specifically (longest prefix); otherwise `default_region`, or else
+         * `turn.urls`. Provider `coturn` only.
+         */
+        regions: z
+          .array(
+            z
+              .object({
+                name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a region name is 1-32 of a-z, 0-9, "-" and "_"'),
+                urls: z.array(z.string().regex(/^turns?:/, 'a TURN URL starts with "turn:" or "turns:"')).min(1),
+                secret: z.string().default(''),
+                clients: z.array(z.string().refine((v) => parseCidr(v) !== undefined, 'not a CIDR range such as "10.1.0.0/16" or "2001:db8::/32"')).default([]),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** The region of clients that no region's `clients` holds (empty: `turn.urls`). */
+        default_region: z.string().default(''),
       })
       .strict()
       .default({
@@ -140,6 +163,8 @@ const FileConfig = z
         request_burst: 10,
         experiment_accounts: [],
         experiment_urls: [],
+        regions: [],
+        default_region: '',
       }),
     stun: z
       .object({
@@ -330,6 +355,18 @@ const FileConfig = z
         message: 'must not be above sfu.rtc_max_port',
       });
     }
+    const regionNames = new Set<string>();
+    c.turn.regions.forEach((r, i) => {
+      if (regionNames.has(r.name))
+        ctx.addIssue({ code: 'custom', path: ['turn', 'regions', i, 'name'], message: `region "${r.name}" is named twice` });
+      regionNames.add(r.name);
+      if (c.turn.provider === 'coturn' && r.secret.length === 0 && c.turn.secret.length === 0)
+        ctx.addIssue({ code: 'custom', path: ['turn', 'regions', i, 'secret'], message: 'required (or turn.secret)' });
+    });
+    if (c.turn.regions.length > 0 && c.turn.provider !== 'coturn')
+      ctx.addIssue({ code: 'custom', path: ['turn', 'regions'], message: 'regions need turn.provider "coturn"' });
+    if (c.turn.default_region !== '' && !regionNames.has(c.turn.default_region))
+      ctx.addIssue({ code: 'custom', path: ['turn', 'default_region'], message: `no [[turn.regions]] is named "${c.turn.default_region}"` });
     if (c.turn.provider === 'coturn' && c.turn.urls.length > 0 && c.turn.secret.length === 0) {
       ctx.addIssue({
         code: 'custom',
@@ -338,6 +375,37 @@ const FileConfig = z
       });
     }
   });
+
+/** A CIDR range (RFC 4632; IPv6 as RFC 4291 §2.3), parsed. */
+export interface Cidr {
+  /** As written, e.g. `10.1.0.0/16`. */
+  text: string;
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+}
+
+/** Parses `address/prefix`; undefined when it is not one (a bare address is a /32 or /128). */
+export function parseCidr(text: string): Cidr | undefined {
+  const [address = '', prefixText, extra] = text.trim().split('/');
+  if (extra !== undefined) return undefined;
+  const v = isIP(address);
+  if (v === 0) return undefined;
+  const max = v === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
+  if (!(prefix >= 0 && prefix <= max)) return undefined;
+  return { text: text.trim(), address, prefix, family: v === 4 ? 'ipv4' : 'ipv6' };
+}
+
+/** One region's relays (config `[[turn.regions]]`). */
+export interface TurnRegion {
+  name: string;
+  urls: string[];
+  /** The static-auth-secret of this region's coturn instances (never logged). */
+  secret: string;
+  /** The client address ranges it serves. */
+  clients: Cidr[];
+}
 
 /** The validated configuration the server runs with. */
 export interface ServerConfig {
@@ -374,6 +442,10 @@ export interface ServerConfig {
     requestBurst: number;
     experimentAccounts: string[];
     experimentUrls: string[];
+    /** Relays per region (server/relays.ts routes a client to one by its address). */
+    regions: TurnRegion[];
+    /** The region of clients no region's ranges hold; undefined: `urls`. */
+    defaultRegion: string | undefined;
   };
   stun: { urls: string[] };
   /** Audit log retention, days; window of summarised repeated failures, seconds. */
@@ -588,6 +660,13 @@ export function parseConfig(
       requestBurst: c.turn.request_burst,
       experimentAccounts: c.turn.experiment_accounts,
       experimentUrls: c.turn.experiment_urls,
+      regions: c.turn.regions.map((r) => ({
+        name: r.name,
+        urls: r.urls,
+        secret: r.secret || c.turn.secret,
+        clients: r.clients.map((v) => parseCidr(v)!),
+      })),
+      defaultRegion: c.turn.default_region || undefined,
     },
     stun: { urls: c.stun.urls },
     audit: {
@@ -700,6 +779,8 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'turn.request_burst': (c) => c.turn.requestBurst,
   'turn.experiment_accounts': (c) => c.turn.experimentAccounts,
   'turn.experiment_urls': (c) => c.turn.experimentUrls,
+  'turn.regions': (c) => c.turn.regions,
+  'turn.default_region': (c) => c.turn.defaultRegion,
   'stun.urls': (c) => c.stun.urls,
   'audit.retention_days': (c) => c.audit.retentionDays,
   'audit.failure_summary_seconds': (c) => c.audit.failureSummarySeconds,

@@ -130,7 +130,7 @@ export function registerHttpRoutes(
         { name: 'CALL_RELAY_UNAUTHORIZED' },
       );
     }
-    const answer = await relays.issue(device);
+    const answer = await relays.issue(device, req.ip);
     // Credentials must never be cached by a proxy.
     return reply.header('cache-control', 'no-store').send(answer);
   });

@@ -30,15 +30,21 @@ async function main(): Promise<void> {
     throw e;
   }
 
-  const server = await buildServer(config, { reloadConfig: () => loadConfig(opts.config) });
+  const server = await buildServer(config, {
+    reloadConfig: () => loadConfig(opts.config),
+    // A drain (admin `server.drain`, or SIGTERM with several nodes) ends the process.
+    onDrained: () => process.exit(0),
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    server.log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 10_000);
+    // Several nodes: SIGTERM drains (clients move to the other nodes with their calls); one node: it shuts down.
+    const drain = signal === 'SIGTERM' && config.cluster !== undefined;
+    server.log.info({ signal, drain }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), drain ? 45_000 : 10_000);
     force.unref();
-    server.close().then(
+    (drain ? server.drain() : server.close()).then(
       () => process.exit(0),
       (err: unknown) => {
         server.log.error({ err }, 'shutdown failed');

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Hub } from './hub';
+import type { ClusterStats } from './cluster';
 import type { SfuStats } from './sfu/sfu';
 
 /**
@@ -184,6 +185,56 @@ export class ServerMetrics {
       name: 'parley_hello_timeouts_total',
       help: 'Signaling connections closed (4004) because they did not complete hello within limits.hello_timeout_seconds.',
       registers,
+    });
+  }
+
+  /**
+   * Several nodes: gauges summed over the cluster's live nodes, from the counts
+   * each node writes to Redis with its heartbeat (≤ 1 s old). Any node's
+   * `/metrics` gives them; absent when Redis cannot be read at scrape time.
+   *
+   * | name | type | labels | meaning |
+   * |---|---|---|---|
+   * | `parley_cluster_nodes` | gauge | | live nodes (heartbeat within 3 s) |
+   * | `parley_cluster_connected_devices` | gauge | | signaling connections on all nodes |
+   * | `parley_cluster_active_calls` | gauge | `state` = ringing, active | calls in progress on all nodes |
+   * | `parley_cluster_sfu_rooms` | gauge | | group-call rooms on all nodes' SFUs |
+   * | `parley_cluster_sfu_participants` | gauge | | participants in those rooms |
+   */
+  addClusterGauges(get: () => Promise<ClusterStats | undefined>): void {
+    const registers = [this.registry];
+    // One Redis read per scrape, shared by the five gauges.
+    let scrape: Promise<ClusterStats | undefined> | undefined;
+    const read = (): Promise<ClusterStats | undefined> => {
+      scrape ??= get().finally(() => setTimeout(() => (scrape = undefined), 100).unref());
+      return scrape;
+    };
+    const gauge = (name: string, help: string, pick: (s: ClusterStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          const s = await read();
+          if (s) this.set(pick(s));
+          else this.reset();
+        },
+      });
+    gauge('parley_cluster_nodes', 'Live cluster nodes (heartbeat within 3 s).', (s) => s.nodes);
+    gauge('parley_cluster_connected_devices', 'Signaling connections on all live nodes.', (s) => s.devices);
+    gauge('parley_cluster_sfu_rooms', 'Group-call rooms on all live nodes.', (s) => s.rooms);
+    gauge('parley_cluster_sfu_participants', 'Participants in the rooms of all live nodes.', (s) => s.participants);
+    new Gauge({
+      name: 'parley_cluster_active_calls',
+      help: 'Calls in progress on all live nodes, by state (ringing, active).',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const s = await read();
+        if (!s) return this.reset();
+        this.set({ state: 'ringing' }, s.ringing);
+        this.set({ state: 'active' }, s.active);
+      },
     });
   }
 

@@ -9,17 +9,18 @@ const DB_PROBE_TIMEOUT_MS = 1000;
 /**
  * Registers the operator endpoints on `app`:
  * - `GET /readyz` → 200 `{ready:true}` when listening and the store answers a query;
- *   503 `{ready:false, reason}` otherwise (reason: `shutting down`, `not listening`, `database unreachable`,
+ *   503 `{ready:false, reason}` otherwise (reason: `draining` (a rolling restart: take the node out), `shutting down`, `not listening`, `database unreachable`,
  *   and with several nodes `redis unreachable`: this node cannot reach the cluster's Redis).
  * - `GET /metrics` → Prometheus text exposition format (see ServerMetrics).
- * @param state.closing true once shutdown began.
+ * @param state.closing true once shutdown began; `draining` once a drain began.
  */
 export function registerOpsRoutes(
   app: FastifyInstance,
-  deps: { db: Kysely<DB>; metrics: ServerMetrics; state: { closing: boolean }; cluster?: { readonly connected: boolean } | undefined },
+  deps: { db: Kysely<DB>; metrics: ServerMetrics; state: { closing: boolean; draining?: boolean }; cluster?: { readonly connected: boolean } | undefined },
 ): void {
   app.get('/readyz', async (_req, reply) => {
     const notReady = (reason: string) => reply.status(503).send({ ready: false, reason });
+    if (deps.state.draining) return notReady('draining');
     if (deps.state.closing) return notReady('shutting down');
     if (!app.server.listening) return notReady('not listening');
     try {

@@ -1,10 +1,10 @@
 import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { ParleyError } from '../common/errors';
 import type { PeerInfo } from '../common/protocol/signaling';
 import type { AuditLog } from './audit';
-import type { ServerConfig } from './config';
+import type { ServerConfig, TurnRegion } from './config';
 import type { ServerMetrics } from './metrics';
 import { TokenBuckets, type BucketStore } from './rate-limit';
 import { issueTurnCredential } from './turn';
@@ -26,6 +26,56 @@ export interface RelayAnswer {
   hostname: string | null;
   /** When the credential stops working, Unix seconds. */
   expiresAt: number;
+  /** The relay region chosen for the client's address (`[[turn.regions]]`), or null for `turn.urls`. */
+  region: string | null;
+}
+
+/** The relays for one client: its region's, or the default ones. */
+export interface RelayRoute {
+  /** null: `turn.urls` (no region). */
+  region: string | null;
+  urls: string[];
+  /** The coturn static-auth-secret that signs the credentials (never logged). */
+  secret: string;
+}
+
+/** Each region's ranges as BlockLists, longest prefix first (built once per regions array). */
+const routeTables = new WeakMap<TurnRegion[], { prefix: number; list: BlockList; family: 'ipv4' | 'ipv6'; region: TurnRegion }[]>();
+
+/**
+ * The relays for a client at `address` (Signal's relays endpoint: a routing
+ * table of client CIDR ranges to relay regions): the region whose range holds
+ * the address most specifically (longest prefix, RFC 4632 §5.1), else
+ * `turn.default_region`, else `turn.urls`. An IPv4-mapped IPv6 address
+ * (`::ffff:10.1.2.3`, RFC 4291 §2.5.5.2) counts as its IPv4 address; an
+ * unknown or unparsable address gets the default.
+ */
+export function routeRelay(turn: ServerConfig['turn'], address: string | undefined): RelayRoute {
+  const fallback = (): RelayRoute => {
+    const r = turn.defaultRegion ? turn.regions.find((x) => x.name === turn.defaultRegion) : undefined;
+    return r ? { region: r.name, urls: r.urls, secret: r.secret } : { region: null, urls: turn.urls, secret: turn.secret };
+  };
+  if (turn.regions.length === 0 || !address) return fallback();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  const ip = mapped ? mapped[1]! : address;
+  const v = isIP(ip);
+  if (v === 0) return fallback();
+  let table = routeTables.get(turn.regions);
+  if (!table) {
+    table = turn.regions
+      .flatMap((region) =>
+        region.clients.map((c) => {
+          const list = new BlockList();
+          list.addSubnet(c.address, c.prefix, c.family);
+          return { prefix: c.prefix, list, family: c.family, region };
+        }),
+      )
+      .sort((a, b) => b.prefix - a.prefix);
+    routeTables.set(turn.regions, table);
+  }
+  const family = v === 4 ? 'ipv4' : 'ipv6';
+  const hit = table.find((e) => e.family === family && e.list.check(ip, family));
+  return hit ? { region: hit.region.name, urls: hit.region.urls, secret: hit.region.secret } : fallback();
 }
 
 /** What an external credential API must answer (provider `http`). */
@@ -101,15 +151,18 @@ export class RelayService {
   /** True when relay credentials can be issued (a provider and URLs are configured). */
   get configured(): boolean {
     const t = this.config.turn;
-    return t.provider === 'http' || t.urls.length > 0;
+    return t.provider === 'http' || t.urls.length > 0 || t.regions.length > 0;
   }
 
   /**
-   * Issues credentials for the device.
+   * Issues credentials for the device, naming the relays of its region
+   * ({@link routeRelay}) when `[[turn.regions]]` are configured.
+   * @param address the client's address (through a trusted proxy: the one it
+   *   named, `trust_proxy`); undefined: the default relays.
    * @throws ParleyError `rate_limited` (with `retryAfter`, seconds), `unavailable` (no relay
    *   configured), `internal_error` named `CALL_RELAY_PROVIDER_ERROR` (the provider failed).
    */
-  async issue(peer: PeerInfo): Promise<RelayAnswer> {
+  async issue(peer: PeerInfo, address?: string): Promise<RelayAnswer> {
     await this.take(peer);
     const t = this.config.turn;
     if (!this.configured) {
@@ -118,19 +171,24 @@ export class RelayService {
       });
     }
     const experiment = t.experimentUrls.length > 0 && t.experimentAccounts.includes(peer.username);
-    let answer: Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt'>;
+    let answer: Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt' | 'region'>;
     let expiresAt: number;
+    let region: string | null = null;
     if (t.provider === 'http') {
       answer = await this.fromProvider(peer);
       if (experiment) answer.urls = t.experimentUrls;
       expiresAt = Math.floor(Date.now() / 1000) + answer.ttl;
     } else {
-      const c = issueTurnCredential(t.secret, peer.accountId, t.ttlSeconds);
+      const route = routeRelay(t, address);
+      if (route.urls.length === 0 && !experiment)
+        throw new ParleyError('unavailable', 'this server offers no relay for your network', { name: 'CALL_RELAY_NOT_CONFIGURED' });
+      region = experiment ? null : route.region;
+      const c = issueTurnCredential(experiment ? t.secret : route.secret, peer.accountId, t.ttlSeconds);
       answer = {
         username: c.username,
         password: c.credential,
         ttl: t.ttlSeconds,
-        urls: experiment ? t.experimentUrls : t.urls,
+        urls: experiment ? t.experimentUrls : route.urls,
       };
       expiresAt = c.expiresAt;
     }
@@ -140,13 +198,14 @@ export class RelayService {
       urlsWithIps: await resolveTurnUrls(answer.urls),
       hostname: first ? (turnHost(first) ?? null) : null,
       expiresAt,
+      region,
     };
     this.metrics.relayCredentialsIssued.inc();
     void this.audit.record({
       event: 'relay.credentials_issued',
       accountId: peer.accountId,
       deviceId: peer.deviceId,
-      detail: { ttlSeconds: result.ttl, urls: result.urls, provider: t.provider, experiment },
+      detail: { ttlSeconds: result.ttl, urls: result.urls, provider: t.provider, experiment, region },
     });
     return result;
   }
@@ -177,7 +236,7 @@ export class RelayService {
 
   private async fromProvider(
     peer: PeerInfo,
-  ): Promise<Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt'>> {
+  ): Promise<Omit<RelayAnswer, 'urlsWithIps' | 'hostname' | 'expiresAt' | 'region'>> {
     const t = this.config.turn;
     const fail = (kind: string): ParleyError => {
       this.metrics.relayProviderErrors.inc();

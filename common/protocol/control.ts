@@ -324,7 +324,7 @@ export const RoomStatus = z.object({
   roomId: z.uuid(),
   /** `joining` → `joined` → `left` (we left) or `ended` (the room ended or the connection to it was lost: see `endReason`). */
   state: z.enum(['joining', 'joined', 'left', 'ended']),
-  /** Why it ended: the server's `room.ended` reason (`sfu_failed`, `ended_by_admin`, `server_shutdown`, `empty`), `signaling_lost` or `failed`. */
+  /** Why it ended: the server's `room.ended` reason (`sfu_failed`, `ended_by_admin`, `server_shutdown`, `empty`, `ttl_expired`, `budget_exceeded`, `node_lost`), `signaling_lost` or `failed`. */
   endReason: z.string().optional(),
   /** What went wrong, for people (a failed join, a device error). */
   error: z.string().optional(),

@@ -47,9 +47,11 @@ export const SfuObjectId = z.uuid();
 /**
  * Why a room ended. `sfu_failed`: its media worker died (the server keeps
  * running); `ttl_expired`: it reached the room lifetime of the server's policy;
- * `budget_exceeded`: its host used up the call-time budget (`[policy]`).
+ * `budget_exceeded`: its host used up the call-time budget (`[policy]`);
+ * `node_lost`: several server nodes (server/cluster.ts), and the node carrying
+ * the room stopped or was lost (its SFU went with it).
  */
-export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty', 'ttl_expired', 'budget_exceeded']);
+export const RoomEndReason = z.enum(['sfu_failed', 'ended_by_admin', 'server_shutdown', 'empty', 'ttl_expired', 'budget_exceeded', 'node_lost']);
 export type RoomEndReason = z.infer<typeof RoomEndReason>;
 
 /** A participant: one device of one account. */

@@ -491,6 +491,7 @@ export function roomEnded(roomId: string, reason: RoomEndReason): ParleyError {
     empty: 'everyone left',
     ttl_expired: "it reached this server's time limit for a group call",
     budget_exceeded: "its host used up this server's call-time budget",
+    node_lost: 'the server node carrying it stopped',
   };
   return new ParleyError('room_ended', `room ${roomId} has ended: ${why[reason]} (${reason})`);
 }

@@ -15,7 +15,8 @@ const ENDED_ROOMS_KEPT = 1000;
 
 /** What the server learns from the SFU (metrics, audit). */
 export interface SfuHooks {
-  onRoomOpened?(room: Room): void;
+  /** A room opened; its id is handed out once this settles (several nodes: its node is recorded first). */
+  onRoomOpened?(room: Room): void | Promise<void>;
   /** `participants`: how many were in it when it ended. */
   onRoomEnded?(room: Room, reason: RoomEndReason, participants: number): void;
   onWorkerDied?(pid: number): void;
@@ -109,7 +110,7 @@ export class Sfu {
     this.pool.retain(worker);
     this.rooms.set(id, room);
     this.onEmptyChanged(room, true);
-    this.hooks.onRoomOpened?.(room);
+    await this.hooks.onRoomOpened?.(room);
     return room;
   }
 

@@ -152,6 +152,8 @@ export function serveSignalSocket(
     },
   };
   for (const register of modules) register(conn, deps);
+  // Several nodes: room requests about another node's room go there (server/sfu/room-proxy.ts).
+  const roomProxy = deps.roomProxy?.attach(send, () => conn.me());
 
   const bucket = new TokenBucket(config.limits.messagesPerSecond, config.limits.messageBurst);
   let bucketLimits = config.limits;
@@ -196,6 +198,7 @@ export function serveSignalSocket(
   let queue: Promise<void> = Promise.resolve();
   let queued = 0;
   const handleFrame = async (text: string): Promise<void> => {
+    if (roomProxy && (await roomProxy.intercept(text))) return;
     const deferred: (() => void)[] = [];
     await peer.receive(text, { afterReply: (fn) => deferred.push(fn) });
     for (const fn of deferred) fn();
@@ -222,6 +225,7 @@ export function serveSignalSocket(
     clearTimeout(expiryTimer);
     clearTimeout(helloDeadline);
     peer.close();
+    roomProxy?.close();
     if (link) {
       hub.detach(link);
       void contacts.presenceMayHaveChanged(link.peer);

@@ -44,7 +44,10 @@ export const registerKeyHandlers: SignalModule = (conn, deps) => {
       if (!target) throw new ParleyError('unknown_user', `no account named ${p.username}`);
       // Only for accounts I may call, or that are in a group-call room with me (their devices need
       // the room's sender keys sealed to them); a block looks like an account with no devices.
-      if (!deps.sfu.sharesRoom(self.deviceId, target.accountId)) {
+      const shares =
+        deps.sfu.sharesRoom(self.deviceId, target.accountId) ||
+        ((await deps.roomProxy?.sharesRemoteRoom(self.deviceId, target.accountId)) ?? false);
+      if (!shares) {
         if (await checkCallAllowed(self, target, contacts, accounts)) return { devices: [] };
       } else if (await contacts.hasBlocked(target.accountId, self.accountId)) return { devices: [] };
       accountId = target.accountId;

@@ -15,6 +15,7 @@ import type { OpenCalls } from '../open-calls';
 import type { CallPolicy } from '../policy';
 import type { RelayService } from '../relays';
 import type { CallResumption } from '../resume';
+import type { RoomProxy } from '../sfu/room-proxy';
 import type { Sfu } from '../sfu/sfu';
 import type { RoomInvitations } from '../sfu/invitations';
 
@@ -47,6 +48,8 @@ export interface SignalDeps {
   roomInvitations: RoomInvitations;
   /** Several nodes (server/cluster.ts); undefined for one process (no `[cluster] redis_url`). */
   cluster?: Cluster | undefined;
+  /** Several nodes: `room.*` requests about rooms other nodes carry go there (server/sfu/room-proxy.ts). */
+  roomProxy?: RoomProxy | undefined;
   /** TEST ONLY (server/intercept.ts): rewrites outbound messages; absent in production. */
   intercept?: Interceptor | undefined;
 }

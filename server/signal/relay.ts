@@ -19,7 +19,7 @@ export const registerRelayHandlers: SignalModule = (conn, deps) => {
         ttlSeconds,
       };
     }
-    const r = await relays.issue(from);
+    const r = await relays.issue(from, conn.remote);
     return {
       iceServers: [...stun, { urls: r.urls, username: r.username, credential: r.password }],
       expiresAt: r.expiresAt,

@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { join } from 'node:path';
-import { classes, Message, methods, parseMessage } from 'werift';
+import { classes, makeIntegrityKey, Message, methods, parseMessage } from 'werift';
 import { freeUdpPortRange, freeUdpTcpPort, LOOPBACK } from './ports';
 import { makeTempDir, removeTempDir, run, startChild, waitFor } from './process';
 
@@ -197,4 +197,44 @@ async function startOnce(relayPortCount: number): Promise<Coturn> {
     logPath,
     stop,
   };
+}
+
+/** What coturn answered an authenticated TURN Allocate. */
+export type TurnAllocateOutcome =
+  | { result: 'allocated'; relayed: [string, number] }
+  | { result: 'refused'; code: number; reason: string };
+
+/**
+ * A TURN Allocate over UDP to `to` with the long-term credential mechanism
+ * (RFC 8656 §7.2, RFC 8489 §9.2): the first, unauthenticated request earns a
+ * 401 with REALM and NONCE; the second carries USERNAME, REALM, NONCE and
+ * MESSAGE-INTEGRITY keyed by MD5(username:realm:credential).
+ * @throws Error when the first answer is not the 401 challenge, or nothing answers.
+ */
+export async function turnAllocate(to: { host: string; port: number }, username: string, credential: string): Promise<TurnAllocateOutcome> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, LOOPBACK, resolve));
+  try {
+    // REQUESTED-TRANSPORT = UDP (protocol 17 in the first byte, RFC 8656 §18.7).
+    const UDP = 0x11000000;
+    const challenge = await stunExchange(socket, new Message(methods.ALLOCATE, classes.REQUEST).setAttribute('REQUESTED-TRANSPORT', UDP), to);
+    const code = challenge.messageClass === classes.ERROR ? (challenge.getAttributeValue('ERROR-CODE') as [number, string])[0] : 0;
+    if (code !== 401) throw new Error(`expected a 401 challenge from ${to.host}:${to.port}, got ${code || 'success'}`);
+    const realm = challenge.getAttributeValue('REALM') as string;
+    const nonce = challenge.getAttributeValue('NONCE') as Buffer;
+    const request = new Message(methods.ALLOCATE, classes.REQUEST)
+      .setAttribute('REQUESTED-TRANSPORT', UDP)
+      .setAttribute('USERNAME', username)
+      .setAttribute('REALM', realm)
+      .setAttribute('NONCE', nonce)
+      .addMessageIntegrity(makeIntegrityKey(username, realm, credential))
+      .addFingerprint();
+    const answer = await stunExchange(socket, request, to);
+    if (answer.messageClass === classes.RESPONSE)
+      return { result: 'allocated', relayed: answer.getAttributeValue('XOR-RELAYED-ADDRESS') as [string, number] };
+    const [c, reason] = answer.getAttributeValue('ERROR-CODE') as [number, string];
+    return { result: 'refused', code: c, reason };
+  } finally {
+    socket.close();
+  }
 }

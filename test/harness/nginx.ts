@@ -62,7 +62,7 @@ ${servers}
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_read_timeout 75s;
-      proxy_next_upstream error timeout;
+      proxy_next_upstream error timeout http_503;
       proxy_connect_timeout 1s;
     }
   }

@@ -26,6 +26,8 @@ describe('server config', () => {
         requestBurst: 10,
         experimentAccounts: [],
         experimentUrls: [],
+        regions: [],
+        defaultRegion: undefined,
       },
       stun: { urls: [] },
       audit: { retentionDays: 90, failureSummarySeconds: 300 },

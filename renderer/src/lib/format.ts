@@ -201,6 +201,8 @@ export function roomEndWords(state: string, endReason: string | undefined): stri
       return 'Group call time limit reached';
     case 'budget_exceeded':
       return 'Call time budget used up';
+    case 'node_lost':
+      return 'The server carrying the group call stopped: the group call ended';
     case 'failed':
       return 'Could not join the group call';
     default:
