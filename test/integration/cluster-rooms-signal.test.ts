@@ -11,7 +11,7 @@ import { waitFor } from '../harness/process';
 import { startRedis, type RunningRedis } from '../harness/redis';
 import { adminRequest, startServer, type RunningServer } from '../harness/server';
 import { SfuParticipant } from '../harness/sfu-client';
-import { signIn, type SignedInDevice } from '../harness/signal-client';
+import { makeContacts, signIn, type SignedInDevice } from '../harness/signal-client';
 import { createTestDatabase } from '../harness/store';
 
 let redis: RunningRedis;
@@ -47,7 +47,10 @@ describe('a room used from other nodes', () => {
     const ann = await signIn(n1, `ann${++n}`);
     const bo = await signIn(n2, `bo${n}`);
     const cy = await signIn(n3, `cy${n}`);
-    const { roomId } = await ann.client.request('room.create', {});
+    // Only invited accounts may join by id: ann rings bo and cy in (their nodes deliver the ring).
+    await makeContacts(ann, bo);
+    await makeContacts(ann, cy);
+    const { roomId } = await ann.client.request('room.create', { invite: [bo.username, cy.username] });
     const pa = await SfuParticipant.join(ann.client, roomId, who(ann));
     const pb = await SfuParticipant.join(bo.client, roomId, who(bo));
     const pc = await SfuParticipant.join(cy.client, roomId, who(cy));
@@ -93,7 +96,8 @@ describe('a room used from other nodes', () => {
     const ann = await signIn(n1, `ann${++n}`);
     const bo = await signIn(n2, `bo${n}`);
     const cy = await signIn(n3, `cy${n}`);
-    const r1 = (await ann.client.request('room.create', {})).roomId;
+    await makeContacts(ann, cy);
+    const r1 = (await ann.client.request('room.create', { invite: [cy.username] })).roomId;
     const r2 = (await bo.client.request('room.create', {})).roomId;
     await ann.client.request('room.join', { roomId: r1 });
     await cy.client.request('room.join', { roomId: r1 });
@@ -122,6 +126,8 @@ describe('a room used from other nodes', () => {
     await waitFor(
       'the cluster gauges to count every node, device and participant',
       async () =>
+        // (rooms too: the first test's 3 participants, gone now, can still be in n1's last heartbeat)
+        (await sample('parley_cluster_sfu_rooms')) === all.rooms.length &&
         (await sample('parley_cluster_sfu_participants')) === 3 &&
         (await sample('parley_cluster_nodes')) === 3 &&
         (await sample('parley_cluster_connected_devices')) >= 3,
@@ -137,7 +143,8 @@ describe('a room used from other nodes', () => {
     const [n1, n2] = nodes as [RunningServer, RunningServer];
     const ann = await signIn(n1, `ann${++n}`);
     const bo = await signIn(n2, `bo${n}`);
-    const { roomId } = await ann.client.request('room.create', {});
+    await makeContacts(ann, bo);
+    const { roomId } = await ann.client.request('room.create', { invite: [bo.username] });
     await ann.client.request('room.join', { roomId });
     await bo.client.request('room.join', { roomId });
     process.kill(n1.pid, 'SIGSTOP');

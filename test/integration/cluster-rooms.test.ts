@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { piecewiseSimilarity, recordTurn } from '../harness/group';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { startNginx, type RunningNginx } from '../harness/nginx';
@@ -103,6 +103,9 @@ describe('a room whose participants sit on different nodes', () => {
     expect(owner).toBeDefined();
     const others = nodes.filter((n) => n !== owner);
     [clients.b, clients.c] = await Promise.all([start('b', others[0]!), start('c', others[1]!)]);
+    // Only invited accounts may join by id: a rings b and c in (the ring crosses nodes too).
+    for (const n of ['b', 'c'] as const) await makeClientContacts(clients.a, clients[n]);
+    await clients.a.request('invite_to_room', { roomId, to: [clients.b.name, clients.c.name] });
     for (const n of ['b', 'c'] as const) {
       const s = await clients[n].request<RoomStatus>('join_room', { roomId });
       expect(s.state).toBe('joined');
