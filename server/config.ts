@@ -289,6 +289,11 @@ const FileConfig = z
         rtc_max_port: z.number().int().min(1024).max(65535).default(49999),
         /** Participants per room, default and ceiling (`room.create` may ask for fewer). */
         max_participants: z.number().int().min(2).max(1000).default(16),
+        /**
+         * A participant whose signaling connection dropped keeps its place (transports, producers,
+         * consumers: its audio goes on) this long for its device to reconnect and resume, seconds; 0: removed at once.
+         */
+        reconnect_grace_seconds: z.number().min(0).max(300).default(20),
       })
       .strict()
       .default({
@@ -298,6 +303,7 @@ const FileConfig = z
         announced_address: '',
         rtc_min_port: 40000,
         rtc_max_port: 49999,
+        reconnect_grace_seconds: 20,
         max_participants: 16,
       }),
   })
@@ -407,6 +413,8 @@ export interface SfuConfig {
   rtcMaxPort: number;
   /** Participants per room: default and ceiling. */
   maxParticipants: number;
+  /** How long a participant whose signaling connection dropped keeps its place in the room, ms (0: none). */
+  reconnectGraceMs: number;
 }
 
 /**
@@ -496,6 +504,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_SFU_MIN_PORT: [['sfu', 'rtc_min_port'], 'number'],
   PARLEY_SFU_MAX_PORT: [['sfu', 'rtc_max_port'], 'number'],
   PARLEY_SFU_MAX_PARTICIPANTS: [['sfu', 'max_participants'], 'number'],
+  PARLEY_SFU_RECONNECT_GRACE: [['sfu', 'reconnect_grace_seconds'], 'number'],
 };
 
 /**
@@ -625,6 +634,7 @@ export function parseConfig(
       rtcMinPort: c.sfu.rtc_min_port,
       rtcMaxPort: c.sfu.rtc_max_port,
       maxParticipants: c.sfu.max_participants,
+      reconnectGraceMs: c.sfu.reconnect_grace_seconds * 1000,
     },
   };
 }
@@ -725,6 +735,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'sfu.rtc_min_port': (c) => c.sfu.rtcMinPort,
   'sfu.rtc_max_port': (c) => c.sfu.rtcMaxPort,
   'sfu.max_participants': (c) => c.sfu.maxParticipants,
+  'sfu.reconnect_grace_seconds': (c) => c.sfu.reconnectGraceMs / 1000,
 };
 
 /**

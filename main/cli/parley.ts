@@ -286,6 +286,7 @@ program
         ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
         dtx: !!o.dtx,
         loopbackOnly: !!o.loopback,
+        forceRelay: !!o.relay,
       }, { username: session.username, deviceId: session.deviceId }, () => engine.liveCallPeer());
       engine.busyWith = () => rooms.busyWith();
       // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.

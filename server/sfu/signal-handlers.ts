@@ -36,8 +36,10 @@ export interface RoomDeps {
  * Registers the group-call methods (`RoomRequests`, common/protocol/sfu.ts)
  * on one signaling connection. The device joins rooms through this
  * connection and hears them through it (`room.*` notifications); when the
- * socket closes it leaves every room it is in (the others get
- * `room.participant_left`). Every method needs `hello` first.
+ * socket closes it keeps its place in every room it is in for the SFU's
+ * `reconnect_grace_seconds` (the others get `room.participant_away`; its
+ * media goes on) and takes it back with `room.resume` on a new connection;
+ * after the grace it leaves (the others get `room.participant_left`). Every method needs `hello` first.
  */
 export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomDeps): void {
   const { sfu, audit } = deps;
@@ -51,7 +53,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     token,
     notify<N extends RoomNotification>(method: N, params: RoomNotificationParams<N>) {
       if (method === 'room.ended') joined.delete(params.roomId);
-      conn.peer.notify(method, params);
+      if (!conn.isClosed()) conn.peer.notify(method, params);
     },
   });
   /** The room, if this connection is in it: its device id with it. */
@@ -91,6 +93,25 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       producers: result.producers,
       speaker: result.speaker,
       maxParticipants: room.maxParticipants,
+      reconnectGraceMs: sfu.listen.reconnectGraceMs,
+    };
+  });
+
+  conn.peer.handle('room.resume', RoomRequests['room.resume'].params, (p) => {
+    const m = member();
+    if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
+    const room = sfu.room(p.roomId);
+    const result = room.resume(m);
+    joined.set(room.id, { room, deviceId: m.peer.deviceId });
+    conn.log.info({ roomId: room.id }, 'room resumed');
+    return {
+      roomId: room.id,
+      routerRtpCapabilities: result.routerRtpCapabilities,
+      participants: result.participants,
+      producers: result.producers,
+      speaker: result.speaker,
+      maxParticipants: room.maxParticipants,
+      reconnectGraceMs: sfu.listen.reconnectGraceMs,
     };
   });
 
@@ -178,7 +199,9 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
   });
 
   conn.onClose(() => {
-    for (const { room, deviceId } of joined.values()) room.leave(deviceId, token);
+    // A dropped connection keeps its places for the grace (room.resume takes them back); `room.leave` above does not.
+    const graceMs = sfu.listen.reconnectGraceMs;
+    for (const { room, deviceId } of joined.values()) room.detach(deviceId, token, graceMs);
     joined.clear();
   });
 }
