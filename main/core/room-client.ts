@@ -6,7 +6,7 @@ import type { RoomParticipant, RoomProducer } from '../../common/protocol/sfu';
 import type { SignalNotificationParams } from '../../common/protocol/signaling';
 import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
-import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
+import { AUDIO_LEVEL_URI, completeIceRestart, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
 import type { MediaPlatform } from './call-engine';
 import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
 import type { DeviceIdentity } from './e2ee/identity';
@@ -449,6 +449,7 @@ export class RoomClient extends EventEmitter<{
             const r = await this.signaling.request('room.transport.restart_ice', { roomId: room.roomId, transportId: transport.id });
             if (room.closed) return;
             await transport.restartIce({ iceParameters: r.iceParameters });
+            await completeIceRestart(transport);
             room.iceRestarts++;
           } catch (e) {
             done = false;
