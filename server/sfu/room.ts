@@ -50,7 +50,14 @@ export interface RoomSnapshot {
   maxParticipants: number;
   /** The mediasoup worker process carrying the room. */
   workerPid: number;
-  participants: (RoomParticipant & { joinedAt: number; producers: number; consumers: number; away: boolean })[];
+  participants: (RoomParticipant & {
+    joinedAt: number;
+    producers: number;
+    consumers: number;
+    away: boolean;
+    /** Each transport's ICE-selected remote address (`ip:port`), null before ICE completes. */
+    paths: { direction: TransportDirection; remote: string | null }[];
+  })[];
 }
 
 /**
@@ -195,6 +202,10 @@ export class Room {
         producers: p.producers.size,
         consumers: p.consumers.size,
         away: p.away !== undefined,
+        paths: (Object.entries(p.transports) as [TransportDirection, types.WebRtcTransport][]).map(([direction, t]) => {
+          const tuple = t.closed ? undefined : t.iceSelectedTuple;
+          return { direction, remote: tuple ? `${tuple.remoteIp}:${tuple.remotePort}` : null };
+        }),
       })),
     };
   }
