@@ -135,7 +135,11 @@ export class RoomClient extends EventEmitter<{
     super();
     this.network = new NetworkWatcher(config.networkPollMs !== undefined ? { intervalMs: config.networkPollMs } : {});
     this.network.on('change', () => {
-      if (this.room && !this.room.closed) void this.restartIce(this.room, 'the network changed');
+      const room = this.room;
+      if (!room || room.closed) return;
+      // The signaling socket may be bound to an address that is gone: a new one at once. The server keeps
+      // our place for its grace, and the resume that follows restarts ICE on both transports.
+      if (this.signaling.state === 'online') this.signaling.reconnectNow();
     });
     signaling.on('room.participant_away', (p) => this.onAway(p.roomId, p.participant.deviceId, p.away));
     signaling.on('room.participant_joined', (p) => this.onParticipant(p.roomId, p.participant, true));
@@ -456,6 +460,7 @@ export class RoomClient extends EventEmitter<{
             if (this.status && !room.closed) this.status.error = `ICE restart after "${why}" failed: ${e instanceof Error ? e.message : String(e)}`;
           }
         }
+        if (done && this.status?.error?.startsWith('ICE restart')) delete this.status.error;
         this.publish();
         if (!done && !room.closed && room.down.size > 0) {
           // Try again later, as long as something is down (the signaling may be down as well).
