@@ -68,6 +68,7 @@ describe('server config', () => {
         rtcMinPort: 40000,
         rtcMaxPort: 49999,
         maxParticipants: 16,
+        reconnectGraceMs: 20_000,
       },
     });
   });
@@ -82,6 +83,7 @@ announced_address = "sfu.example.org"
 rtc_min_port = 50000
 rtc_max_port = 50999
 max_participants = 8
+reconnect_grace_seconds = 5
 `;
     expect(parseConfig(toml, {}, 'f.toml', cwd).sfu).toEqual({
       workers: 2,
@@ -91,9 +93,11 @@ max_participants = 8
       rtcMinPort: 50000,
       rtcMaxPort: 50999,
       maxParticipants: 8,
+      reconnectGraceMs: 5000,
     });
-    const env = { PARLEY_SFU_WORKERS: '1', PARLEY_SFU_ANNOUNCED_ADDRESS: '203.0.113.7', PARLEY_SFU_MAX_PARTICIPANTS: '4' };
-    expect(parseConfig(toml, env, 'f.toml', cwd).sfu).toMatchObject({ workers: 1, announcedAddress: '203.0.113.7', maxParticipants: 4 });
+    const env = { PARLEY_SFU_WORKERS: '1', PARLEY_SFU_ANNOUNCED_ADDRESS: '203.0.113.7', PARLEY_SFU_MAX_PARTICIPANTS: '4', PARLEY_SFU_RECONNECT_GRACE: '0' };
+    expect(parseConfig(toml, env, 'f.toml', cwd).sfu).toMatchObject({ workers: 1, announcedAddress: '203.0.113.7', maxParticipants: 4, reconnectGraceMs: 0 });
+    expect(() => parseConfig('[sfu]\nreconnect_grace_seconds = -1', {}, 'f.toml', cwd)).toThrow(/sfu\.reconnect_grace_seconds/);
     expect(() => parseConfig('[sfu]\nlisten_ip = "localhost"', {}, 'f.toml', cwd)).toThrow(/sfu\.listen_ip/);
     expect(() => parseConfig('[sfu]\nrtc_min_port = 50000\nrtc_max_port = 40000', {}, 'f.toml', cwd)).toThrow(
       /sfu\.rtc_min_port: must not be above sfu\.rtc_max_port/,
