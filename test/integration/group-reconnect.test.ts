@@ -13,6 +13,7 @@
  *   newcomer had no key for).
  */
 import { execFile } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -165,7 +166,8 @@ describe('staying in a group call', () => {
     });
     const aToB = piecewiseSimilarity(readWav(wav.a).samples, speakerOf(after, 'b'));
     const bToA = piecewiseSimilarity(readWav(wav.b).samples, speakerOf(after, 'a').subarray(Math.floor((readWav(wav.a).samples.length / 48) * 48)));
-    console.log(`after the blip and the ICE restart: alice→bob ${aToB.toFixed(3)}, bob→alice ${bToA.toFixed(3)}; status ${JSON.stringify(await status('a'))}`);
+    const bobHears = (await status('b')).participants.find((p) => p.username === clients.a.name)?.audio;
+    console.log(`after the blip and the ICE restart: alice→bob ${aToB.toFixed(3)}, bob→alice ${bToA.toFixed(3)}; Bob's stats of Alice ${JSON.stringify(bobHears)}; load average ${loadavg()[0]!.toFixed(1)}; Alice's status ${JSON.stringify(await status('a'))}`);
     expect(aToB).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
     expect(bToA).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
   }, 120_000);
@@ -193,6 +195,10 @@ describe('staying in a group call', () => {
     expect(heardAt - joinedAt).toBeLessThan(1000);
     expect(undecryptable).toBeLessThan(10);
     expect(gap).toBeLessThan(200);
+    // Alice, who stayed, derived Bob's ratcheted key herself: she lost nothing to Carol's join either.
+    const stayer = (await status('a')).participants.find((p) => p.username === clients.b.name)!.audio!;
+    console.log(`stayer: Alice's frames from Bob she could not decrypt ${stayer.framesUndecryptable} (of ${stayer.packetsReceived})`);
+    expect(stayer.framesUndecryptable).toBe(0);
     await clients.c.request('leave_room');
   }, 60_000);
 
