@@ -34,6 +34,11 @@ export interface RoomMediaConfig {
 export const DISCONNECTED_RESTART_MS = 2000;
 /** Beyond the server's grace, how long we still try to resume before giving the room up, ms. */
 const RESUME_MARGIN_MS = 2000;
+/**
+ * While our place is kept, how often a signaling connection that is down is tried again, ms: the
+ * client's back-off (0.5 s doubling) would wait past the grace after a few seconds' outage.
+ */
+const RESUME_RETRY_MS = 1000;
 /** How often a failed ICE restart is tried again while a transport stays down, ms. */
 const RESTART_RETRY_MS = 3000;
 
@@ -67,8 +72,8 @@ interface InRoom {
   keyQueue: Promise<void>;
   /** How long the server keeps our place when the signaling drops, ms (its `reconnectGraceMs`). */
   graceMs: number;
-  /** While the signaling is down: since when, and the timer that gives the room up after the grace. */
-  away?: { since: number; timer: NodeJS.Timeout };
+  /** While the signaling is down: since when, the timer that gives the room up after the grace, and the retry timer. */
+  away?: { since: number; timer: NodeJS.Timeout; retry: NodeJS.Timeout };
   /** The ICE restart under way (one at a time), and whether another was asked meanwhile. */
   restart?: { running: Promise<void>; again: boolean };
   /** Transports `disconnected` or `failed` now, with the timer that restarts them. */
@@ -478,7 +483,8 @@ export class RoomClient extends EventEmitter<{
   /**
    * The signaling connection dropped while in a room. The server keeps our
    * place (and our transports: the audio goes on where the path still works)
-   * for its grace; the room says `reconnecting` until the connection is back
+   * for its grace; the connection is tried again every RESUME_RETRY_MS
+   * meanwhile; the room says `reconnecting` until the connection is back
    * and {@link resume} took the place back, and ends `signaling_lost` when
    * the grace (plus RESUME_MARGIN_MS) runs out first. Without a grace the
    * server has removed us already: the room ends at once.
@@ -494,7 +500,12 @@ export class RoomClient extends EventEmitter<{
       void this.close('ended', 'signaling_lost', `the connection to the server was down for more than ${Math.round(room.graceMs / 1000)} s; the server gave our place in the room up`);
     }, room.graceMs + RESUME_MARGIN_MS);
     timer.unref();
-    room.away = { since, timer };
+    // Connect again every RESUME_RETRY_MS (not the back-off's growing waits) while the place is kept.
+    const retry = setInterval(() => {
+      if (this.signaling.state === 'offline') this.signaling.reconnectNow();
+    }, RESUME_RETRY_MS);
+    retry.unref();
+    room.away = { since, timer, retry };
     this.status.state = 'reconnecting';
     this.status.reconnecting = { since, what: 'signaling' };
     this.publish();
@@ -523,6 +534,7 @@ export class RoomClient extends EventEmitter<{
     }
     if (room.closed || !room.away || !this.status) return;
     clearTimeout(room.away.timer);
+    clearInterval(room.away.retry);
     room.away = undefined;
     room.resumes++;
     // Catch up: the room as the server has it now.
@@ -674,6 +686,7 @@ export class RoomClient extends EventEmitter<{
     this.room = undefined;
     this.network.stop();
     clearTimeout(room.away?.timer);
+    clearInterval(room.away?.retry);
     for (const t of room.down.values()) clearTimeout(t);
     // The last participants as they were, for the final status.
     const last = this.status ? this.snapshotOf(room) : undefined;

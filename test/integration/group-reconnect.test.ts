@@ -148,7 +148,12 @@ describe('staying in a group call', () => {
     expect(gap).toBeLessThan(300);
 
     // Alice comes back within the grace: joined again, same place (Bob never saw her leave), ICE restarted.
-    const back = await clients.a.waitForNotification<RoomStatus>('room.state', (s) => s.roomId === roomId && s.state === 'joined' && (s.resumes ?? 0) >= 1, GRACE_S * 1000);
+    const back = await clients.a
+      .waitForNotification<RoomStatus>('room.state', (s) => s.roomId === roomId && s.state === 'joined' && (s.resumes ?? 0) >= 1, GRACE_S * 1000)
+      .catch((e: unknown) => {
+        const seen = clients.a.notifications.filter((n) => n.method === 'room.state' || n.method === 'signaling.state').slice(-12);
+        throw new Error(`${(e as Error).message}; Alice saw ${JSON.stringify(seen.map((n) => [n.method, (n.params as RoomStatus).state, (n.params as RoomStatus).resumes, (n.params as RoomStatus).error]))}`, { cause: e });
+      });
     expect(back.participants.map((p) => p.username).sort()).toEqual([clients.a.name, clients.b.name].sort());
     await waitFor('alice to restart ICE on both transports', async () => ((await status('a')).iceRestarts ?? 0) >= 2, 10_000, 100);
     const bob = await status('b');
