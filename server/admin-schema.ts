@@ -108,6 +108,13 @@ export const AdminRoom = z.object({
       /** Its producers (0 or 1: its microphone) and consumers (one per other producer it receives). */
       producers: z.number().int(),
       consumers: z.number().int(),
+      /** Its signaling connection dropped and the SFU keeps its place for the grace (`[sfu] reconnect_grace_seconds`). */
+      away: z.boolean(),
+      /**
+       * Where each of its transports' media comes from: the ICE-selected remote
+       * address (`ip:port`; a TURN relay's address when it is relayed), null before ICE completes.
+       */
+      paths: z.array(z.object({ direction: z.enum(['send', 'recv']), remote: z.string().nullable() })),
     }),
   ),
   /** With `cluster: true`: the node whose SFU carries the room. */

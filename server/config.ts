@@ -318,6 +318,11 @@ const FileConfig = z
         max_rooms_per_account: z.number().int().min(0).max(1000).default(3),
         /** A room ends (`ttl_expired`) this long after it was created, seconds (0: never). */
         room_lifetime_seconds: z.number().int().min(0).max(7 * 86_400).default(4 * 3600),
+        /**
+         * A participant whose signaling connection dropped keeps its place (transports, producers,
+         * consumers: its audio goes on) this long for its device to reconnect and resume, seconds; 0: removed at once.
+         */
+        reconnect_grace_seconds: z.number().min(0).max(300).default(20),
       })
       .strict()
       .default({
@@ -327,6 +332,7 @@ const FileConfig = z
         announced_address: '',
         rtc_min_port: 40000,
         rtc_max_port: 49999,
+        reconnect_grace_seconds: 20,
         max_participants: 16,
         max_rooms_per_account: 3,
         room_lifetime_seconds: 4 * 3600,
@@ -489,6 +495,8 @@ export interface SfuConfig {
   maxRoomsPerAccount: number;
   /** A room's lifetime from its creation, seconds (0: none). */
   roomLifetimeSeconds: number;
+  /** How long a participant whose signaling connection dropped keeps its place in the room, ms (0: none). */
+  reconnectGraceMs: number;
 }
 
 /**
@@ -580,6 +588,7 @@ const ENV_OVERRIDES: Record<string, [string[], 'string' | 'number' | 'list']> = 
   PARLEY_SFU_MAX_PARTICIPANTS: [['sfu', 'max_participants'], 'number'],
   PARLEY_SFU_MAX_ROOMS_PER_ACCOUNT: [['sfu', 'max_rooms_per_account'], 'number'],
   PARLEY_SFU_ROOM_LIFETIME: [['sfu', 'room_lifetime_seconds'], 'number'],
+  PARLEY_SFU_RECONNECT_GRACE: [['sfu', 'reconnect_grace_seconds'], 'number'],
 };
 
 /**
@@ -718,6 +727,7 @@ export function parseConfig(
       maxParticipants: c.sfu.max_participants,
       maxRoomsPerAccount: c.sfu.max_rooms_per_account,
       roomLifetimeSeconds: c.sfu.room_lifetime_seconds,
+      reconnectGraceMs: c.sfu.reconnect_grace_seconds * 1000,
     },
   };
 }
@@ -822,6 +832,7 @@ const KEYS: Record<string, (c: ServerConfig) => unknown> = {
   'sfu.max_participants': (c) => c.sfu.maxParticipants,
   'sfu.max_rooms_per_account': (c) => c.sfu.maxRoomsPerAccount,
   'sfu.room_lifetime_seconds': (c) => c.sfu.roomLifetimeSeconds,
+  'sfu.reconnect_grace_seconds': (c) => c.sfu.reconnectGraceMs / 1000,
 };
 
 /**

@@ -299,6 +299,8 @@ export const RoomMember = z.object({
   self: z.boolean(),
   /** Its microphone is closed (muted, or push-to-talk up): its producer is paused on the SFU. */
   muted: z.boolean().optional(),
+  /** Its connection to the server dropped and it has not come back yet (the server keeps its place for a grace; its audio may go on). */
+  away: z.boolean().optional(),
   /** What this client receives from that participant (absent for itself and before its producer is consumed). */
   audio: z
     .object({
@@ -322,8 +324,18 @@ export type RoomRing = z.infer<typeof RoomRing>;
 /** The group call this client is in, or was in last (`room.state`). */
 export const RoomStatus = z.object({
   roomId: z.uuid(),
-  /** `joining` → `joined` → `left` (we left) or `ended` (the room ended or the connection to it was lost: see `endReason`). */
-  state: z.enum(['joining', 'joined', 'left', 'ended']),
+  /**
+   * `joining` → `joined` → `left` (we left) or `ended` (the room ended or the connection to it was lost: see `endReason`);
+   * `joined` ⇄ `reconnecting` while the connection to the server is down (the server keeps our place for its grace,
+   * `reconnectGraceMs`; the audio goes on where the media path still works) or an ICE restart to the SFU is under way.
+   */
+  state: z.enum(['joining', 'joined', 'reconnecting', 'left', 'ended']),
+  /** Since when (Unix ms) we are `reconnecting`, and what we wait for: the server (`signaling`) or the media path (`media`). */
+  reconnecting: z.object({ since: z.number(), what: z.enum(['signaling', 'media']) }).optional(),
+  /** ICE restarts to the SFU so far (after a transport failed, the network changed, or the signaling came back). */
+  iceRestarts: z.number().int().optional(),
+  /** Signaling blips survived in this room (the place resumed with `room.resume`). */
+  resumes: z.number().int().optional(),
   /** Why it ended: the server's `room.ended` reason (`sfu_failed`, `ended_by_admin`, `server_shutdown`, `empty`, `ttl_expired`, `budget_exceeded`, `node_lost`), `signaling_lost` or `failed`. */
   endReason: z.string().optional(),
   /** What went wrong, for people (a failed join, a device error). */

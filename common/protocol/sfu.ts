@@ -11,7 +11,8 @@ import { Username } from '../call';
  * (one signaling connection) in one room; it has at most one WebRTC transport
  * per direction (`send` carries its Opus producer to the SFU, `recv` carries
  * one consumer per other participant's producer), and leaves when it says
- * `room.leave` or its connection closes. The shapes of RTP capabilities and
+ * `room.leave`, or its connection closes and it does not resume
+ * (`room.resume` on a new connection) within the server's grace. The shapes of RTP capabilities and
  * parameters, ICE and DTLS parameters are mediasoup's (mediasoup-client's
  * `Device`, `Transport.on('connect' | 'produce')` produce and take them
  * unchanged); they are checked here for structure, and the SFU refuses what it
@@ -294,6 +295,11 @@ export const RoomJoinResult = z.object({
   /** The dominant speaker now (null: none yet); later changes arrive as `room.speaker`. */
   speaker: z.object({ participant: RoomParticipant, producerId: SfuObjectId }).nullable(),
   maxParticipants: z.number().int(),
+  /**
+   * How long this device keeps its place when its signaling connection drops, ms
+   * (`room.resume` within it takes the place back; 0: none). Absent from older servers.
+   */
+  reconnectGraceMs: z.number().int().min(0).optional(),
 });
 
 export const TransportDirection = z.enum(['send', 'recv']);
@@ -371,6 +377,15 @@ export const RoomRequests = {
   'room.knock': { params: RoomKnockParams, result: RoomKnockResult },
   'room.admit': { params: RoomAdmitParams, result: Ok },
   'room.leave': { params: RoomIdParams, result: Ok },
+  /**
+   * Takes this device's place in the room back on a new signaling connection
+   * (after a blip, within the join result's `reconnectGraceMs`): its
+   * transports, producer and consumers are as they were. The result is the
+   * room now, shaped as `room.join`'s (what changed meanwhile is in it).
+   * Errors: `not_found` (no place any more: the grace ran out; join again),
+   * `room_ended`, `invalid_state` (already in on this connection).
+   */
+  'room.resume': { params: RoomIdParams, result: RoomJoinResult },
   'room.transport.create': { params: RoomTransportCreateParams, result: RoomTransportCreateResult },
   'room.transport.connect': { params: RoomTransportConnectParams, result: Ok },
   'room.transport.restart_ice': { params: RoomTransportRestartIceParams, result: RoomTransportRestartIceResult },
@@ -402,6 +417,12 @@ export const RoomNotifications = {
   'room.participant_left': z.object({ roomId: RoomId, participant: RoomParticipant }),
   /** A participant started sending: consume it with `room.consume`. */
   'room.producer_added': z.object({ roomId: RoomId, producer: RoomProducer }),
+  /**
+   * A participant's signaling connection dropped (`away: true`; its audio goes
+   * on, and it has the server's grace to come back) or it came back (`false`).
+   * If it does not come back, `room.participant_left` follows.
+   */
+  'room.participant_away': z.object({ roomId: RoomId, participant: RoomParticipant, away: z.boolean() }),
   /** A producer closed (its consumers on the SFU are closed with it). */
   'room.producer_removed': z.object({ roomId: RoomId, producerId: SfuObjectId, participant: RoomParticipant }),
   /** A producer was paused (muted) or resumed. */

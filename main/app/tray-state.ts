@@ -25,17 +25,35 @@ export function trayState(input: {
   invites?: RoomInvite[];
 }): TrayState {
   const live = input.calls.find((c) => c.state !== 'ended');
-  const room = input.room && (input.room.state === 'joining' || input.room.state === 'joined') ? input.room : undefined;
+  const room =
+    input.room &&
+    (input.room.state === 'joining' ||
+      input.room.state === 'joined' ||
+      input.room.state === 'reconnecting')
+      ? input.room
+      : undefined;
   const ring = !live && !room ? input.invites?.[0] : undefined;
   if (ring) {
     return ring.silenced
-      ? { image: 'dnd', tooltip: `Parley — ${ring.inviter} invites you to a group call (not ringing: do not disturb)` }
+      ? {
+          image: 'dnd',
+          tooltip: `Parley — ${ring.inviter} invites you to a group call (not ringing: do not disturb)`,
+        }
       : { image: 'ringing', tooltip: `Parley — ${ring.inviter} invites you to a group call` };
   }
   if (room && !live) {
     const others = room.participants.filter((p) => !p.self).length;
-    const why = input.mic.muted ? ' (muted)' : input.mic.pushToTalk && !input.mic.talking ? ' (push to talk)' : '';
-    const what = room.state === 'joining' ? 'joining a group call…' : `in a group call with ${others} ${others === 1 ? 'other' : 'others'}`;
+    const why = input.mic.muted
+      ? ' (muted)'
+      : input.mic.pushToTalk && !input.mic.talking
+        ? ' (push to talk)'
+        : '';
+    const what =
+      room.state === 'joining'
+        ? 'joining a group call…'
+        : room.state === 'reconnecting'
+          ? 'reconnecting to the group call…'
+          : `in a group call with ${others} ${others === 1 ? 'other' : 'others'}`;
     return { image: input.mic.open ? 'in-call' : 'muted', tooltip: `Parley — ${what}${why}` };
   }
   if (live?.state === 'incoming') {
@@ -54,11 +72,19 @@ export function trayState(input: {
           : live.state === 'active'
             ? `in call with ${live.peer}`
             : `calling ${live.peer}…`;
-    const why = input.mic.muted ? ' (muted)' : input.mic.pushToTalk && !input.mic.talking ? ' (push to talk)' : '';
+    const why = input.mic.muted
+      ? ' (muted)'
+      : input.mic.pushToTalk && !input.mic.talking
+        ? ' (push to talk)'
+        : '';
     return { image: muted ? 'muted' : 'in-call', tooltip: `Parley — ${what}${why}` };
   }
   if (!input.session.signedIn) return { image: 'offline', tooltip: 'Parley — not signed in' };
-  if (input.session.connection !== 'online') return { image: 'offline', tooltip: `Parley — ${input.session.connection === 'connecting' ? 'connecting…' : 'offline'}` };
+  if (input.session.connection !== 'online')
+    return {
+      image: 'offline',
+      tooltip: `Parley — ${input.session.connection === 'connecting' ? 'connecting…' : 'offline'}`,
+    };
   if (input.doNotDisturb) return { image: 'dnd', tooltip: 'Parley — do not disturb' };
   return { image: 'idle', tooltip: `Parley — ${input.session.username ?? ''} online` };
 }

@@ -289,6 +289,7 @@ program
           ...(o.jitterMs !== undefined ? { jitterTargetMs: o.jitterMs } : {}),
           dtx: !!o.dtx,
           loopbackOnly: !!o.loopback,
+          forceRelay: !!o.relay,
         },
         self: { username: session.username, deviceId: session.deviceId },
         // Rooms are end-to-end encrypted with this device's identity and the same trust as 1:1 calls.

@@ -138,7 +138,7 @@ export class GroupCalls extends EventEmitter<{
   async invite(usernames: string[]): Promise<{ invited: string[] }> {
     const meta = this.meta;
     const status = this.last;
-    if (!meta || !status || (status.state !== 'joined' && status.state !== 'joining')) throw new ParleyError('invalid_state', 'not in a group call');
+    if (!meta || !status || (status.state !== 'joined' && status.state !== 'joining' && status.state !== 'reconnecting')) throw new ParleyError('invalid_state', 'not in a group call');
     const invited = await this.rooms.invite(meta.roomId, usernames);
     for (const u of invited) meta.invited.set(u, Date.now());
     this.publish();

@@ -6,10 +6,11 @@ import type { RoomParticipant, RoomProducer, RoomRingCancelReason } from '../../
 import type { SignalNotificationParams, SignalResult } from '../../common/protocol/signaling';
 import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
-import { AUDIO_LEVEL_URI, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
+import { AUDIO_LEVEL_URI, completeIceRestart, installWebrtcPolyfill, newRtpTrack, onTrackRtp } from '../media/webrtc-polyfill';
 import type { CallEngine, MediaPlatform } from './call-engine';
 import { GroupKeys, type DeviceDirectory } from './e2ee/group-keys';
 import type { DeviceIdentity } from './e2ee/identity';
+import { NetworkWatcher } from './network-watcher';
 import type { SignalingClient } from './signaling-client';
 
 /** The longest a knock waits for the host's answer, ms (the server's own limit is its ring timeout, 45 s by default). */
@@ -38,6 +39,14 @@ export interface RoomMediaConfig {
   dtx: boolean;
   /** Gather 127.0.0.1 only (one-machine tests and the demo). */
   loopbackOnly: boolean;
+  /**
+   * Send and receive through the TURN relay only (ICE transport policy
+   * `relay`, W3C webrtc-pc §4.2.1) with the server's coturn credentials
+   * (`relay.credentials`), as `--relay` does for 1:1 calls.
+   */
+  forceRelay?: boolean;
+  /** How often the network watcher looks at the host's addresses, ms (default 500). */
+  networkPollMs?: number;
 }
 
 /**
@@ -50,6 +59,17 @@ export interface RoomLevels {
   roomId: string;
   levels: { username: string; deviceId: string; volume: number }[];
 }
+/** A transport still `disconnected` this long is restarted (ICE restart, RFC 8445 §2.4), ms. */
+export const DISCONNECTED_RESTART_MS = 2000;
+/** Beyond the server's grace, how long we still try to resume before giving the room up, ms. */
+const RESUME_MARGIN_MS = 2000;
+/**
+ * While our place is kept, how often a signaling connection that is down is tried again, ms: the
+ * client's back-off (0.5 s doubling) would wait past the grace after a few seconds' outage.
+ */
+const RESUME_RETRY_MS = 1000;
+/** How often a failed ICE restart is tried again while a transport stays down, ms. */
+const RESTART_RETRY_MS = 3000;
 
 /** One consumed producer of another participant. */
 interface Consumed {
@@ -85,6 +105,18 @@ interface InRoom {
   keys?: GroupKeys;
   /** Serialises membership changes of {@link keys} and the relaying of their key messages. */
   keyQueue: Promise<void>;
+  /** How long the server keeps our place when the signaling drops, ms (its `reconnectGraceMs`). */
+  graceMs: number;
+  /** While the signaling is down: since when, the timer that gives the room up after the grace, and the retry timer. */
+  away?: { since: number; timer: NodeJS.Timeout; retry: NodeJS.Timeout };
+  /** The ICE restart under way (one at a time), and whether another was asked meanwhile. */
+  restart?: { running: Promise<void>; again: boolean };
+  /** Transports `disconnected` or `failed` now, with the timer that restarts them. */
+  down: Map<'send' | 'recv', NodeJS.Timeout | undefined>;
+  /** Devices whose connection to the server dropped (room.participant_away). */
+  awayOthers: Set<string>;
+  iceRestarts: number;
+  resumes: number;
   closed: boolean;
 }
 
@@ -137,6 +169,8 @@ export class RoomClient extends EventEmitter<{
   private status: RoomStatus | undefined;
   private micOpen = true;
   private outputGain = 1;
+  /** Watches the host's addresses while in a room: a change restarts ICE to the SFU at once. */
+  private readonly network: NetworkWatcher;
   /**
    * End-to-end encryption of frames for the rooms joined after it is set, in
    * place of the SFrame keys of {@link endToEnd} (tests, or a transform of
@@ -161,6 +195,15 @@ export class RoomClient extends EventEmitter<{
     private readonly liveCallPeer: () => string | undefined = () => undefined,
   ) {
     super();
+    this.network = new NetworkWatcher(config.networkPollMs !== undefined ? { intervalMs: config.networkPollMs } : {});
+    this.network.on('change', () => {
+      const room = this.room;
+      if (!room || room.closed) return;
+      // The signaling socket may be bound to an address that is gone: a new one at once. The server keeps
+      // our place for its grace, and the resume that follows restarts ICE on both transports.
+      if (this.signaling.state === 'online') this.signaling.reconnectNow();
+    });
+    signaling.on('room.participant_away', (p) => this.onAway(p.roomId, p.participant.deviceId, p.away));
     signaling.on('room.participant_joined', (p) => this.onParticipant(p.roomId, p.participant, true));
     signaling.on('room.participant_left', (p) => this.onParticipant(p.roomId, p.participant, false));
     signaling.on('room.producer_added', (p) => this.onProducerAdded(p));
@@ -207,8 +250,10 @@ export class RoomClient extends EventEmitter<{
     signaling.on('state', (state) => {
       // A knock's answer cannot come over a closed connection (the server forgets the knock's device).
       if (state === 'offline') for (const settle of [...this.knocks.values()]) settle(false);
-      // The server leaves the rooms of a closed connection: ours is gone.
-      if (state === 'offline' && this.room) void this.close('ended', 'signaling_lost');
+      const room = this.room;
+      if (!room || room.closed) return;
+      if (state === 'offline') this.onSignalingLost(room);
+      else if (state === 'online' && room.away) void this.resume(room);
     });
   }
 
@@ -389,9 +434,15 @@ export class RoomClient extends EventEmitter<{
       queue: Promise.resolve(),
       keyQueue: Promise.resolve(),
       ...(keys ? { keys } : {}),
+      graceMs: joined.reconnectGraceMs ?? 0,
+      down: new Map(),
+      awayOthers: new Set(),
+      iceRestarts: 0,
+      resumes: 0,
       closed: false,
     };
     this.room = room;
+    this.network.start();
     if (keys) {
       keys.on('excluded', () => this.publish());
       keys.on('keyAccepted', () => this.publish());
@@ -545,11 +596,16 @@ export class RoomClient extends EventEmitter<{
 
   private async createTransport(room: InRoom, direction: 'send' | 'recv'): Promise<msc.Transport> {
     const r = await this.signaling.request('room.transport.create', { roomId: room.roomId, direction });
+    // Relay only: the TURN servers with the server's short-lived credentials, and no other candidates.
+    const relay = this.config.forceRelay
+      ? { iceServers: (await this.signaling.request('relay.credentials', {})).iceServers as NonNullable<msc.TransportOptions["iceServers"]>, iceTransportPolicy: 'relay' as const }
+      : {};
     const options = {
       id: r.transportId,
       iceParameters: r.iceParameters,
       iceCandidates: r.iceCandidates as msc.IceCandidate[],
       dtlsParameters: r.dtlsParameters as msc.DtlsParameters,
+      ...relay,
     };
     const transport = direction === 'send' ? room.device.createSendTransport(options) : room.device.createRecvTransport(options);
     transport.on('connect', ({ dtlsParameters }, callback, errback) => {
@@ -564,13 +620,175 @@ export class RoomClient extends EventEmitter<{
           .then(({ producerId }) => callback({ id: producerId }), errback);
       });
     }
-    transport.on('connectionstatechange', (state) => {
-      if (state === 'failed' && !room.closed) {
-        if (this.status) this.status.error = `the ${direction} transport to the SFU failed`;
-        this.publish();
-      }
-    });
+    transport.on('connectionstatechange', (state) => this.onTransportState(room, direction, state));
     return transport;
+  }
+
+  // ---- staying in the room: ICE restarts and signaling blips --------------------------
+
+  /**
+   * A transport's connection state changed (mediasoup-client, from the peer
+   * connection's). `disconnected` for DISCONNECTED_RESTART_MS, or `failed`,
+   * restarts ICE (RFC 8445 §2.4) on both transports; the room says
+   * `reconnecting` (media) until every transport is `connected` again.
+   */
+  private onTransportState(room: InRoom, direction: 'send' | 'recv', state: string): void {
+    if (room.closed || !this.status) return;
+    if (state === 'connected') {
+      clearTimeout(room.down.get(direction));
+      if (!room.down.delete(direction)) return;
+      if (room.down.size === 0 && !room.away && this.status.state === 'reconnecting') {
+        this.status.state = 'joined';
+        delete this.status.reconnecting;
+        delete this.status.error;
+      }
+      this.publish();
+      return;
+    }
+    if (state !== 'disconnected' && state !== 'failed') return;
+    const why = `the ${direction} transport to the SFU ${state === 'failed' ? 'failed' : 'lost its path'}`;
+    clearTimeout(room.down.get(direction));
+    room.down.set(
+      direction,
+      state === 'failed' ? undefined : setTimeout(() => void this.restartIce(room, why), DISCONNECTED_RESTART_MS).unref(),
+    );
+    if (this.status.state === 'joined') {
+      this.status.state = 'reconnecting';
+      this.status.reconnecting = { since: Date.now(), what: 'media' };
+    }
+    this.status.error = why;
+    this.publish();
+    if (state === 'failed') void this.restartIce(room, why);
+  }
+
+  /**
+   * ICE restart of both transports to the SFU (RFC 8445 §2.4; the SFU is
+   * ICE-lite): new ICE credentials from `room.transport.restart_ice`, then
+   * mediasoup-client's `Transport.restartIce`, which gathers anew and checks
+   * the SFU's candidates again. One at a time; asked again meanwhile, it runs
+   * once more after. While a transport stays down and the restart could not
+   * be done (the signaling is down too), it is tried again every
+   * RESTART_RETRY_MS. Never throws.
+   */
+  private restartIce(room: InRoom, why: string): Promise<void> {
+    if (room.restart) {
+      room.restart.again = true;
+      return room.restart.running;
+    }
+    const run = async () => {
+      do {
+        room.restart!.again = false;
+        let done = true;
+        for (const transport of [room.send, room.recv]) {
+          if (!transport || transport.closed || room.closed) continue;
+          try {
+            const r = await this.signaling.request('room.transport.restart_ice', { roomId: room.roomId, transportId: transport.id });
+            if (room.closed) return;
+            await transport.restartIce({ iceParameters: r.iceParameters });
+            await completeIceRestart(transport);
+            room.iceRestarts++;
+          } catch (e) {
+            done = false;
+            if (this.status && !room.closed) this.status.error = `ICE restart after "${why}" failed: ${e instanceof Error ? e.message : String(e)}`;
+          }
+        }
+        if (done && this.status?.error?.startsWith('ICE restart')) delete this.status.error;
+        this.publish();
+        if (!done && !room.closed && room.down.size > 0) {
+          // Try again later, as long as something is down (the signaling may be down as well).
+          setTimeout(() => void this.restartIce(room, why), RESTART_RETRY_MS).unref();
+        }
+      } while (room.restart!.again && !room.closed);
+    };
+    room.restart = { running: Promise.resolve(), again: false };
+    room.restart.running = run().finally(() => {
+      room.restart = undefined;
+    });
+    return room.restart.running;
+  }
+
+  /**
+   * The signaling connection dropped while in a room. The server keeps our
+   * place (and our transports: the audio goes on where the path still works)
+   * for its grace; the connection is tried again every RESUME_RETRY_MS
+   * meanwhile; the room says `reconnecting` until the connection is back
+   * and {@link resume} took the place back, and ends `signaling_lost` when
+   * the grace (plus RESUME_MARGIN_MS) runs out first. Without a grace the
+   * server has removed us already: the room ends at once.
+   */
+  private onSignalingLost(room: InRoom): void {
+    if (room.away || !this.status) return;
+    if (room.graceMs <= 0) {
+      void this.close('ended', 'signaling_lost');
+      return;
+    }
+    const since = Date.now();
+    const timer = setTimeout(() => {
+      void this.close('ended', 'signaling_lost', `the connection to the server was down for more than ${Math.round(room.graceMs / 1000)} s; the server gave our place in the room up`);
+    }, room.graceMs + RESUME_MARGIN_MS);
+    timer.unref();
+    // Connect again every RESUME_RETRY_MS (not the back-off's growing waits) while the place is kept.
+    const retry = setInterval(() => {
+      if (this.signaling.state === 'offline') this.signaling.reconnectNow();
+    }, RESUME_RETRY_MS);
+    retry.unref();
+    room.away = { since, timer, retry };
+    this.status.state = 'reconnecting';
+    this.status.reconnecting = { since, what: 'signaling' };
+    this.publish();
+  }
+
+  /**
+   * The signaling is back: takes our place in the room back (`room.resume`),
+   * catches up with what changed meanwhile (who joined or left, their
+   * producers, the speaker; our keys for the new membership), and restarts
+   * ICE (the blip may have been a network change). A place the server gave
+   * up (`not_found`) or a room that ended meanwhile ends the room here.
+   * Never throws.
+   */
+  private async resume(room: InRoom): Promise<void> {
+    let r;
+    try {
+      r = await this.signaling.request('room.resume', { roomId: room.roomId });
+    } catch (e) {
+      if (room.closed) return;
+      if (e instanceof ParleyError && (e.reason === 'not_found' || e.reason === 'room_ended' || e.reason === 'invalid_state')) {
+        const reason = e.reason === 'room_ended' ? (/\((\w+)\)$/.exec(e.message)?.[1] ?? 'ended') : 'signaling_lost';
+        await this.close('ended', reason, e.message);
+      }
+      // Otherwise (the connection dropped again): the next `online` tries again, the grace timer still runs.
+      return;
+    }
+    if (room.closed || !room.away || !this.status) return;
+    clearTimeout(room.away.timer);
+    clearInterval(room.away.retry);
+    room.away = undefined;
+    room.resumes++;
+    // Catch up: the room as the server has it now.
+    const now = new Map(r.participants.map((p) => [p.deviceId, p]));
+    const producers = new Set(r.producers.map((p) => p.producerId));
+    for (const [id, c] of [...room.consumed]) if (!producers.has(id) || !now.has(c.participant.deviceId)) this.unconsume(room, id);
+    room.others = now;
+    for (const id of [...room.awayOthers]) if (!now.has(id)) room.awayOthers.delete(id);
+    if (r.speaker) this.status.speaker = { username: r.speaker.participant.username, deviceId: r.speaker.participant.deviceId };
+    else delete this.status.speaker;
+    if (room.down.size === 0) {
+      this.status.state = 'joined';
+      delete this.status.reconnecting;
+    } else this.status.reconnecting = { since: Date.now(), what: 'media' };
+    this.publish();
+    void this.membershipChanged(room);
+    for (const p of r.producers) void this.consume(room, p);
+    // The blip may have been a network change: a fresh path to the SFU.
+    void this.restartIce(room, 'the connection to the server came back');
+  }
+
+  private onAway(roomId: string, deviceId: string, away: boolean): void {
+    const room = this.room;
+    if (!room || room.roomId !== roomId) return;
+    if (away) room.awayOthers.add(deviceId);
+    else room.awayOthers.delete(deviceId);
+    this.publish();
   }
 
   /** Consumes one producer of another participant into its own playout chain, then resumes it. Never throws. */
@@ -698,6 +916,10 @@ export class RoomClient extends EventEmitter<{
     if (!room || room.closed) return;
     room.closed = true;
     this.room = undefined;
+    this.network.stop();
+    clearTimeout(room.away?.timer);
+    clearInterval(room.away?.retry);
+    for (const t of room.down.values()) clearTimeout(t);
     // The last participants as they were, for the final status.
     const last = this.status ? this.snapshotOf(room) : undefined;
     room.media.stopSending();
@@ -748,6 +970,7 @@ export class RoomClient extends EventEmitter<{
         deviceId: p.deviceId,
         self: false,
         muted: paused.has(p.deviceId),
+        ...(room.awayOthers.has(p.deviceId) ? { away: true } : {}),
         ...(c && s
           ? {
               audio: {
@@ -774,7 +997,7 @@ export class RoomClient extends EventEmitter<{
           };
         })()
       : { sframe: room.media.hasTransform, excluded: [], keysAccepted: 0, rotations: 0 };
-    return { ...structuredClone(this.status!), participants: members, e2ee };
+    return { ...structuredClone(this.status!), participants: members, e2ee, iceRestarts: room.iceRestarts, resumes: room.resumes };
   }
 
   private publish(): void {

@@ -61,3 +61,31 @@ export function onTrackRtp(track: unknown, listener: (rtp: RtpPacket) => void): 
   const t = track as MediaStreamTrack;
   return t.onReceiveRtp.subscribe((rtp) => listener(rtp)).unSubscribe;
 }
+
+/** What {@link completeIceRestart} reads of werift's RTCPeerConnection (private to mediasoup-client's handler). */
+interface WeriftIcePeer {
+  dtlsTransports: { iceTransport: { state: string; connection: { nominated?: unknown }; start(): Promise<void> } }[];
+}
+
+/**
+ * Runs the ICE checks of an ICE restart that werift 0.25 leaves undone: after
+ * `createOffer({ iceRestart: true })` and the answer, its `connect()` skips
+ * `iceTransport.start()` because the DTLS transport is still connected, so the
+ * restarted ICE agent never nominates a pair and the send side goes silent
+ * (measured: 0 packets a second reach the SFU after mediasoup-client's
+ * `Transport.restartIce`, 49 with this). Call it after `Transport.restartIce`;
+ * it starts the checks on every ICE transport of the transport's peer
+ * connection that has no nominated pair, and does nothing otherwise
+ * (upstream-worthy: werift should start ICE again after a restart whatever
+ * the DTLS state). Rejects when the checks fail (no candidate pair works).
+ */
+export async function completeIceRestart(transport: { handler: unknown }): Promise<void> {
+  const pc = (transport.handler as { _pc?: WeriftIcePeer })._pc;
+  if (!pc || !Array.isArray(pc.dtlsTransports)) return;
+  await Promise.all(
+    pc.dtlsTransports.map(async ({ iceTransport }) => {
+      if (iceTransport.connection.nominated || iceTransport.state === 'closed') return;
+      await iceTransport.start();
+    }),
+  );
+}

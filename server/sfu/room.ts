@@ -50,7 +50,14 @@ export interface RoomSnapshot {
   maxParticipants: number;
   /** The mediasoup worker process carrying the room. */
   workerPid: number;
-  participants: (RoomParticipant & { joinedAt: number; producers: number; consumers: number })[];
+  participants: (RoomParticipant & {
+    joinedAt: number;
+    producers: number;
+    consumers: number;
+    away: boolean;
+    /** Each transport's ICE-selected remote address (`ip:port`), null before ICE completes. */
+    paths: { direction: TransportDirection; remote: string | null }[];
+  })[];
 }
 
 /**
@@ -63,8 +70,14 @@ class Participant {
   readonly transports: Partial<Record<TransportDirection, types.WebRtcTransport>> = {};
   readonly producers = new Map<string, types.Producer>();
   readonly consumers = new Map<string, types.Consumer>();
+  /**
+   * Set while its signaling connection is gone (see {@link Room.detach}): the
+   * timer that removes it when the grace is over. Its media goes on meanwhile.
+   */
+  away: NodeJS.Timeout | undefined;
 
-  constructor(readonly member: RoomMember) {}
+  /** The connection it hears the room through; replaced when its device resumes on a new one. */
+  constructor(public member: RoomMember) {}
 
   get peer(): RoomParticipant {
     return this.member.peer;
@@ -77,6 +90,8 @@ class Participant {
   }
 
   close(): void {
+    clearTimeout(this.away);
+    this.away = undefined;
     for (const t of Object.values(this.transports)) t.close();
   }
 }
@@ -186,6 +201,11 @@ export class Room {
         joinedAt: p.joinedAt,
         producers: p.producers.size,
         consumers: p.consumers.size,
+        away: p.away !== undefined,
+        paths: (Object.entries(p.transports) as [TransportDirection, types.WebRtcTransport][]).map(([direction, t]) => {
+          const tuple = t.closed ? undefined : t.iceSelectedTuple;
+          return { direction, remote: tuple ? `${tuple.remoteIp}:${tuple.remotePort}` : null };
+        }),
       })),
     };
   }
@@ -213,6 +233,13 @@ export class Room {
     if (open.participants.size === 1) this.hooks.onEmptyChanged(this, false);
     for (const o of others) o.member.notify('room.participant_joined', { roomId: this.id, participant: member.peer });
     this.log.info({ deviceId: member.peer.deviceId, participants: open.participants.size }, 'room joined');
+    return this.viewFor(member.peer.deviceId);
+  }
+
+  /** The room as device `deviceId` finds it on joining or resuming: everyone else, their producers, the speaker. */
+  private viewFor(deviceId: string): ReturnType<Room['join']> {
+    const open = this.open();
+    const others = [...open.participants.values()].filter((o) => o.peer.deviceId !== deviceId);
     return {
       routerRtpCapabilities: open.router.rtpCapabilities,
       participants: others.map((o) => o.peer),
@@ -221,6 +248,61 @@ export class Room {
       ),
       speaker: open.speaker ? { participant: open.speaker.participant.peer, producerId: open.speaker.producerId } : null,
     };
+  }
+
+  /**
+   * The member's signaling connection closed: unless `graceMs` is 0, the
+   * device keeps its place — transports, producers and consumers, so its
+   * audio goes on — for `graceMs`, and the others get
+   * `room.participant_away` (`away: true`). If the device has not resumed
+   * ({@link resume}) by then it leaves as with {@link leave}, and `onGone`
+   * runs (not when it resumes). Nothing happens when the device is not in the
+   * room on that connection (`token`).
+   */
+  detach(deviceId: string, token: object, graceMs: number, onGone?: () => void): void {
+    if (this.state.phase !== 'open') return;
+    const p = this.state.participants.get(deviceId);
+    if (!p || p.member.token !== token || p.away) return;
+    if (graceMs <= 0) {
+      this.leave(deviceId, token);
+      onGone?.();
+      return;
+    }
+    p.away = setTimeout(() => {
+      p.away = undefined;
+      this.log.info({ deviceId, graceMs }, 'room participant did not come back in time');
+      this.leave(deviceId, token);
+      onGone?.();
+    }, graceMs);
+    p.away.unref();
+    this.log.info({ deviceId, graceMs }, 'room participant away (signaling lost)');
+    this.broadcast('room.participant_away', { roomId: this.id, participant: p.peer, away: true }, p);
+  }
+
+  /**
+   * The device is back on a new signaling connection (`member`) and takes
+   * its place again, with its transports, producers and consumers as they
+   * are; the others get `room.participant_away` (`away: false`) if they were
+   * told it was away. Also works before the server noticed the old
+   * connection close (it then never detaches).
+   * @returns the room as it is now (what changed while it was away is in it).
+   * @throws ParleyError `room_ended`; `not_found` when the device has no
+   *   place in the room (it never joined, or its grace ran out: join again);
+   *   `invalid_state` when it is already in on this connection.
+   */
+  resume(member: RoomMember): ReturnType<Room['join']> {
+    const open = this.open();
+    const p = open.participants.get(member.peer.deviceId);
+    if (!p)
+      throw new ParleyError('not_found', 'this device has no place in the room any more (it was away longer than the server waits); join again');
+    if (p.member.token === member.token) throw new ParleyError('invalid_state', 'this device is already in the room on this connection');
+    const wasAway = p.away !== undefined;
+    clearTimeout(p.away);
+    p.away = undefined;
+    p.member = member;
+    this.log.info({ deviceId: member.peer.deviceId, wasAway }, 'room participant resumed');
+    if (wasAway) this.broadcast('room.participant_away', { roomId: this.id, participant: p.peer, away: false }, p);
+    return this.viewFor(member.peer.deviceId);
   }
 
   /**
@@ -423,6 +505,10 @@ export class Room {
     if (this.state.phase !== 'open') return;
     const { router, participants } = this.state;
     this.state = { phase: 'ended', reason };
+    for (const p of participants.values()) {
+      clearTimeout(p.away);
+      p.away = undefined;
+    }
     for (const p of participants.values()) p.member.notify('room.ended', { roomId: this.id, reason });
     if (!router.closed) router.close();
     this.log.info({ reason, participants: participants.size }, 'room ended');

@@ -51,9 +51,18 @@ export interface RoomDeps {
  * Registers the group-call methods (`RoomRequests`, common/protocol/sfu.ts)
  * on one signaling connection. The device joins rooms through this
  * connection and hears them through it (`room.*` notifications); when the
- * socket closes it leaves every room it is in (the others get
- * `room.participant_left`). Every method needs `hello` first.
+ * socket closes it keeps its place in every room it is in for the SFU's
+ * `reconnect_grace_seconds` (the others get `room.participant_away`; its
+ * media goes on) and takes it back with `room.resume` on a new connection;
+ * after the grace it leaves (the others get `room.participant_left`). Every method needs `hello` first.
  */
+/**
+ * When each device first joined each room, Unix ms: a place resumed on a new
+ * connection (`room.resume`) keeps counting from there for the audit's
+ * `room.left` seconds and the call-time budget.
+ */
+const JOINED_AT = new WeakMap<Room, Map<string, number>>();
+
 export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomDeps): void {
   const { sfu, audit, roomInvitations: invitations, policy } = deps;
   /** Rooms this connection joined, with the device id it joined as and when (Unix ms). */
@@ -148,7 +157,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
         joined.delete(params.roomId);
         if (entry) left(params.roomId, entry);
       }
-      conn.peer.notify(method, params);
+      if (!conn.isClosed()) conn.peer.notify(method, params);
     },
   });
   /** The room, if this connection is in it: its device id with it. */
@@ -279,7 +288,10 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     // A join queued behind other frames when the socket closed would leave a participant nobody removes.
     if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
     const result = room.join(m);
-    joined.set(room.id, { room, deviceId: m.peer.deviceId, at: Date.now() });
+    const at = Date.now();
+    joined.set(room.id, { room, deviceId: m.peer.deviceId, at });
+    if (!JOINED_AT.has(room)) JOINED_AT.set(room, new Map());
+    JOINED_AT.get(room)!.set(m.peer.deviceId, at);
     invitations.joined(room.id, me);
     void audit.record({
       event: 'room.joined',
@@ -297,6 +309,26 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       producers: result.producers,
       speaker: result.speaker,
       maxParticipants: room.maxParticipants,
+      reconnectGraceMs: sfu.listen.reconnectGraceMs,
+    };
+  });
+
+  conn.peer.handle('room.resume', RoomRequests['room.resume'].params, (p) => {
+    const m = member();
+    if (conn.isClosed()) throw new ParleyError('unavailable', 'connection closed');
+    const room = sfu.room(p.roomId);
+    const result = room.resume(m);
+    // The place's time counts from its first join (JOINED_AT), not from the resume.
+    joined.set(room.id, { room, deviceId: m.peer.deviceId, at: JOINED_AT.get(room)?.get(m.peer.deviceId) ?? Date.now() });
+    conn.log.info({ roomId: room.id }, 'room resumed');
+    return {
+      roomId: room.id,
+      routerRtpCapabilities: result.routerRtpCapabilities,
+      participants: result.participants,
+      producers: result.producers,
+      speaker: result.speaker,
+      maxParticipants: room.maxParticipants,
+      reconnectGraceMs: sfu.listen.reconnectGraceMs,
     };
   });
 
@@ -385,10 +417,10 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
   });
 
   conn.onClose(() => {
-    for (const [roomId, entry] of joined) {
-      entry.room.leave(entry.deviceId, token);
-      left(roomId, entry);
-    }
+    // A dropped connection keeps its places for the grace (room.resume takes them back); `room.leave` above does not.
+    // Its time in the room is audited and counted once it is really gone (not if it comes back).
+    const graceMs = sfu.listen.reconnectGraceMs;
+    for (const [roomId, entry] of joined) entry.room.detach(entry.deviceId, token, graceMs, () => left(roomId, entry));
     joined.clear();
   });
 }

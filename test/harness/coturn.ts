@@ -112,13 +112,15 @@ export function stunBinding(
  * temporary folder. Resolves once it answers a STUN Binding request (≈ 0.1 s).
  * Retries on another port when the chosen one was taken meanwhile.
  * @param options.relayPortCount how many UDP relay ports (default 40, i.e. 20 calls' worth).
+ * @param options.verbose log every session (`-v`): its allocations, permissions and, when it
+ *   closes, its usage (`rp`/`rb`/`sp`/`sb`: packets and bytes received and sent), with the TURN username.
  * @throws Error (with the log's tail) when coturn does not come up.
  */
-export async function startCoturn(options: { relayPortCount?: number } = {}): Promise<Coturn> {
+export async function startCoturn(options: { relayPortCount?: number; verbose?: boolean } = {}): Promise<Coturn> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      return await startOnce(options.relayPortCount ?? 40);
+      return await startOnce(options.relayPortCount ?? 40, options.verbose ?? false);
     } catch (err) {
       lastError = err;
     }
@@ -126,7 +128,7 @@ export async function startCoturn(options: { relayPortCount?: number } = {}): Pr
   throw lastError;
 }
 
-async function startOnce(relayPortCount: number): Promise<Coturn> {
+async function startOnce(relayPortCount: number, verbose: boolean): Promise<Coturn> {
   const dir = makeTempDir('coturn');
   const port = await freeUdpTcpPort();
   const relayPorts = await freeUdpPortRange(relayPortCount);
@@ -155,6 +157,7 @@ async function startOnce(relayPortCount: number): Promise<Coturn> {
       `--log-file=${logPath}`,
       '--simple-log',
       '--no-stdout-log',
+      ...(verbose ? ['-v'] : []),
     ],
     { cwd: dir, stdio: 'ignore' },
   );

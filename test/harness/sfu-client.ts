@@ -21,6 +21,7 @@ import { Device, type types as msc } from 'mediasoup-client';
 import { createOpusEncoder, SAMPLES_20MS, OPUS_SAMPLE_RATE } from '../../native/opus';
 import type { RoomParticipant, RoomProducer } from '../../common/protocol/sfu';
 import type { SignalClient } from './signal-client';
+import { completeIceRestart } from '../../main/media/webrtc-polyfill';
 
 const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 /** 20 ms of Opus at 48 kHz in RTP timestamp units (RFC 7587 §4.1: the clock is always 48 kHz). */
@@ -238,6 +239,23 @@ export class SfuParticipant {
     return [...this.streams.values()]
       .filter((s) => s.participant.deviceId === deviceId)
       .flatMap((s) => s.packets);
+  }
+
+  /**
+   * ICE restart of one transport (RFC 8445 §2.4): new ICE credentials from
+   * `room.transport.restart_ice`, then mediasoup-client's `Transport.restartIce`.
+   */
+  async restartIce(direction: 'send' | 'recv'): Promise<void> {
+    const transport = direction === 'send' ? this.sendTransport : this.recvTransport;
+    if (!transport) throw new Error(`no ${direction} transport`);
+    const r = await this.client.request('room.transport.restart_ice', { roomId: this.roomId, transportId: transport.id });
+    await transport.restartIce({ iceParameters: r.iceParameters });
+    await completeIceRestart(transport);
+  }
+
+  /** The connection state of one transport (mediasoup-client's, from the peer connection's). */
+  connectionState(direction: 'send' | 'recv'): string | undefined {
+    return (direction === 'send' ? this.sendTransport : this.recvTransport)?.connectionState;
   }
 
   /** Says `room.leave` and closes its transports. */

@@ -279,6 +279,9 @@ describe('a group call of four daemons through the SFU', () => {
     }
     // Alice speaks: Bob and Carol hear her, Dave's speaker stays silent.
     const aSpeaks = await turn('a', 'after-leave-a');
+    // What Bob and Carol received from Alice over that turn (lost, concealed, undecryptable), for a failure's report.
+    for (const n of ['b', 'c'] as const)
+      console.log(`after the leave, ${n} from alice: ${JSON.stringify((await clients[n].request<RoomStatus>('list_participants')).participants.find((p) => p.username === clients.a.name)?.audio)}; piecewise ${piecewise('a', aSpeaks[n]).toFixed(3)}; load average ${loadavg()[0]!.toFixed(1)}`);
     expect(piecewise('a', aSpeaks.b)).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
     expect(piecewise('a', aSpeaks.c)).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
     expect(rms(aSpeaks.d)).toBeLessThan(0.001); // below −60 dBFS: nothing plays on a speaker that left
@@ -316,7 +319,7 @@ describe('a group call of four daemons through the SFU', () => {
     const daveScore = piecewise('a', dave.subarray(Math.floor(2 * sentMs * 48)));
     figures.churn_a_to_d_3 = Math.round(daveScore * 1000) / 1000;
     expect(daveScore).toBeGreaterThanOrEqual(PAIR_SIMILARITY);
-    console.log(`group-call churn similarity: ${JSON.stringify(figures)}`);
+    console.log(`group-call churn similarity: ${JSON.stringify(figures)}; carol from alice ${JSON.stringify((await clients.c.request<RoomStatus>('list_participants')).participants.find((p) => p.username === clients.a.name)?.audio)}; load average ${loadavg()[0]!.toFixed(1)}`);
     expect((await clients.b.request<RoomStatus>('list_participants')).state).toBe('left');
     expect((await clients.c.request<RoomStatus>('list_participants')).participants.map((p) => p.username).sort()).toEqual(
       [clients.a.name, clients.c.name, clients.d.name].sort(),

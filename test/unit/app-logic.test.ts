@@ -95,6 +95,10 @@ describe('tray state in group calls', () => {
       tooltip: 'Parley — in a group call with 2 others (muted)',
     });
     expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room({ state: 'left' }) }).image).toBe('idle');
+    // A signaling blip or an ICE restart to the SFU keeps the call (the server keeps our place): say so, do not drop it.
+    expect(
+      trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room({ state: 'reconnecting', reconnecting: { since: 1, what: 'signaling' } }) }),
+    ).toEqual({ image: 'in-call', tooltip: 'Parley — reconnecting to the group call…' });
     // In a group call, another group call ringing does not take over the icon.
     expect(trayState({ session: online, calls: [], mic: mic(), doNotDisturb: false, room: room(), invites: [invite] }).image).toBe('in-call');
   });

@@ -206,31 +206,56 @@ describe('group keys: in-process rooms of real devices', () => {
     }
   });
 
-  it('a new key on every join and leave, used for sending only after the grace; frames under the old key still play meanwhile', async () => {
+  it('a new key on every join and leave: a join ratchets the key in use forward (used at once; the newcomer hears at once, the others derive it), a leave makes a random one used after the grace', async () => {
     const room = new Room();
-    const [alice, bob, carol] = await devices(room, 'alice', 'bob', 'carol');
+    const [alice, bob, carol, dave] = await devices(room, 'alice', 'bob', 'carol', 'dave');
     await room.join(alice);
     await room.join(bob);
     room.deliverKeys();
     const first = alice.keys.localKeyForSending();
-    room.say(alice, 'before'); // the key is now used
+    const before = alice.keys.encryptFrame(Buffer.from('before carol')); // the key is now used
 
     await room.join(carol);
+    // Alice sealed the ratcheted key to Carol only; Bob gets nothing new from her.
+    const fromAlice = alice.keys.outgoingKeyMessages();
+    expect(fromAlice.map((m) => m.to.deviceId)).toEqual([carol.identity.deviceId]);
+    expect(carol.keys.acceptKey(alice.me, fromAlice[0]!.envelope)).toMatchObject({ ok: true });
     room.deliverKeys();
-    expect(alice.keys.localKeyForSending()).toEqual(first); // grace: still the old key
+    const second = alice.keys.localKeyForSending(); // no grace: in use at once
+    expect(second.epoch).toBe(first.epoch + 1);
+    expect(second.kid).not.toBe(first.kid);
+    // Carol hears Alice at once, and Bob derives the next key himself from the first frame under it.
+    expect(all(room.say(alice, 'welcome carol'))).toEqual(['welcome carol']);
+    expect(bob.keys.stats().keysRatcheted).toBe(1);
+    // One way: Carol cannot go back to what was said under the key before.
+    expect(carol.keys.decryptFrame(before, alice.identity.deviceId)).toBeUndefined();
+
+    // A frame with a forged KID a few steps ahead does not make Bob keep a key.
+    const forged = Buffer.from(alice.keys.encryptFrame(Buffer.from('x')));
+    expect(forged[0]! >> 4).toBe(0xb); // RFC 9605 §4.3: X = 1, a 4-byte KID follows the config byte
+    forged.writeUInt32BE(forged.readUInt32BE(1) + 2, 1); // relabelled two epochs ahead
+    expect(bob.keys.decryptFrame(forged, alice.identity.deviceId)).toBeUndefined();
+    expect(bob.keys.stats().keysRatcheted).toBe(1);
+
+    // Two joins between two of Alice's frames: Bob derives two steps at once.
+    await room.join(dave);
+    room.deliverKeys();
+    expect(all(room.say(alice, 'welcome dave'))).toEqual(['welcome dave']);
+
+    // A leave: a random key, sealed to those who stay, used only after the grace.
+    const beforeLeave = alice.keys.localKeyForSending();
+    await room.leave(dave);
+    room.deliverKeys();
+    expect(alice.keys.localKeyForSending()).toEqual(beforeLeave); // grace: still the old key
     const inGrace = room.say(alice, 'during the grace');
     expect(inGrace.get(`bob:${bob.identity.deviceId.slice(0, 4)}`)).toBe('during the grace');
     room.clock.advance(GRACE);
-    const second = alice.keys.localKeyForSending();
-    expect(second.epoch).toBe(first.epoch + 1);
-    expect(second.kid).not.toBe(first.kid);
+    expect(alice.keys.localKeyForSending().epoch).toBe(beforeLeave.epoch + 1);
     expect(all(room.say(alice, 'after the grace'))).toEqual(['after the grace']);
-
-    await room.leave(carol);
-    room.deliverKeys();
-    room.clock.advance(GRACE);
-    expect(alice.keys.localKeyForSending().epoch).toBe(second.epoch + 1);
-    expect(alice.keys.stats().rotations).toBe(2);
+    // Dave, who held every key before (and can ratchet), cannot follow a random key.
+    const after = alice.keys.encryptFrame(Buffer.from('dave is gone'));
+    expect(dave.keys.decryptFrame(after, alice.identity.deviceId)).toBeUndefined();
+    expect(alice.keys.stats().rotations).toBe(3);
   });
 
   it('a removed participant gets no key made after its removal and cannot decrypt what is said after the rotation', async () => {

@@ -72,6 +72,7 @@ describe('server config', () => {
         maxParticipants: 16,
         maxRoomsPerAccount: 3,
         roomLifetimeSeconds: 14400,
+        reconnectGraceMs: 20_000,
       },
     });
   });
@@ -88,6 +89,7 @@ rtc_max_port = 50999
 max_participants = 8
 max_rooms_per_account = 5
 room_lifetime_seconds = 600
+reconnect_grace_seconds = 5
 `;
     expect(parseConfig(toml, {}, 'f.toml', cwd).sfu).toEqual({
       workers: 2,
@@ -99,6 +101,7 @@ room_lifetime_seconds = 600
       maxParticipants: 8,
       maxRoomsPerAccount: 5,
       roomLifetimeSeconds: 600,
+      reconnectGraceMs: 5000,
     });
     const env = {
       PARLEY_SFU_WORKERS: '1',
@@ -106,6 +109,7 @@ room_lifetime_seconds = 600
       PARLEY_SFU_MAX_PARTICIPANTS: '4',
       PARLEY_SFU_MAX_ROOMS_PER_ACCOUNT: '0',
       PARLEY_SFU_ROOM_LIFETIME: '30',
+      PARLEY_SFU_RECONNECT_GRACE: '0',
     };
     expect(parseConfig(toml, env, 'f.toml', cwd).sfu).toMatchObject({
       workers: 1,
@@ -113,8 +117,10 @@ room_lifetime_seconds = 600
       maxParticipants: 4,
       maxRoomsPerAccount: 0,
       roomLifetimeSeconds: 30,
+      reconnectGraceMs: 0,
     });
     expect(() => parseConfig('[sfu]\nroom_lifetime_seconds = -1', {}, 'f.toml', cwd)).toThrow(/sfu\.room_lifetime_seconds/);
+    expect(() => parseConfig('[sfu]\nreconnect_grace_seconds = -1', {}, 'f.toml', cwd)).toThrow(/sfu\.reconnect_grace_seconds/);
     expect(() => parseConfig('[sfu]\nlisten_ip = "localhost"', {}, 'f.toml', cwd)).toThrow(/sfu\.listen_ip/);
     expect(() => parseConfig('[sfu]\nrtc_min_port = 50000\nrtc_max_port = 40000', {}, 'f.toml', cwd)).toThrow(
       /sfu\.rtc_min_port: must not be above sfu\.rtc_max_port/,

@@ -5,18 +5,27 @@ import {
   CipherSuite,
   SFrameReceiver,
   SFrameSender,
+  decodeHeader,
   keySize,
   type SFrameDropReason,
   type SFrameStats,
 } from '../../media/sframe';
 import type { DeviceIdentity } from './identity';
-import { b64u, random, unb64u } from './primitives';
+import { b64u, hkdfSha256, random, unb64u } from './primitives';
 import { open, peekSealed, seal } from './seal';
 
 /** Signal's delay between distributing a new sender key and sending under it, ms. */
 export const DEFAULT_KEY_GRACE_MS = 3000;
 /** How long a replaced or departed sender's key still decrypts frames in flight, ms (after its grace). */
 export const DEFAULT_KEY_RETAIN_MS = 10_000;
+/**
+ * How many ratchet steps ahead of a key it holds a receiver derives on its own
+ * (one step per join since that key; more joins between two of its frames
+ * than this and it waits for a sealed key instead).
+ */
+export const MAX_RATCHET_STEPS = 16;
+/** HKDF-SHA256 info of the join ratchet: the next base key = HKDF(previous base key, no salt, this info). */
+const RATCHET_INFO = 'parley sframe sender key ratchet';
 /** How long a key from a device not (yet) known as a trusted member waits for the membership, ms. */
 export const PENDING_KEY_MS = 30_000;
 /** Most key messages held per unknown device, and in all, while waiting for the membership. */
@@ -85,6 +94,8 @@ export interface GroupKeyStats {
   keysAccepted: number;
   keysRejected: Record<KeyRejectReason, number>;
   rotations: number;
+  /** Keys of other senders this device derived by the join ratchet (no key message needed). */
+  keysRatcheted: number;
 }
 
 /** The SFrame suites group calls may use: the AES-GCM ones with full 16-byte tags (the key message carries 4 or 5). */
@@ -130,8 +141,11 @@ interface Member extends GroupDevice {
   newDevice: boolean;
   /** Sequence number of the last key message taken from it (-1: none). */
   lastN: number;
-  /** Its keys held for decryption: KID → epoch and, once superseded, when the key is dropped. */
-  keys: Map<number, { epoch: number; dropAt: number | undefined }>;
+  /**
+   * Its keys held for decryption: KID → epoch, the base key (secret: the join
+   * ratchet derives the next from it) and, once superseded, when it is dropped.
+   */
+  keys: Map<number, { epoch: number; key: Uint8Array; dropAt: number | undefined }>;
 }
 
 /**
@@ -142,9 +156,15 @@ interface Member extends GroupDevice {
  * random sender key (an SFrame base key, RFC 9605 §4.4.2) with its own KID,
  * and seals it for every other participant device over the 1:1 sealed channel
  * (X25519 + ML-KEM-768, signed; role `member`, the room id as call id). On
- * every membership change (join or leave) it makes a new key, seals it for the
- * devices in the room now — never for one that left — and sends under it only
- * `graceMs` later, so the others have it; keys of senders that moved on or
+ * every membership change it makes a new key. On a leave (or a trust change)
+ * the new key is random, sealed for the devices in the room now — never for
+ * one that left — and used only `graceMs` later, so the others have it. On a
+ * join alone it is the current key ratcheted forward (HKDF, one way: the
+ * newcomer cannot go back to what was said before it came), used at once
+ * and sealed to the newcomers only; the others, who hold the current key,
+ * derive the next themselves when its first frame arrives (RingRTC's scheme
+ * in Signal's group calls: a newcomer hears at once instead of after the
+ * grace); keys of senders that moved on or
  * left still decrypt for `retainMs`, then are dropped. Participants are
  * trusted by the 1:1 rules ({@link DeviceDirectory}): an unverified device that
  * did not change is taken (flagged `newDevice` when recent, as in 1:1), a
@@ -203,6 +223,7 @@ export class GroupKeys extends EventEmitter<{
     keysAccepted: 0,
     keysRejected: { not_member: 0, envelope_invalid: 0, replayed: 0 },
     rotations: 0,
+    keysRatcheted: 0,
   };
 
   constructor(o: GroupKeysOptions) {
@@ -282,12 +303,16 @@ export class GroupKeys extends EventEmitter<{
     if (removed.length > 0 || added.length > 0) {
       const newest = this.ownKeys.at(-1)!;
       const everyoneHadIt = [...newest.sentTo].every((id) => this.members.has(id));
+      const stayersHaveIt = [...this.members.keys()].every((id) => added.includes(id) || newest.sentTo.has(id));
       if (removed.length === 0 && !newest.used && everyoneHadIt) {
         // Only joins, and no frame was ever sent under the newest key: it is as new to them as a fresh one.
         this.sendKeyTo(
           newest,
           added.map((id) => this.members.get(id)!),
         );
+      } else if (removed.length === 0 && newest.activeAt <= now && stayersHaveIt) {
+        // Only joins: the key in use, ratcheted forward, at once (the newcomers hear us now).
+        this.ratchet(newest, now, added.map((id) => this.members.get(id)!));
       } else {
         this.rotate(now);
       }
@@ -384,6 +409,27 @@ export class GroupKeys extends EventEmitter<{
     this.ownKeys.push(k);
     this.counters.rotations++;
     this.sendKeyTo(k, this.members.values());
+    this.emit('rotated', { kid: k.kid, epoch: k.epoch, activeAt: k.activeAt });
+  }
+
+  /**
+   * The join ratchet: the next key is HKDF(`from`'s base key), in use at
+   * once, sealed to `newcomers` only (the others derive it from `from`, which
+   * they hold: {@link decryptFrame}).
+   */
+  private ratchet(from: OwnKey, now: number, newcomers: Member[]): void {
+    const epoch = this.epoch++;
+    const k: OwnKey = {
+      kid: this.kidTag * 0x10000 + (epoch % 0x10000),
+      epoch,
+      key: ratchetKey(from.key),
+      activeAt: now,
+      used: false,
+      sentTo: new Set(from.sentTo),
+    };
+    this.ownKeys.push(k);
+    this.counters.rotations++;
+    this.sendKeyTo(k, newcomers);
     this.emit('rotated', { kid: k.kid, epoch: k.epoch, activeAt: k.activeAt });
   }
 
@@ -534,7 +580,7 @@ export class GroupKeys extends EventEmitter<{
       if (kid !== content.kid)
         k.dropAt = Math.min(k.dropAt ?? Infinity, now + this.graceMs + this.retainMs);
     }
-    member.keys.set(content.kid, { epoch: content.epoch, dropAt: undefined });
+    member.keys.set(content.kid, { epoch: content.epoch, key, dropAt: undefined });
     this.receiver.addKey(from.deviceId, BigInt(content.kid), key);
     this.counters.keysAccepted++;
     this.emit('keyAccepted', {
@@ -621,9 +667,45 @@ export class GroupKeys extends EventEmitter<{
    *   e.g. its key has not arrived yet —, failed authentication, replay; counted in `stats`). Never throws.
    */
   decryptFrame(frame: Uint8Array, fromDeviceId?: string): Buffer | undefined {
-    this.prune(this.now());
+    const now = this.now();
+    this.prune(now);
+    if (fromDeviceId !== undefined) this.ratchetTo(frame, fromDeviceId, now);
     const r = this.receiver.decrypt(frame, fromDeviceId);
     return r.ok ? r.plaintext : undefined;
+  }
+
+  /**
+   * A frame of member `deviceId` under a KID we lack, with the tag of one of
+   * its keys we hold and an epoch 1 … MAX_RATCHET_STEPS ahead: derives the
+   * key by the join ratchet, and keeps it if the frame authenticates under it
+   * (else it is forgotten: the frame is dropped as `unknown_kid`).
+   */
+  private ratchetTo(frame: Uint8Array, deviceId: string, now: number): void {
+    const m = this.members.get(deviceId);
+    const h = decodeHeader(frame);
+    if (!m || !h || h.kid > 0xffffffffn || this.receiver.hasKey(deviceId, h.kid)) return;
+    const kid = Number(h.kid);
+    let base: { kid: number; epoch: number; key: Uint8Array } | undefined;
+    let steps = Infinity;
+    for (const [held, k] of m.keys) {
+      if (Math.floor(held / 0x10000) !== Math.floor(kid / 0x10000)) continue;
+      const d = ((kid & 0xffff) - (held & 0xffff) + 0x10000) % 0x10000;
+      if (d >= 1 && d <= MAX_RATCHET_STEPS && d < steps) {
+        steps = d;
+        base = { kid: held, epoch: k.epoch, key: k.key };
+      }
+    }
+    if (!base) return;
+    let key = base.key;
+    for (let i = 0; i < steps; i++) key = ratchetKey(key);
+    // Only a key the frame authenticates under is kept (a forged KID costs a derivation, nothing more).
+    const probe = new SFrameReceiver(this.suite, 1);
+    probe.addKey(deviceId, h.kid, key);
+    if (!probe.decrypt(frame, deviceId).ok) return;
+    this.receiver.addKey(deviceId, h.kid, key);
+    for (const [held, k] of m.keys) if (held !== kid) k.dropAt = Math.min(k.dropAt ?? Infinity, now + this.graceMs + this.retainMs);
+    m.keys.set(kid, { epoch: base.epoch + steps, key, dropAt: undefined });
+    this.counters.keysRatcheted++;
   }
 
   /** The last drop reason is not kept; this is the per-reason count of frames and key messages. */
@@ -633,6 +715,7 @@ export class GroupKeys extends EventEmitter<{
       keysAccepted: this.counters.keysAccepted,
       keysRejected: { ...this.counters.keysRejected },
       rotations: this.counters.rotations,
+      keysRatcheted: this.counters.keysRatcheted,
     };
   }
 
@@ -663,3 +746,8 @@ export class GroupKeys extends EventEmitter<{
 }
 
 export type { SFrameDropReason };
+
+/** One step of the join ratchet: the next base key from `key` (HKDF-SHA256, RFC 5869; one way). */
+export function ratchetKey(key: Uint8Array): Uint8Array {
+  return hkdfSha256(key, new Uint8Array(0), RATCHET_INFO, key.length);
+}

@@ -58,7 +58,7 @@ class AppState {
 
   /** The group call we are in (joining or joined). */
   get liveRoom(): UiRoom | undefined {
-    return this.room && (this.room.state === 'joining' || this.room.state === 'joined') ? this.room : undefined;
+    return this.room && (this.room.state === 'joining' || this.room.state === 'joined' || this.room.state === 'reconnecting') ? this.room : undefined;
   }
 
   /** Device ids audible in the group call now. */
@@ -124,7 +124,7 @@ class AppState {
     this.lastCall = this.liveCall;
     this.history = (await request(api, 'history.list')).entries;
     const rooms = await request(api, 'room.get');
-    this.room = rooms.room && (rooms.room.state === 'joining' || rooms.room.state === 'joined') ? rooms.room : undefined;
+    this.room = rooms.room && (rooms.room.state === 'joining' || rooms.room.state === 'joined' || rooms.room.state === 'reconnecting') ? rooms.room : undefined;
     this.invites = rooms.invites;
     if (this.session.signedIn) {
       this.contacts = (await request(api, 'contacts.list')).contacts;
