@@ -205,7 +205,8 @@ export const RoomCreateResult = z.object({
  * (`room.ring_cancelled`) when another device of the same account joins
  * (`answered_elsewhere`) or declines (`declined_elsewhere`), after the ring
  * timeout of 1:1 calls (`timeout`, config `ring_timeout_seconds`), or when
- * the room ends (`room_ended`). An invited account may join by room id
+ * the room ends (`room_ended`), or when everyone in it left before the ring
+ * was answered (`cancelled`: as a caller hanging up). An invited account may join by room id
  * (every device of it) for as long as the room lasts.
  * Errors: `not_found` / `room_ended`, `invalid_state` (not a participant),
  * `unknown_user`, `forbidden` (a block list or the invitee's contacts-only
@@ -219,7 +220,7 @@ export const RoomInviteParams = z
 export const RoomInviteResult = z.object({ invited: z.array(Username) });
 
 /** Why a device stopped ringing (`room.ring_cancelled`): the same rules as a 1:1 call's `answered_elsewhere`. */
-export const RoomRingCancelReason = z.enum(['answered_elsewhere', 'declined_elsewhere', 'timeout', 'room_ended']);
+export const RoomRingCancelReason = z.enum(['answered_elsewhere', 'declined_elsewhere', 'timeout', 'room_ended', 'cancelled']);
 export type RoomRingCancelReason = z.infer<typeof RoomRingCancelReason>;
 
 /**

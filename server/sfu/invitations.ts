@@ -131,6 +131,18 @@ export class RoomInvitations {
     g.knocks.clear();
   }
 
+  /**
+   * Everyone left the room (said `room.leave`) while rings of it were
+   * unanswered: they stop (`cancelled`), as a 1:1 ring stops when the caller
+   * hangs up. The room itself stays open until its empty-room timeout (an
+   * invited account may still join by id, a link still works).
+   */
+  everyoneLeft(roomId: RoomId): void {
+    const g = this.rooms.get(roomId);
+    if (!g) return;
+    for (const ring of [...g.rings.values()]) this.stop(roomId, g, ring, 'cancelled');
+  }
+
   /** The room's host (its creator's account), or undefined for a room this node does not hold. */
   hostOf(roomId: RoomId): AccountRef | undefined {
     return this.rooms.get(roomId)?.host;

@@ -337,6 +337,8 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     joined.delete(p.roomId);
     entry.room.leave(entry.deviceId, token);
     left(p.roomId, entry);
+    // The last one out before anyone answered: the ringing stops (a participant whose connection dropped still counts).
+    if (entry.room.size === 0) invitations.everyoneLeft(p.roomId);
     return ok;
   });
 

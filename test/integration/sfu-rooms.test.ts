@@ -137,6 +137,20 @@ describe('a group that rings', () => {
     for (const d of [host, dan, dan2, eve]) await d.client.close();
   }, 30_000);
 
+  it('everyone leaving before the ring was answered stops it (cancelled), as a caller hanging up; the invitee may still join', async () => {
+    const host = await account(server, 'ch');
+    const fay = await account(server, 'fay');
+    await makeContacts(host, fay);
+    const { roomId } = await host.client.request('room.create', { invite: [fay.username] });
+    await host.client.request('room.join', { roomId });
+    await fay.client.nextNotification('room.ring', { roomId });
+    await host.client.request('room.leave', { roomId });
+    expect(await fay.client.nextNotification('room.ring_cancelled', { roomId })).toEqual({ roomId, reason: 'cancelled' });
+    // The room is open until its empty-room timeout: the invited account may still come in.
+    expect((await fay.client.request('room.join', { roomId })).roomId).toBe(roomId);
+    for (const d of [host, fay]) await d.client.close();
+  }, 20_000);
+
   it('a stranger cannot join by id; blocks work both ways; a non-contact cannot be rung; a full room refuses more invitees', async () => {
     const host = await account(server, 'sh');
     const [fay, gus, stranger] = [await account(server, 'fay'), await account(server, 'gus'), await account(server, 'str')];
