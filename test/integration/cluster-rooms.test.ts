@@ -146,10 +146,18 @@ describe('a room whose participants sit on different nodes', () => {
     });
     for (const s of ended) expect(s!.endReason).toBe('node_lost');
     console.log(`room ended node_lost at the other nodes' clients ${Date.now() - t0} ms after kill -9`);
-    // Alice was on the dead node: her signaling dropped, and her room with it.
-    const a = await clients.a.request<RoomStatus>('list_participants');
-    expect(a.state).toBe('ended');
-    expect(a.endReason).toBe('signaling_lost');
+    // Alice was on the dead node: her signaling dropped; she reconnects through the front address to another
+    // node to resume her place (room.resume, proxied to the room's node) and hears why the room is gone.
+    const a = await waitFor(
+      'alice to see the room end',
+      async () => {
+        const s = await clients.a.request<RoomStatus>('list_participants');
+        return s.state === 'ended' ? s : undefined;
+      },
+      25_000,
+      100,
+    );
+    expect(a.endReason).toBe('node_lost');
     // A late join hears why, from any node.
     await expect(clients.b.request('join_room', { roomId })).rejects.toThrow(/node_lost/);
   }, 60_000);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { PROBE_CHANNEL, startPulse, type Pulse } from '../harness/pulse';
@@ -73,7 +73,8 @@ afterAll(async () => {
 
 describe('a network change in a group call', () => {
   it("a participant's address changes mid-tone: it resumes, restarts ICE to the SFU over the new address, and the audio goes on", async () => {
-    const created = await alice.request<RoomStatus>('create_room', {});
+    await makeClientContacts(alice, bob);
+    const created = await alice.request<RoomStatus>('create_room', { invite: [bob.name] });
     const roomId = created.roomId;
     await bob.request<RoomStatus>('join_room', { roomId });
     await waitFor('both to hear each other', async () => {

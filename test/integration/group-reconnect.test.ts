@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { piecewiseSimilarity } from '../harness/group';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
@@ -114,7 +114,9 @@ const speakerOf = (rec: Awaited<ReturnType<typeof recorded>>, n: ClientName) =>
 
 describe('staying in a group call', () => {
   it('a signaling blip within the grace: the audio goes on, the room says reconnecting, then resumes with an ICE restart and speech goes both ways', async () => {
-    const created = await clients.a.request<RoomStatus>('create_room', {});
+    // Only invited accounts may join by id: Alice rings Bob and Carol in (Carol joins later, as a newcomer).
+    for (const n of ['b', 'c'] as const) await makeClientContacts(clients.a, clients[n]);
+    const created = await clients.a.request<RoomStatus>('create_room', { invite: [clients.b.name, clients.c.name] });
     roomId = created.roomId;
     await clients.b.request<RoomStatus>('join_room', { roomId });
     await Promise.all([hearsAll('a', ['b']), hearsAll('b', ['a'])]);

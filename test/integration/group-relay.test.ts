@@ -14,7 +14,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomStatus } from '../../common/protocol/control';
-import { startClient, type RunningClient } from '../harness/client';
+import { makeClientContacts, startClient, type RunningClient } from '../harness/client';
 import { startCoturn, type Coturn } from '../harness/coturn';
 import { piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../harness/group';
 import { startKeyring, type Keyring } from '../harness/keyring';
@@ -78,7 +78,8 @@ async function turnUsers(): Promise<{ users: Set<string>; lines: string[] }> {
 
 describe('a group call with one participant relayed through coturn', () => {
   it('carries every ordered pair’s speech while Alice’s transports go through the relay and the others’ go direct', async () => {
-    const created = await clients.a.request<RoomStatus>('create_room', {});
+    for (const n of ['b', 'c'] as const) await makeClientContacts(clients.a, clients[n]);
+    const created = await clients.a.request<RoomStatus>('create_room', { invite: [clients.b.name, clients.c.name] });
     const roomId = created.roomId;
     expect(created.state).toBe('joined');
     for (const n of ['b', 'c'] as const) expect((await clients[n].request<RoomStatus>('join_room', { roomId })).state).toBe('joined');

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ParleyError } from '../../common/errors';
 import { SfuParticipant } from '../harness/sfu-client';
 import { startServer, type RunningServer } from '../harness/server';
-import { SignalClient, signIn, type SignedInDevice } from '../harness/signal-client';
+import { SignalClient, signIn, type SignedInDevice, makeContacts } from '../harness/signal-client';
 
 /** The SFU's grace for a dropped participant, s. */
 const GRACE_S = 3;
@@ -39,7 +39,8 @@ afterAll(async () => {
 async function pair(names: [string, string]): Promise<{ a: SignedInDevice; b: SignedInDevice; pa: SfuParticipant; pb: SfuParticipant; roomId: string }> {
   const a = await signIn(server, `${names[0]}${tag}`);
   const b = await signIn(server, `${names[1]}${tag}`);
-  const { roomId } = await a.client.request('room.create', {});
+  await makeContacts(a, b);
+  const { roomId } = await a.client.request('room.create', { invite: [b.username] });
   const pa = await SfuParticipant.join(a.client, roomId, who(a));
   const pb = await SfuParticipant.join(b.client, roomId, who(b));
   await pa.produceSine({ frequencyHz: 440, levelDbov: 20 });
