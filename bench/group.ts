@@ -125,15 +125,22 @@ async function main(): Promise<void> {
     // 2. Room 1: five participants, join cycles, the clicks through the SFU.
     const others = [await daemon('c'), await daemon('d'), await daemon('c')];
     const room1 = [alice, bob, ...others];
-    const created = await alice.request<RoomStatus>('create_room', {});
+    // Only invited accounts may join by id: Alice rings the others in (contacts first, as users do).
+    for (const c of room1.slice(2)) await makeClientContacts(alice, c);
+    const created = await alice.request<RoomStatus>('create_room', { invite: room1.slice(1).map((c) => c.name) });
     if (created.joinMs !== undefined) joinMs.push(created.joinMs);
     const roomId = created.roomId;
     for (const c of room1.slice(1)) await join(c, roomId);
     const cycler = others[2]!;
     log(`room 1 full; ${JOINS} join/leave cycles…`);
     for (let i = 0; i < JOINS; i++) {
-      await cycler.request('leave_room');
-      await join(cycler, roomId);
+      try {
+        await cycler.request('leave_room');
+        await join(cycler, roomId);
+      } catch (e) {
+        console.error(`the daemon joining and leaving failed; the end of its log:\n${cycler.log().slice(-6000)}`);
+        throw e;
+      }
     }
     const hearsAll = async (rooms: RunningClient[]) =>
       waitFor('every participant of room 1 to hear the four others', async () => {
@@ -164,7 +171,8 @@ async function main(): Promise<void> {
       log(`adding room ${rooms}…`);
       const members: RunningClient[] = [];
       for (let i = 0; i < ROOM_SIZE; i++) members.push(await daemon(i % 2 === 0 ? 'c' : 'd'));
-      const r = await members[0]!.request<RoomStatus>('create_room', {});
+      for (const m of members.slice(1)) await makeClientContacts(members[0]!, m);
+      const r = await members[0]!.request<RoomStatus>('create_room', { invite: members.slice(1).map((m) => m.name) });
       if (r.joinMs !== undefined) joinMs.push(r.joinMs);
       for (const m of members.slice(1)) await join(m, r.roomId);
       await new Promise((res) => setTimeout(res, 2000));
