@@ -49,6 +49,12 @@ export const DaemonConfig = z
     echo_cancellation: z.boolean(),
     noise_suppression: z.boolean(),
     gain_control: z.boolean(),
+    /**
+     * Where 1:1 calls' media runs: `worker` (the default: its own thread,
+     * main/media/worker/) or `main` (the daemon's JavaScript thread, as
+     * before the media thread existed).
+     */
+    media_thread: z.enum(['worker', 'main']),
   })
   .partial()
   .strict();

@@ -47,9 +47,10 @@ const defaultDeps: PriorityDeps = {
 };
 
 /**
- * Raises the priority of the thread that runs the media path (in this
- * process, the JavaScript main thread: capture, voice processing, Opus,
- * SRTP and playout all run on it), so that a busy machine — a compile, a
+ * Raises the priority of the thread that runs the media path (the media
+ * worker's thread, main/media/worker/media-worker.ts, which passes its own
+ * kernel thread id first; with the media in the main thread, the JavaScript
+ * main thread: capture, voice processing, Opus, SRTP and playout), so that a busy machine — a compile, a
  * browser, a CPU hog at normal priority — delays it less. Linux, as audio
  * clients do it:
  *
@@ -90,7 +91,7 @@ export async function raiseMediaPriority(deps: PriorityDeps = defaultDeps): Prom
 }
 
 /** RTKit's D-Bus call (rtkit's org.freedesktop.RealtimeKit1 interface), with a 2 s limit. */
-async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
+export async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
   const bus = dbus.systemBus();
   try {
     const call = (async () => {
