@@ -309,7 +309,9 @@ program
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       // The media thread (or this one, with --media-thread main) asks for the priority audio clients get (main/media/priority.ts).
       void (mediaWorker ? mediaWorker.raisePriority() : raiseMediaPriority()).then((r) =>
-        console.log(`[media] ${engine.mediaThread} thread: ${r.method === 'none' ? `normal priority (${r.reason})` : `priority nice ${r.nice} via ${r.method}`}`),
+        console.log(
+          `[media] ${engine.mediaThread} thread${'tid' in r && r.tid !== undefined ? ` (tid ${r.tid})` : ''}: ${r.method === 'none' ? `normal priority (${r.reason})` : `priority nice ${r.nice} via ${r.method}`}`,
+        ),
       );
       // The first call connects as fast as the next ones (no compilation on its path).
       void engine.warmUp().then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));

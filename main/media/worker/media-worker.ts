@@ -11,7 +11,7 @@
  * Which device a direction uses stays the main thread's decision (its
  * AudioRouter); the streams themselves are opened here.
  */
-import { readlinkSync, readdirSync } from 'node:fs';
+import { readlinkSync, readdirSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { createVoiceProcessor, type VoiceProcessingSettings, type VoiceProcessor } from '../../../native/apm';
@@ -37,6 +37,9 @@ import {
   type SessionState,
   type ToWorker,
 } from './contract';
+
+/** The media thread's name for the kernel (at most 15 bytes: prctl PR_SET_NAME). */
+export const MEDIA_THREAD_NAME = 'parley-media';
 
 const port = parentPort;
 if (!port) throw new Error('main/media/worker/media-worker.ts runs as a worker thread (started by host.ts)');
@@ -300,5 +303,12 @@ port.on('message', (message: ToWorker) => {
       (e: unknown) => post({ kind: 'reply', id, ok: false, error: toWire(e) }),
     );
 });
+
+// Linux: the thread shows as `parley-media` in top -H, ps -L and /proc/<pid>/task/<tid>/comm.
+try {
+  writeFileSync('/proc/thread-self/comm', MEDIA_THREAD_NAME);
+} catch {
+  // not Linux
+}
 
 post({ kind: 'event', type: 'ready' });
