@@ -120,7 +120,12 @@ export interface PeerSnapshot {
 /** What the main thread mirrors of a session, every {@link import('../media-backend').STATE_REPORT_MS} and on liveness changes. */
 export interface SessionState {
   stats: MediaStats;
-  silentMs?: number;
+  /**
+   * Since when (Unix ms, Date.now()'s clock, which both threads share) no RTP
+   * came from the far end; undefined before sending began. The main thread
+   * derives `silentMs` from it when asked, so it is never a report old.
+   */
+  silentSince?: number;
   stalled: boolean;
 }
 

@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { SHARE_ENV, Worker } from 'node:worker_threads';
 import type { TransportKind } from '../../../common/call';
 import type { MediaStats } from '../../../common/protocol/control';
 import { AudioDeviceError, devicesSettled } from '../../../native/audio-device';
@@ -32,6 +32,16 @@ function workerEntry(): { path: string; execArgv: string[] } {
   throw new Error(`the media thread's code (media-worker.mjs) is missing next to ${fileURLToPath(import.meta.url)}: rebuild Parley`);
 }
 
+/** Whether the media thread's code is there to start (it is beside the CLI bundle, and in the sources). */
+export function mediaWorkerAvailable(): boolean {
+  try {
+    workerEntry();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function errorOf(w: WireError): Error {
   if (w.code && ['unavailable', 'no_device', 'not_found', 'open_failed', 'stream_error'].includes(w.code)) {
     return new AudioDeviceError(w.code as AudioDeviceError['kind'], w.message);
@@ -52,6 +62,12 @@ export class MediaWorkerHost {
   readonly peers = new Map<number, RemotePeer>();
   /** @internal */
   readonly sessions = new Map<number, RemoteMedia>();
+  /**
+   * Runs before a call's devices open in the worker: what holds devices in
+   * this thread (a ringtone, the microphone test) lets go of them first
+   * (PortAudio opens and closes must not overlap).
+   */
+  prepareDevices: (() => Promise<void>) | undefined;
 
   constructor(
     readonly audio: LocalAudio,
@@ -99,8 +115,9 @@ export class MediaWorkerHost {
   /** Stops the worker (calls it carries lose their media). */
   async close(): Promise<void> {
     const w = this.worker;
-    this.worker = undefined;
-    await w?.terminate();
+    if (!w) return;
+    this.stopped(w, 'closed');
+    await w.terminate();
   }
 
   /** The {@link MediaBackend} of this worker for the call engine. */
@@ -116,18 +133,21 @@ export class MediaWorkerHost {
   private start(): Worker {
     if (this.worker) return this.worker;
     const entry = workerEntry();
-    const worker = new Worker(entry.path, { execArgv: entry.execArgv, name: 'parley-media' });
+    // SHARE_ENV: the worker's process.env is the process's real environment, which ALSA's pulse
+    // plugin reads (native/audio-device picks a PulseAudio device through PULSE_SOURCE / PULSE_SINK).
+    const worker = new Worker(entry.path, { execArgv: entry.execArgv, name: 'parley-media', env: SHARE_ENV });
     // The daemon lives as long as its sockets do; the media thread does not keep it up.
     worker.unref();
     worker.on('message', (m: FromWorker) => this.onMessage(m));
-    worker.on('error', (e) => this.onExit(e.message));
-    worker.on('exit', (code) => this.onExit(`exit code ${code}`));
+    worker.on('error', (e) => this.stopped(worker, e.message));
+    worker.on('exit', (code) => this.stopped(worker, `exit code ${code}`));
     this.worker = worker;
     return worker;
   }
 
-  private onExit(why: string): void {
-    if (!this.worker) return;
+  /** The worker ended (or is being closed): what it carried fails, the next request starts a new one. */
+  private stopped(worker: Worker, why: string): void {
+    if (this.worker !== worker) return;
     this.worker = undefined;
     const error = new Error(`the media thread stopped (${why})`);
     for (const p of this.pending.values()) p.reject(error);
@@ -327,6 +347,8 @@ class RemoteStream implements RoutedStream {
  */
 export class RemoteMedia extends EventEmitter<MediaSessionEvents> implements CallMedia {
   private state: SessionState;
+  /** When startSending was called here, Unix ms. */
+  private sendingSince: number | undefined;
   private readonly streams: RemoteStream[];
   private closed = false;
 
@@ -349,6 +371,7 @@ export class RemoteMedia extends EventEmitter<MediaSessionEvents> implements Cal
    */
   static async open(host: MediaWorkerHost, peer: RemotePeer, settings: MediaSessionSettings): Promise<RemoteMedia> {
     // Streams this thread closes (a tone, the microphone test) finish before the worker opens its own.
+    await host.prepareDevices?.();
     await devicesSettled();
     const router = host.audio.router;
     const input = router.target('input');
@@ -384,6 +407,9 @@ export class RemoteMedia extends EventEmitter<MediaSessionEvents> implements Cal
   }
 
   startSending(): void {
+    // Until the worker's first report after this, silence counts from now (as MediaSession's watchdog does).
+    this.sendingSince = Date.now();
+    this.state = { ...this.state, silentSince: this.state.silentSince ?? this.sendingSince };
     this.notice({ type: 'session.startSending' });
   }
 
@@ -408,7 +434,7 @@ export class RemoteMedia extends EventEmitter<MediaSessionEvents> implements Cal
   }
 
   silentMs(): number | undefined {
-    return this.state.silentMs;
+    return this.state.silentSince === undefined ? undefined : Math.max(0, Date.now() - this.state.silentSince);
   }
 
   stats(): MediaStats {
@@ -430,7 +456,8 @@ export class RemoteMedia extends EventEmitter<MediaSessionEvents> implements Cal
 
   /** @internal the worker's periodic report. */
   update(state: SessionState): void {
-    this.state = state;
+    // A report sent before the worker took startSending has no silence yet: keep counting from startSending.
+    this.state = state.silentSince === undefined && this.sendingSince !== undefined ? { ...state, silentSince: this.sendingSince } : state;
   }
 
   /** @internal a session event from the worker. */

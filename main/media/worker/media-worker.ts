@@ -87,7 +87,7 @@ function postPeerState(peerId: number, peer: Peer): void {
 
 function sessionState(media: MediaSession): SessionState {
   const silentMs = media.silentMs();
-  return { stats: media.stats(), stalled: media.isStalled(), ...(silentMs !== undefined ? { silentMs } : {}) };
+  return { stats: media.stats(), stalled: media.isStalled(), ...(silentMs !== undefined ? { silentSince: Date.now() - silentMs } : {}) };
 }
 
 function postSessionState(sessionId: number, media: MediaSession): void {
@@ -267,7 +267,8 @@ function onNotice(n: Notice): void {
     case 'session.start':
       return s.media.start();
     case 'session.startSending':
-      return s.media.startSending();
+      s.media.startSending();
+      return postSessionState(n.sessionId, s.media);
     case 'session.setHeld':
       return s.media.setHeld(n.held);
     case 'session.setMicOpen':
