@@ -46,7 +46,7 @@ import { AuditLog } from '../core/audit-log';
 import { parseDuration, type AuditEntry } from '../../common/protocol/webrtc-api';
 import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
-import { raiseMediaPriority } from '../media/priority';
+import { raiseMediaPriority, type PriorityResult, type RealtimeResult } from '../media/priority';
 import { MediaWorkerHost } from '../media/worker/host';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
@@ -308,11 +308,11 @@ program
       rooms.on('state', (r) => console.log(`[room] ${r.roomId} ${r.state}${r.endReason ? ` (${r.endReason})` : ''}: ${r.participants.map((p) => p.username).join(', ')}${r.error ? ` — ${r.error}` : ''}`));
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
       // The media thread (or this one, with --media-thread main) asks for the priority audio clients get (main/media/priority.ts).
-      void (mediaWorker ? mediaWorker.raisePriority() : raiseMediaPriority()).then((r) =>
-        console.log(
-          `[media] ${engine.mediaThread} thread${'tid' in r && r.tid !== undefined ? ` (tid ${r.tid})` : ''}: ${r.method === 'none' ? `normal priority (${r.reason})` : `priority nice ${r.nice} via ${r.method}`}`,
-        ),
-      );
+      void (mediaWorker ? mediaWorker.raisePriority() : raiseMediaPriority()).then((r: PriorityResult & { tid?: number; realtime?: RealtimeResult }) => {
+        const nice = r.method === 'none' ? `normal priority (${r.reason})` : `priority nice ${r.nice} via ${r.method}`;
+        const rt = r.realtime ? (r.realtime.method === 'none' ? `; not real-time (${r.realtime.reason})` : `; real-time SCHED_RR ${r.realtime.priority} via ${r.realtime.method}`) : '';
+        console.log(`[media] ${engine.mediaThread} thread${r.tid !== undefined ? ` (tid ${r.tid})` : ''}: ${nice}${rt}`);
+      });
       // The first call connects as fast as the next ones (no compilation on its path).
       void engine.warmUp().then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));

@@ -131,7 +131,7 @@ describe('a direct call', () => {
   });
 
   // As root setpriority is allowed; a normal user gets the same through RTKit on a desktop (not here: no system bus).
-  it.skipIf(process.getuid?.() !== 0)('runs its media thread at the priority audio clients get (nice -11, as root by setpriority)', async () => {
+  it.skipIf(process.getuid?.() !== 0)('runs its media thread at the priority audio clients get (nice -11 and SCHED_RR 5, as root)', async () => {
     // /proc/<pid>/task/<tid>/stat: the nice value is field 19 (proc(5)); the command name may hold spaces.
     const niceOf = async (tid: string) => Number((await readFile(`/proc/${alice.pid}/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
     const nameOf = async (tid: string) => (await readFile(`/proc/${alice.pid}/task/${tid}/comm`, 'utf8')).trim();
@@ -141,6 +141,9 @@ describe('a direct call', () => {
       return undefined;
     };
     await expect.poll(async () => { const tid = await mediaThread(); return tid ? niceOf(tid) : undefined; }, { timeout: 5000 }).toBe(-11);
+    // And real-time: SCHED_RR (policy 2, field 41) at priority 5 (field 40), as PulseAudio asks for its own threads.
+    const stat = (await readFile(`/proc/${alice.pid}/task/${(await mediaThread())!}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    expect({ rtPriority: Number(stat[37]), policy: Number(stat[38]) }).toEqual({ rtPriority: 5, policy: 2 });
     // The main thread (signaling, sealing, the control socket) keeps the normal priority.
     expect(await niceOf(String(alice.pid))).toBe(0);
   });

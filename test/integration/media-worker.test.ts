@@ -43,8 +43,13 @@ describe('the media worker', () => {
     expect(result.tid).toBeDefined();
     expect(result.tid).not.toBe(process.pid);
     expect(readFileSync(`/proc/self/task/${result.tid}/comm`, 'utf8').trim()).toBe('parley-media');
-    if (process.getuid?.() === 0) expect(result).toMatchObject({ method: 'setpriority', nice: -11 });
-    else expect(['rtkit', 'none']).toContain(result.method);
+    if (process.getuid?.() === 0) {
+      expect(result).toMatchObject({ method: 'setpriority', nice: -11, realtime: { method: 'sched_rr', priority: 5 } });
+      // The kernel agrees: SCHED_RR (policy 2, /proc stat field 41), and this thread (the main one) is left alone.
+      const fields = (tid: number) => readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      expect(Number(fields(result.tid!)[38])).toBe(2);
+      expect(Number(fields(process.pid)[38])).toBe(0);
+    } else expect(['rtkit', 'none']).toContain(result.method);
   });
 
   it('runs the loopback warm-up (ICE, DTLS-SRTP, one SRTP packet each way) inside the worker', async () => {

@@ -19,7 +19,7 @@ import type { VoiceProcessingSettings } from '../../../native/apm';
 import type { AudioLevels } from '../media-session';
 import type { CandidateInit, DtlsAuthFailure, PeerConnectionState, PeerOptions, SessionDescription } from '../peer';
 import type { OpusSettings } from '../platform';
-import type { PriorityResult } from '../priority';
+import type { PriorityResult, RealtimeResult } from '../priority';
 import type { SrtpKeyBinding } from '../srtp-binding';
 
 /** An error as it crosses the thread boundary: its message in a user's words and, when it has one, its code. */
@@ -63,7 +63,7 @@ export interface Params {
   /** Moves a direction's stream to another device (the router's name); answers the gap and whether audio flows. */
   'device.switch': { sessionId: number; direction: 'input' | 'output'; device: string };
   warmUp: { ptimeMs: 10 | 20 };
-  /** Raises the worker thread (and the process's other threads but the main one) as audio clients do. */
+  /** Raises the worker thread (and the process's other threads but the main one) as audio clients do, and asks real-time scheduling for the worker thread. */
   priority: Record<string, never>;
 }
 
@@ -82,7 +82,7 @@ export interface Results {
   'session.close': { state: SessionState };
   'device.switch': { gapMs: number; flowing: boolean } | null;
   warmUp: { ms: number };
-  priority: PriorityResult & { tid: number };
+  priority: PriorityResult & { tid: number; realtime: RealtimeResult };
 }
 
 export type Method = keyof Params;

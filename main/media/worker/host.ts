@@ -17,7 +17,7 @@ import type { CallMedia, CallPeer, MediaBackend, MediaSessionSettings } from '..
 import type { MediaSessionEvents } from '../media-session';
 import type { CandidateInit, DtlsAuthFailure, PeerConnectionState, PeerOptions, SessionDescription } from '../peer';
 import type { LocalAudio, OpusSettings } from '../platform';
-import type { PriorityResult } from '../priority';
+import type { PriorityResult, RealtimeResult } from '../priority';
 import type { SrtpKeyBinding } from '../srtp-binding';
 import type { FromWorker, Method, Notice, Params, PeerSnapshot, Results, SessionEvent, SessionState, ToWorker, WireError } from './contract';
 
@@ -102,9 +102,9 @@ export class MediaWorkerHost {
 
   /**
    * Raises the worker thread's priority (main/media/priority.ts, with the
-   * worker's kernel thread id). Never throws.
+   * worker's kernel thread id): nice −11, and SCHED_RR when allowed. Never throws.
    */
-  async raisePriority(): Promise<PriorityResult & { tid?: number }> {
+  async raisePriority(): Promise<PriorityResult & { tid?: number; realtime?: RealtimeResult }> {
     try {
       return await this.request('priority', {});
     } catch (e) {

@@ -22,7 +22,7 @@ import { EchoGatedProcessor } from '../echo-path';
 import { MediaSession } from '../media-session';
 import { Peer } from '../peer';
 import { deviceDelayMs } from '../platform';
-import { raiseMediaPriority, rtkitHighPriority, type PriorityDeps } from '../priority';
+import { raiseMediaPriority, raiseToRealtime, rtkitHighPriority, type PriorityDeps } from '../priority';
 import { warmUpMediaPath } from '../warmup';
 import { STATE_REPORT_MS } from '../media-backend';
 import {
@@ -229,7 +229,10 @@ const handlers: { [M in Method]: (params: Params[M]) => Promise<Results[M]> | Re
     const tid = ownThreadId();
     // Off Linux there is no /proc/thread-self: priority.ts answers `none` for those platforms anyway.
     const own = tid ?? process.pid;
-    return { ...(await raiseMediaPriority(priorityDeps(own))), tid: own };
+    const nice = await raiseMediaPriority(priorityDeps(own));
+    // This thread only carries audio and sleeps between frames: it may be real-time (the main thread never is).
+    const realtime = tid !== undefined ? await raiseToRealtime(tid) : ({ method: 'none', reason: 'no thread id' } as const);
+    return { ...nice, tid: own, realtime };
   },
 };
 
