@@ -63,7 +63,7 @@ export interface Params {
   /** Moves a direction's stream to another device (the router's name); answers the gap and whether audio flows. */
   'device.switch': { sessionId: number; direction: 'input' | 'output'; device: string };
   warmUp: { ptimeMs: 10 | 20 };
-  /** Raises the worker thread (and the process's other threads but the main one) as audio clients do, and asks real-time scheduling for the worker thread. */
+  /** Raises the worker thread (and the process's other threads) as audio clients do, and asks real-time scheduling for the worker thread. */
   priority: Record<string, never>;
 }
 

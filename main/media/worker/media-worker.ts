@@ -238,8 +238,10 @@ const handlers: { [M in Method]: (params: Params[M]) => Promise<Results[M]> | Re
 
 /**
  * main/media/priority.ts's dependencies for this thread: this thread first,
- * then the process's other threads but the main one (libuv's pool, which runs
- * PortAudio's blocking reads and writes); the main thread keeps its priority.
+ * then every other thread of the process — libuv's pool, which runs
+ * PortAudio's blocking reads and writes, and the main thread, which still
+ * carries group calls' media (main/media/group-media.ts) — at the same nice
+ * level. Only this thread is made real-time.
  */
 function priorityDeps(tid: number): PriorityDeps {
   return {
@@ -249,7 +251,7 @@ function priorityDeps(tid: number): PriorityDeps {
       try {
         const others = readdirSync('/proc/self/task')
           .map(Number)
-          .filter((t) => Number.isInteger(t) && t !== process.pid && t !== tid);
+          .filter((t) => Number.isInteger(t) && t !== tid);
         return [tid, ...others];
       } catch {
         return [tid];
