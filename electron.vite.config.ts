@@ -20,12 +20,11 @@ const NATIVE_MODULES = [
 ];
 
 export default defineConfig({
-  // main/app/index.ts → out/main/index.js (ESM; Electron ≥ 28 loads ESM main), and the media worker.
+  // main/app/index.ts → out/main/index.js (ESM; Electron ≥ 28 loads ESM main).
   main: {
     build: {
       outDir: 'out/main',
-      // out/main/media-worker.js beside index.js: the media thread (main/media/worker/host.ts starts it from there).
-      lib: { entry: { index: 'main/app/index.ts', 'media-worker': 'main/media/worker/media-worker.ts' }, formats: ['es'] },
+      lib: { entry: 'main/app/index.ts', formats: ['es'] },
       // Every "dependencies" entry stays external; the native ones are named
       // again so that moving one to devDependencies cannot bundle it.
       externalizeDeps: true,
