@@ -50,9 +50,9 @@ export const DaemonConfig = z
     noise_suppression: z.boolean(),
     gain_control: z.boolean(),
     /**
-     * Where 1:1 calls' media runs: `worker` (the default: its own thread,
-     * main/media/worker/) or `main` (the daemon's JavaScript thread, as
-     * before the media thread existed).
+     * Where 1:1 calls' media runs: `main` (the default: the daemon's
+     * JavaScript thread) or `worker` (its own real-time thread,
+     * main/media/worker/; not the default yet, docs/audio.md says why).
      */
     media_thread: z.enum(['worker', 'main']),
   })

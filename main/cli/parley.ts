@@ -180,9 +180,9 @@ program
   .option('--no-gain-control', 'turn off automatic gain control')
   .option('--dtx', 'discontinuous transmission: do not send frames the voice activity detector calls silence')
   .addOption(
-    new Option('--media-thread <where>', "where 1:1 calls' media runs: its own thread, or the daemon's main thread")
+    new Option('--media-thread <where>', "where 1:1 calls' media runs: the daemon's main thread, or its own real-time thread (experimental: no group call after a 1:1 call, docs/audio.md)")
       .choices(['worker', 'main'])
-      .default('worker')
+      .default('main')
       .env('PARLEY_MEDIA_THREAD'),
   )
   .action(
@@ -277,7 +277,7 @@ program
       e2ee.on('keyChange', (c) =>
         console.log(`[e2ee] ${c.username}: ${c.kind === 'changed' ? 'a device changed its security key' : c.kind === 'account_key_changed' ? 'their account key changed' : 'a new device appeared'}${c.blocked ? `; calls are blocked until you compare the safety number ("parley safety-number ${c.username}") and accept the change` : ''}`),
       );
-      // 1:1 calls' media on a thread of its own (main/media/worker/), unless asked to stay on this one.
+      // 1:1 calls' media on a thread of its own (main/media/worker/) when asked; not the default yet (docs/audio.md).
       const mediaWorker = o.mediaThread === 'worker' ? new MediaWorkerHost(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }) : undefined;
       const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }, mediaWorker), {
         frameMs: o.frameMs,

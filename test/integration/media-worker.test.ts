@@ -9,7 +9,10 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AudioDeviceError, listAudioDevices } from '../../native/audio-device';
+import { join } from 'node:path';
+import { AudioDeviceError, listAudioDevices, playPcm } from '../../native/audio-device';
+import { makeTempDir } from '../harness/process';
+import { readWav, rms, sineWave } from '../harness/speech';
 import { AudioRouter } from '../../main/media/audio-router';
 import { DEFAULT_OPUS, LocalAudio } from '../../main/media/platform';
 import { MediaWorkerHost, type RemotePeer } from '../../main/media/worker/host';
@@ -115,6 +118,26 @@ describe('the media worker', () => {
       await router.choose({ input: 'default' });
       await peer.close();
     }
+  });
+
+  // KNOWN DEFECT, why the media thread is not the default (docs/audio.md): naudiodon keeps its AudioIO constructor in
+  // a static N-API reference that the last thread to load the addon overwrites, so once the worker has loaded it this
+  // thread's streams fail ("audioIOAdon.start is not a function"): a ringtone, the microphone test or a group call
+  // after a 1:1 call. `it.fails` turns into a failure the day this works (then make the worker the default).
+  it.fails('leaves this thread able to play on a device after a worker session used and closed its own (a tone after a call)', async () => {
+    const peer = host.backend().createPeer(loopback);
+    const media = await host.backend().openMedia(peer, { frameMs: 20, dtx: false, mediaTimeoutMs: 30_000, micOpen: true, outputGain: 1 });
+    media.start();
+    await new Promise((r) => setTimeout(r, 500));
+    await media.close();
+    await peer.close();
+    const path = join(makeTempDir('mw-tone'), 'tone.wav');
+    const rec = await pulse.record('b_spk.monitor', path, 1);
+    const tone = await playPcm(sineWave(1.0, 440, 0.3), { device: 'pulse:b_spk' });
+    await tone.done;
+    await new Promise((r) => setTimeout(r, 300));
+    await rec.stop();
+    expect(rms(readWav(path).samples)).toBeGreaterThan(0.01);
   });
 
   it('fails what is pending, in words, when the worker stops, and starts a new one for the next call', async () => {
