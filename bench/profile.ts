@@ -1,7 +1,7 @@
 /**
  * `npm run bench:profile [-- --seconds 20] [-- --top 25] [-- --no-processing]`: where a
- * Parley daemon's main-thread CPU goes during a call (issue 13 item 2:
- * profile first).
+ * Parley daemon's CPU goes during a call, per thread — the main thread and the
+ * media thread (main/media/worker/) — (issue 13 item 2: profile first).
  *
  * Two daemons on a private PulseAudio call each other with their default
  * settings (voice processing on); both talk at once for about `seconds`. The
@@ -90,17 +90,23 @@ async function main(): Promise<void> {
     while (Date.now() < until) await Promise.all([pulse.play('a_in', wav), pulse.play('b_in', wav)]);
     await profiled.request('end_call', { callId });
     await Promise.all([profiled.stop(), bob.stop()]);
-    const file = readdirSync(profDir).find((f) => f.includes(`.${profiled.pid}.`) && f.endsWith('.cpuprofile'));
-    if (!file) throw new Error('the daemon wrote no CPU profile (did it exit cleanly?)');
-    const { byFunction, totalUs, idleUs } = selfTimes(JSON.parse(readFileSync(join(profDir, file), 'utf8')) as CpuProfile);
-    const busy = totalUs - idleUs;
-    console.log(
-      `Parley daemon (caller), ${args['no-processing'] ? 'voice processing off' : 'default settings'}: ` +
-        `${(totalUs / 1e6).toFixed(1)} s profiled, main thread busy ${(busy / 1e6).toFixed(2)} s (${((100 * busy) / totalUs).toFixed(1)} % of one core)\n`,
-    );
-    console.log('| self time (% of busy) | function |\n|---|---|');
-    for (const [k, v] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top)))
-      console.log(`| ${((100 * v) / busy).toFixed(1)} % | \`${k}\` |`);
+    // One profile per thread: `CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile`, thread 0 the main one,
+    // the others workers (the media thread, main/media/worker/).
+    const files = readdirSync(profDir).filter((f) => f.includes(`.${profiled.pid}.`) && f.endsWith('.cpuprofile'));
+    if (files.length === 0) throw new Error('the daemon wrote no CPU profile (did it exit cleanly?)');
+    const threadOf = (f: string) => Number(f.split('.').at(-3));
+    for (const file of files.sort((a, b) => threadOf(a) - threadOf(b))) {
+      const { byFunction, totalUs, idleUs } = selfTimes(JSON.parse(readFileSync(join(profDir, file), 'utf8')) as CpuProfile);
+      const busy = totalUs - idleUs;
+      const thread = threadOf(file) === 0 ? 'main thread' : `worker thread ${threadOf(file)} (the media thread)`;
+      console.log(
+        `\nParley daemon (caller), ${args['no-processing'] ? 'voice processing off' : 'default settings'}, ${thread}: ` +
+          `${(totalUs / 1e6).toFixed(1)} s profiled, busy ${(busy / 1e6).toFixed(2)} s (${((100 * busy) / totalUs).toFixed(1)} % of one core)\n`,
+      );
+      console.log('| self time (% of busy) | function |\n|---|---|');
+      for (const [k, v] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top)))
+        console.log(`| ${((100 * v) / busy).toFixed(1)} % | \`${k}\` |`);
+    }
   } finally {
     await server.stop();
     await keyring.stop();

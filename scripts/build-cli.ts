@@ -21,6 +21,8 @@ import { build } from 'esbuild';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** The built headless client, absolute path. */
 export const CLI_BUNDLE = join(ROOT, 'out', 'cli', 'parley.mjs');
+/** The media thread's code beside it (main/media/worker/host.ts starts it from there). */
+export const MEDIA_WORKER_BUNDLE = join(ROOT, 'out', 'cli', 'media-worker.mjs');
 const SOURCE_DIRS = ['main/cli', 'main/core', 'main/media', 'common', 'native'];
 
 function newestSourceMs(): number {
@@ -38,14 +40,22 @@ function newestSourceMs(): number {
 }
 
 /**
- * Builds `out/cli/parley.mjs` from `main/cli/parley.ts`.
+ * Builds `out/cli/parley.mjs` from `main/cli/parley.ts` and, beside it,
+ * `out/cli/media-worker.mjs` from `main/media/worker/media-worker.ts` (the
+ * media thread, started by the client; the worker first, so that a client
+ * never finds itself without it).
  * @throws Error with esbuild's messages when the sources do not build.
  */
 export async function buildCli(): Promise<string> {
-  mkdirSync(dirname(CLI_BUNDLE), { recursive: true });
-  const tmp = `${CLI_BUNDLE}.${process.pid}-${randomUUID()}.tmp`;
+  await bundle(join(ROOT, 'main/media/worker/media-worker.ts'), MEDIA_WORKER_BUNDLE);
+  return bundle(join(ROOT, 'main/cli/parley.ts'), CLI_BUNDLE);
+}
+
+async function bundle(entry: string, out: string): Promise<string> {
+  mkdirSync(dirname(out), { recursive: true });
+  const tmp = `${out}.${process.pid}-${randomUUID()}.tmp`;
   await build({
-    entryPoints: [join(ROOT, 'main/cli/parley.ts')],
+    entryPoints: [entry],
     outfile: tmp,
     bundle: true,
     platform: 'node',
@@ -55,9 +65,9 @@ export async function buildCli(): Promise<string> {
     sourcemap: 'external',
     logLevel: 'warning',
   });
-  renameSync(`${tmp}.map`, `${CLI_BUNDLE}.map`);
-  renameSync(tmp, CLI_BUNDLE);
-  return CLI_BUNDLE;
+  renameSync(`${tmp}.map`, `${out}.map`);
+  renameSync(tmp, out);
+  return out;
 }
 
 let building: Promise<string> | undefined;
@@ -68,7 +78,8 @@ let building: Promise<string> | undefined;
  * processes each write their own temporary file and rename it.
  */
 export function ensureCliBuilt(): Promise<string> {
-  if (existsSync(CLI_BUNDLE) && statSync(CLI_BUNDLE).mtimeMs >= newestSourceMs()) return Promise.resolve(CLI_BUNDLE);
+  const fresh = (f: string) => existsSync(f) && statSync(f).mtimeMs >= newestSourceMs();
+  if (fresh(CLI_BUNDLE) && fresh(MEDIA_WORKER_BUNDLE)) return Promise.resolve(CLI_BUNDLE);
   building ??= buildCli().finally(() => (building = undefined));
   return building;
 }

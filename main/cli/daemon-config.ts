@@ -49,6 +49,12 @@ export const DaemonConfig = z
     echo_cancellation: z.boolean(),
     noise_suppression: z.boolean(),
     gain_control: z.boolean(),
+    /**
+     * Where 1:1 calls' media runs: `main` (the default: the daemon's
+     * JavaScript thread) or `worker` (its own real-time thread,
+     * main/media/worker/; not the default yet, docs/audio.md says why).
+     */
+    media_thread: z.enum(['worker', 'main']),
   })
   .partial()
   .strict();

@@ -46,7 +46,8 @@ import { AuditLog } from '../core/audit-log';
 import { parseDuration, type AuditEntry } from '../../common/protocol/webrtc-api';
 import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
-import { raiseMediaPriority } from '../media/priority';
+import { raiseMediaPriority, type PriorityResult, type RealtimeResult } from '../media/priority';
+import { MediaWorkerHost } from '../media/worker/host';
 import { AudioRouter, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
 import type { AccountDevicesStatus, DeviceList } from '../../common/protocol/control';
@@ -178,8 +179,15 @@ program
   .option('--no-noise-suppression', 'turn off noise suppression')
   .option('--no-gain-control', 'turn off automatic gain control')
   .option('--dtx', 'discontinuous transmission: do not send frames the voice activity detector calls silence')
+  .addOption(
+    new Option('--media-thread <where>', "where 1:1 calls' media runs: the daemon's main thread, or its own real-time thread (experimental: no group call after a 1:1 call, docs/audio.md)")
+      .choices(['worker', 'main'])
+      .default('main')
+      .env('PARLEY_MEDIA_THREAD'),
+  )
   .action(
     async (o: {
+      mediaThread: 'worker' | 'main';
       autoAnswer?: boolean;
       input?: string;
       output?: string;
@@ -213,6 +221,7 @@ program
       o.echoCancellation = pick('echoCancellation', file.echo_cancellation);
       o.noiseSuppression = pick('noiseSuppression', file.noise_suppression);
       o.gainControl = pick('gainControl', file.gain_control);
+      o.mediaThread = pick('mediaThread', file.media_thread);
       const duration = (flag: string, text: string) => {
         try {
           return parseDuration(text);
@@ -268,7 +277,9 @@ program
       e2ee.on('keyChange', (c) =>
         console.log(`[e2ee] ${c.username}: ${c.kind === 'changed' ? 'a device changed its security key' : c.kind === 'account_key_changed' ? 'their account key changed' : 'a new device appeared'}${c.blocked ? `; calls are blocked until you compare the safety number ("parley safety-number ${c.username}") and accept the change` : ''}`),
       );
-      const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }), {
+      // 1:1 calls' media on a thread of its own (main/media/worker/) when asked; not the default yet (docs/audio.md).
+      const mediaWorker = o.mediaThread === 'worker' ? new MediaWorkerHost(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }) : undefined;
+      const engine = new CallEngine(signaling, mediaPlatform(audio, { ...DEFAULT_OPUS, dtx: !!o.dtx }, mediaWorker), {
         frameMs: o.frameMs,
         jitterTargetMs: o.jitterMs,
         forceRelay: !!o.relay,
@@ -300,8 +311,12 @@ program
       rooms.on('knock', (k) => console.log(`[room] ${k.username} asks to join ${k.roomId} (parley room admit ${k.knockId}, or --deny)`));
       rooms.on('state', (r) => console.log(`[room] ${r.roomId} ${r.state}${r.endReason ? ` (${r.endReason})` : ''}: ${r.participants.map((p) => p.username).join(', ')}${r.error ? ` — ${r.error}` : ''}`));
       engine.on('call', (s) => console.log(`[call] ${describe(s)}`));
-      // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
-      void raiseMediaPriority().then((r) => console.log(r.method === 'none' ? `[media] normal priority (${r.reason})` : `[media] priority nice ${r.nice} via ${r.method}`));
+      // The media thread (or this one, with --media-thread main) asks for the priority audio clients get (main/media/priority.ts).
+      void (mediaWorker ? mediaWorker.raisePriority() : raiseMediaPriority()).then((r: PriorityResult & { tid?: number; realtime?: RealtimeResult }) => {
+        const nice = r.method === 'none' ? `normal priority (${r.reason})` : `priority nice ${r.nice} via ${r.method}`;
+        const rt = r.realtime ? (r.realtime.method === 'none' ? `; not real-time (${r.realtime.reason})` : `; real-time SCHED_RR ${r.realtime.priority} via ${r.realtime.method}`) : '';
+        console.log(`[media] ${engine.mediaThread} thread${r.tid !== undefined ? ` (tid ${r.tid})` : ''}: ${nice}${rt}`);
+      });
       // The first call connects as fast as the next ones (no compilation on its path).
       void engine.warmUp().then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));

@@ -15,9 +15,9 @@ import {
   type FrameEncoder,
 } from '../media/media-session';
 import { warmUpMediaPath } from '../media/warmup';
-import { Peer, type CandidateInit, type SessionDescription } from '../media/peer';
+import { Peer, type CandidateInit, type PeerOptions, type SessionDescription } from '../media/peer';
+import type { CallMedia, CallPeer, MediaBackend, MediaSessionSettings } from '../media/media-backend';
 import { estimateMos } from '../media/quality';
-import { withPtime } from '../media/rtp-opus';
 import { nextCallState, type CallEvent } from './call-states';
 import { SealError, checkFingerprint, type EndToEnd, type SealedCall } from './e2ee';
 import { NetworkWatcher } from './network-watcher';
@@ -55,14 +55,20 @@ export interface MediaPlatform {
     deviceDelayMs?: () => Promise<number | undefined>;
   }>;
   createCodec(frameMs: 10 | 20): { encoder: FrameEncoder; decoder: FrameDecoder };
+  /**
+   * Where 1:1 calls' media runs when not in this thread: the media worker
+   * (main/media/worker/host.ts), which opens devices and codecs itself.
+   * Without it, calls run in this thread on `openAudio` and `createCodec`.
+   */
+  backend?: MediaBackend;
 }
 
 /** Resources and data each call state owns (STYLE.md: states own their resources). */
 type CallData =
-  | { name: 'outgoing' | 'ringing'; peer: Peer }
+  | { name: 'outgoing' | 'ringing'; peer: CallPeer }
   | { name: 'incoming'; offer: string; candidates: CandidateInit[] }
-  | { name: 'connecting'; peer: Peer; media: MediaSession }
-  | { name: 'active' | 'held'; peer: Peer; media: MediaSession; statsTimer: NodeJS.Timeout }
+  | { name: 'connecting'; peer: CallPeer; media: CallMedia }
+  | { name: 'active' | 'held'; peer: CallPeer; media: CallMedia; statsTimer: NodeJS.Timeout }
   | { name: 'ended'; reason: EndReason };
 
 interface Call {
@@ -97,7 +103,7 @@ interface Call {
   /** When the audio last moved onto a restart's transport on this side, Unix ms. */
   switchedAt?: number;
   /** The transport the last restart replaced, kept until the peer says it switched too (or RETIRE_AFTER_MS). */
-  previous?: { peer: Peer; gen: number; timer: NodeJS.Timeout };
+  previous?: { peer: CallPeer; gen: number; timer: NodeJS.Timeout };
   /** The server's words about a policy limit near (`call.warning`), shown until the call ends. */
   policyWarning?: string;
 }
@@ -128,7 +134,7 @@ interface IceRestart {
   /** The peer said it moved its audio onto this transport (`switched`). */
   peerSwitched: boolean;
   /** Undefined for the moment between a remote offer and our new peer. */
-  peer: Peer | undefined;
+  peer: CallPeer | undefined;
   /** The remote SDP of the new transport (sealed offer or answer), once known. */
   remoteSdp: string | undefined;
   /** Remote candidates that came before the remote SDP was applied; undefined once applied. */
@@ -180,7 +186,7 @@ function sealedOf(call: Call): SealedCall {
 export class CallEngine extends EventEmitter<{
   call: [CallStatus];
   stats: [CallStatsNotification];
-  /** 20 Hz during a call (MediaSession `levels`). */
+  /** 20 Hz during a call (CallMedia `levels`). */
   levels: [AudioLevels & { callId: string }];
   /** The mic-open flag (mute, push-to-talk) or the output gain changed: a group call follows them too. */
   controls: [{ micOpen: boolean; outputGain: number }];
@@ -189,7 +195,9 @@ export class CallEngine extends EventEmitter<{
   /** The host's interfaces and addresses, watched while the engine runs. */
   private readonly network = new NetworkWatcher();
   /** Transports replaced by an ICE restart or given up. */
-  private readonly retired = new WeakSet<Peer>();
+  private readonly retired = new WeakSet<CallPeer>();
+  /** Where the calls' transports and media sessions are built (this thread, or the media worker). */
+  private readonly backend: MediaBackend;
   private relay: { iceServers: IceServer[]; expiresAt: number } | undefined;
   autoAnswer = false;
   /**
@@ -208,6 +216,7 @@ export class CallEngine extends EventEmitter<{
     private readonly e2ee: EndToEnd,
   ) {
     super();
+    this.backend = platform.backend ?? inThreadBackend(platform);
     signaling.on('call.incoming', (p) => void this.onIncoming(p));
     signaling.on('call.ringing', (p) => this.onRemoteRinging(p.callId));
     signaling.on('call.answered', (p) => void this.onAnswered(p));
@@ -332,7 +341,7 @@ export class CallEngine extends EventEmitter<{
     const peer = this.newPeer(iceServers);
     call.localCandidates = [];
     this.trickle(call, peer);
-    let media: MediaSession;
+    let media: CallMedia;
     try {
       // The SRTP keys will be bound to the X25519 of the two sealed shares (docs/SECURITY.md).
       peer.bindSrtpKeys(sealedOf(call).srtpBinding());
@@ -410,8 +419,7 @@ export class CallEngine extends EventEmitter<{
     let answerSdp: string;
     try {
       await peer.acceptOffer(offerSdp);
-      await gathered(peer, STANDARD_GATHER_MS);
-      answerSdp = withPtime(peer.pc.localDescription!.sdp, this.config.frameMs);
+      answerSdp = await peer.gatheredSdp(STANDARD_GATHER_MS);
     } catch (e) {
       await peer.close();
       this.finish(id, 'failed', e instanceof Error ? e.message : String(e));
@@ -425,8 +433,8 @@ export class CallEngine extends EventEmitter<{
   }
 
   /** The devices of a standard peer's call, opened after its answer went out. */
-  private async openStandardMedia(call: Call, peer: Peer): Promise<void> {
-    let media: MediaSession;
+  private async openStandardMedia(call: Call, peer: CallPeer): Promise<void> {
+    let media: CallMedia;
     try {
       media = await this.newMedia(peer);
     } catch (e) {
@@ -647,7 +655,7 @@ export class CallEngine extends EventEmitter<{
       peerDeviceId: p.callee.deviceId,
       newDevice: this.e2ee.isNewDevice(call.peerName, p.callee.deviceId),
     };
-    let media: MediaSession;
+    let media: CallMedia;
     try {
       await peer.acceptAnswer(answer);
       media = await this.newMedia(peer);
@@ -850,7 +858,7 @@ export class CallEngine extends EventEmitter<{
    * the sealed sequence.
    * @throws when relay credentials cannot be had or werift refuses the description.
    */
-  private async buildRestart(call: Call, restart: IceRestart, describe: (peer: Peer) => Promise<SessionDescription>): Promise<void> {
+  private async buildRestart(call: Call, restart: IceRestart, describe: (peer: CallPeer) => Promise<SessionDescription>): Promise<void> {
     const iceServers = rotateRelays(await this.iceServers(), ++call.restarts);
     if (call.restart !== restart) return;
     const peer = this.newPeer(iceServers);
@@ -921,7 +929,7 @@ export class CallEngine extends EventEmitter<{
    * (`switched`). The old transport is kept — its audio plays until the new
    * one carries some — until the peer says it switched too, or RETIRE_AFTER_MS.
    */
-  private awaitRestart(call: Call, restart: IceRestart, peer: Peer): void {
+  private awaitRestart(call: Call, restart: IceRestart, peer: CallPeer): void {
     peer.connected(call.direction === 'outgoing' ? RESTART_TIMEOUT_MS : 2 * RESTART_TIMEOUT_MS).then(
       () => {
         const d = call.data;
@@ -974,7 +982,7 @@ export class CallEngine extends EventEmitter<{
     this.retire(previous.peer);
   }
 
-  private retire(peer: Peer): void {
+  private retire(peer: CallPeer): void {
     this.retired.add(peer);
     void peer.close();
   }
@@ -985,8 +993,8 @@ export class CallEngine extends EventEmitter<{
    * when consent checks go unanswered, which a lossy path does while audio
    * still flows; a path that is really gone shows as a media stall within 1 s.
    */
-  private watchTransport(call: Call, peer: Peer): void {
-    peer.pc.connectionStateChange.subscribe((state) => {
+  private watchTransport(call: Call, peer: CallPeer): void {
+    peer.onConnectionState((state) => {
       const d = call.data;
       if ((d.name !== 'active' && d.name !== 'held') || d.peer !== peer) return;
       if (state === 'failed') this.onMediaLost(call);
@@ -1057,7 +1065,7 @@ export class CallEngine extends EventEmitter<{
       .map((c) => ({ callId: c.id, received: c.received }));
   }
 
-  private async awaitMedia(call: Call, peer: Peer, media: MediaSession): Promise<void> {
+  private async awaitMedia(call: Call, peer: CallPeer, media: CallMedia): Promise<void> {
     // A device problem shows on the call until that direction works again (the device returned, or another was chosen).
     media.on('deviceError', (e, direction) => {
       call.status.audioWarnings = { ...call.status.audioWarnings, [direction]: e.message };
@@ -1126,7 +1134,7 @@ export class CallEngine extends EventEmitter<{
    * an E-model MOS (main/media/quality.ts). One-way delay for the MOS is half
    * the RTT plus the jitter buffer plus ~2 frames of device buffering.
    */
-  private statsEverySecond(call: Call, media: MediaSession): NodeJS.Timeout {
+  private statsEverySecond(call: Call, media: CallMedia): NodeJS.Timeout {
     let prev = media.stats();
     const timer = setInterval(() => {
       const now = media.stats();
@@ -1204,7 +1212,7 @@ export class CallEngine extends EventEmitter<{
    * its certificate (the patched werift's check; RFC 8827 §6.5).
    * @returns whether it did.
    */
-  private dtlsUnauthenticated(call: Call, peer: Peer): boolean {
+  private dtlsUnauthenticated(call: Call, peer: CallPeer): boolean {
     const failure = peer.dtlsAuthFailure();
     if (failure?.code !== 'ERR_DTLS_HANDSHAKE_AUTH') return false;
     this.securityFailure(
@@ -1239,20 +1247,19 @@ export class CallEngine extends EventEmitter<{
    */
   async warmUp(): Promise<{ ms: number } | { error: string }> {
     try {
-      return await warmUpMediaPath({
-        ptimeMs: this.config.frameMs,
-        encode: () => {
-          const { encoder } = this.platform.createCodec(this.config.frameMs);
-          encoder.encode(new Int16Array(48 * this.config.frameMs));
-        },
-      });
+      return await this.backend.warmUp(this.config.frameMs);
     } catch (e) {
       return { error: e instanceof Error ? e.message : String(e) };
     }
   }
 
-  private newPeer(iceServers: IceServer[]): Peer {
-    return new Peer({
+  /** Which thread carries the calls' media: `main` or `worker` (main/media/worker/). */
+  get mediaThread(): 'main' | 'worker' {
+    return this.backend.thread;
+  }
+
+  private newPeer(iceServers: IceServer[]): CallPeer {
+    return this.backend.createPeer({
       iceServers,
       iceTransportPolicy: this.config.forceRelay ? 'relay' : 'all',
       loopbackOnly: this.config.loopbackOnly,
@@ -1260,27 +1267,18 @@ export class CallEngine extends EventEmitter<{
     });
   }
 
-  private async newMedia(peer: Peer): Promise<MediaSession> {
-    const { source, sink, processor, deviceDelayMs } = await this.platform.openAudio(this.config.frameMs);
-    const { encoder, decoder } = this.platform.createCodec(this.config.frameMs);
-    const media = new MediaSession(peer, {
+  private newMedia(peer: CallPeer): Promise<CallMedia> {
+    return this.backend.openMedia(peer, {
       frameMs: this.config.frameMs,
       jitterTargetMs: this.config.jitterTargetMs,
-      source,
-      sink,
-      encoder,
-      decoder,
       dtx: this.config.dtx,
       mediaTimeoutMs: this.config.mediaTimeoutMs,
-      ...(processor ? { processor } : {}),
-      ...(deviceDelayMs ? { deviceDelayMs } : {}),
+      micOpen: this.micOpen,
+      outputGain: this.outputGain,
     });
-    media.setMicOpen(this.micOpen);
-    media.setOutputGain(this.outputGain);
-    return media;
   }
 
-  private trickle(call: Call, peer: Peer): void {
+  private trickle(call: Call, peer: CallPeer): void {
     // The end of gathering is sent too (sealed, in sequence): then a dropped candidate is always noticed.
     peer.onCandidate((c) => {
       if (this.retired.has(peer)) return; // a transport replaced or given up: its late candidates go nowhere
@@ -1358,21 +1356,43 @@ export class CallEngine extends EventEmitter<{
   }
 }
 
-/** Waits until `peer` has gathered its ICE candidates, or `timeoutMs`. */
-function gathered(peer: Peer, timeoutMs: number): Promise<void> {
-  if (peer.pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const sub = peer.pc.iceGatheringStateChange.subscribe((state) => {
-      if (state !== 'complete') return;
-      clearTimeout(timer);
-      sub.unSubscribe();
-      resolve();
-    });
-    const timer = setTimeout(() => {
-      sub.unSubscribe();
-      resolve();
-    }, timeoutMs);
-  });
+/**
+ * The media of 1:1 calls in this thread: werift peers and MediaSessions on the
+ * platform's devices and codec (every CallPeer it is given is one of its Peers).
+ */
+export function inThreadBackend(platform: MediaPlatform): MediaBackend {
+  return {
+    thread: 'main',
+    createPeer: (options: PeerOptions) => new Peer(options),
+    async openMedia(peer: CallPeer, settings: MediaSessionSettings): Promise<CallMedia> {
+      const { source, sink, processor, deviceDelayMs } = await platform.openAudio(settings.frameMs);
+      const { encoder, decoder } = platform.createCodec(settings.frameMs);
+      const media = new MediaSession(peer as Peer, {
+        frameMs: settings.frameMs,
+        jitterTargetMs: settings.jitterTargetMs,
+        source,
+        sink,
+        encoder,
+        decoder,
+        dtx: settings.dtx,
+        mediaTimeoutMs: settings.mediaTimeoutMs,
+        ...(processor ? { processor } : {}),
+        ...(deviceDelayMs ? { deviceDelayMs } : {}),
+      });
+      media.setMicOpen(settings.micOpen);
+      media.setOutputGain(settings.outputGain);
+      // Its replacePeer takes an RtpTransport: every CallPeer of this backend is a Peer, which is one.
+      return media as unknown as CallMedia;
+    },
+    warmUp: (ptimeMs) =>
+      warmUpMediaPath({
+        ptimeMs,
+        encode: () => {
+          const { encoder } = platform.createCodec(ptimeMs);
+          encoder.encode(new Int16Array(48 * ptimeMs));
+        },
+      }),
+  };
 }
 
 export type { TransportKind };

@@ -37,6 +37,7 @@ import {
 } from '../media/tones';
 import { readWavFile, setStreamRole } from '../../native/audio-device';
 import { raiseMediaPriority, type PriorityResult } from '../media/priority';
+import { MediaWorkerHost, mediaWorkerAvailable } from '../media/worker/host';
 import { DEFAULT_OPUS, mediaPlatform, type LocalAudio, type OpusSettings } from '../media/platform';
 import type { DeviceList } from '../media/audio-router';
 
@@ -60,6 +61,13 @@ export interface SoftphoneOptions {
   deviceName?: string;
   /** Answer every incoming call (automation only). */
   autoAnswer?: boolean;
+  /**
+   * Where 1:1 calls' media runs: `main` (default: this thread) or `worker`
+   * (a thread of its own, main/media/worker/, when its code is there; not the
+   * default: the ringtone and the microphone test use naudiodon on this
+   * thread, which breaks once the worker has loaded it — docs/audio.md).
+   */
+  mediaThread?: 'worker' | 'main';
 }
 
 type SoftphoneEvents = { [E in IpcEventName]: [IpcEvent<E>] };
@@ -91,6 +99,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   private signaling: SignalingClient | undefined;
   /** What the media thread's priority request got (main/media/priority.ts); undefined until it answered. */
   mediaPriority: PriorityResult | undefined;
+  /** The media thread, made on first use; null when calls run on this thread (asked for, or its code is missing). */
+  private mediaWorker: MediaWorkerHost | null | undefined;
   private engine: CallEngine | undefined;
   /** Group calls: the one RoomClient beside the engine, and the desktop's view of it. */
   private rooms: RoomClient | undefined;
@@ -569,12 +579,29 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     await this.goOffline();
   }
 
+  /** The media thread for 1:1 calls, or undefined when they run on this thread. */
+  private worker(): MediaWorkerHost | undefined {
+    if (this.mediaWorker === undefined) {
+      const use = this.options.mediaThread === 'worker' && mediaWorkerAvailable();
+      this.mediaWorker = use ? new MediaWorkerHost(this.options.audio, this.options.opus ?? DEFAULT_OPUS) : null;
+      if (this.mediaWorker) {
+        // Tones and the microphone test release their devices before a call opens its own.
+        this.mediaWorker.prepareDevices = async () => {
+          await this.stopTone();
+          await this.testMic(false);
+        };
+      }
+    }
+    return this.mediaWorker ?? undefined;
+  }
+
   private async goOnline(): Promise<void> {
     const s = this.session;
     if (!s) return;
     const signaling = new SignalingClient({ serverUrl: s.serverUrl, deviceId: s.deviceId, token: s.token });
     const settings = this.settingsStore.get();
-    const platform = mediaPlatform(this.options.audio, this.options.opus ?? DEFAULT_OPUS);
+    const worker = this.worker();
+    const platform = mediaPlatform(this.options.audio, this.options.opus ?? DEFAULT_OPUS, worker);
     const e2ee = await startEndToEnd({
       secrets: this.options.secrets,
       dataDir: this.options.dataDir,
@@ -602,6 +629,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
         return platform.openAudio(frameMs);
       },
       createCodec: (frameMs: 10 | 20) => platform.createCodec(frameMs),
+      // 1:1 calls' media on the media thread when it is on (group calls stay on this one for now).
+      ...(platform.backend ? { backend: platform.backend } : {}),
     };
     const media = { ...DEFAULT_MEDIA, ...this.options.media };
     const engine = new CallEngine(signaling, audioPlatform, media, e2ee);
@@ -625,8 +654,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     groups.on('invites', (invites) => this.onRoomInvites(invites));
     groups.on('history', (h) => void this.historyStore.add(h).then(() => this.emit('history', { entries: this.historyStore.list() })));
     engine.autoAnswer = !!this.options.autoAnswer;
-    // The media path runs on this thread: ask for the priority audio clients get (main/media/priority.ts).
-    void raiseMediaPriority().then((r) => {
+    // The media thread (or this one) asks for the priority audio clients get (main/media/priority.ts).
+    void (worker ? worker.raisePriority() : raiseMediaPriority()).then((r) => {
       this.mediaPriority = r;
     });
     // The first call connects as fast as the next ones (no compilation on its path).

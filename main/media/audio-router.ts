@@ -89,12 +89,15 @@ function normalise(name: string | undefined): string {
  * `open(frameMs)` for each call. Events: `devices` (the list changed),
  * `warning`, `cleared` (a direction's warning no longer holds), `switched`.
  */
-export class AudioRouter extends EventEmitter<{
-  devices: [DeviceList];
-  warning: [AudioWarning];
-  cleared: [AudioWarningCleared];
-  switched: [SwitchReport];
-}> {
+export class AudioRouter
+  extends EventEmitter<{
+    devices: [DeviceList];
+    warning: [AudioWarning];
+    cleared: [AudioWarningCleared];
+    switched: [SwitchReport];
+  }>
+  implements StreamOwner
+{
   /** Directions with a warning out that has not been cleared yet. */
   private readonly warned = new Set<Direction>();
   private choice: DeviceChoice;
@@ -212,6 +215,15 @@ export class AudioRouter extends EventEmitter<{
     return { source, sink };
   }
 
+  /**
+   * Routes a stream opened elsewhere (the media worker's, through its handle,
+   * main/media/worker/host.ts) like one of {@link open}'s: it moves with the
+   * choice and the default until it is forgotten.
+   */
+  adopt(stream: RoutedStream): void {
+    this.live.add(stream);
+  }
+
   /** @internal a routed stream closed for good. */
   forget(stream: RoutedStream): void {
     this.live.delete(stream);
@@ -327,14 +339,28 @@ export class AudioRouter extends EventEmitter<{
   }
 }
 
+/**
+ * What a routed stream reports to: the {@link AudioRouter} in its own thread,
+ * or, in the media worker, a stand-in that passes failures on to the router
+ * in the main thread (main/media/worker/media-worker.ts).
+ */
+export interface StreamOwner {
+  /** Whether device names are PulseAudio's (opened as `pulse:<name>`). */
+  readonly pulse: boolean;
+  /** A stream failed (device gone, wedged): re-evaluate and reopen it. */
+  recover(stream: RoutedStream, error: AudioDeviceError): Promise<void>;
+  /** A stream closed for good. */
+  forget(stream: RoutedStream): void;
+}
+
 /** The spec native/audio-device opens for a routed device name. */
-function deviceSpec(router: AudioRouter, name: string): string | undefined {
+function deviceSpec(router: StreamOwner, name: string): string | undefined {
   if (name === DEFAULT) return undefined;
   return router.pulse ? `pulse:${name}` : name;
 }
 
-/** What the router needs of a routed stream. */
-interface RoutedStream {
+/** What the router needs of a routed stream (in this thread, or a handle on one in the media worker). */
+export interface RoutedStream {
   readonly direction: Direction;
   /** The device the open stream uses (undefined while none is open). */
   readonly device: string | undefined;
@@ -373,7 +399,7 @@ export class RoutedCapture
   }
 
   constructor(
-    private readonly router: AudioRouter,
+    private readonly router: StreamOwner,
     readonly frameMs: FrameMs,
   ) {
     super();
@@ -460,7 +486,7 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
   }
 
   constructor(
-    private readonly router: AudioRouter,
+    private readonly router: StreamOwner,
     readonly frameMs: FrameMs,
   ) {
     super();

@@ -93,6 +93,10 @@ export class CaptureChain {
   reportedDelayMs: number | undefined;
   private lastVoiceAt = -Infinity;
   private lastSentAt = -Infinity;
+  /** A zeroed frame, sent (encoded) while muted or held. */
+  private silence: Int16Array | undefined;
+  /** Where a 20 ms frame's two processed 10 ms halves are put together: read only within {@link push}. */
+  private processed: Int16Array | undefined;
   private closed = false;
 
   constructor(private readonly options: CaptureChainOptions) {}
@@ -107,7 +111,7 @@ export class CaptureChain {
     const processor = options.processor;
     if (processor) {
       try {
-        ({ frame, voice } = processInTens(raw, processor));
+        ({ frame, voice } = processInTens(raw, processor, (this.processed ??= new Int16Array(options.frameSamples))));
       } catch (e) {
         options.onError(e as Error);
         frame = raw;
@@ -115,7 +119,8 @@ export class CaptureChain {
       if (voice) this.lastVoiceAt = options.now();
     }
     if (!this.sending) return;
-    const sent = this.held || !this.micOpen ? new Int16Array(frame.length) : frame;
+    // Muted or held: encoded silence, from one zeroed frame kept for it (nothing writes to it).
+    const sent = this.held || !this.micOpen ? (this.silence ??= new Int16Array(options.frameSamples)) : frame;
     accumulate(options.meter, 'sent', sent);
     let opus: Buffer;
     try {
@@ -198,10 +203,13 @@ export function levelDbov(frame: Int16Array): number {
   return Math.max(0, Math.min(127, Math.round(dbov)));
 }
 
-/** Runs a 10 or 20 ms frame through the processor 10 ms at a time. */
-function processInTens(frame: Int16Array, processor: CaptureProcessor): { frame: Int16Array; voice: boolean } {
+/**
+ * Runs a 10 or 20 ms frame through the processor 10 ms at a time; a 20 ms
+ * frame's halves are put together in `out` (frame.length samples, reused from
+ * frame to frame: the result is encoded and dropped before the next frame).
+ */
+function processInTens(frame: Int16Array, processor: CaptureProcessor, out: Int16Array): { frame: Int16Array; voice: boolean } {
   if (frame.length === APM_FRAME) return processor.processCapture(frame);
-  const out = new Int16Array(frame.length);
   let voice = false;
   for (let i = 0; i < frame.length; i += APM_FRAME) {
     const r = processor.processCapture(frame.subarray(i, i + APM_FRAME));

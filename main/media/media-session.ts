@@ -110,6 +110,19 @@ export interface MediaSessionOptions {
   deviceDelayMs?: () => Promise<number | undefined>;
 }
 
+/** The events of a call's media, in this thread ({@link MediaSession}) or in the media worker (main/media/worker/host.ts). */
+export interface MediaSessionEvents {
+  firstAudio: [];
+  deviceError: [Error, 'input' | 'output'];
+  deviceRestored: ['input' | 'output'];
+  mediaStalled: [];
+  mediaResumed: [];
+  mediaTimeout: [];
+  /** The watchdog's clock jumped by this many ms: the process was stopped or the machine slept. */
+  suspended: [number];
+  levels: [AudioLevels];
+}
+
 /**
  * The audio of one call, as a chain of small stages:
  *
@@ -128,17 +141,7 @@ export interface MediaSessionOptions {
  * speaker; `deviceError` when a device fails (the call goes on without it)
  * and `deviceRestored` when that direction works again.
  */
-export class MediaSession extends EventEmitter<{
-  firstAudio: [];
-  deviceError: [Error, 'input' | 'output'];
-  deviceRestored: ['input' | 'output'];
-  mediaStalled: [];
-  mediaResumed: [];
-  mediaTimeout: [];
-  /** The watchdog's clock jumped by this many ms: the process was stopped or the machine slept. */
-  suspended: [number];
-  levels: [AudioLevels];
-}> {
+export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private readonly frameSamples: number;
   private readonly playout: PlayoutChain;
   private readonly mixer: Mixer;

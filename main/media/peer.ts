@@ -58,6 +58,9 @@ export interface PeerOptions {
   ptimeMs: 10 | 20;
 }
 
+/** W3C webrtc-pc RTCPeerConnectionState. */
+export type PeerConnectionState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+
 export type SessionDescription = { type: 'offer' | 'answer'; sdp: string };
 export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null };
 
@@ -244,6 +247,40 @@ export class Peer implements RtpTransport {
         }
       });
     });
+  }
+
+  /**
+   * The transport's connection state (W3C webrtc-pc RTCPeerConnectionState:
+   * `new`, `connecting`, `connected`, `disconnected`, `failed`, `closed`) on every change.
+   */
+  onConnectionState(listener: (state: PeerConnectionState) => void): void {
+    this.pc.connectionStateChange.subscribe((state) => listener(state));
+  }
+
+  /**
+   * Waits until ICE gathering completes (or `timeoutMs`, ms) and returns the
+   * local description's SDP then, with our `a=ptime`: the candidates gathered
+   * so far are in it (for a peer that takes no trickled candidates).
+   * @throws Error when no local description was set.
+   */
+  async gatheredSdp(timeoutMs: number): Promise<string> {
+    if (this.pc.iceGatheringState !== 'complete') {
+      await new Promise<void>((resolve) => {
+        const sub = this.pc.iceGatheringStateChange.subscribe((state) => {
+          if (state !== 'complete') return;
+          clearTimeout(timer);
+          sub.unSubscribe();
+          resolve();
+        });
+        const timer = setTimeout(() => {
+          sub.unSubscribe();
+          resolve();
+        }, timeoutMs);
+      });
+    }
+    const local = this.pc.localDescription;
+    if (!local) throw new Error('no local description to send');
+    return withPtime(local.sdp, this.options.ptimeMs);
   }
 
   /** Kind of the local candidate of the selected pair, once connected. */

@@ -10,6 +10,7 @@ import { createOpusDecoder, createOpusEncoder } from '../../native/opus';
 import type { MediaPlatform } from '../core/call-engine';
 import { AudioRouter } from './audio-router';
 import { EchoGatedProcessor } from './echo-path';
+import type { MediaWorkerHost } from './worker/host';
 
 /** Encoder settings for voice (RFC 6716 VOIP application). */
 export interface OpusSettings {
@@ -40,6 +41,7 @@ const PLAYBACK_QUEUE_MS = 10;
 export class LocalAudio {
   private processing: VoiceProcessingSettings;
   private current: VoiceProcessor | undefined;
+  private readonly processingListeners: ((settings: VoiceProcessingSettings) => void)[] = [];
   /** Why voice processing is unavailable (the addon could not load), once known. */
   processingUnavailable: string | undefined;
 
@@ -48,6 +50,11 @@ export class LocalAudio {
     processing: Partial<VoiceProcessingSettings> = {},
   ) {
     this.processing = { ...DEFAULT_VOICE_PROCESSING, ...processing };
+  }
+
+  /** Called with the new settings whenever they change (the media worker applies them to its live call). */
+  onProcessingChange(listener: (settings: VoiceProcessingSettings) => void): void {
+    this.processingListeners.push(listener);
   }
 
   /** The voice processing settings for new calls (and the live one). */
@@ -59,6 +66,7 @@ export class LocalAudio {
   setProcessing(next: Partial<VoiceProcessingSettings>): VoiceProcessingSettings {
     this.processing = { ...this.processing, ...next };
     this.current?.configure(this.processing);
+    for (const l of this.processingListeners) l(this.getProcessing());
     return this.getProcessing();
   }
 
@@ -78,10 +86,13 @@ export class LocalAudio {
  * The real platform: PortAudio devices (native/audio-device) routed by
  * `audio.router` (PulseAudio names, follow-default, fallback), voice
  * processing (native/apm) and libopus (native/opus). Devices are opened per
- * call and closed when it ends.
+ * call and closed when it ends. With `worker`, 1:1 calls run on that media
+ * thread (its `backend`), which opens its own devices and codec.
  */
-export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OPUS): MediaPlatform {
+export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OPUS, worker?: MediaWorkerHost): MediaPlatform {
   return {
+    // 1:1 calls' media on the media thread when there is one (main/media/worker/); group calls use openAudio below.
+    ...(worker ? { backend: worker.backend() } : {}),
     async openAudio(frameMs) {
       const { source, sink } = await audio.router.open(frameMs);
       const processor = audio.newProcessor();
@@ -92,12 +103,7 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
         ...(processor ? { processor: new EchoGatedProcessor(processor, () => performance.now()) } : {}),
         // Speaker-to-microphone delay: our playback queue and period, plus
         // what PulseAudio measures for our two streams (buffer + device).
-        deviceDelayMs: async () => {
-          if (!audio.router.pulse) return undefined;
-          const { outputMs, inputMs } = await ownStreamLatencyMs();
-          if (outputMs === undefined || inputMs === undefined) return undefined;
-          return PLAYBACK_QUEUE_MS + (PERIOD_SAMPLES * 1000) / SAMPLE_RATE + outputMs + inputMs;
-        },
+        deviceDelayMs: () => deviceDelayMs(audio.router.pulse),
       };
     },
     createCodec(frameMs) {
@@ -107,6 +113,18 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
       };
     },
   };
+}
+
+/**
+ * The devices' speaker-to-microphone delay, ms: our playback queue and period,
+ * plus what PulseAudio measures for this process's two streams (buffer +
+ * device); undefined without PulseAudio or before both streams exist.
+ */
+export async function deviceDelayMs(pulse: boolean): Promise<number | undefined> {
+  if (!pulse) return undefined;
+  const { outputMs, inputMs } = await ownStreamLatencyMs();
+  if (outputMs === undefined || inputMs === undefined) return undefined;
+  return PLAYBACK_QUEUE_MS + (PERIOD_SAMPLES * 1000) / SAMPLE_RATE + outputMs + inputMs;
 }
 
 /** Audio devices PortAudio sees. */

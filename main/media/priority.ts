@@ -1,4 +1,5 @@
 import dbus from '@particle/dbus-next';
+import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
 
@@ -47,9 +48,10 @@ const defaultDeps: PriorityDeps = {
 };
 
 /**
- * Raises the priority of the thread that runs the media path (in this
- * process, the JavaScript main thread: capture, voice processing, Opus,
- * SRTP and playout all run on it), so that a busy machine — a compile, a
+ * Raises the priority of the thread that runs the media path (the media
+ * worker's thread, main/media/worker/media-worker.ts, which passes its own
+ * kernel thread id first; with the media in the main thread, the JavaScript
+ * main thread: capture, voice processing, Opus, SRTP and playout), so that a busy machine — a compile, a
  * browser, a CPU hog at normal priority — delays it less. Linux, as audio
  * clients do it:
  *
@@ -90,15 +92,21 @@ export async function raiseMediaPriority(deps: PriorityDeps = defaultDeps): Prom
 }
 
 /** RTKit's D-Bus call (rtkit's org.freedesktop.RealtimeKit1 interface), with a 2 s limit. */
-async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
+export async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
+  await rtkitCall((rtkit) => rtkit.MakeThreadHighPriority(BigInt(tid), nice));
+}
+
+interface RtkitInterface {
+  MakeThreadHighPriority(thread: bigint, priority: number): Promise<void>;
+  MakeThreadRealtime(thread: bigint, priority: number): Promise<void>;
+}
+
+async function rtkitCall(f: (rtkit: RtkitInterface) => Promise<void>): Promise<void> {
   const bus = dbus.systemBus();
   try {
     const call = (async () => {
       const obj = await bus.getProxyObject('org.freedesktop.RealtimeKit1', '/org/freedesktop/RealtimeKit1');
-      const rtkit = obj.getInterface('org.freedesktop.RealtimeKit1') as unknown as {
-        MakeThreadHighPriority(thread: bigint, priority: number): Promise<void>;
-      };
-      await rtkit.MakeThreadHighPriority(BigInt(tid), nice);
+      await f(obj.getInterface('org.freedesktop.RealtimeKit1') as unknown as RtkitInterface);
     })();
     await Promise.race([
       call,
@@ -106,5 +114,87 @@ async function rtkitHighPriority(tid: number, nice: number): Promise<void> {
     ]);
   } finally {
     bus.disconnect();
+  }
+}
+
+/**
+ * The real-time priority asked for the media thread: SCHED_RR 5, PulseAudio's
+ * own `realtime-priority` (daemon.conf), so a sound server's real-time
+ * threads (PipeWire's data loop asks for more) still come first.
+ */
+export const MEDIA_RT_PRIORITY = 5;
+
+/** What the media thread got beyond its nice level. */
+export type RealtimeResult = { method: 'sched_rr' | 'rtkit'; priority: number } | { method: 'none'; reason: string };
+
+export interface RealtimeDeps {
+  /**
+   * sched_setscheduler(2) SCHED_RR with SCHED_RESET_ON_FORK (processes and
+   * threads it starts, such as `pactl`, run at normal priority) for thread
+   * `tid`: allowed as root, with CAP_SYS_NICE or an RLIMIT_RTPRIO that permits it.
+   * @throws when refused.
+   */
+  schedRoundRobin(tid: number, priority: number): Promise<void>;
+  /**
+   * RTKit's MakeThreadRealtime for `tid`, after limiting this process's
+   * RLIMIT_RTTIME (RTKit refuses a process without one; a real-time thread
+   * that runs 200 ms without sleeping then gets SIGXCPU instead of taking the machine).
+   * @throws when there is no system bus, no RTKit, or it refuses.
+   */
+  rtkitRealtime(tid: number, priority: number): Promise<void>;
+  platform: NodeJS.Platform;
+}
+
+/** Runs a command, rejecting with its stderr (or the spawn error) in words, with a 2 s limit. */
+function run(command: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout: 2000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(String(stderr).trim() || error.message));
+      else resolve();
+    });
+  });
+}
+
+/** RLIMIT_RTTIME asked before RTKit (its own default ceiling, RTTimeUSecMax), µs. */
+const RTTIME_LIMIT_US = 200_000;
+
+const defaultRealtimeDeps: RealtimeDeps = {
+  // util-linux's chrt: Node has no sched_setscheduler binding.
+  schedRoundRobin: (tid, priority) => run('chrt', ['--rr', '--reset-on-fork', '--pid', String(priority), String(tid)]),
+  rtkitRealtime: async (tid, priority) => {
+    await run('prlimit', ['--pid', String(process.pid), `--rttime=${RTTIME_LIMIT_US}:${RTTIME_LIMIT_US}`]);
+    await rtkitCall((rtkit) => rtkit.MakeThreadRealtime(BigInt(tid), priority));
+  },
+  platform: process.platform,
+};
+
+/**
+ * Asks real-time scheduling (SCHED_RR {@link MEDIA_RT_PRIORITY}) for the
+ * media worker's thread `tid` — a thread that only carries audio and sleeps
+ * between frames, as Chromium's and PulseAudio's audio threads do (never for
+ * the main thread, which runs everything else). Linux:
+ *
+ * 1. sched_setscheduler(2) directly (root, CAP_SYS_NICE, RLIMIT_RTPRIO);
+ * 2. otherwise RTKit's `MakeThreadRealtime` over D-Bus, the way PulseAudio
+ *    and PipeWire clients get it as normal users;
+ * 3. otherwise none, with both reasons: the thread keeps the nice level
+ *    {@link raiseMediaPriority} gave it.
+ *
+ * Other platforms: `none` (docs/audio.md). Never throws.
+ */
+export async function raiseToRealtime(tid: number, deps: RealtimeDeps = defaultRealtimeDeps): Promise<RealtimeResult> {
+  if (deps.platform !== 'linux') return { method: 'none', reason: `not done on ${deps.platform} yet` };
+  let direct: string;
+  try {
+    await deps.schedRoundRobin(tid, MEDIA_RT_PRIORITY);
+    return { method: 'sched_rr', priority: MEDIA_RT_PRIORITY };
+  } catch (e) {
+    direct = e instanceof Error ? e.message : String(e);
+  }
+  try {
+    await deps.rtkitRealtime(tid, MEDIA_RT_PRIORITY);
+    return { method: 'rtkit', priority: MEDIA_RT_PRIORITY };
+  } catch (e) {
+    return { method: 'none', reason: `sched_setscheduler: ${direct}; RTKit: ${e instanceof Error ? e.message : String(e)}` };
   }
 }

@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
+import { createRequire, Module } from 'node:module';
+import { isMainThread } from 'node:worker_threads';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
 
 /**
@@ -98,12 +100,37 @@ const NAUDIODON: NativeModuleSpec = {
 let loaded: Naudiodon | undefined;
 
 /**
+ * naudiodon's index.js loads `segfault-handler` (to write crash.log on a
+ * SIGSEGV), a native addon that is not context-aware: a second thread that
+ * loads it gets "Module did not self-register", so naudiodon would not load in
+ * a worker thread (main/media/worker/) once the main thread had it, nor in a
+ * second worker. In a worker its module is replaced by one whose
+ * `registerHandler` does nothing (the crash handler is process-wide anyway and
+ * installed by the main thread when it loads naudiodon). Never throws.
+ */
+function stubSegfaultHandler(): void {
+  try {
+    const fromNaudiodon = createRequire(createRequire(import.meta.url).resolve('naudiodon/package.json'));
+    const path = fromNaudiodon.resolve('segfault-handler');
+    if (fromNaudiodon.cache[path]) return;
+    const stub = new Module(path);
+    stub.filename = path;
+    stub.loaded = true;
+    stub.exports = { registerHandler: () => {} };
+    fromNaudiodon.cache[path] = stub;
+  } catch {
+    // naudiodon or segfault-handler not installed: loading naudiodon will say so
+  }
+}
+
+/**
  * Loads naudiodon on first use.
  * @throws AudioDeviceError('unavailable') naming the missing system library and its package when the addon cannot load.
  */
 function naudiodon(): Naudiodon {
   if (loaded) return loaded;
   try {
+    if (!isMainThread) stubSegfaultHandler();
     loaded = loadNativeModule<Naudiodon>(NAUDIODON);
   } catch (e) {
     throw new AudioDeviceError('unavailable', `audio is unavailable: ${(e as Error).message}`);

@@ -32,6 +32,10 @@ describe('daemon config file', () => {
     ).toEqual({ auto_answer: true, max_concurrent_calls: 5, default_lifetime: '30m', max_lifetime: '2h', warn_before_expiration: '5m', frame_ms: 10 });
   });
 
+  it('reads where the media runs (media_thread)', () => {
+    expect(loadDaemonConfig(file('media_thread = "main"\n'), true)).toEqual({ media_thread: 'main' });
+  });
+
   it('is empty when the default file does not exist, and an error when a named one does not', () => {
     expect(loadDaemonConfig(join(dir, 'none.toml'), false)).toEqual({});
     expect(() => loadDaemonConfig(join(dir, 'none.toml'), true)).toThrow(/cannot read/);
@@ -42,6 +46,7 @@ describe('daemon config file', () => {
     ['an unknown key', 'auto_answer = true\n\nauto_answer_x = 1\n', /line 3: unknown key "auto_answer_x"/],
     ['a wrong type', 'max_concurrent_calls = "five"\n', /line 1: key "max_concurrent_calls"/],
     ['a bad duration', 'frame_ms = 20\ndefault_lifetime = "half an hour"\n', /line 2: key "default_lifetime": expected a duration/],
+    ['a media thread that is neither worker nor main', 'media_thread = "gpu"\n', /line 1: key "media_thread"/],
     ['a lifetime above the maximum', 'default_lifetime = "3h"\nmax_lifetime = "2h"\n', /line 1: key "default_lifetime" is longer than max_lifetime/],
   ];
   for (const [what, text, message] of table) {

@@ -6,7 +6,7 @@
  * checked on a running daemon in test/integration/control-socket.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { MEDIA_NICE, raiseMediaPriority, type PriorityDeps } from '../../main/media/priority';
+import { MEDIA_NICE, MEDIA_RT_PRIORITY, raiseMediaPriority, raiseToRealtime, type PriorityDeps, type RealtimeDeps, type RealtimeResult } from '../../main/media/priority';
 
 function deps(over: Partial<PriorityDeps>, log: string[]): PriorityDeps {
   return {
@@ -57,4 +57,37 @@ describe('raiseMediaPriority', () => {
     expect(r.method).toBe('setpriority');
     expect(log).toEqual([`nice 100 ${MEDIA_NICE}`, `nice 102 ${MEDIA_NICE}`]);
   });
+});
+
+describe('raiseToRealtime (the media worker thread only)', () => {
+  const refused = (what: string) => async () => Promise.reject(new Error(what));
+  const rows: { name: string; over: Partial<RealtimeDeps>; want: RealtimeResult; log: string[] }[] = [
+    { name: 'allowed (root, CAP_SYS_NICE): SCHED_RR directly', over: {}, want: { method: 'sched_rr', priority: MEDIA_RT_PRIORITY }, log: [`rr 7 ${MEDIA_RT_PRIORITY}`] },
+    {
+      name: 'refused: RTKit MakeThreadRealtime',
+      over: { schedRoundRobin: refused('chrt: failed to set pid 7\'s policy: Operation not permitted') },
+      want: { method: 'rtkit', priority: MEDIA_RT_PRIORITY },
+      log: [`rtkit-rt 7 ${MEDIA_RT_PRIORITY}`],
+    },
+    {
+      name: 'refused and no RTKit: not real-time, with both reasons',
+      over: { schedRoundRobin: refused('Operation not permitted'), rtkitRealtime: refused('The name org.freedesktop.RealtimeKit1 was not provided') },
+      want: { method: 'none', reason: 'sched_setscheduler: Operation not permitted; RTKit: The name org.freedesktop.RealtimeKit1 was not provided' },
+      log: [],
+    },
+    { name: 'not Linux: nothing tried', over: { platform: 'win32' }, want: { method: 'none', reason: 'not done on win32 yet' }, log: [] },
+  ];
+  for (const row of rows) {
+    it(row.name, async () => {
+      const log: string[] = [];
+      const deps: RealtimeDeps = {
+        schedRoundRobin: async (tid, p) => void log.push(`rr ${tid} ${p}`),
+        rtkitRealtime: async (tid, p) => void log.push(`rtkit-rt ${tid} ${p}`),
+        platform: 'linux',
+        ...row.over,
+      };
+      expect(await raiseToRealtime(7, deps)).toEqual(row.want);
+      expect(log).toEqual(row.log);
+    });
+  }
 });
