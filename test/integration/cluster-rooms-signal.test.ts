@@ -29,6 +29,8 @@ beforeAll(async () => {
         PARLEY_CLUSTER_REDIS_URL: redis.url,
         PARLEY_NODE_ID: id,
         PARLEY_SFU_WORKERS: '1',
+        // A closed socket keeps its place for this grace (room.resume), then leaves: 1 s keeps the tests short.
+        PARLEY_SFU_RECONNECT_GRACE: '1',
         PARLEY_SFU_MIN_PORT: String(45000 + i * 500),
         PARLEY_SFU_MAX_PORT: String(45499 + i * 500),
       },
@@ -82,9 +84,11 @@ describe('a room used from other nodes', () => {
     // An unknown room is not_found on any node; a malformed request is refused there, unproxied.
     await expect(bo.client.request('room.join', { roomId: '00000000-0000-4000-8000-000000000000' })).rejects.toMatchObject({ reason: 'not_found' });
 
-    // bo's socket closes on n2: n1 removes him from the room, and the others hear it.
+    // bo's socket closes on n2: n1 keeps his place for the grace (the others hear he is away), then removes him.
     pb.close();
     await bo.client.close();
+    const away = await cy.client.nextNotification('room.participant_away', {});
+    expect([away.participant.deviceId, away.away]).toEqual([bo.deviceId, true]);
     expect((await cy.client.nextNotification('room.participant_left', {})).participant.deviceId).toBe(bo.deviceId);
     pa.close();
     pc.close();
@@ -93,6 +97,13 @@ describe('a room used from other nodes', () => {
 
   it('cluster-wide admin lists and metrics: rooms.list and calls.list with cluster:true, and /metrics sums over nodes', async () => {
     const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    // The first test's participants closed their sockets: their places go after the 1 s grace.
+    await waitFor(
+      'the first test’s places to be given up',
+      async () => (await adminRequest<{ rooms: { participants: unknown[] }[] }>(n1.adminSocket, 'rooms.list')).rooms.every((r) => r.participants.length === 0),
+      5000,
+      100,
+    );
     const ann = await signIn(n1, `ann${++n}`);
     const bo = await signIn(n2, `bo${n}`);
     const cy = await signIn(n3, `cy${n}`);
