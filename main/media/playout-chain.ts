@@ -182,18 +182,8 @@ interface JitterBuffer {
   pop(lastWasQuiet: boolean, nowMs: number): AdaptivePlayout;
   setPacketDuration(samples: number): void;
   reset(): void;
-  stats(): {
-    packetsLost: number;
-    packetsLate: number;
-    packetsDuplicate: number;
-    packetsDiscarded: number;
-    jitterMs: number;
-    targetMs: number;
-    bufferedMs: number;
-    expandFrames: number;
-    accelerateFrames: number;
-    decelerateFrames: number;
-  };
+  /** The buffer's share of the stream's counters (the chain counts received packets, PLC and FEC itself). */
+  stats(): Omit<PlayoutStats, 'packetsReceived' | 'framesConcealed' | 'framesRecoveredByFec'>;
 }
 
 /** The fixed buffer seen through the JitterBuffer interface (its underruns re-buffer in silence). */
