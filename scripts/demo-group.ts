@@ -4,7 +4,9 @@
  * clients' devices, a private keychain and N headless clients (3 or 4); the
  * first opens a room, the others join; each says its own sentence in turn
  * while every speaker is recorded; then a report: every ordered pair's speech
- * similarity (whole sentence, docs/similarity.md; and in 500 ms pieces),
+ * similarity (whole sentence with the delay followed through mid-sentence
+ * steps of up to ±40 ms, docs/similarity.md; also with one delay for the
+ * whole sentence, and in 500 ms pieces),
  * mouth-to-ear through the SFU, join time, and whether the SFU could read the
  * frames. With `--json` the last line is one JSON object:
  * `{"ok","participants","similarity":{"<from>_to_<to>"},"mouth_to_ear_p50_ms","join_ms_p95","sfu_saw_plaintext",…}`.
@@ -13,7 +15,7 @@ import { join } from 'node:path';
 import type { RoomStatus } from '../common/protocol/control';
 import { estimateDelayMs } from '../main/media/analysis';
 import { makeClientContacts, startClient, type RunningClient } from '../test/harness/client';
-import { GROUP_NAMES, piecewiseSimilarity, recordTurn, sentenceSimilarity } from '../test/harness/group';
+import { GROUP_NAMES, piecewiseSimilarity, recordTurn, sentenceSimilarity, trackedSimilarity } from '../test/harness/group';
 import { startKeyring } from '../test/harness/keyring';
 import { waitFor } from '../test/harness/process';
 import { DEVICES, startPulse, type ClientName } from '../test/harness/pulse';
@@ -83,6 +85,8 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
     }
 
     const similarity: Record<string, number> = {};
+    const singleDelay: Record<string, number> = {};
+    const steps: Record<string, number[]> = {};
     const pieces: Record<string, number> = {};
     const mouthToEar: number[] = [];
     for (const x of names) {
@@ -91,7 +95,10 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
       const sent = readWav(wav[x]).samples;
       for (const y of names) {
         if (y === x) continue;
-        similarity[`${x}_to_${y}`] = round3(sentenceSimilarity(sent, turn.speaker[y]).score);
+        const tracked = trackedSimilarity(sent, turn.speaker[y]);
+        similarity[`${x}_to_${y}`] = round3(tracked.score);
+        steps[`${x}_to_${y}`] = tracked.tracked?.offsetsMs ?? [];
+        singleDelay[`${x}_to_${y}`] = round3(sentenceSimilarity(sent, turn.speaker[y]).score);
         pieces[`${x}_to_${y}`] = round3(piecewiseSimilarity(sent, turn.speaker[y]));
         // Mouth-to-ear needs the mic and the far speaker on one clock: the pairs recorded in the same probe.
         if (turn.probe[x] === turn.probe[y]) mouthToEar.push(estimateDelayMs(turn.mic[x], turn.speaker[y], 1500).lagMs);
@@ -113,8 +120,11 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
     say(`Parley group demo report (${ok ? 'OK' : 'FAILED'})`);
     say(`  participants     ${n} in room ${roomId}`);
     say(`  join             ${joinMs.join(', ')} ms (p95 ${joinP95} ms): room.join, Device.load, both transports, the producer, a consumer per participant`);
-    say(`  speech           whole sentence per ordered pair (pass ≥ ${PAIR_BAR}):`);
-    for (const [pair, s] of Object.entries(similarity)) say(`                   ${pair.replace('_to_', ' → ')}  ${s.toFixed(3)}   (in 500 ms pieces ${pieces[pair]!.toFixed(3)})`);
+    say(`  speech           whole sentence per ordered pair, the delay followed through the jitter buffer's steps (pass ≥ ${PAIR_BAR}):`);
+    for (const [pair, s] of Object.entries(similarity)) {
+      const moved = steps[pair]!.some((o) => o !== 0) ? `; delay steps per 500 ms ${steps[pair]!.join('/')} ms` : '';
+      say(`                   ${pair.replace('_to_', ' → ')}  ${s.toFixed(3)}   (one delay for the whole ${singleDelay[pair]!.toFixed(3)}, in 500 ms pieces ${pieces[pair]!.toFixed(3)}${moved})`);
+    }
     say(`  mouth-to-ear     p50 ${m2e ?? '—'} ms through the SFU (${mouthToEar.length} pairs recorded on one clock: ${mouthToEar.map((x) => x.toFixed(0)).join(', ')} ms)`);
     for (const s of statuses) {
       const me = s.participants.find((p) => p.self)!;
@@ -128,6 +138,7 @@ export async function groupDemo(n: number, options: { json: boolean; outDir: str
           ok,
           participants: n,
           similarity,
+          similarity_single_delay: singleDelay,
           similarity_pieces: pieces,
           mouth_to_ear_p50_ms: m2e,
           join_ms_p95: joinP95,

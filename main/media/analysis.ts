@@ -441,7 +441,26 @@ export interface SimilarityOptions {
   dynamicRangeDb?: number;
   /** Log-mel parameters (default 25 ms / 10 ms / 40 bands / 100–8000 Hz). */
   mel?: LogMelOptions;
+  /**
+   * Follow a delay that changes during the speech by up to this much either
+   * side of the whole-speech delay, ms (default 0: one delay for the whole).
+   * The active frames are judged in blocks of {@link trackBlockMs}, each at
+   * its own best delay within ±trackDelayMs of the whole's, and the score is
+   * the one pooled correlation over all of them (never lower than the single
+   * delay's). A jitter buffer that drops or inserts a 20 ms frame in a pause
+   * moves the rest of the sentence by 20 ms, which a listener does not hear
+   * but a single-delay comparison counts as a mismatch for every frame after
+   * it; ITU-T P.862 §10.2.4 splits utterances at such delay changes for the
+   * same reason. Nothing is excused that a listener would hear: a block
+   * missing, garbled or concealed still correlates badly at every delay.
+   */
+  trackDelayMs?: number;
+  /** Block length for {@link trackDelayMs}, ms of active speech (default 500). */
+  trackBlockMs?: number;
 }
+
+/** How much better a block's correlation must be at another delay to move it there (delay tracking). */
+const TRACK_MARGIN = 0.01;
 
 /** Result of `speechSimilarity`. */
 export interface SimilarityResult {
@@ -457,6 +476,12 @@ export interface SimilarityResult {
   activeFrames: number;
   /** True when the score was forced to 0 because `receivedDbfs` < the silence floor. */
   silent: boolean;
+  /**
+   * With `trackDelayMs`: each block's delay relative to `lagMs` at frame
+   * resolution, ms (e.g. [0, 0, 20, 20]: 20 ms more delay from the third
+   * block on), and the pooled correlation with them.
+   */
+  tracked?: { offsetsMs: number[]; correlation: number };
 }
 
 /**
@@ -529,6 +554,35 @@ export function speechSimilarity(
     }
   }
 
+  /**
+   * Pooled within-band Pearson correlation of x's active frames [from, to)
+   * with R's frames at `active[i] + offsetOf(i)` (x centred over all active
+   * frames; y centred over the frames compared).
+   */
+  const correlateSpan = (R: LogMelSpectrogram, offsetOf: (i: number) => number, from: number, to: number): number => {
+    let sxy = 0;
+    let syy = 0;
+    let sxxSpan = 0;
+    const n = to - from;
+    for (let b = 0; b < B; b++) {
+      let sx = 0;
+      let sy = 0;
+      let sy2 = 0;
+      for (let i = from; i < to; i++) {
+        const xv = x[i * B + b]!;
+        const y = R.data[(active[i]! + offsetOf(i)) * B + b]!;
+        sx += xv;
+        sy += y;
+        sy2 += y * y;
+        sxy += xv * y;
+        sxxSpan += xv * xv;
+      }
+      sxy -= (sx * sy) / n;
+      sxxSpan -= (sx * sx) / n;
+      syy += sy2 - (sy * sy) / n;
+    }
+    return syy > 1e-9 && sxxSpan > 1e-9 ? sxy / Math.sqrt(sxxSpan * syy) : 0;
+  };
   /** Pooled within-band Pearson correlation of x with R's frames at `offset + active[i]`. */
   const correlate = (R: LogMelSpectrogram, offset: number): number => {
     if (sxx === 0) return 0;
@@ -587,15 +641,46 @@ export function speechSimilarity(
     }
   }
 
+  // Delay tracking: each block of active frames at its own delay near the
+  // whole's (sample-accurate) delay, in whole hops: jitter buffers move the
+  // delay by whole frames (10 or 20 ms), which are whole hops.
+  let tracked: SimilarityResult['tracked'];
+  const trackFrames = Math.floor(((opts.trackDelayMs ?? 0) * samplesPerMs) / hop);
+  if (trackFrames > 0 && sxx > 0) {
+    const Rt = logMelSpectrogram(received, mel, lagSamples - trackFrames * hop, S.frames + 2 * trackFrames);
+    clampAt(Rt.data, rMax - dynamicRange);
+    const block = Math.max(1, Math.round(((opts.trackBlockMs ?? 500) * samplesPerMs) / hop));
+    const blocks = Math.ceil(active.length / block);
+    const offsets = new Int32Array(blocks);
+    for (let k = 0; k < blocks; k++) {
+      const from = k * block;
+      const to = Math.min(active.length, from + block);
+      // A block moves off the whole's delay only for a clearly better match (near-ties stay).
+      let best = correlateSpan(Rt, () => trackFrames, from, to) + TRACK_MARGIN;
+      for (let d = -trackFrames; d <= trackFrames; d++) {
+        if (d === 0) continue;
+        const r = correlateSpan(Rt, () => trackFrames + d, from, to);
+        if (r > best) {
+          best = r;
+          offsets[k] = d;
+        }
+      }
+    }
+    const r = correlateSpan(Rt, (i) => trackFrames + offsets[Math.floor(i / block)]!, 0, active.length);
+    tracked = { offsetsMs: Array.from(offsets, (d) => (d * hop) / samplesPerMs), correlation: r };
+  }
+
   const receivedDbfs = dbfs(received, lagSamples, lagSamples + sent.length);
   const silent = !(receivedDbfs >= floorDbfs);
+  const judged = Math.max(bestR, tracked?.correlation ?? -Infinity);
   return {
-    score: silent ? 0 : Math.min(1, Math.max(0, bestR)),
+    score: silent ? 0 : Math.min(1, Math.max(0, judged)),
     lagMs: lagSamples / samplesPerMs,
     correlation: bestR,
     receivedDbfs,
     activeFrames: active.length,
     silent,
+    ...(tracked ? { tracked } : {}),
   };
 }
 

@@ -59,6 +59,16 @@ export function sentenceSimilarity(sent: Int16Array, heard: Int16Array): ReturnT
 }
 
 /**
+ * Whole-sentence similarity following the delay as it changes by up to
+ * ±40 ms in mid-sentence (speechSimilarity's `trackDelayMs`: 500 ms blocks,
+ * one pooled score): what a listener judges when the jitter buffer drops or
+ * inserts a 20 ms frame in a pause. The group demo's bar.
+ */
+export function trackedSimilarity(sent: Int16Array, heard: Int16Array): ReturnType<typeof speechSimilarity> {
+  return speechSimilarity(sent, heard, { maxLagMs: 3000, trackDelayMs: 40 });
+}
+
+/**
  * The sentence judged in 500 ms pieces, each aligned on its own within
  * −300 … +1000 ms of the whole sentence's delay: the median piece's score.
  * What a listener hears word by word; the whole-sentence score also counts

@@ -157,6 +157,46 @@ describe('speechSimilarity', () => {
   });
 });
 
+describe('speechSimilarity with delay tracking', () => {
+  /** The same sentence through Opus, with `stepMs` more delay from `atMs` on (a jitter buffer inserting frames there). */
+  function stepped(atMs: number, stepMs: number): Int16Array {
+    const coded = throughOpus(speechA);
+    const out = new Int16Array(coded.length + stepMs * MS);
+    out.set(coded.subarray(0, atMs * MS));
+    out.set(coded.subarray(atMs * MS), (atMs + stepMs) * MS);
+    return delayed(out, 120);
+  }
+
+  it('follows a 20 ms step in mid-sentence, where one delay for the whole counts every frame after it as a mismatch', () => {
+    const received = stepped(1200, 20);
+    const single = speechSimilarity(speechA, received);
+    const tracked = speechSimilarity(speechA, received, { trackDelayMs: 40 });
+    const clean = speechSimilarity(speechA, delayed(throughOpus(speechA), 120));
+    console.log(`[similarity] 20 ms step: single delay ${single.score.toFixed(3)}, tracked ${tracked.score.toFixed(3)} (offsets ${tracked.tracked!.offsetsMs.join(', ')} ms); no step ${clean.score.toFixed(3)}`);
+    expect(single.score).toBeLessThan(clean.score - 0.02);
+    expect(tracked.score).toBeGreaterThan(clean.score - 0.01);
+    expect(tracked.tracked!.offsetsMs.some((o) => o !== 0)).toBe(true);
+    // Without a step nothing moves.
+    const still = speechSimilarity(speechA, delayed(throughOpus(speechA), 120), { trackDelayMs: 40 });
+    expect(still.tracked!.offsetsMs.every((o) => o === 0)).toBe(true);
+    expect(still.score).toBeCloseTo(clean.score, 3);
+  });
+
+  it('excuses no missing speech and no different sentence', () => {
+    const holed = delayed(throughOpus(speechA), 120);
+    holed.fill(0, (120 + 800) * MS, (120 + 1100) * MS); // 300 ms of the sentence missing
+    const holedSingle = speechSimilarity(speechA, holed).score;
+    const holedTracked = speechSimilarity(speechA, holed, { trackDelayMs: 40 }).score;
+    const other = speechSimilarity(speechA, delayed(throughOpus(speechB), 120), { trackDelayMs: 40 }).score;
+    const otherSingle = speechSimilarity(speechA, delayed(throughOpus(speechB), 120)).score;
+    console.log(`[similarity] 300 ms hole: single ${holedSingle.toFixed(3)}, tracked ${holedTracked.toFixed(3)}; other sentence: single ${otherSingle.toFixed(3)}, tracked ${other.toFixed(3)}`);
+    expect(holedTracked).toBeLessThan(holedSingle + 0.01);
+    expect(holedTracked).toBeLessThan(0.9);
+    expect(other).toBeLessThan(otherSingle + 0.05);
+    expect(other).toBeLessThan(0.3);
+  });
+});
+
 describe('estimateDelayMs', () => {
   it('finds the delay of a speech signal to the sample', () => {
     const delaySamples = 137 * MS + 17;
