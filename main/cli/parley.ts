@@ -180,9 +180,9 @@ program
   .option('--no-gain-control', 'turn off automatic gain control')
   .option('--dtx', 'discontinuous transmission: do not send frames the voice activity detector calls silence')
   .addOption(
-    new Option('--media-thread <where>', "where 1:1 calls' media runs: the daemon's main thread, or its own real-time thread (experimental: no group call after a 1:1 call, docs/audio.md)")
+    new Option('--media-thread <where>', "where 1:1 calls' media runs: its own real-time thread (default), or the daemon's main thread (docs/audio.md)")
       .choices(['worker', 'main'])
-      .default('main')
+      .default('worker')
       .env('PARLEY_MEDIA_THREAD'),
   )
   .action(

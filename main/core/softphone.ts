@@ -62,10 +62,8 @@ export interface SoftphoneOptions {
   /** Answer every incoming call (automation only). */
   autoAnswer?: boolean;
   /**
-   * Where 1:1 calls' media runs: `main` (default: this thread) or `worker`
-   * (a thread of its own, main/media/worker/, when its code is there; not the
-   * default: the ringtone and the microphone test use naudiodon on this
-   * thread, which breaks once the worker has loaded it — docs/audio.md).
+   * Where 1:1 calls' media runs: `worker` (default: a thread of its own,
+   * main/media/worker/, when its code is there) or `main` (this thread).
    */
   mediaThread?: 'worker' | 'main';
 }
@@ -582,7 +580,7 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
   /** The media thread for 1:1 calls, or undefined when they run on this thread. */
   private worker(): MediaWorkerHost | undefined {
     if (this.mediaWorker === undefined) {
-      const use = this.options.mediaThread === 'worker' && mediaWorkerAvailable();
+      const use = (this.options.mediaThread ?? 'worker') === 'worker' && mediaWorkerAvailable();
       this.mediaWorker = use ? new MediaWorkerHost(this.options.audio, this.options.opus ?? DEFAULT_OPUS) : null;
       if (this.mediaWorker) {
         // Tones and the microphone test release their devices before a call opens its own.

@@ -120,11 +120,10 @@ describe('the media worker', () => {
     }
   });
 
-  // KNOWN DEFECT, why the media thread is not the default (docs/audio.md): naudiodon keeps its AudioIO constructor in
-  // a static N-API reference that the last thread to load the addon overwrites, so once the worker has loaded it this
-  // thread's streams fail ("audioIOAdon.start is not a function"): a ringtone, the microphone test or a group call
-  // after a 1:1 call. `it.fails` turns into a failure the day this works (then make the worker the default).
-  it.fails('leaves this thread able to play on a device after a worker session used and closed its own (a tone after a call)', async () => {
+  // naudiodon kept its AudioIO constructor in a static N-API reference that the last thread to load the addon
+  // overwrote, so once the worker had loaded it this thread's streams failed ("audioIOAdon.start is not a function").
+  // patches/naudiodon+2.3.6.patch keeps the reference per environment (and serializes PortAudio's init/terminate).
+  it('leaves this thread able to play on a device after a worker session used and closed its own (a tone after a call)', async () => {
     const peer = host.backend().createPeer(loopback);
     const media = await host.backend().openMedia(peer, { frameMs: 20, dtx: false, mediaTimeoutMs: 30_000, micOpen: true, outputGain: 1 });
     media.start();
