@@ -150,6 +150,38 @@ describe('a room used from other nodes', () => {
     await Promise.all([ann.client.close(), bo.client.close(), cy.client.close()]);
   });
 
+  it('group ringing across nodes: a device signing in on another node rings; how the ring ended reaches participants on other nodes (room.invite_ended)', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const ann = await signIn(n1, `ann${++n}`);
+    const bo = await signIn(n2, `bo${n}`);
+    const cy = await signIn(n3, `cy${n}`);
+    await makeContacts(ann, bo);
+    await makeContacts(ann, cy);
+    // The room lives on n1; bo joins it from n2 (proxied), cy's phone rings on n3.
+    const { roomId } = await ann.client.request('room.create', { invite: [bo.username, cy.username] });
+    await ann.client.request('room.join', { roomId });
+    await bo.client.request('room.join', { roomId });
+    const first = await cy.client.nextNotification('room.ring', { roomId });
+    // cy's laptop signs in on n2 during the ring: n1 hears its hello through the cluster and rings it.
+    const cyLaptop = await signIn(n2, cy.username, { register: false, deviceName: 'laptop' });
+    try {
+      const late = await cyLaptop.client.nextNotification('room.ring', { roomId });
+      expect(late.expiresAt).toBe(first.expiresAt);
+      expect(new Set(late.participants)).toEqual(new Set([ann.username, bo.username]));
+      // It declines: the phone stops, and both participants (n1 and, through the proxy, n2) hear it.
+      await cyLaptop.client.request('room.decline', { roomId });
+      expect(await cy.client.nextNotification('room.ring_cancelled', { roomId })).toEqual({ roomId, reason: 'declined_elsewhere' });
+      const ended = { roomId, username: cy.username, reason: 'declined' };
+      expect(await bo.client.nextNotification('room.invite_ended', { roomId })).toEqual(ended);
+      // (ann heard bo's ring end first: joined)
+      expect(await ann.client.nextNotification('room.invite_ended', { roomId })).toEqual({ roomId, username: bo.username, reason: 'joined' });
+      expect(await ann.client.nextNotification('room.invite_ended', { roomId })).toEqual(ended);
+    } finally {
+      await adminRequest(n1.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+      await Promise.all([ann.client.close(), bo.client.close(), cy.client.close(), cyLaptop.client.close()]);
+    }
+  });
+
   it('a room whose node froze past the dead-node timeout ends node_lost for everyone, there too when it wakes', async () => {
     const [n1, n2] = nodes as [RunningServer, RunningServer];
     const ann = await signIn(n1, `ann${++n}`);
