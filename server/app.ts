@@ -367,9 +367,10 @@ export async function buildServer(
   const sfu = new Sfu(() => config.sfu, log, {
     onRoomOpened: (room) => roomProxy?.roomOpened(room.id),
     onRoomEnded: (room, reason, participants) => {
+      const host = roomInvitations.hostOf(room.id);
       roomInvitations.ended(room.id);
       metrics.sfuRoomsEnded.inc({ reason });
-      roomProxy?.roomEnded(room.id, reason);
+      roomProxy?.roomEnded(room.id, reason, host?.accountId);
       void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
     },
     onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),
