@@ -314,6 +314,24 @@ export async function buildServer(
       openCalls.markEnded(c.callId, untold);
     },
   });
+  /** The open room `roomId` this node carries, or undefined. */
+  const openRoom = (roomId: string) => {
+    try {
+      return sfu.room(roomId);
+    } catch {
+      return undefined;
+    }
+  };
+  // Before the cluster: its hello hook rings devices for this node's rooms.
+  const roomInvitations = new RoomInvitations({
+    hub,
+    ringTimeoutMs: () => config.ringTimeoutSeconds * 1000,
+    // Through the room's members: participants on other nodes hear it as they hear room.participant_* (room-proxy.ts).
+    inviteEnded: (roomId, invitee, reason) =>
+      openRoom(roomId)?.announce('room.invite_ended', { roomId, username: invitee.username, reason }, invitee.accountId),
+    participantsOf: (roomId) => openRoom(roomId)?.snapshot().participants.map((p) => p.username) ?? [],
+    log,
+  });
   if (config.cluster) {
     const resumeGraceMs = options.resumeGraceMs ?? RESUME_GRACE_MS;
     cluster = new Cluster({
@@ -325,6 +343,8 @@ export async function buildServer(
         remoteHello: (peer, calls) => {
           for (const callId of resumption.onHello(peer, calls.map((c) => c.callId), () => true))
             hub.tellEnded(peer.deviceId, callId, 'failed');
+          // A room this node carries that rings for the device's account rings it too.
+          roomInvitations.deviceOnline(peer);
         },
         lostRinging: (c) => {
           crashEnded(c);
@@ -343,14 +363,14 @@ export async function buildServer(
   const approvals = new CallerApprovals(config, db, hub, contacts, audit);
   const links = new DeviceLinks();
   const relays = new RelayService(config, audit, metrics, limitsStore);
-  const roomInvitations = new RoomInvitations({ hub, ringTimeoutMs: () => config.ringTimeoutSeconds * 1000, log });
   let roomProxy: RoomProxy | undefined;
   const sfu = new Sfu(() => config.sfu, log, {
     onRoomOpened: (room) => roomProxy?.roomOpened(room.id),
     onRoomEnded: (room, reason, participants) => {
+      const host = roomInvitations.hostOf(room.id);
       roomInvitations.ended(room.id);
       metrics.sfuRoomsEnded.inc({ reason });
-      roomProxy?.roomEnded(room.id, reason);
+      roomProxy?.roomEnded(room.id, reason, host?.accountId);
       void audit.record({ event: 'room.ended', detail: { roomId: room.id, reason, participants } });
     },
     onWorkerDied: () => metrics.sfuWorkerDeaths.inc(),

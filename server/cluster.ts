@@ -196,6 +196,11 @@ const K = {
   nodeStats: 'parley:node-stats',
   /** The rooms a node carries (set of ids). */
   nodeRooms: (id: string) => `parley:node:${id}:rooms`,
+  /**
+   * The rooms an account created (set of ids), for `sfu.max_rooms_per_account`
+   * across nodes; ids of rooms that ended are dropped when next counted.
+   */
+  accountRooms: (id: string) => `parley:account:${id}:rooms`,
 };
 
 /** How long an ended room's record stays, so that a late request hears why it ended, s. */
@@ -314,6 +319,13 @@ export class Cluster {
     await this.cmd.del(K.nodeDead(this.nodeId)); // a mark from a previous life of this id
     await this.heartbeat();
     await this.loadPresence();
+    // A previous life of this node id left rooms: they went with its SFU (a late request hears `node_lost`).
+    const staleRooms = await this.cmd.smembers(K.nodeRooms(this.nodeId));
+    if (staleRooms.length > 0) {
+      const m = this.cmd.multi().del(K.nodeRooms(this.nodeId));
+      for (const roomId of staleRooms) m.set(K.room(roomId), JSON.stringify({ ended: 'node_lost' } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S);
+      await m.exec();
+    }
     // A previous life of this node id (it crashed and came back before anyone
     // found it dead) left calls: take them over like a dead node's.
     if ((await this.cmd.scard(K.nodeCalls(this.nodeId))) > 0) await this.claim(this.nodeId, new Set());
@@ -703,14 +715,54 @@ export class Cluster {
       .exec();
   }
 
-  /** Records that room `roomId` of this node ended, and why (kept ENDED_ROOM_TTL_S). Best effort. */
-  roomEnded(roomId: string, reason: string): void {
-    void this.cmd
+  /**
+   * Records that `accountId` created room `roomId` (on this node), for
+   * `sfu.max_rooms_per_account` across nodes ({@link roomsHostedBy}). Best
+   * effort: with Redis away the limit is this node's own count.
+   */
+  async roomHosted(roomId: string, accountId: string): Promise<void> {
+    await this.cmd.sadd(K.accountRooms(accountId), roomId).catch(() => {});
+  }
+
+  /**
+   * Records that room `roomId` of this node ended, and why (kept ENDED_ROOM_TTL_S). Best effort.
+   * @param hostAccountId its creator's account (its room count goes down).
+   */
+  roomEnded(roomId: string, reason: string, hostAccountId?: string): void {
+    const m = this.cmd
       .multi()
       .set(K.room(roomId), JSON.stringify({ ended: reason } satisfies RoomLocation), 'EX', ENDED_ROOM_TTL_S)
-      .srem(K.nodeRooms(this.nodeId), roomId)
-      .exec()
-      .catch(() => {});
+      .srem(K.nodeRooms(this.nodeId), roomId);
+    if (hostAccountId !== undefined) m.srem(K.accountRooms(hostAccountId), roomId);
+    void m.exec().catch(() => {});
+  }
+
+  /**
+   * How many open rooms, on any node, account `accountId` created (the
+   * `sfu.max_rooms_per_account` limit). A room counts while Redis says a live
+   * node carries it; ids of ended rooms and of rooms of dead nodes are dropped
+   * here. Read, not reserved (like the call counts of {@link inviteCounts}):
+   * two creates on two nodes at the same moment can both pass by one.
+   * @returns the count, or undefined when Redis cannot be reached.
+   */
+  async roomsHostedBy(accountId: string): Promise<number | undefined> {
+    try {
+      const ids = await this.cmd.smembers(K.accountRooms(accountId));
+      if (ids.length === 0) return 0;
+      const where = await this.cmd.mget(...ids.map((id) => K.room(id)));
+      let open = 0;
+      const gone: string[] = [];
+      ids.forEach((id, i) => {
+        const v = where[i];
+        const loc = v ? (JSON.parse(v) as RoomLocation) : undefined;
+        if (loc && 'node' in loc && !this.dead.has(loc.node)) open++;
+        else gone.push(id);
+      });
+      if (gone.length > 0) void this.cmd.srem(K.accountRooms(accountId), ...gone).catch(() => {});
+      return open;
+    } catch {
+      return undefined;
+    }
   }
 
   /**

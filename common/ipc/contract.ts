@@ -80,6 +80,13 @@ export const UiRoom = RoomStatus.extend({
   direction: z.enum(['outgoing', 'incoming']),
   inviter: Username.optional(),
   invited: z.array(Username),
+  /**
+   * Who we rang whose ring ended unanswered in the last few seconds
+   * (INVITE_END_SHOWN_MS, main/core/group-calls.ts), and how: `declined`,
+   * `no_answer` (the ring timed out) or `cancelled` (the ring stopped
+   * because everyone left). Not in `invited`.
+   */
+  inviteEnded: z.array(z.object({ username: Username, outcome: z.enum(['declined', 'no_answer', 'cancelled']) })).optional(),
 });
 export type UiRoom = z.infer<typeof UiRoom>;
 

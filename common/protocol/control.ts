@@ -635,8 +635,14 @@ export const ControlNotifications = {
   'room.speaker': z.object({ roomId: z.uuid(), username: Username, deviceId: z.string() }),
   /** A group call rings this device: `join_room` to answer, `decline_room` to refuse. */
   'room.ringing': RoomRing,
-  /** A group call stopped ringing (`answered_elsewhere`, `declined_elsewhere`, `timeout`, `room_ended`). */
+  /** A group call stopped ringing (`answered_elsewhere`, `declined_elsewhere`, `timeout`, `room_ended`, `cancelled`). */
   'room.ring_cancelled': SignalNotifications['room.ring_cancelled'],
+  /**
+   * In a group call: the ring of someone rung into it is over, and why
+   * (`joined`, `declined`, `timeout`, `cancelled`, `room_ended`): the
+   * server's `room.invite_ended`, for the room this client is in.
+   */
+  'room.invite_ended': SignalNotifications['room.invite_ended'],
   /** As the host: someone asks to join through a call link; answer with `admit_to_room`. */
   'room.knock': z.object({ roomId: z.uuid(), knockId: z.uuid(), username: Username, deviceId: z.string() }),
   'call.state': CallStatus,

@@ -206,7 +206,10 @@ export const RoomCreateResult = z.object({
  * (`answered_elsewhere`) or declines (`declined_elsewhere`), after the ring
  * timeout of 1:1 calls (`timeout`, config `ring_timeout_seconds`), or when
  * the room ends (`room_ended`), or when everyone in it left before the ring
- * was answered (`cancelled`: as a caller hanging up). An invited account may join by room id
+ * was answered (`cancelled`: as a caller hanging up). Everyone in the room
+ * hears how each ring ended (`room.invite_ended`). A device of the account
+ * that comes online while the ring lasts rings too (same `expiresAt`), and a
+ * ring lasts its timeout even with no device online. An invited account may join by room id
  * (every device of it) for as long as the room lasts.
  * Errors: `not_found` / `room_ended`, `invalid_state` (not a participant),
  * `unknown_user`, `forbidden` (a block list or the invitee's contacts-only
@@ -222,6 +225,17 @@ export const RoomInviteResult = z.object({ invited: z.array(Username) });
 /** Why a device stopped ringing (`room.ring_cancelled`): the same rules as a 1:1 call's `answered_elsewhere`. */
 export const RoomRingCancelReason = z.enum(['answered_elsewhere', 'declined_elsewhere', 'timeout', 'room_ended', 'cancelled']);
 export type RoomRingCancelReason = z.infer<typeof RoomRingCancelReason>;
+
+/**
+ * How an invitation into a room ended (`room.invite_ended`), once the last
+ * ringing device of the invited account stopped: `joined` (a device of it
+ * joined), `declined` (a device of it declined: the others stop with it, the
+ * 1:1 rule), `timeout` (nobody answered within the ring timeout), `cancelled`
+ * (everyone left the room before it was answered), `room_ended` (the room
+ * ended first).
+ */
+export const RoomInviteEndReason = z.enum(['joined', 'declined', 'timeout', 'cancelled', 'room_ended']);
+export type RoomInviteEndReason = z.infer<typeof RoomInviteEndReason>;
 
 /**
  * A call link (Signal's call links): `parley://room/<roomId>?t=<token>`. The
@@ -448,6 +462,14 @@ export const RoomNotifications = {
   }),
   /** Stop ringing for this room, and why. */
   'room.ring_cancelled': z.object({ roomId: RoomId, reason: RoomRingCancelReason }),
+  /**
+   * To everyone in the room (the invitee's own devices left out): the ring of
+   * invited account `username` is over, and why — so that the inviter's
+   * "Ringing…" row can say "Declined" or "No answer", or become the
+   * participant (`joined`). Sent once per ring, when its last ringing device
+   * stops (`room.ring_cancelled` on the invitee's side).
+   */
+  'room.invite_ended': z.object({ roomId: RoomId, username: Username, reason: RoomInviteEndReason }),
   /** To the host's devices in the room: someone asks to join through a link that needs approval (`room.admit`). */
   'room.knock': z.object({ roomId: RoomId, knockId: z.uuid(), from: RoomParticipant }),
   /** To the knocking device: the host's answer (or `admitted: false` when the room ended or the knock expired). */

@@ -147,6 +147,7 @@ export class ControlServer {
     options.rooms?.on('speaker', (s) => this.broadcast('room.speaker', s));
     options.rooms?.on('ring', (r) => this.broadcast('room.ringing', r));
     options.rooms?.on('ring_cancelled', (r) => this.broadcast('room.ring_cancelled', r));
+    options.rooms?.on('invite_ended', (r) => this.broadcast('room.invite_ended', r));
     options.rooms?.on('knock', (k) => this.broadcast('room.knock', k));
     this.limits = options.limits ?? { lifetimeS: 30 * 60, warnBeforeS: 5 * 60 };
     engine.on('call', (status: CallStatus) => this.track(status));

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { HistoryEntry, RoomInvite, RoomLevels, UiRoom, UiRoomMember } from '../../common/ipc/contract';
 import { ParleyError } from '../../common/errors';
 import type { RoomRing, RoomStatus } from '../../common/protocol/control';
+import type { RoomInviteEndReason } from '../../common/protocol/sfu';
 import { groupHistoryEntry } from './history';
 import type { RoomClient } from './room-client';
 
@@ -9,11 +10,22 @@ import type { RoomClient } from './room-client';
 export const ROOM_REFRESH_MS = 1000;
 
 /**
- * How long someone we rang shows as ringing, ms: the server's default ring
- * timeout (`ring_timeout_seconds`, 45 s, as for 1:1 calls). The inviter hears
- * of neither a decline nor the ring's end (common/protocol/sfu.ts `room.invite`).
+ * The longest someone we rang shows as ringing, ms: the server's default ring
+ * timeout (`ring_timeout_seconds`, 45 s, as for 1:1 calls). The server says
+ * when and how each ring ends (`room.invite_ended`); this only bounds a row
+ * whose end was lost with the connection.
  */
 export const INVITE_SHOWN_MS = 45_000;
+
+/** How long a ring that ended unanswered shows as "Declined" / "No answer" before its row goes, ms. */
+export const INVITE_END_SHOWN_MS = 5_000;
+
+/** What the group call screen says of a ring that ended unanswered, by the server's reason. */
+const INVITE_OUTCOME: Partial<Record<RoomInviteEndReason, 'declined' | 'no_answer' | 'cancelled'>> = {
+  declined: 'declined',
+  timeout: 'no_answer',
+  cancelled: 'cancelled',
+};
 
 /** What the desktop knows about the group call beyond the RoomClient's status. */
 interface Meta {
@@ -22,6 +34,8 @@ interface Meta {
   inviter?: string;
   /** Who we rang into it (ours, not the whole room's), with when (Unix ms). */
   invited: Map<string, number>;
+  /** Of those, whose ring is over (`room.invite_ended`), how and when (Unix ms); `outcome` undefined: joined or the room ended. */
+  inviteEnded: Map<string, { outcome: 'declined' | 'no_answer' | 'cancelled' | undefined; at: number }>;
   /** Everyone else seen in it while we were in it. */
   seen: Set<string>;
   /** Unix ms: when we started, joined or were rung. */
@@ -67,6 +81,7 @@ export class GroupCalls extends EventEmitter<{
     super();
     rooms.on('state', (s) => this.onState(s));
     rooms.on('levels', (l) => this.emit('levels', l));
+    rooms.on('invite_ended', (e) => this.onInviteEnded(e.roomId, e.username, e.reason));
     rooms.on('ring', (r) => {
       if (!this.rangAt.has(r.roomId)) this.rangAt.set(r.roomId, Date.now());
       this.publishInvites();
@@ -140,7 +155,10 @@ export class GroupCalls extends EventEmitter<{
     const status = this.last;
     if (!meta || !status || (status.state !== 'joined' && status.state !== 'joining' && status.state !== 'reconnecting')) throw new ParleyError('invalid_state', 'not in a group call');
     const invited = await this.rooms.invite(meta.roomId, usernames);
-    for (const u of invited) meta.invited.set(u, Date.now());
+    for (const u of invited) {
+      meta.invited.set(u, Date.now());
+      meta.inviteEnded.delete(u);
+    }
     this.publish();
     return { invited };
   }
@@ -190,6 +208,7 @@ export class GroupCalls extends EventEmitter<{
       direction,
       ...(inviter ? { inviter } : {}),
       invited: new Map(),
+      inviteEnded: new Map(),
       seen: new Set(),
       startedAt: Date.now(),
       counters: new Map(),
@@ -203,6 +222,20 @@ export class GroupCalls extends EventEmitter<{
     if (!this.meta || (this.meta.roomId && this.meta.roomId !== roomId)) this.meta = this.newMeta(roomId, direction);
     this.meta.roomId = roomId;
     return this.meta;
+  }
+
+  /**
+   * The ring of someone rung into our room is over (`room.invite_ended`): if we
+   * rang them, their "Ringing…" row says how for INVITE_END_SHOWN_MS, then goes
+   * (joined: their participant row takes its place at once).
+   */
+  private onInviteEnded(roomId: string, username: string, reason: RoomInviteEndReason): void {
+    const meta = this.meta;
+    if (!meta || meta.roomId !== roomId || !meta.invited.has(username)) return;
+    meta.inviteEnded.set(username, { outcome: INVITE_OUTCOME[reason], at: Date.now() });
+    this.publish();
+    // The refresh tick re-renders while joined; this one also covers a room still being joined.
+    setTimeout(() => this.publish(), INVITE_END_SHOWN_MS + 100).unref();
   }
 
   private onState(s: RoomStatus): void {
@@ -266,14 +299,17 @@ export class GroupCalls extends EventEmitter<{
       return loss !== undefined && !p.self ? { ...p, lossPercent: Math.round(loss * 10) / 10 } : p;
     });
     const inRoom = new Set(s.participants.map((p) => p.username));
+    const now = Date.now();
     return {
       ...s,
       participants,
       direction: meta.direction,
       ...(meta.inviter ? { inviter: meta.inviter } : {}),
-      // The server tells the inviter neither a decline nor the ring's end: one we rang shows as
-      // ringing for as long as a ring lasts by default, then goes from the list.
-      invited: [...meta.invited].filter(([u, at]) => !inRoom.has(u) && Date.now() - at < INVITE_SHOWN_MS).map(([u]) => u),
+      // Ringing until the server says how the ring ended (at most as long as a ring lasts by default).
+      invited: [...meta.invited].filter(([u, at]) => !inRoom.has(u) && !meta.inviteEnded.has(u) && now - at < INVITE_SHOWN_MS).map(([u]) => u),
+      inviteEnded: [...meta.inviteEnded].flatMap(([username, e]) =>
+        e.outcome && !inRoom.has(username) && now - e.at < INVITE_END_SHOWN_MS ? [{ username, outcome: e.outcome }] : [],
+      ),
     };
   }
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { Device, type types as msc } from 'mediasoup-client';
 import { ParleyError } from '../../common/errors';
 import type { RoomMember, RoomRing, RoomStatus } from '../../common/protocol/control';
-import type { RoomParticipant, RoomProducer, RoomRingCancelReason } from '../../common/protocol/sfu';
+import type { RoomInviteEndReason, RoomParticipant, RoomProducer, RoomRingCancelReason } from '../../common/protocol/sfu';
 import type { SignalNotificationParams, SignalResult } from '../../common/protocol/signaling';
 import type { FrameTransform } from '../media/frame-transform';
 import { GroupMediaSession, type RemoteStream } from '../media/group-media';
@@ -143,7 +143,9 @@ interface InRoom {
  *
  * Events: `state` (RoomStatus) on every change; `speaker` when the SFU names
  * a new dominant speaker; `ring` / `ring_cancelled` (the server's `room.ring`
- * / `room.ring_cancelled`); `knock` (as the host: someone asks to join
+ * / `room.ring_cancelled`); `invite_ended` (the server's `room.invite_ended`,
+ * for the room we are in: someone rung into it joined, declined, did not
+ * answer in time, or the ring was cancelled); `knock` (as the host: someone asks to join
  * through a link that needs approval); `levels` (who is audible, from the
  * SFU's `room.audio_levels`). While our microphone is closed (mute,
  * push-to-talk up) our producer is paused on the SFU, and each participant's
@@ -155,6 +157,7 @@ export class RoomClient extends EventEmitter<{
   levels: [RoomLevels];
   ring: [RoomRing];
   ring_cancelled: [{ roomId: string; reason: RoomRingCancelReason }];
+  invite_ended: [{ roomId: string; username: string; reason: RoomInviteEndReason }];
   knock: [{ roomId: string; knockId: string; username: string; deviceId: string }];
 }> {
   /** Rooms ringing this device now, by room id (each until its `expiresAt`). */
@@ -235,6 +238,9 @@ export class RoomClient extends EventEmitter<{
     });
     signaling.on('room.ring', (p) => this.onRing(p));
     signaling.on('room.ring_cancelled', (p) => this.stopRinging(p.roomId, p.reason));
+    signaling.on('room.invite_ended', (p) => {
+      if (this.room?.roomId === p.roomId || this.joining === p.roomId) this.emit('invite_ended', { roomId: p.roomId, username: p.username, reason: p.reason });
+    });
     signaling.on('room.knock', (p) =>
       this.emit('knock', { roomId: p.roomId, knockId: p.knockId, username: p.from.username, deviceId: p.from.deviceId }),
     );

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ParleyError } from '../../common/errors';
-import type { RoomId, RoomParticipant, RoomRingCancelReason } from '../../common/protocol/sfu';
+import type { RoomId, RoomInviteEndReason, RoomParticipant, RoomRingCancelReason } from '../../common/protocol/sfu';
 import type { PeerInfo } from '../../common/protocol/signaling';
 import type { AccountRef, Hub } from '../hub';
 
@@ -17,13 +17,28 @@ const MAX_KNOCKS_PER_ROOM = 32;
 /** How a device came to be allowed into a room (the `via` of the `room.joined` audit row). */
 export type JoinVia = 'host' | 'invite' | 'admitted' | 'link';
 
-/** One invited account's ringing: its devices that ring, until `expiresAt` (Unix ms). */
+/**
+ * One invited account's ringing: its devices that ring, until `expiresAt`
+ * (Unix ms). It rings on with no device online too: a device of the account
+ * that comes online before `expiresAt` rings then ({@link RoomInvitations.deviceOnline}).
+ */
 interface Ring {
   account: AccountRef;
+  /** Who rang it (the `inviter` of the `room.ring` a device coming online gets). */
+  inviter: RoomParticipant;
   devices: Set<string>;
   expiresAt: number;
   timer: NodeJS.Timeout;
 }
+
+/** What the invitee's side was told (`room.ring_cancelled`) → what the room is told (`room.invite_ended`). */
+const INVITE_END: Record<RoomRingCancelReason, RoomInviteEndReason> = {
+  answered_elsewhere: 'joined',
+  declined_elsewhere: 'declined',
+  timeout: 'timeout',
+  cancelled: 'cancelled',
+  room_ended: 'room_ended',
+};
 
 /** A call link. Only the SHA-256 of its token is kept (the token itself is a secret: never stored, never logged). */
 interface Link {
@@ -63,6 +78,14 @@ export interface InvitationDeps {
   hub: Pick<Hub, 'devicesOf' | 'notifyDevice'>;
   /** How long a room rings, ms (the live `ring_timeout_seconds`, the same as 1:1 ringing). */
   ringTimeoutMs: () => number;
+  /**
+   * Tells everyone in the room but the invitee that an invitation ended
+   * (`room.invite_ended`): through the room's own members, so that with
+   * several nodes it reaches participants on any node as `room.participant_*` do.
+   */
+  inviteEnded?: (roomId: RoomId, invitee: AccountRef, reason: RoomInviteEndReason) => void;
+  /** Usernames in the room now (the `participants` of a late `room.ring`). */
+  participantsOf?: (roomId: RoomId) => string[];
   log: Logger;
 }
 
@@ -88,7 +111,11 @@ function hashToken(token: string): Buffer {
  * rings (`room.ring`); one of them joining stops the others
  * (`answered_elsewhere`), one declining stops the others
  * (`declined_elsewhere`); after the ring timeout all stop (`timeout`); the
- * room's end stops every ring of it (`room_ended`).
+ * room's end stops every ring of it (`room_ended`). A device of the account
+ * that comes online (says `hello`) while the ring lasts rings too, until the
+ * same `expiresAt` (Signal and WhatsApp do this; a 1:1 call cannot, its
+ * invite is sealed to the devices online when it was placed). When a ring
+ * stops, everyone in the room hears how it ended (`room.invite_ended`).
  */
 export class RoomInvitations {
   private readonly rooms = new Map<RoomId, Guests>();
@@ -211,20 +238,39 @@ export class RoomInvitations {
         if (r && this.rooms.get(roomId) === g) this.stop(roomId, g, r, 'timeout');
       }, timeoutMs);
       timer.unref();
-      const ring: Ring = { account, devices: new Set(online), expiresAt, timer };
+      // With no device online it rings on all the same: a device that comes online in time rings then.
+      const ring: Ring = { account, inviter, devices: new Set(online), expiresAt, timer };
       g.rings.set(account.accountId, ring);
       for (const deviceId of online) {
         this.deps.hub.notifyDevice(deviceId, 'room.ring', { roomId, inviter, participants, expiresAt });
         devices++;
       }
-      if (online.length === 0) {
-        // Nobody to ring now; the invitation (joining by id) stays.
-        clearTimeout(timer);
-        g.rings.delete(account.accountId);
-      }
     }
     this.deps.log.info({ roomId, invited: invited.map((a) => a.accountId), devices }, 'room rings');
     return { invited, devices };
+  }
+
+  /**
+   * A device said `hello` (on this node, or on another: the cluster's hello
+   * broadcast): every room still ringing for its account rings it too
+   * (`room.ring`, with the ring's own `expiresAt`). A device that already
+   * rang gets the ring again (it may have restarted and forgotten it; the
+   * client keeps one ring per room).
+   * @returns how many rooms ring it.
+   */
+  deviceOnline(peer: PeerInfo): number {
+    const now = Date.now();
+    let n = 0;
+    for (const [roomId, g] of this.rooms) {
+      const ring = g.rings.get(peer.accountId);
+      if (!ring || ring.expiresAt <= now) continue;
+      ring.devices.add(peer.deviceId);
+      const participants = [...new Set(this.deps.participantsOf?.(roomId) ?? [])];
+      this.deps.hub.notifyDevice(peer.deviceId, 'room.ring', { roomId, inviter: ring.inviter, participants, expiresAt: ring.expiresAt });
+      n++;
+    }
+    if (n > 0) this.deps.log.info({ deviceId: peer.deviceId, rooms: n }, 'room rings a device that came online');
+    return n;
   }
 
   /** A device of `peer`'s account joined: its other ringing devices stop (`answered_elsewhere`). */
@@ -352,11 +398,19 @@ export class RoomInvitations {
     return link;
   }
 
-  /** Stops a ring: its remaining devices get `room.ring_cancelled` with `reason`. */
+  /**
+   * Stops a ring: its remaining devices get `room.ring_cancelled` with
+   * `reason`, and the room hears how the invitation ended (`room.invite_ended`).
+   */
   private stop(roomId: RoomId, g: Guests, ring: Ring, reason: RoomRingCancelReason): void {
     clearTimeout(ring.timer);
     g.rings.delete(ring.account.accountId);
     for (const deviceId of ring.devices) this.deps.hub.notifyDevice(deviceId, 'room.ring_cancelled', { roomId, reason });
     ring.devices.clear();
+    try {
+      this.deps.inviteEnded?.(roomId, ring.account, INVITE_END[reason]);
+    } catch (err) {
+      this.deps.log.warn({ err, roomId }, 'room.invite_ended not delivered');
+    }
   }
 }

@@ -97,8 +97,9 @@ export class RoomProxy {
     });
   }
 
-  roomEnded(roomId: string, reason: RoomEndReason): void {
-    this.cluster.roomEnded(roomId, reason);
+  /** Records that a room of this node ended (its creator's account `hostAccountId`, for the per-account room count). */
+  roomEnded(roomId: string, reason: RoomEndReason, hostAccountId?: string): void {
+    this.cluster.roomEnded(roomId, reason, hostAccountId);
   }
 
   /** @internal */

@@ -330,6 +330,16 @@ export class Room {
     if (participants.size === 0) this.hooks.onEmptyChanged(this, true);
   }
 
+  /**
+   * Sends a notification to everyone in the room now (away participants
+   * included: their connection drops it, as any other), except the devices
+   * of account `exceptAccountId`. Nothing once the room ended.
+   */
+  announce<N extends RoomNotification>(method: N, params: RoomNotificationParams<N>, exceptAccountId?: string): void {
+    if (this.state.phase !== 'open') return;
+    for (const p of this.state.participants.values()) if (p.peer.accountId !== exceptAccountId) p.member.notify(method, params);
+  }
+
   /** Whether device `deviceId` is in the room and a device of account `accountId` is too. */
   hasBoth(deviceId: string, accountId: string): boolean {
     if (this.state.phase !== 'open') return false;

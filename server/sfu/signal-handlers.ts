@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Accounts } from '../accounts';
 import type { AuditInput, AuditLog } from '../audit';
+import type { Cluster } from '../cluster';
 import type { ServerConfig } from '../config';
 import type { Contacts } from '../contacts';
 import type { AccountRef, Hub } from '../hub';
@@ -45,6 +46,8 @@ export interface RoomDeps {
   hub: Pick<Hub, 'devicesOf'>;
   /** The live configuration (`sfu.*`, `policy.*`). */
   config: Pick<ServerConfig, 'sfu' | 'policy'>;
+  /** Several nodes: `sfu.max_rooms_per_account` counts the account's rooms on every node. */
+  cluster?: Pick<Cluster, 'roomHosted' | 'roomsHostedBy'> | undefined;
 }
 
 /**
@@ -177,8 +180,11 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
       invitees = p.invite?.length ? await resolveInvitees(me, p.invite) : [];
       await policy.checkRoomAction(me, invitees, { rate: true });
       const most = deps.config.sfu.maxRoomsPerAccount;
-      if (most > 0 && invitations.hostedBy(me.accountId) >= most)
-        throw new ParleyError('policy', `you have ${most} group calls open already (this server's limit); end one first`);
+      if (most > 0) {
+        // Several nodes: the rooms on every node (Redis); this node's own count when Redis is away.
+        const hosted = Math.max(invitations.hostedBy(me.accountId), (await deps.cluster?.roomsHostedBy(me.accountId)) ?? 0);
+        if (hosted >= most) throw new ParleyError('policy', `you have ${most} group calls open already (this server's limit); end one first`);
+      }
       const size = p.maxParticipants ?? deps.config.sfu.maxParticipants;
       if (invitees.length + 1 > size) throw new ParleyError('room_full', `a room of ${size} cannot take you and ${invitees.length} invitees`);
     } catch (e) {
@@ -186,6 +192,7 @@ export function registerRoomHandlers<Ctx>(conn: RoomConnection<Ctx>, deps: RoomD
     }
     const room = await sfu.createRoom(p.maxParticipants);
     invitations.opened(room.id, me);
+    await deps.cluster?.roomHosted(room.id, me.accountId);
     const lifetime = deps.config.sfu.roomLifetimeSeconds;
     if (lifetime > 0) invitations.addTimer(room.id, lifetime * 1000, () => endByPolicy(room.id, 'ttl_expired'));
     const pol = deps.config.policy;

@@ -6,7 +6,8 @@ import type { SignalModule } from './module';
 
 /**
  * Authentication and the session: `hello` (binds the device, resumes the calls
- * a dropped connection or a server crash left open), `session.refresh`,
+ * a dropped connection or a server crash left open, rings it for the group
+ * calls still ringing for its account), `session.refresh`,
  * `session.logout`.
  */
 export const registerSessionHandlers: SignalModule = (conn, deps) => {
@@ -62,6 +63,9 @@ export const registerSessionHandlers: SignalModule = (conn, deps) => {
     for (const callId of ended) {
       ctx.afterReply(() => attached.notify('call.ended', { callId, reason: 'failed' }));
     }
+    // Group calls this node carries that ring for the account ring this device too, after the reply
+    // (other nodes' rooms: their hook for the cluster's hello broadcast, server/app.ts).
+    ctx.afterReply(() => deps.roomInvitations.deviceOnline(peerInfo));
     void contacts.presenceMayHaveChanged(peerInfo);
     conn.log.info('device online');
     void audit.record({

@@ -150,6 +150,71 @@ describe('a room used from other nodes', () => {
     await Promise.all([ann.client.close(), bo.client.close(), cy.client.close()]);
   });
 
+  it('group ringing across nodes: a device signing in on another node rings; how the ring ended reaches participants on other nodes (room.invite_ended)', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    const ann = await signIn(n1, `ann${++n}`);
+    const bo = await signIn(n2, `bo${n}`);
+    const cy = await signIn(n3, `cy${n}`);
+    await makeContacts(ann, bo);
+    await makeContacts(ann, cy);
+    // The room lives on n1; bo joins it from n2 (proxied), cy's phone rings on n3.
+    const { roomId } = await ann.client.request('room.create', { invite: [bo.username, cy.username] });
+    await ann.client.request('room.join', { roomId });
+    await bo.client.request('room.join', { roomId });
+    const first = await cy.client.nextNotification('room.ring', { roomId });
+    // cy's laptop signs in on n2 during the ring: n1 hears its hello through the cluster and rings it.
+    const cyLaptop = await signIn(n2, cy.username, { register: false, deviceName: 'laptop' });
+    try {
+      const late = await cyLaptop.client.nextNotification('room.ring', { roomId });
+      expect(late.expiresAt).toBe(first.expiresAt);
+      expect(new Set(late.participants)).toEqual(new Set([ann.username, bo.username]));
+      // It declines: the phone stops, and both participants (n1 and, through the proxy, n2) hear it.
+      await cyLaptop.client.request('room.decline', { roomId });
+      expect(await cy.client.nextNotification('room.ring_cancelled', { roomId })).toEqual({ roomId, reason: 'declined_elsewhere' });
+      const ended = { roomId, username: cy.username, reason: 'declined' };
+      expect(await bo.client.nextNotification('room.invite_ended', { roomId })).toEqual(ended);
+      // (ann heard bo's ring end first: joined)
+      expect(await ann.client.nextNotification('room.invite_ended', { roomId })).toEqual({ roomId, username: bo.username, reason: 'joined' });
+      expect(await ann.client.nextNotification('room.invite_ended', { roomId })).toEqual(ended);
+    } finally {
+      await adminRequest(n1.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+      await Promise.all([ann.client.close(), bo.client.close(), cy.client.close(), cyLaptop.client.close()]);
+    }
+  });
+
+  it('sfu.max_rooms_per_account (3 by default) counts an account’s rooms on every node; a room that ends frees its place', async () => {
+    const [n1, n2, n3] = nodes as [RunningServer, RunningServer, RunningServer];
+    // One account with a device on each node: each creates a room on its own node.
+    const name = `eve${++n}`;
+    const e1 = await signIn(n1, name);
+    const e2 = await signIn(n2, name, { register: false });
+    const e3 = await signIn(n3, name, { register: false });
+    const rooms: string[] = [];
+    try {
+      for (const d of [e1, e2, e3]) rooms.push((await d.client.request('room.create', {})).roomId);
+      // n1 carries one of them only; the limit holds across the cluster all the same.
+      const refused = await e1.client.request('room.create', {}).then(
+        () => undefined,
+        (e: { reason?: string; message?: string }) => e,
+      );
+      expect(refused).toMatchObject({ reason: 'policy', message: expect.stringMatching(/3 group calls open already/) });
+      // The room on n2 ends: a place is free again, here on n1.
+      await adminRequest(n2.adminSocket, 'rooms.end', { roomId: rooms[1] });
+      // (once the cluster knows it ended: n1 answers a request for it room_ended)
+      await waitFor(
+        'n2’s room known ended on n1',
+        () => e1.client.request('room.join', { roomId: rooms[1]! }).then(() => undefined, (e: { reason?: string }) => (e.reason === 'room_ended' ? true : undefined)),
+        5000,
+        100,
+      );
+      rooms.push((await e1.client.request('room.create', {})).roomId);
+      expect(new Set(rooms).size).toBe(4);
+    } finally {
+      for (const [i, roomId] of rooms.entries()) await adminRequest(nodes[i === 3 ? 0 : i]!.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+      await Promise.all([e1.client.close(), e2.client.close(), e3.client.close()]);
+    }
+  });
+
   it('a room whose node froze past the dead-node timeout ends node_lost for everyone, there too when it wakes', async () => {
     const [n1, n2] = nodes as [RunningServer, RunningServer];
     const ann = await signIn(n1, `ann${++n}`);

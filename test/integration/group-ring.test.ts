@@ -6,8 +6,9 @@
  * device speaking the signaling protocol (test/harness/signal-client.ts), so
  * that the only audio in this file is the one join. What is checked is what
  * the daemons' controllers see: `room.ringing`, `room.ring_cancelled`,
- * `join_room` / `decline_room` / `list_room_rings`, and the CLI's
- * `parley room …` verbs.
+ * `room.invite_ended` (bob as the inviter), `join_room` / `decline_room` /
+ * `list_room_rings`, and the CLI's `parley room …` verbs; and what devices
+ * that come online during a ring are sent (`room.ring`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RoomRing, RoomStatus } from '../../common/protocol/control';
@@ -15,7 +16,7 @@ import { runParley, startClient, type RunningClient } from '../harness/client';
 import { startKeyring, type Keyring } from '../harness/keyring';
 import { DEVICES, startPulse, type Pulse } from '../harness/pulse';
 import { adminRequest, startServer, type RunningServer } from '../harness/server';
-import { signIn, type SignedInDevice } from '../harness/signal-client';
+import { makeContacts, offlineContact, signIn, type SignedInDevice } from '../harness/signal-client';
 
 /** Ring timeout of the server, seconds (short, for the timeout case). */
 const RING_SECONDS = 4;
@@ -29,6 +30,7 @@ let bob1: RunningClient;
 let bob2: RunningClient;
 
 type Cancelled = { roomId: string; reason: string };
+type InviteEnded = { roomId: string; username: string; reason: string };
 const cli = (c: RunningClient, args: string[]) => runParley(['room', ...args], { PARLEY_SOCKET: c.socket, PARLEY_DATA_DIR: c.dataDir });
 
 beforeAll(async () => {
@@ -139,4 +141,84 @@ describe('a group call rings every device of an invited contact', () => {
     expect(await joining).toMatch(/did not let you into the call/);
     await adminRequest(server.adminSocket, 'rooms.end', { roomId });
   }, 60_000);
+});
+
+describe('the inviter hears how each invitation ended', () => {
+  it('bob’s daemon rings the host: a decline reaches bob as room.invite_ended declined, an unanswered ring as timeout', async () => {
+    // Bob (a daemon) starts the group call and rings the host, who declines.
+    const created = await bob1.request<RoomStatus>('create_room', { invite: [host.username] });
+    const roomId = created.roomId;
+    try {
+      await host.client.nextNotification('room.ring', { roomId });
+      await host.client.request('room.decline', { roomId });
+      const declined = await bob1.waitForNotification<InviteEnded>('room.invite_ended', (e) => e.roomId === roomId);
+      expect(declined).toEqual({ roomId, username: host.username, reason: 'declined' });
+
+      // Rung again, the host does not answer: bob hears `timeout` once the ring timeout is over.
+      expect(await bob1.request('invite_to_room', { to: host.username })).toEqual({ invited: [host.username] });
+      const t0 = Date.now();
+      await host.client.nextNotification('room.ring', { roomId });
+      const timedOut = await bob1.waitForNotification<InviteEnded>(
+        'room.invite_ended',
+        (e) => e.roomId === roomId && e.reason !== 'declined',
+        (RING_SECONDS + 5) * 1000,
+      );
+      expect(timedOut).toEqual({ roomId, username: host.username, reason: 'timeout' });
+      expect(Date.now() - t0).toBeGreaterThan((RING_SECONDS - 1) * 1000);
+      expect(await host.client.nextNotification('room.ring_cancelled', { roomId })).toEqual({ roomId, reason: 'timeout' });
+      // One notification per ring, none to the invitee.
+      expect(bob1.notifications.filter((n) => n.method === 'room.invite_ended' && (n.params as InviteEnded).roomId === roomId)).toHaveLength(2);
+      expect(host.client.notifications().filter((n) => n.method === 'room.invite_ended' && (n.params as InviteEnded).roomId === roomId)).toHaveLength(0);
+    } finally {
+      await bob1.request('leave_room').catch(() => {});
+      await adminRequest(server.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+    }
+  }, 60_000);
+});
+
+describe('a device that comes online while a group call rings for its account rings too', () => {
+  it('a second device signing in mid-ring gets room.ring (same expiresAt); joining from it stops the first (answered_elsewhere); the host hears joined', async () => {
+    const name = `cy${Math.floor(Math.random() * 1e6)}`;
+    const cy1 = await signIn(server, name);
+    await makeContacts(host, cy1);
+    const { roomId } = await host.client.request('room.create', { invite: [name] });
+    await host.client.request('room.join', { roomId });
+    const first = await cy1.client.nextNotification('room.ring', { roomId });
+
+    // The laptop is opened during the ring: a new device of the same account says hello.
+    const cy2 = await signIn(server, name, { register: false, deviceName: 'laptop' });
+    try {
+      const late = await cy2.client.nextNotification('room.ring', { roomId });
+      expect(late).toEqual({ roomId, inviter: first.inviter, participants: [host.username], expiresAt: first.expiresAt });
+      expect(late.expiresAt).toBeGreaterThan(Date.now());
+
+      await cy2.client.request('room.join', { roomId });
+      expect(await cy1.client.nextNotification('room.ring_cancelled', { roomId })).toEqual({ roomId, reason: 'answered_elsewhere' });
+      expect(await host.client.nextNotification('room.invite_ended', { roomId })).toEqual({ roomId, username: name, reason: 'joined' });
+    } finally {
+      await adminRequest(server.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+      await Promise.allSettled([cy1.client.close(), cy2.client.close()]);
+    }
+  }, 30_000);
+
+  it('an invitee with no device online still rings for the ring timeout: a device signing in rings, and without an answer the host hears timeout', async () => {
+    const name = `dy${Math.floor(Math.random() * 1e6)}`;
+    await offlineContact(server, host, name);
+    const { roomId } = await host.client.request('room.create', { invite: [name] });
+    await host.client.request('room.join', { roomId });
+    const dy = await signIn(server, name, { register: false });
+    try {
+      const ring = await dy.client.nextNotification('room.ring', { roomId });
+      expect(ring.inviter.username).toBe(host.username);
+      expect(await dy.client.nextNotification('room.ring_cancelled', { roomId }, (RING_SECONDS + 3) * 1000)).toEqual({ roomId, reason: 'timeout' });
+      expect(await host.client.nextNotification('room.invite_ended', { roomId })).toEqual({ roomId, username: name, reason: 'timeout' });
+      // Signing in after the ring is over rings nothing.
+      const dy2 = await signIn(server, name, { register: false });
+      await dy2.client.expectNoNotification('room.ring', {}, 500);
+      await dy2.client.close();
+    } finally {
+      await adminRequest(server.adminSocket, 'rooms.end', { roomId }).catch(() => {});
+      await dy.client.close();
+    }
+  }, 30_000);
 });

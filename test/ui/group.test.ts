@@ -9,7 +9,8 @@
  * server and join; Bob's real speech lights his speaking indicator on Alice's
  * screen and reaches her speaker; mute shows on the others' side; leave ends
  * it for Alice and leaves a history entry; a group call that rings Alice is
- * joined, declined or missed from the ringing screen. Every screen is saved
+ * joined, declined or missed from the ringing screen; someone Alice rang who
+ * declines shows as "Declined" for a few seconds. Every screen is saved
  * under test-results/screens/ and checked with axe-core.
  */
 import { join } from 'node:path';
@@ -362,5 +363,34 @@ describe('group calls in the desktop UI', () => {
     await p.getByRole('button', { name: 'Settings' }).click();
     await p.getByLabel(/Use push to talk/).uncheck();
     await p.getByRole('button', { name: 'Contacts' }).click();
+  });
+
+  it('someone Alice rang who declines shows as "Declined" on her group call screen for a few seconds, then goes', async () => {
+    const p = page();
+    await p.getByRole('button', { name: 'Group call' }).click();
+    const picker = p.getByRole('form', { name: 'Start a group call' });
+    await picker.getByRole('checkbox', { name: /bob/ }).check();
+    await picker.getByRole('button', { name: 'Call 1 person' }).click();
+    await p.getByRole('heading', { name: 'Group call' }).waitFor({ timeout: 20_000 });
+    const roomId = (await p.getByTestId('group-call').getAttribute('data-room-id'))!;
+    const bobRow = p.locator('[data-testid="invited"][data-username="bob"]');
+    try {
+      await bobRow.filter({ hasText: 'Ringing…' }).waitFor();
+      await bob.waitForNotification<{ roomId: string }>('room.ringing', (r) => r.roomId === roomId, 15_000);
+      await bob.request('decline_room', { roomId });
+      // The server's room.invite_ended (declined) turns the row, well before any ring timeout.
+      await bobRow.filter({ hasText: 'Declined' }).waitFor({ timeout: 5000 });
+      expect(await bobRow.getAttribute('data-outcome')).toBe('declined');
+      expect(await bobRow.innerText()).not.toContain('Ringing');
+      await ui.screen('group-call-declined');
+      await expectNoSeriousA11yViolations('group call, an invitation declined');
+      // After about 5 s the row goes.
+      const shown = Date.now();
+      await bobRow.waitFor({ state: 'detached', timeout: 10_000 });
+      expect(Date.now() - shown).toBeGreaterThan(2000);
+    } finally {
+      await p.getByRole('button', { name: 'Leave the group call' }).click({ timeout: 5000 }).catch(() => {});
+      await p.getByRole('button', { name: 'Close' }).click({ timeout: 5000 }).catch(() => {});
+    }
   });
 });
