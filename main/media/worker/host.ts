@@ -32,6 +32,38 @@ function workerEntry(): { path: string; execArgv: string[] } {
   throw new Error(`the media thread's code (media-worker.mjs) is missing next to ${fileURLToPath(import.meta.url)}: rebuild Parley`);
 }
 
+function spawnWorker(): Worker {
+  const entry = workerEntry();
+  // SHARE_ENV: the worker's process.env is the process's real environment, which ALSA's pulse
+  // plugin reads (native/audio-device picks a PulseAudio device through PULSE_SOURCE / PULSE_SINK).
+  const worker = new Worker(entry.path, { execArgv: entry.execArgv, name: 'parley-media', env: SHARE_ENV });
+  // The daemon lives as long as its sockets do; the media thread does not keep it up.
+  worker.unref();
+  return worker;
+}
+
+/** A media thread started by {@link startMediaThreadEarly}, not yet taken by a host. */
+let early: { worker: Worker; dead: boolean } | undefined;
+
+/**
+ * Starts the media thread now, for the first {@link MediaWorkerHost} to take:
+ * loading its code (werift, Opus, the APM, naudiodon) takes 0.4-0.6 s of a
+ * thread here, and a daemon that starts it first thing has it ready by the
+ * time it has signed in, so the first call's offer does not wait for it.
+ * Never throws (a host then starts its own when it needs one).
+ */
+export function startMediaThreadEarly(): void {
+  if (early) return;
+  try {
+    const e = { worker: spawnWorker(), dead: false };
+    e.worker.once('error', () => (e.dead = true));
+    e.worker.once('exit', () => (e.dead = true));
+    early = e;
+  } catch {
+    // the media thread's code is missing: the host reports that when it is used
+  }
+}
+
 /** Whether the media thread's code is there to start (it is beside the CLI bundle, and in the sources). */
 export function mediaWorkerAvailable(): boolean {
   try {
@@ -132,12 +164,9 @@ export class MediaWorkerHost {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const entry = workerEntry();
-    // SHARE_ENV: the worker's process.env is the process's real environment, which ALSA's pulse
-    // plugin reads (native/audio-device picks a PulseAudio device through PULSE_SOURCE / PULSE_SINK).
-    const worker = new Worker(entry.path, { execArgv: entry.execArgv, name: 'parley-media', env: SHARE_ENV });
-    // The daemon lives as long as its sockets do; the media thread does not keep it up.
-    worker.unref();
+    const adopted = early && !early.dead ? early.worker : undefined;
+    early = undefined;
+    const worker = adopted ?? spawnWorker();
     worker.on('message', (m: FromWorker) => this.onMessage(m));
     worker.on('error', (e) => this.stopped(worker, e.message));
     worker.on('exit', (code) => this.stopped(worker, `exit code ${code}`));
