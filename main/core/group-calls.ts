@@ -233,9 +233,25 @@ export class GroupCalls extends EventEmitter<{
     const meta = this.meta;
     if (!meta || meta.roomId !== roomId || !meta.invited.has(username)) return;
     meta.inviteEnded.set(username, { outcome: INVITE_OUTCOME[reason], at: Date.now() });
-    this.publish();
+    this.publishLive(meta);
     // The refresh tick re-renders while joined; this one also covers a room still being joined.
-    setTimeout(() => this.publish(), INVITE_END_SHOWN_MS + 100).unref();
+    setTimeout(() => this.publishLive(meta), INVITE_END_SHOWN_MS + 100).unref();
+  }
+
+  /**
+   * Publishes the room of `meta` only while we are still in it: an invitation
+   * that ends after we left (or its row's timer) must not put the left room
+   * back on the screen over whatever the user went on to.
+   */
+  private publishLive(meta: Meta): void {
+    if (this.meta !== meta) return;
+    let s: RoomStatus;
+    try {
+      s = this.rooms.current();
+    } catch {
+      return;
+    }
+    if (s.roomId === meta.roomId && (s.state === 'joining' || s.state === 'joined' || s.state === 'reconnecting')) this.onState(s);
   }
 
   private onState(s: RoomStatus): void {
