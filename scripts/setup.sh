@@ -10,7 +10,7 @@
 #   4. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be
 #      fetched here) and MEDIASOUP_WORKER_BIN (mediasoup's postinstall downloads nothing)
 #   5. Parley's own native addons (native/opus/addon: the libopus decoder;
-#      native/apm/addon: WebRTC voice processing), rebuilt with node-gyp only
+#      native/apm/addon: WebRTC voice processing; native/pulse/addon: PulseAudio streams), rebuilt with node-gyp only
 #      when the .node is missing or older than its sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ APT_PACKAGES=(
   coturn sox libsox-fmt-all espeak-ng stress-ng
   gnome-keyring libsecret-1-0 libsecret-1-dev dbus dbus-user-session
   chromium procps iproute2 python3 make g++ git xz-utils ca-certificates socat
-  libopus0 libopus-dev pkg-config
+  libopus0 libopus-dev pkg-config libpulse0 libpulse-dev
   postgresql redis-server nginx
   libx11-6 libxtst6 libxt6 libxrandr2
   libwebrtc-audio-processing1 libwebrtc-audio-processing-dev
@@ -107,6 +107,8 @@ build_addon() { # <addon dir> <target name> <what it links, for the log> <source
 }
 build_addon native/opus/addon parley_opus "$(pkg-config --modversion opus 2>/dev/null | sed 's/^/libopus /' || echo libopus)" opus_decoder.c
 build_addon native/apm/addon parley_apm "webrtc-audio-processing $(pkg-config --modversion webrtc-audio-processing 2>/dev/null || echo '?')" apm.cc
+# The microphone and speakers straight through libpulse (native/pulse/addon).
+build_addon native/pulse/addon parley_pulse "libpulse $(pkg-config --modversion libpulse 2>/dev/null || echo '?')" pulse.c
 # Peer credentials of the control socket's clients (SO_PEERCRED; libc only).
 build_addon native/peercred/addon parley_peercred libc peercred.c
 log "done"

@@ -1,4 +1,4 @@
-import { listAudioDevices, PERIOD_SAMPLES, SAMPLE_RATE, type AudioDeviceInfo } from '../../native/audio-device';
+import { lastBackend, listAudioDevices, PERIOD_SAMPLES, SAMPLE_RATE, type AudioDeviceInfo } from '../../native/audio-device';
 import { ownStreamLatencyMs } from '../../native/audio-device/pulse';
 import {
   createVoiceProcessor,
@@ -31,7 +31,7 @@ export interface OpusSettings {
 
 export const DEFAULT_OPUS: OpusSettings = { bitrate: 32_000, fec: true, dtx: false, expectedLossPercent: 10, complexity: 9 };
 
-/** Audio queued ahead of the device by native/audio-device's playback (its default), ms. */
+/** Audio queued ahead of PortAudio by native/audio-device's playback (its default), ms. */
 const PLAYBACK_QUEUE_MS = 10;
 
 /**
@@ -124,7 +124,9 @@ export async function deviceDelayMs(pulse: boolean): Promise<number | undefined>
   if (!pulse) return undefined;
   const { outputMs, inputMs } = await ownStreamLatencyMs();
   if (outputMs === undefined || inputMs === undefined) return undefined;
-  return PLAYBACK_QUEUE_MS + (PERIOD_SAMPLES * 1000) / SAMPLE_RATE + outputMs + inputMs;
+  // Straight through libpulse the server's figures cover our whole buffer; through PortAudio its queue comes first.
+  const ours = lastBackend === 'portaudio' ? PLAYBACK_QUEUE_MS + (PERIOD_SAMPLES * 1000) / SAMPLE_RATE : 0;
+  return ours + outputMs + inputMs;
 }
 
 /** Audio devices PortAudio sees. */

@@ -4,6 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import { createRequire, Module } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
+import { loadPulseAddon, type PulseAddon, type PulseStream } from '../pulse/index';
 
 /**
  * Audio devices through PortAudio (naudiodon). Parley's pipeline format is
@@ -252,6 +253,7 @@ function openStream(
     maxQueue,
   };
   let io: (Readable | Writable) & AudioIOStream;
+  lastBackend = 'portaudio';
   try {
     io = naudiodon().AudioIO(direction === 'input' ? { inOptions: options } : { outOptions: options });
   } catch (e) {
@@ -289,6 +291,8 @@ export interface CaptureStream extends EventEmitter<{
  * @throws AudioDeviceError when the device cannot be found or opened.
  */
 export function openCapture(options: CaptureOptions): CaptureStream {
+  const pulse = pulseStream(options.device, 'input', options.frameMs);
+  if (pulse) return pulseCapture(pulse, options.frameMs);
   const id = resolveDevice(options.device, 'input');
   const samples = frameSamples(options.frameMs);
   const frameBytes = samples * 2;
@@ -368,6 +372,8 @@ export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError]
  * @throws AudioDeviceError when the device cannot be found or opened.
  */
 export function openPlayback(options: PlaybackOptions): PlaybackStream {
+  const pulse = pulseStream(options.device, 'output', options.frameMs, options.queueMs);
+  if (pulse) return pulsePlayback(pulse, options.frameMs);
   const id = resolveDevice(options.device, 'output');
   const samples = frameSamples(options.frameMs);
   const periods = Math.max(1, Math.round((options.queueMs ?? 10) / ((PERIOD_SAMPLES * 1000) / SAMPLE_RATE)));
@@ -407,6 +413,167 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
       if (closed) return;
       closed = true;
       await stopStream(io);
+    },
+  });
+  return emitter;
+}
+
+/**
+ * Which host API the streams opened last went through: `pulse` (libpulse
+ * directly, native/pulse) or `portaudio` (PortAudio, on Linux through ALSA's
+ * pulse plugin). Undefined before the first stream.
+ */
+export let lastBackend: 'pulse' | 'portaudio' | undefined;
+
+/** PulseAudio's fragment (capture) and smallest request (playback): 5 ms, bytes. */
+const PULSE_PERIOD_BYTES = PERIOD_SAMPLES * 2;
+
+/**
+ * Audio the playback buffer holds ahead of the speaker on PulseAudio, ms,
+ * beyond `queueMs`: one fragment for the server's own mixing.
+ */
+const PULSE_PLAYBACK_EXTRA_MS = 10;
+
+let pulseUnavailable: string | undefined;
+
+/** The addon, unless `PARLEY_AUDIO_BACKEND=portaudio` or it cannot load (then PortAudio serves, and the reason is kept). */
+function pulseAddon(): PulseAddon | undefined {
+  if (process.env.PARLEY_AUDIO_BACKEND === 'portaudio' || pulseUnavailable !== undefined) return undefined;
+  try {
+    return loadPulseAddon();
+  } catch (e) {
+    pulseUnavailable = (e as Error).message;
+    return undefined;
+  }
+}
+
+/**
+ * Opens a PulseAudio stream for a `pulse:<name>` or default device; undefined
+ * when the device is PortAudio's to open (another name), the addon is not
+ * there, or no sound server answers (PortAudio then says what is wrong).
+ * Events before the caller's `start` are buffered by the returned opener.
+ * @throws AudioDeviceError('not_found') when PulseAudio has no device of that
+ *   name, ('open_failed') when it refuses the stream.
+ */
+function pulseStream(
+  device: string | undefined,
+  direction: 'input' | 'output',
+  frameMs: FrameMs,
+  queueMs = 10,
+): ((onEvent: (kind: string, payload?: ArrayBuffer | string) => void) => PulseStream) | undefined {
+  const name = device?.startsWith('pulse:') ? device.slice('pulse:'.length) : device === undefined || device === '' || device === 'default' ? '' : undefined;
+  if (name === undefined) return undefined;
+  const addon = pulseAddon();
+  if (!addon) return undefined;
+  const role = direction === 'input' ? 'microphone' : 'speaker';
+  const options = {
+    capture: direction === 'input',
+    ...(name ? { device: name } : {}),
+    name: direction === 'input' ? 'Parley microphone' : 'Parley speaker',
+    frameBytes: frameSamples(frameMs) * 2,
+    latencyBytes: direction === 'input' ? PULSE_PERIOD_BYTES : Math.round(((queueMs + PULSE_PLAYBACK_EXTRA_MS) * SAMPLE_RATE) / 1000) * 2,
+    periodBytes: PULSE_PERIOD_BYTES,
+  };
+  // Open now (errors belong to the open), deliver events to whoever starts the stream.
+  let sink: ((kind: string, payload?: ArrayBuffer | string) => void) | undefined;
+  let stream: PulseStream;
+  try {
+    stream = addon.open(options, (kind, payload) => sink?.(kind, payload));
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code === 'ENOENT') {
+      throw new AudioDeviceError('not_found', `could not open the ${role}: PulseAudio has no ${direction === 'input' ? 'source' : 'sink'} named "${name}"`);
+    }
+    if (err.code === 'EPULSE') throw new AudioDeviceError('open_failed', `could not open the ${role}: ${err.message}`);
+    return undefined; // no sound server: PortAudio reports what it sees
+  }
+  lastBackend = 'pulse';
+  return (onEvent) => {
+    sink = onEvent;
+    return stream;
+  };
+}
+
+/** A {@link CaptureStream} on a PulseAudio source: whole frames as the server delivers them. */
+function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs: FrameMs): CaptureStream {
+  const emitter = new EventEmitter() as CaptureStream;
+  let closed = false;
+  let framesSeen = 0;
+  const stream = open((kind, payload) => {
+    if (closed) return;
+    if (kind === 'frame') {
+      framesSeen++;
+      emitter.emit('frame', new Int16Array(payload as ArrayBuffer));
+    } else if (kind === 'error') {
+      emitter.emit('error', new AudioDeviceError('stream_error', `microphone failed: ${payload as string}`));
+    }
+  });
+  Object.assign(emitter, {
+    frameMs,
+    start: () => {
+      stream.start();
+      const watchdog = setTimeout(() => {
+        if (!closed && framesSeen === 0) {
+          emitter.emit('error', new AudioDeviceError('stream_error', `the microphone has delivered no audio for ${CAPTURE_START_TIMEOUT_MS / 1000} s`));
+        }
+      }, CAPTURE_START_TIMEOUT_MS);
+      watchdog.unref();
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      stream.close();
+    },
+  });
+  return emitter;
+}
+
+/**
+ * A {@link PlaybackStream} on a PulseAudio sink, paced by the server: each
+ * request is answered with exactly the bytes it wants, taken from the current
+ * frame and the next pulled ones, so the buffer stays at its target length.
+ */
+function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs: FrameMs): PlaybackStream {
+  const samples = frameSamples(frameMs);
+  const emitter = new EventEmitter() as PlaybackStream;
+  let closed = false;
+  let pull: (() => Int16Array) | undefined;
+  let frame: Int16Array = new Int16Array(0);
+  let offset = 0;
+  const stream = open((kind, payload) => {
+    if (closed) return;
+    if (kind === 'need' && pull) {
+      let want = stream.writable() >> 1;
+      try {
+        while (want > 0) {
+          if (offset >= frame.length) {
+            frame = pull();
+            offset = 0;
+            if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
+          }
+          const k = Math.min(want, frame.length - offset);
+          stream.write(new Uint8Array(frame.buffer, frame.byteOffset + offset * 2, k * 2));
+          offset += k;
+          want -= k;
+        }
+      } catch (e) {
+        if (e instanceof RangeError) throw e;
+        emitter.emit('error', new AudioDeviceError('stream_error', `speaker failed: ${(e as Error).message}`));
+      }
+    } else if (kind === 'error') {
+      emitter.emit('error', new AudioDeviceError('stream_error', `speaker failed: ${payload as string}`));
+    }
+  });
+  Object.assign(emitter, {
+    frameMs,
+    start: (p: () => Int16Array) => {
+      pull = p;
+      stream.start();
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      stream.close();
     },
   });
   return emitter;

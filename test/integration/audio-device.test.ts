@@ -1,8 +1,11 @@
 /**
- * native/audio-device against a real PulseAudio (through ALSA's pulse plugin
- * and PortAudio): exact frames in, device-paced frames out, devices released
- * on close, and clear errors when a device is missing. Each case runs in a
- * child process, because PortAudio and libpulse read their environment once.
+ * native/audio-device against a real PulseAudio, on both device paths: straight
+ * through libpulse (native/pulse, for `pulse:<name>` and default devices) and
+ * through PortAudio and ALSA's pulse plugin (other names): exact frames in,
+ * device-paced frames out, devices released on close, clear errors when a
+ * device is missing, and (libpulse) an error event when a device or the sound
+ * server goes away mid-stream. Each case runs in a child process, because
+ * PortAudio and libpulse read their environment once.
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -46,14 +49,19 @@ function child(code: string, env: Record<string, string>): Promise<Record<string
   });
 }
 
-describe('native/audio-device on PulseAudio', () => {
+const PATHS = [
+  { path: 'libpulse', mic: 'pulse:a_mic', spk: 'pulse:a_spk', app: 'Parley' },
+  { path: 'PortAudio', mic: 'a_mic', spk: 'a_spk', app: 'ALSA plug-in' },
+] as const;
+
+describe.each(PATHS)('native/audio-device on PulseAudio through $path', ({ mic, spk, app }) => {
   it('captures exact 48 kHz mono frames of 10 and 20 ms from a named microphone', async () => {
     const tone = join(dir, 'tone.wav');
     writeWav(tone, sineWave(1.5, 1000, 0.5));
     const running = child(
       `const out = {};
        for (const frameMs of [20, 10]) {
-         const cap = dev.openCapture({ device: 'a_mic', frameMs });
+         const cap = dev.openCapture({ device: '${mic}', frameMs });
          const frames = [];
          cap.on('frame', (f) => frames.push(f));
          cap.start();
@@ -80,7 +88,7 @@ describe('native/audio-device on PulseAudio', () => {
   it('plays pulled frames on the named speaker at the device pace', async () => {
     const rec = await pulse.record('probe.monitor', join(dir, 'play.wav'), 4);
     const r = await child(
-      `const play = dev.openPlayback({ device: 'a_spk', frameMs: 20 });
+      `const play = dev.openPlayback({ device: '${spk}', frameMs: 20 });
        let pulls = 0, n = 0;
        play.start(() => { pulls++; const f = new Int16Array(960); for (let i = 0; i < 960; i++, n++) f[i] = Math.round(12000 * Math.sin(2 * Math.PI * 440 * n / 48000)); return f; });
        await new Promise((r) => setTimeout(r, 1000));
@@ -100,22 +108,30 @@ describe('native/audio-device on PulseAudio', () => {
   it('releases the devices on close', async () => {
     const before = await pulse.pactl('list', 'short', 'source-outputs');
     const r = await child(
-      `const cap = dev.openCapture({ device: 'a_mic', frameMs: 20 });
-       const play = dev.openPlayback({ device: 'a_spk', frameMs: 20 });
+      `const cap = dev.openCapture({ device: '${mic}', frameMs: 20 });
+       const play = dev.openPlayback({ device: '${spk}', frameMs: 20 });
        cap.start(); play.start(() => new Int16Array(960));
        await new Promise((r) => setTimeout(r, 300));
        const { execFileSync } = await import('node:child_process');
        const during = execFileSync('pactl', ['list', 'short', 'source-outputs']).toString();
+       const apps = JSON.parse(execFileSync('pactl', ['-f', 'json', 'list', 'sink-inputs']).toString())
+         .filter((i) => i.properties['application.process.id'] === String(process.pid)).map((i) => i.properties['application.name']);
        await cap.close(); await play.close();
        await new Promise((r) => setTimeout(r, 200));
        const after = execFileSync('pactl', ['list', 'short', 'source-outputs']).toString();
-       return { during: during.trim().split('\\n').filter(Boolean).length, after: after.trim().split('\\n').filter(Boolean).length };`,
+       return { apps, backend: dev.lastBackend, during: during.trim().split('\\n').filter(Boolean).length, after: after.trim().split('\\n').filter(Boolean).length };`,
       pulse.env,
     );
     const base = before.trim().split('\n').filter(Boolean).length;
     expect(r.during).toBe(base + 1);
     expect(r.after).toBe(base);
+    // The stream really went the way this block is about.
+    expect((r.apps as string[]).length).toBe(1);
+    expect((r.apps as string[])[0]).toContain(app);
   });
+});
+
+describe('native/audio-device on PulseAudio', () => {
 
   it('names the devices there are when the asked-for one is missing', async () => {
     const r = await child(
@@ -178,5 +194,70 @@ describe('native/audio-device on PulseAudio', () => {
     expect(onB).toBeLessThan(350);
     expect(onA).toBeGreaterThan(500);
     expect(onA).toBeLessThan(1000);
+  });
+
+  it('names a PulseAudio device that does not exist (libpulse path)', async () => {
+    const r = await child(
+      `try { dev.openPlayback({ device: 'pulse:headset-that-is-not-there', frameMs: 20 }); return { ok: true }; }
+       catch (e) { return { kind: e.kind, message: e.message }; }`,
+      pulse.env,
+    );
+    expect(r.kind).toBe('not_found');
+    expect(r.message).toContain('headset-that-is-not-there');
+  });
+
+  it('keeps both directions flowing when their device goes away mid-stream: the server moves them to its default (libpulse path)', async () => {
+    // PulseAudio (≥ 15, and PipeWire) moves the streams of a removed device to
+    // the default one; the router (main/media/audio-router.ts) then tells the
+    // user which device took over. The streams must not die on the way.
+    const module = (await pulse.pactl('load-module', 'module-null-sink', 'sink_name=gone', 'rate=48000')).trim();
+    const r = await child(
+      `const errors = [];
+       const play = dev.openPlayback({ device: 'pulse:gone', frameMs: 20 });
+       const cap = dev.openCapture({ device: 'pulse:gone.monitor', frameMs: 20 });
+       let frames = 0, pulls = 0;
+       play.on('error', (e) => errors.push('speaker: ' + e.message));
+       cap.on('error', (e) => errors.push('mic: ' + e.message));
+       cap.on('frame', () => frames++);
+       play.start(() => { pulls++; return new Int16Array(960); }); cap.start();
+       // A new null sink renders in 2 s blocks until it notices a low-latency stream (test/harness/pulse.ts).
+       for (let i = 0; i < 40 && frames < 10; i++) await new Promise((r) => setTimeout(r, 100));
+       const { execFileSync } = await import('node:child_process');
+       execFileSync('pactl', ['unload-module', ${JSON.stringify(module)}]);
+       const before = { frames, pulls };
+       await new Promise((r) => setTimeout(r, 1000));
+       const after = { frames: frames - before.frames, pulls: pulls - before.pulls };
+       await play.close(); await cap.close();
+       return { errors, before, after };`,
+      pulse.env,
+    );
+    expect(r.errors).toEqual([]);
+    expect((r.before as { frames: number }).frames).toBeGreaterThan(5);
+    // About 50 a second each way on the device that took over.
+    expect((r.after as { frames: number }).frames).toBeGreaterThan(30);
+    expect((r.after as { pulls: number }).pulls).toBeGreaterThan(30);
+  });
+
+  it('reports the sound server going away mid-stream (libpulse path)', async () => {
+    const other = await startPulse();
+    try {
+      const running = child(
+        `const errors = [];
+         const cap = dev.openCapture({ device: 'pulse:a_mic', frameMs: 20 });
+         cap.on('error', (e) => errors.push(e.message));
+         cap.start();
+         for (let i = 0; i < 80 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+         await cap.close();
+         return { errors, backend: dev.lastBackend };`,
+        other.env,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      await other.stop();
+      const r = await running;
+      expect(r.backend).toBe('pulse');
+      expect(r.errors).toEqual(['microphone failed: the sound server went away']);
+    } finally {
+      await other.stop();
+    }
   });
 });

@@ -1,0 +1,102 @@
+/**
+ * PulseAudio streams straight through libpulse (Parley's addon,
+ * native/pulse/addon/pulse.c): one capture or playback stream of 48 kHz mono
+ * s16le on its own libpulse mainloop thread. native/audio-device uses it for
+ * every PulseAudio device (PipeWire's pulse server included) and keeps
+ * PortAudio for the rest; docs/audio.md ("The device path") says why.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+
+/** One open stream (corked until {@link PulseStream.start}). */
+export interface PulseStream {
+  /** Uncorks: capture starts delivering, playback asks for its first buffer. */
+  start(): void;
+  /** Playback: bytes the server wants now (0 when full). */
+  writable(): number;
+  /**
+   * Playback: queues s16le bytes (copied at once; the array may be reused).
+   * @throws Error when the stream has failed or is closed.
+   */
+  write(bytes: Uint8Array): void;
+  /** Underruns (playback) and overruns (capture) so far, and the stream's latency, µs (buffer + device). */
+  stats(): { underflows: number; overflows: number; latencyUs?: number };
+  /** Disconnects and stops the stream's thread; idempotent, never throws. */
+  close(): void;
+}
+
+/** What the addon reports: a whole capture frame, a playback request, or a failure (in words for the user). */
+export type PulseStreamEvent = ((kind: 'frame', frame: ArrayBuffer) => void) &
+  ((kind: 'need') => void) &
+  ((kind: 'error', message: string) => void);
+
+/** Options of {@link PulseAddon.open}; sizes in bytes of 48 kHz mono s16le (2 bytes per sample). */
+export interface PulseStreamOptions {
+  capture: boolean;
+  /** PulseAudio source or sink name; undefined for the server's default (PULSE_SOURCE / PULSE_SINK apply). */
+  device?: string;
+  /** Stream name shown by the sound server (pavucontrol, pactl). */
+  name: string;
+  /** Capture: bytes per delivered frame (960 = 10 ms). */
+  frameBytes: number;
+  /** Playback: the buffer's target length (tlength); capture: the fragment size (fragsize). */
+  latencyBytes: number;
+  /** Playback: the smallest request (minreq). */
+  periodBytes: number;
+}
+
+/** The addon's exports. */
+export interface PulseAddon {
+  /**
+   * Connects to the sound server and opens a stream (corked).
+   * @throws Error with `code` `ENOENT` when the named device does not exist,
+   *   `EPULSE` for other refusals; a plain Error when no server answers (within 3 s).
+   */
+  open(options: PulseStreamOptions, onEvent: (kind: string, payload?: ArrayBuffer | string) => void): PulseStream;
+  /** libpulse's version, e.g. "16.1.0". */
+  libraryVersion: string;
+}
+
+const ADDON: NativeModuleSpec = {
+  packageName: 'parley_pulse (native/pulse/addon)',
+  purpose: 'the microphone and speakers through PulseAudio',
+  systemLibraries: { 'libpulse.so.0': 'libpulse0' },
+};
+const ADDON_FILE = join('native', 'pulse', 'addon', 'build', 'Release', 'parley_pulse.node');
+
+/** Where the addon may be: `PARLEY_PULSE_ADDON`, beside this module, or under the repository root (bundles in out/). */
+export function pulseAddonPaths(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return [
+    ...(process.env.PARLEY_PULSE_ADDON ? [process.env.PARLEY_PULSE_ADDON] : []),
+    join(here, 'addon', 'build', 'Release', 'parley_pulse.node'),
+    join(here, '..', '..', ADDON_FILE),
+  ];
+}
+
+let loaded: PulseAddon | undefined;
+
+/**
+ * Loads the addon once per thread.
+ * @throws NativeModuleLoadError when it is not built (run scripts/setup.sh) or libpulse is missing.
+ */
+export function loadPulseAddon(candidates: readonly string[] = pulseAddonPaths()): PulseAddon {
+  if (loaded) return loaded;
+  const file = candidates.find((p) => existsSync(p));
+  if (!file) {
+    throw new NativeModuleLoadError(
+      `${ADDON.packageName} is not built (needed for ${ADDON.purpose}): run scripts/setup.sh (needs libpulse-dev)`,
+      ADDON.packageName,
+      undefined,
+    );
+  }
+  try {
+    loaded = createRequire(import.meta.url)(file) as PulseAddon;
+  } catch (e) {
+    throw explainLoadFailure(ADDON, e);
+  }
+  return loaded;
+}
