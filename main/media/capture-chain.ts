@@ -95,8 +95,8 @@ export class CaptureChain {
   private lastSentAt = -Infinity;
   /** A zeroed frame, sent (encoded) while muted or held. */
   private silence: Int16Array | undefined;
-  /** Where a 20 ms frame's two processed 10 ms halves are put together: read only within {@link push}. */
-  private processed: Int16Array | undefined;
+  /** Where the processed frame is put together, 10 ms at a time: read only within {@link push}. */
+  private processed: Tens | undefined;
   private closed = false;
 
   constructor(private readonly options: CaptureChainOptions) {}
@@ -111,7 +111,9 @@ export class CaptureChain {
     const processor = options.processor;
     if (processor) {
       try {
-        ({ frame, voice } = processInTens(raw, processor, (this.processed ??= new Int16Array(options.frameSamples))));
+        this.processed ??= tens(new Int16Array(options.frameSamples));
+        voice = processInTens(raw, processor, this.processed);
+        frame = this.processed.frame;
       } catch (e) {
         options.onError(e as Error);
         frame = raw;
@@ -203,18 +205,36 @@ export function levelDbov(frame: Int16Array): number {
   return Math.max(0, Math.min(127, Math.round(dbov)));
 }
 
+/** A reused output frame and its 10 ms views (the APM's frame), made once per chain. */
+interface Tens {
+  frame: Int16Array;
+  views: Int16Array[];
+}
+function tens(frame: Int16Array): Tens {
+  const views: Int16Array[] = [];
+  for (let i = 0; i < frame.length; i += APM_FRAME) views.push(frame.subarray(i, i + APM_FRAME));
+  return { frame, views };
+}
+
 /**
- * Runs a 10 or 20 ms frame through the processor 10 ms at a time; a 20 ms
- * frame's halves are put together in `out` (frame.length samples, reused from
- * frame to frame: the result is encoded and dropped before the next frame).
+ * Runs a 10 or 20 ms frame through the processor 10 ms at a time into
+ * `out.frame` (reused from frame to frame: the result is encoded and dropped
+ * before the next frame; `frame` itself is left as it was, for the level
+ * meter and any other listener of the microphone). In place when the
+ * processor can (native/apm: no allocation per frame), else through its
+ * returned frames. Returns whether any 10 ms held voice.
  */
-function processInTens(frame: Int16Array, processor: CaptureProcessor, out: Int16Array): { frame: Int16Array; voice: boolean } {
-  if (frame.length === APM_FRAME) return processor.processCapture(frame);
+function processInTens(frame: Int16Array, processor: CaptureProcessor, out: Tens): boolean {
   let voice = false;
-  for (let i = 0; i < frame.length; i += APM_FRAME) {
-    const r = processor.processCapture(frame.subarray(i, i + APM_FRAME));
-    out.set(r.frame, i);
+  if (processor.processCaptureInPlace) {
+    out.frame.set(frame);
+    for (const view of out.views) voice = processor.processCaptureInPlace(view) || voice;
+    return voice;
+  }
+  for (let k = 0; k < out.views.length; k++) {
+    const r = processor.processCapture(frame.subarray(k * APM_FRAME, (k + 1) * APM_FRAME));
+    out.views[k]!.set(r.frame);
     voice ||= r.voice;
   }
-  return { frame: out, voice };
+  return voice;
 }

@@ -411,6 +411,14 @@ export class EchoGatedProcessor implements CaptureProcessor {
     return this.inner.processCapture(frame);
   }
 
+  processCaptureInPlace(frame: Int16Array): boolean {
+    this.detector.capture(frame, this.now?.());
+    if (this.inner.processCaptureInPlace) return this.inner.processCaptureInPlace(frame);
+    const r = this.inner.processCapture(frame);
+    frame.set(r.frame);
+    return r.voice;
+  }
+
   setStreamDelayMs(ms: number): void {
     this.inner.setStreamDelayMs(ms);
   }

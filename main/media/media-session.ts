@@ -54,6 +54,8 @@ export interface CaptureProcessor {
   processRender(frame: Int16Array): void;
   /** One microphone frame of 480 samples → the processed frame and whether it holds voice. */
   processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean };
+  /** The same in place (`frame` becomes the processed frame), without allocating; returns the VAD decision. */
+  processCaptureInPlace?(frame: Int16Array): boolean;
   /** Speaker-to-microphone delay of the devices, ms (0–500). */
   setStreamDelayMs(ms: number): void;
   /** The echo canceller's own view: ERLE (dB) and the delay it found (ms). */

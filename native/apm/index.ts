@@ -82,6 +82,14 @@ export interface VoiceProcessor {
    */
   processCapture(frame: Int16Array): ProcessedCapture;
   /**
+   * Processes one microphone frame in place: `frame` becomes the processed
+   * frame (no allocation; the capture chain's form).
+   * @param frame Int16Array of 480 samples (10 ms, 48 kHz mono); overwritten.
+   * @returns the VAD decision.
+   * @throws TypeError / RangeError as {@link processRender}.
+   */
+  processCaptureInPlace(frame: Int16Array): boolean;
+  /**
    * The delay between a frame given to {@link processRender} and the capture
    * frame that holds its echo, ms (the devices' output + input latency). The
    * extended filter tolerates errors of tens of ms.
@@ -97,6 +105,7 @@ export interface VoiceProcessor {
 interface NativeApm {
   processRender(frame: Int16Array): void;
   processCapture(frame: Int16Array): ProcessedCapture;
+  processCaptureInPlace(frame: Int16Array): boolean;
   setStreamDelayMs(ms: number): void;
   setEchoCancellation(on: boolean): void;
   setNoiseSuppression(on: boolean): void;
@@ -189,6 +198,7 @@ export function createVoiceProcessor(
     },
     processRender: (frame) => native.processRender(frame),
     processCapture: (frame) => native.processCapture(frame),
+    processCaptureInPlace: (frame) => native.processCaptureInPlace(frame),
     setStreamDelayMs: (ms) => native.setStreamDelayMs(ms),
     configure(next) {
       if (next.echoCancellation !== undefined && next.echoCancellation !== current.echoCancellation) {

@@ -4,6 +4,8 @@
 //
 //   processRender(Int16Array(480))              far end, as written to the speaker
 //   processCapture(Int16Array(480)) -> { frame: Int16Array(480), voice: bool }
+//   processCaptureInPlace(Int16Array(480)) -> voice: bool   the frame itself becomes the processed one
+//                                                            (no allocation: the hot path's form)
 //   setStreamDelayMs(ms)                         render -> capture delay of the devices
 //   setEchoCancellation(bool) / setNoiseSuppression(bool) / setGainControl(bool)
 //   echoMetrics() -> { erlDb, erleDb, delayMedianMs, delayStdMs } (APM's own estimates)
@@ -210,17 +212,37 @@ napi_value ProcessRender(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-napi_value ProcessCapture(napi_env env, napi_callback_info info) {
-  Apm* self;
-  int16_t* data;
-  if (!FrameArg(env, info, &self, &data, "capture")) return nullptr;
+// Runs one capture frame through the APM (the result stays in self->capture); false after throwing.
+bool RunCapture(napi_env env, Apm* self, const int16_t* data) {
   PrepareFrame(self->capture, data);
   webrtc::AudioProcessing* apm = self->apm.get();
   // Must precede every ProcessStream while the AEC is on.
   apm->set_stream_delay_ms(self->delayMs);
   int err = apm->ProcessStream(&self->capture);
-  if (err && err != webrtc::AudioProcessing::kBadStreamParameterWarning)
-    return ThrowCode(env, "APM_CAPTURE", std::string("APM capture processing failed: ") + ApmError(err));
+  if (err && err != webrtc::AudioProcessing::kBadStreamParameterWarning) {
+    ThrowCode(env, "APM_CAPTURE", std::string("APM capture processing failed: ") + ApmError(err));
+    return false;
+  }
+  return true;
+}
+
+napi_value ProcessCaptureInPlace(napi_env env, napi_callback_info info) {
+  Apm* self;
+  int16_t* data;
+  if (!FrameArg(env, info, &self, &data, "capture")) return nullptr;
+  if (!RunCapture(env, self, data)) return nullptr;
+  std::memcpy(data, self->capture.data_, kFrame * sizeof(int16_t));
+  napi_value voice;
+  CALL(env, napi_get_boolean(env, self->apm->voice_detection()->stream_has_voice(), &voice));
+  return voice;
+}
+
+napi_value ProcessCapture(napi_env env, napi_callback_info info) {
+  Apm* self;
+  int16_t* data;
+  if (!FrameArg(env, info, &self, &data, "capture")) return nullptr;
+  if (!RunCapture(env, self, data)) return nullptr;
+  webrtc::AudioProcessing* apm = self->apm.get();
   napi_value buffer, out, result, voice;
   void* outData = nullptr;
   CALL(env, napi_create_arraybuffer(env, kFrame * sizeof(int16_t), &outData, &buffer));
@@ -308,6 +330,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"processRender", nullptr, ProcessRender, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"processCapture", nullptr, ProcessCapture, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"processCaptureInPlace", nullptr, ProcessCaptureInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setStreamDelayMs", nullptr, SetStreamDelayMs, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setEchoCancellation", nullptr, SetEchoCancellation, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setNoiseSuppression", nullptr, SetNoiseSuppression, nullptr, nullptr, nullptr, napi_default, nullptr},
