@@ -320,14 +320,7 @@ export function openCapture(options: CaptureOptions): CaptureStream {
     frameMs: options.frameMs,
     start: () => {
       io.start();
-      // A stream that opened but never delivers (a wedged device or sound
-      // server) is reported rather than leaving the call silently mute.
-      const watchdog = setTimeout(() => {
-        if (!closed && framesSeen === 0) {
-          emitter.emit('error', new AudioDeviceError('stream_error', `the microphone has delivered no audio for ${CAPTURE_START_TIMEOUT_MS / 1000} s`));
-        }
-      }, CAPTURE_START_TIMEOUT_MS);
-      watchdog.unref();
+      watchFirstFrame(emitter, () => !closed && framesSeen === 0);
     },
     close: async () => {
       if (closed) return;
@@ -337,6 +330,18 @@ export function openCapture(options: CaptureOptions): CaptureStream {
     },
   });
   return emitter;
+}
+
+/**
+ * A stream that opened but never delivers (a wedged device or sound server)
+ * is reported rather than leaving the call silently mute: `error` after
+ * CAPTURE_START_TIMEOUT_MS while `silent()` still holds.
+ */
+function watchFirstFrame(emitter: CaptureStream, silent: () => boolean): void {
+  const watchdog = setTimeout(() => {
+    if (silent()) emitter.emit('error', new AudioDeviceError('stream_error', `the microphone has delivered no audio for ${CAPTURE_START_TIMEOUT_MS / 1000} s`));
+  }, CAPTURE_START_TIMEOUT_MS);
+  watchdog.unref();
 }
 
 export interface PlaybackOptions {
@@ -512,12 +517,7 @@ function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs
     frameMs,
     start: () => {
       stream.start();
-      const watchdog = setTimeout(() => {
-        if (!closed && framesSeen === 0) {
-          emitter.emit('error', new AudioDeviceError('stream_error', `the microphone has delivered no audio for ${CAPTURE_START_TIMEOUT_MS / 1000} s`));
-        }
-      }, CAPTURE_START_TIMEOUT_MS);
-      watchdog.unref();
+      watchFirstFrame(emitter, () => !closed && framesSeen === 0);
     },
     close: async () => {
       if (closed) return;
