@@ -15,6 +15,8 @@ import type { SignalingClient } from './signaling-client';
 
 /** The longest a knock waits for the host's answer, ms (the server's own limit is its ring timeout, 45 s by default). */
 const KNOCK_WAIT_MAX_MS = 5 * 60_000;
+/** Knock answers kept for a reply not yet handled (see RoomClient.earlyKnockAnswers). */
+const EARLY_ANSWERS_KEPT = 8;
 
 /** A call link as `room.link.create` answers it. */
 export type RoomLinkCreated = SignalResult<'room.link.create'>;
@@ -164,6 +166,14 @@ export class RoomClient extends EventEmitter<{
   private readonly rings = new Map<string, { ring: RoomRing; timer: NodeJS.Timeout }>();
   /** Knocks of ours waiting for the host, by knock id. */
   private readonly knocks = new Map<string, (admitted: boolean) => void>();
+  /**
+   * Answers that came before our knock's reply was handled, by knock id: a
+   * host who answers at once can have the reply and `room.knock_answered`
+   * arrive in one read of a busy socket, and the notification is then handled
+   * before the reply's continuation registers the knock. Kept until read (at
+   * most {@link EARLY_ANSWERS_KEPT}).
+   */
+  private readonly earlyKnockAnswers = new Map<string, boolean>();
   private room: InRoom | undefined;
   /** Key messages (`room.message`) of the room being joined that came before its keys existed. */
   private early: SignalNotificationParams<'room.message'>[] = [];
@@ -247,7 +257,9 @@ export class RoomClient extends EventEmitter<{
     signaling.on('room.knock_answered', (p) => {
       const settle = this.knocks.get(p.knockId);
       this.knocks.delete(p.knockId);
-      settle?.(p.admitted);
+      if (settle) return settle(p.admitted);
+      this.earlyKnockAnswers.set(p.knockId, p.admitted);
+      if (this.earlyKnockAnswers.size > EARLY_ANSWERS_KEPT) this.earlyKnockAnswers.delete(this.earlyKnockAnswers.keys().next().value!);
     });
     signaling.on('room.ended', (p) => {
       this.stopRinging(p.roomId, 'room_ended');
@@ -341,8 +353,10 @@ export class RoomClient extends EventEmitter<{
     const { roomId, token } = parseRoomLink(url);
     const knock = await this.signaling.request('room.knock', { roomId, link: token });
     if (knock.state === 'waiting') {
+      const early = this.earlyKnockAnswers.get(knock.knockId);
+      this.earlyKnockAnswers.delete(knock.knockId);
       // The server answers within its ring timeout; this cap only covers an answer lost with the connection.
-      const admitted = await new Promise<boolean>((resolve) => {
+      const admitted = early ?? await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => settle(false), KNOCK_WAIT_MAX_MS);
         const settle = (ok: boolean): void => {
           clearTimeout(timer);
