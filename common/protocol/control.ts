@@ -76,6 +76,11 @@ export const MediaStats = z.object({
   framesConcealed: z.number().int(),
   /** Lost frames rebuilt from the next packet's in-band FEC. */
   framesRecoveredByFec: z.number().int(),
+  /**
+   * Packets whose own copy never arrived (or arrived after a later one) but a later packet's RFC 2198
+   * redundancy carried them whole: losses the listener did not hear (neither FEC nor concealment).
+   */
+  packetsRecoveredByRed: z.number().int().optional(),
   /** Frames not sent because the VAD heard no voice (VAD-driven DTX, daemon `--dtx`). */
   vadSilentFrames: z.number().int().optional(),
   /** Speaker-to-microphone delay of the devices as PulseAudio measures it, given to the echo canceller, ms. */

@@ -157,6 +157,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   private outputGain = 1;
   /** The transport replaced by the last `replacePeer`, whose RTP plays until the new one carries some. */
   private previousPeer: RtpTransport | undefined;
+  /** RFC 2198 recoveries counted by transports this session used before the current one (ICE-restart transports). */
+  private redRecoveredBefore = 0;
   /** Whether RTP came on the current transport since it was put in place. */
   private heardOnPeer = true;
   private readonly now: () => number;
@@ -271,6 +273,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
    */
   replacePeer(peer: RtpTransport): void {
     if (peer === this.peer || this.closed) return;
+    this.redRecoveredBefore += this.peer.packetsRecoveredByRedundancy ?? 0;
     this.previousPeer = this.peer;
     this.heardOnPeer = false;
     this.peer = peer;
@@ -343,6 +346,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       jitterBufferMs: j.bufferedMs,
       framesConcealed: j.framesConcealed,
       framesRecoveredByFec: j.framesRecoveredByFec,
+      ...(this.peer.packetsRecoveredByRedundancy !== undefined ? { packetsRecoveredByRed: this.redRecoveredBefore + this.peer.packetsRecoveredByRedundancy } : {}),
       expandFrames: j.expandFrames,
       accelerateFrames: j.accelerateFrames,
       decelerateFrames: j.decelerateFrames,

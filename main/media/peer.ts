@@ -64,6 +64,30 @@ export type PeerConnectionState = 'new' | 'connecting' | 'connected' | 'disconne
 export type SessionDescription = { type: 'offer' | 'answer'; sdp: string };
 export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null };
 
+/** What {@link countRedundancyRecoveries} needs of werift's RFC 2198 unwrapper. */
+type RedUnwrapper = { push(red: unknown, base: RtpPacket): RtpPacket[] };
+
+/**
+ * Counts the packets a receiver got only from RFC 2198 redundancy (RFC 2198
+ * §2: each packet repeats earlier frames): werift's RED handler (private
+ * field `audioRedHandler` of werift 0.25's RTCRtpReceiver) unwraps each `red`
+ * packet into its blocks and drops the copies it has already seen, so a
+ * block it passes on that is not the packet's own primary (its sequence
+ * number is older) is a packet whose own had not arrived. `onRecovered` is
+ * called once per such packet. A receiver without the field is left as it is
+ * (nothing is counted).
+ */
+export function countRedundancyRecoveries(receiver: object, onRecovered: () => void): void {
+  const handler = (receiver as { audioRedHandler?: RedUnwrapper }).audioRedHandler;
+  if (!handler || typeof handler.push !== 'function') return;
+  const push = handler.push.bind(handler);
+  handler.push = (red, base) => {
+    const out = push(red, base);
+    for (const p of out) if (p.header.sequenceNumber !== base.header.sequenceNumber) onRecovered();
+    return out;
+  };
+}
+
 export class Peer implements RtpTransport {
   readonly pc: RTCPeerConnection;
   readonly transceiver: RTCRtpTransceiver;
@@ -76,6 +100,7 @@ export class Peer implements RtpTransport {
   /** The sealed secret the SRTP keys are bound to; `none` for a peer that sent none; undefined until decided. */
   private srtpBinding: SrtpKeyBinding | 'none' | undefined;
   private srtpBound = false;
+  private redRecovered = 0;
 
   constructor(private readonly options: PeerOptions) {
     assertDtlsAuthenticated();
@@ -112,6 +137,7 @@ export class Peer implements RtpTransport {
         : {}),
     });
     this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
+    countRedundancyRecoveries(this.transceiver.receiver, () => this.redRecovered++);
     this.installKeyMixer();
     // The remote track appears while the remote description is applied, which
     // may be before anyone listens: keep it and attach listeners whenever they come.
@@ -127,6 +153,14 @@ export class Peer implements RtpTransport {
    */
   setRedundancy(distance: number): void {
     this.transceiver.sender.redDistance = Math.max(0, Math.min(2, Math.round(distance)));
+  }
+
+  /**
+   * RtpTransport: received packets that came from a later packet's RFC 2198
+   * redundancy because their own had not arrived (lost, or overtaken).
+   */
+  get packetsRecoveredByRedundancy(): number {
+    return this.redRecovered;
   }
 
   /** Whether the packets we send are RFC 2198 redundant audio (both sides offered `red`). */

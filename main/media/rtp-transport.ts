@@ -26,4 +26,6 @@ export interface RtpTransport {
   setRedundancy?(frames: number): void;
   /** Whether our packets go out as RFC 2198 redundant audio. */
   readonly sendsRedundancy?: boolean;
+  /** Received packets that only a later packet's RFC 2198 redundancy brought (their own was lost or overtaken). */
+  readonly packetsRecoveredByRedundancy?: number;
 }
