@@ -16,7 +16,7 @@ import { createServer as createVite, type ViteDevServer } from 'vite';
 import { keychainStore } from '../main/core/keychain-store';
 import { Softphone } from '../main/core/softphone';
 import { LocalAudio } from '../main/media/platform';
-import { AudioRouter } from '../main/media/audio-router';
+import { AudioRouter, logDeviceEvents } from '../main/media/audio-router';
 import { startDevBridge } from '../main/app/dev-bridge';
 import { startLinuxDesktop, type LinuxDesktop } from '../main/app/linux/desktop';
 
@@ -36,6 +36,7 @@ async function main(): Promise<void> {
   // The device router follows PulseAudio (hot-plug, default changes) without touching a live call.
   const router = new AudioRouter();
   await router.start();
+  logDeviceEvents(router, (line) => console.error(line));
   const audio = new LocalAudio(router);
   const phone = new Softphone({
     dataDir,

@@ -24,7 +24,7 @@ import type { UiCall } from '../../common/ipc/contract';
 import { keychainStore } from '../core/keychain-store';
 import { Softphone } from '../core/softphone';
 import { LocalAudio } from '../media/platform';
-import { AudioRouter } from '../media/audio-router';
+import { AudioRouter, logDeviceEvents } from '../media/audio-router';
 import { hookSupport, keycodeOf, startKeyHook, type KeyHook } from '../../native/hotkeys';
 import { callConfirmation, confirmedCallee, deepLinkFromArgv, DeepLinkGate, parseDeepLink, type DeepLink } from './deep-link';
 import { registerIpc } from './ipc';
@@ -111,6 +111,7 @@ async function start(): Promise<void> {
   // The device router follows PulseAudio (hot-plug, default changes) without touching a live call.
   const router = new AudioRouter();
   await router.start();
+  logDeviceEvents(router, (line) => console.log(line));
   const audio = new LocalAudio(router);
   const phone = new Softphone({
     dataDir: app.getPath('userData'),

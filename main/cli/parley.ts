@@ -48,7 +48,7 @@ import { keychainStore } from '../core/keychain-store';
 import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
 import { raiseMediaPriority, type PriorityResult, type RealtimeResult } from '../media/priority';
 import { MediaWorkerHost, startMediaThreadEarly } from '../media/worker/host';
-import { AudioRouter, type DeviceChoice } from '../media/audio-router';
+import { AudioRouter, logDeviceEvents, type DeviceChoice } from '../media/audio-router';
 import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
 import type { AccountDevicesStatus, DeviceList } from '../../common/protocol/control';
 
@@ -253,8 +253,7 @@ program
           console.error(`[audio] could not remember the device choice: ${(e as Error).message}`);
         }
       });
-      router.on('warning', (w) => console.log(`[audio] warning: ${w.message}`));
-      router.on('switched', (r) => console.log(`[audio] ${r.direction} ${r.from ?? '-'} → ${r.to} (${r.reason}, ${r.gapMs.toFixed(0)} ms)`));
+      logDeviceEvents(router, (line) => console.log(line));
       const audio = new LocalAudio(router, {
         echoCancellation: o.echoCancellation,
         noiseSuppression: o.noiseSuppression,

@@ -79,6 +79,18 @@ export interface SwitchReport {
 
 const DEFAULT = 'default';
 
+/**
+ * Writes the router's device events to a log, one line each (`[audio] …`):
+ * switches with their gap, warnings and their clearing. The CLI daemon, the
+ * desktop app and the development bridge all log the same lines.
+ */
+export function logDeviceEvents(router: AudioRouter, log: (line: string) => void): void {
+  router.on('warning', (w) => log(`[audio] warning: ${w.message}`));
+  router.on('cleared', (c) => log(`[audio] ${c.message}`));
+  router.on('switched', (r) => log(`[audio] ${r.direction} ${r.from ?? '-'} → ${r.to} (${r.reason}, ${r.gapMs.toFixed(0)} ms)`));
+}
+
+
 function normalise(name: string | undefined): string {
   if (!name || name === DEFAULT) return DEFAULT;
   return name.startsWith('pulse:') ? name.slice('pulse:'.length) : name;

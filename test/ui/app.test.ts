@@ -379,8 +379,26 @@ describe('the desktop UI through the development bridge', () => {
         20_000,
       ).catch(() => {});
       await ui.screen('in-call-devices');
-      const outputLog = () => ui.log().split('\n').filter((l) => /output|speaker|playback|device/i.test(l)).slice(-30).join('\n');
-      expect(onHeadset, `headset level ${Date.now() - switchedAt} ms after the switch; the core's device log:\n${outputLog()}`).toBeGreaterThan(0.01);
+      // What a failure needs to be understood: the core's device log, PulseAudio's view of the streams, what Bob sent.
+      const diagnose = async () => {
+        const log = ui.log().split('\n').filter((l) => /output|speaker|playback|device|\[audio\]/i.test(l)).slice(-30).join('\n');
+        type SinkInput = { sink: number; corked: boolean; volume?: Record<string, { value_percent: string }>; buffer_latency_usec?: number; properties?: Record<string, string> };
+        type Sink = { index: number; name: string; state: string };
+        const [inputs, sinks] = await Promise.all([
+          pulse.pactl('-f', 'json', 'list', 'sink-inputs').then((t) => JSON.parse(t) as SinkInput[]).catch(() => [] as SinkInput[]),
+          pulse.pactl('-f', 'json', 'list', 'sinks').then((t) => JSON.parse(t) as Sink[]).catch(() => [] as Sink[]),
+        ]);
+        const streams = inputs
+          .map((i) => {
+            const sink = sinks.find((k) => k.index === i.sink);
+            const volume = Object.values(i.volume ?? {})[0]?.value_percent;
+            return `${i.properties?.['application.name']}/${i.properties?.['media.name']} on ${sink?.name}(${sink?.state}) corked=${i.corked} volume=${volume} buffer=${i.buffer_latency_usec}us`;
+          })
+          .join('\n');
+        const sent = bob.stats.filter((s) => s.callId === ringing.callId).at(-1);
+        return `onSpeaker ${onSpeaker}\nthe core's device log:\n${log}\nPulseAudio's playback streams:\n${streams}\nBob's last stats: ${JSON.stringify(sent)}`;
+      };
+      if (!(onHeadset > 0.01)) expect.fail(`headset level ${onHeadset} ${Date.now() - switchedAt} ms after the switch; ${await diagnose()}`);
       expect(onSpeaker).toBeLessThan(onHeadset / 10);
       expect(bob.events.filter((e) => e.callId === ringing.callId).at(-1)?.state).toBe('active');
       await p.getByTestId('call-status').filter({ hasText: 'In call' }).waitFor();
@@ -390,7 +408,7 @@ describe('the desktop UI through the development bridge', () => {
       const backAt = Date.now();
       let back = 0;
       await waitFor('the call audio back on the speaker', async () => ((back = await speakerRms('aliceSpeaker')) > 0.01 ? true : undefined), 20_000).catch(() => {});
-      expect(back, `speaker level ${Date.now() - backAt} ms after switching back; the core's device log:\n${outputLog()}`).toBeGreaterThan(0.01);
+      if (!(back > 0.01)) expect.fail(`speaker level ${back} ${Date.now() - backAt} ms after switching back; ${await diagnose()}`);
       await p.getByRole('button', { name: 'Hang up' }).click();
       await bob.waitForCall(ringing.callId, (s) => s.state === 'ended');
       void bobTalks;
