@@ -119,6 +119,13 @@ export class AudioRouter
   private refreshing: Promise<void> | undefined;
   /** Every description seen, so that a device that is gone can still be named for the user. */
   private readonly descriptions = new Map<string, string>();
+  /**
+   * Streams that failed (would not open, or opened and stalled): when last
+   * (performance.now() ms), the retry delay (ms; doubles up to RETRY_MAX_MS)
+   * and the pending retry. Failures less than FAILURE_RUN_MS apart are one
+   * run: warned about once, retried with back-off.
+   */
+  private readonly failures = new Map<RoutedStream, { at: number; delayMs: number; timer: NodeJS.Timeout | undefined }>();
 
   constructor(choice: Partial<DeviceChoice> = {}) {
     super();
@@ -139,9 +146,11 @@ export class AudioRouter
     this.watcher.start();
   }
 
-  /** Stops following changes (open streams stay open). */
+  /** Stops following changes and retrying failed opens (open streams stay open). */
   close(): void {
     this.watcher?.close();
+    for (const f of this.failures.values()) clearTimeout(f.timer);
+    this.failures.clear();
   }
 
   /** Whether PulseAudio answers (else device names go to PortAudio and nothing is followed). */
@@ -239,10 +248,19 @@ export class AudioRouter
   /** @internal a routed stream closed for good. */
   forget(stream: RoutedStream): void {
     this.live.delete(stream);
+    clearTimeout(this.failures.get(stream)?.timer);
+    this.failures.delete(stream);
   }
 
   /** @internal a routed stream failed (device gone, wedged): re-evaluate and reopen it. */
   async recover(stream: RoutedStream, error: AudioDeviceError): Promise<void> {
+    // Failing again before it carried audio (a stream that opens but stalls): no new warning, and the
+    // next reopen waits its turn in the retry back-off instead of looping every few seconds.
+    if (this.failing(stream)) {
+      this.retry(stream);
+      return;
+    }
+    this.failed(stream);
     await this.refresh();
     const target = this.target(stream.direction);
     this.warn({ direction: stream.direction, device: stream.device, message: error.message });
@@ -334,6 +352,8 @@ export class AudioRouter
     try {
       const switched = await stream.switchTo(target);
       if (switched === undefined) return;
+      // Audio flows: no retry is needed now (the run is remembered a while, for a stream that stalls again).
+      if (switched.flowing) clearTimeout(this.failures.get(stream)?.timer);
       this.emit('switched', { direction: stream.direction, from, to: target, gapMs: switched.gapMs, reason });
       // The cause of a warning ended: the stream carries audio on the device the user wants.
       if (switched.flowing && this.preferred(stream.direction, target) && this.target(stream.direction) === target) {
@@ -345,11 +365,60 @@ export class AudioRouter
       }
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
-      this.warn({ direction: stream.direction, device: target, message });
-      stream.warn(e instanceof AudioDeviceError ? e : new AudioDeviceError('open_failed', message));
+      // Said once per run of failures; the retries go on quietly until one opens (or the stream closes).
+      if (!this.failing(stream)) {
+        this.warn({ direction: stream.direction, device: target, message: `${message}; trying again` });
+        stream.warn(e instanceof AudioDeviceError ? e : new AudioDeviceError('open_failed', message));
+      }
+      this.retry(stream);
     }
   }
+
+  /**
+   * Opens a stream that failed (would not open, or opened and stalled) again
+   * after 1 s, then 2, 4 and every 8 s while it is routed, until audio flows:
+   * a sound server too busy to answer within the open's 3 s, or a device
+   * that is briefly busy, must not leave the call without audio until the
+   * user picks a device again.
+   */
+  private retry(stream: RoutedStream): void {
+    if (!this.live.has(stream)) return;
+    const f = this.failed(stream);
+    f.delayMs = f.delayMs ? Math.min(RETRY_MAX_MS, f.delayMs * 2) : RETRY_FIRST_MS;
+    clearTimeout(f.timer);
+    const timer = setTimeout(() => {
+      if (!this.live.has(stream) || this.failures.get(stream)?.timer !== timer) return;
+      // Reopened even when it is (stalled) on the right device; then moved on if the rules changed meanwhile.
+      void this.move(stream, this.target(stream.direction), 'recovered').then(() => this.settle(stream));
+    }, f.delayMs);
+    timer.unref();
+    f.timer = timer;
+  }
+
+  /** Whether the stream is in a run of failures (its last one less than FAILURE_RUN_MS ago). */
+  private failing(stream: RoutedStream): boolean {
+    const f = this.failures.get(stream);
+    return f !== undefined && performance.now() - f.at < FAILURE_RUN_MS;
+  }
+
+  /** Notes a failure of the stream now (a new run, with no back-off yet, when the last run is over). */
+  private failed(stream: RoutedStream): { at: number; delayMs: number; timer: NodeJS.Timeout | undefined } {
+    const running = this.failing(stream);
+    let f = this.failures.get(stream);
+    if (!f) this.failures.set(stream, (f = { at: 0, delayMs: 0, timer: undefined }));
+    if (!running) f.delayMs = 0;
+    f.at = performance.now();
+    return f;
+  }
 }
+
+/** The first retry of a failed open, and the longest gap between retries, ms. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 8000;
+/** Audio a reopened speaker must have asked for before it counts as playing, ms (more than its 20 ms buffer). */
+const FLOWING_MS = 100;
+/** Failures of one stream less than this far apart are one run (one warning, growing back-off), ms. */
+const FAILURE_RUN_MS = 20_000;
 
 /**
  * What a routed stream reports to: the {@link AudioRouter} in its own thread,
@@ -543,15 +612,23 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
       this.open(device);
       if (!this.pull) return { gapMs: performance.now() - t0, flowing: true };
       const pull = this.pull;
-      let firstPull: () => void = () => {};
-      const first = new Promise<void>((resolve) => (firstPull = resolve));
+      // Flowing once the device has asked for FLOWING_MS of audio: a stream on a stalled sink is asked
+      // for its first buffer (20 ms) and then never again. The gap is measured to the first request.
+      let settle: (flowing: boolean) => void = () => {};
+      const flowingNow = new Promise<boolean>((resolve) => (settle = resolve));
+      let pulls = 0;
+      let firstAt: number | undefined;
       this.stream!.start(() => {
-        firstPull();
+        firstAt ??= performance.now();
+        if (++pulls * this.frameMs >= FLOWING_MS) settle(true);
         return pull();
       });
-      await first;
+      // A stream that never asks must not hold up later switches (its own watchdog reports it).
+      const timer = setTimeout(() => settle(false), 2000);
+      const flowing = await flowingNow;
+      clearTimeout(timer);
       this.emit('switched');
-      return { gapMs: performance.now() - t0, flowing: true };
+      return { gapMs: (firstAt ?? performance.now()) - t0, flowing };
     };
     this.switches++;
     const p = this.switching.then(run, run).finally(() => this.switches--);

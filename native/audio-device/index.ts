@@ -192,6 +192,18 @@ export function resolveDevice(name: string | undefined, direction: 'input' | 'ou
 /** A started microphone that has delivered nothing after this long is reported as failed, ms. */
 const CAPTURE_START_TIMEOUT_MS = 3000;
 
+/**
+ * A started PulseAudio playback stream that has asked for nothing for this
+ * long (its buffer holds 20 ms) is reported as failed, ms: the router then
+ * reopens it. Above PulseAudio's longest sink latency (2 s: an idle sink
+ * that renders in 2 s blocks notices a new low-latency stream only at the
+ * end of its block, measured 1.9 s on a null sink). A pause of this process
+ * (SIGSTOP, a machine asleep, a long GC) is not counted: the check forgives
+ * any tick that itself came late.
+ */
+const PLAYBACK_STALL_MS = 4000;
+const PLAYBACK_CHECK_MS = 250;
+
 /** Longest wait for PortAudio to stop a stream, ms. */
 const STOP_TIMEOUT_MS = 2000;
 
@@ -540,9 +552,12 @@ function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameM
   let pull: (() => Int16Array) | undefined;
   let frame: Int16Array = new Int16Array(0);
   let offset = 0;
+  let lastNeed = 0;
+  let watchdog: NodeJS.Timeout | undefined;
   const stream = open((kind, payload) => {
     if (closed) return;
     if (kind === 'need' && pull) {
+      lastNeed = performance.now();
       let want = stream.writable() >> 1;
       try {
         while (want > 0) {
@@ -569,10 +584,25 @@ function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameM
     start: (p: () => Int16Array) => {
       pull = p;
       stream.start();
+      // A stream the server stopped asking (wedged) would leave the call silent with no word of it.
+      lastNeed = performance.now();
+      let lastTick = lastNeed;
+      watchdog = setInterval(() => {
+        const now = performance.now();
+        const late = now - lastTick > 2 * PLAYBACK_CHECK_MS;
+        lastTick = now;
+        if (late) lastNeed = now; // this thread was not running: the stream cannot be judged on that time
+        else if (now - lastNeed > PLAYBACK_STALL_MS) {
+          clearInterval(watchdog);
+          emitter.emit('error', new AudioDeviceError('stream_error', `the speaker has asked for no audio for ${PLAYBACK_STALL_MS / 1000} s`));
+        }
+      }, PLAYBACK_CHECK_MS);
+      watchdog.unref();
     },
     close: async () => {
       if (closed) return;
       closed = true;
+      clearInterval(watchdog);
       stream.close();
     },
   });

@@ -217,6 +217,50 @@ describe('audio devices during a call', () => {
     await stillTalking();
   });
 
+  it('a speaker that stops asking for audio (its sink suspended) is reported and reopened; the call plays there again once the sink does', async () => {
+    /** RMS of what plays on the headset over 1 s. */
+    const onHeadset = async () => {
+      const path = join(dir, `hs-${Date.now()}.wav`);
+      const rec = await pulse.record('hs.monitor', path, 1);
+      await new Promise((r) => setTimeout(r, 1000));
+      await rec.stop();
+      const samples = readWav(path).samples;
+      let sum = 0;
+      for (const x of samples) sum += (x / 32768) ** 2;
+      return Math.sqrt(sum / Math.max(1, samples.length));
+    };
+    await alice.request('devices.set', { output: 'hs' });
+    expect(await until('the tone on the headset', onHeadset, (v) => v > 0.05)).toBeGreaterThan(0.05);
+    const from = alice.notifications.length;
+    /** The first `method` notification since `from` that matches. */
+    const since = <T,>(method: string, pred: (p: T) => boolean, timeoutMs: number) =>
+      until(
+        `a ${method} notification`,
+        async () => alice.notifications.slice(from).find((n) => n.method === method && pred(n.params as T))?.params as T | undefined,
+        (v) => v !== undefined,
+        timeoutMs,
+      ) as Promise<T>;
+    // A sink the sound server stops (a Bluetooth headset gone to sleep, a wedged driver): the stream is
+    // still there but never asked for audio again. Before the watchdog the call stayed silent, with no word.
+    await pulse.pactl('suspend-sink', 'hs', '1');
+    try {
+      const warning = await since<{ message: string }>('audio.warning', (w) => /asked for no audio/.test(w.message), 10_000);
+      expect(warning.message).toMatch(/speaker/);
+      await since<{ reason: string; to: string }>('devices.switched', (s) => s.reason === 'recovered' && s.to === 'hs', 10_000);
+      // Stalled again on the still-suspended sink: retried with back-off, not warned about again and again.
+      await new Promise((r) => setTimeout(r, 8000));
+      const warned = alice.notifications.slice(from).filter((n) => n.method === 'audio.warning');
+      expect(warned.length, JSON.stringify(warned)).toBeLessThanOrEqual(2);
+    } finally {
+      await pulse.pactl('suspend-sink', 'hs', '0');
+    }
+    expect(await until('the tone on the headset again', onHeadset, (v) => v > 0.05, 20_000)).toBeGreaterThan(0.05);
+    await since<{ direction: string }>('audio.warning_cleared', (c) => c.direction === 'output', 20_000);
+    expect(await aliceSink()).toBe('hs');
+    await alice.request('devices.set', { output: 'a_spk' });
+    await stillTalking();
+  });
+
   it('an unplugged microphone falls back to the default input with a warning, and the call goes on', async () => {
     const module = (
       await pulse.pactl(
