@@ -420,6 +420,19 @@ const FLOWING_MS = 100;
 /** Failures of one stream less than this far apart are one run (one warning, growing back-off), ms. */
 const FAILURE_RUN_MS = 20_000;
 
+let streamThreadHook: ((tid: number) => void) | undefined;
+
+/**
+ * What to do with the own thread of each device stream opened from now on
+ * (the libpulse path's `parley-pa-in` / `parley-pa-out`, Linux): the media
+ * worker raises it as it raised itself (main/media/worker/media-worker.ts).
+ * Such threads do not inherit a real-time policy: it is set with
+ * SCHED_RESET_ON_FORK. `undefined` stops it.
+ */
+export function onStreamThread(hook: ((tid: number) => void) | undefined): void {
+  streamThreadHook = hook;
+}
+
 /**
  * What a routed stream reports to: the {@link AudioRouter} in its own thread,
  * or, in the media worker, a stand-in that passes failures on to the router
@@ -489,6 +502,7 @@ export class RoutedCapture
   /** @internal opens `device` (not started). @throws AudioDeviceError */
   open(device: string): void {
     const stream = openCapture({ device: deviceSpec(this.router, device), frameMs: this.frameMs });
+    if (stream.threadId) streamThreadHook?.(stream.threadId);
     stream.on('frame', (f) => this.emit('frame', f));
     stream.on('error', (e) => {
       if (this.stream === stream && !this.closed) void this.router.recover(this, e);
@@ -576,6 +590,7 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
   /** @internal opens `device` (not started). @throws AudioDeviceError */
   open(device: string): void {
     const stream = openPlayback({ device: deviceSpec(this.router, device), frameMs: this.frameMs });
+    if (stream.threadId) streamThreadHook?.(stream.threadId);
     stream.on('error', (e) => {
       if (this.stream === stream && !this.closed) void this.router.recover(this, e);
     });

@@ -293,6 +293,8 @@ export interface CaptureStream extends EventEmitter<{
   error: [AudioDeviceError];
 }> {
   readonly frameMs: FrameMs;
+  /** The kernel id of the stream's own thread (libpulse path, Linux), to raise its priority; absent otherwise. */
+  readonly threadId?: number;
   start(): void;
   /** Stops and releases the device. Never throws. */
   close(): Promise<void>;
@@ -375,6 +377,8 @@ export interface PlaybackOptions {
  */
 export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError] }> {
   readonly frameMs: FrameMs;
+  /** The kernel id of the stream's own thread (libpulse path, Linux), to raise its priority; absent otherwise. */
+  readonly threadId?: number;
   /**
    * Starts playout; `pull` is called once per frame and must return exactly
    * frameSamples(frameMs) samples (silence when there is nothing to play).
@@ -527,6 +531,7 @@ function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs
   });
   Object.assign(emitter, {
     frameMs,
+    threadId: stream.threadId() || undefined,
     start: () => {
       stream.start();
       watchFirstFrame(emitter, () => !closed && framesSeen === 0);
@@ -581,6 +586,7 @@ function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameM
   });
   Object.assign(emitter, {
     frameMs,
+    threadId: stream.threadId() || undefined,
     start: (p: () => Int16Array) => {
       pull = p;
       stream.start();

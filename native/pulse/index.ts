@@ -24,6 +24,12 @@ export interface PulseStream {
   write(bytes: Uint8Array): void;
   /** Underruns (playback) and overruns (capture) so far, and the stream's latency, µs (buffer + device). */
   stats(): { underflows: number; overflows: number; latencyUs?: number };
+  /**
+   * The kernel thread id (Linux) of the stream's own thread (`parley-pa-in` /
+   * `parley-pa-out`), which moves its audio: to raise its priority like the
+   * media thread's (main/media/priority.ts). 0 elsewhere.
+   */
+  threadId(): number;
   /** Disconnects and stops the stream's thread; idempotent, never throws. */
   close(): void;
 }

@@ -6,7 +6,7 @@
  * PulseAudio; full calls through it are in call.test.ts and the other call
  * tests (the daemon uses the worker by default).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
@@ -101,6 +101,13 @@ describe('the media worker', () => {
       media.start();
       await new Promise((r) => setTimeout(r, 300));
       expect(media.stats().ptimeMs).toBe(20);
+      // The device streams' own threads (libpulse's, started by the worker) run as the worker's thread does:
+      // real-time when it is (they do not inherit it: the policy carries SCHED_RESET_ON_FORK).
+      const comm = (t: string) => readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim();
+      const policy = (t: string) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1]!.split(' ')[38]);
+      const streamThreads = () => readdirSync('/proc/self/task').filter((t) => /^parley-pa-(in|out)$/.test(comm(t)));
+      expect(streamThreads().map(comm).sort()).toEqual(['parley-pa-in', 'parley-pa-out']);
+      if (process.getuid?.() === 0) await expect.poll(() => streamThreads().map(policy), { timeout: 5000 }).toEqual([2, 2]);
       await media.close();
       expect(router.list().active).toEqual({});
       // A device PortAudio does not have: the worker's AudioDeviceError arrives as one, with its message.

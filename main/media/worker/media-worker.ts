@@ -17,12 +17,12 @@ import { parentPort } from 'node:worker_threads';
 import { createVoiceProcessor, type VoiceProcessingSettings, type VoiceProcessor } from '../../../native/apm';
 import { AudioDeviceError, devicesSettled } from '../../../native/audio-device';
 import { createOpusDecoder, createOpusEncoder } from '../../../native/opus';
-import { RoutedCapture, RoutedPlayback, type StreamOwner } from '../audio-router';
+import { onStreamThread, RoutedCapture, RoutedPlayback, type StreamOwner } from '../audio-router';
 import { EchoGatedProcessor } from '../echo-path';
 import { MediaSession } from '../media-session';
 import { Peer } from '../peer';
 import { deviceDelayMs } from '../platform';
-import { raiseMediaPriority, raiseToRealtime, rtkitHighPriority, type PriorityDeps } from '../priority';
+import { MEDIA_NICE, raiseMediaPriority, raiseToRealtime, rtkitHighPriority, type PriorityDeps } from '../priority';
 import { warmUpMediaPath } from '../warmup';
 import { STATE_REPORT_MS } from '../media-backend';
 import {
@@ -232,6 +232,18 @@ const handlers: { [M in Method]: (params: Params[M]) => Promise<Results[M]> | Re
     const nice = await raiseMediaPriority(priorityDeps(own));
     // This thread only carries audio and sleeps between frames: it may be real-time (the main thread never is).
     const realtime = tid !== undefined ? await raiseToRealtime(tid) : ({ method: 'none', reason: 'no thread id' } as const);
+    // The device streams' own threads move the audio too: the same as this thread got (they would run at
+    // nice 0 otherwise: a real-time policy is not inherited, and they start after the nice level was set).
+    onStreamThread((t) => {
+      if (realtime.method !== 'none') void raiseToRealtime(t);
+      else if (nice.method === 'setpriority') {
+        try {
+          setPriority(t, MEDIA_NICE);
+        } catch {
+          // refused now although allowed before: the stream still works at normal priority
+        }
+      } else if (nice.method === 'rtkit') void rtkitHighPriority(t, MEDIA_NICE).catch(() => {});
+    });
     return { ...nice, tid: own, realtime };
   },
 };

@@ -31,6 +31,9 @@
  *   handle.stats() → { underflows, overflows, latencyUs }, handle.close()
  */
 #define NAPI_VERSION 8
+#ifdef __linux__
+#define _GNU_SOURCE /* syscall(SYS_gettid) */
+#endif
 #include <node_api.h>
 #include <pulse/pulseaudio.h>
 #include <stdatomic.h>
@@ -38,6 +41,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define RATE 48000
 #define CONNECT_TIMEOUT_USEC (3 * PA_USEC_PER_SEC)
@@ -74,6 +81,7 @@ typedef struct {
   int failed_reported; /* mainloop thread only */
   int timed_out;
   int refs; /* JS thread only: the wrap and the tsfn each hold one */
+  atomic_int tid; /* the mainloop thread's kernel id (Linux), set from its first callback; 0 until then */
 } Stream;
 
 /* Queues an event for JavaScript; 0 when it was dropped (closed, or the capture queue is full). */
@@ -99,8 +107,18 @@ static void post_error(Stream *s, const char *message) {
 
 /* ---- mainloop thread callbacks ---- */
 
+/* Notes the kernel id of the stream's mainloop thread, when called on it (a connect calls the state callbacks on the caller's thread first). */
+static void note_thread(Stream *s) {
+#ifdef __linux__
+  if (!atomic_load(&s->tid) && s->ml && pa_threaded_mainloop_in_thread(s->ml)) atomic_store(&s->tid, (int)syscall(SYS_gettid));
+#else
+  (void)s;
+#endif
+}
+
 static void context_state_cb(pa_context *c, void *userdata) {
   Stream *s = userdata;
+  note_thread(s);
   pa_context_state_t state = pa_context_get_state(c);
   if (state == PA_CONTEXT_READY || state == PA_CONTEXT_FAILED || state == PA_CONTEXT_TERMINATED) {
     if (state != PA_CONTEXT_READY && s->st && !atomic_load(&s->closed)) post_error(s, "the sound server went away");
@@ -110,6 +128,7 @@ static void context_state_cb(pa_context *c, void *userdata) {
 
 static void stream_state_cb(pa_stream *st, void *userdata) {
   Stream *s = userdata;
+  note_thread(s);
   pa_stream_state_t state = pa_stream_get_state(st);
   if (state == PA_STREAM_READY || state == PA_STREAM_FAILED || state == PA_STREAM_TERMINATED) {
     if (state != PA_STREAM_READY && !atomic_load(&s->closed)) {
@@ -375,6 +394,15 @@ static napi_value Stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The kernel id of the stream's mainloop thread (Linux; 0 elsewhere or when unknown). */
+static napi_value ThreadId(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  Stream *s = unwrap_this(env, info, &argc, NULL);
+  napi_value v;
+  napi_create_int32(env, s ? atomic_load(&s->tid) : 0, &v);
+  return v;
+}
+
 static napi_value Close(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   Stream *s = unwrap_this(env, info, &argc, NULL);
@@ -509,6 +537,7 @@ static napi_value Open(napi_env env, napi_callback_info info) {
       {"writable", NULL, Writable, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, Write, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, Stats, NULL, NULL, NULL, napi_default, NULL},
+      {"threadId", NULL, ThreadId, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, Close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, handle, sizeof(methods) / sizeof(methods[0]), methods);
