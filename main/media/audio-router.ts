@@ -354,6 +354,10 @@ export class AudioRouter
       if (switched === undefined) return;
       // Audio flows: no retry is needed now (the run is remembered a while, for a stream that stalls again).
       if (switched.flowing) clearTimeout(this.failures.get(stream)?.timer);
+      // Open but not (yet) carrying audio: looked at again after the back-off, when a reopen that flows clears
+      // the warning. (One that starts flowing by itself meanwhile — a sink that resumes — is otherwise never
+      // seen by the router, and its warning would stay.)
+      else this.retry(stream);
       this.emit('switched', { direction: stream.direction, from, to: target, gapMs: switched.gapMs, reason });
       // The cause of a warning ended: the stream carries audio on the device the user wants.
       if (switched.flowing && this.preferred(stream.direction, target) && this.target(stream.direction) === target) {
@@ -417,6 +421,8 @@ const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 8000;
 /** Audio a reopened speaker must have asked for before it counts as playing, ms (more than its 20 ms buffer). */
 const FLOWING_MS = 100;
+/** How long a switched speaker may take to ask for {@link FLOWING_MS}, ms. */
+const PLAYBACK_FLOWING_WAIT_MS = 3500;
 /** Failures of one stream less than this far apart are one run (one warning, growing back-off), ms. */
 const FAILURE_RUN_MS = 20_000;
 
@@ -638,8 +644,11 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
         if (++pulls * this.frameMs >= FLOWING_MS) settle(true);
         return pull();
       });
-      // A stream that never asks must not hold up later switches (its own watchdog reports it).
-      const timer = setTimeout(() => settle(false), 2000);
+      // A stream that never asks must not hold up later switches (its own watchdog reports it). Longer than
+      // PulseAudio's longest sink latency: an idle sink rendering in 2 s blocks asks a new stream for its
+      // second buffer only when its block ends (1.9 s measured on a null sink), so a 2 s limit judged such a
+      // stream not playing, and each reopen made the sink idle again.
+      const timer = setTimeout(() => settle(false), PLAYBACK_FLOWING_WAIT_MS);
       const flowing = await flowingNow;
       clearTimeout(timer);
       this.emit('switched');

@@ -255,7 +255,10 @@ describe('audio devices during a call', () => {
       await pulse.pactl('suspend-sink', 'hs', '0');
     }
     expect(await until('the tone on the headset again', onHeadset, (v) => v > 0.05, 20_000)).toBeGreaterThan(0.05);
-    await since<{ direction: string }>('audio.warning_cleared', (c) => c.direction === 'output', 20_000);
+    await since<{ direction: string }>('audio.warning_cleared', (c) => c.direction === 'output', 20_000).catch((e: Error) => {
+      const seen = alice.notifications.slice(from).filter((n) => /warning|switched/.test(n.method));
+      throw new Error(`${e.message}; device notifications since the suspend: ${JSON.stringify(seen)}`);
+    });
     expect(await aliceSink()).toBe('hs');
     await alice.request('devices.set', { output: 'a_spk' });
     await stillTalking();
