@@ -23,6 +23,7 @@ import { startKeyring } from '../test/harness/keyring';
 import { PROBE_CHANNEL, startPulse } from '../test/harness/pulse';
 import { startServer } from '../test/harness/server';
 import { channel, readWav, renderSpeech, writeWav } from '../test/harness/speech';
+import { clickDelays, clickTrain, percentile } from '../bench/lib';
 
 const { values: args } = parseArgs({
   options: {
@@ -36,6 +37,10 @@ const { values: args } = parseArgs({
 const frameMs = args['frame-ms'] === '10' ? 10 : 20;
 const json = args.json;
 const say = (line: string) => (json ? process.stderr : process.stdout).write(line + '\n');
+
+/** The click train after the speech: the bench's stimulus (bench/lib.ts clickTrain), 6 clicks 500 ms apart. */
+const CLICKS = 6;
+const CLICK_PERIOD_MS = 500;
 
 const ALICE_SAYS = 'The quick brown fox jumps over the lazy dog near the river bank.';
 const BOB_SAYS = 'She sells sea shells by the sea shore every sunny morning.';
@@ -66,6 +71,8 @@ async function main(): Promise<void> {
     const bobWav = join(outDir, 'bob-says.wav');
     await renderSpeech(ALICE_SAYS, 'en-us', aliceWav);
     await renderSpeech(BOB_SAYS, 'en-gb', bobWav);
+    const clicksWav = join(outDir, 'clicks.wav');
+    writeWav(clicksWav, clickTrain(CLICKS, CLICK_PERIOD_MS));
 
     say('Starting Alice and Bob (headless clients)…');
     const common = { server, frameMs, relay: args.relay } as const;
@@ -78,6 +85,7 @@ async function main(): Promise<void> {
 
     const probeWav = join(outDir, 'probe-4ch.wav');
     const recording = await pulse.record('probe.monitor', probeWav, 4);
+    const recordingFrom = performance.now();
 
     say('Alice calls Bob…');
     const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
@@ -103,7 +111,15 @@ async function main(): Promise<void> {
     const safetyAgrees = aliceSafety.safetyNumber === bobSafety.safetyNumber;
     await Promise.all([pulse.play('a_in', aliceWav), pulse.play('b_in', bobWav)]);
     await new Promise((r) => setTimeout(r, 1000)); // the tail reaches the far speaker
-    const before = await bob.request<CallStatus>('get_call_status', { callId });
+    // Then the bench's own delay method in the same call (npm run bench: clicks), both ways at once.
+    // Where the clicks start in the recording, less 300 ms (inside the silence after the tail: the split need not be exact).
+    const clicksAt = performance.now() - recordingFrom - 300;
+    await Promise.all([pulse.play('a_in', clicksWav), pulse.play('b_in', clicksWav)]);
+    await new Promise((r) => setTimeout(r, 500));
+    const [before, aliceBefore] = await Promise.all([
+      bob.request<CallStatus>('get_call_status', { callId }),
+      alice.request<CallStatus>('get_call_status', { callId }),
+    ]);
     await alice.request('end_call', { callId });
     const [aEnd, bEnd] = await Promise.all([
       alice.waitForCall(callId, (s) => s.state === 'ended'),
@@ -128,9 +144,14 @@ async function main(): Promise<void> {
     const aToB = speechSimilarity(aSent, cut(bSpk, aMic), { trackDelayMs: 40 });
     const bToA = speechSimilarity(bSent, cut(aSpk, bMic), { trackDelayMs: 40 });
     const single = { aToB: aToB.silent ? 0 : Math.max(0, aToB.correlation), bToA: bToA.silent ? 0 : Math.max(0, bToA.correlation) };
-    const d1 = estimateDelayMs(aMic, bSpk, 1000);
-    const d2 = estimateDelayMs(bMic, aSpk, 1000);
+    const speechEnd = Math.round((clicksAt * 48_000) / 1000);
+    const d1 = estimateDelayMs(aMic.subarray(0, speechEnd), bSpk.subarray(0, speechEnd), 1000);
+    const d2 = estimateDelayMs(bMic.subarray(0, speechEnd), aSpk.subarray(0, speechEnd), 1000);
     const mouthToEar = Math.round((d1.lagMs + d2.lagMs) / 2);
+    const c1 = clickDelays(aMic.subarray(speechEnd), bSpk.subarray(speechEnd), CLICK_PERIOD_MS);
+    const c2 = clickDelays(bMic.subarray(speechEnd), aSpk.subarray(speechEnd), CLICK_PERIOD_MS);
+    const clickMs = (c: { m2e: number[] }) => (c.m2e.length ? percentile(c.m2e, 50) : NaN);
+    const mouthToEarClicks = Math.round((clickMs(c1) + clickMs(c2)) / 2);
 
     const transport = aActive.transport === 'relay' || bActive.transport === 'relay' ? 'relay' : 'host';
     const inviteToRinging = ringing.ringingAt! - ringing.createdAt;
@@ -151,8 +172,12 @@ async function main(): Promise<void> {
     say(`  transport        ${transport === 'relay' ? 'relay (through coturn)' : 'host (direct, peer to peer)'}; ${frameMs} ms frames`);
     say(`  set-up           invite → ringing ${inviteToRinging} ms; answer → first audio ${answerToAudio} ms`);
     say(`  speech           Alice → Bob similarity ${aToB.score.toFixed(3)}; Bob → Alice ${bToA.score.toFixed(3)} (pass ≥ ${SIMILARITY_THRESHOLD}; with one delay for the whole sentence ${single.aToB.toFixed(3)} and ${single.bToA.toFixed(3)})`);
-    say(`  mouth-to-ear     ${mouthToEar} ms (Alice → Bob ${d1.lagMs.toFixed(1)} ms, Bob → Alice ${d2.lagMs.toFixed(1)} ms)`);
+    say(`  mouth-to-ear     ${mouthToEar} ms (Alice → Bob ${d1.lagMs.toFixed(1)} ms, Bob → Alice ${d2.lagMs.toFixed(1)} ms), by speech correlation`);
+    say(`                   ${mouthToEarClicks} ms (${clickMs(c1).toFixed(1)} ms, ${clickMs(c2).toFixed(1)} ms) by clicks after the speech, the bench's method (${c1.m2e.length + c2.m2e.length} of ${2 * CLICKS} heard)`);
     say(`  packets (Bob)    sent ${before.stats?.packetsSent}, received ${before.stats?.packetsReceived}, lost ${before.stats?.packetsLost}, jitter ${before.stats?.jitterMs} ms`);
+    for (const [who, st] of [['Alice', aliceBefore.stats], ['Bob', before.stats]] as const) {
+      say(`  playout ${who.padEnd(6)}   jitter buffer target ${st?.jitterTargetMs} ms; frames concealed (expand) ${st?.expandFrames}, dropped ${st?.accelerateFrames}, inserted ${st?.decelerateFrames}; aligned ${st?.playoutAlignedMs ?? 0} ms`);
+    }
     say(`  ended            Alice: ${aEnd.endReason}; Bob: ${bEnd.endReason}`);
     say(`  end-to-end       SDP and candidates sealed (X25519 + ML-KEM-768) and signed: ${e2ee.sealed ? 'yes' : 'NO'}; DTLS bound to the sealed fingerprint: ${e2ee.fingerprint_bound ? 'yes' : 'NO'}`);
     say(`  safety number    ${e2ee.safety_number}${safetyAgrees ? ' (the same on both ends)' : ' (DIFFERS between the ends)'}`);
@@ -167,6 +192,7 @@ async function main(): Promise<void> {
           similarity: { a_to_b: round3(aToB.score), b_to_a: round3(bToA.score) },
           similarity_single_delay: { a_to_b: round3(single.aToB), b_to_a: round3(single.bToA) },
           mouth_to_ear_ms: mouthToEar,
+          mouth_to_ear_clicks_ms: mouthToEarClicks,
           e2ee,
           recordings: { a: recA, b: recB },
         }),

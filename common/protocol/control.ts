@@ -64,6 +64,8 @@ export const MediaStats = z.object({
   accelerateFrames: z.number().int().optional(),
   /** Frames inserted in pauses to lengthen the delay. */
   decelerateFrames: z.number().int().optional(),
+  /** Audio inserted (> 0) or dropped (< 0) in pauses to align the speaker's pulls with the packets' arrivals, ms, net. */
+  playoutAlignedMs: z.number().optional(),
   /** Round-trip time from RTCP (RFC 3550 §6.4.1), ms. */
   rttMs: z.number().optional(),
   /** Loss of our packets as the far end reports it (smoothed), %. */

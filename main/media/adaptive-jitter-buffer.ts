@@ -49,13 +49,24 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  *   gap twice and keeping the extra delay (NetEQ's merge after expand). In
  *   bench/jitter-sim.ts `mobile` (bursts of 3 per leg) an empty buffer at a
  *   burst used to cost the burst twice, and its length in added delay;
- * - *accelerate*: the (smoothed) playout delay is ¾ packet or more above the
- *   wanted delay after a quiet frame (so it stays within a packet of it under
+ * - *accelerate*: the (smoothed) playout delay is ¾ packet (aligned: a
+ *   packet) or more above the wanted delay after a quiet frame (so it stays within a packet of it under
  *   clock drift), or more than `maxExcessMs` above it
  *   whatever the audio → drop the due packet (time-compression by dropping a
  *   frame in silence);
  * - *decelerate*: a packet or more below the wanted delay after a quiet frame
  *   → insert one concealed frame without moving the playout point.
+ *
+ * **Phase alignment** (`alignPhase`, the 1:1 call's speaker): whole-packet
+ * steps leave each packet waiting wherever the call's first pull fell in the
+ * packet period, a different 0–20 ms each call at 20 ms packets (measured:
+ * mouth-to-ear 77–97 ms between calls on one machine, 86 ms in one and 66 in
+ * the next). The reader's frames may instead be shortened or lengthened in
+ * pauses by 5 ms steps ({@link AdaptiveJitterBuffer.alignStep}), so the pull
+ * that takes a packet comes about `quantile + 5 ms` after its arrival in every
+ * call; the margin is then one device period instead of a packet, and the
+ * playout starts once the first packet has waited {@link ALIGNED_START_WAIT_MS}
+ * (the reader pulls 5 ms at a time until then) instead of two packets deep.
  *
  * Timestamps are RTP units (48 kHz for Opus, RFC 7587 §4.1); durations in
  * samples of that clock; times in ms on any monotonic clock.
@@ -80,6 +91,8 @@ export interface AdaptiveJitterStats {
   accelerateFrames: number;
   /** Frames inserted to lengthen the delay. */
   decelerateFrames: number;
+  /** Net samples inserted (> 0) or dropped (< 0) by {@link AdaptiveJitterBuffer.alignStep}. */
+  alignedSamples: number;
   /** Current target delay, ms. */
   targetMs: number;
   /** Audio buffered ahead of the playout point, ms. */
@@ -91,11 +104,11 @@ export interface AdaptiveJitterStats {
 export interface AdaptiveJitterOptions {
   /** Expected packet duration in samples (480 = 10 ms, 960 = 20 ms). */
   packetSamples: number;
-  /** Lower bound of the target, ms (default 20). */
+  /** Lower bound of the target, ms (default 20; with `alignPhase` the margin). */
   minTargetMs?: number;
   /** Upper bound of the target, ms (default 400). */
   maxTargetMs?: number;
-  /** Target before any jitter was measured, ms (default 40). */
+  /** Target before any jitter was measured, ms (default 20: one 20 ms packet; with `alignPhase` the start waits {@link ALIGNED_START_WAIT_MS} instead). */
   initialTargetMs?: number;
   /** Delay-statistics window, ms (default 2000). */
   windowMs?: number;
@@ -103,7 +116,28 @@ export interface AdaptiveJitterOptions {
   maxExcessMs?: number;
   /** Quantile of the relative arrival delay the playout delay covers, 0.5–1 (default 0.99). */
   quantile?: number;
+  /**
+   * Margin above the quantile, ms (default: one packet). A reader that aligns
+   * its pulls to the arrivals ({@link AdaptiveJitterBuffer.alignStep}) needs
+   * less: its pulls come at most a device period after a packet's turn.
+   */
+  marginMs?: number;
+  /**
+   * The reader calls {@link AdaptiveJitterBuffer.alignStep} every frame: the
+   * margin defaults to {@link ALIGNED_MARGIN_MS}, and whole packets are dropped
+   * in pauses only from one packet above the wanted delay (below that, the
+   * alignment steps take it).
+   */
+  alignPhase?: boolean;
 }
+
+/** The margin above the quantile when the reader aligns its pulls, ms: one device period. */
+export const ALIGNED_MARGIN_MS = 5;
+/** An aligned reader's playout starts once the first packet has waited this long, ms: the margin and 5 ms of jitter. */
+export const ALIGNED_START_WAIT_MS = 10;
+
+/** The unit of a phase alignment step: 5 ms at 48 kHz (a device period; Opus PLC takes multiples of 2.5 ms). */
+export const ALIGN_STEP_SAMPLES = 240;
 
 const CLOCK = 48_000;
 const MAX_PACKET = 5760; // 120 ms, the longest Opus packet (RFC 6716 §3.2.5)
@@ -122,6 +156,8 @@ export class AdaptiveJitterBuffer {
   private playoutTs: number | undefined;
   private current: JitterPacket | undefined;
   private started = false;
+  /** Arrival of the first packet buffered before the start, ms. */
+  private firstArrivalMs: number | undefined;
   private duration: number;
   private readonly minTarget: number;
   private readonly maxTarget: number;
@@ -129,6 +165,9 @@ export class AdaptiveJitterBuffer {
   private readonly maxExcess: number;
   private target: number; // samples
   private readonly quantile: number;
+  /** Margin above the quantile, samples; undefined: one packet. */
+  private readonly margin: number | undefined;
+  private readonly aligned: boolean;
   /** Wanted playout delay in transit terms (min transit + quantile), ms; undefined until measured. */
   private wantedOffsetMs: number | undefined;
   /** Smoothed (playout delay − wanted), ms. */
@@ -160,16 +199,21 @@ export class AdaptiveJitterBuffer {
     expandFrames: 0,
     accelerateFrames: 0,
     decelerateFrames: 0,
+    alignedSamples: 0,
   };
 
   constructor(options: AdaptiveJitterOptions) {
     this.duration = options.packetSamples;
-    this.minTarget = ms2s(options.minTargetMs ?? 20);
+    // An aligned reader's target may be as low as its margin: the jitter's quantile plus one device period.
+    this.minTarget = ms2s(options.minTargetMs ?? (options.alignPhase ? (options.marginMs ?? ALIGNED_MARGIN_MS) : 20));
     this.maxTarget = ms2s(options.maxTargetMs ?? 400);
-    this.target = clamp(ms2s(options.initialTargetMs ?? 40), this.minTarget, this.maxTarget);
+    this.target = clamp(ms2s(options.initialTargetMs ?? 20), this.minTarget, this.maxTarget);
     this.windowMs = options.windowMs ?? 2000;
     this.maxExcess = ms2s(options.maxExcessMs ?? 80);
     this.quantile = clamp(options.quantile ?? 0.99, 0.5, 1);
+    const marginMs = options.marginMs ?? (options.alignPhase ? ALIGNED_MARGIN_MS : undefined);
+    this.margin = marginMs === undefined ? undefined : ms2s(marginMs);
+    this.aligned = options.alignPhase ?? false;
   }
 
   /**
@@ -187,6 +231,7 @@ export class AdaptiveJitterBuffer {
       this.s.packetsDuplicate++;
       return;
     }
+    if (!this.started && this.firstArrivalMs === undefined) this.firstArrivalMs = arrivalMs;
     // A hard ceiling: never hold more than the largest target plus the excess.
     while (this.packets.length > 1 && this.bufferedSamples() > this.maxTarget + this.maxExcess) {
       this.packets.shift();
@@ -205,7 +250,12 @@ export class AdaptiveJitterBuffer {
    */
   pop(lastWasQuiet = false, nowMs?: number, accelerated = false): AdaptivePlayout {
     if (!this.started) {
-      if (this.packets.length === 0 || this.bufferedSamples() < this.target) return { kind: 'buffering' };
+      if (this.packets.length === 0) return { kind: 'buffering' };
+      if (this.aligned) {
+        // The reader pulls a step at a time while buffering: start once the first packet has waited the
+        // margin and a first guess of the jitter, so the first words play at about the delay the call keeps.
+        if ((nowMs ?? this.newest!.at) - this.firstArrivalMs! < ALIGNED_START_WAIT_MS) return { kind: 'buffering' };
+      } else if (this.bufferedSamples() < this.target) return { kind: 'buffering' };
       this.started = true;
       this.playoutTs = this.packets[0]!.timestamp;
     }
@@ -230,7 +280,7 @@ export class AdaptiveJitterBuffer {
       // and insert frames back and forth.
       const error = this.delayErrorSamples(nowMs);
       this.filtered = this.filtered === undefined ? error : this.filtered + (error - this.filtered) / LEVEL_FILTER;
-      if (!accelerated && this.packets.length > 1 && (error > this.maxExcess || (lastWasQuiet && this.filtered >= (3 * this.duration) / 4))) {
+      if (!accelerated && this.packets.length > 1 && (error > this.maxExcess || (lastWasQuiet && this.filtered >= (this.aligned ? this.duration : (3 * this.duration) / 4)))) {
         // Accelerate: drop the due packet (one per pull: a run of dropped frames would be heard).
         this.packets.shift();
         this.s.accelerateFrames++;
@@ -270,6 +320,38 @@ export class AdaptiveJitterBuffer {
     return ms2s(offsetMs - this.wantedOffsetMs);
   }
 
+  /**
+   * Sub-packet phase alignment, for a reader whose frames may be shortened or
+   * lengthened (PlayoutChain with `alignPhase`): with whole-packet steps alone
+   * the wait between a packet's arrival and its pull is wherever the call's
+   * first pull fell in the packet period (0–20 ms at 20 ms packets, a
+   * different figure each call). Called once per pulled frame with whether
+   * that frame and the one before were quiet; returns how many samples to
+   * drop from the frame's end (> 0) or insert after it (< 0), in
+   * {@link ALIGN_STEP_SAMPLES} steps, at most half a packet (dropping) or one
+   * step (inserting) per frame, only in quiet and only once the delay has been
+   * measured; 0 otherwise. NetEQ reaches the same with its accelerate and
+   * preemptive-expand operations (time-stretching inside a packet).
+   */
+  alignStep(quiet: boolean): number {
+    const f = this.filtered;
+    if (!quiet || f === undefined || this.wantedOffsetMs === undefined) return 0;
+    if (f >= ALIGN_STEP_SAMPLES) {
+      const steps = Math.min(Math.floor(f / ALIGN_STEP_SAMPLES), Math.max(1, Math.floor(this.duration / 2 / ALIGN_STEP_SAMPLES)));
+      this.filtered = f - steps * ALIGN_STEP_SAMPLES;
+      this.s.alignedSamples -= steps * ALIGN_STEP_SAMPLES;
+      return steps * ALIGN_STEP_SAMPLES;
+    }
+    // Inserting waits for two steps short: the pulls' own 5 ms quantization moves the error by a step either
+    // way, and a symmetric band would drop and insert by turns.
+    if (f <= -2 * ALIGN_STEP_SAMPLES && this.s.packetsReceived > 50) {
+      this.filtered = f + ALIGN_STEP_SAMPLES;
+      this.s.alignedSamples += ALIGN_STEP_SAMPLES;
+      return -ALIGN_STEP_SAMPLES;
+    }
+    return 0;
+  }
+
   /** The real duration of the packet just returned (from the decoder), samples. */
   setPacketDuration(samples: number): void {
     if (samples <= 0 || samples > MAX_PACKET) return;
@@ -283,6 +365,7 @@ export class AdaptiveJitterBuffer {
     this.arrivalHead = 0;
     this.arrivalCount = 0;
     this.started = false;
+    this.firstArrivalMs = undefined;
     this.playoutTs = undefined;
     this.current = undefined;
     this.expanded = 0;
@@ -322,10 +405,12 @@ export class AdaptiveJitterBuffer {
     if (this.arrivalCount < 10 || ++this.sinceTarget < TARGET_EVERY) return;
     this.sinceTarget = 0;
     const q = this.relativeDelayQuantile();
-    this.target = clamp(ms2s(q) + this.duration, this.minTarget, this.maxTarget);
+    this.target = clamp(ms2s(q) + (this.margin ?? this.duration), this.minTarget, this.maxTarget);
     // Plus one packet: the speaker takes a whole frame per pull, and after an
     // event-loop stall it takes several in a row (bench:quality `clean`: without
     // this margin such bursts ran the buffer dry mid-word, similarity 0.87–0.89).
+    // The first measured wanted delay replaces the buffer-level estimate the smoothed error held until now.
+    if (this.wantedOffsetMs === undefined) this.filtered = undefined;
     this.wantedOffsetMs = this.windowMinTransit + s2msExact(this.target);
   }
 

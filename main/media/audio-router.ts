@@ -637,12 +637,14 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
       // for its first buffer (20 ms) and then never again. The gap is measured to the first request.
       let settle: (flowing: boolean) => void = () => {};
       const flowingNow = new Promise<boolean>((resolve) => (settle = resolve));
-      let pulls = 0;
+      let pulledSamples = 0;
       let firstAt: number | undefined;
       this.stream!.start(() => {
         firstAt ??= performance.now();
-        if (++pulls * this.frameMs >= FLOWING_MS) settle(true);
-        return pull();
+        const frame = pull(); // frames may be shorter or longer than frameMs (an aligned playout)
+        pulledSamples += frame.length;
+        if ((pulledSamples * 1000) / 48_000 >= FLOWING_MS) settle(true);
+        return frame;
       });
       // A stream that never asks must not hold up later switches (its own watchdog reports it). Longer than
       // PulseAudio's longest sink latency: an idle sink rendering in 2 s blocks asks a new stream for its

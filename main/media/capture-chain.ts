@@ -98,6 +98,9 @@ export class CaptureChain {
   /** Where the processed frame is put together, 10 ms at a time: read only within {@link push}. */
   private processed: Tens | undefined;
   private closed = false;
+  /** Played audio short of a whole processor frame, kept for the next {@link render}. */
+  private readonly renderCarry = new Int16Array(APM_FRAME);
+  private renderHeld = 0;
 
   constructor(private readonly options: CaptureChainOptions) {}
 
@@ -154,7 +157,23 @@ export class CaptureChain {
     const processor = this.options.processor;
     if (!processor) return;
     try {
-      for (let i = 0; i < out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME));
+      let i = 0;
+      // Played frames need not be whole 10 ms (an aligned playout's are 5 ms shorter or longer now and then):
+      // what does not fill a processor frame waits for the next.
+      if (this.renderHeld > 0) {
+        const k = Math.min(APM_FRAME - this.renderHeld, out.length);
+        this.renderCarry.set(out.subarray(0, k), this.renderHeld);
+        this.renderHeld += k;
+        i = k;
+        if (this.renderHeld < APM_FRAME) return;
+        processor.processRender(this.renderCarry);
+        this.renderHeld = 0;
+      }
+      for (; i + APM_FRAME <= out.length; i += APM_FRAME) processor.processRender(out.subarray(i, i + APM_FRAME));
+      if (i < out.length) {
+        this.renderCarry.set(out.subarray(i));
+        this.renderHeld = out.length - i;
+      }
     } catch {
       // a failing reference only weakens echo cancellation
     }

@@ -178,6 +178,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       ...(options.jitterTargetMs !== undefined ? { jitterTargetMs: options.jitterTargetMs } : {}),
       now: this.now,
       onFirstAudio: () => this.emit('firstAudio'),
+      // The one stream of a 1:1 call goes to the speaker alone: its frames may be shortened or lengthened.
+      alignPhase: true,
     });
     this.mixer = new Mixer(this.frameSamples);
     this.mixer.add(this.playout);
@@ -350,6 +352,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
       expandFrames: j.expandFrames,
       accelerateFrames: j.accelerateFrames,
       decelerateFrames: j.decelerateFrames,
+      playoutAlignedMs: j.alignedMs,
       ...(net.rttMs !== undefined ? { rttMs: Math.round(net.rttMs * 10) / 10 } : {}),
       remoteLossPercent: Math.round(net.lossFraction * 1000) / 10,
       bitrate: net.bitrate,
@@ -394,7 +397,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
     this.playout.push(rtp, this.now());
   }
 
-  /** Returns exactly one frame for the speaker: the mix, on hold silence, at the call's output gain. */
+  /** Returns one frame for the speaker (shortened or lengthened in pauses, PlayoutChain `alignPhase`): the mix, on hold silence, at the call's output gain. */
   private pullPlayout(): Int16Array {
     const out = this.mixer.pull();
     if (this.held) out.fill(0);

@@ -1,4 +1,8 @@
-/** One input of the mixer: gives exactly one frame of the mixer's size per pull (e.g. a PlayoutChain, a tone). */
+/**
+ * One input of the mixer: gives one frame of the mixer's size per pull (e.g.
+ * a PlayoutChain, a tone). A lone input may give another length (a
+ * PlayoutChain aligning its phase): it is passed through.
+ */
 export interface MixerInput {
   pull(): Int16Array;
 }
@@ -35,7 +39,8 @@ export class Mixer {
    */
   pull(): Int16Array {
     if (this.inputs.length === 0) return new Int16Array(this.frameSamples);
-    if (this.inputs.length === 1) return this.checked(this.inputs[0]!.pull());
+    // One input passes through as it is: it may be a PlayoutChain whose frames are aligned (shortened or lengthened).
+    if (this.inputs.length === 1) return this.inputs[0]!.pull();
     const acc = new Int32Array(this.frameSamples);
     for (const input of this.inputs) {
       const f = this.checked(input.pull());

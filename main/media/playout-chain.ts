@@ -1,4 +1,4 @@
-import { AdaptiveJitterBuffer, type AdaptivePlayout } from './adaptive-jitter-buffer';
+import { ALIGN_STEP_SAMPLES, AdaptiveJitterBuffer, type AdaptivePlayout } from './adaptive-jitter-buffer';
 import { FixedJitterBuffer, type JitterPacket, type PlayoutItem } from './jitter-buffer';
 import type { ReceivedRtp } from './rtp-transport';
 
@@ -21,6 +21,16 @@ export interface PlayoutChainOptions {
   now: () => number;
   /** Called once, when the first received packet is decoded for the speaker. */
   onFirstAudio?: () => void;
+  /**
+   * Align the pulls to the packets' arrivals (adaptive buffer only): in pauses
+   * a pulled frame may come {@link ALIGN_STEP_SAMPLES} or more short (quiet
+   * audio dropped) or one step long (quiet audio inserted), so that each
+   * packet waits about its jitter's quantile plus 5 ms whatever the phase
+   * between the far end's clock and the speaker's
+   * ({@link AdaptiveJitterBuffer.alignStep}). For a reader that takes any
+   * length (the 1:1 speaker); a mixer of several chains needs equal frames.
+   */
+  alignPhase?: boolean;
 }
 
 /** Counters of one received stream (MediaStats' receive side). */
@@ -36,6 +46,8 @@ export interface PlayoutStats {
   expandFrames: number;
   accelerateFrames: number;
   decelerateFrames: number;
+  /** Net audio inserted (> 0) or dropped (< 0) by phase alignment, ms. */
+  alignedMs: number;
   framesConcealed: number;
   framesRecoveredByFec: number;
 }
@@ -57,6 +69,7 @@ export class PlayoutChain {
   private pcm: Int16Array = new Int16Array(0);
   private pcmOffset = 0;
   private lastQuiet = false;
+  private lastOutQuiet = false;
   private heardFirst = false;
   private remoteSsrc: number | undefined;
   private received = 0;
@@ -67,7 +80,7 @@ export class PlayoutChain {
     this.jitter =
       options.jitterTargetMs !== undefined
         ? fixedBuffer(new FixedJitterBuffer(options.jitterTargetMs, options.frameSamples))
-        : new AdaptiveJitterBuffer({ packetSamples: options.frameSamples });
+        : new AdaptiveJitterBuffer({ packetSamples: options.frameSamples, alignPhase: options.alignPhase ?? false });
   }
 
   /** Whether a received packet has been decoded for the speaker yet. */
@@ -87,21 +100,34 @@ export class PlayoutChain {
   }
 
   /**
-   * Exactly one frame of `frameSamples` samples for the speaker (a new array,
-   * the caller's to change): decoded audio, recovered or concealed audio for
-   * a gap, or silence while buffering.
+   * One frame for the speaker (a new array, the caller's to change): decoded
+   * audio, recovered or concealed audio for a gap, or silence while
+   * buffering. `frameSamples` samples; with `alignPhase`, in pauses, a
+   * multiple of {@link ALIGN_STEP_SAMPLES} between half that and that plus one step.
    */
   pull(): Int16Array {
     const n = this.options.frameSamples;
     const out = new Int16Array(n);
     let filled = 0;
+    const now = this.options.now();
     while (filled < n) {
-      if (this.pcmOffset >= this.pcm.length && !this.refill()) break;
+      // A packet taken mid-frame plays `filled` samples after the pull: its delay is measured from then.
+      if (this.pcmOffset >= this.pcm.length && !this.refill(now + (filled * 1000) / SAMPLE_RATE)) {
+        // Aligned: until the first packet is due, silence a step at a time, so it is taken within a step of its time.
+        if (this.options.alignPhase && filled === 0) return new Int16Array(ALIGN_STEP_SAMPLES);
+        break;
+      }
       const k = Math.min(n - filled, this.pcm.length - this.pcmOffset);
       out.set(this.pcm.subarray(this.pcmOffset, this.pcmOffset + k), filled);
       this.pcmOffset += k;
       filled += k;
     }
+    if (!this.options.alignPhase || !this.jitter.alignStep) return out;
+    const quiet = isQuiet(out);
+    const step = this.jitter.alignStep(quiet && this.lastOutQuiet);
+    this.lastOutQuiet = quiet;
+    if (step > 0) return out.subarray(0, n - step);
+    if (step < 0) return lengthened(out, -step);
     return out;
   }
 
@@ -119,6 +145,7 @@ export class PlayoutChain {
       expandFrames: j.expandFrames,
       accelerateFrames: j.accelerateFrames,
       decelerateFrames: j.decelerateFrames,
+      alignedMs: ((j.alignedSamples ?? 0) * 1000) / SAMPLE_RATE,
       framesConcealed: this.concealed,
       framesRecoveredByFec: this.fecRecovered,
     };
@@ -147,8 +174,8 @@ export class PlayoutChain {
   }
 
   /** Takes the next playout item into the PCM FIFO; false while buffering. */
-  private refill(): boolean {
-    const item = this.jitter.pop(this.lastQuiet, this.options.now());
+  private refill(nowMs: number): boolean {
+    const item = this.jitter.pop(this.lastQuiet, nowMs);
     if (item.kind === 'buffering') return false;
     if (item.kind === 'missing') {
       this.pcm = this.recoverLost(item.samples, item.next?.payload);
@@ -181,9 +208,11 @@ interface JitterBuffer {
   push(packet: JitterPacket, arrivalMs: number): void;
   pop(lastWasQuiet: boolean, nowMs: number): AdaptivePlayout;
   setPacketDuration(samples: number): void;
+  /** See {@link AdaptiveJitterBuffer.alignStep} (the adaptive buffer only). */
+  alignStep?(quiet: boolean): number;
   reset(): void;
   /** The buffer's share of the stream's counters (the chain counts received packets, PLC and FEC itself). */
-  stats(): Omit<PlayoutStats, 'packetsReceived' | 'framesConcealed' | 'framesRecoveredByFec'>;
+  stats(): Omit<PlayoutStats, 'packetsReceived' | 'framesConcealed' | 'framesRecoveredByFec' | 'alignedMs'> & { alignedSamples?: number };
 }
 
 /** The fixed buffer seen through the JitterBuffer interface (its underruns re-buffer in silence). */
@@ -195,6 +224,20 @@ function fixedBuffer(b: FixedJitterBuffer): JitterBuffer {
     reset: () => b.reset(),
     stats: () => ({ ...b.stats(), targetMs: b.targetMs, expandFrames: 0, accelerateFrames: 0, decelerateFrames: 0 }),
   };
+}
+
+const SAMPLE_RATE = 48_000;
+
+/**
+ * `frame` and then `extra` more samples: its last `extra` samples mirrored
+ * (played backwards), so the inserted audio joins the frame without a step.
+ * Used on quiet frames only.
+ */
+function lengthened(frame: Int16Array, extra: number): Int16Array {
+  const out = new Int16Array(frame.length + extra);
+  out.set(frame);
+  for (let i = 0; i < extra; i++) out[frame.length + i] = frame[Math.max(0, frame.length - 1 - i)]!;
+  return out;
 }
 
 /** Below −46 dBFS RMS a frame counts as a pause, where the buffer may drop or insert a frame unheard. */

@@ -380,8 +380,11 @@ export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError]
   /** The kernel id of the stream's own thread (libpulse path, Linux), to raise its priority; absent otherwise. */
   readonly threadId?: number;
   /**
-   * Starts playout; `pull` is called once per frame and must return exactly
-   * frameSamples(frameMs) samples (silence when there is nothing to play).
+   * Starts playout; `pull` is called once per frame and must return
+   * frameSamples(frameMs) samples (silence when there is nothing to play), or
+   * another multiple of the 5 ms period up to twice that (a playout aligning
+   * its phase to the packets' arrivals). @throws RangeError from the pull's
+   * caller for any other length.
    */
   start(pull: () => Int16Array): void;
   /** Stops and releases the device. Never throws. */
@@ -419,7 +422,7 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
         if (offset >= frame.length) {
           frame = pull();
           offset = 0;
-          if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
+          if (!playableLength(frame.length, samples)) throw new RangeError(`playback frame must be ${samples} samples (or a multiple of ${PERIOD_SAMPLES} up to twice that)`);
         }
         const period = Buffer.from(frame.buffer, frame.byteOffset + offset * 2, PERIOD_SAMPLES * 2);
         offset += PERIOD_SAMPLES;
@@ -445,6 +448,11 @@ export function openPlayback(options: PlaybackOptions): PlaybackStream {
  * pulse plugin). Undefined before the first stream.
  */
 export let lastBackend: 'pulse' | 'portaudio' | undefined;
+
+/** Whether a pulled playback frame of `length` samples can be played: a positive multiple of the period up to twice the frame. */
+function playableLength(length: number, frame: number): boolean {
+  return length > 0 && length % PERIOD_SAMPLES === 0 && length <= 2 * frame;
+}
 
 /** PulseAudio's fragment (capture) and smallest request (playback): 5 ms, bytes. */
 const PULSE_PERIOD_BYTES = PERIOD_SAMPLES * 2;
@@ -569,7 +577,7 @@ function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameM
           if (offset >= frame.length) {
             frame = pull();
             offset = 0;
-            if (frame.length !== samples) throw new RangeError(`playback frame must be ${samples} samples`);
+            if (!playableLength(frame.length, samples)) throw new RangeError(`playback frame must be ${samples} samples (or a multiple of ${PERIOD_SAMPLES} up to twice that)`);
           }
           const k = Math.min(want, frame.length - offset);
           stream.write(new Uint8Array(frame.buffer, frame.byteOffset + offset * 2, k * 2));

@@ -94,7 +94,8 @@ describe('AdaptiveJitterBuffer', () => {
   });
 
   it('reports a lost packet as missing, with its successor for FEC', () => {
-    const jb = new AdaptiveJitterBuffer({ packetSamples: F });
+    // Started two packets deep, so the successor is buffered when the lost packet is due.
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 40 });
     const run = simulate(jb, { seconds: 2, lost: (i) => i === 30, delay: () => 30 });
     const miss = run.find((x) => x.item.kind === 'missing')!.item;
     expect(miss).toMatchObject({ kind: 'missing', samples: F, next: { payload: Buffer.from([31]) } });

@@ -6,6 +6,8 @@
  * resume, timeout and suspend on a fake clock.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { CaptureChain, newLevelMeter } from '../../main/media/capture-chain';
+import type { CaptureProcessor } from '../../main/media/media-session';
 import { LivenessMonitor } from '../../main/media/liveness';
 import { Mixer } from '../../main/media/mixer';
 import { PlayoutChain } from '../../main/media/playout-chain';
@@ -98,6 +100,99 @@ describe('PlayoutChain on a recorded tone', () => {
   });
 });
 
+/**
+ * A call's receive side against a speaker that pulls the next frame when it has played the last (frames
+ * of any length last length / 48 ms): packets of `packets(k)` (Opus, the real codec) arrive every 20 ms at
+ * `phaseMs` after the speaker's first pull, plus 0–`jitterMs`. Returns each decoded packet's wait from its
+ * arrival to the pull that took it (ms), and the chain's stats.
+ */
+function alignedRun(packets: Buffer[], phaseMs: number, jitterMs: number, seconds: number) {
+  let clock = 0;
+  const arrivedAt = new Map<number, number>();
+  const waits: { at: number; ms: number }[] = [];
+  const opus = createOpusDecoder();
+  let decoding = 0;
+  const chain = new PlayoutChain({
+    frameSamples: FRAME,
+    decoder: {
+      decode: (p) => {
+        waits.push({ at: clock, ms: clock - arrivedAt.get(decoding)! });
+        return opus.decode(p);
+      },
+      conceal: (n) => opus.conceal(n),
+    },
+    now: () => clock,
+    alignPhase: true,
+  });
+  let seed = 11;
+  const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const frameLengths = new Set<number>();
+  let next = 0;
+  let arrival = phaseMs;
+  for (let played = 0; played / 48 < seconds * 1000; ) {
+    const pullAt = played / 48;
+    while (arrival <= pullAt && next < seconds * 50) {
+      clock = arrival;
+      arrivedAt.set(next, arrival);
+      const seq = next;
+      chain.push({ header: { ssrc: 3, sequenceNumber: seq, timestamp: seq * FRAME }, payload: packets[seq % packets.length]! });
+      next++;
+      arrival = next * 20 + phaseMs + random() * jitterMs;
+    }
+    clock = pullAt;
+    // The chain decodes inside pull(): tell the decoder which packet it is (in order here, none lost).
+    decoding = waits.length;
+    const frame = chain.pull();
+    frameLengths.add(frame.length);
+    played += frame.length;
+  }
+  return { waits, stats: chain.stats(), frameLengths };
+}
+
+describe('PlayoutChain aligned to the arrivals (a 1:1 call, alignPhase)', () => {
+  // Talk spurts of 1 s (a tone) and pauses of 0.6 s (digital silence), as encoded by the real Opus encoder.
+  const enc = createOpusEncoder({ frameMs: 20 });
+  const talk: Buffer[] = [];
+  for (let f = 0; f < 80; f++) {
+    const pcm = new Int16Array(FRAME);
+    if (f % 80 < 50) for (let i = 0; i < FRAME; i++) pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * 300 * (f * FRAME + i)) / 48000));
+    talk.push(enc.encode(pcm));
+  }
+  const rows = [
+    { name: 'packets just after a pull', phaseMs: 1, jitterMs: 0 },
+    { name: 'a third of a packet after', phaseMs: 7, jitterMs: 0 },
+    { name: 'two thirds after', phaseMs: 13, jitterMs: 0 },
+    { name: 'just before the next pull', phaseMs: 19, jitterMs: 0 },
+    { name: 'any phase, with 0–6 ms of jitter', phaseMs: 10, jitterMs: 6 },
+  ];
+  for (const row of rows) {
+    it(`${row.name}: each packet waits its jitter plus about 5 ms, shifted in the pauses only`, () => {
+      const { waits, stats, frameLengths } = alignedRun(talk, row.phaseMs, row.jitterMs, 20);
+      const settled = waits.filter((w) => w.at > 5000).map((w) => w.ms);
+      expect(settled.length).toBeGreaterThan(700);
+      // Whole-packet steps alone leave the wait wherever the phase put it (up to 20 ms plus the margin).
+      const median = [...settled].sort((a, b) => a - b)[settled.length >> 1]!;
+      expect(median).toBeGreaterThanOrEqual(0);
+      expect(median).toBeLessThanOrEqual(5 + row.jitterMs + 5);
+      expect(stats.expandFrames).toBe(0);
+      // Frames are whole 5 ms periods: 5 ms of silence a pull while buffering, then never shorter than half a
+      // frame nor longer than one period more.
+      for (const n of frameLengths) {
+        expect(n % 240).toBe(0);
+        expect(n === 240 || n >= FRAME / 2).toBe(true);
+        expect(n).toBeLessThanOrEqual(FRAME + 240);
+      }
+    });
+  }
+
+  it('never shortens or lengthens a frame that is not quiet (no pauses: the phase stays)', () => {
+    const tone = recordTone();
+    const { stats, frameLengths } = alignedRun(tone, 13, 0, 10);
+    expect(stats.alignedMs).toBe(0);
+    expect([...frameLengths].filter((n) => n !== 240)).toEqual([FRAME]); // 5 ms of silence a pull while buffering
+  });
+});
+
 describe('Mixer', () => {
   const frame = (v: number) => () => new Int16Array(4).fill(v);
   const rows: { name: string; inputs: number[]; out: number }[] = [
@@ -122,10 +217,17 @@ describe('Mixer', () => {
     expect(mixer.size).toBe(1);
     expect(mixer.pull()[0]).toBe(5);
   });
-  it('refuses an input of the wrong frame size with a clear error', () => {
+  it('refuses an input of the wrong frame size with a clear error when it has to mix', () => {
     const mixer = new Mixer(4);
+    mixer.add({ pull: frame(1) });
     mixer.add({ pull: () => new Int16Array(3) });
     expect(() => mixer.pull()).toThrow(/3 samples, the mixer's frame is 4/);
+  });
+
+  it('passes a lone input through at its own length (the shortened or lengthened frame of an aligned playout)', () => {
+    const mixer = new Mixer(4);
+    mixer.add({ pull: () => new Int16Array([1, 2]) });
+    expect([...mixer.pull()]).toEqual([1, 2]);
   });
 });
 
@@ -169,5 +271,36 @@ describe('LivenessMonitor', () => {
     m.stop();
     expect(events[0]).toBe('suspended 30000');
     expect(events).not.toContain('timeout');
+  });
+});
+
+describe('CaptureChain echo reference (render)', () => {
+  it('hands the echo canceller whole 10 ms frames, in order, whatever lengths the speaker plays', () => {
+    const seen: number[] = [];
+    const sizes: number[] = [];
+    const chain = new CaptureChain({
+      frameSamples: FRAME,
+      encoder: { encode: () => Buffer.alloc(0) },
+      processor: {
+        processRender: (f: Int16Array) => {
+          sizes.push(f.length);
+          seen.push(...f);
+        },
+      } as unknown as CaptureProcessor,
+      now: () => 0,
+      send: () => undefined,
+      onError: () => undefined,
+      meter: newLevelMeter(),
+    });
+    let next = 0;
+    // Whole frames, an aligned playout's 15 ms and 25 ms frames, and a lone 5 ms while buffering.
+    for (const n of [960, 720, 1200, 240, 960, 480, 720]) {
+      const f = new Int16Array(n);
+      for (let i = 0; i < n; i++) f[i] = next++ % 30000;
+      chain.render(f);
+    }
+    expect(sizes.every((s) => s === 480)).toBe(true);
+    expect(seen.length).toBe(Math.floor(next / 480) * 480);
+    expect(seen.every((v, i) => v === i % 30000)).toBe(true);
   });
 });
