@@ -147,11 +147,12 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
   arrivals.sort((a, b) => a.at - b.at);
   const delivered = new Set<number>();
 
-  // Receiver: the speaker pulls one frame every frameMs, phase 7 ms after the sender's ticks.
+  // Receiver: the speaker pulls the next frame when it has played the last (frameMs, or 5 ms shorter or longer
+  // when the 1:1 playout aligns its phase in a pause), starting 7 ms after the sender's first tick.
   const out = new Int16Array(frames * frame + 48_000);
   let next = 0;
-  for (let j = 0; j < out.length / frame; j++) {
-    const pullAt = 7 + j * frameMs;
+  for (let played = 0; played + 2 * frame <= out.length; ) {
+    const pullAt = 7 + played / 48;
     while (next < arrivals.length && arrivals[next]!.at <= pullAt) {
       const a = arrivals[next++]!;
       if (delivered.has(a.seq)) continue; // werift's RedHandler drops blocks it has seen
@@ -160,7 +161,9 @@ export function simulate(speech: Int16Array, profile: ProfileName, seed: number,
       listener?.({ header: { ssrc: 1, sequenceNumber: a.seq, timestamp: a.ts }, payload: a.payload });
     }
     clock = pullAt;
-    out.set(pull!(), j * frame);
+    const pulled = pull!();
+    out.set(pulled, played);
+    played += pulled.length;
   }
   const stats = session.stats();
   void session.close();

@@ -80,8 +80,9 @@ export async function clickRun(
   await new Promise((r) => setTimeout(r, 500));
   await rec.stop();
   const wav = readWav(probe);
-  const { m2e, missed } = clickDelays(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), channel(wav, PROBE_CHANNEL.bobSpeaker - 1), periodMs);
+  const { m2e, missed, inOrder } = clickDelays(channel(wav, PROBE_CHANNEL.aliceMicInput - 1), channel(wav, PROBE_CHANNEL.bobSpeaker - 1), periodMs);
   const pct = (ticks: number) => (100 * ticks) / CLK_TCK / elapsedS;
+  if (process.env.PARLEY_BENCH_TRACE) console.error(`[trace] ${tag}: clicks in order ${inOrder.map((x) => x.toFixed(0)).join(' ')}`);
   return { m2e, missed, cpu: { alice: pct(c1.alice - c0.alice), bob: pct(c1.bob - c0.bob) } };
 }
 
@@ -91,7 +92,7 @@ export async function clickRun(
  * within the click period (less 50 ms) and at most 900 ms. Both 48 kHz mono
  * on one clock; delays in ms, sorted; `missed` counts clicks never heard.
  */
-export function clickDelays(input: Pcm, output: Pcm, periodMs: number): { m2e: number[]; missed: number } {
+export function clickDelays(input: Pcm, output: Pcm, periodMs: number): { m2e: number[]; missed: number; inOrder: number[] } {
   const sent = detectOnsets(input, { thresholdDbfs: -30, minGapMs: 200 });
   const heard = detectOnsets(output, { thresholdDbfs: -30, minGapMs: 200 });
   const m2e: number[] = [];
@@ -101,7 +102,7 @@ export function clickDelays(input: Pcm, output: Pcm, periodMs: number): { m2e: n
     if (hit === undefined) missed++;
     else m2e.push(hit - t);
   }
-  return { m2e: m2e.sort((a, b) => a - b), missed };
+  return { inOrder: [...m2e], m2e: m2e.sort((a, b) => a - b), missed };
 }
 
 

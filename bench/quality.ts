@@ -77,13 +77,23 @@ interface EngineRun extends EngineResult {
   missed: number;
 }
 
-/** Plays the sentence into Alice's mic and scores what Bob's speaker played. */
-async function speechRun(pulse: Pulse, dir: string, tag: string, sentence: string): Promise<number> {
+/**
+ * Plays the sentence into Alice's mic and records Bob's speaker; the returned
+ * function scores it. Scoring takes hundreds of ms of CPU on this process,
+ * whose event loop also runs the impairment relay: scored mid-call, it
+ * stalled the relay, and both engines met the stall as a delay spike
+ * (350–450 ms) at the next click train's first clicks.
+ */
+async function speechRecord(pulse: Pulse, dir: string, tag: string, sentence: string): Promise<() => number> {
   const probe = join(dir, `speech-${tag}.wav`);
   const rec = await pulse.record('probe.monitor', probe, 4);
   await pulse.play('a_in', sentence);
   await new Promise((r) => setTimeout(r, 900));
   await rec.stop();
+  return () => speechScore(probe, sentence);
+}
+
+function speechScore(probe: string, sentence: string): number {
   const wav = readWav(probe);
   const mic = channel(wav, PROBE_CHANNEL.aliceMicInput - 1);
   let start = 0;
@@ -128,16 +138,19 @@ async function trials(
   const trialP50s: number[] = [];
   const m2e: number[] = [];
   let missed = 0;
+  const scorers: (() => number)[] = [];
   for (let t = 0; t < TRIALS; t++) {
     relay.reseed(mixSeed(SEED, profileIndex, t));
     await new Promise((r) => setTimeout(r, 500));
-    similarities.push(await speechRun(pulse, dir, `${tag}-${t}`, sentences[t % sentences.length]!));
+    // Scored after the call: scoring here would stall the relay, which shares this event loop.
+    scorers.push(await speechRecord(pulse, dir, `${tag}-${t}`, sentences[t % sentences.length]!));
     // One click a second: the matching window (period − 50 ms) must exceed the largest delay (~550 ms seen).
     const clicks = await clickRun(pulse, dir, `${tag}-${t}`, CLICKS, CLICKS * 1.0, pids);
     trialP50s.push(percentile(clicks.m2e, 50));
     m2e.push(...clicks.m2e);
     missed += clicks.missed;
   }
+  for (const score of scorers) similarities.push(score());
   m2e.sort((a, b) => a - b);
   return {
     similarity: median(similarities),
@@ -190,6 +203,10 @@ async function main(): Promise<void> {
         const repaired = (s: typeof after) => s.framesConcealed + s.framesRecoveredByFec + (s.expandFrames ?? 0);
         const played = (after.packetsReceived - before.packetsReceived + (after.packetsLost - before.packetsLost)) || 1;
         parley = { ...run, concealment_rate: (repaired(after) - repaired(before)) / played };
+        if (process.env.PARLEY_BENCH_TRACE) {
+          const keys = ['packetsReceived', 'packetsLost', 'framesConcealed', 'framesRecoveredByFec', 'expandFrames', 'accelerateFrames', 'decelerateFrames', 'playoutAlignedMs', 'packetsLate', 'packetsDiscarded'] as const;
+          log(`[trace] ${profile} Bob: ${keys.map((k) => `${k} ${((after[k] as number | undefined) ?? 0) - ((before[k] as number | undefined) ?? 0)}`).join(', ')}; target ${after.jitterTargetMs} ms`);
+        }
         const status = await alice.request<CallStatus>('get_call_status', { callId });
         if (status.state === 'ended') {
           // Say so: the trials after the end measured silence.

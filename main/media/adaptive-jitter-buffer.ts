@@ -133,6 +133,8 @@ export interface AdaptiveJitterOptions {
 
 /** The margin above the quantile when the reader aligns its pulls, ms: one device period. */
 export const ALIGNED_MARGIN_MS = 5;
+/** An underrun's added margin comes off a step per this long without another, ms. */
+const MARGIN_DECAY_MS = 20_000;
 /** An aligned reader's playout starts once the first packet has waited this long, ms: the margin and 5 ms of jitter. */
 export const ALIGNED_START_WAIT_MS = 10;
 
@@ -266,6 +268,9 @@ export class AdaptiveJitterBuffer {
       return { kind: 'expand', samples: this.duration };
     }
     let ahead = tsDiff(head.timestamp, this.playoutTs!);
+    // The buffer ran dry and the packet that comes is the one that was due: it was late (an underrun), not
+    // lost nor left out by DTX (those come back as a later packet, below).
+    if (ahead <= 0 && this.expanded > 0 && this.aligned) this.raiseMargin(nowMs ?? this.newest?.at ?? 0);
     if (ahead > 0 && this.expanded > 0) {
       // Merge: the expanded audio covered (part of) the gap before this packet.
       const covered = Math.min(ahead, this.expanded);
@@ -373,6 +378,7 @@ export class AdaptiveJitterBuffer {
     this.filtered = undefined;
     this.newest = undefined;
     this.wantedOffsetMs = undefined;
+    this.marginBoost = 0;
   }
 
   stats(): AdaptiveJitterStats {
@@ -405,7 +411,11 @@ export class AdaptiveJitterBuffer {
     if (this.arrivalCount < 10 || ++this.sinceTarget < TARGET_EVERY) return;
     this.sinceTarget = 0;
     const q = this.relativeDelayQuantile();
-    this.target = clamp(ms2s(q) + (this.margin ?? this.duration), this.minTarget, this.maxTarget);
+    if (this.marginBoost > 0 && arrivalMs - this.lastUnderrunMs > MARGIN_DECAY_MS) {
+      this.marginBoost -= ALIGN_STEP_SAMPLES;
+      this.lastUnderrunMs = arrivalMs;
+    }
+    this.target = clamp(ms2s(q) + (this.margin ?? this.duration) + this.marginBoost, this.minTarget, this.maxTarget);
     // Plus one packet: the speaker takes a whole frame per pull, and after an
     // event-loop stall it takes several in a row (bench:quality `clean`: without
     // this margin such bursts ran the buffer dry mid-word, similarity 0.87–0.89).
@@ -415,6 +425,21 @@ export class AdaptiveJitterBuffer {
   }
 
   private windowMinTransit = 0;
+  /** Aligned: margin added after underruns, samples (a step per run of expands, up to a packet). */
+  private marginBoost = 0;
+  private lastUnderrunMs = 0;
+
+  /**
+   * An underrun while aligned: the margin was too thin for this path's
+   * hiccups (a stall shorter than the jitter window's quantile notices). One
+   * step more, up to a packet; it comes off again a step per
+   * {@link MARGIN_DECAY_MS} without another (NetEQ raises its target on
+   * delay peaks the same way).
+   */
+  private raiseMargin(nowMs: number): void {
+    this.marginBoost = Math.min(this.marginBoost + ALIGN_STEP_SAMPLES, this.duration);
+    this.lastUnderrunMs = nowMs;
+  }
 
   private dropOldestArrival(): void {
     this.arrivalHead = (this.arrivalHead + 1) % ARRIVAL_RING;

@@ -102,6 +102,36 @@ describe('AdaptiveJitterBuffer', () => {
     expect(jb.stats().packetsLost).toBe(1);
   });
 
+  it('aligned: a packet that came late raises the margin a step; a gap left by DTX does not', () => {
+    const pkt = (i: number) => ({ sequenceNumber: i, timestamp: i * F, payload: Buffer.from([i]) });
+    // Packets every 20 ms, each pulled 10 ms after it was due to arrive; `late` arrives 15 ms late, `skipped` are never sent.
+    const run = (late: number | undefined, skipped: (i: number) => boolean) => {
+      const jb = new AdaptiveJitterBuffer({ packetSamples: F, alignPhase: true });
+      const kinds: string[] = [];
+      for (let i = 0; i < 250; i++) {
+        if (i !== late && !skipped(i)) jb.push(pkt(i), i * 20);
+        if (i === late) {
+          kinds.push(jb.pop(false, i * 20 + 10).kind);
+          jb.push(pkt(i), i * 20 + 15);
+          kinds.push(jb.pop(false, i * 20 + 30).kind);
+          i++;
+          jb.push(pkt(i), i * 20);
+          continue;
+        }
+        kinds.push(jb.pop(false, i * 20 + 10).kind);
+      }
+      return { kinds, stats: jb.stats() };
+    };
+    const clean = run(undefined, () => false);
+    expect(clean.stats.targetMs).toBe(5); // no jitter: the margin alone
+    const underrun = run(100, () => false);
+    expect(underrun.kinds).toContain('expand');
+    expect(underrun.stats.targetMs).toBe(10); // 3 s later: the late packet has left the window, the step stays
+    const dtx = run(undefined, (i) => i >= 100 && i < 110);
+    expect(dtx.kinds).toContain('expand');
+    expect(dtx.stats.targetMs).toBe(5);
+  });
+
   it('lets the audio it expanded over a lost burst stand for it: no second concealment, no added delay (merge)', () => {
     // Direct push/pop: packets 0–9, then 10–14 lost, then 15 on. The buffer runs dry at the burst.
     const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 20 });
