@@ -13,7 +13,7 @@
  * engine: the median similarity over the trials (and its min–max spread),
  * mouth-to-ear p50/p95 over all trials' clicks (and the spread of the
  * per-trial p50), and the concealment rate, the share of Bob's played audio
- * that was concealed or rebuilt (Parley: PLC + FEC + expand frames;
+ * that was concealed or rebuilt (Parley: frames concealed, underruns' expand frames among them, + FEC;
  * Chromium: concealedSamples / totalSamplesReceived). Devices: one private
  * PulseAudio for everything.
  */
@@ -200,7 +200,9 @@ async function main(): Promise<void> {
         const before = (await bob.request<CallStatus>('get_call_status', { callId })).stats!;
         const run = await trials(pulse, relay, dir, `parley-${profile}`, pi, sentences, { alice: () => [alice.pid], bob: () => [bob.pid] });
         const after = (await bob.request<CallStatus>('get_call_status', { callId })).stats!;
-        const repaired = (s: typeof after) => s.framesConcealed + s.framesRecoveredByFec + (s.expandFrames ?? 0);
+        // framesConcealed already holds the expand frames (an underrun is concealed like a loss): adding
+        // expandFrames again counted each underrun twice (37 concealed = 37 expands in a `clean` run, no loss).
+        const repaired = (s: typeof after) => s.framesConcealed + s.framesRecoveredByFec;
         const played = (after.packetsReceived - before.packetsReceived + (after.packetsLost - before.packetsLost)) || 1;
         parley = { ...run, concealment_rate: (repaired(after) - repaired(before)) / played };
         if (process.env.PARLEY_BENCH_TRACE) {
