@@ -60,8 +60,8 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * **Phase alignment** (`alignPhase`, the 1:1 call's speaker): whole-packet
  * steps leave each packet waiting wherever the call's first pull fell in the
  * packet period, a different 0–20 ms each call at 20 ms packets (measured:
- * mouth-to-ear 77–97 ms between calls on one machine, 86 ms in one and 66 in
- * the next). The reader's frames may instead be shortened or lengthened in
+ * `npm run bench` 77 ms, `npm run demo` 80–96 ms the same hour; 66–72 ms in
+ * every demo call once aligned). The reader's frames may instead be shortened or lengthened in
  * pauses by 5 ms steps ({@link AdaptiveJitterBuffer.alignStep}), so the pull
  * that takes a packet comes about `quantile + 5 ms` after its arrival in every
  * call; the margin is then one device period instead of a packet, and the
