@@ -557,32 +557,28 @@ function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs
  * A {@link PlaybackStream} on a PulseAudio sink, paced by the server: each
  * request is answered with exactly the bytes it wants, taken from the current
  * frame and the next pulled ones, so the buffer stays at its target length.
+ * The addon keeps the rest of a pulled frame and serves the server's next
+ * requests (every 5 ms) from it on its own thread; this thread runs, and pulls,
+ * only when a frame is used up — once per frame instead of once per request.
  */
 function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs: FrameMs): PlaybackStream {
   const samples = frameSamples(frameMs);
   const emitter = new EventEmitter() as PlaybackStream;
   let closed = false;
   let pull: (() => Int16Array) | undefined;
-  let frame: Int16Array = new Int16Array(0);
-  let offset = 0;
   let lastNeed = 0;
   let watchdog: NodeJS.Timeout | undefined;
   const stream = open((kind, payload) => {
     if (closed) return;
     if (kind === 'need' && pull) {
       lastNeed = performance.now();
-      let want = stream.writable() >> 1;
+      // The addon serves the rest of each frame to the server's later requests by itself: this runs once a frame.
       try {
+        let want = stream.writable();
         while (want > 0) {
-          if (offset >= frame.length) {
-            frame = pull();
-            offset = 0;
-            if (!playableLength(frame.length, samples)) throw new RangeError(`playback frame must be ${samples} samples (or a multiple of ${PERIOD_SAMPLES} up to twice that)`);
-          }
-          const k = Math.min(want, frame.length - offset);
-          stream.write(new Uint8Array(frame.buffer, frame.byteOffset + offset * 2, k * 2));
-          offset += k;
-          want -= k;
+          const frame = pull();
+          if (!playableLength(frame.length, samples)) throw new RangeError(`playback frame must be ${samples} samples (or a multiple of ${PERIOD_SAMPLES} up to twice that)`);
+          want = stream.write(new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength));
         }
       } catch (e) {
         if (e instanceof RangeError) throw e;

@@ -15,13 +15,20 @@ import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from
 export interface PulseStream {
   /** Uncorks: capture starts delivering, playback asks for its first buffer. */
   start(): void;
-  /** Playback: bytes the server wants now (0 when full). */
+  /**
+   * Playback: bytes the server wants now beyond what the addon still holds
+   * from earlier writes (which it hands over first); 0 when satisfied.
+   */
   writable(): number;
   /**
    * Playback: queues s16le bytes (copied at once; the array may be reused).
-   * @throws Error when the stream has failed or is closed.
+   * What the server wants now goes to it at once; the rest stays in the addon
+   * (at most 200 ms) and is handed to the server's next requests from the
+   * stream's own thread, without a 'need' event.
+   * @returns bytes the server still wants after this write (0 when satisfied: the next 'need' asks again).
+   * @throws Error when the stream has failed or is closed, or more than 200 ms would wait.
    */
-  write(bytes: Uint8Array): void;
+  write(bytes: Uint8Array): number;
   /** Underruns (playback) and overruns (capture) so far, and the stream's latency, µs (buffer + device). */
   stats(): { underflows: number; overflows: number; latencyUs?: number };
   /**
@@ -34,7 +41,7 @@ export interface PulseStream {
   close(): void;
 }
 
-/** What the addon reports: a whole capture frame, a playback request, or a failure (in words for the user). */
+/** What the addon reports: a whole capture frame, a playback request (the server wants more than the addon holds), or a failure (in words for the user). */
 export type PulseStreamEvent = ((kind: 'frame', frame: ArrayBuffer) => void) &
   ((kind: 'need') => void) &
   ((kind: 'error', message: string) => void);

@@ -196,6 +196,50 @@ describe('native/audio-device on PulseAudio', () => {
     expect(onA).toBeLessThan(1000);
   });
 
+  it('serves the rest of each frame to the server from the addon: JavaScript is asked once a frame, and the sound stays continuous (libpulse path)', async () => {
+    // The server asks every 5 ms (minreq). Before, each request woke the media
+    // thread; now the addon answers from what the last write() left over, and
+    // only a request it cannot cover reaches JavaScript.
+    const rec = await pulse.record('probe.monitor', join(dir, 'ring.wav'), 4);
+    const r = await child(
+      `const { loadPulseAddon } = await import(${JSON.stringify(join(REPO_ROOT, 'native/pulse/index.ts'))});
+       const addon = loadPulseAddon();
+       let needs = 0, pulls = 0, n = 0, left = [];
+       const s = addon.open({ capture: false, device: 'a_spk', name: 'ring test', frameBytes: 1920, latencyBytes: 1920, periodBytes: 480 }, (kind) => {
+         if (kind !== 'need') return;
+         needs++;
+         let want = s.writable();
+         while (want > 0) {
+           pulls++;
+           const f = new Int16Array(960);
+           for (let i = 0; i < 960; i++, n++) f[i] = Math.round(12000 * Math.sin(2 * Math.PI * 440 * n / 48000));
+           want = s.write(new Uint8Array(f.buffer));
+           left.push(want);
+         }
+       });
+       s.start();
+       await new Promise((r) => setTimeout(r, 1500));
+       s.close();
+       return { needs, pulls, stillWanted: left.filter((w) => w > 0).length };`,
+      pulse.env,
+    );
+    await rec.stop();
+    // ~75 frames of 20 ms in 1.5 s; one request per frame (a few more when a write fell short), not one per 5 ms (~300).
+    expect(r.pulls).toBeGreaterThan(55);
+    expect(r.pulls).toBeLessThan(95);
+    expect(r.needs).toBeLessThan(1.3 * (r.pulls as number));
+    // What reached the speaker is the sine without gaps or repeats: no step larger than the tone's own slope.
+    const played = channel(readWav(rec.path), PROBE_CHANNEL.aliceSpeaker - 1);
+    let first = 0;
+    while (first < played.length && Math.abs(played[first]!) < 2000) first++;
+    let last = played.length - 1;
+    while (last > first && Math.abs(played[last]!) < 2000) last--;
+    expect(last - first).toBeGreaterThan(48_000); // at least a second of it
+    let worstStep = 0;
+    for (let i = first + 480; i < last - 480; i++) worstStep = Math.max(worstStep, Math.abs(played[i]! - played[i - 1]!));
+    expect(worstStep).toBeLessThan(2 * Math.PI * 440 / 48_000 * 12_000 * 1.1);
+  });
+
   it('names a PulseAudio device that does not exist (libpulse path)', async () => {
     const r = await child(
       `try { dev.openPlayback({ device: 'pulse:headset-that-is-not-there', frameMs: 20 }); return { ok: true }; }

@@ -25,9 +25,9 @@
  *     latencyBytes: playback tlength / capture fragsize; periodBytes: playback minreq.
  *     Throws Error (message from pa_strerror) when the server or device cannot be reached.
  *   onEvent('frame', ArrayBuffer) — capture: exactly frameBytes of audio
- *   onEvent('need')               — playback: the server wants data; call writable()
+ *   onEvent('need')               — playback: the server wants more than the last write() left over; call writable()
  *   onEvent('error', message)     — the stream or the server failed
- *   handle.start(), handle.writable() → bytes, handle.write(buffer),
+ *   handle.start(), handle.writable() → bytes, handle.write(buffer) → bytes still wanted,
  *   handle.stats() → { underflows, overflows, latencyUs }, handle.close()
  */
 #define NAPI_VERSION 8
@@ -55,6 +55,8 @@
  * loop) old microphone audio is dropped instead of being sent seconds late.
  */
 #define CAPTURE_BACKLOG_BYTES (RATE * 2 / 10) /* 100 ms */
+/* Playback: the most audio one write() may leave waiting for the server's later requests (200 ms). */
+#define RING_BYTES (RATE * 2 / 5)
 
 enum { EV_FRAME, EV_NEED, EV_ERROR };
 
@@ -73,6 +75,14 @@ typedef struct {
   size_t frame_bytes;
   uint8_t *acc;
   size_t acc_len;
+  /*
+   * Playback: what JavaScript handed over beyond what the server wanted at
+   * that moment (the rest of a frame), served to the server's next requests
+   * from this thread without waking JavaScript. Mainloop lock held for any
+   * access. Capacity: RING_BYTES.
+   */
+  uint8_t *ring;
+  size_t ring_off, ring_len;
   napi_threadsafe_function tsfn;
   atomic_int closed;
   atomic_int need_pending;
@@ -174,10 +184,27 @@ static void read_cb(pa_stream *st, size_t nbytes, void *userdata) {
   }
 }
 
+/* Playback, mainloop lock held: hands the server what it wants from the ring; the bytes it still wants. */
+static size_t serve_from_ring(Stream *s) {
+  size_t want = pa_stream_writable_size(s->st);
+  if (want == (size_t)-1) return 0;
+  if (s->ring_len > 0 && want > 0) {
+    size_t k = want < s->ring_len ? want : s->ring_len;
+    if (pa_stream_write(s->st, s->ring + s->ring_off, k, NULL, 0, PA_SEEK_RELATIVE) < 0) return 0;
+    s->ring_off += k;
+    s->ring_len -= k;
+    want -= k;
+  }
+  if (s->ring_len == 0) s->ring_off = 0;
+  return want;
+}
+
 static void write_cb(pa_stream *st, size_t nbytes, void *userdata) {
   (void)st;
   (void)nbytes;
   Stream *s = userdata;
+  /* The rest of the last frame first; JavaScript is asked only when the server wants more than that. */
+  if (serve_from_ring(s) == 0) return;
   /* One pending request at a time: JavaScript asks for the writable size when it runs. */
   if (atomic_exchange(&s->need_pending, 1)) return;
   Event *e = calloc(1, sizeof(Event));
@@ -233,6 +260,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
 static void stream_free(Stream *s) {
   if (--s->refs > 0) return;
   free(s->acc);
+  free(s->ring);
   free(s);
 }
 
@@ -342,8 +370,7 @@ static napi_value Writable(napi_env env, napi_callback_info info) {
   size_t n = 0;
   if (s && s->ml && s->st) {
     pa_threaded_mainloop_lock(s->ml);
-    n = pa_stream_writable_size(s->st);
-    if (n == (size_t)-1) n = 0;
+    n = s->capture ? 0 : serve_from_ring(s);
     pa_threaded_mainloop_unlock(s->ml);
   }
   napi_create_uint32(env, (uint32_t)n, &out);
@@ -364,10 +391,29 @@ static napi_value Write(napi_env env, napi_callback_info info) {
     return throw_error(env, "write: expected a Uint8Array (or Buffer) of s16le samples");
   }
   pa_threaded_mainloop_lock(s->ml);
-  int r = len > 0 ? pa_stream_write(s->st, data, len, NULL, 0, PA_SEEK_RELATIVE) : 0;
+  /* What the server wants now goes to it at once (after anything older); the rest waits in the ring for its next requests. */
+  size_t want = serve_from_ring(s);
+  int r = 0;
+  size_t now = s->ring_len == 0 ? (len < want ? len : want) : 0;
+  if (now > 0) r = pa_stream_write(s->st, data, now, NULL, 0, PA_SEEK_RELATIVE);
+  if (r == 0 && len > now) {
+    if (s->ring_off + s->ring_len + (len - now) > RING_BYTES) {
+      memmove(s->ring, s->ring + s->ring_off, s->ring_len);
+      s->ring_off = 0;
+    }
+    if (s->ring_len + (len - now) > RING_BYTES) {
+      pa_threaded_mainloop_unlock(s->ml);
+      return throw_error(env, "write: more than 200 ms of audio waiting for the speaker");
+    }
+    memcpy(s->ring + s->ring_off + s->ring_len, (const uint8_t *)data + now, len - now);
+    s->ring_len += len - now;
+  }
+  size_t still = r == 0 && want > now ? want - now : 0;
   pa_threaded_mainloop_unlock(s->ml);
   if (r < 0) return throw_error(env, pa_strerror(pa_context_errno(s->ctx)));
-  return NULL;
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)still, &out);
+  return out;
 }
 
 static napi_value Stats(napi_env env, napi_callback_info info) {
@@ -444,8 +490,11 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   s->capture = capture;
   s->frame_bytes = frame_bytes;
   s->acc = malloc(frame_bytes);
+  s->ring = capture ? NULL : malloc(RING_BYTES);
   s->refs = 1;
-  if (!s->acc) {
+  if (!s->acc || (!capture && !s->ring)) {
+    free(s->acc);
+    free(s->ring);
     free(s);
     return throw_error(env, "out of memory");
   }
