@@ -22,10 +22,15 @@
  * real far end as its reference only while an echo path may exist
  * ({@link EchoPathDetector.possible}: `present`, or a significant likelihood
  * while still `unknown`), and digital silence otherwise, which (measured)
- * leaves the near end exactly as with the AEC off. The AEC itself stays on and
- * keeps what it learnt, so an echo path that appears later (headset
- * unplugged) is cancelled again as soon as it is detected.
- *
+ * leaves the near end exactly as with the AEC off; the AEC keeps what it
+ * learnt, so an echo path that returns is cancelled as soon as it is
+ * detected. And it runs the AEC at all only while there may be an echo to
+ * cancel: from the far end's first audible frame until the detector is sure
+ * there is no echo path (`absent`). A call without one (a headset, separate
+ * devices) then stops paying the canceller's algorithmic delay (≈ 7 ms on the
+ * microphone path, `npm run bench:apm-delay`) and its CPU, and so does any
+ * call while the far end has not spoken.
+
  * A call starts `unknown`, and the near end is not sacrificed for it: fed the
  * far end while unknown, AEC1 garbled both people talking at once in a call's
  * first second (`npm run demo`: similarity 0.73–0.89 against 0.975 with the
@@ -116,6 +121,8 @@ const FORGET = 1 / 400;
 const FLOOR_DBFS = -70;
 /** A far-end frame at or above this level counts as far-end activity, dBFS. */
 const ACTIVE_DBFS = -45;
+/** A microphone frame below this level is a pause between words, dBFS (where the echo canceller may stop unheard). */
+const QUIET_DBFS = -50;
 /** Far-end activity needed before anything is decided, 10 ms frames (0.3 s of far-end speech). */
 const EVIDENCE_FRAMES = 20;
 /** Echo likelihood at or above which an echo path is `present`. */
@@ -386,16 +393,46 @@ export class EchoPathDetector {
 export class EchoGatedProcessor implements CaptureProcessor {
   readonly detector = new EchoPathDetector();
   readonly #silence = new Int16Array(ECHO_FRAME_SAMPLES);
+  /** Whether the inner echo canceller runs (always, when it cannot be disengaged). */
+  #engaged: boolean;
+  readonly #controllable: boolean;
 
   /**
-   * @param inner the voice processor (the APM).
+   * @param inner the voice processor (the APM). When it can disengage its
+   *   echo canceller (`setEchoCancellerEngaged`), the canceller runs only
+   *   while it may have an echo to cancel ({@link EchoGatedProcessor.engaged}).
    * @param now the clock frames are stamped with as they pass, ms (`performance.now` in a call); without
    *   it frames are lined up by their counts (offline processing, which runs faster than real time).
    */
   constructor(
     readonly inner: CaptureProcessor,
     private readonly now?: () => number,
-  ) {}
+  ) {
+    this.#controllable = inner.setEchoCancellerEngaged !== undefined;
+    this.#engaged = !this.#controllable;
+    inner.setEchoCancellerEngaged?.(false);
+  }
+
+  /**
+   * Whether the echo canceller runs. It starts with the far end's first
+   * audible frame (an echo needs a far end; started then, it converges as if
+   * it had run from the call's start, while started later, in the middle of
+   * an echo, it took up to 0.5 s longer) and stops once the detector is sure
+   * there is no echo path (`absent`: within about a second of far-end speech
+   * in a call without one, or 5 s after an echo path went), at a quiet
+   * microphone frame. It starts again when an echo
+   * path appears. While it is stopped the microphone path is ≈ 7 ms shorter
+   * and the canceller costs no CPU; each start or stop moves the microphone
+   * path by those ≈ 7 ms once.
+   */
+  get engaged(): boolean {
+    return this.#engaged;
+  }
+
+  #engage(on: boolean): void {
+    this.#engaged = on;
+    this.inner.setEchoCancellerEngaged?.(on);
+  }
 
   processRender(frame: Int16Array): void {
     // The silence a dry speaker played is counted by the detector only. Fed to the AEC as well, it cost the
@@ -403,16 +440,25 @@ export class EchoGatedProcessor implements CaptureProcessor {
     // against 0.73): a pull can be late without the device running dry (the queue below covers it), and
     // every such frame shifts AEC1's alignment, which corrects itself from its own buffer count anyway.
     this.detector.render(frame, this.now?.());
-    this.inner.processRender(this.detector.possible ? frame : this.#silence);
+    // Started with a far-end frame, so that its reference leads the microphone as it will from then on.
+    if (!this.#engaged && (this.detector.possible || (this.detector.state === 'unknown' && frameDbfs(frame) >= ACTIVE_DBFS))) this.#engage(true);
+    if (this.#engaged) this.inner.processRender(this.detector.possible ? frame : this.#silence);
+  }
+
+  /** Stops the canceller once no echo path is certain, between words (a quiet microphone frame), where the jump is not heard. */
+  #disengageIfNoEcho(frame: Int16Array): void {
+    if (this.#engaged && this.#controllable && this.detector.state === 'absent' && frameDbfs(frame) < QUIET_DBFS) this.#engage(false);
   }
 
   processCapture(frame: Int16Array): { frame: Int16Array; voice: boolean } {
     this.detector.capture(frame, this.now?.());
+    this.#disengageIfNoEcho(frame);
     return this.inner.processCapture(frame);
   }
 
   processCaptureInPlace(frame: Int16Array): boolean {
     this.detector.capture(frame, this.now?.());
+    this.#disengageIfNoEcho(frame);
     if (this.inner.processCaptureInPlace) return this.inner.processCaptureInPlace(frame);
     const r = this.inner.processCapture(frame);
     frame.set(r.frame);

@@ -58,6 +58,8 @@ export interface CaptureProcessor {
   processCaptureInPlace?(frame: Int16Array): boolean;
   /** Speaker-to-microphone delay of the devices, ms (0–500). */
   setStreamDelayMs(ms: number): void;
+  /** Whether the echo canceller runs now (native/apm VoiceProcessor.setEchoCancellerEngaged); absent: it always runs. */
+  setEchoCancellerEngaged?(engaged: boolean): void;
   /** The echo canceller's own view: ERLE (dB) and the delay it found (ms). */
   echoMetrics?(): { erleDb?: number; delayMedianMs?: number; echoPath?: 'unknown' | 'present' | 'absent' };
 }

@@ -98,7 +98,17 @@ export interface VoiceProcessor {
   setStreamDelayMs(ms: number): void;
   /** Turns components on or off from the next frame on. */
   configure(settings: Partial<VoiceProcessingSettings>): void;
-  /** The AEC's metrics; empty while the AEC is off. */
+  /**
+   * Whether the echo canceller runs now; it runs only while this is true and
+   * `settings.echoCancellation` is on. Default true. A caller that knows no
+   * echo path exists (main/media/echo-path.ts) disengages it: that removes
+   * its algorithmic delay (≈ 7 ms on the microphone path, `npm run
+   * bench:apm-delay`) and its CPU. Engaging it again starts it afresh from the
+   * next frame (it converges in about a second), and from then on the
+   * microphone path is ≈ 7 ms later. Does not change `settings`.
+   */
+  setEchoCancellerEngaged(engaged: boolean): void;
+  /** The AEC's metrics; empty while the AEC is off or disengaged. */
   echoMetrics(): EchoMetrics;
 }
 
@@ -192,6 +202,13 @@ export function createVoiceProcessor(
   addon ??= loadApmAddon();
   const current: VoiceProcessingSettings = { ...DEFAULT_VOICE_PROCESSING, ...settings };
   const native = new addon.Apm({ ...current, ...aec });
+  let engaged = true;
+  let aecRunning = current.echoCancellation;
+  const applyAec = () => {
+    const run = current.echoCancellation && engaged;
+    if (run !== aecRunning) native.setEchoCancellation(run);
+    aecRunning = run;
+  };
   return {
     get settings() {
       return { ...current };
@@ -202,8 +219,8 @@ export function createVoiceProcessor(
     setStreamDelayMs: (ms) => native.setStreamDelayMs(ms),
     configure(next) {
       if (next.echoCancellation !== undefined && next.echoCancellation !== current.echoCancellation) {
-        native.setEchoCancellation(next.echoCancellation);
         current.echoCancellation = next.echoCancellation;
+        applyAec();
       }
       if (next.noiseSuppression !== undefined && next.noiseSuppression !== current.noiseSuppression) {
         native.setNoiseSuppression(next.noiseSuppression);
@@ -213,6 +230,10 @@ export function createVoiceProcessor(
         native.setGainControl(next.gainControl);
         current.gainControl = next.gainControl;
       }
+    },
+    setEchoCancellerEngaged(on) {
+      engaged = on;
+      applyAec();
     },
     echoMetrics: () => native.echoMetrics(),
   };
