@@ -391,6 +391,10 @@ static napi_value Write(napi_env env, napi_callback_info info) {
     return throw_error(env, "write: expected a Uint8Array (or Buffer) of s16le samples");
   }
   pa_threaded_mainloop_lock(s->ml);
+  if (pa_stream_get_state(s->st) != PA_STREAM_READY) {
+    pa_threaded_mainloop_unlock(s->ml);
+    return throw_error(env, "the speaker stream has stopped (the device or the sound server went away)");
+  }
   /* What the server wants now goes to it at once (after anything older); the rest waits in the ring for its next requests. */
   size_t want = serve_from_ring(s);
   int r = 0;
