@@ -30,7 +30,7 @@
  * devices) then stops paying the canceller's algorithmic delay (≈ 7 ms on the
  * microphone path, `npm run bench:apm-delay`) and its CPU, and so does any
  * call while the far end has not spoken.
-
+ *
  * A call starts `unknown`, and the near end is not sacrificed for it: fed the
  * far end while unknown, AEC1 garbled both people talking at once in a call's
  * first second (`npm run demo`: similarity 0.73–0.89 against 0.975 with the
@@ -420,8 +420,7 @@ export class EchoGatedProcessor implements CaptureProcessor {
    * an echo, it took up to 0.5 s longer) and stops once the detector is sure
    * there is no echo path (`absent`: within about a second of far-end speech
    * in a call without one, or 5 s after an echo path went), at a quiet
-   * microphone frame. It starts again when an echo
-   * path appears. While it is stopped the microphone path is ≈ 7 ms shorter
+   * microphone frame. It starts again when an echo path appears. While it is stopped the microphone path is ≈ 7 ms shorter
    * and the canceller costs no CPU; each start or stop moves the microphone
    * path by those ≈ 7 ms once.
    */
