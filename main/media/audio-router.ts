@@ -522,6 +522,11 @@ export class RoutedCapture
     this.stream?.start();
   }
 
+  /** The current stream's measured latency, ms (libpulse path), or undefined. */
+  latencyMs(): number | undefined {
+    return this.stream?.latencyMs?.();
+  }
+
   onSwitched(listener: () => void): void {
     this.on('switched', listener);
   }
@@ -607,6 +612,11 @@ export class RoutedPlayback extends EventEmitter<{ error: [AudioDeviceError]; re
   start(pull: () => Int16Array): void {
     this.pull = pull;
     this.stream?.start(pull);
+  }
+
+  /** The current stream's measured latency, ms (libpulse path), or undefined. */
+  latencyMs(): number | undefined {
+    return this.stream?.latencyMs?.();
   }
 
   onSwitched(listener: () => void): void {

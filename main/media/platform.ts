@@ -103,7 +103,7 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
         ...(processor ? { processor: new EchoGatedProcessor(processor, () => performance.now()) } : {}),
         // Speaker-to-microphone delay: our playback queue and period, plus
         // what PulseAudio measures for our two streams (buffer + device).
-        deviceDelayMs: () => deviceDelayMs(audio.router.pulse),
+        deviceDelayMs: () => deviceDelayMs(audio.router.pulse, { source, sink }),
       };
     },
     createCodec(frameMs) {
@@ -115,13 +115,27 @@ export function mediaPlatform(audio: LocalAudio, opus: OpusSettings = DEFAULT_OP
   };
 }
 
+/** A stream that may know its own measured latency (the libpulse path's RoutedCapture / RoutedPlayback). */
+interface MeasuredStream {
+  latencyMs?(): number | undefined;
+}
+
 /**
  * The devices' speaker-to-microphone delay, ms: our playback queue and period,
  * plus what PulseAudio measures for this process's two streams (buffer +
  * device); undefined without PulseAudio or before both streams exist.
+ *
+ * `streams` that measure their own latency (libpulse: pa_stream_get_latency)
+ * answer in-process. Otherwise `pactl` is asked, a process started from this
+ * thread: that forks the daemon first, which here stalled the calling thread
+ * for 100–140 ms — on the media thread, 300 ms into every call, the start-up
+ * delay spike the jitter buffer then held for 2 s (docs/audio.md).
  */
-export async function deviceDelayMs(pulse: boolean): Promise<number | undefined> {
+export async function deviceDelayMs(pulse: boolean, streams?: { source: MeasuredStream; sink: MeasuredStream }): Promise<number | undefined> {
   if (!pulse) return undefined;
+  const ownInput = streams?.source.latencyMs?.();
+  const ownOutput = streams?.sink.latencyMs?.();
+  if (ownInput !== undefined && ownOutput !== undefined) return ownOutput + ownInput;
   const { outputMs, inputMs } = await ownStreamLatencyMs();
   if (outputMs === undefined || inputMs === undefined) return undefined;
   // Straight through libpulse the server's figures cover our whole buffer; through PortAudio its queue comes first.

@@ -2,6 +2,7 @@ import dbus from '@particle/dbus-next';
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { loadPulseAddon, type PulseAddon } from '../../native/pulse';
 
 /**
  * The nice level asked for the thread that carries the media path: −11, the
@@ -158,11 +159,28 @@ function run(command: string, args: string[]): Promise<void> {
 /** RLIMIT_RTTIME asked before RTKit (its own default ceiling, RTTimeUSecMax), µs. */
 const RTTIME_LIMIT_US = 200_000;
 
+let rttimeLimited: Promise<void> | undefined;
+
 const defaultRealtimeDeps: RealtimeDeps = {
-  // util-linux's chrt: Node has no sched_setscheduler binding.
-  schedRoundRobin: (tid, priority) => run('chrt', ['--rr', '--reset-on-fork', '--pid', String(priority), String(tid)]),
+  // Node has no sched_setscheduler binding: the libpulse addon carries one. util-linux's chrt only where
+  // the addon is not built: starting a process forks this one first, 100–140 ms on the media thread here
+  // (a stall at every call's start when the device streams' threads were raised this way).
+  schedRoundRobin: async (tid, priority) => {
+    let addon: PulseAddon;
+    try {
+      addon = loadPulseAddon();
+    } catch {
+      return run('chrt', ['--rr', '--reset-on-fork', '--pid', String(priority), String(tid)]);
+    }
+    addon.schedRoundRobin(tid, priority);
+  },
   rtkitRealtime: async (tid, priority) => {
-    await run('prlimit', ['--pid', String(process.pid), `--rttime=${RTTIME_LIMIT_US}:${RTTIME_LIMIT_US}`]);
+    // RLIMIT_RTTIME is the process's: set once (at the media thread's start), not again for each device stream's thread.
+    rttimeLimited ??= run('prlimit', ['--pid', String(process.pid), `--rttime=${RTTIME_LIMIT_US}:${RTTIME_LIMIT_US}`]).catch((e: unknown) => {
+      rttimeLimited = undefined;
+      throw e;
+    });
+    await rttimeLimited;
     await rtkitCall((rtkit) => rtkit.MakeThreadRealtime(BigInt(tid), priority));
   },
   platform: process.platform,

@@ -295,6 +295,12 @@ export interface CaptureStream extends EventEmitter<{
   readonly frameMs: FrameMs;
   /** The kernel id of the stream's own thread (libpulse path, Linux), to raise its priority; absent otherwise. */
   readonly threadId?: number;
+  /**
+   * The capture latency the sound server measures for this stream, ms: the
+   * source's own plus what waits in the stream's buffer (pa_stream_get_latency,
+   * libpulse path); undefined on other paths or before the first timing update.
+   */
+  latencyMs?(): number | undefined;
   start(): void;
   /** Stops and releases the device. Never throws. */
   close(): Promise<void>;
@@ -379,6 +385,12 @@ export interface PlaybackStream extends EventEmitter<{ error: [AudioDeviceError]
   readonly frameMs: FrameMs;
   /** The kernel id of the stream's own thread (libpulse path, Linux), to raise its priority; absent otherwise. */
   readonly threadId?: number;
+  /**
+   * The playback latency the sound server measures for this stream, ms: what
+   * waits in the stream's buffer plus the sink's own (pa_stream_get_latency,
+   * libpulse path); undefined on other paths or before the first timing update.
+   */
+  latencyMs?(): number | undefined;
   /**
    * Starts playout; `pull` is called once per frame and must return
    * frameSamples(frameMs) samples (silence when there is nothing to play), or
@@ -523,6 +535,16 @@ function pulseStream(
   };
 }
 
+/** A libpulse stream's measured latency, ms (undefined before the server's first timing update). */
+function streamLatencyMs(stream: { stats(): { latencyUs?: number } }): number | undefined {
+  try {
+    const us = stream.stats().latencyUs;
+    return us === undefined ? undefined : us / 1000;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A {@link CaptureStream} on a PulseAudio source: whole frames as the server delivers them. */
 function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs: FrameMs): CaptureStream {
   const emitter = new EventEmitter() as CaptureStream;
@@ -540,6 +562,7 @@ function pulseCapture(open: NonNullable<ReturnType<typeof pulseStream>>, frameMs
   Object.assign(emitter, {
     frameMs,
     threadId: stream.threadId() || undefined,
+    latencyMs: () => streamLatencyMs(stream),
     start: () => {
       stream.start();
       watchFirstFrame(emitter, () => !closed && framesSeen === 0);
@@ -591,6 +614,7 @@ function pulsePlayback(open: NonNullable<ReturnType<typeof pulseStream>>, frameM
   Object.assign(emitter, {
     frameMs,
     threadId: stream.threadId() || undefined,
+    latencyMs: () => streamLatencyMs(stream),
     start: (p: () => Int16Array) => {
       pull = p;
       stream.start();

@@ -71,6 +71,14 @@ export interface PulseAddon {
   open(options: PulseStreamOptions, onEvent: (kind: string, payload?: ArrayBuffer | string) => void): PulseStream;
   /** libpulse's version, e.g. "16.1.0". */
   libraryVersion: string;
+  /**
+   * Linux: sched_setscheduler(2) SCHED_RR | SCHED_RESET_ON_FORK, `priority`
+   * 1–99, for kernel thread `tid` — in-process, where util-linux's `chrt`
+   * would fork this whole process first (100–140 ms on the calling thread here).
+   * @throws Error with `code` EPERM (not root, no CAP_SYS_NICE, RLIMIT_RTPRIO too low),
+   *   ESRCH (no such thread), EINVAL (priority out of range), ENOSYS (not Linux); TypeError for bad arguments.
+   */
+  schedRoundRobin(tid: number, priority: number): void;
 }
 
 const ADDON: NativeModuleSpec = {

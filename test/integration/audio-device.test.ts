@@ -240,6 +240,44 @@ describe('native/audio-device on PulseAudio', () => {
     expect(worstStep).toBeLessThan(2 * Math.PI * 440 / 48_000 * 12_000 * 1.1);
   });
 
+  it('measures its own streams\' latency in-process, as pactl reports it, without starting a process (libpulse path)', async () => {
+    // The echo canceller's device delay used to come from two `pactl` runs 300 ms into each call: starting a
+    // process forks the daemon first, which stalled the media thread 100–140 ms, a delay spike the jitter
+    // buffer then kept in its target for 2 s. The streams now answer from libpulse's own timing.
+    const r = await child(
+      `const { deviceDelayMs } = await import(${JSON.stringify(join(REPO_ROOT, 'main/media/platform.ts'))});
+       const { ownStreamLatencyMs } = await import(${JSON.stringify(join(REPO_ROOT, 'native/audio-device/pulse.ts'))});
+       const cp = await import('node:child_process');
+       const cap = dev.openCapture({ device: 'pulse:a_mic', frameMs: 20 });
+       const play = dev.openPlayback({ device: 'pulse:a_spk', frameMs: 20 });
+       cap.on('frame', () => {});
+       cap.start();
+       play.start(() => new Int16Array(960));
+       await new Promise((r) => setTimeout(r, 600));
+       let spawned = 0;
+       const { spawn } = cp.ChildProcess.prototype;
+       cp.ChildProcess.prototype.spawn = function (...a) { spawned++; return spawn.apply(this, a); };
+       const own = await deviceDelayMs(true, { source: cap, sink: play });
+       const inputMs = cap.latencyMs(), outputMs = play.latencyMs();
+       cp.ChildProcess.prototype.spawn = spawn;
+       const server = await ownStreamLatencyMs();
+       await Promise.all([cap.close(), play.close()]);
+       return { own, inputMs, outputMs, spawned, server };`,
+      pulse.env,
+    );
+    expect(r.spawned).toBe(0);
+    const server = r.server as { inputMs: number; outputMs: number };
+    // Playback: the 10 ms queue and a 5 ms period at least, and what the null sink adds; capture: a fragment or so.
+    expect(r.outputMs).toBeGreaterThan(5);
+    expect(r.outputMs).toBeLessThan(120);
+    expect(r.inputMs).toBeGreaterThanOrEqual(0);
+    expect(r.inputMs).toBeLessThan(80);
+    expect(r.own).toBeCloseTo((r.outputMs as number) + (r.inputMs as number), 0);
+    // The same figures pactl gives for these two streams, within what changes between the two readings (a period or two).
+    expect(Math.abs((r.outputMs as number) - server.outputMs)).toBeLessThan(15);
+    expect(Math.abs((r.inputMs as number) - server.inputMs)).toBeLessThan(25);
+  });
+
   it('names a PulseAudio device that does not exist (libpulse path)', async () => {
     const r = await child(
       `try { dev.openPlayback({ device: 'pulse:headset-that-is-not-there', frameMs: 20 }); return { ok: true }; }

@@ -5,7 +5,10 @@
  * bus) is outside the subject and faked here; the real setpriority path is
  * checked on a running daemon in test/integration/control-socket.test.ts.
  */
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { loadPulseAddon } from '../../native/pulse';
 import { MEDIA_NICE, MEDIA_RT_PRIORITY, raiseMediaPriority, raiseToRealtime, type PriorityDeps, type RealtimeDeps, type RealtimeResult } from '../../main/media/priority';
 
 function deps(over: Partial<PriorityDeps>, log: string[]): PriorityDeps {
@@ -90,4 +93,29 @@ describe('raiseToRealtime (the media worker thread only)', () => {
       expect(log).toEqual(row.log);
     });
   }
+});
+
+describe('the in-process sched_setscheduler (native/pulse addon schedRoundRobin)', () => {
+  // What raiseToRealtime uses by default: util-linux's chrt forked the whole daemon first, 100–140 ms on the
+  // media thread at each call's start. A thread of this process of its own (a worker) is the subject here.
+  const policyOf = (tid: number) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[38]);
+  it.runIf(process.platform === 'linux' && process.getuid?.() === 0)('makes a thread SCHED_RR (policy 2) and leaves the others alone', async () => {
+    const worker = new Worker(`require('node:worker_threads').parentPort.postMessage(Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop())); setInterval(() => {}, 1000);`, { eval: true });
+    try {
+      const tid = await new Promise<number>((resolve) => worker.once('message', resolve));
+      expect(policyOf(tid)).toBe(0);
+      loadPulseAddon().schedRoundRobin(tid, MEDIA_RT_PRIORITY);
+      expect(policyOf(tid)).toBe(2);
+      expect(policyOf(process.pid)).toBe(0);
+    } finally {
+      await worker.terminate();
+    }
+  });
+  it.runIf(process.platform === 'linux')('says why when the kernel refuses: no such thread, a priority out of range, not a number', () => {
+    const addon = loadPulseAddon();
+    expect(() => addon.schedRoundRobin(2 ** 30, MEDIA_RT_PRIORITY)).toThrow(/sched_setscheduler\(SCHED_RR 5\) for thread 1073741824: No such process/);
+    expect(() => addon.schedRoundRobin(process.pid, 0)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => (addon.schedRoundRobin as (a: unknown, b: unknown) => void)('me', 5)).toThrow(TypeError);
+    expect(policyOf(process.pid)).toBe(0);
+  });
 });

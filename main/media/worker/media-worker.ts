@@ -132,7 +132,7 @@ async function openSession(p: SessionOpenParams): Promise<Results['session.open'
     mediaTimeoutMs: p.mediaTimeoutMs,
     // The echo canceller hears the far end only while an echo path may exist.
     ...(processor ? { processor: new EchoGatedProcessor(processor, () => performance.now()) } : {}),
-    deviceDelayMs: () => deviceDelayMs(p.pulse),
+    deviceDelayMs: () => deviceDelayMs(p.pulse, { source, sink }),
   });
   media.setMicOpen(p.micOpen);
   media.setOutputGain(p.outputGain);
