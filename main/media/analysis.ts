@@ -461,6 +461,8 @@ export interface SimilarityOptions {
 
 /** How much better a block's correlation must be at another delay to move it there (delay tracking). */
 const TRACK_MARGIN = 0.01;
+/** Delay tracking's resolution: this many phases per hop (2.5 ms at the 10 ms hop). */
+const TRACK_PHASES = 4;
 
 /** Result of `speechSimilarity`. */
 export interface SimilarityResult {
@@ -602,6 +604,32 @@ export function speechSimilarity(
     return syy > 1e-9 ? sxy / Math.sqrt(sxx * syy) : 0;
   };
 
+  /** Pooled within-band Pearson correlation of all of x with, for each active frame i, spectrogram `R(i)` at `active[i] + offsetOf(i)`. */
+  const correlatePieces = (R: (i: number) => LogMelSpectrogram, offsetOf: (i: number) => number): number => {
+    let sxy = 0;
+    let syy = 0;
+    let sxxAll = 0;
+    const n = active.length;
+    for (let b = 0; b < B; b++) {
+      let sx = 0;
+      let sy = 0;
+      let sy2 = 0;
+      for (let i = 0; i < n; i++) {
+        const xv = x[i * B + b]!;
+        const y = R(i).data[(active[i]! + offsetOf(i)) * B + b]!;
+        sx += xv;
+        sy += y;
+        sy2 += y * y;
+        sxy += xv * y;
+        sxxAll += xv * xv;
+      }
+      sxy -= (sx * sy) / n;
+      sxxAll -= (sx * sx) / n;
+      syy += sy2 - (sy * sy) / n;
+    }
+    return syy > 1e-9 && sxxAll > 1e-9 ? sxy / Math.sqrt(sxxAll * syy) : 0;
+  };
+
   // Frame-lag search over every lag.
   const minLagFrames = Math.ceil(((opts.minLagMs ?? 0) * samplesPerMs) / hop);
   const maxLagFrames = Math.floor(((opts.maxLagMs ?? 2000) * samplesPerMs) / hop);
@@ -642,32 +670,50 @@ export function speechSimilarity(
   }
 
   // Delay tracking: each block of active frames at its own delay near the
-  // whole's (sample-accurate) delay, in whole hops: jitter buffers move the
-  // delay by whole frames (10 or 20 ms), which are whole hops.
+  // whole's (sample-accurate) delay, in quarter hops (2.5 ms): jitter buffers
+  // move the delay by whole frames (10 or 20 ms), a phase-aligning playout by
+  // 5 ms steps, NetEQ's time-stretching by a pitch period, and an echo
+  // canceller that starts or stops by its own algorithmic delay (≈ 7 ms) —
+  // all in pauses, none of them heard.
   let tracked: SimilarityResult['tracked'];
   const trackFrames = Math.floor(((opts.trackDelayMs ?? 0) * samplesPerMs) / hop);
   if (trackFrames > 0 && sxx > 0) {
-    const Rt = logMelSpectrogram(received, mel, lagSamples - trackFrames * hop, S.frames + 2 * trackFrames);
-    clampAt(Rt.data, rMax - dynamicRange);
+    const phase = hop / TRACK_PHASES;
+    const Rts: LogMelSpectrogram[] = [];
+    for (let p = 0; p < TRACK_PHASES; p++) {
+      const Rt = logMelSpectrogram(received, mel, lagSamples - trackFrames * hop + Math.round(p * phase), S.frames + 2 * trackFrames);
+      clampAt(Rt.data, rMax - dynamicRange);
+      Rts.push(Rt);
+    }
     const block = Math.max(1, Math.round(((opts.trackBlockMs ?? 500) * samplesPerMs) / hop));
     const blocks = Math.ceil(active.length / block);
-    const offsets = new Int32Array(blocks);
+    // Each block's delay as (whole hops, phase): the received frame of sent active frame i is
+    // Rts[phase] at active[i] + trackFrames + hops.
+    const hops = new Int32Array(blocks);
+    const phases = new Int32Array(blocks);
     for (let k = 0; k < blocks; k++) {
       const from = k * block;
       const to = Math.min(active.length, from + block);
       // A block moves off the whole's delay only for a clearly better match (near-ties stay).
-      let best = correlateSpan(Rt, () => trackFrames, from, to) + TRACK_MARGIN;
-      for (let d = -trackFrames; d <= trackFrames; d++) {
-        if (d === 0) continue;
-        const r = correlateSpan(Rt, () => trackFrames + d, from, to);
-        if (r > best) {
-          best = r;
-          offsets[k] = d;
+      let best = correlateSpan(Rts[0]!, () => trackFrames, from, to) + TRACK_MARGIN;
+      for (let p = 0; p < TRACK_PHASES; p++) {
+        // Hop d at phase p is a delay of (d + p / TRACK_PHASES) hops off the whole's.
+        for (let d = -trackFrames; d <= trackFrames; d++) {
+          if (d === 0 && p === 0) continue;
+          const r = correlateSpan(Rts[p]!, () => trackFrames + d, from, to);
+          if (r > best) {
+            best = r;
+            hops[k] = d;
+            phases[k] = p;
+          }
         }
       }
     }
-    const r = correlateSpan(Rt, (i) => trackFrames + offsets[Math.floor(i / block)]!, 0, active.length);
-    tracked = { offsetsMs: Array.from(offsets, (d) => (d * hop) / samplesPerMs), correlation: r };
+    const r = correlatePieces(
+      (i) => Rts[phases[Math.floor(i / block)]!]!,
+      (i) => trackFrames + hops[Math.floor(i / block)]!,
+    );
+    tracked = { offsetsMs: Array.from(hops, (d, k) => (d * hop + Math.round(phases[k]! * phase)) / samplesPerMs), correlation: r };
   }
 
   const receivedDbfs = dbfs(received, lagSamples, lagSamples + sent.length);
