@@ -83,6 +83,25 @@ describe('AdaptiveJitterBuffer', () => {
     expect(expands / late.length).toBeLessThan(0.03);
   });
 
+  it('holds its target over stalls that recur every few seconds, and forgets a single one within its window (delay peaks)', () => {
+    // A 60 ms stall every 2.7 s (bench:quality `clean` through the relay: 14 of 20–76 ms in 41 s). A 2 s
+    // memory forgets each one before the next, so every one ran the buffer dry mid-word.
+    const stall = (i: number) => {
+      const at = (i * 20) % 2700;
+      return i > 100 && at < 60 ? 60 - at : 0;
+    };
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, alignPhase: true });
+    const run = simulate(jb, { seconds: 40, delay: stall, quiet: (k) => k % 50 > 35 });
+    const expands = (from: number) => run.slice(from).filter((x) => x.item.kind === 'expand').length;
+    // The first two stalls may run it dry (a peak needs a second one to be recurring); after them, none do.
+    expect(expands(400)).toBe(0);
+    expect(run.at(-1)!.targetMs).toBeGreaterThanOrEqual(60);
+    // One stall alone (a call's start, a GC): the target falls back within the 2 s window and a little.
+    const once = new AdaptiveJitterBuffer({ packetSamples: F, alignPhase: true });
+    const single = simulate(once, { seconds: 10, delay: (i) => (i >= 150 && i < 153 ? 60 - (i - 150) * 20 : 0), quiet: (k) => k % 50 > 35 });
+    expect(single.at(-1)!.targetMs).toBeLessThan(20);
+  });
+
   it('plays a late packet when it comes instead of skipping it (expand keeps the playout point)', () => {
     const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 20 });
     // Packet 50 and everything after it arrive 45 ms late: the buffer runs dry first.
