@@ -535,11 +535,16 @@ function pulseStream(
   };
 }
 
-/** A libpulse stream's measured latency, ms (undefined before the server's first timing update). */
+/**
+ * A libpulse stream's measured latency, ms (undefined before the server's
+ * first timing update). A capture stream's may read slightly below zero
+ * (libpulse's timing interpolation a fraction of a ms ahead: −0.62 ms seen);
+ * that counts as 0.
+ */
 function streamLatencyMs(stream: { stats(): { latencyUs?: number } }): number | undefined {
   try {
     const us = stream.stats().latencyUs;
-    return us === undefined ? undefined : us / 1000;
+    return us === undefined ? undefined : Math.max(0, us / 1000);
   } catch {
     return undefined;
   }
