@@ -558,10 +558,10 @@ export function speechSimilarity(
 
   /**
    * Pooled within-band Pearson correlation of x's active frames [from, to)
-   * with R's frames at `active[i] + offsetOf(i)` (x centred over all active
+   * with the frames at `active[i] + offsetOf(i)` of spectrogram `R(i)` (x centred over all active
    * frames; y centred over the frames compared).
    */
-  const correlateSpan = (R: LogMelSpectrogram, offsetOf: (i: number) => number, from: number, to: number): number => {
+  const correlateSpan = (R: (i: number) => LogMelSpectrogram, offsetOf: (i: number) => number, from: number, to: number): number => {
     let sxy = 0;
     let syy = 0;
     let sxxSpan = 0;
@@ -572,7 +572,7 @@ export function speechSimilarity(
       let sy2 = 0;
       for (let i = from; i < to; i++) {
         const xv = x[i * B + b]!;
-        const y = R.data[(active[i]! + offsetOf(i)) * B + b]!;
+        const y = R(i).data[(active[i]! + offsetOf(i)) * B + b]!;
         sx += xv;
         sy += y;
         sy2 += y * y;
@@ -602,32 +602,6 @@ export function speechSimilarity(
       syy += sy2 - (sy * sy) / active.length;
     }
     return syy > 1e-9 ? sxy / Math.sqrt(sxx * syy) : 0;
-  };
-
-  /** Pooled within-band Pearson correlation of all of x with, for each active frame i, spectrogram `R(i)` at `active[i] + offsetOf(i)`. */
-  const correlatePieces = (R: (i: number) => LogMelSpectrogram, offsetOf: (i: number) => number): number => {
-    let sxy = 0;
-    let syy = 0;
-    let sxxAll = 0;
-    const n = active.length;
-    for (let b = 0; b < B; b++) {
-      let sx = 0;
-      let sy = 0;
-      let sy2 = 0;
-      for (let i = 0; i < n; i++) {
-        const xv = x[i * B + b]!;
-        const y = R(i).data[(active[i]! + offsetOf(i)) * B + b]!;
-        sx += xv;
-        sy += y;
-        sy2 += y * y;
-        sxy += xv * y;
-        sxxAll += xv * xv;
-      }
-      sxy -= (sx * sy) / n;
-      sxxAll -= (sx * sx) / n;
-      syy += sy2 - (sy * sy) / n;
-    }
-    return syy > 1e-9 && sxxAll > 1e-9 ? sxy / Math.sqrt(sxxAll * syy) : 0;
   };
 
   // Frame-lag search over every lag.
@@ -695,12 +669,12 @@ export function speechSimilarity(
       const from = k * block;
       const to = Math.min(active.length, from + block);
       // A block moves off the whole's delay only for a clearly better match (near-ties stay).
-      let best = correlateSpan(Rts[0]!, () => trackFrames, from, to) + TRACK_MARGIN;
+      let best = correlateSpan(() => Rts[0]!, () => trackFrames, from, to) + TRACK_MARGIN;
       for (let p = 0; p < TRACK_PHASES; p++) {
         // Hop d at phase p is a delay of (d + p / TRACK_PHASES) hops off the whole's.
         for (let d = -trackFrames; d <= trackFrames; d++) {
           if (d === 0 && p === 0) continue;
-          const r = correlateSpan(Rts[p]!, () => trackFrames + d, from, to);
+          const r = correlateSpan(() => Rts[p]!, () => trackFrames + d, from, to);
           if (r > best) {
             best = r;
             hops[k] = d;
@@ -709,9 +683,11 @@ export function speechSimilarity(
         }
       }
     }
-    const r = correlatePieces(
+    const r = correlateSpan(
       (i) => Rts[phases[Math.floor(i / block)]!]!,
       (i) => trackFrames + hops[Math.floor(i / block)]!,
+      0,
+      active.length,
     );
     tracked = { offsetsMs: Array.from(hops, (d, k) => (d * hop + Math.round(phases[k]! * phase)) / samplesPerMs), correlation: r };
   }
