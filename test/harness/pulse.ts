@@ -221,6 +221,8 @@ export async function startPulse(options: PulseOptions = {}): Promise<Pulse> {
       '',
     ].join('\n'),
   );
+  const daemonConf = join(dir, 'daemon.conf');
+  writeFileSync(daemonConf, 'realtime-scheduling = yes\nrealtime-priority = 5\nrlimit-rttime = -1\nhigh-priority = yes\nnice-level = -11\n');
   const clientConf = join(dir, 'client.conf');
   // No shared memory between PulseAudio and its clients: with it, the daemon aborts under
   // load when clients come and go (memblock.c "Assertion 'pa_atomic_load(&b->pool->stat.n_imported) > 0'
@@ -248,14 +250,17 @@ export async function startPulse(options: PulseOptions = {}): Promise<Pulse> {
       '--exit-idle-time=-1',
       '--disallow-exit',
       '--disallow-module-loading=no',
-      // As root PulseAudio gives its I/O threads realtime scheduling with an
-      // RLIMIT_RTTIME of 200 ms: on a loaded two-core CI machine the kernel can
-      // then SIGKILL the daemon in the middle of a test. Tests need no RT. But
-      // the nice level a desktop's PulseAudio runs at (-11, its default), as
-      // the Parley daemons do (main/media/priority.ts): otherwise, on a loaded
-      // machine, the clients outrank the sound server that paces them.
-      '--realtime=no',
-      '--high-priority=yes', // nice-level -11, daemon.conf's default
+      // Real-time I/O threads, as a desktop's PulseAudio gets them (through
+      // RTKit; daemon.conf's realtime-priority 5): the Parley daemons' media
+      // and stream threads run SCHED_RR (main/media/priority.ts), and a sound
+      // server below them missed its own deadlines: `npm run bench` counted a
+      // speaker underflow (a 1–14 ms hole mid-word) every 1–2 s on each end,
+      // on a quiet machine, none between stream starts once the server was
+      // real-time (docs/audio.md, "Speaker underflows"). daemon.conf lifts
+      // RLIMIT_RTTIME (200 ms by default), which let the kernel SIGKILL the
+      // daemon on a loaded two-core machine.
+      '--realtime=yes',
+      '--high-priority=yes', // nice-level -11 for its other threads, daemon.conf's default
       '--disable-shm=yes',
       `--log-target=file:${logPath}`,
       '-F',
@@ -269,6 +274,7 @@ export async function startPulse(options: PulseOptions = {}): Promise<Pulse> {
         PULSE_RUNTIME_PATH: runtime,
         PULSE_STATE_PATH: state,
         XDG_CONFIG_HOME: join(home, '.config'),
+        PULSE_CONFIG: daemonConf,
       },
       stdio: 'ignore',
     },
