@@ -29,8 +29,18 @@ export interface PulseStream {
    * @throws Error when the stream has failed or is closed, or more than 200 ms would wait.
    */
   write(bytes: Uint8Array): number;
-  /** Underruns (playback) and overruns (capture) so far, and the stream's latency, µs (buffer + device). */
-  stats(): { underflows: number; overflows: number; latencyUs?: number };
+  /**
+   * Underruns (playback) and overruns (capture) so far, and the stream's
+   * latency, µs (buffer + device). Playback also: `targetUs`, the buffer's
+   * target length now (the `latencyBytes` asked for, raised by a 5 ms period
+   * for each underflow that recurs within 5 s of the last, at most 10 ms
+   * above it, lowered a period again after 30 s without a raise; underflows in
+   * the stream's first second do not count), `grantedUs`, the stream queue's
+   * part of it as the server granted it (PA_STREAM_ADJUST_LATENCY gives the
+   * sink the rest), and `raises`, how many times it was raised (pulse.c,
+   * PLAYBACK_*).
+   */
+  stats(): { underflows: number; overflows: number; latencyUs?: number; targetUs?: number; grantedUs?: number; raises?: number };
   /**
    * The kernel thread id (Linux) of the stream's own thread (`parley-pa-in` /
    * `parley-pa-out`), which moves its audio: to raise its priority like the

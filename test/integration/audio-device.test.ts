@@ -240,6 +240,55 @@ describe('native/audio-device on PulseAudio', () => {
     expect(worstStep).toBeLessThan(2 * Math.PI * 440 / 48_000 * 12_000 * 1.1);
   });
 
+  it('lengthens the speaker buffer when underflows recur, not for a lone one or one in the first second (libpulse path)', async () => {
+    // Each underflow is a hole of silence mid-word. A lone one (another stream
+    // starting on the server) must not add delay for the rest of the call;
+    // recurring ones mean the server or this process cannot keep the buffer filled.
+    const r = await child(
+      `const { loadPulseAddon } = await import(${JSON.stringify(join(REPO_ROOT, 'native/pulse/index.ts'))});
+       const addon = loadPulseAddon();
+       const frame = new Uint8Array(1920);
+       const s = addon.open({ capture: false, device: 'a_spk', name: 'underflow test', frameBytes: 1920, latencyBytes: 3840, periodBytes: 480 }, (kind) => {
+         if (kind !== 'need') return;
+         let want = s.writable();
+         while (want > 0) want = s.write(frame);
+       });
+       // Starves the server: this thread answers nothing for 120 ms (the 40 ms buffer runs dry; a 40 ms
+       // buffer also keeps the harness's own rare underflows of a quiet stream out of the count).
+       const starve = () => { const until = performance.now() + 120; while (performance.now() < until); };
+       const at = (ms) => new Promise((r) => setTimeout(r, ms));
+       const snap = () => { const x = s.stats(); return { underflows: x.underflows, targetUs: x.targetUs, grantedUs: x.grantedUs, raises: x.raises }; };
+       s.start();
+       await at(300);
+       starve(); // in the first second: the call's start-up, not counted
+       await at(1200);
+       const start = snap();
+       starve(); // a lone underflow
+       await at(6000);
+       const lone = snap();
+       starve(); // then two within 5 s
+       await at(1500);
+       starve();
+       await at(500);
+       const recurring = snap();
+       s.close();
+       return { start, lone, recurring };`,
+      pulse.env,
+    );
+    const { start, lone, recurring } = r as Record<'start' | 'lone' | 'recurring', { underflows: number; targetUs: number; grantedUs: number; raises: number }>;
+    expect(start.underflows).toBeGreaterThanOrEqual(1);
+    expect(start).toMatchObject({ targetUs: 40_000, raises: 0 });
+    expect(lone.underflows).toBeGreaterThan(start.underflows);
+    expect(lone).toMatchObject({ targetUs: 40_000, raises: 0 });
+    expect(recurring.underflows).toBeGreaterThan(lone.underflows + 1);
+    // By a 5 ms period a raise, at most 10 ms above what was asked.
+    expect(recurring.raises).toBeGreaterThanOrEqual(1);
+    expect(recurring.targetUs).toBe(40_000 + 5_000 * recurring.raises);
+    expect(recurring.targetUs).toBeLessThanOrEqual(50_000);
+    // The server took it: the stream's queue grew (the sink's part grew too).
+    expect(recurring.grantedUs).toBeGreaterThan(lone.grantedUs);
+  });
+
   it('measures its own streams\' latency in-process, as pactl reports it, without starting a process (libpulse path)', async () => {
     // The echo canceller's device delay used to come from two `pactl` runs 300 ms into each call: starting a
     // process forks the daemon first, which stalled the media thread 100–140 ms, a delay spike the jitter

@@ -28,7 +28,10 @@
  *   onEvent('need')               — playback: the server wants more than the last write() left over; call writable()
  *   onEvent('error', message)     — the stream or the server failed
  *   handle.start(), handle.writable() → bytes, handle.write(buffer) → bytes still wanted,
- *   handle.stats() → { underflows, overflows, latencyUs }, handle.close()
+ *   handle.stats() → { underflows, overflows, latencyUs, targetUs, grantedUs, raises }, handle.close()
+ *     (playback only: targetUs, the buffer length asked for now; grantedUs,
+ *     the stream queue's part of it the server granted; raises, how many
+ *     underflows raised it — see PLAYBACK_GRACE_USEC)
  *   schedRoundRobin(tid, priority) — Linux: sched_setscheduler(2) SCHED_RR |
  *     SCHED_RESET_ON_FORK for thread `tid` (a stream's thread or the media
  *     thread), as `chrt --rr --reset-on-fork` does but without starting a
@@ -42,6 +45,7 @@
 #endif
 #include <node_api.h>
 #include <pulse/pulseaudio.h>
+#include <pulse/rtclock.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,6 +69,26 @@
 #define CAPTURE_BACKLOG_BYTES (RATE * 2 / 10) /* 100 ms */
 /* Playback: the most audio one write() may leave waiting for the server's later requests (200 ms). */
 #define RING_BYTES (RATE * 2 / 5)
+/*
+ * A playback buffer that follows the server, as PulseAudio's own alsa-sink
+ * does with its wake-up watermark: an underflow that recurs within
+ * PLAYBACK_RECUR_USEC of the last one raises the buffer's target length
+ * (tlength) by one period, at most PLAYBACK_MAX_RAISE_BYTES above the length
+ * asked for (20 + 10 ms by default: Chromium asks PulseAudio for 30 ms); PLAYBACK_CALM_USEC without a raise lowers it by a period again.
+ * A lone underflow does not raise it: a stream that starts or stops elsewhere
+ * on the server makes one in every stream at once (measured: both ends of a
+ * call at the same second, at each of the bench's recorder starts), and a
+ * raise would then keep the added delay for 30 s. Nor do underflows in the
+ * first PLAYBACK_GRACE_USEC, the call's start-up work, which more buffer
+ * would not hide. Each underflow is a hole of silence mid-word (1–14 ms in
+ * `npm run bench` recordings; docs/audio.md, "Speaker underflows").
+ */
+#define PLAYBACK_GRACE_USEC (1 * PA_USEC_PER_SEC)
+#define PLAYBACK_RECUR_USEC (5 * PA_USEC_PER_SEC)
+/* Underflows this close to the last are the same stall (measured: a second one 300 ms after an 80 ms stall, as the stream refilled). */
+#define PLAYBACK_MERGE_USEC (1 * PA_USEC_PER_SEC)
+#define PLAYBACK_MAX_RAISE_BYTES (RATE * 2 / 100) /* 10 ms */
+#define PLAYBACK_CALM_USEC (30 * PA_USEC_PER_SEC)
 
 enum { EV_FRAME, EV_NEED, EV_ERROR };
 
@@ -96,6 +120,11 @@ typedef struct {
   atomic_int need_pending;
   atomic_uint underflows;
   atomic_uint overflows;
+  /* Playback buffer length (mainloop lock held): as asked, now, and the times that move it. */
+  uint32_t base_tlength, period_bytes;
+  atomic_uint tlength;
+  atomic_uint raises;
+  pa_usec_t playing_since, last_change, last_underflow;
   int failed_reported; /* mainloop thread only */
   int timed_out;
   int refs; /* JS thread only: the wrap and the tsfn each hold one */
@@ -207,10 +236,23 @@ static size_t serve_from_ring(Stream *s) {
   return want;
 }
 
+/* Playback, mainloop thread: asks the server for a buffer of `tlength` bytes (ADJUST_LATENCY splits it between the sink and the stream's queue). */
+static void set_tlength(Stream *s, uint32_t tlength, pa_usec_t now) {
+  pa_buffer_attr attr = {.maxlength = (uint32_t)-1, .tlength = tlength, .prebuf = (uint32_t)-1, .minreq = s->period_bytes, .fragsize = (uint32_t)-1};
+  pa_operation *op = pa_stream_set_buffer_attr(s->st, &attr, NULL, NULL);
+  if (!op) return;
+  pa_operation_unref(op);
+  atomic_store(&s->tlength, tlength);
+  s->last_change = now;
+}
+
 static void write_cb(pa_stream *st, size_t nbytes, void *userdata) {
   (void)st;
   (void)nbytes;
   Stream *s = userdata;
+  pa_usec_t now = pa_rtclock_now();
+  uint32_t tlength = atomic_load(&s->tlength);
+  if (s->playing_since && tlength > s->base_tlength && now - s->last_change >= PLAYBACK_CALM_USEC) set_tlength(s, tlength - s->period_bytes, now);
   /* The rest of the last frame first; JavaScript is asked only when the server wants more than that. */
   if (serve_from_ring(s) == 0) return;
   /* One pending request at a time: JavaScript asks for the writable size when it runs. */
@@ -223,7 +265,21 @@ static void write_cb(pa_stream *st, size_t nbytes, void *userdata) {
 
 static void underflow_cb(pa_stream *st, void *userdata) {
   (void)st;
-  atomic_fetch_add(&((Stream *)userdata)->underflows, 1);
+  Stream *s = userdata;
+  atomic_fetch_add(&s->underflows, 1);
+  pa_usec_t now = pa_rtclock_now();
+  if (!s->playing_since || now - s->playing_since < PLAYBACK_GRACE_USEC) return;
+  if (s->last_underflow && now - s->last_underflow < PLAYBACK_MERGE_USEC) return;
+  int recurs = s->last_underflow && now - s->last_underflow < PLAYBACK_RECUR_USEC;
+  s->last_underflow = now;
+  if (!recurs) return;
+  uint32_t tlength = atomic_load(&s->tlength);
+  if (tlength + s->period_bytes > s->base_tlength + PLAYBACK_MAX_RAISE_BYTES) {
+    s->last_change = now; /* still too short: no lowering for a while */
+    return;
+  }
+  set_tlength(s, tlength + s->period_bytes, now);
+  atomic_fetch_add(&s->raises, 1);
 }
 
 static void overflow_cb(pa_stream *st, void *userdata) {
@@ -362,6 +418,7 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   pa_threaded_mainloop_lock(s->ml);
   pa_operation *op = s->st ? pa_stream_cork(s->st, 0, NULL, NULL) : NULL;
   if (op) pa_operation_unref(op);
+  s->playing_since = s->last_change = pa_rtclock_now();
   /* A playback stream asks for its first buffer now. */
   if (!s->capture && s->st && pa_stream_writable_size(s->st) > 0) {
     atomic_store(&s->need_pending, 0);
@@ -438,12 +495,24 @@ static napi_value Stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, out, "underflows", v);
   napi_create_uint32(env, atomic_load(&s->overflows), &v);
   napi_set_named_property(env, out, "overflows", v);
+  if (!s->capture) {
+    napi_create_double(env, (double)atomic_load(&s->tlength) * 1e6 / (RATE * 2), &v);
+    napi_set_named_property(env, out, "targetUs", v);
+    napi_create_uint32(env, atomic_load(&s->raises), &v);
+    napi_set_named_property(env, out, "raises", v);
+  }
   if (s->ml && s->st) {
     pa_usec_t usec = 0;
     int negative = 0;
     pa_threaded_mainloop_lock(s->ml);
     int r = pa_stream_get_latency(s->st, &usec, &negative);
+    const pa_buffer_attr *granted = s->capture ? NULL : pa_stream_get_buffer_attr(s->st);
+    double granted_us = granted ? (double)granted->tlength * 1e6 / (RATE * 2) : -1;
     pa_threaded_mainloop_unlock(s->ml);
+    if (granted_us >= 0) {
+      napi_create_double(env, granted_us, &v);
+      napi_set_named_property(env, out, "grantedUs", v);
+    }
     if (r == 0) {
       napi_create_double(env, negative ? -(double)usec : (double)usec, &v);
       napi_set_named_property(env, out, "latencyUs", v);
@@ -560,6 +629,9 @@ static napi_value Open(napi_env env, napi_callback_info info) {
     attr.fragsize = (uint32_t)-1;
     attr.tlength = latency_bytes;
     attr.minreq = period_bytes;
+    s->base_tlength = latency_bytes;
+    s->period_bytes = period_bytes;
+    atomic_store(&s->tlength, latency_bytes);
     pa_stream_set_write_callback(s->st, write_cb, s);
     pa_stream_set_underflow_callback(s->st, underflow_cb, s);
     r = pa_stream_connect_playback(s->st, device[0] ? device : NULL, &attr, flags, NULL, NULL);
