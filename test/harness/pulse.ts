@@ -255,8 +255,8 @@ export async function startPulse(options: PulseOptions = {}): Promise<Pulse> {
       // and stream threads run SCHED_RR (main/media/priority.ts), and a sound
       // server below them missed its own deadlines: `npm run bench` counted a
       // speaker underflow (a 1–14 ms hole mid-word) every 1–2 s on each end,
-      // on a quiet machine, none between stream starts once the server was
-      // real-time (docs/audio.md, "Speaker underflows"). daemon.conf lifts
+      // on a quiet machine: 21–25 a call, 7–11 once the server was real-time
+      // (docs/audio.md, "Speaker underflows"). daemon.conf lifts
       // RLIMIT_RTTIME (200 ms by default), which let the kernel SIGKILL the
       // daemon on a loaded two-core machine.
       '--realtime=yes',

@@ -74,7 +74,8 @@
  * does with its wake-up watermark: an underflow that recurs within
  * PLAYBACK_RECUR_USEC of the last one raises the buffer's target length
  * (tlength) by one period, at most PLAYBACK_MAX_RAISE_BYTES above the length
- * asked for (20 + 10 ms by default: Chromium asks PulseAudio for 30 ms); PLAYBACK_CALM_USEC without a raise lowers it by a period again.
+ * asked for (20 + 10 ms by default; Chromium asks PulseAudio for 30 ms), and
+ * PLAYBACK_CALM_USEC without a raise lowers it by a period again.
  * A lone underflow does not raise it: a stream that starts or stops elsewhere
  * on the server makes one in every stream at once (measured: both ends of a
  * call at the same second, at each of the bench's recorder starts), and a
