@@ -9,6 +9,7 @@ import {
 } from 'werift';
 import type { IceServer } from '../../common/protocol/signaling';
 import type { TransportKind } from '../../common/call';
+import { installSrtpAead } from './aes-gcm';
 import type { ReportBlock } from './rate-control';
 import type { ReceivedRtp, RtpTransport } from './rtp-transport';
 import { mixSrtpKeys, type SrtpKeyBinding, type SrtpKeys } from './srtp-binding';
@@ -104,6 +105,7 @@ export class Peer implements RtpTransport {
 
   constructor(private readonly options: PeerOptions) {
     assertDtlsAuthenticated();
+    installSrtpAead();
     this.pc = new RTCPeerConnection({
       codecs: {
         audio: [

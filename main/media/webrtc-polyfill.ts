@@ -1,6 +1,7 @@
 import 'werift'; // werift before its polyfill: the polyfill's imports are undefined otherwise (DESIGN.md facts)
 import { MediaStreamTrack, RTCRtpCodecParameters, useAudioLevelIndication, useSdesMid, type RtpPacket } from 'werift';
 import { installPolyfill } from 'werift/polyfill';
+import { installSrtpAead } from './aes-gcm';
 import { OPUS_CLOCK_RATE, OPUS_PAYLOAD_TYPE } from './rtp-opus';
 
 let installed: { loopbackOnly: boolean } | undefined;
@@ -19,6 +20,7 @@ let installed: { loopbackOnly: boolean } | undefined;
 export function installWebrtcPolyfill(options: { loopbackOnly: boolean }): void {
   if (installed) return;
   installed = options;
+  installSrtpAead();
   installPolyfill({
     mediaRegister: [],
     peerConnectionConfig: {
