@@ -1,11 +1,10 @@
 import { createCipheriv, timingSafeEqual, type Cipher } from 'node:crypto';
 
-/** Bytes of an AES-128 key, of a GCM nonce (IV) and of a GCM tag (RFC 5116 §5.1: AEAD_AES_128_GCM). */
-export const GCM_KEY_BYTES = 16;
+/** Bytes of a GCM nonce (IV) and of a GCM tag (RFC 5116 §5.1–5.2: AEAD_AES_128_GCM, AEAD_AES_256_GCM). */
 export const GCM_IV_BYTES = 12;
 export const GCM_TAG_BYTES = 16;
 
-/** Thrown by {@link AesGcm128.openInto} when the tag does not match: the packet was altered, or sealed with another key or IV. */
+/** Thrown by {@link AesGcm.openInto} when the tag does not match: the packet was altered, or sealed with another key or IV. */
 export class GcmAuthenticationError extends Error {
   constructor() {
     super('AES-GCM authentication failed: the packet was altered or sealed with another key');
@@ -18,9 +17,10 @@ const BLOCK = 16;
 const R0 = 0xe1000000 | 0;
 
 /**
- * AEAD_AES_128_GCM (RFC 5116 §5.1; NIST SP 800-38D) with a 96-bit IV and a
- * 128-bit tag, built for SRTP's per-packet sealing (RFC 7714): one key, a
- * fresh IV for every packet.
+ * AEAD_AES_128_GCM and AEAD_AES_256_GCM (RFC 5116 §5.1–5.2; NIST SP 800-38D)
+ * with a 96-bit IV and a 128-bit tag, built for per-packet sealing — SRTP
+ * (RFC 7714) and SFrame's GCM suites (RFC 9605 §4.5): one key, a fresh IV for
+ * every packet.
  *
  * Why not `crypto.createCipheriv('aes-128-gcm', key, iv)` per packet: with
  * OpenSSL 3 each call fetches the algorithm and sets up a new context. Run
@@ -28,7 +28,7 @@ const R0 = 0xe1000000 | 0;
  * that way costs 76–88 µs (median), and 26–27 µs with this class
  * (`npm run bench:srtp`, docs/BENCHMARKS.md "SRTP"); in a tight loop this
  * class is ~1.15× slower, as OpenSSL's GHASH has carry-less multiplication. So this class makes one
- * AES-128-ECB cipher per key and uses it for the two parts of GCM that need
+ * AES-ECB cipher per key and uses it for the two parts of GCM that need
  * the key (§7.1): the counter-mode keystream — E(K, inc32ⁱ(J0)) for i ≥ 1,
  * from J0 = IV ‖ 0³¹ ‖ 1 — and the tag mask E(K, J0); both are encrypted in one
  * `update` per packet. GHASH (§6.4) runs here over 32-bit words with the
@@ -37,7 +37,7 @@ const R0 = 0xe1000000 | 0;
  *
  * Plaintext of any length up to 2³² − 2 blocks; AAD of any length.
  */
-export class AesGcm128 {
+export class AesGcm {
   private readonly ecb: Cipher;
   /** H·xⁱ for i = 0…127 (§6.3's V_i for Y = H), four big-endian words each. */
   private readonly hPowers = new Int32Array(128 * 4);
@@ -49,10 +49,10 @@ export class AesGcm128 {
   private readonly tail = new Uint8Array(BLOCK);
   private readonly expectedTag = Buffer.alloc(GCM_TAG_BYTES);
 
-  /** @throws RangeError when `key` is not 16 bytes. */
+  /** @param key 16 bytes (AES-128) or 32 (AES-256). @throws RangeError for another length. */
   constructor(key: Uint8Array) {
-    if (key.length !== GCM_KEY_BYTES) throw new RangeError(`AES-128-GCM needs a 16-byte key, not ${key.length} bytes`);
-    this.ecb = createCipheriv('aes-128-ecb', key, null);
+    if (key.length !== 16 && key.length !== 32) throw new RangeError(`AES-GCM needs a 16- or 32-byte key, not ${key.length} bytes`);
+    this.ecb = createCipheriv(key.length === 16 ? 'aes-128-ecb' : 'aes-256-ecb', key, null);
     this.ecb.setAutoPadding(false);
     const h = this.ecb.update(Buffer.alloc(BLOCK)); // H = E(K, 0¹²⁸)
     let v0 = h.readInt32BE(0);
@@ -189,16 +189,16 @@ function word(b: Uint8Array, i: number): number {
 /**
  * Where patches/werift+0.25.2.patch looks, when werift makes the SRTP cipher of
  * an AEAD_AES_128_GCM session (RFC 7714), for a function `(sessionKey) => AEAD`
- * with {@link AesGcm128}'s `sealInto`/`openInto`: werift then seals and opens
+ * with {@link AesGcm}'s `sealInto`/`openInto`: werift then seals and opens
  * RTP through it (SRTCP, a few packets a second, keeps werift's own path).
  */
 export const WERIFT_SRTP_AEAD_HOOK = Symbol.for('parley.werift.srtpAeadAes128Gcm');
 
 /**
- * Makes werift's SRTP (in this thread) seal and open RTP with {@link AesGcm128}:
+ * Makes werift's SRTP (in this thread) seal and open RTP with {@link AesGcm}:
  * one AES context per session key instead of a crypto cipher per packet.
  * Idempotent; affects only sessions keyed after the call.
  */
 export function installSrtpAead(): void {
-  (globalThis as Record<symbol, unknown>)[WERIFT_SRTP_AEAD_HOOK] = (sessionKey: Uint8Array) => new AesGcm128(sessionKey);
+  (globalThis as Record<symbol, unknown>)[WERIFT_SRTP_AEAD_HOOK] = (sessionKey: Uint8Array) => new AesGcm(sessionKey);
 }

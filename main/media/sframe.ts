@@ -10,9 +10,11 @@
  *   salt " ‖ KID (8 bytes) ‖ cipher suite (2 bytes);
  * - nonce = sframe_salt XOR CTR (§4.4.3), AEAD with header ‖ metadata as AAD
  *   (§4.4.3);
- * - every cipher suite of §4.5 / §8.1 through node:crypto: the AES-GCM ones
- *   (`AES_128_GCM_SHA256_128`, 0x0004, what group calls use; 0x0005) and the
- *   AES-CTR + HMAC ones with short tags (0x0001–0x0003, §4.5.1);
+ * - every cipher suite of §4.5 / §8.1: the AES-GCM ones
+ *   (`AES_128_GCM_SHA256_128`, 0x0004, what group calls use; 0x0005) through
+ *   {@link AesGcm} (main/media/aes-gcm.ts: one AES context per key, made when
+ *   the key is derived, instead of a node:crypto cipher per frame) and the
+ *   AES-CTR + HMAC ones with short tags (0x0001–0x0003, §4.5.1) through node:crypto;
  * - per sender: one key per KID and a monotonic counter ({@link SFrameSender});
  *   per receiver: keys by (owner, KID) and a replay window per key
  *   ({@link SFrameReceiver}, §7.2).
@@ -28,6 +30,7 @@ import {
   hkdfSync,
   timingSafeEqual,
 } from 'node:crypto';
+import { AesGcm } from './aes-gcm';
 
 /** Largest value of a KID or CTR field (64 bits, RFC 9605 §4.3). */
 export const SFRAME_MAX_FIELD = (1n << 64n) - 1n;
@@ -195,6 +198,8 @@ export function sframeLabel(prefix: string, kid: bigint, suite: CipherSuite): Bu
 export interface SFrameKeyMaterial {
   key: Buffer;
   salt: Buffer;
+  /** The GCM suites' AEAD under `key`, made once with the key (absent for the AES-CTR + HMAC suites). */
+  gcm?: AesGcm;
 }
 
 /**
@@ -218,7 +223,7 @@ export function deriveKeySalt(
   const salt = Buffer.from(
     hkdfSync(p.hash, baseKey, empty, sframeLabel(SFRAME_SALT_LABEL, kid, suite), p.nn),
   );
-  return { key, salt };
+  return p.aead === 'aes-128-ctr-hmac' ? { key, salt } : { key, salt, gcm: new AesGcm(key) };
 }
 
 /** nonce = sframe_salt XOR CTR, the CTR as an Nn-byte big-endian integer (RFC 9605 §4.4.3). */
@@ -275,6 +280,7 @@ function aesCtr(key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
 /**
  * AEAD.Encrypt of a suite (RFC 9605 §4.5): ciphertext ‖ Nt-byte tag.
  * @param key Nk bytes (the derived sframe_key). @param nonce Nn = 12 bytes.
+ * @param gcm for the GCM suites, the AEAD already made under `key` (faster); otherwise node:crypto's.
  */
 export function aeadEncrypt(
   suite: CipherSuite,
@@ -282,11 +288,17 @@ export function aeadEncrypt(
   nonce: Uint8Array,
   aad: Uint8Array,
   plaintext: Uint8Array,
+  gcm?: AesGcm,
 ): Buffer {
   const p = suiteParams(suite);
   if (p.aead === 'aes-128-ctr-hmac') {
     const ct = aesCtr(key.subarray(0, NKA), nonce, plaintext);
     return Buffer.concat([ct, ctrHmacTag(p, key.subarray(NKA), nonce, aad, ct)]);
+  }
+  if (gcm) {
+    const sealed = Buffer.allocUnsafe(plaintext.length + p.nt);
+    gcm.sealInto(sealed, 0, nonce, aad, plaintext);
+    return sealed;
   }
   const c = createCipheriv(p.aead, key, nonce, { authTagLength: p.nt });
   c.setAAD(aad);
@@ -295,6 +307,7 @@ export function aeadEncrypt(
 
 /**
  * AEAD.Decrypt of a suite (RFC 9605 §4.5), the tag compared in constant time.
+ * @param gcm as for {@link aeadEncrypt}.
  * @returns the plaintext, or undefined when authentication fails. Never throws.
  */
 export function aeadDecrypt(
@@ -303,6 +316,7 @@ export function aeadDecrypt(
   nonce: Uint8Array,
   aad: Uint8Array,
   sealed: Uint8Array,
+  gcm?: AesGcm,
 ): Buffer | undefined {
   const p = suiteParams(suite);
   if (sealed.length < p.nt) return undefined;
@@ -312,6 +326,11 @@ export function aeadDecrypt(
     if (p.aead === 'aes-128-ctr-hmac') {
       if (!timingSafeEqual(ctrHmacTag(p, key.subarray(NKA), nonce, aad, ct), tag)) return undefined;
       return aesCtr(key.subarray(0, NKA), nonce, ct);
+    }
+    if (gcm) {
+      const plaintext = Buffer.allocUnsafe(ct.length);
+      gcm.openInto(plaintext, 0, nonce, aad, ct, tag);
+      return plaintext;
     }
     const d = createDecipheriv(p.aead, key, nonce, { authTagLength: p.nt });
     d.setAAD(aad);
@@ -347,6 +366,7 @@ export function sframeEncrypt(
       sframeNonce(material.salt, ctr),
       Buffer.concat([header, metadata]),
       plaintext,
+      material.gcm,
     ),
   ]);
 }
@@ -370,6 +390,7 @@ export function sframeOpen(
     sframeNonce(material.salt, header.ctr),
     aad,
     frame.subarray(header.length),
+    material.gcm,
   );
 }
 

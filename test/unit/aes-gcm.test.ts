@@ -1,17 +1,19 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProtectionProfileAeadAes128Gcm, RtpHeader, SrtpAuthenticationError, SrtpSession } from 'werift';
-import { AesGcm128, GcmAuthenticationError, installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
+import { AesGcm, GcmAuthenticationError, installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
 
 /** OpenSSL's AES-128-GCM through node:crypto: the reference the AEAD must equal, byte for byte. */
+const algorithm = (key: Buffer) => (key.length === 16 ? 'aes-128-gcm' : 'aes-256-gcm');
+
 function opensslSeal(key: Buffer, iv: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
-  const c = createCipheriv('aes-128-gcm', key, iv);
+  const c = createCipheriv(algorithm(key), key, iv);
   c.setAAD(aad);
   return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
 }
 
 function opensslOpen(key: Buffer, iv: Buffer, aad: Buffer, sealed: Buffer): Buffer {
-  const d = createDecipheriv('aes-128-gcm', key, iv);
+  const d = createDecipheriv(algorithm(key), key, iv);
   d.setAAD(aad);
   d.setAuthTag(sealed.subarray(sealed.length - 16));
   return Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()]);
@@ -19,22 +21,24 @@ function opensslOpen(key: Buffer, iv: Buffer, aad: Buffer, sealed: Buffer): Buff
 
 function seal(key: Buffer, iv: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
   const out = Buffer.alloc(plaintext.length + 16);
-  new AesGcm128(key).sealInto(out, 0, iv, aad, plaintext);
+  new AesGcm(key).sealInto(out, 0, iv, aad, plaintext);
   return out;
 }
 
-describe('AesGcm128 (AEAD_AES_128_GCM, NIST SP 800-38D)', () => {
+describe('AesGcm (AEAD_AES_128_GCM and AEAD_AES_256_GCM, NIST SP 800-38D)', () => {
   it.each([
-    // McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 1 and 2: K = 0¹²⁸, IV = 0⁹⁶
-    ['test case 1: empty plaintext', '', '58e2fccefa7e3061367f1d57a4e7455a'],
-    ['test case 2: one zero block', '00000000000000000000000000000000', '0388dace60b6a392f328c2b971b2fe78ab6e47d42cec13bdf53a67b21257bddf'],
-  ])('%s gives the published ciphertext and tag', (_name, plaintextHex, sealedHex) => {
-    expect(seal(Buffer.alloc(16), Buffer.alloc(12), Buffer.alloc(0), Buffer.from(plaintextHex, 'hex')).toString('hex')).toBe(sealedHex);
+    // McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 1, 2, 13 and 14: K = 0, IV = 0⁹⁶
+    ['test case 1: AES-128, empty plaintext', 16, '', '58e2fccefa7e3061367f1d57a4e7455a'],
+    ['test case 2: AES-128, one zero block', 16, '00000000000000000000000000000000', '0388dace60b6a392f328c2b971b2fe78ab6e47d42cec13bdf53a67b21257bddf'],
+    ['test case 13: AES-256, empty plaintext', 32, '', '530f8afbc74536b9a963b4f1c4cb738b'],
+    ['test case 14: AES-256, one zero block', 32, '00000000000000000000000000000000', 'cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919'],
+  ])('%s gives the published ciphertext and tag', (_name, keyBytes, plaintextHex, sealedHex) => {
+    expect(seal(Buffer.alloc(keyBytes), Buffer.alloc(12), Buffer.alloc(0), Buffer.from(plaintextHex, 'hex')).toString('hex')).toBe(sealedHex);
   });
 
-  it('equals OpenSSL on 2 000 random keys, IVs, AAD of 0–44 bytes and plaintexts of 0–300 bytes (whole and partial blocks), and each opens the other', () => {
+  it('equals OpenSSL on 2 000 random 16- and 32-byte keys, IVs, AAD of 0–44 bytes and plaintexts of 0–300 bytes (whole and partial blocks), and each opens the other', () => {
     for (let t = 0; t < 2000; t++) {
-      const key = randomBytes(16);
+      const key = randomBytes(t % 2 === 0 ? 16 : 32);
       const iv = randomBytes(12);
       const aad = randomBytes(t % 45);
       const plaintext = randomBytes((t * 7) % 301);
@@ -43,14 +47,14 @@ describe('AesGcm128 (AEAD_AES_128_GCM, NIST SP 800-38D)', () => {
       expect(ours.equals(reference), `case ${t}: aad ${aad.length} B, plaintext ${plaintext.length} B`).toBe(true);
       expect(opensslOpen(key, iv, aad, ours).equals(plaintext)).toBe(true);
       const opened = Buffer.alloc(plaintext.length);
-      new AesGcm128(key).openInto(opened, 0, iv, aad, reference.subarray(0, plaintext.length), reference.subarray(plaintext.length));
+      new AesGcm(key).openInto(opened, 0, iv, aad, reference.subarray(0, plaintext.length), reference.subarray(plaintext.length));
       expect(opened.equals(plaintext)).toBe(true);
     }
   });
 
   it('one instance seals packet after packet with fresh IVs as OpenSSL does (the per-packet state is reset)', () => {
     const key = randomBytes(16);
-    const gcm = new AesGcm128(key);
+    const gcm = new AesGcm(key);
     for (let t = 0; t < 200; t++) {
       const iv = randomBytes(12);
       const aad = randomBytes(12);
@@ -68,8 +72,8 @@ describe('AesGcm128 (AEAD_AES_128_GCM, NIST SP 800-38D)', () => {
     const aad = randomBytes(12);
     const plaintext = randomBytes(61);
     const sealed = seal(key, iv, aad, plaintext);
-    const gcm = new AesGcm128(key);
-    const tryOpen = (k: AesGcm128, v: Buffer, a: Buffer, s: Buffer): Buffer => {
+    const gcm = new AesGcm(key);
+    const tryOpen = (k: AesGcm, v: Buffer, a: Buffer, s: Buffer): Buffer => {
       const out = Buffer.alloc(plaintext.length, 0x55);
       expect(() => k.openInto(out, 0, v, a, s.subarray(0, plaintext.length), s.subarray(plaintext.length))).toThrow(GcmAuthenticationError);
       return out;
@@ -87,12 +91,12 @@ describe('AesGcm128 (AEAD_AES_128_GCM, NIST SP 800-38D)', () => {
     const otherIv = Buffer.from(iv);
     otherIv[11]! ^= 1;
     tryOpen(gcm, otherIv, aad, sealed);
-    tryOpen(new AesGcm128(randomBytes(16)), iv, aad, sealed);
+    tryOpen(new AesGcm(randomBytes(16)), iv, aad, sealed);
   });
 
   it('says what is wrong with a key, IV, tag or output buffer of the wrong size', () => {
-    expect(() => new AesGcm128(Buffer.alloc(32))).toThrow(/16-byte key/);
-    const gcm = new AesGcm128(Buffer.alloc(16));
+    expect(() => new AesGcm(Buffer.alloc(24))).toThrow(/16- or 32-byte key/);
+    const gcm = new AesGcm(Buffer.alloc(16));
     expect(() => gcm.sealInto(Buffer.alloc(40), 0, Buffer.alloc(16), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/IV must be 12 bytes/);
     expect(() => gcm.sealInto(Buffer.alloc(20), 0, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/too short/);
     expect(() => gcm.openInto(Buffer.alloc(8), 0, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8), Buffer.alloc(10))).toThrow(/tag must be 16 bytes/);
@@ -123,7 +127,7 @@ describe("werift's SRTP (RFC 7714 AEAD_AES_128_GCM) through the AEAD (patches/we
     const fast = session('a', true);
     const plain = session('b', false);
     const cipherOf = (s: SrtpSession) => (s as unknown as { localContext: { cipher: { srtpAead?: unknown } } }).localContext.cipher;
-    expect(cipherOf(fast).srtpAead).toBeInstanceOf(AesGcm128);
+    expect(cipherOf(fast).srtpAead).toBeInstanceOf(AesGcm);
     expect(cipherOf(plain).srtpAead).toBeUndefined();
     for (let seq = 65530; seq < 65530 + 40; seq++) {
       const payload = randomBytes(40 + (seq % 90));
