@@ -20,7 +20,6 @@
  *   output is switched between two speakers on the same probe channel; the gap
  *   is the longest silence in that channel around each switch; median reported.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -35,6 +34,7 @@ import { PROBE_CHANNEL, startPulse, type Pulse } from '../test/harness/pulse';
 import { startServer } from '../test/harness/server';
 import { channel, readWav, renderSpeech, sineWave, writeWav } from '../test/harness/speech';
 import { percentile } from './lib';
+import { writeBenchSection } from './doc-section';
 
 const { values: args } = parseArgs({
   options: {
@@ -223,10 +223,7 @@ async function main(): Promise<void> {
     ].join('\n');
     (args.json ? process.stderr : process.stdout).write(`\nAudio processing — ${machine}\n\n${table}\n\n`);
     if (!args['no-write']) {
-      const path = 'docs/BENCHMARKS.md';
-      let doc = readFileSync(path, 'utf8');
-      const section = [
-        '<!-- bench:audio:start -->',
+      const written = writeBenchSection('audio', [
         '## Audio processing: echo, noise, gain, device switching (`npm run bench:audio`)',
         '',
         `Command: \`npm run bench:audio\` (${sortedGaps.length} device switches). Machine: ${machine}.`,
@@ -240,12 +237,8 @@ async function main(): Promise<void> {
         'while the speaker is switched mid-call between two PulseAudio sinks on the same probe channel.',
         '',
         table,
-        '<!-- bench:audio:end -->',
-      ].join('\n');
-      const re = /<!-- bench:audio:start -->[\s\S]*<!-- bench:audio:end -->/;
-      doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-      writeFileSync(path, doc);
-      (args.json ? process.stderr : process.stdout).write(`written to ${path}\n`);
+      ]);
+      (args.json ? process.stderr : process.stdout).write(`written to ${written}\n`);
     }
     if (args.json) console.log(JSON.stringify(result));
   } finally {

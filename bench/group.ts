@@ -29,7 +29,6 @@
  * "sfu":{…},"cpu_percent_per_participant","steps":[{"rooms","participants","mouth_to_ear_p50_ms","mouth_to_ear_p95_ms",
  * "missed","cpu_percent_per_participant","load_average"}],"max_participants","bound":"…"}`.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { RoomStatus } from '../common/protocol/control';
@@ -39,6 +38,7 @@ import { makeTempDir, removeTempDir, waitFor } from '../test/harness/process';
 import { startPulse, type ClientName } from '../test/harness/pulse';
 import { startServer } from '../test/harness/server';
 import { clickRun, cpuTicks, percentile, type ClickResult } from './lib';
+import { writeBenchSection } from './doc-section';
 
 const { values: args } = parseArgs({
   options: {
@@ -219,10 +219,7 @@ async function main(): Promise<void> {
   ].join('\n');
   console.log(`\nParley group-call benchmark — ${machine}\n\n${table}\n`);
   if (!args['no-write']) {
-    const path = 'docs/BENCHMARKS.md';
-    let doc = readFileSync(path, 'utf8');
-    const section = [
-      '<!-- bench:group:start -->',
+    const written = writeBenchSection('group', [
       '## Group calls through the SFU (`npm run bench:group`)',
       '',
       `Command: \`npm run bench:group -- --clicks ${CLICKS} --seconds ${SECONDS} --max-rooms ${MAX_ROOMS} --joins ${JOINS}\`. Machine: ${machine}; shared with other work (load average in the table).`,
@@ -236,12 +233,8 @@ async function main(): Promise<void> {
       'the producer and every consumer are up), every join of the run.',
       '',
       table,
-      '<!-- bench:group:end -->',
-    ].join('\n');
-    const re = /<!-- bench:group:start -->[\s\S]*<!-- bench:group:end -->/;
-    doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, doc);
-    console.log(`written to ${path}`);
+    ]);
+    console.log(`written to ${written}`);
   }
   if (args.json) {
     const m2e = (c: ClickResult) => ({ mouth_to_ear_p50_ms: p50(c.m2e), mouth_to_ear_p95_ms: p95(c.m2e), missed: c.missed });

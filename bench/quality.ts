@@ -17,7 +17,6 @@
  * Chromium: concealedSamples / totalSamplesReceived). Devices: one private
  * PulseAudio for everything.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,6 +32,7 @@ import { PROBE_CHANNEL, startPulse, type Pulse } from '../test/harness/pulse';
 import { startServer } from '../test/harness/server';
 import { channel, readWav, renderSpeech } from '../test/harness/speech';
 import { chromiumPair, NO_VOICE_PROCESSING, clickRun, percentile } from './lib';
+import { writeBenchSection } from './doc-section';
 
 const { values: args } = parseArgs({
   options: {
@@ -284,10 +284,7 @@ async function main(): Promise<void> {
   );
 
   if (!args['no-write']) {
-    const path = 'docs/BENCHMARKS.md';
-    let doc = readFileSync(path, 'utf8');
-    const section = [
-      '<!-- bench:quality:start -->',
+    const written = writeBenchSection('quality', [
       '## Call quality under impairment, against Chromium (`npm run bench:quality`)',
       '',
       `Command: \`npm run bench:quality\` (${FRAME} ms packets, ${TRIALS} trials × (1 sentence + ${CLICKS} clicks) per engine and profile, seed ${SEED}; ${minutes.toFixed(1)} min). Machine: ${machine}.`,
@@ -331,12 +328,8 @@ async function main(): Promise<void> {
       '`npm run bench:quality -- --profiles mobile --trials 7 --no-write` (same day, same machine): Parley 0.911',
       '(0.858–0.98) against Chromium 0.901 (0.787–0.954), mouth-to-ear p50 270.5 against 344.1 ms; `--profiles bad',
       '--trials 7`: Parley 0.974 (0.887–0.98) against Chromium 0.844 (0.641–0.938), p50 366.9 against 406 ms.',
-      '<!-- bench:quality:end -->',
-    ].join('\n');
-    const re = /<!-- bench:quality:start -->[\s\S]*<!-- bench:quality:end -->/;
-    doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, doc);
-    (args.json ? process.stderr : process.stdout).write(`written to ${path}\n`);
+    ]);
+    (args.json ? process.stderr : process.stdout).write(`written to ${written}\n`);
   }
   if (args.json) {
     console.log(

@@ -20,7 +20,7 @@
  * `--json` prints one line: `{"scenarios":[{"name","gap_ms_p50","gap_ms_p95","recovered","trials"}]}`.
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -34,6 +34,7 @@ import { startServer } from '../test/harness/server';
 import { channel, longestSilenceMs, readWav } from '../test/harness/speech';
 import { startTcpProxy, type TcpProxy } from '../test/harness/tcp-proxy';
 import { percentile } from './lib';
+import { writeBenchSection } from './doc-section';
 
 const args = parseArgs({
   options: {
@@ -239,10 +240,7 @@ async function main(): Promise<void> {
   ].join('\n');
   out.write(`\nCall recovery — ${machine}, ${minutes.toFixed(1)} min\n\n${table}\n\n`);
   if (!args['no-write']) {
-    const path = 'docs/BENCHMARKS.md';
-    let doc = readFileSync(path, 'utf8');
-    const section = [
-      '<!-- bench:recovery:start -->',
+    const written = writeBenchSection('recovery', [
       '## Call recovery (`npm run bench:recovery`)',
       '',
       `Command: \`npm run bench:recovery\` (${TRIALS} trials per scenario, suspend ${Number(args.trials) > 3 ? TRIALS : 1}; ${minutes.toFixed(1)} min). Machine: ${machine}; load average ${loadavg().map((x) => x.toFixed(1)).join(' / ')} at the end.`,
@@ -255,12 +253,8 @@ async function main(): Promise<void> {
       '`test/integration/network-change.test.ts`: gaps of 300–620 ms at the far speaker over four runs.',
       '',
       table,
-      '<!-- bench:recovery:end -->',
-    ].join('\n');
-    const re = /<!-- bench:recovery:start -->[\s\S]*<!-- bench:recovery:end -->/;
-    doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, doc);
-    out.write(`written to ${path}\n`);
+    ]);
+    out.write(`written to ${written}\n`);
   }
   if (args.json) console.log(JSON.stringify({ scenarios: results }));
 }

@@ -30,7 +30,7 @@
  * (cpu_percent: the mean of the two endpoints, % of one core).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -42,6 +42,7 @@ import { startServer, type RunningServer } from '../test/harness/server';
 import { renderSpeech } from '../test/harness/speech';
 import { drawDelayPlot, type DelaySeries } from './plot';
 import { chromiumPair, NO_VOICE_PROCESSING, clickRun, percentile, speechRun, type ClickResult } from './lib';
+import { writeBenchSection } from './doc-section';
 
 const { values: args } = parseArgs({
   options: {
@@ -265,13 +266,6 @@ async function main(): Promise<void> {
   console.log(`\nParley call benchmark — ${machine}\n\n${table}\n`);
 
   if (!args['no-write']) {
-    const path = 'docs/BENCHMARKS.md';
-    let doc = '';
-    try {
-      doc = readFileSync(path, 'utf8');
-    } catch {
-      /* new file */
-    }
     // The raw delays beside the doc, and their plot drawn from them (`npx tsx bench/plot.ts` redraws it).
     const series: DelaySeries[] = results.flatMap((r) =>
       (
@@ -290,8 +284,7 @@ async function main(): Promise<void> {
     } catch (e) {
       process.stderr.write(`the delay plot was not drawn: ${e instanceof Error ? e.message : String(e)}\n`);
     }
-    const section = [
-      '<!-- bench:call:start -->',
+    const written = writeBenchSection('call', [
       '## Real call: mouth-to-ear, CPU and set-up, against Chromium (`npm run bench`)',
       '',
       `Command: \`npm run bench -- --packets ${packets.join(',')} --conditions ${conditions.join(',')}\` (${CLICKS} clicks over ~${SECONDS} s per engine, packet size and condition). Machine: ${machine}.`,
@@ -311,13 +304,8 @@ async function main(): Promise<void> {
       '',
       table,
       ...(plotLine ? ['', plotLine] : []),
-      '<!-- bench:call:end -->',
-    ].join('\n');
-    const re = /<!-- bench:call:start -->[\s\S]*<!-- bench:call:end -->/;
-    if (!doc) doc = '# Parley benchmarks\n\nFigures from `npm run bench` and friends; each section names its command and machine.\n\n';
-    doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, doc);
-    console.log(`written to ${path}`);
+    ]);
+    console.log(`written to ${written}`);
   }
   if (args.json) console.log(JSON.stringify(json));
 }

@@ -18,10 +18,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ProtectionProfileAeadAes128Gcm, RtpHeader, SrtpSession } from 'werift';
 import { WERIFT_SRTP_AEAD_HOOK, installSrtpAead } from '../main/media/aes-gcm';
+import { writeBenchSection } from './doc-section';
 
 const { values: args } = parseArgs({
   options: {
@@ -121,10 +121,7 @@ async function main(): Promise<void> {
   const say = args.json ? process.stderr : process.stdout;
   say.write(`\nSRTP seal + open per packet — ${machine}\n\n${table}\n\n`);
   if (!args['no-write']) {
-    const path = 'docs/BENCHMARKS.md';
-    let doc = readFileSync(path, 'utf8');
-    const section = [
-      '<!-- bench:srtp:start -->',
+    const written = writeBenchSection('srtp', [
       '## SRTP: sealing and opening a packet (`npm run bench:srtp`)',
       '',
       `Command: \`npm run bench:srtp\` (${PACKETS} packets per engine at cadence). Machine: ${machine}.`,
@@ -136,12 +133,8 @@ async function main(): Promise<void> {
       '`back to back`: a tight loop. Both engines alternate in the same run.',
       '',
       table,
-      '<!-- bench:srtp:end -->',
-    ].join('\n');
-    const re = /<!-- bench:srtp:start -->[\s\S]*<!-- bench:srtp:end -->/;
-    doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(path, doc);
-    say.write(`written to ${path}\n`);
+    ]);
+    say.write(`written to ${written}\n`);
   }
   if (args.json) console.log(JSON.stringify(summary));
 }
