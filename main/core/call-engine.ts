@@ -1381,6 +1381,8 @@ export function inThreadBackend(platform: MediaPlatform): MediaBackend {
       });
       media.setMicOpen(settings.micOpen);
       media.setOutputGain(settings.outputGain);
+      // As in the media thread: sending starts once the transport is authenticated.
+      (peer as Peer).onceAuthenticated(() => media.startSending());
       // Its replacePeer takes an RtpTransport: every CallPeer of this backend is a Peer, which is one.
       return media as unknown as CallMedia;
     },

@@ -295,7 +295,8 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
   }
 
   /**
-   * Begins sending captured audio (call once the peer is connected) and
+   * Begins sending captured audio (call once the peer is connected and
+   * authenticated; again is a no-op) and
    * watches the far end: with no RTP for STALL_MS (or half the timeout, if
    * shorter) it emits `mediaStalled` (the UI says "reconnecting"), when RTP
    * comes back `mediaResumed`, and after `mediaTimeoutMs` without any
@@ -303,6 +304,7 @@ export class MediaSession extends EventEmitter<MediaSessionEvents> {
    * holds the call still sends silence, so a quiet call never stalls).
    */
   startSending(): void {
+    if (this.sending || this.closed) return;
     this.sending = true;
     this.capture.sending = true;
     // The answer is applied by now: the encoder policy depends on whether packets carry redundancy.

@@ -13,6 +13,7 @@ import { installSrtpAead } from './aes-gcm';
 import type { ReportBlock } from './rate-control';
 import type { ReceivedRtp, RtpTransport } from './rtp-transport';
 import { mixSrtpKeys, type SrtpKeyBinding, type SrtpKeys } from './srtp-binding';
+import { checkFingerprint } from './fingerprint';
 import { OPUS_CLOCK_RATE, OPUS_FMTP, OPUS_PAYLOAD_TYPE, RED_FMTP, RED_PAYLOAD_TYPE, withPtime } from './rtp-opus';
 
 /**
@@ -98,6 +99,8 @@ export class Peer implements RtpTransport {
   private remoteTrack: MediaStreamTrack | undefined;
   private readonly rtpListeners: ((rtp: RtpPacket) => void)[] = [];
   private remoteSet = false;
+  /** The remote description as it was given (the sealed SDP of a Parley peer), once applied. */
+  private remoteSdp: string | undefined;
   /** The sealed secret the SRTP keys are bound to; `none` for a peer that sent none; undefined until decided. */
   private srtpBinding: SrtpKeyBinding | 'none' | undefined;
   private srtpBound = false;
@@ -330,6 +333,28 @@ export class Peer implements RtpTransport {
   }
 
   /**
+   * Calls `listener` once, as soon as ICE and DTLS are connected and the DTLS
+   * certificate the far end presented matches a fingerprint of the remote
+   * description applied here (RFC 8827 §6.5, RFC 5763 §5: the same check the
+   * call engine makes against the sealed SDP). The media thread starts sending
+   * then, without waiting for the call engine's round trip. Called at once
+   * when that already holds; never for a transport that fails, closes or
+   * presents another certificate.
+   */
+  onceAuthenticated(listener: () => void): void {
+    let done = false;
+    const check = () => {
+      if (done || this.pc.connectionState !== 'connected' || this.remoteSdp === undefined) return;
+      if (checkFingerprint(this.remoteCertificate(), this.remoteSdp) !== 'match') return;
+      done = true;
+      sub?.unSubscribe();
+      listener();
+    };
+    const sub = this.pc.connectionStateChange.subscribe(() => check());
+    check();
+  }
+
+  /**
    * The DER certificate the remote side presented in the DTLS handshake
    * (RFC 5763 §5), once DTLS got that far; undefined before.
    */
@@ -381,6 +406,7 @@ export class Peer implements RtpTransport {
 
   private async setRemote(description: SessionDescription): Promise<void> {
     await this.pc.setRemoteDescription(description);
+    this.remoteSdp = description.sdp;
     this.installKeyMixer();
     this.remoteSet = true;
     for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c);

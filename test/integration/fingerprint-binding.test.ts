@@ -44,10 +44,31 @@ describe('DTLS fingerprint binding', () => {
     expect(checkFingerprint(a.remoteCertificate(), answer.replace(/^a=fingerprint:.*$/m, FORGED))).toBe('mismatch');
   });
 
+  it('onceAuthenticated: each side is told once, when DTLS is up with the certificate its SDP names (the media thread starts sending then)', async () => {
+    const { a, b } = await connectPair();
+    const told = { a: 0, b: 0 };
+    a.onceAuthenticated(() => told.a++);
+    b.onceAuthenticated(() => told.b++);
+    await Promise.all([a.connected(10_000), b.connected(10_000)]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(told).toEqual({ a: 1, b: 1 });
+    // Asked again once connected: at once, and only that listener.
+    let late = 0;
+    a.onceAuthenticated(() => late++);
+    expect(late).toBe(1);
+    expect(told.a).toBe(1);
+  });
+
   it('a fingerprint rewritten in the SDP makes DTLS fail, and the check names it a mismatch', async () => {
     let forged = '';
     const { b } = await connectPair((sdp) => (forged = sdp.replace(/^a=fingerprint:.*$/m, FORGED)));
+    let authenticated = 0;
+    b.onceAuthenticated(() => authenticated++);
     await expect(b.connected(10_000)).rejects.toThrow();
+    // The answerer never starts sending. (The offerer saw the answerer's real certificate, which its
+    // own, untouched SDP names: from where it stands the peer is authentic, and its packets reach only that peer.)
+    await new Promise((r) => setTimeout(r, 50));
+    expect(authenticated).toBe(0);
     // The answerer got A's real certificate but was told to expect the forged fingerprint:
     // the engine reports this as `fingerprint_mismatch`.
     expect(b.remoteCertificate()).toBeDefined();

@@ -149,6 +149,13 @@ async function openSession(p: SessionOpenParams): Promise<Results['session.open'
   media.on('levels', (levels) => event({ name: 'levels', levels }));
   const timer = setInterval(() => postSessionState(id, media), STATE_REPORT_MS);
   sessions.set(id, { media, source, sink, processor, timer });
+  // Sending starts here the moment the transport is authenticated (DTLS up, the certificate the sealed SDP
+  // names), not a round trip through a busy main thread later; the call engine's own check confirms it.
+  peer.onceAuthenticated(() => {
+    if (sessions.get(id)?.media !== media) return;
+    media.startSending();
+    postSessionState(id, media);
+  });
   return { state: sessionState(media), ...(processingUnavailable !== undefined ? { processingUnavailable } : {}) };
 }
 
