@@ -181,21 +181,31 @@ export class CaptureChain {
 
   /**
    * Asks the platform for the devices' delay (after start and after a device
-   * switch), after 300 ms for the streams to fill, and gives it to the echo
-   * canceller (clamped to 0–500 ms). Never throws.
+   * switch) once the streams have run {@link DEVICE_DELAY_WAITS_MS}[0] ms, and
+   * gives it to the echo canceller (clamped to 0–500 ms); while the platform
+   * cannot tell yet (no timing update from the server), asks again after each
+   * further wait. Asks nothing once the chain is closed: a call that ended
+   * before its first 300 ms used to set off the query during the next call's
+   * set-up. Never throws.
    */
   async updateDeviceDelay(deviceDelayMs: (() => Promise<number | undefined>) | undefined): Promise<void> {
     const processor = this.options.processor;
     if (!processor || !deviceDelayMs) return;
-    await new Promise((r) => setTimeout(r, 300).unref());
-    try {
-      const ms = await deviceDelayMs();
-      if (ms !== undefined && !this.closed) {
+    for (const waitMs of DEVICE_DELAY_WAITS_MS) {
+      await new Promise((r) => setTimeout(r, waitMs).unref());
+      if (this.closed) return;
+      let ms: number | undefined;
+      try {
+        ms = await deviceDelayMs();
+      } catch {
+        return; // the extended filter still covers a moderate delay error
+      }
+      if (this.closed) return;
+      if (ms !== undefined) {
         this.reportedDelayMs = Math.max(0, Math.min(500, Math.round(ms)));
         processor.setStreamDelayMs(this.reportedDelayMs);
+        return;
       }
-    } catch {
-      // the extended filter still covers a moderate delay error
     }
   }
 
@@ -205,6 +215,12 @@ export class CaptureChain {
     this.sending = false;
   }
 }
+
+/**
+ * Waits before each ask for the devices' delay, ms: the first lets the streams
+ * fill, the others give the server's timing updates (every ~100 ms) time to come.
+ */
+export const DEVICE_DELAY_WAITS_MS = [300, 700, 1000] as const;
 
 /** The processor's frame: 10 ms at 48 kHz. */
 export const APM_FRAME = 480;

@@ -126,7 +126,8 @@ interface MeasuredStream {
  * device); undefined without PulseAudio or before both streams exist.
  *
  * `streams` that measure their own latency (libpulse: pa_stream_get_latency)
- * answer in-process. Otherwise `pactl` is asked, a process started from this
+ * answer in-process, or not yet (undefined: no timing update so far, or the
+ * streams are closed). Only on the PortAudio path is `pactl` asked, a process started from this
  * thread: that forks the daemon first, which here stalled the calling thread
  * for 100–140 ms — on the media thread, 300 ms into every call, the start-up
  * delay spike the jitter buffer then held for 2 s (docs/audio.md).
@@ -136,6 +137,9 @@ export async function deviceDelayMs(pulse: boolean, streams?: { source: Measured
   const ownInput = streams?.source.latencyMs?.();
   const ownOutput = streams?.sink.latencyMs?.();
   if (ownInput !== undefined && ownOutput !== undefined) return ownOutput + ownInput;
+  // Straight through libpulse the streams answer for themselves once the server's first timing update is
+  // in (the caller asks again), or are closed: never start a process for it from here.
+  if (lastBackend === 'pulse') return undefined;
   const { outputMs, inputMs } = await ownStreamLatencyMs();
   if (outputMs === undefined || inputMs === undefined) return undefined;
   // Straight through libpulse the server's figures cover our whole buffer; through PortAudio its queue comes first.

@@ -304,3 +304,57 @@ describe('CaptureChain echo reference (render)', () => {
     expect(seen.every((v, i) => v === i % 30000)).toBe(true);
   });
 });
+
+describe('CaptureChain device delay for the echo canceller', () => {
+  afterEach(() => vi.useRealTimers());
+
+  function chainWith(delays: (number | undefined)[]) {
+    const given: number[] = [];
+    const asked: number[] = [];
+    const chain = new CaptureChain({
+      frameSamples: FRAME,
+      encoder: { encode: () => Buffer.alloc(0) },
+      processor: { setStreamDelayMs: (ms: number) => given.push(ms) } as unknown as CaptureProcessor,
+      now: () => 0,
+      send: () => undefined,
+      onError: () => undefined,
+      meter: newLevelMeter(),
+    });
+    const query = async () => {
+      asked.push(Date.now());
+      return delays.shift();
+    };
+    return { chain, given, asked, query };
+  }
+
+  // Each row: what the platform answers at each ask; when (ms after start) it is asked; what the canceller is given.
+  const rows: { name: string; answers: (number | undefined)[]; askedAt: number[]; given: number[] }[] = [
+    { name: 'known at once', answers: [42.4], askedAt: [300], given: [42] },
+    { name: 'no timing update yet, then known', answers: [undefined, 57], askedAt: [300, 1000], given: [57] },
+    { name: 'never known: three asks, then nothing', answers: [undefined, undefined, undefined, 10], askedAt: [300, 1000, 2000], given: [] },
+    { name: 'clamped to 500 ms', answers: [900], askedAt: [300], given: [500] },
+  ];
+  for (const row of rows) {
+    it(row.name, async () => {
+      vi.useFakeTimers({ now: 0 });
+      const { chain, given, asked, query } = chainWith([...row.answers]);
+      const done = chain.updateDeviceDelay(query);
+      await vi.advanceTimersByTimeAsync(5000);
+      await done;
+      expect(asked).toEqual(row.askedAt);
+      expect(given).toEqual(row.given);
+    });
+  }
+
+  it('a chain closed before the first ask never asks (a call ended early: not during the next call)', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const { chain, given, asked, query } = chainWith([undefined, 30]);
+    const done = chain.updateDeviceDelay(query);
+    await vi.advanceTimersByTimeAsync(100);
+    chain.close();
+    await vi.advanceTimersByTimeAsync(5000);
+    await done;
+    expect(asked).toEqual([]);
+    expect(given).toEqual([]);
+  });
+});
