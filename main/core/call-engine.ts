@@ -164,6 +164,24 @@ export function rotateRelays(servers: IceServer[], attempt: number): IceServer[]
 }
 
 /** A call's sealing state. @throws SealError when the call has none (it was refused on arrival). */
+/**
+ * Removes from the call's queue the local candidates that the description
+ * about to be sealed already holds. werift writes the candidates gathered so
+ * far into its local description (`a=candidate`, and `a=end-of-candidates`
+ * once gathering completed: RFC 8839 §5.1, §5.2), and werift on the other side
+ * takes them from there when it applies the description. On a LAN (host
+ * candidates only) that is all of them, so nothing trickles: sending each one
+ * again would cost an ML-KEM-768 encapsulation per candidate here and a
+ * decapsulation on the peer, on the answer's critical path. Candidates
+ * gathered later (a relay's allocation) still trickle, sealed, in order.
+ */
+export function dropCandidatesInSdp(call: { localCandidates: (CandidateInit | null)[] | undefined }, sdp: string): void {
+  const queued = call.localCandidates;
+  if (!queued?.length) return;
+  const lines = new Set(sdp.split(/\r?\n/));
+  call.localCandidates = queued.filter((c) => !lines.has(c === null ? 'a=end-of-candidates' : `a=${c.candidate}`));
+}
+
 function sealedOf(call: Call): SealedCall {
   if (!call.sealed) throw new SealError('envelope_invalid', 'this call has no end-to-end session');
   return call.sealed;
@@ -315,6 +333,7 @@ export class CallEngine extends EventEmitter<{
     this.publish(call);
     try {
       const offer = await peer.createOffer();
+      dropCandidatesInSdp(call, offer.sdp);
       // One sealed offer per callee device (with this device's key bundle inside).
       await this.signaling.request('call.invite', {
         callId: id,
@@ -346,6 +365,7 @@ export class CallEngine extends EventEmitter<{
       // The SRTP keys will be bound to the X25519 of the two sealed shares (docs/SECURITY.md).
       peer.bindSrtpKeys(sealedOf(call).srtpBinding());
       const answer = await peer.acceptOffer(offer);
+      dropCandidatesInSdp(call, answer.sdp);
       for (const c of candidates) await peer.addCandidate(c);
       // Send the answer first: ICE and DTLS (~200 ms) then run while the
       // devices open, instead of after.
@@ -869,6 +889,7 @@ export class CallEngine extends EventEmitter<{
     this.trickle(call, peer);
     const description = await describe(peer);
     if (call.restart !== restart) return;
+    dropCandidatesInSdp(call, description.sdp);
     this.sendSealed(
       call,
       description.type === 'offer'

@@ -3,7 +3,7 @@
  * the test-only interception hook (PARLEY_TEST_INTERCEPT, server/intercept.ts;
  * the attacks are in test/fixtures/malicious-intercept.ts) rewrites the sealed
  * SDP and its fingerprint, forges a plain offer, replays, reorders and drops
- * candidates, cross-delivers envelopes between the callee's devices, replays an
+ * the sealed messages of a call in progress (its ICE restarts), cross-delivers envelopes between the callee's devices, replays an
  * old invite, substitutes device key bundles and account keys, and adds a
  * device of its own to an account. Real `parley` daemons,
  * PulseAudio devices and gnome-keyring. No call may connect unnoticed; each
@@ -103,6 +103,41 @@ async function refusedCall(mode: string, reason: string, opts: { answer?: boolea
   }
 }
 
+/**
+ * An answered call under `mode`: Bob's daemon is frozen (SIGSTOP) long enough
+ * for Alice, the caller, to restart ICE twice (her audio stalls after 1 s; a
+ * restart that has not connected is tried again after 5 s); her sealed
+ * restart offers wait for him on the candidate channel, where the server
+ * attacks them. Continued, Bob must refuse what he is handed: both ends
+ * `failed` with `reason`, audited.
+ */
+async function refusedMidCall(mode: string, reason: string): Promise<void> {
+  const { callId } = await alice.request<{ callId: string }>('create_call', { to: 'bob' });
+  await bob.waitForCall(callId, (s) => s.state === 'incoming');
+  await bob.request('answer_call', { callId });
+  await Promise.all([alice.waitForCall(callId, (s) => s.state === 'active'), bob.waitForCall(callId, (s) => s.state === 'active')]);
+  attack(mode);
+  try {
+    bob.kill('SIGSTOP');
+    try {
+      // Two restart offers from Alice: the first when her audio stalls, the second 5 s later.
+      await alice.waitForCall(callId, (s) => s.media === 'reconnecting', 5_000);
+      await new Promise((r) => setTimeout(r, 6_000));
+    } finally {
+      bob.kill('SIGCONT');
+    }
+    const [a, b] = await Promise.all([ended(alice, callId), ended(bob, callId)]);
+    for (const s of [a, b]) expect(s.endReason).toBe('failed');
+    expect(b.security).toBe(reason);
+    expect(a.security).toBeDefined();
+    const audit = await securityAudit(callId);
+    expect(audit.map((e) => e.detail?.reason)).toContain(reason);
+  } finally {
+    bob.kill('SIGCONT');
+    attack('pass');
+  }
+}
+
 describe('malicious server', () => {
   it('malicious-server baseline: an honest run of the same server gives a sealed, fingerprint-bound call and the same safety number on both ends', async () => {
     expect(server.stderr()).toContain('TEST INTERCEPTION HOOK ACTIVE');
@@ -138,16 +173,19 @@ describe('malicious server', () => {
     await refusedCall('tamper_answer', 'envelope_invalid', { answer: true });
   });
 
-  it('malicious server replays candidates: refused as replayed', async () => {
-    await refusedCall('replay_candidates', 'replayed');
+  // The candidates travel inside the sealed offer and answer (werift gathers before it writes the
+  // description), so a call's set-up sends nothing on the candidate channel. What does travel there, sealed
+  // and numbered, are the ICE restarts of a call whose path broke: these three attack that.
+  it('malicious server replays a sealed in-call message (an ICE restart offer): refused as replayed', async () => {
+    await refusedMidCall('replay_candidates', 'replayed');
   });
 
-  it('malicious server reorders (swaps) candidates: refused', async () => {
-    await refusedCall('reorder_candidates', 'replayed');
+  it('malicious server reorders (swaps) sealed in-call messages: refused', async () => {
+    await refusedMidCall('reorder_candidates', 'replayed');
   });
 
-  it('malicious server drops a candidate: noticed, the call fails', async () => {
-    await refusedCall('drop_first_candidate', 'replayed');
+  it('malicious server drops a sealed in-call message: noticed, the call fails', async () => {
+    await refusedMidCall('drop_first_candidate', 'replayed');
   });
 
   it('malicious server replays an old invite under a new call id: refused', async () => {
