@@ -163,7 +163,6 @@ export function rotateRelays(servers: IceServer[], attempt: number): IceServer[]
   });
 }
 
-/** A call's sealing state. @throws SealError when the call has none (it was refused on arrival). */
 /**
  * Removes from the call's queue the local candidates that the description
  * about to be sealed already holds. werift writes the candidates gathered so
@@ -182,6 +181,7 @@ export function dropCandidatesInSdp(call: { localCandidates: (CandidateInit | nu
   call.localCandidates = queued.filter((c) => !lines.has(c === null ? 'a=end-of-candidates' : `a=${c.candidate}`));
 }
 
+/** A call's sealing state. @throws SealError when the call has none (it was refused on arrival). */
 function sealedOf(call: Call): SealedCall {
   if (!call.sealed) throw new SealError('envelope_invalid', 'this call has no end-to-end session');
   return call.sealed;
