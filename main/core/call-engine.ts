@@ -168,11 +168,12 @@ export function rotateRelays(servers: IceServer[], attempt: number): IceServer[]
  * about to be sealed already holds. werift writes the candidates gathered so
  * far into its local description (`a=candidate`, and `a=end-of-candidates`
  * once gathering completed: RFC 8839 §5.1, §5.2), and werift on the other side
- * takes them from there when it applies the description. On a LAN (host
- * candidates only) that is all of them, so nothing trickles: sending each one
- * again would cost an ML-KEM-768 encapsulation per candidate here and a
- * decapsulation on the peer, on the answer's critical path. Candidates
- * gathered later (a relay's allocation) still trickle, sealed, in order.
+ * takes them from there when it applies the description. werift gathers
+ * host, server-reflexive and relay candidates before it returns a description,
+ * so normally that is all of them and nothing trickles: sending each one again
+ * would cost an ML-KEM-768 encapsulation per candidate here and a
+ * decapsulation on the peer, on the answer's critical path. A candidate
+ * gathered later (past werift's gathering timeout) still trickles, sealed, in order.
  */
 export function dropCandidatesInSdp(call: { localCandidates: (CandidateInit | null)[] | undefined }, sdp: string): void {
   const queued = call.localCandidates;
