@@ -17,9 +17,13 @@
  * Facts found on this machine (PostgreSQL 15, running as root): `initdb`
  * refuses to run as root ("cannot be run as root"), so as root the cluster
  * runs as the `postgres` account the Debian package creates, through
- * `setpriv --reuid --regid --init-groups` (the parent-death signal that
- * startChild asks for survives that switch); its folder is handed to that
- * account first. As any other user it runs as that user.
+ * `setpriv --reuid --regid --init-groups --pdeathsig KILL`; its folder is
+ * handed to that account first. As any other user it runs as that user.
+ * The kernel clears a process's parent-death signal when its user id
+ * changes, so the one startChild's own `setpriv` sets does not survive the
+ * switch: the inner `setpriv` sets it again after it (without it, a test
+ * process killed outright left its cluster running;
+ * test/integration/harness-cleanup.test.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -40,6 +44,8 @@ export interface Postgres {
   readonly adminUrl: string;
   /** The server's log file (kept until stop). */
   readonly logPath: string;
+  /** The postmaster's process id. */
+  readonly pid: number;
   /**
    * Creates an empty database owned by the superuser.
    * @param name lower-case letters, digits and `_`.
@@ -101,7 +107,7 @@ export async function startPostgres(options: { startTimeoutMs?: number } = {}): 
       throw new Error('running as root, and there is no "postgres" account to run PostgreSQL as');
     });
     chownSync(dir, owner.uid, owner.gid);
-    prefix.push('/usr/bin/setpriv', '--reuid=postgres', '--regid=postgres', '--init-groups', '--');
+    prefix.push('/usr/bin/setpriv', '--reuid=postgres', '--regid=postgres', '--init-groups', '--pdeathsig', 'KILL', '--');
   }
   const pwfile = join(dir, 'pwfile');
   writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
@@ -201,6 +207,7 @@ export async function startPostgres(options: { startTimeoutMs?: number } = {}): 
     password,
     adminUrl,
     logPath,
+    pid: child.pid,
     async createDatabase(name: string) {
       await admin((c) => c.query(`create database ${ident(name)}`));
       return urlOf(name);
