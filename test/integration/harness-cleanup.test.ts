@@ -74,6 +74,19 @@ describe('harness cleanup when the test process is killed outright', () => {
     await waitFor('the daemon to die with its owner', async () => !alive(pid), 10_000, 50);
   });
 
+  it('a Chromium dies with it, its whole process tree (Playwright launches it on a pipe, not through startChild)', async () => {
+    const { owner, report } = await startOwner(
+      `import { launchChromium } from ${JSON.stringify(join(REPO_ROOT, 'test/harness/chromium.ts'))};\n` +
+        `const c = await launchChromium();\nconsole.log('REPORT ' + JSON.stringify({ pids: c.pids() }));\n` +
+        `setInterval(() => {}, 1000);\n`,
+    );
+    const pids = report.pids as number[];
+    for (const pid of pids) leftovers.push({ pid });
+    expect(pids.length).toBeGreaterThan(1);
+    owner.kill('SIGKILL');
+    await waitFor('every Chromium process to die with its owner', async () => pids.every((pid) => !alive(pid)), 15_000, 50);
+  });
+
   it('a PostgreSQL cluster dies with it, although it runs under another user id when root starts it', async () => {
     const { owner, report } = await startOwner(
       `import { startPostgres } from ${JSON.stringify(join(REPO_ROOT, 'test/harness/postgres.ts'))};\n` +
