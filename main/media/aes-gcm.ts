@@ -190,13 +190,14 @@ function word(b: Uint8Array, i: number): number {
  * Where patches/werift+0.25.2.patch looks, when werift makes the SRTP cipher of
  * an AEAD_AES_128_GCM session (RFC 7714), for a function `(sessionKey) => AEAD`
  * with {@link AesGcm}'s `sealInto`/`openInto`: werift then seals and opens
- * RTP through it (SRTCP, a few packets a second, keeps werift's own path).
+ * RTP (RFC 7714 §8) and RTCP (§9, with the SRTCP session key) through it.
  */
 export const WERIFT_SRTP_AEAD_HOOK = Symbol.for('parley.werift.srtpAeadAes128Gcm');
 
 /**
- * Makes werift's SRTP (in this thread) seal and open RTP with {@link AesGcm}:
- * one AES context per session key instead of a crypto cipher per packet.
+ * Makes werift's SRTP (in this thread) seal and open RTP and RTCP with
+ * {@link AesGcm}: one AES context per session key instead of a crypto cipher
+ * per packet.
  * Idempotent; affects only sessions keyed after the call.
  */
 export function installSrtpAead(): void {

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProtectionProfileAeadAes128Gcm, RtpHeader, SrtpAuthenticationError, SrtpSession } from 'werift';
+import { ProtectionProfileAeadAes128Gcm, RtcpRrPacket, RtcpReceiverInfo, RtpHeader, SrtcpSession, SrtpAuthenticationError, SrtpSession } from 'werift';
 import { AesGcm, GcmAuthenticationError, installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
 
 /** OpenSSL's AES-128-GCM through node:crypto: the reference the AEAD must equal, byte for byte. */
@@ -145,5 +145,50 @@ describe("werift's SRTP (RFC 7714 AEAD_AES_128_GCM) through the AEAD (patches/we
     const sealed = sender.encrypt(randomBytes(80), header(7));
     sealed[sealed.length - 20]! ^= 0x01;
     expect(() => fast.decrypt(sealed)).toThrow(SrtpAuthenticationError);
+  });
+
+  /** The RTCP twin of {@link session}: SRTCP (RFC 7714 §9) with the same master keys. */
+  const rtcpSession = (local: 'a' | 'b', withAead: boolean): SrtcpSession => {
+    if (withAead) installSrtpAead();
+    else delete hooks[WERIFT_SRTP_AEAD_HOOK];
+    const remote = local === 'a' ? 'b' : 'a';
+    return new SrtcpSession({
+      profile: ProtectionProfileAeadAes128Gcm,
+      keys: { localMasterKey: keys[local].key, localMasterSalt: keys[local].salt, remoteMasterKey: keys[remote].key, remoteMasterSalt: keys[remote].salt },
+    });
+  };
+  /** A receiver report (RFC 3550 §6.4.2) with `blocks` report blocks, as a call sends about once a second. */
+  const receiverReport = (blocks: number, n: number): Buffer =>
+    new RtcpRrPacket({
+      ssrc: 0x5eed0000 + n,
+      reports: Array.from({ length: blocks }, (_, i) => new RtcpReceiverInfo({ ssrc: 0x1234abcd + i, fractionLost: n % 256, packetsLost: n, highestSequence: 1000 + n, jitter: 17 * n, lsr: n << 8, dlsr: 65536 })),
+    }).serialize();
+
+  it('seals and opens SRTCP through the AEAD too, interoperable with werift’s own path both ways, index after index', () => {
+    const fast = rtcpSession('a', true);
+    const plain = rtcpSession('b', false);
+    const cipherOf = (s: SrtcpSession) => (s as unknown as { localContext: { cipher: { srtcpAead?: unknown } } }).localContext.cipher;
+    expect(cipherOf(fast).srtcpAead).toBeInstanceOf(AesGcm);
+    expect(cipherOf(plain).srtcpAead).toBeUndefined();
+    for (let n = 0; n < 30; n++) {
+      const rr = receiverReport(n % 3, n);
+      const fromFast = fast.encrypt(rr);
+      // Header and sender SSRC in the clear, the rest sealed, the 16-byte tag and the E-flagged SRTCP index after it.
+      expect(fromFast.length).toBe(rr.length + 16 + 4);
+      expect(fromFast.subarray(0, 8).equals(rr.subarray(0, 8))).toBe(true);
+      expect(fromFast.readUInt32BE(fromFast.length - 4) >>> 31).toBe(1);
+      expect(plain.decrypt(fromFast).equals(rr)).toBe(true);
+      expect(fast.decrypt(plain.encrypt(rr)).equals(rr)).toBe(true);
+    }
+  });
+
+  it('refuses an altered SRTCP packet (body, tag or index) with werift’s SrtpAuthenticationError', () => {
+    const fast = rtcpSession('a', true);
+    const sender = rtcpSession('b', true);
+    for (const at of [9, -8, -1]) {
+      const sealed = sender.encrypt(receiverReport(1, 5));
+      sealed[at < 0 ? sealed.length + at : at]! ^= 0x01;
+      expect(() => fast.decrypt(sealed)).toThrow(SrtpAuthenticationError);
+    }
   });
 });
