@@ -49,7 +49,7 @@ import { DeviceIdentity, identityOwner, startEndToEnd } from '../core/e2ee';
 import { raiseMediaPriority, type PriorityResult, type RealtimeResult } from '../media/priority';
 import { MediaWorkerHost, startMediaThreadEarly } from '../media/worker/host';
 import { AudioRouter, logDeviceEvents, type DeviceChoice } from '../media/audio-router';
-import { DEFAULT_OPUS, LocalAudio, listDevices, mediaPlatform } from '../media/platform';
+import { DEFAULT_OPUS, LocalAudio, installCrashLog, listDevices, mediaPlatform } from '../media/platform';
 import type { AccountDevicesStatus, DeviceList } from '../../common/protocol/control';
 
 function defaultDataDir(): string {
@@ -271,6 +271,9 @@ program
         (e: unknown) => ({ error: e instanceof Error ? e.message : String(e) }),
       );
       const session = await loadSession(dataDir, keychainStore());
+      // A crash in native code leaves its backtrace in the data folder, not in the folder the daemon was started from.
+      const crashLog = installCrashLog(join(dataDir, 'crash.log'));
+      if ('reason' in crashLog) console.log(`[daemon] native crashes will not be logged: ${crashLog.reason}`);
       const signaling = new SignalingClient({
         serverUrl: session.serverUrl,
         deviceId: session.deviceId,

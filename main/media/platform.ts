@@ -147,6 +147,9 @@ export async function deviceDelayMs(pulse: boolean, streams?: { source: Measured
   return ours + outputMs + inputMs;
 }
 
+/** Where a crash in native code (the audio, codec and voice-processing addons) leaves its backtrace: native/crash-log.ts. */
+export { installCrashLog } from '../../native/crash-log';
+
 /** Audio devices PortAudio sees. */
 export function listDevices(): AudioDeviceInfo[] {
   return listAudioDevices();

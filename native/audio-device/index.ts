@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { createRequire, Module } from 'node:module';
-import { isMainThread } from 'node:worker_threads';
 import { loadNativeModule, type NativeModuleSpec } from '../load';
 import { loadPulseAddon, type PulseAddon, type PulseStream } from '../pulse/index';
 
@@ -101,28 +100,31 @@ const NAUDIODON: NativeModuleSpec = {
 let loaded: Naudiodon | undefined;
 
 /**
- * naudiodon's index.js loads `segfault-handler` (to write crash.log on a
- * SIGSEGV), a native addon that is not context-aware: a second thread that
- * loads it gets "Module did not self-register", so naudiodon would not load in
- * a worker thread (main/media/worker/) once the main thread had it, nor in a
- * second worker. In a worker its module is replaced by one whose
- * `registerHandler` does nothing (the crash handler is process-wide anyway and
- * installed by the main thread when it loads naudiodon). Never throws.
+ * naudiodon's index.js loads `segfault-handler` and registers it to write
+ * `crash.log` into the current folder — wherever the user started Parley.
+ * It is also not context-aware: a second thread that loads it gets "Module
+ * did not self-register", so naudiodon would not load in a worker thread
+ * (main/media/worker/) once the main thread had it, nor in a second worker.
+ * So naudiodon always gets a module whose `registerHandler` does nothing; the
+ * process's crash handler is installed on purpose, with a path in the data
+ * folder, by native/crash-log.ts. Never throws.
  */
 function stubSegfaultHandler(): void {
   try {
     const fromNaudiodon = createRequire(createRequire(import.meta.url).resolve('naudiodon/package.json'));
     const path = fromNaudiodon.resolve('segfault-handler');
-    if (fromNaudiodon.cache[path]) return;
+    if (fromNaudiodon.cache[path]?.exports === SEGFAULT_HANDLER_STUB) return;
     const stub = new Module(path);
     stub.filename = path;
     stub.loaded = true;
-    stub.exports = { registerHandler: () => {} };
+    stub.exports = SEGFAULT_HANDLER_STUB;
     fromNaudiodon.cache[path] = stub;
   } catch {
     // naudiodon or segfault-handler not installed: loading naudiodon will say so
   }
 }
+
+const SEGFAULT_HANDLER_STUB = { registerHandler: () => {} };
 
 /**
  * Loads naudiodon on first use.
@@ -131,7 +133,7 @@ function stubSegfaultHandler(): void {
 function naudiodon(): Naudiodon {
   if (loaded) return loaded;
   try {
-    if (!isMainThread) stubSegfaultHandler();
+    stubSegfaultHandler();
     loaded = loadNativeModule<Naudiodon>(NAUDIODON);
   } catch (e) {
     throw new AudioDeviceError('unavailable', `audio is unavailable: ${(e as Error).message}`);
