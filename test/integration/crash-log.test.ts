@@ -11,9 +11,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, removeTempDir } from '../harness/process';
+import { startClient } from '../harness/client';
+import { startKeyring } from '../harness/keyring';
+import { makeTempDir, removeTempDir, waitFor } from '../harness/process';
 import { startPulse, type Pulse } from '../harness/pulse';
-import { REPO_ROOT } from '../harness/server';
+import { REPO_ROOT, startServer } from '../harness/server';
 
 let pulse: Pulse;
 let dir: string;
@@ -86,5 +88,23 @@ describe('native crash log', () => {
     expect(existsSync(join(dir, 'first.log'))).toBe(true);
     expect(existsSync(join(dir, 'second.log'))).toBe(false);
     expect(readdirSync(cwd)).toEqual([]);
+  });
+
+  it('is where the daemon puts it: <data dir>/crash.log', async () => {
+    const keyring = await startKeyring();
+    const server = await startServer();
+    const client = await startClient({ name: 'crashy', server, env: { ...pulse.clientEnv('a'), ...keyring.env }, input: 'a_mic', output: 'a_spk' });
+    try {
+      const log = join(client.dataDir, 'crash.log');
+      expect(existsSync(log)).toBe(false);
+      client.kill('SIGSEGV');
+      client.kill('SIGSEGV');
+      const text = await waitFor('the crash log', async () => (existsSync(log) ? readFileSync(log, 'utf8') || undefined : undefined), 5_000);
+      expect(text).toMatch(/^PID \d+ received SIGSEGV/);
+    } finally {
+      await client.stop().catch(() => {});
+      await server.stop();
+      await keyring.stop();
+    }
   });
 });
