@@ -20,11 +20,13 @@ const NATIVE_MODULES = [
 ];
 
 export default defineConfig({
-  // main/app/index.ts → out/main/index.js (ESM; Electron ≥ 28 loads ESM main).
+  // main/app/index.ts → out/main/index.js (ESM; Electron ≥ 28 loads ESM main), and beside it the media thread's
+  // code, main/media/worker/media-worker.ts → out/main/media-worker.js (main/media/worker/host.ts starts it from
+  // there; what both use goes into a shared chunk beside them).
   main: {
     build: {
       outDir: 'out/main',
-      lib: { entry: 'main/app/index.ts', formats: ['es'] },
+      lib: { entry: { index: 'main/app/index.ts', 'media-worker': 'main/media/worker/media-worker.ts' }, formats: ['es'] },
       // Every "dependencies" entry stays external; the native ones are named
       // again so that moving one to devDependencies cannot bundle it.
       externalizeDeps: true,

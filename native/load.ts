@@ -7,7 +7,9 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
-const require = createRequire(import.meta.url);
+// Not named `require`: the Electron build (electron-vite) puts a `require` shim at the top of each chunk it emits,
+// and this module lands in the chunk the app and its media worker share.
+const requireHere = createRequire(import.meta.url);
 
 /** How to find and explain one native npm package. */
 export interface NativeModuleSpec {
@@ -89,7 +91,7 @@ export function explainLoadFailure(spec: NativeModuleSpec, error: unknown): Nati
  */
 export function loadNativeModule<T>(spec: NativeModuleSpec): T {
   try {
-    return require(spec.packageName) as T;
+    return requireHere(spec.packageName) as T;
   } catch (requireError) {
     let cause: unknown = requireError;
     const root = packageRoot(spec.packageName);
@@ -110,7 +112,7 @@ export function loadNativeModule<T>(spec: NativeModuleSpec): T {
 
 function packageRoot(packageName: string): string | undefined {
   try {
-    return dirname(require.resolve(`${packageName}/package.json`));
+    return dirname(requireHere.resolve(`${packageName}/package.json`));
   } catch {
     return undefined;
   }
