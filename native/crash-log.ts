@@ -8,8 +8,10 @@
  * The handler appends the signal, the faulting address and up to 32 frames
  * (glibc `backtrace_symbols_fd`) to the file, prints the same on stderr, and
  * lets the process die as it would have (`SA_RESETHAND`). It replaces Node's
- * own SIGSEGV handler, which only WebAssembly bounds traps use; Parley's code
- * runs no WebAssembly.
+ * own SIGSEGV handler, which V8 uses only to turn a WebAssembly module's
+ * out-of-bounds memory access into an exception; the only WebAssembly in the
+ * daemon is Node's HTTP parser behind `fetch` (sign-in), which makes no such
+ * access unless it is itself broken.
  */
 import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
