@@ -64,8 +64,3 @@ export function installCrashLog(path: string): { path: string } | { reason: stri
   installedAt = path;
   return { path };
 }
-
-/** The path {@link installCrashLog} installed, if any. */
-export function crashLogPath(): string | undefined {
-  return installedAt;
-}
