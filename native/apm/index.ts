@@ -34,7 +34,12 @@ export const APM_SAMPLE_RATE = 48_000;
 export interface VoiceProcessingSettings {
   /** Acoustic echo cancellation. Default true. */
   echoCancellation: boolean;
-  /** Noise suppression. Default true. */
+  /**
+   * Noise suppression (WebRTC NS, a spectral suppressor). Default true. Its level follows the echo canceller:
+   * high while the canceller runs (it also takes residual echo), moderate while it is off or disengaged (high
+   * cost speech similarity 0.02 with no echo at all, moderate about 0.013; docs/audio.md, "Noise suppression's
+   * level").
+   */
   noiseSuppression: boolean;
   /** Automatic (adaptive digital) gain control. Default true. */
   gainControl: boolean;
@@ -105,7 +110,9 @@ export interface VoiceProcessor {
    * its algorithmic delay (≈ 7 ms on the microphone path, `npm run
    * bench:apm-delay`) and its CPU. Engaging it again starts it afresh from the
    * next frame (it converges in about a second), and from then on the
-   * microphone path is ≈ 7 ms later. Does not change `settings`.
+   * microphone path is ≈ 7 ms later. The noise suppressor's level follows
+   * (high while the canceller runs, moderate while not). Does not change
+   * `settings`.
    */
   setEchoCancellerEngaged(engaged: boolean): void;
   /** The AEC's metrics; empty while the AEC is off or disengaged. */
@@ -120,10 +127,13 @@ interface NativeApm {
   setEchoCancellation(on: boolean): void;
   setNoiseSuppression(on: boolean): void;
   setGainControl(on: boolean): void;
+  setNoiseSuppressionHigh(high: boolean): void;
   echoMetrics(): EchoMetrics;
 }
 interface ApmAddon {
-  Apm: new (options: Partial<VoiceProcessingSettings> & { delayAgnostic?: boolean; extendedFilter?: boolean }) => NativeApm;
+  Apm: new (
+    options: Partial<VoiceProcessingSettings> & { delayAgnostic?: boolean; extendedFilter?: boolean; noiseSuppressionHigh?: boolean },
+  ) => NativeApm;
 }
 
 const APM_ADDON: NativeModuleSpec = {
@@ -201,12 +211,15 @@ export function createVoiceProcessor(
 ): VoiceProcessor {
   addon ??= loadApmAddon();
   const current: VoiceProcessingSettings = { ...DEFAULT_VOICE_PROCESSING, ...settings };
-  const native = new addon.Apm({ ...current, ...aec });
   let engaged = true;
   let aecRunning = current.echoCancellation;
+  const native = new addon.Apm({ ...current, ...aec, noiseSuppressionHigh: aecRunning });
   const applyAec = () => {
     const run = current.echoCancellation && engaged;
-    if (run !== aecRunning) native.setEchoCancellation(run);
+    if (run !== aecRunning) {
+      native.setEchoCancellation(run);
+      native.setNoiseSuppressionHigh(run);
+    }
     aecRunning = run;
   };
   return {

@@ -143,6 +143,64 @@ describe('noise suppression and gain control', () => {
   });
 });
 
+describe("noise suppression's level follows the echo canceller", () => {
+  // High while the canceller runs (residual echo to take), moderate while it is disengaged or off (no echo path to
+  // take): at high the suppressor cost clean speech more similarity than item 3 of issue 13 allows (docs/audio.md).
+  const later = () => {
+    const m = speechMask(far);
+    return { speech: m.speech.filter((f) => f >= 150), pause: m.pause.filter((f) => f >= 150) };
+  };
+  /** `mic` through the addon itself at one level, echo canceller and gain control off (the level alone differs). */
+  const atLevel = (high: boolean, mic: Int16Array) => {
+    const apm = new (loadApmAddon().Apm)({ echoCancellation: false, gainControl: false, noiseSuppressionHigh: high });
+    const out = new Int16Array(mic.length);
+    for (let i = 0; i + APM_FRAME_SAMPLES <= mic.length; i += APM_FRAME_SAMPLES) out.set(apm.processCapture(mic.slice(i, i + APM_FRAME_SAMPLES)).frame, i);
+    return out;
+  };
+
+  it('high suppresses more fan noise, moderate keeps clean speech closer (the addon, level alone)', () => {
+    const mixed = mixAtSnr(far, noise.fan!, 5);
+    const rows = ([true, false] as const).map((high) => ({
+      high,
+      snrGainDb: maskedSnrDb(atLevel(high, mixed), later()) - maskedSnrDb(mixed, later()),
+      similarity: speechSimilarity(far, atLevel(high, far)).score,
+    }));
+    for (const r of rows) console.log(`[apm] NS ${r.high ? 'high' : 'moderate'}: fan SNR gain ${r.snrGainDb.toFixed(1)} dB, clean speech similarity ${r.similarity.toFixed(4)}`);
+    const [high, moderate] = rows as [(typeof rows)[0], (typeof rows)[0]];
+    expect(moderate.snrGainDb).toBeGreaterThan(10);
+    expect(high.snrGainDb).toBeGreaterThan(moderate.snrGainDb + 0.5);
+    expect(moderate.similarity).toBeGreaterThan(high.similarity);
+  });
+
+  it.each([
+    ['echo cancellation off', { echoCancellation: false }, undefined],
+    ['the canceller disengaged', {}, false],
+  ] as const)('a processor with %s runs the suppressor at moderate', (_name, settings, engaged) => {
+    const mixed = mixAtSnr(far, noise.fan!, 5);
+    const p = createVoiceProcessor({ ...settings, gainControl: false });
+    if (engaged !== undefined) p.setEchoCancellerEngaged(engaged);
+    expect(processAll(p, mixed).out).toEqual(atLevel(false, mixed));
+  });
+
+  it('goes back to moderate when the canceller is disengaged mid-stream', () => {
+    const mixed = mixAtSnr(far, noise.fan!, 5);
+    const p = createVoiceProcessor({ gainControl: false });
+    const silence = new Int16Array(APM_FRAME_SAMPLES);
+    const out = new Int16Array(mixed.length);
+    const half = Math.floor(mixed.length / APM_FRAME_SAMPLES / 2) * APM_FRAME_SAMPLES;
+    for (let i = 0; i + APM_FRAME_SAMPLES <= mixed.length; i += APM_FRAME_SAMPLES) {
+      if (i === half) p.setEchoCancellerEngaged(false);
+      if (i < half) p.processRender(silence);
+      out.set(p.processCapture(mixed.slice(i, i + APM_FRAME_SAMPLES)).frame, i);
+    }
+    // From a second after the switch, as much noise is left as at moderate throughout (high leaves ≥ 0.5 dB less).
+    const m = speechMask(far);
+    const from = (f: number) => f * APM_FRAME_SAMPLES >= half + 48_000;
+    const tail = { speech: m.speech.filter(from), pause: m.pause.filter(from) };
+    expect(Math.abs(maskedSnrDb(out, tail) - maskedSnrDb(atLevel(false, mixed), tail))).toBeLessThan(0.25);
+  });
+});
+
 describe('in place (the capture chain\'s form)', () => {
   it('gives exactly what processCapture gives, echo path and double talk included, into the frame it was handed', () => {
     const { render, mic } = echoScene(1, 60, -10, 1.0);
