@@ -25,7 +25,12 @@ export const CLI_BUNDLE = join(ROOT, 'out', 'cli', 'parley.mjs');
 export const MEDIA_WORKER_BUNDLE = join(ROOT, 'out', 'cli', 'media-worker.mjs');
 const SOURCE_DIRS = ['main/cli', 'main/core', 'main/media', 'common', 'native'];
 
-function newestSourceMs(): number {
+/**
+ * The newest modification time of the TypeScript under `dirs` and of `files`
+ * (repository-relative), ms since the epoch; `node_modules` and native build
+ * folders are skipped. What decides whether a bundle made from them is stale.
+ */
+export function newestSourceMs(dirs: readonly string[] = SOURCE_DIRS, files: readonly string[] = []): number {
   let newest = 0;
   const walk = (dir: string) => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -35,7 +40,8 @@ function newestSourceMs(): number {
       else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
     }
   };
-  for (const d of SOURCE_DIRS) walk(join(ROOT, d));
+  for (const d of dirs) walk(join(ROOT, d));
+  for (const f of files) newest = Math.max(newest, statSync(join(ROOT, f)).mtimeMs);
   return newest;
 }
 

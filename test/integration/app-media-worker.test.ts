@@ -12,26 +12,12 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { SHARE_ENV, Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newestSourceMs } from '../../scripts/build-cli';
 import { run } from '../harness/process';
 import { REPO_ROOT } from '../harness/server';
 
 const OUT = join(REPO_ROOT, 'out/main');
 const WORKER = join(OUT, 'media-worker.js');
-
-/** The newest modification time of the TypeScript the main bundle is built from. */
-function newestSourceMs(): number {
-  let newest = statSync(join(REPO_ROOT, 'electron.vite.config.ts')).mtimeMs;
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      if (e.name === 'node_modules' || e.name === 'build') continue;
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
-    }
-  };
-  for (const d of ['main', 'common', 'native']) walk(join(REPO_ROOT, d));
-  return newest;
-}
 
 /** Every .js file under out/main, with its text. */
 function bundleFiles(): Map<string, string> {
@@ -64,7 +50,7 @@ function importGraph(entry: string, files: Map<string, string>): Set<string> {
 let worker: Worker | undefined;
 
 beforeAll(async () => {
-  if (!existsSync(WORKER) || statSync(WORKER).mtimeMs < newestSourceMs()) {
+  if (!existsSync(WORKER) || statSync(WORKER).mtimeMs < newestSourceMs(['main', 'common', 'native'], ['electron.vite.config.ts'])) {
     await run('npm', ['run', 'build'], { cwd: REPO_ROOT, timeoutMs: 240_000 });
   }
 }, 300_000);
