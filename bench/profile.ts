@@ -1,5 +1,5 @@
 /**
- * `npm run bench:profile [-- --seconds 20] [-- --top 25] [-- --no-processing]`: where a
+ * `npm run bench:profile [-- --seconds 20] [-- --top 25] [-- --no-processing] [-- --perf]`: where a
  * Parley daemon's CPU goes during a call, per thread — the main thread and the
  * media thread (main/media/worker/) — (issue 13 item 2: profile first).
  *
@@ -10,6 +10,11 @@
  * share of the busy (non-idle) time, start-up included — which is what a
  * user's first call pays. Native work (PortAudio, libopus, the APM) shows as
  * the JavaScript function that called it.
+ *
+ * With `--perf`, the caller runs unprofiled (V8 only writes its `--perf-basic-prof`
+ * symbol map) and Linux perf samples its media thread over `seconds` of the
+ * call, from 2 s after the first audio: the thread's CPU by component and by
+ * kind of code (bench/perf-breakdown.ts), native code and the kernel included.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,12 +26,17 @@ import { startPulse } from '../test/harness/pulse';
 import { REPO_ROOT, startServer } from '../test/harness/server';
 import { renderSpeech } from '../test/harness/speech';
 import { NO_VOICE_PROCESSING } from './lib';
+import { codeKind, MEDIA_COMPONENTS, perfSamples, shares, threadId, threadTicks, type Stack } from './perf-breakdown';
+
+/** The media thread's kernel name (main/media/worker/media-worker.ts MEDIA_THREAD_NAME; that module only runs as the worker). */
+const MEDIA_THREAD_NAME = 'parley-media';
 
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '20' },
     top: { type: 'string', default: '25' },
     'no-processing': { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
   },
 });
 
@@ -74,7 +84,11 @@ async function main(): Promise<void> {
       startClient({
         name: 'prof-alice',
         server,
-        env: { ...pulse.clientEnv('a'), ...keyring.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profDir}` },
+        env: {
+          ...pulse.clientEnv('a'),
+          ...keyring.env,
+          NODE_OPTIONS: args.perf ? '--perf-basic-prof' : `--cpu-prof --cpu-prof-dir=${profDir}`,
+        },
         input: 'a_mic',
         output: 'a_spk',
         extraArgs,
@@ -86,8 +100,23 @@ async function main(): Promise<void> {
     await bob.waitForCall(callId, (s) => s.state === 'incoming');
     await bob.request('answer_call', { callId });
     await profiled.waitForCall(callId, (s) => !!s.firstAudioAt);
-    const until = Date.now() + Number(args.seconds) * 1000;
-    while (Date.now() < until) await Promise.all([pulse.play('a_in', wav), pulse.play('b_in', wav)]);
+    const talk = async () => {
+      const until = Date.now() + Number(args.seconds) * 1000;
+      while (Date.now() < until) await Promise.all([pulse.play('a_in', wav), pulse.play('b_in', wav)]);
+    };
+    if (args.perf) {
+      await new Promise((r) => setTimeout(r, 2000));
+      const tid = threadId(profiled.pid, MEDIA_THREAD_NAME);
+      const t0 = performance.now();
+      const ticks0 = threadTicks(profiled.pid, tid);
+      const stacks = await perfSamples(tid, join(dir, 'perf.data'), talk);
+      const corePercent = (threadTicks(profiled.pid, tid) - ticks0) / ((performance.now() - t0) / 1000);
+      await profiled.request('end_call', { callId });
+      await Promise.all([profiled.stop(), bob.stop()]);
+      printPerf(stacks, corePercent);
+      return;
+    }
+    await talk();
     await profiled.request('end_call', { callId });
     await Promise.all([profiled.stop(), bob.stop()]);
     // One profile per thread: `CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile`, thread 0 the main one,
@@ -114,6 +143,22 @@ async function main(): Promise<void> {
     rmSync(profDir, { recursive: true, force: true });
     removeTempDir(dir);
   }
+}
+
+/** Prints the media thread's perf breakdown: by component, then by kind of code. */
+function printPerf(stacks: Stack[], corePercent: number): void {
+  console.log(
+    `\nParley daemon (caller), ${args['no-processing'] ? 'voice processing off' : 'default settings'}, media thread ` +
+      `(${MEDIA_THREAD_NAME}), ${args.seconds} s of a call from 2 s after the first audio: ${corePercent.toFixed(1)} % of one core ` +
+      `(/proc), ${stacks.length} perf samples at 999 Hz\n`,
+  );
+  const table = (title: string, rows: [string, number][]) => {
+    console.log(`| ${title} | share of the thread | % of one core |\n|---|---|---|`);
+    for (const [k, v] of rows) console.log(`| ${k} | ${(100 * v).toFixed(1)} % | ${(corePercent * v).toFixed(2)} |`);
+    console.log('');
+  };
+  table('component', shares(stacks, (s) => MEDIA_COMPONENTS.find((c) => c.test(s))?.name ?? 'other'));
+  table('kind of code (the sample\'s leaf)', shares(stacks, (s) => codeKind(s[0]!)));
 }
 
 main().catch((e: unknown) => {
