@@ -29,14 +29,23 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[i]!;
 }
 
-/** utime + stime of processes, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
+/**
+ * utime + stime in clock ticks (fields 14 and 15) of a /proc stat file: a
+ * process's (`/proc/<pid>/stat`) or one thread's (`/proc/<pid>/task/<tid>/stat`).
+ * @throws when the file cannot be read (the process or thread ended).
+ */
+export function statTicks(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** utime + stime of processes, in clock ticks; a process that ended counts 0. */
 export function cpuTicks(pids: number[]): number {
   let sum = 0;
   for (const pid of pids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      sum += Number(fields[11]) + Number(fields[12]);
+      sum += statTicks(`/proc/${pid}/stat`);
     } catch {
       // the process ended
     }

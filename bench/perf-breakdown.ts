@@ -7,6 +7,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import { statTicks } from './lib';
 
 /** One sample's stack, leaf first: `symbol` and the object it came from (`dso`). */
 export type Stack = { symbol: string; dso: string }[];
@@ -85,9 +86,7 @@ export function threadId(pid: number, comm: string): number {
 
 /** utime + stime of one thread, clock ticks (1/100 s). */
 export function threadTicks(pid: number, tid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
+  return statTicks(`/proc/${pid}/task/${tid}/stat`);
 }
 
 /**
