@@ -104,13 +104,25 @@ describe('Chromium ↔ Parley', () => {
     // Chromium's DTLS certificate is the one whose fingerprint came sealed from the page.
     expect(active.e2ee).toMatchObject({ sealed: true, fingerprintBound: true });
 
+    type Stats = {
+      packetsReceived: number;
+      packetsSent: number;
+      codecs: string[];
+      connectionState: string;
+      remoteTimestamp?: number;
+      now: number;
+    };
+    const readStats = () => page.evaluate(() => (globalThis as unknown as { inboundStats(): Promise<Stats> }).inboundStats());
     const rec = await pulse.record('probe.monitor', join(dir, 'probe.wav'), 4);
     await pulse.play('b_in', bobSays);
-    await new Promise((r) => setTimeout(r, 4000)); // at least one full loop of the browser's sentence
+    // At least one full loop of the browser's sentence; meanwhile, what the browser read from Bob's sender reports.
+    const senderReports = new Map<number, number>(); // remoteTimestamp → the browser's clock when it was read
+    for (const until = Date.now() + 4000; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
+      const s = await readStats();
+      if (s.remoteTimestamp !== undefined && !senderReports.has(s.remoteTimestamp)) senderReports.set(s.remoteTimestamp, s.now);
+    }
     await rec.stop();
-
-    type Stats = { packetsReceived: number; packetsSent: number; codecs: string[]; connectionState: string };
-    const stats = await page.evaluate(() => (globalThis as unknown as { inboundStats(): Promise<Stats> }).inboundStats());
+    const stats = await readStats();
     const remoteMaxRms = await page.evaluate(() => (globalThis as unknown as { parleyPeer: { remoteMaxRms: number } }).parleyPeer.remoteMaxRms);
     expect(stats.connectionState).toBe('connected');
     expect(stats.codecs).toContain('audio/opus');
@@ -119,6 +131,16 @@ describe('Chromium ↔ Parley', () => {
     // Bob's speech reached the browser's WebAudio (totalAudioEnergy stays 0 in headless
     // Chromium: it counts only audio played to an output device).
     expect(remoteMaxRms).toBeGreaterThan(0.01);
+    // Bob's RTCP sender reports carry his wall clock in NTP format (RFC 3550 §4: a binary fraction of the second;
+    // werift wrote its decimal digits, which a browser read as a whole second and 0–2.3 ms): each report the browser read
+    // tells a time at most werift's report interval (0.5–1.5 s) and the read before it, and they do not all fall
+    // on whole seconds.
+    expect(senderReports.size).toBeGreaterThanOrEqual(2);
+    for (const [remoteTimestamp, readAt] of senderReports) {
+      expect(readAt - remoteTimestamp).toBeGreaterThan(-50);
+      expect(readAt - remoteTimestamp).toBeLessThan(1500 + 250);
+    }
+    expect([...senderReports.keys()].map((t) => t % 1000).some((ms) => ms > 5)).toBe(true);
 
     // The browser's speech came out of Bob's speaker.
     const probe = readWav(join(dir, 'probe.wav'));
