@@ -25,11 +25,10 @@ import { makeTempDir, removeTempDir } from '../test/harness/process';
 import { startPulse } from '../test/harness/pulse';
 import { REPO_ROOT, startServer } from '../test/harness/server';
 import { renderSpeech } from '../test/harness/speech';
+import { MEDIA_THREAD_NAME } from '../main/media/worker/contract';
 import { NO_VOICE_PROCESSING } from './lib';
 import { codeKind, MEDIA_COMPONENTS, perfSamples, shares, threadId, threadTicks, type Stack } from './perf-breakdown';
 
-/** The media thread's kernel name (main/media/worker/media-worker.ts MEDIA_THREAD_NAME; that module only runs as the worker). */
-const MEDIA_THREAD_NAME = 'parley-media';
 
 const { values: args } = parseArgs({
   options: {
@@ -79,6 +78,7 @@ async function main(): Promise<void> {
     const wav = join(dir, 'speech.wav');
     await renderSpeech('The quick brown fox jumps over the lazy dog near the river bank, again and again.', 'en-us', wav);
     const extraArgs = args['no-processing'] ? NO_VOICE_PROCESSING : [];
+    const mapsBefore = new Set(readdirSync('/tmp'));
     // The caller runs under the profiler from its start (its sign-in runs write small profiles of their own).
     const [profiled, bob] = await Promise.all([
       startClient({
@@ -114,6 +114,8 @@ async function main(): Promise<void> {
       await profiled.request('end_call', { callId });
       await Promise.all([profiled.stop(), bob.stop()]);
       printPerf(stacks, corePercent);
+      // V8's symbol maps (--perf-basic-prof: the daemon and its sign-in runs), read by perf script: not left in /tmp.
+      for (const f of readdirSync('/tmp')) if (/^perf-\d+\.map$/.test(f) && !mapsBefore.has(f)) rmSync(join('/tmp', f), { force: true });
       return;
     }
     await talk();

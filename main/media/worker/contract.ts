@@ -22,6 +22,9 @@ import type { OpusSettings } from '../platform';
 import type { PriorityResult, RealtimeResult } from '../priority';
 import type { SrtpKeyBinding } from '../srtp-binding';
 
+/** The media thread's name for the kernel (at most 15 bytes: prctl PR_SET_NAME), as `ps -L` shows it. */
+export const MEDIA_THREAD_NAME = 'parley-media';
+
 /** An error as it crosses the thread boundary: its message in a user's words and, when it has one, its code. */
 export interface WireError {
   message: string;

@@ -26,6 +26,7 @@ import { MEDIA_NICE, raiseMediaPriority, raiseToRealtime, rtkitHighPriority, typ
 import { warmUpMediaPath } from '../warmup';
 import { STATE_REPORT_MS } from '../media-backend';
 import {
+  MEDIA_THREAD_NAME,
   toWire,
   type FromWorker,
   type Method,
@@ -38,8 +39,7 @@ import {
   type ToWorker,
 } from './contract';
 
-/** The media thread's name for the kernel (at most 15 bytes: prctl PR_SET_NAME). */
-export const MEDIA_THREAD_NAME = 'parley-media';
+export { MEDIA_THREAD_NAME };
 
 const port = parentPort;
 if (!port) throw new Error('main/media/worker/media-worker.ts runs as a worker thread (started by host.ts)');
