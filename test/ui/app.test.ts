@@ -381,7 +381,7 @@ describe('the desktop UI through the development bridge', () => {
       await ui.screen('in-call-devices');
       // What a failure needs to be understood: the core's device log, PulseAudio's view of the streams, what Bob sent.
       const diagnose = async () => {
-        const log = ui.log().split('\n').filter((l) => /output|speaker|playback|device|\[audio\]/i.test(l)).slice(-30).join('\n');
+        const log = ui.log().split('\n').filter((l) => /output|speaker|playback|device|underflow|stall|warn|error|\[audio\]|\[media\]/i.test(l)).slice(-30).join('\n');
         type SinkInput = { sink: number; corked: boolean; volume?: Record<string, { value_percent: string }>; buffer_latency_usec?: number; properties?: Record<string, string> };
         type Sink = { index: number; name: string; state: string };
         const [inputs, sinks] = await Promise.all([
@@ -396,7 +396,9 @@ describe('the desktop UI through the development bridge', () => {
           })
           .join('\n');
         const sent = bob.stats.filter((s) => s.callId === ringing.callId).at(-1);
-        return `onSpeaker ${onSpeaker}\nthe core's device log:\n${log}\nPulseAudio's playback streams:\n${streams}\nBob's last stats: ${JSON.stringify(sent)}`;
+        // Whether Alice receives Bob at all (the in-call quality line says "No audio" when nothing arrives).
+        const quality = await p.getByRole('status', { name: /^Connection quality/ }).first().getAttribute('aria-label', { timeout: 2000 }).catch(() => 'unreadable');
+        return `onSpeaker ${onSpeaker}\nAlice's quality line: ${quality}\nthe core's device log:\n${log}\nPulseAudio's playback streams:\n${streams}\nBob's last stats: ${JSON.stringify(sent)}`;
       };
       if (!(onHeadset > 0.01)) expect.fail(`headset level ${onHeadset} ${Date.now() - switchedAt} ms after the switch; ${await diagnose()}`);
       expect(onSpeaker).toBeLessThan(onHeadset / 10);
