@@ -71,7 +71,7 @@ export interface CaptureChainOptions {
  *
  *   microphone frame → voice processing (APM, 10 ms at a time) → mute / hold → Opus encode → DTX → RTP packetize → send
  *
- * The processor runs from the start, sending or not, so that its echo
+ * The processor runs from the start (unless bypassed: {@link processing}), sending or not, so that its echo
  * canceller and noise estimate are converged when sending starts; it hears
  * every played frame as its echo reference through {@link render}. With
  * `dtx`, frames the VAD calls silence (after a 200 ms hang-over) are not
@@ -111,7 +111,7 @@ export class CaptureChain {
     accumulate(options.meter, 'input', raw);
     let frame = raw;
     let voice = false;
-    const processor = options.processor;
+    const processor = this.processing();
     if (processor) {
       try {
         this.processed ??= tens(new Int16Array(options.frameSamples));
@@ -147,6 +147,20 @@ export class CaptureChain {
     options.send(this.packetizer.packetize(opus, options.frameSamples), { levelDbov: levelDbov(sent), voice: voice && this.micOpen && !this.held });
   }
 
+  /**
+   * The processor, while it has work to do: not while it is bypassed (echo
+   * cancellation, noise suppression and gain control all off) unless DTX needs
+   * its VAD. Bypassed, the microphone goes to the encoder as it came and the
+   * played audio is not fed as a reference: in a call with processing off
+   * that work (the APM's band split, high-pass filter and VAD, and the
+   * echo-path detector) was ≈ 1.2 % of one core on the media thread
+   * (docs/BENCHMARKS.md, "Voice processing off does no processing").
+   */
+  private processing(): CaptureProcessor | undefined {
+    const processor = this.options.processor;
+    return processor && (!processor.bypassed || this.options.dtx) ? processor : undefined;
+  }
+
   /** Voice activity within the last {@link VAD_HANGOVER_MS}. */
   talking(): boolean {
     return this.options.now() - this.lastVoiceAt < VAD_HANGOVER_MS;
@@ -154,8 +168,11 @@ export class CaptureChain {
 
   /** The echo canceller's reference: exactly the frame that goes to the speaker. Never throws. */
   render(out: Int16Array): void {
-    const processor = this.options.processor;
-    if (!processor) return;
+    const processor = this.processing();
+    if (!processor) {
+      this.renderHeld = 0; // a bypass ends with whole frames of what plays from then on
+      return;
+    }
     try {
       let i = 0;
       // Played frames need not be whole 10 ms (an aligned playout's are 5 ms shorter or longer now and then):

@@ -413,6 +413,11 @@ export class EchoGatedProcessor implements CaptureProcessor {
     inner.setEchoCancellerEngaged?.(false);
   }
 
+  /** The inner processor's {@link CaptureProcessor.bypassed}: with nothing to cancel, the detector need not run either. */
+  get bypassed(): boolean {
+    return this.inner.bypassed ?? false;
+  }
+
   /**
    * Whether the echo canceller runs. It starts with the far end's first
    * audible frame (an echo needs a far end; started then, it converges as if

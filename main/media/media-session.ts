@@ -50,6 +50,12 @@ export interface FrameEncoder {
  * 10 ms frames (480 samples, 48 kHz mono) only.
  */
 export interface CaptureProcessor {
+  /**
+   * True while the processor has nothing to do but its VAD and high-pass
+   * filter (native/apm VoiceProcessor.bypassed: echo cancellation, noise
+   * suppression and gain control all off). Absent: never.
+   */
+  readonly bypassed?: boolean;
   /** The far end exactly as written to the speaker: 480 samples. */
   processRender(frame: Int16Array): void;
   /** One microphone frame of 480 samples → the processed frame and whether it holds voice. */
@@ -72,7 +78,7 @@ export interface AudioLevels {
   sentDbfs: number;
   /** RMS level of what the speaker played over the interval, dBFS. */
   outputDbfs: number;
-  /** Voice activity (the APM's VAD with a 200 ms hang-over); false without a processor. */
+  /** Voice activity (the APM's VAD with a 200 ms hang-over); false without a processor or while it is bypassed. */
   talking: boolean;
 }
 

@@ -74,6 +74,14 @@ export interface ProcessedCapture {
 export interface VoiceProcessor {
   readonly settings: Readonly<VoiceProcessingSettings>;
   /**
+   * True while echo cancellation, noise suppression and gain control are all
+   * off (follows {@link configure}). The processor would then only high-pass
+   * the microphone and run its VAD, so a caller that needs neither skips it
+   * for those frames (main/media/capture-chain.ts), as Chromium skips its
+   * processing when getUserMedia's three constraints are false.
+   */
+  readonly bypassed: boolean;
+  /**
    * Feeds one far-end frame as played (the AEC's reference).
    * @param frame Int16Array of 480 samples (10 ms, 48 kHz mono).
    * @throws TypeError when it is not an Int16Array; RangeError when not 480 samples.
@@ -225,6 +233,9 @@ export function createVoiceProcessor(
   return {
     get settings() {
       return { ...current };
+    },
+    get bypassed() {
+      return !current.echoCancellation && !current.noiseSuppression && !current.gainControl;
     },
     processRender: (frame) => native.processRender(frame),
     processCapture: (frame) => native.processCapture(frame),

@@ -3,14 +3,17 @@
  * PlayoutChain on recorded frames (a 440 Hz tone through the real Opus
  * encoder, with FEC, then delivered in the orders and with the losses of each
  * row), the Mixer's summing and saturation, and the LivenessMonitor's stall,
- * resume, timeout and suspend on a fake clock.
+ * resume, timeout and suspend on a fake clock, and the CaptureChain's echo
+ * reference, device delay and bypass of the real APM when processing is off.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CaptureChain, newLevelMeter } from '../../main/media/capture-chain';
+import { EchoGatedProcessor } from '../../main/media/echo-path';
 import type { CaptureProcessor } from '../../main/media/media-session';
 import { LivenessMonitor } from '../../main/media/liveness';
 import { Mixer } from '../../main/media/mixer';
 import { PlayoutChain } from '../../main/media/playout-chain';
+import { createVoiceProcessor, type VoiceProcessor } from '../../native/apm';
 import { createOpusDecoder, createOpusEncoder } from '../../native/opus';
 
 const FRAME = 960; // 20 ms at 48 kHz
@@ -356,5 +359,89 @@ describe('CaptureChain device delay for the echo canceller', () => {
     await done;
     expect(asked).toEqual([]);
     expect(given).toEqual([]);
+  });
+});
+
+describe('CaptureChain with voice processing off (the processor bypassed)', () => {
+  /** The real APM behind the call's echo gate, its calls counted (the chain's decision to call it is the subject). */
+  function setup(settings: { echoCancellation: boolean; noiseSuppression: boolean; gainControl: boolean }, dtx: boolean) {
+    const apm = createVoiceProcessor(settings);
+    const calls = { capture: 0, render: 0 };
+    const counted: VoiceProcessor = Object.create(apm, {
+      processCaptureInPlace: { value: (f: Int16Array) => (calls.capture++, apm.processCaptureInPlace(f)) },
+      processRender: { value: (f: Int16Array) => (calls.render++, apm.processRender(f)) },
+    }) as VoiceProcessor;
+    const encoded: Int16Array[] = [];
+    const chain = new CaptureChain({
+      frameSamples: FRAME,
+      encoder: { encode: (f: Int16Array) => (encoded.push(f.slice()), Buffer.from([0xf8, 0xff, 0xfe, 1])) },
+      processor: new EchoGatedProcessor(counted),
+      dtx,
+      now: () => 0,
+      send: () => undefined,
+      onError: (e) => {
+        throw e;
+      },
+      meter: newLevelMeter(),
+    });
+    chain.sending = true;
+    return { apm, calls, encoded, chain };
+  }
+  /** 20 ms of a 100 Hz hum on a DC offset: what the APM's high-pass filter changes at once. */
+  function hum(f: number): Int16Array {
+    const x = new Int16Array(FRAME);
+    for (let i = 0; i < FRAME; i++) x[i] = 3000 + Math.round(6000 * Math.sin((2 * Math.PI * 100 * (f * FRAME + i)) / 48000));
+    return x;
+  }
+  const OFF = { echoCancellation: false, noiseSuppression: false, gainControl: false };
+
+  it('all three off: the microphone reaches the encoder bit for bit, and neither it nor the speaker goes through the APM', () => {
+    const { calls, encoded, chain } = setup(OFF, false);
+    for (let f = 0; f < 20; f++) {
+      chain.push(hum(f));
+      chain.render(hum(f));
+    }
+    expect(calls).toEqual({ capture: 0, render: 0 });
+    expect(encoded.length).toBe(20);
+    encoded.forEach((e, f) => expect(e).toEqual(hum(f)));
+    expect(chain.talking()).toBe(false);
+  });
+
+  it('all three off but DTX on: the VAD still runs (it decides which frames go out)', () => {
+    const { calls, chain } = setup(OFF, true);
+    for (let f = 0; f < 10; f++) {
+      chain.push(hum(f));
+      chain.render(hum(f));
+    }
+    expect(calls.capture).toBe(20); // 10 ms at a time
+    expect(calls.render).toBe(20);
+  });
+
+  it('turned on mid-call, the processing starts with the next frame; turned off, it stops again', () => {
+    const { apm, calls, encoded, chain } = setup(OFF, false);
+    for (let f = 0; f < 5; f++) chain.push(hum(f));
+    apm.configure({ noiseSuppression: true });
+    for (let f = 5; f < 10; f++) {
+      chain.push(hum(f));
+      chain.render(hum(f));
+    }
+    expect(calls).toEqual({ capture: 10, render: 10 });
+    expect(encoded[9]).not.toEqual(hum(9)); // high-passed and suppressed
+    apm.configure({ noiseSuppression: false });
+    chain.push(hum(10));
+    expect(calls.capture).toBe(10);
+    expect(encoded[10]).toEqual(hum(10));
+  });
+
+  it('any one of the three on: every frame goes through the APM, as before', () => {
+    for (const on of ['echoCancellation', 'noiseSuppression', 'gainControl'] as const) {
+      const { calls, encoded, chain } = setup({ ...OFF, [on]: true }, false);
+      for (let f = 0; f < 5; f++) {
+        chain.push(hum(f));
+        chain.render(hum(f));
+      }
+      expect({ on, ...calls }).toEqual({ on, capture: 10, render: 10 });
+      expect(encoded[4]).not.toEqual(hum(4));
+    }
   });
 });
