@@ -398,7 +398,33 @@ describe('the desktop UI through the development bridge', () => {
         const sent = bob.stats.filter((s) => s.callId === ringing.callId).at(-1);
         // Whether Alice receives Bob at all (the in-call quality line says "No audio" when nothing arrives).
         const quality = await p.getByRole('status', { name: /^Connection quality/ }).first().getAttribute('aria-label', { timeout: 2000 }).catch(() => 'unreadable');
-        return `onSpeaker ${onSpeaker}\nAlice's quality line: ${quality}\nthe core's device log:\n${log}\nPulseAudio's playback streams:\n${streams}\nBob's last stats: ${JSON.stringify(sent)}`;
+        // And what her playout does with it (late, discarded, concealed frames): her next stats, from a second
+        // connection to the development bridge opened in the page (the bridge sends every event to each one).
+        type Page = {
+          location: { hash: string; host: string };
+          WebSocket: new (url: string, protocols: string[]) => { onmessage: (m: { data: unknown }) => void; onerror: () => void; close(): void };
+        };
+        const aliceStats = await p
+          .evaluate(
+            () =>
+              new Promise<string>((resolve) => {
+                const g = globalThis as unknown as Page;
+                const token = new URLSearchParams(g.location.hash.slice(1)).get('bridge');
+                const ws = new g.WebSocket(`ws://${g.location.host}/bridge`, [`parley-bridge.${token}`]);
+                const done = (text: string) => {
+                  ws.close();
+                  resolve(text);
+                };
+                ws.onmessage = (m) => {
+                  const msg = JSON.parse(String(m.data)) as { method?: string; params?: { name?: string; payload?: unknown } };
+                  if (msg.method === 'event' && msg.params?.name === 'stats') done(JSON.stringify(msg.params.payload));
+                };
+                ws.onerror = () => done('the bridge refused a second connection');
+                setTimeout(() => done('no stats within 3 s'), 3000);
+              }),
+          )
+          .catch((e: unknown) => `unreadable: ${(e as Error).message}`);
+        return `onSpeaker ${onSpeaker}\nAlice's quality line: ${quality}\nAlice's stats: ${aliceStats}\nthe core's device log:\n${log}\nPulseAudio's playback streams:\n${streams}\nBob's last stats: ${JSON.stringify(sent)}`;
       };
       if (!(onHeadset > 0.01)) expect.fail(`headset level ${onHeadset} ${Date.now() - switchedAt} ms after the switch; ${await diagnose()}`);
       expect(onSpeaker).toBeLessThan(onHeadset / 10);
