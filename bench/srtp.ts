@@ -3,7 +3,7 @@
  * sealing and opening one RTP packet with SRTP AEAD_AES_128_GCM (RFC 7714)
  * costs, through werift's SrtpSession as a call uses it, with werift's own
  * cipher (a node:crypto AES-GCM cipher made per packet) against Parley's AEAD
- * (main/media/aes-gcm.ts: one AES context per session key), in the same run.
+ * (main/media/aes-gcm.ts: one OpenSSL AES-GCM context per session key, native/aead), in the same run.
  *
  * Two regimes, each engine alternately:
  * - `cadence`: one packet every 10 ms (a call with 10 ms packets), with a 4 MiB
@@ -128,7 +128,7 @@ async function main(): Promise<void> {
       '',
       'One RTP packet (12-byte header, 80-byte payload) sealed by one werift SrtpSession and opened by another, profile',
       'AEAD_AES_128_GCM (RFC 7714), as a call does it. werift\'s own cipher makes a node:crypto AES-GCM cipher per packet;',
-      'Parley\'s (main/media/aes-gcm.ts) keeps one AES context per session key and computes GHASH itself. `cadence`:',
+      'Parley\'s (main/media/aes-gcm.ts, native/aead) keeps one OpenSSL AES-GCM context per session key and only sets the IV per packet. `cadence`:',
       'one packet every 10 ms with a 4 MiB memory sweep before it (caches as cold as between two packets of a call);',
       '`back to back`: a tight loop. Both engines alternate in the same run.',
       '',

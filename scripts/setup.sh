@@ -10,7 +10,8 @@
 #   4. npm ci, with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (the Electron binary cannot be
 #      fetched here) and MEDIASOUP_WORKER_BIN (mediasoup's postinstall downloads nothing)
 #   5. Parley's own native addons (native/opus/addon: the libopus decoder;
-#      native/apm/addon: WebRTC voice processing; native/pulse/addon: PulseAudio streams), rebuilt with node-gyp only
+#      native/apm/addon: WebRTC voice processing; native/pulse/addon: PulseAudio streams;
+#      native/aead/addon: AES-GCM over OpenSSL), rebuilt with node-gyp only
 #      when the .node is missing or older than its sources
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +110,8 @@ build_addon native/opus/addon parley_opus "$(pkg-config --modversion opus 2>/dev
 build_addon native/apm/addon parley_apm "webrtc-audio-processing $(pkg-config --modversion webrtc-audio-processing 2>/dev/null || echo '?')" apm.cc
 # The microphone and speakers straight through libpulse (native/pulse/addon).
 build_addon native/pulse/addon parley_pulse "libpulse $(pkg-config --modversion libpulse 2>/dev/null || echo '?')" pulse.c
+# AES-GCM for SRTP and end-to-end frames, one OpenSSL context per key (native/aead/addon).
+build_addon native/aead/addon parley_aead "OpenSSL's libcrypto $(pkg-config --modversion libcrypto 2>/dev/null || echo '?')" aead.c
 # Peer credentials of the control socket's clients (SO_PEERCRED; libc only).
 build_addon native/peercred/addon parley_peercred libc peercred.c
 log "done"

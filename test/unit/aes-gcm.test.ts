@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProtectionProfileAeadAes128Gcm, RtcpRrPacket, RtcpReceiverInfo, RtpHeader, SrtcpSession, SrtpAuthenticationError, SrtpSession } from 'werift';
 import { AesGcm, GcmAuthenticationError, installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
+import { loadAeadAddon } from '../../native/aead';
 
 /** OpenSSL's AES-128-GCM through node:crypto: the reference the AEAD must equal, byte for byte. */
 const algorithm = (key: Buffer) => (key.length === 16 ? 'aes-128-gcm' : 'aes-256-gcm');
@@ -100,6 +101,15 @@ describe('AesGcm (AEAD_AES_128_GCM and AEAD_AES_256_GCM, NIST SP 800-38D)', () =
     expect(() => gcm.sealInto(Buffer.alloc(40), 0, Buffer.alloc(16), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/IV must be 12 bytes/);
     expect(() => gcm.sealInto(Buffer.alloc(20), 0, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/too short/);
     expect(() => gcm.openInto(Buffer.alloc(8), 0, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8), Buffer.alloc(10))).toThrow(/tag must be 16 bytes/);
+    expect(() => gcm.sealInto(Buffer.alloc(40), 30, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/too short/);
+    expect(() => gcm.sealInto(Buffer.alloc(40), -1, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8))).toThrow(RangeError);
+    // Not bytes: a TypeError naming the argument, not a crash in native code.
+    expect(() => gcm.sealInto(Buffer.alloc(40), 0, Buffer.alloc(12), 'aad' as unknown as Uint8Array, Buffer.alloc(8))).toThrow(/AAD must be a Uint8Array/);
+    expect(() => gcm.sealInto(new Int16Array(20) as unknown as Uint8Array, 0, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8))).toThrow(/out must be a Uint8Array/);
+  });
+
+  it('without its addon, says which command builds it', () => {
+    expect(() => loadAeadAddon(['/nonexistent/parley_aead.node'])).toThrow(/AES-GCM addon is not built.*scripts\/setup\.sh.*libssl-dev/);
   });
 });
 

@@ -1,0 +1,77 @@
+/**
+ * AES-GCM with one OpenSSL context per key (`native/aead/addon`, plain C
+ * N-API over OpenSSL's EVP; built by `scripts/setup.sh` / `npm run
+ * build:native`), for per-packet sealing: SRTP (RFC 7714) and SFrame
+ * (RFC 9605). main/media/aes-gcm.ts is its user; see there for why.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+
+/** One key's contexts (AEAD_AES_128_GCM or AEAD_AES_256_GCM, 12-byte IV, 16-byte tag). */
+export interface NativeGcm {
+  /**
+   * Writes ciphertext ‖ tag into `out` from `offset`.
+   * @throws RangeError for an IV that is not 12 bytes or an `out` too short; TypeError for a non-Uint8Array.
+   */
+  seal(out: Uint8Array, offset: number, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): void;
+  /**
+   * Checks the tag (constant time, in OpenSSL) and only when it matches writes the plaintext into `out` from `offset`.
+   * @returns false, `out` untouched, when the tag does not match.
+   * @throws RangeError for a bad IV or tag length or an `out` too short.
+   */
+  open(out: Uint8Array, offset: number, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): boolean;
+}
+
+interface AeadAddon {
+  /** @throws RangeError for a key that is not 16 or 32 bytes. */
+  Gcm: new (key: Uint8Array) => NativeGcm;
+  /** The OpenSSL the contexts come from (Node's own, in Node), e.g. "OpenSSL 3.5.9 29 Sep 2026". */
+  openssl: string;
+}
+
+const AEAD_ADDON: NativeModuleSpec = {
+  packageName: 'parley_aead (native/aead/addon)',
+  purpose: 'encrypting call audio (SRTP and end-to-end frames)',
+  systemLibraries: { 'libcrypto.so.3': 'libssl3' },
+};
+const ADDON_FILE = join('native', 'aead', 'addon', 'build', 'Release', 'parley_aead.node');
+
+/**
+ * Where the addon may be, most specific first: `PARLEY_AEAD_ADDON`; beside this
+ * module (from source); the app root seen from a bundle in `out/main/` or
+ * `out/cli/`; Electron's `app.asar.unpacked`.
+ */
+export function aeadAddonPaths(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const resources = (process as { resourcesPath?: string }).resourcesPath;
+  return [
+    ...(process.env.PARLEY_AEAD_ADDON ? [process.env.PARLEY_AEAD_ADDON] : []),
+    join(here, 'addon', 'build', 'Release', 'parley_aead.node'),
+    join(here, '..', '..', ADDON_FILE),
+    ...(resources ? [join(resources, 'app.asar.unpacked', ADDON_FILE)] : []),
+  ];
+}
+
+/**
+ * Loads the addon from the first of `candidates` that exists.
+ * @throws NativeModuleLoadError "… not built: run scripts/setup.sh …" when none
+ *   exists, or "libcrypto.so.3 missing: install libssl3 …" when the loader cannot find OpenSSL.
+ */
+export function loadAeadAddon(candidates: readonly string[] = aeadAddonPaths()): AeadAddon {
+  const path = candidates.find((p) => existsSync(p));
+  if (path === undefined) {
+    throw new NativeModuleLoadError(
+      `Parley's AES-GCM addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native (needs libssl-dev)`,
+      AEAD_ADDON.packageName,
+      undefined,
+    );
+  }
+  try {
+    return createRequire(import.meta.url)(path) as AeadAddon;
+  } catch (err) {
+    throw explainLoadFailure(AEAD_ADDON, err);
+  }
+}
