@@ -4,8 +4,10 @@
  * {@link loadNativeModule} on first use, never at import time, so that a
  * missing system library breaks only the feature that needs it.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 // Not named `require`: the Electron build (electron-vite) puts a `require` shim at the top of each chunk it emits,
 // and this module lands in the chunk the app and its media worker share.
@@ -115,5 +117,67 @@ function packageRoot(packageName: string): string | undefined {
     return dirname(requireHere.resolve(`${packageName}/package.json`));
   } catch {
     return undefined;
+  }
+}
+
+/** One of Parley's own N-API addons, `native/<dir>/addon`, built by scripts/setup.sh or `npm run build:native`. */
+export interface OwnAddonSpec extends NativeModuleSpec {
+  /** Its folder under native/, e.g. `apm`. */
+  dir: string;
+  /** node-gyp's target name (the `.node` file's), e.g. `parley_apm`. */
+  target: string;
+  /** The environment variable that may name the `.node` file instead, e.g. `PARLEY_APM_ADDON`. */
+  envVar: string;
+  /** What it is, as the start of "… is not built", e.g. "Parley's voice processing addon". */
+  title: string;
+  /** The Debian package its build needs, when it needs one, e.g. `libwebrtc-audio-processing-dev`. */
+  buildPackage?: string;
+}
+
+/** Where node-gyp puts an addon, relative to the repository (or the app's) root. */
+export function ownAddonFile(spec: OwnAddonSpec): string {
+  return join('native', spec.dir, 'addon', 'build', 'Release', `${spec.target}.node`);
+}
+
+/**
+ * Where an addon may be, most specific first: the file its environment
+ * variable names; beside the module at `moduleUrl` (its `native/<dir>/index.ts`,
+ * running from source); the root seen from a bundle in `out/main/` or
+ * `out/cli/`; Electron's `app.asar.unpacked` (a shared object cannot load from
+ * inside an asar: electron-builder must `asarUnpack` it).
+ */
+export function ownAddonPaths(spec: OwnAddonSpec, moduleUrl: string): string[] {
+  const here = dirname(fileURLToPath(moduleUrl));
+  const resources = (process as { resourcesPath?: string }).resourcesPath;
+  const file = ownAddonFile(spec);
+  const named = process.env[spec.envVar];
+  return [
+    ...(named ? [named] : []),
+    join(here, 'addon', 'build', 'Release', `${spec.target}.node`),
+    join(here, '..', '..', file),
+    ...(resources ? [join(resources, 'app.asar.unpacked', file)] : []),
+  ];
+}
+
+/**
+ * Loads an addon from the first of `candidates` that exists.
+ * @throws NativeModuleLoadError "<title> is not built (<file> missing): run
+ *   scripts/setup.sh or npm run build:native (needs <package>)" when none
+ *   exists, or {@link explainLoadFailure}'s (the missing system library and
+ *   its package) when it does not load.
+ */
+export function loadOwnAddon<T>(spec: OwnAddonSpec, candidates: readonly string[]): T {
+  const path = candidates.find((p) => existsSync(p));
+  if (path === undefined) {
+    throw new NativeModuleLoadError(
+      `${spec.title} is not built (${ownAddonFile(spec)} missing): run scripts/setup.sh or npm run build:native${spec.buildPackage ? ` (needs ${spec.buildPackage})` : ''}`,
+      spec.packageName,
+      undefined,
+    );
+  }
+  try {
+    return requireHere(path) as T;
+  } catch (err) {
+    throw explainLoadFailure(spec, err);
   }
 }

@@ -4,11 +4,7 @@
  * build:native`), for per-packet sealing: SRTP (RFC 7714) and SFrame
  * (RFC 9605). main/media/aes-gcm.ts is its user; see there for why.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+import { loadOwnAddon, ownAddonPaths, type OwnAddonSpec } from '../load';
 
 /** One key's contexts (AEAD_AES_128_GCM or AEAD_AES_256_GCM, 12-byte IV, 16-byte tag). */
 export interface NativeGcm {
@@ -32,27 +28,20 @@ interface AeadAddon {
   openssl: string;
 }
 
-const AEAD_ADDON: NativeModuleSpec = {
+const AEAD_ADDON: OwnAddonSpec = {
   packageName: 'parley_aead (native/aead/addon)',
   purpose: 'encrypting call audio (SRTP and end-to-end frames)',
   systemLibraries: { 'libcrypto.so.3': 'libssl3' },
+  dir: 'aead',
+  target: 'parley_aead',
+  envVar: 'PARLEY_AEAD_ADDON',
+  title: "Parley's AES-GCM addon",
+  buildPackage: 'libssl-dev',
 };
-const ADDON_FILE = join('native', 'aead', 'addon', 'build', 'Release', 'parley_aead.node');
 
-/**
- * Where the addon may be, most specific first: `PARLEY_AEAD_ADDON`; beside this
- * module (from source); the app root seen from a bundle in `out/main/` or
- * `out/cli/`; Electron's `app.asar.unpacked`.
- */
+/** Where the addon may be, most specific first (native/load.ts {@link ownAddonPaths}; `PARLEY_AEAD_ADDON` first). */
 export function aeadAddonPaths(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const resources = (process as { resourcesPath?: string }).resourcesPath;
-  return [
-    ...(process.env.PARLEY_AEAD_ADDON ? [process.env.PARLEY_AEAD_ADDON] : []),
-    join(here, 'addon', 'build', 'Release', 'parley_aead.node'),
-    join(here, '..', '..', ADDON_FILE),
-    ...(resources ? [join(resources, 'app.asar.unpacked', ADDON_FILE)] : []),
-  ];
+  return ownAddonPaths(AEAD_ADDON, import.meta.url);
 }
 
 /**
@@ -61,17 +50,5 @@ export function aeadAddonPaths(): string[] {
  *   exists, or "libcrypto.so.3 missing: install libssl3 …" when the loader cannot find OpenSSL.
  */
 export function loadAeadAddon(candidates: readonly string[] = aeadAddonPaths()): AeadAddon {
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    throw new NativeModuleLoadError(
-      `Parley's AES-GCM addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native (needs libssl-dev)`,
-      AEAD_ADDON.packageName,
-      undefined,
-    );
-  }
-  try {
-    return createRequire(import.meta.url)(path) as AeadAddon;
-  } catch (err) {
-    throw explainLoadFailure(AEAD_ADDON, err);
-  }
+  return loadOwnAddon<AeadAddon>(AEAD_ADDON, candidates);
 }

@@ -19,11 +19,7 @@
  * activity detection (VAD, moderate likelihood) and a high-pass filter.
  * See docs/audio.md.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+import { loadOwnAddon, ownAddonPaths, type OwnAddonSpec } from '../load';
 
 /** Samples in one APM frame: 10 ms at 48 kHz mono. */
 export const APM_FRAME_SAMPLES = 480;
@@ -144,30 +140,23 @@ interface ApmAddon {
   ) => NativeApm;
 }
 
-const APM_ADDON: NativeModuleSpec = {
+const APM_ADDON: OwnAddonSpec = {
   packageName: 'parley_apm (native/apm/addon)',
   purpose: 'echo cancellation, noise suppression and gain control',
   systemLibraries: {
     'libwebrtc_audio_processing.so.1': 'libwebrtc-audio-processing1',
     'libstdc++.so.6': 'libstdc++6',
   },
+  dir: 'apm',
+  target: 'parley_apm',
+  envVar: 'PARLEY_APM_ADDON',
+  title: "Parley's voice processing addon",
+  buildPackage: 'libwebrtc-audio-processing-dev',
 };
-const ADDON_FILE = join('native', 'apm', 'addon', 'build', 'Release', 'parley_apm.node');
 
-/**
- * Where the addon may be, most specific first: `PARLEY_APM_ADDON`; beside this
- * module (from source); the app root seen from a bundle in `out/main/`;
- * Electron's `app.asar.unpacked`.
- */
+/** Where the addon may be, most specific first (native/load.ts {@link ownAddonPaths}; `PARLEY_APM_ADDON` first). */
 export function apmAddonPaths(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const resources = (process as { resourcesPath?: string }).resourcesPath;
-  return [
-    ...(process.env.PARLEY_APM_ADDON ? [process.env.PARLEY_APM_ADDON] : []),
-    join(here, 'addon', 'build', 'Release', 'parley_apm.node'),
-    join(here, '..', '..', ADDON_FILE),
-    ...(resources ? [join(resources, 'app.asar.unpacked', ADDON_FILE)] : []),
-  ];
+  return ownAddonPaths(APM_ADDON, import.meta.url);
 }
 
 /**
@@ -177,19 +166,7 @@ export function apmAddonPaths(): string[] {
  *   libwebrtc-audio-processing1 …" when the dynamic loader cannot find the library.
  */
 export function loadApmAddon(candidates: readonly string[] = apmAddonPaths()): ApmAddon {
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    throw new NativeModuleLoadError(
-      `Parley's voice processing addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native (needs libwebrtc-audio-processing-dev)`,
-      APM_ADDON.packageName,
-      undefined,
-    );
-  }
-  try {
-    return createRequire(import.meta.url)(path) as ApmAddon;
-  } catch (err) {
-    throw explainLoadFailure(APM_ADDON, err);
-  }
+  return loadOwnAddon<ApmAddon>(APM_ADDON, candidates);
 }
 
 let addon: ApmAddon | undefined;

@@ -11,16 +11,7 @@
  *   and cannot decode in-band FEC (`decode_fec` is always 0). See
  *   docs/opus-decoder.md for the API, the build and measurements.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import {
-  explainLoadFailure,
-  loadNativeModule,
-  NativeModuleLoadError,
-  type NativeModuleSpec,
-} from '../load';
+import { loadNativeModule, loadOwnAddon, ownAddonPaths, type NativeModuleSpec, type OwnAddonSpec } from '../load';
 
 /** The binding's class (encoder and decoder share one native object). */
 interface NativeOpus {
@@ -218,29 +209,20 @@ interface NativeDecoder {
   reset(): void;
 }
 
-const DECODER_ADDON: NativeModuleSpec = {
+const DECODER_ADDON: OwnAddonSpec = {
   packageName: 'parley_opus (native/opus/addon)',
   purpose: 'Opus voice decoding with loss concealment and FEC',
   systemLibraries: { 'libopus.so.0': 'libopus0' },
+  dir: 'opus',
+  target: 'parley_opus',
+  envVar: 'PARLEY_OPUS_ADDON',
+  title: "Parley's Opus decoder addon",
+  buildPackage: 'libopus-dev',
 };
-/** Where node-gyp puts the addon, relative to the repository (or app) root. */
-const ADDON_FILE = join('native', 'opus', 'addon', 'build', 'Release', 'parley_opus.node');
 
-/**
- * Where the decoder addon may be, most specific first: `PARLEY_OPUS_ADDON`;
- * beside this module (running from source); the app root seen from a bundle
- * in `out/main/`; Electron's `app.asar.unpacked` (electron-builder must
- * `asarUnpack` the `.node`, a shared object cannot load from inside an asar).
- */
+/** Where the decoder addon may be, most specific first (native/load.ts {@link ownAddonPaths}; `PARLEY_OPUS_ADDON` first). */
 export function opusDecoderAddonPaths(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const resources = (process as { resourcesPath?: string }).resourcesPath;
-  return [
-    ...(process.env.PARLEY_OPUS_ADDON ? [process.env.PARLEY_OPUS_ADDON] : []),
-    join(here, 'addon', 'build', 'Release', 'parley_opus.node'),
-    join(here, '..', '..', ADDON_FILE),
-    ...(resources ? [join(resources, 'app.asar.unpacked', ADDON_FILE)] : []),
-  ];
+  return ownAddonPaths(DECODER_ADDON, import.meta.url);
 }
 
 /**
@@ -249,22 +231,8 @@ export function opusDecoderAddonPaths(): string[] {
  *   exists, or "libopus.so.0 missing: install libopus0 …" when the dynamic
  *   loader cannot find libopus.
  */
-export function loadOpusDecoderAddon(
-  candidates: readonly string[] = opusDecoderAddonPaths(),
-): DecoderAddon {
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    throw new NativeModuleLoadError(
-      `Parley's Opus decoder addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native (needs libopus-dev)`,
-      DECODER_ADDON.packageName,
-      undefined,
-    );
-  }
-  try {
-    return createRequire(import.meta.url)(path) as DecoderAddon;
-  } catch (err) {
-    throw explainLoadFailure(DECODER_ADDON, err);
-  }
+export function loadOpusDecoderAddon(candidates: readonly string[] = opusDecoderAddonPaths()): DecoderAddon {
+  return loadOwnAddon<DecoderAddon>(DECODER_ADDON, candidates);
 }
 
 let decoderAddon: DecoderAddon | undefined;

@@ -12,12 +12,8 @@
  * `GetNamedPipeClientProcessId` and a token query, not done here):
  * {@link peerCredentialSupport} says so. Loaded on first use, never at import.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+import { loadOwnAddon, NativeModuleLoadError, ownAddonPaths, type OwnAddonSpec } from '../load';
 
 /** Who is at the other end of a Unix socket. */
 export interface PeerCredentials {
@@ -37,25 +33,18 @@ interface PeerCredAddon {
   mechanism: 'SO_PEERCRED' | 'getpeereid';
 }
 
-const ADDON: NativeModuleSpec = {
+const ADDON: OwnAddonSpec = {
   packageName: 'parley_peercred (native/peercred/addon)',
   purpose: 'checking who connects to the control socket',
+  dir: 'peercred',
+  target: 'parley_peercred',
+  envVar: 'PARLEY_PEERCRED_ADDON',
+  title: "Parley's peer credential addon",
 };
-/** Where node-gyp puts the addon, relative to the repository root. */
-const ADDON_FILE = join('native', 'peercred', 'addon', 'build', 'Release', 'parley_peercred.node');
 
-/**
- * Where the addon may be, most specific first: `PARLEY_PEERCRED_ADDON`;
- * beside this module (running from source); the repository root seen from a
- * bundle in `out/main/`.
- */
+/** Where the addon may be, most specific first (native/load.ts {@link ownAddonPaths}; `PARLEY_PEERCRED_ADDON` first). */
 export function peerCredAddonPaths(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  return [
-    ...(process.env.PARLEY_PEERCRED_ADDON ? [process.env.PARLEY_PEERCRED_ADDON] : []),
-    join(here, 'addon', 'build', 'Release', 'parley_peercred.node'),
-    join(here, '..', '..', ADDON_FILE),
-  ];
+  return ownAddonPaths(ADDON, import.meta.url);
 }
 
 /**
@@ -80,19 +69,7 @@ export function peerCredentialSupport(platform: NodeJS.Platform = process.platfo
 export function loadPeerCredAddon(candidates: readonly string[] = peerCredAddonPaths()): PeerCredAddon {
   const support = peerCredentialSupport();
   if (!support.ok) throw new NativeModuleLoadError(support.reason, ADDON.packageName, undefined);
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    throw new NativeModuleLoadError(
-      `Parley's peer credential addon is not built (${ADDON_FILE} missing): run scripts/setup.sh or npm run build:native`,
-      ADDON.packageName,
-      undefined,
-    );
-  }
-  try {
-    return createRequire(import.meta.url)(path) as PeerCredAddon;
-  } catch (err) {
-    throw explainLoadFailure(ADDON, err);
-  }
+  return loadOwnAddon<PeerCredAddon>(ADDON, candidates);
 }
 
 let addon: PeerCredAddon | undefined;

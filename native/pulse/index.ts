@@ -5,11 +5,7 @@
  * every PulseAudio device (PipeWire's pulse server included) and keeps
  * PortAudio for the rest; docs/audio.md ("The device path") says why.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { explainLoadFailure, NativeModuleLoadError, type NativeModuleSpec } from '../load';
+import { loadOwnAddon, ownAddonPaths, type OwnAddonSpec } from '../load';
 
 /** One open stream (corked until {@link PulseStream.start}). */
 export interface PulseStream {
@@ -91,21 +87,20 @@ export interface PulseAddon {
   schedRoundRobin(tid: number, priority: number): void;
 }
 
-const ADDON: NativeModuleSpec = {
+const ADDON: OwnAddonSpec = {
   packageName: 'parley_pulse (native/pulse/addon)',
   purpose: 'the microphone and speakers through PulseAudio',
   systemLibraries: { 'libpulse.so.0': 'libpulse0' },
+  dir: 'pulse',
+  target: 'parley_pulse',
+  envVar: 'PARLEY_PULSE_ADDON',
+  title: "Parley's PulseAudio addon",
+  buildPackage: 'libpulse-dev',
 };
-const ADDON_FILE = join('native', 'pulse', 'addon', 'build', 'Release', 'parley_pulse.node');
 
-/** Where the addon may be: `PARLEY_PULSE_ADDON`, beside this module, or under the repository root (bundles in out/). */
+/** Where the addon may be, most specific first (native/load.ts {@link ownAddonPaths}; `PARLEY_PULSE_ADDON` first). */
 export function pulseAddonPaths(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  return [
-    ...(process.env.PARLEY_PULSE_ADDON ? [process.env.PARLEY_PULSE_ADDON] : []),
-    join(here, 'addon', 'build', 'Release', 'parley_pulse.node'),
-    join(here, '..', '..', ADDON_FILE),
-  ];
+  return ownAddonPaths(ADDON, import.meta.url);
 }
 
 let loaded: PulseAddon | undefined;
@@ -115,19 +110,6 @@ let loaded: PulseAddon | undefined;
  * @throws NativeModuleLoadError when it is not built (run scripts/setup.sh) or libpulse is missing.
  */
 export function loadPulseAddon(candidates: readonly string[] = pulseAddonPaths()): PulseAddon {
-  if (loaded) return loaded;
-  const file = candidates.find((p) => existsSync(p));
-  if (!file) {
-    throw new NativeModuleLoadError(
-      `${ADDON.packageName} is not built (needed for ${ADDON.purpose}): run scripts/setup.sh (needs libpulse-dev)`,
-      ADDON.packageName,
-      undefined,
-    );
-  }
-  try {
-    loaded = createRequire(import.meta.url)(file) as PulseAddon;
-  } catch (e) {
-    throw explainLoadFailure(ADDON, e);
-  }
+  loaded ??= loadOwnAddon<PulseAddon>(ADDON, candidates);
   return loaded;
 }
