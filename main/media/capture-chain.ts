@@ -153,8 +153,9 @@ export class CaptureChain {
    * its VAD. Bypassed, the microphone goes to the encoder as it came and the
    * played audio is not fed as a reference: in a call with processing off
    * that work (the APM's band split, high-pass filter and VAD, and the
-   * echo-path detector) was ≈ 1.2 % of one core on the media thread
-   * (docs/BENCHMARKS.md, "Voice processing off does no processing").
+   * echo-path detector) was ≈ 0.9 % of one core on the media thread and
+   * ≈ 1.3 % for the whole daemon (docs/BENCHMARKS.md, "Voice processing off
+   * does no processing").
    */
   private processing(): CaptureProcessor | undefined {
     const processor = this.options.processor;
