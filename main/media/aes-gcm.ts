@@ -26,8 +26,8 @@ let addon: ReturnType<typeof loadAeadAddon> | undefined;
  * direction, keyed once; each packet only sets its IV.
  *
  * Why not `crypto.createCipheriv('aes-128-gcm', key, iv)` per packet: with
- * OpenSSL 3 each call fetches the algorithm and sets up a new context: 160–180
- * µs per packet sealed and opened at a call's cadence, against 27–33 µs here,
+ * OpenSSL 3 each call fetches the algorithm and sets up a new context: 160–200
+ * µs per packet sealed and opened at a call's cadence, against 27–57 µs here,
  * and 10 against 5 µs back to back (`npm run bench:srtp`, docs/BENCHMARKS.md
  * "SRTP"). An earlier version of this class kept one AES-ECB cipher per key
  * and computed GHASH in JavaScript: as fast at a call's cadence (27 µs, most
