@@ -33,9 +33,9 @@
  *   bitrate while the path loses packets.
  *
  * The round-trip time is given by the caller: RFC 3550 §6.4.1 derives it from
- * the report's LSR/DLSR and the send time of our SR; werift keeps that send
- * time (its SR timestamps' fraction field is not a standard 2⁻³² fraction, so
- * the standard formula cannot be applied from outside) and smooths the result.
+ * the report's LSR/DLSR and the send time of our SR, which werift keeps (a
+ * private field; main/media/peer.ts reads it) and smooths. Its SR timestamps
+ * are standard NTP since patches/werift+0.25.2.patch (test/unit/werift-ntp.test.ts).
  */
 export interface EncoderControl {
   setBitrate?(bitsPerSecond: number): void;
