@@ -50,7 +50,7 @@ export async function warmUpMediaPath(options: { ptimeMs: 10 | 20; timeoutMs?: n
     const payload = Buffer.from([0xf8, 0xff, 0xfe]); // an Opus DTX frame (TOC + silence)
     const timer = setInterval(() => {
       for (const p of [a, b]) {
-        p.track.writeRtp(
+        p.sendRtp(
           new RtpPacket(
             new RtpHeader({ payloadType: OPUS_PAYLOAD_TYPE, sequenceNumber: Math.floor(Math.random() * 65535), timestamp: 0, marker: true }),
             payload,

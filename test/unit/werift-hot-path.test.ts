@@ -173,6 +173,51 @@ describe('SRTP AEAD_AES_128_GCM packets as RFC 7714 §8.1 defines them', () => {
   });
 });
 
+describe('the send path from Peer.sendRtp to the network', () => {
+  it('delivers each packet once and in order with the sender\'s SSRC, its own header extensions sent sorted by id (RFC 8285)', async () => {
+    const options: PeerOptions = { iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 };
+    const a = new Peer(options);
+    const b = new Peer(options);
+    try {
+      a.bindSrtpKeys(undefined);
+      b.bindSrtpKeys(undefined);
+      a.onCandidate((c) => void (c && b.addCandidate(c)));
+      b.onCandidate((c) => void (c && a.addCandidate(c)));
+      const offer = await a.createOffer();
+      const answer = await b.acceptOffer(offer.sdp);
+      await a.acceptAnswer(answer.sdp);
+      await Promise.all([a.connected(10_000), b.connected(10_000)]);
+      a.setRedundancy(0);
+
+      const got: { seq: number; ssrc: number; payload: string }[] = [];
+      b.onRemoteRtp((rtp) => got.push({ seq: rtp.header.sequenceNumber, ssrc: rtp.header.ssrc, payload: rtp.payload.toString('hex') }));
+      // The header each packet is sealed with (the receiver's RED unwrapper rebuilds headers, so it is read here).
+      const dtls = a.transceiver.dtlsTransport!;
+      const sealAndSend = dtls.sendRtp.bind(dtls);
+      const wireIds: number[][] = [];
+      dtls.sendRtp = (payload, header) => (wireIds.push(header.extensions.map((e) => e.id)), sealAndSend(payload, header));
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const payload = randomBytes(40 + i);
+        sent.push(payload.toString('hex'));
+        const header = new RtpHeader({ payloadType: 111, sequenceNumber: 500 + i, timestamp: 960 * i, marker: i === 0 });
+        // Out of order on purpose: what goes on the wire is sorted by id.
+        header.extensions = [{ id: 3, payload: Buffer.from([i]) }, { id: 1, payload: Buffer.from([0x80 | i]) }];
+        a.sendRtp(new RtpPacket(header, payload));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await expect.poll(() => got.length, { timeout: 5000 }).toBe(20);
+      expect(got.map((g) => g.payload)).toEqual(sent);
+      const seqs = got.map((g) => g.seq);
+      for (let i = 1; i < seqs.length; i++) expect((seqs[i]! - seqs[i - 1]! + 65536) % 65536).toBe(1);
+      expect(new Set(got.map((g) => g.ssrc))).toEqual(new Set([a.transceiver.sender.ssrc]));
+      expect(wireIds).toEqual(Array.from({ length: 20 }, () => [1, 3]));
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
 describe("the sender report's NTP time (RFC 3550 §6.4.1)", () => {
   it("is the wall-clock time the packet with the report's RTP timestamp was sent, in a real call between two peers", async () => {
     const options: PeerOptions = { iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 };
