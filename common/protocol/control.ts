@@ -319,6 +319,10 @@ export const RoomMember = z.object({
       /** Frames the end-to-end transform could not decrypt (dropped, concealed). */
       framesUndecryptable: z.number().int(),
       jitterBufferMs: z.number(),
+      /** The jitter buffer's target delay now (the adaptive buffer's, or the fixed one), ms. */
+      jitterTargetMs: z.number().optional(),
+      /** Interarrival jitter of its packets (RFC 3550 §6.4.1 estimate), ms. */
+      jitterMs: z.number().optional(),
     })
     .optional(),
 });

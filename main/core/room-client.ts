@@ -1000,6 +1000,8 @@ export class RoomClient extends EventEmitter<{
                 framesConcealed: s.framesConcealed,
                 framesUndecryptable: s.framesUndecryptable,
                 jitterBufferMs: s.bufferedMs,
+                jitterTargetMs: s.targetMs,
+                jitterMs: Math.round(s.jitterMs * 10) / 10,
               },
             }
           : {}),

@@ -160,6 +160,12 @@ describe('a group call of four daemons through the SFU', () => {
       const s = await hearsAll(n, names.filter((x) => x !== n));
       expect(s.participants.map((p) => p.username).sort()).toEqual(names.map((x) => clients[x].name).sort());
       expect(s.participants.find((p) => p.self)?.username).toBe(clients[n].name);
+      // Each stream heard says what its jitter buffer aims at and the jitter it measured (20 ms packets here).
+      for (const p of s.participants.filter((x) => !x.self)) {
+        expect(p.audio!.jitterTargetMs).toBeGreaterThanOrEqual(10);
+        expect(p.audio!.jitterTargetMs).toBeLessThanOrEqual(500);
+        expect(p.audio!.jitterMs).toBeGreaterThanOrEqual(0);
+      }
     }
     // The CLI shows the same (`parley room participants`, through the daemon's socket).
     const shown = await runParley(['room', 'participants'], { PARLEY_SOCKET: clients.b.socket, PARLEY_DATA_DIR: clients.b.dataDir });
