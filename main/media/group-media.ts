@@ -127,6 +127,9 @@ export class GroupMediaSession extends EventEmitter<{
       ...(this.options.jitterTargetMs !== undefined ? { jitterTargetMs: this.options.jitterTargetMs } : {}),
       now: this.now,
       onFirstAudio: () => this.emit('firstAudio', participant.deviceId),
+      // Each stream steers its own pulls to come just after its packets arrive: the mixer pulls a stream again
+      // when its audio runs out, so its shortened or lengthened frames move its phase alone (mixer.ts).
+      alignPhase: true,
     });
     const removeFromMix = this.mixer.add(chain);
     const transform = this.options.transform;
@@ -201,7 +204,7 @@ export class GroupMediaSession extends EventEmitter<{
     this.emit('levels', takeLevels(this.meter, this.capture.talking()));
   }
 
-  /** One frame for the speaker: the mix of every participant at the output gain; also the echo reference. */
+  /** The next stretch for the speaker (5 ms to a frame and a step: Mixer.pull): the mix of every participant at the output gain; also the echo reference. */
   private pullPlayout(): Int16Array {
     const out = this.mixer.pull();
     if (this.outputGain < 1) for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]! * this.outputGain);

@@ -220,17 +220,65 @@ describe('Mixer', () => {
     expect(mixer.size).toBe(1);
     expect(mixer.pull()[0]).toBe(5);
   });
-  it('refuses an input of the wrong frame size with a clear error when it has to mix', () => {
+  it('refuses an empty frame with a clear error', () => {
     const mixer = new Mixer(4);
     mixer.add({ pull: frame(1) });
-    mixer.add({ pull: () => new Int16Array(3) });
-    expect(() => mixer.pull()).toThrow(/3 samples, the mixer's frame is 4/);
+    mixer.add({ pull: () => new Int16Array(0) });
+    expect(() => mixer.pull()).toThrow(/empty frame/);
   });
 
   it('passes a lone input through at its own length (the shortened or lengthened frame of an aligned playout)', () => {
     const mixer = new Mixer(4);
     mixer.add({ pull: () => new Int16Array([1, 2]) });
     expect([...mixer.pull()]).toEqual([1, 2]);
+  });
+
+  /** An input giving frames of the listed lengths in turn, each filled with its index + `base` (so every sample says where it came from). */
+  const frames = (base: number, lengths: number[]) => {
+    let k = 0;
+    return { pull: () => new Int16Array(lengths[k % lengths.length]!).fill(base + k++) };
+  };
+  const runs: { name: string; inputs: [number, number[]][]; pulls: number; out: number[][] }[] = [
+    {
+      name: 'two inputs of different phases: each pull ends where the first input runs out, and nothing is lost or repeated',
+      inputs: [[100, [4, 4]], [200, [2, 4, 4]]],
+      pulls: 4,
+      // a: 100×4, 101×4, 102…  b: 200×2, 201×4, 202×4
+      out: [[300, 300], [301, 301], [302, 302], [303, 303]],
+    },
+    {
+      name: 'a shortened frame (a stream aligning its phase in a pause) moves only that stream\'s next pull',
+      inputs: [[0, [4, 2, 4, 4]], [1000, [4, 4, 4]]],
+      pulls: 4,
+      out: [[1000, 1000, 1000, 1000], [1002, 1002], [1003, 1003], [1004, 1004]],
+    },
+    {
+      name: 'a lengthened frame is played to its end while the other stream goes on',
+      inputs: [[0, [6, 4]], [10, [4, 4]]],
+      pulls: 3,
+      out: [[10, 10, 10, 10], [11, 11], [12, 12]],
+    },
+  ];
+  for (const run of runs) {
+    it(run.name, () => {
+      const mixer = new Mixer(4);
+      for (const [base, lengths] of run.inputs) mixer.add(frames(base, lengths));
+      const got = Array.from({ length: run.pulls }, () => [...mixer.pull()]);
+      expect(got).toEqual(run.out);
+      const total = got.reduce((a, f) => a + f.length, 0);
+      expect(total).toBe(run.out.reduce((a, f) => a + f.length, 0));
+    });
+  }
+
+  it('a stream that leaves takes only its unplayed rest with it; the one left is passed on from where it was', () => {
+    const mixer = new Mixer(4);
+    mixer.add(frames(0, [4]));
+    const remove = mixer.add(frames(100, [2, 4]));
+    expect([...mixer.pull()]).toEqual([100, 100]);
+    remove();
+    // The rest of the first input's frame (2 samples of 0), then its next frames whole.
+    expect([...mixer.pull()]).toEqual([0, 0]);
+    expect([...mixer.pull()]).toEqual([1, 1, 1, 1]);
   });
 });
 
