@@ -7,7 +7,9 @@
  * place, and the sender report's NTP time made only when a report is sent.
  * Each is checked against the standard it implements, not against werift's
  * old code: hand-built packets (RFC 3550 §5.1, RFC 2198 §3) and an SRTP packet
- * opened by Node's OpenSSL with the IV RFC 7714 §8.1 defines.
+ * opened by Node's OpenSSL with the IV RFC 7714 §8.1 defines. Also the DTLS
+ * handshake's X25519 (RFC 7748), moved from tweetnacl's JavaScript to OpenSSL:
+ * the RFC's §6.1 vectors through the functions the handshake calls.
  */
 import { createDecipheriv, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -23,6 +25,7 @@ import {
   SrtpSession,
   uint32Add,
 } from 'werift';
+import * as werift from 'werift';
 import { installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
 import { Peer, type PeerOptions } from '../../main/media/peer';
 
@@ -170,6 +173,43 @@ describe('SRTP AEAD_AES_128_GCM packets as RFC 7714 §8.1 defines them', () => {
         expect(opened.equals(payload)).toBe(true);
       }
     }
+  });
+});
+
+describe('the DTLS key exchange (X25519, RFC 7748) on OpenSSL', () => {
+  // Exported by patches/werift+0.25.2.patch under Parley names: the functions werift's handshake calls.
+  const dtls = werift as unknown as {
+    PARLEY_DTLS_X25519(privateKey: Buffer, publicKey: Buffer): Buffer;
+    PARLEY_DTLS_GENERATE_KEY_PAIR(curve: number): { curve: number; privateKey: Buffer; publicKey: Buffer };
+  };
+  const X25519_CURVE = 29; // RFC 8422 §5.1.1 NamedCurve x25519
+  const hex = (h: string) => Buffer.from(h, 'hex');
+
+  it('gives RFC 7748 §6.1 shared secret from both sides', () => {
+    const alicePrivate = hex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a');
+    const alicePublic = hex('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a');
+    const bobPrivate = hex('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb');
+    const bobPublic = hex('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f');
+    const shared = '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742';
+    expect(dtls.PARLEY_DTLS_X25519(alicePrivate, bobPublic).toString('hex')).toBe(shared);
+    expect(dtls.PARLEY_DTLS_X25519(bobPrivate, alicePublic).toString('hex')).toBe(shared);
+  });
+
+  it('makes fresh 32-byte key pairs whose public key is X25519(k, 9), and two of them agree', () => {
+    const base = Buffer.alloc(32);
+    base[0] = 9; // the u-coordinate of the base point (RFC 7748 §4.1), little-endian
+    const a = dtls.PARLEY_DTLS_GENERATE_KEY_PAIR(X25519_CURVE);
+    const b = dtls.PARLEY_DTLS_GENERATE_KEY_PAIR(X25519_CURVE);
+    expect(a.curve).toBe(X25519_CURVE);
+    expect([a.privateKey.length, a.publicKey.length]).toEqual([32, 32]);
+    expect(a.privateKey.equals(b.privateKey)).toBe(false);
+    expect(dtls.PARLEY_DTLS_X25519(a.privateKey, base).equals(a.publicKey)).toBe(true);
+    expect(dtls.PARLEY_DTLS_X25519(a.privateKey, b.publicKey).equals(dtls.PARLEY_DTLS_X25519(b.privateKey, a.publicKey))).toBe(true);
+  });
+
+  it('refuses a key that is not 32 bytes (a malformed ClientKeyExchange) with an error, not a wrong secret', () => {
+    const { privateKey } = dtls.PARLEY_DTLS_GENERATE_KEY_PAIR(X25519_CURVE);
+    expect(() => dtls.PARLEY_DTLS_X25519(privateKey, Buffer.alloc(31))).toThrow(/32 bytes/);
   });
 });
 
