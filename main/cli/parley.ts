@@ -331,7 +331,11 @@ program
         console.log(`[media] ${engine.mediaThread} thread${r.tid !== undefined ? ` (tid ${r.tid})` : ''}: ${nice}${rt}`);
       });
       // The first call connects as fast as the next ones (no compilation on its path).
-      void (earlyWarmUp ?? engine.warmUp()).then((r) => console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`));
+      void (earlyWarmUp ?? engine.warmUp()).then((r) => {
+        console.log('error' in r ? `[media] warm-up failed: ${r.error}` : `[media] warm-up ${r.ms} ms`);
+        // Group calls run on this thread: their codec module loads now, not at the first join.
+        rooms.warmUp();
+      });
       signaling.on('state', (s, d) => console.log(`[signaling] ${s}${d ? ` (${d})` : ''}`));
       const secrets = keychainStore();
       const contacts = new ContactBook(signaling);

@@ -276,6 +276,21 @@ export class RoomClient extends EventEmitter<{
   }
 
   /** The id of the room this client is in (or joining), or undefined. */
+  /**
+   * Loads what a join needs on this thread ahead of any join: the Opus codec
+   * module, whose lookup (node-pre-gyp and its dependencies) took ~90 ms of
+   * this thread at a first join (a daemon's CPU profile). Call it once the
+   * process is up and idle. Never throws: a codec that cannot load is reported
+   * by the join that needs it.
+   */
+  warmUp(): void {
+    try {
+      this.platform.createCodec(this.config.frameMs);
+    } catch {
+      // the join says what is wrong
+    }
+  }
+
   currentRoomId(): string | undefined {
     return this.room?.roomId ?? this.joining;
   }

@@ -659,6 +659,8 @@ export class Softphone extends EventEmitter<SoftphoneEvents> {
     // The first call connects as fast as the next ones (no compilation on its path).
     void engine.warmUp().then((r) => {
       if ('error' in r) this.emit('notice', { level: 'info', message: `Media warm-up failed (${r.error}); the first call may take a moment longer to connect.` });
+      // Group calls run on this thread: their codec module loads now, not at the first join.
+      rooms.warmUp();
     });
     engine.setMicOpen(this.mic.state().open);
     engine.setOutputGain(settings.outputVolume);
