@@ -29,6 +29,23 @@ import * as werift from 'werift';
 import { installSrtpAead, WERIFT_SRTP_AEAD_HOOK } from '../../main/media/aes-gcm';
 import { Peer, type PeerOptions } from '../../main/media/peer';
 
+/** Two `Peer`s on loopback (20 ms packets, no sealed secret); `connect` runs the offer/answer and waits for DTLS. */
+function newPair(): { a: Peer; b: Peer } {
+  const options: PeerOptions = { iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 };
+  return { a: new Peer(options), b: new Peer(options) };
+}
+
+async function connect(a: Peer, b: Peer): Promise<void> {
+  a.bindSrtpKeys(undefined);
+  b.bindSrtpKeys(undefined);
+  a.onCandidate((c) => void (c && b.addCandidate(c)));
+  b.onCandidate((c) => void (c && a.addCandidate(c)));
+  const offer = await a.createOffer();
+  const answer = await b.acceptOffer(offer.sdp);
+  await a.acceptAnswer(answer.sdp);
+  await Promise.all([a.connected(10_000), b.connected(10_000)]);
+}
+
 describe('RTP header fields (RFC 3550 §5.1)', () => {
   it('getBit reads any run of bits of a byte, most significant first', () => {
     for (let byte = 0; byte < 256; byte++) {
@@ -215,18 +232,9 @@ describe('the DTLS key exchange (X25519, RFC 7748) on OpenSSL', () => {
 
 describe('the send path from Peer.sendRtp to the network', () => {
   it('delivers each packet once and in order with the sender\'s SSRC, its own header extensions sent sorted by id (RFC 8285)', async () => {
-    const options: PeerOptions = { iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 };
-    const a = new Peer(options);
-    const b = new Peer(options);
+    const { a, b } = newPair();
     try {
-      a.bindSrtpKeys(undefined);
-      b.bindSrtpKeys(undefined);
-      a.onCandidate((c) => void (c && b.addCandidate(c)));
-      b.onCandidate((c) => void (c && a.addCandidate(c)));
-      const offer = await a.createOffer();
-      const answer = await b.acceptOffer(offer.sdp);
-      await a.acceptAnswer(answer.sdp);
-      await Promise.all([a.connected(10_000), b.connected(10_000)]);
+      await connect(a, b);
       a.setRedundancy(0);
 
       const got: { seq: number; ssrc: number; payload: string }[] = [];
@@ -260,18 +268,9 @@ describe('the send path from Peer.sendRtp to the network', () => {
 
 describe("the sender report's NTP time (RFC 3550 §6.4.1)", () => {
   it("is the wall-clock time the packet with the report's RTP timestamp was sent, in a real call between two peers", async () => {
-    const options: PeerOptions = { iceServers: [], iceTransportPolicy: 'all', loopbackOnly: true, ptimeMs: 20 };
-    const a = new Peer(options);
-    const b = new Peer(options);
+    const { a, b } = newPair();
     try {
-      a.bindSrtpKeys(undefined);
-      b.bindSrtpKeys(undefined);
-      a.onCandidate((c) => void (c && b.addCandidate(c)));
-      b.onCandidate((c) => void (c && a.addCandidate(c)));
-      const offer = await a.createOffer();
-      const answer = await b.acceptOffer(offer.sdp);
-      await a.acceptAnswer(answer.sdp);
-      await Promise.all([a.connected(10_000), b.connected(10_000)]);
+      await connect(a, b);
 
       const reports: { ntpMs: number; rtpTimestamp: number }[] = [];
       b.transceiver.dtlsTransport!.onRtcp.subscribe((packet) => {
