@@ -8,6 +8,8 @@
  *    Alice's microphone, each click's mouth-to-ear delay read at Bob's speaker
  *    on the probe's one clock — the method of `npm run bench` (bench/lib.ts
  *    `clickRun`), the same clicks, the same daemons.
+ * 1b. The same two alone in a room through the SFU: the click train again
+ *    (the group path's own delay, against the direct call's).
  * 2. Room 1: the same two and three more daemons join one room (5
  *    participants); `--joins` more join/leave cycles of one of them: join
  *    time (`join_room` → both transports, the producer and every consumer up,
@@ -25,7 +27,7 @@
  * streams); only Alice's microphone carries the clicks and only Bob's speaker
  * is measured. Prints a table and writes it to docs/BENCHMARKS.md (between
  * `bench:group` markers); with `--json` the last line is
- * `{"participants_per_room":5,"join_ms_p50","join_ms_p95","direct":{"mouth_to_ear_p50_ms","mouth_to_ear_p95_ms"},
+ * `{"participants_per_room":5,"join_ms_p50","join_ms_p95","direct":{"mouth_to_ear_p50_ms","mouth_to_ear_p95_ms"},"pair":{…},
  * "sfu":{…},"cpu_percent_per_participant","steps":[{"rooms","participants","mouth_to_ear_p50_ms","mouth_to_ear_p95_ms",
  * "missed","cpu_percent_per_participant","load_average"}],"max_participants","bound":"…"}`.
  */
@@ -105,6 +107,7 @@ async function main(): Promise<void> {
   };
   const steps: Step[] = [];
   let direct: ClickResult;
+  let pair: ClickResult;
   let bound = `the cap of ${MAX_ROOMS} rooms`;
   try {
     log('starting Alice and Bob…');
@@ -121,6 +124,16 @@ async function main(): Promise<void> {
     direct = await clickRun(pulse, dir, 'direct', CLICKS, SECONDS, { alice: () => [alice.pid], bob: () => [bob.pid] });
     await alice.request('end_call', { callId });
     await bob.waitForCall(callId, (s) => s.state === 'ended');
+
+    // 1b. The same two in a room of their own: the group path's own delay against the direct call's.
+    const duo = await alice.request<RoomStatus>('create_room', { invite: [bob.name] });
+    await join(bob, duo.roomId);
+    await waitFor('Bob to hear Alice in their room', async () => (await bob.request<RoomStatus>('list_participants')).participants.some((p) => !p.self && p.audio?.playing), 15_000, 100);
+    await new Promise((r) => setTimeout(r, 1000));
+    log(`room of two: ${CLICKS} clicks…`);
+    pair = await clickRun(pulse, dir, 'pair', CLICKS, SECONDS, { alice: () => [alice.pid], bob: () => [bob.pid] });
+    await alice.request('leave_room');
+    await bob.request('leave_room');
 
     // 2. Room 1: five participants, join cycles, the clicks through the SFU.
     const others = [await daemon('c'), await daemon('d'), await daemon('c')];
@@ -206,6 +219,7 @@ async function main(): Promise<void> {
   );
   const table = [
     `Mouth-to-ear, direct 1:1 call (the same two daemons): p50 ${p50(direct.m2e)} ms, p95 ${p95(direct.m2e)} ms (missed ${direct.missed}/${CLICKS}; CPU ${f1(direct.cpu.alice)} % / ${f1(direct.cpu.bob)} % of a core).`,
+    `Mouth-to-ear through the SFU, the same two alone in a room: p50 ${p50(pair!.m2e)} ms, p95 ${p95(pair!.m2e)} ms — ${(p50(pair!.m2e) / p50(direct!.m2e)).toFixed(2)}× / ${(p95(pair!.m2e) / p95(direct!.m2e)).toFixed(2)}× the direct call's (missed ${pair!.missed}/${CLICKS}).`,
     `Mouth-to-ear through the SFU, one room of ${ROOM_SIZE}: p50 ${p50(base.clicks.m2e)} ms, p95 ${p95(base.clicks.m2e)} ms — ${(p50(base.clicks.m2e) / p50(direct.m2e)).toFixed(2)}× / ${(p95(base.clicks.m2e) / p95(direct.m2e)).toFixed(2)}× the direct call's.`,
     `Join time (\`join_room\` → transports, producer and every consumer up), ${joinMs.length} joins: p50 ${p50(joinMs)} ms, p95 ${p95(joinMs)} ms.`,
     `CPU per participant (one room of ${ROOM_SIZE}): ${f1(base.cpuPerParticipant)} % of one core.`,
@@ -226,8 +240,8 @@ async function main(): Promise<void> {
       '',
       'Method (bench/group.ts): real `parley` daemons on one private PulseAudio, the server with one mediasoup worker. The',
       "mouth-to-ear method of `npm run bench` (bench/lib.ts `clickRun`): a click train into Alice's microphone, each click's",
-      "onset offset at Bob's speaker on one recording's clock — first in a direct 1:1 call of the two, then with both in a room",
-      `of ${ROOM_SIZE} through the SFU. Rooms of ${ROOM_SIZE} daemons each (sending continuously: DTX off) are then added and the train played in`,
+      "onset offset at Bob's speaker on one recording's clock — first in a direct 1:1 call of the two, then the two alone in a",
+      `room, then with both in a room of ${ROOM_SIZE} through the SFU. Rooms of ${ROOM_SIZE} daemons each (sending continuously: DTX off) are then added and the train played in`,
       `room 1 again after each, until its p95 exceeds ${P95_BOUND}× the one-room p95 (or clicks are lost, or the cap). CPU: utime+stime of`,
       "room 1's daemons over the train, mean per daemon. Join time: each daemon's `joinMs` (join_room until both transports,",
       'the producer and every consumer are up), every join of the run.',
@@ -245,6 +259,7 @@ async function main(): Promise<void> {
         join_ms_p95: p95(joinMs),
         joins: joinMs.length,
         direct: m2e(direct!),
+        pair: m2e(pair!),
         sfu: m2e(base.clicks),
         cpu_percent_per_participant: Math.round(base.cpuPerParticipant * 10) / 10,
         steps: steps.map((s) => ({
