@@ -275,7 +275,6 @@ export class RoomClient extends EventEmitter<{
     });
   }
 
-  /** The id of the room this client is in (or joining), or undefined. */
   /**
    * Loads what a join needs on this thread ahead of any join: the Opus codec
    * module, whose lookup (node-pre-gyp and its dependencies) took ~90 ms of
@@ -291,6 +290,7 @@ export class RoomClient extends EventEmitter<{
     }
   }
 
+  /** The id of the room this client is in (or joining), or undefined. */
   currentRoomId(): string | undefined {
     return this.room?.roomId ?? this.joining;
   }
