@@ -42,7 +42,11 @@ import { insertInOrder, tsDiff, type JitterPacket } from './jitter-buffer';
  * {@link PEAK_MIN_EXCESS_MS} above it is a peak (late packets within
  * {@link PEAK_MERGE_MS} of one are the same peak); while two or more peaks
  * fall within {@link PEAK_MEMORY_MS}, the quantile is raised to the highest of
- * them. A single stall (a call's start, one GC) does not engage it.
+ * them. A single stall (a call's start, one GC) does not engage it. A packet
+ * later than the largest target (`maxTargetMs`) is an outage, not a peak: no
+ * target could have covered it, and counted as one it held the target at the
+ * largest for 20 s beside any small peak (measured: a 1 s stall of both
+ * daemons 2 s after a 28 ms peak pinned a call at 400 ms until it ended).
  *
  * Why the playout delay, and not the buffer level, is steered: the buffer
  * holds `playout delay − transit of the newest packet`, so holding the *level*
@@ -406,6 +410,7 @@ export class AdaptiveJitterBuffer {
     this.quantileMs = undefined;
     this.peakAt.length = 0;
     this.peakHeight.length = 0;
+    this.outageAt = undefined;
   }
 
   stats(): AdaptiveJitterStats {
@@ -458,6 +463,8 @@ export class AdaptiveJitterBuffer {
   /** Remembered delay peaks: arrival times and heights (relative delay), ms, oldest first. */
   private readonly peakAt: number[] = [];
   private readonly peakHeight: number[] = [];
+  /** Arrival time of the last packet later than the largest target (an outage, not a peak), ms. */
+  private outageAt: number | undefined;
   /** Aligned: margin added after underruns, samples (a step per run of expands, up to a packet). */
   private marginBoost = 0;
   private lastUnderrunMs = 0;
@@ -514,12 +521,20 @@ export class AdaptiveJitterBuffer {
   /**
    * Records a delay peak: a packet `relativeMs` later than the window's
    * fastest, at least twice the window's quantile and
-   * {@link PEAK_MIN_EXCESS_MS} above it. One within {@link PEAK_MERGE_MS} of
-   * the last peak raises that peak instead of adding one.
+   * {@link PEAK_MIN_EXCESS_MS} above it, and no later than the largest target
+   * (later is an outage). One within {@link PEAK_MERGE_MS} of the last peak
+   * raises that peak instead of adding one.
    */
   private notePeak(relativeMs: number, arrivalMs: number): void {
     const q = this.quantileMs;
     if (q === undefined || relativeMs < Math.max(2 * q, q + PEAK_MIN_EXCESS_MS)) return;
+    // An outage (later than any target could cover) is no recurring jitter: raising for it only adds delay.
+    // The packets of its burst that come after the first are less late, and belong to it too.
+    if (ms2s(relativeMs) > this.maxTarget) {
+      this.outageAt = arrivalMs;
+      return;
+    }
+    if (this.outageAt !== undefined && arrivalMs - this.outageAt < PEAK_MERGE_MS) return;
     const last = this.peakAt.length - 1;
     if (last >= 0 && arrivalMs - this.peakAt[last]! < PEAK_MERGE_MS) {
       this.peakHeight[last] = Math.max(this.peakHeight[last]!, relativeMs);

@@ -102,6 +102,24 @@ describe('AdaptiveJitterBuffer', () => {
     expect(single.at(-1)!.targetMs).toBeLessThan(20);
   });
 
+  it('does not hold its target up for an outage no target could cover, even beside a peak', () => {
+    // A 30 ms stall at 3 s, then at 5 s a 1 s outage (a machine that froze, a dead link): the packets of that
+    // second come in one burst, the first 1 s late. Counted as a second peak, it held the target at the largest
+    // (400 ms) for 20 s: a call's delay up by 400 ms after one hiccup (seen on this machine, 2026-12-08).
+    const stall = (i: number) => (i >= 150 && i < 152 ? 30 - (i - 150) * 20 : 0);
+    const outage = (i: number) => (i >= 250 && i < 300 ? (300 - i) * 20 : 0);
+    const jb = new AdaptiveJitterBuffer({ packetSamples: F, alignPhase: true });
+    const run = simulate(jb, { seconds: 12, delay: (i) => stall(i) + outage(i), quiet: (k) => k % 50 > 35 });
+    // Within the 2 s window the quantile still covers the burst; once it has left, the target is back down.
+    expect(run.find((x) => x.t > 6000 && x.t < 8000 && x.targetMs > 300)).toBeDefined();
+    expect(run.at(-1)!.targetMs).toBeLessThan(20);
+    // The same two stalls at a height a target can cover are recurring peaks: the target holds the higher one.
+    const covered = (i: number) => (i >= 250 && i < 253 ? 90 - (i - 250) * 20 : 0);
+    const jb2 = new AdaptiveJitterBuffer({ packetSamples: F, alignPhase: true });
+    const run2 = simulate(jb2, { seconds: 12, delay: (i) => stall(i) + covered(i), quiet: (k) => k % 50 > 35 });
+    expect(run2.at(-1)!.targetMs).toBeGreaterThanOrEqual(90);
+  });
+
   it('plays a late packet when it comes instead of skipping it (expand keeps the playout point)', () => {
     const jb = new AdaptiveJitterBuffer({ packetSamples: F, initialTargetMs: 20 });
     // Packet 50 and everything after it arrive 45 ms late: the buffer runs dry first.
