@@ -97,6 +97,13 @@ export const MediaStats = z.object({
    * `absent` the echo canceller is given silence and leaves speech untouched.
    */
   echoPath: z.enum(['unknown', 'present', 'absent']).optional(),
+  /**
+   * Garbage-collection pauses of the media thread since the call's audio
+   * began (mark-compact and incremental marking; not the young generation's
+   * short scavenges): how many, and the longest, ms. Each one holds every
+   * packet and frame of the call. Absent where the media runs on the main thread.
+   */
+  mediaThreadGc: z.object({ pauses: z.number().int(), longestMs: z.number() }).optional(),
 });
 export type MediaStats = z.infer<typeof MediaStats>;
 

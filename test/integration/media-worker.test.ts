@@ -101,6 +101,8 @@ describe('the media worker', () => {
       media.start();
       await new Promise((r) => setTimeout(r, 300));
       expect(media.stats().ptimeMs).toBe(20);
+      // The media thread reports its own garbage-collection pauses (docs/audio.md), from the session's start.
+      await expect.poll(() => media.stats().mediaThreadGc, { timeout: 5000 }).toEqual({ pauses: expect.any(Number), longestMs: expect.any(Number) });
       // The device streams' own threads (libpulse's, started by the worker) run as the worker's thread does:
       // real-time when it is (they do not inherit it: the policy carries SCHED_RESET_ON_FORK).
       const comm = (t: string) => readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim();

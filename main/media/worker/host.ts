@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SHARE_ENV, Worker } from 'node:worker_threads';
+import { setFlagsFromString } from 'node:v8';
 import type { TransportKind } from '../../../common/call';
 import type { MediaStats } from '../../../common/protocol/control';
 import { AudioDeviceError, devicesSettled } from '../../../native/audio-device';
@@ -34,6 +35,15 @@ function workerEntry(): { path: string; execArgv: string[] } {
 
 function spawnWorker(): Worker {
   const entry = workerEntry();
+  // V8's memory reducer, for the heap the media thread is about to get (a V8 flag is read when an
+  // isolate's heap is set up, and is process-wide: heaps made later have none either). It collects
+  // garbage on a timer to shrink an idle heap — in a call, each daemon ran two or three such collections
+  // 15–16 s after the call began, 0.6 s apart, and each held the media thread (and, on two cores, the
+  // other end's capture) for 30–50 ms: a late packet, an underrun, a jitter buffer 5 ms deeper for
+  // 20 s (docs/audio.md, "The media thread's garbage collection"). The media thread allocates little
+  // and lives as long as the process: the young generation's scavenges and the old generation's own
+  // limits keep its heap in bounds without it.
+  setFlagsFromString('--no-memory-reducer');
   // SHARE_ENV: the worker's process.env is the process's real environment, which ALSA's pulse
   // plugin reads (native/audio-device picks a PulseAudio device through PULSE_SOURCE / PULSE_SINK).
   const worker = new Worker(entry.path, { execArgv: entry.execArgv, name: 'parley-media', env: SHARE_ENV });

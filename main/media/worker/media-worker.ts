@@ -24,6 +24,7 @@ import { Peer } from '../peer';
 import { deviceDelayMs } from '../platform';
 import { MEDIA_NICE, raiseMediaPriority, raiseToRealtime, rtkitHighPriority, type PriorityDeps } from '../priority';
 import { warmUpMediaPath } from '../warmup';
+import { trackGcPauses, type GcPauses } from './gc-pauses';
 import { STATE_REPORT_MS } from '../media-backend';
 import {
   MEDIA_THREAD_NAME,
@@ -55,6 +56,8 @@ interface WorkerSession {
   sink: RoutedPlayback;
   processor: VoiceProcessor | undefined;
   timer: NodeJS.Timeout;
+  /** Ends the count of the media thread's garbage-collection pauses for this session. */
+  stopGcCount: () => void;
 }
 
 const peers = new Map<number, Peer>();
@@ -85,9 +88,17 @@ function postPeerState(peerId: number, peer: Peer): void {
   post({ kind: 'event', type: 'peer.state', peerId, snapshot: snapshot(peer) });
 }
 
+/** The media thread's garbage-collection pauses since each session opened. */
+const gcPausesOf = new WeakMap<MediaSession, GcPauses>();
+
 function sessionState(media: MediaSession): SessionState {
   const silentMs = media.silentMs();
-  return { stats: media.stats(), stalled: media.isStalled(), ...(silentMs !== undefined ? { silentSince: Date.now() - silentMs } : {}) };
+  const gc = gcPausesOf.get(media);
+  return {
+    stats: { ...media.stats(), ...(gc ? { mediaThreadGc: { ...gc } } : {}) },
+    stalled: media.isStalled(),
+    ...(silentMs !== undefined ? { silentSince: Date.now() - silentMs } : {}),
+  };
 }
 
 function postSessionState(sessionId: number, media: MediaSession): void {
@@ -147,8 +158,10 @@ async function openSession(p: SessionOpenParams): Promise<Results['session.open'
   media.on('mediaTimeout', () => (postSessionState(id, media), event({ name: 'mediaTimeout' })));
   media.on('suspended', (ms) => event({ name: 'suspended', ms }));
   media.on('levels', (levels) => event({ name: 'levels', levels }));
+  const gc = trackGcPauses();
+  gcPausesOf.set(media, gc.pauses);
   const timer = setInterval(() => postSessionState(id, media), STATE_REPORT_MS);
-  sessions.set(id, { media, source, sink, processor, timer });
+  sessions.set(id, { media, source, sink, processor, timer, stopGcCount: gc.stop });
   // Sending starts here the moment the transport is authenticated (DTLS up, the certificate the sealed SDP
   // names), not a round trip through a busy main thread later; the call engine's own check confirms it.
   peer.onceAuthenticated(() => {
@@ -215,6 +228,7 @@ const handlers: { [M in Method]: (params: Params[M]) => Promise<Results[M]> | Re
     sessions.delete(sessionId);
     clearInterval(s.timer);
     const state = sessionState(s.media);
+    s.stopGcCount();
     await s.media.close();
     return { state };
   },
