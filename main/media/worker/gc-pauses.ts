@@ -6,7 +6,7 @@
  * frees its per-packet garbage, and too short to delay a packet.
  *
  * Why it is watched: each such pause holds every packet and frame of the call
- * (measured: two or three of them 15–16 s into each call, 30–50 ms of capture
+ * (measured: two or three of them 15–16 s into most calls, 30–50 ms of capture
  * delayed at both ends, until V8's memory reducer was turned off for the media
  * thread; worker/host.ts and docs/audio.md).
  */
